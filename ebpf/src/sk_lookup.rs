@@ -1,0 +1,50 @@
+//! `sk_lookup`, attached to each enrolled pod's network namespace: TCP arriving for the
+//! pod on any port but ztunnel's own goes to ztunnel's in-pod inbound listener (15006).
+//! The accepted socket keeps the original destination as its local address.
+//!
+//! ztunnel delivers to the app by connecting from the pod's own address; such
+//! connections (remote address == local address) are left alone so they are not
+//! captured a second time. If ztunnel has no listener for the pod, the connection is
+//! refused: an enrolled pod fails closed.
+
+use aya_ebpf::{
+    bindings::sk_action::{SK_DROP, SK_PASS},
+    macros::sk_lookup,
+    programs::SkLookupContext,
+};
+use ambit_ebpf_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+
+use crate::{
+    addr::{IPPROTO_TCP, endpoint, is_loopback},
+    maps::INBOUND_LISTENERS,
+};
+
+#[sk_lookup]
+pub fn ambit_sk_lookup(ctx: SkLookupContext) -> u32 {
+    try_sk_lookup(&ctx)
+}
+
+fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
+    // SAFETY: the kernel hands the program a valid `bpf_sk_lookup`.
+    let lk = unsafe { &*ctx.lookup };
+    let local_port = lk.local_port as u16;
+    if lk.protocol != IPPROTO_TCP
+        || matches!(local_port, HBONE_PORT | INBOUND_PLAINTEXT_PORT | OUTBOUND_PORT)
+    {
+        return SK_PASS;
+    }
+    let remote_port = u16::from_be(lk.remote_port);
+    let (Some(local), Some(remote)) = (
+        endpoint(lk.family, lk.local_ip4, lk.local_ip6, local_port),
+        endpoint(lk.family, lk.remote_ip4, lk.remote_ip6, remote_port),
+    ) else {
+        return SK_PASS;
+    };
+    if is_loopback(&local) || local.addr == remote.addr {
+        return SK_PASS;
+    }
+    match INBOUND_LISTENERS.redirect_sk_lookup(ctx, local.addr, 0) {
+        Ok(()) => SK_PASS,
+        Err(_) => SK_DROP,
+    }
+}
