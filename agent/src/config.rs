@@ -1,0 +1,170 @@
+//! The agent's configuration: command-line flags (each with an environment variable),
+//! validated all at once, with defaults for a Kubernetes node.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+/// Where programs, links and maps are pinned.
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/ambit";
+/// Where the agent keeps its sockets and state.
+pub const DEFAULT_RUN_DIR: &str = "/var/run/ambit";
+/// The CNI plugin's socket, in the run directory.
+pub const CNI_SOCKET_NAME: &str = "cni.sock";
+/// ztunnel's hand-off socket (SOCK_SEQPACKET), in the run directory.
+pub const ZTUNNEL_SOCKET_NAME: &str = "ztunnel.sock";
+/// The enrolled pods, persisted across restarts, in the run directory.
+pub const STATE_FILE_NAME: &str = "pods.json";
+/// How long the agent waits for ztunnel to acknowledge a message.
+pub const ZTUNNEL_ACK_TIMEOUT_SECS: u64 = 10;
+
+/// `ambit-agent run` flags.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Folder of Kubernetes YAML (Namespaces, Pods) that decides which pods are enrolled.
+    #[arg(long, env = "AMBIT_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// cgroup v2 directory the capture programs attach to [default: the cgroup2 mount
+    /// found in /proc/mounts].
+    #[arg(long, env = "AMBIT_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    pub paths: PathArgs,
+    /// Join same-node socket pairs with sk_msg instead of the loopback TCP stack.
+    #[arg(long, env = "AMBIT_SOCKMAP_ACCELERATION")]
+    pub sockmap_acceleration: bool,
+}
+
+/// Flags shared by `run` and `uninstall`.
+#[derive(Debug, Clone, Args)]
+pub struct PathArgs {
+    /// bpffs directory for Ambit's pins.
+    #[arg(long, env = "AMBIT_BPFFS_DIR", default_value = DEFAULT_BPFFS_DIR)]
+    pub bpffs_dir: PathBuf,
+    /// Directory for the agent's sockets and state file.
+    #[arg(long, env = "AMBIT_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+}
+
+/// The validated configuration of a running agent.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub config_dir: PathBuf,
+    pub cgroup: PathBuf,
+    pub bpffs_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub sockmap_acceleration: bool,
+}
+
+/// Every problem found in the flags, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid agent configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Validates flags, resolving the default cgroup from `mounts` (the text of
+    /// `/proc/mounts`).
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every invalid value.
+    pub fn from_args(args: RunArgs, mounts: &str) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        if !args.config_dir.is_dir() {
+            problems.push(format!(
+                "--config-dir {}: not a directory — point it at a folder of Kubernetes YAML",
+                args.config_dir.display()
+            ));
+        }
+        let cgroup = match args.cgroup {
+            Some(path) => path,
+            None => cgroup2_mount(mounts).unwrap_or_else(|| {
+                problems.push(
+                    "no cgroup2 filesystem in /proc/mounts — mount one (mount -t cgroup2 none /sys/fs/cgroup) or pass --cgroup"
+                        .to_owned(),
+                );
+                PathBuf::new()
+            }),
+        };
+        if !cgroup.as_os_str().is_empty() && !cgroup.join("cgroup.procs").exists() {
+            problems.push(format!(
+                "--cgroup {}: not a cgroup v2 directory (no cgroup.procs)",
+                cgroup.display()
+            ));
+        }
+        if !args.paths.bpffs_dir.is_absolute() {
+            problems.push(format!(
+                "--bpffs-dir {}: must be an absolute path",
+                args.paths.bpffs_dir.display()
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Self {
+            config_dir: args.config_dir,
+            cgroup,
+            bpffs_dir: args.paths.bpffs_dir,
+            run_dir: args.paths.run_dir,
+            sockmap_acceleration: args.sockmap_acceleration,
+        })
+    }
+
+    #[must_use]
+    pub fn cni_socket(&self) -> PathBuf {
+        self.run_dir.join(CNI_SOCKET_NAME)
+    }
+
+    #[must_use]
+    pub fn ztunnel_socket(&self) -> PathBuf {
+        self.run_dir.join(ZTUNNEL_SOCKET_NAME)
+    }
+
+    #[must_use]
+    pub fn state_file(&self) -> PathBuf {
+        self.run_dir.join(STATE_FILE_NAME)
+    }
+}
+
+/// The first cgroup2 mount point in the text of `/proc/mounts`.
+#[must_use]
+pub fn cgroup2_mount(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "cgroup2").then(|| Path::new(target).to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_in_a_hybrid_layout() {
+        let mounts = "cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_mount(mounts),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("proc /proc proc rw 0 0\n"), None);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let args = RunArgs {
+            config_dir: PathBuf::from("/nonexistent/config"),
+            cgroup: None,
+            paths: PathArgs {
+                bpffs_dir: PathBuf::from("relative/pins"),
+                run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+            },
+            sockmap_acceleration: false,
+        };
+        let error = Config::from_args(args, "").unwrap_err().to_string();
+        for expected in ["--config-dir", "no cgroup2", "--bpffs-dir"] {
+            assert!(error.contains(expected), "expected {expected:?} in: {error}");
+        }
+    }
+}

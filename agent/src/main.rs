@@ -1,0 +1,79 @@
+//! `ambit-agent`: the node agent binary. `run` captures and enrols; `uninstall`
+//! removes every pin (and so every attachment) the agent made.
+
+use std::path::Path;
+
+use ambit_agent::{
+    agent::Agent,
+    capture, cni_server,
+    config::{Config, PathArgs, RunArgs},
+};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tracing::info;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Ambit's node agent: eBPF traffic capture and pod enrolment")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load (or adopt) the capture programs and enrol pods as the CNI plugin reports them.
+    Run(RunArgs),
+    /// Detach and remove everything the agent pinned; pods leave the mesh.
+    Uninstall(PathArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::Uninstall(paths) => {
+            capture::uninstall(&paths.bpffs_dir)
+                .with_context(|| format!("uninstalling {}", paths.bpffs_dir.display()))?;
+            remove_run_dir(&paths.run_dir);
+            info!(bpffs = %paths.bpffs_dir.display(), "uninstalled");
+            Ok(())
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    let config = Config::from_args(args, &mounts)?;
+    info!(?config, "starting");
+    let (agent, listeners) = Agent::start(config)?;
+    info!("ready");
+    cni_server::serve(listeners.cni, agent, shutdown_signal()).await;
+    // The programs stay pinned: capture goes on while the agent is away.
+    info!("stopped; capture stays in place");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn remove_run_dir(run_dir: &Path) {
+    for name in [
+        ambit_agent::config::CNI_SOCKET_NAME,
+        ambit_agent::config::ZTUNNEL_SOCKET_NAME,
+        ambit_agent::config::STATE_FILE_NAME,
+    ] {
+        let _ = std::fs::remove_file(run_dir.join(name));
+    }
+}
