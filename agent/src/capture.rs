@@ -34,42 +34,54 @@ pub enum CaptureError {
     ObjectNotBuilt,
     #[error("{path} is not on a bpf filesystem — mount one: mount -t bpf bpf /sys/fs/bpf")]
     NoBpffs { path: PathBuf },
-    #[error("cannot open cgroup {path}: {source} — pass an existing cgroup v2 directory with --cgroup")]
-    Cgroup { path: PathBuf, source: io::Error },
-    #[error("cannot load the eBPF object: {0} — does this kernel have BPF (CONFIG_BPF_SYSCALL) and is the agent privileged?")]
-    Load(#[source] aya::EbpfError),
-    #[error("eBPF program {program} was rejected: {source}")]
+    #[error("cannot open cgroup {path}: {error} — pass an existing cgroup v2 directory with --cgroup")]
+    Cgroup { path: PathBuf, error: io::Error },
+    #[error("cannot load the eBPF object: {} — does this kernel have BPF (CONFIG_BPF_SYSCALL) and is the agent privileged?", causes(.0))]
+    Load(aya::EbpfError),
+    #[error("eBPF program {program} was rejected: {}", causes(.error))]
     Program {
         program: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
+                error: aya::programs::ProgramError,
     },
     #[error("the eBPF object has no {kind} named {name} — agent and object are out of step; rebuild both")]
     Missing { kind: &'static str, name: &'static str },
-    #[error("eBPF map {name}: {source}")]
+    #[error("eBPF map {name}: {}", causes(.error))]
     Map {
         name: &'static str,
-        #[source]
-        source: aya::maps::MapError,
+                error: aya::maps::MapError,
     },
-    #[error("cannot pin {path}: {source}")]
+    #[error("cannot pin {path}: {}", causes(.error))]
     Pin {
         path: PathBuf,
-        #[source]
-        source: aya::pin::PinError,
+                error: aya::pin::PinError,
     },
-    #[error("eBPF link {path}: {source}")]
+    #[error("eBPF link {path}: {}", causes(.error))]
     Link {
         path: PathBuf,
-        #[source]
-        source: aya::programs::links::LinkError,
+                error: aya::programs::links::LinkError,
     },
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        error: io::Error,
     },
+}
+
+/// An error followed by its causes (`a: b: c`), so a verifier log or an errno that
+/// aya keeps as a source is never lost.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// The loaded (or adopted) capture programs and the maps the agent writes.
@@ -102,9 +114,9 @@ impl Capture {
         };
         self.settings
             .set(0, settings, 0)
-            .map_err(|source| CaptureError::Map {
+            .map_err(|error| CaptureError::Map {
                 name: ambit_ebpf_common::map_names::SETTINGS,
-                source,
+                error,
             })
     }
 

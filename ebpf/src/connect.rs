@@ -14,7 +14,7 @@ use ambit_ebpf_common::{Endpoint, OUTBOUND_PORT, ZTUNNEL_MARK};
 use crate::{
     addr::{
         IPPROTO_TCP, IPV4_LOOPBACK_BE, IPV4_MAPPED_PREFIX_BE, IPV6_LOOPBACK_BE, is_loopback_v4,
-        is_loopback_v6, is_v4_mapped,
+        is_loopback_v6, is_v4_mapped, set_user_ip6,
     },
     maps::{ENROLLED_NETNS, ORIG_DST_BY_COOKIE},
 };
@@ -71,9 +71,9 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<(), i32> {
     remember(ctx, &Endpoint::from_ipv6_be(dst_ip, port))?;
     // An IPv4-mapped destination must stay IPv4: it goes to 127.0.0.1 instead of ::1.
     if is_v4_mapped(dst_ip) {
-        sa.user_ip6 = [0, 0, IPV4_MAPPED_PREFIX_BE, IPV4_LOOPBACK_BE];
+        set_user_ip6(sa, [0, 0, IPV4_MAPPED_PREFIX_BE, IPV4_LOOPBACK_BE]);
     } else {
-        sa.user_ip6 = IPV6_LOOPBACK_BE;
+        set_user_ip6(sa, IPV6_LOOPBACK_BE);
     }
     sa.user_port = u32::from(OUTBOUND_PORT.to_be());
     Ok(())

@@ -7,7 +7,10 @@ use aya_ebpf::{
 };
 use ambit_ebpf_common::Endpoint;
 
-use crate::{addr::IPV4_MAPPED_PREFIX_BE, maps::ORIG_DST_BY_COOKIE};
+use crate::{
+    addr::{IPV4_MAPPED_PREFIX_BE, set_user_ip6},
+    maps::ORIG_DST_BY_COOKIE,
+};
 
 /// getpeername hooks must return 1; anything else fails the call.
 const PROCEED: i32 = 1;
@@ -30,11 +33,12 @@ pub fn ambit_getpeername6(ctx: SockAddrContext) -> i32 {
     if let Some(original) = original_destination(&ctx) {
         // SAFETY: the kernel hands the program a valid `bpf_sock_addr`.
         let sa = unsafe { &mut *ctx.sock_addr };
-        sa.user_ip6 = if original.is_ipv4() {
+        let words = if original.is_ipv4() {
             [0, 0, IPV4_MAPPED_PREFIX_BE, original.ipv4_be()]
         } else {
             original.ipv6_be()
         };
+        set_user_ip6(sa, words);
         sa.user_port = u32::from(original.port.to_be());
     }
     PROCEED

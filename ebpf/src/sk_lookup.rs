@@ -15,7 +15,7 @@ use aya_ebpf::{
 use ambit_ebpf_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
 use crate::{
-    addr::{IPPROTO_TCP, endpoint, is_loopback},
+    addr::{IPPROTO_TCP, endpoint, is_loopback, read_ip6},
     maps::INBOUND_LISTENERS,
 };
 
@@ -25,18 +25,29 @@ pub fn ambit_sk_lookup(ctx: SkLookupContext) -> u32 {
 }
 
 fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
-    // SAFETY: the kernel hands the program a valid `bpf_sk_lookup`.
-    let lk = unsafe { &*ctx.lookup };
-    let local_port = lk.local_port as u16;
-    if lk.protocol != IPPROTO_TCP
+    let lk = ctx.lookup;
+    // SAFETY (every read below): `lk` is the kernel's valid `bpf_sk_lookup` for this call.
+    let (family, protocol, local_port, remote_port) =
+        unsafe { ((*lk).family, (*lk).protocol, (*lk).local_port as u16, (*lk).remote_port) };
+    if protocol != IPPROTO_TCP
         || matches!(local_port, HBONE_PORT | INBOUND_PLAINTEXT_PORT | OUTBOUND_PORT)
     {
         return SK_PASS;
     }
-    let remote_port = u16::from_be(lk.remote_port);
+    let remote_port = u16::from_be(remote_port);
     let (Some(local), Some(remote)) = (
-        endpoint(lk.family, lk.local_ip4, lk.local_ip6, local_port),
-        endpoint(lk.family, lk.remote_ip4, lk.remote_ip6, remote_port),
+        endpoint(
+            family,
+            || unsafe { (*lk).local_ip4 },
+            || unsafe { read_ip6(&raw const (*lk).local_ip6) },
+            local_port,
+        ),
+        endpoint(
+            family,
+            || unsafe { (*lk).remote_ip4 },
+            || unsafe { read_ip6(&raw const (*lk).remote_ip6) },
+            remote_port,
+        ),
     ) else {
         return SK_PASS;
     };

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use ambit_ebpf_common::ConnKey;
 
 use crate::{
-    addr::{endpoint, port_from_be_upper},
+    addr::{endpoint, port_from_be_upper, read_ip6},
     maps::LOCAL_SOCKETS,
 };
 
@@ -29,14 +29,24 @@ pub fn ambit_sk_msg(ctx: SkMsgContext) -> u32 {
 /// The key under which the peer socket is stored: our remote address is its local one.
 #[inline(always)]
 fn peer_key(ctx: &SkMsgContext) -> Option<ConnKey> {
-    // SAFETY: the kernel hands the program a valid `sk_msg_md`.
-    let md = unsafe { &*ctx.msg };
-    let local_port = md.local_port as u16;
-    let remote_port = port_from_be_upper(md.remote_port);
+    let md = ctx.msg;
+    // SAFETY (every read below): `md` is the kernel's valid `sk_msg_md` for this call.
+    let (family, local_port, remote_port) = unsafe { ((*md).family, (*md).local_port, (*md).remote_port) };
+    let remote_port = port_from_be_upper(remote_port);
     Some(ConnKey {
         // SAFETY: the helper accepts this program type's context.
         netns_cookie: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
-        src: endpoint(md.family, md.remote_ip4, md.remote_ip6, remote_port)?,
-        dst: endpoint(md.family, md.local_ip4, md.local_ip6, local_port)?,
+        src: endpoint(
+            family,
+            || unsafe { (*md).remote_ip4 },
+            || unsafe { read_ip6(&raw const (*md).remote_ip6) },
+            remote_port,
+        )?,
+        dst: endpoint(
+            family,
+            || unsafe { (*md).local_ip4 },
+            || unsafe { read_ip6(&raw const (*md).local_ip6) },
+            local_port as u16,
+        )?,
     })
 }

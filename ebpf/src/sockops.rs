@@ -16,7 +16,7 @@ use aya_ebpf::{
 use ambit_ebpf_common::{ConnKey, Endpoint};
 
 use crate::{
-    addr::{endpoint, is_loopback, port_from_be_upper},
+    addr::{endpoint, is_loopback, port_from_be_upper, read_ip6},
     maps::{ENROLLED_NETNS, LOCAL_SOCKETS, ORIG_DST_BY_CONN, ORIG_DST_BY_COOKIE, SETTINGS},
 };
 
@@ -77,11 +77,23 @@ fn enrolled_conn_key(ctx: &SockOpsContext) -> Option<ConnKey> {
     // SAFETY: the helper accepts this program type's context.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     ENROLLED_NETNS.get_ptr(&netns_cookie)?;
+    let ops = ctx.ops;
     let family = ctx.family();
     let local_port = ctx.local_port() as u16;
     let remote_port = port_from_be_upper(ctx.remote_port());
-    let src: Endpoint = endpoint(family, ctx.local_ip4(), ctx.local_ip6(), local_port)?;
-    let dst: Endpoint = endpoint(family, ctx.remote_ip4(), ctx.remote_ip6(), remote_port)?;
+    // SAFETY (both readers): `ops` is the kernel's valid context for this invocation.
+    let src: Endpoint = endpoint(
+        family,
+        || ctx.local_ip4(),
+        || unsafe { read_ip6(&raw const (*ops).local_ip6) },
+        local_port,
+    )?;
+    let dst: Endpoint = endpoint(
+        family,
+        || ctx.remote_ip4(),
+        || unsafe { read_ip6(&raw const (*ops).remote_ip6) },
+        remote_port,
+    )?;
     Some(ConnKey {
         netns_cookie,
         src,

@@ -1,1 +1,21 @@
+//! Ambit's per-node L4 tunnel. For every pod the node agent hands over (with its
+//! network namespace), ztunnel listens inside the pod — 127.0.0.1:15001 / [::1]:15001
+//! for outbound, [::]:15006 for inbound — and relays what the capture eBPF sends there:
+//! outbound connections to their original destination, inbound ones to the app.
+//!
+//! # Layout
+//! - [`config`]: flags and defaults;
+//! - [`handoff`]: the link to the agent (pods arrive and leave here);
+//! - [`inpod`]: per-pod listeners and the relay;
+//! - [`capture_maps`]: the agent's pinned maps (original destinations, inbound listeners);
+//! - [`metrics`], [`admin`]: Istio's TCP metrics, readiness and the config dump.
+//!
+//! This first cut relays plaintext. It does not yet terminate or originate mutual TLS
+//! (HBONE on 15008), enforce policy, or talk to the controller.
 
+pub mod admin;
+pub mod capture_maps;
+pub mod config;
+pub mod handoff;
+pub mod inpod;
+pub mod metrics;

@@ -20,28 +20,28 @@ impl Capture {
     pub fn enrol(&mut self, netns: &Netns, cookie: u64) -> Result<(), CaptureError> {
         let link_path = self.pins.pod_link(cookie);
         if !link_path.exists() {
-            let id = self.sk_lookup.attach(netns).map_err(|source| CaptureError::Program {
+            let id = self.sk_lookup.attach(netns).map_err(|error| CaptureError::Program {
                 program: "ambit_sk_lookup",
-                source,
+                error,
             })?;
             let link: FdLink = self
                 .sk_lookup
                 .take_link(id)
-                .map_err(|source| CaptureError::Program {
+                .map_err(|error| CaptureError::Program {
                     program: "ambit_sk_lookup",
-                    source,
+                    error,
                 })?
                 .into();
-            link.pin(&link_path).map_err(|source| CaptureError::Pin {
+            link.pin(&link_path).map_err(|error| CaptureError::Pin {
                 path: link_path.clone(),
-                source,
+                error,
             })?;
         }
-        if let Err(source) = self.enrolled.insert(cookie, NETNS_ENROLLED, 0) {
+        if let Err(error) = self.enrolled.insert(cookie, NETNS_ENROLLED, 0) {
             let _ = self.detach_pod(cookie);
             return Err(CaptureError::Map {
                 name: map_names::ENROLLED_NETNS,
-                source,
+                error,
             });
         }
         Ok(())
@@ -55,10 +55,10 @@ impl Capture {
     pub fn unenrol(&mut self, cookie: u64) -> Result<(), CaptureError> {
         match self.enrolled.remove(&cookie) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => {
+            Err(error) => {
                 return Err(CaptureError::Map {
                     name: map_names::ENROLLED_NETNS,
-                    source,
+                    error,
                 });
             }
         }
@@ -76,15 +76,15 @@ impl Capture {
         if !path.exists() {
             return Ok(());
         }
-        let link = PinnedLink::from_pin(&path).map_err(|source| CaptureError::Link {
+        let link = PinnedLink::from_pin(&path).map_err(|error| CaptureError::Link {
             path: path.clone(),
-            source,
+            error,
         })?;
         // Dropping the unpinned link closes its last reference: the kernel detaches it.
-        link.unpin().map(drop).map_err(|source: io::Error| CaptureError::Io {
+        link.unpin().map(drop).map_err(|error: io::Error| CaptureError::Io {
             action: "cannot unpin",
             path,
-            source,
+            error,
         })
     }
 }

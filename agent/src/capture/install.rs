@@ -69,10 +69,10 @@ fn preflight(config: &Config) -> Result<(), CaptureError> {
         });
     }
     for dir in [config.bpffs_dir.join("maps"), config.bpffs_dir.join("progs"), config.bpffs_dir.join("links"), config.bpffs_dir.join("pods")] {
-        fs::create_dir_all(&dir).map_err(|source| CaptureError::Io {
+        fs::create_dir_all(&dir).map_err(|error| CaptureError::Io {
             action: "cannot create",
             path: dir.clone(),
-            source,
+            error,
         })?;
     }
     Ok(())
@@ -88,8 +88,8 @@ fn statfs_magic(path: &Path) -> Option<i64> {
 }
 
 fn load_and_attach(pins: Pins, config: &Config) -> Result<Capture, CaptureError> {
-    // Links left from a half-finished install would keep old programs attached.
-    remove_link_pins(&pins);
+    // Pins left from a half-finished install would keep old programs attached.
+    remove_stale_pins(&pins);
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(object::embedded()?)
@@ -101,45 +101,47 @@ fn load_and_attach(pins: Pins, config: &Config) -> Result<Capture, CaptureError>
             None
         }
     };
-    let cgroup = fs::File::open(&config.cgroup).map_err(|source| CaptureError::Cgroup {
+    let cgroup = fs::File::open(&config.cgroup).map_err(|error| CaptureError::Cgroup {
         path: config.cgroup.clone(),
-        source,
+        error,
     })?;
+    // Links (bpf_link_create) coexist with other programs on the same hook, so the
+    // mode flag stays 0 ("single" means "no legacy multi-attach flag" for links).
     for name in [CONNECT4, CONNECT6, GETPEERNAME4, GETPEERNAME6] {
         let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-        program.load().map_err(|source| CaptureError::Program { program: name, source })?;
+        program.load().map_err(|error| CaptureError::Program { program: name, error })?;
         let id = program
-            .attach(&cgroup, CgroupAttachMode::AllowMultiple)
-            .map_err(|source| CaptureError::Program { program: name, source })?;
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|error| CaptureError::Program { program: name, error })?;
         let link: FdLink = program
             .take_link(id)
-            .map_err(|source| CaptureError::Program { program: name, source })?
+            .map_err(|error| CaptureError::Program { program: name, error })?
             .try_into()
-            .map_err(|source| CaptureError::Link { path: pins.link(name), source })?;
+            .map_err(|error| CaptureError::Link { path: pins.link(name), error })?;
         pin_program_and_link(&pins, name, program.pin(pins.program(name)), link)?;
     }
     let sock_ops: &mut SockOps = program_mut(&mut ebpf, SOCK_OPS)?;
-    sock_ops.load().map_err(|source| CaptureError::Program { program: SOCK_OPS, source })?;
+    sock_ops.load().map_err(|error| CaptureError::Program { program: SOCK_OPS, error })?;
     let id = sock_ops
-        .attach(&cgroup, CgroupAttachMode::AllowMultiple)
-        .map_err(|source| CaptureError::Program { program: SOCK_OPS, source })?;
+        .attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(|error| CaptureError::Program { program: SOCK_OPS, error })?;
     let link: FdLink = sock_ops
         .take_link(id)
-        .map_err(|source| CaptureError::Program { program: SOCK_OPS, source })?
+        .map_err(|error| CaptureError::Program { program: SOCK_OPS, error })?
         .try_into()
-        .map_err(|source| CaptureError::Link { path: pins.link(SOCK_OPS), source })?;
+        .map_err(|error| CaptureError::Link { path: pins.link(SOCK_OPS), error })?;
     pin_program_and_link(&pins, SOCK_OPS, sock_ops.pin(pins.program(SOCK_OPS)), link)?;
 
     attach_sk_msg(&mut ebpf, &pins)?;
 
     let sk_lookup: &mut SkLookup = program_mut(&mut ebpf, SK_LOOKUP)?;
-    sk_lookup.load().map_err(|source| CaptureError::Program { program: SK_LOOKUP, source })?;
+    sk_lookup.load().map_err(|error| CaptureError::Program { program: SK_LOOKUP, error })?;
     sk_lookup
         .pin(pins.program(SK_LOOKUP))
-        .map_err(|source| CaptureError::Pin { path: pins.program(SK_LOOKUP), source })?;
+        .map_err(|error| CaptureError::Pin { path: pins.program(SK_LOOKUP), error })?;
     // The pin keeps the program; reopen it so `Capture` owns a handle independent of `ebpf`.
     let sk_lookup = SkLookup::from_pin(pins.program(SK_LOOKUP))
-        .map_err(|source| CaptureError::Program { program: SK_LOOKUP, source })?;
+        .map_err(|error| CaptureError::Program { program: SK_LOOKUP, error })?;
     let (enrolled, settings) = writable_maps(&pins)?;
     Ok(Capture {
         pins,
@@ -160,28 +162,28 @@ fn attach_sk_msg(ebpf: &mut Ebpf, pins: &Pins) -> Result<(), CaptureError> {
             name: map_names::LOCAL_SOCKETS,
         })?;
         let sock_hash: SockHash<&MapData, ConnKey> =
-            SockHash::try_from(map).map_err(|source| CaptureError::Map {
+            SockHash::try_from(map).map_err(|error| CaptureError::Map {
                 name: map_names::LOCAL_SOCKETS,
-                source,
+                error,
             })?;
-        sock_hash.fd().try_clone().map_err(|source| CaptureError::Io {
+        sock_hash.fd().try_clone().map_err(|error| CaptureError::Io {
             action: "cannot duplicate the fd of",
             path: pins.map(map_names::LOCAL_SOCKETS),
-            source,
+            error,
         })?
     };
     let sk_msg: &mut SkMsg = program_mut(ebpf, SK_MSG)?;
-    sk_msg.load().map_err(|source| CaptureError::Program { program: SK_MSG, source })?;
+    sk_msg.load().map_err(|error| CaptureError::Program { program: SK_MSG, error })?;
     let id = sk_msg
         .attach(&map_fd)
-        .map_err(|source| CaptureError::Program { program: SK_MSG, source })?;
+        .map_err(|error| CaptureError::Program { program: SK_MSG, error })?;
     let link = sk_msg
         .take_link(id)
-        .map_err(|source| CaptureError::Program { program: SK_MSG, source })?;
+        .map_err(|error| CaptureError::Program { program: SK_MSG, error })?;
     std::mem::forget(link);
     sk_msg
         .pin(pins.program(SK_MSG))
-        .map_err(|source| CaptureError::Pin { path: pins.program(SK_MSG), source })
+        .map_err(|error| CaptureError::Pin { path: pins.program(SK_MSG), error })
 }
 
 fn pin_program_and_link(
@@ -190,9 +192,9 @@ fn pin_program_and_link(
     program_pin: Result<(), aya::pin::PinError>,
     link: FdLink,
 ) -> Result<(), CaptureError> {
-    program_pin.map_err(|source| CaptureError::Pin { path: pins.program(name), source })?;
+    program_pin.map_err(|error| CaptureError::Pin { path: pins.program(name), error })?;
     link.pin(pins.link(name))
-        .map_err(|source| CaptureError::Pin { path: pins.link(name), source })?;
+        .map_err(|error| CaptureError::Pin { path: pins.link(name), error })?;
     Ok(())
 }
 
@@ -203,12 +205,12 @@ where
     ebpf.program_mut(name)
         .ok_or(CaptureError::Missing { kind: "program", name })?
         .try_into()
-        .map_err(|source| CaptureError::Program { program: name, source })
+        .map_err(|error| CaptureError::Program { program: name, error })
 }
 
 fn adopt(pins: Pins) -> Result<Capture, CaptureError> {
     let sk_lookup = SkLookup::from_pin(pins.program(SK_LOOKUP))
-        .map_err(|source| CaptureError::Program { program: SK_LOOKUP, source })?;
+        .map_err(|error| CaptureError::Program { program: SK_LOOKUP, error })?;
     let logger = sk_lookup
         .info()
         .ok()
@@ -227,9 +229,9 @@ type WritableMaps = (HashMap<MapData, u64, u32>, Array<MapData, ambit_ebpf_commo
 
 fn writable_maps(pins: &Pins) -> Result<WritableMaps, CaptureError> {
     let enrolled = HashMap::try_from(pinned_map(pins, map_names::ENROLLED_NETNS)?)
-        .map_err(|source| CaptureError::Map { name: map_names::ENROLLED_NETNS, source })?;
+        .map_err(|error| CaptureError::Map { name: map_names::ENROLLED_NETNS, error })?;
     let settings = Array::try_from(pinned_map(pins, map_names::SETTINGS)?)
-        .map_err(|source| CaptureError::Map { name: map_names::SETTINGS, source })?;
+        .map_err(|error| CaptureError::Map { name: map_names::SETTINGS, error })?;
     Ok((enrolled, settings))
 }
 
@@ -240,15 +242,17 @@ fn writable_maps(pins: &Pins) -> Result<WritableMaps, CaptureError> {
 pub fn pinned_map(pins: &Pins, name: &'static str) -> Result<Map, CaptureError> {
     MapData::from_pin(pins.map(name))
         .and_then(Map::from_map_data)
-        .map_err(|source| CaptureError::Map { name, source })
+        .map_err(|error| CaptureError::Map { name, error })
 }
 
-fn remove_link_pins(pins: &Pins) {
-    for name in CGROUP_PROGRAMS {
-        let path = pins.link(name);
-        if path.exists() {
+/// Removes link and program pins a half-finished install left behind (maps stay: they
+/// hold the enrolled pods and are reused by name).
+fn remove_stale_pins(pins: &Pins) {
+    for dir in [pins.links(), pins.programs()] {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
             if let Err(error) = fs::remove_file(&path) {
-                warn!(path = %path.display(), %error, "cannot remove a stale link pin");
+                warn!(path = %path.display(), %error, "cannot remove a stale pin");
             }
         }
     }
@@ -277,18 +281,18 @@ pub fn uninstall(bpffs_dir: &Path) -> Result<(), CaptureError> {
             } else {
                 fs::remove_file(&path)
             };
-            if let Err(source) = result {
-                warn!(path = %path.display(), error = %source, "cannot remove pin");
-                first_error.get_or_insert(CaptureError::Io { action: "cannot remove", path, source });
+            if let Err(error) = result {
+                warn!(path = %path.display(), %error, "cannot remove pin");
+                first_error.get_or_insert(CaptureError::Io { action: "cannot remove", path, error });
             }
         }
         let _ = fs::remove_dir(&dir);
     }
-    if let Err(source) = fs::remove_dir(bpffs_dir) {
+    if let Err(error) = fs::remove_dir(bpffs_dir) {
         first_error.get_or_insert(CaptureError::Io {
             action: "cannot remove",
             path: bpffs_dir.to_owned(),
-            source,
+            error,
         });
     }
     first_error.map_or(Ok(()), Err)

@@ -1,0 +1,38 @@
+//! Ambit's developer commands, run as `cargo xtask <command>`.
+//!
+//! # Layout
+//! - `build-ebpf` ([`build_ebpf`]): installs what a fresh machine lacks (the nightly's
+//!   `rust-src`, bpf-linker built against the nightly's own LLVM) and builds `ebpf/`;
+//! - `test` ([`test`]): everything CI checks — fmt, clippy, the eBPF build, the tests;
+//! - `bench` ([`bench`]): the data-path benchmarks.
+//!
+//! xtask only orchestrates: it runs cargo, rustup and the project's binaries, and
+//! holds no logic the binaries need.
+
+mod build_ebpf;
+mod cmd;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "Ambit's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the eBPF programs (installing rust-src and bpf-linker when missing).
+    BuildEbpf,
+    /// Run every check CI runs: fmt, clippy, the eBPF build, unit and end-to-end tests.
+    Test(test::TestArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::BuildEbpf => build_ebpf::run().map(drop),
+        Command::Test(args) => test::run(&args),
+    }
+}

@@ -1,0 +1,33 @@
+//! `cargo xtask test`: what CI runs, in the order that fails fastest.
+
+use std::process::Command;
+
+use clap::Args;
+
+use crate::{build_ebpf, cmd};
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments for `cargo test` (e.g. a test name filter).
+    #[arg(last = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    if !args.no_lint {
+        cmd::run(Command::new("cargo").env_remove("RUSTUP_TOOLCHAIN").args(["+nightly", "fmt", "--all", "--check"]))?;
+        cmd::run(Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    }
+    let object = build_ebpf::run()?;
+    // The agent embeds the object at build time; the tests run the real binaries.
+    cmd::run(Command::new("cargo").env("AMBIT_EBPF_OBJECT", &object).args(["build", "--workspace", "--bins"]))?;
+    cmd::run(
+        Command::new("cargo")
+            .env("AMBIT_EBPF_OBJECT", &object)
+            .args(["test", "--workspace", "--"])
+            .args(&args.cargo_test_args),
+    )
+}

@@ -1,0 +1,245 @@
+//! ztunnel's pods: for each pod the agent hands over, listeners inside the pod's
+//! network namespace (127.0.0.1:15001 and [::1]:15001 outbound, [::]:15006 inbound)
+//! and the relay behind them.
+//!
+//! # Layout
+//! - [`sockets`]: creating listeners and upstream sockets inside a pod's namespace;
+//! - [`relay`]: what happens to each accepted connection.
+
+pub mod relay;
+pub mod sockets;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use ambit_api::handoff::WorkloadInfo;
+use ambit_netns::{Netns, NetnsError};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::{
+    capture_maps::{CaptureMaps, CaptureMapsError},
+    metrics::Metrics,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InPodError {
+    #[error("pod {uid}: address {ip:?} is not an IP address")]
+    BadAddress { uid: String, ip: String },
+    #[error("pod {uid}: {source}")]
+    Netns { uid: String, source: NetnsError },
+    #[error("pod {uid}: cannot listen on {addr} inside the pod: {source}")]
+    Listen {
+        uid: String,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("pod {uid}: {source}")]
+    CaptureMaps { uid: String, source: CaptureMapsError },
+}
+
+/// What a connection handler needs to know about its pod.
+#[derive(Debug)]
+pub struct PodContext {
+    pub info: WorkloadInfo,
+    pub netns: Netns,
+    pub netns_cookie: u64,
+    pub maps: Arc<CaptureMaps>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl PodContext {
+    /// The pod's SPIFFE identity.
+    #[must_use]
+    pub fn principal(&self) -> String {
+        format!(
+            "spiffe://cluster.local/ns/{}/sa/{}",
+            self.info.namespace, self.info.service_account
+        )
+    }
+}
+
+#[derive(Debug)]
+struct PodProxy {
+    context: Arc<PodContext>,
+    ips: Vec<IpAddr>,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PodProxy {
+    fn drop(&mut self) {
+        // Closing the listeners also takes them out of the inbound SOCKHASH, so the
+        // pod fails closed until it is served again.
+        for task in &self.accept_loops {
+            task.abort();
+        }
+        self.context.maps.unregister_inbound(&self.ips);
+    }
+}
+
+/// Every pod this ztunnel serves.
+#[derive(Debug)]
+pub struct InPod {
+    bpffs_dir: PathBuf,
+    maps: Mutex<Option<Arc<CaptureMaps>>>,
+    pods: Mutex<HashMap<String, PodProxy>>,
+    synced: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl InPod {
+    #[must_use]
+    pub fn new(bpffs_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+        Self {
+            bpffs_dir,
+            maps: Mutex::new(None),
+            pods: Mutex::new(HashMap::new()),
+            synced: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// Starts serving a pod (again, if it was served: the old listeners close).
+    ///
+    /// # Errors
+    /// [`InPodError`] saying what could not be set up; the pod is not served then.
+    pub fn add(&self, info: WorkloadInfo, netns: Netns) -> Result<(), InPodError> {
+        let uid = info.uid.clone();
+        let ips = info
+            .ips
+            .iter()
+            .map(|ip| {
+                ip.parse::<IpAddr>().map_err(|_| InPodError::BadAddress {
+                    uid: uid.clone(),
+                    ip: ip.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let maps = self.maps().map_err(|source| InPodError::CaptureMaps {
+            uid: uid.clone(),
+            source,
+        })?;
+        let netns_cookie = netns.cookie().map_err(|source| InPodError::Netns {
+            uid: uid.clone(),
+            source,
+        })?;
+        // Replace first: the new inbound listener must not lose its SOCKHASH entries
+        // to the old one's cleanup.
+        self.lock_pods().remove(&uid);
+        let listeners = sockets::bind_pod_listeners(&netns).map_err(|(addr, source)| match source {
+            sockets::SocketError::Netns(source) => InPodError::Netns { uid: uid.clone(), source },
+            sockets::SocketError::Io(source) => InPodError::Listen { uid: uid.clone(), addr, source },
+        })?;
+        maps.register_inbound(&ips, &listeners.inbound)
+            .map_err(|source| InPodError::CaptureMaps { uid: uid.clone(), source })?;
+        let context = Arc::new(PodContext {
+            info,
+            netns,
+            netns_cookie,
+            maps,
+            metrics: Arc::clone(&self.metrics),
+        });
+        let span = info_span!("pod", uid = %uid, name = %format!("{}/{}", context.info.namespace, context.info.name));
+        let mut accept_loops: Vec<JoinHandle<()>> = listeners
+            .outbound
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(accept_loop(listener, Arc::clone(&context), relay::Direction::Outbound).instrument(span.clone()))
+            })
+            .collect();
+        accept_loops.push(tokio::spawn(
+            accept_loop(listeners.inbound, Arc::clone(&context), relay::Direction::Inbound).instrument(span.clone()),
+        ));
+        span.in_scope(|| info!(ips = ?ips, "serving pod"));
+        self.lock_pods().insert(
+            uid,
+            PodProxy {
+                context,
+                ips,
+                accept_loops,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops serving a pod; connections in flight carry on.
+    pub fn remove(&self, uid: &str) {
+        if self.lock_pods().remove(uid).is_some() {
+            info!(%uid, "stopped serving pod");
+        }
+    }
+
+    /// After a snapshot: stops serving every pod it did not name, and reports ready.
+    pub fn reconcile(&self, keep: &HashSet<String>) {
+        let stale: Vec<String> = self
+            .lock_pods()
+            .keys()
+            .filter(|uid| !keep.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in stale {
+            self.remove(&uid);
+        }
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// Whether the agent's snapshot has been applied at least once.
+    #[must_use]
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The pods served, as JSON, for the admin endpoint.
+    #[must_use]
+    pub fn config_dump(&self) -> String {
+        let pods = self.lock_pods();
+        let mut workloads: Vec<_> = pods
+            .values()
+            .map(|pod| {
+                let info = &pod.context.info;
+                format!(
+                    r#"{{"uid":{:?},"name":{:?},"namespace":{:?},"serviceAccount":{:?},"principal":{:?},"ips":{:?},"netnsCookie":{}}}"#,
+                    info.uid, info.name, info.namespace, info.service_account, pod.context.principal(), info.ips, pod.context.netns_cookie
+                )
+            })
+            .collect();
+        workloads.sort();
+        format!(r#"{{"synced":{},"workloads":[{}]}}"#, self.is_synced(), workloads.join(","))
+    }
+
+    fn maps(&self) -> Result<Arc<CaptureMaps>, CaptureMapsError> {
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(maps) = maps.as_ref() {
+            return Ok(Arc::clone(maps));
+        }
+        let opened = Arc::new(CaptureMaps::open(&self.bpffs_dir)?);
+        *maps = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    fn lock_pods(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodProxy>> {
+        self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, pod: Arc<PodContext>, direction: relay::Direction) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let pod = Arc::clone(&pod);
+                tokio::spawn(relay::handle(stream, peer, pod, direction).in_current_span());
+            }
+            Err(error) => {
+                warn!(%error, ?direction, "accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The plaintext relay: a captured outbound connection goes to its original
+//! destination; a captured inbound connection goes to the app it was addressed to.
+//! Each connection gets one access-log line and Istio's TCP metrics.
+
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::AsRawFd as _,
+    sync::Arc,
+    time::Instant,
+};
+
+use tokio::{io::copy_bidirectional_with_sizes, net::TcpStream};
+use tracing::{info, warn};
+
+use super::{PodContext, sockets};
+use crate::{config::RELAY_BUFFER_BYTES, metrics::TcpLabels};
+
+/// Which way a captured connection goes, from the pod's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// Which side failed, for the access log and `response_flags`.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("no original destination recorded for this connection (was it captured?)")]
+    NoOriginalDestination,
+    #[error("upstream connect to {destination} failed: {source}")]
+    UpstreamConnect {
+        destination: SocketAddr,
+        source: sockets::SocketError,
+    },
+    #[error("downstream: {0}")]
+    Downstream(io::Error),
+}
+
+impl RelayError {
+    /// Istio's response flag for the failure.
+    fn response_flag(&self) -> &'static str {
+        match self {
+            Self::NoOriginalDestination => "NR",
+            Self::UpstreamConnect { .. } => "UF",
+            Self::Downstream(_) => "DC",
+        }
+    }
+}
+
+/// Relays one accepted connection until both sides are done.
+pub async fn handle(mut downstream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, direction: Direction) {
+    let started = Instant::now();
+    let peer = canonical(peer);
+    let destination = match direction {
+        Direction::Outbound => original_destination(&downstream, peer, &pod),
+        Direction::Inbound => downstream.local_addr().ok().map(canonical),
+    };
+    let mut labels = labels(&pod, direction);
+    pod.metrics.connections_opened.get_or_create(&labels).inc();
+    let _ = downstream.set_nodelay(true);
+    let result = async {
+        let destination = destination.ok_or(RelayError::NoOriginalDestination)?;
+        let mut upstream = sockets::connect(&pod.netns, destination)
+            .await
+            .map_err(|source| RelayError::UpstreamConnect { destination, source })?;
+        copy_bidirectional_with_sizes(&mut downstream, &mut upstream, RELAY_BUFFER_BYTES, RELAY_BUFFER_BYTES)
+            .await
+            .map_err(RelayError::Downstream)
+    }
+    .await;
+    let (sent_upstream, sent_downstream) = *result.as_ref().unwrap_or(&(0, 0));
+    if let Err(error) = &result {
+        labels.response_flags = error.response_flag();
+    }
+    // Istio's bytes are from the reporter's point of view: received from the peer that
+    // opened the connection, sent back to it.
+    pod.metrics.received_bytes.get_or_create(&labels).inc_by(sent_upstream);
+    pod.metrics.sent_bytes.get_or_create(&labels).inc_by(sent_downstream);
+    pod.metrics.connections_closed.get_or_create(&labels).inc();
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(_) => info!(
+            target: "access",
+            ?direction,
+            src = %peer,
+            dst = ?destination,
+            bytes_received = sent_upstream,
+            bytes_sent = sent_downstream,
+            duration_ms,
+            "connection complete"
+        ),
+        Err(error) => warn!(
+            target: "access",
+            ?direction,
+            src = %peer,
+            dst = ?destination,
+            duration_ms,
+            response_flags = error.response_flag(),
+            %error,
+            "connection failed"
+        ),
+    }
+}
+
+/// Where a captured outbound connection was going: from the eBPF map, or — when the
+/// connection was redirected by iptables instead (the benchmark baseline) — from
+/// `SO_ORIGINAL_DST`.
+fn original_destination(stream: &TcpStream, peer: SocketAddr, pod: &PodContext) -> Option<SocketAddr> {
+    let local = canonical(stream.local_addr().ok()?);
+    pod.maps
+        .take_original_destination(pod.netns_cookie, peer, local)
+        .or_else(|| so_original_dst(stream))
+}
+
+/// `getsockopt(SOL_IP, SO_ORIGINAL_DST)`, answered by conntrack for iptables REDIRECT.
+fn so_original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    // SAFETY: an all-zero sockaddr_in is a valid value for the kernel to overwrite.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).ok()?;
+    // SAFETY: `addr`/`len` are valid for writes of the given size; the fd is live.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_IP,
+            libc::SO_ORIGINAL_DST,
+            (&raw mut addr).cast(),
+            &raw mut len,
+        )
+    };
+    (rc == 0).then(|| {
+        SocketAddr::from((
+            std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+            u16::from_be(addr.sin_port),
+        ))
+    })
+}
+
+/// IPv4-mapped IPv6 addresses (from dual-stack listeners) as plain IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn labels(pod: &PodContext, direction: Direction) -> TcpLabels {
+    let unknown = || "unknown".to_owned();
+    let (ours, theirs) = (
+        (pod.info.name.clone(), pod.info.namespace.clone(), pod.principal()),
+        (unknown(), unknown(), unknown()),
+    );
+    let (source, destination, reporter, security) = match direction {
+        Direction::Outbound => (ours, theirs, "source", "unknown"),
+        Direction::Inbound => (theirs, ours, "destination", "none"),
+    };
+    TcpLabels {
+        reporter,
+        source_workload: source.0,
+        source_workload_namespace: source.1,
+        source_principal: source.2,
+        destination_workload: destination.0,
+        destination_workload_namespace: destination.1,
+        destination_principal: destination.2,
+        request_protocol: "tcp",
+        response_flags: "-",
+        connection_security_policy: security,
+    }
+}

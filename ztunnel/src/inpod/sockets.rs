@@ -1,0 +1,89 @@
+//! Sockets made inside a pod's network namespace: the pod's listeners, and the
+//! upstream connections ztunnel opens on the pod's behalf (marked 0x539 so the capture
+//! programs leave them alone).
+
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use ambit_ebpf_common::{INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, ZTUNNEL_MARK};
+use ambit_netns::{Netns, NetnsError};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+const LISTEN_BACKLOG: i32 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A pod's listeners.
+#[derive(Debug)]
+pub struct PodListeners {
+    /// 127.0.0.1:15001, and [::1]:15001 when the pod has IPv6.
+    pub outbound: Vec<TcpListener>,
+    /// [::]:15006 (dual-stack), or 0.0.0.0:15006 when the pod has no IPv6.
+    pub inbound: TcpListener,
+}
+
+/// Binds the pod's listeners inside its namespace.
+///
+/// # Errors
+/// The address that failed and why.
+pub fn bind_pod_listeners(netns: &Netns) -> Result<PodListeners, (SocketAddr, SocketError)> {
+    let v4_outbound = SocketAddr::from((Ipv4Addr::LOCALHOST, OUTBOUND_PORT));
+    let v6_outbound = SocketAddr::from((Ipv6Addr::LOCALHOST, OUTBOUND_PORT));
+    let dual_inbound = SocketAddr::from((Ipv6Addr::UNSPECIFIED, INBOUND_PLAINTEXT_PORT));
+    let v4_inbound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, INBOUND_PLAINTEXT_PORT));
+
+    let mut outbound = vec![listen(netns, v4_outbound).map_err(|e| (v4_outbound, e))?];
+    let inbound = match listen(netns, dual_inbound) {
+        Ok(listener) => {
+            // The pod has IPv6: capture it too.
+            outbound.push(listen(netns, v6_outbound).map_err(|e| (v6_outbound, e))?);
+            listener
+        }
+        Err(SocketError::Io(error)) if error.raw_os_error() == Some(libc::EAFNOSUPPORT) || error.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+            listen(netns, v4_inbound).map_err(|e| (v4_inbound, e))?
+        }
+        Err(error) => return Err((dual_inbound, error)),
+    };
+    Ok(PodListeners { outbound, inbound })
+}
+
+fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, SocketError> {
+    let socket = netns.run(|| -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_mark(ZTUNNEL_MARK)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        Ok(socket)
+    })??;
+    Ok(TcpListener::from_std(socket.into())?)
+}
+
+/// Connects to `destination` from inside the pod's namespace with ztunnel's mark.
+///
+/// # Errors
+/// [`SocketError`] from creating the socket or connecting.
+pub async fn connect(netns: &Netns, destination: SocketAddr) -> Result<TcpStream, SocketError> {
+    let socket = netns.run(|| -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(destination), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_mark(ZTUNNEL_MARK)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        Ok(socket)
+    })??;
+    let socket = TcpSocket::from_std_stream(socket.into());
+    Ok(socket.connect(destination).await?)
+}

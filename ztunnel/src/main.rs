@@ -1,0 +1,61 @@
+//! `ambit-ztunnel`: serves the pods the node agent hands over.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use ambit_ztunnel::{
+    admin::{self, AdminState},
+    config::Config,
+    handoff,
+    inpod::InPod,
+    metrics::Metrics,
+};
+use anyhow::Context as _;
+use clap::Parser as _;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::info;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Arc::new(Config::parse());
+    info!(?config, "starting");
+
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let inpod = Arc::new(InPod::new(config.bpffs_dir.clone(), Arc::clone(&metrics)));
+    let state = Arc::new(AdminState {
+        registry,
+        inpod: Arc::clone(&inpod),
+    });
+    for addr in [config.metrics_addr, config.readiness_addr, config.admin_addr] {
+        let listener = bind(addr).await?;
+        tokio::spawn(admin::serve(listener, Arc::clone(&state)));
+    }
+    tokio::spawn(handoff::run(Arc::clone(&config), inpod));
+    info!("ready for the agent");
+    shutdown_signal().await;
+    info!("stopping");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} — is another ztunnel running on this node?"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
