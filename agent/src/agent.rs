@@ -127,10 +127,10 @@ impl Agent {
             return CniReply::Ok { enrolled: false };
         }
         info!(pod = %pod_name(sandbox), "CNI DEL: un-enrolled");
-        if let Err(link_error) = self.ztunnel.delete(uid).await {
-            if !matches!(link_error, LinkError::NotConnected) {
-                warn!(pod = %pod_name(sandbox), error = %link_error, "ztunnel did not confirm the deletion");
-            }
+        if let Err(link_error) = self.ztunnel.delete(uid).await
+            && !matches!(link_error, LinkError::NotConnected)
+        {
+            warn!(pod = %pod_name(sandbox), error = %link_error, "ztunnel did not confirm the deletion");
         }
         CniReply::Ok { enrolled: false }
     }

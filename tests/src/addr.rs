@@ -3,11 +3,12 @@
 //!
 //! | what                     | IPv4              | IPv6                 |
 //! |--------------------------|-------------------|----------------------|
-//! | node N on the underlay   | 198.19.255.N/24   | 2001:2:ffff::N/64    |
+//! | node N on the underlay   | 198.19.255.N/24   | 2001:2:0:ffff::N/64  |
 //! | pod subnet of node N     | 198.18.N.0/24     | 2001:2:0:N::/64      |
 //! | node N's pod gateway     | 198.18.N.1        | 2001:2:0:N::1        |
 //!
-//! (N is written in hex in IPv6 addresses.)
+//! (N is written in hex in IPv6 addresses. The underlay's IPv6 subnet is pod subnet
+//! `ffff`, which no node reaches: 2001:2:ffff::/64 would lie outside 2001:2::/48.)
 
 use std::{
     fmt,
@@ -30,7 +31,10 @@ pub struct Cidr {
 impl Cidr {
     #[must_use]
     pub fn new(addr: impl Into<IpAddr>, prefix_len: u8) -> Self {
-        Self { addr: addr.into(), prefix_len }
+        Self {
+            addr: addr.into(),
+            prefix_len,
+        }
     }
 
     /// Whether `ip` lies in this subnet.
@@ -38,11 +42,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -60,9 +68,15 @@ impl FromStr for Cidr {
     type Err = anyhow::Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let (addr, len) = text.split_once('/').with_context(|| format!("{text:?} is not ADDR/LEN"))?;
-        let addr: IpAddr = addr.parse().with_context(|| format!("bad address in {text:?}"))?;
-        let prefix_len: u8 = len.parse().with_context(|| format!("bad prefix length in {text:?}"))?;
+        let (addr, len) = text
+            .split_once('/')
+            .with_context(|| format!("{text:?} is not ADDR/LEN"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .with_context(|| format!("bad address in {text:?}"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .with_context(|| format!("bad prefix length in {text:?}"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix_len > max {
             bail!("prefix length {prefix_len} too long in {text:?}");
@@ -81,7 +95,7 @@ pub(crate) fn node_underlay_v4(n: u8) -> Ipv4Addr {
 }
 
 pub(crate) fn node_underlay_v6(n: u8) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 2, 0xffff, 0, 0, 0, 0, u16::from(n))
+    Ipv6Addr::new(0x2001, 2, 0, 0xffff, 0, 0, 0, u16::from(n))
 }
 
 pub(crate) fn pod_subnet_v4(n: u8) -> Cidr {

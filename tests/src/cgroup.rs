@@ -53,9 +53,15 @@ fn unescape_mount_field(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         if let Some(digits) = octal {
-            out.push(digits.iter().fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')));
+            out.push(
+                digits
+                    .iter()
+                    .fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')),
+            );
             i += 4;
         } else {
             out.push(bytes[i]);
@@ -76,9 +82,14 @@ pub(crate) fn create(path: &Path) -> Result<()> {
 /// When `cgroup.procs` cannot be read.
 pub fn procs(path: &Path) -> Result<Vec<u32>> {
     let file = path.join("cgroup.procs");
-    let text = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     text.lines()
-        .map(|line| line.trim().parse().with_context(|| format!("bad pid {line:?} in {}", file.display())))
+        .map(|line| {
+            line.trim()
+                .parse()
+                .with_context(|| format!("bad pid {line:?} in {}", file.display()))
+        })
         .collect()
 }
 
@@ -88,7 +99,8 @@ pub fn procs(path: &Path) -> Result<Vec<u32>> {
 /// When `cgroup.events` cannot be read.
 pub fn is_populated(path: &Path) -> Result<bool> {
     let file = path.join("cgroup.events");
-    let text = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     Ok(text.lines().any(|line| line == "populated 1"))
 }
 
@@ -100,12 +112,16 @@ pub(crate) fn kill_and_remove(path: &Path) -> Result<()> {
     }
     kill_all(path)?;
     wait_for(
-        &format!("the processes of cgroup {} to exit after SIGKILL", path.display()),
+        &format!(
+            "the processes of cgroup {} to exit after SIGKILL",
+            path.display()
+        ),
         EMPTY_TIMEOUT,
         || is_populated(path).map(|populated| (!populated).then_some(())),
     )?;
     let mut dirs = Vec::new();
-    collect_dirs(path, &mut dirs).with_context(|| format!("cannot list cgroup {}", path.display()))?;
+    collect_dirs(path, &mut dirs)
+        .with_context(|| format!("cannot list cgroup {}", path.display()))?;
     // Children sort after their parents; remove in reverse.
     dirs.sort();
     for dir in dirs.iter().rev() {
@@ -126,7 +142,8 @@ pub(crate) fn kill_and_remove(path: &Path) -> Result<()> {
 fn kill_all(path: &Path) -> Result<()> {
     let kill_file = path.join("cgroup.kill");
     if kill_file.exists() {
-        return fs::write(&kill_file, "1").with_context(|| format!("cannot write {}", kill_file.display()));
+        return fs::write(&kill_file, "1")
+            .with_context(|| format!("cannot write {}", kill_file.display()));
     }
     let mut dirs = Vec::new();
     collect_dirs(path, &mut dirs)?;
@@ -158,7 +175,10 @@ mod tests {
 
     #[test]
     fn mount_fields_are_unescaped() {
-        assert_eq!(unescape_mount_field(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(
+            unescape_mount_field(r"/mnt/with\040space"),
+            "/mnt/with space"
+        );
         assert_eq!(unescape_mount_field("/sys/fs/cgroup"), "/sys/fs/cgroup");
     }
 }

@@ -127,13 +127,18 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8], timeout: Duration) ->
 
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("waiting for `{line}`"))? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for `{line}`"))?
+        {
             break status;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let status = child.wait();
-            let stderr = stderr.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+            let stderr = stderr
+                .recv_timeout(Duration::from_secs(1))
+                .unwrap_or_default();
             bail!(
                 "`{line}` did not exit within {timeout:?} (killed, {status:?}); stderr so far:\n{stderr}"
             );
@@ -174,14 +179,17 @@ mod tests {
         let error = run(Command::new("sh").args(["-c", "echo oops >&2; exit 3"])).unwrap_err();
         let text = format!("{error:#}");
         assert!(
-            text.contains("sh -c \"echo oops >&2; exit 3\"") && text.contains("exit status: 3") && text.contains("oops"),
+            text.contains("sh -c \"echo oops >&2; exit 3\"")
+                && text.contains("exit status: 3")
+                && text.contains("oops"),
             "{text}"
         );
     }
 
     #[test]
     fn input_is_passed_and_a_hung_command_times_out() {
-        let done = run_with_input(&mut Command::new("cat"), b"abc", Duration::from_secs(5)).unwrap();
+        let done =
+            run_with_input(&mut Command::new("cat"), b"abc", Duration::from_secs(5)).unwrap();
         assert_eq!(done.stdout, "abc");
         let error = run_with_input(
             Command::new("sleep").arg("10"),

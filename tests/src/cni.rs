@@ -8,14 +8,7 @@
 //! [`Runtime::add_list`] / [`Runtime::check_list`] / [`Runtime::del_list`] run a whole
 //! conflist as a runtime would.
 
-use std::{
-    env,
-    ffi::OsStr,
-    fmt,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{env, ffi::OsStr, fmt, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -127,7 +120,11 @@ impl Runtime {
         Self {
             netns: netns.into(),
             cgroup: None,
-            cni_path: CNI_PLUGIN_DIRS.iter().map(PathBuf::from).filter(|dir| dir.is_dir()).collect(),
+            cni_path: CNI_PLUGIN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|dir| dir.is_dir())
+                .collect(),
             timeout: DEFAULT_PLUGIN_TIMEOUT,
         }
     }
@@ -159,7 +156,11 @@ impl Runtime {
     /// `CNI_PATH`: the plugin directories joined with `:`.
     #[must_use]
     pub fn cni_path(&self) -> String {
-        self.cni_path.iter().map(|dir| dir.display().to_string()).collect::<Vec<_>>().join(":")
+        self.cni_path
+            .iter()
+            .map(|dir| dir.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     /// The binary for plugin type `plugin_type`: the first match in `CNI_PATH`.
@@ -174,7 +175,12 @@ impl Runtime {
             .iter()
             .map(|dir| dir.join(plugin_type))
             .find(|path| path.is_file())
-            .with_context(|| format!("CNI plugin {plugin_type:?} not found in CNI_PATH {}", self.cni_path()))
+            .with_context(|| {
+                format!(
+                    "CNI plugin {plugin_type:?} not found in CNI_PATH {}",
+                    self.cni_path()
+                )
+            })
     }
 
     /// Runs plugin `plugin_type` with exactly the `CNI_*` variables in `env` (inherited
@@ -211,7 +217,12 @@ impl Runtime {
     ///
     /// # Errors
     /// As [`Runtime::invoke`]; also when `net_conf` has no string `type`.
-    pub fn exec_plugin(&self, command: CniCommand, net_conf: &Value, args: &CniArgs) -> Result<Finished> {
+    pub fn exec_plugin(
+        &self,
+        command: CniCommand,
+        net_conf: &Value,
+        args: &CniArgs,
+    ) -> Result<Finished> {
         let plugin_type = net_conf["type"]
             .as_str()
             .with_context(|| format!("network config has no string `type`: {net_conf}"))?;
@@ -231,7 +242,10 @@ impl Runtime {
             let done = self.exec_plugin(CniCommand::Add, &conf, args)?;
             let what = describe_step(CniCommand::Add, conflist, index, args);
             let done = done.success().with_context(|| format!("{what} failed"))?;
-            prev = Some(done.json().with_context(|| format!("{what} printed no valid result"))?);
+            prev = Some(
+                done.json()
+                    .with_context(|| format!("{what} printed no valid result"))?,
+            );
         }
         prev.with_context(|| format!("conflist has no plugins: {conflist}"))
     }
@@ -246,7 +260,12 @@ impl Runtime {
             let conf = plugin_config(conflist, index, Some(result))?;
             self.exec_plugin(CniCommand::Check, &conf, args)?
                 .success()
-                .with_context(|| format!("{} failed", describe_step(CniCommand::Check, conflist, index, args)))?;
+                .with_context(|| {
+                    format!(
+                        "{} failed",
+                        describe_step(CniCommand::Check, conflist, index, args)
+                    )
+                })?;
         }
         Ok(())
     }
@@ -267,7 +286,11 @@ impl Runtime {
                 failures.push(format!("{what} failed: {error:#}"));
             }
         }
-        if failures.is_empty() { Ok(()) } else { bail!(failures.join("\n")) }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            bail!(failures.join("\n"))
+        }
     }
 }
 
@@ -334,18 +357,19 @@ fn describe_step(command: CniCommand, conflist: &Value, index: usize, args: &Cni
     )
 }
 
-/// Whether `path` names an executable file (for early, clear errors).
-pub(crate) fn is_file(path: &Path) -> bool {
-    path.is_file()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_plugin_config_carries_version_name_and_prev_result() {
-        let list = conflist("net", vec![json!({"type": "bridge"}), json!({"type": "ambit-cni", "x": 1})]);
+        let list = conflist(
+            "net",
+            vec![
+                json!({"type": "bridge"}),
+                json!({"type": "ambit-cni", "x": 1}),
+            ],
+        );
         let prev = json!({"ips": [{"address": "198.18.1.2/24"}]});
         let conf = plugin_config(&list, 1, Some(&prev)).unwrap();
         assert_eq!(

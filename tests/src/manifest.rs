@@ -18,9 +18,11 @@ pub(crate) fn write(dir: &Path, file_name: &str, object: &Value) -> Result<PathB
     }
     let path = dir.join(file_name);
     let staging = dir.join(format!(".{file_name}.tmp"));
-    let yaml = serde_yaml_ng::to_string(object).with_context(|| format!("cannot render {file_name} as YAML"))?;
+    let yaml = serde_yaml_ng::to_string(object)
+        .with_context(|| format!("cannot render {file_name} as YAML"))?;
     fs::write(&staging, yaml).with_context(|| format!("cannot write {}", staging.display()))?;
-    fs::rename(&staging, &path).with_context(|| format!("cannot rename {} to {}", staging.display(), path.display()))?;
+    fs::rename(&staging, &path)
+        .with_context(|| format!("cannot rename {} to {}", staging.display(), path.display()))?;
     Ok(path)
 }
 

@@ -21,11 +21,12 @@ use tempfile::TempDir;
 use crate::{
     cgroup,
     cmd::ip,
-    manifest, ns,
+    manifest,
     node::{self, Node, NodeState},
+    ns,
     pod::{self, PodState},
     prereq::{self, Prerequisites},
-    process::{self, ChildGuard, ChildSlot, Place},
+    process::{self, ChildGuard, ChildSlot, Location},
 };
 
 /// The directory under the cgroup2 mount that holds every test's cgroup.
@@ -89,7 +90,8 @@ impl TestNet {
         let cgroup_parent = prereq.cgroup2.join(CGROUP_PARENT);
         match fs::create_dir(&cgroup_parent) {
             Err(error) if error.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(error).with_context(|| format!("cannot create cgroup {}", cgroup_parent.display()));
+                return Err(error)
+                    .with_context(|| format!("cannot create cgroup {}", cgroup_parent.display()));
             }
             _ => {}
         }
@@ -120,7 +122,8 @@ impl TestNet {
             let path = net.inner.dir.join(dir);
             fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
         }
-        net.create_underlay().context("cannot create the underlay network")?;
+        net.create_underlay()
+            .context("cannot create the underlay network")?;
         Ok(net)
     }
 
@@ -129,7 +132,10 @@ impl TestNet {
         let path = ns::add(netns)?;
         ns::set_sysctls(
             &path,
-            &[("net/ipv6/conf/all/accept_dad", "0"), ("net/ipv6/conf/default/accept_dad", "0")],
+            &[
+                ("net/ipv6/conf/all/accept_dad", "0"),
+                ("net/ipv6/conf/default/accept_dad", "0"),
+            ],
         )?;
         ip(&["-n", netns, "link", "set", "lo", "up"])?;
         ip(&["-n", netns, "link", "add", bridge, "type", "bridge"])?;
@@ -206,7 +212,10 @@ impl TestNet {
     /// All nodes, in the order they were added.
     #[must_use]
     pub fn nodes(&self) -> Vec<Node> {
-        lock(&self.inner.nodes).iter().map(|state| Node::from_state(&self.inner, state)).collect()
+        lock(&self.inner.nodes)
+            .iter()
+            .map(|state| Node::from_state(&self.inner, state))
+            .collect()
     }
 
     /// Writes a Namespace object with `labels` to the config folder.
@@ -218,8 +227,14 @@ impl TestNet {
         name: &str,
         labels: impl IntoIterator<Item = (K, V)>,
     ) -> Result<PathBuf> {
-        let labels: BTreeMap<String, String> = labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        self.write_manifest(&manifest::namespace_file(name), &manifest::namespace(name, &labels))
+        let labels: BTreeMap<String, String> = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.write_manifest(
+            &manifest::namespace_file(name),
+            &manifest::namespace(name, &labels),
+        )
     }
 
     /// Writes any object (for example a Service) as YAML to `file_name` in the config
@@ -249,8 +264,13 @@ impl TestNet {
         if name.is_empty() || name.contains('/') {
             bail!("bpffs dir name {name:?} must be a plain name");
         }
-        let path = self.inner.prereq.bpffs.join(format!("{}{name}", bpffs_prefix(&self.inner.prefix)));
-        fs::create_dir(&path).with_context(|| format!("cannot create bpffs dir {}", path.display()))?;
+        let path = self
+            .inner
+            .prereq
+            .bpffs
+            .join(format!("{}{name}", bpffs_prefix(&self.inner.prefix)));
+        fs::create_dir(&path)
+            .with_context(|| format!("cannot create bpffs dir {}", path.display()))?;
         Ok(path)
     }
 
@@ -260,7 +280,7 @@ impl TestNet {
     /// # Errors
     /// When it cannot start.
     pub fn spawn_in_underlay(&self, command: &mut Command) -> Result<ChildGuard> {
-        let place = Place {
+        let place = Location {
             label: "underlay".to_owned(),
             netns: self.underlay_netns_path(),
             cgroup: self.inner.cgroup.clone(),
@@ -283,9 +303,12 @@ impl NetInner {
     }
 
     /// Starts `command` at `place` and registers it for cleanup.
-    pub(crate) fn spawn(&self, place: &Place, command: &mut Command) -> Result<ChildGuard> {
+    pub(crate) fn spawn(&self, place: &Location, command: &mut Command) -> Result<ChildGuard> {
         if self.torn_down.load(Ordering::SeqCst) {
-            bail!("the test network {} has already been torn down", self.prefix);
+            bail!(
+                "the test network {} has already been torn down",
+                self.prefix
+            );
         }
         let guard = process::spawn(place, command, &self.dir.join("logs"), self.next_seq())?;
         let mut children = lock(&self.children);
@@ -307,13 +330,19 @@ impl NetInner {
     fn teardown(&self) {
         self.torn_down.store(true, Ordering::SeqCst);
         let log = |what: &str, error: anyhow::Error| {
-            eprintln!("ambit-e2e cleanup [{} {}]: {what}: {error:#}", self.test_name, self.prefix);
+            eprintln!(
+                "ambit-e2e cleanup [{} {}]: {what}: {error:#}",
+                self.test_name, self.prefix
+            );
         };
         // Pods first, like a kubelet would, while the node's agent still runs.
         let pods: Vec<_> = lock(&self.pods).drain(..).collect();
         for state in pods.iter().rev() {
             if let Err(error) = pod::remove(self, state) {
-                log(&format!("removing pod {}/{}", state.namespace, state.name), error);
+                log(
+                    &format!("removing pod {}/{}", state.namespace, state.name),
+                    error,
+                );
             }
         }
         let children: Vec<_> = lock(&self.children).drain(..).collect();
@@ -354,19 +383,27 @@ impl Drop for TestNet {
             if std::env::var(KEEP_ENV).is_ok_and(|keep| keep == "1") {
                 eprintln!("ambit-e2e: kept {}", tempdir.keep().display());
             } else if let Err(error) = tempdir.close() {
-                eprintln!("ambit-e2e cleanup [{}]: removing the temp dir: {error}", self.inner.prefix);
+                eprintln!(
+                    "ambit-e2e cleanup [{}]: removing the temp dir: {error}",
+                    self.inner.prefix
+                );
             }
         }
     }
 }
 
 fn remove_bpffs_dirs(bpffs: &Path, prefix: &str) -> Result<()> {
-    let entries = fs::read_dir(bpffs).with_context(|| format!("cannot list {}", bpffs.display()))?;
+    let entries =
+        fs::read_dir(bpffs).with_context(|| format!("cannot list {}", bpffs.display()))?;
     for entry in entries {
         let entry = entry?;
         if entry.file_name().to_string_lossy().starts_with(prefix) {
             let path = entry.path();
-            let removed = if entry.file_type()?.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            let removed = if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
             removed.with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
@@ -381,11 +418,21 @@ fn claim_prefix(cgroup_parent: &Path, bpffs: &Path) -> Result<(String, PathBuf)>
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
         hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
         let prefix = format!("a{:05x}", hasher.finish() & 0xf_ffff);
-        let in_use = Path::new(ns::NETNS_RUN_DIR).join(format!("{prefix}-underlay")).exists()
+        let in_use = Path::new(ns::NETNS_RUN_DIR)
+            .join(format!("{prefix}-underlay"))
+            .exists()
             || fs::read_dir(bpffs).is_ok_and(|entries| {
-                entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&bpffs_prefix(&prefix)))
+                entries.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&bpffs_prefix(&prefix))
+                })
             });
         if in_use {
             continue;
@@ -394,8 +441,14 @@ fn claim_prefix(cgroup_parent: &Path, bpffs: &Path) -> Result<(String, PathBuf)>
         match fs::create_dir(&cgroup) {
             Ok(()) => return Ok((prefix, cgroup)),
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(error).with_context(|| format!("cannot create cgroup {}", cgroup.display())),
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot create cgroup {}", cgroup.display()));
+            }
         }
     }
-    bail!("no free test prefix after 64 tries: are stale ambit-test cgroups in {}?", cgroup_parent.display())
+    bail!(
+        "no free test prefix after 64 tries: are stale ambit-test cgroups in {}?",
+        cgroup_parent.display()
+    )
 }

@@ -21,7 +21,7 @@ use crate::{
     net::{NetInner, lock},
     ns,
     pod::{self, Pod, PodSpec},
-    process::{ChildGuard, Place},
+    process::{ChildGuard, Location},
 };
 
 /// The network name in the nodes' conflist.
@@ -53,7 +53,9 @@ pub(crate) struct NodeState {
 pub(crate) fn add(net: &Arc<NetInner>, name: &str) -> Result<Node> {
     if name.is_empty()
         || name.len() > 32
-        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
         bail!("node names are 1–32 characters of a-z, 0-9 and '-'");
     }
@@ -95,11 +97,38 @@ pub(crate) fn add(net: &Arc<NetInner>, name: &str) -> Result<Node> {
         "netns",
         &netns_name,
     ])?;
-    ip(&["-n", &net.underlay_netns, "link", "set", &underlay_end, "master", &net.underlay_bridge, "up"])?;
+    ip(&[
+        "-n",
+        &net.underlay_netns,
+        "link",
+        "set",
+        &underlay_end,
+        "master",
+        &net.underlay_bridge,
+        "up",
+    ])?;
     let v4 = Cidr::new(addr::node_underlay_v4(index), addr::UNDERLAY_V4_LEN);
     let v6 = Cidr::new(addr::node_underlay_v6(index), addr::UNDERLAY_V6_LEN);
-    ip(&["-n", &netns_name, "addr", "add", &v4.to_string(), "dev", NODE_IFNAME])?;
-    ip(&["-n", &netns_name, "-6", "addr", "add", &v6.to_string(), "dev", NODE_IFNAME, "nodad"])?;
+    ip(&[
+        "-n",
+        &netns_name,
+        "addr",
+        "add",
+        &v4.to_string(),
+        "dev",
+        NODE_IFNAME,
+    ])?;
+    ip(&[
+        "-n",
+        &netns_name,
+        "-6",
+        "addr",
+        "add",
+        &v6.to_string(),
+        "dev",
+        NODE_IFNAME,
+        "nodad",
+    ])?;
     ip(&["-n", &netns_name, "link", "set", NODE_IFNAME, "up"])?;
 
     let cgroup_path = net.cgroup.join(name);
@@ -127,8 +156,16 @@ pub(crate) fn add(net: &Arc<NetInner>, name: &str) -> Result<Node> {
 /// Routes, on `from`, the pod subnets of `to` via `to`'s underlay address.
 fn route_pods(from: &NodeState, to: &NodeState) -> Result<()> {
     let routes = [
-        (addr::pod_subnet_v4(to.index), IpAddr::from(addr::node_underlay_v4(to.index)), "-4"),
-        (addr::pod_subnet_v6(to.index), IpAddr::from(addr::node_underlay_v6(to.index)), "-6"),
+        (
+            addr::pod_subnet_v4(to.index),
+            IpAddr::from(addr::node_underlay_v4(to.index)),
+            "-4",
+        ),
+        (
+            addr::pod_subnet_v6(to.index),
+            IpAddr::from(addr::node_underlay_v6(to.index)),
+            "-6",
+        ),
     ];
     for (subnet, via, family) in routes {
         ip(&[
@@ -149,7 +186,10 @@ fn route_pods(from: &NodeState, to: &NodeState) -> Result<()> {
 
 impl Node {
     pub(crate) fn from_state(net: &Arc<NetInner>, state: &Arc<NodeState>) -> Self {
-        Self { state: Arc::clone(state), net: Arc::clone(net) }
+        Self {
+            state: Arc::clone(state),
+            net: Arc::clone(net),
+        }
     }
 
     /// The node's name (as in a Pod's `spec.nodeName`).
@@ -202,7 +242,7 @@ impl Node {
         addr::node_underlay_v4(self.state.index)
     }
 
-    /// 2001:2:ffff::N, on the underlay.
+    /// 2001:2:0:ffff::N, on the underlay.
     #[must_use]
     pub fn underlay_v6(&self) -> Ipv6Addr {
         addr::node_underlay_v6(self.state.index)
@@ -228,14 +268,22 @@ impl Node {
     /// # Errors
     /// When the type and binary do not match or the binary does not exist.
     pub fn chain_cni_plugin(&self, config: Value, binary: &Path) -> Result<()> {
-        let plugin_type = config["type"].as_str().with_context(|| format!("plugin config has no string `type`: {config}"))?;
+        let plugin_type = config["type"]
+            .as_str()
+            .with_context(|| format!("plugin config has no string `type`: {config}"))?;
         if binary.file_name().and_then(|name| name.to_str()) != Some(plugin_type) {
-            bail!("plugin type {plugin_type:?} must be the file name of its binary {}", binary.display());
+            bail!(
+                "plugin type {plugin_type:?} must be the file name of its binary {}",
+                binary.display()
+            );
         }
         if !binary.is_file() {
             bail!("CNI plugin binary {} does not exist", binary.display());
         }
-        let dir = binary.parent().context("plugin binary has no directory")?.to_owned();
+        let dir = binary
+            .parent()
+            .context("plugin binary has no directory")?
+            .to_owned();
         let mut chain = lock(&self.state.chain);
         chain.0.push(config);
         if !chain.1.contains(&dir) {
@@ -264,7 +312,10 @@ impl Node {
             },
         });
         let chained = lock(&self.state.chain).0.clone();
-        cni::conflist(NETWORK_NAME, std::iter::once(bridge).chain(chained).collect())
+        cni::conflist(
+            NETWORK_NAME,
+            std::iter::once(bridge).chain(chained).collect(),
+        )
     }
 
     /// A CNI runtime that runs plugins in this node's namespace and cgroup, with the
@@ -272,8 +323,10 @@ impl Node {
     #[must_use]
     pub fn cni_runtime(&self) -> Runtime {
         let dirs = lock(&self.state.chain).1.clone();
-        dirs.into_iter()
-            .fold(Runtime::new(&self.state.netns_path).with_cgroup(&self.state.cgroup), Runtime::with_plugin_dir)
+        dirs.into_iter().fold(
+            Runtime::new(&self.state.netns_path).with_cgroup(&self.state.cgroup),
+            Runtime::with_plugin_dir,
+        )
     }
 
     /// Creates a pod on this node: its manifest, its namespace and cgroup, and its
@@ -282,7 +335,10 @@ impl Node {
     /// # Errors
     /// When any step fails (what was made is removed again).
     pub fn add_pod(&self, spec: PodSpec) -> Result<Pod> {
-        let what = format!("cannot add pod {}/{} on node {}", spec.namespace, spec.name, self.state.name);
+        let what = format!(
+            "cannot add pod {}/{} on node {}",
+            spec.namespace, spec.name, self.state.name
+        );
         pod::add(self, spec).context(what)
     }
 
@@ -331,8 +387,8 @@ impl Node {
         ns::sysctl(&self.state.netns_path, key)
     }
 
-    fn place(&self) -> Place {
-        Place {
+    fn place(&self) -> Location {
+        Location {
             label: self.state.name.clone(),
             netns: self.state.netns_path.clone(),
             cgroup: self.state.cgroup.clone(),

@@ -21,19 +21,26 @@ static NETNS_CHANGES: Mutex<()> = Mutex::new(());
 /// Creates the named namespace `name` and returns its path.
 pub(crate) fn add(name: &str) -> Result<PathBuf> {
     {
-        let _one_at_a_time = NETNS_CHANGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = NETNS_CHANGES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         ip(&["netns", "add", name])?;
     }
     let path = Path::new(NETNS_RUN_DIR).join(name);
     if !path.exists() {
-        bail!("`ip netns add {name}` succeeded but {} does not exist", path.display());
+        bail!(
+            "`ip netns add {name}` succeeded but {} does not exist",
+            path.display()
+        );
     }
     Ok(path)
 }
 
 /// Deletes the named namespace `name` (its processes and open fds keep it alive).
 pub(crate) fn delete(name: &str) -> Result<()> {
-    let _one_at_a_time = NETNS_CHANGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one_at_a_time = NETNS_CHANGES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ip(&["netns", "del", name]).map(drop)
 }
 
@@ -63,8 +70,13 @@ pub(crate) fn set_sysctls(path: &Path, settings: &[(&str, &str)]) -> Result<()> 
     run_in(path, || {
         for (key, value) in settings {
             let file = Path::new("/proc/sys").join(key);
-            fs::write(&file, value)
-                .with_context(|| format!("cannot set {} = {value} in {}", file.display(), path.display()))?;
+            fs::write(&file, value).with_context(|| {
+                format!(
+                    "cannot set {} = {value} in {}",
+                    file.display(),
+                    path.display()
+                )
+            })?;
         }
         Ok(())
     })?

@@ -18,8 +18,15 @@ pub fn workspace_dir() -> PathBuf {
 #[must_use]
 pub fn binary_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(dir) = env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_owned)) {
-        dirs.push(if dir.ends_with("deps") { dir.parent().unwrap_or(&dir).to_owned() } else { dir });
+    if let Some(dir) = env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_owned))
+    {
+        dirs.push(if dir.ends_with("deps") {
+            dir.parent().unwrap_or(&dir).to_owned()
+        } else {
+            dir
+        });
     }
     if let Some(target) = env::var_os("CARGO_TARGET_DIR") {
         dirs.push(workspace_dir().join(target).join("debug"));

@@ -65,7 +65,11 @@ fn check() -> Result<Prerequisites, String> {
     let cni_plugin_dir = CNI_PLUGIN_DIRS
         .iter()
         .map(Path::new)
-        .find(|dir| REQUIRED_PLUGINS.iter().all(|plugin| dir.join(plugin).is_file()))
+        .find(|dir| {
+            REQUIRED_PLUGINS
+                .iter()
+                .all(|plugin| dir.join(plugin).is_file())
+        })
         .ok_or_else(|| {
             format!(
                 "CNI plugins {REQUIRED_PLUGINS:?} not found in {CNI_PLUGIN_DIRS:?}: \
@@ -75,12 +79,16 @@ fn check() -> Result<Prerequisites, String> {
         .to_owned();
     let cgroup2 = cgroup::cgroup2_mount().ok_or("no cgroup2 filesystem in /proc/mounts")?;
     if !cgroup2.join("cgroup.procs").exists() {
-        return Err(format!("{} has no cgroup.procs: not a usable cgroup2 mount", cgroup2.display()));
+        return Err(format!(
+            "{} has no cgroup.procs: not a usable cgroup2 mount",
+            cgroup2.display()
+        ));
     }
     let bpffs = PathBuf::from(BPFFS);
     if !cgroup::is_mounted(&bpffs, "bpf") {
-        cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
-            .map_err(|error| format!("bpffs is not mounted at {BPFFS} and mounting it failed: {error:#}"))?;
+        cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS])).map_err(|error| {
+            format!("bpffs is not mounted at {BPFFS} and mounting it failed: {error:#}")
+        })?;
     }
     Ok(Prerequisites {
         cgroup2,

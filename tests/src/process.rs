@@ -3,7 +3,10 @@
 //!
 //! Every process is registered with its [`crate::TestNet`], which stops whatever is
 //! still running when the test ends, so a leaked [`ChildGuard`] does not leak a process.
-#![expect(unsafe_code, reason = "pre_exec (setns, joining a cgroup) and kill(2) need it")]
+#![expect(
+    unsafe_code,
+    reason = "pre_exec (setns, joining a cgroup) and kill(2) need it"
+)]
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -31,7 +34,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Where a process runs: a network namespace and a cgroup.
 #[derive(Debug, Clone)]
-pub(crate) struct Place {
+pub(crate) struct Location {
     /// For log file names and messages: `node1` or `node1-client`.
     pub label: String,
     pub netns: PathBuf,
@@ -45,7 +48,11 @@ pub(crate) struct Place {
 ///
 /// The files are opened here, in the parent; the child only calls `write(2)` and
 /// `setns(2)`, which are async-signal-safe.
-pub(crate) fn enter_in_child(command: &mut Command, netns: &Path, cgroup: Option<&Path>) -> Result<()> {
+pub(crate) fn enter_in_child(
+    command: &mut Command,
+    netns: &Path,
+    cgroup: Option<&Path>,
+) -> Result<()> {
     let netns_fd: OwnedFd = File::open(netns)
         .with_context(|| format!("cannot open network namespace {}", netns.display()))?
         .into();
@@ -107,15 +114,23 @@ struct ChildState {
 }
 
 /// Starts `command` at `place` with stdout and stderr going to files in `log_dir`.
-pub(crate) fn spawn(place: &Place, command: &mut Command, log_dir: &Path, seq: u64) -> Result<ChildGuard> {
+pub(crate) fn spawn(
+    place: &Location,
+    command: &mut Command,
+    log_dir: &Path,
+    seq: u64,
+) -> Result<ChildGuard> {
     let line = cmd::describe(command);
-    let program = Path::new(command.get_program())
-        .file_name()
-        .map_or_else(|| "process".to_owned(), |name| name.to_string_lossy().into_owned());
+    let program = Path::new(command.get_program()).file_name().map_or_else(
+        || "process".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    );
     let label = format!("{}-{program}-{seq}", place.label);
     let stdout_path = log_dir.join(format!("{label}.stdout"));
     let stderr_path = log_dir.join(format!("{label}.stderr"));
-    let create = |path: &Path| File::create(path).with_context(|| format!("cannot create log file {}", path.display()));
+    let create = |path: &Path| {
+        File::create(path).with_context(|| format!("cannot create log file {}", path.display()))
+    };
     command
         .stdin(Stdio::null())
         .stdout(create(&stdout_path)?)
@@ -137,7 +152,10 @@ pub(crate) fn spawn(place: &Place, command: &mut Command, log_dir: &Path, seq: u
             pod: place.pod.clone(),
             stdout: stdout_path,
             stderr: stderr_path,
-            state: Mutex::new(ChildState { child, status: None }),
+            state: Mutex::new(ChildState {
+                child,
+                status: None,
+            }),
         }),
     })
 }
@@ -197,7 +215,11 @@ impl ChildGuard {
     ///
     /// # Errors
     /// See above.
-    pub fn wait_for_log_line(&self, timeout: Duration, matches: impl Fn(&str) -> bool) -> Result<String> {
+    pub fn wait_for_log_line(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         self.wait_for_line("a matching log line", timeout, matches)
     }
 
@@ -207,14 +229,28 @@ impl ChildGuard {
     /// # Errors
     /// See [`ChildGuard::wait_for_log_line`].
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String> {
-        self.wait_for_line(&format!("a log line containing {needle:?}"), timeout, |line| line.contains(needle))
+        self.wait_for_line(
+            &format!("a log line containing {needle:?}"),
+            timeout,
+            |line| line.contains(needle),
+        )
     }
 
-    fn wait_for_line(&self, what: &str, timeout: Duration, matches: impl Fn(&str) -> bool) -> Result<String> {
+    fn wait_for_line(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let found = wait_for(&format!("{what} from {}", self.slot.label), timeout, || {
             let found = [&self.slot.stdout, &self.slot.stderr]
                 .into_iter()
-                .find_map(|path| read_lossy(path).lines().find(|line| matches(line)).map(str::to_owned));
+                .find_map(|path| {
+                    read_lossy(path)
+                        .lines()
+                        .find(|line| matches(line))
+                        .map(str::to_owned)
+                });
             if found.is_some() {
                 return Ok(found);
             }
@@ -231,8 +267,10 @@ impl ChildGuard {
     /// # Errors
     /// After `timeout` (the process keeps running; dropping the guard stops it).
     pub fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus> {
-        wait_for(&format!("{} to exit", self.slot.label), timeout, || self.slot.try_status())
-            .map_err(|error| anyhow!("{error}\n{}", self.slot.log_tail(40)))
+        wait_for(&format!("{} to exit", self.slot.label), timeout, || {
+            self.slot.try_status()
+        })
+        .map_err(|error| anyhow!("{error}\n{}", self.slot.log_tail(40)))
     }
 
     /// Waits for the process to exit by itself and returns its status and output.
@@ -296,16 +334,16 @@ impl std::fmt::Display for ExitedEarly {
 
 impl ChildSlot {
     fn lock(&self) -> MutexGuard<'_, ChildState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn label(&self) -> &str {
-        &self.label
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn try_status(&self) -> Result<Option<ExitStatus>> {
         let mut state = self.lock();
-        state.try_status().with_context(|| format!("waitpid on {} (pid {})", self.label, self.pid))
+        state
+            .try_status()
+            .with_context(|| format!("waitpid on {} (pid {})", self.label, self.pid))
     }
 
     pub(crate) fn signal(&self, signal: i32) -> Result<()> {
@@ -317,7 +355,8 @@ impl ChildSlot {
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped
         // child (checked under the lock that guards reaping), so it is not recycled.
         if unsafe { libc::kill(pid, signal) } != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| format!("kill({pid}, {signal}) for {}", self.label));
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("kill({pid}, {signal}) for {}", self.label));
         }
         Ok(())
     }
@@ -332,8 +371,14 @@ impl ChildSlot {
                     return Ok((status, false));
                 }
                 if Instant::now() >= deadline {
-                    state.child.kill().with_context(|| format!("SIGKILL {}", self.label))?;
-                    let status = state.child.wait().with_context(|| format!("waitpid on {}", self.label))?;
+                    state
+                        .child
+                        .kill()
+                        .with_context(|| format!("SIGKILL {}", self.label))?;
+                    let status = state
+                        .child
+                        .wait()
+                        .with_context(|| format!("waitpid on {}", self.label))?;
                     state.status = Some(status);
                     return Ok((status, true));
                 }
@@ -382,7 +427,10 @@ pub(crate) fn stop_all(slots: &[Arc<ChildSlot>]) {
     for slot in slots {
         match slot.wait_or_kill(deadline) {
             Ok((_, true)) => {
-                eprintln!("ambit-e2e cleanup: {} ignored SIGTERM for {STOP_GRACE:?} and was killed", slot.label);
+                eprintln!(
+                    "ambit-e2e cleanup: {} ignored SIGTERM for {STOP_GRACE:?} and was killed",
+                    slot.label
+                );
             }
             Ok((_, false)) => {}
             Err(error) => eprintln!("ambit-e2e cleanup: cannot stop {}: {error:#}", slot.label),
@@ -391,5 +439,7 @@ pub(crate) fn stop_all(slots: &[Arc<ChildSlot>]) {
 }
 
 fn read_lossy(path: &Path) -> String {
-    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+    fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
 }

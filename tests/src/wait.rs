@@ -13,7 +13,11 @@ use anyhow::{Result, bail};
 ///
 /// # Errors
 /// When `timeout` passes first.
-pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) -> Result<()> {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> Result<()> {
     wait_for(what, timeout, || -> Result<Option<()>, &str> {
         Ok(condition().then_some(()))
     })
@@ -31,7 +35,7 @@ pub fn wait_for<T, E: Display>(
 ) -> Result<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(2);
-    let mut last_error = None;
+    let mut last_error: Option<String>;
     loop {
         match probe() {
             Ok(Some(value)) => return Ok(value),
@@ -40,7 +44,9 @@ pub fn wait_for<T, E: Display>(
         }
         if start.elapsed() >= timeout {
             match last_error {
-                Some(error) => bail!("timed out after {timeout:?} waiting for {what}; last error: {error}"),
+                Some(error) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {error}")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }
@@ -60,7 +66,10 @@ mod tests {
         })
         .unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("waiting for the answer") && text.contains("not 42"), "{text}");
+        assert!(
+            text.contains("waiting for the answer") && text.contains("not 42"),
+            "{text}"
+        );
         let mut n = 0;
         wait_until("three tries", Duration::from_secs(5), || {
             n += 1;

@@ -42,7 +42,10 @@ pub enum InPodError {
         source: std::io::Error,
     },
     #[error("pod {uid}: {source}")]
-    CaptureMaps { uid: String, source: CaptureMapsError },
+    CaptureMaps {
+        uid: String,
+        source: Box<CaptureMapsError>,
+    },
 }
 
 /// What a connection handler needs to know about its pod.
@@ -124,7 +127,7 @@ impl InPod {
             .collect::<Result<Vec<_>, _>>()?;
         let maps = self.maps().map_err(|source| InPodError::CaptureMaps {
             uid: uid.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let netns_cookie = netns.cookie().map_err(|source| InPodError::Netns {
             uid: uid.clone(),
@@ -138,7 +141,7 @@ impl InPod {
             sockets::SocketError::Io(source) => InPodError::Listen { uid: uid.clone(), addr, source },
         })?;
         maps.register_inbound(&ips, &listeners.inbound)
-            .map_err(|source| InPodError::CaptureMaps { uid: uid.clone(), source })?;
+            .map_err(|source| InPodError::CaptureMaps { uid: uid.clone(), source: Box::new(source) })?;
         let context = Arc::new(PodContext {
             info,
             netns,

@@ -1,0 +1,123 @@
+//! Driving `pod-app` (this crate's test program) in nodes and pods.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::{ChildGuard, Node, Pod, cmd::Finished, paths::pod_app};
+
+/// How long `serve` may take to print `listening`, and `connect` to finish.
+pub const APP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Somewhere a process can run: a [`Node`] or a [`Pod`].
+pub trait Place {
+    /// As [`Node::spawn`] / [`Pod::spawn`].
+    ///
+    /// # Errors
+    /// When the process cannot start.
+    fn spawn(&self, command: &mut Command) -> Result<ChildGuard>;
+
+    /// As [`Node::exec`] / [`Pod::exec`].
+    ///
+    /// # Errors
+    /// When the process cannot start or runs past `timeout`.
+    fn exec(&self, command: &mut Command, timeout: Duration) -> Result<Finished> {
+        self.spawn(command)?.finish(timeout)
+    }
+}
+
+impl Place for Node {
+    fn spawn(&self, command: &mut Command) -> Result<ChildGuard> {
+        Node::spawn(self, command)
+    }
+}
+
+impl Place for Pod {
+    fn spawn(&self, command: &mut Command) -> Result<ChildGuard> {
+        Pod::spawn(self, command)
+    }
+}
+
+/// Starts `pod-app serve --listen LISTEN` at `place` and waits until it listens.
+///
+/// # Errors
+/// When it cannot start or does not print `listening` in time.
+pub fn serve(place: &impl Place, listen: SocketAddr) -> Result<ChildGuard> {
+    let server =
+        place.spawn(Command::new(pod_app()).args(["serve", "--listen", &listen.to_string()]))?;
+    server.wait_for_log("listening", APP_TIMEOUT)?;
+    Ok(server)
+}
+
+/// Both ends' view of a connection, as the server reports it in its greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ServerSaw {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// What `pod-app connect` printed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConnectReport {
+    pub ok: bool,
+    /// The client socket's peer (`getpeername`).
+    pub peer: Option<SocketAddr>,
+    /// The client socket's own address (`getsockname`).
+    pub local: Option<SocketAddr>,
+    pub server_saw: Option<ServerSaw>,
+    pub echo: Option<String>,
+    /// What failed, when `ok` is false: `connect: … (ConnectionRefused)`.
+    pub error: Option<String>,
+    /// The `io::ErrorKind` of the failure, for example `ConnectionRefused`.
+    pub error_kind: Option<String>,
+}
+
+impl ConnectReport {
+    /// `self` if the exchange succeeded, else an error quoting the failure.
+    ///
+    /// # Errors
+    /// When `ok` is false.
+    pub fn expect_ok(self) -> Result<Self> {
+        if !self.ok {
+            bail!("expected the connection to succeed, but it failed: {self:?}");
+        }
+        Ok(self)
+    }
+}
+
+/// Runs `pod-app connect --to TO` at `place` and returns its report (also when the
+/// connection failed: check `ok`).
+///
+/// # Errors
+/// When it cannot run or prints no report.
+pub fn connect(place: &impl Place, to: SocketAddr) -> Result<ConnectReport> {
+    connect_with(place, to, "hello", APP_TIMEOUT)
+}
+
+/// [`connect`] sending `text`, with a connect/read timeout of `timeout`.
+///
+/// # Errors
+/// As [`connect`].
+pub fn connect_with(
+    place: &impl Place,
+    to: SocketAddr,
+    text: &str,
+    timeout: Duration,
+) -> Result<ConnectReport> {
+    let timeout_ms = timeout.as_millis().to_string();
+    let done = place.exec(
+        Command::new(pod_app()).args([
+            "connect",
+            "--to",
+            &to.to_string(),
+            "--send",
+            text,
+            "--timeout-ms",
+            &timeout_ms,
+        ]),
+        timeout + APP_TIMEOUT,
+    )?;
+    let line = done.stdout.lines().next().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("expected one JSON report line from {done}"))
+}

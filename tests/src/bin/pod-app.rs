@@ -1,0 +1,352 @@
+//! `pod-app`: the TCP program the end-to-end tests run inside pods.
+//!
+//! ```text
+//! pod-app serve     --listen ADDR                       greeting line, then echo
+//! pod-app connect   --to ADDR [--send TEXT] [--timeout-ms N]
+//! pod-app sink      --listen ADDR                       read to EOF, reply the count
+//! pod-app bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N]
+//! pod-app ping-pong --to ADDR --count N --size N [--timeout-ms N]   (against serve)
+//! ```
+//!
+//! Servers print `listening ADDR` once bound. `serve` greets every connection with
+//! one JSON line `{"peer":…,"local":…}` (what its socket sees) and then echoes until
+//! EOF. Clients print one JSON line — `{"ok":true,…}`, or `{"ok":false,"error":…,
+//! "error_kind":…}` and exit 1. IPv4-mapped IPv6 addresses are printed as IPv4.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashMap,
+    env,
+    io::{self, BufRead, BufReader, Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--send TEXT] [--timeout-ms N] \
+| sink --listen ADDR | bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N] \
+| ping-pong --to ADDR --count N --size N [--timeout-ms N]";
+const DEFAULT_TIMEOUT_MS: u64 = 5000;
+const BUFFER_BYTES: usize = 256 * 1024;
+
+/// A step that failed, and how.
+struct Failure {
+    step: String,
+    error: io::Error,
+}
+
+fn at(step: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
+    move |error| Failure {
+        step: step.to_owned(),
+        error,
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((mode, rest)) = args.split_first() else {
+        return usage("no mode given");
+    };
+    let options = match parse_options(rest) {
+        Ok(options) => options,
+        Err(why) => return usage(&why),
+    };
+    let result = match mode.as_str() {
+        "serve" => options
+            .addr("listen")
+            .map(|addr| serve(addr, greet_and_echo)),
+        "sink" => options.addr("listen").map(|addr| serve(addr, count_to_eof)),
+        "connect" => options
+            .client(|to, timeout| connect(to, options.get("send").unwrap_or("hello"), timeout)),
+        "bulk-send" => options
+            .number("bytes")
+            .and_then(|bytes| Ok((bytes, options.number("write-size")?)))
+            .and_then(|(bytes, size)| {
+                options.client(|to, timeout| bulk_send(to, bytes, size, timeout))
+            }),
+        "ping-pong" => options
+            .number("count")
+            .and_then(|count| Ok((count, options.number("size")?)))
+            .and_then(|(count, size)| {
+                options.client(|to, timeout| ping_pong(to, count, size, timeout))
+            }),
+        other => Err(format!("unknown mode {other:?}")),
+    };
+    match result {
+        Err(why) => usage(&why),
+        Ok(Err(failure)) => {
+            let kind = format!("{:?}", failure.error.kind());
+            print_line(&json!({
+                "ok": false,
+                "error": format!("{}: {} ({kind})", failure.step, failure.error),
+                "error_kind": kind,
+            }));
+            ExitCode::FAILURE
+        }
+        Ok(Ok(report)) => {
+            print_line(&report);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn usage(why: &str) -> ExitCode {
+    eprintln!("pod-app: {why}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn print_line(value: &Value) {
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{value}");
+    let _ = stdout.flush();
+}
+
+struct Options(HashMap<String, String>);
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut options = HashMap::new();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let name = flag
+            .strip_prefix("--")
+            .ok_or_else(|| format!("expected --OPTION, got {flag:?}"))?;
+        let value = args
+            .next()
+            .ok_or_else(|| format!("--{name} needs a value"))?;
+        options.insert(name.to_owned(), value.clone());
+    }
+    Ok(Options(options))
+}
+
+impl Options {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn addr(&self, name: &str) -> Result<SocketAddr, String> {
+        let text = self
+            .get(name)
+            .ok_or_else(|| format!("--{name} ADDR is required"))?;
+        text.parse().map_err(|e| format!("--{name} {text:?}: {e}"))
+    }
+
+    fn number(&self, name: &str) -> Result<usize, String> {
+        let text = self
+            .get(name)
+            .ok_or_else(|| format!("--{name} N is required"))?;
+        text.parse().map_err(|e| format!("--{name} {text:?}: {e}"))
+    }
+
+    /// Runs a client with `--to` and `--timeout-ms`.
+    fn client(
+        &self,
+        run: impl FnOnce(SocketAddr, Duration) -> Result<Value, Failure>,
+    ) -> Result<Result<Value, Failure>, String> {
+        let to = self.addr("to")?;
+        let timeout_ms = match self.get("timeout-ms") {
+            Some(text) => text
+                .parse()
+                .map_err(|e| format!("--timeout-ms {text:?}: {e}"))?,
+            None => DEFAULT_TIMEOUT_MS,
+        };
+        Ok(run(to, Duration::from_millis(timeout_ms.max(1))))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it stands for.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Binds, announces, and serves each connection on its own thread. Only returns on a
+/// bind failure.
+fn serve(addr: SocketAddr, handle: fn(TcpStream) -> io::Result<()>) -> Result<Value, Failure> {
+    let listener = TcpListener::bind(addr).map_err(at("bind"))?;
+    let local = listener.local_addr().map_err(at("getsockname"))?;
+    println!("listening {}", canonical(local));
+    io::stdout().flush().map_err(at("print"))?;
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                thread::spawn(move || {
+                    if let Err(error) = handle(stream) {
+                        eprintln!("pod-app: connection: {error}");
+                    }
+                });
+            }
+            Err(error) => eprintln!("pod-app: accept: {error}"),
+        }
+    }
+    unreachable!("incoming() never ends")
+}
+
+fn greet_and_echo(mut stream: TcpStream) -> io::Result<()> {
+    let greeting = json!({
+        "peer": canonical(stream.peer_addr()?).to_string(),
+        "local": canonical(stream.local_addr()?).to_string(),
+    });
+    stream.write_all(format!("{greeting}\n").as_bytes())?;
+    let mut buffer = vec![0; BUFFER_BYTES];
+    loop {
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            return stream.shutdown(Shutdown::Write);
+        }
+        stream.write_all(&buffer[..n])?;
+    }
+}
+
+fn count_to_eof(mut stream: TcpStream) -> io::Result<()> {
+    let mut buffer = vec![0; BUFFER_BYTES];
+    let mut total: u64 = 0;
+    loop {
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    stream.write_all(format!("{total}\n").as_bytes())?;
+    stream.shutdown(Shutdown::Write)
+}
+
+/// Connects with `timeout` for the connect and for every later read and write.
+fn dial(to: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+    let stream =
+        TcpStream::connect_timeout(&to, timeout).map_err(at(&format!("connect to {to}")))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(at("set read timeout"))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(at("set write timeout"))?;
+    Ok(stream)
+}
+
+/// Reads `serve`'s greeting line.
+fn read_greeting(reader: &mut impl BufRead) -> Result<Value, Failure> {
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(at("read greeting"))?;
+    if line.is_empty() {
+        return Err(at("read greeting")(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection before greeting",
+        )));
+    }
+    serde_json::from_str(&line).map_err(|e| {
+        at("parse greeting")(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{e}: {line:?}"),
+        ))
+    })
+}
+
+fn connect(to: SocketAddr, text: &str, timeout: Duration) -> Result<Value, Failure> {
+    let mut stream = dial(to, timeout)?;
+    let peer = stream.peer_addr().map_err(at("getpeername"))?;
+    let local = stream.local_addr().map_err(at("getsockname"))?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(at("dup socket"))?);
+    let server_saw = read_greeting(&mut reader)?;
+    stream.write_all(text.as_bytes()).map_err(at("send"))?;
+    let mut echo = vec![0; text.len()];
+    reader.read_exact(&mut echo).map_err(at("read echo"))?;
+    Ok(json!({
+        "ok": true,
+        "peer": canonical(peer).to_string(),
+        "local": canonical(local).to_string(),
+        "server_saw": server_saw,
+        "echo": String::from_utf8_lossy(&echo),
+    }))
+}
+
+fn bulk_send(
+    to: SocketAddr,
+    bytes: usize,
+    write_size: usize,
+    timeout: Duration,
+) -> Result<Value, Failure> {
+    let mut stream = dial(to, timeout)?;
+    let chunk = vec![b'x'; write_size.max(1)];
+    let start = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n]).map_err(at("send"))?;
+        left -= n;
+    }
+    stream.shutdown(Shutdown::Write).map_err(at("shutdown"))?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(at("read the sink's count"))?;
+    let secs = start.elapsed().as_secs_f64();
+    let counted: usize = reply.trim().parse().map_err(|_| {
+        at("read the sink's count")(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a count: {reply:?}"),
+        ))
+    })?;
+    if counted != bytes {
+        return Err(at("compare")(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("sent {bytes} bytes but the sink counted {counted}"),
+        )));
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a throughput figure")]
+    let gbit_per_s = bytes as f64 * 8.0 / secs / 1e9;
+    Ok(
+        json!({ "ok": true, "bytes": bytes, "write_size": write_size, "secs": secs, "gbit_per_s": gbit_per_s }),
+    )
+}
+
+fn ping_pong(
+    to: SocketAddr,
+    count: usize,
+    size: usize,
+    timeout: Duration,
+) -> Result<Value, Failure> {
+    let mut stream = dial(to, timeout)?;
+    stream.set_nodelay(true).map_err(at("set TCP_NODELAY"))?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(at("dup socket"))?);
+    read_greeting(&mut reader)?;
+    let message: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut echo = vec![0; size];
+    let mut micros = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        stream.write_all(&message).map_err(at("send"))?;
+        reader.read_exact(&mut echo).map_err(at("read echo"))?;
+        micros.push(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        if echo != message {
+            return Err(at("compare")(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the echo differs from what was sent",
+            )));
+        }
+    }
+    micros.sort_unstable();
+    let percentile = |p: usize| {
+        micros
+            .get((micros.len() * p / 100).min(micros.len().saturating_sub(1)))
+            .copied()
+    };
+    let mean = micros.iter().sum::<u64>().checked_div(micros.len() as u64);
+    Ok(json!({
+        "ok": true,
+        "count": count,
+        "size": size,
+        "p50_us": percentile(50),
+        "p99_us": percentile(99),
+        "mean_us": mean,
+        "max_us": micros.last(),
+    }))
+}
