@@ -9,7 +9,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let object = env::var_os("AMBIT_EBPF_OBJECT").map_or_else(default_object_path, PathBuf::from);
     println!("cargo:rerun-if-changed={}", object.display());
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("ambit-ebpf.o");
+    let out =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("ambit-ebpf.o");
     let bytes = fs::read(&object).unwrap_or_default();
     fs::write(&out, bytes).expect("OUT_DIR is writable");
 }

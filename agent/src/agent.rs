@@ -104,7 +104,13 @@ impl Agent {
         }
         let workload = match self.enrol(sandbox) {
             Ok(workload) => workload,
-            Err(message) => return error(codes::ENROLMENT_FAILED, message, "the pod belongs in the mesh and is not started outside it"),
+            Err(message) => {
+                return error(
+                    codes::ENROLMENT_FAILED,
+                    message,
+                    "the pod belongs in the mesh and is not started outside it",
+                );
+            }
         };
         match self.ztunnel.add(workload).await {
             Ok(()) | Err(LinkError::NotConnected) => CniReply::Ok { enrolled: true },
@@ -113,7 +119,10 @@ impl Agent {
                 self.unenrol(&pod_uid(sandbox));
                 error(
                     codes::ENROLMENT_FAILED,
-                    format!("ztunnel could not take pod {}: {link_error}", pod_name(sandbox)),
+                    format!(
+                        "ztunnel could not take pod {}: {link_error}",
+                        pod_name(sandbox)
+                    ),
                     "the runtime will retry the sandbox",
                 )
             }
@@ -138,8 +147,12 @@ impl Agent {
     /// CNI CHECK: is the pod enrolled exactly when it should be?
     pub fn check_pod(&self, sandbox: &PodSandbox) -> CniReply {
         let decision = self.decide(sandbox);
-        let recorded = lock(&self.pods).store.get(&pod_uid(sandbox)).map(|p| p.netns_cookie);
-        let enrolled = recorded.is_some_and(|cookie| lock_capture(&self.capture).is_enrolled(cookie));
+        let recorded = lock(&self.pods)
+            .store
+            .get(&pod_uid(sandbox))
+            .map(|p| p.netns_cookie);
+        let enrolled =
+            recorded.is_some_and(|cookie| lock_capture(&self.capture).is_enrolled(cookie));
         if enrolled == decision.enrols() {
             CniReply::Ok { enrolled }
         } else {
@@ -148,7 +161,11 @@ impl Agent {
                 format!(
                     "pod {} should be {} but is {}",
                     pod_name(sandbox),
-                    if decision.enrols() { "enrolled" } else { "outside the mesh" },
+                    if decision.enrols() {
+                        "enrolled"
+                    } else {
+                        "outside the mesh"
+                    },
                     if enrolled { "enrolled" } else { "not enrolled" }
                 ),
                 decision.to_string(),

@@ -26,7 +26,9 @@ pub use pins::Pins;
 /// What went wrong loading, attaching, pinning or enrolling.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("the agent must run as root (it loads eBPF programs and enters pod network namespaces)")]
+    #[error(
+        "the agent must run as root (it loads eBPF programs and enters pod network namespaces)"
+    )]
     NotRoot,
     #[error(
         "this agent binary was built without its eBPF object — run `cargo xtask build-ebpf`, then rebuild the agent"
@@ -34,31 +36,38 @@ pub enum CaptureError {
     ObjectNotBuilt,
     #[error("{path} is not on a bpf filesystem — mount one: mount -t bpf bpf /sys/fs/bpf")]
     NoBpffs { path: PathBuf },
-    #[error("cannot open cgroup {path}: {error} — pass an existing cgroup v2 directory with --cgroup")]
+    #[error(
+        "cannot open cgroup {path}: {error} — pass an existing cgroup v2 directory with --cgroup"
+    )]
     Cgroup { path: PathBuf, error: io::Error },
     #[error("cannot load the eBPF object: {} — does this kernel have BPF (CONFIG_BPF_SYSCALL) and is the agent privileged?", causes(.0))]
     Load(aya::EbpfError),
     #[error("eBPF program {program} was rejected: {}", causes(.error))]
     Program {
         program: &'static str,
-                error: aya::programs::ProgramError,
+        error: aya::programs::ProgramError,
     },
-    #[error("the eBPF object has no {kind} named {name} — agent and object are out of step; rebuild both")]
-    Missing { kind: &'static str, name: &'static str },
+    #[error(
+        "the eBPF object has no {kind} named {name} — agent and object are out of step; rebuild both"
+    )]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("eBPF map {name}: {}", causes(.error))]
     Map {
         name: &'static str,
-                error: aya::maps::MapError,
+        error: aya::maps::MapError,
     },
     #[error("cannot pin {path}: {}", causes(.error))]
     Pin {
         path: PathBuf,
-                error: aya::pin::PinError,
+        error: aya::pin::PinError,
     },
     #[error("eBPF link {path}: {}", causes(.error))]
     Link {
         path: PathBuf,
-                error: aya::programs::links::LinkError,
+        error: aya::programs::links::LinkError,
     },
     #[error("{action} {path}: {error}")]
     Io {

@@ -164,7 +164,10 @@ mod tests {
         };
         let error = Config::from_args(args, "").unwrap_err().to_string();
         for expected in ["--config-dir", "no cgroup2", "--bpffs-dir"] {
-            assert!(error.contains(expected), "expected {expected:?} in: {error}");
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
         }
     }
 }

@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 use tracing::info;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Ambit's node agent: eBPF traffic capture and pod enrolment")]
+#[command(
+    version,
+    about = "Ambit's node agent: eBPF traffic capture and pod enrolment"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,8 +34,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     match Cli::parse().command {

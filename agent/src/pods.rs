@@ -31,7 +31,9 @@ pub struct PodRecord {
 pub enum PodStoreError {
     #[error("cannot read the pod state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("pod state file {path} is corrupt: {source} — move it away; the agent rebuilds it as pods are added")]
+    #[error(
+        "pod state file {path} is corrupt: {source} — move it away; the agent rebuilds it as pods are added"
+    )]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
@@ -114,7 +116,9 @@ impl PodStore {
             path: self.path.clone(),
             source,
         };
-        let json = serde_json::to_vec_pretty(&self.pods).map_err(io::Error::other).map_err(write_error)?;
+        let json = serde_json::to_vec_pretty(&self.pods)
+            .map_err(io::Error::other)
+            .map_err(write_error)?;
         // Write then rename, so a crash never leaves half a file.
         let temporary = self.path.with_extension("json.tmp");
         fs::write(&temporary, json).map_err(write_error)?;
@@ -146,7 +150,10 @@ mod tests {
         let mut store = PodStore::load(&path).unwrap();
         store.insert(pod("a")).unwrap();
         store.insert(pod("b")).unwrap();
-        assert_eq!(store.remove("a").unwrap().map(|p| p.uid), Some("a".to_owned()));
+        assert_eq!(
+            store.remove("a").unwrap().map(|p| p.uid),
+            Some("a".to_owned())
+        );
 
         let reloaded = PodStore::load(&path).unwrap();
         let uids: Vec<_> = reloaded.iter().map(|p| p.uid.as_str()).collect();
@@ -160,6 +167,9 @@ mod tests {
         let path = dir.path().join("pods.json");
         fs::write(&path, "{not json").unwrap();
         let error = PodStore::load(&path).unwrap_err().to_string();
-        assert!(error.contains("pods.json") && error.contains("corrupt"), "{error}");
+        assert!(
+            error.contains("pods.json") && error.contains("corrupt"),
+            "{error}"
+        );
     }
 }

@@ -34,7 +34,9 @@ pub struct Workload {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("ztunnel is not connected — the pod stays captured and is handed over when ztunnel connects")]
+    #[error(
+        "ztunnel is not connected — the pod stays captured and is handed over when ztunnel connects"
+    )]
     NotConnected,
     #[error("ztunnel refused: {0}")]
     Rejected(String),
@@ -119,7 +121,10 @@ async fn serve(
             }
         };
         connection_id += 1;
-        let connection = Connection { socket, ack_timeout };
+        let connection = Connection {
+            socket,
+            ack_timeout,
+        };
         let span = info_span!("ztunnel", id = connection_id);
         let result = async {
             connection.handshake(snapshot()).await?;
@@ -150,7 +155,11 @@ impl Connection {
                     hello.version
                 )));
             }
-            other => return Err(LinkError::Protocol(format!("expected hello, got {other:?}"))),
+            other => {
+                return Err(LinkError::Protocol(format!(
+                    "expected hello, got {other:?}"
+                )));
+            }
         }
         for pod in pods {
             let uid = pod.info.uid.clone();
@@ -162,7 +171,8 @@ impl Connection {
                 }
             }
         }
-        self.send(&agent_message::Payload::SnapshotSent(SnapshotSent {}), None).await
+        self.send(&agent_message::Payload::SnapshotSent(SnapshotSent {}), None)
+            .await
     }
 
     /// Forwards requests until ztunnel disconnects.
@@ -204,7 +214,11 @@ impl Connection {
     }
 
     /// Sends one message (with a namespace fd for `add`) and waits for its ack.
-    async fn send(&self, payload: &agent_message::Payload, netns: Option<&Netns>) -> Result<(), LinkError> {
+    async fn send(
+        &self,
+        payload: &agent_message::Payload,
+        netns: Option<&Netns>,
+    ) -> Result<(), LinkError> {
         let bytes = AgentMessage {
             payload: Some(payload.clone()),
         }
@@ -216,12 +230,16 @@ impl Connection {
                 .add_fds([netns.as_fd()])
                 .map_err(|e| LinkError::Protocol(format!("cannot attach the netns fd: {e:?}")))?;
         }
-        self.socket.send_with_ancillary(&bytes, &mut ancillary).await?;
+        self.socket
+            .send_with_ancillary(&bytes, &mut ancillary)
+            .await?;
         match timeout(self.ack_timeout, self.receive()).await {
             Err(_) => Err(LinkError::Timeout(self.ack_timeout)),
             Ok(Ok(Some(ztunnel_message::Payload::Ack(ack)))) if ack.error.is_empty() => Ok(()),
             Ok(Ok(Some(ztunnel_message::Payload::Ack(ack)))) => Err(LinkError::Rejected(ack.error)),
-            Ok(Ok(other)) => Err(LinkError::Protocol(format!("expected an ack, got {other:?}"))),
+            Ok(Ok(other)) => Err(LinkError::Protocol(format!(
+                "expected an ack, got {other:?}"
+            ))),
             Ok(Err(error)) => Err(error),
         }
     }

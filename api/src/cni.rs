@@ -90,7 +90,10 @@ mod tests {
             ips: vec!["198.18.1.5".parse().unwrap()],
         });
         let line = serde_json::to_string(&request).unwrap();
-        assert!(!line.contains('\n'), "a request must fit on one line: {line}");
+        assert!(
+            !line.contains('\n'),
+            "a request must fit on one line: {line}"
+        );
         assert!(line.contains(r#""command":"add""#), "{line}");
         assert_eq!(serde_json::from_str::<CniRequest>(&line).unwrap(), request);
     }

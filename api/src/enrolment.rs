@@ -47,11 +47,15 @@ pub enum SkipReason {
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Enrol(EnrolReason::PodLabel) => "enrolled: pod labelled istio.io/dataplane-mode=ambient",
+            Self::Enrol(EnrolReason::PodLabel) => {
+                "enrolled: pod labelled istio.io/dataplane-mode=ambient"
+            }
             Self::Enrol(EnrolReason::NamespaceLabel) => {
                 "enrolled: namespace labelled istio.io/dataplane-mode=ambient"
             }
-            Self::Skip(SkipReason::PodOptedOut) => "not enrolled: pod labelled istio.io/dataplane-mode=none",
+            Self::Skip(SkipReason::PodOptedOut) => {
+                "not enrolled: pod labelled istio.io/dataplane-mode=none"
+            }
             Self::Skip(SkipReason::HostNetwork) => "not enrolled: pod uses the host network",
             Self::Skip(SkipReason::NamespaceNotAmbient) => {
                 "not enrolled: namespace not labelled istio.io/dataplane-mode=ambient"

@@ -114,7 +114,9 @@ impl Manifests {
         for file in files {
             match fs::read_to_string(&file) {
                 Ok(text) => manifests.parse_documents(&file, &text),
-                Err(source) => manifests.errors.push(ManifestError::File { path: file, source }),
+                Err(source) => manifests
+                    .errors
+                    .push(ManifestError::File { path: file, source }),
             }
         }
         Ok(manifests)
@@ -192,8 +194,8 @@ fn object_from_value(value: serde_yaml_ng::Value, source: Source) -> Result<Obje
     let metadata = value
         .get("metadata")
         .ok_or_else(|| "missing `metadata`".to_owned())?;
-    let metadata = ObjectMeta::deserialize(metadata.clone())
-        .map_err(|e| format!("metadata: {e}"))?;
+    let metadata =
+        ObjectMeta::deserialize(metadata.clone()).map_err(|e| format!("metadata: {e}"))?;
     if metadata.name.is_empty() {
         return Err("`metadata.name` is empty".to_owned());
     }

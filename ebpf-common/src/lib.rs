@@ -62,7 +62,9 @@ impl Endpoint {
     pub const fn from_ipv4_be(addr: u32, port: u16) -> Self {
         let o = addr.to_ne_bytes();
         Self {
-            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]],
+            addr: [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
+            ],
             port,
             _pad: 0,
         }

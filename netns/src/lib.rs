@@ -30,7 +30,9 @@ pub enum NetnsError {
     Open { path: String, source: io::Error },
     #[error("cannot enter network namespace (setns): {0} — is this process root (CAP_SYS_ADMIN)?")]
     Enter(io::Error),
-    #[error("cannot read the network-namespace cookie: {0} — the kernel needs SO_NETNS_COOKIE (5.14+)")]
+    #[error(
+        "cannot read the network-namespace cookie: {0} — the kernel needs SO_NETNS_COOKIE (5.14+)"
+    )]
     Cookie(io::Error),
 }
 
@@ -116,8 +118,8 @@ impl AsRawFd for Netns {
 /// [`NetnsError::Cookie`] when the kernel does not answer `SO_NETNS_COOKIE`.
 pub fn socket_netns_cookie(socket: &impl AsRawFd) -> Result<u64, NetnsError> {
     let mut cookie: u64 = 0;
-    let mut len = libc::socklen_t::try_from(std::mem::size_of::<u64>())
-        .expect("size of u64 fits socklen_t");
+    let mut len =
+        libc::socklen_t::try_from(std::mem::size_of::<u64>()).expect("size of u64 fits socklen_t");
     // SAFETY: `cookie` and `len` are valid for writes of the sizes passed, and the fd
     // is a live socket borrowed for the duration of the call.
     let rc = unsafe {
@@ -155,6 +157,9 @@ mod tests {
         let netns = Netns::current().unwrap();
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        assert_eq!(netns.cookie().unwrap(), socket_netns_cookie(&socket).unwrap());
+        assert_eq!(
+            netns.cookie().unwrap(),
+            socket_netns_cookie(&socket).unwrap()
+        );
     }
 }

@@ -43,6 +43,7 @@
 //! - [`cni`]: running CNI plugins like a runtime ([`cni::Runtime`]), also raw;
 //! - [`process`]: [`ChildGuard`], processes in a namespace and cgroup, logs;
 //! - [`cgroup`], [`ns`]: cgroup v2 directories and named network namespaces;
+//! - [`mesh`]: Ambit's agent and ztunnel running on a node ([`mesh::MeshNode`]);
 //! - [`app`]: driving the `pod-app` test program (`src/bin/pod-app.rs`);
 //! - [`cmd`], [`wait`], [`paths`], [`prereq`], [`addr`]: commands with good errors,
 //!   polling with deadlines, finding binaries, prerequisites, the address plan.
@@ -57,6 +58,7 @@ pub mod cgroup;
 pub mod cmd;
 pub mod cni;
 mod manifest;
+pub mod mesh;
 pub mod net;
 pub mod node;
 pub mod ns;
@@ -68,6 +70,7 @@ pub mod wait;
 
 pub use addr::Cidr;
 pub use cmd::Finished;
+pub use mesh::{MeshNode, MeshOptions};
 pub use net::TestNet;
 pub use node::Node;
 pub use paths::{bin_path, pod_app, workspace_dir};

@@ -22,9 +22,13 @@ const LLVM_FEATURE: &str = "llvm-22";
 /// Builds the eBPF object and returns its path.
 pub fn run() -> anyhow::Result<PathBuf> {
     let sysroot = PathBuf::from(
-        output(Command::new("rustc").env_remove("RUSTUP_TOOLCHAIN").args([&format!("+{TOOLCHAIN}"), "--print", "sysroot"]))
-            .context("the nightly toolchain is needed to build eBPF: rustup toolchain install nightly")?
-            .trim(),
+        output(Command::new("rustc").env_remove("RUSTUP_TOOLCHAIN").args([
+            &format!("+{TOOLCHAIN}"),
+            "--print",
+            "sysroot",
+        ]))
+        .context("the nightly toolchain is needed to build eBPF: rustup toolchain install nightly")?
+        .trim(),
     );
     ensure_rust_src(&sysroot)?;
     let llvm_lib = sysroot.join("lib");
@@ -39,13 +43,24 @@ pub fn run() -> anyhow::Result<PathBuf> {
             .env_remove("RUSTC_WRAPPER")
             .env_remove("CARGO_TARGET_DIR")
             .env("LD_LIBRARY_PATH", join_paths(&llvm_lib))
-            .args([&format!("+{TOOLCHAIN}"), "build", "--release", "--target", TARGET, "-Z", "build-std=core"])
+            .args([
+                &format!("+{TOOLCHAIN}"),
+                "build",
+                "--release",
+                "--target",
+                TARGET,
+                "-Z",
+                "build-std=core",
+            ])
             .arg("--target-dir")
             .arg(&target_dir),
     )?;
     let object = target_dir.join(TARGET).join("release/ambit-ebpf");
     if !object.exists() {
-        bail!("the eBPF build succeeded but {} is missing", object.display());
+        bail!(
+            "the eBPF build succeeded but {} is missing",
+            object.display()
+        );
     }
     println!("eBPF object: {}", object.display());
     Ok(object)
@@ -56,7 +71,13 @@ fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("installing rust-src for the {TOOLCHAIN} toolchain");
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN]))
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        TOOLCHAIN,
+    ]))
 }
 
 /// bpf-linker must link against the same LLVM as the nightly's rustc: build it against
@@ -79,20 +100,35 @@ fn ensure_bpf_linker(llvm_lib: &Path) -> anyhow::Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so."))
         })
-        .with_context(|| format!("no libLLVM.so.* in {} — is the nightly toolchain complete?", llvm_lib.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {} — is the nightly toolchain complete?",
+                llvm_lib.display()
+            )
+        })?;
     let prefix = target_dir().join("llvm-prefix");
     fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&library, &link)
         .with_context(|| format!("linking {} to {}", link.display(), library.display()))?;
-    println!("building bpf-linker against {} (about 90 s)", library.display());
+    println!(
+        "building bpf-linker against {} (about 90 s)",
+        library.display()
+    );
     cmd::run(
         Command::new("cargo")
             .env_remove("RUSTUP_TOOLCHAIN")
             .env("LLVM_PREFIX", &prefix)
             .env("LD_LIBRARY_PATH", join_paths(llvm_lib))
-            .args(["install", "--locked", "bpf-linker", "--no-default-features", "--features", LLVM_FEATURE]),
+            .args([
+                "install",
+                "--locked",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                LLVM_FEATURE,
+            ]),
     )
 }
 

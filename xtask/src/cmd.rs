@@ -42,6 +42,5 @@ pub fn workspace_root() -> std::path::PathBuf {
 
 /// The cargo target directory (honours `CARGO_TARGET_DIR`).
 pub fn target_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), Into::into)
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), Into::into)
 }

@@ -18,12 +18,27 @@ pub struct TestArgs {
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if !args.no_lint {
-        cmd::run(Command::new("cargo").env_remove("RUSTUP_TOOLCHAIN").args(["+nightly", "fmt", "--all", "--check"]))?;
-        cmd::run(Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        cmd::run(
+            Command::new("cargo")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .args(["+nightly", "fmt", "--all", "--check"]),
+        )?;
+        cmd::run(Command::new("cargo").args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     let object = build_ebpf::run()?;
     // The agent embeds the object at build time; the tests run the real binaries.
-    cmd::run(Command::new("cargo").env("AMBIT_EBPF_OBJECT", &object).args(["build", "--workspace", "--bins"]))?;
+    cmd::run(
+        Command::new("cargo")
+            .env("AMBIT_EBPF_OBJECT", &object)
+            .args(["build", "--workspace", "--bins"]),
+    )?;
     cmd::run(
         Command::new("cargo")
             .env("AMBIT_EBPF_OBJECT", &object)

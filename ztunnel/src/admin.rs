@@ -50,17 +50,29 @@ fn respond(request: &Request<hyper::body::Incoming>, state: &AdminState) -> Resp
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
                 Ok(()) => reply(StatusCode::OK, "text/plain; version=0.0.4", text),
-                Err(error) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", error.to_string()),
+                Err(error) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    error.to_string(),
+                ),
             }
         }
         "/healthz/ready" => {
             if state.inpod.is_synced() {
                 reply(StatusCode::OK, "text/plain", "ready\n".to_owned())
             } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "waiting for the agent's snapshot\n".to_owned())
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "waiting for the agent's snapshot\n".to_owned(),
+                )
             }
         }
-        "/config_dump" => reply(StatusCode::OK, "application/json", state.inpod.config_dump()),
+        "/config_dump" => reply(
+            StatusCode::OK,
+            "application/json",
+            state.inpod.config_dump(),
+        ),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -73,7 +85,9 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
 }

@@ -9,10 +9,15 @@ use aya::maps::{HashMap, Map, MapData, MapError, SockHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureMapsError {
-    #[error("cannot open the pinned map {path}: {source} — is the agent running with the same --bpffs-dir?")]
+    #[error(
+        "cannot open the pinned map {path}: {source} — is the agent running with the same --bpffs-dir?"
+    )]
     Open { path: String, source: MapError },
     #[error("cannot register the inbound listener for {addr} in {map}: {source}", map = map_names::INBOUND_LISTENERS)]
-    Register { addr: std::net::IpAddr, source: MapError },
+    Register {
+        addr: std::net::IpAddr,
+        source: MapError,
+    },
 }
 
 /// Handles to the two maps ztunnel reads and writes.
@@ -48,12 +53,13 @@ impl CaptureMaps {
                 source,
             }
         })?;
-        let inbound = SockHash::try_from(open(map_names::INBOUND_LISTENERS)?).map_err(|source| {
-            CaptureMapsError::Open {
-                path: map_names::INBOUND_LISTENERS.to_owned(),
-                source,
-            }
-        })?;
+        let inbound =
+            SockHash::try_from(open(map_names::INBOUND_LISTENERS)?).map_err(|source| {
+                CaptureMapsError::Open {
+                    path: map_names::INBOUND_LISTENERS.to_owned(),
+                    source,
+                }
+            })?;
         Ok(Self {
             orig_dst: Mutex::new(orig_dst),
             inbound: Mutex::new(inbound),
@@ -74,7 +80,10 @@ impl CaptureMaps {
             src: endpoint(peer),
             dst: endpoint(local),
         };
-        let mut map = self.orig_dst.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .orig_dst
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let original = map.get(&key, 0).ok()?;
         let _ = map.remove(&key);
         Some(socket_addr(&original))
@@ -89,7 +98,10 @@ impl CaptureMaps {
         ips: &[std::net::IpAddr],
         listener: &impl AsRawFd,
     ) -> Result<(), CaptureMapsError> {
-        let mut map = self.inbound.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .inbound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for ip in ips {
             map.insert(ip_key(*ip), listener.as_raw_fd(), 0)
                 .map_err(|source| CaptureMapsError::Register { addr: *ip, source })?;
@@ -99,7 +111,10 @@ impl CaptureMaps {
 
     /// Forgets the inbound listener of each address (closing the listener also does).
     pub fn unregister_inbound(&self, ips: &[std::net::IpAddr]) {
-        let mut map = self.inbound.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .inbound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for ip in ips {
             let _ = map.remove(&ip_key(*ip));
         }

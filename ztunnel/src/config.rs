@@ -23,7 +23,10 @@ pub const RELAY_BUFFER_BYTES: usize = 256 * 1024;
 
 /// `ambit-ztunnel` flags.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about = "Ambit's per-node L4 tunnel: in-pod listeners and the relay")]
+#[command(
+    version,
+    about = "Ambit's per-node L4 tunnel: in-pod listeners and the relay"
+)]
 pub struct Config {
     /// The agent's SOCK_SEQPACKET hand-off socket.
     #[arg(long, env = "AMBIT_AGENT_SOCKET", default_value = DEFAULT_AGENT_SOCKET)]

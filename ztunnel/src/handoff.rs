@@ -13,7 +13,10 @@ use prost::Message as _;
 use tokio_seqpacket::{UnixSeqpacket, ancillary::OwnedAncillaryMessage};
 use tracing::{debug, info, warn};
 
-use crate::{config::{Config, MAX_RECONNECT_DELAY_MS}, inpod::InPod};
+use crate::{
+    config::{Config, MAX_RECONNECT_DELAY_MS},
+    inpod::InPod,
+};
 
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const FIRST_RECONNECT_DELAY_MS: u64 = 50;
@@ -47,12 +50,20 @@ pub async fn run(config: Arc<Config>, inpod: Arc<InPod>) {
 }
 
 async fn session(socket: &UnixSeqpacket, inpod: &InPod) -> Result<(), SessionError> {
-    reply(socket, ztunnel_message::Payload::Hello(Hello { version: PROTOCOL_VERSION })).await?;
+    reply(
+        socket,
+        ztunnel_message::Payload::Hello(Hello {
+            version: PROTOCOL_VERSION,
+        }),
+    )
+    .await?;
     let mut in_snapshot: Option<HashSet<String>> = Some(HashSet::new());
     let mut buffer = vec![0u8; MAX_MESSAGE_BYTES];
     let mut control = [0u8; 128];
     loop {
-        let (info, ancillary) = socket.recv_with_ancillary(&mut buffer, &mut control).await?;
+        let (info, ancillary) = socket
+            .recv_with_ancillary(&mut buffer, &mut control)
+            .await?;
         if info.bytes_read() == 0 {
             return Ok(());
         }
@@ -69,7 +80,9 @@ async fn session(socket: &UnixSeqpacket, inpod: &InPod) -> Result<(), SessionErr
                     if let Some(seen) = in_snapshot.as_mut() {
                         seen.insert(workload.uid.clone());
                     }
-                    inpod.add(workload, Netns::from_fd(fd)).map_err(|e| e.to_string())
+                    inpod
+                        .add(workload, Netns::from_fd(fd))
+                        .map_err(|e| e.to_string())
                 }
                 (None, _) => Err("add without a workload".to_owned()),
                 (_, None) => Err("add without the pod's network-namespace fd".to_owned()),
@@ -94,6 +107,9 @@ async fn session(socket: &UnixSeqpacket, inpod: &InPod) -> Result<(), SessionErr
 }
 
 async fn reply(socket: &UnixSeqpacket, payload: ztunnel_message::Payload) -> std::io::Result<()> {
-    let bytes = ZtunnelMessage { payload: Some(payload) }.encode_to_vec();
+    let bytes = ZtunnelMessage {
+        payload: Some(payload),
+    }
+    .encode_to_vec();
     socket.send(&bytes).await.map(drop)
 }

@@ -133,15 +133,37 @@ impl InPod {
             uid: uid.clone(),
             source,
         })?;
-        // Replace first: the new inbound listener must not lose its SOCKHASH entries
-        // to the old one's cleanup.
-        self.lock_pods().remove(&uid);
-        let listeners = sockets::bind_pod_listeners(&netns).map_err(|(addr, source)| match source {
-            sockets::SocketError::Netns(source) => InPodError::Netns { uid: uid.clone(), source },
-            sockets::SocketError::Io(source) => InPodError::Listen { uid: uid.clone(), addr, source },
-        })?;
+        // The same pod again (a new snapshot after the agent restarted): keep serving
+        // it as is. A different namespace under the same uid (a re-created sandbox)
+        // replaces it; removing first keeps the old proxy's cleanup from taking the new
+        // listener's SOCKHASH entries.
+        {
+            let mut pods = self.lock_pods();
+            if pods
+                .get(&uid)
+                .is_some_and(|pod| pod.context.netns_cookie == netns_cookie)
+            {
+                return Ok(());
+            }
+            pods.remove(&uid);
+        }
+        let listeners =
+            sockets::bind_pod_listeners(&netns).map_err(|(addr, source)| match source {
+                sockets::SocketError::Netns(source) => InPodError::Netns {
+                    uid: uid.clone(),
+                    source,
+                },
+                sockets::SocketError::Io(source) => InPodError::Listen {
+                    uid: uid.clone(),
+                    addr,
+                    source,
+                },
+            })?;
         maps.register_inbound(&ips, &listeners.inbound)
-            .map_err(|source| InPodError::CaptureMaps { uid: uid.clone(), source: Box::new(source) })?;
+            .map_err(|source| InPodError::CaptureMaps {
+                uid: uid.clone(),
+                source: Box::new(source),
+            })?;
         let context = Arc::new(PodContext {
             info,
             netns,
@@ -154,11 +176,19 @@ impl InPod {
             .outbound
             .into_iter()
             .map(|listener| {
-                tokio::spawn(accept_loop(listener, Arc::clone(&context), relay::Direction::Outbound).instrument(span.clone()))
+                tokio::spawn(
+                    accept_loop(listener, Arc::clone(&context), relay::Direction::Outbound)
+                        .instrument(span.clone()),
+                )
             })
             .collect();
         accept_loops.push(tokio::spawn(
-            accept_loop(listeners.inbound, Arc::clone(&context), relay::Direction::Inbound).instrument(span.clone()),
+            accept_loop(
+                listeners.inbound,
+                Arc::clone(&context),
+                relay::Direction::Inbound,
+            )
+            .instrument(span.clone()),
         ));
         span.in_scope(|| info!(ips = ?ips, "serving pod"));
         self.lock_pods().insert(
@@ -214,7 +244,11 @@ impl InPod {
             })
             .collect();
         workloads.sort();
-        format!(r#"{{"synced":{},"workloads":[{}]}}"#, self.is_synced(), workloads.join(","))
+        format!(
+            r#"{{"synced":{},"workloads":[{}]}}"#,
+            self.is_synced(),
+            workloads.join(",")
+        )
     }
 
     fn maps(&self) -> Result<Arc<CaptureMaps>, CaptureMapsError> {

@@ -19,8 +19,7 @@ use tracing::info;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = Arc::new(Config::parse());
@@ -34,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
         registry,
         inpod: Arc::clone(&inpod),
     });
-    for addr in [config.metrics_addr, config.readiness_addr, config.admin_addr] {
+    for addr in [
+        config.metrics_addr,
+        config.readiness_addr,
+        config.admin_addr,
+    ] {
         let listener = bind(addr).await?;
         tokio::spawn(admin::serve(listener, Arc::clone(&state)));
     }
@@ -46,9 +49,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} — is another ztunnel running on this node?"))
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} — is another ztunnel running on this node?")
+    })
 }
 
 async fn shutdown_signal() {

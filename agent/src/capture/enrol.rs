@@ -20,10 +20,13 @@ impl Capture {
     pub fn enrol(&mut self, netns: &Netns, cookie: u64) -> Result<(), CaptureError> {
         let link_path = self.pins.pod_link(cookie);
         if !link_path.exists() {
-            let id = self.sk_lookup.attach(netns).map_err(|error| CaptureError::Program {
-                program: "ambit_sk_lookup",
-                error,
-            })?;
+            let id = self
+                .sk_lookup
+                .attach(netns)
+                .map_err(|error| CaptureError::Program {
+                    program: "ambit_sk_lookup",
+                    error,
+                })?;
             let link: FdLink = self
                 .sk_lookup
                 .take_link(id)
@@ -81,10 +84,12 @@ impl Capture {
             error,
         })?;
         // Dropping the unpinned link closes its last reference: the kernel detaches it.
-        link.unpin().map(drop).map_err(|error: io::Error| CaptureError::Io {
-            action: "cannot unpin",
-            path,
-            error,
-        })
+        link.unpin()
+            .map(drop)
+            .map_err(|error: io::Error| CaptureError::Io {
+                action: "cannot unpin",
+                path,
+                error,
+            })
     }
 }

@@ -59,16 +59,18 @@ fn preflight(config: &Config) -> Result<(), CaptureError> {
         return Err(CaptureError::NotRoot);
     }
     object::embedded()?;
-    let parent = config
-        .bpffs_dir
-        .parent()
-        .unwrap_or_else(|| Path::new("/"));
+    let parent = config.bpffs_dir.parent().unwrap_or_else(|| Path::new("/"));
     if statfs_magic(parent) != Some(BPF_FS_MAGIC) {
         return Err(CaptureError::NoBpffs {
             path: parent.to_owned(),
         });
     }
-    for dir in [config.bpffs_dir.join("maps"), config.bpffs_dir.join("progs"), config.bpffs_dir.join("links"), config.bpffs_dir.join("pods")] {
+    for dir in [
+        config.bpffs_dir.join("maps"),
+        config.bpffs_dir.join("progs"),
+        config.bpffs_dir.join("links"),
+        config.bpffs_dir.join("pods"),
+    ] {
         fs::create_dir_all(&dir).map_err(|error| CaptureError::Io {
             action: "cannot create",
             path: dir.clone(),
@@ -109,39 +111,72 @@ fn load_and_attach(pins: Pins, config: &Config) -> Result<Capture, CaptureError>
     // mode flag stays 0 ("single" means "no legacy multi-attach flag" for links).
     for name in [CONNECT4, CONNECT6, GETPEERNAME4, GETPEERNAME6] {
         let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-        program.load().map_err(|error| CaptureError::Program { program: name, error })?;
+        program.load().map_err(|error| CaptureError::Program {
+            program: name,
+            error,
+        })?;
         let id = program
             .attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|error| CaptureError::Program { program: name, error })?;
+            .map_err(|error| CaptureError::Program {
+                program: name,
+                error,
+            })?;
         let link: FdLink = program
             .take_link(id)
-            .map_err(|error| CaptureError::Program { program: name, error })?
+            .map_err(|error| CaptureError::Program {
+                program: name,
+                error,
+            })?
             .try_into()
-            .map_err(|error| CaptureError::Link { path: pins.link(name), error })?;
+            .map_err(|error| CaptureError::Link {
+                path: pins.link(name),
+                error,
+            })?;
         pin_program_and_link(&pins, name, program.pin(pins.program(name)), link)?;
     }
     let sock_ops: &mut SockOps = program_mut(&mut ebpf, SOCK_OPS)?;
-    sock_ops.load().map_err(|error| CaptureError::Program { program: SOCK_OPS, error })?;
+    sock_ops.load().map_err(|error| CaptureError::Program {
+        program: SOCK_OPS,
+        error,
+    })?;
     let id = sock_ops
         .attach(&cgroup, CgroupAttachMode::Single)
-        .map_err(|error| CaptureError::Program { program: SOCK_OPS, error })?;
+        .map_err(|error| CaptureError::Program {
+            program: SOCK_OPS,
+            error,
+        })?;
     let link: FdLink = sock_ops
         .take_link(id)
-        .map_err(|error| CaptureError::Program { program: SOCK_OPS, error })?
+        .map_err(|error| CaptureError::Program {
+            program: SOCK_OPS,
+            error,
+        })?
         .try_into()
-        .map_err(|error| CaptureError::Link { path: pins.link(SOCK_OPS), error })?;
+        .map_err(|error| CaptureError::Link {
+            path: pins.link(SOCK_OPS),
+            error,
+        })?;
     pin_program_and_link(&pins, SOCK_OPS, sock_ops.pin(pins.program(SOCK_OPS)), link)?;
 
     attach_sk_msg(&mut ebpf, &pins)?;
 
     let sk_lookup: &mut SkLookup = program_mut(&mut ebpf, SK_LOOKUP)?;
-    sk_lookup.load().map_err(|error| CaptureError::Program { program: SK_LOOKUP, error })?;
+    sk_lookup.load().map_err(|error| CaptureError::Program {
+        program: SK_LOOKUP,
+        error,
+    })?;
     sk_lookup
         .pin(pins.program(SK_LOOKUP))
-        .map_err(|error| CaptureError::Pin { path: pins.program(SK_LOOKUP), error })?;
+        .map_err(|error| CaptureError::Pin {
+            path: pins.program(SK_LOOKUP),
+            error,
+        })?;
     // The pin keeps the program; reopen it so `Capture` owns a handle independent of `ebpf`.
-    let sk_lookup = SkLookup::from_pin(pins.program(SK_LOOKUP))
-        .map_err(|error| CaptureError::Program { program: SK_LOOKUP, error })?;
+    let sk_lookup =
+        SkLookup::from_pin(pins.program(SK_LOOKUP)).map_err(|error| CaptureError::Program {
+            program: SK_LOOKUP,
+            error,
+        })?;
     let (enrolled, settings) = writable_maps(&pins)?;
     Ok(Capture {
         pins,
@@ -157,33 +192,50 @@ fn load_and_attach(pins: Pins, config: &Config) -> Result<Capture, CaptureError>
 /// pinned: the link handle is deliberately leaked so dropping it does not detach.
 fn attach_sk_msg(ebpf: &mut Ebpf, pins: &Pins) -> Result<(), CaptureError> {
     let map_fd = {
-        let map = ebpf.map(map_names::LOCAL_SOCKETS).ok_or(CaptureError::Missing {
-            kind: "map",
-            name: map_names::LOCAL_SOCKETS,
-        })?;
+        let map = ebpf
+            .map(map_names::LOCAL_SOCKETS)
+            .ok_or(CaptureError::Missing {
+                kind: "map",
+                name: map_names::LOCAL_SOCKETS,
+            })?;
         let sock_hash: SockHash<&MapData, ConnKey> =
             SockHash::try_from(map).map_err(|error| CaptureError::Map {
                 name: map_names::LOCAL_SOCKETS,
                 error,
             })?;
-        sock_hash.fd().try_clone().map_err(|error| CaptureError::Io {
-            action: "cannot duplicate the fd of",
-            path: pins.map(map_names::LOCAL_SOCKETS),
-            error,
-        })?
+        sock_hash
+            .fd()
+            .try_clone()
+            .map_err(|error| CaptureError::Io {
+                action: "cannot duplicate the fd of",
+                path: pins.map(map_names::LOCAL_SOCKETS),
+                error,
+            })?
     };
     let sk_msg: &mut SkMsg = program_mut(ebpf, SK_MSG)?;
-    sk_msg.load().map_err(|error| CaptureError::Program { program: SK_MSG, error })?;
+    sk_msg.load().map_err(|error| CaptureError::Program {
+        program: SK_MSG,
+        error,
+    })?;
     let id = sk_msg
         .attach(&map_fd)
-        .map_err(|error| CaptureError::Program { program: SK_MSG, error })?;
+        .map_err(|error| CaptureError::Program {
+            program: SK_MSG,
+            error,
+        })?;
     let link = sk_msg
         .take_link(id)
-        .map_err(|error| CaptureError::Program { program: SK_MSG, error })?;
+        .map_err(|error| CaptureError::Program {
+            program: SK_MSG,
+            error,
+        })?;
     std::mem::forget(link);
     sk_msg
         .pin(pins.program(SK_MSG))
-        .map_err(|error| CaptureError::Pin { path: pins.program(SK_MSG), error })
+        .map_err(|error| CaptureError::Pin {
+            path: pins.program(SK_MSG),
+            error,
+        })
 }
 
 fn pin_program_and_link(
@@ -192,9 +244,15 @@ fn pin_program_and_link(
     program_pin: Result<(), aya::pin::PinError>,
     link: FdLink,
 ) -> Result<(), CaptureError> {
-    program_pin.map_err(|error| CaptureError::Pin { path: pins.program(name), error })?;
+    program_pin.map_err(|error| CaptureError::Pin {
+        path: pins.program(name),
+        error,
+    })?;
     link.pin(pins.link(name))
-        .map_err(|error| CaptureError::Pin { path: pins.link(name), error })?;
+        .map_err(|error| CaptureError::Pin {
+            path: pins.link(name),
+            error,
+        })?;
     Ok(())
 }
 
@@ -203,14 +261,23 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     ebpf.program_mut(name)
-        .ok_or(CaptureError::Missing { kind: "program", name })?
+        .ok_or(CaptureError::Missing {
+            kind: "program",
+            name,
+        })?
         .try_into()
-        .map_err(|error| CaptureError::Program { program: name, error })
+        .map_err(|error| CaptureError::Program {
+            program: name,
+            error,
+        })
 }
 
 fn adopt(pins: Pins) -> Result<Capture, CaptureError> {
-    let sk_lookup = SkLookup::from_pin(pins.program(SK_LOOKUP))
-        .map_err(|error| CaptureError::Program { program: SK_LOOKUP, error })?;
+    let sk_lookup =
+        SkLookup::from_pin(pins.program(SK_LOOKUP)).map_err(|error| CaptureError::Program {
+            program: SK_LOOKUP,
+            error,
+        })?;
     let logger = sk_lookup
         .info()
         .ok()
@@ -225,13 +292,25 @@ fn adopt(pins: Pins) -> Result<Capture, CaptureError> {
     })
 }
 
-type WritableMaps = (HashMap<MapData, u64, u32>, Array<MapData, ambit_ebpf_common::Settings>);
+type WritableMaps = (
+    HashMap<MapData, u64, u32>,
+    Array<MapData, ambit_ebpf_common::Settings>,
+);
 
 fn writable_maps(pins: &Pins) -> Result<WritableMaps, CaptureError> {
-    let enrolled = HashMap::try_from(pinned_map(pins, map_names::ENROLLED_NETNS)?)
-        .map_err(|error| CaptureError::Map { name: map_names::ENROLLED_NETNS, error })?;
-    let settings = Array::try_from(pinned_map(pins, map_names::SETTINGS)?)
-        .map_err(|error| CaptureError::Map { name: map_names::SETTINGS, error })?;
+    let enrolled =
+        HashMap::try_from(pinned_map(pins, map_names::ENROLLED_NETNS)?).map_err(|error| {
+            CaptureError::Map {
+                name: map_names::ENROLLED_NETNS,
+                error,
+            }
+        })?;
+    let settings = Array::try_from(pinned_map(pins, map_names::SETTINGS)?).map_err(|error| {
+        CaptureError::Map {
+            name: map_names::SETTINGS,
+            error,
+        }
+    })?;
     Ok((enrolled, settings))
 }
 
@@ -249,7 +328,9 @@ pub fn pinned_map(pins: &Pins, name: &'static str) -> Result<Map, CaptureError> 
 /// hold the enrolled pods and are reused by name).
 fn remove_stale_pins(pins: &Pins) {
     for dir in [pins.links(), pins.programs()] {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for path in entries.filter_map(Result::ok).map(|e| e.path()) {
             if let Err(error) = fs::remove_file(&path) {
                 warn!(path = %path.display(), %error, "cannot remove a stale pin");
@@ -271,7 +352,9 @@ pub fn uninstall(bpffs_dir: &Path) -> Result<(), CaptureError> {
     let mut first_error = None;
     // Links first, so nothing captures while the maps go away.
     for dir in [pins.links(), pins.pods(), pins.programs(), pins.maps()] {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let result = if dir == pins.links() || dir == pins.pods() {
@@ -283,7 +366,11 @@ pub fn uninstall(bpffs_dir: &Path) -> Result<(), CaptureError> {
             };
             if let Err(error) = result {
                 warn!(path = %path.display(), %error, "cannot remove pin");
-                first_error.get_or_insert(CaptureError::Io { action: "cannot remove", path, error });
+                first_error.get_or_insert(CaptureError::Io {
+                    action: "cannot remove",
+                    path,
+                    error,
+                });
             }
         }
         let _ = fs::remove_dir(&dir);

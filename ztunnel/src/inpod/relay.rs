@@ -2,13 +2,7 @@
 //! destination; a captured inbound connection goes to the app it was addressed to.
 //! Each connection gets one access-log line and Istio's TCP metrics.
 
-use std::{
-    io,
-    net::SocketAddr,
-    os::fd::AsRawFd as _,
-    sync::Arc,
-    time::Instant,
-};
+use std::{io, net::SocketAddr, os::fd::AsRawFd as _, sync::Arc, time::Instant};
 
 use tokio::{io::copy_bidirectional_with_sizes, net::TcpStream};
 use tracing::{info, warn};
@@ -49,7 +43,12 @@ impl RelayError {
 }
 
 /// Relays one accepted connection until both sides are done.
-pub async fn handle(mut downstream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, direction: Direction) {
+pub async fn handle(
+    mut downstream: TcpStream,
+    peer: SocketAddr,
+    pod: Arc<PodContext>,
+    direction: Direction,
+) {
     let started = Instant::now();
     let peer = canonical(peer);
     let destination = match direction {
@@ -63,10 +62,18 @@ pub async fn handle(mut downstream: TcpStream, peer: SocketAddr, pod: Arc<PodCon
         let destination = destination.ok_or(RelayError::NoOriginalDestination)?;
         let mut upstream = sockets::connect(&pod.netns, destination)
             .await
-            .map_err(|source| RelayError::UpstreamConnect { destination, source })?;
-        copy_bidirectional_with_sizes(&mut downstream, &mut upstream, RELAY_BUFFER_BYTES, RELAY_BUFFER_BYTES)
-            .await
-            .map_err(RelayError::Downstream)
+            .map_err(|source| RelayError::UpstreamConnect {
+                destination,
+                source,
+            })?;
+        copy_bidirectional_with_sizes(
+            &mut downstream,
+            &mut upstream,
+            RELAY_BUFFER_BYTES,
+            RELAY_BUFFER_BYTES,
+        )
+        .await
+        .map_err(RelayError::Downstream)
     }
     .await;
     let (sent_upstream, sent_downstream) = *result.as_ref().unwrap_or(&(0, 0));
@@ -75,8 +82,14 @@ pub async fn handle(mut downstream: TcpStream, peer: SocketAddr, pod: Arc<PodCon
     }
     // Istio's bytes are from the reporter's point of view: received from the peer that
     // opened the connection, sent back to it.
-    pod.metrics.received_bytes.get_or_create(&labels).inc_by(sent_upstream);
-    pod.metrics.sent_bytes.get_or_create(&labels).inc_by(sent_downstream);
+    pod.metrics
+        .received_bytes
+        .get_or_create(&labels)
+        .inc_by(sent_upstream);
+    pod.metrics
+        .sent_bytes
+        .get_or_create(&labels)
+        .inc_by(sent_downstream);
     pod.metrics.connections_closed.get_or_create(&labels).inc();
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
@@ -106,7 +119,11 @@ pub async fn handle(mut downstream: TcpStream, peer: SocketAddr, pod: Arc<PodCon
 /// Where a captured outbound connection was going: from the eBPF map, or — when the
 /// connection was redirected by iptables instead (the benchmark baseline) — from
 /// `SO_ORIGINAL_DST`.
-fn original_destination(stream: &TcpStream, peer: SocketAddr, pod: &PodContext) -> Option<SocketAddr> {
+fn original_destination(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    pod: &PodContext,
+) -> Option<SocketAddr> {
     let local = canonical(stream.local_addr().ok()?);
     pod.maps
         .take_original_destination(pod.netns_cookie, peer, local)
@@ -144,7 +161,11 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 fn labels(pod: &PodContext, direction: Direction) -> TcpLabels {
     let unknown = || "unknown".to_owned();
     let (ours, theirs) = (
-        (pod.info.name.clone(), pod.info.namespace.clone(), pod.principal()),
+        (
+            pod.info.name.clone(),
+            pod.info.namespace.clone(),
+            pod.principal(),
+        ),
         (unknown(), unknown(), unknown()),
     );
     let (source, destination, reporter, security) = match direction {

@@ -48,7 +48,10 @@ pub fn bind_pod_listeners(netns: &Netns) -> Result<PodListeners, (SocketAddr, So
             outbound.push(listen(netns, v6_outbound).map_err(|e| (v6_outbound, e))?);
             listener
         }
-        Err(SocketError::Io(error)) if error.raw_os_error() == Some(libc::EAFNOSUPPORT) || error.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+        Err(SocketError::Io(error))
+            if error.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                || error.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
             listen(netns, v4_inbound).map_err(|e| (v4_inbound, e))?
         }
         Err(error) => return Err((dual_inbound, error)),
@@ -78,7 +81,11 @@ fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, SocketError> {
 /// [`SocketError`] from creating the socket or connecting.
 pub async fn connect(netns: &Netns, destination: SocketAddr) -> Result<TcpStream, SocketError> {
     let socket = netns.run(|| -> io::Result<Socket> {
-        let socket = Socket::new(Domain::for_address(destination), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(destination),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_mark(ZTUNNEL_MARK)?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;

@@ -1,0 +1,287 @@
+//! Ambit on a simulated node: the real `ambit-agent` and `ambit-ztunnel` binaries
+//! started inside a [`Node`]'s network namespace and cgroup, with `ambit-cni` chained
+//! into the node's CNI configuration, as the DaemonSet would set a Kubernetes node up.
+//!
+//! The agent attaches its cgroup programs to the node's cgroup (pods' cgroups sit
+//! below it) and pins under a bpffs directory of the test's own; nothing reaches the
+//! machine's root cgroup.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+
+use crate::{ChildGuard, Node, TestNet, bin_path, cmd::Finished};
+
+/// How long a binary may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// ztunnel's metrics/admin port inside the node's namespace.
+const ADMIN_PORT: u16 = 15000;
+const METRICS_PORT: u16 = 15020;
+
+/// Options for [`MeshNode::install`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MeshOptions {
+    pub sockmap_acceleration: bool,
+}
+
+/// A node running Ambit.
+#[derive(Debug)]
+pub struct MeshNode {
+    node: Node,
+    config_dir: PathBuf,
+    bpffs_dir: PathBuf,
+    run_dir: PathBuf,
+    options: MeshOptions,
+    agent: Option<ChildGuard>,
+    ztunnel: Option<ChildGuard>,
+}
+
+impl MeshNode {
+    /// Chains `ambit-cni` into the node's CNI configuration and starts the agent and
+    /// ztunnel, waiting until both are ready.
+    ///
+    /// # Errors
+    /// When a binary is missing, fails to start or is not ready in time.
+    pub fn install(net: &TestNet, node: &Node, options: MeshOptions) -> Result<Self> {
+        let run_dir = net.socket_path(node.name())?;
+        std::fs::create_dir_all(&run_dir)?;
+        let mut mesh = Self {
+            node: node.clone(),
+            config_dir: net.config_dir(),
+            bpffs_dir: net.bpffs_dir(node.name())?,
+            run_dir,
+            options,
+            agent: None,
+            ztunnel: None,
+        };
+        node.chain_cni_plugin(
+            json!({"type": "ambit-cni", "agentSocket": mesh.run_dir.join("cni.sock")}),
+            &bin_path("ambit-cni"),
+        )?;
+        mesh.start_agent()?;
+        mesh.start_ztunnel()?;
+        Ok(mesh)
+    }
+
+    #[must_use]
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    #[must_use]
+    pub fn bpffs_dir(&self) -> &Path {
+        &self.bpffs_dir
+    }
+
+    #[must_use]
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Starts the agent (it adopts pinned programs if there are any) and waits for
+    /// `ready`.
+    ///
+    /// # Errors
+    /// When it fails to start or is not ready in time.
+    pub fn start_agent(&mut self) -> Result<&ChildGuard> {
+        let mut command = Command::new(bin_path("ambit-agent"));
+        command
+            .arg("run")
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("--cgroup")
+            .arg(self.node.cgroup_path())
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs_dir)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        if self.options.sockmap_acceleration {
+            command.arg("--sockmap-acceleration");
+        }
+        let agent = self.node.spawn(&mut command)?;
+        agent
+            .wait_for_log("ready", READY_TIMEOUT)
+            .context("waiting for the agent")?;
+        Ok(self.agent.insert(agent))
+    }
+
+    /// Stops the agent with SIGTERM; the capture programs stay pinned.
+    ///
+    /// # Errors
+    /// When it does not stop.
+    pub fn stop_agent(&mut self) -> Result<()> {
+        if let Some(agent) = self.agent.take() {
+            agent.stop()?;
+        }
+        Ok(())
+    }
+
+    /// Starts ztunnel and waits until it has applied the agent's snapshot.
+    ///
+    /// # Errors
+    /// When it fails to start or is not ready in time.
+    pub fn start_ztunnel(&mut self) -> Result<&ChildGuard> {
+        let ztunnel = self.node.spawn(
+            Command::new(bin_path("ambit-ztunnel"))
+                .arg("--agent-socket")
+                .arg(self.run_dir.join("ztunnel.sock"))
+                .arg("--bpffs-dir")
+                .arg(&self.bpffs_dir)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1"),
+        )?;
+        ztunnel
+            .wait_for_log("applied the agent's snapshot", READY_TIMEOUT)
+            .context("waiting for ztunnel")?;
+        Ok(self.ztunnel.insert(ztunnel))
+    }
+
+    /// Stops ztunnel with SIGTERM.
+    ///
+    /// # Errors
+    /// When it does not stop.
+    pub fn stop_ztunnel(&mut self) -> Result<()> {
+        if let Some(ztunnel) = self.ztunnel.take() {
+            ztunnel.stop()?;
+        }
+        Ok(())
+    }
+
+    /// The running ztunnel (its logs hold the access log).
+    ///
+    /// # Errors
+    /// When ztunnel is not running.
+    pub fn ztunnel(&self) -> Result<&ChildGuard> {
+        self.ztunnel.as_ref().context("ztunnel is not running")
+    }
+
+    /// The running agent.
+    ///
+    /// # Errors
+    /// When the agent is not running.
+    pub fn agent(&self) -> Result<&ChildGuard> {
+        self.agent.as_ref().context("the agent is not running")
+    }
+
+    /// Runs `ambit-agent uninstall` for this node's pins (stop the agent first).
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn uninstall(&self) -> Result<Finished> {
+        self.node
+            .exec(
+                Command::new(bin_path("ambit-agent"))
+                    .arg("uninstall")
+                    .arg("--bpffs-dir")
+                    .arg(&self.bpffs_dir)
+                    .arg("--run-dir")
+                    .arg(&self.run_dir)
+                    .env("NO_COLOR", "1"),
+                READY_TIMEOUT,
+            )?
+            .success()
+    }
+
+    /// ztunnel's Prometheus metrics, fetched inside the node.
+    ///
+    /// # Errors
+    /// When ztunnel does not answer.
+    pub fn metrics(&self) -> Result<Metrics> {
+        self.http_get(METRICS_PORT, "/metrics").map(Metrics)
+    }
+
+    /// ztunnel's config dump (JSON), fetched inside the node.
+    ///
+    /// # Errors
+    /// When ztunnel does not answer or the body is not JSON.
+    pub fn config_dump(&self) -> Result<serde_json::Value> {
+        let body = self.http_get(ADMIN_PORT, "/config_dump")?;
+        serde_json::from_str(&body).with_context(|| format!("config dump is not JSON: {body}"))
+    }
+
+    /// The names of the workloads ztunnel serves.
+    ///
+    /// # Errors
+    /// As [`MeshNode::config_dump`].
+    pub fn served_workloads(&self) -> Result<Vec<String>> {
+        let dump = self.config_dump()?;
+        Ok(dump["workloads"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|w| w["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn http_get(&self, port: u16, path: &str) -> Result<String> {
+        let response = self.node.run_in(|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })??;
+        let Some((head, body)) = response.split_once("\r\n\r\n") else {
+            bail!("malformed HTTP response from ztunnel:{port}{path}: {response}");
+        };
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            bail!("ztunnel:{port}{path} answered {head}");
+        }
+        Ok(body.to_owned())
+    }
+}
+
+/// A Prometheus text exposition, with sums over label matches.
+#[derive(Debug, Clone)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The sum of every sample of `name` whose labels include all of `labels`
+    /// (`key="value"` pairs).
+    #[must_use]
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_samples_matching_every_label() {
+        let metrics = Metrics(
+            "# HELP x\nistio_tcp_connections_opened_total{reporter=\"source\",source_workload=\"a\"} 2\nistio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"a\"} 5\nistio_tcp_connections_opened_total{reporter=\"source\",source_workload=\"b\"} 1\n"
+                .to_owned(),
+        );
+        let opened = "istio_tcp_connections_opened_total";
+        assert!((metrics.sum(opened, &[("reporter", "source")]) - 3.0).abs() < f64::EPSILON);
+        assert!((metrics.sum(opened, &[("source_workload", "a")]) - 7.0).abs() < f64::EPSILON);
+        assert!(metrics.sum("other", &[]).abs() < f64::EPSILON);
+    }
+}

@@ -1,0 +1,304 @@
+//! Traffic capture end to end: pods created through the real CNI plugins on simulated
+//! nodes running Ambit's agent and ztunnel; real TCP between them.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use ambit_e2e::{
+    MeshNode, MeshOptions, Pod, PodSpec, TestNet,
+    app::{self, ConnectReport},
+    mesh::Metrics,
+    pod_app, wait_until,
+};
+use anyhow::{Context as _, Result, ensure};
+
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+const OPENED: &str = "istio_tcp_connections_opened_total";
+const APP_PORT: u16 = 8080;
+
+/// A test cluster: `nodes` nodes running Ambit, namespace `shop` labelled ambient and
+/// namespace `plain` left alone.
+fn cluster(
+    test: &str,
+    nodes: usize,
+    options: MeshOptions,
+) -> Result<Option<(TestNet, Vec<MeshNode>)>> {
+    let Some(net) = TestNet::new(test) else {
+        return Ok(None);
+    };
+    net.write_namespace("shop", [AMBIENT])?;
+    net.write_namespace("plain", Vec::<(String, String)>::new())?;
+    let mut meshes = Vec::new();
+    for index in 1..=nodes {
+        let node = net.add_node(&format!("n{index}"))?;
+        meshes.push(MeshNode::install(&net, &node, options)?);
+    }
+    Ok(Some((net, meshes)))
+}
+
+/// Connects from `client` to `to` and checks the app saw nothing unusual: the
+/// connection worked, `getpeername` shows `to`, and the server was reached on `to`.
+fn expect_transparent(client: &Pod, to: SocketAddr) -> Result<ConnectReport> {
+    let report = app::connect(client, to)?.expect_ok()?;
+    ensure!(
+        report.peer == Some(to),
+        "getpeername should show {to}, got {:?}",
+        report.peer
+    );
+    let saw = report.server_saw.clone().context("server greeting")?;
+    ensure!(
+        saw.local == to,
+        "the server should be reached on {to}, it saw {saw:?}"
+    );
+    ensure!(report.echo.as_deref() == Some("hello"), "echo: {report:?}");
+    Ok(report)
+}
+
+fn opened(metrics: &Metrics, reporter: &str, workload_label: &str, workload: &str) -> f64 {
+    metrics.sum(
+        OPENED,
+        &[("reporter", reporter), (workload_label, workload)],
+    )
+}
+
+#[test]
+fn enrolled_pods_are_captured_on_the_same_node_and_across_nodes_ipv4_and_ipv6() -> Result<()> {
+    let Some((_net, mesh)) = cluster("captured_pod_to_pod", 2, MeshOptions::default())? else {
+        return Ok(());
+    };
+    let client = mesh[0].node().add_pod(PodSpec::new("shop", "client"))?;
+    let near = mesh[0].node().add_pod(PodSpec::new("shop", "near"))?;
+    let far = mesh[1].node().add_pod(PodSpec::new("shop", "far"))?;
+    let _near_app = app::serve(&near, "[::]:8080".parse()?)?;
+    let _far_app = app::serve(&far, "[::]:8080".parse()?)?;
+
+    let targets = [
+        near.addr_v4(APP_PORT),
+        near.addr_v6(APP_PORT),
+        far.addr_v4(APP_PORT),
+        far.addr_v6(APP_PORT),
+    ];
+    for to in targets {
+        expect_transparent(&client, to).with_context(|| format!("client -> {to}"))?;
+    }
+
+    // Every connection passed through the client's ztunnel once (no loop), and
+    // through the server's ztunnel once on the way in.
+    let n1 = mesh[0].metrics()?;
+    let n2 = mesh[1].metrics()?;
+    let outbound = opened(&n1, "source", "source_workload", "client");
+    ensure!(
+        outbound == 4.0,
+        "client's ztunnel should report 4 outbound connections, got {outbound}\n{}",
+        n1.0
+    );
+    let near_in = opened(&n1, "destination", "destination_workload", "near");
+    let far_in = opened(&n2, "destination", "destination_workload", "far");
+    ensure!(
+        near_in == 2.0 && far_in == 2.0,
+        "inbound: near {near_in}, far {far_in} (expected 2 each)"
+    );
+
+    // The access log names the original destinations.
+    let log = mesh[0].ztunnel()?.stdout();
+    for to in targets {
+        ensure!(
+            log.contains(&format!("dst=Some({to})")),
+            "no access-log line for {to} in:\n{log}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn pods_outside_the_mesh_are_not_captured() -> Result<()> {
+    let Some((_net, mesh)) = cluster("not_captured", 1, MeshOptions::default())? else {
+        return Ok(());
+    };
+    let node = mesh[0].node();
+    let plain = node.add_pod(PodSpec::new("plain", "plain-client"))?;
+    let opted_out =
+        node.add_pod(PodSpec::new("shop", "opted-out").label("istio.io/dataplane-mode", "none"))?;
+    let server = node.add_pod(PodSpec::new("plain", "plain-server"))?;
+    let _app = app::serve(&server, "[::]:8080".parse()?)?;
+
+    for client in [&plain, &opted_out] {
+        for to in [server.addr_v4(APP_PORT), server.addr_v6(APP_PORT)] {
+            let report = expect_transparent(client, to)?;
+            // Not relayed: the server sees the client's own address.
+            let peer = report.server_saw.context("greeting")?.peer.ip();
+            ensure!(
+                client.ips().contains(&peer),
+                "{} should reach {to} directly, but the server saw {peer}",
+                client.name()
+            );
+        }
+    }
+    let served = mesh[0].served_workloads()?;
+    ensure!(
+        served.is_empty(),
+        "ztunnel should serve no pod, it serves {served:?}"
+    );
+    let metrics = mesh[0].metrics()?;
+    ensure!(
+        metrics.sum(OPENED, &[]) == 0.0,
+        "ztunnel relayed something:\n{}",
+        metrics.0
+    );
+    Ok(())
+}
+
+#[test]
+fn inbound_from_outside_the_mesh_is_captured_with_its_original_destination() -> Result<()> {
+    let Some((_net, mesh)) = cluster("inbound_captured", 2, MeshOptions::default())? else {
+        return Ok(());
+    };
+    let outsider = mesh[1].node().add_pod(PodSpec::new("plain", "outsider"))?;
+    let server = mesh[0].node().add_pod(PodSpec::new("shop", "server"))?;
+    let _app = app::serve(&server, "[::]:8080".parse()?)?;
+
+    for to in [server.addr_v4(APP_PORT), server.addr_v6(APP_PORT)] {
+        expect_transparent(&outsider, to)?;
+    }
+    let metrics = mesh[0].metrics()?;
+    let inbound = opened(&metrics, "destination", "destination_workload", "server");
+    ensure!(
+        inbound == 2.0,
+        "server's ztunnel should report 2 inbound connections, got {inbound}"
+    );
+    let log = mesh[0].ztunnel()?.stdout();
+    for to in [server.addr_v4(APP_PORT), server.addr_v6(APP_PORT)] {
+        ensure!(
+            log.lines()
+                .any(|l| l.contains("direction=Inbound") && l.contains(&format!("dst=Some({to})"))),
+            "ztunnel should log the inbound connection to {to}:\n{log}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn enrolled_pods_fail_closed_while_ztunnel_is_down_and_recover() -> Result<()> {
+    let Some((_net, mut mesh)) = cluster("fail_closed", 1, MeshOptions::default())? else {
+        return Ok(());
+    };
+    let node = mesh[0].node().clone();
+    let client = node.add_pod(PodSpec::new("shop", "client"))?;
+    let server = node.add_pod(PodSpec::new("shop", "server"))?;
+    let outsider = node.add_pod(PodSpec::new("plain", "outsider"))?;
+    let _app = app::serve(&server, "[::]:8080".parse()?)?;
+    expect_transparent(&client, server.addr_v4(APP_PORT))?;
+
+    mesh[0].stop_ztunnel()?;
+    let short = Duration::from_secs(3);
+    for (who, from) in [("outbound", &client), ("inbound", &outsider)] {
+        let report = app::connect_with(from, server.addr_v4(APP_PORT), "hello", short)?;
+        ensure!(
+            !report.ok,
+            "{who}: with ztunnel down the connection must fail, it worked: {report:?}"
+        );
+        ensure!(
+            report.error_kind.as_deref() == Some("ConnectionRefused"),
+            "{who}: expected a refused connection, got {report:?}"
+        );
+    }
+
+    mesh[0].start_ztunnel()?;
+    expect_transparent(&client, server.addr_v4(APP_PORT))
+        .context("outbound after ztunnel returned")?;
+    expect_transparent(&outsider, server.addr_v4(APP_PORT))
+        .context("inbound after ztunnel returned")?;
+    Ok(())
+}
+
+#[test]
+fn capture_survives_an_agent_restart_and_uninstall_removes_everything() -> Result<()> {
+    let Some((_net, mut mesh)) = cluster("agent_restart", 1, MeshOptions::default())? else {
+        return Ok(());
+    };
+    let node = mesh[0].node().clone();
+    let client = node.add_pod(PodSpec::new("shop", "client"))?;
+    let server = node.add_pod(PodSpec::new("plain", "server"))?;
+    let _app = app::serve(&server, "[::]:8080".parse()?)?;
+    let to = server.addr_v4(APP_PORT);
+
+    // A long transfer in flight across the restart.
+    let sink = server.spawn(Command::new(pod_app()).args(["sink", "--listen", "[::]:9000"]))?;
+    sink.wait_for_log("listening", Duration::from_secs(5))?;
+    let transfer = client.spawn(Command::new(pod_app()).args([
+        "bulk-send",
+        "--to",
+        &server.addr_v4(9000).to_string(),
+        "--bytes",
+        "2000000000",
+        "--write-size",
+        "65536",
+        "--timeout-ms",
+        "60000",
+    ]))?;
+
+    mesh[0].stop_agent()?;
+    expect_transparent(&client, to).context("with the agent stopped")?;
+    let relayed = |mesh: &MeshNode| -> Result<f64> {
+        Ok(opened(
+            &mesh.metrics()?,
+            "source",
+            "source_workload",
+            "client",
+        ))
+    };
+    let before = relayed(&mesh[0])?;
+    ensure!(
+        before >= 1.0,
+        "the connection should have been relayed while the agent was away"
+    );
+
+    mesh[0].start_agent()?;
+    mesh[0].agent()?.wait_for_log(
+        "adopting the pinned capture programs",
+        Duration::from_secs(5),
+    )?;
+    wait_until("ztunnel to reconnect", Duration::from_secs(10), || {
+        mesh[0]
+            .agent()
+            .is_ok_and(|a| a.stdout().contains("ztunnel connected"))
+    })?;
+    expect_transparent(&client, to).context("after the agent restarted")?;
+    ensure!(
+        relayed(&mesh[0])? > before,
+        "the connection after the restart was not relayed"
+    );
+    ensure!(
+        transfer.try_status()?.is_none(),
+        "the transfer should still be running across the restart (make it longer)"
+    );
+    let done = transfer.finish(Duration::from_secs(90))?;
+    ensure!(
+        done.stdout.contains(r#""ok":true"#),
+        "the transfer across the agent restart failed: {done}"
+    );
+
+    mesh[0].stop_agent()?;
+    mesh[0].uninstall()?;
+    ensure!(
+        !mesh[0].bpffs_dir().exists(),
+        "uninstall should remove {}",
+        mesh[0].bpffs_dir().display()
+    );
+    let attached = std::process::Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(node.cgroup_path())
+        .output()?;
+    let attached = String::from_utf8_lossy(&attached.stdout);
+    ensure!(
+        !attached.contains("ambit_"),
+        "programs still attached to the node cgroup after uninstall:\n{attached}"
+    );
+    // Uncaptured now: the server sees the client itself.
+    let report = expect_transparent(&client, to)?;
+    let peer = report.server_saw.context("greeting")?.peer.ip();
+    ensure!(
+        client.ips().contains(&peer),
+        "after uninstall the server saw {peer}, not the client"
+    );
+    Ok(())
+}
