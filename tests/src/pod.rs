@@ -16,7 +16,7 @@ use std::{
 };
 
 use ambit_netns::Netns;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::{
@@ -432,6 +432,23 @@ impl Pod {
     /// # Errors
     /// When it cannot start.
     pub fn spawn(&self, command: &mut Command) -> Result<ChildGuard> {
+        self.spawn_in_cgroup(self.state.cgroup.clone(), command)
+    }
+
+    /// Starts `command` in the pod's namespace but in a cgroup outside every node's
+    /// (`<test cgroup>/uncaptured`), so Ambit's cgroup programs do not see it — for
+    /// example a benchmark's iptables baseline, which must reach ztunnel another way.
+    ///
+    /// # Errors
+    /// When the cgroup cannot be made or the process cannot start.
+    pub fn spawn_uncaptured(&self, command: &mut Command) -> Result<ChildGuard> {
+        let cgroup = self.node.net.cgroup.join("uncaptured");
+        std::fs::create_dir_all(&cgroup)
+            .with_context(|| format!("cannot create cgroup {}", cgroup.display()))?;
+        self.spawn_in_cgroup(cgroup, command)
+    }
+
+    fn spawn_in_cgroup(&self, cgroup: PathBuf, command: &mut Command) -> Result<ChildGuard> {
         if self.state.removed.load(Ordering::SeqCst) {
             bail!(
                 "pod {}/{} has been removed",
@@ -442,7 +459,7 @@ impl Pod {
         let place = Location {
             label: format!("{}-{}", self.node.name(), self.state.name),
             netns: self.state.netns_path.clone(),
-            cgroup: self.state.cgroup.clone(),
+            cgroup,
             pod: Some(self.state.netns_name.clone()),
         };
         self.node.net.spawn(&place, command)

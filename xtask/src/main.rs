@@ -9,6 +9,7 @@
 //! xtask only orchestrates: it runs cargo, rustup and the project's binaries, and
 //! holds no logic the binaries need.
 
+mod bench;
 mod build_ebpf;
 mod cmd;
 mod test;
@@ -28,11 +29,14 @@ enum Command {
     BuildEbpf,
     /// Run every check CI runs: fmt, clippy, the eBPF build, unit and end-to-end tests.
     Test(test::TestArgs),
+    /// Run a data-path benchmark on simulated nodes (release build).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BuildEbpf => build_ebpf::run().map(drop),
         Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

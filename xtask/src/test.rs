@@ -11,7 +11,7 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     pub no_lint: bool,
-    /// Extra arguments for `cargo test` (e.g. a test name filter).
+    /// Extra arguments for the test runner (e.g. a test name filter).
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
 }
@@ -39,10 +39,29 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             .env("AMBIT_EBPF_OBJECT", &object)
             .args(["build", "--workspace", "--bins"]),
     )?;
-    cmd::run(
-        Command::new("cargo")
-            .env("AMBIT_EBPF_OBJECT", &object)
-            .args(["test", "--workspace", "--"])
-            .args(&args.cargo_test_args),
-    )
+    cmd::run(Command::new("cargo").args(["test", "--workspace", "--doc"]))?;
+    // nextest runs each test in its own process and ends with one summary line; plain
+    // `cargo test` is the fallback where it is not installed.
+    let nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut test = Command::new("cargo");
+    test.env("AMBIT_EBPF_OBJECT", &object);
+    if nextest {
+        test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        if !args.cargo_test_args.is_empty() {
+            test.arg("--").args(&args.cargo_test_args);
+        }
+    } else {
+        test.args([
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--no-fail-fast",
+            "--",
+        ])
+        .args(&args.cargo_test_args);
+    }
+    cmd::run(&mut test)
 }
