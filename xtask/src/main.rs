@@ -1,6 +1,7 @@
 //! Ambit's developer commands, run as `cargo xtask <command>`.
 //!
 //! # Layout
+//! - `demo` ([`demo`]): Ambit on two simulated nodes, step by step;
 //! - `build-ebpf` ([`build_ebpf`]): installs what a fresh machine lacks (the nightly's
 //!   `rust-src`, bpf-linker built against the nightly's own LLVM) and builds `ebpf/`;
 //! - `test` ([`test`]): everything CI checks — fmt, clippy, the eBPF build, the tests;
@@ -12,6 +13,7 @@
 mod bench;
 mod build_ebpf;
 mod cmd;
+mod demo;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run Ambit on two simulated nodes and show what it does (as root).
+    Demo(demo::DemoArgs),
     /// Build the eBPF programs (installing rust-src and bpf-linker when missing).
     BuildEbpf,
     /// Run every check CI runs: fmt, clippy, the eBPF build, unit and end-to-end tests.
@@ -35,6 +39,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Demo(args) => demo::run(&args),
         Command::BuildEbpf => build_ebpf::run().map(drop),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),

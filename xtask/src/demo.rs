@@ -1,0 +1,42 @@
+//! `cargo xtask demo`: build everything (the eBPF object included) and run
+//! `ambit-demo`, Ambit on two simulated nodes with the config folder
+//! `deploy/examples/demo/`.
+
+use std::process::Command;
+
+use anyhow::bail;
+use clap::Args;
+
+use crate::{build_ebpf, cmd};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print the results as JSON (one object with every step).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!(
+            "the demo creates network namespaces and loads eBPF: run it as root (sudo -E cargo xtask demo)"
+        );
+    }
+    let object = build_ebpf::run()?;
+    cmd::run(
+        Command::new("cargo")
+            .env("AMBIT_EBPF_OBJECT", &object)
+            .args(["build", "--quiet", "--workspace", "--bins"]),
+    )?;
+    let mut demo = Command::new(cmd::target_dir().join("debug/ambit-demo"));
+    if args.json {
+        demo.arg("--json");
+    }
+    cmd::run(&mut demo)
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
