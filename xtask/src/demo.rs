@@ -17,8 +17,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
+    if cmd::output(Command::new("id").arg("-u"))?.trim() != "0" {
         bail!(
             "the demo creates network namespaces and loads eBPF: run it as root (sudo -E cargo xtask demo)"
         );
@@ -34,9 +33,4 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         demo.arg("--json");
     }
     cmd::run(&mut demo)
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
