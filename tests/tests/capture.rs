@@ -302,3 +302,101 @@ fn capture_survives_an_agent_restart_and_uninstall_removes_everything() -> Resul
     );
     Ok(())
 }
+
+#[test]
+fn sockmap_acceleration_joins_app_and_ztunnel_and_keeps_every_byte() -> Result<()> {
+    let options = MeshOptions {
+        sockmap_acceleration: true,
+    };
+    let Some((_net, mesh)) = cluster("sockmap", 1, options)? else {
+        return Ok(());
+    };
+    let node = mesh[0].node().clone();
+    let client = node.add_pod(PodSpec::new("shop", "client"))?;
+    let server = node.add_pod(PodSpec::new("plain", "server"))?;
+    let _app = app::serve(&server, "[::]:8080".parse()?)?;
+    let sink = server.spawn(Command::new(pod_app()).args(["sink", "--listen", "[::]:9000"]))?;
+    sink.wait_for_log("listening", Duration::from_secs(5))?;
+
+    let transfer = client.spawn(Command::new(pod_app()).args([
+        "bulk-send",
+        "--to",
+        &server.addr_v4(9000).to_string(),
+        "--bytes",
+        "3000000000",
+        "--write-size",
+        "4096",
+        "--timeout-ms",
+        "60000",
+    ]))?;
+    // While it runs, the app's socket and ztunnel's accepted socket are in the SOCKHASH.
+    let map = mesh[0].bpffs_dir().join("maps/AMBIT_LOCAL_SK");
+    wait_until(
+        "both ends of the connection in the SOCKHASH",
+        Duration::from_secs(10),
+        || sockhash_entries(&map).is_ok_and(|n| n >= 2),
+    )?;
+    let done = transfer.finish(Duration::from_secs(90))?;
+    ensure!(
+        done.stdout.contains(r#""ok":true"#),
+        "the accelerated transfer lost or broke: {done}"
+    );
+    expect_transparent(&client, server.addr_v6(APP_PORT))?;
+    Ok(())
+}
+
+/// The number of sockets in a pinned SOCKHASH (`bpftool map dump`).
+fn sockhash_entries(map: &std::path::Path) -> Result<usize> {
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "dump", "pinned"])
+        .arg(map)
+        .output()?;
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("bpftool map dump: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(entries.as_array().map_or(0, Vec::len))
+}
+
+#[test]
+fn ztunnel_lets_connections_in_flight_finish_when_it_stops() -> Result<()> {
+    let Some((_net, mesh)) = cluster("ztunnel_drain", 1, MeshOptions::default())? else {
+        return Ok(());
+    };
+    let node = mesh[0].node().clone();
+    let client = node.add_pod(PodSpec::new("shop", "client"))?;
+    let server = node.add_pod(PodSpec::new("plain", "server"))?;
+    let sink = server.spawn(Command::new(pod_app()).args(["sink", "--listen", "[::]:9000"]))?;
+    sink.wait_for_log("listening", Duration::from_secs(5))?;
+    let transfer = client.spawn(Command::new(pod_app()).args([
+        "bulk-send",
+        "--to",
+        &server.addr_v4(9000).to_string(),
+        "--bytes",
+        "1000000000",
+        "--write-size",
+        "65536",
+    ]))?;
+    wait_until(
+        "the transfer to be relayed",
+        Duration::from_secs(10),
+        || {
+            mesh[0]
+                .metrics()
+                .is_ok_and(|m| opened(&m, "source", "source_workload", "client") >= 1.0)
+        },
+    )?;
+    ensure!(
+        transfer.try_status()?.is_none(),
+        "the transfer ended before ztunnel was stopped"
+    );
+    let status = mesh[0].ztunnel()?.stop()?;
+    let done = transfer.finish(Duration::from_secs(30))?;
+    ensure!(
+        done.stdout.contains(r#""ok":true"#),
+        "the transfer in flight was cut: {done}"
+    );
+    ensure!(
+        status.success(),
+        "ztunnel should exit cleanly after draining: {status}"
+    );
+    Ok(())
+}

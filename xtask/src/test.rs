@@ -63,5 +63,32 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         ])
         .args(&args.cargo_test_args);
     }
-    cmd::run(&mut test)
+    cmd::run(&mut test)?;
+    no_firewall_rules_on_the_host()
+}
+
+/// Ambit never writes iptables or nftables rules: after the whole suite, the host's
+/// rulesets must still be empty.
+fn no_firewall_rules_on_the_host() -> anyhow::Result<()> {
+    let mut rules = Vec::new();
+    for command in [
+        vec!["iptables-save"],
+        vec!["ip6tables-save"],
+        vec!["nft", "list", "ruleset"],
+    ] {
+        let out = cmd::output(Command::new(command[0]).args(&command[1..]))?;
+        rules.extend(
+            out.lines()
+                .filter(|line| line.starts_with("-A") || line.starts_with("table"))
+                .map(|line| format!("{}: {line}", command.join(" "))),
+        );
+    }
+    if !rules.is_empty() {
+        anyhow::bail!(
+            "firewall rules exist on the host after the tests:\n{}",
+            rules.join("\n")
+        );
+    }
+    // Silent on success: the test runner's summary stays the last line of the run.
+    Ok(())
 }

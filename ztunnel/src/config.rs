@@ -18,8 +18,8 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
 pub const MAX_RECONNECT_DELAY_MS: u64 = 2_000;
 /// How long in-flight connections may finish after a shutdown signal.
 pub const DRAIN_TIMEOUT_SECS: u64 = 5;
-/// Relay buffer per direction.
-pub const RELAY_BUFFER_BYTES: usize = 256 * 1024;
+/// Relay buffer per direction, per connection (allocated for the connection's life).
+pub const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
 /// `ambit-ztunnel` flags.
 #[derive(Debug, Clone, Parser)]

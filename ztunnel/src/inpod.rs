@@ -26,6 +26,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::{
     capture_maps::{CaptureMaps, CaptureMapsError},
+    drain::Drain,
     metrics::Metrics,
 };
 
@@ -56,6 +57,7 @@ pub struct PodContext {
     pub netns_cookie: u64,
     pub maps: Arc<CaptureMaps>,
     pub metrics: Arc<Metrics>,
+    pub drain: Arc<Drain>,
 }
 
 impl PodContext {
@@ -95,17 +97,19 @@ pub struct InPod {
     pods: Mutex<HashMap<String, PodProxy>>,
     synced: AtomicBool,
     metrics: Arc<Metrics>,
+    drain: Arc<Drain>,
 }
 
 impl InPod {
     #[must_use]
-    pub fn new(bpffs_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+    pub fn new(bpffs_dir: PathBuf, metrics: Arc<Metrics>, drain: Arc<Drain>) -> Self {
         Self {
             bpffs_dir,
             maps: Mutex::new(None),
             pods: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             metrics,
+            drain,
         }
     }
 
@@ -170,6 +174,7 @@ impl InPod {
             netns_cookie,
             maps,
             metrics: Arc::clone(&self.metrics),
+            drain: Arc::clone(&self.drain),
         });
         let span = info_span!("pod", uid = %uid, name = %format!("{}/{}", context.info.namespace, context.info.name));
         let mut accept_loops: Vec<JoinHandle<()>> = listeners
@@ -207,6 +212,12 @@ impl InPod {
         if self.lock_pods().remove(uid).is_some() {
             info!(%uid, "stopped serving pod");
         }
+    }
+
+    /// Stops serving every pod (shutdown): listeners close, connections in flight
+    /// carry on.
+    pub fn stop_all(&self) {
+        self.lock_pods().clear();
     }
 
     /// After a snapshot: stops serving every pod it did not name, and reports ready.

@@ -8,7 +8,8 @@
 //! - [`handoff`]: the link to the agent (pods arrive and leave here);
 //! - [`inpod`]: per-pod listeners and the relay;
 //! - [`capture_maps`]: the agent's pinned maps (original destinations, inbound listeners);
-//! - [`metrics`], [`admin`]: Istio's TCP metrics, readiness and the config dump.
+//! - [`metrics`], [`admin`]: Istio's TCP metrics, readiness and the config dump;
+//! - [`drain`]: counting connections in flight for a graceful shutdown.
 //!
 //! This first cut relays plaintext. It does not yet terminate or originate mutual TLS
 //! (HBONE on 15008), enforce policy, or talk to the controller.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod capture_maps;
 pub mod config;
+pub mod drain;
 pub mod handoff;
 pub mod inpod;
 pub mod metrics;

@@ -1,10 +1,11 @@
 //! `ambit-ztunnel`: serves the pods the node agent hands over.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ambit_ztunnel::{
     admin::{self, AdminState},
-    config::Config,
+    config::{Config, DRAIN_TIMEOUT_SECS},
+    drain::Drain,
     handoff,
     inpod::InPod,
     metrics::Metrics,
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -28,7 +29,12 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let inpod = Arc::new(InPod::new(config.bpffs_dir.clone(), Arc::clone(&metrics)));
+    let drain = Arc::new(Drain::default());
+    let inpod = Arc::new(InPod::new(
+        config.bpffs_dir.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&drain),
+    ));
     let state = Arc::new(AdminState {
         registry,
         inpod: Arc::clone(&inpod),
@@ -41,10 +47,20 @@ async fn main() -> anyhow::Result<()> {
         let listener = bind(addr).await?;
         tokio::spawn(admin::serve(listener, Arc::clone(&state)));
     }
-    tokio::spawn(handoff::run(Arc::clone(&config), inpod));
+    tokio::spawn(handoff::run(Arc::clone(&config), Arc::clone(&inpod)));
     info!("ready for the agent");
     shutdown_signal().await;
-    info!("stopping");
+    // Stop accepting (enrolled pods fail closed from here), let connections finish.
+    inpod.stop_all();
+    info!(in_flight = drain.active(), "draining");
+    let deadline = Duration::from_secs(DRAIN_TIMEOUT_SECS);
+    if tokio::time::timeout(deadline, drain.idle()).await.is_err() {
+        warn!(
+            in_flight = drain.active(),
+            "drain deadline passed; closing what is left"
+        );
+    }
+    info!("stopped");
     Ok(())
 }
 

@@ -49,6 +49,7 @@ pub async fn handle(
     pod: Arc<PodContext>,
     direction: Direction,
 ) {
+    let _in_flight = pod.drain.track();
     let started = Instant::now();
     let peer = canonical(peer);
     let destination = match direction {
