@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::{
     capture::{Capture, CaptureError},
     config::{Config, ZTUNNEL_ACK_TIMEOUT_SECS},
+    pod_network::prepare_transparent_delivery,
     pods::{PodRecord, PodStore, PodStoreError},
     ztunnel_link::{self, LinkError, Workload, ZtunnelLink},
 };
@@ -102,7 +103,7 @@ impl Agent {
         if !decision.enrols() {
             return CniReply::Ok { enrolled: false };
         }
-        let workload = match self.enrol(sandbox) {
+        let workload = match self.prepare_and_enrol(sandbox).await {
             Ok(workload) => workload,
             Err(message) => {
                 return error(
@@ -184,13 +185,32 @@ impl Agent {
         decide_from_manifests(&manifests, &sandbox.pod_namespace, &sandbox.pod_name)
     }
 
-    fn enrol(&self, sandbox: &PodSandbox) -> Result<Workload, String> {
+    /// Prepares the pod's namespace for transparent delivery (best effort), then
+    /// enrols it.
+    async fn prepare_and_enrol(&self, sandbox: &PodSandbox) -> Result<Workload, String> {
         let netns_path = sandbox
             .netns
             .as_deref()
             .filter(|p| !p.is_empty())
             .ok_or("CNI_NETNS is empty: cannot enrol a pod without its network namespace")?;
         let netns = Netns::open(netns_path).map_err(|e| e.to_string())?;
+        let transparent_delivery = match prepare_transparent_delivery(&netns).await {
+            Ok(()) => true,
+            Err(network_error) => {
+                warn!(pod = %pod_name(sandbox), error = %network_error, "the app will see ztunnel's delivery come from its own address");
+                false
+            }
+        };
+        self.enrol(sandbox, netns_path, netns, transparent_delivery)
+    }
+
+    fn enrol(
+        &self,
+        sandbox: &PodSandbox,
+        netns_path: &str,
+        netns: Netns,
+        transparent_delivery: bool,
+    ) -> Result<Workload, String> {
         let cookie = netns.cookie().map_err(|e| e.to_string())?;
         lock_capture(&self.capture)
             .enrol(&netns, cookie)
@@ -204,11 +224,13 @@ impl Agent {
             ips: sandbox.ips.clone(),
             netns_path: netns_path.to_owned(),
             netns_cookie: cookie,
+            transparent_delivery,
         };
         let netns = Arc::new(netns);
         let workload = Workload {
             info: workload_info(&record),
             netns: Arc::clone(&netns),
+            transparent_delivery,
         };
         let mut pods = lock(&self.pods);
         if let Err(store_error) = pods.store.insert(record) {
@@ -252,6 +274,7 @@ impl Pods {
                 Some(Workload {
                     info: workload_info(record),
                     netns: Arc::clone(self.netns.get(&record.uid)?),
+                    transparent_delivery: record.transparent_delivery,
                 })
             })
             .collect()

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`config`]: flags, defaults, validation;
 //! - [`capture`]: loading, adopting, pinning and removing the eBPF; enrolling pods;
+//! - [`pod_network`]: the pod's sysctl and policy routes for transparent delivery;
 //! - [`pods`]: the enrolled pods, persisted so a restarted agent knows them;
 //! - [`cni_server`]: answers the `ambit-cni` plugin (ADD / DEL / CHECK / STATUS);
 //! - [`ztunnel_link`]: the SOCK_SEQPACKET hand-off of pod namespaces to ztunnel;
@@ -17,5 +18,6 @@ pub mod agent;
 pub mod capture;
 pub mod cni_server;
 pub mod config;
+pub mod pod_network;
 pub mod pods;
 pub mod ztunnel_link;

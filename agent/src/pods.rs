@@ -25,6 +25,9 @@ pub struct PodRecord {
     pub netns_path: String,
     /// The namespace's cookie, the key of the enrolment map.
     pub netns_cookie: u64,
+    /// The namespace is set up for delivery from the client's address.
+    #[serde(default)]
+    pub transparent_delivery: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +143,7 @@ mod tests {
             ips: vec!["198.18.1.5".parse().unwrap()],
             netns_path: "/var/run/netns/cart".to_owned(),
             netns_cookie: 4097,
+            transparent_delivery: true,
         }
     }
 

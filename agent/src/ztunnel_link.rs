@@ -30,6 +30,8 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub struct Workload {
     pub info: WorkloadInfo,
     pub netns: Arc<Netns>,
+    /// See `pod_network`: ztunnel may deliver from the client's address.
+    pub transparent_delivery: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +211,7 @@ impl Connection {
     async fn send_add(&self, pod: &Workload) -> Result<(), LinkError> {
         let add = agent_message::Payload::Add(AddWorkload {
             workload: Some(pod.info.clone()),
+            transparent_delivery: pod.transparent_delivery,
         });
         self.send(&add, Some(&pod.netns)).await
     }

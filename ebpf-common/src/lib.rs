@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - constants: ports of ztunnel's in-pod listeners, ztunnel's socket mark, map names;
-//! - [`Endpoint`], [`ConnKey`], [`Settings`]: map keys and values.
+//! - [`Endpoint`], [`ConnKey`], [`FlowKey`], [`Settings`]: map keys and values.
 //!
 //! With the `user` feature the types implement `aya::Pod` for use in user space. This
 //! crate holds no logic: what the maps mean is documented in `ebpf/src/maps.rs`.
@@ -16,6 +16,13 @@
 
 /// Mark ztunnel puts on its own sockets (`SO_MARK`); the programs never capture them.
 pub const ZTUNNEL_MARK: u32 = 0x539;
+/// Mark of the sockets with which ztunnel delivers inbound connections to the app from
+/// the client's own address (`IP_TRANSPARENT`). Never captured either; the app's side
+/// inherits it (`tcp_fwmark_accept`) and a policy route in the pod sends the replies
+/// back to ztunnel.
+pub const DELIVERY_MARK: u32 = 0x1539;
+/// The pod routing table that holds `local default dev lo` for [`DELIVERY_MARK`].
+pub const DELIVERY_ROUTE_TABLE: u32 = 133;
 /// ztunnel's in-pod outbound listener (127.0.0.1 and ::1).
 pub const OUTBOUND_PORT: u16 = 15001;
 /// ztunnel's in-pod inbound plaintext listener (all pod addresses).
@@ -37,6 +44,8 @@ pub mod map_names {
     pub const LOCAL_SOCKETS: &str = "AMBIT_LOCAL_SK";
     /// Run-time switches ([`crate::Settings`]), one entry at index 0.
     pub const SETTINGS: &str = "AMBIT_SETTINGS";
+    /// ztunnel's inbound deliveries in progress, by [`crate::FlowKey`].
+    pub const DELIVERIES: &str = "AMBIT_DELIVERY";
 }
 
 /// Value stored in [`map_names::ENROLLED_NETNS`] for an enrolled pod.
@@ -145,6 +154,16 @@ pub struct ConnKey {
 }
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 48);
 
+/// A TCP connection by its two addresses: `src` the connecting side, `dst` the
+/// address it connects to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Endpoint,
+    pub dst: Endpoint,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
 /// Run-time switches read by the programs, stored at index 0 of [`map_names::SETTINGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,4 +182,6 @@ mod user {
     unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: a single `u32`.
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: two `Endpoint`s (2-aligned, 20 bytes each), no gap.
+    unsafe impl aya::Pod for super::FlowKey {}
 }

@@ -98,3 +98,10 @@ pub fn set_user_ip6(sa: &mut aya_ebpf::bindings::bpf_sock_addr, words: [u32; 4])
         core::ptr::write_volatile(&raw mut sa.user_ip6[3], words[3]);
     }
 }
+
+/// A `bpf_sock_addr`'s `user_ip6`, read one word at a time (see [`read_ip6`]).
+#[inline(always)]
+pub fn read_user_ip6(sa: &aya_ebpf::bindings::bpf_sock_addr) -> [u32; 4] {
+    // SAFETY: `user_ip6` is a `[u32; 4]` field of the live context.
+    unsafe { read_ip6(&raw const sa.user_ip6) }
+}

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, SockHash},
 };
-use ambit_ebpf_common::{ConnKey, Endpoint, Settings};
+use ambit_ebpf_common::{ConnKey, Endpoint, FlowKey, Settings};
 
 /// Enrolled pods. Key: network-namespace cookie. Value: `NETNS_ENROLLED`.
 /// Written by the agent; read by `connect`, `getpeername` and `sockops`.
@@ -39,3 +39,11 @@ pub static LOCAL_SOCKETS: SockHash<ConnKey> = SockHash::pinned(262_144, 0);
 /// Run-time switches, index 0. Written by the agent.
 #[map(name = "AMBIT_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+
+/// ztunnel's inbound deliveries in progress. Key: `FlowKey` (the client's address that
+/// ztunnel's delivery socket is bound to, the app's address). Value: 1. Written by
+/// `connect` for sockets marked `DELIVERY_MARK`; read by `sk_lookup`, which lets these
+/// connections reach the app instead of steering them back to ztunnel. LRU: entries
+/// age out.
+#[map(name = "AMBIT_DELIVERY")]
+pub static DELIVERIES: LruHashMap<FlowKey, u32> = LruHashMap::pinned(65_536, 0);

@@ -2,9 +2,9 @@
 //! pod on any port but ztunnel's own goes to ztunnel's in-pod inbound listener (15006).
 //! The accepted socket keeps the original destination as its local address.
 //!
-//! ztunnel delivers to the app by connecting from the pod's own address; such
-//! connections (remote address == local address) are left alone so they are not
-//! captured a second time. If ztunnel has no listener for the pod, the connection is
+//! ztunnel delivers to the app by connecting from the client's address (recorded in
+//! `AMBIT_DELIVERY` by `connect`) or, where the pod is not set up for that, from the
+//! pod's own address; both are left alone so they are not captured a second time. If ztunnel has no listener for the pod, the connection is
 //! refused: an enrolled pod fails closed.
 
 use aya_ebpf::{
@@ -12,11 +12,11 @@ use aya_ebpf::{
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use ambit_ebpf_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+use ambit_ebpf_common::{FlowKey, HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
 use crate::{
     addr::{IPPROTO_TCP, endpoint, is_loopback, read_ip6},
-    maps::INBOUND_LISTENERS,
+    maps::{DELIVERIES, INBOUND_LISTENERS},
 };
 
 #[sk_lookup]
@@ -51,7 +51,13 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
     ) else {
         return SK_PASS;
     };
-    if is_loopback(&local) || local.addr == remote.addr {
+    // ztunnel delivering to the app: from the pod's own address, or from the client's
+    // (transparent) with the delivery recorded by `connect`.
+    let delivery = FlowKey {
+        src: remote,
+        dst: local,
+    };
+    if is_loopback(&local) || local.addr == remote.addr || DELIVERIES.get_ptr(&delivery).is_some() {
         return SK_PASS;
     }
     match INBOUND_LISTENERS.redirect_sk_lookup(ctx, local.addr, 0) {

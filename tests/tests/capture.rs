@@ -78,7 +78,13 @@ fn enrolled_pods_are_captured_on_the_same_node_and_across_nodes_ipv4_and_ipv6() 
         far.addr_v6(APP_PORT),
     ];
     for to in targets {
-        expect_transparent(&client, to).with_context(|| format!("client -> {to}"))?;
+        let report = expect_transparent(&client, to).with_context(|| format!("client -> {to}"))?;
+        // Delivered from the client's own address, not ztunnel's or the server pod's.
+        let peer = report.server_saw.context("greeting")?.peer.ip();
+        ensure!(
+            client.ips().contains(&peer),
+            "the server should see the client's address, it saw {peer}"
+        );
     }
 
     // Every connection passed through the client's ztunnel once (no loop), and
@@ -123,14 +129,7 @@ fn pods_outside_the_mesh_are_not_captured() -> Result<()> {
 
     for client in [&plain, &opted_out] {
         for to in [server.addr_v4(APP_PORT), server.addr_v6(APP_PORT)] {
-            let report = expect_transparent(client, to)?;
-            // Not relayed: the server sees the client's own address.
-            let peer = report.server_saw.context("greeting")?.peer.ip();
-            ensure!(
-                client.ips().contains(&peer),
-                "{} should reach {to} directly, but the server saw {peer}",
-                client.name()
-            );
+            expect_transparent(client, to)?;
         }
     }
     let served = mesh[0].served_workloads()?;
@@ -157,7 +156,12 @@ fn inbound_from_outside_the_mesh_is_captured_with_its_original_destination() -> 
     let _app = app::serve(&server, "[::]:8080".parse()?)?;
 
     for to in [server.addr_v4(APP_PORT), server.addr_v6(APP_PORT)] {
-        expect_transparent(&outsider, to)?;
+        let report = expect_transparent(&outsider, to)?;
+        let peer = report.server_saw.context("greeting")?.peer.ip();
+        ensure!(
+            outsider.ips().contains(&peer),
+            "the app should see the true client address, it saw {peer}"
+        );
     }
     let metrics = mesh[0].metrics()?;
     let inbound = opened(&metrics, "destination", "destination_workload", "server");
@@ -293,12 +297,12 @@ fn capture_survives_an_agent_restart_and_uninstall_removes_everything() -> Resul
         !attached.contains("ambit_"),
         "programs still attached to the node cgroup after uninstall:\n{attached}"
     );
-    // Uncaptured now: the server sees the client itself.
-    let report = expect_transparent(&client, to)?;
-    let peer = report.server_saw.context("greeting")?.peer.ip();
+    // Uncaptured now: ztunnel (still running) relays nothing more.
+    let relayed_before = relayed(&mesh[0])?;
+    expect_transparent(&client, to)?;
     ensure!(
-        client.ips().contains(&peer),
-        "after uninstall the server saw {peer}, not the client"
+        relayed(&mesh[0])? == relayed_before,
+        "a connection was still captured after uninstall"
     );
     Ok(())
 }

@@ -81,7 +81,7 @@ async fn session(socket: &UnixSeqpacket, inpod: &InPod) -> Result<(), SessionErr
                         seen.insert(workload.uid.clone());
                     }
                     inpod
-                        .add(workload, Netns::from_fd(fd))
+                        .add(workload, Netns::from_fd(fd), add.transparent_delivery)
                         .map_err(|e| e.to_string())
                 }
                 (None, _) => Err("add without a workload".to_owned()),

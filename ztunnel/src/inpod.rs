@@ -54,6 +54,8 @@ pub enum InPodError {
 pub struct PodContext {
     pub info: WorkloadInfo,
     pub netns: Netns,
+    /// The agent set the pod up for delivery from the client's own address.
+    pub transparent_delivery: bool,
     pub netns_cookie: u64,
     pub maps: Arc<CaptureMaps>,
     pub metrics: Arc<Metrics>,
@@ -117,7 +119,12 @@ impl InPod {
     ///
     /// # Errors
     /// [`InPodError`] saying what could not be set up; the pod is not served then.
-    pub fn add(&self, info: WorkloadInfo, netns: Netns) -> Result<(), InPodError> {
+    pub fn add(
+        &self,
+        info: WorkloadInfo,
+        netns: Netns,
+        transparent_delivery: bool,
+    ) -> Result<(), InPodError> {
         let uid = info.uid.clone();
         let ips = info
             .ips
@@ -171,6 +178,7 @@ impl InPod {
         let context = Arc::new(PodContext {
             info,
             netns,
+            transparent_delivery,
             netns_cookie,
             maps,
             metrics: Arc::clone(&self.metrics),

@@ -61,12 +61,19 @@ pub async fn handle(
     let _ = downstream.set_nodelay(true);
     let result = async {
         let destination = destination.ok_or(RelayError::NoOriginalDestination)?;
-        let mut upstream = sockets::connect(&pod.netns, destination)
-            .await
-            .map_err(|source| RelayError::UpstreamConnect {
-                destination,
-                source,
-            })?;
+        let upstream = match direction {
+            // Deliver from the client's own address where the pod is set up for it.
+            Direction::Inbound if pod.transparent_delivery => {
+                sockets::deliver_as(&pod.netns, peer, destination).await
+            }
+            Direction::Inbound | Direction::Outbound => {
+                sockets::connect(&pod.netns, destination).await
+            }
+        };
+        let mut upstream = upstream.map_err(|source| RelayError::UpstreamConnect {
+            destination,
+            source,
+        })?;
         copy_bidirectional_with_sizes(
             &mut downstream,
             &mut upstream,

@@ -7,7 +7,7 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use ambit_ebpf_common::{INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, ZTUNNEL_MARK};
+use ambit_ebpf_common::{DELIVERY_MARK, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, ZTUNNEL_MARK};
 use ambit_netns::{Netns, NetnsError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -80,17 +80,44 @@ fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, SocketError> {
 /// # Errors
 /// [`SocketError`] from creating the socket or connecting.
 pub async fn connect(netns: &Netns, destination: SocketAddr) -> Result<TcpStream, SocketError> {
+    let socket = netns.run(|| marked_socket(destination, ZTUNNEL_MARK))??;
+    let socket = TcpSocket::from_std_stream(socket.into());
+    Ok(socket.connect(destination).await?)
+}
+
+/// Connects to the app at `destination` from the client's address `client`
+/// (`IP_TRANSPARENT`), marked so that the capture programs let it through and the
+/// pod's delivery route sends the app's replies back here.
+///
+/// # Errors
+/// [`SocketError`] from creating, binding or connecting the socket.
+pub async fn deliver_as(
+    netns: &Netns,
+    client: SocketAddr,
+    destination: SocketAddr,
+) -> Result<TcpStream, SocketError> {
     let socket = netns.run(|| -> io::Result<Socket> {
-        let socket = Socket::new(
-            Domain::for_address(destination),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )?;
-        socket.set_mark(ZTUNNEL_MARK)?;
-        socket.set_nonblocking(true)?;
-        socket.set_tcp_nodelay(true)?;
+        let socket = marked_socket(destination, DELIVERY_MARK)?;
+        if destination.is_ipv4() {
+            socket.set_ip_transparent_v4(true)?;
+        } else {
+            socket.set_ip_transparent_v6(true)?;
+        }
+        socket.bind(&SocketAddr::new(client.ip(), 0).into())?;
         Ok(socket)
     })??;
     let socket = TcpSocket::from_std_stream(socket.into());
     Ok(socket.connect(destination).await?)
+}
+
+fn marked_socket(destination: SocketAddr, mark: u32) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(destination),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_mark(mark)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    Ok(socket)
 }
