@@ -14,6 +14,8 @@ use anyhow::{Context as _, Result, ensure};
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const OPENED: &str = "istio_tcp_connections_opened_total";
 const APP_PORT: u16 = 8080;
+/// How long an access-log line may take to appear after the connection ended.
+const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A test cluster: `nodes` nodes running Ambit, namespace `shop` labelled ambient and
 /// namespace `plain` left alone.
@@ -104,13 +106,14 @@ fn enrolled_pods_are_captured_on_the_same_node_and_across_nodes_ipv4_and_ipv6() 
         "inbound: near {near_in}, far {far_in} (expected 2 each)"
     );
 
-    // The access log names the original destinations.
-    let log = mesh[0].ztunnel()?.stdout();
+    // The access log names the original destinations (a line is written when the
+    // connection ends, which may be just after the client saw its echo).
     for to in targets {
-        ensure!(
-            log.contains(&format!("dst=Some({to})")),
-            "no access-log line for {to} in:\n{log}"
-        );
+        let needle = format!("dst=Some({to})");
+        mesh[0]
+            .ztunnel()?
+            .wait_for_log(&needle, LOG_TIMEOUT)
+            .with_context(|| format!("an access-log line for {to}"))?;
     }
     Ok(())
 }
@@ -169,13 +172,14 @@ fn inbound_from_outside_the_mesh_is_captured_with_its_original_destination() -> 
         inbound == 2.0,
         "server's ztunnel should report 2 inbound connections, got {inbound}"
     );
-    let log = mesh[0].ztunnel()?.stdout();
     for to in [server.addr_v4(APP_PORT), server.addr_v6(APP_PORT)] {
-        ensure!(
-            log.lines()
-                .any(|l| l.contains("direction=Inbound") && l.contains(&format!("dst=Some({to})"))),
-            "ztunnel should log the inbound connection to {to}:\n{log}"
-        );
+        let needle = format!("dst=Some({to})");
+        mesh[0]
+            .ztunnel()?
+            .wait_for_log_line(LOG_TIMEOUT, |l| {
+                l.contains("direction=Inbound") && l.contains(&needle)
+            })
+            .with_context(|| format!("ztunnel should log the inbound connection to {to}"))?;
     }
     Ok(())
 }

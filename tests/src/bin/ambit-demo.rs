@@ -201,12 +201,14 @@ fn run(demo: &mut Demo) -> Result<()> {
         || {
             let to = app_v1.addr_v6(8080);
             app::connect(outsider, to)?.expect_ok()?;
-            let log = nodes[0].ztunnel()?.stdout();
-            let line = log
-                .lines()
-                .rev()
-                .find(|l| l.contains("direction=Inbound") && l.contains(&format!("dst=Some({to})")))
+            let needle = format!("dst=Some({to})");
+            let line = nodes[0]
+                .ztunnel()?
+                .wait_for_log_line(Duration::from_secs(5), |l| {
+                    l.contains("direction=Inbound") && l.contains(&needle)
+                })
                 .context("no inbound access-log line")?;
+            let line = line.as_str();
             Ok(format!(
                 "ztunnel access log: {}",
                 line.split("access: ").nth(1).unwrap_or(line)
