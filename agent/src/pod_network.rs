@@ -22,7 +22,7 @@ use ambit_netns::{Netns, NetnsError};
 use rtnetlink::{
     Handle, RouteMessageBuilder,
     packet_route::{
-        route::{RouteScope, RouteType},
+        route::{RouteMessage, RouteScope, RouteType},
         rule::RuleAction,
     },
 };
@@ -85,40 +85,40 @@ async fn add_rules_and_routes(handle: &Handle) -> Result<(), PodNetworkError> {
         error,
     })?;
 
-    let v4 = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+    let routes = [
+        (
+            "IPv4 local route",
+            local_default_route(
+                RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0),
+            ),
+        ),
+        (
+            "IPv6 local route",
+            local_default_route(
+                RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(Ipv6Addr::UNSPECIFIED, 0),
+            ),
+        ),
+    ];
+    for (what, route) in routes {
+        handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(|error| PodNetworkError::Route { what, error })?;
+    }
+    Ok(())
+}
+
+/// `local <prefix> dev lo table DELIVERY_ROUTE_TABLE`.
+fn local_default_route<T>(builder: RouteMessageBuilder<T>) -> RouteMessage {
+    builder
         .kind(RouteType::Local)
         .scope(RouteScope::Host)
         .table_id(DELIVERY_ROUTE_TABLE)
         .output_interface(LOOPBACK_INDEX)
-        .build();
-    handle
-        .route()
-        .add(v4)
-        .replace()
-        .execute()
-        .await
-        .map_err(|error| PodNetworkError::Route {
-            what: "IPv4 local route",
-            error,
-        })?;
-    let v6 = RouteMessageBuilder::<Ipv6Addr>::new()
-        .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-        .kind(RouteType::Local)
-        .scope(RouteScope::Host)
-        .table_id(DELIVERY_ROUTE_TABLE)
-        .output_interface(LOOPBACK_INDEX)
-        .build();
-    handle
-        .route()
-        .add(v6)
-        .replace()
-        .execute()
-        .await
-        .map_err(|error| PodNetworkError::Route {
-            what: "IPv6 local route",
-            error,
-        })
+        .build()
 }
 
 /// A rule that is already there is what we wanted.

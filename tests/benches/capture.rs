@@ -49,6 +49,7 @@ struct Figures {
     bulk_4k: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
+    failures: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,13 +93,7 @@ fn run() -> Result<()> {
     let mut servers = Vec::new();
     for server in [&fast_server, &slow_server] {
         servers.push(app::serve(server, format!("0.0.0.0:{ECHO_PORT}").parse()?)?);
-        let sink = server.spawn(Command::new(pod_app()).args([
-            "sink",
-            "--listen",
-            &format!("0.0.0.0:{SINK_PORT}"),
-        ]))?;
-        sink.wait_for_log("listening", Duration::from_secs(5))?;
-        servers.push(sink);
+        servers.push(app::sink(server, format!("0.0.0.0:{SINK_PORT}").parse()?)?);
     }
     redirect_to_ztunnel(&iptables_client, &slow_server)?;
 
@@ -131,13 +126,24 @@ fn run() -> Result<()> {
     let mut results: Vec<Figures> = paths.iter().map(|_| Figures::default()).collect();
     for run in 1..=runs {
         eprintln!("run {run}/{runs}");
-        // Interleave the paths so drift on the machine hits them all alike.
+        // Interleave the paths so drift on the machine hits them all alike. A failed
+        // measurement is reported, not retried: it is a finding.
         for (path, figures) in paths.iter().zip(&mut results) {
-            figures.bulk_128k.push(bulk(path, "131072")?);
-            figures.bulk_4k.push(bulk(path, "4096")?);
-            let (p50, p99) = ping_pong(path)?;
-            figures.p50.push(p50);
-            figures.p99.push(p99);
+            match bulk(path, "131072") {
+                Ok(gbit) => figures.bulk_128k.push(gbit),
+                Err(error) => figures.failures.push(format!("bulk 128K: {error:#}")),
+            }
+            match bulk(path, "4096") {
+                Ok(gbit) => figures.bulk_4k.push(gbit),
+                Err(error) => figures.failures.push(format!("bulk 4K: {error:#}")),
+            }
+            match ping_pong(path) {
+                Ok((p50, p99)) => {
+                    figures.p50.push(p50);
+                    figures.p99.push(p99);
+                }
+                Err(error) => figures.failures.push(format!("ping-pong: {error:#}")),
+            }
         }
     }
     print_table(&paths, &results, runs);
@@ -235,10 +241,11 @@ fn ping_pong(path: &Path<'_>) -> Result<(f64, f64)> {
     ))
 }
 
+/// The median, NaN when every measurement failed.
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn print_table(paths: &[Path<'_>], results: &[Figures], runs: usize) {
@@ -275,4 +282,9 @@ fn print_table(paths: &[Path<'_>], results: &[Figures], runs: usize) {
         );
     }
     println!("(ratios are to direct, measured in the same run)");
+    for (path, figures) in paths.iter().zip(results) {
+        for failure in &figures.failures {
+            println!("{} failed: {failure}", path.name);
+        }
+    }
 }

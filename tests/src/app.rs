@@ -50,6 +50,43 @@ pub fn serve(place: &impl Place, listen: SocketAddr) -> Result<ChildGuard> {
     Ok(server)
 }
 
+/// Starts `pod-app sink --listen LISTEN` at `place` (reads each connection to its end
+/// and answers with the byte count) and waits until it listens.
+///
+/// # Errors
+/// When it cannot start or does not print `listening` in time.
+pub fn sink(place: &impl Place, listen: SocketAddr) -> Result<ChildGuard> {
+    let sink =
+        place.spawn(Command::new(pod_app()).args(["sink", "--listen", &listen.to_string()]))?;
+    sink.wait_for_log("listening", APP_TIMEOUT)?;
+    Ok(sink)
+}
+
+/// Starts `pod-app bulk-send` at `place` towards a [`sink`] at `to`, in the background;
+/// [`ChildGuard::finish`] then gives its JSON report (`"ok":true` when the sink counted
+/// every byte).
+///
+/// # Errors
+/// When it cannot start.
+pub fn bulk_send(
+    place: &impl Place,
+    to: SocketAddr,
+    bytes: u64,
+    write_size: usize,
+) -> Result<ChildGuard> {
+    place.spawn(Command::new(pod_app()).args([
+        "bulk-send",
+        "--to",
+        &to.to_string(),
+        "--bytes",
+        &bytes.to_string(),
+        "--write-size",
+        &write_size.to_string(),
+        "--timeout-ms",
+        "60000",
+    ]))
+}
+
 /// Both ends' view of a connection, as the server reports it in its greeting.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ServerSaw {

@@ -7,7 +7,7 @@ use ambit_e2e::{
     MeshNode, MeshOptions, Pod, PodSpec, TestNet,
     app::{self, ConnectReport},
     mesh::Metrics,
-    pod_app, wait_until,
+    wait_until,
 };
 use anyhow::{Context as _, Result, ensure};
 
@@ -230,19 +230,8 @@ fn capture_survives_an_agent_restart_and_uninstall_removes_everything() -> Resul
     let to = server.addr_v4(APP_PORT);
 
     // A long transfer in flight across the restart.
-    let sink = server.spawn(Command::new(pod_app()).args(["sink", "--listen", "[::]:9000"]))?;
-    sink.wait_for_log("listening", Duration::from_secs(5))?;
-    let transfer = client.spawn(Command::new(pod_app()).args([
-        "bulk-send",
-        "--to",
-        &server.addr_v4(9000).to_string(),
-        "--bytes",
-        "2000000000",
-        "--write-size",
-        "65536",
-        "--timeout-ms",
-        "60000",
-    ]))?;
+    let _sink = app::sink(&server, "[::]:9000".parse()?)?;
+    let transfer = app::bulk_send(&client, server.addr_v4(9000), 2_000_000_000, 65_536)?;
 
     mesh[0].stop_agent()?;
     expect_transparent(&client, to).context("with the agent stopped")?;
@@ -323,20 +312,9 @@ fn sockmap_acceleration_joins_app_and_ztunnel_and_keeps_every_byte() -> Result<(
     let client = node.add_pod(PodSpec::new("shop", "client"))?;
     let server = node.add_pod(PodSpec::new("plain", "server"))?;
     let _app = app::serve(&server, "[::]:8080".parse()?)?;
-    let sink = server.spawn(Command::new(pod_app()).args(["sink", "--listen", "[::]:9000"]))?;
-    sink.wait_for_log("listening", Duration::from_secs(5))?;
+    let _sink = app::sink(&server, "[::]:9000".parse()?)?;
 
-    let transfer = client.spawn(Command::new(pod_app()).args([
-        "bulk-send",
-        "--to",
-        &server.addr_v4(9000).to_string(),
-        "--bytes",
-        "3000000000",
-        "--write-size",
-        "4096",
-        "--timeout-ms",
-        "60000",
-    ]))?;
+    let transfer = app::bulk_send(&client, server.addr_v4(9000), 3_000_000_000, 4_096)?;
     // While it runs, the app's socket and ztunnel's accepted socket are in the SOCKHASH.
     let map = mesh[0].bpffs_dir().join("maps/AMBIT_LOCAL_SK");
     wait_until(
@@ -372,17 +350,8 @@ fn ztunnel_lets_connections_in_flight_finish_when_it_stops() -> Result<()> {
     let node = mesh[0].node().clone();
     let client = node.add_pod(PodSpec::new("shop", "client"))?;
     let server = node.add_pod(PodSpec::new("plain", "server"))?;
-    let sink = server.spawn(Command::new(pod_app()).args(["sink", "--listen", "[::]:9000"]))?;
-    sink.wait_for_log("listening", Duration::from_secs(5))?;
-    let transfer = client.spawn(Command::new(pod_app()).args([
-        "bulk-send",
-        "--to",
-        &server.addr_v4(9000).to_string(),
-        "--bytes",
-        "1000000000",
-        "--write-size",
-        "65536",
-    ]))?;
+    let _sink = app::sink(&server, "[::]:9000".parse()?)?;
+    let transfer = app::bulk_send(&client, server.addr_v4(9000), 1_000_000_000, 65_536)?;
     wait_until(
         "the transfer to be relayed",
         Duration::from_secs(10),

@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, SockHash},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SkLookup, SkMsg, SockOps,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup, SkMsg, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
@@ -107,56 +107,10 @@ fn load_and_attach(pins: Pins, config: &Config) -> Result<Capture, CaptureError>
         path: config.cgroup.clone(),
         error,
     })?;
-    // Links (bpf_link_create) coexist with other programs on the same hook, so the
-    // mode flag stays 0 ("single" means "no legacy multi-attach flag" for links).
     for name in [CONNECT4, CONNECT6, GETPEERNAME4, GETPEERNAME6] {
-        let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-        program.load().map_err(|error| CaptureError::Program {
-            program: name,
-            error,
-        })?;
-        let id = program
-            .attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|error| CaptureError::Program {
-                program: name,
-                error,
-            })?;
-        let link: FdLink = program
-            .take_link(id)
-            .map_err(|error| CaptureError::Program {
-                program: name,
-                error,
-            })?
-            .try_into()
-            .map_err(|error| CaptureError::Link {
-                path: pins.link(name),
-                error,
-            })?;
-        pin_program_and_link(&pins, name, program.pin(pins.program(name)), link)?;
+        attach_to_cgroup::<CgroupSockAddr>(&mut ebpf, &pins, &cgroup, name)?;
     }
-    let sock_ops: &mut SockOps = program_mut(&mut ebpf, SOCK_OPS)?;
-    sock_ops.load().map_err(|error| CaptureError::Program {
-        program: SOCK_OPS,
-        error,
-    })?;
-    let id = sock_ops
-        .attach(&cgroup, CgroupAttachMode::Single)
-        .map_err(|error| CaptureError::Program {
-            program: SOCK_OPS,
-            error,
-        })?;
-    let link: FdLink = sock_ops
-        .take_link(id)
-        .map_err(|error| CaptureError::Program {
-            program: SOCK_OPS,
-            error,
-        })?
-        .try_into()
-        .map_err(|error| CaptureError::Link {
-            path: pins.link(SOCK_OPS),
-            error,
-        })?;
-    pin_program_and_link(&pins, SOCK_OPS, sock_ops.pin(pins.program(SOCK_OPS)), link)?;
+    attach_to_cgroup::<SockOps>(&mut ebpf, &pins, &cgroup, SOCK_OPS)?;
 
     attach_sk_msg(&mut ebpf, &pins)?;
 
@@ -238,16 +192,80 @@ fn attach_sk_msg(ebpf: &mut Ebpf, pins: &Pins) -> Result<(), CaptureError> {
         })
 }
 
-fn pin_program_and_link(
+/// The cgroup program types' common shape (aya gives them the same methods but no
+/// common trait).
+trait CgroupProgram {
+    fn load(&mut self) -> Result<(), ProgramError>;
+    /// Attaches to `cgroup` as a bpf link and takes the link out of aya's keeping.
+    fn attach_link(&mut self, cgroup: &fs::File) -> Result<FdLink, LinkError>;
+    fn pin(&mut self, path: &Path) -> Result<(), aya::pin::PinError>;
+}
+
+/// A link error or a program error, from [`CgroupProgram::attach_link`].
+enum LinkError {
+    Program(ProgramError),
+    Link(aya::programs::links::LinkError),
+}
+
+macro_rules! cgroup_program {
+    ($program:ty) => {
+        impl CgroupProgram for $program {
+            fn load(&mut self) -> Result<(), ProgramError> {
+                <$program>::load(self)
+            }
+
+            fn attach_link(&mut self, cgroup: &fs::File) -> Result<FdLink, LinkError> {
+                // Links (bpf_link_create) coexist with other programs on the same hook;
+                // "single" only means "no legacy multi-attach flag".
+                let id = <$program>::attach(self, cgroup, CgroupAttachMode::Single)
+                    .map_err(LinkError::Program)?;
+                self.take_link(id)
+                    .map_err(LinkError::Program)?
+                    .try_into()
+                    .map_err(LinkError::Link)
+            }
+
+            fn pin(&mut self, path: &Path) -> Result<(), aya::pin::PinError> {
+                <$program>::pin(self, path)
+            }
+        }
+    };
+}
+cgroup_program!(CgroupSockAddr);
+cgroup_program!(SockOps);
+
+/// Loads program `name`, attaches it to `cgroup` and pins program and link.
+fn attach_to_cgroup<P>(
+    ebpf: &mut Ebpf,
     pins: &Pins,
+    cgroup: &fs::File,
     name: &'static str,
-    program_pin: Result<(), aya::pin::PinError>,
-    link: FdLink,
-) -> Result<(), CaptureError> {
-    program_pin.map_err(|error| CaptureError::Pin {
-        path: pins.program(name),
+) -> Result<(), CaptureError>
+where
+    P: CgroupProgram,
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program: &mut P = program_mut(ebpf, name)?;
+    program.load().map_err(|error| CaptureError::Program {
+        program: name,
         error,
     })?;
+    let link = program.attach_link(cgroup).map_err(|error| match error {
+        LinkError::Program(error) => CaptureError::Program {
+            program: name,
+            error,
+        },
+        LinkError::Link(error) => CaptureError::Link {
+            path: pins.link(name),
+            error,
+        },
+    })?;
+    program
+        .pin(&pins.program(name))
+        .map_err(|error| CaptureError::Pin {
+            path: pins.program(name),
+            error,
+        })?;
     link.pin(pins.link(name))
         .map_err(|error| CaptureError::Pin {
             path: pins.link(name),
