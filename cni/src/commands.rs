@@ -156,12 +156,7 @@ fn del(env: &CniEnv, stdin: &[u8], log: &mut impl Write) -> Result<Output, CniEr
         .unwrap_or_default();
     let what = format!("DEL {pod} (container {})", sandbox.container_id);
     match agent_for(&conf).call(&CniRequest::Del(pod_sandbox(sandbox, pod, ips))) {
-        Ok(CniReply::Ok { .. }) => Ok(Output::Silent),
-        Ok(CniReply::Error {
-            code,
-            message,
-            details,
-        }) => Err(CniError::from_agent_reply(code, message, details)),
+        Ok(reply) => silent_unless_refused(reply),
         Err(err) => {
             note(
                 log,
@@ -184,12 +179,7 @@ fn check(env: &CniEnv, stdin: &[u8]) -> Result<Output, CniError> {
     };
     let ips = pod_ips(prev_result)?;
     match agent_for(&conf).call(&CniRequest::Check(pod_sandbox(sandbox, pod, ips))) {
-        Ok(CniReply::Ok { .. }) => Ok(Output::Silent),
-        Ok(CniReply::Error {
-            code,
-            message,
-            details,
-        }) => Err(CniError::from_agent_reply(code, message, details)),
+        Ok(reply) => silent_unless_refused(reply),
         Err(err) => Err(CniError::agent(&err, err.code())),
     }
 }
@@ -198,13 +188,20 @@ fn check(env: &CniEnv, stdin: &[u8]) -> Result<Output, CniError> {
 fn status(stdin: &[u8]) -> Result<Output, CniError> {
     let conf = conf_for(stdin, Command::Status)?;
     match agent_for(&conf).call(&CniRequest::Status) {
-        Ok(CniReply::Ok { .. }) => Ok(Output::Silent),
-        Ok(CniReply::Error {
+        Ok(reply) => silent_unless_refused(reply),
+        Err(err) => Err(CniError::agent(&err, codes::PLUGIN_NOT_AVAILABLE)),
+    }
+}
+
+/// Nothing to print when the agent agreed; its refusal, code and all, when it did not.
+fn silent_unless_refused(reply: CniReply) -> Result<Output, CniError> {
+    match reply {
+        CniReply::Ok { .. } => Ok(Output::Silent),
+        CniReply::Error {
             code,
             message,
             details,
-        }) => Err(CniError::from_agent_reply(code, message, details)),
-        Err(err) => Err(CniError::agent(&err, codes::PLUGIN_NOT_AVAILABLE)),
+        } => Err(CniError::from_agent_reply(code, message, details)),
     }
 }
 

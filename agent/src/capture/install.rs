@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, SockHash},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup, SkMsg, SockOps,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, ProgramInfo, SkLookup, SkMsg, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
@@ -125,20 +125,8 @@ fn load_and_attach(pins: Pins, config: &Config) -> Result<Capture, CaptureError>
             path: pins.program(SK_LOOKUP),
             error,
         })?;
-    // The pin keeps the program; reopen it so `Capture` owns a handle independent of `ebpf`.
-    let sk_lookup =
-        SkLookup::from_pin(pins.program(SK_LOOKUP)).map_err(|error| CaptureError::Program {
-            program: SK_LOOKUP,
-            error,
-        })?;
-    let (enrolled, settings) = writable_maps(&pins)?;
-    Ok(Capture {
-        pins,
-        enrolled,
-        settings,
-        sk_lookup,
-        logger,
-    })
+    // The pins keep everything; `Capture` holds handles of its own, independent of `ebpf`.
+    open_pinned(pins, logger)
 }
 
 /// Attaches sk_msg to the SOCKHASH. aya cannot pin this attachment (it is a
@@ -291,15 +279,22 @@ where
 }
 
 fn adopt(pins: Pins) -> Result<Capture, CaptureError> {
+    let logger = ProgramInfo::from_pin(pins.program(SK_LOOKUP))
+        .ok()
+        .and_then(|info| aya_log::EbpfLogger::init_from_id(info.id()).ok());
+    open_pinned(pins, logger)
+}
+
+/// A [`Capture`] on the pinned `sk_lookup` program and the maps the agent writes.
+fn open_pinned(
+    pins: Pins,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+) -> Result<Capture, CaptureError> {
     let sk_lookup =
         SkLookup::from_pin(pins.program(SK_LOOKUP)).map_err(|error| CaptureError::Program {
             program: SK_LOOKUP,
             error,
         })?;
-    let logger = sk_lookup
-        .info()
-        .ok()
-        .and_then(|info| aya_log::EbpfLogger::init_from_id(info.id()).ok());
     let (enrolled, settings) = writable_maps(&pins)?;
     Ok(Capture {
         pins,
