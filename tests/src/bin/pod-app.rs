@@ -215,6 +215,8 @@ fn count_to_eof(mut stream: TcpStream) -> io::Result<()> {
         }
         total += n as u64;
     }
+    // Also on stdout, so a test can check what arrived without trusting the client.
+    println!("{}", json!({ "received": total }));
     stream.write_all(format!("{total}\n").as_bytes())?;
     stream.shutdown(Shutdown::Write)
 }
