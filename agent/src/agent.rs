@@ -1,10 +1,15 @@
-//! The running agent: the capture eBPF, the enrolled pods, the link to ztunnel, and
+//! The running agent: the capture eBPF, the pods it knows, the link to ztunnel, and
 //! what happens on each CNI request.
+//!
+//! Every pod the CNI plugin reports is remembered, in the mesh or not, so that a label
+//! changed later (`kubectl label namespace shop istio.io/dataplane-mode=ambient`)
+//! moves running pods in or out of the mesh ([`Agent::reconcile`], see `membership`).
+
+mod membership;
 
 use std::{
     collections::HashMap,
     fs, io,
-    net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -12,7 +17,6 @@ use std::{
 use ambit_api::{
     cni::{CniReply, PodSandbox, codes},
     enrolment::{Decision, decide_from_manifests},
-    handoff::WorkloadInfo,
     manifests::Manifests,
 };
 use ambit_netns::Netns;
@@ -23,9 +27,8 @@ use tracing::{info, warn};
 use crate::{
     capture::{Capture, CaptureError},
     config::{Config, ZTUNNEL_ACK_TIMEOUT_SECS},
-    pod_network::prepare_transparent_delivery,
-    pods::{PodRecord, PodStore, PodStoreError},
-    ztunnel_link::{self, LinkError, Workload, ZtunnelLink},
+    pods::{PodStore, PodStoreError},
+    ztunnel_link::{self, ZtunnelLink},
 };
 
 /// Why the agent could not start.
@@ -39,20 +42,23 @@ pub enum StartError {
     Listen { path: String, source: io::Error },
 }
 
-/// Enrolled pods with their open network namespaces.
+/// The pods the agent knows (enrolled or not), with their open network namespaces.
 #[derive(Debug)]
 struct Pods {
     store: PodStore,
     netns: HashMap<String, Arc<Netns>>,
 }
 
-/// The agent's state, shared by the CNI server and the ztunnel link.
+/// The agent's state, shared by the CNI server, the config watch and the ztunnel link.
 #[derive(Debug)]
 pub struct Agent {
     config: Config,
     capture: Mutex<Capture>,
     pods: Arc<Mutex<Pods>>,
     ztunnel: ZtunnelLink,
+    /// Serialises changes of membership (CNI requests and reconciliations), which wait
+    /// on ztunnel's acknowledgements.
+    changes: tokio::sync::Mutex<()>,
 }
 
 /// The sockets the agent serves, bound by [`Agent::start`].
@@ -62,7 +68,7 @@ pub struct Listeners {
 }
 
 impl Agent {
-    /// Installs (or adopts) the capture eBPF, restores the pods enrolled before a
+    /// Installs (or adopts) the capture eBPF, restores the pods known before a
     /// restart, and starts serving ztunnel.
     ///
     /// # Errors
@@ -77,7 +83,7 @@ impl Agent {
             source,
         })?;
         let store = PodStore::load(&config.state_file())?;
-        let pods = Arc::new(Mutex::new(restore_pods(store, &mut capture)));
+        let pods = Arc::new(Mutex::new(membership::restore(store, &mut capture)));
 
         let ztunnel_listener = bind(&config.ztunnel_socket(), |p| UnixSeqpacketListener::bind(p))?;
         let cni = bind(&config.cni_socket(), |p| UnixListener::bind(p))?;
@@ -85,96 +91,90 @@ impl Agent {
         let ztunnel = ztunnel_link::spawn(
             ztunnel_listener,
             Duration::from_secs(ZTUNNEL_ACK_TIMEOUT_SECS),
-            move || lock(&snapshot_pods).workloads(),
+            move || lock(&snapshot_pods).enrolled_workloads(),
         );
         let agent = Arc::new(Self {
             config,
             capture: Mutex::new(capture),
             pods,
             ztunnel,
+            changes: tokio::sync::Mutex::new(()),
         });
         Ok((agent, Listeners { cni }))
     }
 
-    /// CNI ADD: enrol the pod if it belongs in the mesh, and hand it to ztunnel.
+    /// CNI ADD: remember the pod, enrol it if it belongs in the mesh, and hand it to
+    /// ztunnel. A pod that belongs in the mesh but cannot be enrolled is refused.
     pub async fn add_pod(&self, sandbox: &PodSandbox) -> CniReply {
-        let decision = self.decide(sandbox);
+        let _change = self.changes.lock().await;
+        let manifests = self.manifests();
+        let decision = decide_from_manifests(&manifests, &sandbox.pod_namespace, &sandbox.pod_name);
         info!(pod = %pod_name(sandbox), %decision, "CNI ADD");
+        let uid = pod_uid(sandbox);
+        if let Err(message) = self.remember(sandbox, &manifests) {
+            return if decision.enrols() {
+                enrolment_failed(message)
+            } else {
+                warn!(pod = %pod_name(sandbox), %message, "cannot remember a pod outside the mesh; a later label will not reach it");
+                CniReply::Ok { enrolled: false }
+            };
+        }
         if !decision.enrols() {
             return CniReply::Ok { enrolled: false };
         }
-        let workload = match self.prepare_and_enrol(sandbox).await {
-            Ok(workload) => workload,
+        match self.enrol(&uid).await {
+            Ok(()) => CniReply::Ok { enrolled: true },
             Err(message) => {
-                return error(
-                    codes::ENROLMENT_FAILED,
-                    message,
-                    "the pod belongs in the mesh and is not started outside it",
-                );
-            }
-        };
-        match self.ztunnel.add(workload).await {
-            Ok(()) | Err(LinkError::NotConnected) => CniReply::Ok { enrolled: true },
-            Err(link_error) => {
-                // ztunnel could not serve the pod: do not start it half in the mesh.
-                self.unenrol(&pod_uid(sandbox));
-                error(
-                    codes::ENROLMENT_FAILED,
-                    format!(
-                        "ztunnel could not take pod {}: {link_error}",
-                        pod_name(sandbox)
-                    ),
-                    "the runtime will retry the sandbox",
-                )
+                self.forget(&uid);
+                enrolment_failed(message)
             }
         }
     }
 
-    /// CNI DEL: un-enrol the pod if it is enrolled.
+    /// CNI DEL: un-enrol the pod if it is enrolled, and forget it.
     pub async fn delete_pod(&self, sandbox: &PodSandbox) -> CniReply {
+        let _change = self.changes.lock().await;
         let uid = pod_uid(sandbox);
-        if self.unenrol(&uid).is_none() {
-            return CniReply::Ok { enrolled: false };
+        if self.is_enrolled(&uid) {
+            self.unenrol(&uid).await;
+            info!(pod = %pod_name(sandbox), "CNI DEL: un-enrolled");
         }
-        info!(pod = %pod_name(sandbox), "CNI DEL: un-enrolled");
-        if let Err(link_error) = self.ztunnel.delete(uid).await
-            && !matches!(link_error, LinkError::NotConnected)
-        {
-            warn!(pod = %pod_name(sandbox), error = %link_error, "ztunnel did not confirm the deletion");
-        }
+        self.forget(&uid);
         CniReply::Ok { enrolled: false }
     }
 
     /// CNI CHECK: is the pod enrolled exactly when it should be?
     pub fn check_pod(&self, sandbox: &PodSandbox) -> CniReply {
-        let decision = self.decide(sandbox);
-        let recorded = lock(&self.pods)
+        let decision: Decision =
+            decide_from_manifests(&self.manifests(), &sandbox.pod_namespace, &sandbox.pod_name);
+        let uid = pod_uid(sandbox);
+        let cookie = lock(&self.pods)
             .store
-            .get(&pod_uid(sandbox))
+            .get(&uid)
+            .filter(|p| p.enrolled)
             .map(|p| p.netns_cookie);
-        let enrolled =
-            recorded.is_some_and(|cookie| lock_capture(&self.capture).is_enrolled(cookie));
+        let enrolled = cookie.is_some_and(|cookie| lock_capture(&self.capture).is_enrolled(cookie));
         if enrolled == decision.enrols() {
-            CniReply::Ok { enrolled }
-        } else {
-            error(
-                codes::ENROLMENT_MISMATCH,
-                format!(
-                    "pod {} should be {} but is {}",
-                    pod_name(sandbox),
-                    if decision.enrols() {
-                        "enrolled"
-                    } else {
-                        "outside the mesh"
-                    },
-                    if enrolled { "enrolled" } else { "not enrolled" }
-                ),
-                decision.to_string(),
-            )
+            return CniReply::Ok { enrolled };
+        }
+        CniReply::Error {
+            code: codes::ENROLMENT_MISMATCH,
+            message: format!(
+                "pod {} should be {} but is {}",
+                pod_name(sandbox),
+                if decision.enrols() {
+                    "enrolled"
+                } else {
+                    "outside the mesh"
+                },
+                if enrolled { "enrolled" } else { "not enrolled" }
+            ),
+            details: decision.to_string(),
         }
     }
 
-    fn decide(&self, sandbox: &PodSandbox) -> Decision {
+    /// The config folder's objects; an unreadable folder counts as empty (logged).
+    fn manifests(&self) -> Manifests {
         let manifests = Manifests::load_dir(&self.config.config_dir).unwrap_or_else(|error| {
             warn!(%error, "cannot read the config folder; deciding as if it were empty");
             Manifests::default()
@@ -182,142 +182,21 @@ impl Agent {
         for problem in &manifests.errors {
             warn!(%problem, "skipping a manifest");
         }
-        decide_from_manifests(&manifests, &sandbox.pod_namespace, &sandbox.pod_name)
+        manifests
     }
 
-    /// Prepares the pod's namespace for transparent delivery (best effort), then
-    /// enrols it.
-    async fn prepare_and_enrol(&self, sandbox: &PodSandbox) -> Result<Workload, String> {
-        let netns_path = sandbox
-            .netns
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            .ok_or("CNI_NETNS is empty: cannot enrol a pod without its network namespace")?;
-        let netns = Netns::open(netns_path).map_err(|e| e.to_string())?;
-        let transparent_delivery = match prepare_transparent_delivery(&netns).await {
-            Ok(()) => true,
-            Err(network_error) => {
-                warn!(pod = %pod_name(sandbox), error = %network_error, "the app will see ztunnel's delivery come from its own address");
-                false
-            }
-        };
-        self.enrol(sandbox, netns_path, netns, transparent_delivery)
-    }
-
-    fn enrol(
-        &self,
-        sandbox: &PodSandbox,
-        netns_path: &str,
-        netns: Netns,
-        transparent_delivery: bool,
-    ) -> Result<Workload, String> {
-        let cookie = netns.cookie().map_err(|e| e.to_string())?;
-        lock_capture(&self.capture)
-            .enrol(&netns, cookie)
-            .map_err(|e| e.to_string())?;
-        let record = PodRecord {
-            uid: pod_uid(sandbox),
-            container_id: sandbox.container_id.clone(),
-            name: sandbox.pod_name.clone(),
-            namespace: sandbox.pod_namespace.clone(),
-            service_account: self.service_account(sandbox),
-            ips: sandbox.ips.clone(),
-            netns_path: netns_path.to_owned(),
-            netns_cookie: cookie,
-            transparent_delivery,
-        };
-        let netns = Arc::new(netns);
-        let workload = Workload {
-            info: workload_info(&record),
-            netns: Arc::clone(&netns),
-            transparent_delivery,
-        };
-        let mut pods = lock(&self.pods);
-        if let Err(store_error) = pods.store.insert(record) {
-            let _ = lock_capture(&self.capture).unenrol(cookie);
-            return Err(store_error.to_string());
-        }
-        pods.netns.insert(workload.info.uid.clone(), netns);
-        Ok(workload)
-    }
-
-    /// Removes the pod from the eBPF maps and the store; returns its record.
-    fn unenrol(&self, uid: &str) -> Option<PodRecord> {
-        let mut pods = lock(&self.pods);
-        let record = pods.store.get(uid)?.clone();
-        if let Err(capture_error) = lock_capture(&self.capture).unenrol(record.netns_cookie) {
-            warn!(pod = %uid, error = %capture_error, "cannot fully un-enrol");
-        }
-        if let Err(store_error) = pods.store.remove(uid) {
-            warn!(pod = %uid, error = %store_error, "cannot persist the un-enrolment");
-        }
-        pods.netns.remove(uid);
-        Some(record)
-    }
-
-    fn service_account(&self, sandbox: &PodSandbox) -> String {
-        Manifests::load_dir(&self.config.config_dir)
-            .ok()
-            .and_then(|m| {
-                m.pod(&sandbox.pod_namespace, &sandbox.pod_name)
-                    .and_then(|pod| pod.spec_str("serviceAccountName").map(str::to_owned))
-            })
-            .unwrap_or_else(|| "default".to_owned())
+    /// The config folder the agent decides from.
+    #[must_use]
+    pub fn config_dir(&self) -> &std::path::Path {
+        &self.config.config_dir
     }
 }
 
-impl Pods {
-    fn workloads(&self) -> Vec<Workload> {
-        self.store
-            .iter()
-            .filter_map(|record| {
-                Some(Workload {
-                    info: workload_info(record),
-                    netns: Arc::clone(self.netns.get(&record.uid)?),
-                    transparent_delivery: record.transparent_delivery,
-                })
-            })
-            .collect()
-    }
-}
-
-/// Keeps the pods whose namespace still exists (re-asserting their enrolment) and
-/// un-enrols the ones that went away while the agent was down.
-fn restore_pods(mut store: PodStore, capture: &mut Capture) -> Pods {
-    let mut netns = HashMap::new();
-    let records: Vec<PodRecord> = store.iter().cloned().collect();
-    for record in records {
-        let alive = Netns::open(&record.netns_path)
-            .ok()
-            .filter(|ns| ns.cookie().ok() == Some(record.netns_cookie));
-        match alive {
-            Some(ns) => match capture.enrol(&ns, record.netns_cookie) {
-                Ok(()) => {
-                    netns.insert(record.uid.clone(), Arc::new(ns));
-                }
-                Err(error) => warn!(pod = %record.uid, %error, "cannot re-enrol a restored pod"),
-            },
-            None => {
-                info!(pod = %record.uid, "pod went away while the agent was down: un-enrolling");
-                if let Err(error) = capture.unenrol(record.netns_cookie) {
-                    warn!(pod = %record.uid, %error, "cannot un-enrol a vanished pod");
-                }
-                if let Err(error) = store.remove(&record.uid) {
-                    warn!(pod = %record.uid, %error, "cannot forget a vanished pod");
-                }
-            }
-        }
-    }
-    Pods { store, netns }
-}
-
-fn workload_info(record: &PodRecord) -> WorkloadInfo {
-    WorkloadInfo {
-        uid: record.uid.clone(),
-        name: record.name.clone(),
-        namespace: record.namespace.clone(),
-        service_account: record.service_account.clone(),
-        ips: record.ips.iter().map(IpAddr::to_string).collect(),
+fn enrolment_failed(message: String) -> CniReply {
+    CniReply::Error {
+        code: codes::ENROLMENT_FAILED,
+        message,
+        details: "the pod belongs in the mesh and is not started outside it".to_owned(),
     }
 }
 
@@ -331,14 +210,6 @@ fn pod_uid(sandbox: &PodSandbox) -> String {
 
 fn pod_name(sandbox: &PodSandbox) -> String {
     format!("{}/{}", sandbox.pod_namespace, sandbox.pod_name)
-}
-
-fn error(code: u32, message: impl Into<String>, details: impl Into<String>) -> CniReply {
-    CniReply::Error {
-        code,
-        message: message.into(),
-        details: details.into(),
-    }
 }
 
 fn bind<T>(

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags, defaults, validation;
+//! - [`config_watch`]: re-deciding every known pod when the config folder changes;
 //! - [`capture`]: loading, adopting, pinning and removing the eBPF; enrolling pods;
 //! - [`pod_network`]: the pod's sysctl and policy routes for transparent delivery;
 //! - [`pods`]: the enrolled pods, persisted so a restarted agent knows them;
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod capture;
 pub mod cni_server;
 pub mod config;
+pub mod config_watch;
 pub mod pod_network;
 pub mod pods;
 pub mod ztunnel_link;

@@ -7,6 +7,7 @@ use ambit_agent::{
     agent::Agent,
     capture, cni_server,
     config::{Config, PathArgs, RunArgs},
+    config_watch,
 };
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::from_args(args, &mounts)?;
     info!(?config, "starting");
     let (agent, listeners) = Agent::start(config)?;
+    // Labels may have changed while the agent was away.
+    agent.reconcile().await;
+    let _watch = config_watch::spawn(&agent).context("watching the config folder")?;
     info!("ready");
     cni_server::serve(listeners.cni, agent, shutdown_signal()).await;
     // The programs stay pinned: capture goes on while the agent is away.

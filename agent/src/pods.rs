@@ -1,4 +1,4 @@
-//! The pods this agent has enrolled, persisted as JSON in the run directory so that a
+//! The pods this agent knows (enrolled or not), persisted as JSON in the run directory so that a
 //! restarted agent still knows them (and can hand them to ztunnel, or clean up after
 //! the ones that went away while it was down).
 
@@ -25,8 +25,9 @@ pub struct PodRecord {
     pub netns_path: String,
     /// The namespace's cookie, the key of the enrolment map.
     pub netns_cookie: u64,
+    /// In the mesh now (the agent also remembers pods outside it, for label changes).
+    pub enrolled: bool,
     /// The namespace is set up for delivery from the client's address.
-    #[serde(default)]
     pub transparent_delivery: bool,
 }
 
@@ -143,6 +144,7 @@ mod tests {
             ips: vec!["198.18.1.5".parse().unwrap()],
             netns_path: "/var/run/netns/cart".to_owned(),
             netns_cookie: 4097,
+            enrolled: true,
             transparent_delivery: true,
         }
     }

@@ -388,3 +388,53 @@ fn ztunnel_lets_connections_in_flight_finish_when_it_stops() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn labelling_a_namespace_moves_its_running_pods_in_and_out_of_the_mesh() -> Result<()> {
+    let Some((net, mesh)) = cluster("relabel", 1, MeshOptions::default())? else {
+        return Ok(());
+    };
+    net.write_namespace("later", Vec::<(String, String)>::new())?;
+    let node = mesh[0].node().clone();
+    let client = node.add_pod(PodSpec::new("later", "client"))?;
+    let server = node.add_pod(PodSpec::new("plain", "server"))?;
+    let _app = app::serve(&server, "[::]:8080".parse()?)?;
+    let to = server.addr_v4(APP_PORT);
+    let relayed = || -> Result<f64> {
+        Ok(opened(
+            &mesh[0].metrics()?,
+            "source",
+            "source_workload",
+            "client",
+        ))
+    };
+    ensure!(
+        mesh[0].served_workloads()?.is_empty(),
+        "nothing is enrolled yet"
+    );
+
+    // kubectl label namespace later istio.io/dataplane-mode=ambient
+    net.write_namespace("later", [AMBIENT])?;
+    wait_until(
+        "the running pod to join the mesh",
+        Duration::from_secs(10),
+        || mesh[0].served_workloads().is_ok_and(|w| w == ["client"]),
+    )?;
+    expect_transparent(&client, to)?;
+    ensure!(
+        relayed()? == 1.0,
+        "the pod's connection should now be captured"
+    );
+
+    // kubectl label namespace later istio.io/dataplane-mode-
+    net.write_namespace("later", Vec::<(String, String)>::new())?;
+    wait_until("the pod to leave the mesh", Duration::from_secs(10), || {
+        mesh[0].served_workloads().is_ok_and(|w| w.is_empty())
+    })?;
+    expect_transparent(&client, to)?;
+    ensure!(
+        relayed()? == 1.0,
+        "after leaving, the pod's connections must not be captured"
+    );
+    Ok(())
+}
