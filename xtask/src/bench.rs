@@ -5,7 +5,7 @@ use std::process::Command;
 
 use clap::{Args, ValueEnum};
 
-use crate::{build_ebpf, cmd};
+use crate::{build_ebpf, cmd, prerequisites};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Benchmark {
@@ -22,6 +22,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    prerequisites::ensure()?;
     let object = build_ebpf::run()?;
     cmd::run(
         Command::new("cargo")

@@ -4,10 +4,9 @@
 
 use std::process::Command;
 
-use anyhow::bail;
 use clap::Args;
 
-use crate::{build_ebpf, cmd};
+use crate::{build_ebpf, cmd, prerequisites};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -17,11 +16,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    if cmd::output(Command::new("id").arg("-u"))?.trim() != "0" {
-        bail!(
-            "the demo creates network namespaces and loads eBPF: run it as root (sudo -E cargo xtask demo)"
-        );
-    }
+    prerequisites::ensure()?;
     let object = build_ebpf::run()?;
     cmd::run(
         Command::new("cargo")

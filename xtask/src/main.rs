@@ -14,6 +14,7 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod prerequisites;
 mod test;
 
 use clap::{Parser, Subcommand};

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use clap::Args;
 
-use crate::{build_ebpf, cmd};
+use crate::{build_ebpf, cmd, prerequisites};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -32,6 +32,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
+    prerequisites::ensure()?;
     let object = build_ebpf::run()?;
     // The agent embeds the object at build time; the tests run the real binaries.
     cmd::run(
