@@ -252,22 +252,24 @@ impl InPod {
     #[must_use]
     pub fn config_dump(&self) -> String {
         let pods = self.lock_pods();
-        let mut workloads: Vec<_> = pods
+        let mut workloads: Vec<serde_json::Value> = pods
             .values()
             .map(|pod| {
                 let info = &pod.context.info;
-                format!(
-                    r#"{{"uid":{:?},"name":{:?},"namespace":{:?},"serviceAccount":{:?},"principal":{:?},"ips":{:?},"netnsCookie":{}}}"#,
-                    info.uid, info.name, info.namespace, info.service_account, pod.context.principal(), info.ips, pod.context.netns_cookie
-                )
+                serde_json::json!({
+                    "uid": info.uid,
+                    "name": info.name,
+                    "namespace": info.namespace,
+                    "serviceAccount": info.service_account,
+                    "principal": pod.context.principal(),
+                    "ips": info.ips,
+                    "netnsCookie": pod.context.netns_cookie,
+                    "transparentDelivery": pod.context.transparent_delivery,
+                })
             })
             .collect();
-        workloads.sort();
-        format!(
-            r#"{{"synced":{},"workloads":[{}]}}"#,
-            self.is_synced(),
-            workloads.join(",")
-        )
+        workloads.sort_by(|a, b| a["uid"].as_str().cmp(&b["uid"].as_str()));
+        serde_json::json!({ "synced": self.is_synced(), "workloads": workloads }).to_string()
     }
 
     fn maps(&self) -> Result<Arc<CaptureMaps>, CaptureMapsError> {
