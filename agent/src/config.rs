@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::cni_install::{CniInstall, PLUGIN_TYPE};
+
 /// Where programs, links and maps are pinned.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/ambit";
 /// Where the agent keeps its sockets and state.
@@ -33,6 +35,43 @@ pub struct RunArgs {
     /// Join same-node socket pairs with sk_msg instead of the loopback TCP stack.
     #[arg(long, env = "AMBIT_SOCKMAP_ACCELERATION")]
     pub sockmap_acceleration: bool,
+    #[command(flatten)]
+    pub cni: CniArgs,
+}
+
+/// Where to install the CNI plugin (a DaemonSet passes the node's directories).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CniArgs {
+    /// The node's CNI binary directory; with --cni-conf-dir, the agent installs
+    /// ambit-cni and chains it into the node's CNI configuration at start.
+    #[arg(long, env = "AMBIT_CNI_BIN_DIR", requires = "cni_conf_dir")]
+    pub cni_bin_dir: Option<PathBuf>,
+    /// The node's CNI configuration directory (e.g. /etc/cni/net.d).
+    #[arg(long, env = "AMBIT_CNI_CONF_DIR", requires = "cni_bin_dir")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The ambit-cni binary to install [default: next to this agent binary].
+    #[arg(long, env = "AMBIT_CNI_PLUGIN")]
+    pub cni_plugin: Option<PathBuf>,
+}
+
+impl CniArgs {
+    /// What to install, when both directories are given.
+    #[must_use]
+    pub fn install(&self, agent_socket: PathBuf) -> Option<CniInstall> {
+        let (bin_dir, conf_dir) = (self.cni_bin_dir.clone()?, self.cni_conf_dir.clone()?);
+        let plugin_binary = self.cni_plugin.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join(PLUGIN_TYPE)))
+                .unwrap_or_else(|| PathBuf::from(PLUGIN_TYPE))
+        });
+        Some(CniInstall {
+            plugin_binary,
+            bin_dir,
+            conf_dir,
+            agent_socket,
+        })
+    }
 }
 
 /// Flags shared by `run` and `uninstall`.
@@ -54,6 +93,8 @@ pub struct Config {
     pub bpffs_dir: PathBuf,
     pub run_dir: PathBuf,
     pub sockmap_acceleration: bool,
+    /// Install and chain the CNI plugin at start.
+    pub cni_install: Option<CniInstall>,
 }
 
 /// Every problem found in the flags, reported together.
@@ -102,12 +143,14 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
+        let cni_install = args.cni.install(args.paths.run_dir.join(CNI_SOCKET_NAME));
         Ok(Self {
             config_dir: args.config_dir,
             cgroup,
             bpffs_dir: args.paths.bpffs_dir,
             run_dir: args.paths.run_dir,
             sockmap_acceleration: args.sockmap_acceleration,
+            cni_install,
         })
     }
 
@@ -161,6 +204,7 @@ mod tests {
                 run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             },
             sockmap_acceleration: false,
+            cni: CniArgs::default(),
         };
         let error = Config::from_args(args, "").unwrap_err().to_string();
         for expected in ["--config-dir", "no cgroup2", "--bpffs-dir"] {

@@ -8,6 +8,8 @@
 //! - [`capture`]: loading, adopting, pinning and removing the eBPF; enrolling pods;
 //! - [`pod_network`]: the pod's sysctl and policy routes for transparent delivery;
 //! - [`pods`]: the enrolled pods, persisted so a restarted agent knows them;
+//! - [`cni_install`]: copying `ambit-cni` onto the node and chaining it into the node's
+//!   CNI configuration;
 //! - [`cni_server`]: answers the `ambit-cni` plugin (ADD / DEL / CHECK / STATUS);
 //! - [`ztunnel_link`]: the SOCK_SEQPACKET hand-off of pod namespaces to ztunnel;
 //! - [`agent`]: wiring the pieces together and the enrolment decisions.
@@ -17,6 +19,7 @@
 
 pub mod agent;
 pub mod capture;
+pub mod cni_install;
 pub mod cni_server;
 pub mod config;
 pub mod config_watch;

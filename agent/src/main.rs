@@ -6,7 +6,7 @@ use std::path::Path;
 use ambit_agent::{
     agent::Agent,
     capture, cni_server,
-    config::{Config, PathArgs, RunArgs},
+    config::{CNI_SOCKET_NAME, CniArgs, Config, PathArgs, RunArgs},
     config_watch,
 };
 use anyhow::Context as _;
@@ -27,8 +27,14 @@ struct Cli {
 enum Command {
     /// Load (or adopt) the capture programs and enrol pods as the CNI plugin reports them.
     Run(RunArgs),
-    /// Detach and remove everything the agent pinned; pods leave the mesh.
-    Uninstall(PathArgs),
+    /// Detach and remove everything the agent pinned (and the CNI plugin, if its
+    /// directories are given); pods leave the mesh.
+    Uninstall {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        cni: CniArgs,
+    },
 }
 
 #[tokio::main]
@@ -40,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
-        Command::Uninstall(paths) => {
+        Command::Uninstall { paths, cni } => {
+            if let Some(install) = cni.install(paths.run_dir.join(CNI_SOCKET_NAME)) {
+                install.uninstall().context("removing the CNI plugin")?;
+            }
             capture::uninstall(&paths.bpffs_dir)
                 .with_context(|| format!("uninstalling {}", paths.bpffs_dir.display()))?;
             remove_run_dir(&paths.run_dir);
@@ -54,6 +63,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
     let config = Config::from_args(args, &mounts)?;
     info!(?config, "starting");
+    if let Some(install) = &config.cni_install {
+        let chained = install.install().context("installing the CNI plugin")?;
+        info!(config = %chained.display(), "ambit-cni chained into the node's CNI configuration");
+    }
     let (agent, listeners) = Agent::start(config)?;
     // Labels may have changed while the agent was away.
     agent.reconcile().await;

@@ -15,7 +15,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::json;
 
 use crate::{ChildGuard, Node, TestNet, bin_path, cmd::Finished};
 
@@ -44,8 +43,9 @@ pub struct MeshNode {
 }
 
 impl MeshNode {
-    /// Chains `ambit-cni` into the node's CNI configuration and starts the agent and
-    /// ztunnel, waiting until both are ready.
+    /// Starts the agent — which installs `ambit-cni` into the node's CNI binary
+    /// directory and chains it into the node's CNI configuration, as the DaemonSet's
+    /// agent does — and ztunnel, waiting until both are ready.
     ///
     /// # Errors
     /// When a binary is missing, fails to start or is not ready in time.
@@ -61,10 +61,6 @@ impl MeshNode {
             agent: None,
             ztunnel: None,
         };
-        node.chain_cni_plugin(
-            json!({"type": "ambit-cni", "agentSocket": mesh.run_dir.join("cni.sock")}),
-            &bin_path("ambit-cni"),
-        )?;
         mesh.start_agent()?;
         mesh.start_ztunnel()?;
         Ok(mesh)
@@ -102,6 +98,7 @@ impl MeshNode {
             .arg(&self.bpffs_dir)
             .arg("--run-dir")
             .arg(&self.run_dir)
+            .args(self.cni_install_args())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
         if self.options.sockmap_acceleration {
@@ -185,10 +182,23 @@ impl MeshNode {
                     .arg(&self.bpffs_dir)
                     .arg("--run-dir")
                     .arg(&self.run_dir)
+                    .args(self.cni_install_args())
                     .env("NO_COLOR", "1"),
                 READY_TIMEOUT,
             )?
             .success()
+    }
+
+    /// Where the agent installs `ambit-cni`: the node's CNI directories.
+    fn cni_install_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--cni-bin-dir".into(),
+            self.node.cni_bin_dir().into(),
+            "--cni-conf-dir".into(),
+            self.node.cni_conf_dir().into(),
+            "--cni-plugin".into(),
+            bin_path("ambit-cni").into(),
+        ]
     }
 
     /// ztunnel's Prometheus metrics, fetched inside the node.

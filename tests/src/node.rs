@@ -24,6 +24,8 @@ use crate::{
     process::{ChildGuard, Location},
 };
 
+/// The primary configuration the harness writes on every node.
+const PRIMARY_CONFIG: &str = "10-bridge.conflist";
 /// The network name in the nodes' conflist.
 pub const NETWORK_NAME: &str = "ambit-test";
 /// The bridge the `bridge` plugin creates in each node.
@@ -46,8 +48,8 @@ pub(crate) struct NodeState {
     pub(crate) netns_path: PathBuf,
     pub(crate) cgroup: PathBuf,
     pub(crate) dir: PathBuf,
-    /// Chained plugins after `bridge`, and the directories their binaries are in.
-    chain: Mutex<(Vec<Value>, Vec<PathBuf>)>,
+    /// Extra directories searched for plugin binaries (see [`Node::chain_cni_plugin`]).
+    plugin_dirs: Mutex<Vec<PathBuf>>,
 }
 
 pub(crate) fn add(net: &Arc<NetInner>, name: &str) -> Result<Node> {
@@ -143,14 +145,26 @@ pub(crate) fn add(net: &Arc<NetInner>, name: &str) -> Result<Node> {
         netns_path,
         cgroup: cgroup_path,
         dir,
-        chain: Mutex::default(),
+        plugin_dirs: Mutex::default(),
     });
+    let node = Node::from_state(net, &state);
+    std::fs::create_dir_all(node.cni_bin_dir())?;
+    std::fs::create_dir_all(node.cni_conf_dir())?;
+    write_json(
+        &node.cni_conf_dir().join(PRIMARY_CONFIG),
+        &node.bridge_conflist(),
+    )?;
     for other in nodes.iter() {
         route_pods(&state, other)?;
         route_pods(other, &state)?;
     }
     nodes.push(Arc::clone(&state));
-    Ok(Node::from_state(net, &state))
+    Ok(node)
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value)?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Routes, on `from`, the pod subnets of `to` via `to`'s underlay address.
@@ -260,13 +274,28 @@ impl Node {
         addr::pod_subnet_v6(self.state.index)
     }
 
-    /// Appends a plugin to the node's CNI chain (after `bridge`), for pods added from
+    /// The node's CNI binary directory (`/opt/cni/bin` on a real node); it is in
+    /// `CNI_PATH` before the reference plugins.
+    #[must_use]
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.state.dir.join("cni-bin")
+    }
+
+    /// The node's CNI configuration directory (`/etc/cni/net.d` on a real node). It
+    /// starts with `10-bridge.conflist` (`bridge` + `host-local` on the node's pod
+    /// subnets); like a container runtime, the harness uses the first file by name.
+    #[must_use]
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.state.dir.join("net.d")
+    }
+
+    /// Appends a plugin to the node's CNI configuration on disk, for pods added from
     /// now on. `config["type"]` must be the file name of `binary`, whose directory joins
-    /// `CNI_PATH` — for example `json!({"type": "ambit-cni", "agentSocket": …})` with
-    /// [`crate::bin_path`]`("ambit-cni")`.
+    /// `CNI_PATH`.
     ///
     /// # Errors
-    /// When the type and binary do not match or the binary does not exist.
+    /// When the type and binary do not match, the binary does not exist, or the
+    /// configuration cannot be rewritten.
     pub fn chain_cni_plugin(&self, config: Value, binary: &Path) -> Result<()> {
         let plugin_type = config["type"]
             .as_str()
@@ -284,18 +313,50 @@ impl Node {
             .parent()
             .context("plugin binary has no directory")?
             .to_owned();
-        let mut chain = lock(&self.state.chain);
-        chain.0.push(config);
-        if !chain.1.contains(&dir) {
-            chain.1.push(dir);
+        let (path, mut conflist) = self.primary_cni_config()?;
+        conflist["plugins"]
+            .as_array_mut()
+            .with_context(|| format!("{} has no plugin list", path.display()))?
+            .push(config);
+        write_json(&path, &conflist)?;
+        let mut dirs = lock(&self.state.plugin_dirs);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
         }
         Ok(())
     }
 
-    /// The conflist pods are created with now: `bridge` + `host-local` on the node's
-    /// pod subnets, then the chained plugins.
-    #[must_use]
-    pub fn cni_conflist(&self) -> Value {
+    /// The conflist pods are created with now: the first file by name in
+    /// [`Node::cni_conf_dir`], as a container runtime picks it.
+    ///
+    /// # Errors
+    /// When the directory holds no readable conflist.
+    pub fn cni_conflist(&self) -> Result<Value> {
+        self.primary_cni_config().map(|(_, conflist)| conflist)
+    }
+
+    fn primary_cni_config(&self) -> Result<(PathBuf, Value)> {
+        let dir = self.cni_conf_dir();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "conflist"))
+            .collect();
+        files.sort();
+        let path = files
+            .into_iter()
+            .next()
+            .with_context(|| format!("no .conflist in {}", dir.display()))?;
+        let text =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let conflist = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        Ok((path, conflist))
+    }
+
+    /// `bridge` + `host-local` on the node's pod subnets: the cluster's network.
+    fn bridge_conflist(&self) -> Value {
         let bridge = json!({
             "type": "bridge",
             "bridge": POD_BRIDGE,
@@ -311,19 +372,16 @@ impl Node {
                 "dataDir": self.state.dir.join("ipam"),
             },
         });
-        let chained = lock(&self.state.chain).0.clone();
-        cni::conflist(
-            NETWORK_NAME,
-            std::iter::once(bridge).chain(chained).collect(),
-        )
+        cni::conflist(NETWORK_NAME, vec![bridge])
     }
 
     /// A CNI runtime that runs plugins in this node's namespace and cgroup, with the
-    /// reference plugins and the chained plugins' directories in `CNI_PATH`.
+    /// node's binary directory, the chained plugins' directories and the reference
+    /// plugins in `CNI_PATH`.
     #[must_use]
     pub fn cni_runtime(&self) -> Runtime {
-        let dirs = lock(&self.state.chain).1.clone();
-        dirs.into_iter().fold(
+        let dirs = lock(&self.state.plugin_dirs).clone();
+        std::iter::once(self.cni_bin_dir()).chain(dirs).fold(
             Runtime::new(&self.state.netns_path).with_cgroup(&self.state.cgroup),
             Runtime::with_plugin_dir,
         )

@@ -145,7 +145,7 @@ pub(crate) fn add(node: &Node, mut spec: PodSpec) -> Result<Pod> {
         manifest: config_dir.join(manifest::pod_file(&spec.namespace, &spec.name)),
         namespace: spec.namespace.clone(),
         name: spec.name.clone(),
-        conflist: node.cni_conflist(),
+        conflist: node.cni_conflist()?,
         runtime: node.cni_runtime(),
         add_attempted: AtomicBool::new(false),
         result: Mutex::default(),
