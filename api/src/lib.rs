@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`manifests`]: reading a folder of ordinary Kubernetes YAML (the embedded default
 //!   config source that needs no cluster) into typed objects;
+//! - `istio` (feature `istio`, used by the controller only): Istio's networking objects
+//!   (VirtualService, DestinationRule) as kube `CustomResource`s;
 //! - [`enrolment`]: whether a pod belongs in the mesh, from namespace and pod labels;
 //! - [`cni`]: the request/reply protocol between the `ambit-cni` plugin and the agent;
 //! - [`handoff`]: the protobuf messages the agent and ztunnel exchange when the agent
@@ -13,6 +15,8 @@
 
 pub mod cni;
 pub mod enrolment;
+#[cfg(feature = "istio")]
+pub mod istio;
 pub mod manifests;
 
 /// The agent ↔ ztunnel pod hand-off protocol (`proto/handoff.proto`).

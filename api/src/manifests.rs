@@ -3,7 +3,8 @@
 //! Every `*.yaml` / `*.yml` file under the folder (recursively, in name order) may hold
 //! several documents separated by `---`. A document that does not parse, or lacks
 //! `apiVersion`, `kind` or `metadata.name`, is reported with its file and document
-//! number; every other document is still read.
+//! number; every other document is still read. [`Manifests::read_path`] reads a single
+//! file (any extension, as `kubectl apply -f` does) or a folder into the same collection.
 
 use std::{
     collections::BTreeMap,
@@ -47,6 +48,9 @@ pub struct Object {
     pub kind: String,
     pub metadata: ObjectMeta,
     pub spec: serde_yaml_ng::Value,
+    /// The document's other top-level fields (`status`, `data`, a misspelt `spec`, …),
+    /// kept so a strict reader can report the ones its kind does not have.
+    pub extra: serde_yaml_ng::Mapping,
     pub source: Source,
 }
 
@@ -104,22 +108,44 @@ impl Manifests {
     /// # Errors
     /// [`ManifestError::Folder`] when `dir` cannot be read.
     pub fn load_dir(dir: &Path) -> Result<Self, ManifestError> {
+        let mut manifests = Self::default();
+        manifests.read_dir(dir)?;
+        Ok(manifests)
+    }
+
+    /// Adds what `path` holds: every manifest under it if it is a folder (as
+    /// [`Manifests::load_dir`]), else the documents of that one file, whatever its
+    /// extension. Fails only if `path` itself cannot be read; bad documents (and bad
+    /// files inside a folder) are collected in [`Manifests::errors`].
+    ///
+    /// # Errors
+    /// [`ManifestError::Folder`] or [`ManifestError::File`] when `path` cannot be read.
+    pub fn read_path(&mut self, path: &Path) -> Result<(), ManifestError> {
+        if path.is_dir() {
+            return self.read_dir(path);
+        }
+        let text = fs::read_to_string(path).map_err(|source| ManifestError::File {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.parse_documents(path, &text);
+        Ok(())
+    }
+
+    fn read_dir(&mut self, dir: &Path) -> Result<(), ManifestError> {
         let mut files = Vec::new();
         collect_yaml_files(dir, &mut files).map_err(|source| ManifestError::Folder {
             path: dir.to_owned(),
             source,
         })?;
         files.sort();
-        let mut manifests = Self::default();
         for file in files {
             match fs::read_to_string(&file) {
-                Ok(text) => manifests.parse_documents(&file, &text),
-                Err(source) => manifests
-                    .errors
-                    .push(ManifestError::File { path: file, source }),
+                Ok(text) => self.parse_documents(&file, &text),
+                Err(source) => self.errors.push(ManifestError::File { path: file, source }),
             }
         }
-        Ok(manifests)
+        Ok(())
     }
 
     /// Parses the documents of one file's text, as [`Manifests::load_dir`] does.
@@ -181,7 +207,7 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
     Ok(())
 }
 
-fn object_from_value(value: serde_yaml_ng::Value, source: Source) -> Result<Object, String> {
+fn object_from_value(mut value: serde_yaml_ng::Value, source: Source) -> Result<Object, String> {
     let field = |name: &str| -> Result<String, String> {
         value
             .get(name)
@@ -199,15 +225,20 @@ fn object_from_value(value: serde_yaml_ng::Value, source: Source) -> Result<Obje
     if metadata.name.is_empty() {
         return Err("`metadata.name` is empty".to_owned());
     }
-    let spec = value
-        .get("spec")
-        .cloned()
-        .unwrap_or(serde_yaml_ng::Value::Null);
+    let mut extra = match std::mem::take(&mut value) {
+        serde_yaml_ng::Value::Mapping(mapping) => mapping,
+        _ => serde_yaml_ng::Mapping::new(),
+    };
+    let spec = extra.remove("spec").unwrap_or(serde_yaml_ng::Value::Null);
+    for known in ["apiVersion", "kind", "metadata"] {
+        extra.remove(known);
+    }
     Ok(Object {
         api_version,
         kind,
         metadata,
         spec,
+        extra,
         source,
     })
 }
@@ -239,6 +270,30 @@ mod tests {
             error.contains("a.yaml (document 2)") && error.contains("apiVersion"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn reads_a_single_file_and_keeps_other_top_level_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vs.txt");
+        fs::write(
+            &file,
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspce:\n  hosts: [r]\n",
+        )
+        .unwrap();
+
+        let mut manifests = Manifests::default();
+        manifests.read_path(&file).unwrap();
+
+        assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
+        let object = &manifests.objects[0];
+        assert_eq!(object.spec, serde_yaml_ng::Value::Null);
+        let extra: Vec<_> = object.extra.keys().filter_map(|k| k.as_str()).collect();
+        assert_eq!(extra, ["spce"]);
+        let missing = manifests
+            .read_path(&dir.path().join("nope.yaml"))
+            .unwrap_err();
+        assert!(missing.to_string().contains("nope.yaml"), "{missing}");
     }
 
     #[test]

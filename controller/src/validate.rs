@@ -1,0 +1,442 @@
+//! Validation: every Istio object of the input checked, every problem reported with the
+//! object (`namespace/name (Kind)`), its file and document, the field path and what to
+//! do; the valid objects kept in a [`Model`].
+//!
+//! The checks run in passes. Within a pass every problem is reported at once; only a
+//! spec that cannot be read (pass 1 or 2 failed) skips the later passes:
+//! 1. the document: a supported `apiVersion`, no unknown top-level field, a `spec`,
+//!    no second object of the same kind and name;
+//! 2. the spec's shape (`decode.rs`): wrong types and unknown enum values (the first one
+//!    stops decoding), unknown fields (all of them);
+//! 3. each object's own rules (`virtual_service.rs`, `destination_rule.rs`): weights,
+//!    regexes, ports, percentages, …, all reported at once;
+//! 4. references between objects (`references.rs`): subsets a route names must be defined
+//!    by a DestinationRule for that host.
+//!
+//! An object with no error goes into the [`Model`]; an invalid sibling does not change
+//! that. Warnings (deprecated fields) do not reject an object.
+//!
+//! Why here and not in `ambit-api`: `api` holds the types every binary shares and no
+//! policy; what Ambit accepts is the controller's decision, and only the controller needs
+//! the `regex` and decoding machinery.
+
+mod decode;
+mod destination_rule;
+mod fields;
+mod references;
+mod virtual_service;
+
+use std::{
+    collections::{BTreeMap, btree_map::Entry},
+    fmt,
+    path::PathBuf,
+};
+
+use ambit_api::{
+    istio,
+    manifests::{ManifestError, Manifests, Object, Source},
+};
+use serde::de::DeserializeOwned;
+
+use self::references::References;
+use crate::model::Model;
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The object is rejected.
+    Error,
+    /// The object is accepted, but should be changed.
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        })
+    }
+}
+
+/// The object a problem belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    fn of(object: &Object) -> Self {
+        Self {
+            kind: object.kind.clone(),
+            namespace: object.namespace().to_owned(),
+            name: object.metadata.name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} ({})", self.namespace, self.name, self.kind)
+    }
+}
+
+/// Why something is wrong, and what to do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Reason {
+    #[error("cannot be read: {0} — does it exist and is it readable?")]
+    Unreadable(String),
+    #[error("not a Kubernetes object: {0}")]
+    NotAnObject(String),
+    #[error(
+        "`{0}` is not a version Istio serves: use networking.istio.io/v1 (or v1beta1, v1alpha3)"
+    )]
+    UnsupportedVersion(String),
+    #[error("also defined in {0}: keep one (this one is ignored)")]
+    Duplicate(String),
+    #[error("{0}")]
+    Decode(String),
+    #[error("unknown field: remove it or correct its name (Istio's fields are camelCase)")]
+    UnknownField,
+    #[error("required: {0}")]
+    Required(&'static str),
+    #[error("weights sum to {0}, they must sum to 100")]
+    WeightSum(i64),
+    #[error("{0} destinations and no weights: give each a `weight`, so they sum to 100")]
+    WeightsMissing(usize),
+    #[error("{0} is negative: it must be 0 or more")]
+    Negative(i64),
+    #[error("port {0} is out of range: use 1 to 65535")]
+    PortOutOfRange(u32),
+    #[error("{0} is not a percentage: use a value from 0 to 100")]
+    PercentOutOfRange(f64),
+    #[error("{value} is not {expected}")]
+    StatusOutOfRange { value: i64, expected: &'static str },
+    #[error("`{pattern}` is not a valid regular expression (RE2 syntax): {error}")]
+    InvalidRegex { pattern: String, error: String },
+    #[error(
+        "matches nothing: set one of `exact`, `prefix` or `regex` (`{{}}` means \"present\" only in headers and query parameters)"
+    )]
+    EmptyMatch,
+    #[error(
+        "`redirect` cannot be combined with `route`: a redirect answers the request itself — keep one"
+    )]
+    RedirectWithRoute,
+    #[error("`{0}` cannot be combined with `{1}`: keep one")]
+    Exclusive(&'static str, &'static str),
+    #[error("sets {0}: set exactly one of them")]
+    OneOf(String),
+    #[error("does nothing: give it a `route`, a `redirect`, a `directResponse` or a `delegate`")]
+    NoAction,
+    #[error(
+        "unknown retry condition `{0}`: use 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable, or an HTTP status code"
+    )]
+    RetryOn(String),
+    #[error(
+        "no DestinationRule for {host} defines subset `{subset}`{}",
+        known_subsets(.defined)
+    )]
+    UnknownSubset {
+        subset: String,
+        host: String,
+        defined: Vec<String>,
+    },
+    #[error("subset `{name}` is already defined at {first}: give each subset its own name")]
+    DuplicateSubset { name: String, first: String },
+    #[error("deprecated: use {0}")]
+    Deprecated(&'static str),
+}
+
+fn known_subsets(defined: &[String]) -> String {
+    if defined.is_empty() {
+        " (none defines any): add a DestinationRule with this subset, or remove `subset`".to_owned()
+    } else {
+        format!(
+            " (defined: {}): correct the name, or add the subset to the DestinationRule",
+            defined.join(", ")
+        )
+    }
+}
+
+impl Reason {
+    /// Whether this rejects the object.
+    #[must_use]
+    pub fn severity(&self) -> Severity {
+        match self {
+            Self::Deprecated(_) => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+}
+
+/// One problem: where it is and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// The object, when the document was read as one.
+    pub object: Option<ObjectRef>,
+    pub file: PathBuf,
+    /// The document's position in `file` (from 1); `None` for the file as a whole.
+    pub document: Option<usize>,
+    /// The field path (`spec.http[0].route`); empty for the document as a whole.
+    pub path: String,
+    pub reason: Reason,
+}
+
+impl Diagnostic {
+    fn of_manifest_error(error: &ManifestError) -> Self {
+        let (file, document, reason) = match error {
+            ManifestError::Folder { path, source } | ManifestError::File { path, source } => {
+                (path.clone(), None, Reason::Unreadable(source.to_string()))
+            }
+            ManifestError::Document { at, reason } => (
+                at.file.clone(),
+                Some(at.document),
+                Reason::NotAnObject(reason.clone()),
+            ),
+        };
+        Self {
+            severity: reason.severity(),
+            object: None,
+            file,
+            document,
+            path: String::new(),
+            reason,
+        }
+    }
+}
+
+/// `error: shop/reviews (VirtualService) in x.yaml document 2: spec.http[0].route: …`
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.severity)?;
+        if let Some(object) = &self.object {
+            write!(f, "{object} in ")?;
+        }
+        write!(f, "{}", self.file.display())?;
+        if let Some(document) = self.document {
+            write!(f, " document {document}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// The problems found in one object, by field path.
+#[derive(Debug, Default)]
+pub(crate) struct Findings(Vec<(String, Reason)>);
+
+impl Findings {
+    pub(crate) fn add(&mut self, path: impl Into<String>, reason: Reason) {
+        self.0.push((path.into(), reason));
+    }
+
+    fn has_errors(&self) -> bool {
+        self.0.iter().any(|(_, r)| r.severity() == Severity::Error)
+    }
+}
+
+/// What validation found: every problem, and the objects that passed.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// In file and document order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The valid objects.
+    pub model: Model,
+    /// How many Istio objects were checked.
+    pub checked: usize,
+    /// How many objects were of kinds this validator does not check (Pods, Services, …).
+    pub skipped: usize,
+}
+
+impl Report {
+    /// How many diagnostics have `severity`.
+    #[must_use]
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
+    }
+
+    /// `2 errors, 0 warnings: 3 of 5 Istio objects valid (4 objects of other kinds not checked)`
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let mut line = format!(
+            "{}, {}: {} of {} valid",
+            plural(self.count(Severity::Error), "error"),
+            plural(self.count(Severity::Warning), "warning"),
+            self.model.len(),
+            plural(self.checked, "Istio object"),
+        );
+        if self.skipped > 0 {
+            line.push_str(&format!(
+                " ({} of other kinds not checked)",
+                plural(self.skipped, "object")
+            ));
+        }
+        line
+    }
+}
+
+/// One Istio object on its way through the passes.
+struct Checked<'a, T> {
+    object: &'a Object,
+    /// `None` when passes 1 or 2 failed: there is nothing to check further.
+    spec: Option<T>,
+    findings: Findings,
+}
+
+impl<'a, T: DeserializeOwned> Checked<'a, T> {
+    /// Passes 1 and 2: the document, then the spec's shape.
+    fn decode(object: &'a Object, mut findings: Findings) -> Self {
+        let spec = if check_document(object, &mut findings) {
+            decode::spec(&object.spec, &mut findings)
+        } else {
+            None
+        };
+        Self {
+            object,
+            spec,
+            findings,
+        }
+    }
+
+    /// Turns the findings into diagnostics; returns the object and its spec if valid.
+    fn conclude(self, diagnostics: &mut Vec<Diagnostic>) -> Option<(&'a Object, T)> {
+        let valid = !self.findings.has_errors();
+        let object = self.object;
+        diagnostics.extend(
+            self.findings
+                .0
+                .into_iter()
+                .map(|(path, reason)| Diagnostic {
+                    severity: reason.severity(),
+                    object: Some(ObjectRef::of(object)),
+                    file: object.source.file.clone(),
+                    document: Some(object.source.document),
+                    path,
+                    reason,
+                }),
+        );
+        self.spec.filter(|_| valid).map(|spec| (object, spec))
+    }
+}
+
+/// The kinds this validator checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    VirtualService,
+    DestinationRule,
+}
+
+fn kind_of(object: &Object) -> Option<Kind> {
+    let (group, _version) = object.api_version.split_once('/')?;
+    if group != istio::NETWORKING_GROUP {
+        return None;
+    }
+    match object.kind.as_str() {
+        "VirtualService" => Some(Kind::VirtualService),
+        "DestinationRule" => Some(Kind::DestinationRule),
+        _ => None,
+    }
+}
+
+/// Checks every Istio object in `manifests` and every document that could not be read.
+#[must_use]
+pub fn validate(manifests: &Manifests) -> Report {
+    let mut report = Report::default();
+    report
+        .diagnostics
+        .extend(manifests.errors.iter().map(Diagnostic::of_manifest_error));
+
+    let mut first_seen: BTreeMap<ObjectRef, &Source> = BTreeMap::new();
+    let mut virtual_services = Vec::new();
+    let mut destination_rules = Vec::new();
+    for object in &manifests.objects {
+        let Some(kind) = kind_of(object) else {
+            report.skipped += 1;
+            continue;
+        };
+        report.checked += 1;
+        let mut findings = Findings::default();
+        match first_seen.entry(ObjectRef::of(object)) {
+            Entry::Occupied(first) => {
+                findings.add("metadata.name", Reason::Duplicate(first.get().to_string()));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(&object.source);
+            }
+        }
+        match kind {
+            Kind::VirtualService => virtual_services.push(Checked::decode(object, findings)),
+            Kind::DestinationRule => destination_rules.push(Checked::decode(object, findings)),
+        }
+    }
+
+    let references = References::new(&manifests.objects, &virtual_services);
+    for vs in &mut virtual_services {
+        if let Some(spec) = &vs.spec {
+            let delegate_target = references.is_delegate_target(vs.object);
+            virtual_service::check(spec, delegate_target, &mut vs.findings);
+            references.check_subsets(vs.object.namespace(), spec, &mut vs.findings);
+        }
+    }
+    for dr in &mut destination_rules {
+        if let Some(spec) = &dr.spec {
+            destination_rule::check(spec, &mut dr.findings);
+        }
+    }
+
+    for vs in virtual_services {
+        if let Some((object, spec)) = vs.conclude(&mut report.diagnostics) {
+            report.model.add_virtual_service(object, spec);
+        }
+    }
+    for dr in destination_rules {
+        if let Some((object, spec)) = dr.conclude(&mut report.diagnostics) {
+            report.model.add_destination_rule(object, spec);
+        }
+    }
+    report
+        .diagnostics
+        .sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
+    report
+}
+
+/// Pass 1: what the document around the spec must hold. Returns whether the spec
+/// should be decoded.
+fn check_document(object: &Object, findings: &mut Findings) -> bool {
+    let version = object.api_version.split_once('/').map_or("", |(_, v)| v);
+    let served = istio::is_served_version(version);
+    if !served {
+        findings.add(
+            "apiVersion",
+            Reason::UnsupportedVersion(object.api_version.clone()),
+        );
+    }
+    for key in object.extra.keys() {
+        let key = key
+            .as_str()
+            .map_or_else(|| format!("{key:?}"), str::to_owned);
+        if key != "status" {
+            findings.add(key, Reason::UnknownField);
+        }
+    }
+    let has_spec = !object.spec.is_null();
+    if !has_spec {
+        findings.add(
+            "spec",
+            Reason::Required("add a `spec` with the object's settings"),
+        );
+    }
+    served && has_spec
+}
+
+#[cfg(test)]
+mod tests;
