@@ -1,4 +1,8 @@
 //! Compiles `proto/*.proto` with protox (pure Rust), so no system `protoc` is needed.
+//!
+//! `proto/istio/ca.proto` (Istio's certificate service, with its gRPC client and server
+//! trait) is compiled only with the `ca` feature, so crates that do not use it do not
+//! pay for tonic.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/handoff.proto"];
@@ -7,5 +11,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(protos, ["proto"])?;
     prost_build::Config::new().compile_fds(descriptors)?;
+
+    #[cfg(feature = "ca")]
+    {
+        let ca = "proto/istio/ca.proto";
+        println!("cargo:rerun-if-changed={ca}");
+        let descriptors = protox::compile([ca], ["proto"])?;
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .compile_fds(descriptors)?;
+    }
     Ok(())
 }

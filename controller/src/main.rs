@@ -1,11 +1,14 @@
-//! `ambit-controller`: Ambit's control plane. For now, `validate` only.
+//! `ambit-controller`: Ambit's control plane. `validate` checks manifests; `serve-ca`
+//! runs the certificate authority.
 
-use std::{io, path::PathBuf, process::ExitCode};
+use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use ambit_controller::{
+    ca::{self, CaConfig, identity::DEFAULT_TRUST_DOMAIN},
     input,
     validate::{self, Severity},
 };
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -25,6 +28,28 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
     },
+    /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC
+    /// (plaintext for now), signing SPIFFE certificates for the workloads on each caller's
+    /// node.
+    ServeCa {
+        /// Istio's plug-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem,
+        /// root-cert.pem); a new root is generated into it when it holds none of them.
+        #[arg(long, env = "AMBIT_CA_DIR")]
+        ca_dir: PathBuf,
+        /// One file per node, named after the node, holding its bootstrap token.
+        #[arg(long, env = "AMBIT_CA_TOKENS_DIR")]
+        tokens_dir: PathBuf,
+        /// The Kubernetes manifests (Pods with `spec.nodeName`) saying which workloads
+        /// run on which node.
+        #[arg(long, env = "AMBIT_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// Where to listen for gRPC.
+        #[arg(long, env = "AMBIT_CA_LISTEN", default_value = "127.0.0.1:15012")]
+        listen: SocketAddr,
+        /// The SPIFFE trust domain.
+        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -42,5 +67,56 @@ fn main() -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::ServeCa {
+            ca_dir,
+            tokens_dir,
+            config_dir,
+            listen,
+            trust_domain,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let config = CaConfig {
+                ca_dir,
+                tokens_dir,
+                config_dir,
+                trust_domain,
+            };
+            let service = ca::build(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let listen = listener.local_addr().unwrap_or(listen);
+                tracing::info!(%listen, "serving IstioCertificateService (plaintext gRPC)");
+                ca::service::serve(listener, service, shutdown_signal()).await?;
+                tracing::info!("stopped");
+                anyhow::Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }

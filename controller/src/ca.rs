@@ -1,0 +1,91 @@
+//! The certificate authority: signs every workload's certificate, as istiod does.
+//!
+//! A node's ztunnel calls `CreateCertificate` (Istio's own gRPC API, so Istio's ztunnel
+//! can call it too) with a CSR and the identity it wants; the CA checks who is calling
+//! and that the identity belongs to a workload on the caller's node, then issues an X.509
+//! certificate whose only name is the SPIFFE URI SAN
+//! `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+//!
+//! # Layout
+//! - [`material`]: the root and signing key, from Istio's plug-in CA folder or generated
+//!   and persisted on first start;
+//! - [`identity`]: SPIFFE identities;
+//! - [`sign`]: CSR parsing and certificate issuance, lifetimes;
+//! - [`auth`]: caller authentication (bootstrap token files) and node authorization;
+//! - [`service`]: the gRPC service, its metrics and [`service::serve`].
+
+pub mod auth;
+pub mod identity;
+pub mod material;
+pub mod service;
+pub mod sign;
+
+use std::path::PathBuf;
+
+use ambit_api::manifests::{ManifestError, Manifests};
+
+use self::{
+    auth::{Placement, TokenFiles, TokenFilesError},
+    identity::{IdentityError, check_trust_domain},
+    material::{CaMaterial, MaterialError},
+    service::CaService,
+    sign::Signer,
+};
+
+/// Why the CA could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(transparent)]
+    Material(#[from] MaterialError),
+    #[error(transparent)]
+    Tokens(#[from] TokenFilesError),
+    #[error(transparent)]
+    Config(#[from] ManifestError),
+    #[error(transparent)]
+    TrustDomain(#[from] IdentityError),
+}
+
+/// What `ambit-controller serve-ca` needs besides its listener.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    /// Istio's plug-in CA folder; generated into when empty.
+    pub ca_dir: PathBuf,
+    /// One bootstrap token file per node.
+    pub tokens_dir: PathBuf,
+    /// The Kubernetes manifests that say which pods run on which node.
+    pub config_dir: PathBuf,
+    /// The SPIFFE trust domain (`cluster.local` by default).
+    pub trust_domain: String,
+}
+
+/// Reads the CA material, the tokens and the config folder, and builds the service.
+/// Logs the effective configuration, and each manifest that could not be read.
+///
+/// # Errors
+/// A [`CaError`] naming the file or value at fault.
+pub fn build(config: &CaConfig) -> Result<CaService<TokenFiles>, CaError> {
+    check_trust_domain(&config.trust_domain)?;
+    let material = CaMaterial::load_or_create(&config.ca_dir, &config.trust_domain)?;
+    let tokens = TokenFiles::load(&config.tokens_dir)?;
+    let manifests = Manifests::load_dir(&config.config_dir)?;
+    for error in &manifests.errors {
+        tracing::warn!(%error, "manifest skipped");
+    }
+    let placement = Placement::from_manifests(&manifests, &config.trust_domain);
+    tracing::info!(
+        ca_dir = %config.ca_dir.display(),
+        root = ?material.origin(),
+        ca_not_after = %material.not_after(),
+        tokens_dir = %config.tokens_dir.display(),
+        nodes_with_tokens = ?tokens.nodes().collect::<Vec<_>>(),
+        config_dir = %config.config_dir.display(),
+        nodes_with_workloads = placement.node_count(),
+        trust_domain = %config.trust_domain,
+        "certificate authority configured"
+    );
+    Ok(CaService::new(
+        Signer::new(material, &config.trust_domain),
+        tokens,
+        placement,
+    ))
+}

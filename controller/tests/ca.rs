@@ -1,0 +1,368 @@
+//! The certificate authority over real gRPC on loopback: a config folder with pods on
+//! two nodes, a token per node, and Istio's generated client.
+
+use std::{collections::BTreeMap, fs, net::SocketAddr, path::Path, time::Duration};
+
+use ambit_api::ca::{
+    IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest,
+    istio_certificate_service_client::IstioCertificateServiceClient,
+};
+use ambit_controller::ca::{
+    self, CaConfig,
+    service::{CaCounts, CaMetrics},
+    sign::{DEFAULT_CERT_TTL_SECS, MAX_CERT_TTL_SECS},
+};
+use rcgen::{CertificateParams, KeyPair, SanType};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, transport::Channel};
+use x509_parser::extensions::GeneralName;
+
+const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
+const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+const CONFIG: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels:
+    istio.io/dataplane-mode: ambient
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cart-7d4f
+  namespace: shop
+spec:
+  nodeName: node-a
+  serviceAccountName: cart
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-5c8b
+  namespace: shop
+spec:
+  nodeName: node-b
+  serviceAccountName: web
+";
+
+struct Folders {
+    _dir: TempDir,
+    config: CaConfig,
+}
+
+fn folders() -> Folders {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_dir = dir.path().join("config");
+    let tokens_dir = dir.path().join("tokens");
+    fs::create_dir_all(&config_dir).unwrap();
+    fs::create_dir_all(&tokens_dir).unwrap();
+    fs::write(config_dir.join("shop.yaml"), CONFIG).unwrap();
+    fs::write(tokens_dir.join("node-a"), "token-a\n").unwrap();
+    fs::write(tokens_dir.join("node-b"), "token-b\n").unwrap();
+    let config = CaConfig {
+        ca_dir: dir.path().join("cacerts"),
+        tokens_dir,
+        config_dir,
+        trust_domain: "cluster.local".into(),
+    };
+    Folders { _dir: dir, config }
+}
+
+/// A CA server running in this process.
+struct Server {
+    client: IstioCertificateServiceClient<Channel>,
+    metrics: std::sync::Arc<CaMetrics>,
+    root_pem: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ca::service::ServeError>>,
+}
+
+impl Server {
+    async fn start(config: &CaConfig) -> Self {
+        let service = ca::build(config).expect("the CA starts");
+        let metrics = service.metrics();
+        let root_pem = service.signer().material().root_pem().to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ca::service::serve(listener, service, async {
+            let _ = stopped.await;
+        }));
+        let client = IstioCertificateServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to the CA");
+        Self {
+            client,
+            metrics,
+            root_pem,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        drop(self.client);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task
+            .await
+            .expect("the server task")
+            .expect("the server stops cleanly");
+    }
+
+    async fn create(
+        &mut self,
+        token: Option<&str>,
+        csr: String,
+        ttl_secs: i64,
+        impersonate: Option<&str>,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let metadata = impersonate.map(|identity| prost_types::Struct {
+            fields: BTreeMap::from([(
+                IMPERSONATED_IDENTITY_KEY.to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(identity.to_owned())),
+                },
+            )]),
+        });
+        let mut request = Request::new(IstioCertificateRequest {
+            csr,
+            validity_duration: ttl_secs,
+            metadata,
+        });
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        self.client
+            .create_certificate(request)
+            .await
+            .map(|response| response.into_inner().cert_chain)
+    }
+}
+
+fn csr(uri: &str) -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from(pem::parse(pem).expect("PEM").into_contents())
+}
+
+/// Checks `chain` with webpki against `root_pem` for both TLS usages, and returns the
+/// leaf's URI SANs and its remaining lifetime.
+fn verify(chain: &[String], root_pem: &str) -> (Vec<String>, Duration) {
+    assert!(chain.len() >= 2, "expected leaf + root, got {chain:?}");
+    assert_eq!(chain.last().unwrap(), root_pem, "the root comes last");
+    let root = der(root_pem);
+    let anchors = [webpki::anchor_from_trusted_cert(&root)
+        .expect("root parses")
+        .to_owned()];
+    let leaf = der(&chain[0]);
+    let intermediates: Vec<_> = chain[1..chain.len() - 1].iter().map(|c| der(c)).collect();
+    let end_entity = webpki::EndEntityCert::try_from(&leaf).expect("leaf parses");
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        end_entity
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &anchors,
+                &intermediates,
+                UnixTime::now(),
+                usage,
+                None,
+                None,
+            )
+            .expect("the leaf verifies against the root");
+    }
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let uris = parsed
+        .subject_alternative_name()
+        .unwrap()
+        .expect("a SAN")
+        .value
+        .general_names
+        .iter()
+        .map(|name| match name {
+            GeneralName::URI(uri) => (*uri).to_owned(),
+            other => panic!("only a URI SAN expected, found {other:?}"),
+        })
+        .collect();
+    let remaining = parsed.validity().time_to_expiration().expect("not expired");
+    (
+        uris,
+        Duration::from_secs(remaining.whole_seconds().unsigned_abs()),
+    )
+}
+
+fn about(actual: Duration, expected_secs: u64) {
+    let expected = Duration::from_secs(expected_secs);
+    assert!(
+        actual <= expected && expected - actual < Duration::from_secs(10),
+        "lifetime {actual:?}, expected about {expected:?}"
+    );
+}
+
+fn expect_code(result: Result<Vec<String>, tonic::Status>, code: Code, says: &[&str]) {
+    let status = result.expect_err("the request should be refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    for word in says {
+        assert!(
+            status.message().contains(word),
+            "{word:?} not in {:?}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn issues_verifiable_certificates_only_for_workloads_on_the_callers_node() {
+    let folders = folders();
+    let mut server = Server::start(&folders.config).await;
+
+    // (a) node-a asks for its own pod's identity.
+    let chain = server
+        .create(Some("token-a"), csr(CART), 3600, None)
+        .await
+        .expect("node-a obtains cart's certificate");
+    let (uris, lifetime) = verify(&chain, &server.root_pem);
+    assert_eq!(uris, [CART]);
+    about(lifetime, 3600);
+
+    // The same, on a workload's behalf (Istio's ztunnel), and with the default lifetime.
+    let chain = server
+        .create(Some("token-a"), csr(CART), 0, Some(CART))
+        .await
+        .expect("node-a impersonates cart");
+    let (uris, lifetime) = verify(&chain, &server.root_pem);
+    assert_eq!(uris, [CART]);
+    about(lifetime, DEFAULT_CERT_TTL_SECS);
+
+    // (b) node-a asks for a pod on node-b, directly or by impersonation.
+    expect_code(
+        server.create(Some("token-a"), csr(WEB), 3600, None).await,
+        Code::PermissionDenied,
+        &["node-a", WEB],
+    );
+    expect_code(
+        server
+            .create(Some("token-a"), csr(WEB), 3600, Some(WEB))
+            .await,
+        Code::PermissionDenied,
+        &["node-a", WEB],
+    );
+    // ...or names one identity and puts another in the CSR.
+    expect_code(
+        server
+            .create(Some("token-a"), csr(WEB), 3600, Some(CART))
+            .await,
+        Code::InvalidArgument,
+        &[WEB, CART],
+    );
+
+    // (c) a bad or missing token.
+    expect_code(
+        server.create(Some("token-x"), csr(CART), 3600, None).await,
+        Code::Unauthenticated,
+        &["unknown token"],
+    );
+    expect_code(
+        server.create(None, csr(CART), 3600, None).await,
+        Code::Unauthenticated,
+        &["Bearer"],
+    );
+
+    // (d) a CSR that is not one.
+    expect_code(
+        server
+            .create(
+                Some("token-a"),
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+                    .into(),
+                3600,
+                None,
+            )
+            .await,
+        Code::InvalidArgument,
+        &["CSR"],
+    );
+    expect_code(
+        server
+            .create(Some("token-a"), "garbage".into(), 3600, None)
+            .await,
+        Code::InvalidArgument,
+        &["CSR"],
+    );
+
+    // (e) absurd lifetimes. 0 is proto3's "unset" and means the default, as in Istio.
+    let too_long = i64::try_from(MAX_CERT_TTL_SECS + 1).unwrap();
+    expect_code(
+        server
+            .create(Some("token-a"), csr(CART), too_long, None)
+            .await,
+        Code::InvalidArgument,
+        &["maximum"],
+    );
+    expect_code(
+        server.create(Some("token-a"), csr(CART), -1, None).await,
+        Code::InvalidArgument,
+        &["negative"],
+    );
+
+    assert_eq!(
+        server.metrics.snapshot(),
+        CaCounts {
+            issued: 2,
+            unauthenticated: 2,
+            permission_denied: 2,
+            invalid_argument: 5,
+            internal: 0,
+        }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_folder_keeps_the_root() {
+    let folders = folders();
+    let mut first = Server::start(&folders.config).await;
+    let before = first
+        .create(Some("token-b"), csr(WEB), 600, None)
+        .await
+        .expect("node-b obtains web's certificate");
+    let root = first.root_pem.clone();
+    first.stop().await;
+    assert!(
+        Path::new(&folders.config.ca_dir)
+            .join("ca-key.pem")
+            .is_file(),
+        "the generated key is persisted"
+    );
+
+    let mut second = Server::start(&folders.config).await;
+    assert_eq!(
+        second.root_pem, root,
+        "the trust root changed across a restart"
+    );
+    let after = second
+        .create(Some("token-b"), csr(WEB), 600, None)
+        .await
+        .expect("node-b obtains web's certificate again");
+    // Certificates from before and after the restart verify against the same root.
+    for chain in [&before, &after] {
+        let (uris, _) = verify(chain, &root);
+        assert_eq!(uris, [WEB]);
+    }
+    second.stop().await;
+}
