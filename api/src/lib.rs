@@ -5,6 +5,7 @@
 //!   config source that needs no cluster) into typed objects;
 //! - `istio` (feature `istio`, used by the controller only): Istio's networking objects
 //!   (VirtualService, DestinationRule) as kube `CustomResource`s;
+//! - [`identity`]: SPIFFE workload identities (`spiffe://td/ns/N/sa/S`);
 //! - [`enrolment`]: whether a pod belongs in the mesh, from namespace and pod labels;
 //! - [`cni`]: the request/reply protocol between the `ambit-cni` plugin and the agent;
 //! - [`handoff`]: the protobuf messages the agent and ztunnel exchange when the agent
@@ -18,6 +19,7 @@
 
 pub mod cni;
 pub mod enrolment;
+pub mod identity;
 #[cfg(feature = "istio")]
 pub mod istio;
 pub mod manifests;

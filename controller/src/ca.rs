@@ -15,7 +15,7 @@
 //! - [`service`]: the gRPC service, its metrics and [`service::serve`].
 
 pub mod auth;
-pub mod identity;
+pub use ambit_api::identity;
 pub mod material;
 pub mod service;
 pub mod sign;

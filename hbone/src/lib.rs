@@ -44,8 +44,9 @@ pub mod server;
 pub mod stream;
 pub mod tls;
 
+pub use ambit_api::identity::{Identity, IdentityError};
 pub use client::{ClientError, Connection};
-pub use identity::{Identity, IdentityError};
+pub use identity::CertificateIdentityError;
 pub use pool::{Pool, PoolKey};
 pub use server::{ConnectRequest, Refusal, ServerError, serve};
 pub use stream::{RelayError, Transferred, Tunnel};

@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use crate::{client::Connection, identity::Identity};
+use crate::{Identity, client::Connection};
 
 /// What makes two tunnels share a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

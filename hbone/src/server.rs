@@ -15,8 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use crate::{
-    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, STREAM_WINDOW_BYTES,
-    identity::Identity,
+    CONNECTION_WINDOW_BYTES, Identity, MAX_FRAME_BYTES, STREAM_WINDOW_BYTES,
     stream::{RelayError, Transferred, Tunnel},
 };
 

@@ -16,6 +16,7 @@ use std::{
     sync::{Arc, LazyLock},
 };
 
+use ambit_api::identity::Identity;
 use rustls::{
     CertificateError, ClientConfig, CommonState, DigitallySignedStruct, OtherError, RootCertStore,
     ServerConfig, SignatureScheme,
@@ -29,7 +30,7 @@ use rustls::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::identity::{Identity, IdentityError};
+use crate::identity::{self, CertificateIdentityError};
 
 /// The ALPN protocol HBONE negotiates.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -55,7 +56,7 @@ pub enum TlsError {
     #[error("cannot build the client-certificate verifier: {0}")]
     Verifier(#[from] VerifierBuilderError),
     #[error("the workload certificate does not name a workload: {0}")]
-    OwnIdentity(IdentityError),
+    OwnIdentity(CertificateIdentityError),
     #[error("TLS handshake failed: {0}")]
     Handshake(io::Error),
     #[error(
@@ -67,7 +68,7 @@ pub enum TlsError {
         presented: Box<Identity>,
     },
     #[error("the peer's certificate does not name a workload: {0}")]
-    PeerIdentity(IdentityError),
+    PeerIdentity(CertificateIdentityError),
     #[error("the peer presented no certificate; HBONE requires mutual TLS")]
     NoPeerCertificate,
 }
@@ -89,7 +90,7 @@ impl WorkloadCertificate {
     /// An empty chain, or a leaf that names no single SPIFFE identity.
     pub fn identity(&self) -> Result<Identity, TlsError> {
         let leaf = self.chain.first().ok_or(TlsError::EmptyChain)?;
-        Identity::from_certificate(leaf).map_err(TlsError::OwnIdentity)
+        identity::from_certificate(leaf).map_err(TlsError::OwnIdentity)
     }
 
     /// A server config: TLS 1.3, ALPN `h2`, client certificate required and verified
@@ -201,7 +202,7 @@ pub fn peer_identity(state: &CommonState) -> Result<Identity, TlsError> {
         .peer_certificates()
         .and_then(<[_]>::first)
         .ok_or(TlsError::NoPeerCertificate)?;
-    Identity::from_certificate(leaf).map_err(TlsError::PeerIdentity)
+    identity::from_certificate(leaf).map_err(TlsError::PeerIdentity)
 }
 
 /// Lifts the verifier's own errors out of the `io::Error` tokio-rustls wraps them in.
@@ -226,7 +227,7 @@ fn handshake_error(error: io::Error) -> TlsError {
                 presented: Box::new(presented.clone()),
             };
         }
-        if let Some(error) = inner.downcast_ref::<IdentityError>() {
+        if let Some(error) = inner.downcast_ref::<CertificateIdentityError>() {
             return TlsError::PeerIdentity(error.clone());
         }
     }
@@ -277,7 +278,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        let presented = Identity::from_certificate(end_entity).map_err(other)?;
+        let presented = identity::from_certificate(end_entity).map_err(other)?;
         if presented != self.expected {
             return Err(other(IdentityMismatch {
                 expected: self.expected.clone(),

@@ -183,14 +183,14 @@ impl Placement {
                 continue;
             };
             let service_account = pod.spec_str("serviceAccountName").unwrap_or("default");
-            by_node
-                .entry(node.to_owned())
-                .or_default()
-                .insert(Identity::new(
-                    trust_domain,
-                    pod.namespace(),
-                    service_account,
-                ));
+            match Identity::new(trust_domain, pod.namespace(), service_account) {
+                Ok(identity) => {
+                    by_node.entry(node.to_owned()).or_default().insert(identity);
+                }
+                Err(error) => {
+                    tracing::warn!(pod = %pod.metadata.name, %error, "pod names no valid identity; it gets no certificate")
+                }
+            }
         }
         Self {
             trust_domain: trust_domain.to_owned(),
@@ -286,8 +286,8 @@ mod tests {
             "apiVersion: v1\nkind: Pod\nmetadata: {name: cart, namespace: shop}\nspec: {nodeName: node-a, serviceAccountName: cart}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {nodeName: node-b}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: pending, namespace: shop}\nspec: {serviceAccountName: pending}\n",
         );
         let placement = Placement::from_manifests(&manifests, "cluster.local");
-        let cart = Identity::new("cluster.local", "shop", "cart");
-        let web = Identity::new("cluster.local", "shop", "default");
+        let cart = Identity::new("cluster.local", "shop", "cart").unwrap();
+        let web = Identity::new("cluster.local", "shop", "default").unwrap();
         assert_eq!(placement.authorize("node-a", &cart), Ok(()));
         assert_eq!(placement.authorize("node-b", &web), Ok(()));
         let error = placement.authorize("node-a", &web).unwrap_err().to_string();
@@ -295,9 +295,9 @@ mod tests {
             error.contains("node-a") && error.contains("spiffe://cluster.local/ns/shop/sa/default"),
             "{error}"
         );
-        let pending = Identity::new("cluster.local", "shop", "pending");
+        let pending = Identity::new("cluster.local", "shop", "pending").unwrap();
         assert!(placement.authorize("node-a", &pending).is_err());
-        let foreign = Identity::new("other.local", "shop", "cart");
+        let foreign = Identity::new("other.local", "shop", "cart").unwrap();
         assert!(matches!(
             placement.authorize("node-a", &foreign),
             Err(AuthError::ForeignTrustDomain { .. })
