@@ -2,7 +2,7 @@
 //!
 //! `proto/istio/ca.proto` (Istio's certificate service, with its gRPC client and server
 //! trait) is compiled only with the `ca` feature, so crates that do not use it do not
-//! pay for tonic.
+//! pay for tonic; `proto/ambit/config.proto` (the config push) likewise with `config`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/handoff.proto"];
@@ -17,6 +17,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ca = "proto/istio/ca.proto";
         println!("cargo:rerun-if-changed={ca}");
         let descriptors = protox::compile([ca], ["proto"])?;
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .compile_fds(descriptors)?;
+    }
+
+    #[cfg(feature = "config")]
+    {
+        let config = "proto/ambit/config.proto";
+        println!("cargo:rerun-if-changed={config}");
+        let descriptors = protox::compile([config], ["proto"])?;
         tonic_prost_build::configure()
             .build_client(true)
             .build_server(true)

@@ -1,11 +1,19 @@
 //! Ambit's control plane: it reads the Istio and Kubernetes objects users already have,
-//! tells them precisely what is wrong, and builds the mesh model from the rest.
+//! tells them precisely what is wrong, builds the mesh model from the rest, and pushes to
+//! each node what it needs.
 //!
-//! This first slice reads manifests (files, folders, standard input) through
-//! [`ambit_api::manifests`], checks every `networking.istio.io` VirtualService and
-//! DestinationRule ([`validate`]), and keeps the valid ones in a [`model::Model`]. The
-//! `ambit-controller validate -f …` command prints the diagnostics, like
-//! `istioctl analyze` or `kubectl apply --dry-run`.
+//! It reads manifests (files, folders, standard input) through
+//! [`ambit_api::manifests`] and checks every `networking.istio.io` VirtualService and
+//! DestinationRule ([`validate`]); `ambit-controller validate -f …` prints the
+//! diagnostics, like `istioctl analyze` or `kubectl apply --dry-run`.
+//!
+//! `ambit-controller serve --config-dir DIR` watches a folder ([`source`]), resolves it
+//! into a [`mesh::Mesh`] (workloads with node, IPs, identity and ambient enrolment;
+//! services with their endpoints; accepted routes), keeps the last good version of
+//! anything that turns invalid, and streams it over gRPC ([`push`],
+//! `ambit.config.v1.ConfigService`): a full state then deltas, versioned and ACKed or
+//! NACKed, each agent, ztunnel and waypoint receiving only its share
+//! ([`push::select::select`]).
 //!
 //! It is also the mesh's certificate authority ([`ca`]): `ambit-controller serve-ca`
 //! serves Istio's `IstioCertificateService` over gRPC, signing SPIFFE certificates for
@@ -16,23 +24,35 @@
 //! - [`validate`]: the checks, in passes (document, shape, object rules, references),
 //!   and the [`validate::Diagnostic`] each problem becomes;
 //! - [`hosts`]: Istio's host names — short names per namespace, wildcards, `exportTo`;
-//! - [`model`]: the objects that passed;
+//! - [`model`]: the Istio objects that passed validation, as typed CRDs;
+//! - [`mesh`]: the resolved model built from a folder and its previous version (last good
+//!   version kept);
+//! - [`source`]: the watched `--config-dir` folder, debounced, publishing versioned
+//!   [`source::Snapshot`]s;
+//! - [`push`]: the config push — the selection rule, the protobuf conversion, the gRPC
+//!   service with its subscriber registry (sent, acked, NACKed versions);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, node-token authentication, placement-based authorization, gRPC service.
 //!
 //! # Not yet
-//! Later slices of the controller add what this one deliberately leaves out: no
-//! Kubernetes watch (`--kube`) and no hot-reloaded `--config-dir`, no resolution of
-//! routes against Pods, Services and endpoints, no gRPC config push to agents, ztunnels
-//! and waypoints. The CA serves plaintext gRPC (TLS on its endpoint comes with the config
-//! push), authenticates only with bootstrap token files (no Kubernetes TokenReview), reads
-//! the token and config folders once at start, and does not read the root from a
-//! Kubernetes `cacerts` Secret. Other Istio kinds (Gateway, ServiceEntry,
-//! AuthorizationPolicy, …) are read but not checked yet.
+//! Later slices add what this one deliberately leaves out: no Kubernetes watch
+//! (`--kube`), so no status or Events written back; no TokenReview (the CA authenticates
+//! with bootstrap token files only, and the config push authenticates nobody: any caller
+//! may subscribe as any node); no TLS on either gRPC endpoint (plaintext); `serve` and
+//! `serve-ca` are separate processes, and the CA reads its placement once at start
+//! rather than from the watched model; the CA root is not read from a Kubernetes
+//! `cacerts` Secret. The model does not yet hold waypoints, subsets resolved to
+//! endpoints, ServiceEntries, Gateways, AuthorizationPolicy or PeerAuthentication
+//! (those kinds are read but neither checked nor pushed), and a waypoint receives every
+//! service and route, not only its namespace's. Push counters are in memory
+//! ([`push::ConfigServer::counts`]), not yet exported as Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod hosts;
 pub mod input;
+pub mod mesh;
 pub mod model;
+pub mod push;
+pub mod source;
 pub mod validate;

@@ -1,11 +1,13 @@
-//! `ambit-controller`: Ambit's control plane. `validate` checks manifests; `serve-ca`
-//! runs the certificate authority.
+//! `ambit-controller`: Ambit's control plane. `validate` checks manifests; `serve` pushes
+//! the model of a watched config folder to agents, ztunnels and waypoints; `serve-ca` runs
+//! the certificate authority.
 
 use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use ambit_controller::{
     ca::{self, CaConfig, identity::DEFAULT_TRUST_DOMAIN},
-    input,
+    input, push,
+    source::FolderSource,
     validate::{self, Severity},
 };
 use anyhow::Context as _;
@@ -27,6 +29,20 @@ enum Command {
         /// standard input. Repeatable.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
+    },
+    /// Watch a folder of Kubernetes and Istio manifests and push the validated model to
+    /// subscribed agents, ztunnels and waypoints over gRPC (plaintext for now).
+    Serve {
+        /// The folder of `*.yaml`/`*.yml` manifests (recursively); changes apply within a
+        /// second, and an object that turns invalid keeps its last good version.
+        #[arg(long, env = "AMBIT_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
+        #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
+        listen: SocketAddr,
+        /// The SPIFFE trust domain of the workloads' identities.
+        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
     },
     /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC
     /// (plaintext for now), signing SPIFFE certificates for the workloads on each caller's
@@ -67,6 +83,33 @@ fn main() -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Serve {
+            config_dir,
+            listen,
+            trust_domain,
+        } => {
+            init_logs();
+            ca::identity::check_trust_domain(&trust_domain)?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
+            runtime.block_on(async {
+                let source = FolderSource::start(&config_dir, &trust_domain)?;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let listen = listener.local_addr().unwrap_or(listen);
+                tracing::info!(
+                    %listen,
+                    config_dir = %config_dir.display(),
+                    %trust_domain,
+                    "serving ConfigService (plaintext gRPC)"
+                );
+                let server = push::ConfigServer::new(source.subscribe());
+                push::serve(listener, server, shutdown_signal()).await?;
+                drop(source);
+                tracing::info!("stopped");
+                anyhow::Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::ServeCa {
             ca_dir,
             tokens_dir,
@@ -74,12 +117,7 @@ fn main() -> anyhow::Result<ExitCode> {
             listen,
             trust_domain,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+            init_logs();
             let config = CaConfig {
                 ca_dir,
                 tokens_dir,
@@ -100,6 +138,14 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,0 +1,306 @@
+//! The resolved mesh model: workloads, services and routes, built from a folder's
+//! manifests and the previous model, so an object that turns invalid keeps its last good
+//! version.
+//!
+//! [`build`] validates ([`crate::validate`]), resolves and carries over:
+//! - a **workload** per Pod: node, service account, SPIFFE identity, pod IPs
+//!   (`status.podIP(s)`), labels, ambient enrolment
+//!   ([`ambit_api::enrolment::decide_from_manifests`]);
+//! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
+//!   workloads of its namespace that its selector matches;
+//! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs.
+//!
+//! Last good version: a VirtualService or DestinationRule that fails validation keeps its
+//! previous version; every object of a file (or document) that cannot be read keeps its
+//! previous version. An object that is no longer in the folder disappears.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+};
+
+use ambit_api::{
+    enrolment::Decision,
+    identity::Identity,
+    manifests::{ManifestError, Manifests},
+};
+
+use crate::{
+    hosts,
+    validate::{self, Diagnostic, Severity},
+};
+
+mod objects;
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+/// A pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    /// `spec.nodeName`; `None` for a pod not scheduled yet.
+    pub node: Option<String>,
+    pub service_account: String,
+    /// `None` when the namespace or service account cannot form one.
+    pub identity: Option<Identity>,
+    pub ips: Vec<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+    pub decision: Decision,
+    pub source: PathBuf,
+}
+
+/// One port of a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    /// The numeric `targetPort`; `None` when named or absent.
+    pub target_port: Option<u16>,
+    pub protocol: String,
+}
+
+/// A Service, with its endpoints resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// `<name>.<namespace>.svc.cluster.local`.
+    pub hostname: String,
+    pub cluster_ips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub selector: BTreeMap<String, String>,
+    /// The IPs of the matching workloads, sorted.
+    pub endpoints: Vec<IpAddr>,
+    pub source: PathBuf,
+}
+
+/// The Istio routing kinds the model holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteKind {
+    VirtualService,
+    DestinationRule,
+}
+
+impl RouteKind {
+    /// The Kubernetes kind.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VirtualService => "VirtualService",
+            Self::DestinationRule => "DestinationRule",
+        }
+    }
+
+    fn of(kind: &str) -> Option<Self> {
+        match kind {
+            "VirtualService" => Some(Self::VirtualService),
+            "DestinationRule" => Some(Self::DestinationRule),
+            _ => None,
+        }
+    }
+}
+
+/// An accepted VirtualService or DestinationRule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub kind: RouteKind,
+    pub namespace: String,
+    pub name: String,
+    /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`).
+    pub hosts: Vec<String>,
+    /// The validated spec, in Istio's field names.
+    pub spec: serde_json::Value,
+    pub source: PathBuf,
+}
+
+/// The whole resolved model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mesh {
+    pub workloads: BTreeMap<Key, Workload>,
+    pub services: BTreeMap<Key, Service>,
+    pub routes: BTreeMap<(RouteKind, Key), Route>,
+}
+
+/// What [`build`] produced.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub mesh: Mesh,
+    /// Every problem found, as `ambit-controller validate` reports them.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Objects (`namespace/name (Kind)`) kept at their previous version.
+    pub kept: Vec<String>,
+}
+
+/// Builds the model from `manifests`, keeping from `previous` the last good version of
+/// what is now invalid or unreadable.
+#[must_use]
+pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Built {
+    let report = validate::validate(manifests);
+    let mut mesh = Mesh::default();
+    for accepted in &report.model.virtual_services {
+        let vs = &accepted.object;
+        let namespace = vs.metadata.namespace.clone().unwrap_or_default();
+        let hosts = vs
+            .spec
+            .hosts
+            .iter()
+            .map(|h| hosts::resolve(h, &namespace))
+            .collect();
+        let name = vs.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&vs.spec).unwrap_or_default();
+        let route = route(RouteKind::VirtualService, namespace, name, hosts, spec);
+        insert_route(&mut mesh, route, accepted.source.file.clone());
+    }
+    for accepted in &report.model.destination_rules {
+        let dr = &accepted.object;
+        let namespace = dr.metadata.namespace.clone().unwrap_or_default();
+        let hosts = vec![hosts::resolve(&dr.spec.host, &namespace)];
+        let name = dr.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&dr.spec).unwrap_or_default();
+        let route = route(RouteKind::DestinationRule, namespace, name, hosts, spec);
+        insert_route(&mut mesh, route, accepted.source.file.clone());
+    }
+    for pod in manifests.of_kind("Pod") {
+        let workload = objects::workload(manifests, pod, trust_domain);
+        let key = (workload.namespace.clone(), workload.name.clone());
+        mesh.workloads.insert(key, workload);
+    }
+    for object in manifests.of_kind("Service") {
+        let service = objects::service(object);
+        let key = (service.namespace.clone(), service.name.clone());
+        mesh.services.insert(key, service);
+    }
+
+    let mut kept = keep_rejected_routes(&report.diagnostics, previous, &mut mesh);
+    kept.extend(keep_unreadable_files(
+        &manifests.errors,
+        previous,
+        &mut mesh,
+    ));
+    resolve_endpoints(&mut mesh);
+    Built {
+        mesh,
+        diagnostics: report.diagnostics,
+        kept,
+    }
+}
+
+fn route(
+    kind: RouteKind,
+    namespace: String,
+    name: String,
+    hosts: Vec<String>,
+    spec: serde_json::Value,
+) -> Route {
+    Route {
+        kind,
+        namespace,
+        name,
+        hosts,
+        spec,
+        source: PathBuf::new(),
+    }
+}
+
+fn insert_route(mesh: &mut Mesh, mut route: Route, source: PathBuf) {
+    route.source = source;
+    let key = (route.kind, (route.namespace.clone(), route.name.clone()));
+    mesh.routes.insert(key, route);
+}
+
+/// A VirtualService or DestinationRule with an error and no accepted version now keeps
+/// its previous one.
+fn keep_rejected_routes(
+    diagnostics: &[Diagnostic],
+    previous: &Mesh,
+    mesh: &mut Mesh,
+) -> Vec<String> {
+    let rejected: BTreeSet<_> = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .filter_map(|d| d.object.as_ref())
+        .filter_map(|o| {
+            Some((
+                RouteKind::of(&o.kind)?,
+                (o.namespace.clone(), o.name.clone()),
+            ))
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for key in rejected {
+        if mesh.routes.contains_key(&key) {
+            continue;
+        }
+        if let Some(route) = previous.routes.get(&key) {
+            kept.push(format!("{}/{} ({})", key.1.0, key.1.1, key.0.as_str()));
+            mesh.routes.insert(key, route.clone());
+        }
+    }
+    kept
+}
+
+/// Every object of a file that cannot be read (entirely or from a bad document on)
+/// keeps its previous version, unless the readable part still defines it.
+fn keep_unreadable_files(
+    errors: &[ManifestError],
+    previous: &Mesh,
+    mesh: &mut Mesh,
+) -> Vec<String> {
+    let broken: BTreeSet<&PathBuf> = errors
+        .iter()
+        .filter_map(|error| match error {
+            ManifestError::File { path, .. } => Some(path),
+            ManifestError::Document { at, .. } => Some(&at.file),
+            ManifestError::Folder { .. } => None,
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for (key, workload) in &previous.workloads {
+        if broken.contains(&workload.source) && !mesh.workloads.contains_key(key) {
+            kept.push(format!("{}/{} (Pod)", key.0, key.1));
+            mesh.workloads.insert(key.clone(), workload.clone());
+        }
+    }
+    for (key, service) in &previous.services {
+        if broken.contains(&service.source) && !mesh.services.contains_key(key) {
+            kept.push(format!("{}/{} (Service)", key.0, key.1));
+            mesh.services.insert(key.clone(), service.clone());
+        }
+    }
+    for (key, route) in &previous.routes {
+        if broken.contains(&route.source) && !mesh.routes.contains_key(key) {
+            kept.push(format!("{}/{} ({})", key.1.0, key.1.1, key.0.as_str()));
+            mesh.routes.insert(key.clone(), route.clone());
+        }
+    }
+    kept
+}
+
+/// A service's endpoints: the IPs of the workloads of its namespace whose labels hold
+/// every entry of its selector (a Service without a selector has none).
+fn resolve_endpoints(mesh: &mut Mesh) {
+    for service in mesh.services.values_mut() {
+        let mut endpoints: Vec<IpAddr> = mesh
+            .workloads
+            .values()
+            .filter(|w| w.namespace == service.namespace && !service.selector.is_empty())
+            .filter(|w| {
+                service
+                    .selector
+                    .iter()
+                    .all(|(k, v)| w.labels.get(k) == Some(v))
+            })
+            .flat_map(|w| w.ips.iter().copied())
+            .collect();
+        endpoints.sort();
+        endpoints.dedup();
+        service.endpoints = endpoints;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

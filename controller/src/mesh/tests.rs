@@ -1,0 +1,203 @@
+use std::path::Path;
+
+use ambit_api::enrolment::{EnrolReason, SkipReason};
+
+use super::*;
+
+/// A Namespace in ambient mode with pods on node-a and node-b, a namespace outside the
+/// mesh, a Service, a VirtualService and a DestinationRule.
+pub(crate) const FIXTURE: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cart, namespace: shop, uid: u-cart, labels: {app: cart}}
+spec: {nodeName: node-a, serviceAccountName: cart-sa}
+status: {podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}, {ip: 'fd00::1'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cart-2, namespace: shop, labels: {app: cart}}
+spec: {nodeName: node-b, serviceAccountName: cart-sa}
+status: {podIP: 10.0.1.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: node-b}
+status: {podIP: 10.0.1.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: legacy, namespace: plain, labels: {app: cart}}
+spec: {nodeName: node-a}
+status: {podIP: 10.0.2.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: cart}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http: [{route: [{destination: {host: cart}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec: {host: cart, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}
+";
+
+fn manifests(files: &[(&str, &str)]) -> Manifests {
+    let mut manifests = Manifests::default();
+    for (file, text) in files {
+        manifests.parse_documents(Path::new(file), text);
+    }
+    manifests
+}
+
+pub(crate) fn fixture() -> Mesh {
+    let built = build(
+        &manifests(&[("all.yaml", FIXTURE)]),
+        "cluster.local",
+        &Mesh::default(),
+    );
+    assert!(built.diagnostics.is_empty(), "{:?}", built.diagnostics);
+    built.mesh
+}
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_owned(), name.to_owned())
+}
+
+#[test]
+fn resolves_workloads_with_identity_ips_and_enrolment() {
+    let mesh = fixture();
+    assert_eq!(mesh.workloads.len(), 4);
+    let cart = &mesh.workloads[&key("shop", "cart")];
+    assert_eq!(cart.node.as_deref(), Some("node-a"));
+    assert_eq!(cart.uid.as_deref(), Some("u-cart"));
+    assert_eq!(
+        cart.identity.as_ref().map(ToString::to_string).as_deref(),
+        Some("spiffe://cluster.local/ns/shop/sa/cart-sa")
+    );
+    let ips: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+    assert_eq!(cart.ips, ips);
+    assert_eq!(cart.decision, Decision::Enrol(EnrolReason::NamespaceLabel));
+    let web = &mesh.workloads[&key("shop", "web")];
+    assert_eq!(web.service_account, "default");
+    let legacy = &mesh.workloads[&key("plain", "legacy")];
+    assert_eq!(
+        legacy.decision,
+        Decision::Skip(SkipReason::NamespaceNotAmbient)
+    );
+}
+
+#[test]
+fn service_endpoints_are_the_matching_workloads_of_its_namespace() {
+    let mesh = fixture();
+    let cart = &mesh.services[&key("shop", "cart")];
+    assert_eq!(cart.hostname, "cart.shop.svc.cluster.local");
+    assert_eq!(cart.cluster_ips, ["10.96.0.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        cart.ports,
+        [ServicePort {
+            name: "http".into(),
+            port: 80,
+            target_port: Some(8080),
+            protocol: "TCP".into()
+        }]
+    );
+    // plain/legacy has the label too, but lives in another namespace.
+    let endpoints: Vec<String> = cart.endpoints.iter().map(ToString::to_string).collect();
+    assert_eq!(endpoints, ["10.0.0.1", "10.0.1.2", "fd00::1"]);
+}
+
+#[test]
+fn routes_hold_accepted_objects_with_fqdn_hosts() {
+    let mesh = fixture();
+    let vs = &mesh.routes[&(RouteKind::VirtualService, key("shop", "cart"))];
+    assert_eq!(vs.hosts, ["cart.shop.svc.cluster.local"]);
+    assert_eq!(vs.spec["hosts"][0], "cart");
+    let dr = &mesh.routes[&(RouteKind::DestinationRule, key("shop", "cart"))];
+    assert_eq!(
+        dr.spec["trafficPolicy"]["loadBalancer"]["simple"],
+        "ROUND_ROBIN"
+    );
+}
+
+const VS_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}\n";
+const VS_BAD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}, weight: 30}, {destination: {host: s}, weight: 30}]}]}\n";
+const POD: &str =
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec: {nodeName: node-a}\n";
+
+#[test]
+fn an_object_turned_invalid_keeps_its_last_good_version() {
+    let first = build(
+        &manifests(&[("vs.yaml", VS_V1)]),
+        "cluster.local",
+        &Mesh::default(),
+    );
+    let route = (RouteKind::VirtualService, key("shop", "r"));
+    assert!(first.mesh.routes.contains_key(&route));
+
+    let second = build(
+        &manifests(&[("vs.yaml", VS_BAD)]),
+        "cluster.local",
+        &first.mesh,
+    );
+    assert_eq!(
+        second.mesh.routes.get(&route),
+        first.mesh.routes.get(&route)
+    );
+    assert_eq!(second.kept, ["shop/r (VirtualService)"]);
+    let diagnostic = second.diagnostics[0].to_string();
+    assert!(
+        diagnostic.contains("spec.http[0].route") && diagnostic.contains("sum to 100"),
+        "{diagnostic}"
+    );
+
+    // Invalid with no previous version: not in the model.
+    let fresh = build(
+        &manifests(&[("vs.yaml", VS_BAD)]),
+        "cluster.local",
+        &Mesh::default(),
+    );
+    assert!(fresh.mesh.routes.is_empty() && fresh.kept.is_empty());
+
+    // Deleted: gone.
+    let deleted = build(&manifests(&[]), "cluster.local", &second.mesh);
+    assert!(deleted.mesh.routes.is_empty(), "{:?}", deleted.mesh.routes);
+}
+
+#[test]
+fn an_unreadable_file_keeps_its_objects_and_others_still_apply() {
+    let first = build(
+        &manifests(&[("a.yaml", POD), ("b.yaml", VS_V1)]),
+        "cluster.local",
+        &Mesh::default(),
+    );
+    let second = build(
+        &manifests(&[("a.yaml", "kind: [unclosed"), ("b.yaml", "")]),
+        "cluster.local",
+        &first.mesh,
+    );
+    assert!(second.mesh.workloads.contains_key(&key("shop", "p")));
+    assert_eq!(second.kept, ["shop/p (Pod)"]);
+    assert!(
+        second.mesh.routes.is_empty(),
+        "b.yaml was emptied: its route is deleted"
+    );
+}

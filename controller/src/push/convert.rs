@@ -1,0 +1,109 @@
+//! The model as `ambit.config.v1` resources, each with its key
+//! (`<kind>/<namespace>/<name>`).
+
+use ambit_api::config::{self as pb, resource::Kind};
+
+use crate::mesh::{Route, Service, Workload};
+
+/// A workload with its enrolment decision.
+#[must_use]
+pub fn workload(workload: &Workload) -> pb::Resource {
+    resource(
+        "workload",
+        &workload.namespace,
+        &workload.name,
+        Kind::Workload(pb::Workload {
+            namespace: workload.namespace.clone(),
+            name: workload.name.clone(),
+            uid: workload.uid.clone().unwrap_or_default(),
+            node: workload.node.clone().unwrap_or_default(),
+            service_account: workload.service_account.clone(),
+            identity: workload
+                .identity
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            ips: workload.ips.iter().map(ToString::to_string).collect(),
+            labels: workload.labels.clone().into_iter().collect(),
+            enrolled: workload.decision.enrols(),
+            enrolment_reason: workload.decision.to_string(),
+        }),
+    )
+}
+
+/// A mesh workload's addresses and identity; `None` for a workload outside the mesh, or
+/// without an identity or an address.
+#[must_use]
+pub fn peer(workload: &Workload) -> Option<pb::Resource> {
+    let identity = workload.identity.as_ref()?;
+    if !workload.decision.enrols() || workload.ips.is_empty() {
+        return None;
+    }
+    Some(resource(
+        "peer",
+        &workload.namespace,
+        &workload.name,
+        Kind::Peer(pb::PeerIdentity {
+            namespace: workload.namespace.clone(),
+            name: workload.name.clone(),
+            node: workload.node.clone().unwrap_or_default(),
+            ips: workload.ips.iter().map(ToString::to_string).collect(),
+            identity: identity.to_string(),
+        }),
+    ))
+}
+
+/// A service with its endpoints.
+#[must_use]
+pub fn service(service: &Service) -> pb::Resource {
+    resource(
+        "service",
+        &service.namespace,
+        &service.name,
+        Kind::Service(pb::Service {
+            namespace: service.namespace.clone(),
+            name: service.name.clone(),
+            hostname: service.hostname.clone(),
+            cluster_ips: service
+                .cluster_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            ports: service
+                .ports
+                .iter()
+                .map(|p| pb::ServicePort {
+                    name: p.name.clone(),
+                    port: u32::from(p.port),
+                    target_port: p.target_port.map_or(0, u32::from),
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            endpoints: service.endpoints.iter().map(ToString::to_string).collect(),
+        }),
+    )
+}
+
+/// An accepted VirtualService or DestinationRule.
+#[must_use]
+pub fn route(route: &Route) -> pb::Resource {
+    resource(
+        &route.kind.as_str().to_lowercase(),
+        &route.namespace,
+        &route.name,
+        Kind::Route(pb::Route {
+            kind: route.kind.as_str().to_owned(),
+            namespace: route.namespace.clone(),
+            name: route.name.clone(),
+            hosts: route.hosts.clone(),
+            spec_json: route.spec.to_string(),
+        }),
+    )
+}
+
+fn resource(kind: &str, namespace: &str, name: &str, body: Kind) -> pb::Resource {
+    pb::Resource {
+        key: format!("{kind}/{namespace}/{name}"),
+        kind: Some(body),
+    }
+}

@@ -1,0 +1,137 @@
+//! What each subscriber receives. This is the one place that decides it.
+
+use std::collections::BTreeMap;
+
+use ambit_api::config::{Resource, SubscriberKind};
+
+use super::convert;
+use crate::mesh::Mesh;
+
+/// Who is subscribed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub node: String,
+    pub kind: SubscriberKind,
+}
+
+/// The resources `subscriber` needs, by key:
+/// - **AGENT** on node N: the workloads on N (with their enrolment decision) — nothing
+///   about other nodes;
+/// - **ZTUNNEL** on node N: the workloads on N; for every enrolled workload on any node
+///   with an identity and an address, a `peer` (its IPs → its SPIFFE identity, to pick
+///   HBONE and check the peer); every service (VIPs, ports, endpoints);
+/// - **WAYPOINT**: every service and every accepted route (VirtualService,
+///   DestinationRule) — not yet narrowed to the waypoint's namespace;
+/// - an unspecified kind: nothing.
+#[must_use]
+pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
+    let mut out = BTreeMap::new();
+    let mut add = |resource: Resource| {
+        out.insert(resource.key.clone(), resource);
+    };
+    let on_node = |node: &Option<String>| node.as_deref() == Some(subscriber.node.as_str());
+    match subscriber.kind {
+        SubscriberKind::Agent => {
+            for workload in mesh.workloads.values().filter(|w| on_node(&w.node)) {
+                add(convert::workload(workload));
+            }
+        }
+        SubscriberKind::Ztunnel => {
+            for workload in mesh.workloads.values() {
+                if on_node(&workload.node) {
+                    add(convert::workload(workload));
+                }
+                if let Some(peer) = convert::peer(workload) {
+                    add(peer);
+                }
+            }
+            mesh.services
+                .values()
+                .map(convert::service)
+                .for_each(&mut add);
+        }
+        SubscriberKind::Waypoint => {
+            mesh.services
+                .values()
+                .map(convert::service)
+                .for_each(&mut add);
+            mesh.routes.values().map(convert::route).for_each(&mut add);
+        }
+        SubscriberKind::Unspecified => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::tests::fixture;
+
+    fn keys(kind: SubscriberKind, node: &str) -> Vec<String> {
+        let subscriber = Subscriber {
+            node: node.to_owned(),
+            kind,
+        };
+        select(&fixture(), &subscriber).into_keys().collect()
+    }
+
+    #[test]
+    fn an_agent_gets_the_workloads_of_its_node_only() {
+        assert_eq!(
+            keys(SubscriberKind::Agent, "node-a"),
+            ["workload/plain/legacy", "workload/shop/cart"]
+        );
+        assert_eq!(
+            keys(SubscriberKind::Agent, "node-b"),
+            ["workload/shop/cart-2", "workload/shop/web"]
+        );
+        assert!(keys(SubscriberKind::Agent, "node-c").is_empty());
+    }
+
+    #[test]
+    fn a_ztunnel_gets_its_workloads_every_mesh_peer_and_the_services() {
+        assert_eq!(
+            keys(SubscriberKind::Ztunnel, "node-a"),
+            [
+                "peer/shop/cart",
+                "peer/shop/cart-2",
+                "peer/shop/web",
+                "service/shop/cart",
+                "workload/plain/legacy",
+                "workload/shop/cart",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_waypoint_gets_services_and_routes_and_nobody_else_gets_routes() {
+        assert_eq!(
+            keys(SubscriberKind::Waypoint, "any"),
+            [
+                "destinationrule/shop/cart",
+                "service/shop/cart",
+                "virtualservice/shop/cart"
+            ]
+        );
+        assert!(keys(SubscriberKind::Unspecified, "node-a").is_empty());
+    }
+
+    #[test]
+    fn a_peer_carries_addresses_and_identity() {
+        let subscriber = Subscriber {
+            node: "node-a".to_owned(),
+            kind: SubscriberKind::Ztunnel,
+        };
+        let selected = select(&fixture(), &subscriber);
+        let Some(ambit_api::config::resource::Kind::Peer(peer)) = &selected["peer/shop/web"].kind
+        else {
+            panic!(
+                "peer/shop/web is not a peer: {:?}",
+                selected["peer/shop/web"]
+            );
+        };
+        assert_eq!(peer.ips, ["10.0.1.1"]);
+        assert_eq!(peer.identity, "spiffe://cluster.local/ns/shop/sa/default");
+        assert_eq!(peer.node, "node-b");
+    }
+}

@@ -1,0 +1,161 @@
+//! The `--config-dir` source: a folder of Kubernetes YAML, watched with `notify`, rebuilt
+//! into a new [`Snapshot`] of the [`Mesh`] within a second of a change.
+//!
+//! Changes are debounced ([`DEBOUNCE`]): an editor's write-rename-chmod burst is one
+//! rebuild. Each rebuild starts from the previous model ([`mesh::build`]), so an object
+//! that turns invalid keeps its last good version; its diagnostics are logged with the
+//! object and the field path. The version increases only when the model changes.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use ambit_api::manifests::{ManifestError, Manifests};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+
+use crate::mesh::{self, Mesh};
+
+/// How long to wait after a change for the next one before rebuilding.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Why the folder cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Read(#[from] ManifestError),
+    #[error(
+        "cannot watch config folder {path}: {source} — does it exist, and is the inotify watch limit (fs.inotify.max_user_watches) reached?"
+    )]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+}
+
+/// One version of the model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Starts at 1; increases with every change of [`Snapshot::mesh`].
+    pub version: u64,
+    pub mesh: Mesh,
+}
+
+/// What the push server reads: the current snapshot, and a wake-up on each new one.
+pub type ModelSource = watch::Receiver<Arc<Snapshot>>;
+
+/// A watched config folder. Dropping it stops the watch; subscribers then see the source
+/// end.
+#[derive(Debug)]
+pub struct FolderSource {
+    model: ModelSource,
+    _watcher: RecommendedWatcher,
+}
+
+impl FolderSource {
+    /// Reads `dir` once (version 1), then watches it. Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`SourceError`] when `dir` cannot be read or watched.
+    pub fn start(dir: &Path, trust_domain: &str) -> Result<Self, SourceError> {
+        let manifests = Manifests::load_dir(dir)?;
+        let first = rebuild(&manifests, trust_domain, &Mesh::default());
+        tracing::info!(
+            config_dir = %dir.display(),
+            workloads = first.workloads.len(),
+            services = first.services.len(),
+            routes = first.routes.len(),
+            version = 1,
+            "model loaded"
+        );
+        let (publish, model) = watch::channel(Arc::new(Snapshot {
+            version: 1,
+            mesh: first,
+        }));
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // Reading the folder generates access events; only changes matter.
+                if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
+                    let _ = events_tx.send(());
+                }
+            })
+            .map_err(|source| SourceError::Watch {
+                path: dir.to_owned(),
+                source,
+            })?;
+        watcher
+            .watch(dir, RecursiveMode::Recursive)
+            .map_err(|source| SourceError::Watch {
+                path: dir.to_owned(),
+                source,
+            })?;
+        tokio::spawn(reload_loop(
+            dir.to_owned(),
+            trust_domain.to_owned(),
+            events,
+            publish,
+        ));
+        Ok(Self {
+            model,
+            _watcher: watcher,
+        })
+    }
+
+    /// A receiver of every new snapshot, starting with the current one.
+    #[must_use]
+    pub fn subscribe(&self) -> ModelSource {
+        self.model.clone()
+    }
+}
+
+async fn reload_loop(
+    dir: PathBuf,
+    trust_domain: String,
+    mut events: mpsc::UnboundedReceiver<()>,
+    publish: watch::Sender<Arc<Snapshot>>,
+) {
+    while events.recv().await.is_some() {
+        tokio::time::sleep(DEBOUNCE).await;
+        while events.try_recv().is_ok() {}
+        let manifests = match Manifests::load_dir(&dir) {
+            Ok(manifests) => manifests,
+            Err(error) => {
+                tracing::warn!(%error, "config folder unreadable; the model stays as it is");
+                continue;
+            }
+        };
+        let current = Arc::clone(&publish.borrow());
+        let mesh = rebuild(&manifests, &trust_domain, &current.mesh);
+        if mesh == current.mesh {
+            tracing::debug!(
+                version = current.version,
+                "config folder changed; model unchanged"
+            );
+            continue;
+        }
+        let version = current.version + 1;
+        tracing::info!(
+            version,
+            workloads = mesh.workloads.len(),
+            services = mesh.services.len(),
+            routes = mesh.routes.len(),
+            "model updated"
+        );
+        publish.send_replace(Arc::new(Snapshot { version, mesh }));
+    }
+}
+
+/// [`mesh::build`], logging each diagnostic and each object kept at its last good version.
+fn rebuild(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Mesh {
+    let built = mesh::build(manifests, trust_domain, previous);
+    for diagnostic in &built.diagnostics {
+        tracing::warn!(%diagnostic, "config rejected");
+    }
+    for object in &built.kept {
+        tracing::warn!(%object, "invalid or unreadable now: its last good version stays in force");
+    }
+    built.mesh
+}

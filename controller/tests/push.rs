@@ -1,0 +1,358 @@
+//! The config push end to end: a real config folder watched with notify, the gRPC server
+//! on 127.0.0.1:0, and subscribers speaking `ambit.config.v1.ConfigService`.
+
+use std::{collections::BTreeMap, fs, net::SocketAddr, path::Path, time::Duration};
+
+use ambit_api::config::{
+    Ack, ConfigUpdate, Hello, Resource, SubscribeRequest, SubscriberKind,
+    config_service_client::ConfigServiceClient, resource::Kind, subscribe_request::Request,
+};
+use ambit_controller::{
+    mesh::RouteKind,
+    push::{self, ConfigServer},
+    source::FolderSource,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n";
+const CART: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: cart, namespace: shop, labels: {app: cart}}\nspec: {nodeName: node-a, serviceAccountName: cart-sa}\nstatus: {podIP: 10.0.0.1}\n";
+const CART_OPTED_OUT: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: cart, namespace: shop, labels: {app: cart, istio.io/dataplane-mode: none}}\nspec: {nodeName: node-a, serviceAccountName: cart-sa}\nstatus: {podIP: 10.0.0.1}\n";
+const OTHERS: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop, labels: {app: web}}\nspec: {nodeName: node-b}\nstatus: {podIP: 10.0.1.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: cart-2, namespace: shop, labels: {app: cart}}\nspec: {nodeName: node-b, serviceAccountName: cart-sa}\nstatus: {podIPs: [{ip: 10.0.1.2}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\nspec: {clusterIP: 10.96.0.10, selector: {app: cart}, ports: [{name: http, port: 80}]}\n";
+
+fn virtual_service(name: &str, weights: (u32, u32)) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{hosts: [cart], http: [{{route: [{{destination: {{host: cart}}, weight: {}}}, {{destination: {{host: web}}, weight: {}}}]}}]}}\n",
+        weights.0, weights.1
+    )
+}
+
+/// How long a change may take to reach a subscriber.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(2);
+
+struct Controller {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    server: ConfigServer,
+    source: FolderSource,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<Result<(), push::PushError>>,
+}
+
+impl Controller {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "namespaces.yaml", NAMESPACES);
+        write(dir.path(), "cart.yaml", CART);
+        write(dir.path(), "others.yaml", OTHERS);
+        let source = FolderSource::start(dir.path(), "cluster.local").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = ConfigServer::new(source.subscribe());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(push::serve(listener, server.clone(), async {
+            let _ = stopped.await;
+        }));
+        Self {
+            dir,
+            addr,
+            server,
+            source,
+            stop,
+            task,
+        }
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        write(self.dir.path(), file, text);
+    }
+
+    /// Waits until `condition` holds for the registry, or fails saying what it saw.
+    async fn wait_for_subscribers(
+        &self,
+        what: &str,
+        condition: impl Fn(&[push::SubscriberStatus]) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + CHANGE_DEADLINE;
+        loop {
+            let subscribers = self.server.subscribers();
+            if condition(&subscribers) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {what}; subscribers are {subscribers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    fs::write(dir.join(file), text).unwrap();
+}
+
+struct Subscriber {
+    requests: mpsc::Sender<SubscribeRequest>,
+    updates: Streaming<ConfigUpdate>,
+}
+
+impl Subscriber {
+    async fn connect(addr: SocketAddr, node: &str, kind: SubscriberKind) -> Self {
+        let mut client = ConfigServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (requests, outgoing) = mpsc::channel(8);
+        requests
+            .send(SubscribeRequest {
+                request: Some(Request::Hello(Hello {
+                    node: node.to_owned(),
+                    kind: kind.into(),
+                })),
+            })
+            .await
+            .unwrap();
+        let updates = client
+            .subscribe(ReceiverStream::new(outgoing))
+            .await
+            .unwrap()
+            .into_inner();
+        Self { requests, updates }
+    }
+
+    async fn next(&mut self) -> ConfigUpdate {
+        match tokio::time::timeout(CHANGE_DEADLINE, self.updates.message()).await {
+            Ok(Ok(Some(update))) => update,
+            other => panic!("expected a config update within {CHANGE_DEADLINE:?}, got {other:?}"),
+        }
+    }
+
+    async fn ack(&self, version: u64, error: &str) {
+        self.requests
+            .send(SubscribeRequest {
+                request: Some(Request::Ack(Ack {
+                    version,
+                    error: error.to_owned(),
+                })),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn by_key(update: &ConfigUpdate) -> BTreeMap<&str, &Resource> {
+    update
+        .upserted
+        .iter()
+        .map(|r| (r.key.as_str(), r))
+        .collect()
+}
+
+fn keys(update: &ConfigUpdate) -> Vec<&str> {
+    by_key(update).into_keys().collect()
+}
+
+#[tokio::test]
+async fn each_node_gets_a_full_state_of_what_it_needs() {
+    let controller = Controller::start().await;
+
+    let mut ztunnel = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Ztunnel).await;
+    let update = ztunnel.next().await;
+    assert!(
+        update.full,
+        "the first update must be a full state: {update:?}"
+    );
+    assert_eq!(update.version, 1);
+    assert_eq!(
+        keys(&update),
+        [
+            "peer/shop/cart",
+            "peer/shop/cart-2",
+            "peer/shop/web",
+            "service/shop/cart",
+            "workload/shop/cart",
+        ]
+    );
+    let resources = by_key(&update);
+    let Some(Kind::Peer(web)) = &resources["peer/shop/web"].kind else {
+        panic!("peer/shop/web: {:?}", resources["peer/shop/web"]);
+    };
+    assert_eq!(
+        (web.ips.as_slice(), web.identity.as_str()),
+        (
+            &["10.0.1.1".to_owned()][..],
+            "spiffe://cluster.local/ns/shop/sa/default"
+        )
+    );
+    let Some(Kind::Service(service)) = &resources["service/shop/cart"].kind else {
+        panic!("service/shop/cart: {:?}", resources["service/shop/cart"]);
+    };
+    assert_eq!(service.endpoints, ["10.0.0.1", "10.0.1.2"]);
+    assert_eq!(service.cluster_ips, ["10.96.0.10"]);
+
+    let mut agent = Subscriber::connect(controller.addr, "node-b", SubscriberKind::Agent).await;
+    let update = agent.next().await;
+    assert!(update.full);
+    assert_eq!(keys(&update), ["workload/shop/cart-2", "workload/shop/web"]);
+    let Some(Kind::Workload(web)) = &by_key(&update)["workload/shop/web"].kind else {
+        panic!("workload/shop/web is not a workload: {update:?}");
+    };
+    assert!(web.enrolled, "{web:?}");
+    assert_eq!(web.node, "node-b");
+}
+
+#[tokio::test]
+async fn an_edited_pod_arrives_as_a_delta_with_a_higher_version() {
+    let controller = Controller::start().await;
+    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
+    let mut ztunnel = Subscriber::connect(controller.addr, "node-b", SubscriberKind::Ztunnel).await;
+    let first = agent.next().await;
+    let first_ztunnel = ztunnel.next().await;
+    assert!(keys(&first_ztunnel).contains(&"peer/shop/cart"));
+
+    controller.write("cart.yaml", CART_OPTED_OUT);
+
+    let delta = agent.next().await;
+    assert!(!delta.full && delta.version > first.version, "{delta:?}");
+    assert_eq!(keys(&delta), ["workload/shop/cart"]);
+    let Some(Kind::Workload(cart)) = &delta.upserted[0].kind else {
+        panic!("not a workload: {delta:?}");
+    };
+    assert!(!cart.enrolled, "{cart:?}");
+    assert!(
+        cart.enrolment_reason.contains("dataplane-mode=none"),
+        "{cart:?}"
+    );
+
+    // Out of the mesh: node-b's ztunnel drops its identity and its service endpoint.
+    let delta = ztunnel.next().await;
+    assert!(!delta.full, "{delta:?}");
+    assert_eq!(delta.removed, ["peer/shop/cart"]);
+    assert!(
+        delta.upserted.is_empty(),
+        "the service is unchanged (its endpoints stay: the pod still runs): {delta:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_routes_never_reach_a_waypoint_and_the_last_good_version_stays() {
+    let controller = Controller::start().await;
+    let mut waypoint =
+        Subscriber::connect(controller.addr, "node-a", SubscriberKind::Waypoint).await;
+    let first = waypoint.next().await;
+    assert_eq!(keys(&first), ["service/shop/cart"]);
+
+    let routes = format!(
+        "{}---\n{}",
+        virtual_service("good", (50, 50)),
+        virtual_service("bad", (30, 30))
+    );
+    controller.write("routes.yaml", &routes);
+    let delta = waypoint.next().await;
+    assert_eq!(
+        keys(&delta),
+        ["virtualservice/shop/good"],
+        "only the valid one is pushed"
+    );
+
+    // `good` turns invalid; a later valid change shows the folder was read since.
+    let routes = format!(
+        "{}---\n{}",
+        virtual_service("good", (90, 90)),
+        virtual_service("bad", (30, 30))
+    );
+    controller.write("routes.yaml", &routes);
+    controller.write("later.yaml", &virtual_service("later", (100, 0)));
+    let delta = waypoint.next().await;
+    assert_eq!(keys(&delta), ["virtualservice/shop/later"], "{delta:?}");
+    assert!(delta.removed.is_empty(), "{delta:?}");
+    let snapshot = controller.source.subscribe().borrow().clone();
+    let good = &snapshot.mesh.routes[&(
+        RouteKind::VirtualService,
+        ("shop".to_owned(), "good".to_owned()),
+    )];
+    assert_eq!(good.spec["http"][0]["route"][0]["weight"], 50, "{good:?}");
+    assert!(!snapshot.mesh.routes.contains_key(&(
+        RouteKind::VirtualService,
+        ("shop".to_owned(), "bad".to_owned())
+    )));
+
+    // Node proxies never receive routes.
+    let mut ztunnel = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Ztunnel).await;
+    assert!(
+        keys(&ztunnel.next().await)
+            .iter()
+            .all(|k| !k.starts_with("virtualservice/"))
+    );
+}
+
+#[tokio::test]
+async fn a_nack_is_recorded_and_the_acked_version_stays() {
+    let controller = Controller::start().await;
+    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
+    let first = agent.next().await;
+    agent.ack(first.version, "").await;
+    controller
+        .wait_for_subscribers("node-a to acknowledge version 1", |s| {
+            s.len() == 1 && s[0].acked_version == Some(first.version)
+        })
+        .await;
+
+    controller.write("cart.yaml", CART_OPTED_OUT);
+    let delta = agent.next().await;
+    assert!(!delta.full);
+    agent
+        .ack(delta.version, "cannot apply: test rejects it")
+        .await;
+    controller
+        .wait_for_subscribers("a NACK recorded for node-a", |s| s[0].last_nack.is_some())
+        .await;
+    let status = &controller.server.subscribers()[0];
+    assert_eq!(status.acked_version, Some(first.version), "{status:?}");
+    assert_eq!(status.sent_version, delta.version, "{status:?}");
+    let nack = status.last_nack.as_ref().unwrap();
+    assert_eq!(
+        (nack.version, nack.error.as_str()),
+        (delta.version, "cannot apply: test rejects it")
+    );
+    assert_eq!((status.nacks, controller.server.counts().nacks), (1, 1));
+
+    // After a NACK the next change comes as a full state.
+    controller.write("cart.yaml", CART);
+    let update = agent.next().await;
+    assert!(update.full && update.version > delta.version, "{update:?}");
+    assert_eq!(keys(&update), ["workload/shop/cart"]);
+}
+
+#[tokio::test]
+async fn a_reconnect_gets_a_full_state_and_shutdown_ends_the_streams() {
+    let controller = Controller::start().await;
+    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
+    agent.next().await;
+    controller.write("cart.yaml", CART_OPTED_OUT);
+    let delta = agent.next().await;
+    assert!(!delta.full);
+    drop(agent);
+    controller
+        .wait_for_subscribers("node-a's first stream to end", <[_]>::is_empty)
+        .await;
+
+    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
+    let update = agent.next().await;
+    assert!(update.full, "{update:?}");
+    assert_eq!(update.version, delta.version);
+    assert_eq!(keys(&update), ["workload/shop/cart"]);
+
+    controller.stop.send(()).unwrap();
+    let end = tokio::time::timeout(CHANGE_DEADLINE, agent.updates.message()).await;
+    assert!(
+        matches!(end, Ok(Ok(None))),
+        "expected the stream to end cleanly, got {end:?}"
+    );
+    let served = tokio::time::timeout(CHANGE_DEADLINE, controller.task).await;
+    assert!(
+        matches!(served, Ok(Ok(Ok(())))),
+        "expected a clean stop, got {served:?}"
+    );
+}
