@@ -30,6 +30,16 @@ pub struct MeshOptions {
     pub sockmap_acceleration: bool,
 }
 
+/// How ztunnel reaches the mesh CA (`--ca-address`, `--ca-token-file`,
+/// `--cert-ttl-secs`).
+#[derive(Debug, Clone)]
+pub struct CaClientOptions {
+    /// For example `http://127.0.0.1:15012` (inside the node's namespace).
+    pub address: String,
+    pub token_file: PathBuf,
+    pub cert_ttl_secs: Option<u64>,
+}
+
 /// A node running Ambit.
 #[derive(Debug)]
 pub struct MeshNode {
@@ -38,6 +48,7 @@ pub struct MeshNode {
     bpffs_dir: PathBuf,
     run_dir: PathBuf,
     options: MeshOptions,
+    ca: Option<CaClientOptions>,
     agent: Option<ChildGuard>,
     ztunnel: Option<ChildGuard>,
 }
@@ -50,6 +61,19 @@ impl MeshNode {
     /// # Errors
     /// When a binary is missing, fails to start or is not ready in time.
     pub fn install(net: &TestNet, node: &Node, options: MeshOptions) -> Result<Self> {
+        Self::install_with_ca(net, node, options, None)
+    }
+
+    /// [`MeshNode::install`], with ztunnel obtaining workload certificates from `ca`.
+    ///
+    /// # Errors
+    /// As [`MeshNode::install`].
+    pub fn install_with_ca(
+        net: &TestNet,
+        node: &Node,
+        options: MeshOptions,
+        ca: Option<CaClientOptions>,
+    ) -> Result<Self> {
         let run_dir = net.socket_path(node.name())?;
         std::fs::create_dir_all(&run_dir)?;
         let mut mesh = Self {
@@ -58,6 +82,7 @@ impl MeshNode {
             bpffs_dir: net.bpffs_dir(node.name())?,
             run_dir,
             options,
+            ca,
             agent: None,
             ztunnel: None,
         };
@@ -127,15 +152,25 @@ impl MeshNode {
     /// # Errors
     /// When it fails to start or is not ready in time.
     pub fn start_ztunnel(&mut self) -> Result<&ChildGuard> {
-        let ztunnel = self.node.spawn(
-            Command::new(bin_path("ambit-ztunnel"))
-                .arg("--agent-socket")
-                .arg(self.run_dir.join("ztunnel.sock"))
-                .arg("--bpffs-dir")
-                .arg(&self.bpffs_dir)
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1"),
-        )?;
+        let mut command = Command::new(bin_path("ambit-ztunnel"));
+        command
+            .arg("--agent-socket")
+            .arg(self.run_dir.join("ztunnel.sock"))
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs_dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        if let Some(ca) = &self.ca {
+            command
+                .arg("--ca-address")
+                .arg(&ca.address)
+                .arg("--ca-token-file")
+                .arg(&ca.token_file);
+            if let Some(ttl) = ca.cert_ttl_secs {
+                command.arg("--cert-ttl-secs").arg(ttl.to_string());
+            }
+        }
+        let ztunnel = self.node.spawn(&mut command)?;
         ztunnel
             .wait_for_log("applied the agent's snapshot", READY_TIMEOUT)
             .context("waiting for ztunnel")?;
@@ -251,6 +286,39 @@ impl MeshNode {
         }
         Ok(body.to_owned())
     }
+}
+
+/// Starts the real `ambit-controller serve-ca` inside `node`'s network namespace,
+/// listening on `listen` there, with the CA material in `ca_dir` (generated on first
+/// start, reused after), one token file per node in `tokens_dir`, and the test's config
+/// folder as the placement of pods on nodes; waits until it serves.
+///
+/// # Errors
+/// When it fails to start or does not serve in time.
+pub fn start_ca(
+    net: &TestNet,
+    node: &Node,
+    ca_dir: &Path,
+    tokens_dir: &Path,
+    listen: std::net::SocketAddr,
+) -> Result<ChildGuard> {
+    let ca = node.spawn(
+        Command::new(bin_path("ambit-controller"))
+            .arg("serve-ca")
+            .arg("--ca-dir")
+            .arg(ca_dir)
+            .arg("--tokens-dir")
+            .arg(tokens_dir)
+            .arg("--config-dir")
+            .arg(net.config_dir())
+            .arg("--listen")
+            .arg(listen.to_string())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1"),
+    )?;
+    ca.wait_for_log("serving IstioCertificateService", READY_TIMEOUT)
+        .context("waiting for the CA")?;
+    Ok(ca)
 }
 
 /// A Prometheus text exposition, with sums over label matches.

@@ -1,7 +1,8 @@
 //! ztunnel's configuration: command-line flags (each with an environment variable).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use ambit_api::identity::{DEFAULT_TRUST_DOMAIN, check_trust_domain};
 use clap::Parser;
 
 /// The agent's hand-off socket on a node.
@@ -43,4 +44,121 @@ pub struct Config {
     /// Address for the admin endpoint (/config_dump); keep it on localhost.
     #[arg(long, env = "AMBIT_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
+    /// The mesh CA (Istio's `IstioCertificateService`), e.g. `http://198.19.255.1:15012`.
+    /// Without it ztunnel obtains no workload certificates.
+    #[arg(long, env = "AMBIT_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// The node's bootstrap token for the CA (read again at every request).
+    #[arg(long, env = "AMBIT_CA_TOKEN_FILE")]
+    pub ca_token_file: Option<PathBuf>,
+    /// PEM root(s) to trust instead of the last certificate of each chain the CA returns.
+    #[arg(long, env = "AMBIT_CA_ROOT_FILE")]
+    pub ca_root_file: Option<PathBuf>,
+    /// The SPIFFE trust domain of the workloads' identities.
+    #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Workload certificate lifetime to ask for, in seconds; absent lets the CA choose.
+    #[arg(long, env = "AMBIT_CERT_TTL_SECS")]
+    pub cert_ttl_secs: Option<u64>,
+}
+
+/// Every problem with a [`Config`], reported at once.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Checks the flags that depend on each other.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] listing every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.ca_address.is_some() && self.ca_token_file.is_none() {
+            problems.push(
+                "--ca-address is set but --ca-token-file is not: pass the node's bootstrap token file too"
+                    .to_owned(),
+            );
+        }
+        if self.ca_address.is_none() {
+            for (flag, set) in [
+                ("--ca-token-file", self.ca_token_file.is_some()),
+                ("--ca-root-file", self.ca_root_file.is_some()),
+                ("--cert-ttl-secs", self.cert_ttl_secs.is_some()),
+            ] {
+                if set {
+                    problems.push(format!(
+                        "{flag} is set but --ca-address is not: name the CA or drop {flag}"
+                    ));
+                }
+            }
+        }
+        if self.cert_ttl_secs == Some(0) {
+            problems.push(
+                "--cert-ttl-secs 0 is not a lifetime: ask for 1 s or more, or omit it for the CA's default"
+                    .to_owned(),
+            );
+        }
+        if let Err(error) = check_trust_domain(&self.trust_domain) {
+            problems.push(format!("--trust-domain: {error}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// The certificate lifetime to ask the CA for.
+    #[must_use]
+    pub fn cert_ttl(&self) -> Option<Duration> {
+        self.cert_ttl_secs.map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("ambit-ztunnel").chain(args.iter().copied()))
+            .expect("flags parse")
+    }
+
+    #[test]
+    fn defaults_fetch_no_certificates() {
+        let config = parse(&[]);
+        assert!(config.validate().is_ok());
+        assert_eq!(config.ca_address, None);
+        assert_eq!(config.trust_domain, "cluster.local");
+    }
+
+    #[test]
+    fn an_address_without_a_token_names_both_flags() {
+        let error = parse(&["--ca-address", "http://127.0.0.1:15012"])
+            .validate()
+            .expect_err("a token file is required")
+            .to_string();
+        assert!(
+            error.contains("--ca-address") && error.contains("--ca-token-file"),
+            "{error}"
+        );
+        let error = parse(&["--cert-ttl-secs", "0", "--trust-domain", "Bad/Domain"])
+            .validate()
+            .expect_err("three problems")
+            .0;
+        assert_eq!(error.len(), 3, "every problem at once: {error:?}");
+        assert!(
+            parse(&[
+                "--ca-address",
+                "http://127.0.0.1:15012",
+                "--ca-token-file",
+                "/run/token",
+                "--cert-ttl-secs",
+                "4",
+            ])
+            .validate()
+            .is_ok()
+        );
+    }
 }

@@ -19,13 +19,14 @@ use std::{
     },
 };
 
-use ambit_api::handoff::WorkloadInfo;
+use ambit_api::{handoff::WorkloadInfo, identity::Identity};
 use ambit_netns::{Netns, NetnsError};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::{
     capture_maps::{CaptureMaps, CaptureMapsError},
+    certs::{CertLease, CertificateStore},
     drain::Drain,
     metrics::Metrics,
 };
@@ -57,6 +58,9 @@ pub struct PodContext {
     /// The agent set the pod up for delivery from the client's own address.
     pub transparent_delivery: bool,
     pub netns_cookie: u64,
+    /// The pod's SPIFFE identity; `None` when its namespace or service account cannot
+    /// form one.
+    pub identity: Option<Identity>,
     pub maps: Arc<CaptureMaps>,
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
@@ -66,6 +70,9 @@ impl PodContext {
     /// The pod's SPIFFE identity.
     #[must_use]
     pub fn principal(&self) -> String {
+        if let Some(identity) = &self.identity {
+            return identity.to_string();
+        }
         format!(
             "spiffe://cluster.local/ns/{}/sa/{}",
             self.info.namespace, self.info.service_account
@@ -78,6 +85,8 @@ struct PodProxy {
     context: Arc<PodContext>,
     ips: Vec<IpAddr>,
     accept_loops: Vec<JoinHandle<()>>,
+    /// Keeps the identity's certificate held and renewed while the pod is served.
+    _certificate: Option<CertLease>,
 }
 
 impl Drop for PodProxy {
@@ -100,6 +109,8 @@ pub struct InPod {
     synced: AtomicBool,
     metrics: Arc<Metrics>,
     drain: Arc<Drain>,
+    trust_domain: String,
+    certificates: Option<Arc<CertificateStore>>,
 }
 
 impl InPod {
@@ -112,7 +123,22 @@ impl InPod {
             synced: AtomicBool::new(false),
             metrics,
             drain,
+            trust_domain: ambit_api::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
+            certificates: None,
         }
+    }
+
+    /// Names pods' identities in `trust_domain` and, with a store, holds a certificate
+    /// for each identity served.
+    #[must_use]
+    pub fn with_identities(
+        mut self,
+        trust_domain: String,
+        certificates: Option<Arc<CertificateStore>>,
+    ) -> Self {
+        self.trust_domain = trust_domain;
+        self.certificates = certificates;
+        self
     }
 
     /// Starts serving a pod (again, if it was served: the old listeners close).
@@ -175,11 +201,29 @@ impl InPod {
                 uid: uid.clone(),
                 source: Box::new(source),
             })?;
+        let identity = match Identity::new(
+            self.trust_domain.clone(),
+            info.namespace.clone(),
+            info.service_account.clone(),
+        ) {
+            Ok(identity) => Some(identity),
+            Err(error) => {
+                warn!(%uid, %error, "pod names no workload identity; it gets no certificate");
+                None
+            }
+        };
+        // Registers interest only: the certificate is fetched in the background.
+        let certificate = self
+            .certificates
+            .as_ref()
+            .zip(identity.clone())
+            .map(|(store, identity)| store.acquire(identity));
         let context = Arc::new(PodContext {
             info,
             netns,
             transparent_delivery,
             netns_cookie,
+            identity,
             maps,
             metrics: Arc::clone(&self.metrics),
             drain: Arc::clone(&self.drain),
@@ -210,6 +254,7 @@ impl InPod {
                 context,
                 ips,
                 accept_loops,
+                _certificate: certificate,
             },
         );
         Ok(())
@@ -248,7 +293,8 @@ impl InPod {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// The pods served, as JSON, for the admin endpoint.
+    /// The pods served and the certificates held (see [`CertificateStore::dump`]), as
+    /// JSON, for the admin endpoint.
     #[must_use]
     pub fn config_dump(&self) -> String {
         let pods = self.lock_pods();
@@ -269,7 +315,17 @@ impl InPod {
             })
             .collect();
         workloads.sort_by(|a, b| a["uid"].as_str().cmp(&b["uid"].as_str()));
-        serde_json::json!({ "synced": self.is_synced(), "workloads": workloads }).to_string()
+        drop(pods);
+        let certificates = self
+            .certificates
+            .as_ref()
+            .map_or_else(|| serde_json::json!([]), |store| store.dump());
+        serde_json::json!({
+            "synced": self.is_synced(),
+            "workloads": workloads,
+            "certificates": certificates,
+        })
+        .to_string()
     }
 
     fn maps(&self) -> Result<Arc<CaptureMaps>, CaptureMapsError> {

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ambit_ztunnel::{
     admin::{self, AdminState},
+    certs::{CaClient, CertificateStore},
     config::{Config, DRAIN_TIMEOUT_SECS},
     drain::Drain,
     handoff,
@@ -24,17 +25,33 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Arc::new(Config::parse());
+    config.validate()?;
     info!(?config, "starting");
+    let certificates = match (&config.ca_address, &config.ca_token_file) {
+        (Some(address), Some(token_file)) => Some(Arc::new(CertificateStore::new(CaClient::new(
+            address,
+            token_file.clone(),
+            config.cert_ttl(),
+            config.ca_root_file.as_deref(),
+        )?))),
+        _ => {
+            info!("no --ca-address: workload certificates are not obtained");
+            None
+        }
+    };
 
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let drain = Arc::new(Drain::default());
-    let inpod = Arc::new(InPod::new(
-        config.bpffs_dir.clone(),
-        Arc::clone(&metrics),
-        Arc::clone(&drain),
-    ));
+    let inpod = Arc::new(
+        InPod::new(
+            config.bpffs_dir.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&drain),
+        )
+        .with_identities(config.trust_domain.clone(), certificates),
+    );
     let state = Arc::new(AdminState {
         registry,
         inpod: Arc::clone(&inpod),

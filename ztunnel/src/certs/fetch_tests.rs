@@ -1,0 +1,245 @@
+//! In-process tests against a fake CA on loopback: it checks the bearer token and the
+//! `ImpersonatedIdentity` metadata and signs the CSR, as `ambit-controller serve-ca` does.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use ambit_api::ca::{
+    IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest, IstioCertificateResponse,
+    istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer},
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair,
+    SanType,
+};
+use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+
+use super::*;
+use crate::certs::{CertError, CertificateStore};
+
+const TOKEN: &str = "token-of-node-a";
+
+struct FakeCa {
+    issuer: Issuer<'static, KeyPair>,
+    root_pem: String,
+    issued: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for FakeCa {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let bearer = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok());
+        if bearer != Some(&format!("Bearer {TOKEN}")) {
+            return Err(Status::unauthenticated("unknown token"));
+        }
+        let request = request.into_inner();
+        let impersonated = request
+            .metadata
+            .as_ref()
+            .and_then(|metadata| metadata.fields.get(IMPERSONATED_IDENTITY_KEY))
+            .and_then(|value| match &value.kind {
+                Some(prost_types::value::Kind::StringValue(uri)) => Some(uri.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| Status::invalid_argument("no ImpersonatedIdentity"))?;
+        let mut csr = CertificateSigningRequestParams::from_pem(&request.csr)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let asked: Vec<&str> = csr
+            .params
+            .subject_alt_names
+            .iter()
+            .filter_map(|san| match san {
+                SanType::URI(uri) => Some(uri.as_str()),
+                _ => None,
+            })
+            .collect();
+        if asked != [impersonated.as_str()] {
+            return Err(Status::invalid_argument(format!("CSR SANs {asked:?}")));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let ttl = time::Duration::seconds(request.validity_duration.max(1));
+        csr.params.not_before = now - time::Duration::seconds(60);
+        csr.params.not_after = now + ttl;
+        let leaf = csr
+            .signed_by(&self.issuer)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.issued.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(IstioCertificateResponse {
+            cert_chain: vec![leaf.pem(), self.root_pem.clone()],
+        }))
+    }
+}
+
+/// A fake CA on loopback; returns its address and how many certificates it issued.
+async fn fake_ca() -> (String, Arc<AtomicUsize>) {
+    let key = KeyPair::generate().expect("a root key");
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root = params.self_signed(&key).expect("a root");
+    let issued = Arc::new(AtomicUsize::new(0));
+    let ca = FakeCa {
+        issuer: Issuer::new(params, key),
+        root_pem: root.pem(),
+        issued: Arc::clone(&issued),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(IstioCertificateServiceServer::new(ca))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    (address, issued)
+}
+
+fn token_file(token: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a scratch folder");
+    let path = dir.path().join("token");
+    std::fs::write(&path, format!("{token}\n")).expect("write the token");
+    (dir, path)
+}
+
+fn alpha() -> Identity {
+    Identity::new("cluster.local", "shop", "alpha").expect("a valid identity")
+}
+
+#[tokio::test]
+async fn fetches_a_usable_certificate_for_the_identity() {
+    let (address, issued) = fake_ca().await;
+    let (_dir, token) = token_file(TOKEN);
+    let client =
+        CaClient::new(&address, token, Some(Duration::from_secs(60)), None).expect("a client");
+    let got = client.fetch(&alpha()).await.expect("a certificate");
+    assert_eq!(issued.load(Ordering::SeqCst), 1);
+    assert_eq!(got.certificate.identity().expect("an identity"), alpha());
+    assert_eq!(
+        got.certificate.chain.len(),
+        1,
+        "the root is split off the chain"
+    );
+    assert_eq!(
+        got.certificate.roots.len(),
+        1,
+        "the chain's last certificate is the root"
+    );
+    let (serial, not_before, not_after) = leaf_facts(&got.certificate.chain[0]).expect("facts");
+    assert_eq!(got.serial, serial);
+    assert!(!serial.is_empty() && serial.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(not_after.duration_since(not_before).expect("ordered") >= Duration::from_secs(60));
+    // The key fits the certificate: HBONE can build its TLS configs from it.
+    got.certificate.server_config().expect("a server config");
+    got.certificate
+        .client_config(alpha())
+        .expect("a client config");
+}
+
+#[tokio::test]
+async fn refusals_and_outages_say_what_happened() {
+    let (address, _) = fake_ca().await;
+    let (_dir, wrong) = token_file("not-the-token");
+    let client = CaClient::new(&address, wrong, None, None).expect("a client");
+    let error = client
+        .fetch(&alpha())
+        .await
+        .expect_err("a wrong token is refused");
+    assert!(
+        matches!(
+            error,
+            CertError::Refused {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    let (_dir, token) = token_file(TOKEN);
+    // Bind and drop: nothing listens on the port any more.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let client = CaClient::new(&format!("http://{closed}"), token, None, None).expect("a client");
+    let error = client.fetch(&alpha()).await.expect_err("nobody listens");
+    assert!(matches!(error, CertError::Unreachable { .. }), "{error}");
+    assert!(error.to_string().contains("--ca-address"), "{error}");
+
+    let error = CaClient::new("not a url", PathBuf::from("/nonexistent"), None, None)
+        .expect_err("a bad address");
+    assert!(error.to_string().contains("--ca-address"), "{error}");
+}
+
+#[tokio::test]
+async fn the_store_renews_at_half_life_and_stops_with_the_last_pod() {
+    let (address, issued) = fake_ca().await;
+    let (_dir, token) = token_file(TOKEN);
+    let client =
+        CaClient::new(&address, token, Some(Duration::from_secs(1)), None).expect("a client");
+    let store = Arc::new(CertificateStore::new(client));
+    let first = store.acquire(alpha());
+    let second = store.acquire(alpha());
+    let serial = |store: &CertificateStore| store.get(&alpha()).map(|issued| issued.serial.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while seen.len() < 2 && tokio::time::Instant::now() < deadline {
+        if let Some(current) = serial(&store)
+            && seen.last() != Some(&current)
+        {
+            seen.push(current);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "a 1 s certificate should be renewed within 5 s: {seen:?}"
+    );
+    assert_eq!(store.dump()[0]["state"], "valid");
+    assert_eq!(store.dump()[0]["pods"], 2, "two pods, one certificate");
+
+    drop(first);
+    assert!(serial(&store).is_some(), "the other pod keeps it");
+    drop(second);
+    assert!(serial(&store).is_none(), "dropped with the last pod");
+    let after = issued.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        after,
+        "no renewal after the last pod left"
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_root_replaces_the_chains_last_certificate() {
+    let (address, _) = fake_ca().await;
+    let (dir, token) = token_file(TOKEN);
+    let other_key = KeyPair::generate().expect("a key");
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let pinned = params.self_signed(&other_key).expect("a root");
+    let root_file = dir.path().join("root-cert.pem");
+    std::fs::write(&root_file, pinned.pem()).expect("write the root");
+    let client = CaClient::new(&address, token, None, Some(&root_file)).expect("a client");
+    let got = client.fetch(&alpha()).await.expect("a certificate");
+    assert_eq!(got.certificate.roots, [pinned.der().clone()]);
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let error = CaClient::new(&address, PathBuf::from("/t"), None, Some(&empty))
+        .expect_err("no certificate in the file");
+    assert!(error.to_string().contains("--ca-root-file"), "{error}");
+}
