@@ -38,6 +38,10 @@ pub struct CaClientOptions {
     pub address: String,
     pub token_file: PathBuf,
     pub cert_ttl_secs: Option<u64>,
+    /// The controller's config push (`--controller-address`, with `--node-name` the
+    /// node's name), for example `http://198.19.255.1:15010`; `None` keeps ztunnel on
+    /// plaintext.
+    pub controller_address: Option<String>,
 }
 
 /// A node running Ambit.
@@ -168,6 +172,13 @@ impl MeshNode {
                 .arg(&ca.token_file);
             if let Some(ttl) = ca.cert_ttl_secs {
                 command.arg("--cert-ttl-secs").arg(ttl.to_string());
+            }
+            if let Some(controller) = &ca.controller_address {
+                command
+                    .arg("--controller-address")
+                    .arg(controller)
+                    .arg("--node-name")
+                    .arg(self.node.name());
             }
         }
         let ztunnel = self.node.spawn(&mut command)?;
@@ -319,6 +330,33 @@ pub fn start_ca(
     ca.wait_for_log("serving IstioCertificateService", READY_TIMEOUT)
         .context("waiting for the CA")?;
     Ok(ca)
+}
+
+/// Starts the real `ambit-controller serve` (the config push) inside `node`'s network
+/// namespace, listening on `listen` there and watching the test's config folder; waits
+/// until it serves.
+///
+/// # Errors
+/// When it fails to start or does not serve in time.
+pub fn start_controller(
+    net: &TestNet,
+    node: &Node,
+    listen: std::net::SocketAddr,
+) -> Result<ChildGuard> {
+    let controller = node.spawn(
+        Command::new(bin_path("ambit-controller"))
+            .arg("serve")
+            .arg("--config-dir")
+            .arg(net.config_dir())
+            .arg("--listen")
+            .arg(listen.to_string())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1"),
+    )?;
+    controller
+        .wait_for_log("serving ConfigService", READY_TIMEOUT)
+        .context("waiting for the controller")?;
+    Ok(controller)
 }
 
 /// A Prometheus text exposition, with sums over label matches.

@@ -136,6 +136,7 @@ fn ztunnel_obtains_renews_and_outlives_the_ca() -> Result<()> {
             address: format!("http://{listen}"),
             token_file,
             cert_ttl_secs: Some(TTL_SECS),
+            controller_address: None,
         }),
     )?;
     let client = node.add_pod(PodSpec::new("shop", "client").service_account("alpha"))?;

@@ -19,6 +19,10 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
 pub const MAX_RECONNECT_DELAY_MS: u64 = 2_000;
 /// How long in-flight connections may finish after a shutdown signal.
 pub const DRAIN_TIMEOUT_SECS: u64 = 5;
+/// How long connecting upstream (to a destination, an app, or a peer's 15008) may take.
+/// A transparent delivery to a closed port gets no RST back (the kernel's reset carries
+/// no delivery mark), so without a bound it would wait for TCP's SYN retries.
+pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
 /// Relay buffer per direction, per connection (allocated for the connection's life).
 pub const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -60,6 +64,15 @@ pub struct Config {
     /// Workload certificate lifetime to ask for, in seconds; absent lets the CA choose.
     #[arg(long, env = "AMBIT_CERT_TTL_SECS")]
     pub cert_ttl_secs: Option<u64>,
+    /// The controller's config push (`ambit-controller serve`), e.g.
+    /// `http://198.19.255.1:15010`. With it (and certificates), traffic to mesh workloads
+    /// goes over HBONE; without it everything is relayed in plaintext.
+    #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS")]
+    pub controller_address: Option<String>,
+    /// This node's name, as the controller knows it (required with
+    /// `--controller-address`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 /// Every problem with a [`Config`], reported at once.
@@ -92,6 +105,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.controller_address.is_some() && self.node_name.is_none() {
+            problems.push(
+                "--controller-address is set but --node-name is not: name this node as the controller knows it"
+                    .to_owned(),
+            );
         }
         if self.cert_ttl_secs == Some(0) {
             problems.push(
@@ -130,6 +149,7 @@ mod tests {
         let config = parse(&[]);
         assert!(config.validate().is_ok());
         assert_eq!(config.ca_address, None);
+        assert_eq!(config.controller_address, None);
         assert_eq!(config.trust_domain, "cluster.local");
     }
 
@@ -148,6 +168,11 @@ mod tests {
             .expect_err("three problems")
             .0;
         assert_eq!(error.len(), 3, "every problem at once: {error:?}");
+        let error = parse(&["--controller-address", "http://127.0.0.1:15010"])
+            .validate()
+            .expect_err("a node name is required")
+            .to_string();
+        assert!(error.contains("--node-name"), "{error}");
         assert!(
             parse(&[
                 "--ca-address",

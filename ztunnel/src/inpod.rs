@@ -1,11 +1,20 @@
 //! ztunnel's pods: for each pod the agent hands over, listeners inside the pod's
 //! network namespace (127.0.0.1:15001 and [::1]:15001 outbound, [::]:15006 inbound)
-//! and the relay behind them.
+//! and the relay behind them. With HBONE on (certificates and the controller's
+//! directory), also [::]:15008 for mutual-TLS tunnels from other nodes.
 //!
 //! # Layout
 //! - [`sockets`]: creating listeners and upstream sockets inside a pod's namespace;
-//! - [`relay`]: what happens to each accepted connection.
+//! - [`relay`]: what happens to each captured connection (plaintext, or handed to
+//!   [`hbone_outbound`] for a mesh destination);
+//! - [`hbone_outbound`]: a captured connection to a mesh workload, tunnelled over HBONE;
+//! - [`hbone_inbound`]: the pod's HBONE server on 15008, delivering to the app;
+//! - [`metered`]: an upstream socket that reports Istio's metrics and the access log
+//!   when the tunnel relaying it closes.
 
+pub mod hbone_inbound;
+pub mod hbone_outbound;
+pub mod metered;
 pub mod relay;
 pub mod sockets;
 
@@ -20,6 +29,7 @@ use std::{
 };
 
 use ambit_api::{handoff::WorkloadInfo, identity::Identity};
+use ambit_hbone::Pool;
 use ambit_netns::{Netns, NetnsError};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{Instrument as _, info, info_span, warn};
@@ -27,6 +37,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::{
     capture_maps::{CaptureMaps, CaptureMapsError},
     certs::{CertLease, CertificateStore},
+    directory::Directory,
     drain::Drain,
     metrics::Metrics,
 };
@@ -50,10 +61,21 @@ pub enum InPodError {
     },
 }
 
+/// What HBONE needs, shared by every pod: the mesh workloads, the certificates, and the
+/// pooled connections to other nodes.
+#[derive(Debug)]
+pub struct HboneContext {
+    pub directory: Arc<Directory>,
+    pub certificates: Arc<CertificateStore>,
+    pub pool: Pool,
+}
+
 /// What a connection handler needs to know about its pod.
 #[derive(Debug)]
 pub struct PodContext {
     pub info: WorkloadInfo,
+    /// The pod's addresses (IPv4 as plain IPv4).
+    pub ips: Vec<IpAddr>,
     pub netns: Netns,
     /// The agent set the pod up for delivery from the client's own address.
     pub transparent_delivery: bool,
@@ -64,6 +86,8 @@ pub struct PodContext {
     pub maps: Arc<CaptureMaps>,
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
+    /// `None`: plaintext only (no controller or no CA).
+    pub hbone: Option<Arc<HboneContext>>,
 }
 
 impl PodContext {
@@ -111,6 +135,7 @@ pub struct InPod {
     drain: Arc<Drain>,
     trust_domain: String,
     certificates: Option<Arc<CertificateStore>>,
+    hbone: Option<Arc<HboneContext>>,
 }
 
 impl InPod {
@@ -125,6 +150,7 @@ impl InPod {
             drain,
             trust_domain: ambit_api::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
             certificates: None,
+            hbone: None,
         }
     }
 
@@ -138,6 +164,20 @@ impl InPod {
     ) -> Self {
         self.trust_domain = trust_domain;
         self.certificates = certificates;
+        self
+    }
+
+    /// Turns HBONE on for mesh destinations in `directory` (needs certificates: without
+    /// [`Self::with_identities`] given a store, this does nothing).
+    #[must_use]
+    pub fn with_directory(mut self, directory: Arc<Directory>) -> Self {
+        self.hbone = self.certificates.as_ref().map(|certificates| {
+            Arc::new(HboneContext {
+                directory,
+                certificates: Arc::clone(certificates),
+                pool: Pool::new(),
+            })
+        });
         self
     }
 
@@ -196,6 +236,22 @@ impl InPod {
                     source,
                 },
             })?;
+        let hbone_listener = match &self.hbone {
+            Some(_) => Some(
+                sockets::bind_hbone_listener(&netns).map_err(|(addr, source)| match source {
+                    sockets::SocketError::Netns(source) => InPodError::Netns {
+                        uid: uid.clone(),
+                        source,
+                    },
+                    sockets::SocketError::Io(source) => InPodError::Listen {
+                        uid: uid.clone(),
+                        addr,
+                        source,
+                    },
+                })?,
+            ),
+            None => None,
+        };
         maps.register_inbound(&ips, &listeners.inbound)
             .map_err(|source| InPodError::CaptureMaps {
                 uid: uid.clone(),
@@ -220,6 +276,7 @@ impl InPod {
             .map(|(store, identity)| store.acquire(identity));
         let context = Arc::new(PodContext {
             info,
+            ips: ips.iter().map(|ip| ip.to_canonical()).collect(),
             netns,
             transparent_delivery,
             netns_cookie,
@@ -227,6 +284,7 @@ impl InPod {
             maps,
             metrics: Arc::clone(&self.metrics),
             drain: Arc::clone(&self.drain),
+            hbone: self.hbone.clone(),
         });
         let span = info_span!("pod", uid = %uid, name = %format!("{}/{}", context.info.namespace, context.info.name));
         let mut accept_loops: Vec<JoinHandle<()>> = listeners
@@ -247,7 +305,12 @@ impl InPod {
             )
             .instrument(span.clone()),
         ));
-        span.in_scope(|| info!(ips = ?ips, "serving pod"));
+        if let Some(listener) = hbone_listener {
+            accept_loops.push(tokio::spawn(
+                hbone_inbound::accept_loop(listener, Arc::clone(&context)).instrument(span.clone()),
+            ));
+        }
+        span.in_scope(|| info!(ips = ?ips, hbone = context.hbone.is_some(), "serving pod"));
         self.lock_pods().insert(
             uid,
             PodProxy {
@@ -320,10 +383,15 @@ impl InPod {
             .certificates
             .as_ref()
             .map_or_else(|| serde_json::json!([]), |store| store.dump());
+        let peers = self
+            .hbone
+            .as_ref()
+            .map_or(serde_json::Value::Null, |hbone| hbone.directory.dump());
         serde_json::json!({
             "synced": self.is_synced(),
             "workloads": workloads,
             "certificates": certificates,
+            "directory": peers,
         })
         .to_string()
     }

@@ -1,28 +1,47 @@
 //! Ambit's per-node L4 tunnel. For every pod the node agent hands over (with its
 //! network namespace), ztunnel listens inside the pod — 127.0.0.1:15001 / [::1]:15001
-//! for outbound, [::]:15006 for inbound — and relays what the capture eBPF sends there:
-//! outbound connections to their original destination, inbound ones to the app.
+//! for outbound, [::]:15006 for inbound plaintext, [::]:15008 for inbound HBONE — and
+//! relays what the capture eBPF sends there: outbound connections to their original
+//! destination, inbound ones to the app.
+//!
+//! With `--ca-address` (workload certificates) and `--controller-address` (the config
+//! push, which names every mesh workload's IPs and identity), a connection to a mesh
+//! workload is carried over HBONE: HTTP/2 `CONNECT` over mutual TLS 1.3 from the source
+//! pod's identity to the destination pod's port 15008, pooled per (source identity,
+//! destination identity, destination IP). Destinations outside the mesh, and every
+//! destination while a pod has no certificate yet, keep the plaintext passthrough. A
+//! failed HBONE connect fails the app's connection (fail closed, `UF`).
 //!
 //! # Layout
 //! - [`config`]: flags and defaults;
 //! - [`handoff`]: the link to the agent (pods arrive and leave here);
-//! - [`inpod`]: per-pod listeners and the relay;
+//! - [`subscribe`], [`directory`]: the controller's config push, and the mesh
+//!   workloads it names (IP → identity, node);
+//! - [`inpod`]: per-pod listeners, the relay, and HBONE both ways;
 //! - [`certs`]: workload certificates from the mesh CA, one per identity, renewed at
 //!   half-life;
 //! - [`capture_maps`]: the agent's pinned maps (original destinations, inbound listeners);
 //! - [`metrics`], [`admin`]: Istio's TCP metrics, readiness and the config dump;
 //! - [`drain`]: counting connections in flight for a graceful shutdown.
 //!
-//! With `--ca-address`, ztunnel obtains, caches and renews a certificate for every
-//! identity it serves (shown in the admin config dump) but does not use them yet: it
-//! still relays plaintext. It does not terminate or originate mutual TLS (HBONE on
-//! 15008), enforce policy, or take workloads from the controller's config push.
+//! # What it does not do yet
+//! - L4 policy (AuthorizationPolicy, PeerAuthentication): every authenticated peer is
+//!   accepted, and plaintext inbound (15006) is accepted too (as PERMISSIVE).
+//! - A same-node fast path: pods on one node also talk over HBONE, through the pod's
+//!   own 15008.
+//! - `--local-config`: the directory comes only from the controller.
+//! - Workloads and services from the push: only `PeerIdentity` resources are used (pods
+//!   still come from the agent; service VIPs are not resolved to endpoints).
+//! - `baggage` / `traceparent` are not passed on (there is nothing to read them from at
+//!   L4).
 
 pub mod admin;
 pub mod capture_maps;
 pub mod certs;
 pub mod config;
+pub mod directory;
 pub mod drain;
 pub mod handoff;
 pub mod inpod;
 pub mod metrics;
+pub mod subscribe;

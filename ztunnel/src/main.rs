@@ -6,10 +6,12 @@ use ambit_ztunnel::{
     admin::{self, AdminState},
     certs::{CaClient, CertificateStore},
     config::{Config, DRAIN_TIMEOUT_SECS},
+    directory::Directory,
     drain::Drain,
     handoff,
     inpod::InPod,
     metrics::Metrics,
+    subscribe,
 };
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -44,14 +46,25 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let drain = Arc::new(Drain::default());
-    let inpod = Arc::new(
-        InPod::new(
-            config.bpffs_dir.clone(),
-            Arc::clone(&metrics),
-            Arc::clone(&drain),
-        )
-        .with_identities(config.trust_domain.clone(), certificates),
-    );
+    let mut inpod = InPod::new(
+        config.bpffs_dir.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&drain),
+    )
+    .with_identities(config.trust_domain.clone(), certificates.clone());
+    match (&config.controller_address, &config.node_name) {
+        (Some(address), Some(node)) => {
+            let directory = Arc::new(Directory::new());
+            if certificates.is_some() {
+                inpod = inpod.with_directory(Arc::clone(&directory));
+            } else {
+                warn!("--controller-address without --ca-address: no certificates, so no HBONE");
+            }
+            tokio::spawn(subscribe::run(address.clone(), node.clone(), directory));
+        }
+        _ => info!("no --controller-address: every connection is relayed in plaintext"),
+    }
+    let inpod = Arc::new(inpod);
     let state = Arc::new(AdminState {
         registry,
         inpod: Arc::clone(&inpod),

@@ -1,6 +1,8 @@
 //! Istio's standard TCP metrics, so Kiali and Istio's Grafana dashboards read Ambit's
-//! ztunnel unchanged. Labels Ambit cannot know yet (the peer's identity before mTLS)
-//! are `unknown`, as Istio reports them.
+//! ztunnel unchanged. On HBONE connections the peer's identity (from its certificate, or
+//! the directory for the destination) fills the principal and workload labels and
+//! `connection_security_policy` is `mutual_tls`; on plaintext ones what Ambit cannot
+//! know is `unknown`, as Istio reports it.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,

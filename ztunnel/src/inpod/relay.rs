@@ -1,13 +1,15 @@
-//! The plaintext relay: a captured outbound connection goes to its original
-//! destination; a captured inbound connection goes to the app it was addressed to.
-//! Each connection gets one access-log line and Istio's TCP metrics.
+//! The relay of captured connections: an outbound connection goes to its original
+//! destination — over HBONE when that is a mesh workload and the pod holds a certificate
+//! ([`super::hbone_outbound`]), else in plaintext; a captured inbound (plaintext)
+//! connection goes to the app it was addressed to. Each connection gets one access-log
+//! line and Istio's TCP metrics.
 
 use std::{io, net::SocketAddr, os::fd::AsRawFd as _, sync::Arc, time::Instant};
 
 use tokio::{io::copy_bidirectional_with_sizes, net::TcpStream};
 use tracing::{info, warn};
 
-use super::{PodContext, sockets};
+use super::{PodContext, hbone_outbound, sockets};
 use crate::{config::RELAY_BUFFER_BYTES, metrics::TcpLabels};
 
 /// Which way a captured connection goes, from the pod's point of view.
@@ -29,6 +31,10 @@ enum RelayError {
     },
     #[error("downstream: {0}")]
     Downstream(io::Error),
+    #[error(transparent)]
+    HboneConnect(#[from] hbone_outbound::OutboundError),
+    #[error("the HBONE tunnel failed: {0}")]
+    HboneTunnel(io::Error),
 }
 
 impl RelayError {
@@ -38,6 +44,8 @@ impl RelayError {
             Self::NoOriginalDestination => "NR",
             Self::UpstreamConnect { .. } => "UF",
             Self::Downstream(_) => "DC",
+            Self::HboneConnect(_) => "UF",
+            Self::HboneTunnel(_) => "UC",
         }
     }
 }
@@ -56,11 +64,30 @@ pub async fn handle(
         Direction::Outbound => original_destination(&downstream, peer, &pod),
         Direction::Inbound => downstream.local_addr().ok().map(canonical),
     };
+    let route = match (direction, destination) {
+        (Direction::Outbound, Some(destination)) => hbone_outbound::route(&pod, destination),
+        _ => None,
+    };
+    let hbone = route.is_some();
     let mut labels = labels(&pod, direction);
+    if let Some(route) = &route {
+        route.label(&mut labels);
+    }
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     let _ = downstream.set_nodelay(true);
     let result = async {
         let destination = destination.ok_or(RelayError::NoOriginalDestination)?;
+        if let Some(route) = &route {
+            let tunnel = hbone_outbound::open(&pod, route, destination).await?;
+            let transferred = tunnel
+                .relay(&mut downstream)
+                .await
+                .map_err(|error| match error {
+                    ambit_hbone::RelayError::Plain(error) => RelayError::Downstream(error),
+                    ambit_hbone::RelayError::Tunnel(error) => RelayError::HboneTunnel(error),
+                })?;
+            return Ok((transferred.into_tunnel, transferred.from_tunnel));
+        }
         let upstream = match direction {
             // Deliver from the client's own address where the pod is set up for it.
             Direction::Inbound if pod.transparent_delivery => {
@@ -104,8 +131,10 @@ pub async fn handle(
         Ok(_) => info!(
             target: "access",
             ?direction,
+            hbone,
             src = %peer,
             dst = ?destination,
+            dst_principal = %labels.destination_principal,
             bytes_received = sent_upstream,
             bytes_sent = sent_downstream,
             duration_ms,
@@ -114,6 +143,7 @@ pub async fn handle(
         Err(error) => warn!(
             target: "access",
             ?direction,
+            hbone,
             src = %peer,
             dst = ?destination,
             duration_ms,
@@ -166,7 +196,8 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-fn labels(pod: &PodContext, direction: Direction) -> TcpLabels {
+/// The labels of a plaintext connection from `pod`'s point of view (the peer unknown).
+pub(super) fn labels(pod: &PodContext, direction: Direction) -> TcpLabels {
     let unknown = || "unknown".to_owned();
     let (ours, theirs) = (
         (

@@ -5,12 +5,16 @@
 use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
 };
 
 use ambit_ebpf_common::{DELIVERY_MARK, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, ZTUNNEL_MARK};
+use ambit_hbone::HBONE_PORT;
 use ambit_netns::{Netns, NetnsError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::config::UPSTREAM_CONNECT_TIMEOUT_SECS;
 
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -59,6 +63,26 @@ pub fn bind_pod_listeners(netns: &Netns) -> Result<PodListeners, (SocketAddr, So
     Ok(PodListeners { outbound, inbound })
 }
 
+/// Binds the pod's HBONE listener, [::]:15008 (dual-stack), or 0.0.0.0:15008 when the
+/// pod has no IPv6.
+///
+/// # Errors
+/// The address that failed and why.
+pub fn bind_hbone_listener(netns: &Netns) -> Result<TcpListener, (SocketAddr, SocketError)> {
+    let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, HBONE_PORT));
+    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, HBONE_PORT));
+    match listen(netns, dual) {
+        Ok(listener) => Ok(listener),
+        Err(SocketError::Io(error))
+            if error.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                || error.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
+            listen(netns, v4).map_err(|e| (v4, e))
+        }
+        Err(error) => Err((dual, error)),
+    }
+}
+
 fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, SocketError> {
     let socket = netns.run(|| -> io::Result<Socket> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -81,8 +105,7 @@ fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, SocketError> {
 /// [`SocketError`] from creating the socket or connecting.
 pub async fn connect(netns: &Netns, destination: SocketAddr) -> Result<TcpStream, SocketError> {
     let socket = netns.run(|| marked_socket(destination, ZTUNNEL_MARK))??;
-    let socket = TcpSocket::from_std_stream(socket.into());
-    Ok(socket.connect(destination).await?)
+    connect_within(TcpSocket::from_std_stream(socket.into()), destination).await
 }
 
 /// Connects to the app at `destination` from the client's address `client`
@@ -106,8 +129,22 @@ pub async fn deliver_as(
         socket.bind(&SocketAddr::new(client.ip(), 0).into())?;
         Ok(socket)
     })??;
-    let socket = TcpSocket::from_std_stream(socket.into());
-    Ok(socket.connect(destination).await?)
+    connect_within(TcpSocket::from_std_stream(socket.into()), destination).await
+}
+
+/// Connects, giving up after [`UPSTREAM_CONNECT_TIMEOUT_SECS`].
+async fn connect_within(
+    socket: TcpSocket,
+    destination: SocketAddr,
+) -> Result<TcpStream, SocketError> {
+    let limit = Duration::from_secs(UPSTREAM_CONNECT_TIMEOUT_SECS);
+    match tokio::time::timeout(limit, socket.connect(destination)).await {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(SocketError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from {destination} within {limit:?}"),
+        ))),
+    }
 }
 
 fn marked_socket(destination: SocketAddr, mark: u32) -> io::Result<Socket> {

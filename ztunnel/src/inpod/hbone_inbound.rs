@@ -1,0 +1,154 @@
+//! The pod's HBONE server on [::]:15008: mutual TLS with the pod identity's current
+//! certificate (client certificates required), then one `CONNECT` per tunnelled
+//! connection, delivered to the app inside the pod — from the original source's address
+//! (`Forwarded: for=`, else the TLS peer) when the pod is prepared for transparent
+//! delivery.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use ambit_hbone::{ConnectRequest, Refusal, TlsError, tls};
+use hyper::StatusCode;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument as _, debug, info_span, warn};
+
+use super::{PodContext, metered::Metered, relay, sockets};
+
+/// Why an HBONE connection to this pod was dropped before serving.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("the pod names no workload identity, so it cannot serve HBONE")]
+    NoIdentity,
+    #[error(
+        "no certificate yet for {0}; the CA has not answered — check ztunnel's certificate log"
+    )]
+    NoCertificate(String),
+    #[error("cannot use the pod's certificate: {0}")]
+    Config(TlsError),
+    #[error("TLS with {peer} failed: {source}")]
+    Handshake { peer: SocketAddr, source: TlsError },
+    #[error("HBONE with {peer} failed: {source}")]
+    Serve {
+        peer: SocketAddr,
+        source: ambit_hbone::ServerError,
+    },
+}
+
+/// Accepts HBONE connections for one pod until the pod stops being served.
+pub async fn accept_loop(listener: TcpListener, pod: Arc<PodContext>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let pod = Arc::clone(&pod);
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                let span = info_span!("hbone_in", %peer);
+                tokio::spawn(
+                    async move {
+                        if let Err(error) = serve_connection(stream, peer, pod).await {
+                            warn!(%error, "HBONE connection failed");
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(error) => {
+                warn!(%error, "HBONE accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pod: Arc<PodContext>,
+) -> Result<(), InboundError> {
+    let Some(hbone) = pod.hbone.clone() else {
+        return Ok(());
+    };
+    let identity = pod.identity.as_ref().ok_or(InboundError::NoIdentity)?;
+    // The current certificate, read per connection: renewals apply to new connections.
+    let issued = hbone
+        .certificates
+        .get(identity)
+        .ok_or_else(|| InboundError::NoCertificate(identity.to_string()))?;
+    let config = issued
+        .certificate
+        .server_config()
+        .map_err(InboundError::Config)?;
+    let _ = stream.set_nodelay(true);
+    let (tls, peer_identity) = tls::accept(config, stream)
+        .await
+        .map_err(|source| InboundError::Handshake { peer, source })?;
+    debug!(%peer_identity, "HBONE peer authenticated");
+    ambit_hbone::serve(tls, peer_identity, move |request| {
+        handle_connect(request, peer, Arc::clone(&pod))
+    })
+    .await
+    .map_err(|source| InboundError::Serve { peer, source })
+}
+
+async fn handle_connect(
+    request: ConnectRequest,
+    tls_peer: SocketAddr,
+    pod: Arc<PodContext>,
+) -> Result<Metered, Refusal> {
+    let destination = SocketAddr::new(
+        request.authority.ip().to_canonical(),
+        request.authority.port(),
+    );
+    if !pod.ips.contains(&destination.ip()) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("{destination} is not an address of this pod"),
+        ));
+    }
+    let client_ip: IpAddr = request
+        .forwarded_for
+        .map_or(tls_peer.ip(), |ip| ip.to_canonical());
+    let client = SocketAddr::new(client_ip, 0);
+    let upstream = if pod.transparent_delivery && client_ip.is_ipv4() == destination.is_ipv4() {
+        sockets::deliver_as(&pod.netns, client, destination).await
+    } else {
+        sockets::connect(&pod.netns, destination).await
+    };
+    let mut labels = relay::labels(&pod, relay::Direction::Inbound);
+    labels.connection_security_policy = "mutual_tls";
+    labels.source_principal = request.peer.to_string();
+    labels
+        .source_workload_namespace
+        .clone_from(&request.peer.namespace);
+    if let Some(peer) = pod
+        .hbone
+        .as_ref()
+        .and_then(|hbone| hbone.directory.lookup(client_ip))
+    {
+        labels.source_workload = peer.name;
+    }
+    pod.metrics.connections_opened.get_or_create(&labels).inc();
+    match upstream {
+        Ok(upstream) => Ok(Metered::new(upstream, pod, labels, client, destination)),
+        Err(error) => {
+            labels.response_flags = "UF";
+            pod.metrics.connections_closed.get_or_create(&labels).inc();
+            warn!(
+                target: "access",
+                direction = "Inbound",
+                hbone = true,
+                src = %client,
+                dst = %destination,
+                src_principal = %request.peer,
+                response_flags = "UF",
+                %error,
+                "connection failed"
+            );
+            Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the app at {destination} refused: {error}"),
+            ))
+        }
+    }
+}

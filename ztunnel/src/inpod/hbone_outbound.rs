@@ -1,0 +1,120 @@
+//! A captured outbound connection to a mesh workload: tunnelled over HBONE from inside
+//! the source pod (marked 0x539) to the destination pod's port 15008, with the source
+//! identity's certificate, expecting the destination's identity. Connections are pooled
+//! per (source identity, destination identity, destination IP).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use ambit_hbone::{ClientError, Connection, HBONE_PORT, PoolKey, TlsError, tls};
+use hyper::HeaderMap;
+use tokio::net::TcpStream;
+
+use super::{HboneContext, PodContext, sockets};
+use crate::{certs::Issued, directory::Peer, metrics::TcpLabels};
+
+/// Why a connection could not be tunnelled (the app's connection fails: `UF`).
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error(
+        "cannot reach HBONE at {0}:15008 — is ztunnel serving the destination pod, and is nothing blocking 15008?"
+    )]
+    Connect(std::net::IpAddr, #[source] sockets::SocketError),
+    #[error("cannot use the source's certificate: {0}")]
+    Config(TlsError),
+    #[error("TLS to {0}:15008 failed: {1}")]
+    Tls(std::net::IpAddr, #[source] TlsError),
+    #[error("HBONE to {0}: {1}")]
+    Hbone(SocketAddr, #[source] ClientError),
+}
+
+/// A mesh destination, and what the source holds to reach it.
+#[derive(Debug)]
+pub struct Route {
+    pub peer: Peer,
+    certificate: Arc<Issued>,
+    hbone: Arc<HboneContext>,
+}
+
+impl Route {
+    /// Sets the destination's labels and `mutual_tls`.
+    pub fn label(&self, labels: &mut TcpLabels) {
+        labels.connection_security_policy = "mutual_tls";
+        labels.destination_principal = self.peer.identity.to_string();
+        labels.destination_workload.clone_from(&self.peer.name);
+        labels
+            .destination_workload_namespace
+            .clone_from(&self.peer.namespace);
+    }
+}
+
+/// The HBONE route to `destination`, when it is a mesh workload and the source pod holds a
+/// certificate; `None` keeps the plaintext passthrough.
+#[must_use]
+pub fn route(pod: &PodContext, destination: SocketAddr) -> Option<Route> {
+    let hbone = pod.hbone.as_ref()?;
+    let peer = hbone.directory.lookup(destination.ip())?;
+    let certificate = hbone.certificates.get(pod.identity.as_ref()?)?;
+    Some(Route {
+        peer,
+        certificate,
+        hbone: Arc::clone(hbone),
+    })
+}
+
+/// Opens a tunnel to `destination` on a pooled (or new) connection.
+///
+/// # Errors
+/// Dialling, TLS, the HTTP/2 handshake, or the server's refusal of `CONNECT`.
+pub async fn open(
+    pod: &PodContext,
+    route: &Route,
+    destination: SocketAddr,
+) -> Result<ambit_hbone::Tunnel, OutboundError> {
+    let source_identity = route
+        .certificate
+        .certificate
+        .identity()
+        .map_err(OutboundError::Config)?;
+    let key = PoolKey {
+        source: source_identity,
+        destination: route.peer.identity.clone(),
+        destination_ip: destination.ip(),
+    };
+    let connection = route
+        .hbone
+        .pool
+        .connection(&key, || dial(pod, route, destination))
+        .await?;
+    let source_ip = pod
+        .ips
+        .iter()
+        .find(|ip| ip.is_ipv4() == destination.is_ipv4())
+        .copied();
+    connection
+        .open(destination, source_ip, HeaderMap::new())
+        .await
+        .map_err(|error| OutboundError::Hbone(destination, error))
+}
+
+async fn dial(
+    pod: &PodContext,
+    route: &Route,
+    destination: SocketAddr,
+) -> Result<Connection, OutboundError> {
+    route.hbone.pool.prune();
+    let ip = destination.ip();
+    let config = route
+        .certificate
+        .certificate
+        .client_config(route.peer.identity.clone())
+        .map_err(OutboundError::Config)?;
+    let stream: TcpStream = sockets::connect(&pod.netns, SocketAddr::new(ip, HBONE_PORT))
+        .await
+        .map_err(|error| OutboundError::Connect(ip, error))?;
+    let tls = tls::connect(config, ip, stream)
+        .await
+        .map_err(|error| OutboundError::Tls(ip, error))?;
+    Connection::handshake(tls)
+        .await
+        .map_err(|error| OutboundError::Hbone(destination, error))
+}

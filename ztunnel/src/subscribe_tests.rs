@@ -1,0 +1,153 @@
+//! In-process tests against a fake config push on loopback: it records what the
+//! subscriber sends (`Hello`, then one `Ack` per version) and streams preset updates.
+
+use std::{net::IpAddr, pin::Pin, time::Duration};
+
+use ambit_api::config::{
+    ConfigUpdate, PeerIdentity, Resource,
+    config_service_server::{ConfigService, ConfigServiceServer},
+    resource::Kind,
+};
+use tokio::sync::Mutex;
+use tonic::{Response, Status, Streaming, transport::server::TcpIncoming};
+
+use super::*;
+
+type Updates = Pin<Box<dyn tokio_stream::Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
+
+struct FakePush {
+    updates: Vec<ConfigUpdate>,
+    seen: mpsc::Sender<SubscribeRequest>,
+    /// Held so the update stream stays open after the preset updates.
+    keep_open: Mutex<Vec<mpsc::Sender<Result<ConfigUpdate, Status>>>>,
+}
+
+#[tonic::async_trait]
+impl ConfigService for FakePush {
+    type SubscribeStream = Updates;
+
+    async fn subscribe(
+        &self,
+        request: tonic::Request<Streaming<SubscribeRequest>>,
+    ) -> Result<Response<Updates>, Status> {
+        let mut requests = request.into_inner();
+        let seen = self.seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = requests.message().await {
+                if seen.send(request).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (send, receive) = mpsc::channel(16);
+        for update in &self.updates {
+            send.send(Ok(update.clone()))
+                .await
+                .map_err(|_| Status::internal("closed"))?;
+        }
+        self.keep_open.lock().await.push(send);
+        Ok(Response::new(Box::pin(ReceiverStream::new(receive))))
+    }
+}
+
+fn peer(name: &str, ip: &str) -> Resource {
+    Resource {
+        key: format!("peer/shop/{name}"),
+        kind: Some(Kind::Peer(PeerIdentity {
+            namespace: "shop".into(),
+            name: name.into(),
+            node: "n2".into(),
+            ips: vec![ip.into()],
+            identity: format!("spiffe://cluster.local/ns/shop/sa/{name}"),
+        })),
+    }
+}
+
+async fn next(seen: &mut mpsc::Receiver<SubscribeRequest>) -> Request {
+    tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the subscriber should send within 5 s")
+        .expect("the fake's channel is open")
+        .request
+        .expect("a request")
+}
+
+#[tokio::test]
+async fn applies_and_acks_each_version_and_nacks_a_bad_one() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let address = format!("http://{}", listener.local_addr().expect("local address"));
+    let (seen_send, mut seen) = mpsc::channel(16);
+    let fake = FakePush {
+        updates: vec![
+            ConfigUpdate {
+                version: 1,
+                full: true,
+                upserted: vec![peer("server", "10.0.2.2")],
+                removed: vec![],
+            },
+            ConfigUpdate {
+                version: 2,
+                full: false,
+                upserted: vec![peer("broken", "not-an-ip")],
+                removed: vec![],
+            },
+        ],
+        seen: seen_send,
+        keep_open: Mutex::new(Vec::new()),
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ConfigServiceServer::new(fake))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let directory = Arc::new(Directory::new());
+    let subscriber = tokio::spawn(run(address, "n1".into(), Arc::clone(&directory)));
+
+    match next(&mut seen).await {
+        Request::Hello(hello) => {
+            assert_eq!(hello.node, "n1");
+            assert_eq!(hello.kind(), SubscriberKind::Ztunnel);
+        }
+        other @ Request::Ack(_) => panic!("expected Hello first, got {other:?}"),
+    }
+    match next(&mut seen).await {
+        Request::Ack(ack) => assert_eq!((ack.version, ack.error.as_str()), (1, "")),
+        other @ Request::Hello(_) => panic!("expected the ACK of version 1, got {other:?}"),
+    }
+    match next(&mut seen).await {
+        Request::Ack(ack) => {
+            assert_eq!(ack.version, 2);
+            assert!(
+                ack.error.contains("not-an-ip"),
+                "a NACK says why: {:?}",
+                ack.error
+            );
+        }
+        other @ Request::Hello(_) => panic!("expected the NACK of version 2, got {other:?}"),
+    }
+    let server: IpAddr = "10.0.2.2".parse().expect("ip");
+    let known = directory.lookup(server).expect("version 1 is applied");
+    assert_eq!(
+        known.identity.to_string(),
+        "spiffe://cluster.local/ns/shop/sa/server"
+    );
+    assert_eq!(
+        directory.version(),
+        Some(1),
+        "the rejected version changes nothing"
+    );
+    subscriber.abort();
+}
+
+#[tokio::test]
+async fn a_bad_address_stops_subscribing() {
+    let directory = Arc::new(Directory::new());
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        run("not a url".into(), "n1".into(), directory),
+    )
+    .await
+    .expect("an address that can never work ends the subscription");
+}
