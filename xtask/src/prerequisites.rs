@@ -1,7 +1,7 @@
 //! What the end-to-end tests, the demo and the benchmarks need from the machine,
 //! installed when missing: Debian packages (`ip`, the CNI reference plugins the
-//! simulated container runtime runs, bpftool, iptables/nft to prove no rule exists)
-//! and a mounted bpf filesystem.
+//! simulated container runtime runs, bpftool, iptables/nft to prove no rule exists,
+//! tshark to prove only TLS crosses between nodes) and a mounted bpf filesystem.
 
 use std::process::Command;
 
@@ -10,13 +10,14 @@ use anyhow::{Context as _, bail};
 use crate::cmd;
 
 /// The Debian packages that provide them.
-const PACKAGES: [&str; 6] = [
+const PACKAGES: [&str; 7] = [
     "iproute2",
     "containernetworking-plugins",
     "bpftool",
     "iptables",
     "nftables",
     "curl",
+    "tshark",
 ];
 
 /// Installs missing packages (apt-get) and mounts bpffs if it is not mounted.
