@@ -14,7 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ambit_e2e::{MeshNode, MeshOptions, Pod, PodSpec, TestNet, app, workspace_dir};
+use ambit_e2e::{
+    ChildGuard, MeshNode, MeshOptions, Node, Pod, PodSpec, TestNet, app,
+    mesh::{CaClientOptions, start_ca, start_controller},
+    wait_for, workspace_dir,
+};
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::json;
 
@@ -25,12 +29,115 @@ struct Step {
     millis: u128,
 }
 
+/// Every demo pod runs as its namespace's default service account.
+const DEFAULT_IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/default";
+const CA_PORT: u16 = 15012;
+const CONTROLLER_PORT: u16 = 15010;
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The control plane's places: the CA's folders and addresses on node1's underlay.
+struct ControlPlane {
+    node: Node,
+    ca_dir: std::path::PathBuf,
+    tokens_dir: std::path::PathBuf,
+    address: std::net::Ipv4Addr,
+}
+
+impl ControlPlane {
+    fn new(net: &TestNet, node: &Node) -> Result<Self> {
+        let (ca_dir, tokens_dir) = (net.dir().join("ca"), net.dir().join("tokens"));
+        std::fs::create_dir_all(&ca_dir)?;
+        std::fs::create_dir_all(&tokens_dir)?;
+        Ok(Self {
+            node: node.clone(),
+            ca_dir,
+            tokens_dir,
+            address: node.underlay_v4(),
+        })
+    }
+
+    /// What a node's ztunnel is given: the CA, its token, the config push.
+    fn client_options(&self, node: &Node) -> Result<CaClientOptions> {
+        let token_file = self.tokens_dir.join(node.name());
+        std::fs::write(&token_file, format!("demo-token-{}", node.name()))?;
+        Ok(CaClientOptions {
+            address: format!("http://{}:{CA_PORT}", self.address),
+            token_file,
+            cert_ttl_secs: None,
+            controller_address: Some(format!("http://{}:{CONTROLLER_PORT}", self.address)),
+        })
+    }
+
+    fn start(&self, net: &TestNet) -> Result<[ChildGuard; 2]> {
+        let ca = start_ca(
+            net,
+            &self.node,
+            &self.ca_dir,
+            &self.tokens_dir,
+            (self.address, CA_PORT).into(),
+        )?;
+        let controller = start_controller(net, &self.node, (self.address, CONTROLLER_PORT).into())?;
+        Ok([ca, controller])
+    }
+}
+
+fn wait_certificate(mesh: &MeshNode, identity: &str) -> Result<()> {
+    wait_for(
+        &format!(
+            "{} to hold a certificate for {identity}",
+            mesh.node().name()
+        ),
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            let dump = mesh.config_dump()?;
+            let valid = dump["certificates"].as_array().is_some_and(|rows| {
+                rows.iter()
+                    .any(|row| row["identity"] == identity && row["state"] == "valid")
+            });
+            Ok(valid.then_some(()))
+        },
+    )
+}
+
+fn wait_peer(mesh: &MeshNode, ip: &str) -> Result<()> {
+    wait_for(
+        &format!("{} to learn {ip} from the controller", mesh.node().name()),
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            let dump = mesh.config_dump()?;
+            let known = dump["directory"]["peers"].as_array().is_some_and(|peers| {
+                peers.iter().any(|peer| {
+                    peer["ips"]
+                        .as_array()
+                        .is_some_and(|ips| ips.iter().any(|known| known == ip))
+                })
+            });
+            Ok(known.then_some(()))
+        },
+    )
+}
+
 struct Demo {
     json: bool,
     steps: Vec<Step>,
 }
 
 impl Demo {
+    /// Like [`Demo::step`], keeping what the step made (processes to stop at the end).
+    fn step_with<T>(
+        &mut self,
+        name: &'static str,
+        body: impl FnOnce() -> Result<(T, String)>,
+    ) -> Result<T> {
+        let mut kept = None;
+        self.step(name, || {
+            let (value, detail) = body()?;
+            kept = Some(value);
+            Ok(detail)
+        })?;
+        kept.context("the step kept nothing")
+    }
+
     /// Runs one step, prints it, and stops the demo if it failed.
     fn step(&mut self, name: &'static str, body: impl FnOnce() -> Result<String>) -> Result<()> {
         let started = Instant::now();
@@ -91,6 +198,7 @@ fn run(demo: &mut Demo) -> Result<()> {
     };
     let mut nodes = Vec::new();
     let mut pods: Vec<Pod> = Vec::new();
+    let control: &mut Option<ControlPlane> = &mut None;
     demo.step("two nodes start Ambit's agent and ztunnel", || {
         let source = workspace_dir().join("deploy/examples/demo");
         for entry in std::fs::read_dir(&source).with_context(|| format!("reading {}", source.display()))? {
@@ -99,9 +207,18 @@ fn run(demo: &mut Demo) -> Result<()> {
                 std::fs::copy(&path, net.config_dir().join(path.file_name().context("file name")?))?;
             }
         }
-        for name in ["node1", "node2"] {
-            let node = net.add_node(name)?;
-            nodes.push(MeshNode::install(&net, &node, MeshOptions::default())?);
+        let first = net.add_node("node1")?;
+        let second = net.add_node("node2")?;
+        // The control plane (CA and config push) runs on node1, reachable over the underlay.
+        *control = Some(ControlPlane::new(&net, &first)?);
+        let control = control.as_ref().context("control plane")?;
+        for node in [&first, &second] {
+            nodes.push(MeshNode::install_with_ca(
+                &net,
+                node,
+                MeshOptions::default(),
+                Some(control.client_options(node)?),
+            )?);
         }
         Ok(format!(
             "config folder {} (namespace shop labelled istio.io/dataplane-mode=ambient, legacy unlabelled)\ncapture programs pinned under {} and {}",
@@ -163,6 +280,44 @@ fn run(demo: &mut Demo) -> Result<()> {
         }
         ensure!(rules == 0, "{rules} rules found in the pods' namespaces");
         Ok("iptables-save, ip6tables-save and nft list ruleset are empty in every pod".to_owned())
+    })?;
+
+    let _control_processes = demo.step_with(
+        "the mesh CA gives every workload its SPIFFE identity",
+        || {
+            let control = control.as_ref().context("control plane")?;
+            // The CA reads which pods run where when it starts: after the pods.
+            let processes = control.start(&net)?;
+            for mesh in &nodes {
+                wait_certificate(mesh, DEFAULT_IDENTITY)?;
+            }
+            Ok((
+                processes,
+                format!(
+                    "ambit-controller serve-ca and serve on {}; both ztunnels hold a valid certificate for {DEFAULT_IDENTITY}",
+                    control.address
+                ),
+            ))
+        },
+    )?;
+
+    demo.step("traffic between the nodes is mutual TLS (HBONE)", || {
+        wait_peer(&nodes[0], &app_v2.ipv4().to_string())?;
+        let to = app_v2.addr_v4(8080);
+        app::connect(client, to)?.expect_ok()?;
+        let mtls = nodes[1].metrics()?.sum(
+            "istio_tcp_connections_opened_total",
+            &[
+                ("reporter", "destination"),
+                ("connection_security_policy", "mutual_tls"),
+                ("source_principal", DEFAULT_IDENTITY),
+                ("destination_workload", "app-v2"),
+            ],
+        );
+        ensure!(mtls >= 1.0, "app-v2's ztunnel saw no mutual-TLS connection from {DEFAULT_IDENTITY}");
+        Ok(format!(
+            "client -> app-v2 went over HTTP/2 CONNECT on 15008 with TLS 1.3; app-v2's ztunnel reports connection_security_policy=\"mutual_tls\", source_principal=\"{DEFAULT_IDENTITY}\" ({mtls} connection(s))"
+        ))
     })?;
 
     for (name, target, node) in [
