@@ -16,10 +16,13 @@
 //! runs (default 3). The server pods stay outside the mesh, so each relayed path has
 //! exactly one ztunnel hop.
 
+mod common;
+
 use std::{process::Command, time::Duration};
 
 use ambit_e2e::{MeshNode, MeshOptions, Pod, PodSpec, TestNet, app, pod_app};
 use anyhow::{Context as _, Result, bail};
+use common::median;
 use serde_json::Value;
 
 const BULK_BYTES: &str = "1073741824";
@@ -27,7 +30,6 @@ const PING_COUNT: &str = "5000";
 const PING_SIZE: &str = "64";
 const SINK_PORT: u16 = 9000;
 const ECHO_PORT: u16 = 8080;
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How a path's client process is started.
 #[derive(Clone, Copy)]
@@ -192,14 +194,7 @@ fn client_run(path: &Path<'_>, args: &[&str]) -> Result<Value> {
         Launch::InPodCgroup => path.client.spawn(&mut command)?,
         Launch::OutsideNodeCgroup => path.client.spawn_uncaptured(&mut command)?,
     };
-    let done = child.finish(RUN_TIMEOUT)?;
-    let report = done
-        .json()
-        .with_context(|| format!("{}: {done}", path.name))?;
-    if report["ok"] != true {
-        bail!("{}: {report}", path.name);
-    }
-    Ok(report)
+    common::report(path.name, child)
 }
 
 fn bulk(path: &Path<'_>, write_size: &str) -> Result<f64> {
@@ -239,13 +234,6 @@ fn ping_pong(path: &Path<'_>) -> Result<(f64, f64)> {
         report["p50_us"].as_f64().context("p50_us")?,
         report["p99_us"].as_f64().context("p99_us")?,
     ))
-}
-
-/// The median, NaN when every measurement failed.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn print_table(paths: &[Path<'_>], results: &[Figures], runs: usize) {

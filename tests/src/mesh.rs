@@ -255,6 +255,52 @@ impl MeshNode {
         self.http_get(METRICS_PORT, "/metrics").map(Metrics)
     }
 
+    /// Waits until ztunnel holds a valid certificate for `identity` (a SPIFFE URI).
+    ///
+    /// # Errors
+    /// When it does not within `timeout`.
+    pub fn wait_certificate(&self, identity: &str, timeout: Duration) -> Result<()> {
+        crate::wait_for(
+            &format!(
+                "{} to hold a valid certificate for {identity}",
+                self.node.name()
+            ),
+            timeout,
+            || -> Result<Option<()>> {
+                let dump = self.config_dump()?;
+                let valid = dump["certificates"].as_array().is_some_and(|rows| {
+                    rows.iter()
+                        .any(|row| row["identity"] == identity && row["state"] == "valid")
+                });
+                Ok(valid.then_some(()))
+            },
+        )
+    }
+
+    /// Waits until ztunnel has learnt from the controller that `ip` is a mesh workload
+    /// (with `identity`, when given).
+    ///
+    /// # Errors
+    /// When it does not within `timeout`.
+    pub fn wait_peer(&self, ip: &str, identity: Option<&str>, timeout: Duration) -> Result<()> {
+        crate::wait_for(
+            &format!("{} to learn {ip} from the controller", self.node.name()),
+            timeout,
+            || -> Result<Option<()>> {
+                let dump = self.config_dump()?;
+                let known = dump["directory"]["peers"].as_array().is_some_and(|peers| {
+                    peers.iter().any(|peer| {
+                        identity.is_none_or(|identity| peer["identity"] == identity)
+                            && peer["ips"]
+                                .as_array()
+                                .is_some_and(|ips| ips.iter().any(|known| known == ip))
+                    })
+                });
+                Ok(known.then_some(()))
+            },
+        )
+    }
+
     /// ztunnel's config dump (JSON), fetched inside the node.
     ///
     /// # Errors

@@ -40,45 +40,6 @@ fn write_token(dir: &Path, node: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Waits until `mesh`'s ztunnel holds a valid certificate for `identity`.
-fn wait_certificate(mesh: &MeshNode, identity: &str) -> Result<()> {
-    wait_for(
-        &format!(
-            "{} to hold a valid certificate for {identity}",
-            mesh.node().name()
-        ),
-        READY_TIMEOUT,
-        || -> Result<Option<()>> {
-            let dump = mesh.config_dump()?;
-            let valid = dump["certificates"].as_array().is_some_and(|rows| {
-                rows.iter()
-                    .any(|row| row["identity"] == identity && row["state"] == "valid")
-            });
-            Ok(valid.then_some(()))
-        },
-    )
-}
-
-/// Waits until `mesh`'s ztunnel knows `ip` as a mesh workload with `identity`.
-fn wait_peer(mesh: &MeshNode, ip: &str, identity: &str) -> Result<()> {
-    wait_for(
-        &format!("{} to know {ip} as {identity}", mesh.node().name()),
-        READY_TIMEOUT,
-        || -> Result<Option<()>> {
-            let dump = mesh.config_dump()?;
-            let known = dump["directory"]["peers"].as_array().is_some_and(|peers| {
-                peers.iter().any(|peer| {
-                    peer["identity"] == identity
-                        && peer["ips"]
-                            .as_array()
-                            .is_some_and(|ips| ips.iter().any(|known| known == ip))
-                })
-            });
-            Ok(known.then_some(()))
-        },
-    )
-}
-
 /// `dumpcap` (from tshark) writing every frame on `node`'s underlay interface to `file`.
 fn capture(node: &Node, file: &Path) -> Result<ChildGuard> {
     let dumpcap = node.spawn(
@@ -159,9 +120,9 @@ fn enrolled_pods_on_different_nodes_talk_over_mutual_tls() -> Result<()> {
     let _ca = start_ca(&net, &n1, &ca_dir, &tokens_dir, ca_listen)?;
     let _controller = start_controller(&net, &n1, controller_listen)?;
 
-    wait_certificate(&meshes[0], ALPHA)?;
-    wait_certificate(&meshes[1], BETA)?;
-    wait_peer(&meshes[0], &server.ipv4().to_string(), BETA)?;
+    meshes[0].wait_certificate(ALPHA, READY_TIMEOUT)?;
+    meshes[1].wait_certificate(BETA, READY_TIMEOUT)?;
+    meshes[0].wait_peer(&server.ipv4().to_string(), Some(BETA), READY_TIMEOUT)?;
 
     let pcap = net.dir().join("n2-underlay.pcap");
     let dumpcap = capture(&n2, &pcap)?;

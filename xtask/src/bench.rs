@@ -11,6 +11,8 @@ use crate::{build_ebpf, cmd, prerequisites};
 pub enum Benchmark {
     /// Same-node capture: direct vs eBPF (with and without sockmap) vs iptables REDIRECT.
     Capture,
+    /// Cross-node: direct vs mutual TLS (HBONE) between two ztunnels.
+    L4,
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +33,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     )?;
     let name = match args.benchmark {
         Benchmark::Capture => "capture",
+        Benchmark::L4 => "l4",
     };
     cmd::run(
         Command::new("cargo")

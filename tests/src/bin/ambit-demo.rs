@@ -17,7 +17,7 @@ use std::{
 use ambit_e2e::{
     ChildGuard, MeshNode, MeshOptions, Node, Pod, PodSpec, TestNet, app,
     mesh::{CaClientOptions, start_ca, start_controller},
-    wait_for, workspace_dir,
+    workspace_dir,
 };
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::json;
@@ -79,42 +79,6 @@ impl ControlPlane {
         let controller = start_controller(net, &self.node, (self.address, CONTROLLER_PORT).into())?;
         Ok([ca, controller])
     }
-}
-
-fn wait_certificate(mesh: &MeshNode, identity: &str) -> Result<()> {
-    wait_for(
-        &format!(
-            "{} to hold a certificate for {identity}",
-            mesh.node().name()
-        ),
-        READY_TIMEOUT,
-        || -> Result<Option<()>> {
-            let dump = mesh.config_dump()?;
-            let valid = dump["certificates"].as_array().is_some_and(|rows| {
-                rows.iter()
-                    .any(|row| row["identity"] == identity && row["state"] == "valid")
-            });
-            Ok(valid.then_some(()))
-        },
-    )
-}
-
-fn wait_peer(mesh: &MeshNode, ip: &str) -> Result<()> {
-    wait_for(
-        &format!("{} to learn {ip} from the controller", mesh.node().name()),
-        READY_TIMEOUT,
-        || -> Result<Option<()>> {
-            let dump = mesh.config_dump()?;
-            let known = dump["directory"]["peers"].as_array().is_some_and(|peers| {
-                peers.iter().any(|peer| {
-                    peer["ips"]
-                        .as_array()
-                        .is_some_and(|ips| ips.iter().any(|known| known == ip))
-                })
-            });
-            Ok(known.then_some(()))
-        },
-    )
 }
 
 struct Demo {
@@ -289,7 +253,7 @@ fn run(demo: &mut Demo) -> Result<()> {
             // The CA reads which pods run where when it starts: after the pods.
             let processes = control.start(&net)?;
             for mesh in &nodes {
-                wait_certificate(mesh, DEFAULT_IDENTITY)?;
+                mesh.wait_certificate(DEFAULT_IDENTITY, READY_TIMEOUT)?;
             }
             Ok((
                 processes,
@@ -302,7 +266,7 @@ fn run(demo: &mut Demo) -> Result<()> {
     )?;
 
     demo.step("traffic between the nodes is mutual TLS (HBONE)", || {
-        wait_peer(&nodes[0], &app_v2.ipv4().to_string())?;
+        nodes[0].wait_peer(&app_v2.ipv4().to_string(), None, READY_TIMEOUT)?;
         let to = app_v2.addr_v4(8080);
         app::connect(client, to)?.expect_ok()?;
         let mtls = nodes[1].metrics()?.sum(
