@@ -1,5 +1,9 @@
 //! HBONE client ↔ server on loopback with a test CA: real TLS, real sockets.
 
+#[expect(
+    dead_code,
+    reason = "support serves several test files; this one uses part of it"
+)]
 mod support;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};

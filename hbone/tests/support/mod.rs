@@ -58,8 +58,21 @@ impl TestCa {
 
     /// A leaf for `uri` trusting this CA.
     pub fn leaf(&self, uri: &str) -> WorkloadCertificate {
+        self.leaf_valid(uri, CertificateParams::default())
+    }
+
+    /// This CA's root certificate.
+    pub fn root(&self) -> CertificateDer<'static> {
+        self.root.clone()
+    }
+
+    /// A leaf for `uri` with the validity period of `validity` (its `not_before` and
+    /// `not_after`), trusting this CA.
+    pub fn leaf_valid(&self, uri: &str, validity: CertificateParams) -> WorkloadCertificate {
         let key = KeyPair::generate().expect("generate a leaf key");
         let mut params = CertificateParams::default();
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("a SPIFFE URI is IA5"))];
         params.is_ca = IsCa::ExplicitNoCa;
