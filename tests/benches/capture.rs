@@ -20,8 +20,8 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use ambit_e2e::{MeshNode, MeshOptions, Pod, PodSpec, TestNet, app, pod_app};
-use anyhow::{Context as _, Result, bail};
+use ambit_e2e::{MeshNode, MeshOptions, Pod, PodSpec, app, pod_app};
+use anyhow::{Context as _, Result};
 use common::median;
 use serde_json::Value;
 
@@ -55,25 +55,12 @@ struct Figures {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench capture failed: {error:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::main("capture", run)
 }
 
 fn run() -> Result<()> {
-    let runs: usize = std::env::var("AMBIT_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let Some(net) = TestNet::new("bench_capture") else {
-        bail!("the benchmark needs root, ip, the CNI plugins, cgroup2 and bpffs");
-    };
-    net.write_namespace("shop", [("istio.io/dataplane-mode", "ambient")])?;
-    net.write_namespace("plain", Vec::<(String, String)>::new())?;
+    let runs = common::runs();
+    let net = common::cluster("bench_capture")?;
 
     let fast = net.add_node("fast")?;
     let _fast_mesh = MeshNode::install(

@@ -17,7 +17,7 @@ mod common;
 use std::{fs, process::Command, time::Duration};
 
 use ambit_e2e::{
-    MeshNode, MeshOptions, Pod, PodSpec, TestNet, app,
+    MeshNode, MeshOptions, Pod, PodSpec, app,
     mesh::{CaClientOptions, start_ca, start_controller},
     pod_app,
 };
@@ -40,25 +40,12 @@ struct Figures {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench l4 failed: {error:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::main("l4", run)
 }
 
 fn run() -> Result<()> {
-    let runs: usize = std::env::var("AMBIT_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let Some(net) = TestNet::new("bench_l4") else {
-        bail!("the benchmark needs root, ip, the CNI plugins, cgroup2 and bpffs");
-    };
-    net.write_namespace("shop", [("istio.io/dataplane-mode", "ambient")])?;
-    net.write_namespace("plain", Vec::<(String, String)>::new())?;
+    let runs = common::runs();
+    let net = common::cluster("bench_l4")?;
     let n1 = net.add_node("n1")?;
     let n2 = net.add_node("n2")?;
     let (ca_dir, tokens_dir) = (net.dir().join("ca"), net.dir().join("tokens"));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ambit_e2e::ChildGuard;
+use ambit_e2e::{ChildGuard, TestNet};
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
@@ -25,4 +25,33 @@ pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs a benchmark's body and turns its error into a failed exit, named.
+pub fn main(name: &str, run: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench {name} failed: {error:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs per figure: `AMBIT_BENCH_RUNS` (set by `cargo xtask bench --runs`), default 3.
+pub fn runs() -> usize {
+    std::env::var("AMBIT_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+}
+
+/// A test network with namespace `shop` labelled ambient and `plain` left alone.
+pub fn cluster(name: &str) -> Result<TestNet> {
+    let Some(net) = TestNet::new(name) else {
+        bail!("the benchmark needs root, ip, the CNI plugins, cgroup2 and bpffs");
+    };
+    net.write_namespace("shop", [("istio.io/dataplane-mode", "ambient")])?;
+    net.write_namespace("plain", Vec::<(String, String)>::new())?;
+    Ok(net)
 }
