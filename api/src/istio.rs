@@ -1,10 +1,11 @@
-//! Istio's `networking.istio.io` objects, as Istio documents them.
+//! Istio's `networking.istio.io` and `security.istio.io` objects, as Istio documents
+//! them.
 //!
 //! Each spec is a kube [`CustomResource`](kube::CustomResource) (with a
 //! [`schemars::JsonSchema`]) so CRD manifests can be generated from it. The derive names
-//! one version, `v1`; Istio serves `v1`, `v1beta1` and `v1alpha3` with the same schema,
-//! so a reader matches on group and kind ([`is_served_version`]) and decodes the `spec`
-//! with the same type whatever the version.
+//! one version, `v1`; Istio serves `v1`, `v1beta1` and `v1alpha3` (security: `v1`,
+//! `v1beta1`) with the same schema, so a reader matches on group and kind
+//! ([`served_versions`]) and decodes the `spec` with the same type whatever the version.
 //!
 //! The types are plain data: every struct defaults its missing fields (so a reader can
 //! report *all* missing required fields, not the first), fields are camelCase as users
@@ -16,13 +17,17 @@
 //! # Layout
 //! - [`virtual_service`]: `VirtualService` (HTTP, TLS and TCP routes);
 //! - [`destination_rule`]: `DestinationRule` (traffic policy, subsets);
+//! - [`authorization_policy`]: `AuthorizationPolicy` (who may reach what);
+//! - [`peer_authentication`]: `PeerAuthentication` (mutual TLS required or not);
 //! - [`string_match`]: `StringMatch` (`exact` | `prefix` | `regex`);
 //! - [`duration`]: durations as Istio writes them (`1.5s`, `250ms`, `1m`, `1h`);
 //! - this file: the small shared messages ([`Percent`], [`PortSelector`]) and the group's
 //!   served versions.
 
+pub mod authorization_policy;
 pub mod destination_rule;
 pub mod duration;
+pub mod peer_authentication;
 pub mod string_match;
 pub mod virtual_service;
 
@@ -30,8 +35,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    destination_rule::{DestinationRule, DestinationRuleSpec},
+    authorization_policy::{AuthorizationPolicy, AuthorizationPolicySpec},
+    destination_rule::{DestinationRule, DestinationRuleSpec, WorkloadSelector},
     duration::Duration,
+    peer_authentication::{PeerAuthentication, PeerAuthenticationSpec},
     string_match::StringMatch,
     virtual_service::{VirtualService, VirtualServiceSpec},
 };
@@ -40,12 +47,26 @@ pub use self::{
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
 
 /// The versions of [`NETWORKING_GROUP`] users write; all share one schema.
-pub const NETWORKING_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
-/// Whether `version` is one of [`NETWORKING_VERSIONS`].
+/// The API group of AuthorizationPolicy, PeerAuthentication, RequestAuthentication.
+pub const SECURITY_GROUP: &str = "security.istio.io";
+
+/// The versions of [`SECURITY_GROUP`] users write; all share one schema.
+pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// Istio's default root namespace: a policy there without a selector applies to the
+/// whole mesh.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+/// The versions Istio serves for `group`; empty for a group that is not Istio's.
 #[must_use]
-pub fn is_served_version(version: &str) -> bool {
-    NETWORKING_VERSIONS.contains(&version)
+pub fn served_versions(group: &str) -> &'static [&'static str] {
+    match group {
+        NETWORKING_GROUP => NETWORKING_VERSIONS,
+        SECURITY_GROUP => SECURITY_VERSIONS,
+        _ => &[],
+    }
 }
 
 /// A percentage, `{value: 12.5}`: Istio's `Percent` message (a double from 0 to 100).

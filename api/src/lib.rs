@@ -4,7 +4,9 @@
 //! - [`manifests`]: reading a folder of ordinary Kubernetes YAML (the embedded default
 //!   config source that needs no cluster) into typed objects;
 //! - `istio` (feature `istio`, used by the controller only): Istio's networking objects
-//!   (VirtualService, DestinationRule) as kube `CustomResource`s;
+//!   (VirtualService, DestinationRule) and security objects (AuthorizationPolicy,
+//!   PeerAuthentication) as kube `CustomResource`s;
+//! - [`ip_block`]: IP addresses and CIDRs as policies write them;
 //! - [`identity`]: SPIFFE workload identities (`spiffe://td/ns/N/sa/S`);
 //! - [`enrolment`]: whether a pod belongs in the mesh, from namespace and pod labels;
 //! - [`cni`]: the request/reply protocol between the `ambit-cni` plugin and the agent;
@@ -23,6 +25,7 @@
 pub mod cni;
 pub mod enrolment;
 pub mod identity;
+pub mod ip_block;
 #[cfg(feature = "istio")]
 pub mod istio;
 pub mod manifests;

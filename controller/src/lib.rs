@@ -4,12 +4,14 @@
 //!
 //! It reads manifests (files, folders, standard input) through
 //! [`ambit_api::manifests`] and checks every `networking.istio.io` VirtualService and
-//! DestinationRule ([`validate`]); `ambit-controller validate -f …` prints the
+//! DestinationRule and every `security.istio.io` AuthorizationPolicy and
+//! PeerAuthentication ([`validate`]); `ambit-controller validate -f …` prints the
 //! diagnostics, like `istioctl analyze` or `kubectl apply --dry-run`.
 //!
 //! `ambit-controller serve --config-dir DIR` watches a folder ([`source`]), resolves it
 //! into a [`mesh::Mesh`] (workloads with node, IPs, identity and ambient enrolment;
-//! services with their endpoints; accepted routes), keeps the last good version of
+//! services with their endpoints; accepted routes; policies in the L4 form ztunnel
+//! enforces), keeps the last good version of
 //! anything that turns invalid, and streams it over gRPC ([`push`],
 //! `ambit.config.v1.ConfigService`): a full state then deltas, versioned and ACKed or
 //! NACKed, each agent, ztunnel and waypoint receiving only its share
@@ -42,8 +44,8 @@
 //! `serve-ca` are separate processes, and the CA reads its placement once at start
 //! rather than from the watched model; the CA root is not read from a Kubernetes
 //! `cacerts` Secret. The model does not yet hold waypoints, subsets resolved to
-//! endpoints, ServiceEntries, Gateways, AuthorizationPolicy or PeerAuthentication
-//! (those kinds are read but neither checked nor pushed), and a waypoint receives every
+//! endpoints, ServiceEntries, Gateways or RequestAuthentication (those kinds are read
+//! but neither checked nor pushed), and a waypoint receives every
 //! service and route, not only its namespace's. Push counters are in memory
 //! ([`push::ConfigServer::counts`]), not yet exported as Prometheus metrics.
 #![forbid(unsafe_code)]

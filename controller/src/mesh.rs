@@ -8,10 +8,11 @@
 //!   ([`ambit_api::enrolment::decide_from_manifests`]);
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
-//! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs.
+//! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs;
+//! - a **policy** per accepted AuthorizationPolicy and PeerAuthentication, in the L4 form
+//!   the receiving ztunnel enforces ([`policy`]).
 //!
-//! Last good version: a VirtualService or DestinationRule that fails validation keeps its
-//! previous version; every object of a file (or document) that cannot be read keeps its
+//! Last good version: an Istio object that fails validation keeps its previous version; every object of a file (or document) that cannot be read keeps its
 //! previous version. An object that is no longer in the folder disappears.
 
 use std::{
@@ -21,6 +22,7 @@ use std::{
 };
 
 use ambit_api::{
+    config::resource::Kind as Enforced,
     enrolment::Decision,
     identity::Identity,
     manifests::{ManifestError, Manifests},
@@ -28,10 +30,11 @@ use ambit_api::{
 
 use crate::{
     hosts,
-    validate::{self, Diagnostic, Severity},
+    validate::{self, Diagnostic, ObjectRef, Severity},
 };
 
 mod objects;
+pub mod policy;
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
@@ -117,12 +120,51 @@ pub struct Route {
     pub source: PathBuf,
 }
 
+/// The Istio security kinds the model holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PolicyKind {
+    AuthorizationPolicy,
+    PeerAuthentication,
+}
+
+impl PolicyKind {
+    /// The Kubernetes kind.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationPolicy => "AuthorizationPolicy",
+            Self::PeerAuthentication => "PeerAuthentication",
+        }
+    }
+
+    fn of(kind: &str) -> Option<Self> {
+        match kind {
+            "AuthorizationPolicy" => Some(Self::AuthorizationPolicy),
+            "PeerAuthentication" => Some(Self::PeerAuthentication),
+            _ => None,
+        }
+    }
+}
+
+/// An accepted AuthorizationPolicy or PeerAuthentication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub kind: PolicyKind,
+    pub namespace: String,
+    pub name: String,
+    /// What the receiving ztunnel enforces (`Authorization` or `PeerAuthentication`);
+    /// `None` for a policy ztunnel has nothing to do with (a waypoint's, or AUDIT).
+    pub enforced: Option<Enforced>,
+    pub source: PathBuf,
+}
+
 /// The whole resolved model.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mesh {
     pub workloads: BTreeMap<Key, Workload>,
     pub services: BTreeMap<Key, Service>,
     pub routes: BTreeMap<(RouteKind, Key), Route>,
+    pub policies: BTreeMap<(PolicyKind, Key), Policy>,
 }
 
 /// What [`build`] produced.
@@ -164,6 +206,28 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
         let route = route(RouteKind::DestinationRule, namespace, name, hosts, spec);
         insert_route(&mut mesh, route, accepted.source.file.clone());
     }
+    let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
+    for accepted in &report.model.authorization_policies {
+        let enforced = policy::authorization(&accepted.object, root).map(Enforced::Authorization);
+        insert_policy(
+            &mut mesh,
+            PolicyKind::AuthorizationPolicy,
+            &accepted.object,
+            enforced,
+            &accepted.source,
+        );
+    }
+    for accepted in &report.model.peer_authentications {
+        let enforced =
+            Enforced::PeerAuthentication(policy::peer_authentication(&accepted.object, root));
+        insert_policy(
+            &mut mesh,
+            PolicyKind::PeerAuthentication,
+            &accepted.object,
+            Some(enforced),
+            &accepted.source,
+        );
+    }
     for pod in manifests.of_kind("Pod") {
         let workload = objects::workload(manifests, pod, trust_domain);
         let key = (workload.namespace.clone(), workload.name.clone());
@@ -175,7 +239,7 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
         mesh.services.insert(key, service);
     }
 
-    let mut kept = keep_rejected_routes(&report.diagnostics, previous, &mut mesh);
+    let mut kept = keep_rejected(&report.diagnostics, previous, &mut mesh);
     kept.extend(keep_unreadable_files(
         &manifests.errors,
         previous,
@@ -206,40 +270,58 @@ fn route(
     }
 }
 
+fn insert_policy(
+    mesh: &mut Mesh,
+    kind: PolicyKind,
+    object: &impl kube::Resource,
+    enforced: Option<Enforced>,
+    source: &ambit_api::manifests::Source,
+) {
+    let meta = object.meta();
+    let key = (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    let policy = Policy {
+        kind,
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        enforced,
+        source: source.file.clone(),
+    };
+    mesh.policies.insert((kind, key), policy);
+}
+
 fn insert_route(mesh: &mut Mesh, mut route: Route, source: PathBuf) {
     route.source = source;
     let key = (route.kind, (route.namespace.clone(), route.name.clone()));
     mesh.routes.insert(key, route);
 }
 
-/// A VirtualService or DestinationRule with an error and no accepted version now keeps
-/// its previous one.
-fn keep_rejected_routes(
-    diagnostics: &[Diagnostic],
-    previous: &Mesh,
-    mesh: &mut Mesh,
-) -> Vec<String> {
-    let rejected: BTreeSet<_> = diagnostics
+/// An Istio object with an error and no accepted version now keeps its previous one.
+fn keep_rejected(diagnostics: &[Diagnostic], previous: &Mesh, mesh: &mut Mesh) -> Vec<String> {
+    let rejected: Vec<&ObjectRef> = diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .filter_map(|d| d.object.as_ref())
-        .filter_map(|o| {
-            Some((
-                RouteKind::of(&o.kind)?,
-                (o.namespace.clone(), o.name.clone()),
-            ))
-        })
         .collect();
-    let mut kept = Vec::new();
-    for key in rejected {
-        if mesh.routes.contains_key(&key) {
-            continue;
-        }
-        if let Some(route) = previous.routes.get(&key) {
-            kept.push(format!("{}/{} ({})", key.1.0, key.1.1, key.0.as_str()));
-            mesh.routes.insert(key, route.clone());
-        }
-    }
+    let key_of = |o: &ObjectRef| (o.namespace.clone(), o.name.clone());
+    let mut kept = keep_previous(
+        rejected
+            .iter()
+            .filter_map(|o| Some((RouteKind::of(&o.kind)?, key_of(o)))),
+        &previous.routes,
+        &mut mesh.routes,
+        |(kind, key)| label(key, kind.as_str()),
+    );
+    kept.extend(keep_previous(
+        rejected
+            .iter()
+            .filter_map(|o| Some((PolicyKind::of(&o.kind)?, key_of(o)))),
+        &previous.policies,
+        &mut mesh.policies,
+        |(kind, key)| label(key, kind.as_str()),
+    ));
     kept
 }
 
@@ -258,26 +340,65 @@ fn keep_unreadable_files(
             ManifestError::Folder { .. } => None,
         })
         .collect();
+    let from_broken = |source: &PathBuf| broken.contains(source);
+    let mut kept = keep_previous(
+        keys_where(&previous.workloads, |w| from_broken(&w.source)),
+        &previous.workloads,
+        &mut mesh.workloads,
+        |key| label(key, "Pod"),
+    );
+    kept.extend(keep_previous(
+        keys_where(&previous.services, |s| from_broken(&s.source)),
+        &previous.services,
+        &mut mesh.services,
+        |key| label(key, "Service"),
+    ));
+    kept.extend(keep_previous(
+        keys_where(&previous.routes, |r| from_broken(&r.source)),
+        &previous.routes,
+        &mut mesh.routes,
+        |(kind, key)| label(key, kind.as_str()),
+    ));
+    kept.extend(keep_previous(
+        keys_where(&previous.policies, |p| from_broken(&p.source)),
+        &previous.policies,
+        &mut mesh.policies,
+        |(kind, key)| label(key, kind.as_str()),
+    ));
+    kept
+}
+
+fn keys_where<K: Clone, V>(map: &BTreeMap<K, V>, keep: impl Fn(&V) -> bool) -> Vec<K> {
+    map.iter()
+        .filter(|(_, value)| keep(value))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+/// Copies from `previous` into `current` each of `keys` that `current` lacks; returns
+/// their labels.
+fn keep_previous<K: Ord + Clone, V: Clone>(
+    keys: impl IntoIterator<Item = K>,
+    previous: &BTreeMap<K, V>,
+    current: &mut BTreeMap<K, V>,
+    describe: impl Fn(&K) -> String,
+) -> Vec<String> {
     let mut kept = Vec::new();
-    for (key, workload) in &previous.workloads {
-        if broken.contains(&workload.source) && !mesh.workloads.contains_key(key) {
-            kept.push(format!("{}/{} (Pod)", key.0, key.1));
-            mesh.workloads.insert(key.clone(), workload.clone());
+    for key in keys {
+        if current.contains_key(&key) {
+            continue;
         }
-    }
-    for (key, service) in &previous.services {
-        if broken.contains(&service.source) && !mesh.services.contains_key(key) {
-            kept.push(format!("{}/{} (Service)", key.0, key.1));
-            mesh.services.insert(key.clone(), service.clone());
-        }
-    }
-    for (key, route) in &previous.routes {
-        if broken.contains(&route.source) && !mesh.routes.contains_key(key) {
-            kept.push(format!("{}/{} ({})", key.1.0, key.1.1, key.0.as_str()));
-            mesh.routes.insert(key.clone(), route.clone());
+        if let Some(value) = previous.get(&key) {
+            kept.push(describe(&key));
+            current.insert(key, value.clone());
         }
     }
     kept
+}
+
+/// `namespace/name (Kind)`.
+fn label(key: &Key, kind: &str) -> String {
+    format!("{}/{} ({kind})", key.0, key.1)
 }
 
 /// A service's endpoints: the IPs of the workloads of its namespace whose labels hold

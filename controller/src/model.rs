@@ -1,12 +1,16 @@
 //! The mesh model: the objects that passed validation, typed, with where they came from.
 //!
-//! This first slice holds VirtualServices and DestinationRules as read; resolving them
-//! against workloads and services comes with the next slices.
+//! It holds the Istio objects as read; [`crate::mesh`] resolves them against workloads
+//! and services.
 
 use ambit_api::{
-    istio::{DestinationRule, DestinationRuleSpec, VirtualService, VirtualServiceSpec},
+    istio::{
+        AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec,
+        PeerAuthentication, PeerAuthenticationSpec, VirtualService, VirtualServiceSpec,
+    },
     manifests::{Object, Source},
 };
+use kube::Resource;
 
 /// An object that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,13 +24,18 @@ pub struct Accepted<T> {
 pub struct Model {
     pub virtual_services: Vec<Accepted<VirtualService>>,
     pub destination_rules: Vec<Accepted<DestinationRule>>,
+    pub authorization_policies: Vec<Accepted<AuthorizationPolicy>>,
+    pub peer_authentications: Vec<Accepted<PeerAuthentication>>,
 }
 
 impl Model {
     /// How many objects the model holds.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.virtual_services.len() + self.destination_rules.len()
+        self.virtual_services.len()
+            + self.destination_rules.len()
+            + self.authorization_policies.len()
+            + self.peer_authentications.len()
     }
 
     /// Whether the model holds no object.
@@ -38,44 +47,58 @@ impl Model {
     /// The VirtualService `namespace/name`.
     #[must_use]
     pub fn virtual_service(&self, namespace: &str, name: &str) -> Option<&VirtualService> {
-        find(&self.virtual_services, namespace, name, |vs| &vs.metadata)
+        find(&self.virtual_services, namespace, name)
     }
 
     /// The DestinationRule `namespace/name`.
     #[must_use]
     pub fn destination_rule(&self, namespace: &str, name: &str) -> Option<&DestinationRule> {
-        find(&self.destination_rules, namespace, name, |dr| &dr.metadata)
+        find(&self.destination_rules, namespace, name)
     }
 
     pub(crate) fn add_virtual_service(&mut self, object: &Object, spec: VirtualServiceSpec) {
-        let mut typed = VirtualService::new(&object.metadata.name, spec);
-        copy_metadata(object, &mut typed.metadata);
-        self.virtual_services.push(Accepted {
-            object: typed,
-            source: object.source.clone(),
-        });
+        let typed = VirtualService::new(&object.metadata.name, spec);
+        self.virtual_services.push(accept(object, typed));
     }
 
     pub(crate) fn add_destination_rule(&mut self, object: &Object, spec: DestinationRuleSpec) {
-        let mut typed = DestinationRule::new(&object.metadata.name, spec);
-        copy_metadata(object, &mut typed.metadata);
-        self.destination_rules.push(Accepted {
-            object: typed,
-            source: object.source.clone(),
-        });
+        let typed = DestinationRule::new(&object.metadata.name, spec);
+        self.destination_rules.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_authorization_policy(
+        &mut self,
+        object: &Object,
+        spec: AuthorizationPolicySpec,
+    ) {
+        let typed = AuthorizationPolicy::new(&object.metadata.name, spec);
+        self.authorization_policies.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_peer_authentication(
+        &mut self,
+        object: &Object,
+        spec: PeerAuthenticationSpec,
+    ) {
+        let typed = PeerAuthentication::new(&object.metadata.name, spec);
+        self.peer_authentications.push(accept(object, typed));
     }
 }
 
 type KubeMeta = kube::core::ObjectMeta;
 
-fn find<'a, T>(
-    objects: &'a [Accepted<T>],
-    namespace: &str,
-    name: &str,
-    meta: impl Fn(&T) -> &KubeMeta,
-) -> Option<&'a T> {
+/// `typed` with the manifest's metadata, and where it came from.
+fn accept<T: Resource>(object: &Object, mut typed: T) -> Accepted<T> {
+    copy_metadata(object, typed.meta_mut());
+    Accepted {
+        object: typed,
+        source: object.source.clone(),
+    }
+}
+
+fn find<'a, T: Resource>(objects: &'a [Accepted<T>], namespace: &str, name: &str) -> Option<&'a T> {
     objects.iter().map(|a| &a.object).find(|o| {
-        let meta = meta(o);
+        let meta = o.meta();
         meta.name.as_deref() == Some(name) && meta.namespace.as_deref() == Some(namespace)
     })
 }

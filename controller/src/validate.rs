@@ -20,9 +20,11 @@
 //! policy; what Ambit accepts is the controller's decision, and only the controller needs
 //! the `regex` and decoding machinery.
 
+mod authorization_policy;
 mod decode;
 mod destination_rule;
 mod fields;
+mod peer_authentication;
 mod references;
 mod virtual_service;
 
@@ -90,10 +92,8 @@ pub enum Reason {
     Unreadable(String),
     #[error("not a Kubernetes object: {0}")]
     NotAnObject(String),
-    #[error(
-        "`{0}` is not a version Istio serves: use networking.istio.io/v1 (or v1beta1, v1alpha3)"
-    )]
-    UnsupportedVersion(String),
+    #[error("`{written}` is not a version Istio serves: use {served}")]
+    UnsupportedVersion { written: String, served: String },
     #[error("also defined in {0}: keep one (this one is ignored)")]
     Duplicate(String),
     #[error("{0}")]
@@ -147,6 +147,25 @@ pub enum Reason {
     DuplicateSubset { name: String, first: String },
     #[error("deprecated: use {0}")]
     Deprecated(&'static str),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    IpBlock(String),
+    #[error("`{0}` is not a port: use a number from 1 to 65535")]
+    NotAPort(String),
+    #[error("unknown key `{0}`: use one of {known}", known = ambit_api::istio::authorization_policy::ConditionKey::DOCUMENTED)]
+    UnknownConditionKey(String),
+    #[error("`{0}`: `*` may only stand alone, or at the start or the end")]
+    Wildcard(String),
+    #[error(
+        "`{field}` needs an L7 proxy and ztunnel enforces this policy at L4, so {consequence}; to check it, attach the policy to a waypoint with `targetRefs`"
+    )]
+    HttpOnlyAtL4 {
+        field: String,
+        consequence: &'static str,
+    },
+    #[error("port-level settings need a `selector`: Istio applies them to selected workloads only")]
+    PortLevelNeedsSelector,
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -165,7 +184,7 @@ impl Reason {
     #[must_use]
     pub fn severity(&self) -> Severity {
         match self {
-            Self::Deprecated(_) => Severity::Warning,
+            Self::Deprecated(_) | Self::HttpOnlyAtL4 { .. } => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -333,16 +352,17 @@ impl<'a, T: DeserializeOwned> Checked<'a, T> {
 enum Kind {
     VirtualService,
     DestinationRule,
+    AuthorizationPolicy,
+    PeerAuthentication,
 }
 
 fn kind_of(object: &Object) -> Option<Kind> {
     let (group, _version) = object.api_version.split_once('/')?;
-    if group != istio::NETWORKING_GROUP {
-        return None;
-    }
-    match object.kind.as_str() {
-        "VirtualService" => Some(Kind::VirtualService),
-        "DestinationRule" => Some(Kind::DestinationRule),
+    match (group, object.kind.as_str()) {
+        (istio::NETWORKING_GROUP, "VirtualService") => Some(Kind::VirtualService),
+        (istio::NETWORKING_GROUP, "DestinationRule") => Some(Kind::DestinationRule),
+        (istio::SECURITY_GROUP, "AuthorizationPolicy") => Some(Kind::AuthorizationPolicy),
+        (istio::SECURITY_GROUP, "PeerAuthentication") => Some(Kind::PeerAuthentication),
         _ => None,
     }
 }
@@ -358,6 +378,8 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut first_seen: BTreeMap<ObjectRef, &Source> = BTreeMap::new();
     let mut virtual_services = Vec::new();
     let mut destination_rules = Vec::new();
+    let mut authorization_policies = Vec::new();
+    let mut peer_authentications = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
             report.skipped += 1;
@@ -376,6 +398,12 @@ pub fn validate(manifests: &Manifests) -> Report {
         match kind {
             Kind::VirtualService => virtual_services.push(Checked::decode(object, findings)),
             Kind::DestinationRule => destination_rules.push(Checked::decode(object, findings)),
+            Kind::AuthorizationPolicy => {
+                authorization_policies.push(Checked::decode(object, findings));
+            }
+            Kind::PeerAuthentication => {
+                peer_authentications.push(Checked::decode(object, findings));
+            }
         }
     }
 
@@ -393,6 +421,17 @@ pub fn validate(manifests: &Manifests) -> Report {
         }
     }
 
+    for policy in &mut authorization_policies {
+        if let Some(spec) = &policy.spec {
+            authorization_policy::check(spec, &mut policy.findings);
+        }
+    }
+    for policy in &mut peer_authentications {
+        if let Some(spec) = &policy.spec {
+            peer_authentication::check(spec, &mut policy.findings);
+        }
+    }
+
     for vs in virtual_services {
         if let Some((object, spec)) = vs.conclude(&mut report.diagnostics) {
             report.model.add_virtual_service(object, spec);
@@ -401,6 +440,16 @@ pub fn validate(manifests: &Manifests) -> Report {
     for dr in destination_rules {
         if let Some((object, spec)) = dr.conclude(&mut report.diagnostics) {
             report.model.add_destination_rule(object, spec);
+        }
+    }
+    for policy in authorization_policies {
+        if let Some((object, spec)) = policy.conclude(&mut report.diagnostics) {
+            report.model.add_authorization_policy(object, spec);
+        }
+    }
+    for policy in peer_authentications {
+        if let Some((object, spec)) = policy.conclude(&mut report.diagnostics) {
+            report.model.add_peer_authentication(object, spec);
         }
     }
     report
@@ -412,12 +461,17 @@ pub fn validate(manifests: &Manifests) -> Report {
 /// Pass 1: what the document around the spec must hold. Returns whether the spec
 /// should be decoded.
 fn check_document(object: &Object, findings: &mut Findings) -> bool {
-    let version = object.api_version.split_once('/').map_or("", |(_, v)| v);
-    let served = istio::is_served_version(version);
+    let (group, version) = object.api_version.split_once('/').unwrap_or_default();
+    let versions = istio::served_versions(group);
+    let served = versions.contains(&version);
     if !served {
+        let (first, others) = versions.split_first().unwrap_or((&"v1", &[]));
         findings.add(
             "apiVersion",
-            Reason::UnsupportedVersion(object.api_version.clone()),
+            Reason::UnsupportedVersion {
+                written: object.api_version.clone(),
+                served: format!("{group}/{first} (or {})", others.join(", ")),
+            },
         );
     }
     for key in object.extra.keys() {
@@ -440,3 +494,6 @@ fn check_document(object: &Object, findings: &mut Findings) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod security_tests;

@@ -3,7 +3,7 @@
 
 use ambit_api::config::{self as pb, resource::Kind};
 
-use crate::mesh::{Route, Service, Workload};
+use crate::mesh::{Policy, Route, Service, Workload};
 
 /// A workload with its enrolment decision.
 #[must_use]
@@ -99,6 +99,17 @@ pub fn route(route: &Route) -> pb::Resource {
             spec_json: route.spec.to_string(),
         }),
     )
+}
+
+/// A policy as the receiving ztunnel enforces it; `None` when it enforces nothing.
+#[must_use]
+pub fn policy(policy: &Policy) -> Option<pb::Resource> {
+    Some(resource(
+        &policy.kind.as_str().to_lowercase(),
+        &policy.namespace,
+        &policy.name,
+        policy.enforced.clone()?,
+    ))
 }
 
 fn resource(kind: &str, namespace: &str, name: &str, body: Kind) -> pb::Resource {

@@ -19,7 +19,9 @@ pub struct Subscriber {
 ///   about other nodes;
 /// - **ZTUNNEL** on node N: the workloads on N; for every enrolled workload on any node
 ///   with an identity and an address, a `peer` (its IPs → its SPIFFE identity, to pick
-///   HBONE and check the peer); every service (VIPs, ports, endpoints);
+///   HBONE and check the peer); every service (VIPs, ports, endpoints); every
+///   AuthorizationPolicy and PeerAuthentication in their L4 form (ztunnel matches
+///   selectors against its own workloads' labels);
 /// - **WAYPOINT**: every service and every accepted route (VirtualService,
 ///   DestinationRule) — not yet narrowed to the waypoint's namespace;
 /// - an unspecified kind: nothing.
@@ -48,6 +50,10 @@ pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource
             mesh.services
                 .values()
                 .map(convert::service)
+                .for_each(&mut add);
+            mesh.policies
+                .values()
+                .filter_map(convert::policy)
                 .for_each(&mut add);
         }
         SubscriberKind::Waypoint => {
