@@ -40,6 +40,7 @@ use crate::{
     directory::Directory,
     drain::Drain,
     metrics::Metrics,
+    policy::{self, Policies},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +89,21 @@ pub struct PodContext {
     pub drain: Arc<Drain>,
     /// `None`: plaintext only (no controller or no CA).
     pub hbone: Option<Arc<HboneContext>>,
+    /// The L4 policies every inbound connection is checked against.
+    pub policies: Arc<Policies>,
 }
 
 impl PodContext {
+    /// The pod as policies select it (labels come from the controller's push).
+    #[must_use]
+    pub fn policy_workload(&self) -> policy::Workload {
+        policy::Workload {
+            namespace: self.info.namespace.clone(),
+            name: self.info.name.clone(),
+            labels: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// The pod's SPIFFE identity.
     #[must_use]
     pub fn principal(&self) -> String {
@@ -136,6 +149,7 @@ pub struct InPod {
     trust_domain: String,
     certificates: Option<Arc<CertificateStore>>,
     hbone: Option<Arc<HboneContext>>,
+    policies: Arc<Policies>,
 }
 
 impl InPod {
@@ -151,7 +165,16 @@ impl InPod {
             trust_domain: ambit_api::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
             certificates: None,
             hbone: None,
+            policies: Arc::new(Policies::new()),
         }
+    }
+
+    /// Checks inbound connections against `policies` (by default: none, so every
+    /// connection is allowed).
+    #[must_use]
+    pub fn with_policies(mut self, policies: Arc<Policies>) -> Self {
+        self.policies = policies;
+        self
     }
 
     /// Names pods' identities in `trust_domain` and, with a store, holds a certificate
@@ -285,6 +308,7 @@ impl InPod {
             metrics: Arc::clone(&self.metrics),
             drain: Arc::clone(&self.drain),
             hbone: self.hbone.clone(),
+            policies: Arc::clone(&self.policies),
         });
         let span = info_span!("pod", uid = %uid, name = %format!("{}/{}", context.info.namespace, context.info.name));
         let mut accept_loops: Vec<JoinHandle<()>> = listeners
@@ -392,6 +416,7 @@ impl InPod {
             "workloads": workloads,
             "certificates": certificates,
             "directory": peers,
+            "policies": self.policies.dump(),
         })
         .to_string()
     }

@@ -21,12 +21,12 @@
 //! - [`certs`]: workload certificates from the mesh CA, one per identity, renewed at
 //!   half-life;
 //! - [`capture_maps`]: the agent's pinned maps (original destinations, inbound listeners);
+//! - [`policy`]: L4 AuthorizationPolicy and PeerAuthentication, checked for every
+//!   inbound connection and re-checked on every policy change;
 //! - [`metrics`], [`admin`]: Istio's TCP metrics, readiness and the config dump;
 //! - [`drain`]: counting connections in flight for a graceful shutdown.
 //!
 //! # What it does not do yet
-//! - L4 policy (AuthorizationPolicy, PeerAuthentication): every authenticated peer is
-//!   accepted, and plaintext inbound (15006) is accepted too (as PERMISSIVE).
 //! - A same-node fast path: pods on one node also talk over HBONE, through the pod's
 //!   own 15008.
 //! - `--local-config`: the directory comes only from the controller.
@@ -44,4 +44,5 @@ pub mod drain;
 pub mod handoff;
 pub mod inpod;
 pub mod metrics;
+pub mod policy;
 pub mod subscribe;

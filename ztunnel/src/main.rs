@@ -11,7 +11,8 @@ use ambit_ztunnel::{
     handoff,
     inpod::InPod,
     metrics::Metrics,
-    subscribe,
+    policy::Policies,
+    subscribe::{self, Targets},
 };
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -54,13 +55,18 @@ async fn main() -> anyhow::Result<()> {
     .with_identities(config.trust_domain.clone(), certificates.clone());
     match (&config.controller_address, &config.node_name) {
         (Some(address), Some(node)) => {
-            let directory = Arc::new(Directory::new());
+            let targets = Targets {
+                directory: Arc::new(Directory::new()),
+                policies: Arc::new(Policies::new()),
+            };
+            targets.policies.register(&mut registry);
+            inpod = inpod.with_policies(Arc::clone(&targets.policies));
             if certificates.is_some() {
-                inpod = inpod.with_directory(Arc::clone(&directory));
+                inpod = inpod.with_directory(Arc::clone(&targets.directory));
             } else {
                 warn!("--controller-address without --ca-address: no certificates, so no HBONE");
             }
-            tokio::spawn(subscribe::run(address.clone(), node.clone(), directory));
+            tokio::spawn(subscribe::run(address.clone(), node.clone(), targets));
         }
         _ => info!("no --controller-address: every connection is relayed in plaintext"),
     }

@@ -1,20 +1,20 @@
 //! The subscription to the controller's config push: `Hello` as this node's ztunnel, then
-//! every `ConfigUpdate` applied to the [`Directory`] and acknowledged (or NACKed with the
-//! reason it could not be applied). Reconnects with backoff; each new stream starts with
+//! every `ConfigUpdate` applied to the [`Directory`] and the [`Policies`], all or nothing,
+//! and acknowledged (or NACKed with the reason it could not be applied). Reconnects with backoff; each new stream starts with
 //! a full state.
 
 use std::{sync::Arc, time::Duration};
 
 use ambit_api::config::{
-    Ack, Hello, SubscribeRequest, SubscriberKind, config_service_client::ConfigServiceClient,
-    subscribe_request::Request,
+    Ack, ConfigUpdate, Hello, SubscribeRequest, SubscriberKind,
+    config_service_client::ConfigServiceClient, subscribe_request::Request,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
-use crate::directory::Directory;
+use crate::{directory::Directory, policy::Policies};
 
 /// First wait after a failed or ended subscription.
 pub const MIN_RESUBSCRIBE_DELAY_MS: u64 = 200;
@@ -45,11 +45,31 @@ pub enum SubscribeError {
     Closed,
 }
 
-/// Keeps `directory` in step with the controller, forever.
-pub async fn run(address: String, node: String, directory: Arc<Directory>) {
+/// What the push keeps up to date.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub directory: Arc<Directory>,
+    pub policies: Arc<Policies>,
+}
+
+impl Targets {
+    /// Applies `update` to both, or to neither.
+    fn apply(&self, update: &ConfigUpdate) -> Result<(), String> {
+        let staged = self.policies.stage(update).map_err(|e| e.to_string())?;
+        self.directory.apply(update).map_err(|e| e.to_string())?;
+        let closed = self.policies.commit(staged);
+        if closed > 0 {
+            info!(closed, "closed connections the new policy forbids");
+        }
+        Ok(())
+    }
+}
+
+/// Keeps `targets` in step with the controller, forever.
+pub async fn run(address: String, node: String, targets: Targets) {
     let mut delay = Duration::from_millis(MIN_RESUBSCRIBE_DELAY_MS);
     loop {
-        match subscribe_once(&address, &node, &directory).await {
+        match subscribe_once(&address, &node, &targets).await {
             Ok(()) => {}
             Err(error @ SubscribeError::Address { .. }) => {
                 warn!(%error, "not subscribing to the controller");
@@ -65,7 +85,7 @@ pub async fn run(address: String, node: String, directory: Arc<Directory>) {
 async fn subscribe_once(
     address: &str,
     node: &str,
-    directory: &Directory,
+    targets: &Targets,
 ) -> Result<(), SubscribeError> {
     let endpoint = Endpoint::from_shared(address.to_owned())
         .map_err(|error| SubscribeError::Address {
@@ -98,19 +118,19 @@ async fn subscribe_once(
         .into_inner();
     info!(%address, %node, "subscribed to the controller's config push");
     while let Some(update) = updates.message().await.map_err(SubscribeError::Stream)? {
-        let error = match directory.apply(&update) {
+        let error = match targets.apply(&update) {
             Ok(()) => {
                 info!(
                     version = update.version,
                     full = update.full,
-                    peers = directory.len(),
+                    peers = targets.directory.len(),
                     "applied config"
                 );
                 String::new()
             }
             Err(error) => {
                 warn!(version = update.version, %error, "rejected config (NACK)");
-                error.to_string()
+                error
             }
         };
         let ack = SubscribeRequest {

@@ -103,7 +103,11 @@ async fn applies_and_acks_each_version_and_nacks_a_bad_one() {
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
     let directory = Arc::new(Directory::new());
-    let subscriber = tokio::spawn(run(address, "n1".into(), Arc::clone(&directory)));
+    let targets = Targets {
+        directory: Arc::clone(&directory),
+        policies: Arc::new(Policies::new()),
+    };
+    let subscriber = tokio::spawn(run(address, "n1".into(), targets));
 
     match next(&mut seen).await {
         Request::Hello(hello) => {
@@ -143,10 +147,13 @@ async fn applies_and_acks_each_version_and_nacks_a_bad_one() {
 
 #[tokio::test]
 async fn a_bad_address_stops_subscribing() {
-    let directory = Arc::new(Directory::new());
+    let targets = Targets {
+        directory: Arc::new(Directory::new()),
+        policies: Arc::new(Policies::new()),
+    };
     tokio::time::timeout(
         Duration::from_secs(5),
-        run("not a url".into(), "n1".into(), directory),
+        run("not a url".into(), "n1".into(), targets),
     )
     .await
     .expect("an address that can never work ends the subscription");

@@ -1,6 +1,7 @@
 //! The pod's HBONE server on [::]:15008: mutual TLS with the pod identity's current
 //! certificate (client certificates required), then one `CONNECT` per tunnelled
-//! connection, delivered to the app inside the pod — from the original source's address
+//! connection, checked against L4 policy (a denial answers 401 and names the policy),
+//! delivered to the app inside the pod — from the original source's address
 //! (`Forwarded: for=`, else the TLS peer) when the pod is prepared for transparent
 //! delivery.
 
@@ -15,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use super::{PodContext, metered::Metered, relay, sockets};
+use crate::policy;
 
 /// Why an HBONE connection to this pod was dropped before serving.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,29 @@ async fn handle_connect(
         .forwarded_for
         .map_or(tls_peer.ip(), |ip| ip.to_canonical());
     let client = SocketAddr::new(client_ip, 0);
+    let connection = policy::Connection {
+        source_ip: client_ip,
+        source_identity: Some(request.peer.clone()),
+        destination_ip: destination.ip(),
+        destination_port: destination.port(),
+    };
+    let admission = match pod.policies.admit(pod.policy_workload(), connection) {
+        Ok(admission) => admission,
+        Err(denial) => {
+            warn!(
+                target: "access",
+                direction = "Inbound",
+                hbone = true,
+                src = %client,
+                dst = %destination,
+                src_principal = %request.peer,
+                response_flags = "RBAC",
+                %denial,
+                "connection denied"
+            );
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, denial.to_string()));
+        }
+    };
     let upstream = if pod.transparent_delivery && client_ip.is_ipv4() == destination.is_ipv4() {
         sockets::deliver_as(&pod.netns, client, destination).await
     } else {
@@ -130,7 +155,13 @@ async fn handle_connect(
     }
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     match upstream {
-        Ok(upstream) => Ok(Metered::new(upstream, pod, labels, client, destination)),
+        Ok(upstream) => Ok(Metered::new(
+            upstream,
+            pod,
+            labels,
+            (client, destination),
+            admission,
+        )),
         Err(error) => {
             labels.response_flags = "UF";
             pod.metrics.connections_closed.get_or_create(&labels).inc();

@@ -1,8 +1,11 @@
 //! An upstream socket that counts the bytes through it and, when dropped (the HBONE
 //! stream relaying it has finished), reports the connection: Istio's TCP metrics and one
-//! access-log line. The HBONE server owns the relay, so this is where its end is seen.
+//! access-log line. The HBONE server owns the relay, so this is where its end is seen —
+//! and where a policy change ends it: once the connection's admission is revoked, reads
+//! and writes fail, and the HBONE stream is reset.
 
 use std::{
+    future::Future as _,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -15,10 +18,11 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::info;
 
 use super::PodContext;
-use crate::{drain::Tracked, metrics::TcpLabels};
+use crate::{drain::Tracked, metrics::TcpLabels, policy::Admission};
 
 /// The app side of an inbound HBONE stream.
 #[derive(Debug)]
@@ -33,18 +37,21 @@ pub struct Metered {
     src: SocketAddr,
     dst: SocketAddr,
     started: Instant,
+    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+    _admission: Admission,
     _in_flight: Tracked,
 }
 
 impl Metered {
-    /// Wraps `inner`; the connection was counted as opened by the caller.
+    /// Wraps `inner`; the connection was counted as opened by the caller, and admitted
+    /// by policy.
     #[must_use]
     pub fn new(
         inner: TcpStream,
         pod: Arc<PodContext>,
         labels: TcpLabels,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): (SocketAddr, SocketAddr),
+        admission: Admission,
     ) -> Self {
         let in_flight = pod.drain.track();
         Self {
@@ -56,8 +63,22 @@ impl Metered {
             src,
             dst,
             started: Instant::now(),
+            revoked: Box::pin(admission.revoked()),
+            _admission: admission,
             _in_flight: in_flight,
         }
+    }
+
+    /// An error once a policy change has revoked the connection.
+    fn check_revoked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.revoked.as_mut().poll(cx).is_ready() {
+            self.labels.response_flags = "RBAC";
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed: a policy change forbids this connection",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +105,7 @@ impl Drop for Metered {
             bytes_received = self.received,
             bytes_sent = self.sent,
             duration_ms,
+            response_flags = self.labels.response_flags,
             "connection complete"
         );
     }
@@ -95,6 +117,7 @@ impl AsyncRead for Metered {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_revoked(cx)?;
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if poll.is_ready() {
@@ -110,6 +133,7 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_revoked(cx)?;
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
             self.received += *n as u64;

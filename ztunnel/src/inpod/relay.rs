@@ -1,8 +1,9 @@
 //! The relay of captured connections: an outbound connection goes to its original
 //! destination — over HBONE when that is a mesh workload and the pod holds a certificate
 //! ([`super::hbone_outbound`]), else in plaintext; a captured inbound (plaintext)
-//! connection goes to the app it was addressed to. Each connection gets one access-log
-//! line and Istio's TCP metrics.
+//! connection goes to the app it was addressed to if L4 policy admits it (and is closed
+//! when a policy change forbids it). Each connection gets one access-log line and Istio's
+//! TCP metrics.
 
 use std::{io, net::SocketAddr, os::fd::AsRawFd as _, sync::Arc, time::Instant};
 
@@ -10,7 +11,11 @@ use tokio::{io::copy_bidirectional_with_sizes, net::TcpStream};
 use tracing::{info, warn};
 
 use super::{PodContext, hbone_outbound, sockets};
-use crate::{config::RELAY_BUFFER_BYTES, metrics::TcpLabels};
+use crate::{
+    config::RELAY_BUFFER_BYTES,
+    metrics::TcpLabels,
+    policy::{self, Admission},
+};
 
 /// Which way a captured connection goes, from the pod's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +40,8 @@ enum RelayError {
     HboneConnect(#[from] hbone_outbound::OutboundError),
     #[error("the HBONE tunnel failed: {0}")]
     HboneTunnel(io::Error),
+    #[error("closed: a policy change forbids this connection")]
+    Revoked,
 }
 
 impl RelayError {
@@ -46,6 +53,7 @@ impl RelayError {
             Self::Downstream(_) => "DC",
             Self::HboneConnect(_) => "UF",
             Self::HboneTunnel(_) => "UC",
+            Self::Revoked => "RBAC",
         }
     }
 }
@@ -63,6 +71,13 @@ pub async fn handle(
     let destination = match direction {
         Direction::Outbound => original_destination(&downstream, peer, &pod),
         Direction::Inbound => downstream.local_addr().ok().map(canonical),
+    };
+    let admission = match (direction, destination) {
+        (Direction::Inbound, Some(destination)) => match admit_plaintext(&pod, peer, destination) {
+            Some(admission) => Some(admission),
+            None => return,
+        },
+        _ => None,
     };
     let route = match (direction, destination) {
         (Direction::Outbound, Some(destination)) => hbone_outbound::route(&pod, destination),
@@ -101,14 +116,19 @@ pub async fn handle(
             destination,
             source,
         })?;
-        copy_bidirectional_with_sizes(
+        let relay = copy_bidirectional_with_sizes(
             &mut downstream,
             &mut upstream,
             RELAY_BUFFER_BYTES,
             RELAY_BUFFER_BYTES,
-        )
-        .await
-        .map_err(RelayError::Downstream)
+        );
+        let Some(admission) = &admission else {
+            return relay.await.map_err(RelayError::Downstream);
+        };
+        tokio::select! {
+            result = relay => result.map_err(RelayError::Downstream),
+            () = admission.revoked() => Err(RelayError::Revoked),
+        }
     }
     .await;
     let (sent_upstream, sent_downstream) = *result.as_ref().unwrap_or(&(0, 0));
@@ -151,6 +171,37 @@ pub async fn handle(
             %error,
             "connection failed"
         ),
+    }
+}
+
+/// Checks a plaintext inbound connection against L4 policy; a denial is logged and the
+/// connection dropped (`None`).
+fn admit_plaintext(
+    pod: &PodContext,
+    peer: SocketAddr,
+    destination: SocketAddr,
+) -> Option<Admission> {
+    let connection = policy::Connection {
+        source_ip: peer.ip(),
+        source_identity: None,
+        destination_ip: destination.ip(),
+        destination_port: destination.port(),
+    };
+    match pod.policies.admit(pod.policy_workload(), connection) {
+        Ok(admission) => Some(admission),
+        Err(denial) => {
+            warn!(
+                target: "access",
+                direction = "Inbound",
+                hbone = false,
+                src = %peer,
+                dst = %destination,
+                response_flags = "RBAC",
+                %denial,
+                "connection denied"
+            );
+            None
+        }
     }
 }
 
