@@ -16,16 +16,10 @@ mod common;
 
 use std::{fs, process::Command, time::Duration};
 
-use ambit_e2e::{
-    MeshNode, MeshOptions, Pod, PodSpec, app,
-    mesh::{CaClientOptions, start_ca, start_controller},
-    pod_app,
-};
+use ambit_e2e::{ControlPlane, Pod, PodSpec, app, pod_app};
 use anyhow::{Context as _, Result, bail};
 use common::median;
 
-const CA_PORT: u16 = 15012;
-const CONTROLLER_PORT: u16 = 15010;
 const ECHO_PORT: u16 = 8080;
 const SINK_PORT: u16 = 9000;
 const PING_COUNT: u32 = 5_000;
@@ -48,26 +42,8 @@ fn run() -> Result<()> {
     let net = common::cluster("bench_l4")?;
     let n1 = net.add_node("n1")?;
     let n2 = net.add_node("n2")?;
-    let (ca_dir, tokens_dir) = (net.dir().join("ca"), net.dir().join("tokens"));
-    fs::create_dir_all(&ca_dir)?;
-    fs::create_dir_all(&tokens_dir)?;
-    let address = n1.underlay_v4();
-    let mut meshes = Vec::new();
-    for node in [&n1, &n2] {
-        let token_file = tokens_dir.join(node.name());
-        fs::write(&token_file, format!("bench-{}", node.name()))?;
-        meshes.push(MeshNode::install_with_ca(
-            &net,
-            node,
-            MeshOptions::default(),
-            Some(CaClientOptions {
-                address: format!("http://{address}:{CA_PORT}"),
-                token_file,
-                cert_ttl_secs: None,
-                controller_address: Some(format!("http://{address}:{CONTROLLER_PORT}")),
-            }),
-        )?);
-    }
+    let control = ControlPlane::new(&net, &n1)?;
+    let meshes = control.install(&net, &[&n1, &n2])?;
     let direct_client = n1.add_pod(PodSpec::new("plain", "direct-c"))?;
     let direct_server = n2.add_pod(PodSpec::new("plain", "direct-s"))?;
     let mesh_client = n1.add_pod(PodSpec::new("shop", "mesh-c").service_account("client"))?;
@@ -78,8 +54,7 @@ fn run() -> Result<()> {
         servers.push(app::sink(server, format!("0.0.0.0:{SINK_PORT}").parse()?)?);
     }
     // The CA reads which pods run where when it starts: after the pods.
-    let _ca = start_ca(&net, &n1, &ca_dir, &tokens_dir, (address, CA_PORT).into())?;
-    let _controller = start_controller(&net, &n1, (address, CONTROLLER_PORT).into())?;
+    let _control = control.start(&net)?;
     meshes[0].wait_certificate("spiffe://cluster.local/ns/shop/sa/client", READY_TIMEOUT)?;
     meshes[1].wait_certificate("spiffe://cluster.local/ns/shop/sa/server", READY_TIMEOUT)?;
     meshes[0].wait_peer(&mesh_server.ipv4().to_string(), None, READY_TIMEOUT)?;

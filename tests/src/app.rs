@@ -87,6 +87,25 @@ pub fn bulk_send(
     ]))
 }
 
+/// Starts `pod-app hold` at `place` against a [`serve`] at `to`: one connection kept
+/// busy for `hold`, in the background; waits until its first echo came back.
+/// [`ChildGuard::finish`] then gives its JSON report (`"ok":false` when the connection
+/// broke first).
+///
+/// # Errors
+/// When it cannot start, or its connection does not work in time.
+pub fn hold(place: &impl Place, to: SocketAddr, hold: Duration) -> Result<ChildGuard> {
+    let holder = place.spawn(Command::new(pod_app()).args([
+        "hold",
+        "--to",
+        &to.to_string(),
+        "--hold-ms",
+        &hold.as_millis().to_string(),
+    ]))?;
+    holder.wait_for_log("held", APP_TIMEOUT)?;
+    Ok(holder)
+}
+
 /// Both ends' view of a connection, as the server reports it in its greeting.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ServerSaw {

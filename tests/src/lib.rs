@@ -57,6 +57,7 @@ pub mod app;
 pub mod cgroup;
 pub mod cmd;
 pub mod cni;
+pub mod control_plane;
 mod manifest;
 pub mod mesh;
 pub mod net;
@@ -70,6 +71,7 @@ pub mod wait;
 
 pub use addr::Cidr;
 pub use cmd::Finished;
+pub use control_plane::ControlPlane;
 pub use mesh::{MeshNode, MeshOptions};
 pub use net::TestNet;
 pub use node::Node;

@@ -277,6 +277,34 @@ impl MeshNode {
         )
     }
 
+    /// Waits until the L4 policies ztunnel enforces are exactly `names` (`namespace/name`
+    /// of AuthorizationPolicies and PeerAuthentications).
+    ///
+    /// # Errors
+    /// When they are not within `timeout`.
+    pub fn wait_policies(&self, names: &[&str], timeout: Duration) -> Result<()> {
+        let mut want: Vec<&str> = names.to_vec();
+        want.sort_unstable();
+        crate::wait_for(
+            &format!("{} to enforce exactly {want:?}", self.node.name()),
+            timeout,
+            || -> Result<Option<()>> {
+                let dump = self.config_dump()?;
+                let policies = &dump["policies"];
+                let authorization = policies["authorizationPolicies"].as_array();
+                let peer = policies["peerAuthentications"].as_array();
+                let mut have: Vec<&str> = authorization
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["name"].as_str())
+                    .chain(peer.into_iter().flatten().filter_map(|p| p.as_str()))
+                    .collect();
+                have.sort_unstable();
+                Ok((have == want).then_some(()))
+            },
+        )
+    }
+
     /// Waits until ztunnel has learnt from the controller that `ip` is a mesh workload
     /// (with `identity`, when given).
     ///

@@ -5,23 +5,14 @@
 //! never shows the payload — while a connection to a pod outside the mesh stays
 //! plaintext.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use ambit_e2e::{
-    ChildGuard, MeshNode, MeshOptions, Node, PodSpec, TestNet, app,
-    mesh::{CaClientOptions, Metrics, start_ca, start_controller},
-    wait_for,
+    ChildGuard, ControlPlane, MeshNode, Node, PodSpec, TestNet, app, mesh::Metrics, wait_for,
 };
 use anyhow::{Context as _, Result, ensure};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
-const CA_PORT: u16 = 15012;
-const CONTROLLER_PORT: u16 = 15010;
 const APP_PORT: u16 = 8080;
 const ALPHA: &str = "spiffe://cluster.local/ns/shop/sa/alpha";
 const BETA: &str = "spiffe://cluster.local/ns/shop/sa/beta";
@@ -31,14 +22,6 @@ const SECRET: &str = "ambit-hbone-secret-payload-7f3a";
 /// Sent to a pod outside the mesh: must be seen on the wire (proves the capture works).
 const PLAIN: &str = "ambit-plaintext-payload-c41d";
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn write_token(dir: &Path, node: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(node);
-    std::fs::write(&path, format!("token-of-{node}"))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
-}
 
 /// `dumpcap` (from tshark) writing every frame on `node`'s underlay interface to `file`.
 fn capture(node: &Node, file: &Path) -> Result<ChildGuard> {
@@ -89,26 +72,8 @@ fn enrolled_pods_on_different_nodes_talk_over_mutual_tls() -> Result<()> {
     net.write_namespace("plain", Vec::<(String, String)>::new())?;
     let n1 = net.add_node("n1")?;
     let n2 = net.add_node("n2")?;
-    let tokens_dir = net.dir().join("tokens");
-    let ca_dir = net.dir().join("ca");
-    std::fs::create_dir_all(&ca_dir)?;
-    let ca_listen = SocketAddr::from((n1.underlay_v4(), CA_PORT));
-    let controller_listen = SocketAddr::from((n1.underlay_v4(), CONTROLLER_PORT));
-    let mut meshes = Vec::new();
-    for node in [&n1, &n2] {
-        let token_file = write_token(&tokens_dir, node.name())?;
-        meshes.push(MeshNode::install_with_ca(
-            &net,
-            node,
-            MeshOptions::default(),
-            Some(CaClientOptions {
-                address: format!("http://{ca_listen}"),
-                token_file,
-                cert_ttl_secs: None,
-                controller_address: Some(format!("http://{controller_listen}")),
-            }),
-        )?);
-    }
+    let control = ControlPlane::new(&net, &n1)?;
+    let meshes = control.install(&net, &[&n1, &n2])?;
     let client = n1.add_pod(PodSpec::new("shop", "client").service_account("alpha"))?;
     let near = n1.add_pod(PodSpec::new("shop", "near").service_account("alpha"))?;
     let server = n2.add_pod(PodSpec::new("shop", "server").service_account("beta"))?;
@@ -117,8 +82,7 @@ fn enrolled_pods_on_different_nodes_talk_over_mutual_tls() -> Result<()> {
     let _near_app = app::serve(&near, "[::]:8080".parse()?)?;
     let _outsider_app = app::serve(&outsider, "[::]:8080".parse()?)?;
     // The CA reads which pods run where when it starts: start it after the pods.
-    let _ca = start_ca(&net, &n1, &ca_dir, &tokens_dir, ca_listen)?;
-    let _controller = start_controller(&net, &n1, controller_listen)?;
+    let _control = control.start(&net)?;
 
     meshes[0].wait_certificate(ALPHA, READY_TIMEOUT)?;
     meshes[1].wait_certificate(BETA, READY_TIMEOUT)?;

@@ -14,11 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ambit_e2e::{
-    ChildGuard, MeshNode, MeshOptions, Node, Pod, PodSpec, TestNet, app,
-    mesh::{CaClientOptions, start_ca, start_controller},
-    workspace_dir,
-};
+use ambit_e2e::{ControlPlane, Pod, PodSpec, TestNet, app, workspace_dir};
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::json;
 
@@ -31,55 +27,7 @@ struct Step {
 
 /// Every demo pod runs as its namespace's default service account.
 const DEFAULT_IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/default";
-const CA_PORT: u16 = 15012;
-const CONTROLLER_PORT: u16 = 15010;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The control plane's places: the CA's folders and addresses on node1's underlay.
-struct ControlPlane {
-    node: Node,
-    ca_dir: std::path::PathBuf,
-    tokens_dir: std::path::PathBuf,
-    address: std::net::Ipv4Addr,
-}
-
-impl ControlPlane {
-    fn new(net: &TestNet, node: &Node) -> Result<Self> {
-        let (ca_dir, tokens_dir) = (net.dir().join("ca"), net.dir().join("tokens"));
-        std::fs::create_dir_all(&ca_dir)?;
-        std::fs::create_dir_all(&tokens_dir)?;
-        Ok(Self {
-            node: node.clone(),
-            ca_dir,
-            tokens_dir,
-            address: node.underlay_v4(),
-        })
-    }
-
-    /// What a node's ztunnel is given: the CA, its token, the config push.
-    fn client_options(&self, node: &Node) -> Result<CaClientOptions> {
-        let token_file = self.tokens_dir.join(node.name());
-        std::fs::write(&token_file, format!("demo-token-{}", node.name()))?;
-        Ok(CaClientOptions {
-            address: format!("http://{}:{CA_PORT}", self.address),
-            token_file,
-            cert_ttl_secs: None,
-            controller_address: Some(format!("http://{}:{CONTROLLER_PORT}", self.address)),
-        })
-    }
-
-    fn start(&self, net: &TestNet) -> Result<[ChildGuard; 2]> {
-        let ca = start_ca(
-            net,
-            &self.node,
-            &self.ca_dir,
-            &self.tokens_dir,
-            (self.address, CA_PORT).into(),
-        )?;
-        let controller = start_controller(net, &self.node, (self.address, CONTROLLER_PORT).into())?;
-        Ok([ca, controller])
-    }
-}
 
 struct Demo {
     json: bool,
@@ -176,14 +124,7 @@ fn run(demo: &mut Demo) -> Result<()> {
         // The control plane (CA and config push) runs on node1, reachable over the underlay.
         *control = Some(ControlPlane::new(&net, &first)?);
         let control = control.as_ref().context("control plane")?;
-        for node in [&first, &second] {
-            nodes.push(MeshNode::install_with_ca(
-                &net,
-                node,
-                MeshOptions::default(),
-                Some(control.client_options(node)?),
-            )?);
-        }
+        nodes.extend(control.install(&net, &[&first, &second])?);
         Ok(format!(
             "config folder {} (namespace shop labelled istio.io/dataplane-mode=ambient, legacy unlabelled)\ncapture programs pinned under {} and {}",
             net.config_dir().display(),
@@ -258,8 +199,9 @@ fn run(demo: &mut Demo) -> Result<()> {
             Ok((
                 processes,
                 format!(
-                    "ambit-controller serve-ca and serve on {}; both ztunnels hold a valid certificate for {DEFAULT_IDENTITY}",
-                    control.address
+                    "ambit-controller serve-ca on {} and serve on {}; both ztunnels hold a valid certificate for {DEFAULT_IDENTITY}",
+                    control.ca_address(),
+                    control.controller_address()
                 ),
             ))
         },

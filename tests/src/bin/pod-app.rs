@@ -6,7 +6,11 @@
 //! pod-app sink      --listen ADDR                       read to EOF, reply the count
 //! pod-app bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N]
 //! pod-app ping-pong --to ADDR --count N --size N [--timeout-ms N]   (against serve)
+//! pod-app hold      --to ADDR --hold-ms N [--timeout-ms N]             (against serve)
 //! ```
+//!
+//! `hold` keeps one connection busy (a small echo every 50 ms) for `--hold-ms`, printing
+//! `held` once the first echo is back; it fails as soon as the connection breaks.
 //!
 //! Servers print `listening ADDR` once bound. `serve` greets every connection with
 //! one JSON line `{"peer":…,"local":…}` (what its socket sees) and then echoes until
@@ -28,7 +32,8 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--send TEXT] [--timeout-ms N] \
 | sink --listen ADDR | bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N] \
-| ping-pong --to ADDR --count N --size N [--timeout-ms N]";
+| ping-pong --to ADDR --count N --size N [--timeout-ms N] \
+| hold --to ADDR --hold-ms N [--timeout-ms N]";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const BUFFER_BYTES: usize = 256 * 1024;
 
@@ -73,6 +78,9 @@ fn main() -> ExitCode {
             .and_then(|(count, size)| {
                 options.client(|to, timeout| ping_pong(to, count, size, timeout))
             }),
+        "hold" => options.number("hold-ms").and_then(|hold_ms| {
+            options.client(|to, timeout| hold(to, Duration::from_millis(hold_ms as u64), timeout))
+        }),
         other => Err(format!("unknown mode {other:?}")),
     };
     match result {
@@ -351,4 +359,27 @@ fn ping_pong(
         "mean_us": mean,
         "max_us": micros.last(),
     }))
+}
+
+fn hold(to: SocketAddr, hold: Duration, timeout: Duration) -> Result<Value, Failure> {
+    const PERIOD: Duration = Duration::from_millis(50);
+    let mut stream = dial(to, timeout)?;
+    stream.set_nodelay(true).map_err(at("set TCP_NODELAY"))?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(at("dup socket"))?);
+    read_greeting(&mut reader)?;
+    let start = Instant::now();
+    let mut echo = [0u8; 1];
+    let mut exchanges: u64 = 0;
+    while exchanges == 0 || start.elapsed() < hold {
+        let step = format!("echo after {} ms", start.elapsed().as_millis());
+        stream.write_all(b"h").map_err(at(&step))?;
+        reader.read_exact(&mut echo).map_err(at(&step))?;
+        if exchanges == 0 {
+            // Unbuffered, for a test waiting on this line while the connection lives.
+            eprintln!("held");
+        }
+        exchanges += 1;
+        thread::sleep(PERIOD);
+    }
+    Ok(json!({ "ok": true, "exchanges": exchanges }))
 }

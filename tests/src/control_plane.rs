@@ -1,0 +1,112 @@
+//! The control plane of a simulated cluster: the real CA (`ambit-controller serve-ca`)
+//! and config push (`ambit-controller serve`) on one node's underlay address, with a
+//! bootstrap token per node, and what each node's ztunnel is given to reach them.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    ChildGuard, MeshNode, MeshOptions, Node, TestNet,
+    mesh::{CaClientOptions, start_ca, start_controller},
+};
+
+/// The CA's port.
+pub const CA_PORT: u16 = 15012;
+/// The config push's port.
+pub const CONTROLLER_PORT: u16 = 15010;
+
+/// Where the control plane runs and keeps its files.
+#[derive(Debug)]
+pub struct ControlPlane {
+    node: Node,
+    ca_dir: PathBuf,
+    tokens_dir: PathBuf,
+    address: Ipv4Addr,
+}
+
+impl ControlPlane {
+    /// A control plane on `node` (not started: see [`ControlPlane::start`]).
+    ///
+    /// # Errors
+    /// When its folders cannot be made.
+    pub fn new(net: &TestNet, node: &Node) -> Result<Self> {
+        let (ca_dir, tokens_dir) = (net.dir().join("ca"), net.dir().join("tokens"));
+        for dir in [&ca_dir, &tokens_dir] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        Ok(Self {
+            node: node.clone(),
+            ca_dir,
+            tokens_dir,
+            address: node.underlay_v4(),
+        })
+    }
+
+    /// What `node`'s ztunnel is given: the CA, the node's token (written now), the push.
+    ///
+    /// # Errors
+    /// When the token cannot be written.
+    pub fn client_options(&self, node: &Node) -> Result<CaClientOptions> {
+        let token_file = self.tokens_dir.join(node.name());
+        std::fs::write(&token_file, format!("token-of-{}", node.name()))
+            .with_context(|| format!("cannot write {}", token_file.display()))?;
+        Ok(CaClientOptions {
+            address: format!("http://{}", self.ca_address()),
+            token_file,
+            cert_ttl_secs: None,
+            controller_address: Some(format!("http://{}", self.controller_address())),
+        })
+    }
+
+    /// Installs the agent and a ztunnel using this control plane on each of `nodes`.
+    ///
+    /// # Errors
+    /// As [`MeshNode::install_with_ca`].
+    pub fn install(&self, net: &TestNet, nodes: &[&Node]) -> Result<Vec<MeshNode>> {
+        nodes
+            .iter()
+            .map(|node| {
+                MeshNode::install_with_ca(
+                    net,
+                    node,
+                    MeshOptions::default(),
+                    Some(self.client_options(node)?),
+                )
+            })
+            .collect()
+    }
+
+    /// Starts the CA and the config push; the CA reads which pods run where when it
+    /// starts, so start it after the pods.
+    ///
+    /// # Errors
+    /// When either does not start in time.
+    pub fn start(&self, net: &TestNet) -> Result<[ChildGuard; 2]> {
+        let ca = start_ca(
+            net,
+            &self.node,
+            &self.ca_dir,
+            &self.tokens_dir,
+            self.ca_address(),
+        )?;
+        let controller = start_controller(net, &self.node, self.controller_address())?;
+        Ok([ca, controller])
+    }
+
+    /// Where the CA listens.
+    #[must_use]
+    pub fn ca_address(&self) -> SocketAddr {
+        (self.address, CA_PORT).into()
+    }
+
+    /// Where the config push listens.
+    #[must_use]
+    pub fn controller_address(&self) -> SocketAddr {
+        (self.address, CONTROLLER_PORT).into()
+    }
+}
