@@ -74,3 +74,21 @@ async fn an_expired_client_certificate_is_rejected() {
         "the server should say the certificate expired, it said: {reason}"
     );
 }
+
+#[tokio::test]
+async fn the_client_refuses_a_server_with_another_identity() {
+    let ca = TestCa::new();
+    let server = support::hbone_server(&ca.leaf(SERVER)).await;
+    let expected = "spiffe://cluster.local/ns/shop/sa/someone-else";
+    let refused = timeout(
+        LIMIT,
+        support::connect(&ca.leaf(CLIENT), server.addr, expected),
+    )
+    .await
+    .expect("the handshake ends in time")
+    .expect_err("a server with another identity must be refused");
+    assert!(
+        refused.contains(SERVER) && refused.contains(expected),
+        "the client should name the identity it expected and the one it got: {refused}"
+    );
+}

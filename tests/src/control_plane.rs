@@ -98,6 +98,12 @@ impl ControlPlane {
         Ok([ca, controller])
     }
 
+    /// The CA's folder (Istio's plug-in layout: `root-cert.pem`, `ca-key.pem`, …).
+    #[must_use]
+    pub fn ca_dir(&self) -> &std::path::Path {
+        &self.ca_dir
+    }
+
     /// Where the CA listens.
     #[must_use]
     pub fn ca_address(&self) -> SocketAddr {

@@ -1,9 +1,13 @@
 //! The pod's HBONE server on [::]:15008: mutual TLS with the pod identity's current
 //! certificate (client certificates required), then one `CONNECT` per tunnelled
-//! connection, checked against L4 policy (a denial answers 401 and names the policy),
-//! delivered to the app inside the pod — from the original source's address
+//! connection, delivered to the app inside the pod — from the original source's address
 //! (`Forwarded: for=`, else the TLS peer) when the pod is prepared for transparent
 //! delivery.
+//!
+//! Before delivery each `CONNECT` is checked, and refused with 401 and the reason:
+//! - against spoofing: a peer whose address belongs to a mesh workload must present that
+//!   workload's identity, not another certificate the CA signed;
+//! - against L4 policy ([`crate::policy`]), naming the policy that denied.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -108,6 +112,9 @@ async fn handle_connect(
             format!("{destination} is not an address of this pod"),
         ));
     }
+    if let Some(refusal) = spoofed(&pod, &request, tls_peer) {
+        return Err(refusal);
+    }
     let client_ip: IpAddr = request
         .forwarded_for
         .map_or(tls_peer.ip(), |ip| ip.to_canonical());
@@ -182,4 +189,32 @@ async fn handle_connect(
             ))
         }
     }
+}
+
+/// A refusal when the TLS peer's address is a mesh workload's and the certificate names
+/// another identity: a valid certificate used from the wrong pod.
+fn spoofed(pod: &PodContext, request: &ConnectRequest, tls_peer: SocketAddr) -> Option<Refusal> {
+    let owner = pod.hbone.as_ref()?.directory.lookup(tls_peer.ip())?;
+    if owner.identity == request.peer {
+        return None;
+    }
+    let reason = format!(
+        "the client certificate names {} but {} is {}/{}, whose identity is {}",
+        request.peer,
+        tls_peer.ip(),
+        owner.namespace,
+        owner.name,
+        owner.identity
+    );
+    warn!(
+        target: "access",
+        direction = "Inbound",
+        hbone = true,
+        src = %tls_peer,
+        src_principal = %request.peer,
+        response_flags = "RBAC",
+        %reason,
+        "connection denied: identity does not match the source workload"
+    );
+    Some(Refusal::new(StatusCode::UNAUTHORIZED, reason))
 }
