@@ -1,10 +1,12 @@
-//! The mesh workloads ztunnel knows of: IP → identity and node, from the controller's
-//! config push (`PeerIdentity` resources). An outbound connection whose destination is
-//! here goes over HBONE, and the inbound side names its peers from it.
+//! The mesh workloads and services ztunnel knows of, from the controller's config push:
+//! IP → workload (identity, node, labels) from `PeerIdentity` resources, and service
+//! VIP → service (ports, endpoints) from `Service` resources. An outbound connection to a
+//! VIP is sent to one of the service's endpoints; one whose destination is a mesh
+//! workload goes over HBONE; the inbound side names its peers from here.
 
 use std::{
-    collections::HashMap,
-    net::IpAddr,
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
     sync::{PoisonError, RwLock},
 };
 
@@ -25,6 +27,10 @@ pub enum DirectoryError {
         key: String,
         source: ambit_api::identity::IdentityError,
     },
+    #[error(
+        "service {key}: address {ip:?} is not an IP address; fix the Service's clusterIP(s) or the endpoints' pods"
+    )]
+    BadServiceAddress { key: String, ip: String },
     #[error("peers {first} and {second} both claim {ip}; one of them is stale")]
     Conflict {
         ip: IpAddr,
@@ -41,6 +47,46 @@ pub struct Peer {
     pub node: String,
     pub identity: Identity,
     pub ips: Vec<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePort {
+    pub port: u16,
+    /// The endpoints' port (the service port when the manifest names none).
+    pub target_port: u16,
+}
+
+/// A service as ztunnel resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// `<name>.<namespace>.svc.cluster.local`.
+    pub hostname: String,
+    pub vips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<IpAddr>,
+}
+
+impl Service {
+    /// An endpoint for a connection to `port` of the service, in the VIP's address
+    /// family, picked by `spread` (the client's port: connections spread over the
+    /// endpoints as kube-proxy's random choice does); `None` when the port is not the
+    /// service's or no endpoint is ready.
+    #[must_use]
+    pub fn endpoint(&self, vip: SocketAddr, spread: u16) -> Option<SocketAddr> {
+        let port = self.ports.iter().find(|p| p.port == vip.port())?;
+        let family: Vec<IpAddr> = self
+            .endpoints
+            .iter()
+            .copied()
+            .filter(|ip| ip.is_ipv4() == vip.is_ipv4())
+            .collect();
+        let ip = family.get(usize::from(spread) % family.len().max(1))?;
+        Some(SocketAddr::new(*ip, port.target_port))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +94,9 @@ struct State {
     /// By resource key (`peer/<namespace>/<name>`).
     peers: HashMap<String, Peer>,
     by_ip: HashMap<IpAddr, String>,
+    /// By resource key (`service/<namespace>/<name>`).
+    services: HashMap<String, Service>,
+    by_vip: HashMap<IpAddr, String>,
     version: Option<u64>,
 }
 
@@ -69,6 +118,28 @@ impl Directory {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let key = state.by_ip.get(&ip.to_canonical())?;
         state.peers.get(key).cloned()
+    }
+
+    /// The service whose VIP is `ip`, if any.
+    #[must_use]
+    pub fn service_at(&self, ip: IpAddr) -> Option<Service> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let key = state.by_vip.get(&ip.to_canonical())?;
+        state.services.get(key).cloned()
+    }
+
+    /// The service that has `ip` among its endpoints (the first by key), for telemetry.
+    #[must_use]
+    pub fn service_of_endpoint(&self, ip: IpAddr) -> Option<Service> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let ip = ip.to_canonical();
+        let mut services: Vec<(&String, &Service)> = state
+            .services
+            .iter()
+            .filter(|(_, service)| service.endpoints.contains(&ip))
+            .collect();
+        services.sort_by_key(|(key, _)| *key);
+        services.first().map(|(_, service)| (*service).clone())
     }
 
     /// How many mesh workloads are known.
@@ -101,25 +172,33 @@ impl Directory {
     /// A peer with an unreadable address or identity, or two peers on one IP.
     pub fn apply(&self, update: &ConfigUpdate) -> Result<(), DirectoryError> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let mut peers = if update.full {
-            HashMap::new()
+        let (mut peers, mut services) = if update.full {
+            (HashMap::new(), HashMap::new())
         } else {
-            state.peers.clone()
+            (state.peers.clone(), state.services.clone())
         };
         for key in &update.removed {
             peers.remove(key);
+            services.remove(key);
         }
         for resource in &update.upserted {
+            let key = &resource.key;
+            peers.remove(key);
+            services.remove(key);
             match &resource.kind {
                 Some(Kind::Peer(peer)) => {
-                    peers.insert(resource.key.clone(), parse_peer(&resource.key, peer)?);
+                    peers.insert(key.clone(), parse_peer(key, peer)?);
                 }
-                // A workload or service under a key a peer had: the peer is gone.
-                Some(_) | None => {
-                    peers.remove(&resource.key);
+                Some(Kind::Service(service)) => {
+                    services.insert(key.clone(), parse_service(key, service)?);
                 }
+                Some(_) | None => {}
             }
         }
+        let by_vip: HashMap<IpAddr, String> = services
+            .iter()
+            .flat_map(|(key, service)| service.vips.iter().map(move |vip| (*vip, key.clone())))
+            .collect();
         let mut by_ip: HashMap<IpAddr, String> = HashMap::new();
         for (key, peer) in &peers {
             for ip in &peer.ips {
@@ -140,25 +219,36 @@ impl Directory {
         *state = State {
             peers,
             by_ip,
+            services,
+            by_vip,
             version: Some(update.version),
         };
         Ok(())
     }
 
-    /// The peers, for the admin config dump.
+    /// The peers and services, for the admin config dump.
     #[must_use]
     pub fn dump(&self) -> serde_json::Value {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let mut peers: Vec<&Peer> = state.peers.values().collect();
         peers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut services: Vec<&Service> = state.services.values().collect();
+        services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        let texts = |ips: &[IpAddr]| ips.iter().map(ToString::to_string).collect::<Vec<_>>();
         serde_json::json!({
+            "services": services.iter().map(|service| serde_json::json!({
+                "hostname": service.hostname,
+                "vips": texts(&service.vips),
+                "ports": service.ports.iter().map(|p| [p.port, p.target_port]).collect::<Vec<_>>(),
+                "endpoints": texts(&service.endpoints),
+            })).collect::<Vec<_>>(),
             "version": state.version,
             "peers": peers.iter().map(|peer| serde_json::json!({
                 "namespace": peer.namespace,
                 "name": peer.name,
                 "node": peer.node,
                 "identity": peer.identity.to_string(),
-                "ips": peer.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "ips": texts(&peer.ips),
             })).collect::<Vec<_>>(),
         })
     }
@@ -172,25 +262,63 @@ fn parse_peer(key: &str, peer: &ambit_api::config::PeerIdentity) -> Result<Peer,
                 key: key.to_owned(),
                 source,
             })?;
-    let ips = peer
-        .ips
-        .iter()
-        .map(|ip| {
-            ip.parse::<IpAddr>()
-                .map(|ip| ip.to_canonical())
-                .map_err(|_| DirectoryError::BadAddress {
-                    key: key.to_owned(),
-                    ip: ip.clone(),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let ips = parse_ips(&peer.ips, |ip| DirectoryError::BadAddress {
+        key: key.to_owned(),
+        ip,
+    })?;
     Ok(Peer {
         namespace: peer.namespace.clone(),
         name: peer.name.clone(),
         node: peer.node.clone(),
         identity,
         ips,
+        labels: peer.labels.clone().into_iter().collect(),
     })
+}
+
+fn parse_service(
+    key: &str,
+    service: &ambit_api::config::Service,
+) -> Result<Service, DirectoryError> {
+    let bad = |ip| DirectoryError::BadServiceAddress {
+        key: key.to_owned(),
+        ip,
+    };
+    let ports = service
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok()?;
+            let target_port = u16::try_from(p.target_port).ok().filter(|t| *t != 0);
+            Some(ServicePort {
+                port,
+                target_port: target_port.unwrap_or(port),
+            })
+        })
+        .collect();
+    Ok(Service {
+        namespace: service.namespace.clone(),
+        name: service.name.clone(),
+        hostname: service.hostname.clone(),
+        vips: parse_ips(&service.cluster_ips, bad)?,
+        ports,
+        endpoints: parse_ips(&service.endpoints, bad)?,
+    })
+}
+
+/// Addresses as text, IPv4-mapped ones as plain IPv4.
+fn parse_ips(
+    texts: &[String],
+    bad: impl Fn(String) -> DirectoryError,
+) -> Result<Vec<IpAddr>, DirectoryError> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .map_err(|_| bad(text.clone()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -208,6 +336,7 @@ mod tests {
                 node: "n1".into(),
                 ips: vec![ip.into()],
                 identity: format!("spiffe://cluster.local/ns/shop/sa/{name}"),
+                labels: HashMap::new(),
             })),
         }
     }
@@ -283,5 +412,57 @@ mod tests {
         assert!(error.contains("10.0.0.1"), "{error}");
         assert_eq!(directory.len(), 1);
         assert_eq!(directory.version(), Some(1));
+    }
+
+    #[test]
+    fn a_vip_resolves_to_an_endpoint_on_the_target_port() {
+        let service = Resource {
+            key: "service/shop/cart".into(),
+            kind: Some(Kind::Service(ambit_api::config::Service {
+                namespace: "shop".into(),
+                name: "cart".into(),
+                hostname: "cart.shop.svc.cluster.local".into(),
+                cluster_ips: vec!["10.96.0.10".into(), "fd00::10".into()],
+                ports: vec![ambit_api::config::ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    target_port: 8080,
+                    protocol: "TCP".into(),
+                }],
+                endpoints: vec!["10.0.0.1".into(), "10.0.0.2".into(), "fd00::1".into()],
+            })),
+        };
+        let directory = Directory::new();
+        directory
+            .apply(&update(1, true, vec![service], &[]))
+            .expect("applies");
+        let cart = directory
+            .service_at("10.96.0.10".parse().expect("ip"))
+            .expect("the VIP is known");
+        let vip: SocketAddr = "10.96.0.10:80".parse().expect("addr");
+        let picked: std::collections::BTreeSet<SocketAddr> = (0..4)
+            .filter_map(|spread| cart.endpoint(vip, spread))
+            .collect();
+        assert_eq!(
+            picked
+                .into_iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>(),
+            ["10.0.0.1:8080", "10.0.0.2:8080"],
+            "IPv4 endpoints only, on the target port, spread over both"
+        );
+        let v6: SocketAddr = "[fd00::10]:80".parse().expect("addr");
+        assert_eq!(
+            cart.endpoint(v6, 7).map(|a| a.to_string()).as_deref(),
+            Some("[fd00::1]:8080")
+        );
+        assert!(
+            cart.endpoint("10.96.0.10:81".parse().expect("addr"), 0)
+                .is_none()
+        );
+        let owner = directory
+            .service_of_endpoint("10.0.0.2".parse().expect("ip"))
+            .expect("an endpoint names its service");
+        assert_eq!(owner.hostname, "cart.shop.svc.cluster.local");
     }
 }

@@ -37,9 +37,9 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::{
     capture_maps::{CaptureMaps, CaptureMapsError},
     certs::{CertLease, CertificateStore},
-    directory::Directory,
+    directory::{Directory, Service},
     drain::Drain,
-    metrics::Metrics,
+    metrics::{Metrics, Party},
     policy::{self, Policies},
 };
 
@@ -94,6 +94,40 @@ pub struct PodContext {
 }
 
 impl PodContext {
+    /// The pod as telemetry names it, with its labels from the directory when known.
+    #[must_use]
+    pub fn party(&self) -> Party {
+        let peer = self
+            .hbone
+            .as_ref()
+            .and_then(|hbone| self.ips.iter().find_map(|ip| hbone.directory.lookup(*ip)));
+        let labels = peer.map(|peer| peer.labels).unwrap_or_default();
+        Party::workload(
+            &self.info.name,
+            &self.info.namespace,
+            self.principal(),
+            &labels,
+        )
+    }
+
+    /// The service the pod is an endpoint of (the first by name), for telemetry.
+    #[must_use]
+    pub fn own_service(&self) -> Option<Service> {
+        self.ips.iter().find_map(|ip| self.service_of(*ip))
+    }
+
+    /// The service whose VIP is `ip` (from the controller's push).
+    #[must_use]
+    pub fn service_at(&self, ip: IpAddr) -> Option<Service> {
+        self.hbone.as_ref()?.directory.service_at(ip)
+    }
+
+    /// The service `ip` is an endpoint of (the first by name).
+    #[must_use]
+    pub fn service_of(&self, ip: IpAddr) -> Option<Service> {
+        self.hbone.as_ref()?.directory.service_of_endpoint(ip)
+    }
+
     /// The pod as policies select it (labels come from the controller's push).
     #[must_use]
     pub fn policy_workload(&self) -> policy::Workload {

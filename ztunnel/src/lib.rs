@@ -16,7 +16,8 @@
 //! - [`config`]: flags and defaults;
 //! - [`handoff`]: the link to the agent (pods arrive and leave here);
 //! - [`subscribe`], [`directory`]: the controller's config push, and the mesh
-//!   workloads it names (IP → identity, node);
+//!   workloads (IP → identity, node, labels) and services (VIP → ports, endpoints) it
+//!   names;
 //! - [`inpod`]: per-pod listeners, the relay, and HBONE both ways;
 //! - [`certs`]: workload certificates from the mesh CA, one per identity, renewed at
 //!   half-life;
@@ -30,8 +31,9 @@
 //! - A same-node fast path: pods on one node also talk over HBONE, through the pod's
 //!   own 15008.
 //! - `--local-config`: the directory comes only from the controller.
-//! - Workloads and services from the push: only `PeerIdentity` resources are used (pods
-//!   still come from the agent; service VIPs are not resolved to endpoints).
+//! - Pods come from the agent, not from the push (the push gives their labels, the mesh
+//!   peers and the services). A service VIP is resolved to an endpoint by the client's
+//!   port (an even spread, not a load-balancing policy).
 //! - `baggage` / `traceparent` are not passed on (there is nothing to read them from at
 //!   L4).
 

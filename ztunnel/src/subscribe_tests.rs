@@ -59,6 +59,7 @@ fn peer(name: &str, ip: &str) -> Resource {
             node: "n2".into(),
             ips: vec![ip.into()],
             identity: format!("spiffe://cluster.local/ns/shop/sa/{name}"),
+            labels: std::collections::HashMap::new(),
         })),
     }
 }

@@ -49,6 +49,7 @@ pub fn peer(workload: &Workload) -> Option<pb::Resource> {
             node: workload.node.clone().unwrap_or_default(),
             ips: workload.ips.iter().map(ToString::to_string).collect(),
             identity: identity.to_string(),
+            labels: workload.labels.clone().into_iter().collect(),
         }),
     ))
 }

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use super::{PodContext, metered::Metered, relay, sockets};
-use crate::policy;
+use crate::{metrics::Party, policy};
 
 /// Why an HBONE connection to this pod was dropped before serving.
 #[derive(Debug, thiserror::Error)]
@@ -149,17 +149,19 @@ async fn handle_connect(
     };
     let mut labels = relay::labels(&pod, relay::Direction::Inbound);
     labels.connection_security_policy = "mutual_tls";
-    labels.source_principal = request.peer.to_string();
-    labels
-        .source_workload_namespace
-        .clone_from(&request.peer.namespace);
-    if let Some(peer) = pod
+    let known = pod
         .hbone
         .as_ref()
         .and_then(|hbone| hbone.directory.lookup(client_ip))
-    {
-        labels.source_workload = peer.name;
-    }
+        .filter(|peer| peer.identity == request.peer);
+    labels.set_source(known.as_ref().map_or_else(
+        || Party {
+            principal: request.peer.to_string(),
+            namespace: request.peer.namespace.clone(),
+            ..Party::unknown()
+        },
+        Party::peer,
+    ));
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     match upstream {
         Ok(upstream) => Ok(Metered::new(

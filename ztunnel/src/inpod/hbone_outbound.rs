@@ -10,7 +10,11 @@ use hyper::HeaderMap;
 use tokio::net::TcpStream;
 
 use super::{HboneContext, PodContext, sockets};
-use crate::{certs::Issued, directory::Peer, metrics::TcpLabels};
+use crate::{
+    certs::Issued,
+    directory::Peer,
+    metrics::{Party, TcpLabels},
+};
 
 /// Why a connection could not be tunnelled (the app's connection fails: `UF`).
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +43,7 @@ impl Route {
     /// Sets the destination's labels and `mutual_tls`.
     pub fn label(&self, labels: &mut TcpLabels) {
         labels.connection_security_policy = "mutual_tls";
-        labels.destination_principal = self.peer.identity.to_string();
-        labels.destination_workload.clone_from(&self.peer.name);
-        labels
-            .destination_workload_namespace
-            .clone_from(&self.peer.namespace);
+        labels.set_destination(Party::peer(&self.peer));
     }
 }
 

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::{PodContext, hbone_outbound, sockets};
 use crate::{
     config::RELAY_BUFFER_BYTES,
-    metrics::TcpLabels,
+    metrics::{Party, TcpLabels},
     policy::{self, Admission},
 };
 
@@ -29,6 +29,8 @@ pub enum Direction {
 enum RelayError {
     #[error("no original destination recorded for this connection (was it captured?)")]
     NoOriginalDestination,
+    #[error("service {service} has no ready endpoint for port {port}")]
+    NoEndpoint { service: String, port: u16 },
     #[error("upstream connect to {destination} failed: {source}")]
     UpstreamConnect {
         destination: SocketAddr,
@@ -49,6 +51,7 @@ impl RelayError {
     fn response_flag(&self) -> &'static str {
         match self {
             Self::NoOriginalDestination => "NR",
+            Self::NoEndpoint { .. } => "UH",
             Self::UpstreamConnect { .. } => "UF",
             Self::Downstream(_) => "DC",
             Self::HboneConnect(_) => "UF",
@@ -79,8 +82,26 @@ pub async fn handle(
         },
         _ => None,
     };
-    let route = match (direction, destination) {
-        (Direction::Outbound, Some(destination)) => hbone_outbound::route(&pod, destination),
+    // A service VIP: one of the service's endpoints, on its target port.
+    let service = match (direction, destination) {
+        (Direction::Outbound, Some(destination)) => pod.service_at(destination.ip()),
+        _ => None,
+    };
+    let target = match (destination, &service) {
+        (None, _) => Err(RelayError::NoOriginalDestination),
+        (Some(vip), Some(service)) => {
+            service
+                .endpoint(vip, peer.port())
+                .ok_or_else(|| RelayError::NoEndpoint {
+                    service: service.hostname.clone(),
+                    port: vip.port(),
+                })
+        }
+        (Some(destination), None) => Ok(destination),
+    };
+    let upstream_addr = target.as_ref().ok().copied();
+    let route = match (direction, upstream_addr) {
+        (Direction::Outbound, Some(target)) => hbone_outbound::route(&pod, target),
         _ => None,
     };
     let hbone = route.is_some();
@@ -88,10 +109,17 @@ pub async fn handle(
     if let Some(route) = &route {
         route.label(&mut labels);
     }
+    let addressed_service = service.or_else(|| match (direction, upstream_addr) {
+        (Direction::Outbound, Some(target)) => pod.service_of(target.ip()),
+        _ => None,
+    });
+    if let Some(service) = &addressed_service {
+        labels.set_service(service);
+    }
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     let _ = downstream.set_nodelay(true);
     let result = async {
-        let destination = destination.ok_or(RelayError::NoOriginalDestination)?;
+        let destination = target?;
         if let Some(route) = &route {
             let tunnel = hbone_outbound::open(&pod, route, destination).await?;
             let transferred = tunnel
@@ -154,6 +182,7 @@ pub async fn handle(
             hbone,
             src = %peer,
             dst = ?destination,
+            upstream = ?upstream_addr,
             dst_principal = %labels.destination_principal,
             bytes_received = sent_upstream,
             bytes_sent = sent_downstream,
@@ -249,29 +278,14 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 
 /// The labels of a plaintext connection from `pod`'s point of view (the peer unknown).
 pub(super) fn labels(pod: &PodContext, direction: Direction) -> TcpLabels {
-    let unknown = || "unknown".to_owned();
-    let (ours, theirs) = (
-        (
-            pod.info.name.clone(),
-            pod.info.namespace.clone(),
-            pod.principal(),
-        ),
-        (unknown(), unknown(), unknown()),
-    );
-    let (source, destination, reporter, security) = match direction {
-        Direction::Outbound => (ours, theirs, "source", "unknown"),
-        Direction::Inbound => (theirs, ours, "destination", "none"),
+    let mut labels = match direction {
+        Direction::Outbound => TcpLabels::new("source", pod.party(), Party::unknown(), "unknown"),
+        Direction::Inbound => TcpLabels::new("destination", Party::unknown(), pod.party(), "none"),
     };
-    TcpLabels {
-        reporter,
-        source_workload: source.0,
-        source_workload_namespace: source.1,
-        source_principal: source.2,
-        destination_workload: destination.0,
-        destination_workload_namespace: destination.1,
-        destination_principal: destination.2,
-        request_protocol: "tcp",
-        response_flags: "-",
-        connection_security_policy: security,
+    if direction == Direction::Inbound
+        && let Some(service) = pod.own_service()
+    {
+        labels.set_service(&service);
     }
+    labels
 }
