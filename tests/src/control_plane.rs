@@ -26,6 +26,7 @@ pub struct ControlPlane {
     ca_dir: PathBuf,
     tokens_dir: PathBuf,
     address: Ipv4Addr,
+    cert_ttl_secs: Option<u64>,
 }
 
 impl ControlPlane {
@@ -44,7 +45,15 @@ impl ControlPlane {
             ca_dir,
             tokens_dir,
             address: node.underlay_v4(),
+            cert_ttl_secs: None,
         })
+    }
+
+    /// Has ztunnels ask for certificates valid `secs` (renewed at half of it).
+    #[must_use]
+    pub fn with_cert_ttl_secs(mut self, secs: u64) -> Self {
+        self.cert_ttl_secs = Some(secs);
+        self
     }
 
     /// What `node`'s ztunnel is given: the CA, the node's token (written now), the push.
@@ -58,7 +67,7 @@ impl ControlPlane {
         Ok(CaClientOptions {
             address: format!("http://{}", self.ca_address()),
             token_file,
-            cert_ttl_secs: None,
+            cert_ttl_secs: self.cert_ttl_secs,
             controller_address: Some(format!("http://{}", self.controller_address())),
         })
     }

@@ -1,12 +1,12 @@
 //! Workload certificates end to end: the real `ambit-controller serve-ca` and ztunnel on
 //! a simulated node. ztunnel obtains one certificate per identity, renews it at half its
 //! (short) lifetime while traffic flows, and keeps the certificates it holds while the CA
-//! is away.
+//! is away; over HBONE between two nodes, connections live through renewals.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use ambit_e2e::{
-    MeshNode, MeshOptions, PodSpec, TestNet, app,
+    ControlPlane, MeshNode, MeshOptions, PodSpec, TestNet, app,
     mesh::{CaClientOptions, start_ca},
     wait_for,
 };
@@ -212,4 +212,66 @@ fn ztunnel_obtains_renews_and_outlives_the_ca() -> Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// Over HBONE between two nodes, with certificates living 4 s: a held connection and a
+/// stream of new ones keep working while both identities renew twice.
+#[test]
+fn hbone_keeps_working_across_renewals() -> Result<()> {
+    let Some(net) = TestNet::new("renewal_hbone") else {
+        return Ok(());
+    };
+    net.write_namespace("shop", [AMBIENT])?;
+    let n1 = net.add_node("n1")?;
+    let n2 = net.add_node("n2")?;
+    let control = ControlPlane::new(&net, &n1)?.with_cert_ttl_secs(TTL_SECS);
+    let meshes = control.install(&net, &[&n1, &n2])?;
+    let client = n1.add_pod(PodSpec::new("shop", "client").service_account("alpha"))?;
+    let server = n2.add_pod(PodSpec::new("shop", "server").service_account("beta"))?;
+    let _app = app::serve(&server, "[::]:8080".parse()?)?;
+    let _control = control.start(&net)?;
+    let mut alpha = wait_valid(&meshes[0], ALPHA, None, RENEWAL_TIMEOUT)?;
+    let mut beta = wait_valid(&meshes[1], BETA, None, RENEWAL_TIMEOUT)?;
+    meshes[0].wait_peer(&server.ipv4().to_string(), Some(BETA), RENEWAL_TIMEOUT)?;
+
+    let to = server.addr_v4(8080);
+    let held = app::hold(&client, to, Duration::from_secs(3 * TTL_SECS))?;
+    let mut connections = 0;
+    for round in 1..=2 {
+        let renewed_alpha = alpha.serial.clone();
+        let renewed_beta = beta.serial.clone();
+        let started = std::time::Instant::now();
+        loop {
+            ensure!(
+                started.elapsed() < 2 * RENEWAL_TIMEOUT,
+                "renewal {round} of both identities did not happen in time"
+            );
+            app::connect(&client, to)?
+                .expect_ok()
+                .context("a new connection during renewals")?;
+            connections += 1;
+            let held = certificates(&meshes[0])?.remove(ALPHA);
+            let held_beta = certificates(&meshes[1])?.remove(BETA);
+            if let (Some(a), Some(b)) = (held, held_beta)
+                && a.serial != renewed_alpha
+                && b.serial != renewed_beta
+                && a.state == "valid"
+                && b.state == "valid"
+            {
+                (alpha, beta) = (a, b);
+                break;
+            }
+        }
+    }
+    let done = held.finish(Duration::from_secs(4 * TTL_SECS))?;
+    ensure!(
+        done.stdout.contains(r#""ok":true"#),
+        "the held connection should outlive two renewals of both ends: {done}"
+    );
+    ensure!(
+        connections > 2,
+        "new connections were opened throughout ({connections})"
+    );
+    check_leaf(&alpha, ALPHA)?;
+    check_leaf(&beta, BETA)
 }
