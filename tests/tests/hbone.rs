@@ -108,7 +108,7 @@ fn enrolled_pods_on_different_nodes_talk_over_mutual_tls() -> Result<()> {
             saw.peer.ip()
         );
     }
-    // On the same node too (over the pod's own 15008: no fast path yet).
+    // On the same node too (the fast path: no TLS, same identities and telemetry).
     let report = app::connect_with(
         &client,
         near.addr_v4(APP_PORT),
@@ -116,7 +116,7 @@ fn enrolled_pods_on_different_nodes_talk_over_mutual_tls() -> Result<()> {
         Duration::from_secs(5),
     )?
     .expect_ok()
-    .context("client -> near on the same node over HBONE")?;
+    .context("client -> near on the same node")?;
     ensure!(
         report.echo.as_deref() == Some(SECRET),
         "the echo should come back: {report:?}"
@@ -195,9 +195,9 @@ fn enrolled_pods_on_different_nodes_talk_over_mutual_tls() -> Result<()> {
     meshes[0]
         .ztunnel()?
         .wait_for_log_line(Duration::from_secs(5), |line| {
-            line.contains("hbone=true") && line.contains(&near_dst)
+            line.contains("same_node=true") && line.contains(&near_dst)
         })
-        .context("an access-log line saying the same-node connection went over HBONE")?;
+        .context("an access-log line saying the same-node connection took the fast path")?;
 
     // (b) On the wire between the nodes: TLS to 15008, never the payload. dumpcap
     // writes in batches: once the plaintext sent last is in the file, so is the rest.

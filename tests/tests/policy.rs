@@ -6,7 +6,8 @@
 //! The cluster: nodes n1 and n2; on n1 `client` (namespace shop, service account alpha),
 //! `intruder` (namespace lab, in the mesh) and `legacy` (namespace plain, not in the
 //! mesh); on n2 `server` (shop, service account beta, label app=server) echoing on 8080
-//! and 9090.
+//! and 9090, and `neighbor` (namespace lab), whose connections to the server take the
+//! same-node fast path and must meet the same policy.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -30,6 +31,7 @@ struct Cluster {
     intruder: Pod,
     legacy: Pod,
     server: Pod,
+    neighbor: Pod,
     _processes: Vec<ChildGuard>,
 }
 
@@ -53,6 +55,7 @@ impl Cluster {
                 .service_account("beta")
                 .label("app", "server"),
         )?;
+        let neighbor = n2.add_pod(PodSpec::new("lab", "neighbor").service_account("mallory"))?;
         let mut processes = Vec::new();
         for port in [PORT, OTHER_PORT] {
             processes.push(app::serve(&server, SocketAddr::from(([0; 4], port)))?);
@@ -67,6 +70,7 @@ impl Cluster {
             intruder,
             legacy,
             server,
+            neighbor,
             _processes: processes,
         };
         // Until a client holds its certificate it would talk plaintext.
@@ -76,6 +80,8 @@ impl Cluster {
         ] {
             cluster.meshes[0].wait_certificate(identity, READY_TIMEOUT)?;
         }
+        cluster.meshes[1]
+            .wait_certificate("spiffe://cluster.local/ns/lab/sa/mallory", READY_TIMEOUT)?;
         Ok(Some(cluster))
     }
 
@@ -156,7 +162,12 @@ fn authorization_policy_allows_and_denies_by_principal_and_namespace() -> Result
         return Ok(());
     };
     // No policy: everyone gets in (PERMISSIVE accepts the plaintext one).
-    for from in [&cluster.client, &cluster.intruder, &cluster.legacy] {
+    for from in [
+        &cluster.client,
+        &cluster.intruder,
+        &cluster.legacy,
+        &cluster.neighbor,
+    ] {
         cluster.expect(from, PORT, true)?;
     }
 
@@ -195,7 +206,8 @@ fn authorization_policy_allows_and_denies_by_principal_and_namespace() -> Result
     cluster.expect(&cluster.client, PORT, true)?;
     cluster.expect(&cluster.legacy, PORT, true)?;
     cluster.expect(&cluster.intruder, PORT, false)?;
-    cluster.wait_denials(&[("reason", "denied"), ("policy", "shop/deny-lab")], 1.0)?;
+    cluster.expect(&cluster.neighbor, PORT, false)?;
+    cluster.wait_denials(&[("reason", "denied"), ("policy", "shop/deny-lab")], 2.0)?;
 
     // A DENY on one port only (`to.operation.ports`) leaves the other port open.
     cluster.set_policies(&[object(

@@ -9,11 +9,16 @@
 //!   [`hbone_outbound`] for a mesh destination);
 //! - [`hbone_outbound`]: a captured connection to a mesh workload, tunnelled over HBONE;
 //! - [`hbone_inbound`]: the pod's HBONE server on 15008, delivering to the app;
+//! - [`deliver`]: the destination side of a mesh connection (policy, delivery,
+//!   destination telemetry), for HBONE inbound and the same-node fast path;
+//! - [`local`]: the same-node fast path (no TLS between two pods of this ztunnel);
 //! - [`metered`]: an upstream socket that reports Istio's metrics and the access log
 //!   when the tunnel relaying it closes.
 
+pub mod deliver;
 pub mod hbone_inbound;
 pub mod hbone_outbound;
+pub mod local;
 pub mod metered;
 pub mod relay;
 pub mod sockets;
@@ -69,6 +74,8 @@ pub struct HboneContext {
     pub directory: Arc<Directory>,
     pub certificates: Arc<CertificateStore>,
     pub pool: Pool,
+    /// The pods served here, for the same-node fast path.
+    pub local: local::LocalPods,
 }
 
 /// What a connection handler needs to know about its pod.
@@ -168,6 +175,9 @@ impl Drop for PodProxy {
             task.abort();
         }
         self.context.maps.unregister_inbound(&self.ips);
+        if let Some(hbone) = &self.context.hbone {
+            hbone.local.unregister(&self.context);
+        }
     }
 }
 
@@ -233,6 +243,7 @@ impl InPod {
                 directory,
                 certificates: Arc::clone(certificates),
                 pool: Pool::new(),
+                local: local::LocalPods::default(),
             })
         });
         self
@@ -367,6 +378,9 @@ impl InPod {
             accept_loops.push(tokio::spawn(
                 hbone_inbound::accept_loop(listener, Arc::clone(&context)).instrument(span.clone()),
             ));
+        }
+        if let Some(hbone) = &context.hbone {
+            hbone.local.register(&context);
         }
         span.in_scope(|| info!(ips = ?ips, hbone = context.hbone.is_some(), "serving pod"));
         self.lock_pods().insert(

@@ -28,8 +28,6 @@
 //! - [`drain`]: counting connections in flight for a graceful shutdown.
 //!
 //! # What it does not do yet
-//! - A same-node fast path: pods on one node also talk over HBONE, through the pod's
-//!   own 15008.
 //! - `--local-config`: the directory comes only from the controller.
 //! - Pods come from the agent, not from the push (the push gives their labels, the mesh
 //!   peers and the services). A service VIP is resolved to an endpoint by the client's

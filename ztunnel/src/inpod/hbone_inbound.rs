@@ -19,8 +19,11 @@ use hyper::StatusCode;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument as _, debug, info_span, warn};
 
-use super::{PodContext, metered::Metered, relay, sockets};
-use crate::{metrics::Party, policy};
+use super::{
+    PodContext,
+    deliver::{self, DeliveryError},
+    metered::Metered,
+};
 
 /// Why an HBONE connection to this pod was dropped before serving.
 #[derive(Debug, thiserror::Error)]
@@ -118,79 +121,22 @@ async fn handle_connect(
     let client_ip: IpAddr = request
         .forwarded_for
         .map_or(tls_peer.ip(), |ip| ip.to_canonical());
-    let client = SocketAddr::new(client_ip, 0);
-    let connection = policy::Connection {
-        source_ip: client_ip,
-        source_identity: Some(request.peer.clone()),
-        destination_ip: destination.ip(),
-        destination_port: destination.port(),
+    let source = deliver::Source {
+        ip: client_ip,
+        identity: &request.peer,
+        hbone: true,
     };
-    let admission = match pod.policies.admit(pod.policy_workload(), connection) {
-        Ok(admission) => admission,
-        Err(denial) => {
-            warn!(
-                target: "access",
-                direction = "Inbound",
-                hbone = true,
-                src = %client,
-                dst = %destination,
-                src_principal = %request.peer,
-                response_flags = "RBAC",
-                %denial,
-                "connection denied"
-            );
-            return Err(Refusal::new(StatusCode::UNAUTHORIZED, denial.to_string()));
-        }
-    };
-    let upstream = if pod.transparent_delivery && client_ip.is_ipv4() == destination.is_ipv4() {
-        sockets::deliver_as(&pod.netns, client, destination).await
-    } else {
-        sockets::connect(&pod.netns, destination).await
-    };
-    let mut labels = relay::labels(&pod, relay::Direction::Inbound);
-    labels.connection_security_policy = "mutual_tls";
-    let known = pod
-        .hbone
-        .as_ref()
-        .and_then(|hbone| hbone.directory.lookup(client_ip))
-        .filter(|peer| peer.identity == request.peer);
-    labels.set_source(known.as_ref().map_or_else(
-        || Party {
-            principal: request.peer.to_string(),
-            namespace: request.peer.namespace.clone(),
-            ..Party::unknown()
-        },
-        Party::peer,
-    ));
-    pod.metrics.connections_opened.get_or_create(&labels).inc();
-    match upstream {
-        Ok(upstream) => Ok(Metered::new(
-            upstream,
-            pod,
-            labels,
-            (client, destination),
-            admission,
-        )),
-        Err(error) => {
-            labels.response_flags = "UF";
-            pod.metrics.connections_closed.get_or_create(&labels).inc();
-            warn!(
-                target: "access",
-                direction = "Inbound",
-                hbone = true,
-                src = %client,
-                dst = %destination,
-                src_principal = %request.peer,
-                response_flags = "UF",
-                %error,
-                "connection failed"
-            );
-            Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the app at {destination} refused: {error}"),
-            ))
-        }
-    }
+    deliver::deliver(pod, source, destination)
+        .await
+        .map_err(|error| {
+            let status = match &error {
+                DeliveryError::Denied(_) => StatusCode::UNAUTHORIZED,
+                DeliveryError::App { .. } | DeliveryError::NoIdentity => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            };
+            Refusal::new(status, error.to_string())
+        })
 }
 
 /// A refusal when the TLS peer's address is a mesh workload's and the certificate names

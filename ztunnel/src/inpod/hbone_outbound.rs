@@ -40,6 +40,15 @@ pub struct Route {
 }
 
 impl Route {
+    /// The destination pod, when this ztunnel serves it too (the same-node fast path).
+    #[must_use]
+    pub fn local_destination(&self) -> Option<Arc<PodContext>> {
+        self.peer
+            .ips
+            .iter()
+            .find_map(|ip| self.hbone.local.get(*ip))
+    }
+
     /// Sets the destination's labels and `mutual_tls`.
     pub fn label(&self, labels: &mut TcpLabels) {
         labels.connection_security_policy = "mutual_tls";

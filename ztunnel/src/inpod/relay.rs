@@ -10,7 +10,7 @@ use std::{io, net::SocketAddr, os::fd::AsRawFd as _, sync::Arc, time::Instant};
 use tokio::{io::copy_bidirectional_with_sizes, net::TcpStream};
 use tracing::{info, warn};
 
-use super::{PodContext, hbone_outbound, sockets};
+use super::{PodContext, deliver::DeliveryError, hbone_outbound, local, sockets};
 use crate::{
     config::RELAY_BUFFER_BYTES,
     metrics::{Party, TcpLabels},
@@ -44,6 +44,8 @@ enum RelayError {
     HboneTunnel(io::Error),
     #[error("closed: a policy change forbids this connection")]
     Revoked,
+    #[error("same-node delivery: {0}")]
+    Local(DeliveryError),
 }
 
 impl RelayError {
@@ -56,7 +58,8 @@ impl RelayError {
             Self::Downstream(_) => "DC",
             Self::HboneConnect(_) => "UF",
             Self::HboneTunnel(_) => "UC",
-            Self::Revoked => "RBAC",
+            Self::Revoked | Self::Local(DeliveryError::Denied(_)) => "RBAC",
+            Self::Local(_) => "UF",
         }
     }
 }
@@ -104,7 +107,12 @@ pub async fn handle(
         (Direction::Outbound, Some(target)) => hbone_outbound::route(&pod, target),
         _ => None,
     };
-    let hbone = route.is_some();
+    // Both ends served here: no TLS between them (the same-node fast path).
+    let same_node = route
+        .as_ref()
+        .and_then(hbone_outbound::Route::local_destination);
+    let hbone = route.is_some() && same_node.is_none();
+    let fast_path = same_node.is_some();
     let mut labels = labels(&pod, direction);
     if let Some(route) = &route {
         route.label(&mut labels);
@@ -120,6 +128,19 @@ pub async fn handle(
     let _ = downstream.set_nodelay(true);
     let result = async {
         let destination = target?;
+        if let Some(local_pod) = same_node {
+            let mut upstream = local::connect(&pod, local_pod, destination)
+                .await
+                .map_err(RelayError::Local)?;
+            return copy_bidirectional_with_sizes(
+                &mut downstream,
+                &mut upstream,
+                RELAY_BUFFER_BYTES,
+                RELAY_BUFFER_BYTES,
+            )
+            .await
+            .map_err(RelayError::Downstream);
+        }
         if let Some(route) = &route {
             let tunnel = hbone_outbound::open(&pod, route, destination).await?;
             let transferred = tunnel
@@ -180,6 +201,7 @@ pub async fn handle(
             target: "access",
             ?direction,
             hbone,
+            same_node = fast_path,
             src = %peer,
             dst = ?destination,
             upstream = ?upstream_addr,
@@ -193,6 +215,7 @@ pub async fn handle(
             target: "access",
             ?direction,
             hbone,
+            same_node = fast_path,
             src = %peer,
             dst = ?destination,
             duration_ms,
