@@ -1,0 +1,569 @@
+//! One compiled VirtualService HTTP route (`http[i]`): its conditions, and what it does
+//! with a request that meets them.
+
+use std::{sync::Arc, time::Duration};
+
+use ambit_api::istio::{
+    Percent,
+    virtual_service::{
+        Abort, Delay, HttpDirectResponse, HttpRedirect, HttpRewrite, HttpRoute,
+        HttpRouteDestination, RedirectPortSelection,
+    },
+};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use regex::Regex;
+
+use super::{
+    Problem,
+    cluster::{Cluster, ClusterIndex},
+};
+use crate::{
+    headers::HeaderRules,
+    host::qualify,
+    matcher::{RequestMatch, RequestView},
+    retry::RetryPolicy,
+};
+
+/// A compiled HTTP route.
+#[derive(Debug)]
+pub struct Route {
+    /// `namespace/name#route` (the route's name, or its index), for logs.
+    pub name: String,
+    /// Any one holds (OR); none means every request.
+    matches: Vec<RequestMatch>,
+    pub action: Action,
+    pub headers: HeaderRules,
+    pub rewrite: Option<Rewrite>,
+    pub fault: Fault,
+    /// The whole request's deadline, retries included; `None` waits forever (Istio's
+    /// default).
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// What a route does.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward to one of these, chosen by weight.
+    Forward(WeightedTargets),
+    Redirect(Redirect),
+    Respond {
+        status: StatusCode,
+        body: Bytes,
+    },
+}
+
+/// How a route matched: what part of the path a `rewrite.uri` replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    /// This many bytes of the path: the `uri` prefix matched (or `/`, for a match
+    /// without `uri`, as Istio routes it).
+    Prefix(usize),
+    /// The whole path (an `exact` or `regex` uri).
+    WholePath,
+}
+
+/// Destinations with their weights.
+#[derive(Debug)]
+pub struct WeightedTargets {
+    targets: Vec<(u32, Target)>,
+    total: u32,
+}
+
+/// A route destination: a service (or subset of it), resolved to its clusters.
+#[derive(Debug)]
+pub struct Target {
+    /// The destination's FQDN.
+    pub host: String,
+    subset: String,
+    port: Option<u16>,
+    /// The clusters of the subset, one per service port.
+    clusters: Vec<(u16, Arc<Cluster>)>,
+    /// Destination-level header operations.
+    pub headers: HeaderRules,
+}
+
+/// `rewrite`: the path (or its matched prefix) and the authority.
+#[derive(Debug)]
+pub struct Rewrite {
+    uri: Option<String>,
+    uri_regex: Option<(Regex, String)>,
+    pub authority: Option<HeaderValue>,
+}
+
+/// `redirect`.
+#[derive(Debug)]
+pub struct Redirect {
+    uri: Option<String>,
+    authority: Option<String>,
+    scheme: Option<String>,
+    port: RedirectPort,
+    pub status: StatusCode,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RedirectPort {
+    Keep,
+    Set(u16),
+    FromRequest,
+    ProtocolDefault,
+}
+
+/// `fault`: a delay and an abort, each applied to a share of requests.
+#[derive(Debug, Default)]
+pub struct Fault {
+    pub delay: Option<(Duration, f64)>,
+    pub abort: Option<(StatusCode, f64)>,
+}
+
+impl Route {
+    /// Compiles `spec`, route number `index` of VirtualService `object` (`ns/name`) in
+    /// `namespace`; problems go to `problems` with their path.
+    pub fn compile(
+        object: &str,
+        namespace: &str,
+        index: usize,
+        spec: &HttpRoute,
+        clusters: &ClusterIndex,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Self> {
+        let field = format!("http[{index}]");
+        let before = problems.len();
+        let matches: Vec<RequestMatch> = spec
+            .matches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                RequestMatch::compile(&format!("{field}.match[{i}]"), m)
+                    .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
+                    .ok()
+            })
+            .collect();
+        let action = compile_action(&field, namespace, spec, clusters, problems);
+        let headers = HeaderRules::compile(&format!("{field}.headers"), spec.headers.as_ref())
+            .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
+            .unwrap_or_default();
+        let rewrite = spec
+            .rewrite
+            .as_ref()
+            .and_then(|r| Rewrite::compile(&field, r, problems));
+        let fault = spec
+            .fault
+            .as_ref()
+            .map(|f| Fault::compile(&field, f.delay.as_ref(), f.abort.as_ref(), problems))
+            .unwrap_or_default();
+        let retry = RetryPolicy::compile(&format!("{field}.retries"), spec.retries.as_ref())
+            .map_err(|e| problems.push(e.into()))
+            .ok()
+            .flatten();
+        if spec.delegate.is_some() {
+            problems.push(Problem::unsupported(&field, "delegate"));
+        }
+        let action = action?;
+        (problems.len() == before).then(|| Self {
+            name: format!(
+                "{object}#{}",
+                if spec.name.is_empty() {
+                    index.to_string()
+                } else {
+                    spec.name.clone()
+                }
+            ),
+            matches,
+            action,
+            headers,
+            rewrite,
+            fault,
+            timeout: spec.timeout.map(|t| t.get()).filter(|t| !t.is_zero()),
+            retry,
+        })
+    }
+
+    /// The route Istio gives a service no VirtualService covers: all its endpoints,
+    /// Istio's default retries, no timeout.
+    #[must_use]
+    pub fn service_default(host: &str, clusters: Vec<(u16, Arc<Cluster>)>) -> Self {
+        let target = Target {
+            host: host.to_owned(),
+            subset: String::new(),
+            port: None,
+            clusters,
+            headers: HeaderRules::default(),
+        };
+        Self {
+            name: format!("{host}#default"),
+            matches: Vec::new(),
+            action: Action::Forward(WeightedTargets {
+                targets: vec![(1, target)],
+                total: 1,
+            }),
+            headers: HeaderRules::default(),
+            rewrite: None,
+            fault: Fault::default(),
+            timeout: None,
+            retry: Some(RetryPolicy::istio_default()),
+        }
+    }
+
+    /// How the route matches `request`, or `None`.
+    #[must_use]
+    pub fn matched(&self, request: &RequestView<'_>) -> Option<Matched> {
+        if self.matches.is_empty() {
+            return Some(Matched::Prefix(1));
+        }
+        let entry = self.matches.iter().find(|m| m.matches(request))?;
+        Some(match (entry.uri_prefix(), entry.has_uri()) {
+            (Some(prefix), _) => Matched::Prefix(prefix.len()),
+            (None, true) => Matched::WholePath,
+            (None, false) => Matched::Prefix(1),
+        })
+    }
+}
+
+fn compile_action(
+    field: &str,
+    namespace: &str,
+    spec: &HttpRoute,
+    clusters: &ClusterIndex,
+    problems: &mut Vec<Problem>,
+) -> Option<Action> {
+    match (&spec.redirect, &spec.direct_response, spec.route.is_empty()) {
+        (Some(redirect), None, true) => {
+            Redirect::compile(field, redirect, problems).map(Action::Redirect)
+        }
+        (None, Some(direct), true) => respond(field, direct, problems),
+        (None, None, false) => {
+            WeightedTargets::compile(field, namespace, &spec.route, clusters, problems)
+                .map(Action::Forward)
+        }
+        _ => {
+            problems.push(Problem::Action {
+                field: field.to_owned(),
+            });
+            None
+        }
+    }
+}
+
+fn respond(field: &str, spec: &HttpDirectResponse, problems: &mut Vec<Problem>) -> Option<Action> {
+    let field = format!("{field}.directResponse");
+    let status = status(&format!("{field}.status"), spec.status, problems)?;
+    let body = spec.body.as_ref().map_or(Some(Bytes::new()), |body| {
+        if body.bytes.is_some() {
+            problems.push(Problem::unsupported(&field, "body.bytes"));
+            None
+        } else {
+            Some(Bytes::from(body.string.clone().unwrap_or_default()))
+        }
+    })?;
+    Some(Action::Respond { status, body })
+}
+
+fn status(field: &str, code: u32, problems: &mut Vec<Problem>) -> Option<StatusCode> {
+    let status = u16::try_from(code)
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok());
+    if status.is_none() {
+        problems.push(Problem::Status {
+            field: field.to_owned(),
+            code,
+        });
+    }
+    status
+}
+
+impl WeightedTargets {
+    fn compile(
+        field: &str,
+        namespace: &str,
+        specs: &[HttpRouteDestination],
+        clusters: &ClusterIndex,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Self> {
+        let only_one = specs.len() == 1;
+        let mut targets = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let field = format!("{field}.route[{i}]");
+            let weight = match spec.weight {
+                _ if only_one => 1,
+                None => 0,
+                Some(weight) => match u32::try_from(weight) {
+                    Ok(weight) => weight,
+                    Err(_) => {
+                        problems.push(Problem::Weight { field, weight });
+                        continue;
+                    }
+                },
+            };
+            let destination = &spec.destination;
+            let port = match destination.port.map(|p| u16::try_from(p.number)) {
+                None => None,
+                Some(Ok(port)) if port != 0 => Some(port),
+                Some(_) => {
+                    problems.push(Problem::Port {
+                        field: format!("{field}.destination.port"),
+                        port: destination.port.map_or(0, |p| p.number),
+                    });
+                    continue;
+                }
+            };
+            let host = qualify(&destination.host.to_ascii_lowercase(), namespace);
+            let headers =
+                match HeaderRules::compile(&format!("{field}.headers"), spec.headers.as_ref()) {
+                    Ok(headers) => headers,
+                    Err(errors) => {
+                        problems.extend(errors.into_iter().map(Problem::from));
+                        continue;
+                    }
+                };
+            targets.push((
+                weight,
+                Target {
+                    clusters: clusters.get(&host, &destination.subset),
+                    host,
+                    subset: destination.subset.clone(),
+                    port,
+                    headers,
+                },
+            ));
+        }
+        let total = targets.iter().map(|(w, _)| *w).sum();
+        if total == 0 && !targets.is_empty() {
+            problems.push(Problem::Weights {
+                field: field.to_owned(),
+            });
+            return None;
+        }
+        Some(Self { targets, total })
+    }
+
+    /// A target chosen at random in proportion to the weights.
+    #[must_use]
+    pub fn choose(&self) -> &Target {
+        let mut roll = fastrand::u32(0..self.total);
+        for (weight, target) in &self.targets {
+            if roll < *weight {
+                return target;
+            }
+            roll -= weight;
+        }
+        unreachable!("the roll is below the sum of the weights")
+    }
+}
+
+impl Target {
+    /// The cluster for a request that arrived on `request_port`: the destination's
+    /// `port`, else the service's only port, else the service port the request came on.
+    /// `None` when the host, subset or port does not exist (Envoy's `NC`).
+    #[must_use]
+    pub fn cluster(&self, request_port: u16) -> Option<&Arc<Cluster>> {
+        let find = |port: u16| self.clusters.iter().find(|(p, _)| *p == port);
+        match (self.port, self.clusters.as_slice()) {
+            (Some(port), _) => find(port),
+            (None, [only]) => Some(only),
+            (None, _) => find(request_port),
+        }
+        .map(|(_, cluster)| cluster)
+    }
+
+    /// `host` with its subset, for logs (`reviews.shop.svc.cluster.local/v2`).
+    #[must_use]
+    pub fn display_name(&self) -> String {
+        if self.subset.is_empty() {
+            self.host.clone()
+        } else {
+            format!("{}/{}", self.host, self.subset)
+        }
+    }
+}
+
+impl Rewrite {
+    fn compile(field: &str, spec: &HttpRewrite, problems: &mut Vec<Problem>) -> Option<Self> {
+        let field = format!("{field}.rewrite");
+        let uri_regex = match &spec.uri_regex_rewrite {
+            None => None,
+            Some(rewrite) => match Regex::new(&rewrite.pattern) {
+                // RE2's `\1` is the regex crate's `${1}`.
+                Ok(regex) => Some((regex, backrefs_to_regex_crate(&rewrite.rewrite))),
+                Err(source) => {
+                    problems.push(Problem::RewriteRegex {
+                        field: format!("{field}.uriRegexRewrite.match"),
+                        source: Box::new(source),
+                    });
+                    return None;
+                }
+            },
+        };
+        let authority = match spec.authority.as_str() {
+            "" => None,
+            authority => match HeaderValue::from_str(authority) {
+                Ok(value) => Some(value),
+                Err(_) => {
+                    problems.push(Problem::Authority {
+                        field: format!("{field}.authority"),
+                    });
+                    return None;
+                }
+            },
+        };
+        Some(Self {
+            uri: Some(spec.uri.clone()).filter(|u| !u.is_empty()),
+            uri_regex,
+            authority,
+        })
+    }
+
+    /// The path to forward instead of `path` (no query), or `None` to keep it.
+    #[must_use]
+    pub fn path(&self, matched: Matched, path: &str) -> Option<String> {
+        if let Some(uri) = &self.uri {
+            return Some(match matched {
+                Matched::Prefix(len) => format!("{uri}{}", path.get(len..).unwrap_or_default()),
+                Matched::WholePath => uri.clone(),
+            });
+        }
+        let (regex, replacement) = self.uri_regex.as_ref()?;
+        Some(regex.replace_all(path, replacement.as_str()).into_owned())
+    }
+}
+
+fn backrefs_to_regex_crate(rewrite: &str) -> String {
+    let mut out = String::with_capacity(rewrite.len());
+    let mut chars = rewrite.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+impl Redirect {
+    fn compile(field: &str, spec: &HttpRedirect, problems: &mut Vec<Problem>) -> Option<Self> {
+        let field = format!("{field}.redirect");
+        let code = spec.redirect_code.unwrap_or(301);
+        let status = match code {
+            301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(u16::try_from(code).ok()?).ok()?,
+            _ => {
+                problems.push(Problem::RedirectCode {
+                    field: format!("{field}.redirectCode"),
+                    code,
+                });
+                return None;
+            }
+        };
+        let port = match (spec.port, spec.derive_port) {
+            (Some(port), _) => match u16::try_from(port) {
+                Ok(port) if port != 0 => RedirectPort::Set(port),
+                _ => {
+                    problems.push(Problem::Port {
+                        field: format!("{field}.port"),
+                        port,
+                    });
+                    return None;
+                }
+            },
+            (None, Some(RedirectPortSelection::FromRequestPort)) => RedirectPort::FromRequest,
+            (None, Some(RedirectPortSelection::FromProtocolDefault)) => {
+                RedirectPort::ProtocolDefault
+            }
+            (None, None) => RedirectPort::Keep,
+        };
+        let non_empty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        Some(Self {
+            uri: non_empty(&spec.uri),
+            authority: non_empty(&spec.authority),
+            scheme: non_empty(&spec.scheme),
+            port,
+            status,
+        })
+    }
+
+    /// The `Location` for a request: the path (query kept unless the new uri has one),
+    /// authority, scheme and port replaced as configured.
+    #[must_use]
+    pub fn location(&self, request: &RequestView<'_>) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or(request.scheme);
+        let authority = self.authority.as_deref().unwrap_or(request.authority);
+        let (host, _port) = crate::host::split_authority(authority);
+        let authority = match self.port {
+            RedirectPort::Keep => authority.to_owned(),
+            RedirectPort::Set(port) => format!("{host}:{port}"),
+            RedirectPort::FromRequest => format!("{host}:{}", request.port),
+            RedirectPort::ProtocolDefault => host.to_owned(),
+        };
+        let path = self.uri.as_deref().unwrap_or(request.path);
+        match request.query {
+            Some(query) if !path.contains('?') => format!("{scheme}://{authority}{path}?{query}"),
+            _ => format!("{scheme}://{authority}{path}"),
+        }
+    }
+}
+
+/// The share of requests a fault applies to. Istio: without a percentage, none.
+fn share(
+    field: &str,
+    percentage: Option<Percent>,
+    deprecated_percent: Option<i32>,
+    problems: &mut Vec<Problem>,
+) -> Option<f64> {
+    let value = percentage.map_or_else(|| f64::from(deprecated_percent.unwrap_or(0)), |p| p.value);
+    if (0.0..=100.0).contains(&value) {
+        Some(value)
+    } else {
+        problems.push(Problem::Percentage {
+            field: format!("{field}.percentage"),
+            value,
+        });
+        None
+    }
+}
+
+impl Fault {
+    fn compile(
+        field: &str,
+        delay: Option<&Delay>,
+        abort: Option<&Abort>,
+        problems: &mut Vec<Problem>,
+    ) -> Self {
+        let field = format!("{field}.fault");
+        let delay = delay.and_then(|d| {
+            let share = share(&format!("{field}.delay"), d.percentage, d.percent, problems);
+            if d.exponential_delay.is_some() {
+                problems.push(Problem::unsupported(
+                    &format!("{field}.delay"),
+                    "exponentialDelay",
+                ));
+            }
+            Some((d.fixed_delay?.get(), share?))
+        });
+        let abort = abort.and_then(|a| {
+            let share = share(&format!("{field}.abort"), a.percentage, None, problems);
+            if a.grpc_status.is_some() || a.http2_error.is_some() {
+                problems.push(Problem::unsupported(
+                    &format!("{field}.abort"),
+                    "grpcStatus and http2Error",
+                ));
+            }
+            let code = a.http_status.and_then(|c| u32::try_from(c).ok())?;
+            Some((
+                status(&format!("{field}.abort.httpStatus"), code, problems)?,
+                share?,
+            ))
+        });
+        Self { delay, abort }
+    }
+
+    /// Whether to act on a share of `percent` percent of requests.
+    #[must_use]
+    pub fn roll(percent: f64) -> bool {
+        percent >= 100.0 || fastrand::f64() * 100.0 < percent
+    }
+}
