@@ -402,3 +402,6 @@ fn endpoint_addresses<'s>(
         })
         .map(move |endpoint| (endpoint.ip, port).into())
 }
+
+#[cfg(test)]
+mod tests;
