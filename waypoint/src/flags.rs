@@ -29,8 +29,10 @@ impl ResponseFlags {
     pub const NO_CLUSTER_FOUND: Self = Self(1 << 8);
     /// `DC`: the downstream connection ended before the response was sent.
     pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 9);
+    /// `UO`: a `connectionPool` limit refused the request (circuit breaking).
+    pub const UPSTREAM_OVERFLOW: Self = Self(1 << 10);
 
-    const CODES: [(Self, &'static str); 10] = [
+    const CODES: [(Self, &'static str); 11] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
@@ -41,6 +43,7 @@ impl ResponseFlags {
         (Self::NO_ROUTE_FOUND, "NR"),
         (Self::NO_CLUSTER_FOUND, "NC"),
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
+        (Self::UPSTREAM_OVERFLOW, "UO"),
     ];
 
     /// Whether every flag in `other` is set.

@@ -16,8 +16,10 @@
 //! object's namespace; a regex matches the whole value; `rewrite.uri` replaces the
 //! matched prefix (or `/` when the match had no `uri`); without `retries` Istio's
 //! default (2 retries on connection failures) applies; faults without a percentage
-//! affect no request; the default load balancer is `LEAST_REQUEST`; local replies carry
-//! Envoy's texts and [`ResponseFlags`] (`NR`, `UH`, `UF`, `UT`, `DI`, `FI`, …).
+//! affect no request; the default load balancer is `LEAST_REQUEST`; `connectionPool`
+//! limits refuse requests with 503 `UO` and `outlierDetection` ejects endpoints after
+//! consecutive errors; local replies carry Envoy's texts and [`ResponseFlags`] (`NR`,
+//! `UH`, `UF`, `UT`, `UO`, `DI`, `FI`, …).
 //!
 //! # Layout
 //! - [`config`]: the plain input ([`Config`], [`Service`], [`Endpoint`]);
@@ -37,8 +39,9 @@
 //! - L7 `AuthorizationPolicy`, the ingress `Gateway` (TLS, `gateways:` binding),
 //!   telemetry (metrics, access logs, trace headers).
 //! - `mirror`, `corsPolicy`, `delegate`, `sourceLabels` / `sourceNamespace` matches,
-//!   consistent-hash and locality balancing, and DestinationRule `connectionPool`,
-//!   `outlierDetection` and `tls`: the ones that would change which requests a route
+//!   consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
+//!   `connectionPool` and `outlierDetection` beyond the request limits and the
+//!   consecutive-error ejection: the ones that would change which requests a route
 //!   takes are refused at compile time, the others listed by [`RouteTable::ignored`].
 //! - Upgrades (WebSocket, `CONNECT`) and replaying request bodies over 64 KiB or of
 //!   unknown length on retries (such requests are sent once).

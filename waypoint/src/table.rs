@@ -4,27 +4,36 @@
 //! and reports every problem at once with the object and field path. Fields the
 //! waypoint does not implement yet are refused when ignoring them would change which
 //! requests a route takes (`sourceLabels`, `delegate`, …) and listed in
-//! [`RouteTable::ignored`] when they only tune behaviour (`connectionPool`, `mirror`,
-//! …), so the caller can log them.
+//! [`RouteTable::ignored`] when they only tune behaviour (`mirror`, `tls`, idle
+//! timeouts, …), so the caller can log them.
 //!
 //! A request finds its routes by its authority: the VirtualService naming that host
 //! exactly, else the most specific wildcard host, else the service of that name with
 //! its default route (all endpoints). Within a VirtualService the first HTTP route that
 //! matches wins.
 
+// Clusters and their endpoints; `limits` (connectionPool) and `outlier`
+// (outlierDetection) are the DestinationRule protections a cluster applies.
 mod cluster;
+mod limits;
+mod outlier;
 mod route;
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use ambit_api::istio::{
     DestinationRuleSpec, VirtualServiceSpec,
-    destination_rule::{LoadBalancerSettings, SimpleLb, TrafficPolicy},
+    destination_rule::{
+        ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
+        SimpleLb, TrafficPolicy,
+    },
 };
 use thiserror::Error;
 
 pub use self::{
-    cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, UpstreamEndpoint},
+    cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
+    limits::{Admission, ConnectionLimits, Overflow},
+    outlier::{Health, OutlierPolicy},
     route::{Action, Fault, Matched, Redirect, Rewrite, Route, Target, WeightedTargets},
 };
 use crate::{
@@ -299,9 +308,40 @@ fn check_destination_rule(
                 ));
             }
         }
+        let pool = policy.connection_pool.as_ref();
+        let tcp = pool.and_then(|p| p.tcp.as_ref());
+        let http = pool.and_then(|p| p.http.as_ref());
+        let outlier = policy.outlier_detection.as_ref();
         let tuned = [
-            ("connectionPool", policy.connection_pool.is_some()),
-            ("outlierDetection", policy.outlier_detection.is_some()),
+            (
+                "connectionPool.tcp (except maxConnections)",
+                tcp.is_some_and(|t| {
+                    t.connect_timeout.is_some()
+                        || t.tcp_keepalive.is_some()
+                        || t.max_connection_duration.is_some()
+                        || t.idle_timeout.is_some()
+                }),
+            ),
+            (
+                "connectionPool.http (except http1MaxPendingRequests and http2MaxRequests)",
+                http.is_some_and(|h| {
+                    h.max_requests_per_connection.is_some()
+                        || h.max_retries.is_some()
+                        || h.idle_timeout.is_some()
+                        || h.h2_upgrade_policy.is_some()
+                        || h.use_client_protocol.is_some()
+                        || h.max_concurrent_streams.is_some()
+                }),
+            ),
+            (
+                "outlierDetection (minHealthPercent, interval and local-origin settings)",
+                outlier.is_some_and(|o| {
+                    o.min_health_percent.is_some()
+                        || o.interval.is_some()
+                        || o.consecutive_local_origin_failures.is_some()
+                        || o.split_external_local_origin_errors.is_some()
+                }),
+            ),
             ("tls", policy.tls.is_some()),
             ("tunnel", policy.tunnel.is_some()),
             ("proxyProtocol", policy.proxy_protocol.is_some()),
@@ -356,16 +396,23 @@ fn build_clusters(config: &Config) -> ClusterIndex {
         }));
         for (subset, labels, subset_policy) in subsets {
             for port in &service.ports {
-                let simple = load_balancer(subset_policy, port.port)
-                    .or_else(|| {
-                        load_balancer(rule.and_then(|r| r.traffic_policy.as_ref()), port.port)
-                    })
-                    .and_then(|lb| lb.simple);
+                let policies = [subset_policy, rule.and_then(|r| r.traffic_policy.as_ref())];
+                let http2 = port.speaks_http2();
+                let policy = ClusterPolicy {
+                    balancer: Balancer::new(
+                        effective(policies, port.port, PolicyScope::load_balancer)
+                            .and_then(|lb| lb.simple),
+                    ),
+                    limits: effective(policies, port.port, PolicyScope::connection_pool)
+                        .and_then(|pool| ConnectionLimits::new(pool, http2)),
+                    outlier: effective(policies, port.port, PolicyScope::outlier_detection)
+                        .and_then(OutlierPolicy::new),
+                };
                 let cluster = Cluster::new(
                     format!("outbound|{}|{subset}|{host}", port.port),
-                    port.speaks_http2(),
+                    http2,
                     endpoint_addresses(service, labels, port.endpoint_port()),
-                    Balancer::new(simple),
+                    policy,
                 );
                 index.insert(&host, subset, port.port, Arc::new(cluster));
             }
@@ -374,15 +421,52 @@ fn build_clusters(config: &Config) -> ClusterIndex {
     index
 }
 
-/// The balancer settings of `policy` for `port`: the port's own, else the policy's.
-fn load_balancer(policy: Option<&TrafficPolicy>, port: u16) -> Option<&LoadBalancerSettings> {
-    let policy = policy?;
-    policy
-        .port_level_settings
-        .iter()
-        .find(|p| p.port.is_some_and(|p| p.number == u32::from(port)))
-        .and_then(|p| p.load_balancer.as_ref())
-        .or(policy.load_balancer.as_ref())
+/// A traffic policy, or one port's settings in it.
+#[derive(Debug, Clone, Copy)]
+enum PolicyScope<'p> {
+    Whole(&'p TrafficPolicy),
+    Port(&'p PortTrafficPolicy),
+}
+
+impl<'p> PolicyScope<'p> {
+    fn load_balancer(self) -> Option<&'p LoadBalancerSettings> {
+        match self {
+            Self::Whole(p) => p.load_balancer.as_ref(),
+            Self::Port(p) => p.load_balancer.as_ref(),
+        }
+    }
+
+    fn connection_pool(self) -> Option<&'p ConnectionPoolSettings> {
+        match self {
+            Self::Whole(p) => p.connection_pool.as_ref(),
+            Self::Port(p) => p.connection_pool.as_ref(),
+        }
+    }
+
+    fn outlier_detection(self) -> Option<&'p OutlierDetection> {
+        match self {
+            Self::Whole(p) => p.outlier_detection.as_ref(),
+            Self::Port(p) => p.outlier_detection.as_ref(),
+        }
+    }
+}
+
+/// Where one setting comes from for `port`, as Istio merges policies: the subset's
+/// (its port-level settings, then its own), else the rule's (likewise). `policies`
+/// lists the subset's policy then the rule's; `get` reads the setting from a scope.
+fn effective<'p, T>(
+    policies: [Option<&'p TrafficPolicy>; 2],
+    port: u16,
+    get: impl Fn(PolicyScope<'p>) -> Option<&'p T>,
+) -> Option<&'p T> {
+    policies.into_iter().flatten().find_map(|policy| {
+        policy
+            .port_level_settings
+            .iter()
+            .filter(|p| p.port.is_some_and(|p| p.number == u32::from(port)))
+            .find_map(|p| get(PolicyScope::Port(p)))
+            .or_else(|| get(PolicyScope::Whole(policy)))
+    })
 }
 
 fn endpoint_addresses<'s>(

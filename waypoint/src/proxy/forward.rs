@@ -22,7 +22,9 @@ use crate::{
     flags::ResponseFlags,
     matcher::RequestView,
     retry::Attempt,
-    table::{Action, ActiveRequest, Cluster, Fault, Matched, Route, Target},
+    table::{
+        Action, ActiveRequest, Admission, Cluster, Fault, Health, Matched, Overflow, Route, Target,
+    },
 };
 
 /// The largest request body kept to be sent again on a retry.
@@ -154,6 +156,13 @@ struct Prepared {
     headers: HeaderMap,
 }
 
+/// What a forwarded response holds until its body ends: the endpoint's in-flight
+/// count and the cluster's admission.
+struct InFlight {
+    _request: ActiveRequest,
+    _admission: Option<Admission>,
+}
+
 /// The request body: kept to be replayed, or streamed once.
 enum RequestBody {
     Replayable(Bytes),
@@ -162,6 +171,7 @@ enum RequestBody {
 
 /// How the attempts ended, when no response is forwarded.
 enum Failure {
+    Overflow,
     NoEndpoint,
     Connect,
     Reset,
@@ -230,7 +240,11 @@ impl Forwarding<'_> {
             },
         };
         match result {
-            Ok((response, active)) => self.respond(response, active),
+            Ok((response, in_flight)) => self.respond(response, in_flight),
+            Err(Failure::Overflow) => {
+                outcome.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+                reply::overflow()
+            }
             Err(Failure::NoEndpoint) => {
                 outcome.flags.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
                 reply::no_healthy_upstream()
@@ -308,7 +322,7 @@ impl Forwarding<'_> {
         prepared: &Prepared,
         mut body: RequestBody,
         outcome: &mut Outcome,
-    ) -> Result<(Response<Incoming>, ActiveRequest), Failure> {
+    ) -> Result<(Response<Incoming>, InFlight), Failure> {
         let policy = self.route.retry.as_ref();
         let retries = match (&body, policy) {
             (RequestBody::Replayable(_), Some(policy)) => policy.retries,
@@ -322,11 +336,18 @@ impl Forwarding<'_> {
                     .unwrap_or_default();
                 tokio::time::sleep(wait).await;
             }
+            let admission = cluster
+                .admit()
+                .await
+                .map_err(|Overflow| Failure::Overflow)?;
             let endpoint = cluster.pick(&tried).ok_or(Failure::NoEndpoint)?;
             tried.push(endpoint.address);
             outcome.attempts = attempt + 1;
             outcome.endpoint = Some(endpoint.address);
-            let active = endpoint.start_request();
+            let in_flight = InFlight {
+                _request: endpoint.start_request(),
+                _admission: admission,
+            };
             let request = prepared.request(body.for_attempt());
             let sent = self
                 .engine
@@ -356,6 +377,7 @@ impl Forwarding<'_> {
                 ),
                 Err(_elapsed) => (Attempt::PerTryTimeout, Some(Failure::PerTryTimeout)),
             };
+            cluster.record(&endpoint, health(ended));
             let retriable = policy.is_some_and(|p| p.retries_on(ended));
             if retriable && attempt < retries {
                 log_failed_attempt(result, endpoint.address, attempt);
@@ -367,7 +389,7 @@ impl Forwarding<'_> {
                     .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
             }
             return match (result, failure) {
-                (Ok(Ok(response)), _) => Ok((response, active)),
+                (Ok(Ok(response)), _) => Ok((response, in_flight)),
                 (result, Some(failure)) => {
                     log_failed_attempt(result, endpoint.address, attempt);
                     Err(failure)
@@ -381,7 +403,7 @@ impl Forwarding<'_> {
     /// The response to forward: hop-by-hop headers dropped, destination then route
     /// response header operations applied, the endpoint counted busy until the body
     /// ends.
-    fn respond(&self, response: Response<Incoming>, active: ActiveRequest) -> Response<Body> {
+    fn respond(&self, response: Response<Incoming>, in_flight: InFlight) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         self.target.headers.response.apply(&mut parts.headers);
@@ -389,7 +411,7 @@ impl Forwarding<'_> {
         parts.version = Version::default();
         let body = body
             .map_frame(move |frame| {
-                let _in_flight = &active;
+                let _held = &in_flight;
                 frame
             })
             .boxed_unsync();
@@ -432,6 +454,19 @@ impl RequestBody {
             Self::Streaming(body) => body
                 .take()
                 .map_or_else(|| reply::full(Bytes::new()), BodyExt::boxed_unsync),
+        }
+    }
+}
+
+/// How an attempt counts for outlier detection.
+fn health(attempt: Attempt<'_>) -> Health {
+    match attempt {
+        Attempt::Responded { status, .. } if status.is_server_error() => Health::ServerError {
+            gateway: matches!(status.as_u16(), 502..=504),
+        },
+        Attempt::Responded { .. } => Health::Succeeded,
+        Attempt::ConnectFailure | Attempt::Reset { .. } | Attempt::PerTryTimeout => {
+            Health::LocalFailure
         }
     }
 }

@@ -60,6 +60,14 @@ pub fn reset() -> Response<Body> {
     )
 }
 
+/// 503 when a `connectionPool` limit refused the request (`UO`).
+pub fn overflow() -> Response<Body> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    )
+}
+
 /// 504 when the route's timeout or the last attempt's `perTryTimeout` expired (`UT`).
 pub fn timeout() -> Response<Body> {
     text(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")

@@ -2,25 +2,33 @@
 //! one DestinationRule subset's), and how the next one is chosen.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Instant,
 };
 
 use ambit_api::istio::destination_rule::SimpleLb;
+
+use super::{
+    limits::{Admission, ConnectionLimits, Overflow},
+    outlier::{Ejection, Health, OutlierPolicy, OutlierState},
+};
 
 /// How many times a pick avoiding the previous attempts' endpoints is tried (Istio's
 /// `hostSelectionRetryMaxAttempts`).
 const HOST_SELECTION_ATTEMPTS: usize = 5;
 
-/// One endpoint of a cluster, with the requests in flight to it.
+/// One endpoint of a cluster, with the requests in flight to it and its health.
 #[derive(Debug)]
 pub struct UpstreamEndpoint {
     pub address: SocketAddr,
     active: AtomicUsize,
+    outlier: Mutex<OutlierState>,
 }
 
 impl UpstreamEndpoint {
@@ -89,6 +97,14 @@ impl Balancer {
     }
 }
 
+/// What a DestinationRule sets for one cluster.
+#[derive(Debug)]
+pub struct ClusterPolicy {
+    pub balancer: Balancer,
+    pub limits: Option<ConnectionLimits>,
+    pub outlier: Option<OutlierPolicy>,
+}
+
 /// The endpoints of one service port, or one subset of them.
 #[derive(Debug)]
 pub struct Cluster {
@@ -97,17 +113,19 @@ pub struct Cluster {
     /// Whether endpoints speak HTTP/2 (prior knowledge) rather than HTTP/1.1.
     pub http2: bool,
     endpoints: Vec<Arc<UpstreamEndpoint>>,
-    balancer: Balancer,
+    policy: ClusterPolicy,
+    /// Endpoints ejected by outlier detection now.
+    ejected: AtomicUsize,
 }
 
 impl Cluster {
-    /// A cluster over `addresses`, balanced with `balancer`.
+    /// A cluster over `addresses` with `policy`.
     #[must_use]
     pub fn new(
         name: String,
         http2: bool,
         addresses: impl IntoIterator<Item = SocketAddr>,
-        balancer: Balancer,
+        policy: ClusterPolicy,
     ) -> Self {
         let endpoints = addresses
             .into_iter()
@@ -115,6 +133,7 @@ impl Cluster {
                 Arc::new(UpstreamEndpoint {
                     address,
                     active: AtomicUsize::new(0),
+                    outlier: Mutex::default(),
                 })
             })
             .collect();
@@ -122,25 +141,77 @@ impl Cluster {
             name,
             http2,
             endpoints,
-            balancer,
+            policy,
+            ejected: AtomicUsize::new(0),
         }
     }
 
-    /// The next endpoint, preferring one not in `tried` (Istio's previous-hosts retry
-    /// predicate); `None` when the cluster has no endpoints.
+    /// Admits one more request under the cluster's `connectionPool` limits (waiting
+    /// for an HTTP/1.1 connection if allowed), or refuses it (`UO`).
+    pub async fn admit(&self) -> Result<Option<Admission>, Overflow> {
+        match &self.policy.limits {
+            None => Ok(None),
+            Some(limits) => limits.admit().await.map(Some),
+        }
+    }
+
+    /// The next endpoint among those not ejected, preferring one not in `tried`
+    /// (Istio's previous-hosts retry predicate); `None` when none is available (`UH`).
     #[must_use]
-    pub fn pick(&self, tried: &[SocketAddr]) -> Option<&Arc<UpstreamEndpoint>> {
-        if self.endpoints.is_empty() {
+    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<UpstreamEndpoint>> {
+        let available = self.available();
+        if available.is_empty() {
             return None;
         }
-        let mut choice = self.balancer.pick(&self.endpoints);
+        let mut choice = self.policy.balancer.pick(&available);
         for _ in 1..HOST_SELECTION_ATTEMPTS {
             if !tried.contains(&choice.address) {
                 break;
             }
-            choice = self.balancer.pick(&self.endpoints);
+            choice = self.policy.balancer.pick(&available);
         }
-        Some(choice)
+        Some(Arc::clone(choice))
+    }
+
+    /// The endpoints not ejected, readmitting those whose ejection ended.
+    fn available(&self) -> Cow<'_, [Arc<UpstreamEndpoint>]> {
+        if self.ejected.load(Ordering::Acquire) == 0 {
+            return Cow::Borrowed(&self.endpoints);
+        }
+        let now = Instant::now();
+        let available = self.endpoints.iter().filter(|endpoint| {
+            match endpoint.outlier_state().ejected_at(now) {
+                Ejection::In => true,
+                Ejection::Out => false,
+                Ejection::Readmitted => {
+                    self.ejected.fetch_sub(1, Ordering::AcqRel);
+                    tracing::debug!(cluster = self.name, endpoint = %endpoint.address, "readmitted");
+                    true
+                }
+            }
+        });
+        Cow::Owned(available.cloned().collect())
+    }
+
+    /// Counts how an attempt on `endpoint` went, ejecting it if it keeps failing.
+    pub fn record(&self, endpoint: &UpstreamEndpoint, health: Health) {
+        let Some(policy) = &self.policy.outlier else {
+            return;
+        };
+        let mut state = endpoint.outlier_state();
+        if policy.record(&mut state, health)
+            && policy.may_eject(self.ejected.load(Ordering::Acquire), self.endpoints.len())
+        {
+            policy.eject(&mut state, Instant::now());
+            self.ejected.fetch_add(1, Ordering::AcqRel);
+            tracing::debug!(cluster = self.name, endpoint = %endpoint.address, "ejected");
+        }
+    }
+}
+
+impl UpstreamEndpoint {
+    fn outlier_state(&self) -> std::sync::MutexGuard<'_, OutlierState> {
+        self.outlier.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -180,10 +251,16 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::table::{Health, OutlierPolicy};
 
     fn cluster(balancer: Balancer, count: u8) -> Cluster {
         let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-        Cluster::new("outbound|80||app".into(), false, addresses, balancer)
+        let policy = ClusterPolicy {
+            balancer,
+            limits: None,
+            outlier: None,
+        };
+        Cluster::new("outbound|80||app".into(), false, addresses, policy)
     }
 
     #[test]
@@ -229,6 +306,30 @@ mod tests {
         assert!(
             again < 15,
             "{again} of 100 retries went back to the endpoint that failed"
+        );
+    }
+
+    #[test]
+    fn an_ejected_endpoint_is_not_picked_until_its_ejection_ends() {
+        let outlier: ambit_api::istio::destination_rule::OutlierDetection =
+            serde_yaml_ng::from_str("{consecutive5xxErrors: 1, baseEjectionTime: 1h}").unwrap();
+        let policy = ClusterPolicy {
+            balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
+            limits: None,
+            outlier: OutlierPolicy::new(&outlier),
+        };
+        let addresses = (1..=2).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
+        let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
+        let failing = cluster.pick(&[]).unwrap();
+        cluster.record(&failing, Health::ServerError { gateway: true });
+        for _ in 0..10 {
+            assert_ne!(cluster.pick(&[]).unwrap().address, failing.address);
+        }
+        let other = cluster.pick(&[]).unwrap();
+        cluster.record(&other, Health::LocalFailure);
+        assert!(
+            cluster.pick(&[]).is_some(),
+            "the default 10% lets only one of two endpoints out"
         );
     }
 

@@ -135,15 +135,58 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         )],
         destination_rules: vec![named(
             "reviews",
-            "{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}}",
+            "{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3, minHealthPercent: 50}}}",
         )],
     };
     let table = RouteTable::compile(&config).expect("compiles");
     assert_eq!(
         table.ignored(),
         [
-            "DestinationRule shop/reviews: `trafficPolicy.outlierDetection`",
+            "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
+             interval and local-origin settings)`",
             "VirtualService shop/reviews: `http[0].mirror`",
         ]
+    );
+}
+
+#[test]
+fn a_subsets_policy_overrides_the_rules_and_port_settings_override_both() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        destination_rules: vec![named(
+            "reviews",
+            "
+host: reviews
+trafficPolicy:
+  loadBalancer: {simple: RANDOM}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: ROUND_ROBIN}
+",
+        )],
+        ..Config::default()
+    };
+    let rule = &config.destination_rules[0].spec;
+    let policies = [
+        rule.subsets[0].traffic_policy.as_ref(),
+        rule.traffic_policy.as_ref(),
+    ];
+    let simple =
+        |port| effective(policies, port, PolicyScope::load_balancer).and_then(|lb| lb.simple);
+    assert_eq!(simple(9080), Some(SimpleLb::RoundRobin));
+    assert_eq!(
+        simple(9081),
+        Some(SimpleLb::Random),
+        "other ports fall back to the rule's"
+    );
+    let rule_only = [None, rule.traffic_policy.as_ref()];
+    assert_eq!(
+        effective(rule_only, 9080, PolicyScope::load_balancer).and_then(|lb| lb.simple),
+        Some(SimpleLb::Random)
     );
 }
