@@ -17,6 +17,7 @@
 mod cluster;
 mod limits;
 mod outlier;
+mod rewrite;
 mod route;
 
 use std::{collections::HashMap, fmt, sync::Arc};
@@ -34,7 +35,8 @@ pub use self::{
     cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
     limits::{Admission, ConnectionLimits, Overflow},
     outlier::{Health, OutlierPolicy},
-    route::{Action, Fault, Matched, Redirect, Rewrite, Route, Target, WeightedTargets},
+    rewrite::{Redirect, Rewrite},
+    route::{Action, Fault, Matched, Route, Target, WeightedTargets},
 };
 use crate::{
     config::{Config, Named, Service},

@@ -109,11 +109,13 @@ async fn dispatch(
             if let Ok(location) = HeaderValue::try_from(redirect.location(&view)) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
+            route.headers.response.apply(response.headers_mut());
             response
         }
         Action::Respond { status, body } => {
             let mut response = Response::new(reply::full(body.clone()));
             *response.status_mut() = *status;
+            route.headers.response.apply(response.headers_mut());
             response
         }
         Action::Forward(targets) => {
