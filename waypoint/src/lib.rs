@@ -8,7 +8,7 @@
 //!   → proxy::run(listener, engine, shutdown): per request
 //!        host → VirtualService (exact, wildcard) or the service's default route
 //!        → first matching http route → fault → rewrite / redirect / header edits
-//!        → weighted destination → subset cluster → load-balanced endpoint
+//!        → weighted destination (and mirrors) → subset cluster → endpoint
 //!        → Connect seam (TCP today, HBONE later) with retries and timeouts
 //! ```
 //!
@@ -38,13 +38,13 @@
 //!   [`Engine::update`].
 //! - L7 `AuthorizationPolicy`, the ingress `Gateway` (TLS, `gateways:` binding),
 //!   telemetry (metrics, access logs, trace headers).
-//! - `mirror`, `corsPolicy`, `delegate`, `sourceLabels` / `sourceNamespace` matches,
+//! - `corsPolicy`, `delegate`, `sourceLabels` / `sourceNamespace` matches,
 //!   consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
 //!   `connectionPool` and `outlierDetection` beyond the request limits and the
 //!   consecutive-error ejection: the ones that would change which requests a route
 //!   takes are refused at compile time, the others listed by [`RouteTable::ignored`].
-//! - Upgrades (WebSocket, `CONNECT`) and replaying request bodies over 64 KiB or of
-//!   unknown length on retries (such requests are sent once).
+//! - Upgrades (WebSocket, `CONNECT`), and replaying request bodies over 64 KiB or of
+//!   unknown length (such requests are sent once and not mirrored).
 
 #![forbid(unsafe_code)]
 

@@ -9,10 +9,12 @@
 //! - `upstream`: a pooled hyper client per endpoint;
 //! - `forward`: one request's way through routing, faults, rewrites, header edits,
 //!   retries and timeouts;
+//! - `mirror`: copies of requests sent to `mirror` destinations;
 //! - `reply`: the responses the waypoint answers itself (404 `NR`, 503 `UH`, …).
 
 pub mod connector;
 mod forward;
+mod mirror;
 mod reply;
 mod upstream;
 
@@ -102,7 +104,7 @@ impl ProxyError {
 #[derive(Debug)]
 pub struct Engine {
     table: RwLock<Arc<RouteTable>>,
-    upstreams: Upstreams,
+    upstreams: Arc<Upstreams>,
 }
 
 impl Engine {
@@ -111,7 +113,7 @@ impl Engine {
         let table = compile(config)?;
         Ok(Self {
             table: RwLock::new(Arc::new(table)),
-            upstreams: Upstreams::new(connector),
+            upstreams: Arc::new(Upstreams::new(connector)),
         })
     }
 

@@ -4,7 +4,7 @@
 //! and reports every problem at once with the object and field path. Fields the
 //! waypoint does not implement yet are refused when ignoring them would change which
 //! requests a route takes (`sourceLabels`, `delegate`, …) and listed in
-//! [`RouteTable::ignored`] when they only tune behaviour (`mirror`, `tls`, idle
+//! [`RouteTable::ignored`] when they only tune behaviour (`corsPolicy`, `tls`, idle
 //! timeouts, …), so the caller can log them.
 //!
 //! A request finds its routes by its authority: the VirtualService naming that host
@@ -36,7 +36,7 @@ pub use self::{
     limits::{Admission, ConnectionLimits, Overflow},
     outlier::{Health, OutlierPolicy},
     rewrite::{Redirect, Rewrite},
-    route::{Action, Fault, Matched, Route, Target, WeightedTargets},
+    route::{Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},
 };
 use crate::{
     config::{Config, Named, Service},
@@ -191,10 +191,6 @@ impl RouteTable {
             .collect();
         for (i, route) in vs.spec.http.iter().enumerate() {
             let field = format!("http[{i}]");
-            if route.mirror.is_some() || !route.mirrors.is_empty() {
-                self.ignored
-                    .push(format!("VirtualService {object}: `{field}.mirror`"));
-            }
             if route.cors_policy.is_some() {
                 self.ignored
                     .push(format!("VirtualService {object}: `{field}.corsPolicy`"));

@@ -8,7 +8,7 @@
 //! `timeout` runs from the first attempt until the response headers arrive, retries and
 //! backoff included.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http::{
@@ -17,13 +17,18 @@ use http::{
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
-use super::{Body, Engine, ProxyError, reply};
+use super::{
+    Body, Engine, ProxyError,
+    mirror::{self, Shadow},
+    reply,
+};
 use crate::{
     flags::ResponseFlags,
     matcher::RequestView,
     retry::Attempt,
     table::{
-        Action, ActiveRequest, Admission, Cluster, Fault, Health, Matched, Overflow, Route, Target,
+        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, Route, Target,
+        sampled,
     },
 };
 
@@ -190,13 +195,13 @@ impl Forwarding<'_> {
     ) -> Response<Body> {
         let fault = &self.route.fault;
         if let Some((delay, percent)) = fault.delay
-            && Fault::roll(percent)
+            && sampled(percent)
         {
             tokio::time::sleep(delay).await;
             outcome.flags.insert(ResponseFlags::DELAY_INJECTED);
         }
         if let Some((status, percent)) = fault.abort
-            && Fault::roll(percent)
+            && sampled(percent)
         {
             outcome.flags.insert(ResponseFlags::FAULT_INJECTED);
             return reply::fault_abort(status);
@@ -218,7 +223,8 @@ impl Forwarding<'_> {
                 return reply::bad_request();
             }
         };
-        let body = match RequestBody::read(body, self.route.retry.is_some()).await {
+        let replay_wanted = self.route.retry.is_some() || !self.route.mirrors.is_empty();
+        let body = match RequestBody::read(body, replay_wanted).await {
             Ok(body) => body,
             Err(error) => {
                 tracing::debug!(%error, side = ?error.side(), "cannot forward");
@@ -228,6 +234,9 @@ impl Forwarding<'_> {
                 return reply::bad_request();
             }
         };
+        if let RequestBody::Replayable(bytes) = &body {
+            self.mirror(&prepared, bytes);
+        }
         let attempts = self.attempts(cluster, &prepared, body, outcome);
         let result = match self.route.timeout {
             None => attempts.await,
@@ -314,6 +323,34 @@ impl Forwarding<'_> {
             },
             headers,
         })
+    }
+
+    /// Sends a copy of the request to each mirror whose share it falls in.
+    fn mirror(&self, prepared: &Prepared, body: &Bytes) {
+        for mirror in &self.route.mirrors {
+            if !sampled(mirror.percent) {
+                continue;
+            }
+            let Some(cluster) = mirror.target.cluster(self.port) else {
+                tracing::debug!(
+                    destination = mirror.target.display_name(),
+                    "no such mirror destination"
+                );
+                continue;
+            };
+            let Some(uri) = mirror::shadow_uri(&prepared.uri) else {
+                continue;
+            };
+            let mut request = prepared.request(reply::full(body.clone()));
+            *request.uri_mut() = uri;
+            *request.version_mut() = protocol_version(cluster.http2);
+            let shadow = Shadow {
+                cluster: Arc::clone(cluster),
+                request,
+                timeout: self.route.timeout,
+            };
+            mirror::send(&self.engine.upstreams, shadow);
+        }
     }
 
     /// Sends attempts until one is not retried; returns the response to forward (with
@@ -457,6 +494,15 @@ impl RequestBody {
                 .take()
                 .map_or_else(|| reply::full(Bytes::new()), BodyExt::boxed_unsync),
         }
+    }
+}
+
+/// The version of requests to an HTTP/2 or HTTP/1.1 cluster.
+fn protocol_version(http2: bool) -> Version {
+    if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
     }
 }
 

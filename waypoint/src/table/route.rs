@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use ambit_api::istio::{
     Percent,
-    virtual_service::{Abort, Delay, HttpDirectResponse, HttpRoute, HttpRouteDestination},
+    virtual_service::{
+        Abort, Delay, Destination, Headers, HttpDirectResponse, HttpRoute, HttpRouteDestination,
+    },
 };
 use bytes::Bytes;
 use http::StatusCode;
@@ -37,6 +39,17 @@ pub struct Route {
     /// default).
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
+    /// Where copies of the requests go (`mirror`, `mirrors`).
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A destination that receives a share of a route's requests as copies, whose
+/// responses are dropped.
+#[derive(Debug)]
+pub struct Mirror {
+    pub target: Target,
+    /// The share of requests copied, in percent.
+    pub percent: f64,
 }
 
 /// What a route does.
@@ -128,6 +141,7 @@ impl Route {
             .map_err(|e| problems.push(e.into()))
             .ok()
             .flatten();
+        let mirrors = Mirror::compile_all(&field, namespace, spec, clusters, problems);
         if spec.delegate.is_some() {
             problems.push(Problem::unsupported(&field, "delegate"));
         }
@@ -148,6 +162,7 @@ impl Route {
             fault,
             timeout: spec.timeout.map(|t| t.get()).filter(|t| !t.is_zero()),
             retry,
+            mirrors,
         })
     }
 
@@ -174,6 +189,7 @@ impl Route {
             fault: Fault::default(),
             timeout: None,
             retry: Some(RetryPolicy::istio_default()),
+            mirrors: Vec::new(),
         }
     }
 
@@ -268,37 +284,16 @@ impl WeightedTargets {
                     }
                 },
             };
-            let destination = &spec.destination;
-            let port = match destination.port.map(|p| u16::try_from(p.number)) {
-                None => None,
-                Some(Ok(port)) if port != 0 => Some(port),
-                Some(_) => {
-                    problems.push(Problem::Port {
-                        field: format!("{field}.destination.port"),
-                        port: destination.port.map_or(0, |p| p.number),
-                    });
-                    continue;
-                }
-            };
-            let host = qualify(&destination.host.to_ascii_lowercase(), namespace);
-            let headers =
-                match HeaderRules::compile(&format!("{field}.headers"), spec.headers.as_ref()) {
-                    Ok(headers) => headers,
-                    Err(errors) => {
-                        problems.extend(errors.into_iter().map(Problem::from));
-                        continue;
-                    }
-                };
-            targets.push((
-                weight,
-                Target {
-                    clusters: clusters.get(&host, &destination.subset),
-                    host,
-                    subset: destination.subset.clone(),
-                    port,
-                    headers,
-                },
-            ));
+            if let Some(target) = Target::compile(
+                &field,
+                namespace,
+                &spec.destination,
+                spec.headers.as_ref(),
+                clusters,
+                problems,
+            ) {
+                targets.push((weight, target));
+            }
         }
         let total = targets.iter().map(|(w, _)| *w).sum();
         if total == 0 && !targets.is_empty() {
@@ -325,6 +320,43 @@ impl WeightedTargets {
 }
 
 impl Target {
+    /// Resolves `destination` (of route field `field`, in `namespace`) to its clusters;
+    /// a host or subset that does not exist resolves to none (`NC` when chosen).
+    fn compile(
+        field: &str,
+        namespace: &str,
+        destination: &Destination,
+        headers: Option<&Headers>,
+        clusters: &ClusterIndex,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Self> {
+        let port = match destination
+            .port
+            .map(|p| (p.number, u16::try_from(p.number)))
+        {
+            None => None,
+            Some((_, Ok(port))) if port != 0 => Some(port),
+            Some((number, _)) => {
+                problems.push(Problem::Port {
+                    field: format!("{field}.destination.port"),
+                    port: number,
+                });
+                return None;
+            }
+        };
+        let headers = HeaderRules::compile(&format!("{field}.headers"), headers)
+            .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
+            .ok()?;
+        let host = qualify(&destination.host.to_ascii_lowercase(), namespace);
+        Some(Self {
+            clusters: clusters.get(&host, &destination.subset),
+            host,
+            subset: destination.subset.clone(),
+            port,
+            headers,
+        })
+    }
+
     /// The cluster for a request that arrived on `request_port`: the destination's
     /// `port`, else the service's only port, else the service port the request came on.
     /// `None` when the host, subset or port does not exist (Envoy's `NC`).
@@ -347,6 +379,49 @@ impl Target {
         } else {
             format!("{}/{}", self.host, self.subset)
         }
+    }
+}
+
+impl Mirror {
+    /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`), then each
+    /// of `mirrors`; a share left out means every request, as Istio has it.
+    fn compile_all(
+        field: &str,
+        namespace: &str,
+        spec: &HttpRoute,
+        clusters: &ClusterIndex,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<Self> {
+        let single = spec.mirror.as_ref().map(|destination| {
+            let deprecated = spec.mirror_percent.map(f64::from);
+            let percent = spec.mirror_percentage.map(|p| p.value).or(deprecated);
+            (format!("{field}.mirror"), destination, percent)
+        });
+        let listed = spec.mirrors.iter().enumerate().map(|(i, mirror)| {
+            let percent = mirror.percentage.map(|p| p.value);
+            (
+                format!("{field}.mirrors[{i}]"),
+                &mirror.destination,
+                percent,
+            )
+        });
+        single
+            .into_iter()
+            .chain(listed)
+            .filter_map(|(field, destination, percent)| {
+                let percent = percent.unwrap_or(100.0);
+                if !(0.0..=100.0).contains(&percent) {
+                    problems.push(Problem::Percentage {
+                        field: format!("{field}.percentage"),
+                        value: percent,
+                    });
+                    return None;
+                }
+                let target =
+                    Target::compile(&field, namespace, destination, None, clusters, problems)?;
+                Some(Self { target, percent })
+            })
+            .collect()
     }
 }
 
@@ -403,10 +478,10 @@ impl Fault {
         });
         Self { delay, abort }
     }
+}
 
-    /// Whether to act on a share of `percent` percent of requests.
-    #[must_use]
-    pub fn roll(percent: f64) -> bool {
-        percent >= 100.0 || fastrand::f64() * 100.0 < percent
-    }
+/// Whether this request falls in a share of `percent` percent (faults, mirrors).
+#[must_use]
+pub fn sampled(percent: f64) -> bool {
+    percent >= 100.0 || fastrand::f64() * 100.0 < percent
 }

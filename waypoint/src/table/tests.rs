@@ -131,7 +131,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         services: vec![service("reviews")],
         virtual_services: vec![named(
             "reviews",
-            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}], mirror: {host: reviews}}]}",
+            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}], corsPolicy: {allowMethods: [GET]}}]}",
         )],
         destination_rules: vec![named(
             "reviews",
@@ -144,7 +144,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         [
             "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
              interval and local-origin settings)`",
-            "VirtualService shop/reviews: `http[0].mirror`",
+            "VirtualService shop/reviews: `http[0].corsPolicy`",
         ]
     );
 }

@@ -384,3 +384,43 @@ async fn a_subset_no_destination_rule_defines_is_a_503_no_cluster() {
     assert_eq!(reply.status, 503, "{reply:?}");
     assert_eq!(reply.backend(), "-", "answered by the waypoint");
 }
+
+#[tokio::test]
+async fn a_mirror_gets_a_copy_of_every_request_with_a_shadow_host() {
+    let (port, backends) = start_backends(&[(V1, "v1", Behaviour::Answer)]).await;
+    let (shadow_port, shadows) =
+        start_backends(&[(V3, "shadow", Behaviour::Flaky { fail: 1, every: 1 })]).await;
+    let vs = virtual_service(
+        "app",
+        "
+hosts: [app]
+http:
+- route:
+  - destination: {host: app}
+  mirror: {host: app-next}
+  mirrorPercentage: {value: 100}
+",
+    );
+    let services = vec![
+        service("app", port, &backends),
+        service("app-next", shadow_port, &shadows),
+    ];
+    let waypoint = Waypoint::start(&config(services, vec![vs], vec![])).await;
+    let client = TestClient::http1(&waypoint);
+
+    for _ in 0..10 {
+        let reply = client.get("app:80", "/orders").await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.backend()),
+            (200, "v1"),
+            "the client sees only the primary's answer: {reply:?}"
+        );
+    }
+    shadows[0].wait_for_hits(10).await;
+    assert_eq!(
+        shadows[0].last_host(),
+        "app-shadow",
+        "Envoy appends -shadow to the host"
+    );
+    assert_eq!(backends[0].hits(), 10);
+}

@@ -5,10 +5,7 @@ use std::{
     convert::Infallible,
     io,
     net::{IpAddr, SocketAddr},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -26,7 +23,7 @@ use hyper_util::{
 use serde_json::{Value, json};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::oneshot,
+    sync::{oneshot, watch},
     task::JoinHandle,
 };
 
@@ -52,13 +49,42 @@ pub enum Behaviour {
 pub struct Backend {
     pub name: &'static str,
     pub ip: IpAddr,
-    hits: Arc<AtomicU64>,
+    seen: watch::Receiver<Seen>,
+}
+
+/// What a backend has seen so far.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    requests: u64,
+    /// The `Host` (or `:authority`) of the latest request.
+    last_host: String,
 }
 
 impl Backend {
     /// How many requests reached this backend.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
+        self.seen.borrow().requests
+    }
+
+    /// The `Host` (or `:authority`) of the latest request.
+    pub fn last_host(&self) -> String {
+        self.seen.borrow().last_host.clone()
+    }
+
+    /// Waits (up to 5s) until `count` requests have reached this backend.
+    pub async fn wait_for_hits(&self, count: u64) {
+        let mut seen = self.seen.clone();
+        let reached = tokio::time::timeout(
+            Duration::from_secs(5),
+            seen.wait_for(|s| s.requests >= count),
+        )
+        .await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "expected {count} requests at backend {}, saw {} after 5s",
+            self.name,
+            self.hits()
+        );
     }
 }
 
@@ -75,9 +101,9 @@ pub async fn start_backends(pods: &[(&str, &'static str, Behaviour)]) -> (u16, V
         .zip(ips)
         .zip(pods)
         .map(|((listener, ip), (_, name, behaviour))| {
-            let hits = Arc::new(AtomicU64::new(0));
-            tokio::spawn(serve_backend(listener, name, *behaviour, Arc::clone(&hits)));
-            Backend { name, ip, hits }
+            let (record, seen) = watch::channel(Seen::default());
+            tokio::spawn(serve_backend(listener, name, *behaviour, Arc::new(record)));
+            Backend { name, ip, seen }
         })
         .collect();
     (port, backends)
@@ -113,15 +139,32 @@ async fn serve_backend(
     listener: TcpListener,
     name: &'static str,
     behaviour: Behaviour,
-    hits: Arc<AtomicU64>,
+    seen: Arc<watch::Sender<Seen>>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
-        let hits = Arc::clone(&hits);
+        let seen = Arc::clone(&seen);
         let service = service_fn(move |request: Request<Incoming>| {
-            let hit = hits.fetch_add(1, Ordering::SeqCst);
+            let host = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    request
+                        .headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            let mut hit = 0;
+            seen.send_modify(|seen| {
+                hit = seen.requests;
+                seen.requests += 1;
+                seen.last_host = host;
+            });
             async move { Ok::<_, Infallible>(answer(name, behaviour, hit, request).await) }
         });
         tokio::spawn(async move {
