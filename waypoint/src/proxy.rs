@@ -167,7 +167,10 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         next_id += 1;
-        let local = stream.local_addr().map_err(ProxyError::Accept)?;
+        let Ok(local) = stream.local_addr() else {
+            tracing::debug!(%peer, "connection closed before it could be served");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("connection", id = next_id, %peer, %local);
         let engine = Arc::clone(&engine);

@@ -2,9 +2,11 @@
 //! edit headers, pick a cluster and endpoint, send with retries under the timeouts, and
 //! edit the response.
 //!
-//! Retries need the request body again, so a body is replayed only when its length is
-//! known and at most [`MAX_REPLAYED_BODY_BYTES`] (Envoy likewise stops retrying past
-//! its buffer limit); a streaming body of unknown length is sent once. The route's
+//! Retries and mirrors need the request body again, so a body is replayed only when its
+//! length is known and at most [`MAX_REPLAYED_BODY_BYTES`] (Envoy likewise stops
+//! retrying past its buffer limit); a streaming body of unknown length is sent once
+//! and not mirrored. Hop-by-hop headers are dropped both ways, except `te: trailers`,
+//! which gRPC needs end to end. The route's
 //! `timeout` runs from the first attempt until the response headers arrive, retries and
 //! backoff included.
 
@@ -543,6 +545,9 @@ fn log_failed_attempt(
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers_accepted = headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let named: Vec<header::HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -555,6 +560,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+    if trailers_accepted {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// Whether an HTTP/2 stream was refused (`REFUSED_STREAM`): the request was not

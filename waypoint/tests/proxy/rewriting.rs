@@ -186,3 +186,40 @@ async fn a_direct_response_is_answered_by_the_waypoint() {
     );
     assert_eq!(backends[0].hits(), 0);
 }
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_on_their_hop_but_te_trailers_goes_through() {
+    let (port, backends) = one_backend().await;
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+
+    let reply = client
+        .send(
+            "app",
+            "/",
+            &[
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+            ],
+        )
+        .await;
+    let seen = &reply.echo()["headers"];
+    assert_eq!(
+        seen.get("x-hop"),
+        None,
+        "a header named in Connection is hop-by-hop"
+    );
+    assert_eq!(seen.get("keep-alive"), None);
+    assert_eq!(
+        seen["te"],
+        json!(["trailers"]),
+        "gRPC needs te: trailers end to end"
+    );
+}
