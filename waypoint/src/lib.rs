@@ -36,8 +36,9 @@
 //!   listener.
 //! - Receive config from the controller: the caller builds a [`Config`] and calls
 //!   [`Engine::update`].
-//! - L7 `AuthorizationPolicy`, the ingress `Gateway` (TLS, `gateways:` binding),
-//!   telemetry (metrics, access logs, trace headers).
+//! - L7 `AuthorizationPolicy`, the ingress `Gateway` (TLS, `gateways:` binding: a
+//!   VirtualService bound only to gateways is skipped, as it does not apply to mesh
+//!   traffic), telemetry (metrics, access logs, trace headers).
 //! - `corsPolicy`, `delegate`, `sourceLabels` / `sourceNamespace` matches,
 //!   consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
 //!   `connectionPool` and `outlierDetection` beyond the request limits and the

@@ -152,7 +152,15 @@ impl RouteTable {
             ignored,
         };
         for vs in &config.virtual_services {
-            table.add_virtual_service(vs, &clusters, &mut errors);
+            if applies_to_mesh(&vs.spec) {
+                table.add_virtual_service(vs, &clusters, &mut errors);
+            } else {
+                table.ignored.push(format!(
+                    "VirtualService {}: bound to gateways {:?}, not `mesh`",
+                    vs.key(),
+                    vs.spec.gateways
+                ));
+            }
         }
         table
             .wildcard_hosts
@@ -249,6 +257,12 @@ impl RouteTable {
     pub fn ignored(&self) -> &[String] {
         &self.ignored
     }
+}
+
+/// Whether a VirtualService applies to mesh traffic (and so to waypoints): it names no
+/// gateways, or names `mesh` among them.
+fn applies_to_mesh(spec: &VirtualServiceSpec) -> bool {
+    spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")
 }
 
 /// Refuses what a DestinationRule asks that the waypoint cannot do, and lists what it

@@ -190,3 +190,32 @@ subsets:
         Some(SimpleLb::Random)
     );
 }
+
+#[test]
+fn a_virtual_service_bound_only_to_gateways_does_not_route_mesh_traffic() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        virtual_services: vec![
+            named(
+                "ingress",
+                "{hosts: [reviews], gateways: [shop/public], http: [{name: gw, route: [{destination: {host: reviews}}]}]}",
+            ),
+            named(
+                "both",
+                "{hosts: [ratings], gateways: [shop/public, mesh], http: [{name: mesh, route: [{destination: {host: reviews}}]}]}",
+            ),
+        ],
+        destination_rules: vec![],
+    };
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert_eq!(
+        route_names(&table, "reviews"),
+        ["reviews.shop.svc.cluster.local#default"]
+    );
+    assert_eq!(route_names(&table, "ratings"), ["shop/both#mesh"]);
+    assert_eq!(
+        table.ignored(),
+        ["VirtualService shop/ingress: bound to gateways [\"shop/public\"], not `mesh`"]
+    );
+}
