@@ -28,7 +28,7 @@
 //! - [`matcher`]: `http[].match` conditions;
 //! - [`headers`], [`retry`]: header operations and retry policies;
 //! - [`flags`]: Envoy's response flags, [`ResponseFlags`];
-//! - [`proxy`]: [`Engine`], [`run`](proxy::run) and the [`Connect`] seam.
+//! - [`proxy`]: [`Engine`], [`run`] and the [`Connect`] seam.
 //!
 //! # What this slice does not do yet
 //! - HBONE on either side: the caller passes a plain listener and a [`Connect`]

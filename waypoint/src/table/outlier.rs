@@ -90,7 +90,7 @@ impl OutlierPolicy {
 
     /// Counts `health` into `state`; returns whether the endpoint is to be ejected now
     /// (the caller checks [`may_eject`](Self::may_eject) and calls
-    /// [`OutlierState::eject`]).
+    /// [`eject`](Self::eject)).
     #[must_use]
     pub fn record(&self, state: &mut OutlierState, health: Health) -> bool {
         if state.ejected_until.is_some() {
@@ -135,8 +135,8 @@ impl OutlierPolicy {
 }
 
 impl OutlierState {
-    /// Whether the endpoint is out at `now`; an ejection that has ended is lifted
-    /// (returns `Some(false)` once, so the caller can count the readmission).
+    /// Whether the endpoint takes requests at `now`; an ejection that has ended is
+    /// lifted, and reported once as [`Ejection::Readmitted`] so the caller can count it.
     pub fn ejected_at(&mut self, now: Instant) -> Ejection {
         match self.ejected_until {
             None => Ejection::In,
