@@ -341,3 +341,34 @@ async fn an_endpoint_nobody_listens_on_is_a_503_connect_failure() {
         (503, &b"no healthy upstream"[..])
     );
 }
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish_then_stops_listening() {
+    let (port, backends) = start_backends(&[(
+        "127.0.0.11",
+        "v1",
+        Behaviour::Slow(Duration::from_millis(300)),
+    )])
+    .await;
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![],
+    ))
+    .await;
+    let address = waypoint.address;
+    let client = TestClient::http1(&waypoint);
+
+    let in_flight = tokio::spawn(async move { client.get("app", "/").await });
+    backends[0].wait_for_hits(1).await;
+    waypoint.stop().await.expect("the waypoint stops cleanly");
+    let reply = in_flight.await.expect("the client task does not panic");
+    assert_eq!(
+        reply.status, 200,
+        "the request in flight is answered: {reply:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
