@@ -84,12 +84,6 @@ pub fn authority_host(authority: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// The port of a request's authority, if it has one.
-#[must_use]
-pub fn authority_port(authority: &str) -> Option<u16> {
-    split_authority(authority).1?.parse().ok()
-}
-
 /// The names a request for `host` may mean, most literal first: the name itself, then
 /// the service it names as a pod in `namespace` would resolve it through its DNS search
 /// path (`reviews` → `reviews.<namespace>.svc.cluster.local`, `reviews.other` →
@@ -146,10 +140,10 @@ mod tests {
         assert_eq!(authority_host("Reviews.Shop:9080"), "reviews.shop");
         assert_eq!(authority_host("reviews"), "reviews");
         assert_eq!(authority_host("[::1]:80"), "[::1]");
-        assert_eq!(authority_port("reviews:9080"), Some(9080));
-        assert_eq!(authority_port("[::1]:80"), Some(80));
-        assert_eq!(authority_port("[::1]"), None);
-        assert_eq!(authority_port("reviews"), None);
+        assert_eq!(split_authority("reviews:9080"), ("reviews", Some("9080")));
+        assert_eq!(split_authority("[::1]:80"), ("[::1]", Some("80")));
+        assert_eq!(split_authority("[::1]"), ("[::1]", None));
+        assert_eq!(split_authority("reviews"), ("reviews", None));
     }
 
     #[test]
