@@ -1,0 +1,150 @@
+//! What a waypoint is built from: services with their endpoints, and the Istio
+//! VirtualServices and DestinationRules that apply to them.
+//!
+//! This is plain data, independent of how it arrives (the controller's push, a test):
+//! [`RouteTable::compile`](crate::RouteTable::compile) validates it and turns it into
+//! the immutable table requests are routed with.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ambit_api::istio::{DestinationRuleSpec, VirtualServiceSpec};
+
+/// The cluster's DNS domain: services are `<name>.<namespace>.svc.<domain>`.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Everything one waypoint routes with.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The waypoint's own namespace: a request for a bare name (`Host: reviews`) means
+    /// the service of that name here, as a pod in this namespace would resolve it.
+    pub namespace: String,
+    pub services: Vec<Service>,
+    pub virtual_services: Vec<Named<VirtualServiceSpec>>,
+    pub destination_rules: Vec<Named<DestinationRuleSpec>>,
+}
+
+/// A namespaced Istio object: its namespace and name, and its spec.
+#[derive(Debug, Clone, Default)]
+pub struct Named<T> {
+    pub namespace: String,
+    pub name: String,
+    pub spec: T,
+}
+
+impl<T> Named<T> {
+    /// `namespace/name`, as errors and logs name an object.
+    #[must_use]
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A Kubernetes Service and the endpoints (ready pods) behind it.
+#[derive(Debug, Clone, Default)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Service {
+    /// The service's FQDN, `name.namespace.svc.cluster.local`.
+    #[must_use]
+    pub fn hostname(&self) -> String {
+        format!("{}.{}.svc.{CLUSTER_DOMAIN}", self.name, self.namespace)
+    }
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServicePort {
+    /// The port's name (`http`, `grpc-api`): Istio reads the protocol from its prefix
+    /// when `protocol` does not say.
+    pub name: String,
+    /// The port clients address.
+    pub port: u16,
+    /// The port the pods listen on; `0` means the same as `port`.
+    pub target_port: u16,
+    /// The application protocol (`appProtocol`: `http`, `http2`, `grpc`), if known.
+    pub protocol: String,
+}
+
+impl ServicePort {
+    /// The port endpoints listen on.
+    #[must_use]
+    pub fn endpoint_port(&self) -> u16 {
+        if self.target_port == 0 {
+            self.port
+        } else {
+            self.target_port
+        }
+    }
+
+    /// Whether endpoints speak HTTP/2 on this port (`http2`, `grpc`, `grpc-web`), by
+    /// `protocol` or else the name's prefix, as Istio's protocol selection reads them.
+    #[must_use]
+    pub fn speaks_http2(&self) -> bool {
+        let declared = if self.protocol.is_empty() {
+            self.name.split('-').next().unwrap_or_default()
+        } else {
+            &self.protocol
+        };
+        matches!(
+            declared.to_ascii_lowercase().as_str(),
+            "http2" | "grpc" | "grpc-web" | "h2c"
+        )
+    }
+}
+
+/// A ready pod behind a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    /// The pod's labels, which DestinationRule subsets select on.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// An endpoint at `ip` with these labels.
+    #[must_use]
+    pub fn new<'a>(ip: IpAddr, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            ip,
+            labels: labels
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_is_named_by_its_cluster_fqdn() {
+        let service = Service {
+            namespace: "shop".into(),
+            name: "reviews".into(),
+            ..Service::default()
+        };
+        assert_eq!(service.hostname(), "reviews.shop.svc.cluster.local");
+    }
+
+    #[test]
+    fn the_protocol_comes_from_app_protocol_or_the_port_name() {
+        let port = |name: &str, protocol: &str| ServicePort {
+            name: name.into(),
+            port: 80,
+            target_port: 0,
+            protocol: protocol.into(),
+        };
+        assert!(port("grpc-api", "").speaks_http2());
+        assert!(port("web", "http2").speaks_http2());
+        assert!(!port("http", "").speaks_http2());
+        assert!(!port("http2-ish", "http").speaks_http2());
+        assert_eq!(port("http", "").endpoint_port(), 80);
+    }
+}

@@ -1,0 +1,441 @@
+//! Request conditions (`http[].match`), compiled once so a request is tested without
+//! parsing or allocating: `uri`, `scheme`, `method`, `authority`, `headers`,
+//! `withoutHeaders`, `queryParams`, `port` and `ignoreUriCase`, as Envoy evaluates
+//! Istio's translation of them.
+
+use std::collections::BTreeMap;
+
+use ambit_api::istio::{StringMatch, virtual_service::HttpMatchRequest};
+use http::{HeaderMap, HeaderName};
+use regex::Regex;
+
+/// Why a match condition cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum MatchError {
+    #[error("`{field}` regex `{pattern}` does not compile: {source}")]
+    Regex {
+        field: String,
+        pattern: String,
+        source: Box<regex::Error>,
+    },
+    #[error(
+        "`{field}: {{}}` matches any value only in headers, withoutHeaders and queryParams: give `exact`, `prefix` or `regex`"
+    )]
+    PresentOutsideMaps { field: String },
+    #[error("`{field}` is not a valid header name: use lowercase letters, digits and `-`")]
+    HeaderName { field: String },
+    #[error(
+        "`{field}` is not supported by the waypoint yet: remove it (the route would otherwise match more than intended)"
+    )]
+    Unsupported { field: &'static str },
+    #[error("`port: {port}` is not a TCP port: use 1 to 65535")]
+    Port { port: u32 },
+}
+
+/// The parts of a request that conditions look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub scheme: &'a str,
+    /// The authority as the client sent it (`Host` or `:authority`), port included.
+    pub authority: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    /// The port the request arrived on.
+    pub port: u16,
+}
+
+/// One compiled string condition.
+#[derive(Debug, Clone)]
+pub enum StringMatcher {
+    Exact(String),
+    Prefix(String),
+    /// Anchored at both ends: the whole value must match, like Envoy's `safe_regex`.
+    Regex(Regex),
+    Present,
+}
+
+impl StringMatcher {
+    /// Compiles `condition`; `field` names it in errors. `ignore_case` lowercases the
+    /// expected value of `exact` and `prefix` (the caller lowercases the actual one).
+    pub fn compile(
+        field: &str,
+        condition: &StringMatch,
+        ignore_case: bool,
+    ) -> Result<Self, MatchError> {
+        let fold = |value: &str| {
+            if ignore_case {
+                value.to_lowercase()
+            } else {
+                value.to_owned()
+            }
+        };
+        Ok(match condition {
+            StringMatch::Exact(value) => Self::Exact(fold(value)),
+            StringMatch::Prefix(value) => Self::Prefix(fold(value)),
+            StringMatch::Regex(pattern) => {
+                Self::Regex(Regex::new(&format!("^(?:{pattern})$")).map_err(|source| {
+                    MatchError::Regex {
+                        field: field.to_owned(),
+                        pattern: pattern.clone(),
+                        source: Box::new(source),
+                    }
+                })?)
+            }
+            StringMatch::Present => Self::Present,
+        })
+    }
+
+    /// Compiles a condition on a value that is always there (uri, method, …), where
+    /// `{}` is a mistake rather than "present".
+    fn compile_required(
+        field: &str,
+        condition: &StringMatch,
+        ignore_case: bool,
+    ) -> Result<Self, MatchError> {
+        if *condition == StringMatch::Present {
+            return Err(MatchError::PresentOutsideMaps {
+                field: field.to_owned(),
+            });
+        }
+        Self::compile(field, condition, ignore_case)
+    }
+
+    /// Whether `value` satisfies the condition.
+    #[must_use]
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(expected) => value == expected,
+            Self::Prefix(prefix) => value.starts_with(prefix.as_str()),
+            Self::Regex(regex) => regex.is_match(value),
+            Self::Present => true,
+        }
+    }
+}
+
+/// One compiled `match` entry: every condition set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMatch {
+    uri: Option<StringMatcher>,
+    ignore_uri_case: bool,
+    scheme: Option<StringMatcher>,
+    method: Option<StringMatcher>,
+    authority: Option<StringMatcher>,
+    headers: Vec<(HeaderName, StringMatcher)>,
+    without_headers: Vec<(HeaderName, StringMatcher)>,
+    query_params: Vec<(String, StringMatcher)>,
+    port: Option<u16>,
+}
+
+impl RequestMatch {
+    /// Compiles one `match` entry; `field` (`http[0].match[1]`) prefixes error paths.
+    /// Every problem is reported, not only the first.
+    pub fn compile(field: &str, spec: &HttpMatchRequest) -> Result<Self, Vec<MatchError>> {
+        let mut errors = Vec::new();
+        let mut required = |name: &str, condition: &Option<StringMatch>, ignore_case: bool| {
+            let condition = condition.as_ref()?;
+            StringMatcher::compile_required(&format!("{field}.{name}"), condition, ignore_case)
+                .map_err(|e| errors.push(e))
+                .ok()
+        };
+        let uri = required("uri", &spec.uri, spec.ignore_uri_case);
+        let scheme = required("scheme", &spec.scheme, false);
+        let method = required("method", &spec.method, false);
+        let authority = required("authority", &spec.authority, false);
+        let headers = compile_headers(&format!("{field}.headers"), &spec.headers, &mut errors);
+        let without_headers = compile_headers(
+            &format!("{field}.withoutHeaders"),
+            &spec.without_headers,
+            &mut errors,
+        );
+        let query_params = spec
+            .query_params
+            .iter()
+            .filter_map(|(name, condition)| {
+                StringMatcher::compile(&format!("{field}.queryParams.{name}"), condition, false)
+                    .map(|matcher| (name.clone(), matcher))
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            })
+            .collect();
+        let port = spec.port.and_then(|port| match u16::try_from(port) {
+            Ok(port) if port != 0 => Some(port),
+            _ => {
+                errors.push(MatchError::Port { port });
+                None
+            }
+        });
+        if !spec.source_labels.is_empty() {
+            errors.push(MatchError::Unsupported {
+                field: "sourceLabels",
+            });
+        }
+        if !spec.source_namespace.is_empty() {
+            errors.push(MatchError::Unsupported {
+                field: "sourceNamespace",
+            });
+        }
+        if !spec.gateways.is_empty() {
+            errors.push(MatchError::Unsupported { field: "gateways" });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            uri,
+            ignore_uri_case: spec.ignore_uri_case,
+            scheme,
+            method,
+            authority,
+            headers,
+            without_headers,
+            query_params,
+            port,
+        })
+    }
+
+    /// The `uri` prefix this entry matched on, which a `rewrite.uri` replaces.
+    #[must_use]
+    pub fn uri_prefix(&self) -> Option<&str> {
+        match &self.uri {
+            Some(StringMatcher::Prefix(prefix)) => Some(prefix),
+            _ => None,
+        }
+    }
+
+    /// Whether the entry has a `uri` condition.
+    #[must_use]
+    pub fn has_uri(&self) -> bool {
+        self.uri.is_some()
+    }
+
+    /// Whether every condition holds for `request`.
+    #[must_use]
+    pub fn matches(&self, request: &RequestView<'_>) -> bool {
+        let uri_holds = self.uri.as_ref().is_none_or(|uri| {
+            if self.ignore_uri_case && !matches!(uri, StringMatcher::Regex(_)) {
+                uri.matches(&request.path.to_lowercase())
+            } else {
+                uri.matches(request.path)
+            }
+        });
+        let holds = |matcher: &Option<StringMatcher>, value: &str| {
+            matcher.as_ref().is_none_or(|m| m.matches(value))
+        };
+        uri_holds
+            && holds(&self.scheme, request.scheme)
+            && holds(&self.method, request.method)
+            && holds(&self.authority, request.authority)
+            && self.port.is_none_or(|port| port == request.port)
+            && self
+                .headers
+                .iter()
+                .all(|(name, m)| header_matches(request.headers, name, m))
+            && !self
+                .without_headers
+                .iter()
+                .any(|(name, m)| header_matches(request.headers, name, m))
+            && self.query_params.iter().all(|(name, m)| {
+                query_param(request.query, name).is_some_and(|value| m.matches(value))
+            })
+    }
+}
+
+fn compile_headers(
+    field: &str,
+    specs: &BTreeMap<String, StringMatch>,
+    errors: &mut Vec<MatchError>,
+) -> Vec<(HeaderName, StringMatcher)> {
+    specs
+        .iter()
+        .filter_map(|(name, condition)| {
+            let field = format!("{field}.{name}");
+            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                errors.push(MatchError::HeaderName { field });
+                return None;
+            };
+            StringMatcher::compile(&field, condition, false)
+                .map(|matcher| (header, matcher))
+                .map_err(|e| errors.push(e))
+                .ok()
+        })
+        .collect()
+}
+
+/// Whether header `name` is present and its value (several values joined with `,`, as
+/// Envoy sees them) satisfies `matcher`.
+fn header_matches(headers: &HeaderMap, name: &HeaderName, matcher: &StringMatcher) -> bool {
+    let mut values = headers.get_all(name).iter().peekable();
+    if values.peek().is_none() {
+        return false;
+    }
+    if matches!(matcher, StringMatcher::Present) {
+        return true;
+    }
+    let joined: Option<Vec<&str>> = values.map(|v| v.to_str().ok()).collect();
+    joined.is_some_and(|parts| matcher.matches(&parts.join(",")))
+}
+
+/// The first value of query parameter `name` (not percent-decoded, as Envoy matches).
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn compile(yaml: &str) -> RequestMatch {
+        let spec: HttpMatchRequest = serde_yaml_ng::from_str(yaml).expect("test match is YAML");
+        RequestMatch::compile("match[0]", &spec).expect("test match compiles")
+    }
+
+    fn request<'a>(path_and_query: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        RequestView {
+            method: "GET",
+            scheme: "http",
+            authority: "reviews:9080",
+            path,
+            query,
+            headers,
+            port: 9080,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn uri_exact_prefix_and_regex() {
+        let none = HeaderMap::new();
+        let exact = compile("uri: {exact: /login}");
+        assert!(exact.matches(&request("/login", &none)));
+        assert!(
+            exact.matches(&request("/login?next=/", &none)),
+            "the query is not part of the path"
+        );
+        assert!(!exact.matches(&request("/login/x", &none)));
+
+        let prefix = compile("uri: {prefix: /api}");
+        assert!(prefix.matches(&request("/api/v1", &none)));
+        assert!(!prefix.matches(&request("/ap", &none)));
+        assert_eq!(prefix.uri_prefix(), Some("/api"));
+
+        let regex = compile("uri: {regex: '/v[0-9]+'}");
+        assert!(regex.matches(&request("/v12", &none)));
+        assert!(
+            !regex.matches(&request("/v12/x", &none)),
+            "a regex must match the whole path"
+        );
+        assert!(!regex.matches(&request("/x/v12", &none)));
+    }
+
+    #[test]
+    fn ignore_uri_case_applies_to_exact_and_prefix() {
+        let none = HeaderMap::new();
+        let prefix = compile("{uri: {prefix: /API}, ignoreUriCase: true}");
+        assert!(prefix.matches(&request("/api/x", &none)));
+        assert!(prefix.matches(&request("/Api/x", &none)));
+        let sensitive = compile("uri: {prefix: /API}");
+        assert!(!sensitive.matches(&request("/api/x", &none)));
+    }
+
+    #[test]
+    fn headers_must_all_hold_and_without_headers_must_not() {
+        let jason = compile("headers: {end-user: {exact: jason}, x-canary: {}}");
+        assert!(jason.matches(&request(
+            "/",
+            &headers(&[("end-user", "jason"), ("x-canary", "")])
+        )));
+        assert!(
+            !jason.matches(&request("/", &headers(&[("end-user", "jason")]))),
+            "x-canary must be present"
+        );
+        assert!(!jason.matches(&request(
+            "/",
+            &headers(&[("end-user", "json"), ("x-canary", "1")])
+        )));
+
+        let not_test = compile("withoutHeaders: {x-test: {prefix: yes}}");
+        assert!(
+            not_test.matches(&request("/", &HeaderMap::new())),
+            "an absent header does not match"
+        );
+        assert!(not_test.matches(&request("/", &headers(&[("x-test", "no")]))));
+        assert!(!not_test.matches(&request("/", &headers(&[("x-test", "yes-please")]))));
+    }
+
+    #[test]
+    fn repeated_headers_are_matched_joined_with_commas() {
+        let mut repeated = HeaderMap::new();
+        repeated.append("x-tag", HeaderValue::from_static("a"));
+        repeated.append("x-tag", HeaderValue::from_static("b"));
+        assert!(compile("headers: {x-tag: {exact: 'a,b'}}").matches(&request("/", &repeated)));
+    }
+
+    #[test]
+    fn method_authority_port_scheme_and_query() {
+        let none = HeaderMap::new();
+        assert!(compile("method: {exact: GET}").matches(&request("/", &none)));
+        assert!(!compile("method: {exact: POST}").matches(&request("/", &none)));
+        assert!(compile("authority: {prefix: reviews}").matches(&request("/", &none)));
+        assert!(compile("port: 9080").matches(&request("/", &none)));
+        assert!(!compile("port: 80").matches(&request("/", &none)));
+        assert!(compile("scheme: {exact: http}").matches(&request("/", &none)));
+
+        let query = compile("queryParams: {user: {exact: ann}, debug: {}}");
+        assert!(query.matches(&request("/?debug&user=ann", &none)));
+        assert!(
+            !query.matches(&request("/?user=ann", &none)),
+            "debug must be present"
+        );
+        assert!(!query.matches(&request("/?debug=1&user=anne", &none)));
+    }
+
+    #[test]
+    fn an_empty_match_holds_for_every_request() {
+        assert!(compile("{}").matches(&request("/anything", &HeaderMap::new())));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let spec: HttpMatchRequest = serde_yaml_ng::from_str(
+            "{uri: {regex: '('}, method: {}, sourceLabels: {app: a}, port: 70000}",
+        )
+        .unwrap();
+        let errors: Vec<String> = RequestMatch::compile("http[0].match[0]", &spec)
+            .expect_err("four problems")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("`http[0].match[0].uri` regex `(`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("`http[0].match[0].method: {}`"),
+            "{errors:#?}"
+        );
+        assert!(errors.iter().any(|e| e.contains("70000")), "{errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.contains("sourceLabels")),
+            "{errors:#?}"
+        );
+    }
+}

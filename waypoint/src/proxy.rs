@@ -1,0 +1,201 @@
+//! The HTTP proxy: accepts HTTP/1.1 and HTTP/2 (prior knowledge) connections, routes
+//! each request with the current [`RouteTable`], and forwards it to an endpoint through
+//! the [`Connect`] seam.
+//!
+//! # Layout
+//! - this file: [`Engine`] (the swappable table and the upstream clients), [`run`] (the
+//!   accept loop with graceful shutdown), [`ProxyError`] and its [`Side`];
+//! - [`connector`]: the [`Connect`] seam and [`TcpConnector`];
+//! - `upstream`: a pooled hyper client per endpoint;
+//! - `forward`: one request's way through routing, faults, rewrites, header edits,
+//!   retries and timeouts;
+//! - `mirror`: copies of requests sent to `mirror` destinations;
+//! - `reply`: the responses the waypoint answers itself (404 `NR`, 503 `UH`, …).
+
+pub mod connector;
+mod forward;
+mod mirror;
+mod reply;
+mod upstream;
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+pub use self::connector::{Connect, ConnectFuture, TcpConnector, UpstreamStream};
+use self::upstream::Upstreams;
+use crate::{
+    config::Config,
+    table::{ConfigErrors, RouteTable},
+};
+
+/// The body of requests sent upstream and of responses sent downstream.
+pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Who a failure is attributed to, as access logs and metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client, or its connection to the waypoint.
+    Downstream,
+    /// The endpoint, or the waypoint's connection to it.
+    Upstream,
+    /// The waypoint itself.
+    Internal,
+}
+
+/// Why the proxy, a connection or a request failed.
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("accepting a connection failed: {0} (is the process out of file descriptors?)")]
+    Accept(#[source] io::Error),
+    #[error(
+        "could not connect to endpoint {endpoint}: {source} (is the pod running and listening on that port?)"
+    )]
+    UpstreamConnect {
+        endpoint: SocketAddr,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("endpoint {endpoint} ended the request before answering: {source}")]
+    UpstreamReset {
+        endpoint: SocketAddr,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("reading the client's request body failed: {0}")]
+    DownstreamBody(#[source] hyper::Error),
+    #[error("the request's authority `{authority}` cannot be forwarded: {source}")]
+    Authority {
+        authority: String,
+        #[source]
+        source: http::Error,
+    },
+}
+
+impl ProxyError {
+    /// Who the failure is attributed to.
+    #[must_use]
+    pub fn side(&self) -> Side {
+        match self {
+            Self::Accept(_) => Side::Internal,
+            Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } => Side::Upstream,
+            Self::DownstreamBody(_) | Self::Authority { .. } => Side::Downstream,
+        }
+    }
+}
+
+/// The waypoint's routing state: the current route table (swapped whole when the
+/// config changes) and the clients towards endpoints (kept across swaps, so pooled
+/// connections survive a config push).
+#[derive(Debug)]
+pub struct Engine {
+    table: RwLock<Arc<RouteTable>>,
+    upstreams: Arc<Upstreams>,
+}
+
+impl Engine {
+    /// An engine routing with `config`, reaching endpoints through `connector`.
+    pub fn new(config: &Config, connector: Arc<dyn Connect>) -> Result<Self, ConfigErrors> {
+        let table = compile(config)?;
+        Ok(Self {
+            table: RwLock::new(Arc::new(table)),
+            upstreams: Arc::new(Upstreams::new(connector)),
+        })
+    }
+
+    /// Replaces the route table with `config`'s. On error the current table stays in
+    /// use. Requests in flight finish with the table they started with.
+    pub fn update(&self, config: &Config) -> Result<(), ConfigErrors> {
+        let table = Arc::new(compile(config)?);
+        *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
+        Ok(())
+    }
+
+    /// The current route table.
+    #[must_use]
+    pub fn table(&self) -> Arc<RouteTable> {
+        Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn compile(config: &Config) -> Result<RouteTable, ConfigErrors> {
+    let table = RouteTable::compile(config)?;
+    for field in table.ignored() {
+        tracing::warn!(
+            field,
+            "ignoring a field the waypoint does not implement yet"
+        );
+    }
+    Ok(table)
+}
+
+/// Serves HTTP on `listener` with `engine` until `shutdown` completes, then stops
+/// accepting and waits for open connections to finish their requests (HTTP/1.1 closes
+/// after the current response, HTTP/2 sends `GOAWAY`). Bound the wait by racing this
+/// future against a deadline.
+pub async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut next_id: u64 = 0;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // A connection that failed before accept (reset in the backlog).
+                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(error) => return Err(ProxyError::Accept(error)),
+            },
+            () = &mut shutdown => break,
+        };
+        next_id += 1;
+        let Ok(local) = stream.local_addr() else {
+            tracing::debug!(%peer, "connection closed before it could be served");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::debug_span!("connection", id = next_id, %peer, %local);
+        let engine = Arc::clone(&engine);
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let engine = Arc::clone(&engine);
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    forward::handle(&engine, request, local.port()).await,
+                )
+            }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(
+            async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    tracing::debug!(open = graceful.count(), "draining connections");
+    graceful.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The upstream connector seam: how the waypoint reaches an endpoint.
+//!
+//! Tests and plain deployments dial TCP ([`TcpConnector`]); HBONE will implement
+//! [`Connect`] by opening a tunnel to the endpoint's ztunnel instead. Either way the
+//! waypoint speaks HTTP over the returned stream, pooled per endpoint.
+
+use std::{
+    fmt,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::Uri;
+use hyper_util::{
+    client::legacy::connect::{Connected, Connection},
+    rt::TokioIo,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+/// Istio's default `connectTimeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`Connect::connect`] returns.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<UpstreamStream>> + Send>>;
+
+/// Opens a byte stream to an endpoint.
+pub trait Connect: Send + Sync + fmt::Debug + 'static {
+    /// A new stream to `endpoint` (a pod's `ip:targetPort`).
+    fn connect(&self, endpoint: SocketAddr) -> ConnectFuture;
+}
+
+/// Dials the endpoint over plain TCP, with `TCP_NODELAY`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl Connect for TcpConnector {
+    fn connect(&self, endpoint: SocketAddr) -> ConnectFuture {
+        Box::pin(async move {
+            let stream = TcpStream::connect(endpoint).await?;
+            stream.set_nodelay(true)?;
+            Ok(UpstreamStream::new(stream))
+        })
+    }
+}
+
+trait ByteStream: AsyncRead + AsyncWrite + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + 'static> ByteStream for T {}
+
+/// A connection to an endpoint, whatever carries it.
+pub struct UpstreamStream(Pin<Box<dyn ByteStream>>);
+
+impl UpstreamStream {
+    /// Wraps any async byte stream.
+    pub fn new(stream: impl AsyncRead + AsyncWrite + Send + 'static) -> Self {
+        Self(Box::pin(stream))
+    }
+}
+
+impl fmt::Debug for UpstreamStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UpstreamStream")
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.0.as_mut().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// hyper's client asks a tower service for connections by URI; this one ignores the
+/// URI's authority (the request's, kept for `Host` / `:authority`) and always reaches
+/// one endpoint, so each client and its pool belong to that endpoint.
+#[derive(Debug, Clone)]
+pub(super) struct EndpointConnector {
+    pub(super) connector: std::sync::Arc<dyn Connect>,
+    pub(super) endpoint: SocketAddr,
+}
+
+impl tower_service::Service<Uri> for EndpointConnector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let connecting = self.connector.connect(self.endpoint);
+        let endpoint = self.endpoint;
+        Box::pin(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(stream) => stream.map(TokioIo::new),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connecting to {endpoint} took over {CONNECT_TIMEOUT:?}"),
+                )),
+            }
+        })
+    }
+}

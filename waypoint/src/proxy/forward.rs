@@ -1,0 +1,579 @@
+//! One request's way through the waypoint: find the route, inject faults, rewrite,
+//! edit headers, pick a cluster and endpoint, send with retries under the timeouts, and
+//! edit the response.
+//!
+//! Retries and mirrors need the request body again, so a body is replayed only when its
+//! length is known and at most [`MAX_REPLAYED_BODY_BYTES`] (Envoy likewise stops
+//! retrying past its buffer limit); a streaming body of unknown length is sent once
+//! and not mirrored. Hop-by-hop headers are dropped both ways, except `te: trailers`,
+//! which gRPC needs end to end. The route's
+//! `timeout` runs from the first attempt until the response headers arrive, retries and
+//! backoff included.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header, request::Parts,
+};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+
+use super::{
+    Body, Engine, ProxyError,
+    mirror::{self, Shadow},
+    reply,
+};
+use crate::{
+    flags::ResponseFlags,
+    matcher::RequestView,
+    retry::Attempt,
+    table::{
+        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, Route, Target,
+        sampled,
+    },
+};
+
+/// The largest request body kept to be sent again on a retry.
+pub const MAX_REPLAYED_BODY_BYTES: u64 = 64 * 1024;
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [header::HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+];
+
+/// What is logged about a request.
+#[derive(Debug, Default)]
+struct Outcome {
+    flags: ResponseFlags,
+    route: Option<String>,
+    cluster: Option<String>,
+    endpoint: Option<SocketAddr>,
+    attempts: u32,
+}
+
+/// Routes and forwards `request`, which arrived on `port`; the response carries its
+/// [`ResponseFlags`] as an extension.
+pub async fn handle(engine: &Engine, request: Request<Incoming>, port: u16) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut outcome = Outcome::default();
+    let mut response = dispatch(engine, request, port, &mut outcome).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        flags = %outcome.flags,
+        route = outcome.route.as_deref().unwrap_or("-"),
+        cluster = outcome.cluster.as_deref().unwrap_or("-"),
+        endpoint = ?outcome.endpoint,
+        attempts = outcome.attempts,
+        dur = ?started.elapsed(),
+        "request",
+    );
+    response.extensions_mut().insert(outcome.flags);
+    response
+}
+
+async fn dispatch(
+    engine: &Engine,
+    request: Request<Incoming>,
+    port: u16,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    let table = engine.table();
+    let (parts, body) = request.into_parts();
+    let Some(authority) = authority(&parts) else {
+        outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+        return reply::no_route();
+    };
+    let view = RequestView {
+        method: parts.method.as_str(),
+        scheme: "http",
+        authority: &authority,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        port,
+    };
+    let Some((route, matched)) = table
+        .routes(&authority)
+        .and_then(|routes| routes.iter().find_map(|r| Some((r, r.matched(&view)?))))
+    else {
+        outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+        return reply::no_route();
+    };
+    outcome.route = Some(route.name.clone());
+    match &route.action {
+        Action::Redirect(redirect) => {
+            let mut response = reply::text(redirect.status, "");
+            if let Ok(location) = HeaderValue::try_from(redirect.location(&view)) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            route.headers.response.apply(response.headers_mut());
+            response
+        }
+        Action::Respond { status, body } => {
+            let mut response = Response::new(reply::full(body.clone()));
+            *response.status_mut() = *status;
+            route.headers.response.apply(response.headers_mut());
+            response
+        }
+        Action::Forward(targets) => {
+            let target = targets.choose();
+            let forwarding = Forwarding {
+                engine,
+                route,
+                target,
+                matched,
+                port,
+            };
+            forwarding.run(parts, authority, body, outcome).await
+        }
+    }
+}
+
+/// The authority the client addressed: the URI's (HTTP/2, absolute-form) or `Host`.
+fn authority(parts: &Parts) -> Option<String> {
+    if let Some(authority) = parts.uri.authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+    Some(host.to_owned())
+}
+
+/// A request on its way to one destination.
+struct Forwarding<'a> {
+    engine: &'a Engine,
+    route: &'a Route,
+    target: &'a Target,
+    matched: Matched,
+    port: u16,
+}
+
+/// The request as each attempt sends it.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// What a forwarded response holds until its body ends: the endpoint's in-flight
+/// count and the cluster's admission.
+struct InFlight {
+    _request: ActiveRequest,
+    _admission: Option<Admission>,
+}
+
+/// The request body: kept to be replayed, or streamed once.
+enum RequestBody {
+    Replayable(Bytes),
+    Streaming(Option<Incoming>),
+}
+
+/// How the attempts ended, when no response is forwarded.
+enum Failure {
+    Overflow,
+    NoEndpoint,
+    Connect,
+    Reset,
+    PerTryTimeout,
+}
+
+impl Forwarding<'_> {
+    async fn run(
+        &self,
+        parts: Parts,
+        authority: String,
+        body: Incoming,
+        outcome: &mut Outcome,
+    ) -> Response<Body> {
+        let fault = &self.route.fault;
+        if let Some((delay, percent)) = fault.delay
+            && sampled(percent)
+        {
+            tokio::time::sleep(delay).await;
+            outcome.flags.insert(ResponseFlags::DELAY_INJECTED);
+        }
+        if let Some((status, percent)) = fault.abort
+            && sampled(percent)
+        {
+            outcome.flags.insert(ResponseFlags::FAULT_INJECTED);
+            return reply::fault_abort(status);
+        }
+        let Some(cluster) = self.target.cluster(self.port) else {
+            outcome.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);
+            tracing::debug!(
+                destination = self.target.display_name(),
+                port = self.port,
+                "no such destination"
+            );
+            return reply::no_cluster();
+        };
+        outcome.cluster = Some(cluster.name.clone());
+        let prepared = match self.prepare(parts, &authority, cluster.http2) {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                tracing::debug!(%error, side = ?error.side(), "cannot forward");
+                return reply::bad_request();
+            }
+        };
+        let replay_wanted = self.route.retry.is_some() || !self.route.mirrors.is_empty();
+        let body = match RequestBody::read(body, replay_wanted).await {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::debug!(%error, side = ?error.side(), "cannot forward");
+                outcome
+                    .flags
+                    .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                return reply::bad_request();
+            }
+        };
+        if let RequestBody::Replayable(bytes) = &body {
+            self.mirror(&prepared, bytes);
+        }
+        let attempts = self.attempts(cluster, &prepared, body, outcome);
+        let result = match self.route.timeout {
+            None => attempts.await,
+            Some(timeout) => match tokio::time::timeout(timeout, attempts).await {
+                Ok(result) => result,
+                Err(_) => {
+                    outcome
+                        .flags
+                        .insert(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+                    return reply::timeout();
+                }
+            },
+        };
+        match result {
+            Ok((response, in_flight)) => self.respond(response, in_flight),
+            Err(Failure::Overflow) => {
+                outcome.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+                reply::overflow()
+            }
+            Err(Failure::NoEndpoint) => {
+                outcome.flags.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+                reply::no_healthy_upstream()
+            }
+            Err(Failure::Connect) => {
+                outcome
+                    .flags
+                    .insert(ResponseFlags::UPSTREAM_CONNECT_FAILURE);
+                reply::connect_failure()
+            }
+            Err(Failure::Reset) => {
+                outcome
+                    .flags
+                    .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+                reply::reset()
+            }
+            Err(Failure::PerTryTimeout) => {
+                outcome
+                    .flags
+                    .insert(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+                reply::timeout()
+            }
+        }
+    }
+
+    /// The upstream request's head: rewritten path and authority, hop-by-hop headers
+    /// dropped, destination then route header operations applied (so the route's win,
+    /// as in Envoy), and the version of the upstream protocol.
+    fn prepare(&self, parts: Parts, authority: &str, http2: bool) -> Result<Prepared, ProxyError> {
+        let Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = parts;
+        let rewrite = self.route.rewrite.as_ref();
+        let path = rewrite
+            .and_then(|r| r.path(self.matched, uri.path()))
+            .unwrap_or_else(|| uri.path().to_owned());
+        let path_and_query = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let authority = match rewrite.and_then(|r| r.authority.as_ref()) {
+            Some(rewritten) => rewritten.to_str().unwrap_or(authority).to_owned(),
+            None => authority.to_owned(),
+        };
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        self.target.headers.request.apply(&mut headers);
+        self.route.headers.request.apply(&mut headers);
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority.as_str())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|source| ProxyError::Authority { authority, source })?;
+        Ok(Prepared {
+            method,
+            uri,
+            version: if http2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
+            headers,
+        })
+    }
+
+    /// Sends a copy of the request to each mirror whose share it falls in.
+    fn mirror(&self, prepared: &Prepared, body: &Bytes) {
+        for mirror in &self.route.mirrors {
+            if !sampled(mirror.percent) {
+                continue;
+            }
+            let Some(cluster) = mirror.target.cluster(self.port) else {
+                tracing::debug!(
+                    destination = mirror.target.display_name(),
+                    "no such mirror destination"
+                );
+                continue;
+            };
+            let Some(uri) = mirror::shadow_uri(&prepared.uri) else {
+                continue;
+            };
+            let mut request = prepared.request(reply::full(body.clone()));
+            *request.uri_mut() = uri;
+            *request.version_mut() = protocol_version(cluster.http2);
+            let shadow = Shadow {
+                cluster: Arc::clone(cluster),
+                request,
+                timeout: self.route.timeout,
+            };
+            mirror::send(&self.engine.upstreams, shadow);
+        }
+    }
+
+    /// Sends attempts until one is not retried; returns the response to forward (with
+    /// the endpoint's in-flight count held) or how the last attempt failed.
+    async fn attempts(
+        &self,
+        cluster: &Cluster,
+        prepared: &Prepared,
+        mut body: RequestBody,
+        outcome: &mut Outcome,
+    ) -> Result<(Response<Incoming>, InFlight), Failure> {
+        let policy = self.route.retry.as_ref();
+        let retries = match (&body, policy) {
+            (RequestBody::Replayable(_), Some(policy)) => policy.retries,
+            _ => 0,
+        };
+        let mut tried = Vec::new();
+        for attempt in 0..=retries {
+            if attempt > 0 {
+                let wait = policy
+                    .map(|p| p.backoff_before(attempt))
+                    .unwrap_or_default();
+                tokio::time::sleep(wait).await;
+            }
+            let admission = cluster
+                .admit()
+                .await
+                .map_err(|Overflow| Failure::Overflow)?;
+            let endpoint = cluster.pick(&tried).ok_or(Failure::NoEndpoint)?;
+            tried.push(endpoint.address);
+            outcome.attempts = attempt + 1;
+            outcome.endpoint = Some(endpoint.address);
+            let in_flight = InFlight {
+                _request: endpoint.start_request(),
+                _admission: admission,
+            };
+            let request = prepared.request(body.for_attempt());
+            let sent = self
+                .engine
+                .upstreams
+                .send(endpoint.address, cluster.http2, request);
+            let per_try = policy.and_then(|p| p.per_try_timeout);
+            let result = match per_try {
+                None => Ok(sent.await),
+                Some(limit) => tokio::time::timeout(limit, sent).await,
+            };
+            let (ended, failure) = match &result {
+                Ok(Ok(response)) => (
+                    Attempt::Responded {
+                        status: response.status(),
+                        headers: response.headers(),
+                    },
+                    None,
+                ),
+                Ok(Err(source)) if source.is_connect() => {
+                    (Attempt::ConnectFailure, Some(Failure::Connect))
+                }
+                Ok(Err(source)) => (
+                    Attempt::Reset {
+                        refused: is_refused_stream(source),
+                    },
+                    Some(Failure::Reset),
+                ),
+                Err(_elapsed) => (Attempt::PerTryTimeout, Some(Failure::PerTryTimeout)),
+            };
+            cluster.record(&endpoint, health(ended));
+            let retriable = policy.is_some_and(|p| p.retries_on(ended));
+            if retriable && attempt < retries {
+                log_failed_attempt(result, endpoint.address, attempt);
+                continue;
+            }
+            if retriable && retries > 0 {
+                outcome
+                    .flags
+                    .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+            }
+            return match (result, failure) {
+                (Ok(Ok(response)), _) => Ok((response, in_flight)),
+                (result, Some(failure)) => {
+                    log_failed_attempt(result, endpoint.address, attempt);
+                    Err(failure)
+                }
+                (_, None) => unreachable!("only a response has no failure"),
+            };
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    /// The response to forward: hop-by-hop headers dropped, destination then route
+    /// response header operations applied, the endpoint counted busy until the body
+    /// ends.
+    fn respond(&self, response: Response<Incoming>, in_flight: InFlight) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        self.target.headers.response.apply(&mut parts.headers);
+        self.route.headers.response.apply(&mut parts.headers);
+        parts.version = Version::default();
+        let body = body
+            .map_frame(move |frame| {
+                let _held = &in_flight;
+                frame
+            })
+            .boxed_unsync();
+        Response::from_parts(parts, body)
+    }
+}
+
+impl Prepared {
+    fn request(&self, body: Body) -> Request<Body> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+impl RequestBody {
+    /// Reads a body that may need replaying into memory when it is small and its
+    /// length known; otherwise keeps it streaming.
+    async fn read(body: Incoming, may_retry: bool) -> Result<Self, ProxyError> {
+        let small = body
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len <= MAX_REPLAYED_BODY_BYTES);
+        if body.is_end_stream() {
+            return Ok(Self::Replayable(Bytes::new()));
+        }
+        if may_retry && small {
+            let collected = body.collect().await.map_err(ProxyError::DownstreamBody)?;
+            return Ok(Self::Replayable(collected.to_bytes()));
+        }
+        Ok(Self::Streaming(Some(body)))
+    }
+
+    fn for_attempt(&mut self) -> Body {
+        match self {
+            Self::Replayable(bytes) => reply::full(bytes.clone()),
+            Self::Streaming(body) => body
+                .take()
+                .map_or_else(|| reply::full(Bytes::new()), BodyExt::boxed_unsync),
+        }
+    }
+}
+
+/// The version of requests to an HTTP/2 or HTTP/1.1 cluster.
+fn protocol_version(http2: bool) -> Version {
+    if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    }
+}
+
+/// How an attempt counts for outlier detection.
+fn health(attempt: Attempt<'_>) -> Health {
+    match attempt {
+        Attempt::Responded { status, .. } if status.is_server_error() => Health::ServerError {
+            gateway: matches!(status.as_u16(), 502..=504),
+        },
+        Attempt::Responded { .. } => Health::Succeeded,
+        Attempt::ConnectFailure | Attempt::Reset { .. } | Attempt::PerTryTimeout => {
+            Health::LocalFailure
+        }
+    }
+}
+
+fn log_failed_attempt(
+    result: Result<
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
+    endpoint: SocketAddr,
+    attempt: u32,
+) {
+    let error = match result {
+        Ok(Ok(response)) => {
+            tracing::debug!(%endpoint, attempt, status = response.status().as_u16(), "attempt answered with a retriable status");
+            return;
+        }
+        Ok(Err(source)) if source.is_connect() => ProxyError::UpstreamConnect { endpoint, source },
+        Ok(Err(source)) => ProxyError::UpstreamReset { endpoint, source },
+        Err(_elapsed) => {
+            tracing::debug!(%endpoint, attempt, "attempt exceeded perTryTimeout");
+            return;
+        }
+    };
+    tracing::debug!(%error, side = ?error.side(), attempt, "attempt failed");
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers_accepted = headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let named: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if trailers_accepted {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether an HTTP/2 stream was refused (`REFUSED_STREAM`): the request was not
+/// processed and is safe to retry.
+fn is_refused_stream(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = error.source();
+    }
+    false
+}

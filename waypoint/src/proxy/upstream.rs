@@ -1,0 +1,69 @@
+//! Clients towards endpoints: one pooled hyper client per endpoint and protocol,
+//! created on first use, dialling through the [`Connect`] seam.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use super::{Body, connector::EndpointConnector};
+use crate::proxy::Connect;
+
+/// How long an idle pooled connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type EndpointClient = Client<EndpointConnector, Body>;
+
+/// The clients of every endpoint the waypoint has sent to.
+#[derive(Debug)]
+pub struct Upstreams {
+    connector: Arc<dyn Connect>,
+    clients: Mutex<HashMap<(SocketAddr, bool), EndpointClient>>,
+}
+
+impl Upstreams {
+    pub fn new(connector: Arc<dyn Connect>) -> Self {
+        Self {
+            connector,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// Sends `request` (absolute URI, the authority being the request's) to
+    /// `endpoint`, over HTTP/2 with prior knowledge if `http2`, else HTTP/1.1.
+    pub async fn send(
+        &self,
+        endpoint: SocketAddr,
+        http2: bool,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        let client = self.client(endpoint, http2);
+        client.request(request).await
+    }
+
+    fn client(&self, endpoint: SocketAddr, http2: bool) -> EndpointClient {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry((endpoint, http2))
+            .or_insert_with(|| {
+                Client::builder(TokioExecutor::new())
+                    .http2_only(http2)
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .pool_timer(TokioTimer::new())
+                    .build(EndpointConnector {
+                        connector: Arc::clone(&self.connector),
+                        endpoint,
+                    })
+            })
+            .clone()
+    }
+}

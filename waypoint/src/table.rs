@@ -1,0 +1,503 @@
+//! The route table: a [`Config`] compiled once into what each request is routed with.
+//!
+//! Compiling checks everything (regexes, header names, weights, retry conditions, …)
+//! and reports every problem at once with the object and field path. Fields the
+//! waypoint does not implement yet are refused when ignoring them would change which
+//! requests a route takes (`sourceLabels`, `delegate`, …) and listed in
+//! [`RouteTable::ignored`] when they only tune behaviour (`corsPolicy`, `tls`, idle
+//! timeouts, …), so the caller can log them.
+//!
+//! A request finds its routes by its authority: the VirtualService naming that host
+//! exactly, else the most specific wildcard host, else the service of that name with
+//! its default route (all endpoints). Within a VirtualService the first HTTP route that
+//! matches wins.
+
+// Clusters and their endpoints; `limits` (connectionPool) and `outlier`
+// (outlierDetection) are the DestinationRule protections a cluster applies.
+mod cluster;
+mod limits;
+mod outlier;
+mod rewrite;
+mod route;
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use ambit_api::istio::{
+    DestinationRuleSpec, VirtualServiceSpec,
+    destination_rule::{
+        ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
+        SimpleLb, TrafficPolicy,
+    },
+};
+use thiserror::Error;
+
+pub use self::{
+    cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
+    limits::{Admission, ConnectionLimits, Overflow},
+    outlier::{Health, OutlierPolicy},
+    rewrite::{Redirect, Rewrite},
+    route::{Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},
+};
+use crate::{
+    config::{Config, Named, Service},
+    headers::HeaderError,
+    host::{HostPattern, authority_host, candidates},
+    matcher::MatchError,
+    retry::RetryError,
+};
+
+/// One problem in one object.
+#[derive(Debug, Error)]
+#[error("{kind} {object}: {problem}")]
+pub struct ConfigError {
+    /// `VirtualService` or `DestinationRule`.
+    pub kind: &'static str,
+    /// `namespace/name`.
+    pub object: String,
+    pub problem: Problem,
+}
+
+/// Every problem found in a [`Config`].
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem(s) in the waypoint's config", self.0.len())?;
+        self.0.iter().try_for_each(|error| write!(f, "\n- {error}"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// What is wrong with a field.
+#[derive(Debug, Error)]
+pub enum Problem {
+    #[error(transparent)]
+    Match(#[from] MatchError),
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error(transparent)]
+    Retry(#[from] RetryError),
+    #[error("`{field}.{name}` is not supported by the waypoint yet: remove it")]
+    Unsupported { field: String, name: String },
+    #[error("`{field}` needs exactly one of `route`, `redirect` or `directResponse`")]
+    Action { field: String },
+    #[error("`{field}`: the weights add up to 0: give the destinations weights summing to 100")]
+    Weights { field: String },
+    #[error("`{field}.weight: {weight}` is negative: use 0 to 100")]
+    Weight { field: String, weight: i32 },
+    #[error("`{field}: {port}` is not a TCP port: use 1 to 65535")]
+    Port { field: String, port: u32 },
+    #[error("`{field}: {code}` is not an HTTP status: use 200 to 599")]
+    Status { field: String, code: u32 },
+    #[error("`{field}: {code}` is not a redirect code: use 301, 302, 303, 307 or 308")]
+    RedirectCode { field: String, code: u32 },
+    #[error("`{field}`: {value} is not a percentage: use 0 to 100")]
+    Percentage { field: String, value: f64 },
+    #[error("`{field}` does not compile: {source}")]
+    RewriteRegex {
+        field: String,
+        source: Box<regex::Error>,
+    },
+    #[error("`{field}` is not a valid authority: use a host name, optionally with `:port`")]
+    Authority { field: String },
+}
+
+impl Problem {
+    fn unsupported(field: &str, name: &str) -> Self {
+        Self::Unsupported {
+            field: field.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// The routes of one VirtualService (or of one service's default route).
+#[derive(Debug)]
+struct VirtualHost {
+    routes: Vec<Route>,
+}
+
+/// The compiled, immutable routing state of a waypoint.
+#[derive(Debug)]
+pub struct RouteTable {
+    namespace: String,
+    virtual_hosts: Vec<VirtualHost>,
+    /// VirtualService hosts by name; the first object naming a host wins.
+    exact_hosts: HashMap<String, usize>,
+    /// Wildcard VirtualService hosts, most specific first.
+    wildcard_hosts: Vec<(HostPattern, usize)>,
+    /// Services by FQDN, for requests no VirtualService covers.
+    service_defaults: HashMap<String, usize>,
+    ignored: Vec<String>,
+}
+
+impl RouteTable {
+    /// Compiles `config`, reporting every problem.
+    pub fn compile(config: &Config) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut ignored = Vec::new();
+        for rule in &config.destination_rules {
+            check_destination_rule(rule, &mut errors, &mut ignored);
+        }
+        let clusters = build_clusters(config);
+
+        let mut table = Self {
+            namespace: config.namespace.clone(),
+            virtual_hosts: Vec::new(),
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: Vec::new(),
+            service_defaults: HashMap::new(),
+            ignored,
+        };
+        for vs in &config.virtual_services {
+            if applies_to_mesh(&vs.spec) {
+                table.add_virtual_service(vs, &clusters, &mut errors);
+            } else {
+                table.ignored.push(format!(
+                    "VirtualService {}: bound to gateways {:?}, not `mesh`",
+                    vs.key(),
+                    vs.spec.gateways
+                ));
+            }
+        }
+        table
+            .wildcard_hosts
+            .sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.specificity()));
+        for service in &config.services {
+            let host = service.hostname();
+            let index = table.virtual_hosts.len();
+            table.virtual_hosts.push(VirtualHost {
+                routes: vec![Route::service_default(&host, clusters.get(&host, ""))],
+            });
+            table.service_defaults.insert(host, index);
+        }
+        if errors.is_empty() {
+            Ok(table)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn add_virtual_service(
+        &mut self,
+        vs: &Named<VirtualServiceSpec>,
+        clusters: &ClusterIndex,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let object = vs.key();
+        let mut problems = Vec::new();
+        let routes: Vec<Route> = vs
+            .spec
+            .http
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| {
+                Route::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
+            })
+            .collect();
+        for (i, route) in vs.spec.http.iter().enumerate() {
+            let field = format!("http[{i}]");
+            if route.cors_policy.is_some() {
+                self.ignored
+                    .push(format!("VirtualService {object}: `{field}.corsPolicy`"));
+            }
+        }
+        if !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty() {
+            self.ignored
+                .push(format!("VirtualService {object}: `tcp` and `tls` routes"));
+        }
+        if !problems.is_empty() {
+            errors.extend(problems.into_iter().map(|problem| ConfigError {
+                kind: "VirtualService",
+                object: object.clone(),
+                problem,
+            }));
+            return;
+        }
+        let index = self.virtual_hosts.len();
+        self.virtual_hosts.push(VirtualHost { routes });
+        for host in &vs.spec.hosts {
+            match HostPattern::resolve(host, &vs.namespace) {
+                HostPattern::Exact(name) => {
+                    self.exact_hosts.entry(name).or_insert(index);
+                }
+                wildcard => self.wildcard_hosts.push((wildcard, index)),
+            }
+        }
+    }
+
+    /// The routes for a request to `authority` (`Host` / `:authority`), or `None` when
+    /// no VirtualService or service has that name (Envoy's `NR`).
+    #[must_use]
+    pub fn routes(&self, authority: &str) -> Option<&[Route]> {
+        let names = candidates(&authority_host(authority), &self.namespace);
+        let index = names
+            .iter()
+            .find_map(|name| self.exact_hosts.get(name))
+            .or_else(|| {
+                names.iter().find_map(|name| {
+                    self.wildcard_hosts
+                        .iter()
+                        .find(|(pattern, _)| pattern.matches(name))
+                        .map(|(_, index)| index)
+                })
+            })
+            .or_else(|| {
+                names
+                    .iter()
+                    .find_map(|name| self.service_defaults.get(name))
+            })?;
+        Some(&self.virtual_hosts[*index].routes)
+    }
+
+    /// Fields the table was compiled without (the caller should log them).
+    #[must_use]
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+}
+
+/// Whether a VirtualService applies to mesh traffic (and so to waypoints): it names no
+/// gateways, or names `mesh` among them.
+fn applies_to_mesh(spec: &VirtualServiceSpec) -> bool {
+    spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")
+}
+
+/// Refuses what a DestinationRule asks that the waypoint cannot do, and lists what it
+/// ignores.
+fn check_destination_rule(
+    rule: &Named<DestinationRuleSpec>,
+    errors: &mut Vec<ConfigError>,
+    ignored: &mut Vec<String>,
+) {
+    let object = rule.key();
+    let policies = std::iter::once((
+        "trafficPolicy".to_owned(),
+        rule.spec.traffic_policy.as_ref(),
+    ))
+    .chain(rule.spec.subsets.iter().enumerate().map(|(i, subset)| {
+        (
+            format!("subsets[{i}].trafficPolicy"),
+            subset.traffic_policy.as_ref(),
+        )
+    }));
+    for (field, policy) in policies {
+        let Some(policy) = policy else { continue };
+        let balancers = std::iter::once(("loadBalancer".to_owned(), policy.load_balancer.as_ref()))
+            .chain(
+                policy
+                    .port_level_settings
+                    .iter()
+                    .enumerate()
+                    .map(|(i, port)| {
+                        (
+                            format!("portLevelSettings[{i}].loadBalancer"),
+                            port.load_balancer.as_ref(),
+                        )
+                    }),
+            );
+        for (lb_field, lb) in balancers {
+            let Some(lb) = lb else { continue };
+            let field = format!("{field}.{lb_field}");
+            let mut refuse = |name: &str| {
+                errors.push(ConfigError {
+                    kind: "DestinationRule",
+                    object: object.clone(),
+                    problem: Problem::unsupported(&field, name),
+                });
+            };
+            if lb.consistent_hash.is_some() {
+                refuse("consistentHash");
+            }
+            if lb.simple == Some(SimpleLb::Passthrough) {
+                refuse("simple: PASSTHROUGH");
+            }
+            if lb.locality_lb_setting.is_some() || lb.warmup_duration_secs.is_some() {
+                ignored.push(format!(
+                    "DestinationRule {object}: `{field}.localityLbSetting` and `warmupDurationSecs`"
+                ));
+            }
+        }
+        let pool = policy.connection_pool.as_ref();
+        let tcp = pool.and_then(|p| p.tcp.as_ref());
+        let http = pool.and_then(|p| p.http.as_ref());
+        let outlier = policy.outlier_detection.as_ref();
+        let tuned = [
+            (
+                "connectionPool.tcp (except maxConnections)",
+                tcp.is_some_and(|t| {
+                    t.connect_timeout.is_some()
+                        || t.tcp_keepalive.is_some()
+                        || t.max_connection_duration.is_some()
+                        || t.idle_timeout.is_some()
+                }),
+            ),
+            (
+                "connectionPool.http (except http1MaxPendingRequests and http2MaxRequests)",
+                http.is_some_and(|h| {
+                    h.max_requests_per_connection.is_some()
+                        || h.max_retries.is_some()
+                        || h.idle_timeout.is_some()
+                        || h.h2_upgrade_policy.is_some()
+                        || h.use_client_protocol.is_some()
+                        || h.max_concurrent_streams.is_some()
+                }),
+            ),
+            (
+                "outlierDetection (minHealthPercent, interval and local-origin settings)",
+                outlier.is_some_and(|o| {
+                    o.min_health_percent.is_some()
+                        || o.interval.is_some()
+                        || o.consecutive_local_origin_failures.is_some()
+                        || o.split_external_local_origin_errors.is_some()
+                }),
+            ),
+            ("tls", policy.tls.is_some()),
+            ("tunnel", policy.tunnel.is_some()),
+            ("proxyProtocol", policy.proxy_protocol.is_some()),
+        ];
+        ignored.extend(
+            tuned
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(name, _)| format!("DestinationRule {object}: `{field}.{name}`")),
+        );
+    }
+}
+
+/// The most specific DestinationRule for each service, by FQDN.
+fn destination_rules_by_host(config: &Config) -> HashMap<String, &DestinationRuleSpec> {
+    let patterns: Vec<(HostPattern, &DestinationRuleSpec)> = config
+        .destination_rules
+        .iter()
+        .map(|rule| {
+            (
+                HostPattern::resolve(&rule.spec.host, &rule.namespace),
+                &rule.spec,
+            )
+        })
+        .collect();
+    config
+        .services
+        .iter()
+        .filter_map(|service| {
+            let host = service.hostname();
+            let rule = patterns
+                .iter()
+                .filter(|(pattern, _)| pattern.matches(&host))
+                .max_by_key(|(pattern, _)| pattern.specificity())
+                .map(|(_, rule)| *rule)?;
+            Some((host, rule))
+        })
+        .collect()
+}
+
+/// One cluster per service port for all endpoints, and one per port and subset.
+fn build_clusters(config: &Config) -> ClusterIndex {
+    let rules = destination_rules_by_host(config);
+    let mut index = ClusterIndex::default();
+    for service in &config.services {
+        let host = service.hostname();
+        let rule = rules.get(&host).copied();
+        let subsets = std::iter::once(("", None, None)).chain(rule.into_iter().flat_map(|rule| {
+            rule.subsets
+                .iter()
+                .map(|s| (s.name.as_str(), Some(&s.labels), s.traffic_policy.as_ref()))
+        }));
+        for (subset, labels, subset_policy) in subsets {
+            for port in &service.ports {
+                let policies = [subset_policy, rule.and_then(|r| r.traffic_policy.as_ref())];
+                let http2 = port.speaks_http2();
+                let policy = ClusterPolicy {
+                    balancer: Balancer::new(
+                        effective(policies, port.port, PolicyScope::load_balancer)
+                            .and_then(|lb| lb.simple),
+                    ),
+                    limits: effective(policies, port.port, PolicyScope::connection_pool)
+                        .and_then(|pool| ConnectionLimits::new(pool, http2)),
+                    outlier: effective(policies, port.port, PolicyScope::outlier_detection)
+                        .and_then(OutlierPolicy::new),
+                };
+                let cluster = Cluster::new(
+                    format!("outbound|{}|{subset}|{host}", port.port),
+                    http2,
+                    endpoint_addresses(service, labels, port.endpoint_port()),
+                    policy,
+                );
+                index.insert(&host, subset, port.port, Arc::new(cluster));
+            }
+        }
+    }
+    index
+}
+
+/// A traffic policy, or one port's settings in it.
+#[derive(Debug, Clone, Copy)]
+enum PolicyScope<'p> {
+    Whole(&'p TrafficPolicy),
+    Port(&'p PortTrafficPolicy),
+}
+
+impl<'p> PolicyScope<'p> {
+    fn load_balancer(self) -> Option<&'p LoadBalancerSettings> {
+        match self {
+            Self::Whole(p) => p.load_balancer.as_ref(),
+            Self::Port(p) => p.load_balancer.as_ref(),
+        }
+    }
+
+    fn connection_pool(self) -> Option<&'p ConnectionPoolSettings> {
+        match self {
+            Self::Whole(p) => p.connection_pool.as_ref(),
+            Self::Port(p) => p.connection_pool.as_ref(),
+        }
+    }
+
+    fn outlier_detection(self) -> Option<&'p OutlierDetection> {
+        match self {
+            Self::Whole(p) => p.outlier_detection.as_ref(),
+            Self::Port(p) => p.outlier_detection.as_ref(),
+        }
+    }
+}
+
+/// Where one setting comes from for `port`, as Istio merges policies: the subset's
+/// (its port-level settings, then its own), else the rule's (likewise). `policies`
+/// lists the subset's policy then the rule's; `get` reads the setting from a scope.
+fn effective<'p, T>(
+    policies: [Option<&'p TrafficPolicy>; 2],
+    port: u16,
+    get: impl Fn(PolicyScope<'p>) -> Option<&'p T>,
+) -> Option<&'p T> {
+    policies.into_iter().flatten().find_map(|policy| {
+        policy
+            .port_level_settings
+            .iter()
+            .filter(|p| p.port.is_some_and(|p| p.number == u32::from(port)))
+            .find_map(|p| get(PolicyScope::Port(p)))
+            .or_else(|| get(PolicyScope::Whole(policy)))
+    })
+}
+
+fn endpoint_addresses<'s>(
+    service: &'s Service,
+    labels: Option<&'s std::collections::BTreeMap<String, String>>,
+    port: u16,
+) -> impl Iterator<Item = std::net::SocketAddr> + 's {
+    service
+        .endpoints
+        .iter()
+        .filter(move |endpoint| {
+            labels.is_none_or(|labels| {
+                labels
+                    .iter()
+                    .all(|(key, value)| endpoint.labels.get(key) == Some(value))
+            })
+        })
+        .map(move |endpoint| (endpoint.ip, port).into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::config::{Endpoint, ServicePort};
+
+fn named<T: serde::de::DeserializeOwned>(name: &str, yaml: &str) -> Named<T> {
+    Named {
+        namespace: "shop".into(),
+        name: name.into(),
+        spec: serde_yaml_ng::from_str(yaml).expect("test object is YAML"),
+    }
+}
+
+fn service(name: &str) -> Service {
+    Service {
+        namespace: "shop".into(),
+        name: name.into(),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            port: 9080,
+            target_port: 0,
+            protocol: String::new(),
+        }],
+        endpoints: vec![
+            Endpoint::new(Ipv4Addr::new(10, 0, 0, 1).into(), [("version", "v1")]),
+            Endpoint::new(Ipv4Addr::new(10, 0, 0, 2).into(), [("version", "v2")]),
+        ],
+    }
+}
+
+fn route_names(table: &RouteTable, authority: &str) -> Vec<String> {
+    table
+        .routes(authority)
+        .unwrap_or_else(|| panic!("expected routes for `{authority}`"))
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+#[test]
+fn an_exact_host_beats_a_wildcard_which_beats_the_service_default() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews"), service("ratings")],
+        virtual_services: vec![
+            named(
+                "all-shop",
+                "{hosts: ['*.shop.svc.cluster.local'], http: [{name: wild, route: [{destination: {host: reviews}}]}]}",
+            ),
+            named(
+                "reviews",
+                "{hosts: [reviews], http: [{name: exact, route: [{destination: {host: reviews}}]}]}",
+            ),
+        ],
+        destination_rules: vec![],
+    };
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert_eq!(route_names(&table, "reviews:9080"), ["shop/reviews#exact"]);
+    assert_eq!(route_names(&table, "ratings"), ["shop/all-shop#wild"]);
+    assert!(table.routes("unknown.example.com").is_none());
+}
+
+#[test]
+fn subsets_select_endpoints_by_label() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        destination_rules: vec![named(
+            "reviews",
+            "{host: reviews, subsets: [{name: v2, labels: {version: v2}}]}",
+        )],
+        ..Config::default()
+    };
+    let clusters = build_clusters(&config);
+    let host = "reviews.shop.svc.cluster.local";
+    let (port, v2) = &clusters.get(host, "v2")[0];
+    assert_eq!(*port, 9080);
+    assert_eq!(v2.name, "outbound|9080|v2|reviews.shop.svc.cluster.local");
+    let picked = v2.pick(&[]).expect("v2 has an endpoint").address;
+    assert_eq!(picked, (Ipv4Addr::new(10, 0, 0, 2), 9080).into());
+    assert!(
+        clusters.get(host, "v3").is_empty(),
+        "an undefined subset has no cluster"
+    );
+}
+
+#[test]
+fn every_problem_in_every_object_is_reported() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        virtual_services: vec![named(
+            "reviews",
+            "
+hosts: [reviews]
+http:
+- route:
+  - {destination: {host: reviews}, weight: 0}
+  - {destination: {host: reviews}, weight: 0}
+- redirect: {uri: /x, redirectCode: 200}
+- retries: {attempts: 2, retryOn: 'sometimes'}
+  route: [{destination: {host: reviews}}]
+",
+        )],
+        destination_rules: vec![named(
+            "reviews",
+            "{host: reviews, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}",
+        )],
+    };
+    let errors = RouteTable::compile(&config)
+        .expect_err("four problems")
+        .to_string();
+    for expected in [
+        "4 problem(s)",
+        "DestinationRule shop/reviews: `trafficPolicy.loadBalancer.consistentHash` is not supported",
+        "VirtualService shop/reviews: `http[0]`: the weights add up to 0",
+        "VirtualService shop/reviews: `http[1].redirect.redirectCode: 200` is not a redirect code",
+        "VirtualService shop/reviews: `http[2].retries.retryOn`: `sometimes`",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "expected {expected:?} in:\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn tuning_fields_not_implemented_are_listed_as_ignored() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        virtual_services: vec![named(
+            "reviews",
+            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}], corsPolicy: {allowMethods: [GET]}}]}",
+        )],
+        destination_rules: vec![named(
+            "reviews",
+            "{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3, minHealthPercent: 50}}}",
+        )],
+    };
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert_eq!(
+        table.ignored(),
+        [
+            "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
+             interval and local-origin settings)`",
+            "VirtualService shop/reviews: `http[0].corsPolicy`",
+        ]
+    );
+}
+
+#[test]
+fn a_subsets_policy_overrides_the_rules_and_port_settings_override_both() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        destination_rules: vec![named(
+            "reviews",
+            "
+host: reviews
+trafficPolicy:
+  loadBalancer: {simple: RANDOM}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: ROUND_ROBIN}
+",
+        )],
+        ..Config::default()
+    };
+    let rule = &config.destination_rules[0].spec;
+    let policies = [
+        rule.subsets[0].traffic_policy.as_ref(),
+        rule.traffic_policy.as_ref(),
+    ];
+    let simple =
+        |port| effective(policies, port, PolicyScope::load_balancer).and_then(|lb| lb.simple);
+    assert_eq!(simple(9080), Some(SimpleLb::RoundRobin));
+    assert_eq!(
+        simple(9081),
+        Some(SimpleLb::Random),
+        "other ports fall back to the rule's"
+    );
+    let rule_only = [None, rule.traffic_policy.as_ref()];
+    assert_eq!(
+        effective(rule_only, 9080, PolicyScope::load_balancer).and_then(|lb| lb.simple),
+        Some(SimpleLb::Random)
+    );
+}
+
+#[test]
+fn a_virtual_service_bound_only_to_gateways_does_not_route_mesh_traffic() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        virtual_services: vec![
+            named(
+                "ingress",
+                "{hosts: [reviews], gateways: [shop/public], http: [{name: gw, route: [{destination: {host: reviews}}]}]}",
+            ),
+            named(
+                "both",
+                "{hosts: [ratings], gateways: [shop/public, mesh], http: [{name: mesh, route: [{destination: {host: reviews}}]}]}",
+            ),
+        ],
+        destination_rules: vec![],
+    };
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert_eq!(
+        route_names(&table, "reviews"),
+        ["reviews.shop.svc.cluster.local#default"]
+    );
+    assert_eq!(route_names(&table, "ratings"), ["shop/both#mesh"]);
+    assert_eq!(
+        table.ignored(),
+        ["VirtualService shop/ingress: bound to gateways [\"shop/public\"], not `mesh`"]
+    );
+}

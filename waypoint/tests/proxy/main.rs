@@ -1,0 +1,9 @@
+//! The waypoint in-process: real hyper backends on loopback addresses
+//! (127.0.0.11, .12, .13 on one port, as pods of a service), a waypoint serving on
+//! port 0, and a real hyper client.
+
+mod protection;
+mod resilience;
+mod rewriting;
+mod routing;
+mod support;

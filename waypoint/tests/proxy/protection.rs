@@ -1,0 +1,126 @@
+//! DestinationRule protections: `connectionPool` limits (circuit breaking) and
+//! `outlierDetection` (ejecting a failing endpoint, then readmitting it).
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn one_connection_and_one_pending_request_turn_the_rest_away_with_503() {
+    let (port, backends) = start_backends(&[(
+        "127.0.0.11",
+        "v1",
+        Behaviour::Slow(Duration::from_millis(500)),
+    )])
+    .await;
+    let breaker = destination_rule(
+        "app",
+        "
+host: app
+trafficPolicy:
+  connectionPool:
+    tcp: {maxConnections: 1}
+    http: {http1MaxPendingRequests: 1}
+",
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![breaker],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+
+    let requests: Vec<_> = (0..5)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get("app", "/").await })
+        })
+        .collect();
+    let mut answered = 0;
+    let mut overflowed = 0;
+    for request in requests {
+        let reply = request.await.expect("the request task does not panic");
+        match reply.status.as_u16() {
+            200 => answered += 1,
+            503 => {
+                assert_eq!(
+                    &reply.body[..],
+                    b"upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                    "the overflow is the waypoint's own 503 (UO)"
+                );
+                overflowed += 1;
+            }
+            other => panic!("expected 200 or 503, got {other}: {reply:?}"),
+        }
+    }
+    assert_eq!(
+        (answered, overflowed),
+        (2, 3),
+        "one in flight and one pending are served; three overflow"
+    );
+    assert_eq!(
+        backends[0].hits(),
+        2,
+        "overflowing requests never reach the backend"
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_twice_in_a_row_is_ejected_then_readmitted() {
+    let (port, backends) = start_backends(&[
+        ("127.0.0.11", "bad", Behaviour::Flaky { fail: 1, every: 1 }),
+        ("127.0.0.12", "good", Behaviour::Answer),
+    ])
+    .await;
+    let outlier = destination_rule(
+        "app",
+        "
+host: app
+trafficPolicy:
+  loadBalancer: {simple: ROUND_ROBIN}
+  outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 500ms, maxEjectionPercent: 100}
+",
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![outlier],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+
+    let mut ejected_at = None;
+    let mut failures = 0;
+    for _ in 0..20 {
+        let reply = client.get("app", "/").await;
+        if reply.status == 503 {
+            failures += 1;
+            ejected_at = Some(Instant::now());
+        }
+    }
+    assert_eq!(
+        failures, 2,
+        "after two 503s in a row the bad endpoint is ejected"
+    );
+    assert_eq!(
+        backends[0].hits(),
+        2,
+        "no request reaches the ejected endpoint"
+    );
+    let ejected_at = ejected_at.expect("the bad endpoint failed");
+
+    let deadline = ejected_at + Duration::from_secs(5);
+    while backends[0].hits() == 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the bad endpoint is readmitted within 5s"
+        );
+        let _ = client.get("app", "/").await;
+    }
+    let out_for = ejected_at.elapsed();
+    assert!(
+        out_for >= Duration::from_millis(400),
+        "the endpoint stays out for baseEjectionTime (500ms), was out {out_for:?}"
+    );
+}
