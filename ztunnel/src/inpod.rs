@@ -34,6 +34,7 @@ use std::{
 };
 
 use ambit_api::{handoff::WorkloadInfo, identity::Identity};
+use ambit_certs::{CertLease, CertificateStore};
 use ambit_hbone::Pool;
 use ambit_netns::{Netns, NetnsError};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -41,7 +42,6 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::{
     capture_maps::{CaptureMaps, CaptureMapsError},
-    certs::{CertLease, CertificateStore},
     directory::{Directory, Service},
     drain::Drain,
     metrics::{Metrics, Party},

@@ -19,8 +19,8 @@
 //!   workloads (IP → identity, node, labels) and services (VIP → ports, endpoints) it
 //!   names;
 //! - [`inpod`]: per-pod listeners, the relay, and HBONE both ways;
-//! - [`certs`]: workload certificates from the mesh CA, one per identity, renewed at
-//!   half-life;
+//! - workload certificates (one per identity, renewed at half-life) come from
+//!   [`ambit_certs`];
 //! - [`capture_maps`]: the agent's pinned maps (original destinations, inbound listeners);
 //! - [`policy`]: L4 AuthorizationPolicy and PeerAuthentication, checked for every
 //!   inbound connection and re-checked on every policy change;
@@ -37,7 +37,6 @@
 
 pub mod admin;
 pub mod capture_maps;
-pub mod certs;
 pub mod config;
 pub mod directory;
 pub mod drain;

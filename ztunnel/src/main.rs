@@ -2,9 +2,9 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use ambit_certs::{CaClient, CertificateStore};
 use ambit_ztunnel::{
     admin::{self, AdminState},
-    certs::{CaClient, CertificateStore},
     config::{Config, DRAIN_TIMEOUT_SECS},
     directory::Directory,
     drain::Drain,

@@ -5,13 +5,13 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use ambit_certs::Issued;
 use ambit_hbone::{ClientError, Connection, HBONE_PORT, PoolKey, TlsError, tls};
 use hyper::HeaderMap;
 use tokio::net::TcpStream;
 
 use super::{HboneContext, PodContext, sockets};
 use crate::{
-    certs::Issued,
     directory::Peer,
     metrics::{Party, TcpLabels},
 };

@@ -20,7 +20,7 @@ use rcgen::{
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 
 use super::*;
-use crate::certs::{CertError, CertificateStore};
+use crate::{CertError, CertificateStore};
 
 const TOKEN: &str = "token-of-node-a";
 

@@ -1,6 +1,6 @@
-//! Workload certificates: for every identity with a pod on this node, ztunnel holds a key
-//! and a certificate from the mesh CA (Istio's `IstioCertificateService`), and renews it
-//! at half its lifetime.
+//! Workload certificates: for every identity it serves (ztunnel: each identity with a pod
+//! on its node; a waypoint: its own), a proxy holds a key and a certificate from the mesh
+//! CA (Istio's `IstioCertificateService`), and renews it at half its lifetime.
 //!
 //! # Layout
 //! - [`schedule`]: when to renew, and the backoff between failed attempts;
@@ -10,6 +10,7 @@
 //! A fetch never blocks a pod's hand-off: pods register interest and the store fetches in
 //! the background. When the CA is away, the certificate held keeps serving and the store
 //! retries with backoff.
+#![forbid(unsafe_code)]
 
 pub mod fetch;
 pub mod schedule;
