@@ -17,9 +17,11 @@
 //!   controller serves and ztunnels call;
 //! - `config` (feature `config`): Ambit's config push `ambit.config.v1.ConfigService`
 //!   (versioned, incremental, acknowledged streams from the controller to agents,
-//!   ztunnels and waypoints).
+//!   ztunnels and waypoints), and `subscribe`: the subscriber's loop (apply, ACK or
+//!   NACK, reconnect with backoff) every proxy shares.
 //!
-//! This crate does no I/O beyond reading manifest files, and holds no policy of its own.
+//! This crate does no I/O beyond reading manifest files and the config push's client
+//! loop, and holds no policy of its own.
 #![forbid(unsafe_code)]
 
 pub mod cni;
@@ -29,6 +31,8 @@ pub mod ip_block;
 #[cfg(feature = "istio")]
 pub mod istio;
 pub mod manifests;
+#[cfg(feature = "config")]
+pub mod subscribe;
 
 /// The agent ↔ ztunnel pod hand-off protocol (`proto/handoff.proto`).
 pub mod handoff {

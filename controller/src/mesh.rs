@@ -10,7 +10,9 @@
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs;
 //! - a **policy** per accepted AuthorizationPolicy and PeerAuthentication, in the L4 form
-//!   the receiving ztunnel enforces ([`policy`]).
+//!   the receiving ztunnel enforces ([`policy`]);
+//! - a **waypoint** per Gateway of class `istio-waypoint`, with its pods' addresses and
+//!   identity, and for each service the waypoint it uses ([`waypoints`]).
 //!
 //! Last good version: an Istio object that fails validation keeps its previous version; every object of a file (or document) that cannot be read keeps its
 //! previous version. An object that is no longer in the folder disappears.
@@ -35,6 +37,7 @@ use crate::{
 
 mod objects;
 pub mod policy;
+pub mod waypoints;
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
@@ -78,6 +81,8 @@ pub struct Service {
     pub selector: BTreeMap<String, String>,
     /// The IPs of the matching workloads, sorted.
     pub endpoints: Vec<IpAddr>,
+    /// The waypoint (`namespace`, `name`) its traffic goes through, if any.
+    pub waypoint: Option<Key>,
     pub source: PathBuf,
 }
 
@@ -165,6 +170,7 @@ pub struct Mesh {
     pub services: BTreeMap<Key, Service>,
     pub routes: BTreeMap<(RouteKind, Key), Route>,
     pub policies: BTreeMap<(PolicyKind, Key), Policy>,
+    pub waypoints: BTreeMap<Key, waypoints::Waypoint>,
 }
 
 /// What [`build`] produced.
@@ -246,6 +252,7 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
         &mut mesh,
     ));
     resolve_endpoints(&mut mesh);
+    waypoints::resolve(manifests, &mut mesh);
     Built {
         mesh,
         diagnostics: report.diagnostics,

@@ -106,6 +106,62 @@ pub fn hold(place: &impl Place, to: SocketAddr, hold: Duration) -> Result<ChildG
     Ok(holder)
 }
 
+/// Starts `pod-app http --listen LISTEN --name NAME` at `place` (answers every request
+/// with `NAME`) and waits until it listens.
+///
+/// # Errors
+/// When it cannot start or does not listen in time.
+pub fn http_serve(place: &impl Place, listen: SocketAddr, name: &str) -> Result<ChildGuard> {
+    let server = place.spawn(Command::new(pod_app()).args([
+        "http",
+        "--listen",
+        &listen.to_string(),
+        "--name",
+        name,
+    ]))?;
+    server.wait_for_log("listening", APP_TIMEOUT)?;
+    Ok(server)
+}
+
+/// What `pod-app http-get` counted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HttpReport {
+    pub ok: bool,
+    #[serde(default)]
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    /// Answers by body (the serving pod's name).
+    #[serde(default)]
+    pub bodies: std::collections::BTreeMap<String, u64>,
+    pub error: Option<String>,
+}
+
+/// Runs `pod-app http-get` at `place`: `count` GETs of `/` to `to` on one connection,
+/// with `header` (`name: value`) when given.
+///
+/// # Errors
+/// When it cannot run or prints no report.
+pub fn http_get(
+    place: &impl Place,
+    to: SocketAddr,
+    count: usize,
+    header: Option<&str>,
+) -> Result<HttpReport> {
+    let mut command = Command::new(pod_app());
+    command.args([
+        "http-get",
+        "--to",
+        &to.to_string(),
+        "--count",
+        &count.to_string(),
+    ]);
+    if let Some(header) = header {
+        command.args(["--header", header]);
+    }
+    let done = place.exec(&mut command, APP_TIMEOUT * 6)?;
+    let line = done.stdout.lines().next().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("expected one JSON report line from {done}"))
+}
+
 /// Both ends' view of a connection, as the server reports it in its greeting.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ServerSaw {

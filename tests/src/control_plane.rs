@@ -5,12 +5,14 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
+    process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
 
 use crate::{
-    ChildGuard, MeshNode, MeshOptions, Node, TestNet,
+    ChildGuard, MeshNode, MeshOptions, Node, Pod, TestNet, bin_path,
     mesh::{CaClientOptions, start_ca, start_controller},
 };
 
@@ -18,6 +20,7 @@ use crate::{
 pub const CA_PORT: u16 = 15012;
 /// The config push's port.
 pub const CONTROLLER_PORT: u16 = 15010;
+const WAYPOINT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the control plane runs and keeps its files.
 #[derive(Debug)]
@@ -111,6 +114,34 @@ impl ControlPlane {
     #[must_use]
     pub fn ca_dir(&self) -> &std::path::Path {
         &self.ca_dir
+    }
+
+    /// Starts `ambit-waypoint` for the waypoint `name` inside `pod` (a pod of the Gateway,
+    /// outside ambient capture, on its node), with this control plane; waits until it
+    /// serves HBONE.
+    ///
+    /// # Errors
+    /// When it does not start in time.
+    pub fn start_waypoint(&self, pod: &Pod, name: &str) -> Result<ChildGuard> {
+        let options = self.client_options(pod.node())?;
+        let waypoint = pod.spawn(
+            Command::new(bin_path("ambit-waypoint"))
+                .args(["--name", name, "--namespace", pod.namespace()])
+                .args(["--node-name", pod.node().name()])
+                .args(["--ca-address", &options.address])
+                .arg("--ca-token-file")
+                .arg(&options.token_file)
+                .args([
+                    "--controller-address",
+                    &format!("http://{}", self.controller_address()),
+                ])
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1"),
+        )?;
+        waypoint
+            .wait_for_log("serving HBONE", WAYPOINT_TIMEOUT)
+            .context("waiting for the waypoint")?;
+        Ok(waypoint)
     }
 
     /// Where the CA listens.

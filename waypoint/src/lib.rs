@@ -22,20 +22,20 @@
 //! `UH`, `UF`, `UT`, `UO`, `DI`, `FI`, …).
 //!
 //! # Layout
+//! - [`cli`]: `ambit-waypoint`'s flags;
 //! - [`config`]: the plain input ([`Config`], [`Service`], [`Endpoint`]);
 //! - [`table`]: [`RouteTable`] compiled from a config, clusters and load balancing;
 //! - [`host`]: host names, short names and wildcards;
 //! - [`matcher`]: `http[].match` conditions;
 //! - [`headers`], [`retry`]: header operations and retry policies;
 //! - [`flags`]: Envoy's response flags, [`ResponseFlags`];
-//! - [`proxy`]: [`Engine`], [`run`] and the [`Connect`] seam.
+//! - [`proxy`]: [`Engine`], [`run`], [`serve_connection`] and the [`Connect`] seam;
+//! - [`mesh`]: the waypoint in the mesh — the controller's push, HBONE in (CONNECT to a
+//!   service VIP, served by the engine) and out (to each endpoint's ztunnel).
 //!
 //! # What this slice does not do yet
-//! - HBONE on either side: the caller passes a plain listener and a [`Connect`]
-//!   ([`TcpConnector`] dials TCP); the original destination port comes from the
-//!   listener.
-//! - Receive config from the controller: the caller builds a [`Config`] and calls
-//!   [`Engine::update`].
+//! - Route by the client's identity: the HBONE peer is authenticated but not yet passed
+//!   to routing or policy.
 //! - L7 `AuthorizationPolicy`, the ingress `Gateway` (TLS, `gateways:` binding: a
 //!   VirtualService bound only to gateways is skipped, as it does not apply to mesh
 //!   traffic), telemetry (metrics, access logs, trace headers).
@@ -49,16 +49,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod flags;
 pub mod headers;
 pub mod host;
 pub mod matcher;
+pub mod mesh;
 pub mod proxy;
 pub mod retry;
 pub mod table;
 
 pub use config::{Config, Endpoint, Named, Service, ServicePort};
 pub use flags::ResponseFlags;
-pub use proxy::{Connect, Engine, ProxyError, Side, TcpConnector, run};
+pub use proxy::{
+    Connect, Downstream, Engine, ProxyError, Side, TcpConnector, run, serve_connection,
+};
 pub use table::{ConfigError, ConfigErrors, RouteTable};

@@ -143,6 +143,52 @@ fn compile(config: &Config) -> Result<RouteTable, ConfigErrors> {
     Ok(table)
 }
 
+/// What the waypoint knows of a downstream connection besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Downstream {
+    /// The destination port the client addressed (the listener's, or the port of an
+    /// HBONE `CONNECT`).
+    pub port: u16,
+    /// The service the client addressed (an HBONE `CONNECT` to its VIP): routes are
+    /// looked up for it, not for the `Host` header, as Istio's waypoints do.
+    pub service: Option<String>,
+}
+
+/// Serves HTTP (HTTP/1.1 or HTTP/2) on one connection until it ends.
+///
+/// # Errors
+/// The connection failed (a protocol error, or the client went away mid-request).
+pub async fn serve_connection<IO>(
+    io: IO,
+    engine: Arc<Engine>,
+    downstream: Downstream,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service(engine, downstream))
+        .await
+}
+
+/// The per-request service of one connection.
+fn service(
+    engine: Arc<Engine>,
+    downstream: Downstream,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send,
+> + Clone {
+    let downstream = Arc::new(downstream);
+    service_fn(move |request: http::Request<Incoming>| {
+        let engine = Arc::clone(&engine);
+        let downstream = Arc::clone(&downstream);
+        async move { Ok(forward::handle(&engine, request, &downstream).await) }
+    })
+}
+
 /// Serves HTTP on `listener` with `engine` until `shutdown` completes, then stops
 /// accepting and waits for open connections to finish their requests (HTTP/1.1 closes
 /// after the current response, HTTP/2 sends `GOAWAY`). Bound the wait by racing this
@@ -173,17 +219,15 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("connection", id = next_id, %peer, %local);
-        let engine = Arc::clone(&engine);
-        let service = service_fn(move |request: http::Request<Incoming>| {
-            let engine = Arc::clone(&engine);
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    forward::handle(&engine, request, local.port()).await,
-                )
-            }
-        });
+        let downstream = Downstream {
+            port: local.port(),
+            service: None,
+        };
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                TokioIo::new(stream),
+                service(Arc::clone(&engine), downstream),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(

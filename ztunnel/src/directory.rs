@@ -68,6 +68,19 @@ pub struct Service {
     pub vips: Vec<IpAddr>,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<IpAddr>,
+    /// The waypoint its traffic must go through (`istio.io/use-waypoint`).
+    pub waypoint: Option<Waypoint>,
+}
+
+/// A waypoint, as clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waypoint {
+    /// `namespace/name`.
+    pub name: String,
+    /// Empty while no waypoint pod runs: traffic fails closed.
+    pub addresses: Vec<IpAddr>,
+    /// `None` while no waypoint pod runs.
+    pub identity: Option<Identity>,
 }
 
 impl Service {
@@ -241,6 +254,7 @@ impl Directory {
                 "vips": texts(&service.vips),
                 "ports": service.ports.iter().map(|p| [p.port, p.target_port]).collect::<Vec<_>>(),
                 "endpoints": texts(&service.endpoints),
+                "waypoint": service.waypoint.as_ref().map(|w| &w.name),
             })).collect::<Vec<_>>(),
             "version": state.version,
             "peers": peers.iter().map(|peer| serde_json::json!({
@@ -296,6 +310,20 @@ fn parse_service(
             })
         })
         .collect();
+    let waypoint = match &service.waypoint {
+        Some(waypoint) => Some(Waypoint {
+            name: format!("{}/{}", waypoint.namespace, waypoint.name),
+            addresses: parse_ips(&waypoint.addresses, bad)?,
+            identity: (!waypoint.identity.is_empty())
+                .then(|| waypoint.identity.parse::<Identity>())
+                .transpose()
+                .map_err(|source| DirectoryError::BadIdentity {
+                    key: key.to_owned(),
+                    source,
+                })?,
+        }),
+        None => None,
+    };
     Ok(Service {
         namespace: service.namespace.clone(),
         name: service.name.clone(),
@@ -303,6 +331,7 @@ fn parse_service(
         vips: parse_ips(&service.cluster_ips, bad)?,
         ports,
         endpoints: parse_ips(&service.endpoints, bad)?,
+        waypoint,
     })
 }
 
@@ -430,6 +459,7 @@ mod tests {
                     protocol: "TCP".into(),
                 }],
                 endpoints: vec!["10.0.0.1".into(), "10.0.0.2".into(), "fd00::1".into()],
+                waypoint: None,
             })),
         };
         let directory = Directory::new();

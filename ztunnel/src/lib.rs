@@ -10,7 +10,10 @@
 //! pod's identity to the destination pod's port 15008, pooled per (source identity,
 //! destination identity, destination IP). Destinations outside the mesh, and every
 //! destination while a pod has no certificate yet, keep the plaintext passthrough. A
-//! failed HBONE connect fails the app's connection (fail closed, `UF`).
+//! failed HBONE connect fails the app's connection (fail closed, `UF`). A connection to
+//! the VIP of a Service that uses a waypoint goes over HBONE to the waypoint instead (the
+//! VIP as the `CONNECT` authority), and a workload behind a waypoint accepts mesh traffic
+//! only from it.
 //!
 //! # Layout
 //! - [`config`]: flags and defaults;

@@ -65,6 +65,13 @@ pub enum Denial {
     Denied { policy: String },
     #[error("no ALLOW policy matches ({count} apply to this workload: {names})")]
     NotAllowed { count: usize, names: String },
+    #[error(
+        "{source_identity} must go through the waypoint {waypoint}: this workload's service uses it (istio.io/use-waypoint)"
+    )]
+    BypassedWaypoint {
+        waypoint: String,
+        source_identity: String,
+    },
 }
 
 impl Denial {
@@ -72,6 +79,7 @@ impl Denial {
     fn policy(&self) -> String {
         match self {
             Self::PlaintextRefused { policy, .. } | Self::Denied { policy } => policy.clone(),
+            Self::BypassedWaypoint { waypoint, .. } => waypoint.clone(),
             Self::NotAllowed { .. } => "-".to_owned(),
         }
     }
@@ -82,6 +90,7 @@ impl Denial {
             Self::PlaintextRefused { .. } => "plaintext_refused",
             Self::Denied { .. } => "denied",
             Self::NotAllowed { .. } => "not_allowed",
+            Self::BypassedWaypoint { .. } => "waypoint_bypassed",
         }
     }
 }
@@ -285,7 +294,8 @@ impl Policies {
         Arc::clone(&self.state.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn count(&self, workload: &Workload, denial: &Denial) {
+    /// Counts a denial decided outside the policies (a bypassed waypoint).
+    pub fn count(&self, workload: &Workload, denial: &Denial) {
         self.denials
             .get_or_create(&DenialLabels {
                 destination_workload: workload.name.clone(),

@@ -4,11 +4,13 @@
 use std::{net::IpAddr, pin::Pin, time::Duration};
 
 use ambit_api::config::{
-    ConfigUpdate, PeerIdentity, Resource,
+    ConfigUpdate, PeerIdentity, Resource, SubscribeRequest,
     config_service_server::{ConfigService, ConfigServiceServer},
     resource::Kind,
+    subscribe_request::Request,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status, Streaming, transport::server::TcpIncoming};
 
 use super::*;

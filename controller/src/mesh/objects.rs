@@ -116,6 +116,7 @@ pub(super) fn service(object: &Object) -> Service {
         ports,
         selector,
         endpoints: Vec::new(),
+        waypoint: None,
         source: object.source.file.clone(),
     }
 }

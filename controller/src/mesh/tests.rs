@@ -201,3 +201,67 @@ fn an_unreadable_file_keeps_its_objects_and_others_still_apply() {
         "b.yaml was emptied: its route is deleted"
     );
 }
+
+#[test]
+fn a_waypoint_gateway_its_pods_and_the_services_that_use_it() {
+    let mut manifests = Manifests::default();
+    manifests.parse_documents(
+        Path::new("waypoint.yaml"),
+        "apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: waypoint-1
+  namespace: shop
+  labels: {gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none}
+spec: {nodeName: n1, serviceAccountName: waypoint}
+status: {podIP: 10.0.9.9}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: direct, namespace: shop, labels: {istio.io/use-waypoint: none}}
+spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}
+",
+    );
+    let mesh = build(&manifests, "cluster.local", &Mesh::default()).mesh;
+    let key = ("shop".to_owned(), "waypoint".to_owned());
+    let waypoint = &mesh.waypoints[&key];
+    assert_eq!(
+        waypoint.addresses,
+        ["10.0.9.9".parse::<IpAddr>().expect("ip")]
+    );
+    assert_eq!(
+        waypoint
+            .identity
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("spiffe://cluster.local/ns/shop/sa/waypoint")
+    );
+    let service = |name: &str| &mesh.services[&("shop".to_owned(), name.to_owned())];
+    assert_eq!(
+        service("cart").waypoint.as_ref(),
+        Some(&key),
+        "from the namespace label"
+    );
+    assert_eq!(
+        service("direct").waypoint,
+        None,
+        "`none` on the service opts out"
+    );
+}

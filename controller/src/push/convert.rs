@@ -1,9 +1,11 @@
 //! The model as `ambit.config.v1` resources, each with its key
 //! (`<kind>/<namespace>/<name>`).
 
+use std::collections::BTreeMap;
+
 use ambit_api::config::{self as pb, resource::Kind};
 
-use crate::mesh::{Policy, Route, Service, Workload};
+use crate::mesh::{Key, Policy, Route, Service, Workload, waypoints::Waypoint};
 
 /// A workload with its enrolment decision.
 #[must_use]
@@ -54,9 +56,24 @@ pub fn peer(workload: &Workload) -> Option<pb::Resource> {
     ))
 }
 
-/// A service with its endpoints.
+/// A service with its endpoints and, when it uses one, its waypoint as `waypoints` knows
+/// it.
 #[must_use]
-pub fn service(service: &Service) -> pb::Resource {
+pub fn service(service: &Service, waypoints: &BTreeMap<Key, Waypoint>) -> pb::Resource {
+    let waypoint = service.waypoint.as_ref().map(|key| {
+        let known = waypoints.get(key);
+        pb::ServiceWaypoint {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            addresses: known
+                .map(|w| w.addresses.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            identity: known
+                .and_then(|w| w.identity.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }
+    });
     resource(
         "service",
         &service.namespace,
@@ -81,6 +98,7 @@ pub fn service(service: &Service) -> pb::Resource {
                 })
                 .collect(),
             endpoints: service.endpoints.iter().map(ToString::to_string).collect(),
+            waypoint,
         }),
     )
 }

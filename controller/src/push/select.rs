@@ -19,11 +19,12 @@ pub struct Subscriber {
 ///   about other nodes;
 /// - **ZTUNNEL** on node N: the workloads on N; for every enrolled workload on any node
 ///   with an identity and an address, a `peer` (its IPs → its SPIFFE identity, to pick
-///   HBONE and check the peer); every service (VIPs, ports, endpoints); every
+///   HBONE and check the peer); every service (VIPs, ports, endpoints, waypoint); every
 ///   AuthorizationPolicy and PeerAuthentication in their L4 form (ztunnel matches
 ///   selectors against its own workloads' labels);
-/// - **WAYPOINT**: every service and every accepted route (VirtualService,
-///   DestinationRule) — not yet narrowed to the waypoint's namespace;
+/// - **WAYPOINT**: every service, every mesh peer (with its labels, for subsets) and
+///   every accepted route (VirtualService, DestinationRule) — not yet narrowed to the
+///   waypoint's namespace;
 /// - an unspecified kind: nothing.
 #[must_use]
 pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
@@ -49,7 +50,7 @@ pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource
             }
             mesh.services
                 .values()
-                .map(convert::service)
+                .map(|s| convert::service(s, &mesh.waypoints))
                 .for_each(&mut add);
             mesh.policies
                 .values()
@@ -59,7 +60,11 @@ pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource
         SubscriberKind::Waypoint => {
             mesh.services
                 .values()
-                .map(convert::service)
+                .map(|s| convert::service(s, &mesh.waypoints))
+                .for_each(&mut add);
+            mesh.workloads
+                .values()
+                .filter_map(convert::peer)
                 .for_each(&mut add);
             mesh.routes.values().map(convert::route).for_each(&mut add);
         }
@@ -110,11 +115,14 @@ mod tests {
     }
 
     #[test]
-    fn a_waypoint_gets_services_and_routes_and_nobody_else_gets_routes() {
+    fn a_waypoint_gets_services_peers_and_routes_and_nobody_else_gets_routes() {
         assert_eq!(
             keys(SubscriberKind::Waypoint, "any"),
             [
                 "destinationrule/shop/cart",
+                "peer/shop/cart",
+                "peer/shop/cart-2",
+                "peer/shop/web",
                 "service/shop/cart",
                 "virtualservice/shop/cart"
             ]

@@ -7,7 +7,14 @@
 //! pod-app bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N]
 //! pod-app ping-pong --to ADDR --count N --size N [--timeout-ms N]   (against serve)
 //! pod-app hold      --to ADDR --hold-ms N [--timeout-ms N]             (against serve)
+//! pod-app http      --listen ADDR --name NAME            HTTP/1.1: answers NAME
+//! pod-app http-get  --to ADDR --count N [--host H] [--header K:V] [--timeout-ms N]
 //! ```
+//!
+//! `http` answers every request `200` with its `--name` as the body (keep-alive);
+//! `http-get` sends `--count` GETs on one keep-alive connection and reports how many
+//! answers had each status and each body: `{"ok":true,"statuses":{"200":N},
+//! "bodies":{"v2":N}}`.
 //!
 //! `hold` keeps one connection busy (a small echo every 50 ms) for `--hold-ms`, printing
 //! `held` once the first echo is back; it fails as soon as the connection breaks.
@@ -33,7 +40,8 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--send TEXT] [--timeout-ms N] \
 | sink --listen ADDR | bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N] \
 | ping-pong --to ADDR --count N --size N [--timeout-ms N] \
-| hold --to ADDR --hold-ms N [--timeout-ms N]";
+| hold --to ADDR --hold-ms N [--timeout-ms N] | http --listen ADDR --name NAME \
+| http-get --to ADDR --count N [--host H] [--header K:V] [--timeout-ms N]";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const BUFFER_BYTES: usize = 256 * 1024;
 
@@ -49,6 +57,9 @@ fn at(step: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
         error,
     }
 }
+
+#[path = "pod-app/http.rs"]
+mod http;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -80,6 +91,17 @@ fn main() -> ExitCode {
             }),
         "hold" => options.number("hold-ms").and_then(|hold_ms| {
             options.client(|to, timeout| hold(to, Duration::from_millis(hold_ms as u64), timeout))
+        }),
+        "http" => options.addr("listen").and_then(|addr| {
+            let name = options.get("name").ok_or("--name is required")?.to_owned();
+            Ok(http::serve(addr, name))
+        }),
+        "http-get" => options.number("count").and_then(|count| {
+            let host = options.get("host").map(str::to_owned);
+            let header = options.get("header").map(str::to_owned);
+            options.client(|to, timeout| {
+                http::get(to, count, host.as_deref(), header.as_deref(), timeout)
+            })
         }),
         other => Err(format!("unknown mode {other:?}")),
     };

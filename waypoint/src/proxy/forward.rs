@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::{
-    Body, Engine, ProxyError,
+    Body, Downstream, Engine, ProxyError,
     mirror::{self, Shadow},
     reply,
 };
@@ -57,14 +57,18 @@ struct Outcome {
     attempts: u32,
 }
 
-/// Routes and forwards `request`, which arrived on `port`; the response carries its
-/// [`ResponseFlags`] as an extension.
-pub async fn handle(engine: &Engine, request: Request<Incoming>, port: u16) -> Response<Body> {
+/// Routes and forwards `request`, which arrived over `downstream`; the response carries
+/// its [`ResponseFlags`] as an extension.
+pub async fn handle(
+    engine: &Engine,
+    request: Request<Incoming>,
+    downstream: &Downstream,
+) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let mut outcome = Outcome::default();
-    let mut response = dispatch(engine, request, port, &mut outcome).await;
+    let mut response = dispatch(engine, request, downstream, &mut outcome).await;
     tracing::debug!(
         %method,
         path,
@@ -84,9 +88,10 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>, port: u16) -> R
 async fn dispatch(
     engine: &Engine,
     request: Request<Incoming>,
-    port: u16,
+    downstream: &Downstream,
     outcome: &mut Outcome,
 ) -> Response<Body> {
+    let port = downstream.port;
     let table = engine.table();
     let (parts, body) = request.into_parts();
     let Some(authority) = authority(&parts) else {
@@ -102,8 +107,9 @@ async fn dispatch(
         headers: &parts.headers,
         port,
     };
+    // The service the client addressed, when known (HBONE), else the `Host` it named.
     let Some((route, matched)) = table
-        .routes(&authority)
+        .routes(downstream.service.as_deref().unwrap_or(&authority))
         .and_then(|routes| routes.iter().find_map(|r| Some((r, r.matched(&view)?))))
     else {
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);

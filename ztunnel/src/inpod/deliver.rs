@@ -1,5 +1,6 @@
 //! The destination side of a mesh connection, shared by HBONE inbound and the same-node
-//! fast path: check L4 policy for the authenticated source, connect to the app inside
+//! fast path: refuse a source that bypasses the workload's waypoint, check L4 policy for
+//! the authenticated source, connect to the app inside
 //! the pod (from the source's own address where the pod is prepared for it), and count
 //! the connection as the destination reports it.
 
@@ -51,6 +52,21 @@ pub async fn deliver(
     destination: SocketAddr,
 ) -> Result<Metered, DeliveryError> {
     let client = SocketAddr::new(source.ip, 0);
+    if let Some(denial) = bypassed_waypoint(&pod, source.identity) {
+        pod.policies.count(&pod.policy_workload(), &denial);
+        warn!(
+            target: "access",
+            direction = "Inbound",
+            hbone = source.hbone,
+            src = %client,
+            dst = %destination,
+            src_principal = %source.identity,
+            response_flags = "RBAC",
+            %denial,
+            "connection denied"
+        );
+        return Err(DeliveryError::Denied(denial));
+    }
     let connection = policy::Connection {
         source_ip: source.ip,
         source_identity: Some(source.identity.clone()),
@@ -123,4 +139,15 @@ pub async fn deliver(
             })
         }
     }
+}
+
+/// A denial when `pod` serves a service that uses a waypoint and the source is not that
+/// waypoint: such a workload takes mesh traffic only through it.
+fn bypassed_waypoint(pod: &PodContext, source: &Identity) -> Option<Denial> {
+    let waypoint = pod.own_service()?.waypoint?;
+    let required = waypoint.identity?;
+    (required != *source).then(|| Denial::BypassedWaypoint {
+        waypoint: waypoint.name,
+        source_identity: source.to_string(),
+    })
 }

@@ -3,7 +3,10 @@
 //! identity's certificate, expecting the destination's identity. Connections are pooled
 //! per (source identity, destination identity, destination IP).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use ambit_certs::Issued;
 use ambit_hbone::{ClientError, Connection, HBONE_PORT, PoolKey, TlsError, tls};
@@ -12,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::{HboneContext, PodContext, sockets};
 use crate::{
-    directory::Peer,
+    directory::{Peer, Waypoint},
     metrics::{Party, TcpLabels},
 };
 
@@ -34,7 +37,11 @@ pub enum OutboundError {
 /// A mesh destination, and what the source holds to reach it.
 #[derive(Debug)]
 pub struct Route {
+    /// Who answers on HBONE: the destination workload, or the waypoint in front of it.
     pub peer: Peer,
+    /// Where the HBONE connection goes (the `CONNECT` authority stays the original
+    /// destination: a pod, or a service VIP behind a waypoint).
+    pub address: IpAddr,
     certificate: Arc<Issued>,
     hbone: Arc<HboneContext>,
 }
@@ -43,10 +50,7 @@ impl Route {
     /// The destination pod, when this ztunnel serves it too (the same-node fast path).
     #[must_use]
     pub fn local_destination(&self) -> Option<Arc<PodContext>> {
-        self.peer
-            .ips
-            .iter()
-            .find_map(|ip| self.hbone.local.get(*ip))
+        self.hbone.local.get(self.address)
     }
 
     /// Sets the destination's labels and `mutual_tls`.
@@ -65,6 +69,46 @@ pub fn route(pod: &PodContext, destination: SocketAddr) -> Option<Route> {
     let certificate = hbone.certificates.get(pod.identity.as_ref()?)?;
     Some(Route {
         peer,
+        address: destination.ip(),
+        certificate,
+        hbone: Arc::clone(hbone),
+    })
+}
+
+/// The HBONE route to `waypoint` for a connection to a service VIP in `family` (an
+/// address of that family, picked by `spread`); `None` when the source holds no
+/// certificate, or no waypoint pod runs.
+#[must_use]
+pub fn via_waypoint(
+    pod: &PodContext,
+    waypoint: &Waypoint,
+    vip: SocketAddr,
+    spread: u16,
+) -> Option<Route> {
+    let hbone = pod.hbone.as_ref()?;
+    let certificate = hbone.certificates.get(pod.identity.as_ref()?)?;
+    let identity = waypoint.identity.clone()?;
+    let family: Vec<IpAddr> = waypoint
+        .addresses
+        .iter()
+        .copied()
+        .filter(|ip| ip.is_ipv4() == vip.is_ipv4())
+        .collect();
+    let address = *family.get(usize::from(spread) % family.len().max(1))?;
+    let (namespace, name) = waypoint
+        .name
+        .split_once('/')
+        .unwrap_or(("", &waypoint.name));
+    Some(Route {
+        peer: Peer {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            node: String::new(),
+            identity,
+            ips: waypoint.addresses.clone(),
+            labels: std::collections::BTreeMap::new(),
+        },
+        address,
         certificate,
         hbone: Arc::clone(hbone),
     })
@@ -87,7 +131,7 @@ pub async fn open(
     let key = PoolKey {
         source: source_identity,
         destination: route.peer.identity.clone(),
-        destination_ip: destination.ip(),
+        destination_ip: route.address,
     };
     let connection = route
         .hbone
@@ -111,7 +155,7 @@ async fn dial(
     destination: SocketAddr,
 ) -> Result<Connection, OutboundError> {
     route.hbone.pool.prune();
-    let ip = destination.ip();
+    let ip = route.address;
     let config = route
         .certificate
         .certificate

@@ -46,6 +46,10 @@ enum RelayError {
     Revoked,
     #[error("same-node delivery: {0}")]
     Local(DeliveryError),
+    #[error(
+        "the service's waypoint {0} cannot be reached: no waypoint pod runs, or this pod has no certificate yet"
+    )]
+    NoWaypoint(String),
 }
 
 impl RelayError {
@@ -53,7 +57,7 @@ impl RelayError {
     fn response_flag(&self) -> &'static str {
         match self {
             Self::NoOriginalDestination => "NR",
-            Self::NoEndpoint { .. } => "UH",
+            Self::NoEndpoint { .. } | Self::NoWaypoint(_) => "UH",
             Self::UpstreamConnect { .. } => "UF",
             Self::Downstream(_) => "DC",
             Self::HboneConnect(_) => "UF",
@@ -90,8 +94,11 @@ pub async fn handle(
         (Direction::Outbound, Some(destination)) => pod.service_at(destination.ip()),
         _ => None,
     };
+    // A service with a waypoint: the waypoint picks the endpoint; it gets the VIP.
+    let waypoint = service.as_ref().and_then(|s| s.waypoint.clone());
     let target = match (destination, &service) {
         (None, _) => Err(RelayError::NoOriginalDestination),
+        (Some(vip), Some(_)) if waypoint.is_some() => Ok(vip),
         (Some(vip), Some(service)) => {
             service
                 .endpoint(vip, peer.port())
@@ -103,8 +110,11 @@ pub async fn handle(
         (Some(destination), None) => Ok(destination),
     };
     let upstream_addr = target.as_ref().ok().copied();
-    let route = match (direction, upstream_addr) {
-        (Direction::Outbound, Some(target)) => hbone_outbound::route(&pod, target),
+    let route = match (direction, upstream_addr, &waypoint) {
+        (Direction::Outbound, Some(vip), Some(waypoint)) => {
+            hbone_outbound::via_waypoint(&pod, waypoint, vip, peer.port())
+        }
+        (Direction::Outbound, Some(target), None) => hbone_outbound::route(&pod, target),
         _ => None,
     };
     // Both ends served here: no TLS between them (the same-node fast path).
@@ -128,6 +138,9 @@ pub async fn handle(
     let _ = downstream.set_nodelay(true);
     let result = async {
         let destination = target?;
+        if let (Some(waypoint), None) = (&waypoint, &route) {
+            return Err(RelayError::NoWaypoint(waypoint.name.clone()));
+        }
         if let Some(local_pod) = same_node {
             let mut upstream = local::connect(&pod, local_pod, destination)
                 .await

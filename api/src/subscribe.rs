@@ -1,0 +1,140 @@
+//! The client side of Ambit's config push: subscribe as a node's agent, ztunnel or a
+//! waypoint, apply every `ConfigUpdate` with the caller's function and acknowledge it
+//! (or NACK it with the reason it could not be applied). Reconnects with backoff; each
+//! new stream starts with a full state. The one place a subscriber's loop is written.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tracing::{info, warn};
+
+use crate::config::{
+    Ack, ConfigUpdate, Hello, SubscribeRequest, SubscriberKind,
+    config_service_client::ConfigServiceClient, subscribe_request::Request,
+};
+
+/// First wait after a failed or ended subscription.
+pub const MIN_RESUBSCRIBE_DELAY_MS: u64 = 200;
+/// Longest wait between subscription attempts.
+pub const MAX_RESUBSCRIBE_DELAY_MS: u64 = 5_000;
+/// How long connecting to the controller may take.
+pub const CONTROLLER_CONNECT_TIMEOUT_SECS: u64 = 5;
+
+/// Why one subscription ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error(
+        "invalid --controller-address {address:?}: {reason} (expected e.g. http://198.19.255.1:15010)"
+    )]
+    Address { address: String, reason: String },
+    #[error(
+        "the controller at {address} is unreachable ({source}) — is `ambit-controller serve` running and --controller-address right?"
+    )]
+    Unreachable {
+        address: String,
+        source: tonic::transport::Error,
+    },
+    #[error("the controller refused the subscription: {0}")]
+    Refused(tonic::Status),
+    #[error("the config stream failed: {0}")]
+    Stream(tonic::Status),
+    #[error("the controller closed the config stream")]
+    Closed,
+}
+
+/// Who subscribes, and where.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The controller, e.g. `http://198.19.255.1:15010`.
+    pub address: String,
+    pub node: String,
+    pub kind: SubscriberKind,
+}
+
+/// Applies one update: `Ok` with a line for the log, or `Err` with the NACK's reason
+/// (the subscriber keeps what it had).
+pub type Apply<'a> = dyn FnMut(&ConfigUpdate) -> Result<String, String> + Send + 'a;
+
+/// Keeps the subscriber in step with the controller through `apply`, forever (or until
+/// the address turns out unusable).
+pub async fn run(subscription: Subscription, apply: &mut Apply<'_>) {
+    let mut delay = Duration::from_millis(MIN_RESUBSCRIBE_DELAY_MS);
+    loop {
+        match subscribe_once(&subscription, apply).await {
+            Ok(()) => {}
+            Err(error @ SubscribeError::Address { .. }) => {
+                warn!(%error, "not subscribing to the controller");
+                return;
+            }
+            Err(error) => warn!(%error, retry_in = ?delay, "config subscription ended"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(MAX_RESUBSCRIBE_DELAY_MS));
+    }
+}
+
+async fn subscribe_once(
+    subscription: &Subscription,
+    apply: &mut Apply<'_>,
+) -> Result<(), SubscribeError> {
+    let (address, node) = (subscription.address.as_str(), subscription.node.as_str());
+    let endpoint = Endpoint::from_shared(address.to_owned())
+        .map_err(|error| SubscribeError::Address {
+            address: address.to_owned(),
+            reason: error.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(CONTROLLER_CONNECT_TIMEOUT_SECS));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| SubscribeError::Unreachable {
+            address: address.to_owned(),
+            source,
+        })?;
+    let (requests, receiver) = mpsc::channel(16);
+    let hello = SubscribeRequest {
+        request: Some(Request::Hello(Hello {
+            node: node.to_owned(),
+            kind: subscription.kind.into(),
+        })),
+    };
+    requests
+        .send(hello)
+        .await
+        .map_err(|_| SubscribeError::Closed)?;
+    let mut updates = ConfigServiceClient::new(channel)
+        .subscribe(ReceiverStream::new(receiver))
+        .await
+        .map_err(SubscribeError::Refused)?
+        .into_inner();
+    info!(%address, %node, kind = ?subscription.kind, "subscribed to the controller's config push");
+    while let Some(update) = updates.message().await.map_err(SubscribeError::Stream)? {
+        let error = match apply(&update) {
+            Ok(summary) => {
+                info!(
+                    version = update.version,
+                    full = update.full,
+                    %summary,
+                    "applied config"
+                );
+                String::new()
+            }
+            Err(error) => {
+                warn!(version = update.version, %error, "rejected config (NACK)");
+                error
+            }
+        };
+        let ack = SubscribeRequest {
+            request: Some(Request::Ack(Ack {
+                version: update.version,
+                error,
+            })),
+        };
+        if requests.send(ack).await.is_err() {
+            return Err(SubscribeError::Closed);
+        }
+    }
+    Err(SubscribeError::Closed)
+}

@@ -1,0 +1,64 @@
+//! `ambit-waypoint`'s flags: who the waypoint is, where the controller and the CA are.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ambit_api::identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
+
+/// Where the waypoint listens for HBONE by default.
+pub const DEFAULT_HBONE_LISTEN: &str = "[::]:15008";
+
+/// The waypoint proxy: HBONE in from ztunnels, VirtualService and DestinationRule
+/// routing, HBONE out to endpoints.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ambit-waypoint", version)]
+pub struct Cli {
+    /// The waypoint Gateway's name (`gatewayClassName: istio-waypoint`).
+    #[arg(long, env = "AMBIT_WAYPOINT_NAME", default_value = "waypoint")]
+    pub name: String,
+    /// The namespace of the Gateway and of the waypoint's pods.
+    #[arg(long, env = "AMBIT_WAYPOINT_NAMESPACE")]
+    pub namespace: String,
+    /// The pods' service account (Istio runs a waypoint as the account of its name).
+    #[arg(long, env = "AMBIT_WAYPOINT_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Where HBONE is served.
+    #[arg(long, default_value = DEFAULT_HBONE_LISTEN)]
+    pub listen: SocketAddr,
+    /// The controller's config push, e.g. `http://198.19.255.1:15010`.
+    #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS")]
+    pub controller_address: String,
+    /// The node the waypoint runs on (the CA checks its pod is placed there).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// The mesh CA, e.g. `http://198.19.255.1:15012`.
+    #[arg(long, env = "AMBIT_CA_ADDRESS")]
+    pub ca_address: String,
+    /// The node's bootstrap token for the CA.
+    #[arg(long, env = "AMBIT_CA_TOKEN_FILE")]
+    pub ca_token_file: PathBuf,
+    /// Pin the mesh root instead of trusting the one the CA returns.
+    #[arg(long)]
+    pub ca_root_file: Option<PathBuf>,
+    /// Ask for certificates valid this long (the CA's default when absent).
+    #[arg(long)]
+    pub cert_ttl_secs: Option<u64>,
+}
+
+impl Cli {
+    /// The waypoint's SPIFFE identity.
+    ///
+    /// # Errors
+    /// A namespace, service account or trust domain that cannot form one.
+    pub fn identity(&self) -> Result<Identity, IdentityError> {
+        let account = self.service_account.as_deref().unwrap_or(&self.name);
+        Identity::new(&self.trust_domain, &self.namespace, account)
+    }
+
+    /// The requested certificate lifetime.
+    #[must_use]
+    pub fn cert_ttl(&self) -> Option<Duration> {
+        self.cert_ttl_secs.map(Duration::from_secs)
+    }
+}

@@ -1,0 +1,122 @@
+//! The waypoint's HBONE server: mutual TLS with its own certificate (client certificates
+//! required, from the mesh's root), then each `CONNECT` — the client's ztunnel sends the
+//! service VIP as the authority — served as HTTP by the engine through an in-memory
+//! pipe, routed for the service behind that VIP.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use ambit_certs::CertificateStore;
+use ambit_hbone::{ConnectRequest, Identity, Refusal, tls};
+use tokio::{
+    io::DuplexStream,
+    net::{TcpListener, TcpStream},
+};
+use tracing::{Instrument as _, debug, info_span, warn};
+
+use super::state::MeshView;
+use crate::proxy::{Downstream, Engine, serve_connection};
+
+/// The in-memory pipe between an HBONE stream and the engine.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// Why an HBONE connection to the waypoint was dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("no certificate for {0} yet: the CA has not answered — check the CA flags")]
+    NoCertificate(String),
+    #[error("cannot use the waypoint's certificate: {0}")]
+    Config(ambit_hbone::TlsError),
+    #[error("TLS with {peer} failed: {source}")]
+    Handshake {
+        peer: SocketAddr,
+        source: ambit_hbone::TlsError,
+    },
+    #[error("HBONE with {peer} failed: {source}")]
+    Serve {
+        peer: SocketAddr,
+        source: ambit_hbone::ServerError,
+    },
+}
+
+/// What serving HBONE needs.
+#[derive(Debug)]
+pub struct Inbound {
+    pub identity: Identity,
+    pub certificates: Arc<CertificateStore>,
+    pub engine: Arc<Engine>,
+    pub view: Arc<RwLock<Arc<MeshView>>>,
+}
+
+/// Accepts HBONE connections on `listener` forever.
+pub async fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let inbound = Arc::clone(&inbound);
+                let span = info_span!("hbone_in", %peer);
+                tokio::spawn(
+                    async move {
+                        if let Err(error) = serve(stream, peer, inbound).await {
+                            warn!(%error, "HBONE connection failed");
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(error) => {
+                warn!(%error, "HBONE accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inbound: Arc<Inbound>,
+) -> Result<(), InboundError> {
+    let issued = inbound
+        .certificates
+        .get(&inbound.identity)
+        .ok_or_else(|| InboundError::NoCertificate(inbound.identity.to_string()))?;
+    let config = issued
+        .certificate
+        .server_config()
+        .map_err(InboundError::Config)?;
+    let _ = stream.set_nodelay(true);
+    let (tls, peer_identity) = tls::accept(config, stream)
+        .await
+        .map_err(|source| InboundError::Handshake { peer, source })?;
+    debug!(%peer_identity, "HBONE peer authenticated");
+    ambit_hbone::serve(tls, peer_identity, move |request| {
+        let inbound = Arc::clone(&inbound);
+        async move { Ok::<_, Refusal>(stream_to_engine(&request, &inbound)) }
+    })
+    .await
+    .map_err(|source| InboundError::Serve { peer, source })
+}
+
+/// Starts the engine on one end of a pipe for this `CONNECT` and returns the other end
+/// for the HBONE stream.
+fn stream_to_engine(request: &ConnectRequest, inbound: &Inbound) -> DuplexStream {
+    let view = Arc::clone(&inbound.view.read().unwrap_or_else(PoisonError::into_inner));
+    let destination = request.authority;
+    let service = view.services.get(&destination.ip().to_canonical()).cloned();
+    debug!(%destination, service = service.as_deref().unwrap_or("-"), peer = %request.peer, "CONNECT");
+    let downstream = Downstream {
+        port: destination.port(),
+        service,
+    };
+    let (engine_side, hbone_side) = tokio::io::duplex(PIPE_BYTES);
+    let engine = Arc::clone(&inbound.engine);
+    tokio::spawn(async move {
+        if let Err(error) = serve_connection(engine_side, engine, downstream).await {
+            debug!(%error, "HTTP over HBONE ended with an error");
+        }
+    });
+    hbone_side
+}

@@ -1,0 +1,90 @@
+//! How the engine reaches an endpoint from the waypoint: over HBONE to the endpoint's
+//! ztunnel (its port 15008, `CONNECT endpoint:port`), with the waypoint's certificate,
+//! expecting the endpoint's identity; connections pooled per (waypoint identity,
+//! endpoint identity, endpoint IP). An endpoint outside the mesh is dialled in plain TCP.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use ambit_certs::CertificateStore;
+use ambit_hbone::{Connection, HBONE_PORT, Identity, Pool, PoolKey, tls};
+use http::HeaderMap;
+use tokio::net::TcpStream;
+
+use super::state::MeshView;
+use crate::proxy::{Connect, ConnectFuture, TcpConnector, UpstreamStream};
+
+/// HBONE towards mesh endpoints.
+#[derive(Debug)]
+pub struct HboneConnector {
+    identity: Identity,
+    certificates: Arc<CertificateStore>,
+    view: Arc<RwLock<Arc<MeshView>>>,
+    pool: Arc<Pool>,
+}
+
+impl HboneConnector {
+    /// Connects as `identity` (its certificate from `certificates`), knowing endpoints
+    /// from `view`.
+    #[must_use]
+    pub fn new(
+        identity: Identity,
+        certificates: Arc<CertificateStore>,
+        view: Arc<RwLock<Arc<MeshView>>>,
+    ) -> Self {
+        Self {
+            identity,
+            certificates,
+            view,
+            pool: Arc::new(Pool::new()),
+        }
+    }
+}
+
+impl Connect for HboneConnector {
+    fn connect(&self, endpoint: SocketAddr) -> ConnectFuture {
+        let view = Arc::clone(&self.view.read().unwrap_or_else(PoisonError::into_inner));
+        let Some(peer) = view.identities.get(&endpoint.ip().to_canonical()).cloned() else {
+            return TcpConnector.connect(endpoint);
+        };
+        let identity = self.identity.clone();
+        let certificates = Arc::clone(&self.certificates);
+        let pool = Arc::clone(&self.pool);
+        Box::pin(async move {
+            let certificate = certificates.get(&identity).ok_or_else(|| {
+                io::Error::other(format!(
+                    "no certificate for {identity} yet: the CA has not answered"
+                ))
+            })?;
+            let key = PoolKey {
+                source: identity,
+                destination: peer.clone(),
+                destination_ip: endpoint.ip(),
+            };
+            let connection = pool
+                .connection(&key, || async {
+                    pool.prune();
+                    let config = certificate
+                        .certificate
+                        .client_config(peer)
+                        .map_err(io::Error::other)?;
+                    let hbone = SocketAddr::new(endpoint.ip(), HBONE_PORT);
+                    let tcp = TcpStream::connect(hbone).await?;
+                    tcp.set_nodelay(true)?;
+                    let tls = tls::connect(config, hbone.ip(), tcp)
+                        .await
+                        .map_err(io::Error::other)?;
+                    Connection::handshake(tls).await.map_err(io::Error::other)
+                })
+                .await?;
+            let tunnel = connection
+                .open(endpoint, None, HeaderMap::new())
+                .await
+                .map_err(io::Error::other)?;
+            Ok(UpstreamStream::new(tunnel))
+        })
+    }
+}

@@ -1,0 +1,194 @@
+//! The controller's push as the waypoint keeps it: every resource by key, replaced by a
+//! full update and patched by deltas, then compiled into the engine's [`Config`] and a
+//! [`MeshView`] (VIP → service, IP → identity).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use ambit_api::{
+    config::{self as pb, ConfigUpdate, resource::Kind},
+    identity::Identity,
+};
+
+use crate::config::{Config, Endpoint, Named, Service, ServicePort};
+
+/// Why pushed resources cannot be used (the update is NACKed).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{key}: address {ip:?} is not an IP address")]
+    Address { key: String, ip: String },
+    #[error("{key}: {source}")]
+    Identity {
+        key: String,
+        source: ambit_api::identity::IdentityError,
+    },
+    #[error("{key}: the spec is not a valid {kind}: {source}")]
+    Spec {
+        key: String,
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// What HBONE needs to know of the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct MeshView {
+    /// Service VIP → the service's hostname.
+    pub services: HashMap<IpAddr, String>,
+    /// Mesh workload IP → its identity.
+    pub identities: HashMap<IpAddr, Identity>,
+}
+
+/// The pushed resources, by key.
+#[derive(Debug, Default)]
+pub struct PushedState {
+    resources: BTreeMap<String, pb::Resource>,
+}
+
+impl PushedState {
+    /// Applies `update` and compiles the result; on error nothing changes.
+    ///
+    /// # Errors
+    /// A resource that cannot be read.
+    pub fn apply(
+        &mut self,
+        update: &ConfigUpdate,
+        namespace: &str,
+    ) -> Result<(Config, MeshView), StateError> {
+        let mut resources = if update.full {
+            BTreeMap::new()
+        } else {
+            self.resources.clone()
+        };
+        for key in &update.removed {
+            resources.remove(key);
+        }
+        for resource in &update.upserted {
+            resources.insert(resource.key.clone(), resource.clone());
+        }
+        let compiled = compile(&resources, namespace)?;
+        self.resources = resources;
+        Ok(compiled)
+    }
+}
+
+fn compile(
+    resources: &BTreeMap<String, pb::Resource>,
+    namespace: &str,
+) -> Result<(Config, MeshView), StateError> {
+    let mut view = MeshView::default();
+    let mut labels: HashMap<IpAddr, BTreeMap<String, String>> = HashMap::new();
+    for (key, resource) in resources {
+        if let Some(Kind::Peer(peer)) = &resource.kind {
+            let identity =
+                peer.identity
+                    .parse::<Identity>()
+                    .map_err(|source| StateError::Identity {
+                        key: key.clone(),
+                        source,
+                    })?;
+            for ip in ips(key, &peer.ips)? {
+                view.identities.insert(ip, identity.clone());
+                labels.insert(ip, peer.labels.clone().into_iter().collect());
+            }
+        }
+    }
+    let mut config = Config {
+        namespace: namespace.to_owned(),
+        ..Config::default()
+    };
+    for (key, resource) in resources {
+        match &resource.kind {
+            Some(Kind::Service(service)) => {
+                for vip in ips(key, &service.cluster_ips)? {
+                    view.services.insert(vip, service.hostname.clone());
+                }
+                config.services.push(self::service(key, service, &labels)?);
+            }
+            Some(Kind::Route(route)) if route.kind == "VirtualService" => {
+                config
+                    .virtual_services
+                    .push(named(key, route, "VirtualService")?);
+            }
+            Some(Kind::Route(route)) if route.kind == "DestinationRule" => {
+                config
+                    .destination_rules
+                    .push(named(key, route, "DestinationRule")?);
+            }
+            _ => {}
+        }
+    }
+    Ok((config, view))
+}
+
+fn service(
+    key: &str,
+    service: &pb::Service,
+    labels: &HashMap<IpAddr, BTreeMap<String, String>>,
+) -> Result<Service, StateError> {
+    let ports = service
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok()?;
+            Some(ServicePort {
+                name: p.name.clone(),
+                port,
+                target_port: u16::try_from(p.target_port).unwrap_or(0),
+                protocol: p.protocol.clone(),
+            })
+        })
+        .collect();
+    // Endpoints of the VIP's family (IPv4 without a VIP), as kube-proxy pairs them: the
+    // client reached the waypoint through that family.
+    let ipv4 = ips(key, &service.cluster_ips)?
+        .first()
+        .is_none_or(IpAddr::is_ipv4);
+    let endpoints = ips(key, &service.endpoints)?
+        .into_iter()
+        .filter(|ip| ip.is_ipv4() == ipv4)
+        .map(|ip| Endpoint {
+            ip,
+            labels: labels.get(&ip).cloned().unwrap_or_default(),
+        })
+        .collect();
+    Ok(Service {
+        namespace: service.namespace.clone(),
+        name: service.name.clone(),
+        ports,
+        endpoints,
+    })
+}
+
+fn named<T: serde::de::DeserializeOwned>(
+    key: &str,
+    route: &pb::Route,
+    kind: &'static str,
+) -> Result<Named<T>, StateError> {
+    let spec = serde_json::from_str(&route.spec_json).map_err(|source| StateError::Spec {
+        key: key.to_owned(),
+        kind,
+        source,
+    })?;
+    Ok(Named {
+        namespace: route.namespace.clone(),
+        name: route.name.clone(),
+        spec,
+    })
+}
+
+fn ips(key: &str, texts: &[String]) -> Result<Vec<IpAddr>, StateError> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .map_err(|_| StateError::Address {
+                    key: key.to_owned(),
+                    ip: text.clone(),
+                })
+        })
+        .collect()
+}
