@@ -14,11 +14,7 @@ use std::{
     time::Duration,
 };
 
-use ambit_api::{
-    cni::{CniReply, PodSandbox, codes},
-    enrolment::{Decision, decide_from_manifests},
-    manifests::Manifests,
-};
+use ambit_api::cni::{CniReply, PodSandbox, codes};
 use ambit_netns::Netns;
 use tokio::net::UnixListener;
 use tokio_seqpacket::UnixSeqpacketListener;
@@ -27,6 +23,7 @@ use tracing::{info, warn};
 use crate::{
     capture::{Capture, CaptureError},
     config::{Config, ZTUNNEL_ACK_TIMEOUT_SECS},
+    decisions::{Decisions, Verdict},
     pods::{PodStore, PodStoreError},
     ztunnel_link::{self, ZtunnelLink},
 };
@@ -53,6 +50,7 @@ struct Pods {
 #[derive(Debug)]
 pub struct Agent {
     config: Config,
+    decisions: Arc<Decisions>,
     capture: Mutex<Capture>,
     pods: Arc<Mutex<Pods>>,
     ztunnel: ZtunnelLink,
@@ -73,7 +71,10 @@ impl Agent {
     ///
     /// # Errors
     /// [`StartError`] naming what could not be set up.
-    pub fn start(config: Config) -> Result<(Arc<Self>, Listeners), StartError> {
+    pub fn start(
+        config: Config,
+        decisions: Arc<Decisions>,
+    ) -> Result<(Arc<Self>, Listeners), StartError> {
         let mut capture = Capture::install(&config)?;
         if let Some(logger) = capture.take_log_forwarder() {
             tokio::spawn(crate::capture::forward_logs(logger));
@@ -95,6 +96,7 @@ impl Agent {
         );
         let agent = Arc::new(Self {
             config,
+            decisions,
             capture: Mutex::new(capture),
             pods,
             ztunnel,
@@ -107,19 +109,21 @@ impl Agent {
     /// ztunnel. A pod that belongs in the mesh but cannot be enrolled is refused.
     pub async fn add_pod(&self, sandbox: &PodSandbox) -> CniReply {
         let _change = self.changes.lock().await;
-        let manifests = self.manifests();
-        let decision = decide_from_manifests(&manifests, &sandbox.pod_namespace, &sandbox.pod_name);
-        info!(pod = %pod_name(sandbox), %decision, "CNI ADD");
+        let decision = self
+            .decisions
+            .snapshot()
+            .decide(&sandbox.pod_namespace, &sandbox.pod_name);
+        info!(pod = %pod_name(sandbox), decision = %decision.reason, "CNI ADD");
         let uid = pod_uid(sandbox);
-        if let Err(message) = self.remember(sandbox, &manifests) {
-            return if decision.enrols() {
+        if let Err(message) = self.remember(sandbox, &decision) {
+            return if decision.enrols {
                 enrolment_failed(message)
             } else {
                 warn!(pod = %pod_name(sandbox), %message, "cannot remember a pod outside the mesh; a later label will not reach it");
                 CniReply::Ok { enrolled: false }
             };
         }
-        if !decision.enrols() {
+        if !decision.enrols {
             return CniReply::Ok { enrolled: false };
         }
         match self.enrol(&uid).await {
@@ -145,8 +149,10 @@ impl Agent {
 
     /// CNI CHECK: is the pod enrolled exactly when it should be?
     pub fn check_pod(&self, sandbox: &PodSandbox) -> CniReply {
-        let decision: Decision =
-            decide_from_manifests(&self.manifests(), &sandbox.pod_namespace, &sandbox.pod_name);
+        let decision: Verdict = self
+            .decisions
+            .snapshot()
+            .decide(&sandbox.pod_namespace, &sandbox.pod_name);
         let uid = pod_uid(sandbox);
         let cookie = lock(&self.pods)
             .store
@@ -154,7 +160,7 @@ impl Agent {
             .filter(|p| p.enrolled)
             .map(|p| p.netns_cookie);
         let enrolled = cookie.is_some_and(|cookie| lock_capture(&self.capture).is_enrolled(cookie));
-        if enrolled == decision.enrols() {
+        if enrolled == decision.enrols {
             return CniReply::Ok { enrolled };
         }
         CniReply::Error {
@@ -162,27 +168,15 @@ impl Agent {
             message: format!(
                 "pod {} should be {} but is {}",
                 pod_name(sandbox),
-                if decision.enrols() {
+                if decision.enrols {
                     "enrolled"
                 } else {
                     "outside the mesh"
                 },
                 if enrolled { "enrolled" } else { "not enrolled" }
             ),
-            details: decision.to_string(),
+            details: decision.reason,
         }
-    }
-
-    /// The config folder's objects; an unreadable folder counts as empty (logged).
-    fn manifests(&self) -> Manifests {
-        let manifests = Manifests::load_dir(&self.config.config_dir).unwrap_or_else(|error| {
-            warn!(%error, "cannot read the config folder; deciding as if it were empty");
-            Manifests::default()
-        });
-        for problem in &manifests.errors {
-            warn!(%problem, "skipping a manifest");
-        }
-        manifests
     }
 
     /// The config folder the agent decides from.

@@ -37,6 +37,20 @@ pub struct RunArgs {
     pub sockmap_acceleration: bool,
     #[command(flatten)]
     pub cni: CniArgs,
+    /// Take the enrolment decisions from the controller's push (e.g.
+    /// `http://198.19.255.1:15010`) instead of the config folder.
+    #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS", requires = "node_name")]
+    pub controller_address: Option<String>,
+    /// This node's name, as pods' `spec.nodeName` gives it (with --controller-address).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+/// Where the push comes from, and for which node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    pub address: String,
+    pub node: String,
 }
 
 /// Where to install the CNI plugin (a DaemonSet passes the node's directories).
@@ -95,6 +109,8 @@ pub struct Config {
     pub sockmap_acceleration: bool,
     /// Install and chain the CNI plugin at start.
     pub cni_install: Option<CniInstall>,
+    /// Decide from the controller's push; `None`: from the config folder.
+    pub controller: Option<Controller>,
 }
 
 /// Every problem found in the flags, reported together.
@@ -151,6 +167,10 @@ impl Config {
             run_dir: args.paths.run_dir,
             sockmap_acceleration: args.sockmap_acceleration,
             cni_install,
+            controller: args
+                .controller_address
+                .zip(args.node_name)
+                .map(|(address, node)| Controller { address, node }),
         })
     }
 
@@ -205,6 +225,8 @@ mod tests {
             },
             sockmap_acceleration: false,
             cni: CniArgs::default(),
+            controller_address: None,
+            node_name: None,
         };
         let error = Config::from_args(args, "").unwrap_err().to_string();
         for expected in ["--config-dir", "no cgroup2", "--bpffs-dir"] {

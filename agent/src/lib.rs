@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: flags, defaults, validation;
+//! - [`decisions`]: where enrolment decisions come from — the config folder, or the
+//!   controller's push (`--controller-address`);
 //! - [`config_watch`]: re-deciding every known pod when the config folder changes;
 //! - [`capture`]: loading, adopting, pinning and removing the eBPF; enrolling pods;
 //! - [`pod_network`]: the pod's sysctl and policy routes for transparent delivery;
@@ -23,6 +25,7 @@ pub mod cni_install;
 pub mod cni_server;
 pub mod config;
 pub mod config_watch;
+pub mod decisions;
 pub mod pod_network;
 pub mod pods;
 pub mod ztunnel_link;

@@ -1,13 +1,18 @@
 //! `ambit-agent`: the node agent binary. `run` captures and enrols; `uninstall`
 //! removes every pin (and so every attachment) the agent made.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use ambit_agent::{
     agent::Agent,
     capture, cni_server,
-    config::{CNI_SOCKET_NAME, CniArgs, Config, PathArgs, RunArgs},
+    config::{CNI_SOCKET_NAME, CniArgs, Config, Controller, PathArgs, RunArgs},
     config_watch,
+    decisions::Decisions,
+};
+use ambit_api::{
+    config::SubscriberKind,
+    subscribe::{self, Subscription},
 };
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -67,15 +72,51 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let chained = install.install().context("installing the CNI plugin")?;
         info!(config = %chained.display(), "ambit-cni chained into the node's CNI configuration");
     }
-    let (agent, listeners) = Agent::start(config)?;
+    let controller = config.controller.clone();
+    let decisions = Arc::new(match &controller {
+        Some(_) => Decisions::from_controller(),
+        None => Decisions::Folder(config.config_dir.clone()),
+    });
+    let (agent, listeners) = Agent::start(config, Arc::clone(&decisions))?;
     // Labels may have changed while the agent was away.
     agent.reconcile().await;
-    let _watch = config_watch::spawn(&agent).context("watching the config folder")?;
+    let _watch = match controller {
+        Some(controller) => {
+            follow_controller(controller, decisions, Arc::clone(&agent));
+            None
+        }
+        None => Some(config_watch::spawn(&agent).context("watching the config folder")?),
+    };
     info!("ready");
     cni_server::serve(listeners.cni, agent, shutdown_signal()).await;
     // The programs stay pinned: capture goes on while the agent is away.
     info!("stopped; capture stays in place");
     Ok(())
+}
+
+/// Subscribes to the controller as this node's agent: every update changes the
+/// decisions, then the pods are reconciled with them.
+fn follow_controller(controller: Controller, decisions: Arc<Decisions>, agent: Arc<Agent>) {
+    let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let subscription = Subscription {
+        address: controller.address,
+        node: controller.node,
+        kind: SubscriberKind::Agent,
+    };
+    tokio::spawn(async move {
+        subscribe::run(subscription, &mut |update| {
+            decisions.apply(update);
+            let _ = changed.send(());
+            Ok(format!("{} pods on this node", update.upserted.len()))
+        })
+        .await;
+    });
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            while changes.try_recv().is_ok() {}
+            agent.reconcile().await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -68,6 +68,7 @@ fn run() -> Result<()> {
         &fast,
         MeshOptions {
             sockmap_acceleration: true,
+            ..MeshOptions::default()
         },
     )?;
     let slow = net.add_node("slow")?;

@@ -80,15 +80,23 @@ impl ControlPlane {
     /// # Errors
     /// As [`MeshNode::install_with_ca`].
     pub fn install(&self, net: &TestNet, nodes: &[&Node]) -> Result<Vec<MeshNode>> {
+        self.install_with(net, nodes, MeshOptions::default())
+    }
+
+    /// [`ControlPlane::install`] with `options`.
+    ///
+    /// # Errors
+    /// As [`MeshNode::install_with_ca`].
+    pub fn install_with(
+        &self,
+        net: &TestNet,
+        nodes: &[&Node],
+        options: MeshOptions,
+    ) -> Result<Vec<MeshNode>> {
         nodes
             .iter()
             .map(|node| {
-                MeshNode::install_with_ca(
-                    net,
-                    node,
-                    MeshOptions::default(),
-                    Some(self.client_options(node)?),
-                )
+                MeshNode::install_with_ca(net, node, options, Some(self.client_options(node)?))
             })
             .collect()
     }

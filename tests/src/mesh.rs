@@ -28,6 +28,9 @@ const METRICS_PORT: u16 = 15020;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MeshOptions {
     pub sockmap_acceleration: bool,
+    /// The agent takes its enrolment decisions from the controller's push (the
+    /// `controller_address` of [`CaClientOptions`]) instead of the config folder.
+    pub agent_follows_controller: bool,
 }
 
 /// How ztunnel reaches the mesh CA (`--ca-address`, `--ca-token-file`,
@@ -132,6 +135,15 @@ impl MeshNode {
             .env("NO_COLOR", "1");
         if self.options.sockmap_acceleration {
             command.arg("--sockmap-acceleration");
+        }
+        let controller = self
+            .ca
+            .as_ref()
+            .and_then(|ca| ca.controller_address.as_ref());
+        if let (true, Some(address)) = (self.options.agent_follows_controller, controller) {
+            command
+                .args(["--controller-address", address])
+                .args(["--node-name", self.node.name()]);
         }
         let agent = self.node.spawn(&mut command)?;
         agent

@@ -304,6 +304,7 @@ fn capture_survives_an_agent_restart_and_uninstall_removes_everything() -> Resul
 fn sockmap_acceleration_joins_app_and_ztunnel_and_keeps_every_byte() -> Result<()> {
     let options = MeshOptions {
         sockmap_acceleration: true,
+        ..MeshOptions::default()
     };
     let Some((_net, mesh)) = cluster("sockmap", 1, options)? else {
         return Ok(());

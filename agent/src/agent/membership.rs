@@ -4,15 +4,14 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use ambit_api::{
-    cni::PodSandbox, enrolment::decide_from_manifests, handoff::WorkloadInfo, manifests::Manifests,
-};
+use ambit_api::{cni::PodSandbox, handoff::WorkloadInfo};
 use ambit_netns::Netns;
 use tracing::{info, warn};
 
 use super::{Agent, Pods, lock, lock_capture, pod_uid};
 use crate::{
     capture::Capture,
+    decisions::Verdict,
     pod_network::prepare_transparent_delivery,
     pods::{PodRecord, PodStore},
     ztunnel_link::{LinkError, Workload},
@@ -20,11 +19,7 @@ use crate::{
 
 impl Agent {
     /// Records a pod the runtime reported, not yet enrolled.
-    pub(super) fn remember(
-        &self,
-        sandbox: &PodSandbox,
-        manifests: &Manifests,
-    ) -> Result<(), String> {
+    pub(super) fn remember(&self, sandbox: &PodSandbox, verdict: &Verdict) -> Result<(), String> {
         let netns_path = sandbox
             .netns
             .as_deref()
@@ -32,11 +27,7 @@ impl Agent {
             .ok_or("CNI_NETNS is empty: cannot enrol a pod without its network namespace")?;
         let netns = Netns::open(netns_path).map_err(|e| e.to_string())?;
         let netns_cookie = netns.cookie().map_err(|e| e.to_string())?;
-        let service_account = manifests
-            .pod(&sandbox.pod_namespace, &sandbox.pod_name)
-            .and_then(|pod| pod.spec_str("serviceAccountName"))
-            .unwrap_or("default")
-            .to_owned();
+        let service_account = verdict.service_account.clone();
         let record = PodRecord {
             uid: pod_uid(sandbox),
             container_id: sandbox.container_id.clone(),
@@ -136,25 +127,26 @@ impl Agent {
         lock(&self.pods).store.get(uid).is_some_and(|p| p.enrolled)
     }
 
-    /// Brings every known pod in line with the config folder: pods whose namespace
-    /// or own label now says `ambient` join, pods that should no longer be in the mesh
-    /// leave. Runs when the folder changes and once at start.
+    /// Brings every known pod in line with the decisions (the config folder, or the
+    /// controller's push): pods whose namespace or own label now says `ambient` join,
+    /// pods that should no longer be in the mesh leave. Runs after every change and once
+    /// at start.
     pub async fn reconcile(&self) {
         let _change = self.changes.lock().await;
-        let manifests = self.manifests();
+        let decisions = self.decisions.snapshot();
         let records: Vec<PodRecord> = lock(&self.pods).store.iter().cloned().collect();
         for record in records {
-            let decision = decide_from_manifests(&manifests, &record.namespace, &record.name);
+            let decision = decisions.decide(&record.namespace, &record.name);
             let name = format!("{}/{}", record.namespace, record.name);
-            match (decision.enrols(), record.enrolled) {
+            match (decision.enrols, record.enrolled) {
                 (true, false) => {
-                    info!(pod = %name, %decision, "joining the mesh");
+                    info!(pod = %name, decision = %decision.reason, "joining the mesh");
                     if let Err(error) = self.enrol(&record.uid).await {
                         warn!(pod = %name, %error, "cannot enrol");
                     }
                 }
                 (false, true) => {
-                    info!(pod = %name, %decision, "leaving the mesh");
+                    info!(pod = %name, decision = %decision.reason, "leaving the mesh");
                     self.unenrol(&record.uid).await;
                 }
                 _ => {}
