@@ -32,23 +32,34 @@ pub struct Verdict {
 /// Kubernetes' service account for a pod that names none.
 const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
-/// The pushed decisions, by `(namespace, name)`.
-type Pushed = HashMap<(String, String), Verdict>;
+/// A pod, `(namespace, name)`.
+type Pod = (String, String);
+
+/// The pushed decisions, by pod.
+type Pushed = HashMap<Pod, Verdict>;
+
+/// What the push has said so far: which resource key names which pod, and the
+/// decisions (shared with snapshots).
+#[derive(Debug, Default)]
+pub struct PushedState {
+    pods: HashMap<String, Pod>,
+    decisions: Arc<Pushed>,
+}
 
 /// The source of decisions.
 #[derive(Debug)]
 pub enum Decisions {
     /// Decide from the manifests in this folder.
     Folder(PathBuf),
-    /// Decide as the controller pushed (resources by key, and the decisions).
-    Controller(RwLock<(HashMap<String, (String, String)>, Arc<Pushed>)>),
+    /// Decide as the controller pushed.
+    Controller(RwLock<PushedState>),
 }
 
 impl Decisions {
     /// Decisions from the controller's push, none received yet.
     #[must_use]
     pub fn from_controller() -> Self {
-        Self::Controller(RwLock::new((HashMap::new(), Arc::new(HashMap::new()))))
+        Self::Controller(RwLock::new(PushedState::default()))
     }
 
     /// The decisions as they stand now, to decide for several pods consistently.
@@ -66,7 +77,7 @@ impl Decisions {
                 Snapshot::Folder(manifests)
             }
             Self::Controller(state) => Snapshot::Pushed(Arc::clone(
-                &state.read().unwrap_or_else(PoisonError::into_inner).1,
+                &state.read().unwrap_or_else(PoisonError::into_inner).decisions,
             )),
         }
     }
@@ -77,22 +88,21 @@ impl Decisions {
             return;
         };
         let mut state = state.write().unwrap_or_else(PoisonError::into_inner);
-        let (keys, decisions) = &mut *state;
         let mut next: Pushed = if update.full {
-            keys.clear();
+            state.pods.clear();
             HashMap::new()
         } else {
-            (**decisions).clone()
+            (*state.decisions).clone()
         };
         for key in &update.removed {
-            if let Some(pod) = keys.remove(key) {
+            if let Some(pod) = state.pods.remove(key) {
                 next.remove(&pod);
             }
         }
         for resource in &update.upserted {
             if let Some(Kind::Workload(workload)) = &resource.kind {
                 let pod = (workload.namespace.clone(), workload.name.clone());
-                keys.insert(resource.key.clone(), pod.clone());
+                state.pods.insert(resource.key.clone(), pod.clone());
                 next.insert(
                     pod,
                     Verdict {
@@ -103,7 +113,7 @@ impl Decisions {
                 );
             }
         }
-        *decisions = Arc::new(next);
+        state.decisions = Arc::new(next);
     }
 }
 
