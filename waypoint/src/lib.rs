@@ -1,15 +1,20 @@
 //! Ambit's L7 engine: the HTTP proxy the waypoint and the ingress gateway run. It
-//! routes requests with Istio's `VirtualService` and `DestinationRule` as Istio
-//! documents them, so a user's manifests mean the same thing on Ambit.
+//! routes requests with Istio's `VirtualService` and `DestinationRule`, guards them with
+//! `RequestAuthentication` and `AuthorizationPolicy`, and reports them with Istio's
+//! metrics, as Istio documents them, so a user's manifests and dashboards mean the same
+//! thing on Ambit.
 //!
 //! ```text
-//! Config (services, endpoints, VirtualServices, DestinationRules)
+//! Config (services, endpoints, VirtualServices, DestinationRules, policies)
 //!   → RouteTable::compile (validated, immutable; swapped whole by Engine::update)
-//!   → proxy::run(listener, engine, shutdown): per request
-//!        host → VirtualService (exact, wildcard) or the service's default route
+//!   → proxy::run(listener, engine, shutdown): per connection a Peer (address, identity);
+//!     per request
+//!        trace context and x-request-id → JWT (401) → AuthorizationPolicy (403)
+//!        → host → VirtualService (exact, wildcard) or the service's default route
 //!        → first matching http route → fault → rewrite / redirect / header edits
 //!        → weighted destination (and mirrors) → subset cluster → endpoint
 //!        → Connect seam (TCP today, HBONE later) with retries and timeouts
+//!        → metrics and an access-log line when the response body ends
 //! ```
 //!
 //! Behaviour follows Istio and Envoy where they define it: short names resolve in the
@@ -28,17 +33,26 @@
 //! - [`matcher`]: `http[].match` conditions;
 //! - [`headers`], [`retry`]: header operations and retry policies;
 //! - [`flags`]: Envoy's response flags, [`ResponseFlags`];
-//! - [`proxy`]: [`Engine`], [`run`] and the [`Connect`] seam.
+//! - [`policy`]: `RequestAuthentication` and `AuthorizationPolicy`;
+//! - [`telemetry`]: Istio's metrics, the access log, trace headers;
+//! - [`proxy`]: [`Engine`], [`run`], [`Peer`] and the [`Connect`] seam.
 //!
 //! # What this slice does not do yet
 //! - HBONE on either side: the caller passes a plain listener and a [`Connect`]
 //!   ([`TcpConnector`] dials TCP); the original destination port comes from the
-//!   listener.
+//!   listener, and the [`Peer`] has the TCP peer's address and no identity, so
+//!   `principals` and `namespaces` never match yet and metrics say
+//!   `connection_security_policy="none"`.
 //! - Receive config from the controller: the caller builds a [`Config`] and calls
 //!   [`Engine::update`].
-//! - L7 `AuthorizationPolicy`, the ingress `Gateway` (TLS, `gateways:` binding: a
-//!   VirtualService bound only to gateways is skipped, as it does not apply to mesh
-//!   traffic), telemetry (metrics, access logs, trace headers).
+//! - The ingress `Gateway` (TLS, `gateways:` binding: a VirtualService bound only to
+//!   gateways is skipped, as it does not apply to mesh traffic).
+//! - `CUSTOM` authorization (external authorizers), the `destination.ip`,
+//!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions, and
+//!   `jwksUri`, `fromCookies` and `outputClaimToHeaders` in RequestAuthentication:
+//!   refused at compile time.
+//! - Spans of its own: trace context is propagated (and started when absent), not
+//!   reported to a tracing backend.
 //! - `corsPolicy`, `delegate`, `sourceLabels` / `sourceNamespace` matches,
 //!   consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
 //!   `connectionPool` and `outlierDetection` beyond the request limits and the
@@ -54,11 +68,13 @@ pub mod flags;
 pub mod headers;
 pub mod host;
 pub mod matcher;
+pub mod policy;
 pub mod proxy;
 pub mod retry;
 pub mod table;
+pub mod telemetry;
 
 pub use config::{Config, Endpoint, Named, Service, ServicePort};
 pub use flags::ResponseFlags;
-pub use proxy::{Connect, Engine, ProxyError, Side, TcpConnector, run};
+pub use proxy::{Connect, Engine, Peer, ProxyError, Side, TcpConnector, run};
 pub use table::{ConfigError, ConfigErrors, RouteTable};

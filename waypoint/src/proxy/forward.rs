@@ -20,18 +20,20 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::{
-    Body, Engine, ProxyError,
+    Body, Engine, Peer, ProxyError,
     mirror::{self, Shadow},
     reply,
 };
 use crate::{
     flags::ResponseFlags,
     matcher::RequestView,
+    policy::Verdict,
     retry::Attempt,
     table::{
-        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, Route, Target,
-        sampled,
+        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, Route, RouteTable,
+        Target, sampled,
     },
+    telemetry::{Exchange, trace},
 };
 
 /// The largest request body kept to be sent again on a retry.
@@ -47,52 +49,72 @@ const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::TRAILER,
 ];
 
-/// What is logged about a request.
-#[derive(Debug, Default)]
-struct Outcome {
-    flags: ResponseFlags,
-    route: Option<String>,
-    cluster: Option<String>,
-    endpoint: Option<SocketAddr>,
-    attempts: u32,
-}
-
-/// Routes and forwards `request`, which arrived on `port`; the response carries its
-/// [`ResponseFlags`] as an extension.
-pub async fn handle(engine: &Engine, request: Request<Incoming>, port: u16) -> Response<Body> {
+/// Checks, routes and forwards `request`, which arrived from `peer` on `port`; the
+/// response carries its [`ResponseFlags`] as an extension, and is recorded (metrics,
+/// access log) when its body ends.
+pub async fn handle(
+    engine: &Engine,
+    mut request: Request<Incoming>,
+    peer: &Peer,
+    port: u16,
+) -> Response<Body> {
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let mut outcome = Outcome::default();
-    let mut response = dispatch(engine, request, port, &mut outcome).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        flags = %outcome.flags,
-        route = outcome.route.as_deref().unwrap_or("-"),
-        cluster = outcome.cluster.as_deref().unwrap_or("-"),
-        endpoint = ?outcome.endpoint,
-        attempts = outcome.attempts,
-        dur = ?started.elapsed(),
-        "request",
-    );
-    response.extensions_mut().insert(outcome.flags);
-    response
+    let table = engine.table();
+    let request_id = trace::prepare(request.headers_mut(), table.trace_sampling_percent());
+    let authority = authority(request.uri(), request.headers());
+    let mut exchange = Exchange::start(started, &request, authority.as_deref(), request_id);
+    exchange.source = table.workloads().source(peer);
+    exchange.mutual_tls = peer.identity.is_some();
+    let mut response = dispatch(
+        engine,
+        &table,
+        request,
+        authority,
+        peer,
+        port,
+        &mut exchange,
+    )
+    .await;
+    response.extensions_mut().insert(exchange.flags);
+    exchange.finish(&table);
+    engine.metrics.observe(exchange, response)
 }
 
 async fn dispatch(
     engine: &Engine,
+    table: &RouteTable,
     request: Request<Incoming>,
+    authority: Option<String>,
+    peer: &Peer,
     port: u16,
-    outcome: &mut Outcome,
+    outcome: &mut Exchange,
 ) -> Response<Body> {
-    let table = engine.table();
-    let (parts, body) = request.into_parts();
-    let Some(authority) = authority(&parts) else {
+    let (mut parts, body) = request.into_parts();
+    let Some(authority) = authority else {
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
         return reply::no_route();
     };
+    let service = table.service(&authority);
+    match table
+        .policies()
+        .check(&mut parts, peer, port, &authority, service)
+    {
+        Verdict::Allowed => {}
+        Verdict::Unauthenticated(failure) => {
+            tracing::debug!(
+                failure = failure.message(),
+                "request refused: invalid token"
+            );
+            return reply::unauthenticated(failure);
+        }
+        Verdict::Denied { policy } => {
+            tracing::debug!(
+                policy = policy.as_deref().unwrap_or("no ALLOW policy matched"),
+                "request refused by AuthorizationPolicy"
+            );
+            return reply::access_denied();
+        }
+    }
     let view = RequestView {
         method: parts.method.as_str(),
         scheme: "http",
@@ -140,11 +162,11 @@ async fn dispatch(
 }
 
 /// The authority the client addressed: the URI's (HTTP/2, absolute-form) or `Host`.
-fn authority(parts: &Parts) -> Option<String> {
-    if let Some(authority) = parts.uri.authority() {
+fn authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(authority) = uri.authority() {
         return Some(authority.as_str().to_owned());
     }
-    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+    let host = headers.get(header::HOST)?.to_str().ok()?;
     Some(host.to_owned())
 }
 
@@ -193,7 +215,7 @@ impl Forwarding<'_> {
         parts: Parts,
         authority: String,
         body: Incoming,
-        outcome: &mut Outcome,
+        outcome: &mut Exchange,
     ) -> Response<Body> {
         let fault = &self.route.fault;
         if let Some((delay, percent)) = fault.delay
@@ -362,7 +384,7 @@ impl Forwarding<'_> {
         cluster: &Cluster,
         prepared: &Prepared,
         mut body: RequestBody,
-        outcome: &mut Outcome,
+        outcome: &mut Exchange,
     ) -> Result<(Response<Incoming>, InFlight), Failure> {
         let policy = self.route.retry.as_ref();
         let retries = match (&body, policy) {
