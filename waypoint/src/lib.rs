@@ -9,7 +9,8 @@
 //!   → RouteTable::compile (validated, immutable; swapped whole by Engine::update)
 //!   → proxy::run(listener, engine, shutdown): per connection a Peer (address, identity);
 //!     per request
-//!        trace context and x-request-id → JWT (401) → AuthorizationPolicy (403)
+//!        path normalized → trace context and x-request-id → JWT (401)
+//!        → AuthorizationPolicy (403)
 //!        → host → VirtualService (exact, wildcard) or the service's default route
 //!        → first matching http route → fault → rewrite / redirect / header edits
 //!        → weighted destination (and mirrors) → subset cluster → endpoint
@@ -30,7 +31,7 @@
 //! - [`config`]: the plain input ([`Config`], [`Service`], [`Endpoint`]);
 //! - [`table`]: [`RouteTable`] compiled from a config, clusters and load balancing;
 //! - [`host`]: host names, short names and wildcards;
-//! - [`matcher`]: `http[].match` conditions;
+//! - [`matcher`]: `http[].match` conditions; [`path`]: path normalization;
 //! - [`headers`], [`retry`]: header operations and retry policies;
 //! - [`flags`]: Envoy's response flags, [`ResponseFlags`];
 //! - [`policy`]: `RequestAuthentication` and `AuthorizationPolicy`;
@@ -68,6 +69,7 @@ pub mod flags;
 pub mod headers;
 pub mod host;
 pub mod matcher;
+pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod retry;

@@ -27,6 +27,7 @@ use super::{
 use crate::{
     flags::ResponseFlags,
     matcher::RequestView,
+    path,
     policy::Verdict,
     retry::Attempt,
     table::{
@@ -60,6 +61,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let table = engine.table();
+    path::normalize(request.uri_mut());
     let request_id = trace::prepare(request.headers_mut(), table.trace_sampling_percent());
     let authority = authority(request.uri(), request.headers());
     let mut exchange = Exchange::start(started, &request, authority.as_deref(), request_id);

@@ -69,7 +69,7 @@ async fn get_is_allowed_and_post_denied_on_a_path() {
 }
 
 #[tokio::test]
-async fn not_paths_match_the_path_without_its_query() {
+async fn not_paths_match_the_normalized_path_without_its_query() {
     let (_waypoint, client, _backends) = guarded(&[&format!(
         "{TO_WAYPOINT}\nrules: [{{to: [{{operation: {{notPaths: ['/private*']}}}}]}}]"
     )])
@@ -80,6 +80,16 @@ async fn not_paths_match_the_path_without_its_query() {
     assert_denied(
         &client.get("app", "/private?x=1").await,
         "GET /private with a query",
+    );
+    assert_denied(
+        &client.get("app", "/public/%2e%2e/private/key").await,
+        "a dot segment does not hide /private",
+    );
+    let normalized = client.get("app", "/public/./a/../b").await;
+    assert_eq!(
+        normalized.echo()["path"],
+        "/public/b",
+        "the backend gets the normalized path"
     );
 }
 
