@@ -50,7 +50,8 @@
 //!   gateways is skipped, as it does not apply to mesh traffic).
 //! - `CUSTOM` authorization (external authorizers), the `destination.ip`,
 //!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions, and
-//!   `jwksUri`, `fromCookies` and `outputClaimToHeaders` in RequestAuthentication:
+//!   `fromCookies`, `outputClaimToHeaders` and `https` `jwksUri`s in
+//!   RequestAuthentication (an `http` one is fetched through the [`Connect`] seam):
 //!   refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.

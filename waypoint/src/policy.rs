@@ -16,9 +16,10 @@
 //! - this file: [`Policies`] (compiled from a [`Config`]), [`Verdict`], [`PolicyError`];
 //! - [`pattern`]: Istio's string patterns and IP blocks;
 //! - [`authz`]: `AuthorizationPolicy` (ALLOW, DENY, AUDIT; CUSTOM is refused);
-//! - [`jwt`]: `RequestAuthentication` (inline `jwks`; `jwksUri` is refused for now).
+//! - [`jwt`]: `RequestAuthentication`; [`jwks`]: its key sets, inline or fetched.
 
 pub mod authz;
+pub mod jwks;
 pub mod jwt;
 pub mod pattern;
 
@@ -28,6 +29,7 @@ use thiserror::Error;
 
 pub use self::{
     authz::{Attributes, Authorization},
+    jwks::Fetcher,
     jwt::{Authentication, Claims, JwtFailure},
 };
 use crate::{
@@ -61,11 +63,13 @@ pub enum PolicyError {
     NoIssuer { field: String },
     #[error("`{field}`: issuer `{issuer}` already has a rule in this policy: merge the two rules")]
     DuplicateIssuer { field: String, issuer: String },
-    #[error(
-        "`{field}.jwksUri` is not supported by the waypoint yet: put the key set inline in `jwks`"
-    )]
-    JwksUri { field: String },
-    #[error("`{field}` needs `jwks`: give the issuer's key set as JSON")]
+    #[error("`{field}.jwksUri: {uri}` cannot be fetched: {reason}")]
+    JwksUri {
+        field: String,
+        uri: String,
+        reason: String,
+    },
+    #[error("`{field}` needs `jwks` or `jwksUri`: give the issuer's key set")]
     NoJwks { field: String },
     #[error("`{field}.jwks` is not a JSON Web Key Set: {reason}")]
     Jwks { field: String, reason: String },
@@ -104,23 +108,26 @@ impl Policies {
 
     /// Authenticates, then authorizes a request for `authority` that arrived from `peer`
     /// on `port`; `service` is the FQDN the authority names, if the waypoint serves it. A
-    /// verified token is removed from the headers unless its rule forwards it.
-    pub fn check(
+    /// verified token is removed from the headers unless its rule forwards it. Remote
+    /// key sets are fetched through `fetcher`.
+    pub async fn check(
         &self,
         parts: &mut Parts,
         peer: &Peer,
         port: u16,
         authority: &str,
         service: Option<&str>,
+        fetcher: &Fetcher,
     ) -> Verdict {
-        let claims =
-            match self
-                .authentication
-                .authenticate(&mut parts.headers, parts.uri.query(), service)
-            {
-                Ok(claims) => claims,
-                Err(failure) => return Verdict::Unauthenticated(failure),
-            };
+        let query = parts.uri.query();
+        let authenticated = self
+            .authentication
+            .authenticate(&mut parts.headers, query, service, fetcher)
+            .await;
+        let claims = match authenticated {
+            Ok(claims) => claims,
+            Err(failure) => return Verdict::Unauthenticated(failure),
+        };
         let attributes = Attributes {
             peer,
             method: parts.method.as_str(),

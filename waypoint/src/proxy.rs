@@ -43,6 +43,7 @@ pub use self::connector::{Connect, ConnectFuture, TcpConnector, UpstreamStream};
 use self::upstream::Upstreams;
 use crate::{
     config::Config,
+    policy::Fetcher,
     table::{ConfigErrors, RouteTable},
     telemetry::Metrics,
 };
@@ -117,11 +118,13 @@ pub struct Peer {
 
 /// The waypoint's routing state: the current route table (swapped whole when the
 /// config changes), the clients towards endpoints (kept across swaps, so pooled
-/// connections survive a config push) and the request metrics.
+/// connections survive a config push, as do fetched key sets) and the request metrics.
 #[derive(Debug)]
 pub struct Engine {
     table: RwLock<Arc<RouteTable>>,
     upstreams: Arc<Upstreams>,
+    /// RequestAuthentication key sets fetched from `jwksUri`, kept across updates.
+    jwks: Fetcher,
     metrics: Metrics,
 }
 
@@ -136,6 +139,7 @@ impl Engine {
         let table = compile(config)?;
         Ok(Self {
             table: RwLock::new(Arc::new(table)),
+            jwks: Fetcher::new(Arc::clone(&connector)),
             upstreams: Arc::new(Upstreams::new(connector)),
             metrics: Metrics::register(registry),
         })

@@ -11,8 +11,7 @@
 //! header is removed from the forwarded request unless `forwardOriginalToken`, and its
 //! payload copied (base64url) into `outputPayloadToHeader`.
 //!
-//! Not yet: `jwksUri` (fetching and caching key sets), `fromCookies` and
-//! `outputClaimToHeaders`, all refused at compile time.
+//! Not yet: `fromCookies` and `outputClaimToHeaders`, refused at compile time.
 
 use ambit_api::istio::{
     RequestAuthenticationSpec,
@@ -20,14 +19,13 @@ use ambit_api::istio::{
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use jsonwebtoken::{
-    Algorithm, DecodingKey, Validation,
-    errors::ErrorKind,
-    jwk::{AlgorithmParameters, JwkSet},
-};
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind, jwk::AlgorithmParameters};
 use serde_json::{Map, Value};
 
-use super::{Coverage, PolicyError, config_error};
+use super::{
+    Coverage, PolicyError, config_error,
+    jwks::{Fetcher, Source},
+};
 use crate::{
     config::{Config, Named},
     table::ConfigError,
@@ -46,30 +44,15 @@ pub struct Authentication {
 }
 
 /// One `jwtRules` entry, compiled.
+#[derive(Debug)]
 struct IssuerRule {
     coverage: Coverage,
     issuer: String,
     audiences: Vec<String>,
-    keys: Vec<Key>,
+    keys: Source,
     locations: Vec<Location>,
     forward: bool,
     output_payload: Option<HeaderName>,
-}
-
-impl std::fmt::Debug for IssuerRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuerRule")
-            .field("issuer", &self.issuer)
-            .field("keys", &self.keys.len())
-            .field("locations", &self.locations)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Key {
-    id: Option<String>,
-    params: AlgorithmParameters,
-    key: DecodingKey,
 }
 
 /// Where a token is carried.
@@ -162,11 +145,12 @@ impl Authentication {
 
     /// Finds and verifies the request's token, if it has one, for a request to
     /// `service`. `Ok(None)`: no token.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         headers: &mut HeaderMap,
         query: Option<&str>,
         service: Option<&str>,
+        fetcher: &Fetcher,
     ) -> Result<Option<Claims>, JwtFailure> {
         let rules: Vec<&IssuerRule> = self
             .rules
@@ -185,7 +169,7 @@ impl Authentication {
             .iter()
             .find(|rule| rule.issuer == issuer)
             .ok_or(JwtFailure::UnknownIssuer)?;
-        let claims = rule.verify(&token)?;
+        let claims = rule.verify(&token, fetcher).await?;
         if !rule.forward
             && let Location::Header { name, .. } = location
         {
@@ -245,24 +229,9 @@ impl IssuerRule {
                 });
             }
         }
-        let keys = match (rule.jwks.is_empty(), rule.jwks_uri.is_empty()) {
-            (false, _) => keys(field, &rule.jwks).unwrap_or_else(|e| {
-                problems.push(e);
-                Vec::new()
-            }),
-            (true, false) => {
-                problems.push(PolicyError::JwksUri {
-                    field: field.to_owned(),
-                });
-                Vec::new()
-            }
-            (true, true) => {
-                problems.push(PolicyError::NoJwks {
-                    field: field.to_owned(),
-                });
-                Vec::new()
-            }
-        };
+        let keys = Source::compile(field, rule)
+            .map_err(|e| problems.push(e))
+            .ok();
         let header_name = |name: &str, problems: &mut Vec<PolicyError>| {
             HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| {
@@ -296,9 +265,9 @@ impl IssuerRule {
         let output_payload = Some(rule.output_payload_to_header.as_str())
             .filter(|name| !name.is_empty())
             .and_then(|name| header_name(name, &mut problems));
-        if !problems.is_empty() {
+        let Some(keys) = keys.filter(|_| problems.is_empty()) else {
             return Err(problems);
-        }
+        };
         Ok(Self {
             coverage,
             issuer: rule.issuer.clone(),
@@ -312,8 +281,13 @@ impl IssuerRule {
 
     /// Verifies `token` with the rule's keys: those with the token's `kid` (all, when it
     /// names none) and a type that suits its `alg`.
-    fn verify(&self, token: &str) -> Result<Claims, JwtFailure> {
+    async fn verify(&self, token: &str, fetcher: &Fetcher) -> Result<Claims, JwtFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtFailure::BadFormat)?;
+        let keys = self
+            .keys
+            .keys(fetcher)
+            .await
+            .ok_or(JwtFailure::Verification)?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = CLOCK_SKEW_SECS;
         validation.validate_nbf = true;
@@ -325,7 +299,7 @@ impl IssuerRule {
             validation.set_audience(&self.audiences);
             validation.set_required_spec_claims(&["aud"]);
         }
-        let candidates = self.keys.iter().filter(|key| {
+        let candidates = keys.iter().filter(|key| {
             header
                 .kid
                 .as_ref()
@@ -381,29 +355,6 @@ fn suits(params: &AlgorithmParameters, alg: Algorithm) -> bool {
         AlgorithmParameters::OctetKeyPair(_) => alg == EdDSA,
         AlgorithmParameters::OctetKey(_) => matches!(alg, HS256 | HS384 | HS512),
     }
-}
-
-fn keys(field: &str, jwks: &str) -> Result<Vec<Key>, PolicyError> {
-    let bad = |reason: String| PolicyError::Jwks {
-        field: field.to_owned(),
-        reason,
-    };
-    let set: JwkSet = serde_json::from_str(jwks).map_err(|e| bad(e.to_string()))?;
-    if set.keys.is_empty() {
-        return Err(bad("it has no keys".to_owned()));
-    }
-    set.keys
-        .into_iter()
-        .enumerate()
-        .map(|(i, jwk)| {
-            let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(format!("key {i}: {e}")))?;
-            Ok(Key {
-                id: jwk.common.key_id,
-                params: jwk.algorithm,
-                key,
-            })
-        })
-        .collect()
 }
 
 /// The token's `iss`, read before verification to choose the rule.

@@ -97,10 +97,11 @@ async fn dispatch(
         return reply::no_route();
     };
     let service = table.service(&authority);
-    match table
+    let verdict = table
         .policies()
-        .check(&mut parts, peer, port, &authority, service)
-    {
+        .check(&mut parts, peer, port, &authority, service, &engine.jwks)
+        .await;
+    match verdict {
         Verdict::Allowed => {}
         Verdict::Unauthenticated(failure) => {
             tracing::debug!(

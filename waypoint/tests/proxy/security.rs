@@ -6,7 +6,10 @@ use ambit_waypoint::Config;
 use http::Method;
 use serde_json::json;
 
-use crate::{issuer::Issuer, support::*};
+use crate::{
+    issuer::{Issuer, JwksServer},
+    support::*,
+};
 
 const TO_WAYPOINT: &str =
     "targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]";
@@ -135,9 +138,10 @@ async fn a_deny_on_a_header_condition_wins_and_a_service_policy_stays_on_its_ser
     assert_eq!(backends[1].hits(), 1);
 }
 
-/// A waypoint for `app` that accepts `issuer`'s tokens and lets in only requests with
-/// a token of it (`requestPrincipals`), and of them only group `dev` on `/dev`.
-async fn with_jwt(issuer: &Issuer) -> (Waypoint, TestClient, Vec<Backend>) {
+/// A waypoint for `app` that accepts `issuer`'s tokens, verified with `keys` (`jwks:
+/// <set>` or `jwksUri: <uri>`), and lets in only requests with a token of it
+/// (`requestPrincipals`), and of them only group `dev` on `/dev`.
+async fn with_jwt(issuer: &Issuer, keys: &str) -> (Waypoint, TestClient, Vec<Backend>) {
     let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
     let config = Config {
         authorization_policies: vec![named(
@@ -155,9 +159,8 @@ rules:
         request_authentications: vec![named(
             "jwt",
             &format!(
-                "{TO_WAYPOINT}\njwtRules: [{{issuer: '{}', audiences: [app], jwks: '{}'}}]",
+                "{TO_WAYPOINT}\njwtRules: [{{issuer: '{}', audiences: [app], {keys}}}]",
                 issuer.name,
-                issuer.jwks()
             ),
         )],
         ..config(vec![service("app", port, &backends)], vec![], vec![])
@@ -170,7 +173,7 @@ rules:
 #[tokio::test]
 async fn a_valid_token_passes_a_missing_one_is_denied_and_a_bad_one_unauthenticated() {
     let issuer = Issuer::new("https://issuer.test");
-    let (_waypoint, client, backends) = with_jwt(&issuer).await;
+    let (_waypoint, client, backends) = with_jwt(&issuer, &inline(&issuer)).await;
     let bearer = |token: &str| format!("Bearer {token}");
 
     let token = issuer.token("alice", &json!({}));
@@ -243,4 +246,42 @@ async fn a_valid_token_passes_a_missing_one_is_denied_and_a_bad_one_unauthentica
         2,
         "only the two allowed requests reach the backend"
     );
+}
+
+fn inline(issuer: &Issuer) -> String {
+    format!("jwks: '{}'", issuer.jwks())
+}
+
+#[tokio::test]
+async fn a_key_set_from_jwks_uri_is_fetched_once_and_an_unreachable_one_fails_tokens() {
+    let issuer = Issuer::new("https://issuer.test");
+    let server = JwksServer::start(&issuer).await;
+    let (_waypoint, client, _backends) =
+        with_jwt(&issuer, &format!("jwksUri: '{}'", server.uri)).await;
+    let token = format!("Bearer {}", issuer.token("alice", &json!({})));
+    for attempt in 0..3 {
+        let reply = client.send("app", "/", &[("authorization", &token)]).await;
+        assert_eq!(reply.status, 200, "request {attempt}: {reply:?}");
+    }
+    assert_eq!(server.hits(), 1, "the key set is fetched once, then cached");
+    let forged = format!(
+        "Bearer {}",
+        Issuer::new(issuer.name).token("alice", &json!({}))
+    );
+    let reply = client.send("app", "/", &[("authorization", &forged)]).await;
+    assert_eq!(reply.status, 401, "a forged token still fails: {reply:?}");
+
+    let closed = closed_port("127.0.0.13").await.expect("a free port");
+    let (_waypoint, client, backends) = with_jwt(
+        &issuer,
+        &format!("jwksUri: 'http://127.0.0.13:{closed}/jwks', timeout: 2s"),
+    )
+    .await;
+    let reply = client.send("app", "/", &[("authorization", &token)]).await;
+    assert_eq!(
+        (reply.status.as_u16(), &reply.body[..]),
+        (401, &b"Jwt verification fails"[..]),
+        "without its key set no token verifies: {reply:?}"
+    );
+    assert_eq!(backends[0].hits(), 0);
 }

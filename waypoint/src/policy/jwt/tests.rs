@@ -58,6 +58,11 @@ fn valid_claims() -> Value {
     json!({"iss": ISSUER, "sub": "alice", "aud": "cart", "exp": get_current_timestamp() + 600, "groups": ["dev", "ops"], "realm": {"role": "admin"}})
 }
 
+/// A fetcher for rules with inline keys (it is never asked).
+fn fetcher() -> Fetcher {
+    Fetcher::new(std::sync::Arc::new(crate::proxy::TcpConnector))
+}
+
 fn bearer(token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -67,12 +72,13 @@ fn bearer(token: &str) -> HeaderMap {
     headers
 }
 
-#[test]
-fn a_valid_token_yields_its_principal_and_claims_and_is_not_forwarded() {
+#[tokio::test]
+async fn a_valid_token_yields_its_principal_and_claims_and_is_not_forwarded() {
     let authentication = authentication(&default_rule());
     let mut headers = bearer(&token(&valid_claims(), SECRET));
     let claims = authentication
-        .authenticate(&mut headers, None, None)
+        .authenticate(&mut headers, None, None, &fetcher())
+        .await
         .expect("the token verifies")
         .expect("the request carries a token");
     assert_eq!(claims.principal, format!("{ISSUER}/alice"));
@@ -85,18 +91,20 @@ fn a_valid_token_yields_its_principal_and_claims_and_is_not_forwarded() {
     );
 }
 
-#[test]
-fn no_token_passes_authentication() {
+#[tokio::test]
+async fn no_token_passes_authentication() {
     let authentication = authentication(&default_rule());
     let mut headers = HeaderMap::new();
     assert_eq!(
-        authentication.authenticate(&mut headers, Some("a=b"), None),
+        authentication
+            .authenticate(&mut headers, Some("a=b"), None, &fetcher())
+            .await,
         Ok(None)
     );
 }
 
-#[test]
-fn bad_tokens_are_refused_with_envoys_reasons() {
+#[tokio::test]
+async fn bad_tokens_are_refused_with_envoys_reasons() {
     let authentication = authentication(&default_rule());
     let with = |change: &dyn Fn(&mut Value)| {
         let mut claims = valid_claims();
@@ -132,7 +140,9 @@ fn bad_tokens_are_refused_with_envoys_reasons() {
         ("not.a-token".to_owned(), JwtFailure::BadFormat),
     ];
     for (token, expected) in cases {
-        let result = authentication.authenticate(&mut bearer(&token), None, None);
+        let result = authentication
+            .authenticate(&mut bearer(&token), None, None, &fetcher())
+            .await;
         assert_eq!(
             result.as_ref().err(),
             Some(&expected),
@@ -141,8 +151,8 @@ fn bad_tokens_are_refused_with_envoys_reasons() {
     }
 }
 
-#[test]
-fn tokens_are_read_where_the_rule_says_and_optionally_forwarded() {
+#[tokio::test]
+async fn tokens_are_read_where_the_rule_says_and_optionally_forwarded() {
     let rule = format!(
         "{{issuer: '{ISSUER}', jwks: '{}', fromHeaders: [{{name: x-jwt, prefix: 'Token '}}], fromParams: [jwt], forwardOriginalToken: true, outputPayloadToHeader: x-jwt-payload}}",
         jwks(SECRET)
@@ -151,7 +161,9 @@ fn tokens_are_read_where_the_rule_says_and_optionally_forwarded() {
     let token = token(&valid_claims(), SECRET);
     let mut headers = HeaderMap::new();
     headers.insert("x-jwt", format!("Token {token}").parse().unwrap());
-    let claims = authentication.authenticate(&mut headers, None, None);
+    let claims = authentication
+        .authenticate(&mut headers, None, None, &fetcher())
+        .await;
     assert!(matches!(claims, Ok(Some(_))), "from the header: {claims:?}");
     assert!(
         headers.get("x-jwt").is_some(),
@@ -160,12 +172,16 @@ fn tokens_are_read_where_the_rule_says_and_optionally_forwarded() {
     assert_eq!(headers["x-jwt-payload"], token.split('.').nth(1).unwrap());
 
     let query = format!("page=2&jwt={token}");
-    let claims = authentication.authenticate(&mut HeaderMap::new(), Some(&query), None);
+    let claims = authentication
+        .authenticate(&mut HeaderMap::new(), Some(&query), None, &fetcher())
+        .await;
     assert!(
         matches!(claims, Ok(Some(_))),
         "from the parameter: {claims:?}"
     );
-    let ignored = authentication.authenticate(&mut bearer(&token), None, None);
+    let ignored = authentication
+        .authenticate(&mut bearer(&token), None, None, &fetcher())
+        .await;
     assert_eq!(
         ignored,
         Ok(None),
@@ -180,12 +196,17 @@ fn unsupported_and_malformed_rules_are_all_reported() {
         &config("{issuer: '', jwksUri: 'https://issuer.test/jwks', fromCookies: [session]}"),
         &mut errors,
     );
+    Authentication::compile(
+        &config("{issuer: b, jwksUri: 'issuer.test/jwks'}"),
+        &mut errors,
+    );
     Authentication::compile(&config("{issuer: a, jwks: '{\"keys\": []}'}"), &mut errors);
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let expected = [
         "`jwtRules[0]`: the issuer is empty",
         "`jwtRules[0].fromCookies` is not supported",
-        "`jwtRules[0].jwksUri` is not supported by the waypoint yet",
+        "`jwtRules[0].jwksUri: https://issuer.test/jwks` cannot be fetched: https needs a TLS client",
+        "`jwtRules[0].jwksUri: issuer.test/jwks` cannot be fetched: write it as http://",
         "`jwtRules[0].jwks` is not a JSON Web Key Set: it has no keys",
     ];
     assert_eq!(messages.len(), expected.len(), "{messages:#?}");
