@@ -9,7 +9,8 @@
 //! (after the prefix) and `fromParams`, by default from `Authorization: Bearer` and the
 //! `access_token` parameter; the first token found is the one checked. A verified token's
 //! header is removed from the forwarded request unless `forwardOriginalToken`, and its
-//! payload copied (base64url) into `outputPayloadToHeader`.
+//! payload copied (base64url) into `outputPayloadToHeader`, which is cleared from every
+//! request first so a client cannot forge it.
 //!
 //! Not yet: `fromCookies` and `outputClaimToHeaders`, refused at compile time.
 
@@ -157,6 +158,10 @@ impl Authentication {
             .iter()
             .filter(|r| r.coverage.covers(service))
             .collect();
+        // Only a verified token may fill a payload header; a client's own is dropped.
+        for name in rules.iter().filter_map(|r| r.output_payload.as_ref()) {
+            headers.remove(name);
+        }
         let Some((location, token)) = rules
             .iter()
             .flat_map(|rule| &rule.locations)

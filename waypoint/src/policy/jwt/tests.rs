@@ -171,6 +171,17 @@ async fn tokens_are_read_where_the_rule_says_and_optionally_forwarded() {
     );
     assert_eq!(headers["x-jwt-payload"], token.split('.').nth(1).unwrap());
 
+    let mut forged = HeaderMap::new();
+    forged.insert("x-jwt-payload", "eyJzdWIiOiJhZG1pbiJ9".parse().unwrap());
+    let none = authentication
+        .authenticate(&mut forged, None, None, &fetcher())
+        .await;
+    assert_eq!(none, Ok(None));
+    assert!(
+        forged.get("x-jwt-payload").is_none(),
+        "a payload header without a verified token is dropped"
+    );
+
     let query = format!("page=2&jwt={token}");
     let claims = authentication
         .authenticate(&mut HeaderMap::new(), Some(&query), None, &fetcher())
