@@ -435,3 +435,6 @@ fn grpc_status(headers: &HeaderMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests;
