@@ -12,7 +12,8 @@
 //!        path normalized → trace context and x-request-id → JWT (401)
 //!        → AuthorizationPolicy (403)
 //!        → host → VirtualService (exact, wildcard) or the service's default route
-//!        → first matching http route → fault → rewrite / redirect / header edits
+//!        → first matching http route → CORS preflight → fault → rewrite / redirect
+//!        / header edits
 //!        → weighted destination (and mirrors) → subset cluster → endpoint
 //!        → Connect seam (TCP today, HBONE later) with retries and timeouts
 //!        → metrics and an access-log line when the response body ends
@@ -32,7 +33,7 @@
 //! - [`table`]: [`RouteTable`] compiled from a config, clusters and load balancing;
 //! - [`host`]: host names, short names and wildcards;
 //! - [`matcher`]: `http[].match` conditions; [`path`]: path normalization;
-//! - [`headers`], [`retry`]: header operations and retry policies;
+//! - [`headers`], [`retry`], [`cors`]: header operations, retry and CORS policies;
 //! - [`flags`]: Envoy's response flags, [`ResponseFlags`];
 //! - [`policy`]: `RequestAuthentication` and `AuthorizationPolicy`;
 //! - [`telemetry`]: Istio's metrics, the access log, trace headers;
@@ -55,7 +56,7 @@
 //!   refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
-//! - `corsPolicy`, `delegate`, `sourceLabels` / `sourceNamespace` matches,
+//! - `delegate`, `sourceLabels` / `sourceNamespace` matches,
 //!   consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
 //!   `connectionPool` and `outlierDetection` beyond the request limits and the
 //!   consecutive-error ejection: the ones that would change which requests a route
@@ -66,6 +67,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod cors;
 pub mod flags;
 pub mod headers;
 pub mod host;

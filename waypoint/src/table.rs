@@ -4,7 +4,7 @@
 //! and reports every problem at once with the object and field path. Fields the
 //! waypoint does not implement yet are refused when ignoring them would change which
 //! requests a route takes (`sourceLabels`, `delegate`, …) and listed in
-//! [`RouteTable::ignored`] when they only tune behaviour (`corsPolicy`, `tls`, idle
+//! [`RouteTable::ignored`] when they only tune behaviour (`tls`, idle
 //! timeouts, …), so the caller can log them.
 //!
 //! A request finds its routes by its authority: the VirtualService naming that host
@@ -40,6 +40,7 @@ pub use self::{
 };
 use crate::{
     config::{Config, Named, Service},
+    cors::CorsError,
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
     matcher::MatchError,
@@ -83,6 +84,8 @@ pub enum Problem {
     Retry(#[from] RetryError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Cors(#[from] CorsError),
     #[error("`{field}.{name}` is not supported by the waypoint yet: remove it")]
     Unsupported { field: String, name: String },
     #[error("`{field}` needs exactly one of `route`, `redirect` or `directResponse`")]
@@ -207,13 +210,6 @@ impl RouteTable {
                 Route::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
             })
             .collect();
-        for (i, route) in vs.spec.http.iter().enumerate() {
-            let field = format!("http[{i}]");
-            if route.cors_policy.is_some() {
-                self.ignored
-                    .push(format!("VirtualService {object}: `{field}.corsPolicy`"));
-            }
-        }
         if !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty() {
             self.ignored
                 .push(format!("VirtualService {object}: `tcp` and `tls` routes"));

@@ -14,7 +14,8 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header, request::Parts,
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    request::Parts,
 };
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
@@ -25,7 +26,9 @@ use super::{
     reply,
 };
 use crate::{
+    cors::Preflight,
     flags::ResponseFlags,
+    headers::strip_hop_by_hop,
     matcher::RequestView,
     path,
     policy::Verdict,
@@ -39,16 +42,6 @@ use crate::{
 
 /// The largest request body kept to be sent again on a retry.
 pub const MAX_REPLAYED_BODY_BYTES: u64 = 64 * 1024;
-
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [header::HeaderName; 6] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-    header::TRAILER,
-];
 
 /// Checks, routes and forwards `request`, which arrived from `peer` on `port`; the
 /// response carries its [`ResponseFlags`] as an extension, and is recorded (metrics,
@@ -135,7 +128,16 @@ async fn dispatch(
         return reply::no_route();
     };
     outcome.route = Some(route.name.clone());
-    match &route.action {
+    let cors = route.cors.as_ref();
+    if let Some(Preflight::Answer(headers)) =
+        cors.and_then(|cors| cors.preflight(&parts.method, &parts.headers))
+    {
+        let mut response = reply::text(StatusCode::OK, "");
+        response.headers_mut().extend(headers);
+        return response;
+    }
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let mut response = match &route.action {
         Action::Redirect(redirect) => {
             let mut response = reply::text(redirect.status, "");
             if let Ok(location) = HeaderValue::try_from(redirect.location(&view)) {
@@ -161,7 +163,11 @@ async fn dispatch(
             };
             forwarding.run(parts, authority, body, outcome).await
         }
+    };
+    if let Some(cors) = cors {
+        cors.decorate(origin.as_ref(), response.headers_mut());
     }
+    response
 }
 
 /// The authority the client addressed: the URI's (HTTP/2, absolute-form) or `Host`.
@@ -567,27 +573,6 @@ fn log_failed_attempt(
         }
     };
     tracing::debug!(%error, side = ?error.side(), attempt, "attempt failed");
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let trailers_accepted = headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let named: Vec<header::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if trailers_accepted {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
 }
 
 /// Whether an HTTP/2 stream was refused (`REFUSED_STREAM`): the request was not

@@ -133,7 +133,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         services: vec![service("reviews")],
         virtual_services: vec![named(
             "reviews",
-            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}], corsPolicy: {allowMethods: [GET]}}]}",
+            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}], tcp: [{route: [{destination: {host: reviews}}]}]}",
         )],
         destination_rules: vec![named(
             "reviews",
@@ -147,7 +147,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         [
             "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
              interval and local-origin settings)`",
-            "VirtualService shop/reviews: `http[0].corsPolicy`",
+            "VirtualService shop/reviews: `tcp` and `tls` routes",
         ]
     );
 }
