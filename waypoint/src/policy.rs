@@ -10,7 +10,8 @@
 //! the policy's namespace covers the requests addressed to that service (the service the
 //! request's authority names), if the waypoint serves it. Policies with a `selector`, or
 //! with neither, are ztunnel's (workload policies) and skipped here, as are references to
-//! other kinds and names.
+//! other kinds and names, to other namespaces, and (not yet supported) to the
+//! `istio-waypoint` GatewayClass from the root namespace.
 //!
 //! # Layout
 //! - this file: [`Policies`] (compiled from a [`Config`]), [`Verdict`], [`PolicyError`];
@@ -167,7 +168,7 @@ impl Coverage {
                 continue;
             }
             match (reference.group.as_str(), reference.kind.as_str()) {
-                ("gateway.networking.k8s.io" | "", "Gateway")
+                ("gateway.networking.k8s.io", "Gateway")
                     if reference.name == config.name && namespace == config.namespace =>
                 {
                     return Some(Self::All);
