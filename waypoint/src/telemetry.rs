@@ -416,7 +416,7 @@ impl Drop for Record {
             status = self.status,
             flags = %exchange.flags,
             route = exchange.route.as_deref().unwrap_or("-"),
-            upstream = ?exchange.endpoint,
+            upstream = exchange.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
             attempts = exchange.attempts,
             duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             bytes_received = exchange.request_bytes,

@@ -1,4 +1,8 @@
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    io,
+    sync::{Arc, Mutex},
+};
 
 use ambit_api::identity::Identity;
 use http::{HeaderMap, Request, Response};
@@ -68,8 +72,44 @@ fn parties_are_named_from_the_endpoints_labels_and_the_peers_identity() {
     assert_eq!(workloads.destination(None), Party::unknown());
 }
 
+/// What a test's `tracing` output says.
+#[derive(Debug, Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl tracing_subscriber::fmt::MakeWriter<'_> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&self) -> Self {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test]
-async fn a_grpc_exchange_is_recorded_once_with_the_status_from_its_trailers() {
+async fn a_grpc_exchange_is_recorded_once_in_metrics_and_the_access_log() {
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let request = Request::post("/shop.Cart/Add")
@@ -78,6 +118,7 @@ async fn a_grpc_exchange_is_recorded_once_with_the_status_from_its_trailers() {
         .unwrap();
     let mut exchange = Exchange::start(Instant::now(), &request, Some("cart"), "id-1".into());
     exchange.service = Some("cart.shop.svc.cluster.local".into());
+    exchange.endpoint = Some("10.0.0.9:8080".parse().unwrap());
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", "14".parse().unwrap());
     let body = Full::new(bytes::Bytes::from_static(b"reply"))
@@ -133,4 +174,26 @@ async fn a_grpc_exchange_is_recorded_once_with_the_status_from_its_trailers() {
         ]),
         "{text}"
     );
+    let log = log.text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(" access: "))
+        .unwrap_or_else(|| panic!("one access-log line: {log}"));
+    for field in [
+        "method=\"POST\"",
+        "path=\"/shop.Cart/Add\"",
+        "authority=\"cart\"",
+        "status=200",
+        "flags=-",
+        "upstream=\"10.0.0.9:8080\"",
+        "duration_ms=",
+        "bytes_received=5",
+        "bytes_sent=5",
+        "request_id=\"id-1\"",
+    ] {
+        assert!(
+            line.contains(field),
+            "expected `{field}` in the access log: {line}"
+        );
+    }
 }
