@@ -328,26 +328,22 @@ impl When {
             Some(ConditionKey::DestinationIp) => return Err(unsupported()),
             Some(ConditionKey::L7) => l7_attribute(field, key)?.ok_or_else(unsupported)?,
         };
-        let test = match attribute {
-            Attribute::SourceIp | Attribute::RemoteIp => Test::Blocks(Blocks::new(
+        if matches!(attribute, Attribute::DestinationPort) {
+            check_ports(&format!("{field}.values"), &condition.values)?;
+            check_ports(&format!("{field}.notValues"), &condition.not_values)?;
+        }
+        let test = if matches!(attribute, Attribute::SourceIp | Attribute::RemoteIp) {
+            Test::Blocks(Blocks::new(
                 &format!("{field}.values"),
                 &condition.values,
                 &condition.not_values,
-            )?),
-            Attribute::DestinationPort => {
-                check_ports(&format!("{field}.values"), &condition.values)?;
-                check_ports(&format!("{field}.notValues"), &condition.not_values)?;
-                Test::Strings(Strings::new(
-                    &condition.values,
-                    &condition.not_values,
-                    false,
-                ))
-            }
-            _ => Test::Strings(Strings::new(
+            )?)
+        } else {
+            Test::Strings(Strings::new(
                 &condition.values,
                 &condition.not_values,
                 false,
-            )),
+            ))
         };
         Ok(Self { attribute, test })
     }
