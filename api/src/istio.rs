@@ -19,6 +19,7 @@
 //! - [`destination_rule`]: `DestinationRule` (traffic policy, subsets);
 //! - [`authorization_policy`]: `AuthorizationPolicy` (who may reach what);
 //! - [`peer_authentication`]: `PeerAuthentication` (mutual TLS required or not);
+//! - [`request_authentication`]: `RequestAuthentication` (which JWTs are accepted);
 //! - [`string_match`]: `StringMatch` (`exact` | `prefix` | `regex`);
 //! - [`duration`]: durations as Istio writes them (`1.5s`, `250ms`, `1m`, `1h`);
 //! - this file: the small shared messages ([`Percent`], [`PortSelector`]) and the group's
@@ -28,6 +29,7 @@ pub mod authorization_policy;
 pub mod destination_rule;
 pub mod duration;
 pub mod peer_authentication;
+pub mod request_authentication;
 pub mod string_match;
 pub mod virtual_service;
 
@@ -39,6 +41,7 @@ pub use self::{
     destination_rule::{DestinationRule, DestinationRuleSpec, WorkloadSelector},
     duration::Duration,
     peer_authentication::{PeerAuthentication, PeerAuthenticationSpec},
+    request_authentication::{RequestAuthentication, RequestAuthenticationSpec},
     string_match::StringMatch,
     virtual_service::{VirtualService, VirtualServiceSpec},
 };

@@ -6,6 +6,8 @@ use ambit_api::identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
 
 /// Where the waypoint listens for HBONE by default.
 pub const DEFAULT_HBONE_LISTEN: &str = "[::]:15008";
+/// Where the waypoint serves metrics by default (Istio's port).
+pub const DEFAULT_METRICS_LISTEN: &str = "[::]:15020";
 
 /// The waypoint proxy: HBONE in from ztunnels, VirtualService and DestinationRule
 /// routing, HBONE out to endpoints.
@@ -26,6 +28,9 @@ pub struct Cli {
     /// Where HBONE is served.
     #[arg(long, default_value = DEFAULT_HBONE_LISTEN)]
     pub listen: SocketAddr,
+    /// Where Prometheus metrics (`/metrics`) and readiness are served.
+    #[arg(long, default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
     /// The controller's config push, e.g. `http://198.19.255.1:15010`.
     #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS")]
     pub controller_address: String,

@@ -1,5 +1,6 @@
-//! What a waypoint is built from: services with their endpoints, and the Istio
-//! VirtualServices and DestinationRules that apply to them.
+//! What a waypoint is built from: services with their endpoints, the Istio
+//! VirtualServices and DestinationRules that route to them, the RequestAuthentications
+//! and AuthorizationPolicies that guard them, and how traces are sampled.
 //!
 //! This is plain data, independent of how it arrives (the controller's push, a test):
 //! [`RouteTable::compile`](crate::RouteTable::compile) validates it and turns it into
@@ -7,7 +8,9 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use ambit_api::istio::{DestinationRuleSpec, VirtualServiceSpec};
+use ambit_api::istio::{
+    AuthorizationPolicySpec, DestinationRuleSpec, RequestAuthenticationSpec, VirtualServiceSpec,
+};
 
 /// The cluster's DNS domain: services are `<name>.<namespace>.svc.<domain>`.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -18,9 +21,20 @@ pub struct Config {
     /// The waypoint's own namespace: a request for a bare name (`Host: reviews`) means
     /// the service of that name here, as a pod in this namespace would resolve it.
     pub namespace: String,
+    /// The waypoint's own name (its `Gateway`'s): policies whose `targetRefs` name this
+    /// Gateway in [`Config::namespace`] apply to all its requests.
+    pub name: String,
     pub services: Vec<Service>,
     pub virtual_services: Vec<Named<VirtualServiceSpec>>,
     pub destination_rules: Vec<Named<DestinationRuleSpec>>,
+    /// All AuthorizationPolicies; the waypoint enforces those that target it
+    /// ([`crate::policy`] says which).
+    pub authorization_policies: Vec<Named<AuthorizationPolicySpec>>,
+    /// All RequestAuthentications; the waypoint applies those that target it.
+    pub request_authentications: Vec<Named<RequestAuthenticationSpec>>,
+    /// The share of new traces marked sampled (0 to 100) when a request arrives without
+    /// `traceparent`; `None`: all of them.
+    pub trace_sampling_percent: Option<f64>,
 }
 
 /// A namespaced Istio object: its namespace and name, and its spec.
@@ -101,12 +115,16 @@ impl ServicePort {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub ip: IpAddr,
-    /// The pod's labels, which DestinationRule subsets select on.
+    /// The pod's labels, which DestinationRule subsets select on and telemetry reads
+    /// (`app`, `version`, canonical service).
     pub labels: BTreeMap<String, String>,
+    /// The pod's workload (its Deployment's name), as telemetry names it; empty when
+    /// unknown.
+    pub workload: String,
 }
 
 impl Endpoint {
-    /// An endpoint at `ip` with these labels.
+    /// An endpoint at `ip` with these labels, of an unknown workload.
     #[must_use]
     pub fn new<'a>(ip: IpAddr, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
@@ -115,6 +133,7 @@ impl Endpoint {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            workload: String::new(),
         }
     }
 }

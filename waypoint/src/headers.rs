@@ -1,10 +1,10 @@
 //! `headers.request` / `headers.response`: headers to set, append and remove, checked
-//! once when the table is compiled.
+//! once when the table is compiled; and the hop-by-hop headers never forwarded.
 
 use std::collections::BTreeMap;
 
 use ambit_api::istio::virtual_service::{HeaderOperations, Headers};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// A header operation that cannot be applied.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,39 @@ fn pairs(
             Some((header, value))
         })
         .collect()
+}
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [header::HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+];
+
+/// Drops hop-by-hop headers (and those `Connection` names), keeping `te: trailers`,
+/// which gRPC needs end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers_accepted = headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let named: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if trailers_accepted {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,22 @@
 //! Ambit's L7 engine: the HTTP proxy the waypoint and the ingress gateway run. It
-//! routes requests with Istio's `VirtualService` and `DestinationRule` as Istio
-//! documents them, so a user's manifests mean the same thing on Ambit.
+//! routes requests with Istio's `VirtualService` and `DestinationRule`, guards them with
+//! `RequestAuthentication` and `AuthorizationPolicy`, and reports them with Istio's
+//! metrics, as Istio documents them, so a user's manifests and dashboards mean the same
+//! thing on Ambit.
 //!
 //! ```text
-//! Config (services, endpoints, VirtualServices, DestinationRules)
+//! Config (services, endpoints, VirtualServices, DestinationRules, policies)
 //!   → RouteTable::compile (validated, immutable; swapped whole by Engine::update)
-//!   → proxy::run(listener, engine, shutdown): per request
-//!        host → VirtualService (exact, wildcard) or the service's default route
-//!        → first matching http route → fault → rewrite / redirect / header edits
+//!   → proxy::run(listener, engine, shutdown): per connection a Peer (address, identity);
+//!     per request
+//!        path normalized → trace context and x-request-id → JWT (401)
+//!        → AuthorizationPolicy (403)
+//!        → host → VirtualService (exact, wildcard) or the service's default route
+//!        → first matching http route → CORS preflight → fault → rewrite / redirect
+//!        / header edits
 //!        → weighted destination (and mirrors) → subset cluster → endpoint
 //!        → Connect seam (TCP today, HBONE later) with retries and timeouts
+//!        → metrics and an access-log line when the response body ends
 //! ```
 //!
 //! Behaviour follows Istio and Envoy where they define it: short names resolve in the
@@ -22,24 +29,35 @@
 //! `UH`, `UF`, `UT`, `UO`, `DI`, `FI`, …).
 //!
 //! # Layout
-//! - [`cli`]: `ambit-waypoint`'s flags;
 //! - [`config`]: the plain input ([`Config`], [`Service`], [`Endpoint`]);
 //! - [`table`]: [`RouteTable`] compiled from a config, clusters and load balancing;
 //! - [`host`]: host names, short names and wildcards;
-//! - [`matcher`]: `http[].match` conditions;
-//! - [`headers`], [`retry`]: header operations and retry policies;
+//! - [`matcher`]: `http[].match` conditions; [`path`]: path normalization;
+//! - [`headers`], [`retry`], [`cors`]: header operations, retry and CORS policies;
 //! - [`flags`]: Envoy's response flags, [`ResponseFlags`];
-//! - [`proxy`]: [`Engine`], [`run`], [`serve_connection`] and the [`Connect`] seam;
+//! - [`policy`]: `RequestAuthentication` and `AuthorizationPolicy`;
+//! - [`telemetry`]: Istio's metrics, the access log, trace headers;
+//! - [`proxy`]: [`Engine`], [`run`], [`serve_connection`], [`Downstream`] and [`Peer`],
+//!   and the [`Connect`] seam;
 //! - [`mesh`]: the waypoint in the mesh — the controller's push, HBONE in (CONNECT to a
-//!   service VIP, served by the engine) and out (to each endpoint's ztunnel).
+//!   service VIP, served by the engine with the client's identity) and out (to each
+//!   endpoint's ztunnel);
+//! - [`cli`], [`admin`]: `ambit-waypoint`'s flags, and its metrics endpoint.
 //!
 //! # What this slice does not do yet
-//! - Route by the client's identity: the HBONE peer is authenticated but not yet passed
-//!   to routing or policy.
-//! - L7 `AuthorizationPolicy`, the ingress `Gateway` (TLS, `gateways:` binding: a
-//!   VirtualService bound only to gateways is skipped, as it does not apply to mesh
-//!   traffic), telemetry (metrics, access logs, trace headers).
-//! - `corsPolicy`, `delegate`, `sourceLabels` / `sourceNamespace` matches,
+//! - On a plain listener ([`run`]) the [`Peer`] has the TCP peer's address and no
+//!   identity, so `principals` and `namespaces` never match there; over HBONE
+//!   ([`mesh::inbound`]) it has the client's certificate identity.
+//! - The ingress `Gateway` (TLS, `gateways:` binding: a VirtualService bound only to
+//!   gateways is skipped, as it does not apply to mesh traffic).
+//! - `CUSTOM` authorization (external authorizers), the `destination.ip`,
+//!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions, and
+//!   `fromCookies`, `outputClaimToHeaders` and `https` `jwksUri`s in
+//!   RequestAuthentication (an `http` one is fetched through the [`Connect`] seam):
+//!   refused at compile time.
+//! - Spans of its own: trace context is propagated (and started when absent), not
+//!   reported to a tracing backend.
+//! - `delegate`, `sourceLabels` / `sourceNamespace` matches,
 //!   consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
 //!   `connectionPool` and `outlierDetection` beyond the request limits and the
 //!   consecutive-error ejection: the ones that would change which requests a route
@@ -49,20 +67,25 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod flags;
 pub mod headers;
 pub mod host;
 pub mod matcher;
 pub mod mesh;
+pub mod path;
+pub mod policy;
 pub mod proxy;
 pub mod retry;
 pub mod table;
+pub mod telemetry;
 
 pub use config::{Config, Endpoint, Named, Service, ServicePort};
 pub use flags::ResponseFlags;
 pub use proxy::{
-    Connect, Downstream, Engine, ProxyError, Side, TcpConnector, run, serve_connection,
+    Connect, Downstream, Engine, Peer, ProxyError, Side, TcpConnector, run, serve_connection,
 };
 pub use table::{ConfigError, ConfigErrors, RouteTable};

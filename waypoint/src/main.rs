@@ -10,7 +10,7 @@ use ambit_api::{
 };
 use ambit_certs::{CaClient, CertificateStore};
 use ambit_waypoint::{
-    Config, Engine,
+    Config, Engine, admin,
     cli::Cli,
     mesh::{
         inbound::{self, Inbound},
@@ -20,6 +20,7 @@ use ambit_waypoint::{
 };
 use anyhow::Context as _;
 use clap::Parser as _;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -48,25 +49,31 @@ async fn main() -> anyhow::Result<()> {
     );
     let empty = Config {
         namespace: cli.namespace.clone(),
+        name: cli.name.clone(),
         ..Config::default()
     };
-    let engine =
-        Arc::new(Engine::new(&empty, Arc::new(connector)).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut registry = Registry::default();
+    let engine = Engine::new(&empty, Arc::new(connector), &mut registry)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = Arc::new(engine);
+    let metrics = TcpListener::bind(cli.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", cli.metrics_listen))?;
+    tokio::spawn(admin::serve(metrics, Arc::new(registry)));
 
     let subscription = Subscription {
         address: cli.controller_address.clone(),
         node: cli.node_name.clone(),
         kind: SubscriberKind::Waypoint,
     };
-    let (push_engine, push_view, namespace) = (
-        Arc::clone(&engine),
-        Arc::clone(&view),
-        cli.namespace.clone(),
-    );
+    let (push_engine, push_view) = (Arc::clone(&engine), Arc::clone(&view));
+    let (namespace, name) = (cli.namespace.clone(), cli.name.clone());
     tokio::spawn(async move {
         let mut state = PushedState::default();
         subscribe::run(subscription, &mut |update| {
-            let (config, mesh) = state.apply(update, &namespace).map_err(|e| e.to_string())?;
+            let (config, mesh) = state
+                .apply(update, &namespace, &name)
+                .map_err(|e| e.to_string())?;
             push_engine.update(&config).map_err(|e| e.to_string())?;
             let summary = format!(
                 "{} services, {} routes",

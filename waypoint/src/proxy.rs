@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - this file: [`Engine`] (the swappable table and the upstream clients), [`run`] (the
-//!   accept loop with graceful shutdown), [`ProxyError`] and its [`Side`];
+//!   accept loop with graceful shutdown), [`Peer`] (who is downstream), [`ProxyError`]
+//!   and its [`Side`];
 //! - [`connector`]: the [`Connect`] seam and [`TcpConnector`];
 //! - `upstream`: a pooled hyper client per endpoint;
 //! - `forward`: one request's way through routing, faults, rewrites, header edits,
@@ -21,10 +22,11 @@ mod upstream;
 use std::{
     future::Future,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, PoisonError, RwLock},
 };
 
+use ambit_api::identity::Identity;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::{body::Incoming, service::service_fn};
@@ -32,6 +34,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -40,7 +43,9 @@ pub use self::connector::{Connect, ConnectFuture, TcpConnector, UpstreamStream};
 use self::upstream::Upstreams;
 use crate::{
     config::Config,
+    policy::Fetcher,
     table::{ConfigErrors, RouteTable},
+    telemetry::Metrics,
 };
 
 /// The body of requests sent upstream and of responses sent downstream.
@@ -98,22 +103,45 @@ impl ProxyError {
     }
 }
 
+/// Who sent the requests of a downstream connection: what `AuthorizationPolicy`
+/// (`principals`, `namespaces`, `ipBlocks`, `source.*`) and telemetry (`source_*`) read.
+///
+/// This is the seam for HBONE: [`run`] serves plain TCP and fills `ip` from the TCP
+/// peer with no identity; an HBONE listener fills both from the tunnel (the client's
+/// address and its certificate's SPIFFE identity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: IpAddr,
+    /// The peer's workload identity, when the connection is mutually authenticated.
+    pub identity: Option<Identity>,
+}
+
 /// The waypoint's routing state: the current route table (swapped whole when the
-/// config changes) and the clients towards endpoints (kept across swaps, so pooled
-/// connections survive a config push).
+/// config changes), the clients towards endpoints (kept across swaps, so pooled
+/// connections survive a config push, as do fetched key sets) and the request metrics.
 #[derive(Debug)]
 pub struct Engine {
     table: RwLock<Arc<RouteTable>>,
     upstreams: Arc<Upstreams>,
+    /// RequestAuthentication key sets fetched from `jwksUri`, kept across updates.
+    jwks: Fetcher,
+    metrics: Metrics,
 }
 
 impl Engine {
-    /// An engine routing with `config`, reaching endpoints through `connector`.
-    pub fn new(config: &Config, connector: Arc<dyn Connect>) -> Result<Self, ConfigErrors> {
+    /// An engine routing with `config`, reaching endpoints through `connector`, with
+    /// Istio's request metrics registered on `registry`.
+    pub fn new(
+        config: &Config,
+        connector: Arc<dyn Connect>,
+        registry: &mut Registry,
+    ) -> Result<Self, ConfigErrors> {
         let table = compile(config)?;
         Ok(Self {
             table: RwLock::new(Arc::new(table)),
+            jwks: Fetcher::new(Arc::clone(&connector)),
             upstreams: Arc::new(Upstreams::new(connector)),
+            metrics: Metrics::register(registry),
         })
     }
 
@@ -144,7 +172,7 @@ fn compile(config: &Config) -> Result<RouteTable, ConfigErrors> {
 }
 
 /// What the waypoint knows of a downstream connection besides its bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Downstream {
     /// The destination port the client addressed (the listener's, or the port of an
     /// HBONE `CONNECT`).
@@ -152,6 +180,8 @@ pub struct Downstream {
     /// The service the client addressed (an HBONE `CONNECT` to its VIP): routes are
     /// looked up for it, not for the `Host` header, as Istio's waypoints do.
     pub service: Option<String>,
+    /// Who the client is.
+    pub peer: Peer,
 }
 
 /// Serves HTTP (HTTP/1.1 or HTTP/2) on one connection until it ends.
@@ -219,9 +249,14 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("connection", id = next_id, %peer, %local);
+        // A plain listener: the TCP peer, no identity (HBONE gives both: `mesh::inbound`).
         let downstream = Downstream {
             port: local.port(),
             service: None,
+            peer: Peer {
+                ip: peer.ip().to_canonical(),
+                identity: None,
+            },
         };
         let connection = builder
             .serve_connection(

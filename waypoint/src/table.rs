@@ -4,7 +4,7 @@
 //! and reports every problem at once with the object and field path. Fields the
 //! waypoint does not implement yet are refused when ignoring them would change which
 //! requests a route takes (`sourceLabels`, `delegate`, …) and listed in
-//! [`RouteTable::ignored`] when they only tune behaviour (`corsPolicy`, `tls`, idle
+//! [`RouteTable::ignored`] when they only tune behaviour (`tls`, idle
 //! timeouts, …), so the caller can log them.
 //!
 //! A request finds its routes by its authority: the VirtualService naming that host
@@ -40,17 +40,20 @@ pub use self::{
 };
 use crate::{
     config::{Config, Named, Service},
+    cors::CorsError,
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
     matcher::MatchError,
+    policy::{Policies, PolicyError},
     retry::RetryError,
+    telemetry::Workloads,
 };
 
 /// One problem in one object.
 #[derive(Debug, Error)]
 #[error("{kind} {object}: {problem}")]
 pub struct ConfigError {
-    /// `VirtualService` or `DestinationRule`.
+    /// `VirtualService`, `DestinationRule`, `AuthorizationPolicy`, ….
     pub kind: &'static str,
     /// `namespace/name`.
     pub object: String,
@@ -79,6 +82,10 @@ pub enum Problem {
     Header(#[from] HeaderError),
     #[error(transparent)]
     Retry(#[from] RetryError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Cors(#[from] CorsError),
     #[error("`{field}.{name}` is not supported by the waypoint yet: remove it")]
     Unsupported { field: String, name: String },
     #[error("`{field}` needs exactly one of `route`, `redirect` or `directResponse`")]
@@ -130,6 +137,9 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(HostPattern, usize)>,
     /// Services by FQDN, for requests no VirtualService covers.
     service_defaults: HashMap<String, usize>,
+    policies: Policies,
+    workloads: Workloads,
+    trace_sampling_percent: f64,
     ignored: Vec<String>,
 }
 
@@ -149,6 +159,9 @@ impl RouteTable {
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
             service_defaults: HashMap::new(),
+            policies: Policies::compile(config, &mut errors),
+            workloads: Workloads::new(&config.services),
+            trace_sampling_percent: trace_sampling(config, &mut errors),
             ignored,
         };
         for vs in &config.virtual_services {
@@ -197,13 +210,6 @@ impl RouteTable {
                 Route::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
             })
             .collect();
-        for (i, route) in vs.spec.http.iter().enumerate() {
-            let field = format!("http[{i}]");
-            if route.cors_policy.is_some() {
-                self.ignored
-                    .push(format!("VirtualService {object}: `{field}.corsPolicy`"));
-            }
-        }
         if !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty() {
             self.ignored
                 .push(format!("VirtualService {object}: `tcp` and `tls` routes"));
@@ -252,11 +258,55 @@ impl RouteTable {
         Some(&self.virtual_hosts[*index].routes)
     }
 
+    /// The service (FQDN) a request to `authority` is addressed to, if the waypoint
+    /// serves it: what `kind: Service` policies and telemetry go by.
+    #[must_use]
+    pub fn service(&self, authority: &str) -> Option<&str> {
+        candidates(&authority_host(authority), &self.namespace)
+            .iter()
+            .find_map(|name| self.service_defaults.get_key_value(name))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The RequestAuthentications and AuthorizationPolicies that target the waypoint.
+    #[must_use]
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// The pods behind the served services, for telemetry.
+    #[must_use]
+    pub fn workloads(&self) -> &Workloads {
+        &self.workloads
+    }
+
+    /// The share of new traces marked sampled, 0 to 100.
+    #[must_use]
+    pub fn trace_sampling_percent(&self) -> f64 {
+        self.trace_sampling_percent
+    }
+
     /// Fields the table was compiled without (the caller should log them).
     #[must_use]
     pub fn ignored(&self) -> &[String] {
         &self.ignored
     }
+}
+
+/// `trace_sampling_percent`, 100 when unset.
+fn trace_sampling(config: &Config, errors: &mut Vec<ConfigError>) -> f64 {
+    let percent = config.trace_sampling_percent.unwrap_or(100.0);
+    if !(0.0..=100.0).contains(&percent) {
+        errors.push(ConfigError {
+            kind: "Config",
+            object: "waypoint".to_owned(),
+            problem: Problem::Percentage {
+                field: "trace_sampling_percent".to_owned(),
+                value: percent,
+            },
+        });
+    }
+    percent
 }
 
 /// Whether a VirtualService applies to mesh traffic (and so to waypoints): it names no

@@ -17,7 +17,7 @@ use tokio::{
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use super::state::MeshView;
-use crate::proxy::{Downstream, Engine, serve_connection};
+use crate::proxy::{Downstream, Engine, Peer, serve_connection};
 
 /// The in-memory pipe between an HBONE stream and the engine.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -94,15 +94,19 @@ async fn serve(
     debug!(%peer_identity, "HBONE peer authenticated");
     ambit_hbone::serve(tls, peer_identity, move |request| {
         let inbound = Arc::clone(&inbound);
-        async move { Ok::<_, Refusal>(stream_to_engine(&request, &inbound)) }
+        async move { Ok::<_, Refusal>(stream_to_engine(&request, peer, &inbound)) }
     })
     .await
     .map_err(|source| InboundError::Serve { peer, source })
 }
 
-/// Starts the engine on one end of a pipe for this `CONNECT` and returns the other end
-/// for the HBONE stream.
-fn stream_to_engine(request: &ConnectRequest, inbound: &Inbound) -> DuplexStream {
+/// Starts the engine on one end of a pipe for this `CONNECT` (from `tls_peer`) and
+/// returns the other end for the HBONE stream.
+fn stream_to_engine(
+    request: &ConnectRequest,
+    tls_peer: SocketAddr,
+    inbound: &Inbound,
+) -> DuplexStream {
     let view = Arc::clone(&inbound.view.read().unwrap_or_else(PoisonError::into_inner));
     let destination = request.authority;
     let service = view.services.get(&destination.ip().to_canonical()).cloned();
@@ -110,6 +114,13 @@ fn stream_to_engine(request: &ConnectRequest, inbound: &Inbound) -> DuplexStream
     let downstream = Downstream {
         port: destination.port(),
         service,
+        peer: Peer {
+            ip: request
+                .forwarded_for
+                .unwrap_or_else(|| tls_peer.ip())
+                .to_canonical(),
+            identity: Some(request.peer.clone()),
+        },
     };
     let (engine_side, hbone_side) = tokio::io::duplex(PIPE_BYTES);
     let engine = Arc::clone(&inbound.engine);

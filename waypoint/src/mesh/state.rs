@@ -56,6 +56,7 @@ impl PushedState {
         &mut self,
         update: &ConfigUpdate,
         namespace: &str,
+        name: &str,
     ) -> Result<(Config, MeshView), StateError> {
         let mut resources = if update.full {
             BTreeMap::new()
@@ -68,7 +69,7 @@ impl PushedState {
         for resource in &update.upserted {
             resources.insert(resource.key.clone(), resource.clone());
         }
-        let compiled = compile(&resources, namespace)?;
+        let compiled = compile(&resources, namespace, name)?;
         self.resources = resources;
         Ok(compiled)
     }
@@ -77,9 +78,10 @@ impl PushedState {
 fn compile(
     resources: &BTreeMap<String, pb::Resource>,
     namespace: &str,
+    name: &str,
 ) -> Result<(Config, MeshView), StateError> {
     let mut view = MeshView::default();
-    let mut labels: HashMap<IpAddr, BTreeMap<String, String>> = HashMap::new();
+    let mut workloads: HashMap<IpAddr, (String, BTreeMap<String, String>)> = HashMap::new();
     for (key, resource) in resources {
         if let Some(Kind::Peer(peer)) = &resource.kind {
             let identity =
@@ -91,12 +93,14 @@ fn compile(
                     })?;
             for ip in ips(key, &peer.ips)? {
                 view.identities.insert(ip, identity.clone());
-                labels.insert(ip, peer.labels.clone().into_iter().collect());
+                let labels = peer.labels.clone().into_iter().collect();
+                workloads.insert(ip, (peer.name.clone(), labels));
             }
         }
     }
     let mut config = Config {
         namespace: namespace.to_owned(),
+        name: name.to_owned(),
         ..Config::default()
     };
     for (key, resource) in resources {
@@ -105,7 +109,9 @@ fn compile(
                 for vip in ips(key, &service.cluster_ips)? {
                     view.services.insert(vip, service.hostname.clone());
                 }
-                config.services.push(self::service(key, service, &labels)?);
+                config
+                    .services
+                    .push(self::service(key, service, &workloads)?);
             }
             Some(Kind::Route(route)) if route.kind == "VirtualService" => {
                 config
@@ -126,7 +132,7 @@ fn compile(
 fn service(
     key: &str,
     service: &pb::Service,
-    labels: &HashMap<IpAddr, BTreeMap<String, String>>,
+    workloads: &HashMap<IpAddr, (String, BTreeMap<String, String>)>,
 ) -> Result<Service, StateError> {
     let ports = service
         .ports
@@ -149,9 +155,13 @@ fn service(
     let endpoints = ips(key, &service.endpoints)?
         .into_iter()
         .filter(|ip| ip.is_ipv4() == ipv4)
-        .map(|ip| Endpoint {
-            ip,
-            labels: labels.get(&ip).cloned().unwrap_or_default(),
+        .map(|ip| {
+            let (workload, labels) = workloads.get(&ip).cloned().unwrap_or_default();
+            Endpoint {
+                ip,
+                labels,
+                workload,
+            }
         })
         .collect();
     Ok(Service {

@@ -14,7 +14,8 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header, request::Parts,
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    request::Parts,
 };
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
@@ -25,79 +26,92 @@ use super::{
     reply,
 };
 use crate::{
+    cors::Preflight,
     flags::ResponseFlags,
+    headers::strip_hop_by_hop,
     matcher::RequestView,
+    path,
+    policy::Verdict,
     retry::Attempt,
     table::{
-        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, Route, Target,
-        sampled,
+        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, Route, RouteTable,
+        Target, sampled,
     },
+    telemetry::{Exchange, trace},
 };
 
 /// The largest request body kept to be sent again on a retry.
 pub const MAX_REPLAYED_BODY_BYTES: u64 = 64 * 1024;
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [header::HeaderName; 6] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-    header::TRAILER,
-];
-
-/// What is logged about a request.
-#[derive(Debug, Default)]
-struct Outcome {
-    flags: ResponseFlags,
-    route: Option<String>,
-    cluster: Option<String>,
-    endpoint: Option<SocketAddr>,
-    attempts: u32,
-}
-
-/// Routes and forwards `request`, which arrived over `downstream`; the response carries
-/// its [`ResponseFlags`] as an extension.
+/// Checks, routes and forwards `request`, which arrived over `downstream`; the response
+/// carries its [`ResponseFlags`] as an extension, and is recorded (metrics, access log)
+/// when its body ends.
 pub async fn handle(
     engine: &Engine,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     downstream: &Downstream,
 ) -> Response<Body> {
+    let peer = &downstream.peer;
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let mut outcome = Outcome::default();
-    let mut response = dispatch(engine, request, downstream, &mut outcome).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        flags = %outcome.flags,
-        route = outcome.route.as_deref().unwrap_or("-"),
-        cluster = outcome.cluster.as_deref().unwrap_or("-"),
-        endpoint = ?outcome.endpoint,
-        attempts = outcome.attempts,
-        dur = ?started.elapsed(),
-        "request",
-    );
-    response.extensions_mut().insert(outcome.flags);
-    response
+    let table = engine.table();
+    path::normalize(request.uri_mut());
+    let request_id = trace::prepare(request.headers_mut(), table.trace_sampling_percent());
+    let authority = authority(request.uri(), request.headers());
+    let mut exchange = Exchange::start(started, &request, authority.as_deref(), request_id);
+    exchange.source = table.workloads().source(peer);
+    exchange.mutual_tls = peer.identity.is_some();
+    let mut response = dispatch(
+        engine,
+        &table,
+        request,
+        authority,
+        downstream,
+        &mut exchange,
+    )
+    .await;
+    response.extensions_mut().insert(exchange.flags);
+    exchange.finish(&table);
+    engine.metrics.observe(exchange, response)
 }
 
 async fn dispatch(
     engine: &Engine,
+    table: &RouteTable,
     request: Request<Incoming>,
+    authority: Option<String>,
     downstream: &Downstream,
-    outcome: &mut Outcome,
+    outcome: &mut Exchange,
 ) -> Response<Body> {
-    let port = downstream.port;
-    let table = engine.table();
-    let (parts, body) = request.into_parts();
-    let Some(authority) = authority(&parts) else {
+    let (peer, port) = (&downstream.peer, downstream.port);
+    let (mut parts, body) = request.into_parts();
+    let Some(authority) = authority else {
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
         return reply::no_route();
     };
+    // The service the client addressed, when known (HBONE), else the `Host` it named.
+    let routing = downstream.service.as_deref().unwrap_or(&authority);
+    let service = table.service(routing);
+    let verdict = table
+        .policies()
+        .check(&mut parts, peer, port, &authority, service, &engine.jwks)
+        .await;
+    match verdict {
+        Verdict::Allowed => {}
+        Verdict::Unauthenticated(failure) => {
+            tracing::debug!(
+                failure = failure.message(),
+                "request refused: invalid token"
+            );
+            return reply::unauthenticated(failure);
+        }
+        Verdict::Denied { policy } => {
+            tracing::debug!(
+                policy = policy.as_deref().unwrap_or("no ALLOW policy matched"),
+                "request refused by AuthorizationPolicy"
+            );
+            return reply::access_denied();
+        }
+    }
     let view = RequestView {
         method: parts.method.as_str(),
         scheme: "http",
@@ -107,16 +121,24 @@ async fn dispatch(
         headers: &parts.headers,
         port,
     };
-    // The service the client addressed, when known (HBONE), else the `Host` it named.
     let Some((route, matched)) = table
-        .routes(downstream.service.as_deref().unwrap_or(&authority))
+        .routes(routing)
         .and_then(|routes| routes.iter().find_map(|r| Some((r, r.matched(&view)?))))
     else {
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
         return reply::no_route();
     };
     outcome.route = Some(route.name.clone());
-    match &route.action {
+    let cors = route.cors.as_ref();
+    if let Some(Preflight::Answer(headers)) =
+        cors.and_then(|cors| cors.preflight(&parts.method, &parts.headers))
+    {
+        let mut response = reply::text(StatusCode::OK, "");
+        response.headers_mut().extend(headers);
+        return response;
+    }
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let mut response = match &route.action {
         Action::Redirect(redirect) => {
             let mut response = reply::text(redirect.status, "");
             if let Ok(location) = HeaderValue::try_from(redirect.location(&view)) {
@@ -142,15 +164,19 @@ async fn dispatch(
             };
             forwarding.run(parts, authority, body, outcome).await
         }
+    };
+    if let Some(cors) = cors {
+        cors.decorate(origin.as_ref(), response.headers_mut());
     }
+    response
 }
 
 /// The authority the client addressed: the URI's (HTTP/2, absolute-form) or `Host`.
-fn authority(parts: &Parts) -> Option<String> {
-    if let Some(authority) = parts.uri.authority() {
+fn authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(authority) = uri.authority() {
         return Some(authority.as_str().to_owned());
     }
-    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+    let host = headers.get(header::HOST)?.to_str().ok()?;
     Some(host.to_owned())
 }
 
@@ -199,7 +225,7 @@ impl Forwarding<'_> {
         parts: Parts,
         authority: String,
         body: Incoming,
-        outcome: &mut Outcome,
+        outcome: &mut Exchange,
     ) -> Response<Body> {
         let fault = &self.route.fault;
         if let Some((delay, percent)) = fault.delay
@@ -368,7 +394,7 @@ impl Forwarding<'_> {
         cluster: &Cluster,
         prepared: &Prepared,
         mut body: RequestBody,
-        outcome: &mut Outcome,
+        outcome: &mut Exchange,
     ) -> Result<(Response<Incoming>, InFlight), Failure> {
         let policy = self.route.retry.as_ref();
         let retries = match (&body, policy) {
@@ -548,27 +574,6 @@ fn log_failed_attempt(
         }
     };
     tracing::debug!(%error, side = ?error.side(), attempt, "attempt failed");
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let trailers_accepted = headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let named: Vec<header::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if trailers_accepted {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
 }
 
 /// Whether an HTTP/2 stream was refused (`REFUSED_STREAM`): the request was not

@@ -6,6 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use crate::policy::JwtFailure;
 
 /// A body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -81,4 +82,20 @@ pub fn fault_abort(status: StatusCode) -> Response<Body> {
 /// 400 for a request the waypoint cannot forward as sent.
 pub fn bad_request() -> Response<Body> {
     text(StatusCode::BAD_REQUEST, "bad request")
+}
+
+/// 403 for a request an AuthorizationPolicy refuses, with Envoy's RBAC text.
+pub fn access_denied() -> Response<Body> {
+    text(StatusCode::FORBIDDEN, "RBAC: access denied")
+}
+
+/// 401 for a request whose token does not verify, with Envoy's `jwt_authn` text and
+/// challenge.
+pub fn unauthenticated(failure: JwtFailure) -> Response<Body> {
+    let mut response = text(StatusCode::UNAUTHORIZED, failure.message());
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    response
 }

@@ -18,6 +18,7 @@ use super::{
     rewrite::{Redirect, Rewrite},
 };
 use crate::{
+    cors::Cors,
     headers::HeaderRules,
     host::qualify,
     matcher::{RequestMatch, RequestView},
@@ -41,6 +42,7 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// Where copies of the requests go (`mirror`, `mirrors`).
     pub mirrors: Vec<Mirror>,
+    pub cors: Option<Cors>,
 }
 
 /// A destination that receives a share of a route's requests as copies, whose
@@ -142,6 +144,11 @@ impl Route {
             .ok()
             .flatten();
         let mirrors = Mirror::compile_all(&field, namespace, spec, clusters, problems);
+        let cors = spec.cors_policy.as_ref().and_then(|policy| {
+            Cors::compile(&format!("{field}.corsPolicy"), policy)
+                .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
+                .ok()
+        });
         if spec.delegate.is_some() {
             problems.push(Problem::unsupported(&field, "delegate"));
         }
@@ -163,6 +170,7 @@ impl Route {
             timeout: spec.timeout.map(|t| t.get()).filter(|t| !t.is_zero()),
             retry,
             mirrors,
+            cors,
         })
     }
 
@@ -190,6 +198,7 @@ impl Route {
             timeout: None,
             retry: Some(RetryPolicy::istio_default()),
             mirrors: Vec::new(),
+            cors: None,
         }
     }
 

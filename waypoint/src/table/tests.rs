@@ -53,6 +53,7 @@ fn an_exact_host_beats_a_wildcard_which_beats_the_service_default() {
             ),
         ],
         destination_rules: vec![],
+        ..Config::default()
     };
     let table = RouteTable::compile(&config).expect("compiles");
     assert_eq!(route_names(&table, "reviews:9080"), ["shop/reviews#exact"]);
@@ -106,6 +107,7 @@ http:
             "reviews",
             "{host: reviews, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}",
         )],
+        ..Config::default()
     };
     let errors = RouteTable::compile(&config)
         .expect_err("four problems")
@@ -131,12 +133,13 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         services: vec![service("reviews")],
         virtual_services: vec![named(
             "reviews",
-            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}], corsPolicy: {allowMethods: [GET]}}]}",
+            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}], tcp: [{route: [{destination: {host: reviews}}]}]}",
         )],
         destination_rules: vec![named(
             "reviews",
             "{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3, minHealthPercent: 50}}}",
         )],
+        ..Config::default()
     };
     let table = RouteTable::compile(&config).expect("compiles");
     assert_eq!(
@@ -144,7 +147,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         [
             "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
              interval and local-origin settings)`",
-            "VirtualService shop/reviews: `http[0].corsPolicy`",
+            "VirtualService shop/reviews: `tcp` and `tls` routes",
         ]
     );
 }
@@ -207,6 +210,7 @@ fn a_virtual_service_bound_only_to_gateways_does_not_route_mesh_traffic() {
             ),
         ],
         destination_rules: vec![],
+        ..Config::default()
     };
     let table = RouteTable::compile(&config).expect("compiles");
     assert_eq!(

@@ -2,8 +2,11 @@
 //! (127.0.0.11, .12, .13 on one port, as pods of a service), a waypoint serving on
 //! port 0, and a real hyper client.
 
+mod issuer;
 mod protection;
 mod resilience;
 mod rewriting;
 mod routing;
+mod security;
 mod support;
+mod telemetry;

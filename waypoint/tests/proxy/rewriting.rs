@@ -1,5 +1,5 @@
 //! What the backend and the client see: rewrites, redirects, header edits, direct
-//! responses.
+//! responses, CORS.
 
 use serde_json::json;
 
@@ -221,5 +221,92 @@ async fn hop_by_hop_headers_stay_on_their_hop_but_te_trailers_goes_through() {
         seen["te"],
         json!(["trailers"]),
         "gRPC needs te: trailers end to end"
+    );
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_and_allowed_origins_get_the_headers() {
+    let (port, backends) = one_backend().await;
+    let vs = virtual_service(
+        "app",
+        "
+hosts: [app]
+http:
+- corsPolicy:
+    allowOrigins: [{exact: 'https://shop.example'}]
+    allowMethods: [GET, PUT]
+    allowHeaders: [x-user]
+    exposeHeaders: [x-backend]
+    maxAge: 10m
+  route:
+  - destination: {host: app}
+",
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![vs],
+        vec![],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+    let preflight = |origin: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .send_method(
+                    http::Method::OPTIONS,
+                    "app",
+                    "/items",
+                    &[("origin", origin), ("access-control-request-method", "PUT")],
+                )
+                .await
+        }
+    };
+
+    let answered = preflight("https://shop.example").await;
+    assert_eq!(answered.status, 200, "{answered:?}");
+    assert_eq!(
+        answered.backend(),
+        "-",
+        "the waypoint answers the preflight itself"
+    );
+    assert_eq!(
+        answered.header_values("access-control-allow-origin"),
+        ["https://shop.example"]
+    );
+    assert_eq!(
+        answered.header_values("access-control-allow-methods"),
+        ["GET,PUT"]
+    );
+    assert_eq!(
+        answered.header_values("access-control-allow-headers"),
+        ["x-user"]
+    );
+    assert_eq!(answered.header_values("access-control-max-age"), ["600"]);
+    assert_eq!(backends[0].hits(), 0);
+
+    let forwarded = preflight("https://evil.example").await;
+    assert_eq!(
+        forwarded.backend(),
+        "v1",
+        "an unmatched preflight is forwarded"
+    );
+    assert!(
+        forwarded
+            .header_values("access-control-allow-origin")
+            .is_empty()
+    );
+
+    let get = client
+        .send("app", "/items", &[("origin", "https://shop.example")])
+        .await;
+    assert_eq!(get.backend(), "v1");
+    assert_eq!(
+        get.header_values("access-control-allow-origin"),
+        ["https://shop.example"]
+    );
+    assert_eq!(
+        get.header_values("access-control-expose-headers"),
+        ["x-backend"]
     );
 }

@@ -12,7 +12,7 @@ use std::{
 use ambit_api::istio::{DestinationRuleSpec, VirtualServiceSpec};
 use ambit_waypoint::{Config, Endpoint, Engine, Named, Service, ServicePort, TcpConnector};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
@@ -20,6 +20,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -29,6 +30,8 @@ use tokio::{
 
 /// The namespace the tests' objects and the waypoint live in.
 pub const NAMESPACE: &str = "shop";
+/// The waypoint's name, which policies target (`kind: Gateway`).
+pub const WAYPOINT: &str = "waypoint";
 /// The service port clients address; endpoints listen on a port chosen per test.
 pub const SERVICE_PORT: u16 = 80;
 
@@ -238,7 +241,10 @@ pub fn service(name: &str, target_port: u16, backends: &[Backend]) -> Service {
         }],
         endpoints: backends
             .iter()
-            .map(|b| Endpoint::new(b.ip, [("version", b.name)]))
+            .map(|b| Endpoint {
+                workload: format!("{name}-{}", b.name),
+                ..Endpoint::new(b.ip, [("app", name), ("version", b.name)])
+            })
             .collect(),
     }
 }
@@ -258,6 +264,17 @@ pub fn destination_rule(name: &str, yaml: &str) -> Named<DestinationRuleSpec> {
         namespace: NAMESPACE.into(),
         name: name.into(),
         spec: serde_yaml_ng::from_str(yaml).expect("the test's DestinationRule is valid YAML"),
+    }
+}
+
+/// Any Istio object in [`NAMESPACE`] from YAML (policies: `AuthorizationPolicySpec`,
+/// `RequestAuthenticationSpec`).
+pub fn named<T: serde::de::DeserializeOwned>(name: &str, yaml: &str) -> Named<T> {
+    Named {
+        namespace: NAMESPACE.into(),
+        name: name.into(),
+        spec: serde_yaml_ng::from_str(yaml)
+            .unwrap_or_else(|e| panic!("the test's {name} is valid YAML: {e}")),
     }
 }
 
@@ -283,9 +300,11 @@ pub fn config(
 ) -> Config {
     Config {
         namespace: NAMESPACE.into(),
+        name: WAYPOINT.into(),
         services,
         virtual_services,
         destination_rules,
+        ..Config::default()
     }
 }
 
@@ -294,14 +313,16 @@ pub fn config(
 pub struct Waypoint {
     pub address: SocketAddr,
     pub engine: Arc<Engine>,
+    registry: Registry,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ambit_waypoint::ProxyError>>>,
 }
 
 impl Waypoint {
     pub async fn start(config: &Config) -> Self {
+        let mut registry = Registry::default();
         let engine = Arc::new(
-            Engine::new(config, Arc::new(TcpConnector))
+            Engine::new(config, Arc::new(TcpConnector), &mut registry)
                 .unwrap_or_else(|e| panic!("the test config compiles: {e}")),
         );
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -315,9 +336,18 @@ impl Waypoint {
         Self {
             address,
             engine,
+            registry,
             shutdown: Some(shutdown),
             task: Some(task),
         }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn metrics(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("the registry encodes");
+        text
     }
 
     /// Stops accepting, waits for open connections, and returns how `run` ended.
@@ -400,7 +430,20 @@ impl TestClient {
 
     /// `GET path` with `Host: host` and extra headers.
     pub async fn send(&self, host: &str, path: &str, headers: &[(&'static str, &str)]) -> Reply {
-        let mut request = Request::get(format!("http://{}{path}", self.waypoint))
+        self.send_method(Method::GET, host, path, headers).await
+    }
+
+    /// `method path` with `Host: host` and extra headers.
+    pub async fn send_method(
+        &self,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.waypoint))
             .body(Full::new(Bytes::new()))
             .expect("a valid test request");
         request.headers_mut().insert(

@@ -1,0 +1,269 @@
+//! L7 security, in Istio's order: `RequestAuthentication` verifies a request's JSON Web
+//! Token, then `AuthorizationPolicy` decides from the peer, the request and the token's
+//! claims whether it may go on. Both run before routing, so a refused request never
+//! reaches faults, retries or an endpoint.
+//!
+//! Which policies the waypoint enforces: those whose `targetRefs` (or `targetRef`) name
+//! it, as Istio's waypoints do. A reference of `kind: Gateway` (group
+//! `gateway.networking.k8s.io`) whose name is [`Config::name`] and whose namespace is
+//! the waypoint's covers every request; a reference of `kind: Service` (core group) in
+//! the policy's namespace covers the requests addressed to that service (the service the
+//! request's authority names), if the waypoint serves it. Policies with a `selector`, or
+//! with neither, are ztunnel's (workload policies) and skipped here, as are references to
+//! other kinds and names, to other namespaces, and (not yet supported) to the
+//! `istio-waypoint` GatewayClass from the root namespace.
+//!
+//! # Layout
+//! - this file: [`Policies`] (compiled from a [`Config`]), [`Verdict`], [`PolicyError`];
+//! - [`pattern`]: Istio's string patterns and IP blocks;
+//! - [`authz`]: `AuthorizationPolicy` (ALLOW, DENY, AUDIT; CUSTOM is refused);
+//! - [`jwt`]: `RequestAuthentication`; [`jwks`]: its key sets, inline or fetched.
+
+pub mod authz;
+pub mod jwks;
+pub mod jwt;
+pub mod pattern;
+
+use ambit_api::{ip_block::IpBlockError, istio::authorization_policy::PolicyTargetReference};
+use http::request::Parts;
+use thiserror::Error;
+
+pub use self::{
+    authz::{Attributes, Authorization},
+    jwks::Fetcher,
+    jwt::{Authentication, Claims, JwtFailure},
+};
+use crate::{
+    config::{CLUSTER_DOMAIN, Config},
+    proxy::Peer,
+    table::{ConfigError, Problem},
+};
+
+/// Why a policy cannot be enforced as written.
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error(
+        "`action: CUSTOM` needs an external authorizer, which the waypoint does not support: use ALLOW, DENY or AUDIT"
+    )]
+    Custom,
+    #[error("`{field}`: {source}")]
+    IpBlock {
+        field: String,
+        #[source]
+        source: IpBlockError,
+    },
+    #[error("`{field}: {value}` is not a port: use a number from 1 to 65535")]
+    Port { field: String, value: String },
+    #[error("`{field}`: unknown key `{key}`: use one of {known}", known = ambit_api::istio::authorization_policy::ConditionKey::DOCUMENTED)]
+    UnknownKey { field: String, key: String },
+    #[error("`{field}`: the waypoint cannot check `{key}` yet: remove the condition")]
+    UnsupportedKey { field: String, key: String },
+    #[error("`{field}`: `{name}` is not a valid header name: use letters, digits and `-`")]
+    HeaderName { field: String, name: String },
+    #[error("`{field}`: the issuer is empty: set it to the `iss` of the tokens to accept")]
+    NoIssuer { field: String },
+    #[error("`{field}`: issuer `{issuer}` already has a rule in this policy: merge the two rules")]
+    DuplicateIssuer { field: String, issuer: String },
+    #[error("`{field}.jwksUri: {uri}` cannot be fetched: {reason}")]
+    JwksUri {
+        field: String,
+        uri: String,
+        reason: String,
+    },
+    #[error("`{field}` needs `jwks` or `jwksUri`: give the issuer's key set")]
+    NoJwks { field: String },
+    #[error("`{field}.jwks` is not a JSON Web Key Set: {reason}")]
+    Jwks { field: String, reason: String },
+    #[error("`{field}` is not supported by the waypoint yet: remove it")]
+    Unsupported { field: String },
+}
+
+/// What the policies decided about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Allowed,
+    /// 401: it carries a token that does not verify.
+    Unauthenticated(JwtFailure),
+    /// 403: an AuthorizationPolicy refuses it; names the DENY policy, or none when no
+    /// ALLOW policy matched.
+    Denied { policy: Option<String> },
+}
+
+/// The RequestAuthentications and AuthorizationPolicies this waypoint enforces.
+#[derive(Debug, Default)]
+pub struct Policies {
+    authentication: Authentication,
+    authorization: Authorization,
+}
+
+impl Policies {
+    /// Compiles the policies in `config` that target this waypoint, adding every
+    /// problem to `errors`.
+    pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Self {
+        Self {
+            authentication: Authentication::compile(config, errors),
+            authorization: Authorization::compile(config, errors),
+        }
+    }
+
+    /// Authenticates, then authorizes a request for `authority` that arrived from `peer`
+    /// on `port`; `service` is the FQDN the authority names, if the waypoint serves it. A
+    /// verified token is removed from the headers unless its rule forwards it. Remote
+    /// key sets are fetched through `fetcher`.
+    pub async fn check(
+        &self,
+        parts: &mut Parts,
+        peer: &Peer,
+        port: u16,
+        authority: &str,
+        service: Option<&str>,
+        fetcher: &Fetcher,
+    ) -> Verdict {
+        let query = parts.uri.query();
+        let authenticated = self
+            .authentication
+            .authenticate(&mut parts.headers, query, service, fetcher)
+            .await;
+        let claims = match authenticated {
+            Ok(claims) => claims,
+            Err(failure) => return Verdict::Unauthenticated(failure),
+        };
+        let attributes = Attributes {
+            peer,
+            method: parts.method.as_str(),
+            authority,
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            port,
+            claims: claims.as_ref(),
+        };
+        self.authorization.decide(&attributes, service)
+    }
+}
+
+/// Which requests a policy covers on this waypoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Coverage {
+    /// Every request (the policy targets the waypoint).
+    All,
+    /// Requests for these services (FQDNs).
+    Services(Vec<String>),
+}
+
+impl Coverage {
+    /// How a policy in `namespace` with these references applies to the waypoint of
+    /// `config`; `None` when it does not.
+    #[must_use]
+    pub fn of(
+        config: &Config,
+        namespace: &str,
+        target_ref: Option<&PolicyTargetReference>,
+        target_refs: &[PolicyTargetReference],
+    ) -> Option<Self> {
+        let mut services = Vec::new();
+        for reference in target_ref.into_iter().chain(target_refs) {
+            let same_namespace = reference.namespace.is_empty() || reference.namespace == namespace;
+            if !same_namespace {
+                continue;
+            }
+            match (reference.group.as_str(), reference.kind.as_str()) {
+                ("gateway.networking.k8s.io", "Gateway")
+                    if reference.name == config.name && namespace == config.namespace =>
+                {
+                    return Some(Self::All);
+                }
+                ("" | "core", "Service") => {
+                    let host = format!("{}.{namespace}.svc.{CLUSTER_DOMAIN}", reference.name);
+                    if config.services.iter().any(|s| s.hostname() == host) {
+                        services.push(host);
+                    }
+                }
+                _ => {}
+            }
+        }
+        (!services.is_empty()).then_some(Self::Services(services))
+    }
+
+    /// Whether a request for `service` is covered.
+    #[must_use]
+    pub fn covers(&self, service: Option<&str>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Services(services) => service.is_some_and(|s| services.iter().any(|c| c == s)),
+        }
+    }
+}
+
+/// A problem in one policy object, as a [`ConfigError`].
+fn config_error(kind: &'static str, object: String, problem: PolicyError) -> ConfigError {
+    ConfigError {
+        kind,
+        object,
+        problem: Problem::Policy(problem),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Service;
+
+    fn reference(group: &str, kind: &str, name: &str) -> PolicyTargetReference {
+        PolicyTargetReference {
+            group: group.into(),
+            kind: kind.into(),
+            name: name.into(),
+            namespace: String::new(),
+        }
+    }
+
+    #[test]
+    fn policies_cover_the_waypoint_or_the_services_they_name() {
+        let config = Config {
+            namespace: "shop".into(),
+            name: "waypoint".into(),
+            services: vec![Service {
+                namespace: "shop".into(),
+                name: "cart".into(),
+                ..Service::default()
+            }],
+            ..Config::default()
+        };
+        let gateway = reference("gateway.networking.k8s.io", "Gateway", "waypoint");
+        assert_eq!(
+            Coverage::of(&config, "shop", None, std::slice::from_ref(&gateway)),
+            Some(Coverage::All)
+        );
+        assert_eq!(
+            Coverage::of(&config, "other", None, &[gateway]),
+            None,
+            "a Gateway reference names a waypoint of the policy's namespace"
+        );
+        let cart = Coverage::of(
+            &config,
+            "shop",
+            Some(&reference("", "Service", "cart")),
+            &[],
+        )
+        .expect("the waypoint serves cart");
+        assert!(cart.covers(Some("cart.shop.svc.cluster.local")));
+        assert!(!cart.covers(Some("web.shop.svc.cluster.local")));
+        assert!(!cart.covers(None));
+        assert_eq!(
+            Coverage::of(&config, "shop", None, &[reference("", "Service", "web")]),
+            None,
+            "a service the waypoint does not serve"
+        );
+        assert_eq!(
+            Coverage::of(
+                &config,
+                "shop",
+                None,
+                &[reference("gateway.networking.k8s.io", "Gateway", "ingress")]
+            ),
+            None,
+            "another gateway"
+        );
+    }
+}

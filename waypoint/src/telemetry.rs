@@ -1,0 +1,440 @@
+//! What the waypoint reports about each request, as Istio's proxies do: Istio's
+//! standard HTTP metrics with Istio's standard labels (so Kiali and Istio's dashboards
+//! read them unchanged), one access-log line (`tracing` target `access`), and trace
+//! context propagated to the endpoint.
+//!
+//! A request is recorded when its response body ends (or is dropped, when the client
+//! goes away): the duration runs to the last byte, and gRPC's status is read from the
+//! trailers. What the waypoint cannot know is `unknown`, as Istio reports it: a source
+//! without an identity whose address is no endpoint of a served service, a destination
+//! the request never reached.
+//!
+//! # Layout
+//! - this file: [`Metrics`] (registered on the caller's registry), [`Party`],
+//!   [`Workloads`] and [`Exchange`], what one request's record is built from;
+//! - [`trace`]: `traceparent` (started when absent) and `x-request-id`.
+
+pub mod trace;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use http::{HeaderMap, Request, Response, header};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{
+    config::Service,
+    flags::ResponseFlags,
+    proxy::{Body, Peer},
+    table::RouteTable,
+};
+
+/// Istio's buckets for `istio_request_duration_milliseconds`.
+pub const DURATION_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Buckets for the byte-size histograms: 1 B to 1 GB by powers of ten.
+const SIZE_BUCKETS: (f64, f64, u16) = (1.0, 10.0, 10);
+
+const UNKNOWN: &str = "unknown";
+
+/// One end of a request, as telemetry names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub workload: String,
+    pub namespace: String,
+    pub principal: String,
+    pub app: String,
+    pub version: String,
+    pub canonical_service: String,
+}
+
+impl Party {
+    /// An end the waypoint knows nothing about.
+    #[must_use]
+    pub fn unknown() -> Self {
+        Self {
+            workload: UNKNOWN.to_owned(),
+            namespace: UNKNOWN.to_owned(),
+            principal: UNKNOWN.to_owned(),
+            app: UNKNOWN.to_owned(),
+            version: UNKNOWN.to_owned(),
+            canonical_service: UNKNOWN.to_owned(),
+        }
+    }
+
+    /// A workload by Istio's rules: app from `app`, version from `version`, canonical
+    /// service from `service.istio.io/canonical-name`, `app.kubernetes.io/name`, `app`,
+    /// else the workload's name.
+    fn workload(workload: &Workload, principal: Option<String>) -> Self {
+        let labels = &workload.labels;
+        let first = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
+        let name = if workload.name.is_empty() {
+            UNKNOWN
+        } else {
+            &workload.name
+        };
+        Self {
+            workload: name.to_owned(),
+            namespace: workload.namespace.clone(),
+            principal: principal.unwrap_or_else(|| UNKNOWN.to_owned()),
+            app: first(&["app"]).unwrap_or_else(|| UNKNOWN.to_owned()),
+            version: first(&["version"]).unwrap_or_else(|| UNKNOWN.to_owned()),
+            canonical_service: first(&[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ])
+            .unwrap_or_else(|| name.to_owned()),
+        }
+    }
+}
+
+/// A pod as telemetry knows it: what the endpoints of the served services say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Workload {
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+}
+
+/// The pods behind the served services, by address: who a source or an endpoint is.
+#[derive(Debug, Default)]
+pub struct Workloads(HashMap<IpAddr, Workload>);
+
+impl Workloads {
+    /// The endpoints of `services`; an address in two services is the first's.
+    #[must_use]
+    pub fn new(services: &[Service]) -> Self {
+        let mut workloads = HashMap::new();
+        for service in services {
+            for endpoint in &service.endpoints {
+                workloads
+                    .entry(endpoint.ip.to_canonical())
+                    .or_insert_with(|| Workload {
+                        name: endpoint.workload.clone(),
+                        namespace: service.namespace.clone(),
+                        labels: endpoint.labels.clone(),
+                    });
+            }
+        }
+        Self(workloads)
+    }
+
+    /// The downstream end: its identity (when authenticated) and, if its address is a
+    /// known pod, that pod's workload.
+    #[must_use]
+    pub fn source(&self, peer: &Peer) -> Party {
+        let principal = peer.identity.as_ref().map(ToString::to_string);
+        match self.0.get(&peer.ip) {
+            Some(workload) => Party::workload(workload, principal),
+            None => {
+                let mut party = Party::unknown();
+                if let Some(identity) = &peer.identity {
+                    party.namespace.clone_from(&identity.namespace);
+                }
+                party.principal = principal.unwrap_or_else(|| UNKNOWN.to_owned());
+                party
+            }
+        }
+    }
+
+    /// The endpoint the request was sent to. Its identity is unknown until HBONE.
+    #[must_use]
+    pub fn destination(&self, endpoint: Option<SocketAddr>) -> Party {
+        endpoint
+            .and_then(|address| self.0.get(&address.ip().to_canonical()))
+            .map_or_else(Party::unknown, |workload| Party::workload(workload, None))
+    }
+}
+
+/// The labels of every HTTP metric: Istio's standard labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: &'static str,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub source_app: String,
+    pub source_version: String,
+    pub source_canonical_service: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub destination_app: String,
+    pub destination_version: String,
+    pub destination_service: String,
+    pub destination_service_name: String,
+    pub destination_service_namespace: String,
+    pub destination_canonical_service: String,
+    pub request_protocol: &'static str,
+    pub response_code: u16,
+    pub grpc_response_status: String,
+    pub response_flags: String,
+    pub connection_security_policy: &'static str,
+}
+
+/// Istio's HTTP metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    request_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    response_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    /// The metrics, registered on `registry` under Istio's names.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS_MS)),
+            request_bytes: Family::new_with_constructor(size_histogram),
+            response_bytes: Family::new_with_constructor(size_histogram),
+        };
+        registry.register(
+            "istio_requests",
+            "Requests the waypoint handled",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Time from a request's arrival to the last byte of its response, in milliseconds",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes, in bytes",
+            metrics.request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes, in bytes",
+            metrics.response_bytes.clone(),
+        );
+        metrics
+    }
+
+    /// Wraps `response`'s body so `exchange` is recorded (metrics and access log) when
+    /// the body ends.
+    #[must_use]
+    pub fn observe(&self, exchange: Exchange, response: Response<Body>) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        let mut record = Record {
+            metrics: self.clone(),
+            grpc_status: exchange.grpc.then(|| grpc_status(&parts.headers)).flatten(),
+            status: parts.status.as_u16(),
+            exchange,
+            response_bytes: 0,
+        };
+        let body = body
+            .map_frame(move |frame| {
+                record.see(&frame);
+                frame
+            })
+            .boxed_unsync();
+        Response::from_parts(parts, body)
+    }
+}
+
+fn size_histogram() -> Histogram {
+    let (start, factor, length) = SIZE_BUCKETS;
+    Histogram::new(exponential_buckets(start, factor, length))
+}
+
+/// What is known about one request when its response starts: filled as the request
+/// goes through the waypoint.
+#[derive(Debug)]
+pub struct Exchange {
+    pub started: Instant,
+    pub method: String,
+    pub path: String,
+    pub authority: String,
+    pub request_id: String,
+    /// `content-type: application/grpc…`.
+    pub grpc: bool,
+    /// The request body's size, as far as it is known when it arrives.
+    pub request_bytes: u64,
+    pub source: Party,
+    pub destination: Party,
+    /// Whether the downstream connection was mutually authenticated.
+    pub mutual_tls: bool,
+    pub flags: ResponseFlags,
+    pub route: Option<String>,
+    /// The cluster the request was sent to, `outbound|<port>|<subset>|<host>`.
+    pub cluster: Option<String>,
+    /// The destination service's FQDN: the cluster's host, else the one the authority
+    /// names.
+    pub service: Option<String>,
+    pub endpoint: Option<SocketAddr>,
+    pub attempts: u32,
+}
+
+impl Exchange {
+    /// A request arriving at `started`, for `authority`, with its request id.
+    #[must_use]
+    pub fn start<B: hyper::body::Body>(
+        started: Instant,
+        request: &Request<B>,
+        authority: Option<&str>,
+        request_id: String,
+    ) -> Self {
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        Self {
+            started,
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            authority: authority.unwrap_or_default().to_owned(),
+            request_id,
+            grpc,
+            request_bytes: request.body().size_hint().lower(),
+            source: Party::unknown(),
+            destination: Party::unknown(),
+            mutual_tls: false,
+            flags: ResponseFlags::default(),
+            route: None,
+            cluster: None,
+            service: None,
+            endpoint: None,
+            attempts: 0,
+        }
+    }
+
+    /// Names the destination (service and workload) once the request was answered.
+    pub fn finish(&mut self, table: &RouteTable) {
+        self.service = self
+            .cluster
+            .as_deref()
+            .and_then(|cluster| cluster.rsplit('|').next())
+            .or_else(|| table.service(&self.authority))
+            .map(str::to_owned);
+        self.destination = table.workloads().destination(self.endpoint);
+    }
+}
+
+/// A request being answered: recorded once, when its response body is dropped.
+struct Record {
+    metrics: Metrics,
+    exchange: Exchange,
+    status: u16,
+    grpc_status: Option<String>,
+    response_bytes: u64,
+}
+
+impl Record {
+    fn see(&mut self, frame: &Frame<bytes::Bytes>) {
+        if let Some(data) = frame.data_ref() {
+            self.response_bytes += data.len() as u64;
+        } else if let Some(trailers) = frame.trailers_ref()
+            && self.exchange.grpc
+        {
+            self.grpc_status = grpc_status(trailers).or(self.grpc_status.take());
+        }
+    }
+
+    fn labels(&self) -> RequestLabels {
+        let exchange = &self.exchange;
+        let (source, destination) = (&exchange.source, &exchange.destination);
+        let service = exchange.service.as_deref().unwrap_or(UNKNOWN);
+        // `name.namespace.svc.cluster.local`
+        let mut parts = service.split('.');
+        let service_name = parts.next().unwrap_or(UNKNOWN).to_owned();
+        let service_namespace = parts.next().unwrap_or(UNKNOWN).to_owned();
+        RequestLabels {
+            reporter: "waypoint",
+            source_workload: source.workload.clone(),
+            source_workload_namespace: source.namespace.clone(),
+            source_principal: source.principal.clone(),
+            source_app: source.app.clone(),
+            source_version: source.version.clone(),
+            source_canonical_service: source.canonical_service.clone(),
+            destination_workload: destination.workload.clone(),
+            destination_workload_namespace: destination.namespace.clone(),
+            destination_principal: destination.principal.clone(),
+            destination_app: destination.app.clone(),
+            destination_version: destination.version.clone(),
+            destination_service: service.to_owned(),
+            destination_service_name: service_name,
+            destination_service_namespace: service_namespace,
+            destination_canonical_service: destination.canonical_service.clone(),
+            request_protocol: if exchange.grpc { "grpc" } else { "http" },
+            response_code: self.status,
+            grpc_response_status: self.grpc_status.clone().unwrap_or_default(),
+            response_flags: exchange.flags.to_string(),
+            connection_security_policy: if exchange.mutual_tls {
+                "mutual_tls"
+            } else {
+                "none"
+            },
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let elapsed = self.exchange.started.elapsed();
+        let labels = self.labels();
+        let metrics = &self.metrics;
+        metrics.requests.get_or_create(&labels).inc();
+        metrics
+            .duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64() * 1000.0);
+        metrics
+            .request_bytes
+            .get_or_create(&labels)
+            .observe(self.exchange.request_bytes as f64);
+        metrics
+            .response_bytes
+            .get_or_create(&labels)
+            .observe(self.response_bytes as f64);
+        let exchange = &self.exchange;
+        tracing::info!(
+            target: "access",
+            method = exchange.method,
+            path = exchange.path,
+            authority = exchange.authority,
+            status = self.status,
+            flags = %exchange.flags,
+            route = exchange.route.as_deref().unwrap_or("-"),
+            upstream = exchange.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+            attempts = exchange.attempts,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            bytes_received = exchange.request_bytes,
+            bytes_sent = self.response_bytes,
+            request_id = exchange.request_id,
+            source = labels.source_principal,
+            service = labels.destination_service,
+            "request",
+        );
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests;
