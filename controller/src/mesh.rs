@@ -130,6 +130,7 @@ pub struct Route {
 pub enum PolicyKind {
     AuthorizationPolicy,
     PeerAuthentication,
+    RequestAuthentication,
 }
 
 impl PolicyKind {
@@ -139,6 +140,7 @@ impl PolicyKind {
         match self {
             Self::AuthorizationPolicy => "AuthorizationPolicy",
             Self::PeerAuthentication => "PeerAuthentication",
+            Self::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -146,12 +148,13 @@ impl PolicyKind {
         match kind {
             "AuthorizationPolicy" => Some(Self::AuthorizationPolicy),
             "PeerAuthentication" => Some(Self::PeerAuthentication),
+            "RequestAuthentication" => Some(Self::RequestAuthentication),
             _ => None,
         }
     }
 }
 
-/// An accepted AuthorizationPolicy or PeerAuthentication.
+/// An accepted AuthorizationPolicy, PeerAuthentication or RequestAuthentication.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub kind: PolicyKind,
@@ -160,6 +163,9 @@ pub struct Policy {
     /// What the receiving ztunnel enforces (`Authorization` or `PeerAuthentication`);
     /// `None` for a policy ztunnel has nothing to do with (a waypoint's, or AUDIT).
     pub enforced: Option<Enforced>,
+    /// The validated spec, in Istio's field names, when a waypoint enforces the policy
+    /// (an AuthorizationPolicy with `targetRefs`, a RequestAuthentication).
+    pub for_waypoints: Option<serde_json::Value>,
     pub source: PathBuf,
 }
 
@@ -214,12 +220,25 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
     }
     let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
     for accepted in &report.model.authorization_policies {
-        let enforced = policy::authorization(&accepted.object, root).map(Enforced::Authorization);
+        let policy = &accepted.object;
+        let enforced = policy::authorization(policy, root).map(Enforced::Authorization);
+        let for_waypoints = policy
+            .spec
+            .has_target_refs()
+            .then(|| serde_json::to_value(&policy.spec).unwrap_or_default());
         insert_policy(
             &mut mesh,
-            PolicyKind::AuthorizationPolicy,
-            &accepted.object,
-            enforced,
+            (PolicyKind::AuthorizationPolicy, policy),
+            (enforced, for_waypoints),
+            &accepted.source,
+        );
+    }
+    for accepted in &report.model.request_authentications {
+        let spec = serde_json::to_value(&accepted.object.spec).unwrap_or_default();
+        insert_policy(
+            &mut mesh,
+            (PolicyKind::RequestAuthentication, &accepted.object),
+            (None, Some(spec)),
             &accepted.source,
         );
     }
@@ -228,9 +247,8 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
             Enforced::PeerAuthentication(policy::peer_authentication(&accepted.object, root));
         insert_policy(
             &mut mesh,
-            PolicyKind::PeerAuthentication,
-            &accepted.object,
-            Some(enforced),
+            (PolicyKind::PeerAuthentication, &accepted.object),
+            (Some(enforced), None),
             &accepted.source,
         );
     }
@@ -277,11 +295,11 @@ fn route(
     }
 }
 
+/// Adds the policy `object` of `kind`, with what ztunnel and waypoints enforce of it.
 fn insert_policy(
     mesh: &mut Mesh,
-    kind: PolicyKind,
-    object: &impl kube::Resource,
-    enforced: Option<Enforced>,
+    (kind, object): (PolicyKind, &impl kube::Resource),
+    (enforced, for_waypoints): (Option<Enforced>, Option<serde_json::Value>),
     source: &ambit_api::manifests::Source,
 ) {
     let meta = object.meta();
@@ -294,6 +312,7 @@ fn insert_policy(
         namespace: key.0.clone(),
         name: key.1.clone(),
         enforced,
+        for_waypoints,
         source: source.file.clone(),
     };
     mesh.policies.insert((kind, key), policy);

@@ -6,7 +6,8 @@
 use ambit_api::{
     istio::{
         AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec,
-        PeerAuthentication, PeerAuthenticationSpec, VirtualService, VirtualServiceSpec,
+        PeerAuthentication, PeerAuthenticationSpec, RequestAuthentication,
+        RequestAuthenticationSpec, VirtualService, VirtualServiceSpec,
     },
     manifests::{Object, Source},
 };
@@ -26,6 +27,7 @@ pub struct Model {
     pub destination_rules: Vec<Accepted<DestinationRule>>,
     pub authorization_policies: Vec<Accepted<AuthorizationPolicy>>,
     pub peer_authentications: Vec<Accepted<PeerAuthentication>>,
+    pub request_authentications: Vec<Accepted<RequestAuthentication>>,
 }
 
 impl Model {
@@ -36,6 +38,7 @@ impl Model {
             + self.destination_rules.len()
             + self.authorization_policies.len()
             + self.peer_authentications.len()
+            + self.request_authentications.len()
     }
 
     /// Whether the model holds no object.
@@ -82,6 +85,15 @@ impl Model {
     ) {
         let typed = PeerAuthentication::new(&object.metadata.name, spec);
         self.peer_authentications.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_request_authentication(
+        &mut self,
+        object: &Object,
+        spec: RequestAuthenticationSpec,
+    ) {
+        let typed = RequestAuthentication::new(&object.metadata.name, spec);
+        self.request_authentications.push(accept(object, typed));
     }
 }
 

@@ -354,6 +354,7 @@ enum Kind {
     DestinationRule,
     AuthorizationPolicy,
     PeerAuthentication,
+    RequestAuthentication,
 }
 
 fn kind_of(object: &Object) -> Option<Kind> {
@@ -363,6 +364,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (istio::NETWORKING_GROUP, "DestinationRule") => Some(Kind::DestinationRule),
         (istio::SECURITY_GROUP, "AuthorizationPolicy") => Some(Kind::AuthorizationPolicy),
         (istio::SECURITY_GROUP, "PeerAuthentication") => Some(Kind::PeerAuthentication),
+        (istio::SECURITY_GROUP, "RequestAuthentication") => Some(Kind::RequestAuthentication),
         _ => None,
     }
 }
@@ -380,6 +382,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut destination_rules = Vec::new();
     let mut authorization_policies = Vec::new();
     let mut peer_authentications = Vec::new();
+    let mut request_authentications = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
             report.skipped += 1;
@@ -403,6 +406,9 @@ pub fn validate(manifests: &Manifests) -> Report {
             }
             Kind::PeerAuthentication => {
                 peer_authentications.push(Checked::decode(object, findings));
+            }
+            Kind::RequestAuthentication => {
+                request_authentications.push(Checked::decode(object, findings));
             }
         }
     }
@@ -450,6 +456,12 @@ pub fn validate(manifests: &Manifests) -> Report {
     for policy in peer_authentications {
         if let Some((object, spec)) = policy.conclude(&mut report.diagnostics) {
             report.model.add_peer_authentication(object, spec);
+        }
+    }
+    // RequestAuthentication: its shape only; the waypoint checks keys and URIs.
+    for policy in request_authentications {
+        if let Some((object, spec)) = policy.conclude(&mut report.diagnostics) {
+            report.model.add_request_authentication(object, spec);
         }
     }
     report

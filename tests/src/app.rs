@@ -146,14 +146,23 @@ pub fn http_get(
     count: usize,
     header: Option<&str>,
 ) -> Result<HttpReport> {
+    http_request(place, "GET", to, count, header)
+}
+
+/// [`http_get`] with another method (the requests carry no body).
+///
+/// # Errors
+/// As [`http_get`].
+pub fn http_request(
+    place: &impl Place,
+    method: &str,
+    to: SocketAddr,
+    count: usize,
+    header: Option<&str>,
+) -> Result<HttpReport> {
     let mut command = Command::new(pod_app());
-    command.args([
-        "http-get",
-        "--to",
-        &to.to_string(),
-        "--count",
-        &count.to_string(),
-    ]);
+    command.args(["http-get", "--to", &to.to_string()]);
+    command.args(["--count", &count.to_string(), "--method", method]);
     if let Some(header) = header {
         command.args(["--header", header]);
     }

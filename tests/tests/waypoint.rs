@@ -3,11 +3,19 @@
 //! `ambit-waypoint` on n1. A client's request to the `app` Service's VIP is captured by
 //! its ztunnel, carried over HBONE to the waypoint (the VIP as the destination), routed
 //! there by the VirtualService and DestinationRule, and carried over HBONE again to the
-//! chosen pod's ztunnel — which accepts it only because it comes from the waypoint.
+//! chosen pod's ztunnel — which accepts it only because it comes from the waypoint. An
+//! AuthorizationPolicy attached to the waypoint (`targetRefs`) allows GET and denies
+//! POST, and the waypoint counts requests with Istio's labels.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    io::{Read as _, Write as _},
+    net::SocketAddr,
+    time::Duration,
+};
 
-use ambit_e2e::{ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app, wait_for};
+use ambit_e2e::{
+    ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app, mesh::Metrics, wait_for,
+};
 use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
@@ -40,7 +48,7 @@ struct Cluster {
     client: Pod,
     pods: Vec<Pod>,
     waypoint: ChildGuard,
-    _waypoint_pod: Pod,
+    waypoint_pod: Pod,
     _processes: Vec<ChildGuard>,
 }
 
@@ -121,7 +129,7 @@ impl Cluster {
             client,
             pods,
             waypoint,
-            _waypoint_pod: waypoint_pod,
+            waypoint_pod,
             _processes: processes,
         }))
     }
@@ -147,6 +155,18 @@ impl Cluster {
             },
         )
         .with_context(|| format!("last report: {:?}\n{}", last.borrow(), self.logs()))
+    }
+
+    /// The waypoint's Prometheus text from its port 15020, read inside its pod.
+    fn waypoint_metrics(&self) -> Result<Metrics> {
+        let text = self.waypoint_pod.run_in(|| -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", 15020))?;
+            stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok(text)
+        })??;
+        Ok(Metrics(text))
     }
 
     fn logs(&self) -> String {
@@ -202,6 +222,60 @@ fn requests_to_a_service_go_through_its_waypoint_and_follow_the_routes() -> Resu
     ensure!(
         v1 + v2 == 2_000 && (900..=1_100).contains(&v1),
         "expected 1,000 ± 100 of 2,000 on each of v1 and v2: {report:?}"
+    );
+
+    // L7 policy at the waypoint: GET allowed, POST denied with Istio's 403.
+    cluster.net.write_manifest(
+        "authorization.yaml",
+        &json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": { "name": "get-only", "namespace": "shop" },
+            "spec": {
+                "targetRefs": [{
+                    "kind": "Gateway",
+                    "group": "gateway.networking.k8s.io",
+                    "name": "waypoint",
+                }],
+                "action": "ALLOW",
+                "rules": [{ "to": [{ "operation": { "methods": ["GET"] } }] }],
+            },
+        }),
+    )?;
+    wait_for(
+        "POST to be denied by the waypoint",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            let report = app::http_request(&cluster.client, "POST", vip, 1, None)?;
+            Ok(report.statuses.contains_key("403").then_some(()))
+        },
+    )
+    .with_context(|| cluster.logs())?;
+    let get = app::http_get(&cluster.client, vip, 10, None)?;
+    ensure!(
+        get.statuses.get("200") == Some(&10),
+        "GET stays allowed: {get:?}"
+    );
+    let metrics = cluster.waypoint_metrics()?;
+    let requests = |code: &str| {
+        metrics.sum(
+            "istio_requests_total",
+            &[
+                ("reporter", "waypoint"),
+                ("response_code", code),
+                ("destination_service", "app.shop.svc.cluster.local"),
+                ("connection_security_policy", "mutual_tls"),
+                (
+                    "source_principal",
+                    "spiffe://cluster.local/ns/shop/sa/default",
+                ),
+            ],
+        )
+    };
+    ensure!(
+        requests("200") >= 2_000.0 && requests("403") >= 1.0,
+        "the waypoint should count the requests it answered, with Istio's labels:\n{}",
+        metrics.0
     );
 
     // The pods behind the waypoint take mesh traffic only from it.

@@ -76,9 +76,10 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| e.to_string())?;
             push_engine.update(&config).map_err(|e| e.to_string())?;
             let summary = format!(
-                "{} services, {} routes",
+                "{} services, {} routes, {} policies",
                 config.services.len(),
-                config.virtual_services.len() + config.destination_rules.len()
+                config.virtual_services.len() + config.destination_rules.len(),
+                config.authorization_policies.len() + config.request_authentications.len()
             );
             *push_view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(mesh);
             Ok(summary)

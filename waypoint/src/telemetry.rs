@@ -278,8 +278,8 @@ pub struct Exchange {
     pub route: Option<String>,
     /// The cluster the request was sent to, `outbound|<port>|<subset>|<host>`.
     pub cluster: Option<String>,
-    /// The destination service's FQDN: the cluster's host, else the one the authority
-    /// names.
+    /// The destination service's FQDN: the cluster's host, else the service the client
+    /// addressed (set before routing), else the one the authority names.
     pub service: Option<String>,
     pub endpoint: Option<SocketAddr>,
     pub attempts: u32,
@@ -321,12 +321,14 @@ impl Exchange {
 
     /// Names the destination (service and workload) once the request was answered.
     pub fn finish(&mut self, table: &RouteTable) {
+        let addressed = self.service.take();
         self.service = self
             .cluster
             .as_deref()
             .and_then(|cluster| cluster.rsplit('|').next())
-            .or_else(|| table.service(&self.authority))
-            .map(str::to_owned);
+            .map(str::to_owned)
+            .or(addressed)
+            .or_else(|| table.service(&self.authority).map(str::to_owned));
         self.destination = table.workloads().destination(self.endpoint);
     }
 }

@@ -131,6 +131,25 @@ pub fn policy(policy: &Policy) -> Option<pb::Resource> {
     ))
 }
 
+/// A policy a waypoint enforces, as a `Route` resource with its spec (the waypoint
+/// picks the ones that target it); `None` for a policy no waypoint enforces.
+#[must_use]
+pub fn waypoint_policy(policy: &Policy) -> Option<pb::Resource> {
+    let spec = policy.for_waypoints.as_ref()?;
+    Some(resource(
+        &format!("{}-l7", policy.kind.as_str().to_lowercase()),
+        &policy.namespace,
+        &policy.name,
+        Kind::Route(pb::Route {
+            kind: policy.kind.as_str().to_owned(),
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+            hosts: Vec::new(),
+            spec_json: spec.to_string(),
+        }),
+    ))
+}
+
 fn resource(kind: &str, namespace: &str, name: &str, body: Kind) -> pb::Resource {
     pb::Resource {
         key: format!("{kind}/{namespace}/{name}"),

@@ -22,9 +22,10 @@ pub struct Subscriber {
 ///   HBONE and check the peer); every service (VIPs, ports, endpoints, waypoint); every
 ///   AuthorizationPolicy and PeerAuthentication in their L4 form (ztunnel matches
 ///   selectors against its own workloads' labels);
-/// - **WAYPOINT**: every service, every mesh peer (with its labels, for subsets) and
-///   every accepted route (VirtualService, DestinationRule) — not yet narrowed to the
-///   waypoint's namespace;
+/// - **WAYPOINT**: every service, every mesh peer (with its labels, for subsets), every
+///   accepted route (VirtualService, DestinationRule) and every policy a waypoint
+///   enforces (AuthorizationPolicy with `targetRefs`, RequestAuthentication) — not yet
+///   narrowed to the waypoint's namespace;
 /// - an unspecified kind: nothing.
 #[must_use]
 pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
@@ -67,6 +68,10 @@ pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource
                 .filter_map(convert::peer)
                 .for_each(&mut add);
             mesh.routes.values().map(convert::route).for_each(&mut add);
+            mesh.policies
+                .values()
+                .filter_map(convert::waypoint_policy)
+                .for_each(&mut add);
         }
         SubscriberKind::Unspecified => {}
     }
@@ -147,5 +152,63 @@ mod tests {
         assert_eq!(peer.ips, ["10.0.1.1"]);
         assert_eq!(peer.identity, "spiffe://cluster.local/ns/shop/sa/default");
         assert_eq!(peer.node, "node-b");
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use std::path::Path;
+
+    use ambit_api::{config::resource::Kind, manifests::Manifests};
+
+    use super::*;
+    use crate::mesh::{Mesh, build};
+
+    const POLICIES: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: get-only, namespace: shop}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: l4, namespace: shop}
+spec:
+  rules: [{from: [{source: {namespaces: [shop]}}]}]
+";
+
+    #[test]
+    fn waypoint_policies_go_to_waypoints_and_l4_ones_to_ztunnels() {
+        let mut manifests = Manifests::default();
+        manifests.parse_documents(Path::new("p.yaml"), POLICIES);
+        let mesh = build(&manifests, "cluster.local", &Mesh::default()).mesh;
+        let of = |kind| {
+            let subscriber = Subscriber {
+                node: "n1".to_owned(),
+                kind,
+            };
+            select(&mesh, &subscriber)
+        };
+        let waypoint = of(SubscriberKind::Waypoint);
+        let Some(Some(Kind::Route(route))) = waypoint
+            .get("authorizationpolicy-l7/shop/get-only")
+            .map(|r| r.kind.clone())
+        else {
+            panic!(
+                "the waypoint policy should reach waypoints: {:?}",
+                waypoint.keys()
+            );
+        };
+        assert_eq!(route.kind, "AuthorizationPolicy");
+        assert!(
+            route.spec_json.contains("\"targetRefs\""),
+            "{}",
+            route.spec_json
+        );
+        assert!(!waypoint.keys().any(|k| k.contains("/shop/l4")));
+        let ztunnel = of(SubscriberKind::Ztunnel);
+        assert!(ztunnel.contains_key("authorizationpolicy/shop/l4"));
+        assert!(!ztunnel.keys().any(|k| k.contains("get-only")));
     }
 }

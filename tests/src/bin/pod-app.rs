@@ -8,7 +8,7 @@
 //! pod-app ping-pong --to ADDR --count N --size N [--timeout-ms N]   (against serve)
 //! pod-app hold      --to ADDR --hold-ms N [--timeout-ms N]             (against serve)
 //! pod-app http      --listen ADDR --name NAME            HTTP/1.1: answers NAME
-//! pod-app http-get  --to ADDR --count N [--host H] [--header K:V] [--timeout-ms N]
+//! pod-app http-get  --to ADDR --count N [--method M] [--host H] [--header K:V] [--timeout-ms N]
 //! ```
 //!
 //! `http` answers every request `200` with its `--name` as the body (keep-alive);
@@ -41,7 +41,7 @@ const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--s
 | sink --listen ADDR | bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N] \
 | ping-pong --to ADDR --count N --size N [--timeout-ms N] \
 | hold --to ADDR --hold-ms N [--timeout-ms N] | http --listen ADDR --name NAME \
-| http-get --to ADDR --count N [--host H] [--header K:V] [--timeout-ms N]";
+| http-get --to ADDR --count N [--method M] [--host H] [--header K:V] [--timeout-ms N]";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const BUFFER_BYTES: usize = 256 * 1024;
 
@@ -97,11 +97,12 @@ fn main() -> ExitCode {
             Ok(http::serve(addr, name))
         }),
         "http-get" => options.number("count").and_then(|count| {
-            let host = options.get("host").map(str::to_owned);
-            let header = options.get("header").map(str::to_owned);
-            options.client(|to, timeout| {
-                http::get(to, count, host.as_deref(), header.as_deref(), timeout)
-            })
+            let request = http::Request {
+                method: options.get("method").unwrap_or("GET").to_owned(),
+                host: options.get("host").map(str::to_owned),
+                header: options.get("header").map(str::to_owned),
+            };
+            options.client(|to, timeout| http::get(to, count, &request, timeout))
         }),
         other => Err(format!("unknown mode {other:?}")),
     };

@@ -123,6 +123,16 @@ fn compile(
                     .destination_rules
                     .push(named(key, route, "DestinationRule")?);
             }
+            Some(Kind::Route(route)) if route.kind == "AuthorizationPolicy" => {
+                config
+                    .authorization_policies
+                    .push(named(key, route, "AuthorizationPolicy")?);
+            }
+            Some(Kind::Route(route)) if route.kind == "RequestAuthentication" => {
+                config
+                    .request_authentications
+                    .push(named(key, route, "RequestAuthentication")?);
+            }
             _ => {}
         }
     }

@@ -91,6 +91,7 @@ async fn dispatch(
     // The service the client addressed, when known (HBONE), else the `Host` it named.
     let routing = downstream.service.as_deref().unwrap_or(&authority);
     let service = table.service(routing);
+    outcome.service = service.map(str::to_owned);
     let verdict = table
         .policies()
         .check(&mut parts, peer, port, &authority, service, &engine.jwks)

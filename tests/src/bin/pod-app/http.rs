@@ -47,26 +47,38 @@ fn answer_all(stream: TcpStream, name: &str) -> io::Result<()> {
     }
 }
 
-/// `count` GETs of `/` on one connection; statuses and bodies counted.
+/// What `get` sends.
+pub struct Request {
+    pub method: String,
+    pub host: Option<String>,
+    pub header: Option<String>,
+}
+
+/// `count` requests for `/` (no body) on one connection; statuses and bodies counted.
 pub fn get(
     to: SocketAddr,
     count: usize,
-    host: Option<&str>,
-    header: Option<&str>,
+    request: &Request,
     timeout: Duration,
 ) -> Result<Value, Failure> {
     let stream = dial(to, timeout)?;
     stream.set_nodelay(true).map_err(at("set TCP_NODELAY"))?;
     let mut reader = BufReader::new(stream.try_clone().map_err(at("dup socket"))?);
     let mut writer = stream;
-    let host = host.map_or_else(|| to.to_string(), str::to_owned);
-    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    let host = request.host.clone().unwrap_or_else(|| to.to_string());
+    let extra = request
+        .header
+        .as_ref()
+        .map(|h| format!("{h}\r\n"))
+        .unwrap_or_default();
+    let method = &request.method;
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut bodies: BTreeMap<String, u64> = BTreeMap::new();
     for index in 0..count {
         let step = format!("request {}", index + 1);
-        let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\n{extra}\r\n");
-        writer.write_all(request.as_bytes()).map_err(at(&step))?;
+        let head =
+            format!("{method} / HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\n{extra}\r\n");
+        writer.write_all(head.as_bytes()).map_err(at(&step))?;
         let head = read_head(&mut reader).map_err(at(&step))?;
         let status = head
             .lines()
