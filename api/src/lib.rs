@@ -7,6 +7,10 @@
 //!   (VirtualService, DestinationRule) and security objects (AuthorizationPolicy,
 //!   PeerAuthentication) as kube `CustomResource`s;
 //! - [`ip_block`]: IP addresses and CIDRs as policies write them;
+//! - [`policy_match`]: how AuthorizationPolicy fields match (string patterns, IP blocks,
+//!   negations), shared by ztunnel and the waypoint;
+//! - [`telemetry`]: how Istio's metric labels name a workload (app, version, canonical
+//!   service), shared by ztunnel and the waypoint;
 //! - [`identity`]: SPIFFE workload identities (`spiffe://td/ns/N/sa/S`);
 //! - [`enrolment`]: whether a pod belongs in the mesh, from namespace and pod labels;
 //! - [`cni`]: the request/reply protocol between the `ambit-cni` plugin and the agent;
@@ -31,8 +35,10 @@ pub mod ip_block;
 #[cfg(feature = "istio")]
 pub mod istio;
 pub mod manifests;
+pub mod policy_match;
 #[cfg(feature = "config")]
 pub mod subscribe;
+pub mod telemetry;
 
 /// The agent ↔ ztunnel pod hand-off protocol (`proto/handoff.proto`).
 pub mod handoff {

@@ -48,7 +48,7 @@ pub use ambit_api::identity::{Identity, IdentityError};
 pub use client::{ClientError, Connection};
 pub use identity::CertificateIdentityError;
 pub use pool::{Pool, PoolKey};
-pub use server::{ConnectRequest, Refusal, ServerError, serve};
+pub use server::{ConnectRequest, Refusal, ServerError, accept_loop, serve};
 pub use stream::{RelayError, Transferred, Tunnel};
 pub use tls::{TlsError, WorkloadCertificate};
 

@@ -61,6 +61,38 @@ impl Refusal {
     }
 }
 
+/// Accepts connections on `listener` forever, each served by `serve` on its own task
+/// under an `hbone_in` span naming the peer (IPv4-mapped addresses as IPv4); a failed
+/// connection is logged with its error.
+pub async fn accept_loop<S, F, E>(listener: tokio::net::TcpListener, serve: S)
+where
+    S: Fn(tokio::net::TcpStream, SocketAddr) -> F,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    use tracing::Instrument as _;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                let connection = serve(stream, peer);
+                tokio::spawn(
+                    async move {
+                        if let Err(error) = connection.await {
+                            warn!(%error, "HBONE connection failed");
+                        }
+                    }
+                    .instrument(tracing::info_span!("hbone_in", %peer)),
+                );
+            }
+            Err(error) => {
+                warn!(%error, "HBONE accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 /// Serves HBONE on one connection whose TLS handshake (and client identity, `peer`) is
 /// done, until the client closes it and every stream has finished. Each stream runs on
 /// its own task.

@@ -15,16 +15,15 @@
 //!
 //! # Layout
 //! - this file: [`Policies`] (compiled from a [`Config`]), [`Verdict`], [`PolicyError`];
-//! - [`pattern`]: Istio's string patterns and IP blocks;
+//! - string patterns and IP blocks: [`ambit_api::policy_match`] (shared with ztunnel);
 //! - [`authz`]: `AuthorizationPolicy` (ALLOW, DENY, AUDIT; CUSTOM is refused);
 //! - [`jwt`]: `RequestAuthentication`; [`jwks`]: its key sets, inline or fetched.
 
 pub mod authz;
 pub mod jwks;
 pub mod jwt;
-pub mod pattern;
 
-use ambit_api::{ip_block::IpBlockError, istio::authorization_policy::PolicyTargetReference};
+use ambit_api::{istio::authorization_policy::PolicyTargetReference, policy_match::BlocksError};
 use http::request::Parts;
 use thiserror::Error;
 
@@ -46,12 +45,8 @@ pub enum PolicyError {
         "`action: CUSTOM` needs an external authorizer, which the waypoint does not support: use ALLOW, DENY or AUDIT"
     )]
     Custom,
-    #[error("`{field}`: {source}")]
-    IpBlock {
-        field: String,
-        #[source]
-        source: IpBlockError,
-    },
+    #[error(transparent)]
+    IpBlock(#[from] BlocksError),
     #[error("`{field}: {value}` is not a port: use a number from 1 to 65535")]
     Port { field: String, value: String },
     #[error("`{field}`: unknown key `{key}`: use one of {known}", known = ambit_api::istio::authorization_policy::ConditionKey::DOCUMENTED)]

@@ -22,6 +22,7 @@ use std::{
     time::Instant,
 };
 
+pub use ambit_api::telemetry::{Party, UNKNOWN};
 use http::{HeaderMap, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
@@ -51,58 +52,20 @@ pub const DURATION_BUCKETS_MS: [f64; 19] = [
 /// Buckets for the byte-size histograms: 1 B to 1 GB by powers of ten.
 const SIZE_BUCKETS: (f64, f64, u16) = (1.0, 10.0, 10);
 
-const UNKNOWN: &str = "unknown";
-
-/// One end of a request, as telemetry names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Party {
-    pub workload: String,
-    pub namespace: String,
-    pub principal: String,
-    pub app: String,
-    pub version: String,
-    pub canonical_service: String,
-}
-
-impl Party {
-    /// An end the waypoint knows nothing about.
-    #[must_use]
-    pub fn unknown() -> Self {
-        Self {
-            workload: UNKNOWN.to_owned(),
-            namespace: UNKNOWN.to_owned(),
-            principal: UNKNOWN.to_owned(),
-            app: UNKNOWN.to_owned(),
-            version: UNKNOWN.to_owned(),
-            canonical_service: UNKNOWN.to_owned(),
-        }
-    }
-
-    /// A workload by Istio's rules: app from `app`, version from `version`, canonical
-    /// service from `service.istio.io/canonical-name`, `app.kubernetes.io/name`, `app`,
-    /// else the workload's name.
-    fn workload(workload: &Workload, principal: Option<String>) -> Self {
-        let labels = &workload.labels;
-        let first = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
-        let name = if workload.name.is_empty() {
-            UNKNOWN
-        } else {
-            &workload.name
-        };
-        Self {
-            workload: name.to_owned(),
-            namespace: workload.namespace.clone(),
-            principal: principal.unwrap_or_else(|| UNKNOWN.to_owned()),
-            app: first(&["app"]).unwrap_or_else(|| UNKNOWN.to_owned()),
-            version: first(&["version"]).unwrap_or_else(|| UNKNOWN.to_owned()),
-            canonical_service: first(&[
-                "service.istio.io/canonical-name",
-                "app.kubernetes.io/name",
-                "app",
-            ])
-            .unwrap_or_else(|| name.to_owned()),
-        }
-    }
+/// A served workload as telemetry names it, `unknown` where it has no name or the
+/// principal is not known.
+fn party(workload: &Workload, principal: Option<String>) -> Party {
+    let name = if workload.name.is_empty() {
+        UNKNOWN
+    } else {
+        &workload.name
+    };
+    Party::workload(
+        name,
+        &workload.namespace,
+        principal.unwrap_or_else(|| UNKNOWN.to_owned()),
+        &workload.labels,
+    )
 }
 
 /// A pod as telemetry knows it: what the endpoints of the served services say.
@@ -142,7 +105,7 @@ impl Workloads {
     pub fn source(&self, peer: &Peer) -> Party {
         let principal = peer.identity.as_ref().map(ToString::to_string);
         match self.0.get(&peer.ip) {
-            Some(workload) => Party::workload(workload, principal),
+            Some(workload) => party(workload, principal),
             None => {
                 let mut party = Party::unknown();
                 if let Some(identity) = &peer.identity {
@@ -159,7 +122,7 @@ impl Workloads {
     pub fn destination(&self, endpoint: Option<SocketAddr>) -> Party {
         endpoint
             .and_then(|address| self.0.get(&address.ip().to_canonical()))
-            .map_or_else(Party::unknown, |workload| Party::workload(workload, None))
+            .map_or_else(Party::unknown, |workload| party(workload, None))
     }
 }
 

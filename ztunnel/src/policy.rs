@@ -50,7 +50,7 @@ pub enum PolicyError {
     #[error("policy {policy}: {source}")]
     IpBlock {
         policy: String,
-        source: ambit_api::ip_block::IpBlockError,
+        source: ambit_api::policy_match::BlocksError,
     },
 }
 

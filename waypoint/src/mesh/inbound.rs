@@ -14,7 +14,7 @@ use tokio::{
     io::DuplexStream,
     net::{TcpListener, TcpStream},
 };
-use tracing::{Instrument as _, debug, info_span, warn};
+use tracing::debug;
 
 use super::state::MeshView;
 use crate::proxy::{Downstream, Engine, Peer, serve_connection};
@@ -52,26 +52,10 @@ pub struct Inbound {
 
 /// Accepts HBONE connections on `listener` forever.
 pub async fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let inbound = Arc::clone(&inbound);
-                let span = info_span!("hbone_in", %peer);
-                tokio::spawn(
-                    async move {
-                        if let Err(error) = serve(stream, peer, inbound).await {
-                            warn!(%error, "HBONE connection failed");
-                        }
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(error) => {
-                warn!(%error, "HBONE accept failed");
-                tokio::task::yield_now().await;
-            }
-        }
-    }
+    ambit_hbone::accept_loop(listener, |stream, peer| {
+        serve(stream, peer, Arc::clone(&inbound))
+    })
+    .await;
 }
 
 async fn serve(

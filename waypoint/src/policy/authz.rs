@@ -9,17 +9,18 @@
 //! `remoteIpBlocks` and `remote.ip` read the peer's address, as Istio does without
 //! trusted proxies (no `X-Forwarded-For`).
 
-use ambit_api::istio::{
-    AuthorizationPolicySpec,
-    authorization_policy::{Action, Condition, ConditionKey, Operation, Rule as RuleSpec, Source},
+use ambit_api::{
+    istio::{
+        AuthorizationPolicySpec,
+        authorization_policy::{
+            Action, Condition, ConditionKey, Operation, Rule as RuleSpec, Source,
+        },
+    },
+    policy_match::{Blocks, Strings},
 };
 use http::{HeaderMap, HeaderName};
 
-use super::{
-    Coverage, PolicyError, Verdict, config_error,
-    jwt::Claims,
-    pattern::{Blocks, Strings},
-};
+use super::{Coverage, PolicyError, Verdict, config_error, jwt::Claims};
 use crate::{
     config::{Config, Named},
     host::split_authority,

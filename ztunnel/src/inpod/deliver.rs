@@ -108,7 +108,7 @@ pub async fn deliver(
             namespace: source.identity.namespace.clone(),
             ..Party::unknown()
         },
-        Party::peer,
+        Party::from,
     ));
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     match upstream {

@@ -17,7 +17,7 @@ use std::{
 use ambit_hbone::{ConnectRequest, Refusal, TlsError, tls};
 use hyper::StatusCode;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument as _, debug, info_span, warn};
+use tracing::{debug, warn};
 
 use super::{
     PodContext,
@@ -47,27 +47,10 @@ pub enum InboundError {
 
 /// Accepts HBONE connections for one pod until the pod stops being served.
 pub async fn accept_loop(listener: TcpListener, pod: Arc<PodContext>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let pod = Arc::clone(&pod);
-                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                let span = info_span!("hbone_in", %peer);
-                tokio::spawn(
-                    async move {
-                        if let Err(error) = serve_connection(stream, peer, pod).await {
-                            warn!(%error, "HBONE connection failed");
-                        }
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(error) => {
-                warn!(%error, "HBONE accept failed");
-                tokio::task::yield_now().await;
-            }
-        }
-    }
+    ambit_hbone::accept_loop(listener, |stream, peer| {
+        serve_connection(stream, peer, Arc::clone(&pod))
+    })
+    .await;
 }
 
 async fn serve_connection(

@@ -56,7 +56,7 @@ impl Route {
     /// Sets the destination's labels and `mutual_tls`.
     pub fn label(&self, labels: &mut TcpLabels) {
         labels.connection_security_policy = "mutual_tls";
-        labels.set_destination(Party::peer(&self.peer));
+        labels.set_destination(Party::from(&self.peer));
     }
 }
 

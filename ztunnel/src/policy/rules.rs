@@ -1,5 +1,6 @@
 //! AuthorizationPolicy at L4: the pushed `Authorization` parsed once, then matched
-//! against each connection. A policy matches when any rule does; a rule when every
+//! against each connection (fields match as the waypoint's do:
+//! [`ambit_api::policy_match`]). A policy matches when any rule does; a rule when every
 //! clause does; a clause when any of its matches does; a match when every field it sets
 //! holds.
 
@@ -8,7 +9,7 @@ use std::net::IpAddr;
 use ambit_api::{
     config as pb,
     identity::Identity,
-    ip_block::{self, IpNet},
+    policy_match::{Blocks, Strings},
 };
 
 use super::{PolicyError, scope::Scope};
@@ -43,7 +44,7 @@ pub enum Action {
 }
 
 /// One AuthorizationPolicy, ready to match.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Authorization {
     /// `namespace/name`.
     pub name: String,
@@ -115,49 +116,37 @@ struct Facts<'a> {
     principal: Option<&'a str>,
 }
 
-/// Conditions on one connection; every non-empty field must hold.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Conditions on one connection; every field that is set must hold.
+#[derive(Debug, Clone)]
 struct Match {
-    principals: Vec<Pattern>,
-    not_principals: Vec<Pattern>,
-    namespaces: Vec<Pattern>,
-    not_namespaces: Vec<Pattern>,
-    source_ips: Vec<IpNet>,
-    not_source_ips: Vec<IpNet>,
-    destination_ips: Vec<IpNet>,
-    not_destination_ips: Vec<IpNet>,
+    principals: Strings,
+    namespaces: Strings,
+    source_ips: Blocks,
+    destination_ips: Blocks,
     destination_ports: Vec<u32>,
     not_destination_ports: Vec<u32>,
 }
 
 impl Match {
     fn parse(policy: &str, m: &pb::ConnectionMatch) -> Result<Self, PolicyError> {
-        let patterns = |texts: &[String]| texts.iter().map(|t| Pattern::new(t)).collect();
-        let nets = |texts: &[String]| {
-            texts
-                .iter()
-                .map(|text| {
-                    ip_block::parse(text).map_err(|source| PolicyError::IpBlock {
-                        policy: policy.to_owned(),
-                        source,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
+        let blocks = |field: &str, any: &[String], none: &[String]| {
+            Blocks::new(field, any, none).map_err(|source| PolicyError::IpBlock {
+                policy: policy.to_owned(),
+                source,
+            })
         };
         Ok(Self {
-            principals: patterns(&m.principals),
-            not_principals: patterns(&m.not_principals),
-            namespaces: patterns(&m.namespaces),
-            not_namespaces: patterns(&m.not_namespaces),
-            source_ips: nets(&m.source_ips)?,
-            not_source_ips: nets(&m.not_source_ips)?,
-            destination_ips: nets(&m.destination_ips)?,
-            not_destination_ips: nets(&m.not_destination_ips)?,
+            principals: Strings::new(&m.principals, &m.not_principals, false),
+            namespaces: Strings::new(&m.namespaces, &m.not_namespaces, false),
+            source_ips: blocks("source.ip", &m.source_ips, &m.not_source_ips)?,
+            destination_ips: blocks("destination.ip", &m.destination_ips, &m.not_destination_ips)?,
             destination_ports: m.destination_ports.clone(),
             not_destination_ports: m.not_destination_ports.clone(),
         })
     }
 
+    /// A plaintext peer has no principal or namespace: a positive list cannot hold for
+    /// it, a negative one always does.
     fn holds(&self, facts: &Facts<'_>) -> bool {
         let connection = facts.connection;
         let namespace = connection
@@ -165,58 +154,11 @@ impl Match {
             .as_ref()
             .map(|identity| identity.namespace.as_str());
         let port = u32::from(connection.destination_port);
-        // A plaintext peer has no principal or namespace: a positive list cannot hold,
-        // a negative one always does.
-        let names = |patterns: &[Pattern], value: Option<&str>| {
-            patterns.is_empty() || value.is_some_and(|v| patterns.iter().any(|p| p.matches(v)))
-        };
-        let not_names = |patterns: &[Pattern], value: Option<&str>| {
-            value.is_none_or(|v| !patterns.iter().any(|p| p.matches(v)))
-        };
-        let within =
-            |nets: &[IpNet], ip: IpAddr| nets.is_empty() || nets.iter().any(|n| n.contains(&ip));
-        let outside = |nets: &[IpNet], ip: IpAddr| !nets.iter().any(|n| n.contains(&ip));
-        names(&self.principals, facts.principal)
-            && not_names(&self.not_principals, facts.principal)
-            && names(&self.namespaces, namespace)
-            && not_names(&self.not_namespaces, namespace)
-            && within(&self.source_ips, connection.source_ip)
-            && outside(&self.not_source_ips, connection.source_ip)
-            && within(&self.destination_ips, connection.destination_ip)
-            && outside(&self.not_destination_ips, connection.destination_ip)
+        self.principals.matches(facts.principal)
+            && self.namespaces.matches(namespace)
+            && self.source_ips.matches(connection.source_ip)
+            && self.destination_ips.matches(connection.destination_ip)
             && (self.destination_ports.is_empty() || self.destination_ports.contains(&port))
             && !self.not_destination_ports.contains(&port)
-    }
-}
-
-/// Istio's policy string match: exact, `prefix*`, `*suffix`, or `*` (anything present).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    Any,
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-}
-
-impl Pattern {
-    fn new(text: &str) -> Self {
-        if text == "*" {
-            Self::Any
-        } else if let Some(prefix) = text.strip_suffix('*') {
-            Self::Prefix(prefix.to_owned())
-        } else if let Some(suffix) = text.strip_prefix('*') {
-            Self::Suffix(suffix.to_owned())
-        } else {
-            Self::Exact(text.to_owned())
-        }
-    }
-
-    fn matches(&self, value: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Exact(exact) => value == exact,
-            Self::Prefix(prefix) => value.starts_with(prefix.as_str()),
-            Self::Suffix(suffix) => value.ends_with(suffix.as_str()),
-        }
     }
 }

@@ -1,11 +1,19 @@
-//! The value sets of policy fields: Istio's string patterns (`exact`, `prefix*`,
-//! `*suffix`, `*`) and IP blocks, each with its negated twin (`paths` / `notPaths`).
+//! The value sets of AuthorizationPolicy fields, as ztunnel (L4) and the waypoint (L7)
+//! both match them: Istio's string patterns (`exact`, `prefix*`, `*suffix`, `*`) and IP
+//! blocks, each with its negated twin (`principals` / `notPrincipals`).
 
 use std::net::IpAddr;
 
-use ambit_api::ip_block::{self, IpNet};
+use crate::ip_block::{self, IpBlockError, IpNet};
 
-use super::PolicyError;
+/// An IP block field that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {source}")]
+pub struct BlocksError {
+    pub field: String,
+    #[source]
+    pub source: IpBlockError,
+}
 
 /// Istio's policy string match: exact, `prefix*`, `*suffix`, or `*` (any value, which
 /// must still be present).
@@ -90,12 +98,15 @@ pub struct Blocks {
 
 impl Blocks {
     /// Reads addresses and CIDRs; `field` names them in errors.
-    pub fn new(field: &str, any: &[String], none: &[String]) -> Result<Self, PolicyError> {
+    ///
+    /// # Errors
+    /// A text that is neither an address nor a CIDR.
+    pub fn new(field: &str, any: &[String], none: &[String]) -> Result<Self, BlocksError> {
         let read = |texts: &[String]| {
             texts
                 .iter()
                 .map(|text| {
-                    ip_block::parse(text).map_err(|source| PolicyError::IpBlock {
+                    ip_block::parse(text).map_err(|source| BlocksError {
                         field: field.to_owned(),
                         source,
                     })
@@ -160,11 +171,12 @@ mod tests {
     fn blocks_take_addresses_and_cidrs() {
         let blocks = Blocks::new("ipBlocks", &["10.0.0.0/8".into()], &["10.1.0.0/16".into()])
             .expect("valid blocks");
-        assert!(blocks.matches("10.2.3.4".parse().unwrap()));
-        assert!(!blocks.matches("10.1.3.4".parse().unwrap()));
-        assert!(!blocks.matches("192.168.0.1".parse().unwrap()));
+        let ip = |text: &str| text.parse::<IpAddr>().expect("an address");
+        assert!(blocks.matches(ip("10.2.3.4")));
+        assert!(!blocks.matches(ip("10.1.3.4")));
+        assert!(!blocks.matches(ip("192.168.0.1")));
         assert!(
-            blocks.matches("::ffff:10.2.3.4".parse().unwrap()),
+            blocks.matches(ip("::ffff:10.2.3.4")),
             "an IPv4-mapped peer is its IPv4 address"
         );
         let error = Blocks::new("ipBlocks", &["shop".into()], &[]).expect_err("not a block");

@@ -1,0 +1,71 @@
+//! How Istio's telemetry names a workload: the `source_*` / `destination_*` labels
+//! every proxy reports (ztunnel's TCP metrics, the waypoint's request metrics), with
+//! Istio's fallbacks for app, version and canonical service.
+
+use std::collections::BTreeMap;
+
+/// Istio's name for the cluster when none is configured.
+pub const CLUSTER: &str = "Kubernetes";
+/// What a label says when the proxy cannot know the value.
+pub const UNKNOWN: &str = "unknown";
+
+/// One end of a connection, as telemetry names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub workload: String,
+    pub namespace: String,
+    pub principal: String,
+    pub app: String,
+    pub version: String,
+    pub canonical_service: String,
+    pub canonical_revision: String,
+}
+
+impl Party {
+    /// An end the proxy knows nothing about (a plaintext peer).
+    #[must_use]
+    pub fn unknown() -> Self {
+        Self {
+            workload: UNKNOWN.to_owned(),
+            namespace: UNKNOWN.to_owned(),
+            principal: UNKNOWN.to_owned(),
+            app: UNKNOWN.to_owned(),
+            version: UNKNOWN.to_owned(),
+            canonical_service: UNKNOWN.to_owned(),
+            canonical_revision: UNKNOWN.to_owned(),
+        }
+    }
+
+    /// A workload with its labels, by Istio's rules: canonical service from
+    /// `service.istio.io/canonical-name`, `app.kubernetes.io/name`, `app`, else the
+    /// workload name; canonical revision from `service.istio.io/canonical-revision`,
+    /// `app.kubernetes.io/version`, `version`, else `latest`.
+    #[must_use]
+    pub fn workload(
+        name: &str,
+        namespace: &str,
+        principal: String,
+        labels: &BTreeMap<String, String>,
+    ) -> Self {
+        let first = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
+        Self {
+            workload: name.to_owned(),
+            namespace: namespace.to_owned(),
+            principal,
+            app: first(&["app"]).unwrap_or_else(|| UNKNOWN.to_owned()),
+            version: first(&["version"]).unwrap_or_else(|| UNKNOWN.to_owned()),
+            canonical_service: first(&[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ])
+            .unwrap_or_else(|| name.to_owned()),
+            canonical_revision: first(&[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ])
+            .unwrap_or_else(|| "latest".to_owned()),
+        }
+    }
+}
