@@ -77,7 +77,10 @@ impl Decisions {
                 Snapshot::Folder(manifests)
             }
             Self::Controller(state) => Snapshot::Pushed(Arc::clone(
-                &state.read().unwrap_or_else(PoisonError::into_inner).decisions,
+                &state
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .decisions,
             )),
         }
     }
