@@ -33,6 +33,7 @@
 //!   [`source::Snapshot`]s;
 //! - [`push`]: the config push — the selection rule, the protobuf conversion, the gRPC
 //!   service with its subscriber registry (sent, acked, NACKed versions);
+//! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, node-token authentication, placement-based authorization, gRPC service.
 //!
@@ -51,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod crds;
 pub mod hosts;
 pub mod input;
 pub mod mesh;

@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use ambit_controller::{
     ca::{self, CaConfig, identity::DEFAULT_TRUST_DOMAIN},
-    input, push,
+    crds, input, push,
     source::FolderSource,
     validate::{self, Severity},
 };
@@ -43,6 +43,15 @@ enum Command {
         /// The SPIFFE trust domain of the workloads' identities.
         #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
+    },
+    /// Write the CRDs of the Istio kinds Ambit reads, generated from its types.
+    Crds {
+        /// The folder to write them into (`deploy/crds`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only check the folder is up to date (exit 1 if not).
+        #[arg(long)]
+        check: bool,
     },
     /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC
     /// (plaintext for now), signing SPIFFE certificates for the workloads on each caller's
@@ -109,6 +118,17 @@ fn main() -> anyhow::Result<ExitCode> {
                 tracing::info!("stopped");
                 anyhow::Ok(ExitCode::SUCCESS)
             })
+        }
+        Command::Crds { out, check } => {
+            if check {
+                crds::check(&out)?;
+                println!("{} is up to date", out.display());
+            } else {
+                for path in crds::write(&out)? {
+                    println!("wrote {}", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::ServeCa {
             ca_dir,

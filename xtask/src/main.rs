@@ -5,7 +5,9 @@
 //! - `build-ebpf` ([`build_ebpf`]): installs what a fresh machine lacks (the nightly's
 //!   `rust-src`, bpf-linker built against the nightly's own LLVM) and builds `ebpf/`;
 //! - `test` ([`test`]): everything CI checks — fmt, clippy, the eBPF build, the tests;
-//! - `bench` ([`bench`]): the data-path benchmarks.
+//! - `bench` ([`bench`]): the data-path benchmarks;
+//! - `gen-crds`: the CRD manifests in `deploy/crds`, generated from the Rust types by
+//!   `ambit-controller crds`.
 //!
 //! xtask only orchestrates: it runs cargo, rustup and the project's binaries, and
 //! holds no logic the binaries need.
@@ -36,6 +38,8 @@ enum Command {
     Test(test::TestArgs),
     /// Run a data-path benchmark on simulated nodes (release build).
     Bench(bench::BenchArgs),
+    /// Regenerate the CRD manifests in deploy/crds from the Istio types.
+    GenCrds,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +48,18 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf => build_ebpf::run().map(drop),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::GenCrds => cmd::run(
+            std::process::Command::new("cargo")
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "ambit-controller",
+                    "--",
+                    "crds",
+                    "--out",
+                ])
+                .arg(cmd::workspace_root().join("deploy/crds")),
+        ),
     }
 }
