@@ -1,36 +1,53 @@
-//! `cargo xtask bench l4`: what mutual TLS between nodes costs.
+//! `cargo xtask bench l4`: what the mesh costs on the data path, between two nodes and
+//! on one.
 //!
 //! Two simulated nodes, the real CA and controller on node 1, the real agent and
-//! ztunnel on both. Two paths from a client pod on node 1 to a server pod on node 2,
-//! measured in the same run:
-//! - **direct**: both pods outside the mesh;
-//! - **mtls**: both enrolled — captured by eBPF, carried over HBONE (HTTP/2 CONNECT,
-//!   TLS 1.3) between the two ztunnels, delivered to the app.
+//! ztunnel on both. Four paths, measured in the same run so the ratios hold on a noisy
+//! machine:
+//! - **direct**: a plain pod on node 1 → a plain pod on node 2;
+//! - **mtls**: the same between two enrolled pods — captured by eBPF, carried over HBONE
+//!   (HTTP/2 CONNECT, TLS 1.3) between the two ztunnels; compared with direct;
+//! - **local-direct**: two plain pods on node 1;
+//! - **local-mesh**: two enrolled pods on node 1 — ztunnel's same-node fast path (no
+//!   TLS); compared with local-direct.
 //!
-//! For each: single-connection bulk throughput (1 GiB, 128 KiB writes) and 64-byte
-//! request/response latency p50/p99 (closed loop, 5,000 round trips); for the mesh also
-//! the CPU seconds both ztunnels spent per 1,000 round trips and their peak RSS. Each
-//! figure is the median of `AMBIT_BENCH_RUNS` runs (default 3).
+//! For each path: single-connection bulk throughput (1 GiB, 128 KiB writes), and the
+//! latency of 64-byte requests sent open-loop at 1,000 and 10,000 a second (5 s each,
+//! timed from when each was due, so queueing is not hidden), with the CPU seconds both
+//! ztunnels spent per 1,000 requests. Then each ztunnel's peak RSS over all runs and —
+//! measured first, before any traffic — how an idle ztunnel's RSS grows as it learns
+//! 1,000 more workloads. Each figure is the median of `AMBIT_BENCH_RUNS` runs (default
+//! 3); `AMBIT_BENCH_JSON=1` prints them as one JSON object instead of tables.
+//!
+//! # Layout
+//! - `load`: the pod-app clients (bulk, fixed rate) and what they report;
+//! - `ztunnel_stats`: CPU time and memory of a process, from /proc;
+//! - `idle`: the 1,000-workload idle step;
+//! - `table`: the figures, printed as tables or JSON.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod idle;
+mod load;
+mod table;
+mod ztunnel_stats;
 
-use std::{fs, process::Command, time::Duration};
+use std::time::Duration;
 
-use ambit_e2e::{ControlPlane, Pod, PodSpec, app, pod_app};
-use anyhow::{Context as _, Result, bail};
-use common::median;
+use ambit_e2e::{ControlPlane, MeshNode, Pod, PodSpec};
+use anyhow::{Result, bail};
+use table::{Figures, Memory, RATES, Row};
 
-const ECHO_PORT: u16 = 8080;
-const SINK_PORT: u16 = 9000;
-const PING_COUNT: u32 = 5_000;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const CLIENT_IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/client";
+const SERVER_IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/server";
 
-#[derive(Default)]
-struct Figures {
-    gbit: Vec<f64>,
-    p50: Vec<f64>,
-    p99: Vec<f64>,
-    cpu_per_1k: Vec<f64>,
+/// A client pod, a server pod, and the path this one is compared with.
+struct Path<'a> {
+    name: &'static str,
+    client: &'a Pod,
+    server: &'a Pod,
+    baseline: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,42 +61,147 @@ fn run() -> Result<()> {
     let n2 = net.add_node("n2")?;
     let control = ControlPlane::new(&net, &n1)?;
     let meshes = control.install(&net, &[&n1, &n2])?;
-    let direct_client = n1.add_pod(PodSpec::new("plain", "direct-c"))?;
-    let direct_server = n2.add_pod(PodSpec::new("plain", "direct-s"))?;
-    let mesh_client = n1.add_pod(PodSpec::new("shop", "mesh-c").service_account("client"))?;
-    let mesh_server = n2.add_pod(PodSpec::new("shop", "mesh-s").service_account("server"))?;
-    let mut servers = Vec::new();
-    for server in [&direct_server, &mesh_server] {
-        servers.push(app::serve(server, format!("0.0.0.0:{ECHO_PORT}").parse()?)?);
-        servers.push(app::sink(server, format!("0.0.0.0:{SINK_PORT}").parse()?)?);
-    }
+    let plain = |name| PodSpec::new("plain", name);
+    let enrolled = |name, account| PodSpec::new("shop", name).service_account(account);
+    let direct_client = n1.add_pod(plain("direct-c"))?;
+    let direct_server = n2.add_pod(plain("direct-s"))?;
+    let local_direct_server = n1.add_pod(plain("direct-s1"))?;
+    let mesh_client = n1.add_pod(enrolled("mesh-c", "client"))?;
+    let mesh_server = n2.add_pod(enrolled("mesh-s", "server"))?;
+    let local_mesh_server = n1.add_pod(enrolled("mesh-s1", "server"))?;
+    let paths = [
+        Path {
+            name: "direct",
+            client: &direct_client,
+            server: &direct_server,
+            baseline: 0,
+        },
+        Path {
+            name: "mtls",
+            client: &mesh_client,
+            server: &mesh_server,
+            baseline: 0,
+        },
+        Path {
+            name: "local-direct",
+            client: &direct_client,
+            server: &local_direct_server,
+            baseline: 2,
+        },
+        Path {
+            name: "local-mesh",
+            client: &mesh_client,
+            server: &local_mesh_server,
+            baseline: 2,
+        },
+    ];
+    let _servers = paths
+        .iter()
+        .map(|path| load::start_servers(path.server))
+        .collect::<Result<Vec<_>>>()?;
     // The CA reads which pods run where when it starts: after the pods.
     let _control = control.start(&net)?;
-    meshes[0].wait_certificate("spiffe://cluster.local/ns/shop/sa/client", READY_TIMEOUT)?;
-    meshes[1].wait_certificate("spiffe://cluster.local/ns/shop/sa/server", READY_TIMEOUT)?;
-    meshes[0].wait_peer(&mesh_server.ipv4().to_string(), None, READY_TIMEOUT)?;
+    meshes[0].wait_certificate(CLIENT_IDENTITY, READY_TIMEOUT)?;
+    meshes[0].wait_certificate(SERVER_IDENTITY, READY_TIMEOUT)?;
+    meshes[1].wait_certificate(SERVER_IDENTITY, READY_TIMEOUT)?;
+    for server in [&mesh_server, &local_mesh_server] {
+        meshes[0].wait_peer(
+            &server.ipv4().to_string(),
+            Some(SERVER_IDENTITY),
+            READY_TIMEOUT,
+        )?;
+    }
+    meshes[1].wait_peer(
+        &mesh_client.ipv4().to_string(),
+        Some(CLIENT_IDENTITY),
+        READY_TIMEOUT,
+    )?;
 
-    let ztunnel_pids = [meshes[0].ztunnel()?.pid(), meshes[1].ztunnel()?.pid()];
-    let (mut direct, mut mtls) = (Figures::default(), Figures::default());
+    // Before any traffic, so the ztunnels are as idle as they will ever be.
+    eprintln!("idle: {} phantom workloads", idle::PHANTOM_PODS);
+    let idle = idle::measure(&net, &meshes)?;
+    let pids = meshes
+        .iter()
+        .map(|mesh| Ok(mesh.ztunnel()?.pid()))
+        .collect::<Result<Vec<u32>>>()?;
+    for &pid in &pids {
+        ztunnel_stats::reset_peak_rss(pid)?;
+    }
+
+    let mut figures: Vec<Figures> = paths.iter().map(|_| Figures::default()).collect();
     for run in 1..=runs {
         eprintln!("run {run}/{runs}");
-        for (figures, client, server, mesh) in [
-            (&mut direct, &direct_client, &direct_server, false),
-            (&mut mtls, &mesh_client, &mesh_server, true),
-        ] {
-            figures.gbit.push(bulk(client, server)?);
-            let cpu_before = cpu_seconds(&ztunnel_pids)?;
-            let (p50, p99) = ping_pong(client, server)?;
-            let cpu = cpu_seconds(&ztunnel_pids)? - cpu_before;
-            figures.p50.push(p50);
-            figures.p99.push(p99);
-            if mesh {
-                figures
-                    .cpu_per_1k
-                    .push(cpu / f64::from(PING_COUNT) * 1_000.0);
-            }
+        // Interleaved, so drift on the machine hits every path alike.
+        for (path, figures) in paths.iter().zip(&mut figures) {
+            measure(path, &pids, figures)?;
         }
     }
+    check_paths(&meshes)?;
+    let peak_kib = pids
+        .iter()
+        .map(|&pid| ztunnel_stats::peak_rss_kib(pid))
+        .collect::<Result<Vec<_>>>()?;
+
+    let rows: Vec<Row<'_>> = paths
+        .iter()
+        .zip(&figures)
+        .map(|(path, own)| Row {
+            name: path.name,
+            figures: own,
+            baseline: &figures[path.baseline],
+        })
+        .collect();
+    let memory = Memory {
+        nodes: &[n1.name(), n2.name()],
+        peak_kib: &peak_kib,
+        idle: &idle,
+    };
+    if common::json_output() {
+        println!("{}", table::to_json(&rows, &memory, runs));
+    } else {
+        table::print_table(&rows, &memory, runs);
+    }
+    Ok(())
+}
+
+/// One run of one path: bulk, then each rate with the ztunnels' CPU time around it. A
+/// failed measurement is recorded, not retried: it is a finding.
+fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<()> {
+    match load::bulk(path.client, path.server) {
+        Ok(gbit) => figures.gbit.push(gbit),
+        Err(error) => figures.failures.push(format!("bulk: {error:#}")),
+    }
+    for (rate, at) in RATES.into_iter().zip(&mut figures.at_rate) {
+        let cpu_before = ztunnel_stats::cpu_seconds(ztunnels)?;
+        let report = match load::at_rate(path.client, path.server, rate) {
+            Ok(report) => report,
+            Err(error) => {
+                figures.failures.push(format!("{rate} req/s: {error:#}"));
+                continue;
+            }
+        };
+        let cpu = ztunnel_stats::cpu_seconds(ztunnels)? - cpu_before;
+        if report.errors > 0.0 {
+            figures.failures.push(format!(
+                "{rate} req/s: {} requests unanswered ({})",
+                report.errors,
+                report.first_error.as_deref().unwrap_or("no error given")
+            ));
+            continue;
+        }
+        at.p50_us.push(report.p50_us);
+        at.p99_us.push(report.p99_us);
+        at.p999_us.push(report.p999_us);
+        at.achieved_per_s.push(report.achieved_per_s);
+        at.send_lag_p99_us.push(report.send_lag_p99_us);
+        at.ztunnel_cpu_per_1k.push(cpu / report.answered * 1_000.0);
+    }
+    Ok(())
+}
+
+/// Fails unless the mesh paths went where the table says: over mutual TLS between the
+/// nodes, and through the same-node fast path on node 1.
+fn check_paths(meshes: &[MeshNode]) -> Result<()> {
     let hbone = meshes[1].metrics()?.sum(
         "istio_tcp_connections_opened_total",
         &[
@@ -88,99 +210,15 @@ fn run() -> Result<()> {
         ],
     );
     if hbone < 1.0 {
-        bail!(
-            "the mesh path did not go over mutual TLS: the benchmark would measure the wrong thing"
-        );
+        bail!("the mtls path did not go over mutual TLS: the benchmark measured the wrong thing");
     }
-    let rss: Vec<String> = ztunnel_pids
-        .iter()
-        .map(|pid| peak_rss_mib(*pid).map(|mib| format!("{mib:.1} MiB")))
-        .collect::<Result<_>>()?;
-
-    let ratio = |a: &[f64], b: &[f64]| median(a) / median(b);
-    println!("\nl4 benchmark: pod on node 1 -> pod on node 2, median of {runs} runs");
-    println!(
-        "{:<8} {:>20} {:>18} {:>18}",
-        "path", "bulk Gbit/s", "p50 µs", "p99 µs"
-    );
-    for (name, figures) in [("direct", &direct), ("mtls", &mtls)] {
-        println!(
-            "{name:<8} {:>10.2} ({:>5.2}x) {:>8.0} ({:>5.2}x) {:>8.0} ({:>5.2}x)",
-            median(&figures.gbit),
-            ratio(&figures.gbit, &direct.gbit),
-            median(&figures.p50),
-            ratio(&figures.p50, &direct.p50),
-            median(&figures.p99),
-            ratio(&figures.p99, &direct.p99),
-        );
-    }
-    println!(
-        "mtls: both ztunnels together {:.3} CPU s per 1,000 round trips; peak RSS n1 {}, n2 {}",
-        median(&mtls.cpu_per_1k),
-        rss[0],
-        rss[1]
-    );
-    println!("(ratios are to direct, measured in the same run; latency is closed-loop)");
+    meshes[0]
+        .ztunnel()?
+        .wait_for_log("same_node=true", Duration::from_secs(1))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "node 1's ztunnel logged no same-node connection: local-mesh measured the wrong thing"
+            )
+        })?;
     Ok(())
-}
-
-fn bulk(client: &Pod, server: &Pod) -> Result<f64> {
-    let child = app::bulk_send(client, server.addr_v4(SINK_PORT), 1 << 30, 128 * 1024)?;
-    common::report(client.name(), child)?["gbit_per_s"]
-        .as_f64()
-        .context("gbit_per_s")
-}
-
-fn ping_pong(client: &Pod, server: &Pod) -> Result<(f64, f64)> {
-    let to = server.addr_v4(ECHO_PORT).to_string();
-    let count = PING_COUNT.to_string();
-    let child = client.spawn(Command::new(pod_app()).args([
-        "ping-pong",
-        "--to",
-        &to,
-        "--count",
-        &count,
-        "--size",
-        "64",
-    ]))?;
-    let report = common::report(client.name(), child)?;
-    Ok((
-        report["p50_us"].as_f64().context("p50_us")?,
-        report["p99_us"].as_f64().context("p99_us")?,
-    ))
-}
-
-/// User + system CPU seconds of the processes, from `/proc/<pid>/stat`.
-fn cpu_seconds(pids: &[u32]) -> Result<f64> {
-    // USER_HZ, the unit of /proc/<pid>/stat times, is 100 on Linux.
-    const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-    let mut ticks = 0u64;
-    for pid in pids {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) start after ") ".
-        let after = stat
-            .rsplit_once(") ")
-            .context("malformed /proc/pid/stat")?
-            .1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-        ticks += fields.get(11).context("utime")?.parse::<u64>()?;
-        ticks += fields.get(12).context("stime")?.parse::<u64>()?;
-    }
-    #[expect(clippy::cast_precision_loss, reason = "a CPU-time figure")]
-    Ok(ticks as f64 / CLOCK_TICKS_PER_SEC)
-}
-
-/// Peak resident set size (`VmHWM`) in MiB.
-fn peak_rss_mib(pid: u32) -> Result<f64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .context("VmHWM")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib / 1024.0)
 }
