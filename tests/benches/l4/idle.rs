@@ -47,21 +47,27 @@ pub fn measure(net: &TestNet, meshes: &[MeshNode]) -> Result<IdleRss> {
         .map(|&pid| settled_rss_kib(pid))
         .collect::<Result<_>>()?;
     let files = write_phantoms(net)?;
-    for (mesh, &(peers, services)) in meshes.iter().zip(&known) {
-        let want = (
-            peers + usize::from(PHANTOM_PODS),
-            services + usize::from(PHANTOM_SERVICES),
-        );
-        wait_for(
-            &format!("{} to hold {want:?} peers and services", mesh.node().name()),
-            LEARN_TIMEOUT,
-            || directory_size(mesh).map(|have| (have == want).then_some(())),
-        )?;
+    for (mesh, &(peers, _)) in meshes.iter().zip(&known) {
+        wait_applied_peers(mesh, peers + usize::from(PHANTOM_PODS))?;
     }
     let after_kib = pids
         .iter()
         .map(|&pid| settled_rss_kib(pid))
         .collect::<Result<_>>()?;
+    // Only now the config dump (serialising 1,000 peers grows the RSS being measured).
+    for (mesh, &(peers, services)) in meshes.iter().zip(&known) {
+        let want = (
+            peers + usize::from(PHANTOM_PODS),
+            services + usize::from(PHANTOM_SERVICES),
+        );
+        let have = directory_size(mesh)?;
+        if have != want {
+            bail!(
+                "{} holds {have:?} peers and services, expected {want:?}",
+                mesh.node().name()
+            );
+        }
+    }
     for file in &files {
         net.remove_manifest(file)?;
     }
@@ -78,15 +84,10 @@ pub fn measure(net: &TestNet, meshes: &[MeshNode]) -> Result<IdleRss> {
     })
 }
 
-/// Writes the phantom pods and Services; returns their manifests' file names.
+/// Writes the Services, then the phantom pods (so the update that completes the pods
+/// also brings the Services' endpoints); returns their manifests' file names.
 fn write_phantoms(net: &TestNet) -> Result<Vec<String>> {
     let mut files = Vec::new();
-    for i in 0..PHANTOM_PODS {
-        let spec = PodSpec::new(NAMESPACE, &format!("idle-{i}"))
-            .service_account(SERVICE_ACCOUNT)
-            .label("app", &service_name(i % PHANTOM_SERVICES));
-        files.push(net.write_phantom_pod(&spec, PHANTOM_NODE, i)?.1);
-    }
     for k in 0..PHANTOM_SERVICES {
         let name = service_name(k);
         let file = format!("service-{NAMESPACE}-{name}.yaml");
@@ -106,11 +107,33 @@ fn write_phantoms(net: &TestNet) -> Result<Vec<String>> {
         )?;
         files.push(file);
     }
+    for i in 0..PHANTOM_PODS {
+        let spec = PodSpec::new(NAMESPACE, &format!("idle-{i}"))
+            .service_account(SERVICE_ACCOUNT)
+            .label("app", &service_name(i % PHANTOM_SERVICES));
+        files.push(net.write_phantom_pod(&spec, PHANTOM_NODE, i)?.1);
+    }
     Ok(files)
 }
 
 fn service_name(k: u16) -> String {
     format!("idle-svc-{k}")
+}
+
+/// Waits until ztunnel logs that it applied a config holding `peers` peers — from its
+/// log, not its config dump, which would allocate what is being measured.
+fn wait_applied_peers(mesh: &MeshNode, peers: usize) -> Result<()> {
+    let logged_peers = |line: &str| -> Option<usize> {
+        let (_, rest) = line.split_once("applied config")?.1.split_once("peers=")?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    mesh.ztunnel()?
+        .wait_for_log_line(LEARN_TIMEOUT, |line| logged_peers(line) == Some(peers))
+        .with_context(|| format!("{} to apply a config of {peers} peers", mesh.node().name()))?;
+    Ok(())
 }
 
 /// How many peers and services the ztunnel's directory holds.
