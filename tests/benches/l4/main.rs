@@ -21,7 +21,7 @@
 //!
 //! # Layout
 //! - `load`: the pod-app clients (bulk, fixed rate) and what they report;
-//! - `ztunnel_stats`: CPU time and memory of a process, from /proc;
+//! - `proc_stats`: CPU time and memory of a process, the machine's load, from /proc;
 //! - `idle`: the 1,000-workload idle step;
 //! - `table`: the figures, printed as tables or JSON.
 
@@ -29,14 +29,14 @@
 mod common;
 mod idle;
 mod load;
+mod proc_stats;
 mod table;
-mod ztunnel_stats;
 
 use std::time::Duration;
 
 use ambit_e2e::{ControlPlane, MeshNode, Pod, PodSpec};
 use anyhow::{Result, bail};
-use table::{Figures, Memory, RATES, Row};
+use table::{Conditions, Figures, Memory, RATES, Row};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const CLIENT_IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/client";
@@ -125,7 +125,7 @@ fn run() -> Result<()> {
         .map(|mesh| Ok(mesh.ztunnel()?.pid()))
         .collect::<Result<Vec<u32>>>()?;
     for &pid in &pids {
-        ztunnel_stats::reset_peak_rss(pid)?;
+        proc_stats::reset_peak_rss(pid)?;
     }
 
     let mut figures: Vec<Figures> = paths.iter().map(|_| Figures::default()).collect();
@@ -139,9 +139,15 @@ fn run() -> Result<()> {
     check_paths(&meshes)?;
     let peak_kib = pids
         .iter()
-        .map(|&pid| ztunnel_stats::peak_rss_kib(pid))
+        .map(|&pid| proc_stats::peak_rss_kib(pid))
         .collect::<Result<Vec<_>>>()?;
 
+    let (load_average, cpus) = proc_stats::load_average()?;
+    let conditions = Conditions {
+        runs,
+        load_average,
+        cpus,
+    };
     let rows: Vec<Row<'_>> = paths
         .iter()
         .zip(&figures)
@@ -157,9 +163,9 @@ fn run() -> Result<()> {
         idle: &idle,
     };
     if common::json_output() {
-        println!("{}", table::to_json(&rows, &memory, runs));
+        println!("{}", table::to_json(&rows, &memory, &conditions));
     } else {
-        table::print_table(&rows, &memory, runs);
+        table::print_table(&rows, &memory, &conditions);
     }
     Ok(())
 }
@@ -172,7 +178,7 @@ fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<(
         Err(error) => figures.failures.push(format!("bulk: {error:#}")),
     }
     for (rate, at) in RATES.into_iter().zip(&mut figures.at_rate) {
-        let cpu_before = ztunnel_stats::cpu_seconds(ztunnels)?;
+        let cpu_before = proc_stats::cpu_seconds(ztunnels)?;
         let report = match load::at_rate(path.client, path.server, rate) {
             Ok(report) => report,
             Err(error) => {
@@ -180,7 +186,7 @@ fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<(
                 continue;
             }
         };
-        let cpu = ztunnel_stats::cpu_seconds(ztunnels)? - cpu_before;
+        let cpu = proc_stats::cpu_seconds(ztunnels)? - cpu_before;
         if report.errors > 0.0 {
             figures.failures.push(format!(
                 "{rate} req/s: {} requests unanswered ({})",

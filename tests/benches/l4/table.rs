@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::{
     common::median,
     idle::{IdleRss, PHANTOM_PODS, PHANTOM_SERVICES},
-    ztunnel_stats::mib,
+    proc_stats::mib,
 };
 
 /// The open-loop rates every path is measured at, in requests a second.
@@ -41,6 +41,13 @@ pub struct Row<'a> {
     pub baseline: &'a Figures,
 }
 
+/// How the runs went: how many, and how loaded the machine was at their end.
+pub struct Conditions {
+    pub runs: usize,
+    pub load_average: f64,
+    pub cpus: usize,
+}
+
 /// What the ztunnels cost in memory, in the order of the nodes.
 pub struct Memory<'a> {
     pub nodes: &'a [&'a str],
@@ -48,9 +55,15 @@ pub struct Memory<'a> {
     pub idle: &'a IdleRss,
 }
 
-pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, runs: usize) {
+pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Conditions) {
+    let Conditions {
+        runs,
+        load_average,
+        cpus,
+    } = conditions;
     println!("\nl4 benchmark: median of {runs} runs; (x) is the ratio to the direct path");
     println!("between the same nodes in the same run (local-mesh to local-direct)");
+    println!("load average at the end: {load_average:.2} on {cpus} CPUs (this benchmark included)");
     println!("\nlatency of 64-byte requests at a fixed rate (open loop, timed from when due)");
     print!("{:<13} {:>17}", "path", "bulk Gbit/s");
     for rate in RATES {
@@ -125,7 +138,7 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, runs: usize) {
 }
 
 /// The same medians as one JSON object.
-pub fn to_json(rows: &[Row<'_>], memory: &Memory<'_>, runs: usize) -> Value {
+pub fn to_json(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Conditions) -> Value {
     let paths: serde_json::Map<String, Value> = rows
         .iter()
         .map(|row| {
@@ -176,7 +189,9 @@ pub fn to_json(rows: &[Row<'_>], memory: &Memory<'_>, runs: usize) -> Value {
         .collect();
     json!({
         "benchmark": "l4",
-        "runs": runs,
+        "runs": conditions.runs,
+        "load_average": conditions.load_average,
+        "cpus": conditions.cpus,
         "paths": paths,
         "ztunnels": ztunnels,
         "phantom_pods": PHANTOM_PODS,

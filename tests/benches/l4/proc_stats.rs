@@ -1,4 +1,5 @@
-//! What a process costs, from `/proc/<pid>`: CPU time and resident memory.
+//! From /proc: what a process costs (CPU time, resident memory), and how busy the
+//! machine was.
 
 use std::fs;
 
@@ -58,4 +59,17 @@ fn status_kib(pid: u32, field: &str) -> Result<u64> {
 #[expect(clippy::cast_precision_loss, reason = "a memory figure")]
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// The 1-minute load average and the number of CPUs: how much else competed with the
+/// benchmark (which counts itself).
+pub fn load_average() -> Result<(f64, usize)> {
+    let text = fs::read_to_string("/proc/loadavg")?;
+    let one_minute = text
+        .split_whitespace()
+        .next()
+        .context("empty /proc/loadavg")?
+        .parse()?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    Ok((one_minute, cpus))
 }
