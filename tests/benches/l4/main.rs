@@ -170,7 +170,8 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// One run of one path: bulk, then each rate with the ztunnels' CPU time around it. A
+/// One run of one path: bulk, then each rate with the ztunnels' and the machine's CPU
+/// time around it. A
 /// failed measurement is recorded, not retried: it is a finding.
 fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<()> {
     match load::bulk(path.client, path.server) {
@@ -179,6 +180,7 @@ fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<(
     }
     for (rate, at) in RATES.into_iter().zip(&mut figures.at_rate) {
         let cpu_before = proc_stats::cpu_seconds(ztunnels)?;
+        let machine_before = proc_stats::machine_cpu_ticks()?;
         let report = match load::at_rate(path.client, path.server, rate) {
             Ok(report) => report,
             Err(error) => {
@@ -187,6 +189,7 @@ fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<(
             }
         };
         let cpu = proc_stats::cpu_seconds(ztunnels)? - cpu_before;
+        let busy = proc_stats::busy_share(machine_before, proc_stats::machine_cpu_ticks()?);
         if report.errors > 0.0 {
             figures.failures.push(format!(
                 "{rate} req/s: {} requests unanswered ({})",
@@ -201,6 +204,7 @@ fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<(
         at.achieved_per_s.push(report.achieved_per_s);
         at.send_lag_p99_us.push(report.send_lag_p99_us);
         at.ztunnel_cpu_per_1k.push(cpu / report.answered * 1_000.0);
+        at.machine_busy.push(busy);
     }
     Ok(())
 }

@@ -61,6 +61,31 @@ pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// Busy and total CPU time of the whole machine so far, in ticks of all CPUs (the
+/// first line of `/proc/stat`; idle and iowait are not busy).
+pub fn machine_cpu_ticks() -> Result<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("malformed /proc/stat line {line:?}"))?;
+    let total = ticks.iter().sum();
+    // user nice system idle iowait …: fields 3 and 4 are idle and iowait.
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+/// The share of the machine's CPU time that was busy between two
+/// [`machine_cpu_ticks`] readings.
+#[expect(clippy::cast_precision_loss, reason = "a share of CPU time")]
+pub fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1);
+    after.0.saturating_sub(before.0) as f64 / total as f64
+}
+
 /// The 1-minute load average and the number of CPUs: how much else competed with the
 /// benchmark (which counts itself).
 pub fn load_average() -> Result<(f64, usize)> {

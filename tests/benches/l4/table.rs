@@ -24,6 +24,8 @@ pub struct AtRate {
     /// User + system CPU seconds of both ztunnels per 1,000 requests — which is also
     /// the vCPU both use at 1,000 requests a second.
     pub ztunnel_cpu_per_1k: Vec<f64>,
+    /// The share of the whole machine's CPU time that was busy (with anything).
+    pub machine_busy: Vec<f64>,
 }
 
 /// One path, a value per run; a failed measurement is kept as a finding.
@@ -94,11 +96,12 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Condition
     for rate in RATES {
         let k = rate / 1_000;
         print!(
-            " {:>11} {:>9} {:>10} {:>11}",
+            " {:>11} {:>9} {:>10} {:>11} {:>9}",
             format!("done/s @{k}k"),
             format!("p999 @{k}k"),
             format!("lag99 @{k}k"),
-            format!("zt CPU @{k}k")
+            format!("zt CPU @{k}k"),
+            format!("busy @{k}k")
         );
     }
     println!();
@@ -106,16 +109,18 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Condition
         print!("{:<13}", row.name);
         for at in &row.figures.at_rate {
             print!(
-                " {:>11.0} {:>9.0} {:>10.0} {:>11.4}",
+                " {:>11.0} {:>9.0} {:>10.0} {:>11.4} {:>8.0}%",
                 median(&at.achieved_per_s),
                 median(&at.p999_us),
                 median(&at.send_lag_p99_us),
-                median(&at.ztunnel_cpu_per_1k)
+                median(&at.ztunnel_cpu_per_1k),
+                median(&at.machine_busy) * 100.0
             );
         }
         println!();
     }
-    println!("(µs; lag99 is how late the client itself sent, p99: its own share of the latency)");
+    println!("(µs; lag99 is how late the client itself sent, p99: its own share of the latency;");
+    println!(" busy is the share of all CPUs busy during the step, with anything on the machine)");
     println!("\nztunnel memory");
     for (i, node) in memory.nodes.iter().enumerate() {
         let (before, after) = (memory.idle.before_kib[i], memory.idle.after_kib[i]);
@@ -155,6 +160,7 @@ pub fn to_json(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Conditions) -
                             "achieved_per_s": median(&at.achieved_per_s),
                             "send_lag_p99_us": median(&at.send_lag_p99_us),
                             "ztunnel_cpu_s_per_1k_requests": median(&at.ztunnel_cpu_per_1k),
+                            "machine_busy_share": median(&at.machine_busy),
                         }),
                     )
                 })
