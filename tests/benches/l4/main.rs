@@ -180,7 +180,7 @@ fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<(
     }
     for (rate, at) in RATES.into_iter().zip(&mut figures.at_rate) {
         let cpu_before = proc_stats::cpu_seconds(ztunnels)?;
-        let machine_before = proc_stats::machine_cpu_ticks()?;
+        let machine_before = proc_stats::uptime_and_idle()?;
         let report = match load::at_rate(path.client, path.server, rate) {
             Ok(report) => report,
             Err(error) => {
@@ -189,7 +189,11 @@ fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<(
             }
         };
         let cpu = proc_stats::cpu_seconds(ztunnels)? - cpu_before;
-        let busy = proc_stats::busy_share(machine_before, proc_stats::machine_cpu_ticks()?);
+        let busy = proc_stats::busy_share(
+            machine_before,
+            proc_stats::uptime_and_idle()?,
+            proc_stats::cpus(),
+        );
         if report.errors > 0.0 {
             figures.failures.push(format!(
                 "{rate} req/s: {} requests unanswered ({})",
