@@ -14,6 +14,8 @@ const ECHO_PORT: u16 = 8080;
 const SINK_PORT: u16 = 9000;
 const BULK_BYTES: u64 = 1 << 30;
 const BULK_WRITE_SIZE: usize = 128 * 1024;
+/// Closed-loop round trips: as many, of the same size as the open-loop requests.
+const ROUND_TRIPS: u32 = 5_000;
 /// The open-loop requests: 64 bytes, for 5 s at each rate.
 const REQUEST_SIZE: usize = 64;
 const RATE_DURATION: Duration = Duration::from_secs(5);
@@ -38,6 +40,14 @@ pub fn bulk(client: &Pod, server: &Pod) -> Result<f64> {
         BULK_WRITE_SIZE,
     )?;
     number(&common::report(client.name(), child)?, "gbit_per_s")
+}
+
+/// Closed-loop 64-byte round trips from `client` to `server`'s echo (the figure
+/// TARGETS.md's RTT is stated in): p50 and p99 in µs.
+pub fn round_trips(client: &Pod, server: &Pod) -> Result<(f64, f64)> {
+    let child = app::ping_pong(client, server.addr_v4(ECHO_PORT), ROUND_TRIPS, REQUEST_SIZE)?;
+    let report = common::report(client.name(), child)?;
+    Ok((number(&report, "p50_us")?, number(&report, "p99_us")?))
 }
 
 /// What one open-loop run reports (latencies in µs, from when each request was due).

@@ -11,8 +11,9 @@
 //! - **local-mesh**: two enrolled pods on node 1 — ztunnel's same-node fast path (no
 //!   TLS); compared with local-direct.
 //!
-//! For each path: single-connection bulk throughput (1 GiB, 128 KiB writes), and the
-//! latency of 64-byte requests sent open-loop at 1,000 and 10,000 a second (5 s each,
+//! For each path: single-connection bulk throughput (1 GiB, 128 KiB writes), 64-byte
+//! round trips in a closed loop (5,000; the RTT TARGETS.md states), and the latency of
+//! 64-byte requests sent open-loop at 1,000 and 10,000 a second (5 s each,
 //! timed from when each was due, so queueing is not hidden), with the CPU seconds both
 //! ztunnels spent per 1,000 requests. Then each ztunnel's peak RSS over all runs and —
 //! measured first, before any traffic — how an idle ztunnel's RSS grows as it learns
@@ -170,13 +171,20 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// One run of one path: bulk, then each rate with the ztunnels' and the machine's CPU
+/// One run of one path: bulk, closed-loop round trips, then each rate with the ztunnels' and the machine's CPU
 /// time around it. A
 /// failed measurement is recorded, not retried: it is a finding.
 fn measure(path: &Path<'_>, ztunnels: &[u32], figures: &mut Figures) -> Result<()> {
     match load::bulk(path.client, path.server) {
         Ok(gbit) => figures.gbit.push(gbit),
         Err(error) => figures.failures.push(format!("bulk: {error:#}")),
+    }
+    match load::round_trips(path.client, path.server) {
+        Ok((p50, p99)) => {
+            figures.rtt_p50_us.push(p50);
+            figures.rtt_p99_us.push(p99);
+        }
+        Err(error) => figures.failures.push(format!("round trips: {error:#}")),
     }
     for (rate, at) in RATES.into_iter().zip(&mut figures.at_rate) {
         let cpu_before = proc_stats::cpu_seconds(ztunnels)?;

@@ -32,6 +32,9 @@ pub struct AtRate {
 #[derive(Default)]
 pub struct Figures {
     pub gbit: Vec<f64>,
+    /// Closed-loop round trips, in µs.
+    pub rtt_p50_us: Vec<f64>,
+    pub rtt_p99_us: Vec<f64>,
     pub at_rate: [AtRate; RATES.len()],
     pub failures: Vec<String>,
 }
@@ -66,19 +69,30 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Condition
     println!("\nl4 benchmark: median of {runs} runs; (x) is the ratio to the direct path");
     println!("between the same nodes in the same run (local-mesh to local-direct)");
     println!("load average at the end: {load_average:.2} on {cpus} CPUs (this benchmark included)");
+    println!("\nbulk throughput (one connection) and 64-byte round trips (closed loop)");
+    println!(
+        "{:<13} {:>17} {:>17} {:>17}",
+        "path", "bulk Gbit/s", "rtt p50 µs", "rtt p99 µs"
+    );
+    for row in rows {
+        let (own, base) = (row.figures, row.baseline);
+        println!(
+            "{:<13} {} {} {}",
+            row.name,
+            with_ratio(&own.gbit, &base.gbit, 2),
+            with_ratio(&own.rtt_p50_us, &base.rtt_p50_us, 0),
+            with_ratio(&own.rtt_p99_us, &base.rtt_p99_us, 0),
+        );
+    }
     println!("\nlatency of 64-byte requests at a fixed rate (open loop, timed from when due)");
-    print!("{:<13} {:>17}", "path", "bulk Gbit/s");
+    print!("{:<13}", "path");
     for rate in RATES {
         let p = |what| format!("{what} @{}k", rate / 1_000);
         print!(" {:>17} {:>17}", p("p50 µs"), p("p99 µs"));
     }
     println!();
     for row in rows {
-        print!(
-            "{:<13} {}",
-            row.name,
-            with_ratio(&row.figures.gbit, &row.baseline.gbit, 2)
-        );
+        print!("{:<13}", row.name);
         for (at, base) in row.figures.at_rate.iter().zip(&row.baseline.at_rate) {
             print!(
                 " {} {}",
@@ -170,6 +184,8 @@ pub fn to_json(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Conditions) -
                 json!({
                     "bulk_gbit_per_s": median(&row.figures.gbit),
                     "bulk_ratio": median(&row.figures.gbit) / median(&row.baseline.gbit),
+                    "rtt_p50_us": median(&row.figures.rtt_p50_us),
+                    "rtt_p99_us": median(&row.figures.rtt_p99_us),
                     "rates": rates,
                     "failures": row.figures.failures,
                 }),
