@@ -24,7 +24,7 @@
 //!
 //! Servers print `listening ADDR` once bound. `serve` greets every connection with
 //! one JSON line `{"peer":…,"local":…}` (what its socket sees) and then echoes until
-//! EOF. Clients print one JSON line — `{"ok":true,…}`, or `{"ok":false,"error":…,
+//! EOF, with `TCP_NODELAY`. Clients print one JSON line — `{"ok":true,…}`, or `{"ok":false,"error":…,
 //! "error_kind":…}` and exit 1. IPv4-mapped IPv6 addresses are printed as IPv4.
 #![forbid(unsafe_code)]
 
@@ -215,6 +215,10 @@ fn serve(addr: SocketAddr, handle: fn(TcpStream) -> io::Result<()>) -> Result<Va
 }
 
 fn greet_and_echo(mut stream: TcpStream) -> io::Result<()> {
+    // As an RPC server would: with Nagle on, an echo is held back while the previous
+    // one is unacknowledged, which with pipelined requests (`rate`) means until the
+    // next request carries the ACK — a whole request interval.
+    stream.set_nodelay(true)?;
     let greeting = json!({
         "peer": canonical(stream.peer_addr()?).to_string(),
         "local": canonical(stream.local_addr()?).to_string(),
