@@ -1,4 +1,5 @@
-//! The pod-app clients the benchmark runs, and the figures they report.
+//! The pod-app clients and servers the benchmark runs (pinned: see `pinning`), and the
+//! figures they report.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use ambit_e2e::{ChildGuard, Pod, app};
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use crate::common;
+use crate::{common, pinning::Pinned};
 
 /// Where `pod-app serve` (greeting, then echo) listens in a server pod.
 const ECHO_PORT: u16 = 8080;
@@ -26,15 +27,15 @@ const PER_SEC_PER_CONNECTION: u32 = 2_500;
 /// Starts the echo and sink servers in `pod`; they stop when the guards drop.
 pub fn start_servers(pod: &Pod) -> Result<[ChildGuard; 2]> {
     Ok([
-        app::serve(pod, ([0, 0, 0, 0], ECHO_PORT).into())?,
-        app::sink(pod, ([0, 0, 0, 0], SINK_PORT).into())?,
+        app::serve(&Pinned::server(pod), ([0, 0, 0, 0], ECHO_PORT).into())?,
+        app::sink(&Pinned::server(pod), ([0, 0, 0, 0], SINK_PORT).into())?,
     ])
 }
 
 /// Single-connection bulk throughput from `client` to `server`'s sink, in Gbit/s.
 pub fn bulk(client: &Pod, server: &Pod) -> Result<f64> {
     let child = app::bulk_send(
-        client,
+        &Pinned::client(client),
         server.addr_v4(SINK_PORT),
         BULK_BYTES,
         BULK_WRITE_SIZE,
@@ -45,7 +46,12 @@ pub fn bulk(client: &Pod, server: &Pod) -> Result<f64> {
 /// Closed-loop 64-byte round trips from `client` to `server`'s echo (the figure
 /// TARGETS.md's RTT is stated in): p50 and p99 in µs.
 pub fn round_trips(client: &Pod, server: &Pod) -> Result<(f64, f64)> {
-    let child = app::ping_pong(client, server.addr_v4(ECHO_PORT), ROUND_TRIPS, REQUEST_SIZE)?;
+    let child = app::ping_pong(
+        &Pinned::client(client),
+        server.addr_v4(ECHO_PORT),
+        ROUND_TRIPS,
+        REQUEST_SIZE,
+    )?;
     let report = common::report(client.name(), child)?;
     Ok((number(&report, "p50_us")?, number(&report, "p99_us")?))
 }
@@ -71,7 +77,7 @@ pub fn at_rate(client: &Pod, server: &Pod, per_sec: u32) -> Result<RateReport> {
         size: REQUEST_SIZE,
         connections: per_sec.div_ceil(PER_SEC_PER_CONNECTION),
     };
-    let child = app::rate(client, server.addr_v4(ECHO_PORT), &load)?;
+    let child = app::rate(&Pinned::client(client), server.addr_v4(ECHO_PORT), &load)?;
     let report = common::report(client.name(), child)?;
     Ok(RateReport {
         p50_us: number(&report, "p50_us")?,

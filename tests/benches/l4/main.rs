@@ -21,7 +21,8 @@
 //! 3); `AMBIT_BENCH_JSON=1` prints them as one JSON object instead of tables.
 //!
 //! # Layout
-//! - `load`: the pod-app clients (bulk, fixed rate) and what they report;
+//! - `load`: the pod-app clients (bulk, round trips, fixed rate) and what they report;
+//! - `pinning`: clients on CPU 0, servers on CPU 1 (why: see there);
 //! - `proc_stats`: CPU time and memory of a process, the machine's load, from /proc;
 //! - `idle`: the 1,000-workload idle step;
 //! - `table`: the figures, printed as tables or JSON.
@@ -30,6 +31,7 @@
 mod common;
 mod idle;
 mod load;
+mod pinning;
 mod proc_stats;
 mod table;
 
