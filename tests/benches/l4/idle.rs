@@ -32,12 +32,9 @@ pub struct IdleRss {
 }
 
 /// Adds the phantom workloads, waits until every ztunnel holds them and its RSS has
-/// settled, and removes them again (waiting until the ztunnels forgot them).
-pub fn measure(net: &TestNet, meshes: &[MeshNode]) -> Result<IdleRss> {
-    let pids = meshes
-        .iter()
-        .map(|mesh| Ok(mesh.ztunnel()?.pid()))
-        .collect::<Result<Vec<u32>>>()?;
+/// settled, and removes them again (waiting until the ztunnels forgot them). `pids`
+/// are the meshes' ztunnels.
+pub fn measure(net: &TestNet, meshes: &[MeshNode], pids: &[u32]) -> Result<IdleRss> {
     let known = meshes
         .iter()
         .map(directory_size)

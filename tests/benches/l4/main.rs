@@ -104,29 +104,15 @@ fn run() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     // The CA reads which pods run where when it starts: after the pods.
     let _control = control.start(&net)?;
-    meshes[0].wait_certificate(CLIENT_IDENTITY, READY_TIMEOUT)?;
-    meshes[0].wait_certificate(SERVER_IDENTITY, READY_TIMEOUT)?;
-    meshes[1].wait_certificate(SERVER_IDENTITY, READY_TIMEOUT)?;
-    for server in [&mesh_server, &local_mesh_server] {
-        meshes[0].wait_peer(
-            &server.ipv4().to_string(),
-            Some(SERVER_IDENTITY),
-            READY_TIMEOUT,
-        )?;
-    }
-    meshes[1].wait_peer(
-        &mesh_client.ipv4().to_string(),
-        Some(CLIENT_IDENTITY),
-        READY_TIMEOUT,
-    )?;
+    wait_ready(&meshes, &mesh_client, [&mesh_server, &local_mesh_server])?;
 
     // Before any traffic, so the ztunnels are as idle as they will ever be.
     eprintln!("idle: {} phantom workloads", idle::PHANTOM_PODS);
-    let idle = idle::measure(&net, &meshes)?;
     let pids = meshes
         .iter()
         .map(|mesh| Ok(mesh.ztunnel()?.pid()))
         .collect::<Result<Vec<u32>>>()?;
+    let idle = idle::measure(&net, &meshes, &pids)?;
     for &pid in &pids {
         proc_stats::reset_peak_rss(pid)?;
     }
@@ -171,6 +157,26 @@ fn run() -> Result<()> {
         table::print_table(&rows, &memory, &conditions);
     }
     Ok(())
+}
+
+/// Waits until both ztunnels hold the certificates they serve with and know the mesh
+/// pods on the other end.
+fn wait_ready(meshes: &[MeshNode], client: &Pod, servers: [&Pod; 2]) -> Result<()> {
+    meshes[0].wait_certificate(CLIENT_IDENTITY, READY_TIMEOUT)?;
+    meshes[0].wait_certificate(SERVER_IDENTITY, READY_TIMEOUT)?;
+    meshes[1].wait_certificate(SERVER_IDENTITY, READY_TIMEOUT)?;
+    for server in servers {
+        meshes[0].wait_peer(
+            &server.ipv4().to_string(),
+            Some(SERVER_IDENTITY),
+            READY_TIMEOUT,
+        )?;
+    }
+    meshes[1].wait_peer(
+        &client.ipv4().to_string(),
+        Some(CLIENT_IDENTITY),
+        READY_TIMEOUT,
+    )
 }
 
 /// One run of one path: bulk, closed-loop round trips, then each rate with the ztunnels' and the machine's CPU
