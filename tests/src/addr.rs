@@ -6,9 +6,12 @@
 //! | node N on the underlay   | 198.19.255.N/24   | 2001:2:0:ffff::N/64  |
 //! | pod subnet of node N     | 198.18.N.0/24     | 2001:2:0:N::/64      |
 //! | node N's pod gateway     | 198.18.N.1        | 2001:2:0:N::1        |
+//! | phantom pod I (0–4093)   | 198.19.0.0/20     | 2001:2:0:fff0::/64   |
 //!
 //! (N is written in hex in IPv6 addresses. The underlay's IPv6 subnet is pod subnet
 //! `ffff`, which no node reaches: 2001:2:ffff::/64 would lie outside 2001:2::/48.)
+//! Phantom pods exist only as manifests ([`crate::TestNet::write_phantom_pod`]):
+//! nothing answers at their addresses.
 
 use std::{
     fmt,
@@ -106,6 +109,19 @@ pub(crate) fn pod_subnet_v6(n: u8) -> Cidr {
     Cidr::new(Ipv6Addr::new(0x2001, 2, 0, u16::from(n), 0, 0, 0, 0), 64)
 }
 
+/// How many phantom pods the plan has addresses for.
+pub const MAX_PHANTOM_PODS: u16 = 4094;
+
+/// Phantom pod `i`'s addresses: 198.19.0.0/20 from .1, and 2001:2:0:fff0::/64.
+pub(crate) fn phantom_pod(i: u16) -> Result<(Ipv4Addr, Ipv6Addr)> {
+    if i >= MAX_PHANTOM_PODS {
+        bail!("the address plan has room for {MAX_PHANTOM_PODS} phantom pods, not {i}");
+    }
+    let v4 = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + u32::from(i) + 1);
+    let v6 = Ipv6Addr::new(0x2001, 2, 0, 0xfff0, 0, 0, 0, i + 1);
+    Ok((v4, v6))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +141,13 @@ mod tests {
         assert_eq!(pod_subnet_v6(16).to_string(), "2001:2:0:10::/64");
         assert!(pod_subnet_v4(3).contains("198.18.3.77".parse().unwrap()));
         assert!(!pod_subnet_v4(3).contains("198.18.4.1".parse().unwrap()));
+        let phantoms: Cidr = "198.19.0.0/20".parse().unwrap();
+        for i in [0, MAX_PHANTOM_PODS - 1] {
+            let (v4, v6) = phantom_pod(i).unwrap();
+            assert!(phantoms.contains(v4.into()), "{v4}");
+            assert!(v4 != Ipv4Addr::new(198, 19, 0, 0) && v4 != Ipv4Addr::new(198, 19, 15, 255));
+            assert!(v6_range.contains(v6.into()), "{v6}");
+        }
+        assert!(phantom_pod(MAX_PHANTOM_PODS).is_err());
     }
 }

@@ -242,3 +242,59 @@ pub fn connect_with(
     let line = done.stdout.lines().next().unwrap_or_default();
     serde_json::from_str(line).with_context(|| format!("expected one JSON report line from {done}"))
 }
+
+/// Starts `pod-app ping-pong` at `place` against a [`serve`] at `to`: `count` round
+/// trips of `size` bytes on one connection, each sent when the last came back (a
+/// closed loop), in the background; [`ChildGuard::finish`] then gives its JSON report
+/// (`p50_us`, `p99_us`, …).
+///
+/// # Errors
+/// When it cannot start.
+pub fn ping_pong(
+    place: &impl Place,
+    to: SocketAddr,
+    count: u32,
+    size: usize,
+) -> Result<ChildGuard> {
+    place.spawn(Command::new(pod_app()).args([
+        "ping-pong",
+        "--to",
+        &to.to_string(),
+        "--count",
+        &count.to_string(),
+        "--size",
+        &size.to_string(),
+    ]))
+}
+
+/// An open-loop load for [`rate`]: `per_sec` requests of `size` bytes a second for
+/// `duration`, dealt over `connections` connections.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLoad {
+    pub per_sec: u32,
+    pub duration: Duration,
+    pub size: usize,
+    pub connections: u32,
+}
+
+/// Starts `pod-app rate` at `place` against a [`serve`] at `to`, in the background;
+/// [`ChildGuard::finish`] then gives its JSON report (latency percentiles from when
+/// each request was due, the achieved rate, `errors`).
+///
+/// # Errors
+/// When it cannot start.
+pub fn rate(place: &impl Place, to: SocketAddr, load: &RateLoad) -> Result<ChildGuard> {
+    place.spawn(Command::new(pod_app()).args([
+        "rate",
+        "--to",
+        &to.to_string(),
+        "--rate",
+        &load.per_sec.to_string(),
+        "--duration-ms",
+        &load.duration.as_millis().to_string(),
+        "--size",
+        &load.size.to_string(),
+        "--connections",
+        &load.connections.to_string(),
+    ]))
+}

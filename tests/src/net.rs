@@ -5,6 +5,7 @@ use std::{
     fs,
     hash::{BuildHasher, Hasher},
     io,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
     sync::{
@@ -19,7 +20,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::{
-    cgroup,
+    PodSpec, addr, cgroup,
     cmd::ip,
     manifest,
     node::{self, Node, NodeState},
@@ -244,6 +245,31 @@ impl TestNet {
     /// When the file cannot be written.
     pub fn write_manifest(&self, file_name: &str, object: &Value) -> Result<PathBuf> {
         manifest::write(&self.config_dir(), file_name, object)
+    }
+
+    /// Writes the manifest of phantom pod `index` (see [`crate::addr`]): `Running` on
+    /// node `node_name` at its own addresses, but with no namespace, process or CNI
+    /// behind it — for what Ambit's binaries hold at scale, not for traffic (nothing
+    /// answers at its addresses, and `node_name` need not be a node of this test).
+    /// Returns the IPv4 address and the manifest's file name (for
+    /// [`TestNet::remove_manifest`]).
+    ///
+    /// # Errors
+    /// When `index` is outside the plan or the file cannot be written.
+    pub fn write_phantom_pod(
+        &self,
+        spec: &PodSpec,
+        node_name: &str,
+        index: u16,
+    ) -> Result<(Ipv4Addr, String)> {
+        let (ipv4, ipv6) = addr::phantom_pod(index)?;
+        let uid = pod::random_uuid(&self.inner);
+        let file_name = manifest::pod_file(&spec.namespace, &spec.name);
+        self.write_manifest(
+            &file_name,
+            &manifest::pod(spec, &uid, node_name, None, Some((ipv4, ipv6))),
+        )?;
+        Ok((ipv4, file_name))
     }
 
     /// Removes `file_name` from the config folder.

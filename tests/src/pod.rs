@@ -17,7 +17,7 @@ use std::{
 
 use ambit_netns::Netns;
 use anyhow::{Context as _, Result, anyhow, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     cgroup,
@@ -232,32 +232,7 @@ fn pod_object(
     state: &PodState,
     ips: Option<(Ipv4Addr, Ipv6Addr)>,
 ) -> Value {
-    let mut object = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": spec.name,
-            "namespace": spec.namespace,
-            "uid": state.uid,
-            "labels": spec.labels,
-            "annotations": spec.annotations,
-        },
-        "spec": {
-            "nodeName": node.name(),
-            "serviceAccountName": spec.service_account.as_deref().unwrap_or("default"),
-            "containers": [{ "name": "app", "image": "pod-app" }],
-        },
-        "status": { "phase": "Pending", "hostIP": node.underlay_v4().to_string() },
-    });
-    if let Some((ipv4, ipv6)) = ips {
-        object["status"] = json!({
-            "phase": "Running",
-            "hostIP": node.underlay_v4().to_string(),
-            "podIP": ipv4.to_string(),
-            "podIPs": [{ "ip": ipv4.to_string() }, { "ip": ipv6.to_string() }],
-        });
-    }
-    object
+    manifest::pod(spec, &state.uid, node.name(), Some(node.underlay_v4()), ips)
 }
 
 /// Tears the pod down: processes, CNI DEL (reverse chain), namespace, cgroup,
@@ -528,7 +503,7 @@ fn random_hex(net: &NetInner, n: usize) -> String {
 }
 
 /// A version-4-shaped UUID.
-fn random_uuid(net: &NetInner) -> String {
+pub(crate) fn random_uuid(net: &NetInner) -> String {
     let hex = random_hex(net, 32);
     format!(
         "{}-{}-4{}-a{}-{}",

@@ -62,7 +62,7 @@ pub fn run() -> anyhow::Result<PathBuf> {
             object.display()
         );
     }
-    println!("eBPF object: {}", object.display());
+    eprintln!("eBPF object: {}", object.display());
     Ok(object)
 }
 
@@ -70,7 +70,7 @@ fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
     if sysroot.join("lib/rustlib/src/rust/library/core").exists() {
         return Ok(());
     }
-    println!("installing rust-src for the {TOOLCHAIN} toolchain");
+    eprintln!("installing rust-src for the {TOOLCHAIN} toolchain");
     cmd::run(Command::new("rustup").args([
         "component",
         "add",
@@ -112,7 +112,7 @@ fn ensure_bpf_linker(llvm_lib: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&library, &link)
         .with_context(|| format!("linking {} to {}", link.display(), library.display()))?;
-    println!(
+    eprintln!(
         "building bpf-linker against {} (about 90 s)",
         library.display()
     );

@@ -10,7 +10,8 @@
 //!   `ambit-controller crds`.
 //!
 //! xtask only orchestrates: it runs cargo, rustup and the project's binaries, and
-//! holds no logic the binaries need.
+//! holds no logic the binaries need. Its own progress goes to stderr, so stdout holds
+//! only what the commands it runs print (a benchmark's table or JSON).
 
 mod bench;
 mod build_ebpf;

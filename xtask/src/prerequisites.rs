@@ -32,7 +32,7 @@ pub fn ensure() -> anyhow::Result<()> {
     }
     let missing: Vec<&str> = PACKAGES.into_iter().filter(|p| !installed(p)).collect();
     if !missing.is_empty() {
-        println!("installing Debian packages: {}", missing.join(" "));
+        eprintln!("installing Debian packages: {}", missing.join(" "));
         cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
         cmd::run(
             Command::new("apt-get")

@@ -46,6 +46,16 @@ pub fn runs() -> usize {
         .unwrap_or(3)
 }
 
+/// Whether to print JSON instead of tables: `AMBIT_BENCH_JSON=1` (set by `cargo xtask
+/// bench --json`).
+#[allow(
+    dead_code,
+    reason = "shared by every bench (each includes this module), used by those with JSON"
+)]
+pub fn json_output() -> bool {
+    std::env::var("AMBIT_BENCH_JSON").is_ok_and(|value| value == "1")
+}
+
 /// A test network with namespace `shop` labelled ambient and `plain` left alone.
 pub fn cluster(name: &str) -> Result<TestNet> {
     let Some(net) = TestNet::new(name) else {

@@ -9,6 +9,8 @@
 //! pod-app hold      --to ADDR --hold-ms N [--timeout-ms N]             (against serve)
 //! pod-app http      --listen ADDR --name NAME            HTTP/1.1: answers NAME
 //! pod-app http-get  --to ADDR --count N [--method M] [--host H] [--header K:V] [--timeout-ms N]
+//! pod-app rate      --to ADDR --rate N --duration-ms N --size N [--connections N]
+//!                   [--timeout-ms N]                                   (against serve)
 //! ```
 //!
 //! `http` answers every request `200` with its `--name` as the body (keep-alive);
@@ -19,9 +21,17 @@
 //! `hold` keeps one connection busy (a small echo every 50 ms) for `--hold-ms`, printing
 //! `held` once the first echo is back; it fails as soon as the connection breaks.
 //!
+//! `rate` is an open-loop load: `--rate` requests a second for `--duration-ms`, dealt
+//! round-robin over `--connections` (default 1) and pipelined on each, so a request is
+//! sent when it is due whatever is still in flight. Latency is measured from when a
+//! request was *due*, not when it went out: a late send or a queue in the path shows in
+//! the figures instead of slowing the load (no coordinated omission). Its report holds
+//! p50/p99/p999/max, the achieved rate, how late the sender was (`send_lag_p99_us`: the
+//! client's own share) and `errors` (requests never answered; `first_error` says why).
+//!
 //! Servers print `listening ADDR` once bound. `serve` greets every connection with
 //! one JSON line `{"peer":…,"local":…}` (what its socket sees) and then echoes until
-//! EOF. Clients print one JSON line — `{"ok":true,…}`, or `{"ok":false,"error":…,
+//! EOF, with `TCP_NODELAY`. Clients print one JSON line — `{"ok":true,…}`, or `{"ok":false,"error":…,
 //! "error_kind":…}` and exit 1. IPv4-mapped IPv6 addresses are printed as IPv4.
 #![forbid(unsafe_code)]
 
@@ -41,7 +51,8 @@ const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--s
 | sink --listen ADDR | bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N] \
 | ping-pong --to ADDR --count N --size N [--timeout-ms N] \
 | hold --to ADDR --hold-ms N [--timeout-ms N] | http --listen ADDR --name NAME \
-| http-get --to ADDR --count N [--method M] [--host H] [--header K:V] [--timeout-ms N]";
+| http-get --to ADDR --count N [--method M] [--host H] [--header K:V] [--timeout-ms N] \
+| rate --to ADDR --rate N --duration-ms N --size N [--connections N] [--timeout-ms N]";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const BUFFER_BYTES: usize = 256 * 1024;
 
@@ -60,6 +71,8 @@ fn at(step: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
 
 #[path = "pod-app/http.rs"]
 mod http;
+#[path = "pod-app/rate.rs"]
+mod rate;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -104,6 +117,8 @@ fn main() -> ExitCode {
             };
             options.client(|to, timeout| http::get(to, count, &request, timeout))
         }),
+        "rate" => rate::RateOptions::parse(&options)
+            .and_then(|load| options.client(|to, timeout| rate::rate(to, &load, timeout))),
         other => Err(format!("unknown mode {other:?}")),
     };
     match result {
@@ -221,6 +236,10 @@ fn serve(addr: SocketAddr, handle: fn(TcpStream) -> io::Result<()>) -> Result<Va
 }
 
 fn greet_and_echo(mut stream: TcpStream) -> io::Result<()> {
+    // As an RPC server would: with Nagle on, an echo is held back while the previous
+    // one is unacknowledged, which with pipelined requests (`rate`) means until the
+    // next request carries the ACK — a whole request interval.
+    stream.set_nodelay(true)?;
     let greeting = json!({
         "peer": canonical(stream.peer_addr()?).to_string(),
         "local": canonical(stream.local_addr()?).to_string(),
@@ -351,14 +370,14 @@ fn ping_pong(
     stream.set_nodelay(true).map_err(at("set TCP_NODELAY"))?;
     let mut reader = BufReader::new(stream.try_clone().map_err(at("dup socket"))?);
     read_greeting(&mut reader)?;
-    let message: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let message = pattern(size);
     let mut echo = vec![0; size];
     let mut micros = Vec::with_capacity(count);
     for _ in 0..count {
         let start = Instant::now();
         stream.write_all(&message).map_err(at("send"))?;
         reader.read_exact(&mut echo).map_err(at("read echo"))?;
-        micros.push(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        micros.push(micros_since(start));
         if echo != message {
             return Err(at("compare")(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -366,22 +385,38 @@ fn ping_pong(
             )));
         }
     }
+    let mut summary = latency_summary(&mut micros);
+    summary.insert("ok".into(), true.into());
+    summary.insert("count".into(), count.into());
+    summary.insert("size".into(), size.into());
+    Ok(Value::Object(summary))
+}
+
+/// A request of `size` bytes: a-z, repeated.
+fn pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// p50/p99/p999/mean/max of latencies in µs, as `p50_us`…; sorts them.
+fn latency_summary(micros: &mut [u64]) -> serde_json::Map<String, Value> {
     micros.sort_unstable();
-    let percentile = |p: usize| {
+    let per_mille = |p: usize| {
         micros
-            .get((micros.len() * p / 100).min(micros.len().saturating_sub(1)))
+            .get((micros.len() * p / 1000).min(micros.len().saturating_sub(1)))
             .copied()
     };
     let mean = micros.iter().sum::<u64>().checked_div(micros.len() as u64);
-    Ok(json!({
-        "ok": true,
-        "count": count,
-        "size": size,
-        "p50_us": percentile(50),
-        "p99_us": percentile(99),
+    let summary = json!({
+        "p50_us": per_mille(500),
+        "p99_us": per_mille(990),
+        "p999_us": per_mille(999),
         "mean_us": mean,
         "max_us": micros.last(),
-    }))
+    });
+    match summary {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
 }
 
 fn hold(to: SocketAddr, hold: Duration, timeout: Duration) -> Result<Value, Failure> {
@@ -405,4 +440,23 @@ fn hold(to: SocketAddr, hold: Duration, timeout: Duration) -> Result<Value, Fail
         thread::sleep(PERIOD);
     }
     Ok(json!({ "ok": true, "exchanges": exchanges }))
+}
+
+fn micros_since(instant: Instant) -> u64 {
+    u64::try_from(instant.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_sorted_latencies() {
+        let mut micros: Vec<u64> = (1..=1000).rev().collect();
+        let summary = latency_summary(&mut micros);
+        assert_eq!(summary["p50_us"], 501);
+        assert_eq!(summary["p99_us"], 991);
+        assert_eq!(summary["p999_us"], 1000);
+        assert_eq!(summary["max_us"], 1000);
+    }
 }
