@@ -28,7 +28,9 @@ impl Targets {
         if closed > 0 {
             info!(closed, "closed connections the new policy forbids");
         }
-        Ok(format!("{} peers", self.directory.len()))
+        let peers = self.directory.len();
+        info!(version = update.version, peers, "directory updated");
+        Ok(format!("{peers} peers"))
     }
 }
 

@@ -121,7 +121,10 @@ fn service_name(k: u16) -> String {
 /// log, not its config dump, which would allocate what is being measured.
 fn wait_applied_peers(mesh: &MeshNode, peers: usize) -> Result<()> {
     let logged_peers = |line: &str| -> Option<usize> {
-        let (_, rest) = line.split_once("applied config")?.1.split_once("peers=")?;
+        let (_, rest) = line
+            .split_once("directory updated")?
+            .1
+            .split_once("peers=")?;
         rest.split(|c: char| !c.is_ascii_digit())
             .next()?
             .parse()
