@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ambit_e2e::{ControlPlane, Pod, PodSpec, TestNet, app, workspace_dir};
+use ambit_e2e::{ControlPlane, Pod, PodSpec, TestNet, app, wait_for, workspace_dir};
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::json;
 
@@ -111,6 +111,7 @@ fn run(demo: &mut Demo) -> Result<()> {
     let mut nodes = Vec::new();
     let mut pods: Vec<Pod> = Vec::new();
     let control: &mut Option<ControlPlane> = &mut None;
+    let mut waypoint_pod: Option<Pod> = None;
     demo.step("two nodes start Ambit's agent and ztunnel", || {
         let source = workspace_dir().join("deploy/examples/demo");
         for entry in std::fs::read_dir(&source).with_context(|| format!("reading {}", source.display()))? {
@@ -135,12 +136,26 @@ fn run(demo: &mut Demo) -> Result<()> {
 
     demo.step("pods join the mesh by namespace label (no sidecar)", || {
         pods.push(nodes[0].node().add_pod(PodSpec::new("shop", "client"))?);
-        pods.push(nodes[0].node().add_pod(PodSpec::new("shop", "app-v1"))?);
-        pods.push(nodes[1].node().add_pod(PodSpec::new("shop", "app-v2"))?);
+        for (node, version) in [(0, "v1"), (1, "v2")] {
+            let spec = PodSpec::new("shop", &format!("app-{version}"))
+                .label("app", "app")
+                .label("version", version);
+            pods.push(nodes[node].node().add_pod(spec)?);
+        }
         pods.push(
             nodes[1]
                 .node()
                 .add_pod(PodSpec::new("legacy", "outsider"))?,
+        );
+        // The waypoint's pod (outside ambient capture) exists from the start; its
+        // Gateway and the service using it come in the last step.
+        waypoint_pod = Some(
+            nodes[0].node().add_pod(
+                PodSpec::new("shop", "waypoint-0")
+                    .service_account("waypoint")
+                    .label("gateway.networking.k8s.io/gateway-name", "waypoint")
+                    .label("istio.io/dataplane-mode", "none"),
+            )?,
         );
         let mut served = nodes[0].served_workloads()?;
         served.extend(nodes[1].served_workloads()?);
@@ -160,6 +175,8 @@ fn run(demo: &mut Demo) -> Result<()> {
     let _servers = [
         app::serve(app_v1, "[::]:8080".parse()?)?,
         app::serve(app_v2, "[::]:8080".parse()?)?,
+        app::http_serve(app_v1, "[::]:9080".parse()?, "v1")?,
+        app::http_serve(app_v2, "[::]:9080".parse()?, "v2")?,
     ];
 
     demo.step("no iptables or nftables rule anywhere", || {
@@ -296,5 +313,58 @@ fn run(demo: &mut Demo) -> Result<()> {
             ))
         },
     )?;
+
+    demo.step("PeerAuthentication STRICT turns plaintext away", || {
+        net.write_manifest("strict.yaml", &peer_authentication_strict())?;
+        let to = app_v1.addr_v4(8080);
+        wait_for("the STRICT policy to apply", READY_TIMEOUT, || -> Result<Option<()>> {
+            Ok((!app::connect_with(outsider, to, "hello", Duration::from_secs(2))?.ok).then_some(()))
+        })?;
+        app::connect(client, to)?.expect_ok()?;
+        let denied = nodes[0].metrics()?.sum(
+            "ambit_policy_denials_total",
+            &[("reason", "plaintext_refused"), ("policy", "shop/strict")],
+        );
+        net.remove_manifest("strict.yaml")?;
+        Ok(format!(
+            "legacy/outsider (no mesh identity) is refused by app-v1's ztunnel ({denied} denial(s) counted for shop/strict); client (mutual TLS) still connects"
+        ))
+    })?;
+
+    let _waypoint = demo.step_with(
+        "a waypoint applies the VirtualService: v2 for everyone, v1 for jason",
+        || {
+            let control = control.as_ref().context("control plane")?;
+            let pod = waypoint_pod.as_ref().context("the waypoint's pod")?;
+            let manifests = workspace_dir().join("deploy/examples/demo/waypoint/app.yaml");
+            std::fs::copy(&manifests, net.config_dir().join("app.yaml"))
+                .with_context(|| format!("copying {}", manifests.display()))?;
+            let waypoint = control.start_waypoint(pod, "waypoint")?;
+            let vip = "198.19.200.30:80".parse()?;
+            let everyone = wait_for("the waypoint to route", READY_TIMEOUT, || -> Result<Option<app::HttpReport>> {
+                let report = app::http_get(client, vip, 20, None)?;
+                Ok((report.bodies.get("v2") == Some(&20)).then_some(report))
+            })?;
+            let jason = app::http_get(client, vip, 20, Some("end-user: jason"))?;
+            ensure!(jason.bodies.get("v1") == Some(&20), "jason's requests: {jason:?}");
+            Ok((
+                waypoint,
+                format!(
+                    "client -> app (198.19.200.30:80) goes over HBONE to ambit-waypoint, which routes by the VirtualService: 20/20 answered by {:?}; with end-user: jason, 20/20 by {:?}",
+                    everyone.bodies.keys().collect::<Vec<_>>(),
+                    jason.bodies.keys().collect::<Vec<_>>()
+                ),
+            ))
+        },
+    )?;
     Ok(())
+}
+
+fn peer_authentication_strict() -> serde_json::Value {
+    json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": { "name": "strict", "namespace": "shop" },
+        "spec": { "mtls": { "mode": "STRICT" } },
+    })
 }
