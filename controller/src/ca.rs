@@ -12,7 +12,8 @@
 //! - [`identity`]: SPIFFE identities;
 //! - [`sign`]: CSR parsing and certificate issuance, lifetimes;
 //! - [`auth`]: caller authentication (bootstrap token files) and node authorization;
-//! - [`service`]: the gRPC service, its metrics and [`service::serve`].
+//! - [`service`]: the gRPC service, its metrics and [`service::serve`];
+//! - [`follow_placement`]: placement kept in step with the watched config folder.
 
 pub mod auth;
 pub use ambit_api::identity;
@@ -56,6 +57,23 @@ pub struct CaConfig {
     pub config_dir: PathBuf,
     /// The SPIFFE trust domain (`cluster.local` by default).
     pub trust_domain: String,
+}
+
+/// Keeps `service`'s placement in step with each version of the model, until the model
+/// source ends.
+pub async fn follow_placement(
+    mut model: crate::source::ModelSource,
+    service: CaService<TokenFiles>,
+    trust_domain: String,
+) {
+    while model.changed().await.is_ok() {
+        let placement = Placement::from_mesh(&model.borrow().mesh, &trust_domain);
+        tracing::info!(
+            nodes_with_workloads = placement.node_count(),
+            "workload placement updated"
+        );
+        service.set_placement(placement);
+    }
 }
 
 /// Reads the CA material, the tokens and the config folder, and builds the service.

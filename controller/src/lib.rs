@@ -42,12 +42,11 @@
 //! (`--kube`), so no status or Events written back; no TokenReview (the CA authenticates
 //! with bootstrap token files only, and the config push authenticates nobody: any caller
 //! may subscribe as any node); no TLS on either gRPC endpoint (plaintext); `serve` and
-//! `serve-ca` are separate processes, and the CA reads its placement once at start
-//! rather than from the watched model; the CA root is not read from a Kubernetes
-//! `cacerts` Secret. The model does not yet hold waypoints, subsets resolved to
-//! endpoints, ServiceEntries, Gateways or RequestAuthentication (those kinds are read
-//! but neither checked nor pushed), and a waypoint receives every
-//! service and route, not only its namespace's. Push counters are in memory
+//! `serve-ca` are separate processes (each watches the folder); the CA root is not read
+//! from a Kubernetes `cacerts` Secret. The model does not yet resolve subsets to
+//! endpoints or hold ServiceEntries, WorkloadEntries or HTTPRoutes (read, not checked or
+//! pushed); a Gateway API Gateway is read as a waypoint only; a waypoint receives every
+//! service, route and waypoint policy, not only its namespace's. Push counters are in memory
 //! ([`push::ConfigServer::counts`]), not yet exported as Prometheus metrics.
 #![forbid(unsafe_code)]
 

@@ -147,12 +147,20 @@ fn main() -> anyhow::Result<ExitCode> {
             let service = ca::build(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
+                // Placement follows the folder: a pod scheduled later gets its identity.
+                let source = FolderSource::start(&config.config_dir, &config.trust_domain)?;
+                tokio::spawn(ca::follow_placement(
+                    source.subscribe(),
+                    service.clone(),
+                    config.trust_domain.clone(),
+                ));
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let listen = listener.local_addr().unwrap_or(listen);
                 tracing::info!(%listen, "serving IstioCertificateService (plaintext gRPC)");
                 ca::service::serve(listener, service, shutdown_signal()).await?;
+                drop(source);
                 tracing::info!("stopped");
                 anyhow::Ok(ExitCode::SUCCESS)
             })

@@ -275,3 +275,22 @@ fn hbone_keeps_working_across_renewals() -> Result<()> {
     check_leaf(&alpha, ALPHA)?;
     check_leaf(&beta, BETA)
 }
+
+/// The CA follows the config folder: a pod scheduled after it started still gets its
+/// identity, as on a cluster where pods come and go.
+#[test]
+fn a_pod_scheduled_after_the_ca_started_gets_its_certificate() -> Result<()> {
+    let Some(net) = TestNet::new("late_pod") else {
+        return Ok(());
+    };
+    net.write_namespace("shop", [AMBIENT])?;
+    let node = net.add_node("n1")?;
+    let control = ControlPlane::new(&net, &node)?;
+    let meshes = control.install(&net, &[&node])?;
+    let _early = node.add_pod(PodSpec::new("shop", "early").service_account("alpha"))?;
+    let _control = control.start(&net)?;
+    wait_valid(&meshes[0], ALPHA, None, RENEWAL_TIMEOUT)?;
+    let _late = node.add_pod(PodSpec::new("shop", "late").service_account("beta"))?;
+    let late = wait_valid(&meshes[0], BETA, None, RENEWAL_TIMEOUT)?;
+    check_leaf(&late, BETA)
+}

@@ -17,6 +17,7 @@ use std::{
 use ambit_api::manifests::Manifests;
 
 use super::identity::Identity;
+use crate::mesh::Mesh;
 
 /// Why a caller was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,7 +166,8 @@ pub fn bearer_token(authorization: &str) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-/// Which identities run on which node, from the model's Pods.
+/// Which identities run on which node, from the model's Pods (at start from the folder,
+/// then from each version of the watched model).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placement {
     trust_domain: String,
@@ -190,6 +192,24 @@ impl Placement {
                 Err(error) => {
                     tracing::warn!(pod = %pod.metadata.name, %error, "pod names no valid identity; it gets no certificate")
                 }
+            }
+        }
+        Self {
+            trust_domain: trust_domain.to_owned(),
+            by_node,
+        }
+    }
+
+    /// The workloads of a resolved model that have a node and an identity.
+    #[must_use]
+    pub fn from_mesh(mesh: &Mesh, trust_domain: &str) -> Self {
+        let mut by_node: BTreeMap<String, BTreeSet<Identity>> = BTreeMap::new();
+        for workload in mesh.workloads.values() {
+            if let (Some(node), Some(identity)) = (&workload.node, &workload.identity) {
+                by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(identity.clone());
             }
         }
         Self {
