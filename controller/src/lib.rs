@@ -34,6 +34,7 @@
 //! - [`push`]: the config push — the selection rule, the protobuf conversion, the gRPC
 //!   service with its subscriber registry (sent, acked, NACKed versions);
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
+//! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, node-token authentication, placement-based authorization, gRPC service.
 //!
@@ -57,5 +58,6 @@ pub mod input;
 pub mod mesh;
 pub mod model;
 pub mod push;
+pub mod snapshot;
 pub mod source;
 pub mod validate;

@@ -4,9 +4,10 @@
 
 use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
+use ambit_api::config::SubscriberKind;
 use ambit_controller::{
     ca::{self, CaConfig, identity::DEFAULT_TRUST_DOMAIN},
-    crds, input, push,
+    crds, input, push, snapshot,
     source::FolderSource,
     validate::{self, Severity},
 };
@@ -41,6 +42,22 @@ enum Command {
         #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
         listen: SocketAddr,
         /// The SPIFFE trust domain of the workloads' identities.
+        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
+    /// Write what the push would send one subscriber to a file (a protobuf
+    /// `ConfigUpdate`), for `ambit-ztunnel --local-config`.
+    Snapshot {
+        #[arg(long, env = "AMBIT_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// The subscriber's node.
+        #[arg(long)]
+        node: String,
+        /// `ztunnel`, `agent` or `waypoint`.
+        #[arg(long, default_value = "ztunnel", value_parser = snapshot::kind)]
+        kind: SubscriberKind,
+        #[arg(long)]
+        out: PathBuf,
         #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
     },
@@ -118,6 +135,26 @@ fn main() -> anyhow::Result<ExitCode> {
                 tracing::info!("stopped");
                 anyhow::Ok(ExitCode::SUCCESS)
             })
+        }
+        Command::Snapshot {
+            config_dir,
+            node,
+            kind,
+            out,
+            trust_domain,
+        } => {
+            let subscriber = push::select::Subscriber { node, kind };
+            let (diagnostics, count) =
+                snapshot::write(&config_dir, &trust_domain, &subscriber, &out)?;
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            println!(
+                "wrote {count} resources for {} to {}",
+                subscriber.node,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Crds { out, check } => {
             if check {

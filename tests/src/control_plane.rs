@@ -72,6 +72,7 @@ impl ControlPlane {
             token_file,
             cert_ttl_secs: self.cert_ttl_secs,
             controller_address: Some(format!("http://{}", self.controller_address())),
+            local_config: None,
         })
     }
 
@@ -107,15 +108,23 @@ impl ControlPlane {
     /// # Errors
     /// When either does not start in time.
     pub fn start(&self, net: &TestNet) -> Result<[ChildGuard; 2]> {
-        let ca = start_ca(
+        let ca = self.start_ca(net)?;
+        let controller = start_controller(net, &self.node, self.controller_address())?;
+        Ok([ca, controller])
+    }
+
+    /// Starts the CA only (for nodes that read their config from a file).
+    ///
+    /// # Errors
+    /// When it does not start in time.
+    pub fn start_ca(&self, net: &TestNet) -> Result<ChildGuard> {
+        start_ca(
             net,
             &self.node,
             &self.ca_dir,
             &self.tokens_dir,
             self.ca_address(),
-        )?;
-        let controller = start_controller(net, &self.node, self.controller_address())?;
-        Ok([ca, controller])
+        )
     }
 
     /// The CA's folder (Istio's plug-in layout: `root-cert.pem`, `ca-key.pem`, …).

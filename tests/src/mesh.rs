@@ -45,6 +45,8 @@ pub struct CaClientOptions {
     /// node's name), for example `http://198.19.255.1:15010`; `None` keeps ztunnel on
     /// plaintext.
     pub controller_address: Option<String>,
+    /// A snapshot of the push to read instead (`--local-config`).
+    pub local_config: Option<PathBuf>,
 }
 
 /// A node running Ambit.
@@ -191,6 +193,9 @@ impl MeshNode {
                     .arg(controller)
                     .arg("--node-name")
                     .arg(self.node.name());
+            }
+            if let Some(path) = &ca.local_config {
+                command.arg("--local-config").arg(path);
             }
         }
         let ztunnel = self.node.spawn(&mut command)?;

@@ -137,6 +137,7 @@ fn ztunnel_obtains_renews_and_outlives_the_ca() -> Result<()> {
             token_file,
             cert_ttl_secs: Some(TTL_SECS),
             controller_address: None,
+            local_config: None,
         }),
     )?;
     let client = node.add_pod(PodSpec::new("shop", "client").service_account("alpha"))?;

@@ -73,6 +73,15 @@ pub struct Config {
     /// `--controller-address`).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Instead of subscribing, read this node's config from a snapshot of the push
+    /// (`ambit-controller snapshot --node NODE --kind ztunnel --out FILE`), and again
+    /// whenever the file changes: for debugging, and for running without a controller.
+    #[arg(
+        long,
+        env = "AMBIT_LOCAL_CONFIG",
+        conflicts_with = "controller_address"
+    )]
+    pub local_config: Option<PathBuf>,
 }
 
 /// Every problem with a [`Config`], reported at once.

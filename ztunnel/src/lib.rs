@@ -21,6 +21,7 @@
 //! - [`subscribe`], [`directory`]: the controller's config push, and the mesh
 //!   workloads (IP → identity, node, labels) and services (VIP → ports, endpoints) it
 //!   names;
+//! - [`local_config`]: the same config from a snapshot file (`--local-config`);
 //! - [`inpod`]: per-pod listeners, the relay, and HBONE both ways;
 //! - workload certificates (one per identity, renewed at half-life) come from
 //!   [`ambit_certs`];
@@ -31,7 +32,6 @@
 //! - [`drain`]: counting connections in flight for a graceful shutdown.
 //!
 //! # What it does not do yet
-//! - `--local-config`: the directory comes only from the controller.
 //! - Pods come from the agent, not from the push (the push gives their labels, the mesh
 //!   peers and the services). A service VIP is resolved to an endpoint by the client's
 //!   port (an even spread, not a load-balancing policy).
@@ -45,6 +45,7 @@ pub mod directory;
 pub mod drain;
 pub mod handoff;
 pub mod inpod;
+pub mod local_config;
 pub mod metrics;
 pub mod policy;
 pub mod subscribe;

@@ -10,6 +10,7 @@ use ambit_ztunnel::{
     drain::Drain,
     handoff,
     inpod::InPod,
+    local_config,
     metrics::Metrics,
     policy::Policies,
     subscribe::{self, Targets},
@@ -53,22 +54,38 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&drain),
     )
     .with_identities(config.trust_domain.clone(), certificates.clone());
-    match (&config.controller_address, &config.node_name) {
-        (Some(address), Some(node)) => {
-            let targets = Targets {
-                directory: Arc::new(Directory::new()),
-                policies: Arc::new(Policies::new()),
-            };
-            targets.policies.register(&mut registry);
-            inpod = inpod.with_policies(Arc::clone(&targets.policies));
-            if certificates.is_some() {
-                inpod = inpod.with_directory(Arc::clone(&targets.directory));
-            } else {
-                warn!("--controller-address without --ca-address: no certificates, so no HBONE");
-            }
-            tokio::spawn(subscribe::run(address.clone(), node.clone(), targets));
+    let targets = Targets {
+        directory: Arc::new(Directory::new()),
+        policies: Arc::new(Policies::new()),
+    };
+    let source = match (
+        &config.controller_address,
+        &config.node_name,
+        &config.local_config,
+    ) {
+        (Some(address), Some(node), _) => Some(tokio::spawn(subscribe::run(
+            address.clone(),
+            node.clone(),
+            targets.clone(),
+        ))),
+        (None, _, Some(path)) => Some(tokio::spawn(local_config::follow(
+            path.clone(),
+            targets.clone(),
+        ))),
+        _ => None,
+    };
+    if source.is_some() {
+        targets.policies.register(&mut registry);
+        inpod = inpod.with_policies(Arc::clone(&targets.policies));
+        if certificates.is_some() {
+            inpod = inpod.with_directory(Arc::clone(&targets.directory));
+        } else {
+            warn!("a config source without --ca-address: no certificates, so no HBONE");
         }
-        _ => info!("no --controller-address: every connection is relayed in plaintext"),
+    } else {
+        info!(
+            "no --controller-address or --local-config: every connection is relayed in plaintext"
+        );
     }
     let inpod = Arc::new(inpod);
     let state = Arc::new(AdminState {

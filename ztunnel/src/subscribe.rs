@@ -21,7 +21,7 @@ pub struct Targets {
 
 impl Targets {
     /// Applies `update` to both, or to neither.
-    fn apply(&self, update: &ConfigUpdate) -> Result<String, String> {
+    pub(crate) fn apply(&self, update: &ConfigUpdate) -> Result<String, String> {
         let staged = self.policies.stage(update).map_err(|e| e.to_string())?;
         self.directory.apply(update).map_err(|e| e.to_string())?;
         let closed = self.policies.commit(staged);
