@@ -52,28 +52,7 @@ pub async fn deliver(
     destination: SocketAddr,
 ) -> Result<Metered, DeliveryError> {
     let client = SocketAddr::new(source.ip, 0);
-    if let Some(denial) = bypassed_waypoint(&pod, source.identity) {
-        pod.policies.count(&pod.policy_workload(), &denial);
-        warn!(
-            target: "access",
-            direction = "Inbound",
-            hbone = source.hbone,
-            src = %client,
-            dst = %destination,
-            src_principal = %source.identity,
-            response_flags = "RBAC",
-            %denial,
-            "connection denied"
-        );
-        return Err(DeliveryError::Denied(denial));
-    }
-    let connection = policy::Connection {
-        source_ip: source.ip,
-        source_identity: Some(source.identity.clone()),
-        destination_ip: destination.ip(),
-        destination_port: destination.port(),
-    };
-    let admission = match pod.policies.admit(pod.policy_workload(), connection) {
+    let admission = match admit(&pod, source, destination) {
         Ok(admission) => admission,
         Err(denial) => {
             warn!(
@@ -139,6 +118,26 @@ pub async fn deliver(
             })
         }
     }
+}
+
+/// Admits the connection, or says who refused it (counted): the workload's waypoint,
+/// then L4 policy.
+fn admit(
+    pod: &PodContext,
+    source: Source<'_>,
+    destination: SocketAddr,
+) -> Result<policy::Admission, Denial> {
+    if let Some(denial) = bypassed_waypoint(pod, source.identity) {
+        pod.policies.count(&pod.policy_workload(), &denial);
+        return Err(denial);
+    }
+    let connection = policy::Connection {
+        source_ip: source.ip,
+        source_identity: Some(source.identity.clone()),
+        destination_ip: destination.ip(),
+        destination_port: destination.port(),
+    };
+    pod.policies.admit(pod.policy_workload(), connection)
 }
 
 /// A denial when `pod` serves a service that uses a waypoint and the source is not that
