@@ -1,5 +1,6 @@
 //! `cargo xtask bench <name>`: build the release binaries (agent with its eBPF object)
-//! and run a benchmark from `tests/benches/`.
+//! and run a benchmark from `tests/benches/` — or, for `controller`, the controller's
+//! in-process benchmark (no root, no eBPF).
 
 use std::process::Command;
 
@@ -14,6 +15,9 @@ pub enum Benchmark {
     /// Direct vs the mesh: mutual TLS (HBONE) between two nodes and the same-node fast
     /// path; latency at fixed rates; ztunnel CPU and memory, idle with 1,000 workloads.
     L4,
+    /// The controller with 1,000 services, 10,000 pods, 2,000 VirtualServices and 500
+    /// AuthorizationPolicies: load time, RSS, push latency and delta size to 100 ztunnels.
+    Controller,
 }
 
 #[derive(Debug, Args)]
@@ -28,9 +32,25 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.json && matches!(args.benchmark, Benchmark::Capture) {
-        anyhow::bail!("--json: the capture benchmark prints only its table");
+    if args.json && !matches!(args.benchmark, Benchmark::L4) {
+        anyhow::bail!("--json: only the l4 benchmark prints JSON");
     }
+    match args.benchmark {
+        Benchmark::Capture => simulated_nodes("capture", args),
+        Benchmark::L4 => simulated_nodes("l4", args),
+        Benchmark::Controller => cmd::run(Command::new("cargo").args([
+            "bench",
+            "--package",
+            "ambit-controller",
+            "--bench",
+            "controller",
+        ])),
+    }
+}
+
+/// A benchmark on simulated nodes: release binaries with the eBPF object, then
+/// `tests/benches/<name>`.
+fn simulated_nodes(name: &str, args: &BenchArgs) -> anyhow::Result<()> {
     prerequisites::ensure()?;
     let object = build_ebpf::run()?;
     cmd::run(
@@ -38,10 +58,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .env("AMBIT_EBPF_OBJECT", &object)
             .args(["build", "--release", "--workspace", "--bins"]),
     )?;
-    let name = match args.benchmark {
-        Benchmark::Capture => "capture",
-        Benchmark::L4 => "l4",
-    };
     cmd::run(
         Command::new("cargo")
             .env("AMBIT_EBPF_OBJECT", &object)
