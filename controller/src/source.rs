@@ -16,7 +16,10 @@ use ambit_api::manifests::{ManifestError, Manifests};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
-use crate::mesh::{self, Mesh};
+use crate::{
+    mesh::{self, Mesh},
+    push::select::SharedSelections,
+};
 
 /// How long to wait after a change for the next one before rebuilding.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -41,6 +44,20 @@ pub struct Snapshot {
     /// Starts at 1; increases with every change of [`Snapshot::mesh`].
     pub version: u64,
     pub mesh: Mesh,
+    /// What every subscriber of a kind receives, computed once for this version.
+    pub shared: SharedSelections,
+}
+
+impl Snapshot {
+    /// Version `version` of the model `mesh`.
+    #[must_use]
+    pub fn new(version: u64, mesh: Mesh) -> Self {
+        Self {
+            version,
+            mesh,
+            shared: SharedSelections::default(),
+        }
+    }
 }
 
 /// What the push server reads: the current snapshot, and a wake-up on each new one.
@@ -70,10 +87,7 @@ impl FolderSource {
             version = 1,
             "model loaded"
         );
-        let (publish, model) = watch::channel(Arc::new(Snapshot {
-            version: 1,
-            mesh: first,
-        }));
+        let (publish, model) = watch::channel(Arc::new(Snapshot::new(1, first)));
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -144,7 +158,7 @@ async fn reload_loop(
             routes = mesh.routes.len(),
             "model updated"
         );
-        publish.send_replace(Arc::new(Snapshot { version, mesh }));
+        publish.send_replace(Arc::new(Snapshot::new(version, mesh)));
     }
 }
 

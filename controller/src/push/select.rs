@@ -1,6 +1,9 @@
 //! What each subscriber receives. This is the one place that decides it.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use ambit_api::config::{Resource, SubscriberKind};
 
@@ -29,40 +32,38 @@ pub struct Subscriber {
 /// - an unspecified kind: nothing.
 #[must_use]
 pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
+    let mut out = shared(mesh, subscriber.kind);
+    out.extend(on_node(mesh, subscriber));
+    out
+}
+
+/// The part of [`select`] that is the same for every subscriber of `kind`, whatever its
+/// node (the push computes it once per model version and kind).
+#[must_use]
+pub fn shared(mesh: &Mesh, kind: SubscriberKind) -> BTreeMap<String, Resource> {
     let mut out = BTreeMap::new();
     let mut add = |resource: Resource| {
         out.insert(resource.key.clone(), resource);
     };
-    let on_node = |node: &Option<String>| node.as_deref() == Some(subscriber.node.as_str());
-    match subscriber.kind {
-        SubscriberKind::Agent => {
-            for workload in mesh.workloads.values().filter(|w| on_node(&w.node)) {
-                add(convert::workload(workload));
-            }
-        }
+    let services = || {
+        mesh.services
+            .values()
+            .map(|s| convert::service(s, &mesh.waypoints))
+    };
+    match kind {
         SubscriberKind::Ztunnel => {
-            for workload in mesh.workloads.values() {
-                if on_node(&workload.node) {
-                    add(convert::workload(workload));
-                }
-                if let Some(peer) = convert::peer(workload) {
-                    add(peer);
-                }
-            }
-            mesh.services
+            mesh.workloads
                 .values()
-                .map(|s| convert::service(s, &mesh.waypoints))
+                .filter_map(convert::peer)
                 .for_each(&mut add);
+            services().for_each(&mut add);
             mesh.policies
                 .values()
                 .filter_map(convert::policy)
                 .for_each(&mut add);
         }
         SubscriberKind::Waypoint => {
-            mesh.services
-                .values()
-                .map(|s| convert::service(s, &mesh.waypoints))
-                .for_each(&mut add);
+            services().for_each(&mut add);
             mesh.workloads
                 .values()
                 .filter_map(convert::peer)
@@ -73,9 +74,60 @@ pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource
                 .filter_map(convert::waypoint_policy)
                 .for_each(&mut add);
         }
-        SubscriberKind::Unspecified => {}
+        SubscriberKind::Agent | SubscriberKind::Unspecified => {}
     }
     out
+}
+
+/// [`shared`] for one model version, computed once per kind and shared by every
+/// subscriber of that kind (converting the mesh once, not once per node).
+#[derive(Debug, Default)]
+pub struct SharedSelections(Mutex<HashMap<i32, Arc<BTreeMap<String, Resource>>>>);
+
+impl SharedSelections {
+    /// [`shared`]`(mesh, kind)`, computed on first use.
+    pub fn get(&self, mesh: &Mesh, kind: SubscriberKind) -> Arc<BTreeMap<String, Resource>> {
+        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            cache
+                .entry(i32::from(kind))
+                .or_insert_with(|| Arc::new(shared(mesh, kind))),
+        )
+    }
+}
+
+/// A copy starts empty: it is a cache, not state.
+impl Clone for SharedSelections {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Caches never make two snapshots differ.
+impl PartialEq for SharedSelections {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The part of [`select`] that depends on the subscriber's node: the workloads on it,
+/// for its agent and its ztunnel.
+#[must_use]
+pub fn on_node(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
+    if !matches!(
+        subscriber.kind,
+        SubscriberKind::Agent | SubscriberKind::Ztunnel
+    ) {
+        return BTreeMap::new();
+    }
+    mesh.workloads
+        .values()
+        .filter(|w| w.node.as_deref() == Some(subscriber.node.as_str()))
+        .map(|w| {
+            let resource = convert::workload(w);
+            (resource.key.clone(), resource)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 
 use super::{
     PushError,
-    select::{Subscriber, select},
+    select::{Subscriber, on_node},
 };
 use crate::source::ModelSource;
 
@@ -172,7 +172,8 @@ impl ConfigService for ConfigServer {
             id,
             subscriber,
             registry: Arc::clone(&self.registry),
-            sent: BTreeMap::new(),
+            sent_shared: None,
+            sent_node: BTreeMap::new(),
             needs_full: true,
         };
         let span = tracing::info_span!(
@@ -196,8 +197,10 @@ struct Session {
     id: u64,
     subscriber: Subscriber,
     registry: Arc<Registry>,
-    /// What the subscriber was last sent.
-    sent: BTreeMap<String, Resource>,
+    /// What the subscriber was last sent: the part every subscriber of its kind gets
+    /// (shared, not copied), and its node's part.
+    sent_shared: Option<Arc<BTreeMap<String, Resource>>>,
+    sent_node: BTreeMap<String, Resource>,
     /// Whether the next update must be a full state (first update, or after a NACK).
     needs_full: bool,
 }
@@ -246,26 +249,25 @@ impl Session {
         snapshot: &crate::source::Snapshot,
         updates: &mpsc::Sender<Result<ConfigUpdate, Status>>,
     ) -> bool {
-        let selected = select(&snapshot.mesh, &self.subscriber);
+        let shared = snapshot.shared.get(&snapshot.mesh, self.subscriber.kind);
+        let node = on_node(&snapshot.mesh, &self.subscriber);
         let update = if self.needs_full {
             ConfigUpdate {
                 version: snapshot.version,
                 full: true,
-                upserted: selected.values().cloned().collect(),
+                upserted: shared.values().chain(node.values()).cloned().collect(),
                 removed: Vec::new(),
             }
         } else {
-            let upserted: Vec<_> = selected
-                .iter()
-                .filter(|(key, resource)| self.sent.get(*key) != Some(resource))
-                .map(|(_, resource)| resource.clone())
-                .collect();
-            let removed: Vec<_> = self
-                .sent
-                .keys()
-                .filter(|key| !selected.contains_key(*key))
-                .cloned()
-                .collect();
+            let (mut upserted, mut removed) = match &self.sent_shared {
+                // Same version of the shared part: nothing changed in it.
+                Some(sent) if Arc::ptr_eq(sent, &shared) => (Vec::new(), Vec::new()),
+                Some(sent) => diff(sent, &shared),
+                None => diff(&BTreeMap::new(), &shared),
+            };
+            let (node_upserted, node_removed) = diff(&self.sent_node, &node);
+            upserted.extend(node_upserted);
+            removed.extend(node_removed);
             if upserted.is_empty() && removed.is_empty() {
                 return true;
             }
@@ -287,7 +289,8 @@ impl Session {
             return false;
         }
         self.needs_full = false;
-        self.sent = selected;
+        self.sent_shared = Some(shared);
+        self.sent_node = node;
         self.registry.updates.fetch_add(1, Ordering::Relaxed);
         self.registry
             .update(self.id, |s| s.sent_version = snapshot.version);
@@ -318,6 +321,24 @@ impl Session {
             });
         });
     }
+}
+
+/// What changed from `sent` to `now`: resources to upsert, keys to remove.
+fn diff(
+    sent: &BTreeMap<String, Resource>,
+    now: &BTreeMap<String, Resource>,
+) -> (Vec<Resource>, Vec<String>) {
+    let upserted = now
+        .iter()
+        .filter(|(key, resource)| sent.get(*key) != Some(*resource))
+        .map(|(_, resource)| resource.clone())
+        .collect();
+    let removed = sent
+        .keys()
+        .filter(|key| !now.contains_key(*key))
+        .cloned()
+        .collect();
+    (upserted, removed)
 }
 
 /// Serves `server` on `listener` until `shutdown` completes; then ends every subscriber
