@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use ambit_e2e::{
-    MeshNode, MeshOptions, Pod, PodSpec, TestNet, cmd::Finished, cni::CniCommand, wait_until,
+    MeshNode, MeshOptions, Pod, PodSpec, TestNet,
+    cmd::{self, Finished},
+    cni::CniCommand,
+    wait_until,
 };
 use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
@@ -88,12 +91,31 @@ fn add_check_and_del_enrol_and_release_a_pod() -> Result<()> {
 }
 
 #[test]
-fn check_reports_a_pod_whose_namespace_left_the_mesh() -> Result<()> {
-    let Some((net, mesh)) = one_node("cni_check_mismatch")? else {
+fn check_reports_a_pod_whose_enrolment_was_lost() -> Result<()> {
+    let Some((_net, mesh)) = one_node("cni_check_mismatch")? else {
         return Ok(());
     };
     let pod = mesh.node().add_pod(PodSpec::new("shop", "app"))?;
-    net.write_namespace("shop", Vec::<(String, String)>::new())?;
+    // Take the pod out of the capture map behind the agent's back (as a lost pin would):
+    // the namespace still says ambient, so CHECK must report the mismatch. (Unlabelling
+    // the namespace instead races the agent's own reconciliation.)
+    let cookie = pod.netns()?.cookie()?;
+    let key: Vec<String> = cookie
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    let map = mesh.bpffs_dir().join("maps").join("AMBIT_ENROLLED");
+    cmd::run_with_input(
+        std::process::Command::new("bpftool")
+            .args(["map", "delete", "pinned"])
+            .arg(&map)
+            .arg("key")
+            .args(&key),
+        b"",
+        Duration::from_secs(10),
+    )?
+    .success()?;
     let stdin = serde_json::to_vec(&config(&mesh, Some(&pod.cni_result())))?;
     let error = expect_error(&invoke(&mesh, &pod, CniCommand::Check, &stdin)?, 101)?;
     ensure!(
