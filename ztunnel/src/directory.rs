@@ -110,6 +110,9 @@ struct State {
     /// By resource key (`service/<namespace>/<name>`).
     services: HashMap<String, Service>,
     by_vip: HashMap<IpAddr, String>,
+    /// Endpoint IP → the first service (by key) it belongs to, for telemetry and the
+    /// waypoint check on every connection (built once per update, not per connection).
+    by_endpoint: HashMap<IpAddr, String>,
     version: Option<u64>,
 }
 
@@ -145,14 +148,8 @@ impl Directory {
     #[must_use]
     pub fn service_of_endpoint(&self, ip: IpAddr) -> Option<Service> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let ip = ip.to_canonical();
-        let mut services: Vec<(&String, &Service)> = state
-            .services
-            .iter()
-            .filter(|(_, service)| service.endpoints.contains(&ip))
-            .collect();
-        services.sort_by_key(|(key, _)| *key);
-        services.first().map(|(_, service)| (*service).clone())
+        let key = state.by_endpoint.get(&ip.to_canonical())?;
+        state.services.get(key).cloned()
     }
 
     /// How many mesh workloads are known.
@@ -212,6 +209,14 @@ impl Directory {
             .iter()
             .flat_map(|(key, service)| service.vips.iter().map(move |vip| (*vip, key.clone())))
             .collect();
+        let mut by_endpoint: HashMap<IpAddr, String> = HashMap::new();
+        let mut keys: Vec<&String> = services.keys().collect();
+        keys.sort();
+        for key in keys {
+            for ip in &services[key].endpoints {
+                by_endpoint.entry(*ip).or_insert_with(|| key.clone());
+            }
+        }
         let mut by_ip: HashMap<IpAddr, String> = HashMap::new();
         for (key, peer) in &peers {
             for ip in &peer.ips {
@@ -234,6 +239,7 @@ impl Directory {
             by_ip,
             services,
             by_vip,
+            by_endpoint,
             version: Some(update.version),
         };
         Ok(())
