@@ -17,6 +17,7 @@
 //! # Layout
 //! - [`virtual_service`]: `VirtualService` (HTTP, TLS and TCP routes);
 //! - [`destination_rule`]: `DestinationRule` (traffic policy, subsets);
+//! - [`gateway`]: Istio's `Gateway` (an ingress gateway's ports, hosts and TLS);
 //! - [`authorization_policy`]: `AuthorizationPolicy` (who may reach what);
 //! - [`peer_authentication`]: `PeerAuthentication` (mutual TLS required or not);
 //! - [`request_authentication`]: `RequestAuthentication` (which JWTs are accepted);
@@ -28,6 +29,7 @@
 pub mod authorization_policy;
 pub mod destination_rule;
 pub mod duration;
+pub mod gateway;
 pub mod peer_authentication;
 pub mod request_authentication;
 pub mod string_match;
@@ -40,6 +42,7 @@ pub use self::{
     authorization_policy::{AuthorizationPolicy, AuthorizationPolicySpec},
     destination_rule::{DestinationRule, DestinationRuleSpec, WorkloadSelector},
     duration::Duration,
+    gateway::{Gateway as IstioGateway, GatewaySpec},
     peer_authentication::{PeerAuthentication, PeerAuthenticationSpec},
     request_authentication::{RequestAuthentication, RequestAuthenticationSpec},
     string_match::StringMatch,

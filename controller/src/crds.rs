@@ -9,7 +9,7 @@ use std::{
 };
 
 use ambit_api::istio::{
-    AuthorizationPolicy, DestinationRule, NETWORKING_VERSIONS, PeerAuthentication,
+    AuthorizationPolicy, DestinationRule, IstioGateway, NETWORKING_VERSIONS, PeerAuthentication,
     RequestAuthentication, SECURITY_VERSIONS, VirtualService,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -40,6 +40,7 @@ pub fn all() -> Result<Vec<(String, String)>, CrdError> {
     [
         with_versions(VirtualService::crd(), NETWORKING_VERSIONS),
         with_versions(DestinationRule::crd(), NETWORKING_VERSIONS),
+        with_versions(IstioGateway::crd(), NETWORKING_VERSIONS),
         with_versions(AuthorizationPolicy::crd(), SECURITY_VERSIONS),
         with_versions(PeerAuthentication::crd(), SECURITY_VERSIONS),
         with_versions(RequestAuthentication::crd(), SECURITY_VERSIONS),
@@ -133,6 +134,6 @@ mod tests {
         for version in ["name: v1\n", "name: v1beta1\n", "name: v1alpha3\n"] {
             assert!(vs.contains(version), "missing {version}");
         }
-        assert_eq!(crds.len(), 5);
+        assert_eq!(crds.len(), 6);
     }
 }

@@ -8,7 +8,9 @@
 //!   ([`ambit_api::enrolment::decide_from_manifests`]);
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
-//! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs;
+//! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs,
+//!   and per accepted Istio Gateway;
+//! - a **TLS credential** per Secret holding a certificate, key or CA (`credentials.rs`);
 //! - a **policy** per accepted AuthorizationPolicy and PeerAuthentication, in the L4 form
 //!   the receiving ztunnel enforces ([`policy`]);
 //! - a **waypoint** per Gateway of class `istio-waypoint`, with its pods' addresses and
@@ -35,6 +37,7 @@ use crate::{
     validate::{self, Diagnostic, ObjectRef, Severity},
 };
 
+mod credentials;
 mod objects;
 pub mod policy;
 pub mod waypoints;
@@ -91,6 +94,8 @@ pub struct Service {
 pub enum RouteKind {
     VirtualService,
     DestinationRule,
+    /// Istio's `Gateway` (`networking.istio.io`), served by ingress gateways.
+    Gateway,
 }
 
 impl RouteKind {
@@ -100,6 +105,7 @@ impl RouteKind {
         match self {
             Self::VirtualService => "VirtualService",
             Self::DestinationRule => "DestinationRule",
+            Self::Gateway => "Gateway",
         }
     }
 
@@ -107,18 +113,20 @@ impl RouteKind {
         match kind {
             "VirtualService" => Some(Self::VirtualService),
             "DestinationRule" => Some(Self::DestinationRule),
+            "Gateway" => Some(Self::Gateway),
             _ => None,
         }
     }
 }
 
-/// An accepted VirtualService or DestinationRule.
+/// An accepted VirtualService, DestinationRule or Istio Gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub kind: RouteKind,
     pub namespace: String,
     pub name: String,
-    /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`).
+    /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`); a
+    /// Gateway's server hosts as written.
     pub hosts: Vec<String>,
     /// The validated spec, in Istio's field names.
     pub spec: serde_json::Value,
@@ -169,6 +177,18 @@ pub struct Policy {
     pub source: PathBuf,
 }
 
+/// The certificate, key and client CAs a Secret holds (PEM), for the gateways whose
+/// servers name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCredential {
+    pub namespace: String,
+    pub name: String,
+    pub cert_chain: String,
+    pub private_key: String,
+    pub ca_certificates: String,
+    pub source: PathBuf,
+}
+
 /// The whole resolved model.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mesh {
@@ -177,6 +197,8 @@ pub struct Mesh {
     pub routes: BTreeMap<(RouteKind, Key), Route>,
     pub policies: BTreeMap<(PolicyKind, Key), Policy>,
     pub waypoints: BTreeMap<Key, waypoints::Waypoint>,
+    /// TLS credentials from Secrets, by the Secret's key.
+    pub credentials: BTreeMap<Key, TlsCredential>,
 }
 
 /// What [`build`] produced.
@@ -218,6 +240,20 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
         let route = route(RouteKind::DestinationRule, namespace, name, hosts, spec);
         insert_route(&mut mesh, route, accepted.source.file.clone());
     }
+    for accepted in &report.model.gateways {
+        let gateway = &accepted.object;
+        let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+        let hosts = gateway
+            .spec
+            .servers
+            .iter()
+            .flat_map(|server| server.hosts.iter().cloned())
+            .collect();
+        let name = gateway.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&gateway.spec).unwrap_or_default();
+        let route = route(RouteKind::Gateway, namespace, name, hosts, spec);
+        insert_route(&mut mesh, route, accepted.source.file.clone());
+    }
     let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
     for accepted in &report.model.authorization_policies {
         let policy = &accepted.object;
@@ -256,6 +292,13 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
         let workload = objects::workload(manifests, pod, trust_domain);
         let key = (workload.namespace.clone(), workload.name.clone());
         mesh.workloads.insert(key, workload);
+    }
+    for credential in manifests
+        .of_kind("Secret")
+        .filter_map(credentials::from_secret)
+    {
+        let key = (credential.namespace.clone(), credential.name.clone());
+        mesh.credentials.insert(key, credential);
     }
     for object in manifests.of_kind("Service") {
         let service = objects::service(object);
@@ -378,6 +421,12 @@ fn keep_unreadable_files(
         &previous.services,
         &mut mesh.services,
         |key| label(key, "Service"),
+    ));
+    kept.extend(keep_previous(
+        keys_where(&previous.credentials, |c| from_broken(&c.source)),
+        &previous.credentials,
+        &mut mesh.credentials,
+        |key| label(key, "Secret"),
     ));
     kept.extend(keep_previous(
         keys_where(&previous.routes, |r| from_broken(&r.source)),

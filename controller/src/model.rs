@@ -6,8 +6,8 @@
 use ambit_api::{
     istio::{
         AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec,
-        PeerAuthentication, PeerAuthenticationSpec, RequestAuthentication,
-        RequestAuthenticationSpec, VirtualService, VirtualServiceSpec,
+        GatewaySpec, IstioGateway, PeerAuthentication, PeerAuthenticationSpec,
+        RequestAuthentication, RequestAuthenticationSpec, VirtualService, VirtualServiceSpec,
     },
     manifests::{Object, Source},
 };
@@ -25,6 +25,7 @@ pub struct Accepted<T> {
 pub struct Model {
     pub virtual_services: Vec<Accepted<VirtualService>>,
     pub destination_rules: Vec<Accepted<DestinationRule>>,
+    pub gateways: Vec<Accepted<IstioGateway>>,
     pub authorization_policies: Vec<Accepted<AuthorizationPolicy>>,
     pub peer_authentications: Vec<Accepted<PeerAuthentication>>,
     pub request_authentications: Vec<Accepted<RequestAuthentication>>,
@@ -36,6 +37,7 @@ impl Model {
     pub fn len(&self) -> usize {
         self.virtual_services.len()
             + self.destination_rules.len()
+            + self.gateways.len()
             + self.authorization_policies.len()
             + self.peer_authentications.len()
             + self.request_authentications.len()
@@ -67,6 +69,11 @@ impl Model {
     pub(crate) fn add_destination_rule(&mut self, object: &Object, spec: DestinationRuleSpec) {
         let typed = DestinationRule::new(&object.metadata.name, spec);
         self.destination_rules.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_gateway(&mut self, object: &Object, spec: GatewaySpec) {
+        let typed = IstioGateway::new(&object.metadata.name, spec);
+        self.gateways.push(accept(object, typed));
     }
 
     pub(crate) fn add_authorization_policy(

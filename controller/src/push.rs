@@ -25,3 +25,6 @@ pub enum PushError {
     #[error("the config push gRPC server failed: {0} — is the listen address already in use?")]
     Transport(#[from] tonic::transport::Error),
 }
+
+#[cfg(test)]
+mod gateway_tests;

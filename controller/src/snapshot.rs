@@ -59,14 +59,15 @@ pub fn write(
 /// A subscriber kind as the command line names it.
 ///
 /// # Errors
-/// A name other than `agent`, `ztunnel` or `waypoint`.
+/// A name other than `agent`, `ztunnel`, `waypoint` or `gateway`.
 pub fn kind(name: &str) -> Result<SubscriberKind, String> {
     match name {
         "agent" => Ok(SubscriberKind::Agent),
         "ztunnel" => Ok(SubscriberKind::Ztunnel),
         "waypoint" => Ok(SubscriberKind::Waypoint),
+        "gateway" => Ok(SubscriberKind::Gateway),
         other => Err(format!(
-            "unknown subscriber kind `{other}`: use agent, ztunnel or waypoint"
+            "unknown subscriber kind `{other}`: use agent, ztunnel, waypoint or gateway"
         )),
     }
 }

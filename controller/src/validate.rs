@@ -24,6 +24,7 @@ mod authorization_policy;
 mod decode;
 mod destination_rule;
 mod fields;
+mod gateway;
 mod peer_authentication;
 mod references;
 mod virtual_service;
@@ -166,6 +167,14 @@ pub enum Reason {
     },
     #[error("port-level settings need a `selector`: Istio applies them to selected workloads only")]
     PortLevelNeedsSelector,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unknown protocol `{0}`: use HTTP, HTTPS, HTTP2, GRPC or GRPC-WEB")]
+    UnknownProtocol(String),
+    #[error(
+        "`{0}` is not a server host: write `host` or `namespace/host`, with `*` alone or as the first label (`*.example.com`)"
+    )]
+    ServerHost(String),
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -352,6 +361,7 @@ impl<'a, T: DeserializeOwned> Checked<'a, T> {
 enum Kind {
     VirtualService,
     DestinationRule,
+    Gateway,
     AuthorizationPolicy,
     PeerAuthentication,
     RequestAuthentication,
@@ -362,6 +372,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
     match (group, object.kind.as_str()) {
         (istio::NETWORKING_GROUP, "VirtualService") => Some(Kind::VirtualService),
         (istio::NETWORKING_GROUP, "DestinationRule") => Some(Kind::DestinationRule),
+        (istio::NETWORKING_GROUP, "Gateway") => Some(Kind::Gateway),
         (istio::SECURITY_GROUP, "AuthorizationPolicy") => Some(Kind::AuthorizationPolicy),
         (istio::SECURITY_GROUP, "PeerAuthentication") => Some(Kind::PeerAuthentication),
         (istio::SECURITY_GROUP, "RequestAuthentication") => Some(Kind::RequestAuthentication),
@@ -380,6 +391,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut first_seen: BTreeMap<ObjectRef, &Source> = BTreeMap::new();
     let mut virtual_services = Vec::new();
     let mut destination_rules = Vec::new();
+    let mut gateways = Vec::new();
     let mut authorization_policies = Vec::new();
     let mut peer_authentications = Vec::new();
     let mut request_authentications = Vec::new();
@@ -401,6 +413,7 @@ pub fn validate(manifests: &Manifests) -> Report {
         match kind {
             Kind::VirtualService => virtual_services.push(Checked::decode(object, findings)),
             Kind::DestinationRule => destination_rules.push(Checked::decode(object, findings)),
+            Kind::Gateway => gateways.push(Checked::decode(object, findings)),
             Kind::AuthorizationPolicy => {
                 authorization_policies.push(Checked::decode(object, findings));
             }
@@ -426,6 +439,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             destination_rule::check(spec, &mut dr.findings);
         }
     }
+    for gw in &mut gateways {
+        if let Some(spec) = &gw.spec {
+            gateway::check(spec, &mut gw.findings);
+        }
+    }
 
     for policy in &mut authorization_policies {
         if let Some(spec) = &policy.spec {
@@ -446,6 +464,11 @@ pub fn validate(manifests: &Manifests) -> Report {
     for dr in destination_rules {
         if let Some((object, spec)) = dr.conclude(&mut report.diagnostics) {
             report.model.add_destination_rule(object, spec);
+        }
+    }
+    for gw in gateways {
+        if let Some((object, spec)) = gw.conclude(&mut report.diagnostics) {
+            report.model.add_gateway(object, spec);
         }
     }
     for policy in authorization_policies {
@@ -509,3 +532,6 @@ mod tests;
 
 #[cfg(test)]
 mod security_tests;
+
+#[cfg(test)]
+mod gateway_tests;

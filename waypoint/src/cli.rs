@@ -10,7 +10,8 @@ pub const DEFAULT_HBONE_LISTEN: &str = "[::]:15008";
 pub const DEFAULT_METRICS_LISTEN: &str = "[::]:15020";
 
 /// The waypoint proxy: HBONE in from ztunnels, VirtualService and DestinationRule
-/// routing, HBONE out to endpoints.
+/// routing, HBONE out to endpoints. With `--ingress`, the ingress gateway: Istio
+/// `Gateway` servers in, the same routing, HBONE out.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "ambit-waypoint", version)]
 pub struct Cli {
@@ -25,7 +26,14 @@ pub struct Cli {
     pub service_account: Option<String>,
     #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
-    /// Where HBONE is served.
+    /// Serve as an ingress gateway: listen on the ports of the Istio Gateways whose
+    /// `selector` matches this pod (`--pod-name`), instead of HBONE.
+    #[arg(long, requires = "pod_name")]
+    pub ingress: bool,
+    /// The gateway's pod (in `--namespace`), whose labels Gateways select.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Where HBONE is served; an ingress gateway listens on this address's IP.
     #[arg(long, default_value = DEFAULT_HBONE_LISTEN)]
     pub listen: SocketAddr,
     /// Where Prometheus metrics (`/metrics`) and readiness are served.

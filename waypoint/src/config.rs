@@ -9,7 +9,8 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ambit_api::istio::{
-    AuthorizationPolicySpec, DestinationRuleSpec, RequestAuthenticationSpec, VirtualServiceSpec,
+    AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, RequestAuthenticationSpec,
+    VirtualServiceSpec,
 };
 
 /// The cluster's DNS domain: services are `<name>.<namespace>.svc.<domain>`.
@@ -24,6 +25,8 @@ pub struct Config {
     /// The waypoint's own name (its `Gateway`'s): policies whose `targetRefs` name this
     /// Gateway in [`Config::namespace`] apply to all its requests.
     pub name: String,
+    /// What the proxy serves: a waypoint's mesh traffic, or an ingress gateway's servers.
+    pub role: Role,
     pub services: Vec<Service>,
     pub virtual_services: Vec<Named<VirtualServiceSpec>>,
     pub destination_rules: Vec<Named<DestinationRuleSpec>>,
@@ -35,6 +38,19 @@ pub struct Config {
     /// The share of new traces marked sampled (0 to 100) when a request arrives without
     /// `traceparent`; `None`: all of them.
     pub trace_sampling_percent: Option<f64>,
+}
+
+/// What the proxy serves, which decides the VirtualServices that apply.
+#[derive(Debug, Clone, Default)]
+pub enum Role {
+    /// A waypoint: requests to a service's VIP over HBONE, routed by the VirtualServices
+    /// bound to `mesh` (those naming no `gateways`), else to the service's endpoints.
+    #[default]
+    Waypoint,
+    /// An ingress gateway serving these Istio Gateways: requests on their servers' ports,
+    /// for their servers' hosts, routed by the VirtualServices bound to them
+    /// (`gateways: [namespace/name]`); a request no such VirtualService routes gets 404.
+    Ingress(Vec<Named<GatewaySpec>>),
 }
 
 /// A namespaced Istio object: its namespace and name, and its spec.

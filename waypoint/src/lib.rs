@@ -42,14 +42,14 @@
 //! - [`mesh`]: the waypoint in the mesh — the controller's push, HBONE in (CONNECT to a
 //!   service VIP, served by the engine with the client's identity) and out (to each
 //!   endpoint's ztunnel);
+//! - [`gateway`]: the ingress gateway — Istio `Gateway` servers (HTTP, HTTPS), bound
+//!   VirtualServices;
 //! - [`cli`], [`admin`]: `ambit-waypoint`'s flags, and its metrics endpoint.
 //!
 //! # What this slice does not do yet
 //! - On a plain listener ([`run`]) the [`Peer`] has the TCP peer's address and no
 //!   identity, so `principals` and `namespaces` never match there; over HBONE
 //!   ([`mesh::inbound`]) it has the client's certificate identity.
-//! - The ingress `Gateway` (TLS, `gateways:` binding: a VirtualService bound only to
-//!   gateways is skipped, as it does not apply to mesh traffic).
 //! - `CUSTOM` authorization (external authorizers), the `destination.ip`,
 //!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions, and
 //!   `fromCookies`, `outputClaimToHeaders` and `https` `jwksUri`s in
@@ -72,6 +72,7 @@ pub mod cli;
 pub mod config;
 pub mod cors;
 pub mod flags;
+pub mod gateway;
 pub mod headers;
 pub mod host;
 pub mod matcher;
@@ -83,7 +84,7 @@ pub mod retry;
 pub mod table;
 pub mod telemetry;
 
-pub use config::{Config, Endpoint, Named, Service, ServicePort};
+pub use config::{Config, Endpoint, Named, Role, Service, ServicePort};
 pub use flags::ResponseFlags;
 pub use proxy::{
     Connect, Downstream, Engine, Peer, ProxyError, Side, TcpConnector, run, serve_connection,

@@ -1,28 +1,39 @@
 //! `ambit-waypoint`: the waypoint proxy. Holds a certificate for its identity from the
 //! mesh CA, follows the controller's push (services, mesh workloads, routes), serves
 //! HBONE on 15008 and routes each request with the L7 engine to an endpoint over HBONE.
+//! With `--ingress` it is the ingress gateway: it serves the ports of the Istio Gateways
+//! that select its pod instead of HBONE, and routes the same way.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use ambit_api::{
     config::SubscriberKind,
+    istio::GatewaySpec,
     subscribe::{self, Subscription},
 };
 use ambit_certs::{CaClient, CertificateStore};
 use ambit_waypoint::{
-    Config, Engine, admin,
+    Config, Engine, Named, Role, admin,
     cli::Cli,
+    gateway::{
+        listeners::{Listeners, PortMode},
+        servers::Servers,
+        tls::{self, Credentials},
+    },
     mesh::{
         inbound::{self, Inbound},
         outbound::HboneConnector,
-        state::{MeshView, PushedState},
+        state::{MeshView, PushedState, Serving},
     },
 };
 use anyhow::Context as _;
 use clap::Parser as _;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,32 +72,70 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} for metrics", cli.metrics_listen))?;
     tokio::spawn(admin::serve(metrics, Arc::new(registry)));
 
+    let kind = if cli.ingress {
+        SubscriberKind::Gateway
+    } else {
+        SubscriberKind::Waypoint
+    };
     let subscription = Subscription {
         address: cli.controller_address.clone(),
         node: cli.node_name.clone(),
-        kind: SubscriberKind::Waypoint,
+        kind,
     };
-    let (push_engine, push_view) = (Arc::clone(&engine), Arc::clone(&view));
-    let (namespace, name) = (cli.namespace.clone(), cli.name.clone());
+    let listeners = Arc::new(Listeners::new(cli.listen.ip(), Arc::clone(&engine)));
+    let (push_engine, push_view, push_listeners) = (
+        Arc::clone(&engine),
+        Arc::clone(&view),
+        Arc::clone(&listeners),
+    );
+    let (namespace, name, pod) = (
+        cli.namespace.clone(),
+        cli.name.clone(),
+        cli.pod_name.clone(),
+    );
+    let ingress = cli.ingress;
     tokio::spawn(async move {
         let mut state = PushedState::default();
         subscribe::run(subscription, &mut |update| {
-            let (config, mesh) = state
-                .apply(update, &namespace, &name)
+            let serving = match (ingress, pod.as_deref()) {
+                (true, Some(pod)) => Serving::Ingress { pod },
+                _ => Serving::Waypoint,
+            };
+            let pushed = state
+                .apply(update, &namespace, &name, serving)
                 .map_err(|e| e.to_string())?;
-            push_engine.update(&config).map_err(|e| e.to_string())?;
-            let summary = format!(
+            push_engine
+                .update(&pushed.config)
+                .map_err(|e| e.to_string())?;
+            let config = &pushed.config;
+            let mut summary = format!(
                 "{} services, {} routes, {} policies",
                 config.services.len(),
                 config.virtual_services.len() + config.destination_rules.len(),
                 config.authorization_policies.len() + config.request_authentications.len()
             );
-            *push_view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(mesh);
+            if let Role::Ingress(gateways) = &config.role {
+                let ports = gateway_ports(gateways, &namespace, &pushed.credentials);
+                for error in push_listeners.reconcile(&ports) {
+                    warn!(%error, "a Gateway port is not served");
+                }
+                summary += &format!(", {} Gateways on ports {:?}", gateways.len(), ports.keys());
+            }
+            *push_view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pushed.mesh);
             Ok(summary)
         })
         .await;
     });
 
+    if cli.ingress {
+        info!(
+            pod = cli.pod_name.as_deref().unwrap_or_default(),
+            "serving as an ingress gateway"
+        );
+        shutdown_signal().await;
+        info!("stopping");
+        return Ok(());
+    }
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {} for HBONE", cli.listen))?;
@@ -102,6 +151,27 @@ async fn main() -> anyhow::Result<()> {
         () = shutdown_signal() => info!("stopping"),
     }
     Ok(())
+}
+
+/// What each port of `gateways` serves; an HTTPS port whose certificate cannot be set up
+/// is left closed (and logged) while the others are served.
+fn gateway_ports(
+    gateways: &[Named<GatewaySpec>],
+    namespace: &str,
+    credentials: &Credentials,
+) -> BTreeMap<u16, PortMode> {
+    let (tls, errors) = tls::port_configs(gateways, namespace, credentials);
+    for error in errors {
+        warn!(%error, "an HTTPS server cannot be served");
+    }
+    Servers::compile(gateways)
+        .ports()
+        .filter_map(|(port, https)| match (https, tls.get(&port)) {
+            (false, _) => Some((port, PortMode::Http)),
+            (true, Some(config)) => Some((port, PortMode::Https(Arc::clone(config)))),
+            (true, None) => None,
+        })
+        .collect()
 }
 
 async fn shutdown_signal() {

@@ -39,8 +39,9 @@ pub use self::{
     route::{Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},
 };
 use crate::{
-    config::{Config, Named, Service},
+    config::{Config, Named, Role, Service},
     cors::CorsError,
+    gateway::servers::{self, Servers},
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
     matcher::MatchError,
@@ -137,6 +138,8 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(HostPattern, usize)>,
     /// Services by FQDN, for requests no VirtualService covers.
     service_defaults: HashMap<String, usize>,
+    /// An ingress gateway's servers; `None` for a waypoint.
+    ingress: Option<Servers>,
     policies: Policies,
     workloads: Workloads,
     trace_sampling_percent: f64,
@@ -159,21 +162,24 @@ impl RouteTable {
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
             service_defaults: HashMap::new(),
+            ingress: match &config.role {
+                Role::Waypoint => None,
+                Role::Ingress(gateways) => Some(Servers::compile(gateways)),
+            },
             policies: Policies::compile(config, &mut errors),
             workloads: Workloads::new(&config.services),
             trace_sampling_percent: trace_sampling(config, &mut errors),
             ignored,
         };
-        for vs in &config.virtual_services {
-            if applies_to_mesh(&vs.spec) {
-                table.add_virtual_service(vs, &clusters, &mut errors);
-            } else {
-                table.ignored.push(format!(
-                    "VirtualService {}: bound to gateways {:?}, not `mesh`",
-                    vs.key(),
-                    vs.spec.gateways
-                ));
-            }
+        let bound = config
+            .virtual_services
+            .iter()
+            .filter(|vs| match &config.role {
+                Role::Waypoint => applies_to_mesh(&vs.spec),
+                Role::Ingress(gateways) => servers::binds(vs, gateways),
+            });
+        for vs in bound {
+            table.add_virtual_service(vs, &clusters, &mut errors);
         }
         table
             .wildcard_hosts
@@ -251,9 +257,12 @@ impl RouteTable {
                 })
             })
             .or_else(|| {
-                names
-                    .iter()
-                    .find_map(|name| self.service_defaults.get(name))
+                // An ingress gateway routes only what a VirtualService routes.
+                self.ingress.is_none().then(|| {
+                    names
+                        .iter()
+                        .find_map(|name| self.service_defaults.get(name))
+                })?
             })?;
         Some(&self.virtual_hosts[*index].routes)
     }
@@ -266,6 +275,12 @@ impl RouteTable {
             .iter()
             .find_map(|name| self.service_defaults.get_key_value(name))
             .map(|(name, _)| name.as_str())
+    }
+
+    /// An ingress gateway's servers; `None` for a waypoint.
+    #[must_use]
+    pub fn ingress(&self) -> Option<&Servers> {
+        self.ingress.as_ref()
     }
 
     /// The RequestAuthentications and AuthorizationPolicies that target the waypoint.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use ambit_api::config::{self as pb, resource::Kind};
 
-use crate::mesh::{Key, Policy, Route, Service, Workload, waypoints::Waypoint};
+use crate::mesh::{Key, Policy, Route, Service, TlsCredential, Workload, waypoints::Waypoint};
 
 /// A workload with its enrolment decision.
 #[must_use]
@@ -103,7 +103,7 @@ pub fn service(service: &Service, waypoints: &BTreeMap<Key, Waypoint>) -> pb::Re
     )
 }
 
-/// An accepted VirtualService or DestinationRule.
+/// An accepted VirtualService, DestinationRule or Istio Gateway.
 #[must_use]
 pub fn route(route: &Route) -> pb::Resource {
     resource(
@@ -148,6 +148,23 @@ pub fn waypoint_policy(policy: &Policy) -> Option<pb::Resource> {
             spec_json: spec.to_string(),
         }),
     ))
+}
+
+/// A Secret's TLS material, for a gateway.
+#[must_use]
+pub fn credential(credential: &TlsCredential) -> pb::Resource {
+    resource(
+        "credential",
+        &credential.namespace,
+        &credential.name,
+        Kind::Credential(pb::TlsCredential {
+            namespace: credential.namespace.clone(),
+            name: credential.name.clone(),
+            cert_chain: credential.cert_chain.clone(),
+            private_key: credential.private_key.clone(),
+            ca_certificates: credential.ca_certificates.clone(),
+        }),
+    )
 }
 
 fn resource(kind: &str, namespace: &str, name: &str, body: Kind) -> pb::Resource {

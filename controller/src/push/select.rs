@@ -5,10 +5,13 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use ambit_api::config::{Resource, SubscriberKind};
+use ambit_api::{
+    config::{Resource, SubscriberKind},
+    istio::GatewaySpec,
+};
 
 use super::convert;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, RouteKind, TlsCredential, Workload};
 
 /// Who is subscribed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,10 @@ pub struct Subscriber {
 ///   accepted route (VirtualService, DestinationRule) and every policy a waypoint
 ///   enforces (AuthorizationPolicy with `targetRefs`, RequestAuthentication) — not yet
 ///   narrowed to the waypoint's namespace;
+/// - **GATEWAY** (an ingress gateway) on node N: what a waypoint gets, every Istio
+///   Gateway, the workloads on N (the gateway finds its own pod's labels among them) and
+///   the TLS credentials named by the Gateways that select a pod on N, from that pod's
+///   namespace (as Istio reads `credentialName`) — private keys go to no other node;
 /// - an unspecified kind: nothing.
 #[must_use]
 pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
@@ -62,13 +69,17 @@ pub fn shared(mesh: &Mesh, kind: SubscriberKind) -> BTreeMap<String, Resource> {
                 .filter_map(convert::policy)
                 .for_each(&mut add);
         }
-        SubscriberKind::Waypoint => {
+        SubscriberKind::Waypoint | SubscriberKind::Gateway => {
             services().for_each(&mut add);
             mesh.workloads
                 .values()
                 .filter_map(convert::peer)
                 .for_each(&mut add);
-            mesh.routes.values().map(convert::route).for_each(&mut add);
+            mesh.routes
+                .values()
+                .filter(|route| kind == SubscriberKind::Gateway || route.kind != RouteKind::Gateway)
+                .map(convert::route)
+                .for_each(&mut add);
             mesh.policies
                 .values()
                 .filter_map(convert::waypoint_policy)
@@ -111,23 +122,72 @@ impl PartialEq for SharedSelections {
 }
 
 /// The part of [`select`] that depends on the subscriber's node: the workloads on it,
-/// for its agent and its ztunnel.
+/// for its agent, its ztunnel and its gateways, and the gateways' TLS credentials.
 #[must_use]
 pub fn on_node(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
     if !matches!(
         subscriber.kind,
-        SubscriberKind::Agent | SubscriberKind::Ztunnel
+        SubscriberKind::Agent | SubscriberKind::Ztunnel | SubscriberKind::Gateway
     ) {
         return BTreeMap::new();
     }
-    mesh.workloads
+    let on_node: Vec<&Workload> = mesh
+        .workloads
         .values()
         .filter(|w| w.node.as_deref() == Some(subscriber.node.as_str()))
+        .collect();
+    let mut out: BTreeMap<String, Resource> = on_node
+        .iter()
         .map(|w| {
             let resource = convert::workload(w);
             (resource.key.clone(), resource)
         })
-        .collect()
+        .collect();
+    if subscriber.kind == SubscriberKind::Gateway {
+        for credential in gateway_credentials(mesh, &on_node) {
+            let resource = convert::credential(credential);
+            out.insert(resource.key.clone(), resource);
+        }
+    }
+    out
+}
+
+/// The credentials named by the Gateways that select one of `pods`, looked up in that
+/// pod's namespace (with a MUTUAL server's `<name>-cacert`).
+fn gateway_credentials<'a>(mesh: &'a Mesh, pods: &[&Workload]) -> Vec<&'a TlsCredential> {
+    let gateways = mesh
+        .routes
+        .values()
+        .filter(|route| route.kind == RouteKind::Gateway)
+        .filter_map(|route| serde_json::from_value::<GatewaySpec>(route.spec.clone()).ok());
+    let mut named = Vec::new();
+    for spec in gateways {
+        let selects = |pod: &&&Workload| {
+            !spec.selector.is_empty()
+                && spec
+                    .selector
+                    .iter()
+                    .all(|(key, value)| pod.labels.get(key) == Some(value))
+        };
+        for pod in pods.iter().filter(selects) {
+            let named_tls = spec
+                .servers
+                .iter()
+                .filter_map(|server| server.tls.as_ref())
+                .filter(|tls| !tls.credential_name.is_empty());
+            for tls in named_tls {
+                for name in [
+                    tls.credential_name.clone(),
+                    format!("{}-cacert", tls.credential_name),
+                ] {
+                    if let Some(credential) = mesh.credentials.get(&(pod.namespace.clone(), name)) {
+                        named.push(credential);
+                    }
+                }
+            }
+        }
+    }
+    named
 }
 
 #[cfg(test)]

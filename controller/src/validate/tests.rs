@@ -164,8 +164,8 @@ kind: Service
 metadata: {name: reviews}
 ---
 apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: ingress}
+kind: ServiceEntry
+metadata: {name: external}
 spec: {whatever: 1}
 ",
     );

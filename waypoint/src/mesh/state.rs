@@ -1,6 +1,7 @@
 //! The controller's push as the waypoint keeps it: every resource by key, replaced by a
 //! full update and patched by deltas, then compiled into the engine's [`Config`] and a
-//! [`MeshView`] (VIP → service, IP → identity).
+//! [`MeshView`] (VIP → service, IP → identity); for an ingress gateway also the Istio
+//! Gateways that select its pod and the TLS credentials they name.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -12,7 +13,10 @@ use ambit_api::{
     identity::Identity,
 };
 
-use crate::config::{Config, Endpoint, Named, Service, ServicePort};
+use crate::{
+    config::{Config, Endpoint, Named, Role, Service, ServicePort},
+    gateway::tls::{Credential, Credentials},
+};
 
 /// Why pushed resources cannot be used (the update is NACKed).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,25 @@ pub struct MeshView {
     pub identities: HashMap<IpAddr, Identity>,
 }
 
+/// Which proxy the push is compiled for.
+#[derive(Debug, Clone, Copy)]
+pub enum Serving<'a> {
+    /// A waypoint: mesh traffic for services.
+    Waypoint,
+    /// An ingress gateway running as the pod of this name (in the proxy's namespace):
+    /// the Gateways whose `selector` matches the pod's labels.
+    Ingress { pod: &'a str },
+}
+
+/// What a push compiles to.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    pub config: Config,
+    pub mesh: MeshView,
+    /// The TLS credentials pushed (to ingress gateways only).
+    pub credentials: Credentials,
+}
+
 /// The pushed resources, by key.
 #[derive(Debug, Default)]
 pub struct PushedState {
@@ -57,7 +80,8 @@ impl PushedState {
         update: &ConfigUpdate,
         namespace: &str,
         name: &str,
-    ) -> Result<(Config, MeshView), StateError> {
+        serving: Serving<'_>,
+    ) -> Result<Pushed, StateError> {
         let mut resources = if update.full {
             BTreeMap::new()
         } else {
@@ -69,7 +93,7 @@ impl PushedState {
         for resource in &update.upserted {
             resources.insert(resource.key.clone(), resource.clone());
         }
-        let compiled = compile(&resources, namespace, name)?;
+        let compiled = compile(&resources, namespace, name, serving)?;
         self.resources = resources;
         Ok(compiled)
     }
@@ -79,7 +103,8 @@ fn compile(
     resources: &BTreeMap<String, pb::Resource>,
     namespace: &str,
     name: &str,
-) -> Result<(Config, MeshView), StateError> {
+    serving: Serving<'_>,
+) -> Result<Pushed, StateError> {
     let mut view = MeshView::default();
     let mut workloads: HashMap<IpAddr, (String, BTreeMap<String, String>)> = HashMap::new();
     for (key, resource) in resources {
@@ -103,6 +128,9 @@ fn compile(
         name: name.to_owned(),
         ..Config::default()
     };
+    let mut gateways = Vec::new();
+    let mut own_labels = None;
+    let mut credentials = Credentials::new();
     for (key, resource) in resources {
         match &resource.kind {
             Some(Kind::Service(service)) => {
@@ -133,10 +161,49 @@ fn compile(
                     .request_authentications
                     .push(named(key, route, "RequestAuthentication")?);
             }
+            Some(Kind::Route(route)) if route.kind == "Gateway" => {
+                gateways.push(named::<ambit_api::istio::GatewaySpec>(
+                    key, route, "Gateway",
+                )?);
+            }
+            Some(Kind::Workload(workload)) => {
+                if let Serving::Ingress { pod } = serving
+                    && workload.namespace == namespace
+                    && workload.name == pod
+                {
+                    own_labels = Some(workload.labels.clone());
+                }
+            }
+            Some(Kind::Credential(credential)) => {
+                credentials.insert(
+                    (credential.namespace.clone(), credential.name.clone()),
+                    Credential {
+                        cert_chain: credential.cert_chain.clone(),
+                        private_key: credential.private_key.clone(),
+                        ca_certificates: credential.ca_certificates.clone(),
+                    },
+                );
+            }
             _ => {}
         }
     }
-    Ok((config, view))
+    if let Serving::Ingress { .. } = serving {
+        let labels = own_labels.unwrap_or_default();
+        gateways.retain(|gateway| {
+            !gateway.spec.selector.is_empty()
+                && gateway
+                    .spec
+                    .selector
+                    .iter()
+                    .all(|(key, value)| labels.get(key) == Some(value))
+        });
+        config.role = Role::Ingress(gateways);
+    }
+    Ok(Pushed {
+        config,
+        mesh: view,
+        credentials,
+    })
 }
 
 fn service(

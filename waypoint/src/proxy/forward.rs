@@ -29,6 +29,7 @@ use crate::{
     cors::Preflight,
     flags::ResponseFlags,
     headers::strip_hop_by_hop,
+    host::authority_host,
     matcher::RequestView,
     path,
     policy::Verdict,
@@ -88,6 +89,20 @@ async fn dispatch(
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
         return reply::no_route();
     };
+    if let Some(servers) = table.ingress() {
+        let host = authority_host(&authority);
+        match servers.on_port(port) {
+            Some(server) if server.accepts(&host) && server.https_redirect => {
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                return reply::https_redirect(&host, path);
+            }
+            Some(server) if server.accepts(&host) => {}
+            _ => {
+                outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+                return reply::no_route();
+            }
+        }
+    }
     // The service the client addressed, when known (HBONE), else the `Host` it named.
     let routing = downstream.service.as_deref().unwrap_or(&authority);
     let service = table.service(routing);

@@ -32,6 +32,15 @@ pub fn no_route() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "")
 }
 
+/// 301 to the same host and path over `https://` (a Gateway server's `httpsRedirect`).
+pub fn https_redirect(host: &str, path_and_query: &str) -> Response<Body> {
+    let mut response = text(StatusCode::MOVED_PERMANENTLY, "");
+    if let Ok(location) = HeaderValue::try_from(format!("https://{host}{path_and_query}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
 /// 503 for a destination without endpoints (`UH`).
 pub fn no_healthy_upstream() -> Response<Body> {
     text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")

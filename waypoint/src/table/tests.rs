@@ -195,8 +195,8 @@ subsets:
 }
 
 #[test]
-fn a_virtual_service_bound_only_to_gateways_does_not_route_mesh_traffic() {
-    let config = Config {
+fn a_virtual_service_routes_where_it_is_bound_mesh_or_gateway() {
+    let mut config = Config {
         namespace: "shop".into(),
         services: vec![service("reviews")],
         virtual_services: vec![
@@ -206,7 +206,7 @@ fn a_virtual_service_bound_only_to_gateways_does_not_route_mesh_traffic() {
             ),
             named(
                 "both",
-                "{hosts: [ratings], gateways: [shop/public, mesh], http: [{name: mesh, route: [{destination: {host: reviews}}]}]}",
+                "{hosts: [ratings], gateways: [public, mesh], http: [{name: mesh, route: [{destination: {host: reviews}}]}]}",
             ),
         ],
         destination_rules: vec![],
@@ -218,8 +218,21 @@ fn a_virtual_service_bound_only_to_gateways_does_not_route_mesh_traffic() {
         ["reviews.shop.svc.cluster.local#default"]
     );
     assert_eq!(route_names(&table, "ratings"), ["shop/both#mesh"]);
-    assert_eq!(
-        table.ignored(),
-        ["VirtualService shop/ingress: bound to gateways [\"shop/public\"], not `mesh`"]
+    assert!(table.ignored().is_empty(), "{:?}", table.ignored());
+
+    config.role = Role::Ingress(vec![Named {
+        namespace: "shop".into(),
+        name: "public".into(),
+        spec: serde_yaml_ng::from_str(
+            "servers: [{port: {number: 80, protocol: HTTP}, hosts: ['*']}]",
+        )
+        .expect("a Gateway"),
+    }]);
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert_eq!(route_names(&table, "reviews"), ["shop/ingress#gw"]);
+    assert_eq!(route_names(&table, "ratings"), ["shop/both#mesh"]);
+    assert!(
+        table.routes("details").is_none(),
+        "an ingress gateway has no default routes"
     );
 }

@@ -1,0 +1,93 @@
+//! Istio Gateways: the getting-started ingress passes; what Istio rejects, and what
+//! Ambit's gateway cannot serve yet, is rejected with the server's field path.
+
+use std::path::Path;
+
+use super::*;
+
+fn diagnostics(yaml: &str) -> (Vec<String>, Report) {
+    let mut manifests = Manifests::default();
+    manifests.parse_documents(Path::new("gw.yaml"), yaml);
+    let report = validate(&manifests);
+    let lines = report.diagnostics.iter().map(ToString::to_string).collect();
+    (lines, report)
+}
+
+#[test]
+fn the_getting_started_gateways_are_valid() {
+    let (lines, report) = diagnostics(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: httpbin-gateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['shop/httpbin.example.com']
+    tls: {mode: SIMPLE, credentialName: httpbin-credential}
+  - port: {number: 8443, name: mtls, protocol: https}
+    hosts: ['*.example.com']
+    tls: {mode: MUTUAL, credentialName: httpbin-credential}
+",
+    );
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(report.model.gateways.len(), 1);
+}
+
+#[test]
+fn each_bad_server_field_is_reported_and_the_gateway_rejected() {
+    let (lines, report) = diagnostics(
+        "apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: broken, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 70000, protocol: HTTP}
+    hosts: []
+  - port: {number: 443, protocol: HTTPS}
+    hosts: ['api.*.com']
+  - port: {number: 8443, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 9000, protocol: QUIC}
+    hosts: ['*']
+  - port: {number: 443, protocol: HTTP}
+    hosts: ['*']
+",
+    );
+    let at = "error: istio-system/broken (Gateway) in gw.yaml document 1";
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{at}: spec.servers[0].port.number: port 70000 is out of range: use 1 to 65535"
+            ),
+            format!(
+                "{at}: spec.servers[0].hosts: required: list the hosts this server accepts (`*` for any)"
+            ),
+            format!(
+                "{at}: spec.servers[1].hosts[0]: `api.*.com` is not a server host: write `host` or `namespace/host`, with `*` alone or as the first label (`*.example.com`)"
+            ),
+            format!(
+                "{at}: spec.servers[1].tls: required: an HTTPS server needs `tls` with `mode: SIMPLE` and a `credentialName`"
+            ),
+            format!(
+                "{at}: spec.servers[2].tls.mode: PASSTHROUGH, AUTO_PASSTHROUGH and ISTIO_MUTUAL are not served by Ambit's gateway yet: use SIMPLE or MUTUAL"
+            ),
+            format!(
+                "{at}: spec.servers[2].tls.credentialName: required: the Secret with the server's certificate (or `serverCertificate` and `privateKey` files)"
+            ),
+            format!(
+                "{at}: spec.servers[3].port.protocol: unknown protocol `QUIC`: use HTTP, HTTPS, HTTP2, GRPC or GRPC-WEB"
+            ),
+            format!(
+                "{at}: spec.servers[4].port.protocol: port 443 is already served with another protocol by spec.servers[1]: one port, one protocol"
+            ),
+        ]
+    );
+    assert!(report.model.gateways.is_empty());
+}

@@ -1,0 +1,177 @@
+//! The ingress gateway's listeners: one per Gateway server port, opened and closed as
+//! the Gateways change, HTTP in the clear or HTTPS with the port's current TLS config
+//! (swapped in place when a certificate changes, without closing the port).
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+};
+
+use rustls::ServerConfig;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument as _, debug, info, warn};
+
+use crate::proxy::{Downstream, Engine, Peer, serve_connection};
+
+/// What a port serves.
+#[derive(Debug, Clone)]
+pub enum PortMode {
+    Http,
+    Https(Arc<ServerConfig>),
+}
+
+/// A port that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source} (is another process using the port?)")]
+pub struct ListenError {
+    pub address: SocketAddr,
+    pub source: io::Error,
+}
+
+type TlsByPort = Arc<RwLock<BTreeMap<u16, Arc<ServerConfig>>>>;
+
+/// The open ports and what each serves.
+#[derive(Debug)]
+pub struct Listeners {
+    address: IpAddr,
+    engine: Arc<Engine>,
+    tls: TlsByPort,
+    open: Mutex<BTreeMap<u16, JoinHandle<()>>>,
+}
+
+impl Listeners {
+    /// Listeners on `address` serving requests with `engine`; none open yet.
+    #[must_use]
+    pub fn new(address: IpAddr, engine: Arc<Engine>) -> Self {
+        Self {
+            address,
+            engine,
+            tls: Arc::default(),
+            open: Mutex::default(),
+        }
+    }
+
+    /// Opens every port of `ports` not open yet, closes the open ones it lacks (their
+    /// connections finish), and swaps in each HTTPS port's TLS config. Must run on a
+    /// Tokio runtime.
+    ///
+    /// # Errors
+    /// The ports that could not be opened (the others are served).
+    pub fn reconcile(&self, ports: &BTreeMap<u16, PortMode>) -> Vec<ListenError> {
+        *self.tls.write().unwrap_or_else(PoisonError::into_inner) = ports
+            .iter()
+            .filter_map(|(port, mode)| match mode {
+                PortMode::Https(config) => Some((*port, Arc::clone(config))),
+                PortMode::Http => None,
+            })
+            .collect();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|port, task| {
+            let keep = ports.contains_key(port);
+            if !keep {
+                info!(
+                    port,
+                    "closing the port: no Gateway server listens on it any more"
+                );
+                task.abort();
+            }
+            keep
+        });
+        let mut errors = Vec::new();
+        for port in ports.keys() {
+            if open.contains_key(port) {
+                continue;
+            }
+            let address = SocketAddr::new(self.address, *port);
+            match bind(address) {
+                Ok(listener) => {
+                    info!(%address, "serving a Gateway port");
+                    let task =
+                        accept_loop(listener, Arc::clone(&self.engine), Arc::clone(&self.tls));
+                    open.insert(*port, tokio::spawn(task));
+                }
+                Err(source) => errors.push(ListenError { address, source }),
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for task in self
+            .open
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+async fn accept_loop(listener: TcpListener, engine: Arc<Engine>, tls: TlsByPort) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "accepting a connection failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let port = local.port();
+        let config = tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&port)
+            .cloned();
+        let downstream = Downstream {
+            port,
+            service: None,
+            peer: Peer {
+                ip: peer.ip().to_canonical(),
+                identity: None,
+            },
+        };
+        let span = tracing::debug_span!("ingress", %peer, port);
+        tokio::spawn(serve(stream, config, Arc::clone(&engine), downstream).instrument(span));
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    engine: Arc<Engine>,
+    downstream: Downstream,
+) {
+    let _ = stream.set_nodelay(true);
+    let served = match tls {
+        None => serve_connection(stream, engine, downstream).await,
+        Some(config) => match TlsAcceptor::from(config).accept(stream).await {
+            Ok(stream) => serve_connection(stream, engine, downstream).await,
+            Err(error) => {
+                debug!(%error, "TLS handshake failed");
+                return;
+            }
+        },
+    };
+    if let Err(error) = served {
+        debug!(%error, "connection ended with an error");
+    }
+}

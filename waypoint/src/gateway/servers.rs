@@ -1,0 +1,153 @@
+//! The servers of the Istio Gateways an ingress gateway serves, by port: which hosts
+//! each port accepts, whether it is HTTPS, and whether it redirects to HTTPS; and which
+//! VirtualServices bind to those Gateways.
+
+use std::collections::BTreeMap;
+
+use ambit_api::istio::{
+    GatewaySpec, VirtualServiceSpec,
+    gateway::{ServerProtocol, split_server_host},
+};
+
+use crate::{config::Named, host::HostPattern};
+
+/// One port's servers, merged.
+#[derive(Debug, Clone, Default)]
+pub struct PortServers {
+    /// The port terminates TLS (`HTTPS`).
+    pub https: bool,
+    /// Every request is answered with a 301 to `https://` (`tls.httpsRedirect`).
+    pub https_redirect: bool,
+    hosts: Vec<HostPattern>,
+}
+
+impl PortServers {
+    /// Whether a request for `host` (no port) is accepted here.
+    #[must_use]
+    pub fn accepts(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.iter().any(|pattern| pattern.matches(&host))
+    }
+}
+
+/// Every port the Gateways listen on.
+#[derive(Debug, Clone, Default)]
+pub struct Servers {
+    by_port: BTreeMap<u16, PortServers>,
+}
+
+impl Servers {
+    /// The servers of `gateways` (validated by the controller: ports in range, HTTP or
+    /// HTTPS; anything else is skipped).
+    #[must_use]
+    pub fn compile(gateways: &[Named<GatewaySpec>]) -> Self {
+        let mut by_port: BTreeMap<u16, PortServers> = BTreeMap::new();
+        for gateway in gateways {
+            for server in &gateway.spec.servers {
+                let Ok(port) = u16::try_from(server.port.number) else {
+                    continue;
+                };
+                let https = match server.port.kind() {
+                    Some(ServerProtocol::Http) => false,
+                    Some(ServerProtocol::Https) => true,
+                    Some(ServerProtocol::Stream) | None => continue,
+                };
+                let entry = by_port.entry(port).or_default();
+                entry.https |= https;
+                entry.https_redirect |= server.tls.as_ref().is_some_and(|tls| tls.https_redirect);
+                entry.hosts.extend(server.hosts.iter().map(|host| {
+                    HostPattern::resolve(split_server_host(host).1, &gateway.namespace)
+                }));
+            }
+        }
+        Self { by_port }
+    }
+
+    /// The servers on `port`, if any Gateway listens there.
+    #[must_use]
+    pub fn on_port(&self, port: u16) -> Option<&PortServers> {
+        self.by_port.get(&port)
+    }
+
+    /// Every port listened on, and whether it is HTTPS.
+    pub fn ports(&self) -> impl Iterator<Item = (u16, bool)> + '_ {
+        self.by_port
+            .iter()
+            .map(|(port, servers)| (*port, servers.https))
+    }
+}
+
+/// Whether `vs` binds to one of `gateways`: it names one in `gateways:` as
+/// `namespace/name`, or as `name` from the Gateway's own namespace.
+#[must_use]
+pub fn binds(vs: &Named<VirtualServiceSpec>, gateways: &[Named<GatewaySpec>]) -> bool {
+    vs.spec.gateways.iter().any(|reference| {
+        let (namespace, name) = reference
+            .split_once('/')
+            .unwrap_or((vs.namespace.as_str(), reference.as_str()));
+        gateways
+            .iter()
+            .any(|gateway| gateway.namespace == namespace && gateway.name == name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(yaml: &str) -> Named<GatewaySpec> {
+        Named {
+            namespace: "istio-system".into(),
+            name: "ingress".into(),
+            spec: serde_yaml_ng::from_str(yaml).expect("a Gateway spec"),
+        }
+    }
+
+    #[test]
+    fn ports_merge_their_servers_hosts_and_redirects() {
+        let gateways = [gateway(
+            "servers:
+- port: {number: 80, protocol: HTTP}
+  hosts: [\"shop/*.example.com\"]
+  tls: {httpsRedirect: true}
+- port: {number: 80, protocol: HTTP}
+  hosts: [api.example.org]
+- port: {number: 443, protocol: HTTPS}
+  hosts: [\"*\"]
+  tls: {mode: SIMPLE, credentialName: cert}
+- port: {number: 9000, protocol: TCP}
+  hosts: [\"*\"]
+",
+        )];
+        let servers = Servers::compile(&gateways);
+        assert_eq!(
+            servers.ports().collect::<Vec<_>>(),
+            [(80, false), (443, true)]
+        );
+        let http = servers.on_port(80).expect("port 80");
+        assert!(http.https_redirect);
+        assert!(http.accepts("www.Example.com"));
+        assert!(http.accepts("api.example.org."));
+        assert!(!http.accepts("example.com"));
+        assert!(servers.on_port(443).expect("443").accepts("anything"));
+        assert!(servers.on_port(9000).is_none());
+    }
+
+    #[test]
+    fn a_virtual_service_binds_by_qualified_or_same_namespace_name() {
+        let gateways = [gateway("servers: []")];
+        let vs = |namespace: &str, bound: &[&str]| Named {
+            namespace: namespace.into(),
+            name: "web".into(),
+            spec: VirtualServiceSpec {
+                gateways: bound.iter().map(|g| (*g).to_owned()).collect(),
+                ..VirtualServiceSpec::default()
+            },
+        };
+        assert!(binds(&vs("shop", &["istio-system/ingress"]), &gateways));
+        assert!(binds(&vs("istio-system", &["ingress"]), &gateways));
+        assert!(!binds(&vs("shop", &["ingress"]), &gateways));
+        assert!(!binds(&vs("shop", &["mesh"]), &gateways));
+        assert!(!binds(&vs("shop", &[]), &gateways));
+    }
+}
