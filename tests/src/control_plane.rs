@@ -140,10 +140,53 @@ impl ControlPlane {
     /// # Errors
     /// When it does not start in time.
     pub fn start_waypoint(&self, pod: &Pod, name: &str) -> Result<ChildGuard> {
+        let waypoint = self.spawn_proxy(pod, &["--name", name])?;
+        waypoint
+            .wait_for_log("serving HBONE", WAYPOINT_TIMEOUT)
+            .context("waiting for the waypoint")?;
+        Ok(waypoint)
+    }
+
+    /// Starts `ambit-waypoint --ingress` in `pod` (running as `service_account`): the
+    /// ingress gateway serving the Istio Gateways that select the pod. Returns once it
+    /// has opened `ports`.
+    ///
+    /// # Errors
+    /// When it cannot start or does not open every port in time.
+    pub fn start_ingress(
+        &self,
+        pod: &Pod,
+        service_account: &str,
+        ports: &[u16],
+    ) -> Result<ChildGuard> {
+        let gateway = self.spawn_proxy(
+            pod,
+            &[
+                "--ingress",
+                "--pod-name",
+                pod.name(),
+                "--service-account",
+                service_account,
+            ],
+        )?;
+        for port in ports {
+            gateway
+                .wait_for_log(
+                    &format!("serving a Gateway port port={port} "),
+                    WAYPOINT_TIMEOUT,
+                )
+                .with_context(|| format!("waiting for the ingress gateway to open port {port}"))?;
+        }
+        Ok(gateway)
+    }
+
+    /// `ambit-waypoint` in `pod` with `extra` flags, following this control plane.
+    fn spawn_proxy(&self, pod: &Pod, extra: &[&str]) -> Result<ChildGuard> {
         let options = self.client_options(pod.node())?;
-        let waypoint = pod.spawn(
+        pod.spawn(
             Command::new(bin_path("ambit-waypoint"))
-                .args(["--name", name, "--namespace", pod.namespace()])
+                .args(extra)
+                .args(["--namespace", pod.namespace()])
                 .args(["--node-name", pod.node().name()])
                 .args(["--ca-address", &options.address])
                 .arg("--ca-token-file")
@@ -154,11 +197,7 @@ impl ControlPlane {
                 ])
                 .env("RUST_LOG", "info")
                 .env("NO_COLOR", "1"),
-        )?;
-        waypoint
-            .wait_for_log("serving HBONE", WAYPOINT_TIMEOUT)
-            .context("waiting for the waypoint")?;
-        Ok(waypoint)
+        )
     }
 
     /// Where the CA listens.

@@ -91,7 +91,7 @@ impl Listeners {
             let address = SocketAddr::new(self.address, *port);
             match bind(address) {
                 Ok(listener) => {
-                    info!(%address, "serving a Gateway port");
+                    info!(port, %address, "serving a Gateway port");
                     let task =
                         accept_loop(listener, Arc::clone(&self.engine), Arc::clone(&self.tls));
                     open.insert(*port, tokio::spawn(task));

@@ -1,0 +1,237 @@
+//! The ingress gateway end to end, as Istio's getting-started guides set it up: a
+//! gateway pod labelled `istio: ingressgateway` in `istio-system` runs the real
+//! `ambit-waypoint --ingress`; an Istio Gateway selects it with an HTTP server on port 80
+//! (`hosts: ["*"]`), an HTTPS server on 443 whose certificate comes from a Secret, and an
+//! HTTP server on 8080 that redirects to HTTPS. A VirtualService bound to the Gateway
+//! routes `/` to the `app` service, whose pod on the other node is reached over HBONE.
+//! The client is a pod outside the mesh.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    sync::Arc,
+    time::Duration,
+};
+
+use ambit_e2e::{ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app, wait_for};
+use anyhow::{Context as _, Result, ensure};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::json;
+
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+const APP_PORT: u16 = 8080;
+const HOST: &str = "shop.example.com";
+const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A CA and a server certificate for [`HOST`] signed by it, PEM.
+struct TestPki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn test_pki() -> Result<TestPki> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec![HOST.to_owned()])?.signed_by(&key, &issuer)?;
+    Ok(TestPki {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+struct Ingress {
+    _net: TestNet,
+    _meshes: Vec<MeshNode>,
+    _app: Pod,
+    client: Pod,
+    gateway_pod: Pod,
+    gateway: ChildGuard,
+    pki: TestPki,
+    _processes: Vec<ChildGuard>,
+}
+
+impl Ingress {
+    fn start() -> Result<Option<Self>> {
+        let Some(net) = TestNet::new("ingress") else {
+            return Ok(None);
+        };
+        net.write_namespace("shop", [AMBIENT])?;
+        let n1 = net.add_node("n1")?;
+        let n2 = net.add_node("n2")?;
+        let control = ControlPlane::new(&net, &n1)?;
+        let meshes = control.install(&net, &[&n1, &n2])?;
+        let app_pod = n2.add_pod(PodSpec::new("shop", "app-v1").label("app", "app"))?;
+        let mut processes = vec![app::http_serve(
+            &app_pod,
+            SocketAddr::from(([0; 4], APP_PORT)),
+            "v1",
+        )?];
+        let gateway_pod = n1.add_pod(
+            PodSpec::new("istio-system", "ingress-0")
+                .service_account(GATEWAY_ACCOUNT)
+                .label("istio", "ingressgateway"),
+        )?;
+        let client = n1.add_pod(PodSpec::new("outside", "curl"))?;
+        let pki = test_pki()?;
+        net.write_manifest(
+            "app.yaml",
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": "app", "namespace": "shop" },
+                "spec": {
+                    "clusterIP": "198.19.200.30",
+                    "selector": { "app": "app" },
+                    "ports": [{ "name": "http", "port": 80, "targetPort": APP_PORT }],
+                },
+            }),
+        )?;
+        net.write_manifest(
+            "secret.yaml",
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": { "name": "shop-cert", "namespace": "istio-system" },
+                "type": "kubernetes.io/tls",
+                "stringData": { "tls.crt": pki.cert_pem, "tls.key": pki.key_pem },
+            }),
+        )?;
+        net.write_manifest(
+            "gateway.yaml",
+            &json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "Gateway",
+                "metadata": { "name": "public", "namespace": "istio-system" },
+                "spec": {
+                    "selector": { "istio": "ingressgateway" },
+                    "servers": [
+                        { "port": { "number": 80, "name": "http", "protocol": "HTTP" },
+                          "hosts": ["*"] },
+                        { "port": { "number": 443, "name": "https", "protocol": "HTTPS" },
+                          "hosts": [HOST],
+                          "tls": { "mode": "SIMPLE", "credentialName": "shop-cert" } },
+                        { "port": { "number": 8080, "name": "redirect", "protocol": "HTTP" },
+                          "hosts": [HOST],
+                          "tls": { "httpsRedirect": true } },
+                    ],
+                },
+            }),
+        )?;
+        net.write_manifest(
+            "virtual-service.yaml",
+            &json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": { "name": "app", "namespace": "shop" },
+                "spec": {
+                    "hosts": ["*"],
+                    "gateways": ["istio-system/public"],
+                    "http": [{
+                        "match": [{ "uri": { "prefix": "/" } }],
+                        "route": [{ "destination": { "host": "app", "port": { "number": 80 } } }],
+                    }],
+                },
+            }),
+        )?;
+        processes.extend(control.start(&net)?);
+        let gateway = control.start_ingress(&gateway_pod, GATEWAY_ACCOUNT, &[80, 443, 8080])?;
+        Ok(Some(Self {
+            _net: net,
+            _meshes: meshes,
+            _app: app_pod,
+            client,
+            gateway_pod,
+            gateway,
+            pki,
+            _processes: processes,
+        }))
+    }
+
+    /// One HTTP/1.1 request from the client pod, over TLS for [`HOST`] when `tls`;
+    /// the whole response as text.
+    fn request(&self, port: u16, host: &str, tls: bool) -> Result<String> {
+        let to = self.gateway_pod.addr_v4(port);
+        let request = format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let roots = self.roots()?;
+        self.client.run_in(move || -> Result<String> {
+            let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut response = String::new();
+            if tls {
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                let name = rustls::pki_types::ServerName::try_from(HOST)?.to_owned();
+                let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
+                let mut stream = rustls::StreamOwned::new(connection, tcp);
+                stream.write_all(request.as_bytes())?;
+                stream.read_to_string(&mut response)?;
+            } else {
+                tcp.write_all(request.as_bytes())?;
+                tcp.read_to_string(&mut response)?;
+            }
+            Ok(response)
+        })?
+    }
+
+    fn roots(&self) -> Result<rustls::RootCertStore> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(self.pki.ca_pem.as_bytes())?)?;
+        Ok(roots)
+    }
+}
+
+#[test]
+fn the_ingress_gateway_serves_http_https_and_redirects() -> Result<()> {
+    let Some(ingress) = Ingress::start()? else {
+        return Ok(());
+    };
+    let logs = || format!("gateway:\n{}", ingress.gateway.stdout());
+
+    // HTTP on 80, any host: routed by the bound VirtualService to v1 over HBONE.
+    let to = ingress.gateway_pod.addr_v4(80);
+    wait_for(
+        "the gateway routing to v1",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            let report = app::http_get(&ingress.client, to, 20, None)?;
+            Ok((report.bodies.get("v1") == Some(&20)).then_some(()))
+        },
+    )
+    .with_context(logs)?;
+
+    // HTTPS on 443 with the Secret's certificate, verified by the client for HOST.
+    let response = ingress.request(443, HOST, true).with_context(logs)?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200") && response.trim_end().ends_with("v1"),
+        "HTTPS through the gateway: {response}\n{}",
+        logs()
+    );
+
+    // 8080 redirects HOST to HTTPS, and does not serve other hosts.
+    let response = ingress.request(8080, HOST, false)?;
+    ensure!(
+        response.starts_with("HTTP/1.1 301")
+            && response
+                .to_ascii_lowercase()
+                .contains(&format!("location: https://{HOST}/hello\r\n")),
+        "httpsRedirect: {response}"
+    );
+    let response = ingress.request(8080, "other.example.org", false)?;
+    ensure!(
+        response.starts_with("HTTP/1.1 404"),
+        "a host no server on the port accepts: {response}"
+    );
+    Ok(())
+}
