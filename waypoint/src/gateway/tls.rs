@@ -241,3 +241,7 @@ impl ResolvesServerCert for BySni {
             .map(|(_, key)| Arc::clone(key))
     }
 }
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;
