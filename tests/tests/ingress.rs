@@ -3,8 +3,10 @@
 //! `ambit-waypoint --ingress`; an Istio Gateway selects it with an HTTP server on port 80
 //! (`hosts: ["*"]`), an HTTPS server on 443 whose certificate comes from a Secret, and an
 //! HTTP server on 8080 that redirects to HTTPS. A VirtualService bound to the Gateway
-//! routes `/` to the `app` service, whose pod on the other node is reached over HBONE.
-//! The client is a pod outside the mesh.
+//! routes `/` to the `app` service, whose pod on the other node is reached over HBONE,
+//! and `/via-waypoint` to `app-waypointed` (the same pod), whose traffic must go through
+//! the namespace's waypoint: the gateway tunnels it there. The client is a pod outside
+//! the mesh.
 
 use std::{
     io::{Read as _, Write as _},
@@ -50,6 +52,8 @@ struct Ingress {
     _net: TestNet,
     _meshes: Vec<MeshNode>,
     _app: Pod,
+    _waypoint_pod: Pod,
+    waypoint: ChildGuard,
     client: Pod,
     gateway_pod: Pod,
     gateway: ChildGuard,
@@ -78,6 +82,12 @@ impl Ingress {
                 .service_account(GATEWAY_ACCOUNT)
                 .label("istio", "ingressgateway"),
         )?;
+        let waypoint_pod = n1.add_pod(
+            PodSpec::new("shop", "waypoint-0")
+                .service_account("waypoint")
+                .label("gateway.networking.k8s.io/gateway-name", "waypoint")
+                .label("istio.io/dataplane-mode", "none"),
+        )?;
         let client = n1.add_pod(PodSpec::new("outside", "curl"))?;
         let pki = test_pki()?;
         net.write_manifest(
@@ -90,6 +100,35 @@ impl Ingress {
                     "clusterIP": "198.19.200.30",
                     "selector": { "app": "app" },
                     "ports": [{ "name": "http", "port": 80, "targetPort": APP_PORT }],
+                },
+            }),
+        )?;
+        net.write_manifest(
+            "app-waypointed.yaml",
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": "app-waypointed",
+                    "namespace": "shop",
+                    "labels": { "istio.io/use-waypoint": "waypoint" },
+                },
+                "spec": {
+                    "clusterIP": "198.19.200.31",
+                    "selector": { "app": "app" },
+                    "ports": [{ "name": "http", "port": 80, "targetPort": APP_PORT }],
+                },
+            }),
+        )?;
+        net.write_manifest(
+            "waypoint.yaml",
+            &json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "metadata": { "name": "waypoint", "namespace": "shop" },
+                "spec": {
+                    "gatewayClassName": "istio-waypoint",
+                    "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
                 },
             }),
         )?;
@@ -133,19 +172,28 @@ impl Ingress {
                 "spec": {
                     "hosts": ["*"],
                     "gateways": ["istio-system/public"],
-                    "http": [{
-                        "match": [{ "uri": { "prefix": "/" } }],
-                        "route": [{ "destination": { "host": "app", "port": { "number": 80 } } }],
-                    }],
+                    "http": [
+                        {
+                            "match": [{ "uri": { "prefix": "/via-waypoint" } }],
+                            "route": [{ "destination": { "host": "app-waypointed" } }],
+                        },
+                        {
+                            "match": [{ "uri": { "prefix": "/" } }],
+                            "route": [{ "destination": { "host": "app", "port": { "number": 80 } } }],
+                        },
+                    ],
                 },
             }),
         )?;
         processes.extend(control.start(&net)?);
+        let waypoint = control.start_waypoint(&waypoint_pod, "waypoint")?;
         let gateway = control.start_ingress(&gateway_pod, GATEWAY_ACCOUNT, &[80, 443, 8080])?;
         Ok(Some(Self {
             _net: net,
             _meshes: meshes,
             _app: app_pod,
+            _waypoint_pod: waypoint_pod,
+            waypoint,
             client,
             gateway_pod,
             gateway,
@@ -156,9 +204,9 @@ impl Ingress {
 
     /// One HTTP/1.1 request from the client pod, over TLS for [`HOST`] when `tls`;
     /// the whole response as text.
-    fn request(&self, port: u16, host: &str, tls: bool) -> Result<String> {
+    fn request(&self, port: u16, host: &str, path: &str, tls: bool) -> Result<String> {
         let to = self.gateway_pod.addr_v4(port);
-        let request = format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let roots = self.roots()?;
         self.client.run_in(move || -> Result<String> {
             let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
@@ -212,7 +260,9 @@ fn the_ingress_gateway_serves_http_https_and_redirects() -> Result<()> {
     .with_context(logs)?;
 
     // HTTPS on 443 with the Secret's certificate, verified by the client for HOST.
-    let response = ingress.request(443, HOST, true).with_context(logs)?;
+    let response = ingress
+        .request(443, HOST, "/hello", true)
+        .with_context(logs)?;
     ensure!(
         response.starts_with("HTTP/1.1 200") && response.trim_end().ends_with("v1"),
         "HTTPS through the gateway: {response}\n{}",
@@ -220,7 +270,7 @@ fn the_ingress_gateway_serves_http_https_and_redirects() -> Result<()> {
     );
 
     // 8080 redirects HOST to HTTPS, and does not serve other hosts.
-    let response = ingress.request(8080, HOST, false)?;
+    let response = ingress.request(8080, HOST, "/hello", false)?;
     ensure!(
         response.starts_with("HTTP/1.1 301")
             && response
@@ -228,10 +278,24 @@ fn the_ingress_gateway_serves_http_https_and_redirects() -> Result<()> {
                 .contains(&format!("location: https://{HOST}/hello\r\n")),
         "httpsRedirect: {response}"
     );
-    let response = ingress.request(8080, "other.example.org", false)?;
+    let response = ingress.request(8080, "other.example.org", "/hello", false)?;
     ensure!(
         response.starts_with("HTTP/1.1 404"),
         "a host no server on the port accepts: {response}"
+    );
+
+    // A service with a waypoint is reached through it (its ztunnel takes nothing else).
+    let response = ingress.request(80, HOST, "/via-waypoint", false)?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200") && response.trim_end().ends_with("v1"),
+        "through the waypoint: {response}\n{}\nwaypoint:\n{}",
+        logs(),
+        ingress.waypoint.stdout()
+    );
+    ensure!(
+        ingress.waypoint.stdout().contains("path=\"/via-waypoint\""),
+        "the waypoint logged no such request:\n{}",
+        ingress.waypoint.stdout()
     );
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! How the engine reaches an endpoint from the waypoint: over HBONE to the endpoint's
 //! ztunnel (its port 15008, `CONNECT endpoint:port`), with the waypoint's certificate,
-//! expecting the endpoint's identity; connections pooled per (waypoint identity,
-//! endpoint identity, endpoint IP). An endpoint outside the mesh is dialled in plain TCP.
+//! expecting the endpoint's identity; connections pooled per (own identity, peer
+//! identity, peer IP). An endpoint outside the mesh is dialled in plain TCP. An ingress
+//! gateway reaches a service with a waypoint through it: `CONNECT vip:port` to the
+//! waypoint, expecting the waypoint's identity.
 
 use std::{
     io,
@@ -47,8 +49,13 @@ impl HboneConnector {
 impl Connect for HboneConnector {
     fn connect(&self, endpoint: SocketAddr) -> ConnectFuture {
         let view = Arc::clone(&self.view.read().unwrap_or_else(PoisonError::into_inner));
-        let Some(peer) = view.identities.get(&endpoint.ip().to_canonical()).cloned() else {
-            return TcpConnector.connect(endpoint);
+        let ip = endpoint.ip().to_canonical();
+        // A service VIP behind a waypoint (an ingress gateway's endpoint): tunnel to the
+        // waypoint, which routes it; else a mesh pod: tunnel to its ztunnel.
+        let (hbone_ip, peer) = match (view.waypoints.get(&ip), view.identities.get(&ip)) {
+            (Some(waypoint), _) => (waypoint.ip, waypoint.identity.clone()),
+            (None, Some(identity)) => (ip, identity.clone()),
+            (None, None) => return TcpConnector.connect(endpoint),
         };
         let identity = self.identity.clone();
         let certificates = Arc::clone(&self.certificates);
@@ -62,7 +69,7 @@ impl Connect for HboneConnector {
             let key = PoolKey {
                 source: identity,
                 destination: peer.clone(),
-                destination_ip: endpoint.ip(),
+                destination_ip: hbone_ip,
             };
             let connection = pool
                 .connection(&key, || async {
@@ -71,7 +78,7 @@ impl Connect for HboneConnector {
                         .certificate
                         .client_config(peer)
                         .map_err(io::Error::other)?;
-                    let hbone = SocketAddr::new(endpoint.ip(), HBONE_PORT);
+                    let hbone = SocketAddr::new(hbone_ip, HBONE_PORT);
                     let tcp = TcpStream::connect(hbone).await?;
                     tcp.set_nodelay(true)?;
                     let tls = tls::connect(config, hbone.ip(), tcp)

@@ -43,6 +43,15 @@ pub struct MeshView {
     pub services: HashMap<IpAddr, String>,
     /// Mesh workload IP → its identity.
     pub identities: HashMap<IpAddr, Identity>,
+    /// For an ingress gateway: service VIP → the waypoint its traffic must go through.
+    pub waypoints: HashMap<IpAddr, WaypointAddress>,
+}
+
+/// Where a service's waypoint answers HBONE, and who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaypointAddress {
+    pub ip: IpAddr,
+    pub identity: Identity,
 }
 
 /// Which proxy the push is compiled for.
@@ -137,9 +146,18 @@ fn compile(
                 for vip in ips(key, &service.cluster_ips)? {
                     view.services.insert(vip, service.hostname.clone());
                 }
-                config
-                    .services
-                    .push(self::service(key, service, &workloads)?);
+                let waypoint = match serving {
+                    Serving::Ingress { .. } => waypoint_of(key, service)?,
+                    Serving::Waypoint => None,
+                };
+                let compiled = match waypoint {
+                    Some((vip, waypoint)) => {
+                        view.waypoints.insert(vip, waypoint);
+                        through_waypoint(service, vip)
+                    }
+                    None => self::service(key, service, &workloads)?,
+                };
+                config.services.push(compiled);
             }
             Some(Kind::Route(route)) if route.kind == "VirtualService" => {
                 config
@@ -211,19 +229,7 @@ fn service(
     service: &pb::Service,
     workloads: &HashMap<IpAddr, (String, BTreeMap<String, String>)>,
 ) -> Result<Service, StateError> {
-    let ports = service
-        .ports
-        .iter()
-        .filter_map(|p| {
-            let port = u16::try_from(p.port).ok()?;
-            Some(ServicePort {
-                name: p.name.clone(),
-                port,
-                target_port: u16::try_from(p.target_port).unwrap_or(0),
-                protocol: p.protocol.clone(),
-            })
-        })
-        .collect();
+    let ports = service_ports(service, Target::Pods);
     // Endpoints of the VIP's family (IPv4 without a VIP), as kube-proxy pairs them: the
     // client reached the waypoint through that family.
     let ipv4 = ips(key, &service.cluster_ips)?
@@ -247,6 +253,76 @@ fn service(
         ports,
         endpoints,
     })
+}
+
+/// A service's first VIP and the waypoint it uses, when it uses one that has an address
+/// of the VIP's family and an identity.
+fn waypoint_of(
+    key: &str,
+    service: &pb::Service,
+) -> Result<Option<(IpAddr, WaypointAddress)>, StateError> {
+    let Some(waypoint) = &service.waypoint else {
+        return Ok(None);
+    };
+    let Some(vip) = ips(key, &service.cluster_ips)?.first().copied() else {
+        return Ok(None);
+    };
+    let Some(ip) = ips(key, &waypoint.addresses)?
+        .into_iter()
+        .find(|ip| ip.is_ipv4() == vip.is_ipv4())
+    else {
+        return Ok(None);
+    };
+    let identity =
+        waypoint
+            .identity
+            .parse::<Identity>()
+            .map_err(|source| StateError::Identity {
+                key: key.to_owned(),
+                source,
+            })?;
+    Ok(Some((vip, WaypointAddress { ip, identity })))
+}
+
+/// A service an ingress gateway reaches through its waypoint: one endpoint, the VIP on
+/// the service's own ports (the waypoint then routes and picks the pod), as Istio's
+/// gateways do for `istio.io/ingress-use-waypoint`.
+fn through_waypoint(service: &pb::Service, vip: IpAddr) -> Service {
+    Service {
+        namespace: service.namespace.clone(),
+        name: service.name.clone(),
+        ports: service_ports(service, Target::Vip),
+        endpoints: vec![Endpoint {
+            ip: vip,
+            labels: BTreeMap::new(),
+            workload: String::new(),
+        }],
+    }
+}
+
+/// What a service's endpoints are: its pods (on `targetPort`) or its VIP (on `port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Pods,
+    Vip,
+}
+
+fn service_ports(service: &pb::Service, target: Target) -> Vec<ServicePort> {
+    service
+        .ports
+        .iter()
+        .filter_map(|p| {
+            Some(ServicePort {
+                name: p.name.clone(),
+                port: u16::try_from(p.port).ok()?,
+                target_port: match target {
+                    Target::Pods => u16::try_from(p.target_port).unwrap_or(0),
+                    Target::Vip => 0,
+                },
+                protocol: p.protocol.clone(),
+            })
+        })
+        .collect()
 }
 
 fn named<T: serde::de::DeserializeOwned>(
