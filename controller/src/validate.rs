@@ -169,6 +169,10 @@ pub enum Reason {
     PortLevelNeedsSelector,
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "no Istio Gateway {0}: the routes apply once it exists — correct the name (`namespace/name`, or `name` in this namespace), or add the Gateway"
+    )]
+    UnknownGateway(String),
     #[error("unknown protocol `{0}`: use HTTP, HTTPS, HTTP2, GRPC or GRPC-WEB")]
     UnknownProtocol(String),
     #[error(
@@ -193,7 +197,9 @@ impl Reason {
     #[must_use]
     pub fn severity(&self) -> Severity {
         match self {
-            Self::Deprecated(_) | Self::HttpOnlyAtL4 { .. } => Severity::Warning,
+            Self::Deprecated(_) | Self::HttpOnlyAtL4 { .. } | Self::UnknownGateway(_) => {
+                Severity::Warning
+            }
             _ => Severity::Error,
         }
     }
@@ -432,6 +438,7 @@ pub fn validate(manifests: &Manifests) -> Report {
             let delegate_target = references.is_delegate_target(vs.object);
             virtual_service::check(spec, delegate_target, &mut vs.findings);
             references.check_subsets(vs.object.namespace(), spec, &mut vs.findings);
+            references.check_gateways(vs.object.namespace(), spec, &mut vs.findings);
         }
     }
     for dr in &mut destination_rules {

@@ -91,3 +91,31 @@ spec:
     );
     assert!(report.model.gateways.is_empty());
 }
+
+#[test]
+fn a_virtual_service_bound_to_a_missing_gateway_is_applied_with_a_warning() {
+    let (lines, report) = diagnostics(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/public, mesh, public-typo]
+  http: [{route: [{destination: {host: web}}]}]
+",
+    );
+    assert_eq!(
+        lines,
+        [
+            "warning: shop/web (VirtualService) in gw.yaml document 2: spec.gateways[2]: no Istio Gateway shop/public-typo: the routes apply once it exists — correct the name (`namespace/name`, or `name` in this namespace), or add the Gateway"
+        ]
+    );
+    assert_eq!(report.model.virtual_services.len(), 1);
+}

@@ -1,5 +1,7 @@
 //! Pass 4: references between objects. A subset a VirtualService route names must be
-//! defined by a DestinationRule for that host, visible from the route's namespace.
+//! defined by a DestinationRule for that host, visible from the route's namespace; a
+//! Gateway a VirtualService binds to should exist (a warning, as `istioctl analyze`
+//! gives: the VirtualService applies as soon as the Gateway appears).
 //!
 //! Hosts are compared resolved ([`hosts::resolve`]): `reviews` in a VirtualService of
 //! `shop` and `reviews` in a DestinationRule of `shop` are both
@@ -38,6 +40,8 @@ pub(super) struct References {
     rules: Vec<RuleSubsets>,
     /// VirtualServices (`namespace`, `name`) that an HTTP route delegates to.
     delegate_targets: BTreeSet<(String, String)>,
+    /// Istio Gateways (`namespace`, `name`).
+    gateways: BTreeSet<(String, String)>,
 }
 
 impl References {
@@ -45,13 +49,19 @@ impl References {
         objects: &[Object],
         virtual_services: &[Checked<'_, VirtualServiceSpec>],
     ) -> Self {
+        let networking = |o: &&Object, kind: &str| {
+            o.kind == kind
+                && o.api_version.split_once('/').map(|(group, _)| group)
+                    == Some(istio::NETWORKING_GROUP)
+        };
+        let gateways = objects
+            .iter()
+            .filter(|o| networking(o, "Gateway"))
+            .map(|o| (o.namespace().to_owned(), o.metadata.name.clone()))
+            .collect();
         let rules = objects
             .iter()
-            .filter(|o| {
-                o.kind == "DestinationRule"
-                    && o.api_version.split_once('/').map(|(group, _)| group)
-                        == Some(istio::NETWORKING_GROUP)
-            })
+            .filter(|o| networking(o, "DestinationRule"))
             .filter_map(|o| {
                 let host = o.spec.get("host")?.as_str()?;
                 Some(RuleSubsets {
@@ -80,6 +90,33 @@ impl References {
         Self {
             rules,
             delegate_targets,
+            gateways,
+        }
+    }
+
+    /// Warns about each Gateway a VirtualService in `namespace` binds to that does not
+    /// exist (`mesh` is not a Gateway).
+    pub(super) fn check_gateways(
+        &self,
+        namespace: &str,
+        spec: &VirtualServiceSpec,
+        findings: &mut Findings,
+    ) {
+        for (i, reference) in spec.gateways.iter().enumerate() {
+            if reference == "mesh" {
+                continue;
+            }
+            let (gateway_namespace, name) =
+                reference.split_once('/').unwrap_or((namespace, reference));
+            if !self
+                .gateways
+                .contains(&(gateway_namespace.to_owned(), name.to_owned()))
+            {
+                findings.add(
+                    format!("spec.gateways[{i}]"),
+                    Reason::UnknownGateway(format!("{gateway_namespace}/{name}")),
+                );
+            }
         }
     }
 
