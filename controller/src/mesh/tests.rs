@@ -138,6 +138,27 @@ fn routes_hold_accepted_objects_with_fqdn_hosts() {
     );
 }
 
+#[test]
+fn the_bookinfo_ingress_gateway_and_its_bound_routes_are_modelled() {
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/istio");
+    let manifests = Manifests::load_dir(&examples).expect("the Bookinfo examples");
+    let built = build(&manifests, "cluster.local", &Mesh::default());
+    assert!(built.diagnostics.is_empty(), "{:?}", built.diagnostics);
+    let gateway = &built.mesh.routes[&(RouteKind::Gateway, key("bookinfo", "bookinfo-gateway"))];
+    assert_eq!(gateway.hosts, ["*"]);
+    assert_eq!(gateway.spec["selector"]["istio"], "ingressgateway");
+    assert_eq!(gateway.spec["servers"][0]["port"]["number"], 8080);
+    let vs = &built.mesh.routes[&(RouteKind::VirtualService, key("bookinfo", "bookinfo"))];
+    assert_eq!(vs.hosts, ["*"]);
+    assert_eq!(vs.spec["gateways"][0], "bookinfo-gateway");
+    assert_eq!(vs.spec["http"][0]["match"][1]["uri"]["prefix"], "/static");
+    assert_eq!(
+        vs.spec["http"][0]["route"][0]["destination"]["host"],
+        "productpage"
+    );
+}
+
 const VS_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}\n";
 const VS_BAD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}, weight: 30}, {destination: {host: s}, weight: 30}]}]}\n";
 const POD: &str =
