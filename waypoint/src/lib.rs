@@ -62,8 +62,10 @@
 //!   `connectionPool` and `outlierDetection` beyond the request limits and the
 //!   consecutive-error ejection: the ones that would change which requests a route
 //!   takes are refused at compile time, the others listed by [`RouteTable::ignored`].
-//! - Upgrades (WebSocket, `CONNECT`), and replaying request bodies over 64 KiB or of
-//!   unknown length (such requests are sent once and not mirrored).
+//! - `CONNECT` requests and HTTP/2 extended CONNECT (WebSocket over HTTP/2; HTTP/1.1
+//!   `Upgrade`, WebSocket included, is spliced after `101`), and replaying request
+//!   bodies over 64 KiB or of unknown length (such requests are sent once and not
+//!   mirrored).
 
 #![forbid(unsafe_code)]
 

@@ -11,12 +11,14 @@
 //! - `forward`: one request's way through routing, faults, rewrites, header edits,
 //!   retries and timeouts;
 //! - `mirror`: copies of requests sent to `mirror` destinations;
-//! - `reply`: the responses the waypoint answers itself (404 `NR`, 503 `UH`, …).
+//! - `reply`: the responses the waypoint answers itself (404 `NR`, 503 `UH`, …);
+//! - `upgrade`: WebSocket and other `Upgrade:` requests, spliced after `101`.
 
 pub mod connector;
 mod forward;
 mod mirror;
 mod reply;
+mod upgrade;
 mod upstream;
 
 use std::{
@@ -197,7 +199,7 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), service(engine, downstream))
+        .serve_connection_with_upgrades(TokioIo::new(io), service(engine, downstream))
         .await
 }
 
@@ -259,7 +261,7 @@ pub async fn run(
             },
         };
         let connection = builder
-            .serve_connection(
+            .serve_connection_with_upgrades(
                 TokioIo::new(stream),
                 service(Arc::clone(&engine), downstream),
             )

@@ -24,6 +24,7 @@ use super::{
     Body, Downstream, Engine, ProxyError,
     mirror::{self, Shadow},
     reply,
+    upgrade::Upgrade,
 };
 use crate::{
     cors::Preflight,
@@ -238,11 +239,12 @@ enum Failure {
 impl Forwarding<'_> {
     async fn run(
         &self,
-        parts: Parts,
+        mut parts: Parts,
         authority: String,
         body: Incoming,
         outcome: &mut Exchange,
     ) -> Response<Body> {
+        let upgrade = Upgrade::requested(&mut parts);
         let fault = &self.route.fault;
         if let Some((delay, percent)) = fault.delay
             && sampled(percent)
@@ -266,7 +268,7 @@ impl Forwarding<'_> {
             return reply::no_cluster();
         };
         outcome.cluster = Some(cluster.name.clone());
-        let prepared = match self.prepare(parts, &authority, cluster.http2) {
+        let prepared = match self.prepare(parts, &authority, cluster.http2, upgrade.as_ref()) {
             Ok(prepared) => prepared,
             Err(error) => {
                 tracing::debug!(%error, side = ?error.side(), "cannot forward");
@@ -301,7 +303,7 @@ impl Forwarding<'_> {
             },
         };
         match result {
-            Ok((response, in_flight)) => self.respond(response, in_flight),
+            Ok((response, in_flight)) => self.respond(response, in_flight, upgrade),
             Err(Failure::Overflow) => {
                 outcome.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
                 reply::overflow()
@@ -332,9 +334,16 @@ impl Forwarding<'_> {
     }
 
     /// The upstream request's head: rewritten path and authority, hop-by-hop headers
-    /// dropped, destination then route header operations applied (so the route's win,
-    /// as in Envoy), and the version of the upstream protocol.
-    fn prepare(&self, parts: Parts, authority: &str, http2: bool) -> Result<Prepared, ProxyError> {
+    /// dropped (but an upgrade asked for again), destination then route header
+    /// operations applied (so the route's win, as in Envoy), and the version of the
+    /// upstream protocol (HTTP/1.1 for an upgrade).
+    fn prepare(
+        &self,
+        parts: Parts,
+        authority: &str,
+        http2: bool,
+        upgrade: Option<&Upgrade>,
+    ) -> Result<Prepared, ProxyError> {
         let Parts {
             method,
             uri,
@@ -354,6 +363,9 @@ impl Forwarding<'_> {
             None => authority.to_owned(),
         };
         strip_hop_by_hop(&mut headers);
+        if let Some(upgrade) = upgrade {
+            upgrade.ask(&mut headers);
+        }
         headers.remove(header::HOST);
         self.target.headers.request.apply(&mut headers);
         self.route.headers.request.apply(&mut headers);
@@ -366,11 +378,7 @@ impl Forwarding<'_> {
         Ok(Prepared {
             method,
             uri,
-            version: if http2 {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            },
+            version: protocol_version(http2 && upgrade.is_none()),
             headers,
         })
     }
@@ -491,10 +499,19 @@ impl Forwarding<'_> {
 
     /// The response to forward: hop-by-hop headers dropped, destination then route
     /// response header operations applied, the endpoint counted busy until the body
-    /// ends.
-    fn respond(&self, response: Response<Incoming>, in_flight: InFlight) -> Response<Body> {
+    /// ends; on `101 Switching Protocols` the connections spliced.
+    fn respond(
+        &self,
+        mut response: Response<Incoming>,
+        in_flight: InFlight,
+        upgrade: Option<Upgrade>,
+    ) -> Response<Body> {
+        let switched = upgrade.and_then(|upgrade| upgrade.accepted(&mut response));
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(switched) = switched {
+            switched.splice(&mut parts.headers);
+        }
         self.target.headers.response.apply(&mut parts.headers);
         self.route.headers.response.apply(&mut parts.headers);
         parts.version = Version::default();

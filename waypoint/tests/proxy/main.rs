@@ -10,3 +10,4 @@ mod routing;
 mod security;
 mod support;
 mod telemetry;
+mod upgrades;

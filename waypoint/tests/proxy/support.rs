@@ -44,6 +44,8 @@ pub enum Behaviour {
     Slow(Duration),
     /// 503 for the first `fail` of every `every` requests, 200 for the rest.
     Flaky { fail: u64, every: u64 },
+    /// A request asking to `Upgrade` gets 101, then its bytes echoed back; others 200.
+    Echo,
 }
 
 /// A pod: a hyper server on a loopback address, answering with what it saw as JSON
@@ -172,7 +174,7 @@ async fn serve_backend(
         });
         tokio::spawn(async move {
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
@@ -182,10 +184,33 @@ async fn answer(
     name: &'static str,
     behaviour: Behaviour,
     hit: u64,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if let (Behaviour::Echo, Some(protocol)) = (
+        behaviour,
+        request.headers().get(http::header::UPGRADE).cloned(),
+    ) {
+        let upgraded = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgraded.await else {
+                return;
+            };
+            let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        response
+            .headers_mut()
+            .insert(http::header::UPGRADE, protocol);
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        return response;
+    }
     let status = match behaviour {
-        Behaviour::Answer => StatusCode::OK,
+        Behaviour::Answer | Behaviour::Echo => StatusCode::OK,
         Behaviour::Slow(delay) => {
             tokio::time::sleep(delay).await;
             StatusCode::OK
