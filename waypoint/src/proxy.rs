@@ -11,11 +11,13 @@
 //! - `forward`: one request's way through routing, faults, rewrites, header edits,
 //!   retries and timeouts;
 //! - `mirror`: copies of requests sent to `mirror` destinations;
+//! - [`inspect`]: a body seen frame by frame on its way, its length kept;
 //! - `reply`: the responses the waypoint answers itself (404 `NR`, 503 `UH`, …);
 //! - `upgrade`: WebSocket and other `Upgrade:` requests, spliced after `101`.
 
 pub mod connector;
 mod forward;
+pub mod inspect;
 mod mirror;
 mod reply;
 mod upgrade;

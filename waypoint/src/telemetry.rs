@@ -39,7 +39,7 @@ use prometheus_client::{
 use crate::{
     config::Service,
     flags::ResponseFlags,
-    proxy::{Body, Peer},
+    proxy::{Body, Peer, inspect::Inspected},
     table::RouteTable,
 };
 
@@ -205,11 +205,7 @@ impl Metrics {
             exchange,
             response_bytes: 0,
         };
-        let body = body
-            .map_frame(move |frame| {
-                record.see(&frame);
-                frame
-            })
+        let body = Inspected::new(body, move |frame: &Frame<bytes::Bytes>| record.see(frame))
             .boxed_unsync();
         Response::from_parts(parts, body)
     }

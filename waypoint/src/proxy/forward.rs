@@ -18,10 +18,11 @@ use http::{
     request::Parts,
 };
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 
 use super::{
     Body, Downstream, Engine, ProxyError,
+    inspect::Inspected,
     mirror::{self, Shadow},
     reply,
     upgrade::Upgrade,
@@ -515,12 +516,10 @@ impl Forwarding<'_> {
         self.target.headers.response.apply(&mut parts.headers);
         self.route.headers.response.apply(&mut parts.headers);
         parts.version = Version::default();
-        let body = body
-            .map_frame(move |frame| {
-                let _held = &in_flight;
-                frame
-            })
-            .boxed_unsync();
+        let body = Inspected::new(body, move |_: &Frame<Bytes>| {
+            let _held = &in_flight;
+        })
+        .boxed_unsync();
         Response::from_parts(parts, body)
     }
 }
