@@ -112,12 +112,27 @@ pub fn hold(place: &impl Place, to: SocketAddr, hold: Duration) -> Result<ChildG
 /// # Errors
 /// When it cannot start or does not listen in time.
 pub fn http_serve(place: &impl Place, listen: SocketAddr, name: &str) -> Result<ChildGuard> {
+    http_serve_status(place, listen, name, 200)
+}
+
+/// [`http_serve`] answering plain requests with `status` (a broken pod: 503).
+///
+/// # Errors
+/// As [`http_serve`].
+pub fn http_serve_status(
+    place: &impl Place,
+    listen: SocketAddr,
+    name: &str,
+    status: u16,
+) -> Result<ChildGuard> {
     let server = place.spawn(Command::new(pod_app()).args([
         "http",
         "--listen",
         &listen.to_string(),
         "--name",
         name,
+        "--status",
+        &status.to_string(),
     ]))?;
     server.wait_for_log("listening", APP_TIMEOUT)?;
     Ok(server)
@@ -133,6 +148,83 @@ pub struct HttpReport {
     #[serde(default)]
     pub bodies: std::collections::BTreeMap<String, u64>,
     pub error: Option<String>,
+    /// The quickest and slowest answer, in milliseconds.
+    #[serde(default)]
+    pub fastest_ms: Option<u64>,
+    #[serde(default)]
+    pub slowest_ms: Option<u64>,
+}
+
+/// Requests `pod-app http-get` sends: `count` times `method path`, with `header`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCall<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub header: Option<&'a str>,
+    pub count: usize,
+}
+
+impl Default for HttpCall<'_> {
+    fn default() -> Self {
+        Self {
+            method: "GET",
+            path: "/",
+            header: None,
+            count: 1,
+        }
+    }
+}
+
+/// Runs `pod-app http-get` at `place` with `call` towards `to`.
+///
+/// # Errors
+/// When it cannot run or prints no report.
+pub fn http_call(place: &impl Place, to: SocketAddr, call: HttpCall<'_>) -> Result<HttpReport> {
+    let mut command = Command::new(pod_app());
+    command.args(["http-get", "--to", &to.to_string()]);
+    command.args(["--count", &call.count.to_string(), "--method", call.method]);
+    command.args(["--path", call.path]);
+    if let Some(header) = call.header {
+        command.args(["--header", header]);
+    }
+    let done = place.exec(&mut command, APP_TIMEOUT * 6)?;
+    let line = done.stdout.lines().next().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("expected one JSON report line from {done}"))
+}
+
+/// What `pod-app upgrade` saw.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UpgradeReport {
+    pub ok: bool,
+    pub status: Option<String>,
+    pub echo: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Runs `pod-app upgrade` at `place`: a WebSocket handshake to `to` for `host`, then
+/// `text` sent over the switched connection and its echo read.
+///
+/// # Errors
+/// When it cannot run or prints no report.
+pub fn upgrade(
+    place: &impl Place,
+    to: SocketAddr,
+    host: &str,
+    text: &str,
+) -> Result<UpgradeReport> {
+    let mut command = Command::new(pod_app());
+    command.args([
+        "upgrade",
+        "--to",
+        &to.to_string(),
+        "--host",
+        host,
+        "--send",
+        text,
+    ]);
+    let done = place.exec(&mut command, APP_TIMEOUT)?;
+    let line = done.stdout.lines().next().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("expected one JSON report line from {done}"))
 }
 
 /// Runs `pod-app http-get` at `place`: `count` GETs of `/` to `to` on one connection,
@@ -160,15 +252,13 @@ pub fn http_request(
     count: usize,
     header: Option<&str>,
 ) -> Result<HttpReport> {
-    let mut command = Command::new(pod_app());
-    command.args(["http-get", "--to", &to.to_string()]);
-    command.args(["--count", &count.to_string(), "--method", method]);
-    if let Some(header) = header {
-        command.args(["--header", header]);
-    }
-    let done = place.exec(&mut command, APP_TIMEOUT * 6)?;
-    let line = done.stdout.lines().next().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("expected one JSON report line from {done}"))
+    let call = HttpCall {
+        method,
+        header,
+        count,
+        ..HttpCall::default()
+    };
+    http_call(place, to, call)
 }
 
 /// Both ends' view of a connection, as the server reports it in its greeting.

@@ -7,16 +7,21 @@
 //! pod-app bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N]
 //! pod-app ping-pong --to ADDR --count N --size N [--timeout-ms N]   (against serve)
 //! pod-app hold      --to ADDR --hold-ms N [--timeout-ms N]             (against serve)
-//! pod-app http      --listen ADDR --name NAME            HTTP/1.1: answers NAME
-//! pod-app http-get  --to ADDR --count N [--method M] [--host H] [--header K:V] [--timeout-ms N]
+//! pod-app http      --listen ADDR --name NAME [--status N]   HTTP/1.1: answers NAME
+//! pod-app http-get  --to ADDR --count N [--method M] [--path P] [--host H] [--header K:V]
+//!                   [--timeout-ms N]
+//! pod-app upgrade   --to ADDR [--host H] [--protocol P] [--send TEXT] [--timeout-ms N]
 //! pod-app rate      --to ADDR --rate N --duration-ms N --size N [--connections N]
 //!                   [--timeout-ms N]                                   (against serve)
 //! ```
 //!
-//! `http` answers every request `200` with its `--name` as the body (keep-alive);
-//! `http-get` sends `--count` GETs on one keep-alive connection and reports how many
-//! answers had each status and each body: `{"ok":true,"statuses":{"200":N},
-//! "bodies":{"v2":N}}`.
+//! `http` answers every request `--status` (200) with its `--name` as the body
+//! (keep-alive); `/status/N`, `/delay/MS` and `/flaky/F/E` (503 for F of every E) make it
+//! misbehave, and an `Upgrade` request is switched and echoed. `http-get` sends
+//! `--count` requests on one keep-alive connection and reports how many answers had
+//! each status and each body, and the fastest and slowest: `{"ok":true,
+//! "statuses":{"200":N},"bodies":{"v2":N},"fastest_ms":…,"slowest_ms":…}`. `upgrade`
+//! asks to switch to `--protocol` (websocket), then reports the echo of `--send`.
 //!
 //! `hold` keeps one connection busy (a small echo every 50 ms) for `--hold-ms`, printing
 //! `held` once the first echo is back; it fails as soon as the connection breaks.
@@ -50,8 +55,9 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--send TEXT] [--timeout-ms N] \
 | sink --listen ADDR | bulk-send --to ADDR --bytes N --write-size N [--timeout-ms N] \
 | ping-pong --to ADDR --count N --size N [--timeout-ms N] \
-| hold --to ADDR --hold-ms N [--timeout-ms N] | http --listen ADDR --name NAME \
-| http-get --to ADDR --count N [--method M] [--host H] [--header K:V] [--timeout-ms N] \
+| hold --to ADDR --hold-ms N [--timeout-ms N] | http --listen ADDR --name NAME [--status N] \
+| http-get --to ADDR --count N [--method M] [--path P] [--host H] [--header K:V] [--timeout-ms N] \
+| upgrade --to ADDR [--host H] [--protocol P] [--send TEXT] [--timeout-ms N] \
 | rate --to ADDR --rate N --duration-ms N --size N [--connections N] [--timeout-ms N]";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const BUFFER_BYTES: usize = 256 * 1024;
@@ -106,12 +112,31 @@ fn main() -> ExitCode {
             options.client(|to, timeout| hold(to, Duration::from_millis(hold_ms as u64), timeout))
         }),
         "http" => options.addr("listen").and_then(|addr| {
-            let name = options.get("name").ok_or("--name is required")?.to_owned();
-            Ok(http::serve(addr, name))
+            let server = http::Server {
+                name: options.get("name").ok_or("--name is required")?.to_owned(),
+                status: match options.get("status") {
+                    Some(_) => u16::try_from(options.number("status")?)
+                        .map_err(|_| "--status: not an HTTP status".to_owned())?,
+                    None => 200,
+                },
+            };
+            Ok(http::serve(addr, server))
+        }),
+        "upgrade" => options.client(|to, timeout| {
+            let host = options.get("host").unwrap_or("app");
+            let protocol = options.get("protocol").unwrap_or("websocket");
+            http::upgrade(
+                to,
+                host,
+                protocol,
+                options.get("send").unwrap_or("hello"),
+                timeout,
+            )
         }),
         "http-get" => options.number("count").and_then(|count| {
             let request = http::Request {
                 method: options.get("method").unwrap_or("GET").to_owned(),
+                path: options.get("path").unwrap_or("/").to_owned(),
                 host: options.get("host").map(str::to_owned),
                 header: options.get("header").map(str::to_owned),
             };
