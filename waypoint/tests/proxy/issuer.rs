@@ -1,30 +1,14 @@
-//! A JWT issuer for the tests: a P-256 key made per test, its key set as JSON (inline,
-//! or served over HTTP), and tokens signed with it.
-
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+//! A JWT issuer for the tests: a P-256 key made per test, its key set as JSON, and
+//! tokens signed with it. Shared with the end-to-end tests (`tests/tests`), so it
+//! depends on base64, jsonwebtoken, ring and serde_json only.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use bytes::Bytes;
-use http::Response;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use ring::{
     rand::SystemRandom,
     signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
 };
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 /// An issuer with its own signing key.
 pub struct Issuer {
@@ -79,47 +63,5 @@ impl Issuer {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some("test".into());
         encode(&header, &claims, &EncodingKey::from_ec_der(&self.pkcs8)).expect("the token signs")
-    }
-}
-
-/// An HTTP server answering every request with a key set, counting requests.
-#[derive(Debug)]
-pub struct JwksServer {
-    /// `http://<address>/jwks`.
-    pub uri: String,
-    hits: Arc<AtomicU64>,
-}
-
-impl JwksServer {
-    /// Serves `issuer`'s key set on 127.0.0.13 until the test ends.
-    pub async fn start(issuer: &Issuer) -> Self {
-        let listener = TcpListener::bind("127.0.0.13:0")
-            .await
-            .expect("binding the key server");
-        let uri = format!("http://{}/jwks", listener.local_addr().expect("an address"));
-        let hits = Arc::new(AtomicU64::new(0));
-        let jwks = Bytes::from(issuer.jwks());
-        let counted = Arc::clone(&hits);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (jwks, counted) = (jwks.clone(), Arc::clone(&counted));
-                let service = service_fn(move |_request| {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let response = Response::new(Full::new(jwks.clone()));
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                tokio::spawn(
-                    auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned(),
-                );
-            }
-        });
-        Self { uri, hits }
-    }
-
-    /// How many times the key set was asked for.
-    pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
     }
 }

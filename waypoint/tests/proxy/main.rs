@@ -4,6 +4,7 @@
 
 mod grpc;
 mod issuer;
+mod jwks_server;
 mod protection;
 mod resilience;
 mod rewriting;

@@ -6,10 +6,7 @@ use ambit_waypoint::Config;
 use http::Method;
 use serde_json::json;
 
-use crate::{
-    issuer::{Issuer, JwksServer},
-    support::*,
-};
+use crate::{issuer::Issuer, jwks_server::JwksServer, support::*};
 
 const TO_WAYPOINT: &str =
     "targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]";
