@@ -28,6 +28,9 @@ pub struct Config {
     /// What the proxy serves: a waypoint's mesh traffic, or an ingress gateway's servers.
     pub role: Role,
     pub services: Vec<Service>,
+    /// Every mesh workload: who a request's source is (`sourceLabels`, telemetry), also
+    /// when it is no service's endpoint.
+    pub workloads: Vec<MeshWorkload>,
     pub virtual_services: Vec<Named<VirtualServiceSpec>>,
     pub destination_rules: Vec<Named<DestinationRuleSpec>>,
     /// All AuthorizationPolicies; the waypoint enforces those that target it
@@ -125,6 +128,16 @@ impl ServicePort {
             "http2" | "grpc" | "grpc-web" | "h2c"
         )
     }
+}
+
+/// A pod in the mesh, by address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshWorkload {
+    pub ip: IpAddr,
+    pub namespace: String,
+    /// The pod's workload (its Deployment's name), as telemetry names it.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A ready pod behind a service.

@@ -12,7 +12,8 @@
 //!        path normalized → trace context and x-request-id → JWT (401)
 //!        → AuthorizationPolicy (403)
 //!        → host → VirtualService (exact, wildcard) or the service's default route
-//!        → first matching http route → CORS preflight → fault → rewrite / redirect
+//!        → first matching http route (source labels and namespace from the mesh
+//!          workloads, `gateways` from the role) → CORS preflight → fault → rewrite / redirect
 //!        / header edits
 //!        → weighted destination (and mirrors) → subset cluster → endpoint
 //!        → Connect seam (TCP today, HBONE later) with retries and timeouts
@@ -57,8 +58,7 @@
 //!   refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
-//! - `delegate`, `sourceLabels` / `sourceNamespace` matches,
-//!   consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
+//! - `delegate`, consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
 //!   `connectionPool` and `outlierDetection` beyond the request limits and the
 //!   consecutive-error ejection: the ones that would change which requests a route
 //!   takes are refused at compile time, the others listed by [`RouteTable::ignored`].
@@ -86,7 +86,7 @@ pub mod retry;
 pub mod table;
 pub mod telemetry;
 
-pub use config::{Config, Endpoint, Named, Role, Service, ServicePort};
+pub use config::{Config, Endpoint, MeshWorkload, Named, Role, Service, ServicePort};
 pub use flags::ResponseFlags;
 pub use proxy::{
     Connect, Downstream, Engine, Peer, ProxyError, Side, TcpConnector, run, serve_connection,

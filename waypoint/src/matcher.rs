@@ -45,6 +45,19 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// The port the request arrived on.
     pub port: u16,
+    /// Who sent it, when known: what `sourceLabels` and `sourceNamespace` match.
+    pub source: Option<Source<'a>>,
+    /// What the request came through, as `gateways` names it: `mesh` at a waypoint,
+    /// the serving Gateways (`namespace/name`) at an ingress gateway.
+    pub gateways: &'a [String],
+}
+
+/// The workload a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub namespace: &'a str,
+    /// The pod's labels; empty when only the identity is known.
+    pub labels: &'a BTreeMap<String, String>,
 }
 
 /// One compiled string condition.
@@ -127,12 +140,21 @@ pub struct RequestMatch {
     without_headers: Vec<(HeaderName, StringMatcher)>,
     query_params: Vec<(String, StringMatcher)>,
     port: Option<u16>,
+    source_labels: BTreeMap<String, String>,
+    source_namespace: Option<String>,
+    /// `namespace/name` (or `mesh`); empty: wherever the VirtualService applies.
+    gateways: Vec<String>,
 }
 
 impl RequestMatch {
-    /// Compiles one `match` entry; `field` (`http[0].match[1]`) prefixes error paths.
+    /// Compiles one `match` entry of a VirtualService in `namespace` (short gateway
+    /// names are resolved there); `field` (`http[0].match[1]`) prefixes error paths.
     /// Every problem is reported, not only the first.
-    pub fn compile(field: &str, spec: &HttpMatchRequest) -> Result<Self, Vec<MatchError>> {
+    pub fn compile(
+        field: &str,
+        namespace: &str,
+        spec: &HttpMatchRequest,
+    ) -> Result<Self, Vec<MatchError>> {
         let mut errors = Vec::new();
         let mut required = |name: &str, condition: &Option<StringMatch>, ignore_case: bool| {
             let condition = condition.as_ref()?;
@@ -167,19 +189,17 @@ impl RequestMatch {
                 None
             }
         });
-        if !spec.source_labels.is_empty() {
-            errors.push(MatchError::Unsupported {
-                field: "sourceLabels",
-            });
-        }
-        if !spec.source_namespace.is_empty() {
-            errors.push(MatchError::Unsupported {
-                field: "sourceNamespace",
-            });
-        }
-        if !spec.gateways.is_empty() {
-            errors.push(MatchError::Unsupported { field: "gateways" });
-        }
+        let gateways = spec
+            .gateways
+            .iter()
+            .map(|gateway| {
+                if gateway == "mesh" || gateway.contains('/') {
+                    gateway.clone()
+                } else {
+                    format!("{namespace}/{gateway}")
+                }
+            })
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -193,6 +213,9 @@ impl RequestMatch {
             without_headers,
             query_params,
             port,
+            source_labels: spec.source_labels.clone(),
+            source_namespace: Some(spec.source_namespace.clone()).filter(|ns| !ns.is_empty()),
+            gateways,
         })
     }
 
@@ -211,6 +234,22 @@ impl RequestMatch {
         self.uri.is_some()
     }
 
+    /// `sourceLabels` and `sourceNamespace`: an unknown source matches neither.
+    fn source_holds(&self, source: Option<Source<'_>>) -> bool {
+        if self.source_labels.is_empty() && self.source_namespace.is_none() {
+            return true;
+        }
+        source.is_some_and(|source| {
+            self.source_namespace
+                .as_deref()
+                .is_none_or(|namespace| namespace == source.namespace)
+                && self
+                    .source_labels
+                    .iter()
+                    .all(|(key, value)| source.labels.get(key) == Some(value))
+        })
+    }
+
     /// Whether every condition holds for `request`.
     #[must_use]
     pub fn matches(&self, request: &RequestView<'_>) -> bool {
@@ -225,6 +264,9 @@ impl RequestMatch {
             matcher.as_ref().is_none_or(|m| m.matches(value))
         };
         uri_holds
+            && self.source_holds(request.source)
+            && (self.gateways.is_empty()
+                || self.gateways.iter().any(|g| request.gateways.contains(g)))
             && holds(&self.scheme, request.scheme)
             && holds(&self.method, request.method)
             && holds(&self.authority, request.authority)
@@ -294,7 +336,7 @@ mod tests {
 
     fn compile(yaml: &str) -> RequestMatch {
         let spec: HttpMatchRequest = serde_yaml_ng::from_str(yaml).expect("test match is YAML");
-        RequestMatch::compile("match[0]", &spec).expect("test match compiles")
+        RequestMatch::compile("match[0]", "shop", &spec).expect("test match compiles")
     }
 
     fn request<'a>(path_and_query: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
@@ -310,8 +352,12 @@ mod tests {
             query,
             headers,
             port: 9080,
+            source: None,
+            gateways: MESH,
         }
     }
+
+    const MESH: &[String] = &[];
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
@@ -415,10 +461,10 @@ mod tests {
     #[test]
     fn every_problem_is_reported_with_its_path() {
         let spec: HttpMatchRequest = serde_yaml_ng::from_str(
-            "{uri: {regex: '('}, method: {}, sourceLabels: {app: a}, port: 70000}",
+            "{uri: {regex: '('}, method: {}, headers: {'bad header': {exact: a}}, port: 70000}",
         )
         .unwrap();
-        let errors: Vec<String> = RequestMatch::compile("http[0].match[0]", &spec)
+        let errors: Vec<String> = RequestMatch::compile("http[0].match[0]", "shop", &spec)
             .expect_err("four problems")
             .iter()
             .map(ToString::to_string)
@@ -434,8 +480,53 @@ mod tests {
         );
         assert!(errors.iter().any(|e| e.contains("70000")), "{errors:#?}");
         assert!(
-            errors.iter().any(|e| e.contains("sourceLabels")),
+            errors.iter().any(|e| e.contains("bad header")),
             "{errors:#?}"
         );
+    }
+
+    #[test]
+    fn source_labels_and_namespace_match_the_calling_workload() {
+        let none = HeaderMap::new();
+        let reviews_v2 =
+            compile("{sourceLabels: {app: reviews, version: v2}, sourceNamespace: shop}");
+        let labels: BTreeMap<String, String> = [("app", "reviews"), ("version", "v2"), ("x", "y")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let from = |namespace| RequestView {
+            source: Some(Source {
+                namespace,
+                labels: &labels,
+            }),
+            ..request("/", &none)
+        };
+        assert!(reviews_v2.matches(&from("shop")));
+        assert!(!reviews_v2.matches(&from("other")));
+        assert!(
+            !reviews_v2.matches(&request("/", &none)),
+            "an unknown source matches no source condition"
+        );
+        assert!(compile("{}").matches(&request("/", &none)));
+    }
+
+    #[test]
+    fn a_match_bound_to_gateways_holds_only_through_them() {
+        let none = HeaderMap::new();
+        let through = compile("gateways: [public, mesh]");
+        let public = ["shop/public".to_owned()];
+        let mesh = ["mesh".to_owned()];
+        let other = ["istio-system/other".to_owned()];
+        let via = |gateways| RequestView {
+            gateways,
+            ..request("/", &none)
+        };
+        assert!(
+            through.matches(&via(&public)),
+            "a short name is in the VirtualService's namespace"
+        );
+        assert!(through.matches(&via(&mesh)));
+        assert!(!through.matches(&via(&other)));
+        assert!(compile("{}").matches(&via(&other)));
     }
 }

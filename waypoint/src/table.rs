@@ -142,6 +142,8 @@ pub struct RouteTable {
     ingress: Option<Servers>,
     policies: Policies,
     workloads: Workloads,
+    /// What requests come through, as `gateways:` names it: `mesh`, or the Gateways.
+    bound_as: Vec<String>,
     trace_sampling_percent: f64,
     ignored: Vec<String>,
 }
@@ -167,7 +169,11 @@ impl RouteTable {
                 Role::Ingress(gateways) => Some(Servers::compile(gateways)),
             },
             policies: Policies::compile(config, &mut errors),
-            workloads: Workloads::new(&config.services),
+            workloads: Workloads::new(&config.services, &config.workloads),
+            bound_as: match &config.role {
+                Role::Waypoint => vec!["mesh".to_owned()],
+                Role::Ingress(gateways) => gateways.iter().map(Named::key).collect(),
+            },
             trace_sampling_percent: trace_sampling(config, &mut errors),
             ignored,
         };
@@ -275,6 +281,12 @@ impl RouteTable {
             .iter()
             .find_map(|name| self.service_defaults.get_key_value(name))
             .map(|(name, _)| name.as_str())
+    }
+
+    /// What requests come through, as a match's `gateways` names it.
+    #[must_use]
+    pub fn bound_as(&self) -> &[String] {
+        &self.bound_as
     }
 
     /// An ingress gateway's servers; `None` for a waypoint.

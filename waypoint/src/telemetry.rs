@@ -37,8 +37,9 @@ use prometheus_client::{
 };
 
 use crate::{
-    config::Service,
+    config::{MeshWorkload, Service},
     flags::ResponseFlags,
+    matcher::Source,
     proxy::{Body, Peer, inspect::Inspected},
     table::RouteTable,
 };
@@ -81,10 +82,21 @@ struct Workload {
 pub struct Workloads(HashMap<IpAddr, Workload>);
 
 impl Workloads {
-    /// The endpoints of `services`; an address in two services is the first's.
+    /// The mesh `workloads`, and the endpoints of `services` (an address in two services
+    /// is the first's).
     #[must_use]
-    pub fn new(services: &[Service]) -> Self {
-        let mut workloads = HashMap::new();
+    pub fn new(services: &[Service], mesh: &[MeshWorkload]) -> Self {
+        let mut workloads: HashMap<IpAddr, Workload> = mesh
+            .iter()
+            .map(|workload| {
+                let known = Workload {
+                    name: workload.name.clone(),
+                    namespace: workload.namespace.clone(),
+                    labels: workload.labels.clone(),
+                };
+                (workload.ip.to_canonical(), known)
+            })
+            .collect();
         for service in services {
             for endpoint in &service.endpoints {
                 workloads
@@ -114,6 +126,23 @@ impl Workloads {
                 party.principal = principal.unwrap_or_else(|| UNKNOWN.to_owned());
                 party
             }
+        }
+    }
+
+    /// The downstream end as `sourceLabels` and `sourceNamespace` see it: its pod, else
+    /// the namespace of its identity with no labels; `None` when neither is known.
+    #[must_use]
+    pub fn matching_source<'a>(&'a self, peer: &'a Peer) -> Option<Source<'a>> {
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        match self.0.get(&peer.ip) {
+            Some(workload) => Some(Source {
+                namespace: &workload.namespace,
+                labels: &workload.labels,
+            }),
+            None => peer.identity.as_ref().map(|identity| Source {
+                namespace: &identity.namespace,
+                labels: &NO_LABELS,
+            }),
         }
     }
 

@@ -14,7 +14,7 @@ use ambit_api::{
 };
 
 use crate::{
-    config::{Config, Endpoint, Named, Role, Service, ServicePort},
+    config::{Config, Endpoint, MeshWorkload, Named, Role, Service, ServicePort},
     gateway::tls::{Credential, Credentials},
 };
 
@@ -115,6 +115,7 @@ fn compile(
     serving: Serving<'_>,
 ) -> Result<Pushed, StateError> {
     let mut view = MeshView::default();
+    let mut mesh_workloads = Vec::new();
     let mut workloads: HashMap<IpAddr, (String, BTreeMap<String, String>)> = HashMap::new();
     for (key, resource) in resources {
         if let Some(Kind::Peer(peer)) = &resource.kind {
@@ -127,7 +128,13 @@ fn compile(
                     })?;
             for ip in ips(key, &peer.ips)? {
                 view.identities.insert(ip, identity.clone());
-                let labels = peer.labels.clone().into_iter().collect();
+                let labels: BTreeMap<String, String> = peer.labels.clone().into_iter().collect();
+                mesh_workloads.push(MeshWorkload {
+                    ip,
+                    namespace: peer.namespace.clone(),
+                    name: peer.name.clone(),
+                    labels: labels.clone(),
+                });
                 workloads.insert(ip, (peer.name.clone(), labels));
             }
         }
@@ -135,6 +142,7 @@ fn compile(
     let mut config = Config {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+        workloads: mesh_workloads,
         ..Config::default()
     };
     let mut gateways = Vec::new();

@@ -138,6 +138,8 @@ async fn dispatch(
         query: parts.uri.query(),
         headers: &parts.headers,
         port,
+        source: table.workloads().matching_source(peer),
+        gateways: table.bound_as(),
     };
     let Some((route, matched)) = table
         .routes(routing)

@@ -229,6 +229,8 @@ mod tests {
             query: Some("a=1"),
             headers: &headers,
             port: 8080,
+            source: None,
+            gateways: &[],
         };
         assert_eq!(
             redirect("uri: /new").location(&request),

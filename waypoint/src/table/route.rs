@@ -121,7 +121,7 @@ impl Route {
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                RequestMatch::compile(&format!("{field}.match[{i}]"), m)
+                RequestMatch::compile(&format!("{field}.match[{i}]"), namespace, m)
                     .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
                     .ok()
             })

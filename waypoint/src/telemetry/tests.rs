@@ -9,7 +9,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 
 use super::*;
-use crate::config::{Endpoint, Service};
+use crate::config::{Endpoint, MeshWorkload, Service};
 
 fn services() -> Vec<Service> {
     vec![Service {
@@ -32,7 +32,22 @@ fn services() -> Vec<Service> {
 
 #[test]
 fn parties_are_named_from_the_endpoints_labels_and_the_peers_identity() {
-    let workloads = Workloads::new(&services());
+    let client = MeshWorkload {
+        ip: "10.0.0.20".parse().unwrap(),
+        namespace: "shop".into(),
+        name: "web".into(),
+        labels: [("app".to_owned(), "web".to_owned())].into(),
+    };
+    let workloads = Workloads::new(&services(), std::slice::from_ref(&client));
+    let caller = workloads.source(&Peer {
+        ip: client.ip,
+        identity: None,
+    });
+    assert_eq!(
+        (caller.workload.as_str(), caller.app.as_str()),
+        ("web", "web"),
+        "a mesh workload that is no service's endpoint is still known"
+    );
     let pod = Peer {
         ip: "10.0.0.9".parse().unwrap(),
         identity: None,
