@@ -82,7 +82,15 @@ pub struct Config {
         conflicts_with = "controller_address"
     )]
     pub local_config: Option<PathBuf>,
+    /// Threads relaying traffic (Tokio workers). `1`: the main thread alone; `0`: one
+    /// per CPU.
+    #[arg(long, env = "AMBIT_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
+    pub worker_threads: usize,
 }
+
+/// Relay threads by default: 2, as Istio's ztunnel (cross-thread wake-ups cost more
+/// latency and memory than a second core saves; see docs/OPERATIONS.md).
+pub const DEFAULT_WORKER_THREADS: usize = 2;
 
 /// Every problem with a [`Config`], reported at once.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -30,6 +29,23 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Arc::new(Config::parse());
     config.validate()?;
+    let mut runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        workers => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(workers);
+            runtime
+        }
+    };
+    runtime
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     info!(?config, "starting");
     let certificates = match (&config.ca_address, &config.ca_token_file) {
         (Some(address), Some(token_file)) => Some(Arc::new(CertificateStore::new(CaClient::new(
