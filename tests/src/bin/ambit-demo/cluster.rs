@@ -17,8 +17,8 @@ pub struct Cluster<'n> {
     /// node1 and node2, in that order.
     pub nodes: Vec<MeshNode>,
     pods: Vec<Pod>,
-    /// The control plane, the apps and the waypoint: stopped when the demo ends.
-    processes: Vec<ChildGuard>,
+    /// The control plane, the apps and the gateways by name: stopped when the demo ends.
+    processes: Vec<(String, ChildGuard)>,
 }
 
 impl<'n> Cluster<'n> {
@@ -71,9 +71,17 @@ impl<'n> Cluster<'n> {
         &self.pods
     }
 
-    /// Keeps `process` running until the demo ends.
-    pub fn keep(&mut self, process: ChildGuard) {
-        self.processes.push(process);
+    /// Keeps `process` running until the demo ends, as `name` (for example `waypoint`).
+    pub fn keep(&mut self, name: impl Into<String>, process: ChildGuard) {
+        self.processes.push((name.into(), process));
+    }
+
+    /// The process kept as `name`.
+    pub fn process(&self, name: &str) -> Result<&ChildGuard> {
+        self.processes
+            .iter()
+            .find_map(|(kept, process)| (kept == name).then_some(process))
+            .with_context(|| format!("no process {name:?} in the demo"))
     }
 
     /// Copies `shipped` (a path in the shipped config folder) into the config folder as

@@ -5,8 +5,11 @@
 //! each, creates pods through the real CNI plugins (with `ambit-cni` chained), and
 //! shows: pods joining the mesh by namespace label, no firewall rule anywhere, same-node
 //! and cross-node traffic captured transparently, inbound capture from outside the mesh,
-//! fail-closed behaviour while ztunnel is down, and L7 routing at a waypoint. Everything
-//! it made is removed when it ends. `--json` prints the results for machines.
+//! fail-closed behaviour while ztunnel is down; then at a waypoint, load balancing, a
+//! VirtualService and a measured canary split, and an AuthorizationPolicy's denial in the
+//! access log and metrics; the ingress gateway serving a client outside the mesh over
+//! HTTP and HTTPS; and what the mesh costs in latency and throughput. Everything it made
+//! is removed when it ends. `--json` prints the results for machines.
 //!
 //! # Layout
 //! - [`cluster`]: the nodes, the control plane, the pods and the running processes;

@@ -3,10 +3,16 @@
 //!
 //! - [`enrolment`]: pods joining by label, no firewall rule, identities from the CA;
 //! - [`capture`]: mutual TLS between nodes, transparent capture, fail-closed, STRICT;
-//! - [`routing`]: the waypoint applying a VirtualService.
+//! - [`routing`]: load balancing, a VirtualService and a canary at the waypoint;
+//! - [`policy`]: an AuthorizationPolicy at the waypoint, in its access log and metrics;
+//! - [`ingress`]: the ingress gateway serving the app to a client outside the mesh;
+//! - [`latency`]: direct vs through the mesh, in latency and throughput.
 
 mod capture;
 mod enrolment;
+mod ingress;
+mod latency;
+mod policy;
 mod routing;
 
 use std::time::Duration;
@@ -37,5 +43,15 @@ pub const ALL: &[Step] = &[
     capture::FROM_OUTSIDE,
     capture::FAIL_CLOSED,
     capture::STRICT,
-    routing::WAYPOINT,
+    routing::LOAD_BALANCING,
+    routing::ALL_TO_V2,
+    routing::CANARY,
+    policy::DENY_POST,
+    ingress::INGRESS,
+    latency::DIRECT_VS_MESH,
 ];
+
+/// An access-log line without its timestamp, level and target.
+fn access_entry(line: &str) -> &str {
+    line.split_once("access: ").map_or(line, |(_, entry)| entry)
+}

@@ -8,7 +8,7 @@ use ambit_e2e::{app, wait_for};
 use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
 
-use super::{DEFAULT_IDENTITY, READY_TIMEOUT, Step, enrolment::ECHO_PORT};
+use super::{DEFAULT_IDENTITY, READY_TIMEOUT, Step, access_entry, enrolment::ECHO_PORT};
 use crate::cluster::Cluster;
 
 pub const MUTUAL_TLS: Step = Step {
@@ -98,11 +98,7 @@ fn from_outside(cluster: &mut Cluster<'_>) -> Result<String> {
             l.contains("direction=Inbound") && l.contains(&needle)
         })
         .context("no inbound access-log line")?;
-    let line = line.as_str();
-    Ok(format!(
-        "ztunnel access log: {}",
-        line.split("access: ").nth(1).unwrap_or(line)
-    ))
+    Ok(format!("ztunnel access log: {}", access_entry(&line)))
 }
 
 fn fail_closed(cluster: &mut Cluster<'_>) -> Result<String> {

@@ -54,12 +54,12 @@ fn pods_join(cluster: &mut Cluster<'_>) -> Result<String> {
         served == ["app-v1", "app-v2", "client"],
         "ztunnels serve {served:?}"
     );
-    for (pod, version) in [("app-v1", "v1"), ("app-v2", "v2")] {
-        let pod = cluster.pod(pod)?;
+    for (name, version) in [("app-v1", "v1"), ("app-v2", "v2")] {
+        let pod = cluster.pod(name)?;
         let echo = app::serve(pod, SocketAddr::from(([0; 16], ECHO_PORT)))?;
         let http = app::http_serve(pod, SocketAddr::from(([0; 16], HTTP_PORT)), version)?;
-        cluster.keep(echo);
-        cluster.keep(http);
+        cluster.keep(format!("{name} echo server"), echo);
+        cluster.keep(format!("{name} HTTP server"), http);
     }
     Ok(format!(
         "ztunnels serve {served:?}; legacy/outsider stays outside"
@@ -93,9 +93,9 @@ fn no_firewall_rules(cluster: &mut Cluster<'_>) -> Result<String> {
 
 fn identities(cluster: &mut Cluster<'_>) -> Result<String> {
     // The CA reads which pods run where when it starts: after the pods.
-    for process in cluster.control.start(cluster.net)? {
-        cluster.keep(process);
-    }
+    let [ca, controller] = cluster.control.start(cluster.net)?;
+    cluster.keep("CA (ambit-controller serve-ca)", ca);
+    cluster.keep("config push (ambit-controller serve)", controller);
     for mesh in &cluster.nodes {
         mesh.wait_certificate(DEFAULT_IDENTITY, READY_TIMEOUT)?;
     }
