@@ -49,6 +49,8 @@ const MAX_SOCKET_PATH: usize = 107;
 pub struct TestNet {
     inner: Arc<NetInner>,
     tempdir: Option<TempDir>,
+    /// Keep the temp dir when dropped (see [`TestNet::keep_dir`]).
+    keep_dir: AtomicBool,
 }
 
 /// State shared by the [`TestNet`] and its [`Node`]/[`crate::Pod`] handles.
@@ -117,6 +119,7 @@ impl TestNet {
                 torn_down: AtomicBool::new(false),
             }),
             tempdir: Some(tempdir),
+            keep_dir: AtomicBool::new(false),
         };
         // From here on, dropping `net` cleans up whatever was made.
         for dir in ["config", "logs", "run", "nodes"] {
@@ -154,6 +157,12 @@ impl TestNet {
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Keeps the temp dir (manifests, process logs) when the network is dropped, as
+    /// [`KEEP_ENV`] does: for a program that points a person at the logs of a failure.
+    pub fn keep_dir(&self) {
+        self.keep_dir.store(true, Ordering::SeqCst);
     }
 
     /// The config folder Ambit's binaries read Kubernetes objects from.
@@ -406,7 +415,9 @@ impl Drop for TestNet {
     fn drop(&mut self) {
         self.inner.teardown();
         if let Some(tempdir) = self.tempdir.take() {
-            if std::env::var(KEEP_ENV).is_ok_and(|keep| keep == "1") {
+            let keep = self.keep_dir.load(Ordering::SeqCst)
+                || std::env::var(KEEP_ENV).is_ok_and(|keep| keep == "1");
+            if keep {
                 eprintln!("ambit-e2e: kept {}", tempdir.keep().display());
             } else if let Err(error) = tempdir.close() {
                 eprintln!(

@@ -13,6 +13,9 @@ pub struct DemoArgs {
     /// Print the results as JSON (one object with every step).
     #[arg(long)]
     pub json: bool,
+    /// On failure, also print the end of the failing component's log.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
@@ -26,6 +29,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let mut demo = Command::new(cmd::target_dir().join("debug/ambit-demo"));
     if args.json {
         demo.arg("--json");
+    }
+    if args.verbose {
+        demo.arg("--verbose");
     }
     cmd::run(&mut demo)
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use ambit_e2e::{ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, workspace_dir};
 use anyhow::{Context as _, Result};
 
+use crate::components::Component;
+
 /// The config folder shipped in the repository, relative to the workspace.
 const SHIPPED_CONFIG: &str = "deploy/examples/demo";
 
@@ -17,8 +19,8 @@ pub struct Cluster<'n> {
     /// node1 and node2, in that order.
     pub nodes: Vec<MeshNode>,
     pods: Vec<Pod>,
-    /// The control plane, the apps and the gateways by name: stopped when the demo ends.
-    processes: Vec<(String, ChildGuard)>,
+    /// The control plane, the apps and the gateways: stopped when the demo ends.
+    processes: Vec<(Component, ChildGuard)>,
 }
 
 impl<'n> Cluster<'n> {
@@ -71,17 +73,36 @@ impl<'n> Cluster<'n> {
         &self.pods
     }
 
-    /// Keeps `process` running until the demo ends, as `name` (for example `waypoint`).
-    pub fn keep(&mut self, name: impl Into<String>, process: ChildGuard) {
-        self.processes.push((name.into(), process));
+    /// Keeps `process`, a part of `component`, running until the demo ends.
+    pub fn keep(&mut self, component: Component, process: ChildGuard) {
+        self.processes.push((component, process));
     }
 
-    /// The process kept as `name`.
-    pub fn process(&self, name: &str) -> Result<&ChildGuard> {
+    /// The (first) process of `component` the demo keeps.
+    pub fn process(&self, component: Component) -> Result<&ChildGuard> {
         self.processes
             .iter()
-            .find_map(|(kept, process)| (kept == name).then_some(process))
-            .with_context(|| format!("no process {name:?} in the demo"))
+            .find_map(|(kept, process)| (*kept == component).then_some(process))
+            .with_context(|| format!("{component} is not running"))
+    }
+
+    /// Every running component's processes: the nodes' agents and ztunnels, then the
+    /// processes the demo keeps.
+    pub fn components(&self) -> Vec<(Component, &ChildGuard)> {
+        let nodes = self.nodes.iter().enumerate().flat_map(|(index, mesh)| {
+            [
+                mesh.agent()
+                    .ok()
+                    .map(|agent| (Component::Agent(index), agent)),
+                mesh.ztunnel()
+                    .ok()
+                    .map(|ztunnel| (Component::Ztunnel(index), ztunnel)),
+            ]
+        });
+        nodes
+            .flatten()
+            .chain(self.processes.iter().map(|(c, process)| (*c, process)))
+            .collect()
     }
 
     /// Copies `shipped` (a path in the shipped config folder) into the config folder as

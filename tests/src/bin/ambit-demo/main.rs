@@ -9,14 +9,22 @@
 //! VirtualService and a measured canary split, and an AuthorizationPolicy's denial in the
 //! access log and metrics; the ingress gateway serving a client outside the mesh over
 //! HTTP and HTTPS; and what the mesh costs in latency and throughput. Everything it made
-//! is removed when it ends. `--json` prints the results for machines.
+//! is removed when it ends.
+//!
+//! Each step prints one ✓/✗ line with its time and what it saw, and a summary table
+//! closes the run. When a step fails, the demo names the component to look at (one that
+//! exited, or else the one the step exercises) and keeps the logs, printing their path;
+//! `--verbose` also prints the end of those logs. `--json` prints one JSON object with
+//! the same for machines.
 //!
 //! # Layout
 //! - [`cluster`]: the nodes, the control plane, the pods and the running processes;
 //! - [`steps`]: what each step does and checks, in order;
+//! - [`components`]: Ambit's processes by role, and what to look at after a failure;
 //! - [`report`]: the ✓/✗ lines, the summary and the JSON report.
 
 mod cluster;
+mod components;
 mod report;
 mod steps;
 
@@ -27,10 +35,22 @@ use anyhow::{Result, bail};
 
 use crate::{cluster::Cluster, report::Report};
 
+/// What the command line asks for.
+struct Options {
+    /// One JSON object on stdout instead of lines for people.
+    json: bool,
+    /// The end of the blamed components' logs when a step fails.
+    verbose: bool,
+}
+
 fn main() -> ExitCode {
-    let json = std::env::args().skip(1).any(|arg| arg == "--json");
-    let mut report = Report::new(json);
-    let outcome = run(&mut report);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = Options {
+        json: args.iter().any(|arg| arg == "--json"),
+        verbose: args.iter().any(|arg| arg == "--verbose"),
+    };
+    let mut report = Report::new(options.json);
+    let outcome = run(&options, &mut report);
     report.finish(&outcome);
     if outcome.is_ok() {
         ExitCode::SUCCESS
@@ -39,11 +59,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(report: &mut Report) -> Result<()> {
+fn run(options: &Options, report: &mut Report) -> Result<()> {
     let Some(net) = TestNet::new("demo") else {
         bail!("the demo needs root, ip, the CNI reference plugins, cgroup2 and bpffs (see above)");
     };
-    let mut cluster = report.step_with("two nodes start Ambit's agent and ztunnel", || {
+    let started = report.step_with("two nodes start Ambit's agent and ztunnel", || {
         let cluster = Cluster::start(&net)?;
         let detail = format!(
             "config folder {} (namespace shop labelled istio.io/dataplane-mode=ambient, legacy unlabelled)\ncapture programs pinned under {} and {}",
@@ -52,9 +72,25 @@ fn run(report: &mut Report) -> Result<()> {
             cluster.nodes[1].bpffs_dir().display()
         );
         Ok((cluster, detail))
+    });
+    let mut cluster = started.inspect_err(|_| {
+        net.keep_dir();
+        report.diagnosis(format!(
+            "the agent or ztunnel did not start; every log is in {} (kept)",
+            net.logs_dir().display()
+        ));
     })?;
     for step in steps::ALL {
-        report.step(step.name, || (step.run)(&mut cluster))?;
+        let outcome = report.step(step.name, || (step.run)(&mut cluster));
+        if outcome.is_err() {
+            net.keep_dir();
+            report.diagnosis(components::diagnose(
+                &cluster,
+                step.component,
+                options.verbose,
+            ));
+        }
+        outcome?;
     }
     Ok(())
 }

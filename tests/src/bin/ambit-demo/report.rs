@@ -1,7 +1,8 @@
-//! What the demo prints: one line per step with ✓/✗ and its time, then a summary; or,
-//! with `--json`, one JSON object with every step for machines.
+//! What the demo prints: one line per step with ✓/✗ and its time, then a summary table
+//! and, when a step failed, which component to look at and where its log is; or, with
+//! `--json`, one JSON object with the same for machines.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
@@ -18,6 +19,8 @@ struct StepResult {
 pub struct Report {
     json: bool,
     steps: Vec<StepResult>,
+    /// What to look at after a failure (see [`crate::components::diagnose`]).
+    diagnosis: Option<String>,
 }
 
 impl Report {
@@ -26,6 +29,7 @@ impl Report {
         Self {
             json,
             steps: Vec::new(),
+            diagnosis: None,
         }
     }
 
@@ -70,8 +74,13 @@ impl Report {
             .with_context(|| format!("step {name:?} failed"))
     }
 
-    /// Prints the end of the report: the JSON object, or the count of passed steps and
-    /// why the demo stopped.
+    /// Records what to look at after a failure.
+    pub fn diagnosis(&mut self, text: String) {
+        self.diagnosis = Some(text);
+    }
+
+    /// Prints the end of the report: the JSON object, or the summary table and, after
+    /// a failure, why the demo stopped and what to look at.
     pub fn finish(&self, outcome: &Result<()>) {
         if self.json {
             let steps: Vec<_> = self
@@ -81,13 +90,45 @@ impl Report {
                     |s| json!({"step": s.name, "ok": s.ok, "detail": s.detail, "millis": s.millis}),
                 )
                 .collect();
-            println!("{}", json!({"ok": outcome.is_ok(), "steps": steps}));
+            println!(
+                "{}",
+                json!({
+                    "ok": outcome.is_ok(),
+                    "steps": steps,
+                    "error": outcome.as_ref().err().map(|e| format!("{e:#}")),
+                    "diagnosis": self.diagnosis,
+                })
+            );
             return;
         }
-        let passed = self.steps.iter().filter(|s| s.ok).count();
-        println!("\n{passed} passed, {} failed", self.steps.len() - passed);
+        self.print_summary();
         if let Err(error) = outcome {
-            println!("stopped: {error:#}");
+            println!("\nstopped: {error:#}");
+            if let Some(diagnosis) = &self.diagnosis {
+                println!("{diagnosis}");
+            }
         }
+    }
+
+    /// The table of steps, their results and times, and the totals.
+    fn print_summary(&self) {
+        let width = self
+            .steps
+            .iter()
+            .map(|s| s.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        println!("\n{:<width$}  result      time", "step");
+        for step in &self.steps {
+            let result = if step.ok { "✓" } else { "✗" };
+            println!("{:<width$}    {result}   {:>7} ms", step.name, step.millis);
+        }
+        let passed = self.steps.iter().filter(|s| s.ok).count();
+        let millis: u128 = self.steps.iter().map(|s| s.millis).sum();
+        println!(
+            "{passed} passed, {} failed, in {:.1} s",
+            self.steps.len() - passed,
+            Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)).as_secs_f64()
+        );
     }
 }

@@ -19,16 +19,18 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, components::Component};
 
 /// Every demo pod runs as its namespace's default service account.
 const DEFAULT_IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/default";
 /// How long something the demo set up may take to apply.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One step: what it shows, and how.
+/// One step: what it shows, which component it exercises most, and how.
 pub struct Step {
     pub name: &'static str,
+    /// The component blamed when the step fails and nothing has exited.
+    pub component: Component,
     pub run: fn(&mut Cluster<'_>) -> Result<String>,
 }
 

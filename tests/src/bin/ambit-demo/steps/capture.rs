@@ -9,35 +9,41 @@ use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
 
 use super::{DEFAULT_IDENTITY, READY_TIMEOUT, Step, access_entry, enrolment::ECHO_PORT};
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, components::Component};
 
 pub const MUTUAL_TLS: Step = Step {
     name: "traffic between the nodes is mutual TLS (HBONE)",
+    component: Component::Ztunnel(1),
     run: mutual_tls,
 };
 
 pub const SAME_NODE: Step = Step {
     name: "client -> app-v1 on the same node is captured and relayed",
+    component: Component::Ztunnel(0),
     run: |cluster| relayed(cluster, "app-v1", 0),
 };
 
 pub const CROSS_NODE: Step = Step {
     name: "client -> app-v2 on the other node is captured and relayed",
+    component: Component::Ztunnel(1),
     run: |cluster| relayed(cluster, "app-v2", 1),
 };
 
 pub const FROM_OUTSIDE: Step = Step {
     name: "a client outside the mesh is captured on the way in",
+    component: Component::Ztunnel(0),
     run: from_outside,
 };
 
 pub const FAIL_CLOSED: Step = Step {
     name: "with ztunnel down, enrolled pods fail closed, then recover",
+    component: Component::Ztunnel(0),
     run: fail_closed,
 };
 
 pub const STRICT: Step = Step {
     name: "PeerAuthentication STRICT turns plaintext away",
+    component: Component::Ztunnel(0),
     run: strict,
 };
 

@@ -7,7 +7,7 @@ use ambit_e2e::{PodSpec, app};
 use anyhow::{Result, ensure};
 
 use super::{DEFAULT_IDENTITY, READY_TIMEOUT, Step};
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, components::Component};
 
 /// Where every app pod answers: `pod-app serve` (greeting, then echo).
 pub const ECHO_PORT: u16 = 8080;
@@ -16,16 +16,19 @@ pub const HTTP_PORT: u16 = 9080;
 
 pub const PODS_JOIN: Step = Step {
     name: "pods join the mesh by namespace label (no sidecar)",
+    component: Component::Agent(0),
     run: pods_join,
 };
 
 pub const NO_FIREWALL_RULES: Step = Step {
     name: "no iptables or nftables rule anywhere",
+    component: Component::Agent(0),
     run: no_firewall_rules,
 };
 
 pub const IDENTITIES: Step = Step {
     name: "the mesh CA gives every workload its SPIFFE identity",
+    component: Component::Ca,
     run: identities,
 };
 
@@ -58,8 +61,8 @@ fn pods_join(cluster: &mut Cluster<'_>) -> Result<String> {
         let pod = cluster.pod(name)?;
         let echo = app::serve(pod, SocketAddr::from(([0; 16], ECHO_PORT)))?;
         let http = app::http_serve(pod, SocketAddr::from(([0; 16], HTTP_PORT)), version)?;
-        cluster.keep(format!("{name} echo server"), echo);
-        cluster.keep(format!("{name} HTTP server"), http);
+        cluster.keep(Component::TestApps, echo);
+        cluster.keep(Component::TestApps, http);
     }
     Ok(format!(
         "ztunnels serve {served:?}; legacy/outsider stays outside"
@@ -94,8 +97,8 @@ fn no_firewall_rules(cluster: &mut Cluster<'_>) -> Result<String> {
 fn identities(cluster: &mut Cluster<'_>) -> Result<String> {
     // The CA reads which pods run where when it starts: after the pods.
     let [ca, controller] = cluster.control.start(cluster.net)?;
-    cluster.keep("CA (ambit-controller serve-ca)", ca);
-    cluster.keep("config push (ambit-controller serve)", controller);
+    cluster.keep(Component::Ca, ca);
+    cluster.keep(Component::ConfigPush, controller);
     for mesh in &cluster.nodes {
         mesh.wait_certificate(DEFAULT_IDENTITY, READY_TIMEOUT)?;
     }

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
 use serde_json::json;
 
 use super::{READY_TIMEOUT, Step, routing::split};
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, components::Component};
 
 /// The host the Gateway's HTTPS server answers for.
 const HOST: &str = "shop.example.com";
@@ -27,6 +27,7 @@ const SECRET: &str = "shop-cert";
 
 pub const INGRESS: Step = Step {
     name: "the ingress gateway serves the app to a client outside the mesh",
+    component: Component::IngressGateway,
     run: ingress,
 };
 
@@ -46,7 +47,7 @@ fn ingress(cluster: &mut Cluster<'_>) -> Result<String> {
         cluster
             .control
             .start_ingress(cluster.pod("ingress-0")?, GATEWAY_ACCOUNT, &[80, 443])?;
-    cluster.keep("ingress gateway", gateway);
+    cluster.keep(Component::IngressGateway, gateway);
     let gateway_pod = cluster.pod("ingress-0")?;
     let (outsider, http_to) = (cluster.pod("outsider")?, gateway_pod.addr_v4(80));
     let http = wait_for(

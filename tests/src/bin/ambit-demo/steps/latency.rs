@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use serde_json::Value;
 
 use super::{READY_TIMEOUT, Step, enrolment::ECHO_PORT};
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, components::Component};
 
 /// Where the bulk sinks listen.
 const SINK_PORT: u16 = 9000;
@@ -25,6 +25,7 @@ const MEASURE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const DIRECT_VS_MESH: Step = Step {
     name: "direct vs through the mesh: latency and throughput",
+    component: Component::Ztunnel(0),
     run: direct_vs_mesh,
 };
 
@@ -42,8 +43,8 @@ fn direct_vs_mesh(cluster: &mut Cluster<'_>) -> Result<String> {
         let pod = cluster.pod(name)?;
         let echo = app::serve(pod, SocketAddr::from(([0; 4], ECHO_PORT)))?;
         let sink = app::sink(pod, SocketAddr::from(([0; 4], SINK_PORT)))?;
-        cluster.keep(format!("{name} echo server"), echo);
-        cluster.keep(format!("{name} sink"), sink);
+        cluster.keep(Component::TestApps, echo);
+        cluster.keep(Component::TestApps, sink);
     }
     let (client, echo) = (cluster.pod("client")?, cluster.pod("echo")?);
     cluster.nodes[0].wait_peer(&echo.ipv4().to_string(), None, READY_TIMEOUT)?;

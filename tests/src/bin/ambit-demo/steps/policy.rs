@@ -11,13 +11,14 @@ use ambit_e2e::{
 use anyhow::{Context as _, Result, ensure};
 
 use super::{DEFAULT_IDENTITY, READY_TIMEOUT, Step, access_entry, routing::APP_VIP};
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, components::Component};
 
 /// Where the waypoint serves Prometheus metrics, inside its pod.
 pub const WAYPOINT_METRICS_PORT: u16 = 15020;
 
 pub const DENY_POST: Step = Step {
     name: "an AuthorizationPolicy on the waypoint denies POST",
+    component: Component::Waypoint,
     run: deny_post,
 };
 
@@ -38,7 +39,7 @@ fn deny_post(cluster: &mut Cluster<'_>) -> Result<String> {
         "GET should stay allowed: {get:?}"
     );
     let line = cluster
-        .process("waypoint")?
+        .process(Component::Waypoint)?
         .wait_for_log_line(Duration::from_secs(5), |line| {
             line.contains("POST") && line.contains("status=403")
         })

@@ -8,7 +8,7 @@ use ambit_e2e::{app, wait_for};
 use anyhow::{Result, ensure};
 
 use super::{READY_TIMEOUT, Step};
-use crate::cluster::Cluster;
+use crate::{cluster::Cluster, components::Component};
 
 /// The `app` Service's cluster IP and port (`deploy/examples/demo/waypoint/app.yaml`).
 pub const APP_VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 200, 30)), 80);
@@ -19,16 +19,19 @@ const CANARY_REQUESTS: u64 = 200;
 
 pub const LOAD_BALANCING: Step = Step {
     name: "a waypoint balances app's requests over v1 and v2",
+    component: Component::Waypoint,
     run: load_balancing,
 };
 
 pub const ALL_TO_V2: Step = Step {
     name: "a VirtualService sends everything to v2 (jason still gets v1)",
+    component: Component::Waypoint,
     run: all_to_v2,
 };
 
 pub const CANARY: Step = Step {
     name: "the VirtualService edited into a 90/10 canary split",
+    component: Component::Waypoint,
     run: canary,
 };
 
@@ -37,7 +40,7 @@ fn load_balancing(cluster: &mut Cluster<'_>) -> Result<String> {
     let waypoint = cluster
         .control
         .start_waypoint(cluster.pod("waypoint-0")?, "waypoint")?;
-    cluster.keep("waypoint", waypoint);
+    cluster.keep(Component::Waypoint, waypoint);
     let client = cluster.pod("client")?;
     wait_for(
         "the waypoint to route to both versions",
