@@ -20,9 +20,10 @@ use crate::{ChildGuard, Node, TestNet, bin_path, cmd::Finished};
 
 /// How long a binary may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// ztunnel's metrics/admin port inside the node's namespace.
-const ADMIN_PORT: u16 = 15000;
-const METRICS_PORT: u16 = 15020;
+/// ztunnel's admin port (config dump) inside the node's namespace.
+pub const ADMIN_PORT: u16 = 15000;
+/// ztunnel's Prometheus port inside the node's namespace.
+pub const METRICS_PORT: u16 = 15020;
 
 /// Options for [`MeshNode::install`].
 #[derive(Debug, Clone, Copy, Default)]

@@ -9,7 +9,9 @@
 //! VirtualService and a measured canary split, and an AuthorizationPolicy's denial in the
 //! access log and metrics; the ingress gateway serving a client outside the mesh over
 //! HTTP and HTTPS; and what the mesh costs in latency and throughput. Everything it made
-//! is removed when it ends.
+//! is removed when it ends — with `--keep`, once Enter is pressed, after printing
+//! commands to poke at the running mesh. Each run is recorded under `/run/ambit-demo/`,
+//! and `--down` removes what a killed run left behind.
 //!
 //! Each step prints one ✓/✗ line with its time and what it saw, and a summary table
 //! closes the run. When a step fails, the demo names the component to look at (one that
@@ -21,10 +23,13 @@
 //! - [`cluster`]: the nodes, the control plane, the pods and the running processes;
 //! - [`steps`]: what each step does and checks, in order;
 //! - [`components`]: Ambit's processes by role, and what to look at after a failure;
+//! - [`keep`], [`record`]: `--keep`'s poke commands, and the run records `--down` reads;
 //! - [`report`]: the ✓/✗ lines, the summary and the JSON report.
 
 mod cluster;
 mod components;
+mod keep;
+mod record;
 mod report;
 mod steps;
 
@@ -33,7 +38,7 @@ use std::process::ExitCode;
 use ambit_e2e::TestNet;
 use anyhow::{Result, bail};
 
-use crate::{cluster::Cluster, report::Report};
+use crate::{cluster::Cluster, record::RunRecord, report::Report};
 
 /// What the command line asks for.
 struct Options {
@@ -41,17 +46,35 @@ struct Options {
     json: bool,
     /// The end of the blamed components' logs when a step fails.
     verbose: bool,
+    /// Leave the mesh running until Enter once every step passed.
+    keep: bool,
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|arg| arg == name);
+    if flag("--down") {
+        return match record::down() {
+            Ok(said) => {
+                println!("{said}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("ambit-demo --down: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = Options {
-        json: args.iter().any(|arg| arg == "--json"),
-        verbose: args.iter().any(|arg| arg == "--verbose"),
+        json: flag("--json"),
+        verbose: flag("--verbose"),
+        keep: flag("--keep"),
     };
     let mut report = Report::new(options.json);
     let outcome = run(&options, &mut report);
-    report.finish(&outcome);
+    if let Err(error) = &outcome {
+        report.stopped(error);
+    }
     if outcome.is_ok() {
         ExitCode::SUCCESS
     } else {
@@ -59,12 +82,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the demo on a fresh test network, which is removed when this returns.
 fn run(options: &Options, report: &mut Report) -> Result<()> {
+    // Declared first so it goes last: `--down` needs it until everything is removed.
+    let _record;
     let Some(net) = TestNet::new("demo") else {
         bail!("the demo needs root, ip, the CNI reference plugins, cgroup2 and bpffs (see above)");
     };
+    _record = RunRecord::write(&net)?;
+    let cluster = walk_through(&net, options, report).inspect_err(|_| net.keep_dir())?;
+    report.finish();
+    if options.keep {
+        keep::until_enter(&cluster)?;
+    }
+    Ok(())
+}
+
+/// Starts the nodes and runs every step, stopping at the first that fails.
+fn walk_through<'n>(
+    net: &'n TestNet,
+    options: &Options,
+    report: &mut Report,
+) -> Result<Cluster<'n>> {
     let started = report.step_with("two nodes start Ambit's agent and ztunnel", || {
-        let cluster = Cluster::start(&net)?;
+        let cluster = Cluster::start(net)?;
         let detail = format!(
             "config folder {} (namespace shop labelled istio.io/dataplane-mode=ambient, legacy unlabelled)\ncapture programs pinned under {} and {}",
             net.config_dir().display(),
@@ -74,7 +115,6 @@ fn run(options: &Options, report: &mut Report) -> Result<()> {
         Ok((cluster, detail))
     });
     let mut cluster = started.inspect_err(|_| {
-        net.keep_dir();
         report.diagnosis(format!(
             "the agent or ztunnel did not start; every log is in {} (kept)",
             net.logs_dir().display()
@@ -83,7 +123,6 @@ fn run(options: &Options, report: &mut Report) -> Result<()> {
     for step in steps::ALL {
         let outcome = report.step(step.name, || (step.run)(&mut cluster));
         if outcome.is_err() {
-            net.keep_dir();
             report.diagnosis(components::diagnose(
                 &cluster,
                 step.component,
@@ -92,5 +131,5 @@ fn run(options: &Options, report: &mut Report) -> Result<()> {
         }
         outcome?;
     }
-    Ok(())
+    Ok(cluster)
 }

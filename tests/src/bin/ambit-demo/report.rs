@@ -79,35 +79,43 @@ impl Report {
         self.diagnosis = Some(text);
     }
 
-    /// Prints the end of the report: the JSON object, or the summary table and, after
-    /// a failure, why the demo stopped and what to look at.
-    pub fn finish(&self, outcome: &Result<()>) {
+    /// Prints the end of a run where every step passed: the JSON object, or the
+    /// summary table.
+    pub fn finish(&self) {
         if self.json {
-            let steps: Vec<_> = self
-                .steps
-                .iter()
-                .map(
-                    |s| json!({"step": s.name, "ok": s.ok, "detail": s.detail, "millis": s.millis}),
-                )
-                .collect();
-            println!(
-                "{}",
-                json!({
-                    "ok": outcome.is_ok(),
-                    "steps": steps,
-                    "error": outcome.as_ref().err().map(|e| format!("{e:#}")),
-                    "diagnosis": self.diagnosis,
-                })
-            );
+            self.print_json(None);
+        } else {
+            self.print_summary();
+        }
+    }
+
+    /// Prints the end of a run that stopped on `error`: the JSON object, or the summary
+    /// table, the error and what to look at.
+    pub fn stopped(&self, error: &anyhow::Error) {
+        if self.json {
+            self.print_json(Some(error));
             return;
         }
         self.print_summary();
-        if let Err(error) = outcome {
-            println!("\nstopped: {error:#}");
-            if let Some(diagnosis) = &self.diagnosis {
-                println!("{diagnosis}");
-            }
+        println!("\nstopped: {error:#}");
+        if let Some(diagnosis) = &self.diagnosis {
+            println!("{diagnosis}");
         }
+    }
+
+    fn print_json(&self, error: Option<&anyhow::Error>) {
+        let steps: Vec<_> = self
+            .steps
+            .iter()
+            .map(|s| json!({"step": s.name, "ok": s.ok, "detail": s.detail, "millis": s.millis}))
+            .collect();
+        let report = json!({
+            "ok": error.is_none(),
+            "steps": steps,
+            "error": error.map(|e| format!("{e:#}")),
+            "diagnosis": self.diagnosis,
+        });
+        println!("{report}");
     }
 
     /// The table of steps, their results and times, and the totals.

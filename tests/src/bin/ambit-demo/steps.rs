@@ -23,6 +23,8 @@ use crate::{cluster::Cluster, components::Component};
 
 /// Every demo pod runs as its namespace's default service account.
 const DEFAULT_IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/default";
+/// Where the waypoint serves Prometheus metrics, inside its pod.
+pub const WAYPOINT_METRICS_PORT: u16 = 15020;
 /// How long something the demo set up may take to apply.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 

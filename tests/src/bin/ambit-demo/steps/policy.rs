@@ -10,11 +10,10 @@ use ambit_e2e::{
 };
 use anyhow::{Context as _, Result, ensure};
 
-use super::{DEFAULT_IDENTITY, READY_TIMEOUT, Step, access_entry, routing::APP_VIP};
+use super::{
+    DEFAULT_IDENTITY, READY_TIMEOUT, Step, WAYPOINT_METRICS_PORT, access_entry, routing::APP_VIP,
+};
 use crate::{cluster::Cluster, components::Component};
-
-/// Where the waypoint serves Prometheus metrics, inside its pod.
-pub const WAYPOINT_METRICS_PORT: u16 = 15020;
 
 pub const DENY_POST: Step = Step {
     name: "an AuthorizationPolicy on the waypoint denies POST",
