@@ -20,9 +20,10 @@ use crate::{ChildGuard, Node, TestNet, bin_path, cmd::Finished};
 
 /// How long a binary may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// ztunnel's metrics/admin port inside the node's namespace.
-const ADMIN_PORT: u16 = 15000;
-const METRICS_PORT: u16 = 15020;
+/// ztunnel's admin port (config dump) inside the node's namespace.
+pub const ADMIN_PORT: u16 = 15000;
+/// ztunnel's Prometheus port inside the node's namespace.
+pub const METRICS_PORT: u16 = 15020;
 
 /// Options for [`MeshNode::install`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -372,22 +373,33 @@ impl MeshNode {
     }
 
     fn http_get(&self, port: u16, path: &str) -> Result<String> {
-        let response = self.node.run_in(|| -> std::io::Result<String> {
-            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })??;
-        let Some((head, body)) = response.split_once("\r\n\r\n") else {
-            bail!("malformed HTTP response from ztunnel:{port}{path}: {response}");
-        };
-        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-            bail!("ztunnel:{port}{path} answered {head}");
-        }
-        Ok(body.to_owned())
+        self.node
+            .run_in(|| loopback_get(port, path))?
+            .with_context(|| format!("asking ztunnel on {}", self.node.name()))
     }
+}
+
+/// `GET path` from `127.0.0.1:port` in the calling thread's network namespace (run it
+/// inside [`Node::run_in`] or [`crate::Pod::run_in`]): the body of a 200 answer.
+///
+/// # Errors
+/// When nothing answers, or the answer is not a 200.
+pub fn loopback_get(port: u16, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("nothing answers on 127.0.0.1:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .with_context(|| format!("reading the answer from :{port}{path}"))?;
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        bail!("malformed HTTP response from :{port}{path}: {response}");
+    };
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!(":{port}{path} answered {head}");
+    }
+    Ok(body.to_owned())
 }
 
 /// Starts the real `ambit-controller serve-ca` inside `node`'s network namespace,

@@ -49,6 +49,8 @@ const MAX_SOCKET_PATH: usize = 107;
 pub struct TestNet {
     inner: Arc<NetInner>,
     tempdir: Option<TempDir>,
+    /// Keep the temp dir when dropped (see [`TestNet::keep_dir`]).
+    keep_dir: AtomicBool,
 }
 
 /// State shared by the [`TestNet`] and its [`Node`]/[`crate::Pod`] handles.
@@ -117,6 +119,7 @@ impl TestNet {
                 torn_down: AtomicBool::new(false),
             }),
             tempdir: Some(tempdir),
+            keep_dir: AtomicBool::new(false),
         };
         // From here on, dropping `net` cleans up whatever was made.
         for dir in ["config", "logs", "run", "nodes"] {
@@ -154,6 +157,12 @@ impl TestNet {
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Keeps the temp dir (manifests, process logs) when the network is dropped, as
+    /// [`KEEP_ENV`] does: for a program that points a person at the logs of a failure.
+    pub fn keep_dir(&self) {
+        self.keep_dir.store(true, Ordering::SeqCst);
     }
 
     /// The config folder Ambit's binaries read Kubernetes objects from.
@@ -382,31 +391,80 @@ impl NetInner {
                 eprintln!("{}", slot.log_tail(30));
             }
         }
-        if let Err(error) = cgroup::kill_and_remove(&self.cgroup) {
-            log("removing the cgroups", error);
-        }
-        match ns::list() {
-            Ok(names) => {
-                let ours = format!("{}-", self.prefix);
-                for name in names.iter().filter(|name| name.starts_with(&ours)) {
-                    if let Err(error) = ns::delete(name) {
-                        log("deleting a network namespace", error);
-                    }
+        remove_kernel_objects(&self.prefix, &self.cgroup, &self.prereq.bpffs, log);
+    }
+}
+
+/// Removes what the test network with `prefix` made in the kernel: its processes
+/// (killed through its cgroup), cgroups, network namespaces (and so every link) and
+/// bpffs dirs; failures go to `log`.
+fn remove_kernel_objects(
+    prefix: &str,
+    cgroup: &Path,
+    bpffs: &Path,
+    log: impl Fn(&str, anyhow::Error),
+) {
+    if cgroup.exists()
+        && let Err(error) = cgroup::kill_and_remove(cgroup)
+    {
+        log("removing the cgroups", error);
+    }
+    match ns::list() {
+        Ok(names) => {
+            let ours = format!("{prefix}-");
+            for name in names.iter().filter(|name| name.starts_with(&ours)) {
+                if let Err(error) = ns::delete(name) {
+                    log("deleting a network namespace", error);
                 }
             }
-            Err(error) => log("listing network namespaces", error),
         }
-        if let Err(error) = remove_bpffs_dirs(&self.prereq.bpffs, &bpffs_prefix(&self.prefix)) {
-            log("removing bpffs dirs", error);
-        }
+        Err(error) => log("listing network namespaces", error),
     }
+    if let Err(error) = remove_bpffs_dirs(bpffs, &bpffs_prefix(prefix)) {
+        log("removing bpffs dirs", error);
+    }
+}
+
+/// Removes the leftovers of the test network with `prefix` (see [`TestNet::prefix`])
+/// whose process was killed before it could tear down — everything its drop would have
+/// removed except its temp dir, whose path only the caller knows. Removing the
+/// leftovers of a network that still runs breaks it.
+///
+/// # Errors
+/// When `prefix` is not a test prefix, cgroup2 or bpffs is not mounted, or anything
+/// could not be removed (each failure is also printed).
+pub fn remove_leftovers(prefix: &str) -> Result<()> {
+    let valid = prefix.len() == 6
+        && prefix.starts_with('a')
+        && prefix[1..].chars().all(|c| c.is_ascii_hexdigit());
+    if !valid {
+        bail!("{prefix:?} is not a test network's prefix (a and 5 hex digits)");
+    }
+    let cgroup2 = cgroup::cgroup2_mount().context("cgroup2 is not mounted")?;
+    let bpffs = Path::new(prereq::BPFFS);
+    let failed = AtomicBool::new(false);
+    remove_kernel_objects(
+        prefix,
+        &cgroup2.join(CGROUP_PARENT).join(prefix),
+        bpffs,
+        |what, error| {
+            failed.store(true, Ordering::SeqCst);
+            eprintln!("ambit-e2e cleanup [{prefix}]: {what}: {error:#}");
+        },
+    );
+    if failed.load(Ordering::SeqCst) {
+        bail!("some leftovers of {prefix} could not be removed (see above)");
+    }
+    Ok(())
 }
 
 impl Drop for TestNet {
     fn drop(&mut self) {
         self.inner.teardown();
         if let Some(tempdir) = self.tempdir.take() {
-            if std::env::var(KEEP_ENV).is_ok_and(|keep| keep == "1") {
+            let keep = self.keep_dir.load(Ordering::SeqCst)
+                || std::env::var(KEEP_ENV).is_ok_and(|keep| keep == "1");
+            if keep {
                 eprintln!("ambit-e2e: kept {}", tempdir.keep().display());
             } else if let Err(error) = tempdir.close() {
                 eprintln!(
