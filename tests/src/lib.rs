@@ -58,6 +58,7 @@ pub mod cgroup;
 pub mod cmd;
 pub mod cni;
 pub mod control_plane;
+pub mod gateway_client;
 mod manifest;
 pub mod mesh;
 pub mod net;

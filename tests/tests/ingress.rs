@@ -8,16 +8,14 @@
 //! the namespace's waypoint: the gateway tunnels it there. The client is a pod outside
 //! the mesh.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
-use ambit_e2e::{ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app, wait_for};
+use ambit_e2e::{
+    ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app,
+    gateway_client::{self, TestPki},
+    wait_for,
+};
 use anyhow::{Context as _, Result, ensure};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::json;
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
@@ -25,28 +23,6 @@ const APP_PORT: u16 = 8080;
 const HOST: &str = "shop.example.com";
 const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A CA and a server certificate for [`HOST`] signed by it, PEM.
-struct TestPki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn test_pki() -> Result<TestPki> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec![HOST.to_owned()])?.signed_by(&key, &issuer)?;
-    Ok(TestPki {
-        ca_pem: ca_cert.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
-}
 
 struct Ingress {
     _net: TestNet,
@@ -89,7 +65,7 @@ impl Ingress {
                 .label("istio.io/dataplane-mode", "none"),
         )?;
         let client = n1.add_pod(PodSpec::new("outside", "curl"))?;
-        let pki = test_pki()?;
+        let pki = TestPki::generate(HOST)?;
         net.write_manifest(
             "app.yaml",
             &json!({
@@ -132,16 +108,7 @@ impl Ingress {
                 },
             }),
         )?;
-        net.write_manifest(
-            "secret.yaml",
-            &json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": { "name": "shop-cert", "namespace": "istio-system" },
-                "type": "kubernetes.io/tls",
-                "stringData": { "tls.crt": pki.cert_pem, "tls.key": pki.key_pem },
-            }),
-        )?;
+        net.write_manifest("secret.yaml", &pki.secret("istio-system", "shop-cert"))?;
         net.write_manifest(
             "gateway.yaml",
             &json!({
@@ -202,41 +169,15 @@ impl Ingress {
         }))
     }
 
-    /// One HTTP/1.1 request from the client pod, over TLS for [`HOST`] when `tls`;
-    /// the whole response as text.
+    /// `GET path` for `host` from the client pod to the gateway's `port`, over TLS for
+    /// [`HOST`] when `tls`: the whole response.
     fn request(&self, port: u16, host: &str, path: &str, tls: bool) -> Result<String> {
         let to = self.gateway_pod.addr_v4(port);
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let roots = self.roots()?;
-        self.client.run_in(move || -> Result<String> {
-            let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
-            tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut response = String::new();
-            if tls {
-                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-                let name = rustls::pki_types::ServerName::try_from(HOST)?.to_owned();
-                let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
-                let mut stream = rustls::StreamOwned::new(connection, tcp);
-                stream.write_all(request.as_bytes())?;
-                stream.read_to_string(&mut response)?;
-            } else {
-                tcp.write_all(request.as_bytes())?;
-                tcp.read_to_string(&mut response)?;
-            }
-            Ok(response)
-        })?
-    }
-
-    fn roots(&self) -> Result<rustls::RootCertStore> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_slice(self.pki.ca_pem.as_bytes())?)?;
-        Ok(roots)
+        if tls {
+            self.pki.get(&self.client, to, path)
+        } else {
+            gateway_client::plain_get(&self.client, to, host, path)
+        }
     }
 }
 

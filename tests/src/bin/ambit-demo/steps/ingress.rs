@@ -2,18 +2,8 @@
 //! the Istio Gateway of `deploy/examples/demo/ingress/gateway.yaml` to a client outside
 //! the mesh, over HTTP and over HTTPS with a certificate from a Secret.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    sync::Arc,
-    time::Duration,
-};
-
-use ambit_e2e::{Pod, PodSpec, app, wait_for};
+use ambit_e2e::{PodSpec, app, gateway_client::TestPki, wait_for};
 use anyhow::{Context as _, Result, ensure};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
-use serde_json::json;
 
 use super::{READY_TIMEOUT, Step, routing::split};
 use crate::{cluster::Cluster, components::Component};
@@ -38,10 +28,11 @@ fn ingress(cluster: &mut Cluster<'_>) -> Result<String> {
             .service_account(GATEWAY_ACCOUNT)
             .label("istio", "ingressgateway"),
     )?;
-    let pki = Pki::generate().context("generating the gateway's certificate")?;
-    cluster
-        .net
-        .write_manifest(&format!("{SECRET}.yaml"), &pki.secret())?;
+    let pki = TestPki::generate(HOST).context("generating the gateway's certificate")?;
+    cluster.net.write_manifest(
+        &format!("{SECRET}.yaml"),
+        &pki.secret("istio-system", SECRET),
+    )?;
     cluster.apply("ingress/gateway.yaml", "gateway.yaml")?;
     let gateway =
         cluster
@@ -59,7 +50,7 @@ fn ingress(cluster: &mut Cluster<'_>) -> Result<String> {
         },
     )?;
     let https_to = gateway_pod.addr_v4(443);
-    let response = pki.get(outsider, https_to)?;
+    let response = pki.get(outsider, https_to, "/")?;
     ensure!(
         response.starts_with("HTTP/1.1 200 "),
         "HTTPS through the gateway answered: {response}"
@@ -69,67 +60,4 @@ fn ingress(cluster: &mut Cluster<'_>) -> Result<String> {
         split(&http),
         response.lines().last().unwrap_or_default()
     ))
-}
-
-/// A CA made for this run and a certificate for [`HOST`] signed by it, PEM.
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Pki {
-    fn generate() -> Result<Self> {
-        let ca_key = KeyPair::generate()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate()?;
-        let cert = CertificateParams::new(vec![HOST.to_owned()])?.signed_by(&key, &issuer)?;
-        Ok(Self {
-            ca_pem: ca_cert.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    /// The `kubernetes.io/tls` Secret holding the certificate, in `istio-system`.
-    fn secret(&self) -> serde_json::Value {
-        json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": { "name": SECRET, "namespace": "istio-system" },
-            "type": "kubernetes.io/tls",
-            "stringData": { "tls.crt": self.cert_pem, "tls.key": self.key_pem },
-        })
-    }
-
-    /// `GET /` for [`HOST`] over TLS from `pod` to `to`, trusting only this CA: the
-    /// whole response.
-    fn get(&self, pod: &Pod, to: SocketAddr) -> Result<String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes())?)?;
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let request = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
-        pod.run_in(move || -> Result<String> {
-            let tcp = TcpStream::connect_timeout(&to, Duration::from_secs(5))
-                .with_context(|| format!("connecting to {to}"))?;
-            tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let connection =
-                rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(HOST)?)?;
-            let mut stream = rustls::StreamOwned::new(connection, tcp);
-            stream.write_all(request.as_bytes())?;
-            let mut response = String::new();
-            stream
-                .read_to_string(&mut response)
-                .context("reading the answer over TLS")?;
-            Ok(response)
-        })?
-    }
 }
