@@ -5,7 +5,7 @@
 //! [`build`] validates ([`crate::validate`]), resolves and carries over:
 //! - a **workload** per Pod: node, service account, SPIFFE identity, pod IPs
 //!   (`status.podIP(s)`), labels, ambient enrolment
-//!   ([`ambit_api::enrolment::decide_from_manifests`]);
+//!   ([`ambit_api::enrolment::decide`]);
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs;
@@ -252,8 +252,9 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
             &accepted.source,
         );
     }
+    let enrolment = objects::EnrolmentInputs::new(manifests);
     for pod in manifests.of_kind("Pod") {
-        let workload = objects::workload(manifests, pod, trust_domain);
+        let workload = objects::workload(&enrolment, pod, trust_domain);
         let key = (workload.namespace.clone(), workload.name.clone());
         mesh.workloads.insert(key, workload);
     }
@@ -427,26 +428,34 @@ fn label(key: &Key, kind: &str) -> String {
     format!("{}/{} ({kind})", key.0, key.1)
 }
 
-/// A service's endpoints: the IPs of the workloads of its namespace whose labels hold
-/// every entry of its selector (a Service without a selector has none).
+/// Sets every service's [`endpoints`].
 fn resolve_endpoints(mesh: &mut Mesh) {
     for service in mesh.services.values_mut() {
-        let mut endpoints: Vec<IpAddr> = mesh
-            .workloads
-            .values()
-            .filter(|w| w.namespace == service.namespace && !service.selector.is_empty())
-            .filter(|w| {
-                service
-                    .selector
-                    .iter()
-                    .all(|(k, v)| w.labels.get(k) == Some(v))
-            })
-            .flat_map(|w| w.ips.iter().copied())
-            .collect();
-        endpoints.sort();
-        endpoints.dedup();
-        service.endpoints = endpoints;
+        service.endpoints = endpoints(service, &mesh.workloads);
     }
+}
+
+/// A service's endpoints: the IPs of the workloads of its namespace whose labels hold
+/// every entry of its selector (a Service without a selector has none), sorted.
+fn endpoints(service: &Service, workloads: &BTreeMap<Key, Workload>) -> Vec<IpAddr> {
+    if service.selector.is_empty() {
+        return Vec::new();
+    }
+    let mut endpoints: Vec<IpAddr> = workloads
+        .range((service.namespace.clone(), String::new())..)
+        .take_while(|((namespace, _), _)| *namespace == service.namespace)
+        .map(|(_, w)| w)
+        .filter(|w| {
+            service
+                .selector
+                .iter()
+                .all(|(k, v)| w.labels.get(k) == Some(v))
+        })
+        .flat_map(|w| w.ips.iter().copied())
+        .collect();
+    endpoints.sort();
+    endpoints.dedup();
+    endpoints
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! Pods and Services read from their manifests: the fields the model needs, bad values
 //! logged with the object and field and skipped.
 
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use ambit_api::{
-    enrolment::decide_from_manifests,
+    enrolment::{self, Decision},
     identity::Identity,
     manifests::{Manifests, Object},
 };
@@ -13,7 +16,48 @@ use serde_yaml_ng::Value;
 use super::{Service, ServicePort, Workload};
 use crate::hosts;
 
-pub(super) fn workload(manifests: &Manifests, pod: &Object, trust_domain: &str) -> Workload {
+/// What the enrolment decision reads, indexed once per build: each namespace and each
+/// pod's first definition, the objects [`enrolment::decide_from_manifests`] finds, without
+/// its scan of every object for every pod.
+pub(super) struct EnrolmentInputs<'a> {
+    namespaces: HashMap<&'a str, &'a Object>,
+    pods: HashMap<(&'a str, &'a str), &'a Object>,
+}
+
+impl<'a> EnrolmentInputs<'a> {
+    pub(super) fn new(manifests: &'a Manifests) -> Self {
+        let mut namespaces = HashMap::new();
+        let mut pods = HashMap::new();
+        for object in &manifests.objects {
+            let name = object.metadata.name.as_str();
+            match object.kind.as_str() {
+                "Namespace" => {
+                    namespaces.entry(name).or_insert(object);
+                }
+                "Pod" => {
+                    pods.entry((object.namespace(), name)).or_insert(object);
+                }
+                _ => {}
+            }
+        }
+        Self { namespaces, pods }
+    }
+
+    /// [`enrolment::decide_from_manifests`] for the pod `namespace/name`.
+    fn decide(&self, namespace: &str, name: &str) -> Decision {
+        let unlabelled = BTreeMap::new();
+        let namespace_labels = self
+            .namespaces
+            .get(namespace)
+            .map_or(&unlabelled, |o| &o.metadata.labels);
+        let pod = self.pods.get(&(namespace, name));
+        let pod_labels = pod.map_or(&unlabelled, |o| &o.metadata.labels);
+        let host_network = pod.is_some_and(|o| o.spec_flag("hostNetwork"));
+        enrolment::decide(namespace_labels, pod_labels, host_network)
+    }
+}
+
+pub(super) fn workload(enrolment: &EnrolmentInputs, pod: &Object, trust_domain: &str) -> Workload {
     let namespace = pod.namespace().to_owned();
     let service_account = pod
         .spec_str("serviceAccountName")
@@ -27,7 +71,7 @@ pub(super) fn workload(manifests: &Manifests, pod: &Object, trust_domain: &str) 
         }
     };
     Workload {
-        decision: decide_from_manifests(manifests, &namespace, &pod.metadata.name),
+        decision: enrolment.decide(&namespace, &pod.metadata.name),
         name: pod.metadata.name.clone(),
         uid: pod.metadata.uid.clone(),
         node: pod.spec_str("nodeName").map(str::to_owned),
