@@ -2,7 +2,7 @@
 //! into a new [`Snapshot`] of the [`Mesh`] within a second of a change.
 //!
 //! Changes are debounced ([`DEBOUNCE`]): an editor's write-rename-chmod burst is one
-//! rebuild. Each rebuild starts from the previous model ([`mesh::build`]), so an object
+//! rebuild. Only the files whose text changed are parsed again ([`folder`]). Each rebuild starts from the previous model ([`mesh::build`]), so an object
 //! that turns invalid keeps its last good version; its diagnostics are logged with the
 //! object and the field path. The version increases only when the model changes.
 
@@ -16,10 +16,13 @@ use ambit_api::manifests::{ManifestError, Manifests};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
+use self::folder::Folder;
 use crate::{
     mesh::{self, Mesh},
     push::select::SharedSelections,
 };
+
+mod folder;
 
 /// How long to wait after a change for the next one before rebuilding.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -77,8 +80,8 @@ impl FolderSource {
     /// # Errors
     /// [`SourceError`] when `dir` cannot be read or watched.
     pub fn start(dir: &Path, trust_domain: &str) -> Result<Self, SourceError> {
-        let manifests = Manifests::load_dir(dir)?;
-        let first = rebuild(&manifests, trust_domain, &Mesh::default());
+        let folder = Folder::load(dir)?;
+        let first = rebuild(folder.manifests(), trust_domain, &Mesh::default());
         tracing::info!(
             config_dir = %dir.display(),
             workloads = first.workloads.len(),
@@ -107,7 +110,7 @@ impl FolderSource {
                 source,
             })?;
         tokio::spawn(reload_loop(
-            dir.to_owned(),
+            folder,
             trust_domain.to_owned(),
             events,
             publish,
@@ -126,7 +129,7 @@ impl FolderSource {
 }
 
 async fn reload_loop(
-    dir: PathBuf,
+    mut folder: Folder,
     trust_domain: String,
     mut events: mpsc::UnboundedReceiver<()>,
     publish: watch::Sender<Arc<Snapshot>>,
@@ -134,15 +137,19 @@ async fn reload_loop(
     while events.recv().await.is_some() {
         tokio::time::sleep(DEBOUNCE).await;
         while events.try_recv().is_ok() {}
-        let manifests = match Manifests::load_dir(&dir) {
-            Ok(manifests) => manifests,
+        match folder.reread() {
+            Ok((changed, _)) if changed.is_empty() => {
+                tracing::debug!("config folder touched; no file changed");
+                continue;
+            }
+            Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, "config folder unreadable; the model stays as it is");
                 continue;
             }
-        };
+        }
         let current = Arc::clone(&publish.borrow());
-        let mesh = rebuild(&manifests, &trust_domain, &current.mesh);
+        let mesh = rebuild(folder.manifests(), &trust_domain, &current.mesh);
         if mesh == current.mesh {
             tracing::debug!(
                 version = current.version,
