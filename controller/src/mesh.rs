@@ -35,9 +35,12 @@ use crate::{
     validate::{self, Diagnostic, ObjectRef, Severity},
 };
 
+mod changes;
 mod objects;
 pub mod policy;
 pub mod waypoints;
+
+pub use self::changes::Changes;
 
 /// `(namespace, name)`.
 pub type Key = (String, String);

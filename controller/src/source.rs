@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, watch};
 
 use self::folder::Folder;
 use crate::{
-    mesh::{self, Mesh},
-    push::select::SharedSelections,
+    mesh::{self, Changes, Mesh},
+    push::selections::Selections,
 };
 
 mod folder;
@@ -47,8 +47,8 @@ pub struct Snapshot {
     /// Starts at 1; increases with every change of [`Snapshot::mesh`].
     pub version: u64,
     pub mesh: Mesh,
-    /// What every subscriber of a kind receives, computed once for this version.
-    pub shared: SharedSelections,
+    /// What subscribers receive of this version, computed once for all of them.
+    pub selections: Selections,
 }
 
 impl Snapshot {
@@ -58,8 +58,24 @@ impl Snapshot {
         Self {
             version,
             mesh,
-            shared: SharedSelections::default(),
+            selections: Selections::default(),
         }
+    }
+
+    /// The version after this one, holding `mesh`, with what subscribers receive derived
+    /// from this version's where `mesh` differs; `None` when `mesh` is the same model.
+    #[must_use]
+    pub fn next(&self, mesh: Mesh) -> Option<Self> {
+        let changes = Changes::between(&self.mesh, &mesh);
+        if changes.is_empty() {
+            return None;
+        }
+        let selections = self.selections.next(&self.mesh, &mesh, &changes);
+        Some(Self {
+            version: self.version + 1,
+            mesh,
+            selections,
+        })
     }
 }
 
@@ -150,22 +166,21 @@ async fn reload_loop(
         }
         let current = Arc::clone(&publish.borrow());
         let mesh = rebuild(folder.manifests(), &trust_domain, &current.mesh);
-        if mesh == current.mesh {
+        let Some(next) = current.next(mesh) else {
             tracing::debug!(
                 version = current.version,
                 "config folder changed; model unchanged"
             );
             continue;
-        }
-        let version = current.version + 1;
+        };
         tracing::info!(
-            version,
-            workloads = mesh.workloads.len(),
-            services = mesh.services.len(),
-            routes = mesh.routes.len(),
+            version = next.version,
+            workloads = next.mesh.workloads.len(),
+            services = next.mesh.services.len(),
+            routes = next.mesh.routes.len(),
             "model updated"
         );
-        publish.send_replace(Arc::new(Snapshot::new(version, mesh)));
+        publish.send_replace(Arc::new(next));
     }
 }
 

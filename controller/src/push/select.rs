@@ -1,14 +1,11 @@
 //! What each subscriber receives. This is the one place that decides it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::collections::BTreeMap;
 
 use ambit_api::config::{Resource, SubscriberKind};
 
-use super::convert;
-use crate::mesh::Mesh;
+use super::{convert, selections::Selections};
+use crate::mesh::{Key, Mesh, Policy, Route, Service, Workload, waypoints::Waypoint};
 
 /// Who is subscribed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,104 +27,54 @@ pub struct Subscriber {
 ///   enforces (AuthorizationPolicy with `targetRefs`, RequestAuthentication) — not yet
 ///   narrowed to the waypoint's namespace;
 /// - an unspecified kind: nothing.
+///
+/// [`shared_resource`] and [`receives_node_workloads`] state it entry by entry;
+/// [`Selections`] computes it once per model version for every subscriber.
 #[must_use]
 pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
-    let mut out = shared(mesh, subscriber.kind);
-    out.extend(on_node(mesh, subscriber));
-    out
-}
-
-/// The part of [`select`] that is the same for every subscriber of `kind`, whatever its
-/// node (the push computes it once per model version and kind).
-#[must_use]
-pub fn shared(mesh: &Mesh, kind: SubscriberKind) -> BTreeMap<String, Resource> {
-    let mut out = BTreeMap::new();
-    let mut add = |resource: Resource| {
-        out.insert(resource.key.clone(), resource);
-    };
-    let services = || {
-        mesh.services
-            .values()
-            .map(|s| convert::service(s, &mesh.waypoints))
-    };
-    match kind {
-        SubscriberKind::Ztunnel => {
-            mesh.workloads
-                .values()
-                .filter_map(convert::peer)
-                .for_each(&mut add);
-            services().for_each(&mut add);
-            mesh.policies
-                .values()
-                .filter_map(convert::policy)
-                .for_each(&mut add);
-        }
-        SubscriberKind::Waypoint => {
-            services().for_each(&mut add);
-            mesh.workloads
-                .values()
-                .filter_map(convert::peer)
-                .for_each(&mut add);
-            mesh.routes.values().map(convert::route).for_each(&mut add);
-            mesh.policies
-                .values()
-                .filter_map(convert::waypoint_policy)
-                .for_each(&mut add);
-        }
-        SubscriberKind::Agent | SubscriberKind::Unspecified => {}
+    let selections = Selections::default();
+    let mut parts = vec![selections.shared(mesh, subscriber.kind)];
+    if receives_node_workloads(subscriber.kind) {
+        parts.push(selections.on_node(mesh, &subscriber.node));
     }
-    out
-}
-
-/// [`shared`] for one model version, computed once per kind and shared by every
-/// subscriber of that kind (converting the mesh once, not once per node).
-#[derive(Debug, Default)]
-pub struct SharedSelections(Mutex<HashMap<i32, Arc<BTreeMap<String, Resource>>>>);
-
-impl SharedSelections {
-    /// [`shared`]`(mesh, kind)`, computed on first use.
-    pub fn get(&self, mesh: &Mesh, kind: SubscriberKind) -> Arc<BTreeMap<String, Resource>> {
-        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            cache
-                .entry(i32::from(kind))
-                .or_insert_with(|| Arc::new(shared(mesh, kind))),
-        )
-    }
-}
-
-/// A copy starts empty: it is a cache, not state.
-impl Clone for SharedSelections {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-/// Caches never make two snapshots differ.
-impl PartialEq for SharedSelections {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// The part of [`select`] that depends on the subscriber's node: the workloads on it,
-/// for its agent and its ztunnel.
-#[must_use]
-pub fn on_node(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
-    if !matches!(
-        subscriber.kind,
-        SubscriberKind::Agent | SubscriberKind::Ztunnel
-    ) {
-        return BTreeMap::new();
-    }
-    mesh.workloads
-        .values()
-        .filter(|w| w.node.as_deref() == Some(subscriber.node.as_str()))
-        .map(|w| {
-            let resource = convert::workload(w);
-            (resource.key.clone(), resource)
-        })
+    parts
+        .iter()
+        .flat_map(|part| part.resources())
+        .map(|resource| (resource.key.clone(), resource.clone()))
         .collect()
+}
+
+/// One entry of the model, as the selection rule reads it.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry<'a> {
+    Workload(&'a Workload),
+    /// A service, and the waypoints it may use.
+    Service(&'a Service, &'a BTreeMap<Key, Waypoint>),
+    Route(&'a Route),
+    Policy(&'a Policy),
+}
+
+/// What a subscriber of `kind` receives of `entry`, whatever its node (see [`select`]).
+#[must_use]
+pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resource> {
+    use SubscriberKind::{Waypoint, Ztunnel};
+    match (kind, entry) {
+        (Ztunnel | Waypoint, Entry::Workload(workload)) => convert::peer(workload),
+        (Ztunnel | Waypoint, Entry::Service(service, waypoints)) => {
+            Some(convert::service(service, waypoints))
+        }
+        (Waypoint, Entry::Route(route)) => Some(convert::route(route)),
+        (Ztunnel, Entry::Policy(policy)) => convert::policy(policy),
+        (Waypoint, Entry::Policy(policy)) => convert::waypoint_policy(policy),
+        _ => None,
+    }
+}
+
+/// Whether a subscriber of `kind` receives the workloads on its node, with their
+/// enrolment decision ([`convert::workload`]).
+#[must_use]
+pub fn receives_node_workloads(kind: SubscriberKind) -> bool {
+    matches!(kind, SubscriberKind::Agent | SubscriberKind::Ztunnel)
 }
 
 #[cfg(test)]
