@@ -2,9 +2,11 @@
 //! into a new [`Snapshot`] of the [`Mesh`] within a second of a change.
 //!
 //! Changes are debounced ([`DEBOUNCE`]): an editor's write-rename-chmod burst is one
-//! rebuild. Only the files whose text changed are parsed again ([`folder`]). Each rebuild starts from the previous model ([`mesh::build`]), so an object
-//! that turns invalid keeps its last good version; its diagnostics are logged with the
-//! object and the field path. The version increases only when the model changes.
+//! rebuild. Only the files whose text changed are parsed again (`folder.rs`), and only
+//! what they can affect is resolved again ([`mesh::update`]). Each rebuild starts from
+//! the previous model, so an object that turns invalid keeps its last good version; its
+//! diagnostics are logged with the object and the field path. The version increases only
+//! when the model changes.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,17 +14,17 @@ use std::{
     time::Duration,
 };
 
-use ambit_api::manifests::{ManifestError, Manifests};
+use ambit_api::manifests::ManifestError;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
 use self::folder::Folder;
 use crate::{
-    mesh::{self, Changes, Mesh},
+    mesh::{self, Built, Changes, Mesh},
     push::selections::Selections,
 };
 
-mod folder;
+pub(crate) mod folder;
 
 /// How long to wait after a change for the next one before rebuilding.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -97,16 +99,18 @@ impl FolderSource {
     /// [`SourceError`] when `dir` cannot be read or watched.
     pub fn start(dir: &Path, trust_domain: &str) -> Result<Self, SourceError> {
         let folder = Folder::load(dir)?;
-        let first = rebuild(folder.manifests(), trust_domain, &Mesh::default());
+        let built = mesh::build(folder.manifests(), trust_domain, &Mesh::default());
+        log_findings(&built);
         tracing::info!(
             config_dir = %dir.display(),
-            workloads = first.workloads.len(),
-            services = first.services.len(),
-            routes = first.routes.len(),
+            workloads = built.mesh.workloads.len(),
+            services = built.mesh.services.len(),
+            routes = built.mesh.routes.len(),
             version = 1,
             "model loaded"
         );
-        let (publish, model) = watch::channel(Arc::new(Snapshot::new(1, first)));
+        let first = Snapshot::new(1, built.mesh.clone());
+        let (publish, model) = watch::channel(Arc::new(first));
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -127,6 +131,7 @@ impl FolderSource {
             })?;
         tokio::spawn(reload_loop(
             folder,
+            built,
             trust_domain.to_owned(),
             events,
             publish,
@@ -146,6 +151,7 @@ impl FolderSource {
 
 async fn reload_loop(
     mut folder: Folder,
+    mut built: Built,
     trust_domain: String,
     mut events: mpsc::UnboundedReceiver<()>,
     publish: watch::Sender<Arc<Snapshot>>,
@@ -153,20 +159,21 @@ async fn reload_loop(
     while events.recv().await.is_some() {
         tokio::time::sleep(DEBOUNCE).await;
         while events.try_recv().is_ok() {}
-        match folder.reread() {
-            Ok((changed, _)) if changed.is_empty() => {
+        let changes = match folder.reread() {
+            Ok(changes) if changes.files.is_empty() => {
                 tracing::debug!("config folder touched; no file changed");
                 continue;
             }
-            Ok(_) => {}
+            Ok(changes) => changes,
             Err(error) => {
                 tracing::warn!(%error, "config folder unreadable; the model stays as it is");
                 continue;
             }
-        }
+        };
+        built = mesh::update(folder.manifests(), &trust_domain, &built, &changes);
+        log_findings(&built);
         let current = Arc::clone(&publish.borrow());
-        let mesh = rebuild(folder.manifests(), &trust_domain, &current.mesh);
-        let Some(next) = current.next(mesh) else {
+        let Some(next) = current.next(built.mesh.clone()) else {
             tracing::debug!(
                 version = current.version,
                 "config folder changed; model unchanged"
@@ -184,14 +191,12 @@ async fn reload_loop(
     }
 }
 
-/// [`mesh::build`], logging each diagnostic and each object kept at its last good version.
-fn rebuild(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Mesh {
-    let built = mesh::build(manifests, trust_domain, previous);
+/// Logs each diagnostic and each object kept at its last good version.
+fn log_findings(built: &Built) {
     for diagnostic in &built.diagnostics {
         tracing::warn!(%diagnostic, "config rejected");
     }
     for object in &built.kept {
         tracing::warn!(%object, "invalid or unreadable now: its last good version stays in force");
     }
-    built.mesh
 }

@@ -1,7 +1,7 @@
 //! What differs between two versions of the model, entry by entry, so the push converts
 //! and compares only those.
 
-use std::{cmp::Ordering, collections::BTreeMap};
+use std::{cmp::Ordering, collections::BTreeMap, sync::Arc};
 
 use super::{Key, Mesh, PolicyKind, RouteKind};
 
@@ -41,10 +41,11 @@ impl Changes {
     }
 }
 
-/// The keys present in one map only, or with different values, in key order.
+/// The keys present in one map only, or with different values, in key order (a shared
+/// value is the same without comparing it).
 fn differing_keys<K: Ord + Clone, V: PartialEq>(
-    before: &BTreeMap<K, V>,
-    after: &BTreeMap<K, V>,
+    before: &BTreeMap<K, Arc<V>>,
+    after: &BTreeMap<K, Arc<V>>,
 ) -> Vec<K> {
     let mut keys = Vec::new();
     let mut before = before.iter().peekable();
@@ -61,6 +62,7 @@ fn differing_keys<K: Ord + Clone, V: PartialEq>(
             Ordering::Greater => keys.extend(after.next().map(|(key, _)| key.clone())),
             Ordering::Equal => {
                 if let (Some((key, old)), Some((_, new))) = (before.next(), after.next())
+                    && !Arc::ptr_eq(old, new)
                     && old != new
                 {
                     keys.push(key.clone());
@@ -76,8 +78,11 @@ mod tests {
 
     #[test]
     fn lists_added_removed_and_changed_keys_in_order() {
-        let before = BTreeMap::from([(1, "a"), (2, "b"), (4, "d"), (6, "f")]);
-        let after = BTreeMap::from([(0, "z"), (2, "b"), (4, "D"), (5, "e")]);
+        let map = |entries: &[(u8, &'static str)]| -> BTreeMap<u8, Arc<&str>> {
+            entries.iter().map(|&(k, v)| (k, Arc::new(v))).collect()
+        };
+        let before = map(&[(1, "a"), (2, "b"), (4, "d"), (6, "f")]);
+        let after = map(&[(0, "z"), (2, "b"), (4, "D"), (5, "e")]);
         assert_eq!(differing_keys(&before, &after), [0, 1, 4, 5, 6]);
         assert!(differing_keys(&after, &after).is_empty());
     }

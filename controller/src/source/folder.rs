@@ -10,6 +10,8 @@ use std::{
 
 use ambit_api::manifests::{self, ManifestError, Manifests, Object};
 
+use crate::mesh::FileChanges;
+
 /// A folder's manifests, as [`Manifests::load_dir`] reads them, updated file by file.
 #[derive(Debug)]
 pub struct Folder {
@@ -45,7 +47,7 @@ impl Folder {
     ///
     /// # Errors
     /// [`ManifestError::Folder`] when the folder cannot be listed; what it held stays.
-    pub fn reread(&mut self) -> Result<(BTreeSet<PathBuf>, Vec<Object>), ManifestError> {
+    pub fn reread(&mut self) -> Result<FileChanges, ManifestError> {
         let files = manifests::yaml_files(&self.dir)?;
         // A file that could not be read is read again, and is gone if it is gone.
         let mut changed: BTreeSet<PathBuf> = self
@@ -84,7 +86,10 @@ impl Folder {
         );
         self.texts = texts;
         let removed = self.replace(&changed, fresh);
-        Ok((changed, removed))
+        Ok(FileChanges {
+            files: changed,
+            removed,
+        })
     }
 
     /// Puts `fresh`, what the `changed` files hold now, in place of what they held;
@@ -165,7 +170,10 @@ mod tests {
         let mut reread_after = |what: &str, edit: &dyn Fn(), expected: &[&str]| {
             let before: Vec<Object> = folder.manifests().objects.clone();
             edit();
-            let (changed, removed) = folder.reread().expect("reread");
+            let FileChanges {
+                files: changed,
+                removed,
+            } = folder.reread().expect("reread");
             let expected: BTreeSet<PathBuf> = expected.iter().map(|name| path(name)).collect();
             assert_eq!(changed, expected, "{what}: the changed files");
             let held: Vec<Object> = before
