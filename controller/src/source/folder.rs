@@ -93,22 +93,20 @@ impl Folder {
     }
 
     /// Puts `fresh`, what the `changed` files hold now, in place of what they held;
-    /// returns the objects they held.
+    /// returns the objects they held. Objects and errors stay in file order, each file's
+    /// replaced in place.
     fn replace(&mut self, changed: &BTreeSet<PathBuf>, fresh: Manifests) -> Vec<Object> {
-        let held = std::mem::take(&mut self.manifests);
-        let (removed, kept): (Vec<Object>, Vec<Object>) = held
-            .objects
-            .into_iter()
-            .partition(|object| changed.contains(&object.source.file));
-        let kept_errors = held
-            .errors
-            .into_iter()
-            .filter(|error| !file_of(error).is_some_and(|file| changed.contains(file)))
-            .collect();
-        self.manifests = Manifests {
-            objects: merge_by_file(kept, fresh.objects, |o| Some(o.source.file.as_path())),
-            errors: merge_by_file(kept_errors, fresh.errors, file_of),
-        };
+        let mut fresh_objects = fresh.objects.into_iter().peekable();
+        let mut fresh_errors = fresh.errors.into_iter().peekable();
+        let mut removed = Vec::new();
+        for file in changed {
+            let objects = std::iter::from_fn(|| fresh_objects.next_if(|o| o.source.file == *file));
+            let held = &mut self.manifests.objects;
+            removed.extend(held.splice(range_of(held, file, |o| Some(&o.source.file)), objects));
+            let errors = std::iter::from_fn(|| fresh_errors.next_if(|e| file_of(e) == Some(file)));
+            let held = &mut self.manifests.errors;
+            held.splice(range_of(held, file, file_of), errors);
+        }
         removed
     }
 }
@@ -122,18 +120,15 @@ fn file_of(error: &ManifestError) -> Option<&Path> {
     }
 }
 
-/// `a` and `b`, each in file order and of different files, merged in file order.
-fn merge_by_file<T>(a: Vec<T>, b: Vec<T>, file: impl Fn(&T) -> Option<&Path>) -> Vec<T> {
-    let mut merged = Vec::with_capacity(a.len() + b.len());
-    let mut b = b.into_iter().peekable();
-    for item in a {
-        while let Some(next) = b.next_if(|next| file(next) < file(&item)) {
-            merged.push(next);
-        }
-        merged.push(item);
-    }
-    merged.extend(b);
-    merged
+/// Where the items of `file` are (or would go) in `items`, which are in file order.
+fn range_of<T>(
+    items: &[T],
+    file: &Path,
+    file_of: impl Fn(&T) -> Option<&Path>,
+) -> std::ops::Range<usize> {
+    let start = items.partition_point(|item| file_of(item) < Some(file));
+    let len = items[start..].partition_point(|item| file_of(item) == Some(file));
+    start..start + len
 }
 
 #[cfg(test)]
