@@ -133,13 +133,7 @@ impl Manifests {
     }
 
     fn read_dir(&mut self, dir: &Path) -> Result<(), ManifestError> {
-        let mut files = Vec::new();
-        collect_yaml_files(dir, &mut files).map_err(|source| ManifestError::Folder {
-            path: dir.to_owned(),
-            source,
-        })?;
-        files.sort();
-        for file in files {
+        for file in yaml_files(dir)? {
             match fs::read_to_string(&file) {
                 Ok(text) => self.parse_documents(&file, &text),
                 Err(source) => self.errors.push(ManifestError::File { path: file, source }),
@@ -190,6 +184,21 @@ impl Manifests {
         self.of_kind("Pod")
             .find(|o| o.metadata.name == name && o.namespace() == namespace)
     }
+}
+
+/// The `*.yaml` / `*.yml` files under `dir`, recursively, in the order
+/// [`Manifests::load_dir`] reads them.
+///
+/// # Errors
+/// [`ManifestError::Folder`] when `dir` or a folder under it cannot be listed.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    collect_yaml_files(dir, &mut files).map_err(|source| ManifestError::Folder {
+        path: dir.to_owned(),
+        source,
+    })?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

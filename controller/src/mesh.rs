@@ -5,7 +5,7 @@
 //! [`build`] validates ([`crate::validate`]), resolves and carries over:
 //! - a **workload** per Pod: node, service account, SPIFFE identity, pod IPs
 //!   (`status.podIP(s)`), labels, ambient enrolment
-//!   ([`ambit_api::enrolment::decide_from_manifests`]);
+//!   ([`ambit_api::enrolment::decide`]);
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs,
@@ -18,29 +18,42 @@
 //!
 //! Last good version: an Istio object that fails validation keeps its previous version; every object of a file (or document) that cannot be read keeps its
 //! previous version. An object that is no longer in the folder disappears.
+//!
+//! [`update`] brings the model up to date after some files changed, redoing only what
+//! they can affect, with the same result; [`Changes`] lists the entries two versions
+//! differ in, for the push. Entries are shared between versions (`Arc`).
+//!
+//! # Layout
+//! - `istio.rs`: routes and policies from the validated Istio objects;
+//! - `objects.rs`: workloads, services and credentials from Pods, Services and Secrets,
+//!   endpoints;
+//! - `keep.rs`: the last good version of what is rejected or unreadable now;
+//! - `waypoints.rs`, [`policy`]: waypoints, and policies in their L4 form;
+//! - `update.rs`, `changes.rs`: the incremental update, and what two versions differ in.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    path::PathBuf,
-};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
 
 use ambit_api::{
-    config::resource::Kind as Enforced,
-    enrolment::Decision,
-    identity::Identity,
-    manifests::{ManifestError, Manifests},
+    config::resource::Kind as Enforced, enrolment::Decision, identity::Identity,
+    manifests::Manifests,
 };
 
-use crate::{
-    hosts,
-    validate::{self, Diagnostic, ObjectRef, Severity},
-};
+use self::objects::Scope;
+use crate::validate::Diagnostic;
 
+mod changes;
 mod credentials;
+mod istio;
+mod keep;
 mod objects;
 pub mod policy;
+mod update;
 pub mod waypoints;
+
+pub use self::{
+    changes::Changes,
+    update::{FileChanges, update},
+};
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
@@ -109,7 +122,7 @@ impl RouteKind {
         }
     }
 
-    fn of(kind: &str) -> Option<Self> {
+    pub(crate) fn of(kind: &str) -> Option<Self> {
         match kind {
             "VirtualService" => Some(Self::VirtualService),
             "DestinationRule" => Some(Self::DestinationRule),
@@ -152,7 +165,7 @@ impl PolicyKind {
         }
     }
 
-    fn of(kind: &str) -> Option<Self> {
+    pub(crate) fn of(kind: &str) -> Option<Self> {
         match kind {
             "AuthorizationPolicy" => Some(Self::AuthorizationPolicy),
             "PeerAuthentication" => Some(Self::PeerAuthentication),
@@ -189,16 +202,17 @@ pub struct TlsCredential {
     pub source: PathBuf,
 }
 
-/// The whole resolved model.
+/// The whole resolved model. Entries are shared (`Arc`) between the versions of the
+/// model, so a version that differs in a few entries costs those entries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mesh {
-    pub workloads: BTreeMap<Key, Workload>,
-    pub services: BTreeMap<Key, Service>,
-    pub routes: BTreeMap<(RouteKind, Key), Route>,
-    pub policies: BTreeMap<(PolicyKind, Key), Policy>,
+    pub workloads: BTreeMap<Key, Arc<Workload>>,
+    pub services: BTreeMap<Key, Arc<Service>>,
+    pub routes: BTreeMap<(RouteKind, Key), Arc<Route>>,
+    pub policies: BTreeMap<(PolicyKind, Key), Arc<Policy>>,
     pub waypoints: BTreeMap<Key, waypoints::Waypoint>,
     /// TLS credentials from Secrets, by the Secret's key.
-    pub credentials: BTreeMap<Key, TlsCredential>,
+    pub credentials: BTreeMap<Key, Arc<TlsCredential>>,
 }
 
 /// What [`build`] produced.
@@ -215,286 +229,20 @@ pub struct Built {
 /// what is now invalid or unreadable.
 #[must_use]
 pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Built {
-    let report = validate::validate(manifests);
     let mut mesh = Mesh::default();
-    for accepted in &report.model.virtual_services {
-        let vs = &accepted.object;
-        let namespace = vs.metadata.namespace.clone().unwrap_or_default();
-        let hosts = vs
-            .spec
-            .hosts
-            .iter()
-            .map(|h| hosts::resolve(h, &namespace))
-            .collect();
-        let name = vs.metadata.name.clone().unwrap_or_default();
-        let spec = serde_json::to_value(&vs.spec).unwrap_or_default();
-        let route = route(RouteKind::VirtualService, namespace, name, hosts, spec);
-        insert_route(&mut mesh, route, accepted.source.file.clone());
-    }
-    for accepted in &report.model.destination_rules {
-        let dr = &accepted.object;
-        let namespace = dr.metadata.namespace.clone().unwrap_or_default();
-        let hosts = vec![hosts::resolve(&dr.spec.host, &namespace)];
-        let name = dr.metadata.name.clone().unwrap_or_default();
-        let spec = serde_json::to_value(&dr.spec).unwrap_or_default();
-        let route = route(RouteKind::DestinationRule, namespace, name, hosts, spec);
-        insert_route(&mut mesh, route, accepted.source.file.clone());
-    }
-    for accepted in &report.model.gateways {
-        let gateway = &accepted.object;
-        let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
-        let hosts = gateway
-            .spec
-            .servers
-            .iter()
-            .flat_map(|server| server.hosts.iter().cloned())
-            .collect();
-        let name = gateway.metadata.name.clone().unwrap_or_default();
-        let spec = serde_json::to_value(&gateway.spec).unwrap_or_default();
-        let route = route(RouteKind::Gateway, namespace, name, hosts, spec);
-        insert_route(&mut mesh, route, accepted.source.file.clone());
-    }
-    let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
-    for accepted in &report.model.authorization_policies {
-        let policy = &accepted.object;
-        let enforced = policy::authorization(policy, root).map(Enforced::Authorization);
-        let for_waypoints = policy
-            .spec
-            .has_target_refs()
-            .then(|| serde_json::to_value(&policy.spec).unwrap_or_default());
-        insert_policy(
-            &mut mesh,
-            (PolicyKind::AuthorizationPolicy, policy),
-            (enforced, for_waypoints),
-            &accepted.source,
-        );
-    }
-    for accepted in &report.model.request_authentications {
-        let spec = serde_json::to_value(&accepted.object.spec).unwrap_or_default();
-        insert_policy(
-            &mut mesh,
-            (PolicyKind::RequestAuthentication, &accepted.object),
-            (None, Some(spec)),
-            &accepted.source,
-        );
-    }
-    for accepted in &report.model.peer_authentications {
-        let enforced =
-            Enforced::PeerAuthentication(policy::peer_authentication(&accepted.object, root));
-        insert_policy(
-            &mut mesh,
-            (PolicyKind::PeerAuthentication, &accepted.object),
-            (Some(enforced), None),
-            &accepted.source,
-        );
-    }
-    for pod in manifests.of_kind("Pod") {
-        let workload = objects::workload(manifests, pod, trust_domain);
-        let key = (workload.namespace.clone(), workload.name.clone());
-        mesh.workloads.insert(key, workload);
-    }
-    for credential in manifests
-        .of_kind("Secret")
-        .filter_map(credentials::from_secret)
-    {
-        let key = (credential.namespace.clone(), credential.name.clone());
-        mesh.credentials.insert(key, credential);
-    }
-    for object in manifests.of_kind("Service") {
-        let service = objects::service(object);
-        let key = (service.namespace.clone(), service.name.clone());
-        mesh.services.insert(key, service);
-    }
-
-    let mut kept = keep_rejected(&report.diagnostics, previous, &mut mesh);
-    kept.extend(keep_unreadable_files(
+    let (diagnostics, mut kept) = istio::resolve(manifests, previous, &mut mesh);
+    objects::resolve(&mut mesh, manifests, trust_domain, &Scope::All);
+    kept.extend(keep::unreadable_files(
         &manifests.errors,
         previous,
         &mut mesh,
     ));
-    resolve_endpoints(&mut mesh);
+    objects::resolve_endpoints(&mut mesh, &Scope::All);
     waypoints::resolve(manifests, &mut mesh);
     Built {
         mesh,
-        diagnostics: report.diagnostics,
+        diagnostics,
         kept,
-    }
-}
-
-fn route(
-    kind: RouteKind,
-    namespace: String,
-    name: String,
-    hosts: Vec<String>,
-    spec: serde_json::Value,
-) -> Route {
-    Route {
-        kind,
-        namespace,
-        name,
-        hosts,
-        spec,
-        source: PathBuf::new(),
-    }
-}
-
-/// Adds the policy `object` of `kind`, with what ztunnel and waypoints enforce of it.
-fn insert_policy(
-    mesh: &mut Mesh,
-    (kind, object): (PolicyKind, &impl kube::Resource),
-    (enforced, for_waypoints): (Option<Enforced>, Option<serde_json::Value>),
-    source: &ambit_api::manifests::Source,
-) {
-    let meta = object.meta();
-    let key = (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    );
-    let policy = Policy {
-        kind,
-        namespace: key.0.clone(),
-        name: key.1.clone(),
-        enforced,
-        for_waypoints,
-        source: source.file.clone(),
-    };
-    mesh.policies.insert((kind, key), policy);
-}
-
-fn insert_route(mesh: &mut Mesh, mut route: Route, source: PathBuf) {
-    route.source = source;
-    let key = (route.kind, (route.namespace.clone(), route.name.clone()));
-    mesh.routes.insert(key, route);
-}
-
-/// An Istio object with an error and no accepted version now keeps its previous one.
-fn keep_rejected(diagnostics: &[Diagnostic], previous: &Mesh, mesh: &mut Mesh) -> Vec<String> {
-    let rejected: Vec<&ObjectRef> = diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .filter_map(|d| d.object.as_ref())
-        .collect();
-    let key_of = |o: &ObjectRef| (o.namespace.clone(), o.name.clone());
-    let mut kept = keep_previous(
-        rejected
-            .iter()
-            .filter_map(|o| Some((RouteKind::of(&o.kind)?, key_of(o)))),
-        &previous.routes,
-        &mut mesh.routes,
-        |(kind, key)| label(key, kind.as_str()),
-    );
-    kept.extend(keep_previous(
-        rejected
-            .iter()
-            .filter_map(|o| Some((PolicyKind::of(&o.kind)?, key_of(o)))),
-        &previous.policies,
-        &mut mesh.policies,
-        |(kind, key)| label(key, kind.as_str()),
-    ));
-    kept
-}
-
-/// Every object of a file that cannot be read (entirely or from a bad document on)
-/// keeps its previous version, unless the readable part still defines it.
-fn keep_unreadable_files(
-    errors: &[ManifestError],
-    previous: &Mesh,
-    mesh: &mut Mesh,
-) -> Vec<String> {
-    let broken: BTreeSet<&PathBuf> = errors
-        .iter()
-        .filter_map(|error| match error {
-            ManifestError::File { path, .. } => Some(path),
-            ManifestError::Document { at, .. } => Some(&at.file),
-            ManifestError::Folder { .. } => None,
-        })
-        .collect();
-    let from_broken = |source: &PathBuf| broken.contains(source);
-    let mut kept = keep_previous(
-        keys_where(&previous.workloads, |w| from_broken(&w.source)),
-        &previous.workloads,
-        &mut mesh.workloads,
-        |key| label(key, "Pod"),
-    );
-    kept.extend(keep_previous(
-        keys_where(&previous.services, |s| from_broken(&s.source)),
-        &previous.services,
-        &mut mesh.services,
-        |key| label(key, "Service"),
-    ));
-    kept.extend(keep_previous(
-        keys_where(&previous.credentials, |c| from_broken(&c.source)),
-        &previous.credentials,
-        &mut mesh.credentials,
-        |key| label(key, "Secret"),
-    ));
-    kept.extend(keep_previous(
-        keys_where(&previous.routes, |r| from_broken(&r.source)),
-        &previous.routes,
-        &mut mesh.routes,
-        |(kind, key)| label(key, kind.as_str()),
-    ));
-    kept.extend(keep_previous(
-        keys_where(&previous.policies, |p| from_broken(&p.source)),
-        &previous.policies,
-        &mut mesh.policies,
-        |(kind, key)| label(key, kind.as_str()),
-    ));
-    kept
-}
-
-fn keys_where<K: Clone, V>(map: &BTreeMap<K, V>, keep: impl Fn(&V) -> bool) -> Vec<K> {
-    map.iter()
-        .filter(|(_, value)| keep(value))
-        .map(|(key, _)| key.clone())
-        .collect()
-}
-
-/// Copies from `previous` into `current` each of `keys` that `current` lacks; returns
-/// their labels.
-fn keep_previous<K: Ord + Clone, V: Clone>(
-    keys: impl IntoIterator<Item = K>,
-    previous: &BTreeMap<K, V>,
-    current: &mut BTreeMap<K, V>,
-    describe: impl Fn(&K) -> String,
-) -> Vec<String> {
-    let mut kept = Vec::new();
-    for key in keys {
-        if current.contains_key(&key) {
-            continue;
-        }
-        if let Some(value) = previous.get(&key) {
-            kept.push(describe(&key));
-            current.insert(key, value.clone());
-        }
-    }
-    kept
-}
-
-/// `namespace/name (Kind)`.
-fn label(key: &Key, kind: &str) -> String {
-    format!("{}/{} ({kind})", key.0, key.1)
-}
-
-/// A service's endpoints: the IPs of the workloads of its namespace whose labels hold
-/// every entry of its selector (a Service without a selector has none).
-fn resolve_endpoints(mesh: &mut Mesh) {
-    for service in mesh.services.values_mut() {
-        let mut endpoints: Vec<IpAddr> = mesh
-            .workloads
-            .values()
-            .filter(|w| w.namespace == service.namespace && !service.selector.is_empty())
-            .filter(|w| {
-                service
-                    .selector
-                    .iter()
-                    .all(|(k, v)| w.labels.get(k) == Some(v))
-            })
-            .flat_map(|w| w.ips.iter().copied())
-            .collect();
-        endpoints.sort();
-        endpoints.dedup();
-        service.endpoints = endpoints;
     }
 }
 

@@ -10,11 +10,14 @@
 //!
 //! # Layout
 //! - [`select`]: what each subscriber receives — the one rule;
+//! - [`selections`]: that rule applied once per model version, derived from the previous
+//!   version's where the model changed;
 //! - [`convert`]: the model as protobuf resources;
 //! - [`server`]: the gRPC service, the subscriber registry and [`server::serve`].
 
 pub mod convert;
 pub mod select;
+pub mod selections;
 pub mod server;
 
 pub use self::server::{ConfigServer, PushCounts, SubscriberStatus, serve};

@@ -1,10 +1,12 @@
 //! The `--config-dir` source: a folder of Kubernetes YAML, watched with `notify`, rebuilt
-//! into a new [`Snapshot`] of the [`Mesh`] within a second of a change.
+//! into a new [`Snapshot`] of the [`Mesh`] within tens of milliseconds of a change.
 //!
 //! Changes are debounced ([`DEBOUNCE`]): an editor's write-rename-chmod burst is one
-//! rebuild. Each rebuild starts from the previous model ([`mesh::build`]), so an object
-//! that turns invalid keeps its last good version; its diagnostics are logged with the
-//! object and the field path. The version increases only when the model changes.
+//! rebuild. Only the files whose text changed are parsed again (`folder.rs`), and only
+//! what they can affect is resolved again ([`mesh::update`]). Each rebuild starts from
+//! the previous model, so an object that turns invalid keeps its last good version; its
+//! diagnostics are logged with the object and the field path. The version increases only
+//! when the model changes.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,17 +14,22 @@ use std::{
     time::Duration,
 };
 
-use ambit_api::manifests::{ManifestError, Manifests};
+use ambit_api::manifests::ManifestError;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
+use self::folder::Folder;
 use crate::{
-    mesh::{self, Mesh},
-    push::select::SharedSelections,
+    mesh::{self, Built, Changes, Mesh},
+    push::selections::Selections,
 };
 
-/// How long to wait after a change for the next one before rebuilding.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+pub(crate) mod folder;
+
+/// How long to wait after a change for the rest of its burst (an editor's
+/// write-rename-chmod comes within a millisecond) before rebuilding; a rebuild costs tens
+/// of milliseconds, so a burst split in two costs one extra version, not a stall.
+pub const DEBOUNCE: Duration = Duration::from_millis(25);
 
 /// Why the folder cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +51,8 @@ pub struct Snapshot {
     /// Starts at 1; increases with every change of [`Snapshot::mesh`].
     pub version: u64,
     pub mesh: Mesh,
-    /// What every subscriber of a kind receives, computed once for this version.
-    pub shared: SharedSelections,
+    /// What subscribers receive of this version, computed once for all of them.
+    pub selections: Selections,
 }
 
 impl Snapshot {
@@ -55,8 +62,24 @@ impl Snapshot {
         Self {
             version,
             mesh,
-            shared: SharedSelections::default(),
+            selections: Selections::default(),
         }
+    }
+
+    /// The version after this one, holding `mesh`, with what subscribers receive derived
+    /// from this version's where `mesh` differs; `None` when `mesh` is the same model.
+    #[must_use]
+    pub fn next(&self, mesh: Mesh) -> Option<Self> {
+        let changes = Changes::between(&self.mesh, &mesh);
+        if changes.is_empty() {
+            return None;
+        }
+        let selections = self.selections.next(&self.mesh, &mesh, &changes);
+        Some(Self {
+            version: self.version + 1,
+            mesh,
+            selections,
+        })
     }
 }
 
@@ -77,17 +100,19 @@ impl FolderSource {
     /// # Errors
     /// [`SourceError`] when `dir` cannot be read or watched.
     pub fn start(dir: &Path, trust_domain: &str) -> Result<Self, SourceError> {
-        let manifests = Manifests::load_dir(dir)?;
-        let first = rebuild(&manifests, trust_domain, &Mesh::default());
+        let folder = Folder::load(dir)?;
+        let built = mesh::build(folder.manifests(), trust_domain, &Mesh::default());
+        log_findings(&built);
         tracing::info!(
             config_dir = %dir.display(),
-            workloads = first.workloads.len(),
-            services = first.services.len(),
-            routes = first.routes.len(),
+            workloads = built.mesh.workloads.len(),
+            services = built.mesh.services.len(),
+            routes = built.mesh.routes.len(),
             version = 1,
             "model loaded"
         );
-        let (publish, model) = watch::channel(Arc::new(Snapshot::new(1, first)));
+        let first = Snapshot::new(1, built.mesh.clone());
+        let (publish, model) = watch::channel(Arc::new(first));
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -107,7 +132,8 @@ impl FolderSource {
                 source,
             })?;
         tokio::spawn(reload_loop(
-            dir.to_owned(),
+            folder,
+            built,
             trust_domain.to_owned(),
             events,
             publish,
@@ -126,7 +152,8 @@ impl FolderSource {
 }
 
 async fn reload_loop(
-    dir: PathBuf,
+    mut folder: Folder,
+    mut built: Built,
     trust_domain: String,
     mut events: mpsc::UnboundedReceiver<()>,
     publish: watch::Sender<Arc<Snapshot>>,
@@ -134,42 +161,44 @@ async fn reload_loop(
     while events.recv().await.is_some() {
         tokio::time::sleep(DEBOUNCE).await;
         while events.try_recv().is_ok() {}
-        let manifests = match Manifests::load_dir(&dir) {
-            Ok(manifests) => manifests,
+        let changes = match folder.reread() {
+            Ok(changes) if changes.files.is_empty() => {
+                tracing::debug!("config folder touched; no file changed");
+                continue;
+            }
+            Ok(changes) => changes,
             Err(error) => {
                 tracing::warn!(%error, "config folder unreadable; the model stays as it is");
                 continue;
             }
         };
+        built = mesh::update(folder.manifests(), &trust_domain, &built, &changes);
+        log_findings(&built);
         let current = Arc::clone(&publish.borrow());
-        let mesh = rebuild(&manifests, &trust_domain, &current.mesh);
-        if mesh == current.mesh {
+        let Some(next) = current.next(built.mesh.clone()) else {
             tracing::debug!(
                 version = current.version,
                 "config folder changed; model unchanged"
             );
             continue;
-        }
-        let version = current.version + 1;
+        };
         tracing::info!(
-            version,
-            workloads = mesh.workloads.len(),
-            services = mesh.services.len(),
-            routes = mesh.routes.len(),
+            version = next.version,
+            workloads = next.mesh.workloads.len(),
+            services = next.mesh.services.len(),
+            routes = next.mesh.routes.len(),
             "model updated"
         );
-        publish.send_replace(Arc::new(Snapshot::new(version, mesh)));
+        publish.send_replace(Arc::new(next));
     }
 }
 
-/// [`mesh::build`], logging each diagnostic and each object kept at its last good version.
-fn rebuild(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Mesh {
-    let built = mesh::build(manifests, trust_domain, previous);
+/// Logs each diagnostic and each object kept at its last good version.
+fn log_findings(built: &Built) {
     for diagnostic in &built.diagnostics {
         tracing::warn!(%diagnostic, "config rejected");
     }
     for object in &built.kept {
         tracing::warn!(%object, "invalid or unreadable now: its last good version stays in force");
     }
-    built.mesh
 }

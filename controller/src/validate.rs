@@ -386,6 +386,12 @@ fn kind_of(object: &Object) -> Option<Kind> {
     }
 }
 
+/// Whether `object` is of a kind [`validate`] checks.
+#[must_use]
+pub fn checks(object: &Object) -> bool {
+    kind_of(object).is_some()
+}
+
 /// Checks every Istio object in `manifests` and every document that could not be read.
 #[must_use]
 pub fn validate(manifests: &Manifests) -> Report {

@@ -4,7 +4,7 @@
 //! waypoint when it, or else its namespace, is labelled `istio.io/use-waypoint: NAME`
 //! (`none` on the Service opts it out).
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use ambit_api::{identity::Identity, manifests::Manifests};
 
@@ -32,6 +32,7 @@ pub struct Waypoint {
 
 /// Every waypoint Gateway in `manifests`, with the pods of `mesh` that serve it.
 pub(super) fn resolve(manifests: &Manifests, mesh: &mut Mesh) {
+    mesh.waypoints.clear();
     for gateway in manifests.of_kind("Gateway") {
         let group = gateway.api_version.split_once('/').map(|(group, _)| group);
         let class = gateway.spec_str("gatewayClassName");
@@ -79,8 +80,11 @@ pub(super) fn resolve(manifests: &Manifests, mesh: &mut Mesh) {
         let choice = service_choice
             .get(key)
             .or_else(|| namespace_choice.get(&service.namespace));
-        service.waypoint = choice
+        let waypoint = choice
             .filter(|name| name.as_str() != "none")
             .map(|name| (service.namespace.clone(), name.clone()));
+        if service.waypoint != waypoint {
+            Arc::make_mut(service).waypoint = waypoint;
+        }
     }
 }

@@ -1,17 +1,16 @@
 //! What each subscriber receives. This is the one place that decides it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::collections::BTreeMap;
 
 use ambit_api::{
     config::{Resource, SubscriberKind},
     istio::GatewaySpec,
 };
 
-use super::convert;
-use crate::mesh::{Mesh, RouteKind, TlsCredential, Workload};
+use super::{convert, selections::Selections};
+use crate::mesh::{
+    Key, Mesh, Policy, Route, RouteKind, Service, TlsCredential, Workload, waypoints::Waypoint,
+};
 
 /// Who is subscribed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,131 +36,78 @@ pub struct Subscriber {
 ///   the TLS credentials named by the Gateways that select a pod on N, from that pod's
 ///   namespace (as Istio reads `credentialName`) — private keys go to no other node;
 /// - an unspecified kind: nothing.
+///
+/// [`shared_resource`], [`receives_node_workloads`] and [`gateway_credentials`] state it
+/// entry by entry; [`Selections`] computes it once per model version for every
+/// subscriber.
 #[must_use]
 pub fn select(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
-    let mut out = shared(mesh, subscriber.kind);
-    out.extend(on_node(mesh, subscriber));
-    out
-}
-
-/// The part of [`select`] that is the same for every subscriber of `kind`, whatever its
-/// node (the push computes it once per model version and kind).
-#[must_use]
-pub fn shared(mesh: &Mesh, kind: SubscriberKind) -> BTreeMap<String, Resource> {
-    let mut out = BTreeMap::new();
-    let mut add = |resource: Resource| {
-        out.insert(resource.key.clone(), resource);
-    };
-    let services = || {
-        mesh.services
-            .values()
-            .map(|s| convert::service(s, &mesh.waypoints))
-    };
-    match kind {
-        SubscriberKind::Ztunnel => {
-            mesh.workloads
-                .values()
-                .filter_map(convert::peer)
-                .for_each(&mut add);
-            services().for_each(&mut add);
-            mesh.policies
-                .values()
-                .filter_map(convert::policy)
-                .for_each(&mut add);
-        }
-        SubscriberKind::Waypoint | SubscriberKind::Gateway => {
-            services().for_each(&mut add);
-            mesh.workloads
-                .values()
-                .filter_map(convert::peer)
-                .for_each(&mut add);
-            mesh.routes
-                .values()
-                .filter(|route| kind == SubscriberKind::Gateway || route.kind != RouteKind::Gateway)
-                .map(convert::route)
-                .for_each(&mut add);
-            mesh.policies
-                .values()
-                .filter_map(convert::waypoint_policy)
-                .for_each(&mut add);
-        }
-        SubscriberKind::Agent | SubscriberKind::Unspecified => {}
-    }
-    out
-}
-
-/// [`shared`] for one model version, computed once per kind and shared by every
-/// subscriber of that kind (converting the mesh once, not once per node).
-#[derive(Debug, Default)]
-pub struct SharedSelections(Mutex<HashMap<i32, Arc<BTreeMap<String, Resource>>>>);
-
-impl SharedSelections {
-    /// [`shared`]`(mesh, kind)`, computed on first use.
-    pub fn get(&self, mesh: &Mesh, kind: SubscriberKind) -> Arc<BTreeMap<String, Resource>> {
-        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            cache
-                .entry(i32::from(kind))
-                .or_insert_with(|| Arc::new(shared(mesh, kind))),
-        )
-    }
-}
-
-/// A copy starts empty: it is a cache, not state.
-impl Clone for SharedSelections {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-/// Caches never make two snapshots differ.
-impl PartialEq for SharedSelections {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// The part of [`select`] that depends on the subscriber's node: the workloads on it,
-/// for its agent, its ztunnel and its gateways, and the gateways' TLS credentials.
-#[must_use]
-pub fn on_node(mesh: &Mesh, subscriber: &Subscriber) -> BTreeMap<String, Resource> {
-    if !matches!(
-        subscriber.kind,
-        SubscriberKind::Agent | SubscriberKind::Ztunnel | SubscriberKind::Gateway
-    ) {
-        return BTreeMap::new();
-    }
-    let on_node: Vec<&Workload> = mesh
-        .workloads
-        .values()
-        .filter(|w| w.node.as_deref() == Some(subscriber.node.as_str()))
-        .collect();
-    let mut out: BTreeMap<String, Resource> = on_node
+    let selections = Selections::default();
+    let parts = [
+        selections.shared(mesh, subscriber.kind),
+        selections.for_node(mesh, subscriber),
+    ];
+    parts
         .iter()
-        .map(|w| {
-            let resource = convert::workload(w);
-            (resource.key.clone(), resource)
-        })
-        .collect();
-    if subscriber.kind == SubscriberKind::Gateway {
-        for credential in gateway_credentials(mesh, &on_node) {
-            let resource = convert::credential(credential);
-            out.insert(resource.key.clone(), resource);
-        }
-    }
-    out
+        .flat_map(|part| part.resources())
+        .map(|resource| (resource.key.clone(), resource.clone()))
+        .collect()
 }
 
-/// The credentials named by the Gateways that select one of `pods`, looked up in that
-/// pod's namespace (with a MUTUAL server's `<name>-cacert`).
-fn gateway_credentials<'a>(mesh: &'a Mesh, pods: &[&Workload]) -> Vec<&'a TlsCredential> {
-    let gateways = mesh
+/// One entry of the model, as the selection rule reads it.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry<'a> {
+    Workload(&'a Workload),
+    /// A service, and the waypoints it may use.
+    Service(&'a Service, &'a BTreeMap<Key, Waypoint>),
+    Route(&'a Route),
+    Policy(&'a Policy),
+}
+
+/// What a subscriber of `kind` receives of `entry`, whatever its node (see [`select`]).
+#[must_use]
+pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resource> {
+    use SubscriberKind::{Gateway, Waypoint, Ztunnel};
+    match (kind, entry) {
+        (Ztunnel | Waypoint | Gateway, Entry::Workload(workload)) => convert::peer(workload),
+        (Ztunnel | Waypoint | Gateway, Entry::Service(service, waypoints)) => {
+            Some(convert::service(service, waypoints))
+        }
+        (Waypoint, Entry::Route(route)) if route.kind != RouteKind::Gateway => {
+            Some(convert::route(route))
+        }
+        (Gateway, Entry::Route(route)) => Some(convert::route(route)),
+        (Ztunnel, Entry::Policy(policy)) => convert::policy(policy),
+        (Waypoint | Gateway, Entry::Policy(policy)) => convert::waypoint_policy(policy),
+        _ => None,
+    }
+}
+
+/// Whether a subscriber of `kind` receives the workloads on its node, with their
+/// enrolment decision ([`convert::workload`]).
+#[must_use]
+pub fn receives_node_workloads(kind: SubscriberKind) -> bool {
+    matches!(
+        kind,
+        SubscriberKind::Agent | SubscriberKind::Ztunnel | SubscriberKind::Gateway
+    )
+}
+
+/// The TLS credentials a GATEWAY on a node with `pods` receives: those named by the
+/// Gateways that select one of `pods`, looked up in that pod's namespace (with a MUTUAL
+/// server's `<name>-cacert`).
+pub fn gateway_credentials<'a>(
+    mesh: &'a Mesh,
+    pods: &[&Workload],
+) -> impl Iterator<Item = &'a TlsCredential> {
+    let gateways: Vec<GatewaySpec> = mesh
         .routes
         .values()
         .filter(|route| route.kind == RouteKind::Gateway)
-        .filter_map(|route| serde_json::from_value::<GatewaySpec>(route.spec.clone()).ok());
+        .filter_map(|route| serde_json::from_value(route.spec.clone()).ok())
+        .collect();
     let mut named = Vec::new();
-    for spec in gateways {
+    for spec in &gateways {
         let selects = |pod: &&&Workload| {
             !spec.selector.is_empty()
                 && spec
@@ -181,13 +127,13 @@ fn gateway_credentials<'a>(mesh: &'a Mesh, pods: &[&Workload]) -> Vec<&'a TlsCre
                     format!("{}-cacert", tls.credential_name),
                 ] {
                     if let Some(credential) = mesh.credentials.get(&(pod.namespace.clone(), name)) {
-                        named.push(credential);
+                        named.push(credential.as_ref());
                     }
                 }
             }
         }
     }
-    named
+    named.into_iter()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use ambit_api::config::{
-    Ack, ConfigUpdate, Resource, SubscribeRequest, SubscriberKind,
+    Ack, ConfigUpdate, SubscribeRequest, SubscriberKind,
     config_service_server::{ConfigService, ConfigServiceServer},
     subscribe_request::Request as Req,
 };
@@ -20,10 +20,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
-use super::{
-    PushError,
-    select::{Subscriber, on_node},
-};
+use super::{PushError, select::Subscriber, selections::Selection};
 use crate::source::ModelSource;
 
 /// How many updates may wait for a slow subscriber before its session waits too.
@@ -172,8 +169,8 @@ impl ConfigService for ConfigServer {
             id,
             subscriber,
             registry: Arc::clone(&self.registry),
-            sent_shared: None,
-            sent_node: BTreeMap::new(),
+            sent_shared: Arc::default(),
+            sent_node: Arc::default(),
             needs_full: true,
         };
         let span = tracing::info_span!(
@@ -197,10 +194,10 @@ struct Session {
     id: u64,
     subscriber: Subscriber,
     registry: Arc<Registry>,
-    /// What the subscriber was last sent: the part every subscriber of its kind gets
-    /// (shared, not copied), and its node's part.
-    sent_shared: Option<Arc<BTreeMap<String, Resource>>>,
-    sent_node: BTreeMap<String, Resource>,
+    /// What the subscriber was last sent: the part every subscriber of its kind gets,
+    /// and its node's part (shared with the snapshot, not copied).
+    sent_shared: Arc<Selection>,
+    sent_node: Arc<Selection>,
     /// Whether the next update must be a full state (first update, or after a NACK).
     needs_full: bool,
 }
@@ -249,23 +246,23 @@ impl Session {
         snapshot: &crate::source::Snapshot,
         updates: &mpsc::Sender<Result<ConfigUpdate, Status>>,
     ) -> bool {
-        let shared = snapshot.shared.get(&snapshot.mesh, self.subscriber.kind);
-        let node = on_node(&snapshot.mesh, &self.subscriber);
+        let selections = &snapshot.selections;
+        let shared = selections.shared(&snapshot.mesh, self.subscriber.kind);
+        let node = selections.for_node(&snapshot.mesh, &self.subscriber);
         let update = if self.needs_full {
             ConfigUpdate {
                 version: snapshot.version,
                 full: true,
-                upserted: shared.values().chain(node.values()).cloned().collect(),
+                upserted: shared
+                    .resources()
+                    .chain(node.resources())
+                    .cloned()
+                    .collect(),
                 removed: Vec::new(),
             }
         } else {
-            let (mut upserted, mut removed) = match &self.sent_shared {
-                // Same version of the shared part: nothing changed in it.
-                Some(sent) if Arc::ptr_eq(sent, &shared) => (Vec::new(), Vec::new()),
-                Some(sent) => diff(sent, &shared),
-                None => diff(&BTreeMap::new(), &shared),
-            };
-            let (node_upserted, node_removed) = diff(&self.sent_node, &node);
+            let (mut upserted, mut removed) = shared.delta_from(&self.sent_shared);
+            let (node_upserted, node_removed) = node.delta_from(&self.sent_node);
             upserted.extend(node_upserted);
             removed.extend(node_removed);
             if upserted.is_empty() && removed.is_empty() {
@@ -289,7 +286,7 @@ impl Session {
             return false;
         }
         self.needs_full = false;
-        self.sent_shared = Some(shared);
+        self.sent_shared = shared;
         self.sent_node = node;
         self.registry.updates.fetch_add(1, Ordering::Relaxed);
         self.registry
@@ -321,24 +318,6 @@ impl Session {
             });
         });
     }
-}
-
-/// What changed from `sent` to `now`: resources to upsert, keys to remove.
-fn diff(
-    sent: &BTreeMap<String, Resource>,
-    now: &BTreeMap<String, Resource>,
-) -> (Vec<Resource>, Vec<String>) {
-    let upserted = now
-        .iter()
-        .filter(|(key, resource)| sent.get(*key) != Some(*resource))
-        .map(|(_, resource)| resource.clone())
-        .collect();
-    let removed = sent
-        .keys()
-        .filter(|key| !now.contains_key(*key))
-        .cloned()
-        .collect();
-    (upserted, removed)
 }
 
 /// Serves `server` on `listener` until `shutdown` completes; then ends every subscriber

@@ -1,0 +1,144 @@
+//! The Istio objects of the model: validated ([`crate::validate`]), routes with their
+//! hosts resolved to FQDNs (and Istio Gateways), policies in the form ztunnel and waypoints enforce, and an
+//! object rejected now kept at its previous version.
+
+use std::{path::PathBuf, sync::Arc};
+
+use ambit_api::{config::resource::Kind as Enforced, manifests::Manifests};
+
+use super::{Mesh, Policy, PolicyKind, Route, RouteKind, keep, policy};
+use crate::{
+    hosts,
+    validate::{self, Diagnostic},
+};
+
+/// Replaces the routes and policies of `mesh` with the valid ones of `manifests`, keeping
+/// from `previous` those rejected now; returns every diagnostic and the objects kept.
+pub(super) fn resolve(
+    manifests: &Manifests,
+    previous: &Mesh,
+    mesh: &mut Mesh,
+) -> (Vec<Diagnostic>, Vec<String>) {
+    let report = validate::validate(manifests);
+    mesh.routes.clear();
+    mesh.policies.clear();
+    for accepted in &report.model.virtual_services {
+        let vs = &accepted.object;
+        let namespace = vs.metadata.namespace.clone().unwrap_or_default();
+        let hosts = vs
+            .spec
+            .hosts
+            .iter()
+            .map(|h| hosts::resolve(h, &namespace))
+            .collect();
+        let name = vs.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&vs.spec).unwrap_or_default();
+        let route = route(RouteKind::VirtualService, namespace, name, hosts, spec);
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
+    for accepted in &report.model.destination_rules {
+        let dr = &accepted.object;
+        let namespace = dr.metadata.namespace.clone().unwrap_or_default();
+        let hosts = vec![hosts::resolve(&dr.spec.host, &namespace)];
+        let name = dr.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&dr.spec).unwrap_or_default();
+        let route = route(RouteKind::DestinationRule, namespace, name, hosts, spec);
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
+    for accepted in &report.model.gateways {
+        let gateway = &accepted.object;
+        let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+        let hosts = gateway
+            .spec
+            .servers
+            .iter()
+            .flat_map(|server| server.hosts.iter().cloned())
+            .collect();
+        let name = gateway.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&gateway.spec).unwrap_or_default();
+        let route = route(RouteKind::Gateway, namespace, name, hosts, spec);
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
+    let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
+    for accepted in &report.model.authorization_policies {
+        let policy = &accepted.object;
+        let enforced = policy::authorization(policy, root).map(Enforced::Authorization);
+        let for_waypoints = policy
+            .spec
+            .has_target_refs()
+            .then(|| serde_json::to_value(&policy.spec).unwrap_or_default());
+        insert_policy(
+            mesh,
+            (PolicyKind::AuthorizationPolicy, policy),
+            (enforced, for_waypoints),
+            &accepted.source,
+        );
+    }
+    for accepted in &report.model.request_authentications {
+        let spec = serde_json::to_value(&accepted.object.spec).unwrap_or_default();
+        insert_policy(
+            mesh,
+            (PolicyKind::RequestAuthentication, &accepted.object),
+            (None, Some(spec)),
+            &accepted.source,
+        );
+    }
+    for accepted in &report.model.peer_authentications {
+        let enforced =
+            Enforced::PeerAuthentication(policy::peer_authentication(&accepted.object, root));
+        insert_policy(
+            mesh,
+            (PolicyKind::PeerAuthentication, &accepted.object),
+            (Some(enforced), None),
+            &accepted.source,
+        );
+    }
+    let kept = keep::rejected(&report.diagnostics, previous, mesh);
+    (report.diagnostics, kept)
+}
+
+fn route(
+    kind: RouteKind,
+    namespace: String,
+    name: String,
+    hosts: Vec<String>,
+    spec: serde_json::Value,
+) -> Route {
+    Route {
+        kind,
+        namespace,
+        name,
+        hosts,
+        spec,
+        source: PathBuf::new(),
+    }
+}
+
+/// Adds the policy `object` of `kind`, with what ztunnel and waypoints enforce of it.
+fn insert_policy(
+    mesh: &mut Mesh,
+    (kind, object): (PolicyKind, &impl kube::Resource),
+    (enforced, for_waypoints): (Option<Enforced>, Option<serde_json::Value>),
+    source: &ambit_api::manifests::Source,
+) {
+    let meta = object.meta();
+    let key = (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    let policy = Policy {
+        kind,
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        enforced,
+        for_waypoints,
+        source: source.file.clone(),
+    };
+    mesh.policies.insert((kind, key), Arc::new(policy));
+}
+
+fn insert_route(mesh: &mut Mesh, mut route: Route, source: PathBuf) {
+    route.source = source;
+    let key = (route.kind, (route.namespace.clone(), route.name.clone()));
+    mesh.routes.insert(key, Arc::new(route));
+}
