@@ -247,3 +247,29 @@ async fn a_pinned_root_replaces_the_chains_last_certificate() {
         .expect_err("no certificate in the file");
     assert!(error.to_string().contains("--ca-root-file"), "{error}");
 }
+
+#[tokio::test]
+async fn a_caller_can_wait_for_a_certificate_still_being_fetched() {
+    let (address, _) = fake_ca().await;
+    let (_dir, token) = token_file(TOKEN);
+    let client = CaClient::new(&address, token, None, None).expect("a client");
+    let store = Arc::new(CertificateStore::new(client));
+    let _lease = store.acquire(alpha());
+    let issued = store
+        .wait_for(&alpha(), Duration::from_secs(5))
+        .await
+        .expect("the certificate, once the CA answers");
+    assert_eq!(
+        store.get(&alpha()).map(|held| held.serial.clone()),
+        Some(issued.serial.clone())
+    );
+    let never =
+        ambit_api::identity::Identity::new("cluster.local", "shop", "nobody").expect("an identity");
+    assert!(
+        store
+            .wait_for(&never, Duration::from_millis(100))
+            .await
+            .is_none(),
+        "an identity no pod holds gets no certificate"
+    );
+}

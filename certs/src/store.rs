@@ -8,7 +8,7 @@ use std::{
 };
 
 use ambit_api::identity::Identity;
-use tokio::task::JoinHandle;
+use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{Instrument as _, info, info_span, warn};
 
 use super::{CaClient, Issued, schedule};
@@ -42,6 +42,8 @@ pub struct CertificateStore {
     /// `None` in tests of the bookkeeping alone: nothing is fetched.
     client: Option<CaClient>,
     entries: Mutex<HashMap<Identity, Entry>>,
+    /// Woken whenever a certificate is obtained, for [`CertificateStore::wait_for`].
+    obtained: Arc<Notify>,
 }
 
 impl CertificateStore {
@@ -51,6 +53,7 @@ impl CertificateStore {
         Self {
             client: Some(client),
             entries: Mutex::new(HashMap::new()),
+            obtained: Arc::default(),
         }
     }
 
@@ -60,6 +63,7 @@ impl CertificateStore {
         Self {
             client: None,
             entries: Mutex::new(HashMap::new()),
+            obtained: Arc::default(),
         }
     }
 
@@ -72,8 +76,10 @@ impl CertificateStore {
             let state = Arc::new(Mutex::new(CertState::default()));
             let task = self.client.clone().map(|client| {
                 let span = info_span!("certificate", identity = %identity);
+                let obtained = Arc::clone(&self.obtained);
                 tokio::spawn(
-                    maintain(client, identity.clone(), Arc::clone(&state)).instrument(span),
+                    maintain(client, identity.clone(), Arc::clone(&state), obtained)
+                        .instrument(span),
                 )
             });
             Entry {
@@ -107,6 +113,22 @@ impl CertificateStore {
         let entries = self.lock();
         let entry = entries.get(identity)?;
         lock(&entry.state).current.clone()
+    }
+
+    /// The certificate for `identity`, waiting up to `timeout` for the CA when none is
+    /// held yet (a pod that just arrived, a ztunnel that just started); `None` if none
+    /// came in time.
+    pub async fn wait_for(&self, identity: &Identity, timeout: Duration) -> Option<Arc<Issued>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let obtained = self.obtained.notified();
+            tokio::pin!(obtained);
+            obtained.as_mut().enable();
+            if let Some(issued) = self.get(identity) {
+                return Some(issued);
+            }
+            tokio::time::timeout_at(deadline, obtained).await.ok()?;
+        }
     }
 
     /// How many pods hold `identity` (0 when it is not held).
@@ -189,7 +211,12 @@ impl Drop for CertLease {
 
 /// Fetches `identity`'s certificate, then renews it at half-life, for as long as the task
 /// runs; failed attempts back off and leave the certificate held in place.
-async fn maintain(client: CaClient, identity: Identity, state: Arc<Mutex<CertState>>) {
+async fn maintain(
+    client: CaClient,
+    identity: Identity,
+    state: Arc<Mutex<CertState>>,
+    obtained: Arc<Notify>,
+) {
     let mut backoff = schedule::Backoff::default();
     loop {
         let wait = match client.fetch(&identity).await {
@@ -202,9 +229,12 @@ async fn maintain(client: CaClient, identity: Identity, state: Arc<Mutex<CertSta
                     renew_in = ?renew_at.duration_since(SystemTime::now()).unwrap_or_default(),
                     "certificate obtained"
                 );
-                let mut state = lock(&state);
-                state.current = Some(Arc::new(issued));
-                state.last_error = None;
+                {
+                    let mut state = lock(&state);
+                    state.current = Some(Arc::new(issued));
+                    state.last_error = None;
+                }
+                obtained.notify_waiters();
                 backoff.reset();
                 renew_at
                     .duration_since(SystemTime::now())

@@ -120,6 +120,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Directory {
     state: RwLock<State>,
+    /// Woken by every update applied, for [`Directory::wait_synced`].
+    applied: tokio::sync::Notify,
 }
 
 impl Directory {
@@ -174,6 +176,23 @@ impl Directory {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .version
+    }
+
+    /// Waits up to `timeout` for the first update: until then an address cannot be told
+    /// to be a mesh workload or not. Returns whether the directory is synced.
+    pub async fn wait_synced(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = self.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if self.version().is_some() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Applies one update, all or nothing: on an error the directory is unchanged.
@@ -242,6 +261,8 @@ impl Directory {
             by_endpoint,
             version: Some(update.version),
         };
+        drop(state);
+        self.applied.notify_waiters();
         Ok(())
     }
 

@@ -32,7 +32,16 @@ pub enum OutboundError {
     Tls(std::net::IpAddr, #[source] TlsError),
     #[error("HBONE to {0}: {1}")]
     Hbone(SocketAddr, #[source] ClientError),
+    #[error(
+        "no certificate for {0} after {wait:?}: the destination is in the mesh, so the connection is refused rather than sent in plaintext — check the CA flags and the CA's log",
+        wait = CERTIFICATE_WAIT
+    )]
+    NoCertificate(ambit_api::identity::Identity),
 }
+
+/// How long a connection to a mesh workload waits for the source's certificate (a pod
+/// that just arrived, a ztunnel that just started) before it fails.
+pub const CERTIFICATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A mesh destination, and what the source holds to reach it.
 #[derive(Debug)]
@@ -60,33 +69,50 @@ impl Route {
     }
 }
 
-/// The HBONE route to `destination`, when it is a mesh workload and the source pod holds a
-/// certificate; `None` keeps the plaintext passthrough.
-#[must_use]
-pub fn route(pod: &PodContext, destination: SocketAddr) -> Option<Route> {
-    let hbone = pod.hbone.as_ref()?;
-    let peer = hbone.directory.lookup(destination.ip())?;
-    let certificate = hbone.certificates.get(pod.identity.as_ref()?)?;
-    Some(Route {
+/// The HBONE route to `destination` when it is a mesh workload; `None` keeps the
+/// plaintext passthrough (not a mesh workload, or the source pod has no identity). A
+/// mesh destination never gets plaintext: the source's certificate is waited for
+/// ([`CERTIFICATE_WAIT`]), and the connection fails without one.
+///
+/// # Errors
+/// No certificate for the source in time.
+pub async fn route(
+    pod: &PodContext,
+    destination: SocketAddr,
+) -> Result<Option<Route>, OutboundError> {
+    let (Some(hbone), Some(identity)) = (pod.hbone.as_ref(), pod.identity.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(peer) = hbone.directory.lookup(destination.ip()) else {
+        return Ok(None);
+    };
+    let certificate = hbone
+        .certificates
+        .wait_for(identity, CERTIFICATE_WAIT)
+        .await
+        .ok_or_else(|| OutboundError::NoCertificate(identity.clone()))?;
+    Ok(Some(Route {
         peer,
         address: destination.ip(),
         certificate,
         hbone: Arc::clone(hbone),
-    })
+    }))
 }
 
 /// The HBONE route to `waypoint` for a connection to a service VIP in `family` (an
-/// address of that family, picked by `spread`); `None` when the source holds no
-/// certificate, or no waypoint pod runs.
-#[must_use]
-pub fn via_waypoint(
+/// address of that family, picked by `spread`), the source's certificate waited for as
+/// by [`route`]; `None` when none came, or no waypoint pod runs.
+pub async fn via_waypoint(
     pod: &PodContext,
     waypoint: &Waypoint,
     vip: SocketAddr,
     spread: u16,
 ) -> Option<Route> {
     let hbone = pod.hbone.as_ref()?;
-    let certificate = hbone.certificates.get(pod.identity.as_ref()?)?;
+    let certificate = hbone
+        .certificates
+        .wait_for(pod.identity.as_ref()?, CERTIFICATE_WAIT)
+        .await?;
     let identity = waypoint.identity.clone()?;
     let family: Vec<IpAddr> = waypoint
         .addresses

@@ -68,6 +68,9 @@ impl RelayError {
     }
 }
 
+/// How long an outbound connection waits for ztunnel's first config (just started).
+const CONFIG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Relays one accepted connection until both sides are done.
 pub async fn handle(
     mut downstream: TcpStream,
@@ -89,6 +92,13 @@ pub async fn handle(
         },
         _ => None,
     };
+    // Until the first config arrives no address is known to be in the mesh: wait for it
+    // rather than send a mesh destination's traffic in plaintext.
+    if let (Direction::Outbound, Some(hbone)) = (direction, &pod.hbone)
+        && !hbone.directory.wait_synced(CONFIG_WAIT).await
+    {
+        warn!(wait = ?CONFIG_WAIT, "no config from the controller yet: relaying as if no destination were in the mesh");
+    }
     // A service VIP: one of the service's endpoints, on its target port.
     let service = match (direction, destination) {
         (Direction::Outbound, Some(destination)) => pod.service_at(destination.ip()),
@@ -110,12 +120,18 @@ pub async fn handle(
         (Some(destination), None) => Ok(destination),
     };
     let upstream_addr = target.as_ref().ok().copied();
-    let route = match (direction, upstream_addr, &waypoint) {
-        (Direction::Outbound, Some(vip), Some(waypoint)) => {
-            hbone_outbound::via_waypoint(&pod, waypoint, vip, peer.port())
+    let (route, route_error) = match (direction, upstream_addr, &waypoint) {
+        (Direction::Outbound, Some(vip), Some(waypoint)) => (
+            hbone_outbound::via_waypoint(&pod, waypoint, vip, peer.port()).await,
+            None,
+        ),
+        (Direction::Outbound, Some(target), None) => {
+            match hbone_outbound::route(&pod, target).await {
+                Ok(route) => (route, None),
+                Err(error) => (None, Some(error)),
+            }
         }
-        (Direction::Outbound, Some(target), None) => hbone_outbound::route(&pod, target),
-        _ => None,
+        _ => (None, None),
     };
     // Both ends served here: no TLS between them (the same-node fast path).
     let same_node = route
@@ -138,6 +154,9 @@ pub async fn handle(
     let _ = downstream.set_nodelay(true);
     let result = async {
         let destination = target?;
+        if let Some(error) = route_error {
+            return Err(error.into());
+        }
         if let (Some(waypoint), None) = (&waypoint, &route) {
             return Err(RelayError::NoWaypoint(waypoint.name.clone()));
         }
