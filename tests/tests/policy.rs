@@ -328,3 +328,33 @@ fn a_policy_change_closes_the_connections_it_forbids() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn a_restarted_ztunnel_waits_for_its_certificate_rather_than_send_plaintext() -> Result<()> {
+    let Some(mut cluster) = Cluster::start("policy_restart")? else {
+        return Ok(());
+    };
+    cluster.set_policies(&[object(
+        "PeerAuthentication",
+        "shop",
+        "strict",
+        json!({ "mtls": { "mode": "STRICT" } }),
+    )])?;
+    cluster.expect(&cluster.client, PORT, true)?;
+    // Right after a restart n1's ztunnel has neither its config nor the client's
+    // certificate: the connection must wait for them, not go out in plaintext (which
+    // the STRICT server would refuse).
+    cluster.meshes[0].stop_ztunnel()?;
+    cluster.meshes[0].start_ztunnel()?;
+    cluster.expect(&cluster.client, PORT, true)?;
+    let mutual = cluster.meshes[1].metrics()?.sum(
+        "istio_tcp_connections_opened_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "mutual_tls"),
+            ("source_principal", &format!("spiffe://{ALPHA}")),
+        ],
+    );
+    ensure!(mutual >= 2.0, "both connections were mutual TLS: {mutual}");
+    Ok(())
+}
