@@ -84,10 +84,9 @@ async fn served_resource(
                 if !reported_missing {
                     tracing::warn!(
                         crd = kind.name(),
-                        "the cluster does not serve {} ({}): its objects are ignored until it does — {}",
-                        kind.name(),
-                        kind.versions.join(", "),
-                        kind.install_hint()
+                        versions = ?kind.versions,
+                        install = kind.install_hint(),
+                        "CRD missing from the cluster: its objects are ignored until it is installed"
                     );
                     reported_missing = true;
                     batches
