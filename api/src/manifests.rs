@@ -67,6 +67,17 @@ impl Object {
         self.spec.get(field).and_then(serde_yaml_ng::Value::as_str)
     }
 
+    /// The object one parsed document holds, read as a folder's document is: what a
+    /// source other than files (the Kubernetes API) uses to read objects exactly as the
+    /// folder would.
+    ///
+    /// # Errors
+    /// Why `value` is not a Kubernetes object (no `apiVersion`, `kind` or
+    /// `metadata.name`, or a malformed `metadata`).
+    pub fn from_value(value: serde_yaml_ng::Value, source: Source) -> Result<Self, String> {
+        object_from_value(value, source)
+    }
+
     /// A boolean field of `spec` (for example `hostNetwork`), false when absent.
     #[must_use]
     pub fn spec_flag(&self, field: &str) -> bool {

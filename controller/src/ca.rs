@@ -13,7 +13,8 @@
 //! - [`sign`]: CSR parsing and certificate issuance, lifetimes;
 //! - [`auth`]: caller authentication (bootstrap token files) and node authorization;
 //! - [`service`]: the gRPC service, its metrics and [`service::serve`];
-//! - [`follow_placement`]: placement kept in step with the watched config folder.
+//! - [`follow_placement`]: placement kept in step with the watched model (folder or
+//!   Kubernetes API).
 
 pub mod auth;
 pub use ambit_api::identity;
@@ -53,30 +54,39 @@ pub struct CaConfig {
     pub ca_dir: PathBuf,
     /// One bootstrap token file per node.
     pub tokens_dir: PathBuf,
-    /// The Kubernetes manifests that say which pods run on which node.
-    pub config_dir: PathBuf,
+    /// The Kubernetes manifests that say which pods run on which node; `None` when the
+    /// placement comes from the Kubernetes API (`--kube`), through
+    /// [`follow_placement`] only.
+    pub config_dir: Option<PathBuf>,
     /// The SPIFFE trust domain (`cluster.local` by default).
     pub trust_domain: String,
 }
 
-/// Keeps `service`'s placement in step with each version of the model, until the model
-/// source ends.
-pub async fn follow_placement(
+/// Gives `service` the placement of the model's current version now, and returns the
+/// task that keeps it in step with each later version, until the model source ends.
+pub fn follow_placement(
     mut model: crate::source::ModelSource,
     service: CaService<TokenFiles>,
     trust_domain: String,
-) {
-    while model.changed().await.is_ok() {
-        let placement = Placement::from_mesh(&model.borrow().mesh, &trust_domain);
+) -> impl Future<Output = ()> {
+    let place = move |model: &mut crate::source::ModelSource| {
+        let placement = Placement::from_mesh(&model.borrow_and_update().mesh, &trust_domain);
         tracing::info!(
             nodes_with_workloads = placement.node_count(),
             "workload placement updated"
         );
         service.set_placement(placement);
+    };
+    place(&mut model);
+    async move {
+        while model.changed().await.is_ok() {
+            place(&mut model);
+        }
     }
 }
 
-/// Reads the CA material, the tokens and the config folder, and builds the service.
+/// Reads the CA material, the tokens and the config folder if any, and builds the
+/// service.
 /// Logs the effective configuration, and each manifest that could not be read.
 ///
 /// # Errors
@@ -85,18 +95,23 @@ pub fn build(config: &CaConfig) -> Result<CaService<TokenFiles>, CaError> {
     check_trust_domain(&config.trust_domain)?;
     let material = CaMaterial::load_or_create(&config.ca_dir, &config.trust_domain)?;
     let tokens = TokenFiles::load(&config.tokens_dir)?;
-    let manifests = Manifests::load_dir(&config.config_dir)?;
-    for error in &manifests.errors {
-        tracing::warn!(%error, "manifest skipped");
-    }
-    let placement = Placement::from_manifests(&manifests, &config.trust_domain);
+    let placement = match &config.config_dir {
+        Some(config_dir) => {
+            let manifests = Manifests::load_dir(config_dir)?;
+            for error in &manifests.errors {
+                tracing::warn!(%error, "manifest skipped");
+            }
+            Placement::from_manifests(&manifests, &config.trust_domain)
+        }
+        None => Placement::from_manifests(&Manifests::default(), &config.trust_domain),
+    };
     tracing::info!(
         ca_dir = %config.ca_dir.display(),
         root = ?material.origin(),
         ca_not_after = %material.not_after(),
         tokens_dir = %config.tokens_dir.display(),
         nodes_with_tokens = ?tokens.nodes().collect::<Vec<_>>(),
-        config_dir = %config.config_dir.display(),
+        config_dir = ?config.config_dir,
         nodes_with_workloads = placement.node_count(),
         trust_domain = %config.trust_domain,
         "certificate authority configured"

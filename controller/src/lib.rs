@@ -8,11 +8,11 @@
 //! PeerAuthentication ([`validate`]); `ambit-controller validate -f …` prints the
 //! diagnostics, like `istioctl analyze` or `kubectl apply --dry-run`.
 //!
-//! `ambit-controller serve --config-dir DIR` watches a folder ([`source`]), resolves it
-//! into a [`mesh::Mesh`] (workloads with node, IPs, identity and ambient enrolment;
-//! services with their endpoints; accepted routes; policies in the L4 form ztunnel
-//! enforces), keeps the last good version of
-//! anything that turns invalid, and streams it over gRPC ([`push`],
+//! `ambit-controller serve --config-dir DIR` watches a folder, or `serve --kube` the
+//! Kubernetes API, with the same result ([`source`]), resolves it into a [`mesh::Mesh`]
+//! (workloads with node, IPs, identity and ambient enrolment; services with their
+//! endpoints; accepted routes; policies in the L4 form ztunnel enforces), keeps the last
+//! good version of anything that turns invalid, and streams it over gRPC ([`push`],
 //! `ambit.config.v1.ConfigService`): a full state then deltas, versioned and ACKed or
 //! NACKed, each agent, ztunnel and waypoint receiving only its share
 //! ([`push::select::select`]).
@@ -29,8 +29,8 @@
 //! - [`model`]: the Istio objects that passed validation, as typed CRDs;
 //! - [`mesh`]: the resolved model built from a folder and its previous version (last good
 //!   version kept);
-//! - [`source`]: the watched `--config-dir` folder, debounced, publishing versioned
-//!   [`source::Snapshot`]s;
+//! - [`source`]: the watched `--config-dir` folder or Kubernetes API (`--kube`),
+//!   debounced, publishing versioned [`source::Snapshot`]s;
 //! - [`push`]: the config push — the selection rule, the protobuf conversion, the gRPC
 //!   service with its subscriber registry (sent, acked, NACKed versions);
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
@@ -39,15 +39,15 @@
 //!   signing, node-token authentication, placement-based authorization, gRPC service.
 //!
 //! # Not yet
-//! Later slices add what this one deliberately leaves out: no Kubernetes watch
-//! (`--kube`), so no status or Events written back; no TokenReview (the CA authenticates
-//! with bootstrap token files only, and the config push authenticates nobody: any caller
-//! may subscribe as any node); no TLS on either gRPC endpoint (plaintext); `serve` and
-//! `serve-ca` are separate processes (each watches the folder); the CA root is not read
-//! from a Kubernetes `cacerts` Secret. The model does not yet resolve subsets to
-//! endpoints or hold ServiceEntries, WorkloadEntries or HTTPRoutes (read, not checked or
-//! pushed); a Gateway API Gateway is read as a waypoint only; a waypoint receives every
-//! service, route and waypoint policy, not only its namespace's. Push counters are in memory
+//! Later slices add what this one deliberately leaves out: no status or Events written back
+//! in Kubernetes mode; no TokenReview (the CA authenticates with bootstrap token files
+//! only, and the config push authenticates nobody: any caller may subscribe as any node);
+//! no TLS on either gRPC endpoint (plaintext); `serve` and `serve-ca` are separate
+//! processes (each watches the folder or the API); the CA root is not read from a
+//! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
+//! ServiceEntries, WorkloadEntries or HTTPRoutes (read, not checked or pushed); a Gateway
+//! API Gateway is read as a waypoint only; a waypoint receives every service, route and
+//! waypoint policy, not only its namespace's. Push counters are in memory
 //! ([`push::ConfigServer::counts`]), not yet exported as Prometheus metrics.
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! `ambit-controller`: Ambit's control plane. `validate` checks manifests; `serve` pushes
-//! the model of a watched config folder to agents, ztunnels and waypoints; `serve-ca` runs
-//! the certificate authority.
+//! the model of a watched config folder or of the Kubernetes API to agents, ztunnels and
+//! waypoints; `serve-ca` runs the certificate authority.
 
 use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -8,11 +8,11 @@ use ambit_api::config::SubscriberKind;
 use ambit_controller::{
     ca::{self, CaConfig, identity::DEFAULT_TRUST_DOMAIN},
     crds, input, push, snapshot,
-    source::FolderSource,
+    source::{FolderSource, KubeSource, ModelSource},
     validate::{self, Severity},
 };
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "ambit-controller", version, about)]
@@ -31,13 +31,12 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
     },
-    /// Watch a folder of Kubernetes and Istio manifests and push the validated model to
-    /// subscribed agents, ztunnels and waypoints over gRPC (plaintext for now).
+    /// Watch a folder of Kubernetes and Istio manifests, or the Kubernetes API, and push
+    /// the validated model to subscribed agents, ztunnels and waypoints over gRPC
+    /// (plaintext for now).
     Serve {
-        /// The folder of `*.yaml`/`*.yml` manifests (recursively); changes apply within a
-        /// second, and an object that turns invalid keeps its last good version.
-        #[arg(long, env = "AMBIT_CONFIG_DIR")]
-        config_dir: PathBuf,
+        #[command(flatten)]
+        origin: ModelOrigin,
         /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
         #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
         listen: SocketAddr,
@@ -81,10 +80,10 @@ enum Command {
         /// One file per node, named after the node, holding its bootstrap token.
         #[arg(long, env = "AMBIT_CA_TOKENS_DIR")]
         tokens_dir: PathBuf,
-        /// The Kubernetes manifests (Pods with `spec.nodeName`) saying which workloads
-        /// run on which node.
-        #[arg(long, env = "AMBIT_CONFIG_DIR")]
-        config_dir: PathBuf,
+        /// Where the Pods (with `spec.nodeName`) saying which workloads run on which node
+        /// come from.
+        #[command(flatten)]
+        origin: ModelOrigin,
         /// Where to listen for gRPC.
         #[arg(long, env = "AMBIT_CA_LISTEN", default_value = "127.0.0.1:15012")]
         listen: SocketAddr,
@@ -92,6 +91,47 @@ enum Command {
         #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
     },
+}
+
+/// Where the model comes from: a folder, or the Kubernetes API.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ModelOrigin {
+    /// The folder of `*.yaml`/`*.yml` manifests (recursively); changes apply within a
+    /// second, and an object that turns invalid keeps its last good version.
+    #[arg(long, env = "AMBIT_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API instead of a folder: in-cluster, or with the kubeconfig
+    /// (`KUBECONFIG`, `~/.kube/config`).
+    #[arg(long, env = "AMBIT_KUBE")]
+    kube: bool,
+}
+
+/// A started source of the model; dropping it stops the watch.
+enum RunningSource {
+    Folder(FolderSource),
+    Kube(KubeSource),
+}
+
+impl RunningSource {
+    /// Reads the model once (for Kubernetes: lists every kind, retrying until it can),
+    /// then watches it.
+    async fn start(origin: &ModelOrigin, trust_domain: &str) -> anyhow::Result<Self> {
+        if let Some(config_dir) = &origin.config_dir {
+            return Ok(Self::Folder(FolderSource::start(config_dir, trust_domain)?));
+        }
+        let client = kube::Client::try_default().await.context(
+            "cannot configure a Kubernetes client: not in a cluster, and no usable kubeconfig (KUBECONFIG, ~/.kube/config)",
+        )?;
+        Ok(Self::Kube(KubeSource::start(client, trust_domain).await))
+    }
+
+    fn subscribe(&self) -> ModelSource {
+        match self {
+            Self::Folder(source) => source.subscribe(),
+            Self::Kube(source) => source.subscribe(),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -110,7 +150,7 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve {
-            config_dir,
+            origin,
             listen,
             trust_domain,
         } => {
@@ -118,14 +158,15 @@ fn main() -> anyhow::Result<ExitCode> {
             ca::identity::check_trust_domain(&trust_domain)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
-                let source = FolderSource::start(&config_dir, &trust_domain)?;
+                let source = RunningSource::start(&origin, &trust_domain).await?;
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let listen = listener.local_addr().unwrap_or(listen);
                 tracing::info!(
                     %listen,
-                    config_dir = %config_dir.display(),
+                    config_dir = ?origin.config_dir,
+                    kube = origin.kube,
                     %trust_domain,
                     "serving ConfigService (plaintext gRPC)"
                 );
@@ -170,7 +211,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::ServeCa {
             ca_dir,
             tokens_dir,
-            config_dir,
+            origin,
             listen,
             trust_domain,
         } => {
@@ -178,14 +219,14 @@ fn main() -> anyhow::Result<ExitCode> {
             let config = CaConfig {
                 ca_dir,
                 tokens_dir,
-                config_dir,
+                config_dir: origin.config_dir.clone(),
                 trust_domain,
             };
             let service = ca::build(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
-                // Placement follows the folder: a pod scheduled later gets its identity.
-                let source = FolderSource::start(&config.config_dir, &config.trust_domain)?;
+                // Placement follows the model: a pod scheduled later gets its identity.
+                let source = RunningSource::start(&origin, &config.trust_domain).await?;
                 tokio::spawn(ca::follow_placement(
                     source.subscribe(),
                     service.clone(),

@@ -1,12 +1,16 @@
-//! The `--config-dir` source: a folder of Kubernetes YAML, watched with `notify`, rebuilt
-//! into a new [`Snapshot`] of the [`Mesh`] within tens of milliseconds of a change.
+//! Where the model comes from, as versioned [`Snapshot`]s of the [`Mesh`]: a folder of
+//! Kubernetes YAML (`--config-dir`, [`FolderSource`]), watched with `notify`, or the
+//! Kubernetes API (`--kube`, [`KubeSource`]), watched with kube-rs. Both hold what they
+//! read as a [`Manifests`](ambit_api::manifests::Manifests) collection and rebuild the
+//! model within tens of milliseconds of a change, the same way.
 //!
-//! Changes are debounced ([`DEBOUNCE`]): an editor's write-rename-chmod burst is one
-//! rebuild. Only the files whose text changed are parsed again (`folder.rs`), and only
-//! what they can affect is resolved again ([`mesh::update`]). Each rebuild starts from
-//! the previous model, so an object that turns invalid keeps its last good version; its
-//! diagnostics are logged with the object and the field path. The version increases only
-//! when the model changes.
+//! Changes are debounced ([`DEBOUNCE`]): an editor's write-rename-chmod burst, or a
+//! relist, is one rebuild. Only the files whose text changed are parsed again
+//! (`folder.rs`; for the Kubernetes source each object is its own file), and only what
+//! they can affect is resolved again ([`mesh::update`](crate::mesh::update)). Each
+//! rebuild starts from the previous model, so an object that turns invalid keeps its last
+//! good version; its diagnostics are logged with the object and the field path. The
+//! version increases only when the model changes (`publish.rs`).
 
 use std::{
     path::{Path, PathBuf},
@@ -18,13 +22,16 @@ use ambit_api::manifests::ManifestError;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
-use self::folder::Folder;
+pub use self::kubernetes::KubeSource;
+use self::{folder::Folder, publish::Publisher};
 use crate::{
-    mesh::{self, Built, Changes, Mesh},
+    mesh::{Changes, Mesh},
     push::selections::Selections,
 };
 
 pub(crate) mod folder;
+pub mod kubernetes;
+mod publish;
 
 /// How long to wait after a change for the rest of its burst (an editor's
 /// write-rename-chmod comes within a millisecond) before rebuilding; a rebuild costs tens
@@ -101,18 +108,12 @@ impl FolderSource {
     /// [`SourceError`] when `dir` cannot be read or watched.
     pub fn start(dir: &Path, trust_domain: &str) -> Result<Self, SourceError> {
         let folder = Folder::load(dir)?;
-        let built = mesh::build(folder.manifests(), trust_domain, &Mesh::default());
-        log_findings(&built);
-        tracing::info!(
-            config_dir = %dir.display(),
-            workloads = built.mesh.workloads.len(),
-            services = built.mesh.services.len(),
-            routes = built.mesh.routes.len(),
-            version = 1,
-            "model loaded"
+        let publisher = Publisher::first(
+            folder.manifests(),
+            trust_domain,
+            &format!("config folder {}", dir.display()),
         );
-        let first = Snapshot::new(1, built.mesh.clone());
-        let (publish, model) = watch::channel(Arc::new(first));
+        let model = publisher.subscribe();
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -131,13 +132,7 @@ impl FolderSource {
                 path: dir.to_owned(),
                 source,
             })?;
-        tokio::spawn(reload_loop(
-            folder,
-            built,
-            trust_domain.to_owned(),
-            events,
-            publish,
-        ));
+        tokio::spawn(reload_loop(folder, publisher, events));
         Ok(Self {
             model,
             _watcher: watcher,
@@ -153,52 +148,20 @@ impl FolderSource {
 
 async fn reload_loop(
     mut folder: Folder,
-    mut built: Built,
-    trust_domain: String,
+    mut publisher: Publisher,
     mut events: mpsc::UnboundedReceiver<()>,
-    publish: watch::Sender<Arc<Snapshot>>,
 ) {
     while events.recv().await.is_some() {
         tokio::time::sleep(DEBOUNCE).await;
         while events.try_recv().is_ok() {}
-        let changes = match folder.reread() {
+        match folder.reread() {
             Ok(changes) if changes.files.is_empty() => {
                 tracing::debug!("config folder touched; no file changed");
-                continue;
             }
-            Ok(changes) => changes,
+            Ok(changes) => publisher.update(folder.manifests(), &changes),
             Err(error) => {
                 tracing::warn!(%error, "config folder unreadable; the model stays as it is");
-                continue;
             }
-        };
-        built = mesh::update(folder.manifests(), &trust_domain, &built, &changes);
-        log_findings(&built);
-        let current = Arc::clone(&publish.borrow());
-        let Some(next) = current.next(built.mesh.clone()) else {
-            tracing::debug!(
-                version = current.version,
-                "config folder changed; model unchanged"
-            );
-            continue;
-        };
-        tracing::info!(
-            version = next.version,
-            workloads = next.mesh.workloads.len(),
-            services = next.mesh.services.len(),
-            routes = next.mesh.routes.len(),
-            "model updated"
-        );
-        publish.send_replace(Arc::new(next));
-    }
-}
-
-/// Logs each diagnostic and each object kept at its last good version.
-fn log_findings(built: &Built) {
-    for diagnostic in &built.diagnostics {
-        tracing::warn!(%diagnostic, "config rejected");
-    }
-    for object in &built.kept {
-        tracing::warn!(%object, "invalid or unreadable now: its last good version stays in force");
+        }
     }
 }

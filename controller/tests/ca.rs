@@ -66,7 +66,7 @@ fn folders() -> Folders {
     let config = CaConfig {
         ca_dir: dir.path().join("cacerts"),
         tokens_dir,
-        config_dir,
+        config_dir: Some(config_dir),
         trust_domain: "cluster.local".into(),
     };
     Folders { _dir: dir, config }

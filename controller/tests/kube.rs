@@ -1,0 +1,275 @@
+//! The `--kube` source against a fake API server answering with recorded responses
+//! (`tests/kube/`): through adds, edits and deletes, a relist after `410 Gone`, and with
+//! a CRD missing from the cluster, its model is the one the folder source builds from the
+//! same objects written to files — the folder source is the oracle.
+
+#[path = "kube/fake_api.rs"]
+mod fake_api;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ambit_controller::{
+    mesh::Mesh,
+    source::{
+        FolderSource, KubeSource, ModelSource,
+        kubernetes::kinds::{KINDS, Kind},
+    },
+};
+use serde_json::Value;
+
+use self::fake_api::{FakeApi, recorded};
+
+const TRUST_DOMAIN: &str = "cluster.local";
+const NAMESPACES: &str = "/api/v1/namespaces";
+const PODS: &str = "/api/v1/pods";
+const SERVICES: &str = "/api/v1/services";
+const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
+
+/// How long the Kubernetes source may take to reflect a change (a relist waits for
+/// kube-rs's backoff, under a second).
+const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Where the API serves `kind` in its preferred version.
+fn path(kind: &Kind) -> String {
+    let version = kind.versions[0];
+    if kind.group.is_empty() {
+        format!("/api/{version}/{}", kind.plural)
+    } else {
+        format!("/apis/{}/{version}/{}", kind.group, kind.plural)
+    }
+}
+
+/// The paths of every kind the model reads, but `missing`.
+fn every_kind_but(missing: Option<&str>) -> Vec<String> {
+    KINDS
+        .iter()
+        .map(path)
+        .filter(|path| Some(path.as_str()) != missing)
+        .collect()
+}
+
+/// The model the folder source builds from `objects`, each in a file of its own as the
+/// API serves it (JSON is YAML).
+fn folder_model(objects: &[Value]) -> Mesh {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for (index, object) in objects.iter().enumerate() {
+        let text = serde_json::to_string_pretty(object).expect("JSON");
+        fs::write(dir.path().join(format!("{index:03}.yaml")), text).expect("written");
+    }
+    let source = FolderSource::start(dir.path(), TRUST_DOMAIN).expect("the folder source");
+    source.subscribe().borrow().mesh.clone()
+}
+
+/// `mesh` with every entry's source file cleared: the two sources name different places
+/// (`kube://…`, a temporary folder's files) by design.
+fn without_sources(mesh: &Mesh) -> Mesh {
+    fn cleared<K: Ord + Clone, V: Clone>(
+        entries: &BTreeMap<K, Arc<V>>,
+        source: fn(&mut V) -> &mut PathBuf,
+    ) -> BTreeMap<K, Arc<V>> {
+        entries
+            .iter()
+            .map(|(key, entry)| {
+                let mut entry = V::clone(entry);
+                *source(&mut entry) = PathBuf::new();
+                (key.clone(), Arc::new(entry))
+            })
+            .collect()
+    }
+    Mesh {
+        workloads: cleared(&mesh.workloads, |w| &mut w.source),
+        services: cleared(&mesh.services, |s| &mut s.source),
+        routes: cleared(&mesh.routes, |r| &mut r.source),
+        policies: cleared(&mesh.policies, |p| &mut p.source),
+        credentials: cleared(&mesh.credentials, |c| &mut c.source),
+        waypoints: mesh.waypoints.clone(),
+    }
+}
+
+/// Waits until `model`, the Kubernetes source's, is the folder source's model of what
+/// `api` holds now; returns that model.
+async fn converges(model: &mut ModelSource, api: &FakeApi, what: &str) -> Mesh {
+    let expected = without_sources(&folder_model(&api.objects()));
+    let deadline = tokio::time::Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let actual = without_sources(&model.borrow_and_update().mesh);
+        if actual == expected {
+            return expected;
+        }
+        match tokio::time::timeout_at(deadline, model.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("{what}: the Kubernetes source ended"),
+            Err(_) => panic!(
+                "{what}: after {CONVERGE_WITHIN:?} the Kubernetes source's model differs from the folder's\nKubernetes: {actual:#?}\nfolder: {expected:#?}"
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn adds_edits_and_deletes_change_the_model_as_the_same_edits_in_a_folder() {
+    let api = FakeApi::start(every_kind_but(None)).await;
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    let mut before = converges(&mut model, &api, "an empty cluster").await;
+
+    let steps = [
+        (
+            "a pending pod is added",
+            PODS,
+            "ADDED",
+            "pod-cart-pending.json",
+        ),
+        (
+            "its ambient namespace is added",
+            NAMESPACES,
+            "ADDED",
+            "namespace-shop.json",
+        ),
+        (
+            "a service selecting it is added",
+            SERVICES,
+            "ADDED",
+            "service-cart.json",
+        ),
+        (
+            "the pod runs with an IP",
+            PODS,
+            "MODIFIED",
+            "pod-cart-running.json",
+        ),
+        (
+            "a route to the service is added",
+            VIRTUAL_SERVICES,
+            "ADDED",
+            "virtualservice-cart.json",
+        ),
+        (
+            "the route's timeout and retries change",
+            VIRTUAL_SERVICES,
+            "MODIFIED",
+            "virtualservice-cart-retries.json",
+        ),
+        (
+            "the route is deleted",
+            VIRTUAL_SERVICES,
+            "DELETED",
+            "virtualservice-cart-retries.json",
+        ),
+        (
+            "the service is deleted",
+            SERVICES,
+            "DELETED",
+            "service-cart.json",
+        ),
+        (
+            "the pod is deleted",
+            PODS,
+            "DELETED",
+            "pod-cart-running.json",
+        ),
+    ];
+    for (what, path, event, object) in steps {
+        api.event(path, event, recorded(object)).await;
+        let after = converges(&mut model, &api, what).await;
+        assert_ne!(after, before, "{what}: the step should change the model");
+        before = after;
+    }
+}
+
+#[tokio::test]
+async fn a_relist_after_410_gone_drops_what_was_deleted_meanwhile() {
+    let api = FakeApi::start(every_kind_but(None)).await;
+    api.put_quietly(PODS, recorded("pod-cart-pending.json"));
+    api.put_quietly(PODS, recorded("pod-web.json"));
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    let listed = converges(&mut model, &api, "the initial list").await;
+    assert_eq!(listed.workloads.len(), 2, "{listed:#?}");
+
+    // While the watch is away: one pod is deleted, the other gets its IP.
+    api.delete_quietly(PODS, &recorded("pod-web.json"));
+    api.put_quietly(PODS, recorded("pod-cart-running.json"));
+    api.expire_watch(PODS).await;
+
+    let relisted = converges(&mut model, &api, "the relist after 410 Gone").await;
+    let names: Vec<&str> = relisted
+        .workloads
+        .keys()
+        .map(|(_, name)| name.as_str())
+        .collect();
+    assert_eq!(names, ["cart-7d9f8b6c5d-x2x9q"], "{relisted:#?}");
+
+    api.event(PODS, "ADDED", recorded("pod-web.json")).await;
+    converges(&mut model, &api, "an add on the new watch").await;
+}
+
+/// What the test's tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("the log buffer")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("the log buffer")).into_owned();
+        text.lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+// The runtime has one thread, so every task of the source logs to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn a_crd_missing_from_the_cluster_is_reported_once_and_the_other_kinds_keep_working() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let api = FakeApi::start(every_kind_but(Some(VIRTUAL_SERVICES))).await;
+    api.put_quietly(PODS, recorded("pod-cart-running.json"));
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    converges(&mut model, &api, "the initial list without VirtualServices").await;
+
+    api.event(SERVICES, "ADDED", recorded("service-cart.json"))
+        .await;
+    let after = converges(&mut model, &api, "a service added").await;
+    assert_eq!(after.services.len(), 1, "{after:#?}");
+
+    let warnings = logs.lines_with("virtualservices.networking.istio.io");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning about the missing CRD: {warnings:#?}"
+    );
+    assert!(
+        warnings[0].contains("WARN") && warnings[0].contains("kubectl apply -f deploy/crds/"),
+        "the warning says how to install the CRD: {}",
+        warnings[0]
+    );
+}

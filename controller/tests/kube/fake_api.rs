@@ -1,0 +1,236 @@
+//! A fake Kubernetes API server on loopback, answering what kube-rs's watcher asks: a
+//! list (with a `resourceVersion`; core items without their type, as the API server
+//! sends them), then a watch that streams the events the test sends. Resources it does
+//! not serve answer 404, as for a CRD that is not installed.
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+use hyper::{
+    Request, Response, StatusCode,
+    body::{Bytes, Frame},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{StreamExt as _, wrappers::UnboundedReceiverStream};
+
+/// A recorded response or object, from `tests/kube/`.
+pub fn recorded(name: &str) -> Value {
+    let path = format!("{}/tests/kube/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+type WatchStream = mpsc::UnboundedSender<Bytes>;
+
+/// One served resource (`/api/v1/pods`): its objects, and the watch open on it.
+struct Resource {
+    /// By `namespace/name`.
+    items: BTreeMap<String, Value>,
+    watch: watch::Sender<Option<WatchStream>>,
+}
+
+#[derive(Default)]
+struct State {
+    resources: BTreeMap<String, Resource>,
+    /// The cluster's `resourceVersion`, bumped by every change.
+    version: u64,
+}
+
+/// The fake API server; it stops with the test's runtime.
+pub struct FakeApi {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeApi {
+    /// Serves the resources at `paths` (`/apis/<group>/<version>/<plural>`), empty.
+    pub async fn start(paths: impl IntoIterator<Item = String>) -> Self {
+        let state = State {
+            resources: paths
+                .into_iter()
+                .map(|path| {
+                    let resource = Resource {
+                        items: BTreeMap::new(),
+                        watch: watch::channel(None).0,
+                    };
+                    (path, resource)
+                })
+                .collect(),
+            version: 1000,
+        };
+        let state = Arc::new(Mutex::new(state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("the bound address");
+        let served = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = Arc::clone(&served);
+                let service = service_fn(move |request| {
+                    std::future::ready(Ok::<_, Infallible>(answer(&state, &request)))
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// A client of this server.
+    pub fn client(&self) -> kube::Client {
+        let url = format!("http://{}", self.addr).parse().expect("a URL");
+        kube::Client::try_from(kube::Config::new(url)).expect("a client")
+    }
+
+    /// Every object the server holds now, in every resource.
+    pub fn objects(&self) -> Vec<Value> {
+        let state = self.lock();
+        state
+            .resources
+            .values()
+            .flat_map(|resource| resource.items.values().cloned())
+            .collect()
+    }
+
+    /// Stores `object` in `path` without telling any watch: a change made while the
+    /// watch was away. Returns the object as stored, with its new `resourceVersion`.
+    pub fn put_quietly(&self, path: &str, mut object: Value) -> Value {
+        let mut state = self.lock();
+        state.version += 1;
+        object["metadata"]["resourceVersion"] = state.version.to_string().into();
+        resource(&mut state, path)
+            .items
+            .insert(key(&object), object.clone());
+        object
+    }
+
+    /// Removes `object` from `path` without telling any watch.
+    pub fn delete_quietly(&self, path: &str, object: &Value) -> Value {
+        let mut state = self.lock();
+        state.version += 1;
+        let mut deleted = resource(&mut state, path)
+            .items
+            .remove(&key(object))
+            .unwrap_or_else(|| panic!("{path} holds no {}", key(object)));
+        deleted["metadata"]["resourceVersion"] = state.version.to_string().into();
+        deleted
+    }
+
+    /// Applies `ADDED`, `MODIFIED` or `DELETED` of `object` to `path`, and sends the
+    /// event on its watch once one is open.
+    pub async fn event(&self, path: &str, kind: &str, object: Value) {
+        let object = if kind == "DELETED" {
+            self.delete_quietly(path, &object)
+        } else {
+            self.put_quietly(path, object)
+        };
+        self.send(path, &serde_json::json!({"type": kind, "object": object}))
+            .await;
+    }
+
+    /// Ends the watch on `path` with a `410 Gone` error, as the API server does when the
+    /// watch's `resourceVersion` is too old: the watcher must list again.
+    pub async fn expire_watch(&self, path: &str) {
+        self.send(path, &recorded("watch-410-gone.json")).await;
+        resource(&mut self.lock(), path).watch.send_replace(None);
+    }
+
+    /// Sends `event` on the watch open on `path`, waiting for one to open.
+    async fn send(&self, path: &str, event: &Value) {
+        let mut open = resource(&mut self.lock(), path).watch.subscribe();
+        let stream = open
+            .wait_for(|watch| watch.as_ref().is_some_and(|s| !s.is_closed()))
+            .await
+            .expect("the server holds the watch")
+            .clone()
+            .expect("an open watch");
+        let mut line = serde_json::to_vec(event).expect("an event");
+        line.push(b'\n');
+        stream.send(line.into()).expect("the watch is open");
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("the fake API's state")
+    }
+}
+
+fn resource<'a>(state: &'a mut State, path: &str) -> &'a mut Resource {
+    state
+        .resources
+        .get_mut(path)
+        .unwrap_or_else(|| panic!("the fake API does not serve {path}"))
+}
+
+/// `namespace/name` of an object.
+fn key(object: &Value) -> String {
+    let meta = &object["metadata"];
+    let namespace = meta["namespace"].as_str().unwrap_or_default();
+    format!("{namespace}/{}", meta["name"].as_str().expect("a name"))
+}
+
+/// A list, a watch, or 404.
+fn answer(state: &Mutex<State>, request: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let mut state = state.lock().expect("the fake API's state");
+    let version = state.version.to_string();
+    let path = request.uri().path();
+    let Some(resource) = state.resources.get_mut(path) else {
+        return json(StatusCode::NOT_FOUND, &recorded("not-found.json"));
+    };
+    let watching = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "watch=true"));
+    if watching {
+        let (stream, events) = mpsc::unbounded_channel();
+        resource.watch.send_replace(Some(stream));
+        let body =
+            StreamBody::new(UnboundedReceiverStream::new(events).map(|line| Ok(Frame::data(line))));
+        return with_json_type(Response::new(body.boxed()));
+    }
+    let core = path.starts_with("/api/");
+    let items: Vec<Value> = resource
+        .items
+        .values()
+        .cloned()
+        .map(|mut item| {
+            // The API server leaves out the type of a built-in list's items.
+            if core && let Some(fields) = item.as_object_mut() {
+                fields.remove("kind");
+                fields.remove("apiVersion");
+            }
+            item
+        })
+        .collect();
+    let list = serde_json::json!({
+        "kind": "List",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": version},
+        "items": items,
+    });
+    json(StatusCode::OK, &list)
+}
+
+fn json(status: StatusCode, value: &Value) -> Response<Body> {
+    let body = Full::new(Bytes::from(serde_json::to_vec(value).expect("JSON")));
+    let mut response = Response::new(body.boxed());
+    *response.status_mut() = status;
+    with_json_type(response)
+}
+
+fn with_json_type(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("a header"),
+    );
+    response
+}
