@@ -7,7 +7,7 @@ use ambit_e2e::{ChildGuard, Pod, app};
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use crate::{common, pinning::Pinned};
+use crate::common::{self, pinning::Pinned};
 
 /// Where `pod-app serve` (greeting, then echo) listens in a server pod.
 const ECHO_PORT: u16 = 8080;

@@ -13,6 +13,8 @@
 //! pod-app upgrade   --to ADDR [--host H] [--protocol P] [--send TEXT] [--timeout-ms N]
 //! pod-app rate      --to ADDR --rate N --duration-ms N --size N [--connections N]
 //!                   [--timeout-ms N]                                   (against serve)
+//! pod-app rate      --to ADDR --rate N --duration-ms N --http PATH[,PATH…] [--host H]
+//!                   [--connections N] [--timeout-ms N]          (against an HTTP server)
 //! ```
 //!
 //! `http` answers every request `--status` (200) with its `--name` as the body
@@ -33,6 +35,9 @@
 //! the figures instead of slowing the load (no coordinated omission). Its report holds
 //! p50/p99/p999/max, the achieved rate, how late the sender was (`send_lag_p99_us`: the
 //! client's own share) and `errors` (requests never answered; `first_error` says why).
+//! With `--http` the requests are HTTP/1.1 `GET`s of the paths in turn, pipelined the
+//! same way; answers that are not 2xx count as errors too, and the report counts
+//! answers by status and by body.
 //!
 //! Servers print `listening ADDR` once bound. `serve` greets every connection with
 //! one JSON line `{"peer":…,"local":…}` (what its socket sees) and then echoes until
@@ -58,7 +63,8 @@ const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--s
 | hold --to ADDR --hold-ms N [--timeout-ms N] | http --listen ADDR --name NAME [--status N] \
 | http-get --to ADDR --count N [--method M] [--path P] [--host H] [--header K:V] [--timeout-ms N] \
 | upgrade --to ADDR [--host H] [--protocol P] [--send TEXT] [--timeout-ms N] \
-| rate --to ADDR --rate N --duration-ms N --size N [--connections N] [--timeout-ms N]";
+| rate --to ADDR --rate N --duration-ms N (--size N | --http PATH[,PATH…] [--host H]) \
+[--connections N] [--timeout-ms N]";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const BUFFER_BYTES: usize = 256 * 1024;
 

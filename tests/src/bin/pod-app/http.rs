@@ -163,12 +163,7 @@ pub fn get(
             format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\n{extra}\r\n");
         writer.write_all(head.as_bytes()).map_err(at(&step))?;
         let head = read_head(&mut reader).map_err(at(&step))?;
-        let status = head
-            .lines()
-            .next()
-            .and_then(|line| line.split_whitespace().nth(1))
-            .unwrap_or("none")
-            .to_owned();
+        let status = status(&head).to_owned();
         let mut body = vec![0; usize::try_from(content_length(&head)).unwrap_or(0)];
         reader.read_exact(&mut body).map_err(at(&step))?;
         let millis = sent.elapsed().as_millis();
@@ -183,8 +178,16 @@ pub fn get(
     }))
 }
 
+/// The status code of a response head (`none` when it has no status line).
+pub(super) fn status(head: &str) -> &str {
+    head.lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap_or("none")
+}
+
 /// The value of header `name` in a head, if present.
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+pub(super) fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
     head.lines()
         .filter_map(|line| line.split_once(':'))
         .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
@@ -192,7 +195,7 @@ fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 }
 
 /// The request or response head, up to the blank line; empty at EOF.
-fn read_head(reader: &mut impl BufRead) -> io::Result<String> {
+pub(super) fn read_head(reader: &mut impl BufRead) -> io::Result<String> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -210,7 +213,7 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<String> {
     }
 }
 
-fn content_length(head: &str) -> u64 {
+pub(super) fn content_length(head: &str) -> u64 {
     header(head, "content-length")
         .and_then(|value| value.parse().ok())
         .unwrap_or(0)
