@@ -5,11 +5,13 @@
 //! answering its version):
 //! - plain pods `web-v1`..`web-v3` (no mesh): the direct path's server and nginx's
 //!   upstreams;
-//! - enrolled pods `app-v1`..`app-v3` in `shop`, selected by two Services: `app`
-//!   ([`APP_VIP`], labelled `istio.io/use-waypoint: waypoint`, so mesh clients reach
-//!   it through the waypoint) and `app-edge` ([`EDGE_VIP`], no waypoint: what the
-//!   ingress gateway routes to, straight to the pods' ztunnel). A DestinationRule per
-//!   Service defines subsets `v1`..`v3` by the `version` label;
+//! - enrolled pods in `shop`: `app-v1`..`app-v3` behind Service `app` ([`APP_VIP`],
+//!   labelled `istio.io/use-waypoint: waypoint`, so mesh clients reach it through the
+//!   waypoint), and `edge-v1`..`edge-v3` behind `app-edge` ([`EDGE_VIP`], no waypoint:
+//!   what the ingress gateway routes to, straight to the pods' ztunnel). Not the same
+//!   pods: Ambit's ztunnel refuses traffic that bypasses the waypoint of any Service
+//!   selecting the pod. A DestinationRule per Service defines subsets `v1`..`v3` by the
+//!   `version` label;
 //! - the waypoint's pod (Gateway `waypoint`, class `istio-waypoint`) with a
 //!   VirtualService for `app`, and the ingress gateway's pod (`istio: ingressgateway`
 //!   in `istio-system`, an Istio Gateway with an HTTP server on port 80) with a
@@ -65,7 +67,8 @@ impl Cluster {
         let control = ControlPlane::new(&net, &n1)?.with_proxy_log(PROXY_LOG);
         let meshes = control.install(&net, &[&n1, &n2])?;
         let client = n1.add_pod(PodSpec::new("plain", "client"))?;
-        let mesh_client = n1.add_pod(PodSpec::new("shop", "client").service_account("client"))?;
+        let mesh_client =
+            n1.add_pod(PodSpec::new("shop", "mesh-client").service_account("client"))?;
         let nginx_pod = n1.add_pod(PodSpec::new("plain", "nginx"))?;
         let ingress_pod = n1.add_pod(
             PodSpec::new("istio-system", "ingress-0")
@@ -83,18 +86,21 @@ impl Cluster {
         let mut apps = Vec::new();
         for version in VERSIONS {
             let plain = n2.add_pod(PodSpec::new("plain", &format!("web-{version}")))?;
-            let enrolled = n2.add_pod(
-                PodSpec::new("shop", &format!("app-{version}"))
-                    .service_account("app")
-                    .label("app", "app")
-                    .label("version", version),
-            )?;
-            for pod in [&plain, &enrolled] {
+            let enrolled = |app: &str| {
+                n2.add_pod(
+                    PodSpec::new("shop", &format!("{app}-{version}"))
+                        .service_account(app)
+                        .label("app", app)
+                        .label("version", version),
+                )
+            };
+            let (mesh, edge) = (enrolled("app")?, enrolled("edge")?);
+            for pod in [&plain, &mesh, &edge] {
                 let listen = SocketAddr::from(([0; 4], APP_PORT));
                 processes.push(app::http_serve(&Pinned::server(pod), listen, version)?);
             }
             web.push(plain);
-            apps.push(enrolled);
+            apps.extend([mesh, edge]);
         }
         write_config(&net)?;
         // The CA reads which pods run where when it starts: after the pods.
@@ -155,7 +161,10 @@ impl Cluster {
 
 /// The Services, DestinationRules, Gateways and VirtualServices.
 fn write_config(net: &TestNet) -> Result<()> {
-    for (name, vip, waypoint) in [("app", APP_VIP, true), ("app-edge", EDGE_VIP, false)] {
+    for (name, app, vip, waypoint) in [
+        ("app", "app", APP_VIP, true),
+        ("app-edge", "edge", EDGE_VIP, false),
+    ] {
         let labels = if waypoint {
             json!({ "istio.io/use-waypoint": "waypoint" })
         } else {
@@ -169,7 +178,7 @@ fn write_config(net: &TestNet) -> Result<()> {
                 "metadata": { "name": name, "namespace": "shop", "labels": labels },
                 "spec": {
                     "clusterIP": std::net::Ipv4Addr::from(vip).to_string(),
-                    "selector": { "app": "app" },
+                    "selector": { "app": app },
                     "ports": [{ "name": "http", "port": SERVICE_PORT, "targetPort": APP_PORT }],
                 },
             }),

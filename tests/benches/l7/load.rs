@@ -7,7 +7,9 @@
 //!   [`H2_STREAMS`] is set high enough that this does not happen at these rates, and
 //!   the achieved rate shows if it did.
 
-use std::{fmt, net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{
+    collections::BTreeMap, fmt, net::SocketAddr, path::Path, process::Command, time::Duration,
+};
 
 use ambit_e2e::{
     Pod,
@@ -109,7 +111,8 @@ fn http2(client: &Pod, to: SocketAddr, per_sec: u32, scratch: &Path) -> Result<A
     let summary = H2Summary::parse(&done.stdout).with_context(|| format!("h2load: {done}"))?;
     let text =
         std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
-    let (mut micros, bad_status) = parse_log(&text)?;
+    let (mut micros, bad_statuses) = parse_log(&text)?;
+    let bad_status: u64 = bad_statuses.values().sum();
     if micros.is_empty() {
         bail!("h2load answered nothing: {done}");
     }
@@ -122,7 +125,12 @@ fn http2(client: &Pod, to: SocketAddr, per_sec: u32, scratch: &Path) -> Result<A
         p99_us: percentile(99),
         answered: micros.len() as f64,
         errors: errors as f64,
-        first_error: (errors > 0).then(|| summary.requests_line.clone()),
+        first_error: (errors > 0).then(|| {
+            format!(
+                "statuses {bad_statuses:?}; h2load's {}",
+                summary.requests_line
+            )
+        }),
     })
 }
 
@@ -170,17 +178,18 @@ impl H2Summary {
 }
 
 /// h2load's log: a line per request, `start µs since epoch \t status \t µs to the end
-/// of the response`. Returns the durations and how many statuses were not 2xx.
-fn parse_log(text: &str) -> Result<(Vec<u64>, u64)> {
+/// of the response`. Returns the durations and how many answers had each status
+/// other than 2xx.
+fn parse_log(text: &str) -> Result<(Vec<u64>, BTreeMap<String, u64>)> {
     let mut micros = Vec::new();
-    let mut bad_status = 0;
+    let mut bad_status = BTreeMap::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         let [_, status, duration, ..] = fields.as_slice() else {
             bail!("a malformed h2load log line: {line:?}");
         };
         if !status.starts_with('2') {
-            bad_status += 1;
+            *bad_status.entry((*status).to_owned()).or_default() += 1;
         }
         micros.push(
             duration

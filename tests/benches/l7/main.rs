@@ -18,10 +18,9 @@
 //! a second for 5 s, `/v1`, `/v2`, `/v3` in turn (see `load` for how each is timed).
 //! For each: the achieved rate, p50 and p99, errors, and the CPU seconds per 1,000
 //! requests of the L7 proxy (nginx's master and worker, or the Ambit proxy's process)
-//! and of both ztunnels; then each proxy's peak RSS over all runs. The direct path has
-//! no HTTP/2: `pod-app http` speaks HTTP/1.1 only, as do the proxies towards it, so
-//! HTTP/2 has no ratio to direct (compare the proxies with each other). Each figure is
-//! the median of `AMBIT_BENCH_RUNS` runs (default 3); `AMBIT_BENCH_JSON=1` prints one
+//! and of both ztunnels; then each proxy's peak RSS over all runs. Every proxy speaks
+//! HTTP/1.1 to the pods (`pod-app http`, whose minimal HTTP/2 answers the direct path's
+//! h2load). Each figure is the median of `AMBIT_BENCH_RUNS` runs (default 3); `AMBIT_BENCH_JSON=1` prints one
 //! JSON object instead of tables.
 //!
 //! # Layout
@@ -49,6 +48,10 @@ use common::proc_stats;
 use load::Protocol;
 use nginx::Nginx;
 use table::{Conditions, Figures, PROTOCOLS, RATES, Row};
+
+/// Measures only these paths (comma-separated names, with direct always): for
+/// looking into one.
+const ONLY_PATHS: &str = "AMBIT_BENCH_PATHS";
 
 /// A client, where it sends each protocol (`None`: not spoken there), and whose CPU
 /// time counts.
@@ -90,7 +93,7 @@ fn run() -> Result<()> {
             name: "direct",
             client: &cluster.client,
             http1: upstreams[0],
-            http2: None,
+            http2: Some(upstreams[0]),
             proxy: Vec::new(),
             proxy_name: "",
             expect: [VERSIONS[0]; 3],
@@ -123,6 +126,16 @@ fn run() -> Result<()> {
             expect: VERSIONS,
         },
     ];
+    let only = std::env::var(ONLY_PATHS).unwrap_or_default();
+    // The direct path always: it is the baseline.
+    let paths: Vec<Path<'_>> = paths
+        .into_iter()
+        .filter(|path| {
+            path.name == "direct"
+                || only.is_empty()
+                || only.split(',').any(|name| name == path.name)
+        })
+        .collect();
     for path in &paths {
         cluster.wait_routes(path.client, path.http1, path.expect)?;
     }

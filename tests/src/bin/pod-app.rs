@@ -19,7 +19,8 @@
 //!
 //! `http` answers every request `--status` (200) with its `--name` as the body
 //! (keep-alive); `/status/N`, `/delay/MS` and `/flaky/F/E` (503 for F of every E) make it
-//! misbehave, and an `Upgrade` request is switched and echoed. `http-get` sends
+//! misbehave, and an `Upgrade` request is switched and echoed; a client speaking HTTP/2
+//! with prior knowledge (h2c) gets every request answered 200 with the name. `http-get` sends
 //! `--count` requests on one keep-alive connection and reports how many answers had
 //! each status and each body, and the fastest and slowest: `{"ok":true,
 //! "statuses":{"200":N},"bodies":{"v2":N},"fastest_ms":…,"slowest_ms":…}`. `upgrade`
@@ -34,7 +35,8 @@
 //! request was *due*, not when it went out: a late send or a queue in the path shows in
 //! the figures instead of slowing the load (no coordinated omission). Its report holds
 //! p50/p99/p999/max, the achieved rate, how late the sender was (`send_lag_p99_us`: the
-//! client's own share) and `errors` (requests never answered; `first_error` says why).
+//! client's own share) and `errors` (requests never answered, or not by the time as
+//! long as the run again has passed; `first_error` says why).
 //! With `--http` the requests are HTTP/1.1 `GET`s of the paths in turn, pipelined the
 //! same way; answers that are not 2xx count as errors too, and the report counts
 //! answers by status and by body.
@@ -81,6 +83,8 @@ fn at(step: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
     }
 }
 
+#[path = "pod-app/h2c.rs"]
+mod h2c;
 #[path = "pod-app/http.rs"]
 mod http;
 #[path = "pod-app/rate.rs"]

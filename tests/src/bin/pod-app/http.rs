@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Failure, at, dial};
+use super::{Failure, at, dial, h2c};
 
 /// What the server is.
 pub struct Server {
@@ -29,7 +29,9 @@ pub struct Server {
 /// Answers every request on every connection with the server's status and name, except:
 /// `/status/N` answers N; `/delay/MS` answers after MS milliseconds; `/flaky/F/E`
 /// answers 503 to the first F of every E such requests (counted across connections); a
-/// request with `Connection: upgrade` gets `101` and then its bytes echoed back.
+/// request with `Connection: upgrade` gets `101` and then its bytes echoed back. A
+/// connection that opens with HTTP/2's preface (prior knowledge) is served by [`h2c`]:
+/// every request answered 200 with the name.
 pub fn serve(addr: SocketAddr, server: Server) -> Result<Value, Failure> {
     let listener = TcpListener::bind(addr).map_err(at(&format!("bind {addr}")))?;
     println!("listening {addr}");
@@ -48,6 +50,13 @@ fn answer_all(stream: TcpStream, server: &Server, flaky_count: &AtomicU64) -> io
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
+    if reader.fill_buf()?.starts_with(&h2c::PREFACE[..4]) {
+        return h2c::serve(
+            &mut reader,
+            &mut writer,
+            format!("{}\n", server.name).as_bytes(),
+        );
+    }
     loop {
         let head = read_head(&mut reader)?;
         if head.is_empty() {

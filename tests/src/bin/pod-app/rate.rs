@@ -90,6 +90,13 @@ impl RateOptions {
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
+    /// How long after the last request was due the answers may still come: as long as
+    /// the run (an overloaded path drains its queue at less than the rate), then they
+    /// are counted unanswered.
+    fn drain(&self) -> Duration {
+        self.duration.max(Duration::from_secs(1))
+    }
+
     fn http(&self) -> bool {
         matches!(self.exchange, Exchange::Http { .. })
     }
@@ -250,7 +257,15 @@ fn run_connection(
             (lag_us, None)
         });
         let mut echo = Vec::new();
+        let give_up = start + load.duration + load.drain();
         for (due, request) in &due_rx {
+            if Instant::now() > give_up {
+                result.error = Some(format!(
+                    "still unanswered {:?} after the last request was due",
+                    load.drain()
+                ));
+                break;
+            }
             let answer = if load.http() {
                 read_response(&mut reader).map(Some)
             } else {
