@@ -388,3 +388,39 @@ pub fn rate(place: &impl Place, to: SocketAddr, load: &RateLoad) -> Result<Child
         &load.connections.to_string(),
     ]))
 }
+
+/// An open-loop HTTP/1.1 load for [`http_rate`]: `per_sec` `GET`s a second for
+/// `duration`, of `paths` in turn, pipelined over `connections` keep-alive connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRateLoad<'a> {
+    pub per_sec: u32,
+    pub duration: Duration,
+    pub connections: u32,
+    pub paths: &'a [&'a str],
+}
+
+/// Starts `pod-app rate --http` at `place` against an HTTP server at `to`, in the
+/// background; [`ChildGuard::finish`] then gives its JSON report (as [`rate`]'s, with
+/// answers counted by `statuses` and `bodies`; non-2xx answers are `errors`).
+///
+/// # Errors
+/// When it cannot start.
+pub fn http_rate(
+    place: &impl Place,
+    to: SocketAddr,
+    load: &HttpRateLoad<'_>,
+) -> Result<ChildGuard> {
+    place.spawn(Command::new(pod_app()).args([
+        "rate",
+        "--to",
+        &to.to_string(),
+        "--rate",
+        &load.per_sec.to_string(),
+        "--duration-ms",
+        &load.duration.as_millis().to_string(),
+        "--http",
+        &load.paths.join(","),
+        "--connections",
+        &load.connections.to_string(),
+    ]))
+}

@@ -30,6 +30,7 @@ pub struct ControlPlane {
     tokens_dir: PathBuf,
     address: Ipv4Addr,
     cert_ttl_secs: Option<u64>,
+    proxy_log: String,
 }
 
 impl ControlPlane {
@@ -49,6 +50,7 @@ impl ControlPlane {
             tokens_dir,
             address: node.underlay_v4(),
             cert_ttl_secs: None,
+            proxy_log: "info".to_owned(),
         })
     }
 
@@ -56,6 +58,15 @@ impl ControlPlane {
     #[must_use]
     pub fn with_cert_ttl_secs(mut self, secs: u64) -> Self {
         self.cert_ttl_secs = Some(secs);
+        self
+    }
+
+    /// Runs waypoints and ingress gateways with `RUST_LOG=filter` instead of `info` — a
+    /// benchmark turns off their access log (`info,access=off`), as Istio's default is.
+    /// The filter must keep `info` for the lines the start waits on.
+    #[must_use]
+    pub fn with_proxy_log(mut self, filter: &str) -> Self {
+        filter.clone_into(&mut self.proxy_log);
         self
     }
 
@@ -195,7 +206,7 @@ impl ControlPlane {
                     "--controller-address",
                     &format!("http://{}", self.controller_address()),
                 ])
-                .env("RUST_LOG", "info")
+                .env("RUST_LOG", &self.proxy_log)
                 .env("NO_COLOR", "1"),
         )
     }

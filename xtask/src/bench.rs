@@ -4,9 +4,13 @@
 
 use std::process::Command;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use crate::{build_ebpf, cmd, prerequisites};
+
+/// The Debian packages the l7 benchmark runs: nginx (compared with) and h2load.
+const L7_PACKAGES: [&str; 2] = ["nginx", "nghttp2-client"];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Benchmark {
@@ -15,6 +19,9 @@ pub enum Benchmark {
     /// Direct vs the mesh: mutual TLS (HBONE) between two nodes and the same-node fast
     /// path; latency at fixed rates; ztunnel CPU and memory, idle with 1,000 workloads.
     L4,
+    /// HTTP/1.1 and HTTP/2 at fixed rates: direct vs nginx vs Ambit's ingress gateway
+    /// vs the waypoint (the same three routes); proxy CPU and memory.
+    L7,
     /// The controller with 1,000 services, 10,000 pods, 2,000 VirtualServices and 500
     /// AuthorizationPolicies: load time, RSS, push latency and delta size to 100 ztunnels.
     Controller,
@@ -26,18 +33,24 @@ pub struct BenchArgs {
     /// Runs per figure (the median is reported).
     #[arg(long, env = "AMBIT_BENCH_RUNS", default_value_t = 3)]
     pub runs: u32,
-    /// Print the medians as one JSON object on stdout instead of tables (l4 only).
+    /// Print the medians as one JSON object on stdout instead of tables (l4 and l7).
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.json && !matches!(args.benchmark, Benchmark::L4) {
-        anyhow::bail!("--json: only the l4 benchmark prints JSON");
+    if args.json && !matches!(args.benchmark, Benchmark::L4 | Benchmark::L7) {
+        anyhow::bail!("--json: only the l4 and l7 benchmarks print JSON");
     }
     match args.benchmark {
         Benchmark::Capture => simulated_nodes("capture", args),
         Benchmark::L4 => simulated_nodes("l4", args),
+        Benchmark::L7 => {
+            // What l7 compares with, and its HTTP/2 load.
+            prerequisites::install_missing(&L7_PACKAGES)
+                .context("installing nginx and h2load for the l7 benchmark")?;
+            simulated_nodes("l7", args)
+        }
         Benchmark::Controller => cmd::run(Command::new("cargo").args([
             "bench",
             "--package",

@@ -30,18 +30,7 @@ pub fn ensure() -> anyhow::Result<()> {
             "the end-to-end tests and the demo need root (network namespaces, cgroups, eBPF): run as root"
         );
     }
-    let missing: Vec<&str> = PACKAGES.into_iter().filter(|p| !installed(p)).collect();
-    if !missing.is_empty() {
-        eprintln!("installing Debian packages: {}", missing.join(" "));
-        cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
-        cmd::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing),
-        )
-        .context("installing the test prerequisites")?;
-    }
+    install_missing(&PACKAGES).context("installing the test prerequisites")?;
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
     if !mounts
         .lines()
@@ -51,6 +40,26 @@ pub fn ensure() -> anyhow::Result<()> {
             .context("mounting bpffs at /sys/fs/bpf")?;
     }
     Ok(())
+}
+
+/// Installs those of the Debian `packages` that are missing (apt-get, as root; a
+/// package's service is not started where `policy-rc.d` forbids it, as in containers).
+///
+/// # Errors
+/// When apt-get fails.
+pub fn install_missing(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing Debian packages: {}", missing.join(" "));
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
 }
 
 fn installed(package: &str) -> bool {

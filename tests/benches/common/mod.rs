@@ -1,5 +1,22 @@
-//! What the benchmarks share: running `pod-app` in a pod for one JSON report, and
-//! medians.
+//! What the benchmarks share: running `pod-app` in a pod for one JSON report, medians,
+//! where clients and servers run ([`pinning`]) and what a process costs
+//! ([`proc_stats`]), and what an open-loop load reports ([`rate`]).
+
+#[allow(
+    dead_code,
+    reason = "shared by every bench (each includes this module), used by those that pin"
+)]
+pub mod pinning;
+#[allow(
+    dead_code,
+    reason = "shared by every bench (each includes this module), used by those that measure processes"
+)]
+pub mod proc_stats;
+#[allow(
+    dead_code,
+    reason = "shared by every bench (each includes this module), used by those with open-loop loads"
+)]
+pub mod rate;
 
 use std::time::Duration;
 

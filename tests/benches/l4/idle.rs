@@ -10,7 +10,7 @@ use ambit_e2e::{MeshNode, PodSpec, TestNet, wait_for};
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
-use crate::proc_stats::rss_kib;
+use crate::common::proc_stats::rss_kib;
 
 /// The workloads added, and the Services selecting them (ten pods each).
 pub const PHANTOM_PODS: u16 = 1_000;

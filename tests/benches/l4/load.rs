@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use ambit_e2e::{ChildGuard, Pod, app};
-use anyhow::{Context as _, Result};
-use serde_json::Value;
+use anyhow::Result;
 
-use crate::{common, pinning::Pinned};
+use crate::common::{
+    self,
+    pinning::Pinned,
+    rate::{RateReport, number},
+};
 
 /// Where `pod-app serve` (greeting, then echo) listens in a server pod.
 const ECHO_PORT: u16 = 8080;
@@ -56,19 +59,6 @@ pub fn round_trips(client: &Pod, server: &Pod) -> Result<(f64, f64)> {
     Ok((number(&report, "p50_us")?, number(&report, "p99_us")?))
 }
 
-/// What one open-loop run reports (latencies in µs, from when each request was due).
-pub struct RateReport {
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub achieved_per_s: f64,
-    /// How late the client itself sent (p99): its own share of the latency.
-    pub send_lag_p99_us: f64,
-    pub answered: f64,
-    pub errors: f64,
-    pub first_error: Option<String>,
-}
-
 /// `per_sec` 64-byte requests a second for 5 s from `client` to `server`'s echo.
 pub fn at_rate(client: &Pod, server: &Pod, per_sec: u32) -> Result<RateReport> {
     let load = app::RateLoad {
@@ -78,21 +68,5 @@ pub fn at_rate(client: &Pod, server: &Pod, per_sec: u32) -> Result<RateReport> {
         connections: per_sec.div_ceil(PER_SEC_PER_CONNECTION),
     };
     let child = app::rate(&Pinned::client(client), server.addr_v4(ECHO_PORT), &load)?;
-    let report = common::report(client.name(), child)?;
-    Ok(RateReport {
-        p50_us: number(&report, "p50_us")?,
-        p99_us: number(&report, "p99_us")?,
-        p999_us: number(&report, "p999_us")?,
-        achieved_per_s: number(&report, "achieved_per_s")?,
-        send_lag_p99_us: number(&report, "send_lag_p99_us")?,
-        answered: number(&report, "answered")?,
-        errors: number(&report, "errors")?,
-        first_error: report["first_error"].as_str().map(str::to_owned),
-    })
-}
-
-fn number(report: &Value, key: &str) -> Result<f64> {
-    report[key]
-        .as_f64()
-        .with_context(|| format!("no number {key:?} in {report}"))
+    RateReport::from_json(&common::report(client.name(), child)?)
 }

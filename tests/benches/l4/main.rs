@@ -22,23 +22,23 @@
 //!
 //! # Layout
 //! - `load`: the pod-app clients (bulk, round trips, fixed rate) and what they report;
-//! - `pinning`: clients on CPU 0, servers on CPU 1 (why: see there);
-//! - `proc_stats`: CPU time and memory of a process, the machine's load, from /proc;
 //! - `idle`: the 1,000-workload idle step;
-//! - `table`: the figures, printed as tables or JSON.
+//! - `table`: the figures, printed as tables or JSON;
+//! - shared with the other benches: `common::pinning` (clients on CPU 0, servers on
+//!   CPU 1; why: see there) and `common::proc_stats` (CPU time and memory of a
+//!   process, the machine's load, from /proc).
 
 #[path = "../common/mod.rs"]
 mod common;
 mod idle;
 mod load;
-mod pinning;
-mod proc_stats;
 mod table;
 
 use std::time::Duration;
 
 use ambit_e2e::{ControlPlane, MeshNode, Pod, PodSpec};
 use anyhow::{Result, bail};
+use common::proc_stats;
 use table::{Conditions, Figures, Memory, RATES, Row};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);

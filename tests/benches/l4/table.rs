@@ -5,9 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::{
-    common::median,
+    common::{median, proc_stats::mib},
     idle::{IdleRss, PHANTOM_PODS, PHANTOM_SERVICES},
-    proc_stats::mib,
 };
 
 /// The open-loop rates every path is measured at, in requests a second.
@@ -69,7 +68,7 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Condition
     println!("\nl4 benchmark: median of {runs} runs; (x) is the ratio to the direct path");
     println!("between the same nodes in the same run (local-mesh to local-direct)");
     println!("load average at the end: {load_average:.2} on {cpus} CPUs (this benchmark included)");
-    println!("{}", crate::pinning::describe());
+    println!("{}", crate::common::pinning::describe());
     println!("\nbulk throughput (one connection) and 64-byte round trips (closed loop)");
     println!(
         "{:<13} {:>17} {:>17} {:>17}",
@@ -215,7 +214,7 @@ pub fn to_json(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Conditions) -
         "runs": conditions.runs,
         "load_average": conditions.load_average,
         "cpus": conditions.cpus,
-        "pinning": crate::pinning::describe(),
+        "pinning": crate::common::pinning::describe(),
         "paths": paths,
         "ztunnels": ztunnels,
         "phantom_pods": PHANTOM_PODS,

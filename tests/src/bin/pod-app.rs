@@ -13,11 +13,14 @@
 //! pod-app upgrade   --to ADDR [--host H] [--protocol P] [--send TEXT] [--timeout-ms N]
 //! pod-app rate      --to ADDR --rate N --duration-ms N --size N [--connections N]
 //!                   [--timeout-ms N]                                   (against serve)
+//! pod-app rate      --to ADDR --rate N --duration-ms N --http PATH[,PATH…] [--host H]
+//!                   [--connections N] [--timeout-ms N]          (against an HTTP server)
 //! ```
 //!
 //! `http` answers every request `--status` (200) with its `--name` as the body
 //! (keep-alive); `/status/N`, `/delay/MS` and `/flaky/F/E` (503 for F of every E) make it
-//! misbehave, and an `Upgrade` request is switched and echoed. `http-get` sends
+//! misbehave, and an `Upgrade` request is switched and echoed; a client speaking HTTP/2
+//! with prior knowledge (h2c) gets every request answered 200 with the name. `http-get` sends
 //! `--count` requests on one keep-alive connection and reports how many answers had
 //! each status and each body, and the fastest and slowest: `{"ok":true,
 //! "statuses":{"200":N},"bodies":{"v2":N},"fastest_ms":…,"slowest_ms":…}`. `upgrade`
@@ -32,7 +35,11 @@
 //! request was *due*, not when it went out: a late send or a queue in the path shows in
 //! the figures instead of slowing the load (no coordinated omission). Its report holds
 //! p50/p99/p999/max, the achieved rate, how late the sender was (`send_lag_p99_us`: the
-//! client's own share) and `errors` (requests never answered; `first_error` says why).
+//! client's own share) and `errors` (requests never answered, or not by the time as
+//! long as the run again has passed; `first_error` says why).
+//! With `--http` the requests are HTTP/1.1 `GET`s of the paths in turn, pipelined the
+//! same way; answers that are not 2xx count as errors too, and the report counts
+//! answers by status and by body.
 //!
 //! Servers print `listening ADDR` once bound. `serve` greets every connection with
 //! one JSON line `{"peer":…,"local":…}` (what its socket sees) and then echoes until
@@ -58,7 +65,8 @@ const USAGE: &str = "usage: pod-app serve --listen ADDR | connect --to ADDR [--s
 | hold --to ADDR --hold-ms N [--timeout-ms N] | http --listen ADDR --name NAME [--status N] \
 | http-get --to ADDR --count N [--method M] [--path P] [--host H] [--header K:V] [--timeout-ms N] \
 | upgrade --to ADDR [--host H] [--protocol P] [--send TEXT] [--timeout-ms N] \
-| rate --to ADDR --rate N --duration-ms N --size N [--connections N] [--timeout-ms N]";
+| rate --to ADDR --rate N --duration-ms N (--size N | --http PATH[,PATH…] [--host H]) \
+[--connections N] [--timeout-ms N]";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const BUFFER_BYTES: usize = 256 * 1024;
 
@@ -75,6 +83,8 @@ fn at(step: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
     }
 }
 
+#[path = "pod-app/h2c.rs"]
+mod h2c;
 #[path = "pod-app/http.rs"]
 mod http;
 #[path = "pod-app/rate.rs"]

@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Failure, at, dial};
+use super::{Failure, at, dial, h2c};
 
 /// What the server is.
 pub struct Server {
@@ -29,7 +29,9 @@ pub struct Server {
 /// Answers every request on every connection with the server's status and name, except:
 /// `/status/N` answers N; `/delay/MS` answers after MS milliseconds; `/flaky/F/E`
 /// answers 503 to the first F of every E such requests (counted across connections); a
-/// request with `Connection: upgrade` gets `101` and then its bytes echoed back.
+/// request with `Connection: upgrade` gets `101` and then its bytes echoed back. A
+/// connection that opens with HTTP/2's preface (prior knowledge) is served by [`h2c`]:
+/// every request answered 200 with the name.
 pub fn serve(addr: SocketAddr, server: Server) -> Result<Value, Failure> {
     let listener = TcpListener::bind(addr).map_err(at(&format!("bind {addr}")))?;
     println!("listening {addr}");
@@ -48,6 +50,13 @@ fn answer_all(stream: TcpStream, server: &Server, flaky_count: &AtomicU64) -> io
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
+    if reader.fill_buf()?.starts_with(&h2c::PREFACE[..4]) {
+        return h2c::serve(
+            &mut reader,
+            &mut writer,
+            format!("{}\n", server.name).as_bytes(),
+        );
+    }
     loop {
         let head = read_head(&mut reader)?;
         if head.is_empty() {
@@ -163,12 +172,7 @@ pub fn get(
             format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\n{extra}\r\n");
         writer.write_all(head.as_bytes()).map_err(at(&step))?;
         let head = read_head(&mut reader).map_err(at(&step))?;
-        let status = head
-            .lines()
-            .next()
-            .and_then(|line| line.split_whitespace().nth(1))
-            .unwrap_or("none")
-            .to_owned();
+        let status = status(&head).to_owned();
         let mut body = vec![0; usize::try_from(content_length(&head)).unwrap_or(0)];
         reader.read_exact(&mut body).map_err(at(&step))?;
         let millis = sent.elapsed().as_millis();
@@ -183,8 +187,16 @@ pub fn get(
     }))
 }
 
+/// The status code of a response head (`none` when it has no status line).
+pub(super) fn status(head: &str) -> &str {
+    head.lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap_or("none")
+}
+
 /// The value of header `name` in a head, if present.
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+pub(super) fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
     head.lines()
         .filter_map(|line| line.split_once(':'))
         .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
@@ -192,7 +204,7 @@ fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 }
 
 /// The request or response head, up to the blank line; empty at EOF.
-fn read_head(reader: &mut impl BufRead) -> io::Result<String> {
+pub(super) fn read_head(reader: &mut impl BufRead) -> io::Result<String> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -210,7 +222,7 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<String> {
     }
 }
 
-fn content_length(head: &str) -> u64 {
+pub(super) fn content_length(head: &str) -> u64 {
     header(head, "content-length")
         .and_then(|value| value.parse().ok())
         .unwrap_or(0)

@@ -1,4 +1,5 @@
-//! The pods' processes pinned: clients on CPU 0, servers on CPU 1; ztunnels float.
+//! The pods' processes pinned: clients on CPU 0, servers on CPU 1; the proxies under
+//! test (ztunnels, waypoints, nginx) float.
 //!
 //! On this machine (2 vCPUs) waking a process on the other vCPU costs ~30 µs and on
 //! the same one ~2 µs: unpinned, a closed-loop round trip on loopback came out 5 µs or
@@ -68,7 +69,7 @@ impl Place for Pinned<'_> {
 /// What the table says about it.
 pub fn describe() -> &'static str {
     if std::thread::available_parallelism().map_or(1, usize::from) > SERVER_CPU {
-        "clients pinned to CPU 0, servers to CPU 1, ztunnels free"
+        "clients pinned to CPU 0, servers to CPU 1, proxies (ztunnels, waypoints, nginx) free"
     } else {
         "one CPU: nothing pinned"
     }
