@@ -5,7 +5,7 @@
 //! workload goes over HBONE; the inbound side names its peers from here.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::{PoisonError, RwLock},
 };
@@ -110,9 +110,13 @@ struct State {
     /// By resource key (`service/<namespace>/<name>`).
     services: HashMap<String, Service>,
     by_vip: HashMap<IpAddr, String>,
-    /// Endpoint IP → the first service (by key) it belongs to, for telemetry and the
-    /// waypoint check on every connection (built once per update, not per connection).
+    /// Endpoint IP → the first service (by key) it belongs to, for telemetry (built once
+    /// per update, not per connection).
     by_endpoint: HashMap<IpAddr, String>,
+    /// Endpoint IP → the first service (by key) it belongs to when every service it
+    /// belongs to uses a waypoint: mesh traffic to it must come through the waypoint. An
+    /// endpoint also behind a service without a waypoint may be reached directly.
+    waypoint_only: HashMap<IpAddr, String>,
     version: Option<u64>,
 }
 
@@ -151,6 +155,15 @@ impl Directory {
     pub fn service_of_endpoint(&self, ip: IpAddr) -> Option<Service> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let key = state.by_endpoint.get(&ip.to_canonical())?;
+        state.services.get(key).cloned()
+    }
+
+    /// The service whose waypoint mesh traffic to the endpoint `ip` must come through:
+    /// set when every service `ip` is an endpoint of uses a waypoint (the first by key).
+    #[must_use]
+    pub fn waypoint_service_of_endpoint(&self, ip: IpAddr) -> Option<Service> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let key = state.waypoint_only.get(&ip.to_canonical())?;
         state.services.get(key).cloned()
     }
 
@@ -229,13 +242,23 @@ impl Directory {
             .flat_map(|(key, service)| service.vips.iter().map(move |vip| (*vip, key.clone())))
             .collect();
         let mut by_endpoint: HashMap<IpAddr, String> = HashMap::new();
+        let mut direct_ok: HashSet<IpAddr> = HashSet::new();
         let mut keys: Vec<&String> = services.keys().collect();
         keys.sort();
         for key in keys {
-            for ip in &services[key].endpoints {
+            let service = &services[key];
+            for ip in &service.endpoints {
                 by_endpoint.entry(*ip).or_insert_with(|| key.clone());
+                if service.waypoint.is_none() {
+                    direct_ok.insert(*ip);
+                }
             }
         }
+        let waypoint_only = by_endpoint
+            .iter()
+            .filter(|(ip, _)| !direct_ok.contains(ip))
+            .map(|(ip, key)| (*ip, key.clone()))
+            .collect();
         let mut by_ip: HashMap<IpAddr, String> = HashMap::new();
         for (key, peer) in &peers {
             for ip in &peer.ips {
@@ -259,6 +282,7 @@ impl Directory {
             services,
             by_vip,
             by_endpoint,
+            waypoint_only,
             version: Some(update.version),
         };
         drop(state);
@@ -468,6 +492,58 @@ mod tests {
         assert!(error.contains("10.0.0.1"), "{error}");
         assert_eq!(directory.len(), 1);
         assert_eq!(directory.version(), Some(1));
+    }
+
+    fn service(name: &str, endpoint: &str, waypoint: bool) -> Resource {
+        Resource {
+            key: format!("service/shop/{name}"),
+            kind: Some(Kind::Service(ambit_api::config::Service {
+                namespace: "shop".into(),
+                name: name.into(),
+                hostname: format!("{name}.shop.svc.cluster.local"),
+                cluster_ips: vec![],
+                ports: vec![],
+                endpoints: vec![endpoint.into()],
+                waypoint: waypoint.then(|| ambit_api::config::ServiceWaypoint {
+                    namespace: "shop".into(),
+                    name: "waypoint".into(),
+                    addresses: vec!["10.0.9.9".into()],
+                    identity: "spiffe://cluster.local/ns/shop/sa/waypoint".into(),
+                }),
+            })),
+        }
+    }
+
+    #[test]
+    fn an_endpoint_needs_the_waypoint_only_when_all_its_services_use_one() {
+        let directory = Directory::new();
+        directory
+            .apply(&update(
+                1,
+                true,
+                vec![
+                    service("a-waypointed", "10.0.0.1", true),
+                    service("b-direct", "10.0.0.1", false),
+                    service("only-waypointed", "10.0.0.2", true),
+                ],
+                &[],
+            ))
+            .expect("applies");
+        let required = |ip: &str| {
+            directory
+                .waypoint_service_of_endpoint(ip.parse().expect("an IP"))
+                .map(|service| service.hostname)
+        };
+        assert_eq!(
+            required("10.0.0.1"),
+            None,
+            "also behind a service without a waypoint: reachable directly"
+        );
+        assert_eq!(
+            required("10.0.0.2").as_deref(),
+            Some("only-waypointed.shop.svc.cluster.local")
+        );
+        assert_eq!(required("10.0.0.3"), None, "no service: no waypoint");
     }
 
     #[test]

@@ -123,6 +123,16 @@ impl PodContext {
         self.ips.iter().find_map(|ip| self.service_of(*ip))
     }
 
+    /// The service whose waypoint the pod takes mesh traffic only through: set when every
+    /// service the pod is an endpoint of uses a waypoint.
+    #[must_use]
+    pub fn waypoint_service(&self) -> Option<Service> {
+        let directory = &self.hbone.as_ref()?.directory;
+        self.ips
+            .iter()
+            .find_map(|ip| directory.waypoint_service_of_endpoint(*ip))
+    }
+
     /// The service whose VIP is `ip` (from the controller's push).
     #[must_use]
     pub fn service_at(&self, ip: IpAddr) -> Option<Service> {

@@ -140,10 +140,12 @@ fn admit(
     pod.policies.admit(pod.policy_workload(), connection)
 }
 
-/// A denial when `pod` serves a service that uses a waypoint and the source is not that
-/// waypoint: such a workload takes mesh traffic only through it.
+/// A denial when every service `pod` serves uses a waypoint and the source is not that
+/// waypoint: such a workload takes mesh traffic only through it. A pod also behind a
+/// service without a waypoint may be reached directly (by that service's clients, or an
+/// ingress gateway routing to it).
 fn bypassed_waypoint(pod: &PodContext, source: &Identity) -> Option<Denial> {
-    let waypoint = pod.own_service()?.waypoint?;
+    let waypoint = pod.waypoint_service()?.waypoint?;
     let required = waypoint.identity?;
     (required != *source).then(|| Denial::BypassedWaypoint {
         waypoint: waypoint.name,
