@@ -374,19 +374,31 @@ pub struct RateLoad {
 /// # Errors
 /// When it cannot start.
 pub fn rate(place: &impl Place, to: SocketAddr, load: &RateLoad) -> Result<ChildGuard> {
-    place.spawn(Command::new(pod_app()).args([
-        "rate",
-        "--to",
-        &to.to_string(),
-        "--rate",
-        &load.per_sec.to_string(),
-        "--duration-ms",
-        &load.duration.as_millis().to_string(),
-        "--size",
-        &load.size.to_string(),
-        "--connections",
-        &load.connections.to_string(),
-    ]))
+    let pace = (load.per_sec, load.duration, load.connections);
+    spawn_rate(place, to, pace, ["--size", &load.size.to_string()])
+}
+
+/// `pod-app rate` towards `to` at `(per second, for how long, over how many
+/// connections)`, with the `what` it sends (`--size N` or `--http PATHS`).
+fn spawn_rate(
+    place: &impl Place,
+    to: SocketAddr,
+    (per_sec, duration, connections): (u32, Duration, u32),
+    what: [&str; 2],
+) -> Result<ChildGuard> {
+    place.spawn(
+        Command::new(pod_app())
+            .args([
+                "rate",
+                "--to",
+                &to.to_string(),
+                "--rate",
+                &per_sec.to_string(),
+            ])
+            .args(["--duration-ms", &duration.as_millis().to_string()])
+            .args(["--connections", &connections.to_string()])
+            .args(what),
+    )
 }
 
 /// An open-loop HTTP/1.1 load for [`http_rate`]: `per_sec` `GET`s a second for
@@ -410,17 +422,6 @@ pub fn http_rate(
     to: SocketAddr,
     load: &HttpRateLoad<'_>,
 ) -> Result<ChildGuard> {
-    place.spawn(Command::new(pod_app()).args([
-        "rate",
-        "--to",
-        &to.to_string(),
-        "--rate",
-        &load.per_sec.to_string(),
-        "--duration-ms",
-        &load.duration.as_millis().to_string(),
-        "--http",
-        &load.paths.join(","),
-        "--connections",
-        &load.connections.to_string(),
-    ]))
+    let pace = (load.per_sec, load.duration, load.connections);
+    spawn_rate(place, to, pace, ["--http", &load.paths.join(",")])
 }

@@ -256,6 +256,27 @@ impl TestNet {
         manifest::write(&self.config_dir(), file_name, object)
     }
 
+    /// Writes the Gateway API `Gateway` that declares the waypoint `namespace/name`
+    /// (`gatewayClassName: istio-waypoint`, listener `mesh` on 15008 HBONE); its pod is
+    /// [`crate::PodSpec::waypoint`].
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_waypoint(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        self.write_manifest(
+            &format!("waypoint-{namespace}-{name}.yaml"),
+            &serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "metadata": { "name": name, "namespace": namespace },
+                "spec": {
+                    "gatewayClassName": "istio-waypoint",
+                    "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
+                },
+            }),
+        )
+    }
+
     /// Writes the manifest of phantom pod `index` (see [`crate::addr`]): `Running` on
     /// node `node_name` at its own addresses, but with no namespace, process or CNI
     /// behind it — for what Ambit's binaries hold at scale, not for traffic (nothing

@@ -73,6 +73,17 @@ impl PodSpec {
         self.service_account = Some(name.to_owned());
         self
     }
+
+    /// Pod `<gateway>-0` of the waypoint `namespace/gateway`, as Istio deploys one: the
+    /// Gateway's name as its service account and `gateway-name` label, and outside
+    /// ambient capture (it speaks HBONE itself).
+    #[must_use]
+    pub fn waypoint(namespace: &str, gateway: &str) -> Self {
+        Self::new(namespace, &format!("{gateway}-0"))
+            .service_account(gateway)
+            .label("gateway.networking.k8s.io/gateway-name", gateway)
+            .label("istio.io/dataplane-mode", "none")
+    }
 }
 
 /// A pod on a [`Node`]. Dropping it removes it (best effort, errors logged): its

@@ -58,12 +58,7 @@ impl Ingress {
                 .service_account(GATEWAY_ACCOUNT)
                 .label("istio", "ingressgateway"),
         )?;
-        let waypoint_pod = n1.add_pod(
-            PodSpec::new("shop", "waypoint-0")
-                .service_account("waypoint")
-                .label("gateway.networking.k8s.io/gateway-name", "waypoint")
-                .label("istio.io/dataplane-mode", "none"),
-        )?;
+        let waypoint_pod = n1.add_pod(PodSpec::waypoint("shop", "waypoint"))?;
         let client = n1.add_pod(PodSpec::new("outside", "curl"))?;
         let pki = TestPki::generate(HOST)?;
         net.write_manifest(
@@ -96,18 +91,7 @@ impl Ingress {
                 },
             }),
         )?;
-        net.write_manifest(
-            "waypoint.yaml",
-            &json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "Gateway",
-                "metadata": { "name": "waypoint", "namespace": "shop" },
-                "spec": {
-                    "gatewayClassName": "istio-waypoint",
-                    "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
-                },
-            }),
-        )?;
+        net.write_waypoint("shop", "waypoint")?;
         net.write_manifest("secret.yaml", &pki.secret("istio-system", "shop-cert"))?;
         net.write_manifest(
             "gateway.yaml",

@@ -75,12 +75,7 @@ impl Cluster {
                 .service_account(GATEWAY_ACCOUNT)
                 .label("istio", "ingressgateway"),
         )?;
-        let waypoint_pod = n1.add_pod(
-            PodSpec::new("shop", "waypoint-0")
-                .service_account("waypoint")
-                .label("gateway.networking.k8s.io/gateway-name", "waypoint")
-                .label("istio.io/dataplane-mode", "none"),
-        )?;
+        let waypoint_pod = n1.add_pod(PodSpec::waypoint("shop", "waypoint"))?;
         let mut processes = Vec::new();
         let mut web = Vec::new();
         let mut apps = Vec::new();
@@ -197,18 +192,7 @@ fn write_config(net: &TestNet) -> Result<()> {
             ),
         )?;
     }
-    net.write_manifest(
-        "waypoint.yaml",
-        &json!({
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": { "name": "waypoint", "namespace": "shop" },
-            "spec": {
-                "gatewayClassName": "istio-waypoint",
-                "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
-            },
-        }),
-    )?;
+    net.write_waypoint("shop", "waypoint")?;
     net.write_manifest(
         "gateway.yaml",
         &istio(

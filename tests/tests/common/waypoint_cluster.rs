@@ -62,24 +62,8 @@ impl Cluster {
         let n2 = net.add_node("n2")?;
         let control = ControlPlane::new(&net, &n1)?;
         let meshes = control.install(&net, &[&n1, &n2])?;
-        net.write_manifest(
-            "gateway.yaml",
-            &json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "Gateway",
-                "metadata": { "name": "waypoint", "namespace": "shop" },
-                "spec": {
-                    "gatewayClassName": "istio-waypoint",
-                    "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
-                },
-            }),
-        )?;
-        let waypoint_pod = n1.add_pod(
-            PodSpec::new("shop", "waypoint-0")
-                .service_account("waypoint")
-                .label("gateway.networking.k8s.io/gateway-name", "waypoint")
-                .label("istio.io/dataplane-mode", "none"),
-        )?;
+        net.write_waypoint("shop", "waypoint")?;
+        let waypoint_pod = n1.add_pod(PodSpec::waypoint("shop", "waypoint"))?;
         let client = n1.add_pod(PodSpec::new("shop", "client"))?;
         let mut pods = Vec::new();
         let mut processes = Vec::new();

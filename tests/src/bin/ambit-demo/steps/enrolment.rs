@@ -43,13 +43,7 @@ fn pods_join(cluster: &mut Cluster<'_>) -> Result<String> {
     cluster.add_pod(1, PodSpec::new("legacy", "outsider"))?;
     // The waypoint's pod (outside ambient capture) exists from the start; its Gateway
     // and the service using it come later.
-    cluster.add_pod(
-        0,
-        PodSpec::new("shop", "waypoint-0")
-            .service_account("waypoint")
-            .label("gateway.networking.k8s.io/gateway-name", "waypoint")
-            .label("istio.io/dataplane-mode", "none"),
-    )?;
+    cluster.add_pod(0, PodSpec::waypoint("shop", "waypoint"))?;
     let mut served = cluster.nodes[0].served_workloads()?;
     served.extend(cluster.nodes[1].served_workloads()?);
     served.sort();
