@@ -1,7 +1,10 @@
 //! One certificate from the CA: a fresh ECDSA P-256 key, a CSR naming the identity as its
 //! SPIFFE URI SAN, and Istio's `CreateCertificate` call authenticated with the node's
-//! bootstrap token, asking for the identity with `ImpersonatedIdentity` as Istio's
-//! ztunnel does.
+//! bootstrap token (in Kubernetes, the pod's projected service-account token), asking
+//! for the identity with `ImpersonatedIdentity` as Istio's ztunnel does.
+//!
+//! The token file is read again for every request: the kubelet rotates a projected
+//! token by swapping the file, and an old token expires.
 
 use std::{
     collections::BTreeMap,

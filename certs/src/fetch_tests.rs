@@ -273,3 +273,33 @@ async fn a_caller_can_wait_for_a_certificate_still_being_fetched() {
         "an identity no pod holds gets no certificate"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_token_file_is_read_again_at_the_next_request() {
+    let (address, issued) = fake_ca().await;
+    let (dir, token) = token_file("an-expired-token");
+    let client = CaClient::new(&address, token.clone(), None, None).expect("a client");
+    let error = client
+        .fetch(&alpha())
+        .await
+        .expect_err("the old token is refused");
+    assert!(
+        matches!(
+            error,
+            CertError::Refused {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // As the kubelet rotates a projected token: a new file renamed over the old one.
+    let rotated = dir.path().join("token.new");
+    std::fs::write(&rotated, TOKEN).expect("write the new token");
+    std::fs::rename(&rotated, &token).expect("swap the token file");
+    client
+        .fetch(&alpha())
+        .await
+        .expect("the rotated token is used");
+    assert_eq!(issued.load(Ordering::SeqCst), 1);
+}

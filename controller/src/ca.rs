@@ -12,6 +12,7 @@
 //! - [`identity`]: SPIFFE identities;
 //! - [`sign`]: CSR parsing and certificate issuance, lifetimes;
 //! - [`auth`]: caller authentication (bootstrap token files) and node authorization;
+//! - [`token_review`]: caller authentication in Kubernetes mode (`TokenReview`);
 //! - [`service`]: the gRPC service, its metrics and [`service::serve`];
 //! - [`follow_placement`]: placement kept in step with the watched model (folder or
 //!   Kubernetes API).
@@ -21,13 +22,14 @@ pub use ambit_api::identity;
 pub mod material;
 pub mod service;
 pub mod sign;
+pub mod token_review;
 
-use std::path::PathBuf;
+use std::{fmt::Debug, path::PathBuf};
 
 use ambit_api::manifests::{ManifestError, Manifests};
 
 use self::{
-    auth::{Placement, TokenFiles, TokenFilesError},
+    auth::{Authenticator, Placement},
     identity::{IdentityError, check_trust_domain},
     material::{CaMaterial, MaterialError},
     service::CaService,
@@ -40,20 +42,18 @@ pub enum CaError {
     #[error(transparent)]
     Material(#[from] MaterialError),
     #[error(transparent)]
-    Tokens(#[from] TokenFilesError),
-    #[error(transparent)]
     Config(#[from] ManifestError),
     #[error(transparent)]
     TrustDomain(#[from] IdentityError),
+    #[error(transparent)]
+    TokenReview(#[from] token_review::TokenReviewError),
 }
 
-/// What `ambit-controller serve-ca` needs besides its listener.
+/// What `ambit-controller serve-ca` needs besides its listener and its authenticator.
 #[derive(Debug, Clone)]
 pub struct CaConfig {
     /// Istio's plug-in CA folder; generated into when empty.
     pub ca_dir: PathBuf,
-    /// One bootstrap token file per node.
-    pub tokens_dir: PathBuf,
     /// The Kubernetes manifests that say which pods run on which node; `None` when the
     /// placement comes from the Kubernetes API (`--kube`), through
     /// [`follow_placement`] only.
@@ -64,9 +64,9 @@ pub struct CaConfig {
 
 /// Gives `service` the placement of the model's current version now, and returns the
 /// task that keeps it in step with each later version, until the model source ends.
-pub fn follow_placement(
+pub fn follow_placement<A: Authenticator>(
     mut model: crate::source::ModelSource,
-    service: CaService<TokenFiles>,
+    service: CaService<A>,
     trust_domain: String,
 ) -> impl Future<Output = ()> {
     let place = move |model: &mut crate::source::ModelSource| {
@@ -85,16 +85,18 @@ pub fn follow_placement(
     }
 }
 
-/// Reads the CA material, the tokens and the config folder if any, and builds the
-/// service.
+/// Reads the CA material and the config folder if any, and builds the service, which
+/// authenticates callers with `authenticator`.
 /// Logs the effective configuration, and each manifest that could not be read.
 ///
 /// # Errors
 /// A [`CaError`] naming the file or value at fault.
-pub fn build(config: &CaConfig) -> Result<CaService<TokenFiles>, CaError> {
+pub fn build<A: Authenticator + Debug>(
+    config: &CaConfig,
+    authenticator: A,
+) -> Result<CaService<A>, CaError> {
     check_trust_domain(&config.trust_domain)?;
     let material = CaMaterial::load_or_create(&config.ca_dir, &config.trust_domain)?;
-    let tokens = TokenFiles::load(&config.tokens_dir)?;
     let placement = match &config.config_dir {
         Some(config_dir) => {
             let manifests = Manifests::load_dir(config_dir)?;
@@ -109,8 +111,7 @@ pub fn build(config: &CaConfig) -> Result<CaService<TokenFiles>, CaError> {
         ca_dir = %config.ca_dir.display(),
         root = ?material.origin(),
         ca_not_after = %material.not_after(),
-        tokens_dir = %config.tokens_dir.display(),
-        nodes_with_tokens = ?tokens.nodes().collect::<Vec<_>>(),
+        ?authenticator,
         config_dir = ?config.config_dir,
         nodes_with_workloads = placement.node_count(),
         trust_domain = %config.trust_domain,
@@ -118,7 +119,7 @@ pub fn build(config: &CaConfig) -> Result<CaService<TokenFiles>, CaError> {
     );
     Ok(CaService::new(
         Signer::new(material, &config.trust_domain),
-        tokens,
+        authenticator,
         placement,
     ))
 }

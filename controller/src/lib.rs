@@ -36,12 +36,13 @@
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
 //! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
-//!   signing, node-token authentication, placement-based authorization, gRPC service.
+//!   signing, node authentication (token files, or a `TokenReview` in Kubernetes),
+//!   placement-based authorization, gRPC service.
 //!
 //! # Not yet
-//! Later slices add what this one deliberately leaves out: no status or Events written back
-//! in Kubernetes mode; no TokenReview (the CA authenticates with bootstrap token files
-//! only, and the config push authenticates nobody: any caller may subscribe as any node);
+//! Later slices add what this one deliberately leaves out: no status written back in
+//! Kubernetes mode (rejections are Events); the config push authenticates nobody (any
+//! caller may subscribe as any node);
 //! no TLS on either gRPC endpoint (plaintext); `serve` and `serve-ca` are separate
 //! processes (each watches the folder or the API); the CA root is not read from a
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold

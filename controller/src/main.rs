@@ -6,7 +6,13 @@ use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use ambit_api::config::SubscriberKind;
 use ambit_controller::{
-    ca::{self, CaConfig, identity::DEFAULT_TRUST_DOMAIN},
+    ca::{
+        self, CaConfig,
+        auth::{Authenticator, TokenFiles},
+        identity::DEFAULT_TRUST_DOMAIN,
+        service::CaService,
+        token_review::{DEFAULT_AUDIENCE, DEFAULT_NODE_SERVICE_ACCOUNT, TokenReviewer},
+    },
     crds, input, push, snapshot,
     source::{FolderSource, KubeSource, ModelSource},
     validate::{self, Severity},
@@ -77,9 +83,28 @@ enum Command {
         /// root-cert.pem); a new root is generated into it when it holds none of them.
         #[arg(long, env = "AMBIT_CA_DIR")]
         ca_dir: PathBuf,
-        /// One file per node, named after the node, holding its bootstrap token.
-        #[arg(long, env = "AMBIT_CA_TOKENS_DIR")]
-        tokens_dir: PathBuf,
+        /// One file per node, named after the node, holding its bootstrap token (with
+        /// `--config-dir`; with `--kube` callers present service-account tokens, checked
+        /// with a TokenReview).
+        #[arg(
+            long,
+            env = "AMBIT_CA_TOKENS_DIR",
+            required_unless_present = "kube",
+            conflicts_with = "kube"
+        )]
+        tokens_dir: Option<PathBuf>,
+        /// With `--kube`: the audience the callers' projected tokens must be for.
+        #[arg(long, env = "AMBIT_CA_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+        token_audience: String,
+        /// With `--kube`: a service account (`namespace/name`) the node proxies run as.
+        /// Repeatable (comma-separated in the environment variable).
+        #[arg(
+            long = "node-service-account",
+            env = "AMBIT_CA_NODE_SERVICE_ACCOUNTS",
+            value_delimiter = ',',
+            default_value = DEFAULT_NODE_SERVICE_ACCOUNT
+        )]
+        node_service_accounts: Vec<String>,
         /// Where the Pods (with `spec.nodeName`) saying which workloads run on which node
         /// come from.
         #[command(flatten)]
@@ -120,10 +145,9 @@ impl RunningSource {
         if let Some(config_dir) = &origin.config_dir {
             return Ok(Self::Folder(FolderSource::start(config_dir, trust_domain)?));
         }
-        let client = kube::Client::try_default().await.context(
-            "cannot configure a Kubernetes client: not in a cluster, and no usable kubeconfig (KUBECONFIG, ~/.kube/config)",
-        )?;
-        Ok(Self::Kube(KubeSource::start(client, trust_domain).await))
+        Ok(Self::Kube(
+            KubeSource::start(kube_client().await?, trust_domain).await,
+        ))
     }
 
     fn subscribe(&self) -> ModelSource {
@@ -132,6 +156,37 @@ impl RunningSource {
             Self::Kube(source) => source.subscribe(),
         }
     }
+}
+
+/// A client of the cluster the controller runs in, or of the kubeconfig's.
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.context(
+        "cannot configure a Kubernetes client: not in a cluster, and no usable kubeconfig (KUBECONFIG, ~/.kube/config)",
+    )
+}
+
+/// Serves `service` on `listen`, its placement following `source`, until a signal.
+async fn serve_ca<A: Authenticator>(
+    service: CaService<A>,
+    source: RunningSource,
+    trust_domain: String,
+    listen: SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    // Placement follows the model: a pod scheduled later gets its identity.
+    tokio::spawn(ca::follow_placement(
+        source.subscribe(),
+        service.clone(),
+        trust_domain,
+    ));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listen = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%listen, "serving IstioCertificateService (plaintext gRPC)");
+    ca::service::serve(listener, service, shutdown_signal()).await?;
+    drop(source);
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -211,6 +266,8 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::ServeCa {
             ca_dir,
             tokens_dir,
+            token_audience,
+            node_service_accounts,
             origin,
             listen,
             trust_domain,
@@ -218,29 +275,23 @@ fn main() -> anyhow::Result<ExitCode> {
             init_logs();
             let config = CaConfig {
                 ca_dir,
-                tokens_dir,
                 config_dir: origin.config_dir.clone(),
                 trust_domain,
             };
-            let service = ca::build(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
-                // Placement follows the model: a pod scheduled later gets its identity.
-                let source = RunningSource::start(&origin, &config.trust_domain).await?;
-                tokio::spawn(ca::follow_placement(
-                    source.subscribe(),
-                    service.clone(),
-                    config.trust_domain.clone(),
-                ));
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                let listen = listener.local_addr().unwrap_or(listen);
-                tracing::info!(%listen, "serving IstioCertificateService (plaintext gRPC)");
-                ca::service::serve(listener, service, shutdown_signal()).await?;
-                drop(source);
-                tracing::info!("stopped");
-                anyhow::Ok(ExitCode::SUCCESS)
+                let trust_domain = config.trust_domain.clone();
+                if let Some(tokens_dir) = tokens_dir {
+                    let service = ca::build(&config, TokenFiles::load(&tokens_dir)?)?;
+                    let source = RunningSource::start(&origin, &trust_domain).await?;
+                    return serve_ca(service, source, trust_domain, listen).await;
+                }
+                let client = kube_client().await?;
+                let reviewer =
+                    TokenReviewer::new(client.clone(), &token_audience, &node_service_accounts)?;
+                let service = ca::build(&config, reviewer)?;
+                let source = RunningSource::Kube(KubeSource::start(client, &trust_domain).await);
+                serve_ca(service, source, trust_domain, listen).await
             })
         }
     }

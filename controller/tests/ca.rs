@@ -1,7 +1,19 @@
 //! The certificate authority over real gRPC on loopback: a config folder with pods on
-//! two nodes, a token per node, and Istio's generated client.
+//! two nodes, a token per node (or, in Kubernetes mode, a fake API server answering
+//! TokenReviews with recorded responses), and Istio's generated client.
 
-use std::{collections::BTreeMap, fs, net::SocketAddr, path::Path, time::Duration};
+#[path = "kube/fake_api.rs"]
+#[allow(dead_code, reason = "this test uses the fake API's POSTs only")]
+mod fake_api;
+
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ambit_api::ca::{
     IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest,
@@ -9,15 +21,21 @@ use ambit_api::ca::{
 };
 use ambit_controller::ca::{
     self, CaConfig,
+    auth::{Authenticator, TokenFiles},
     service::{CaCounts, CaMetrics},
     sign::{DEFAULT_CERT_TTL_SECS, MAX_CERT_TTL_SECS},
+    token_review::TokenReviewer,
 };
+use hyper::StatusCode;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls_pki_types::{CertificateDer, UnixTime};
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, transport::Channel};
 use x509_parser::extensions::GeneralName;
+
+use self::fake_api::{FakeApi, recorded};
 
 const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
@@ -52,6 +70,13 @@ spec:
 struct Folders {
     _dir: TempDir,
     config: CaConfig,
+    tokens_dir: PathBuf,
+}
+
+impl Folders {
+    fn tokens(&self) -> TokenFiles {
+        TokenFiles::load(&self.tokens_dir).expect("the token files")
+    }
 }
 
 fn folders() -> Folders {
@@ -65,11 +90,14 @@ fn folders() -> Folders {
     fs::write(tokens_dir.join("node-b"), "token-b\n").unwrap();
     let config = CaConfig {
         ca_dir: dir.path().join("cacerts"),
-        tokens_dir,
         config_dir: Some(config_dir),
         trust_domain: "cluster.local".into(),
     };
-    Folders { _dir: dir, config }
+    Folders {
+        _dir: dir,
+        config,
+        tokens_dir,
+    }
 }
 
 /// A CA server running in this process.
@@ -82,8 +110,8 @@ struct Server {
 }
 
 impl Server {
-    async fn start(config: &CaConfig) -> Self {
-        let service = ca::build(config).expect("the CA starts");
+    async fn start(config: &CaConfig, authenticator: impl Authenticator + Debug) -> Self {
+        let service = ca::build(config, authenticator).expect("the CA starts");
         let metrics = service.metrics();
         let root_pem = service.signer().material().root_pem().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -229,7 +257,7 @@ fn expect_code(result: Result<Vec<String>, tonic::Status>, code: Code, says: &[&
 #[tokio::test]
 async fn issues_verifiable_certificates_only_for_workloads_on_the_callers_node() {
     let folders = folders();
-    let mut server = Server::start(&folders.config).await;
+    let mut server = Server::start(&folders.config, folders.tokens()).await;
 
     // (a) node-a asks for its own pod's identity.
     let chain = server
@@ -336,7 +364,7 @@ async fn issues_verifiable_certificates_only_for_workloads_on_the_callers_node()
 #[tokio::test]
 async fn a_restart_on_the_same_folder_keeps_the_root() {
     let folders = folders();
-    let mut first = Server::start(&folders.config).await;
+    let mut first = Server::start(&folders.config, folders.tokens()).await;
     let before = first
         .create(Some("token-b"), csr(WEB), 600, None)
         .await
@@ -350,7 +378,7 @@ async fn a_restart_on_the_same_folder_keeps_the_root() {
         "the generated key is persisted"
     );
 
-    let mut second = Server::start(&folders.config).await;
+    let mut second = Server::start(&folders.config, folders.tokens()).await;
     assert_eq!(
         second.root_pem, root,
         "the trust root changed across a restart"
@@ -365,4 +393,135 @@ async fn a_restart_on_the_same_folder_keeps_the_root() {
         assert_eq!(uris, [WEB]);
     }
     second.stop().await;
+}
+
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/// The recorded review of each test token; any other token is not authenticated.
+fn review_of(token: &str) -> Value {
+    recorded(match token {
+        "pod-token-node-a" => "tokenreview-node-a.json",
+        "pod-token-of-cart" => "tokenreview-other-account.json",
+        "legacy-token" => "tokenreview-no-node-name.json",
+        _ => "tokenreview-unauthenticated.json",
+    })
+}
+
+#[tokio::test]
+async fn in_kubernetes_mode_the_token_review_names_the_callers_node() {
+    let folders = folders();
+    let api = FakeApi::start([]).await;
+    api.answer_posts(TOKEN_REVIEWS, |review| {
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        (StatusCode::CREATED, review_of(token))
+    });
+    let reviewer = TokenReviewer::new(
+        api.client(),
+        "ambit-ca",
+        &["ambit-system/ambit-node".into()],
+    )
+    .expect("a reviewer");
+    let mut server = Server::start(&folders.config, reviewer).await;
+
+    // The node proxy's pod token, bound to a pod on node-a: node-a's rule applies.
+    let chain = server
+        .create(Some("pod-token-node-a"), csr(CART), 600, Some(CART))
+        .await
+        .expect("node-a's proxy obtains cart's certificate");
+    assert_eq!(verify(&chain, &server.root_pem).0, [CART]);
+    expect_code(
+        server
+            .create(Some("pod-token-node-a"), csr(WEB), 600, Some(WEB))
+            .await,
+        Code::PermissionDenied,
+        &["node-a", WEB],
+    );
+    let reviews = api.posts_to(TOKEN_REVIEWS, 2).await;
+    assert_eq!(
+        reviews[0]["spec"],
+        json!({"token": "pod-token-node-a", "audiences": ["ambit-ca"]}),
+        "the review asks for the CA's audience"
+    );
+
+    expect_code(
+        server.create(Some("expired"), csr(CART), 600, None).await,
+        Code::Unauthenticated,
+        &[
+            "does not authenticate",
+            "invalid for the target audiences",
+            "`ambit-ca`",
+        ],
+    );
+    expect_code(
+        server
+            .create(Some("pod-token-of-cart"), csr(CART), 600, None)
+            .await,
+        Code::Unauthenticated,
+        &["system:serviceaccount:shop:cart", "ambit-system/ambit-node"],
+    );
+    expect_code(
+        server
+            .create(Some("legacy-token"), csr(CART), 600, None)
+            .await,
+        Code::Unauthenticated,
+        &["authentication.kubernetes.io/node-name", "1.30"],
+    );
+    assert_eq!(
+        server.metrics.snapshot(),
+        CaCounts {
+            issued: 1,
+            unauthenticated: 3,
+            permission_denied: 1,
+            invalid_argument: 0,
+            internal: 0,
+        }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_review_that_fails_is_unavailable_not_a_refusal_of_the_caller() {
+    let folders = folders();
+    // An API server that does not serve TokenReviews (404).
+    let api = FakeApi::start([]).await;
+    let reviewer = TokenReviewer::new(
+        api.client(),
+        "ambit-ca",
+        &["ambit-system/ambit-node".into()],
+    )
+    .expect("a reviewer");
+    let mut server = Server::start(&folders.config, reviewer).await;
+    expect_code(
+        server
+            .create(Some("pod-token-node-a"), csr(CART), 600, None)
+            .await,
+        Code::Unavailable,
+        &["TokenReview", "system:auth-delegator"],
+    );
+    assert_eq!(server.metrics.snapshot().internal, 1);
+    server.stop().await;
+}
+
+#[test]
+fn node_service_accounts_must_be_namespace_slash_name() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let _entered = runtime.enter();
+    let client = kube::Client::try_from(kube::Config::new(
+        "http://127.0.0.1:1".parse().expect("a URL"),
+    ))
+    .expect("a client");
+    for bad in ["ambit-node", "/ambit-node", "ambit-system/", "a/b/c"] {
+        let error = TokenReviewer::new(client.clone(), "ambit-ca", &[bad.to_owned()])
+            .expect_err("not namespace/name")
+            .to_string();
+        assert!(
+            error.contains(bad) && error.contains("namespace/name"),
+            "{error}"
+        );
+    }
+    assert!(TokenReviewer::new(client.clone(), "ambit-ca", &[]).is_err());
+    assert!(TokenReviewer::new(client, " ", &["ambit-system/ambit-node".into()]).is_err());
 }

@@ -1,7 +1,8 @@
 //! The `--kube` source against a fake API server answering with recorded responses
 //! (`tests/kube/`): through adds, edits and deletes, a relist after `410 Gone`, and with
 //! a CRD missing from the cluster, its model is the one the folder source builds from the
-//! same objects written to files — the folder source is the oracle.
+//! same objects written to files — the folder source is the oracle. A rejected object
+//! gets one Warning Event per message.
 
 #[path = "kube/fake_api.rs"]
 mod fake_api;
@@ -22,7 +23,8 @@ use ambit_controller::{
         kubernetes::kinds::{KINDS, Kind},
     },
 };
-use serde_json::Value;
+use hyper::StatusCode;
+use serde_json::{Value, json};
 
 use self::fake_api::{FakeApi, recorded};
 
@@ -31,6 +33,7 @@ const NAMESPACES: &str = "/api/v1/namespaces";
 const PODS: &str = "/api/v1/pods";
 const SERVICES: &str = "/api/v1/services";
 const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
+const SHOP_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
 /// How long the Kubernetes source may take to reflect a change (a relist waits for
 /// kube-rs's backoff, under a second).
@@ -230,6 +233,22 @@ impl Write for Logs {
 }
 
 impl Logs {
+    /// The lines with `needle`, once there is one.
+    async fn wait_for_lines_with(&self, needle: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + CONVERGE_WITHIN;
+        loop {
+            let lines = self.lines_with(needle);
+            if !lines.is_empty() {
+                return lines;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "after {CONVERGE_WITHIN:?}, no log line with {needle:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn lines_with(&self, needle: &str) -> Vec<String> {
         let text = String::from_utf8_lossy(&self.0.lock().expect("the log buffer")).into_owned();
         text.lines()
@@ -270,6 +289,126 @@ async fn a_crd_missing_from_the_cluster_is_reported_once_and_the_other_kinds_kee
     assert!(
         warnings[0].contains("WARN") && warnings[0].contains("kubectl apply -f deploy/crds/"),
         "the warning says how to install the CRD: {}",
+        warnings[0]
+    );
+}
+
+/// Checks `event` is the Warning about the rejected `object` (as the API served it),
+/// and that its note names the object and says each of `says`.
+fn assert_warns_about(event: &Value, object: &Value, says: &[&str]) {
+    let meta = &object["metadata"];
+    let regarding = json!({
+        "apiVersion": object["apiVersion"],
+        "kind": object["kind"],
+        "namespace": meta["namespace"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "resourceVersion": meta["resourceVersion"],
+    });
+    assert_eq!(
+        event["regarding"], regarding,
+        "the object it is about: {event:#}"
+    );
+    assert_eq!(
+        event["metadata"]["namespace"], meta["namespace"],
+        "{event:#}"
+    );
+    for (field, value) in [
+        ("type", "Warning"),
+        ("reason", "InvalidConfig"),
+        ("action", "Reject"),
+        ("reportingController", "ambit-controller"),
+    ] {
+        assert_eq!(event[field], value, "{field}: {event:#}");
+    }
+    let note = event["note"].as_str().unwrap_or_default();
+    for said in ["shop/cart (VirtualService) rejected: "].iter().chain(says) {
+        assert!(note.contains(said), "{said:?} not in the note {note:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_object_gets_one_warning_event_per_message() {
+    let api = FakeApi::start(every_kind_but(None)).await;
+    api.answer_posts(SHOP_EVENTS, |event| (StatusCode::CREATED, event.clone()));
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    converges(&mut model, &api, "an empty cluster").await;
+
+    let bad = recorded("virtualservice-cart-bad-weights.json");
+    let bad = api.event(VIRTUAL_SERVICES, "ADDED", bad).await;
+    let events = api.posts_to(SHOP_EVENTS, 1).await;
+    assert_warns_about(
+        &events[0],
+        &bad,
+        &[
+            "spec.http[0].route: weights sum to 90, they must sum to 100",
+            "; spec.http[0].route[0].destination.subset: no DestinationRule",
+        ],
+    );
+
+    // A relist, an unchanged resync and another object's change write nothing.
+    api.expire_watch(VIRTUAL_SERVICES).await;
+    api.event(VIRTUAL_SERVICES, "MODIFIED", bad).await;
+    api.event(SERVICES, "ADDED", recorded("service-cart.json"))
+        .await;
+    converges(
+        &mut model,
+        &api,
+        "a service added beside the rejected route",
+    )
+    .await;
+    // Fixed: valid, nothing to say.
+    let fixed = recorded("virtualservice-cart-retries.json");
+    api.event(VIRTUAL_SERVICES, "MODIFIED", fixed).await;
+    converges(&mut model, &api, "the route fixed").await;
+
+    // Broken differently. Events are written in order, so any Event written since the
+    // first would come before this one.
+    let broken = recorded("virtualservice-cart-bad-retry-on.json");
+    let broken = api.event(VIRTUAL_SERVICES, "MODIFIED", broken).await;
+    let events = api.posts_to(SHOP_EVENTS, 2).await;
+    assert_warns_about(
+        &events[1],
+        &broken,
+        &["spec.http[0].retries.retryOn: unknown retry condition `sometimes`"],
+    );
+    let routes = model.borrow().mesh.routes.len();
+    assert_eq!(routes, 1, "the fixed version stays in force");
+}
+
+// One thread, so the source's tasks log to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_the_api_refuses_is_logged_and_the_model_goes_on() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let api = FakeApi::start(every_kind_but(None)).await;
+    api.answer_posts(SHOP_EVENTS, |_| {
+        (StatusCode::FORBIDDEN, recorded("events-forbidden.json"))
+    });
+    api.put_quietly(
+        VIRTUAL_SERVICES,
+        recorded("virtualservice-cart-bad-weights.json"),
+    );
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    api.posts_to(SHOP_EVENTS, 1).await;
+
+    api.event(SERVICES, "ADDED", recorded("service-cart.json"))
+        .await;
+    let after = converges(&mut model, &api, "a service added after a refused Event").await;
+    assert_eq!(after.services.len(), 1, "{after:#?}");
+    let warnings = logs.wait_for_lines_with("cannot write the Event").await;
+    assert_eq!(warnings.len(), 1, "one warning: {warnings:#?}");
+    assert!(
+        warnings[0].contains("object=\"cart\"") && warnings[0].contains("forbidden"),
+        "the warning names the object and the API's reason: {}",
         warnings[0]
     );
 }

@@ -52,7 +52,9 @@ pub struct Config {
     /// Without it ztunnel obtains no workload certificates.
     #[arg(long, env = "AMBIT_CA_ADDRESS")]
     pub ca_address: Option<String>,
-    /// The node's bootstrap token for the CA (read again at every request).
+    /// The node's bootstrap token for the CA, or in Kubernetes the pod's projected
+    /// service-account token for the CA's audience (read again at every request, so a
+    /// rotated token is used).
     #[arg(long, env = "AMBIT_CA_TOKEN_FILE")]
     pub ca_token_file: Option<PathBuf>,
     /// PEM root(s) to trust instead of the last certificate of each chain the CA returns.

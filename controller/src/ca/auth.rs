@@ -4,7 +4,8 @@
 //! Callers are node proxies (ztunnels). Each proves which node it runs on; it may then
 //! obtain the identity of any workload the model places on that node, and nothing else.
 //! Local mode authenticates with a bootstrap token per node ([`TokenFiles`]); Kubernetes
-//! mode will check service-account tokens with a `TokenReview` behind the same trait.
+//! mode checks the ztunnel pod's service-account token with a `TokenReview`
+//! ([`TokenReviewer`](super::token_review::TokenReviewer)), behind the same trait.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -28,6 +29,22 @@ pub enum AuthError {
     MalformedToken,
     #[error("unknown token: it matches no node's token file — was it rotated?")]
     UnknownToken,
+    #[error(
+        "the Kubernetes API does not authenticate this token ({reason}): pass ztunnel a projected service-account token for audience `{audience}`"
+    )]
+    NotAuthenticated { reason: String, audience: String },
+    #[error(
+        "{user} is not a node proxy's service account (allowed: {allowed}): run ztunnel as one, or allow its account with --node-service-account"
+    )]
+    NotANodeAccount { user: String, allowed: String },
+    #[error(
+        "{user}'s token names no node (`authentication.kubernetes.io/node-name`): use a projected token of ztunnel's pod, on Kubernetes 1.30 or later"
+    )]
+    NoNodeBinding { user: String },
+    #[error(
+        "cannot check the token with a TokenReview: {0} — is the API server reachable, and may the CA's service account create tokenreviews (ClusterRole system:auth-delegator)?"
+    )]
+    ReviewFailed(String),
     #[error("node {node} may not obtain {identity}: no workload with that identity runs on {node}")]
     NotOnNode { node: String, identity: String },
     #[error("{identity} is outside this CA's trust domain {trust_domain}")]

@@ -3,7 +3,9 @@
 //! Each request goes through the same steps, and the first that fails decides the
 //! answer: authenticate the caller (`Unauthenticated`), parse the CSR and the lifetime
 //! (`InvalidArgument`), find the identity asked for (`ImpersonatedIdentity` metadata, else
-//! the CSR's URI SAN), check the caller's node runs it (`PermissionDenied`), sign. Every
+//! the CSR's URI SAN), check the caller's node runs it (`PermissionDenied`), sign. A
+//! token that cannot be checked now (the Kubernetes API unreachable) is `Unavailable`,
+//! counted with the internal errors. Every
 //! outcome is logged with its reason and counted in [`CaMetrics`].
 
 use std::{
@@ -43,6 +45,8 @@ pub enum Refusal {
     NegativeTtl(i64),
     #[error("the placement of workloads is unavailable: {0}")]
     Internal(String),
+    #[error("{0}")]
+    AuthUnavailable(AuthError),
 }
 
 impl Refusal {
@@ -56,6 +60,7 @@ impl Refusal {
                 Status::invalid_argument(message)
             }
             Self::Internal(_) => Status::internal(message),
+            Self::AuthUnavailable(_) => Status::unavailable(message),
         }
     }
 }
@@ -164,7 +169,11 @@ impl<A: Authenticator> CaService<A> {
         self.authenticator
             .authenticate(token)
             .await
-            .map_err(Refusal::Unauthenticated)
+            .map_err(|error| match error {
+                // Not the caller's fault: it may try again.
+                AuthError::ReviewFailed(_) => Refusal::AuthUnavailable(error),
+                error => Refusal::Unauthenticated(error),
+            })
     }
 
     async fn issue(

@@ -7,16 +7,18 @@
 //! so an apply or a delete is a changed file for the same incremental
 //! [`mesh::update`](crate::mesh::update) the folder source uses (`store.rs`). Version 1
 //! is published once every kind is listed (or found missing); later events are debounced
-//! like the folder's.
+//! like the folder's. Each rejected object also gets a Warning Event saying why
+//! (`events.rs`), once per message.
 //!
 //! # Layout
 //! - `kinds.rs`: the kinds, the versions read, their synthetic files;
 //! - `watch.rs`: one kind's watch — served version, missing CRD, relist;
-//! - `store.rs`: the objects held, and the files an event batch changes.
+//! - `store.rs`: the objects held, and the files an event batch changes;
+//! - `events.rs`: the Events about rejected objects.
 //!
 //! # Not yet
-//! It does not write status or Events back, and reads the CA's root from a folder, not
-//! the `cacerts` Secret. A CRD deleted while the controller runs leaves its objects in
+//! It does not write status back, and reads the CA's root from a folder, not the
+//! `cacerts` Secret. A CRD deleted while the controller runs leaves its objects in
 //! the model until the controller restarts.
 
 use std::collections::BTreeSet;
@@ -25,12 +27,14 @@ use kube::Client;
 use tokio::{sync::mpsc, task::JoinSet};
 
 use self::{
+    events::RejectionEvents,
     kinds::{KINDS, Kind},
     store::Store,
     watch::{Batch, watch_kind},
 };
 use super::{DEBOUNCE, ModelSource, publish::Publisher};
 
+mod events;
 pub mod kinds;
 mod store;
 mod watch;
@@ -46,7 +50,9 @@ pub struct KubeSource {
 impl KubeSource {
     /// Lists every kind (version 1 of the model), then watches them. Waits, retrying,
     /// until each kind is listed or found missing; watch errors are logged as they come.
+    /// Writes an Event about each object rejected.
     pub async fn start(client: Client, trust_domain: &str) -> Self {
+        let mut events = RejectionEvents::start(client.clone());
         let (batches_tx, mut batches) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
         for kind in KINDS {
@@ -63,8 +69,9 @@ impl KubeSource {
             store.apply(batch.updates);
         }
         let publisher = Publisher::first(store.manifests(), trust_domain, "Kubernetes API");
+        events.report(&store, publisher.diagnostics());
         let model = publisher.subscribe();
-        tasks.spawn(follow(store, publisher, batches));
+        tasks.spawn(follow(store, publisher, events, batches));
         Self {
             model,
             _tasks: tasks,
@@ -78,10 +85,12 @@ impl KubeSource {
     }
 }
 
-/// Applies each burst of batches and publishes the model it gives.
+/// Applies each burst of batches, publishes the model it gives, and reports what it
+/// rejects.
 async fn follow(
     mut store: Store,
     mut publisher: Publisher,
+    mut events: RejectionEvents,
     mut batches: mpsc::UnboundedReceiver<Batch>,
 ) {
     while let Some(first) = batches.recv().await {
@@ -93,6 +102,7 @@ async fn follow(
         let changes = store.apply(updates);
         if !changes.files.is_empty() {
             publisher.update(store.manifests(), &changes);
+            events.report(&store, publisher.diagnostics());
         }
     }
 }

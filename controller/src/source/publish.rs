@@ -7,7 +7,10 @@ use ambit_api::manifests::Manifests;
 use tokio::sync::watch;
 
 use super::{ModelSource, Snapshot};
-use crate::mesh::{self, Built, FileChanges, Mesh};
+use crate::{
+    mesh::{self, Built, FileChanges, Mesh},
+    validate::Diagnostic,
+};
 
 /// The last build of the model and the channel its versions are published on.
 #[derive(Debug)]
@@ -41,6 +44,11 @@ impl Publisher {
     /// A receiver of every new snapshot, starting with the current one.
     pub(super) fn subscribe(&self) -> ModelSource {
         self.publish.subscribe()
+    }
+
+    /// Every problem the last build found.
+    pub(super) fn diagnostics(&self) -> &[Diagnostic] {
+        &self.built.diagnostics
     }
 
     /// Brings the model up to date with `manifests` after `changes`, and publishes the

@@ -1,18 +1,20 @@
 //! A fake Kubernetes API server on loopback, answering what kube-rs's watcher asks: a
 //! list (with a `resourceVersion`; core items without their type, as the API server
 //! sends them), then a watch that streams the events the test sends. Resources it does
-//! not serve answer 404, as for a CRD that is not installed.
+//! not serve answer 404, as for a CRD that is not installed. A POST (an Event, a
+//! TokenReview) is recorded and answered as the test says.
 
 use std::{
     collections::BTreeMap,
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
 use hyper::{
-    Request, Response, StatusCode,
+    Method, Request, Response, StatusCode,
     body::{Bytes, Frame},
     server::conn::http1,
     service::service_fn,
@@ -29,8 +31,15 @@ pub fn recorded(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// How long a test waits for the POSTs it expects.
+const POSTS_WITHIN: Duration = Duration::from_secs(10);
+
 type Body = BoxBody<Bytes, Infallible>;
 type WatchStream = mpsc::UnboundedSender<Bytes>;
+/// What a POST to one path answers, given its body.
+type PostAnswer = Arc<dyn Fn(&Value) -> (StatusCode, Value) + Send + Sync>;
+/// Every POST received: its path and body, in order.
+type Posts = watch::Sender<Vec<(String, Value)>>;
 
 /// One served resource (`/api/v1/pods`): its objects, and the watch open on it.
 struct Resource {
@@ -44,12 +53,15 @@ struct State {
     resources: BTreeMap<String, Resource>,
     /// The cluster's `resourceVersion`, bumped by every change.
     version: u64,
+    /// By path; a POST elsewhere answers 404.
+    post_answers: BTreeMap<String, PostAnswer>,
 }
 
 /// The fake API server; it stops with the test's runtime.
 pub struct FakeApi {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    posts: Arc<Posts>,
 }
 
 impl FakeApi {
@@ -67,23 +79,61 @@ impl FakeApi {
                 })
                 .collect(),
             version: 1000,
+            post_answers: BTreeMap::new(),
         };
         let state = Arc::new(Mutex::new(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let addr = listener.local_addr().expect("the bound address");
-        let served = Arc::clone(&state);
+        let posts = Arc::new(watch::channel(Vec::new()).0);
+        let (served, recorded_posts) = (Arc::clone(&state), Arc::clone(&posts));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let state = Arc::clone(&served);
+                let (state, posts) = (Arc::clone(&served), Arc::clone(&recorded_posts));
                 let service = service_fn(move |request| {
-                    std::future::ready(Ok::<_, Infallible>(answer(&state, &request)))
+                    let (state, posts) = (Arc::clone(&state), Arc::clone(&posts));
+                    async move { Ok::<_, Infallible>(answer(&state, &posts, request).await) }
                 });
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
             }
         });
-        Self { addr, state }
+        Self { addr, state, posts }
+    }
+
+    /// Answers each POST to `path` with what `answer` makes of its body.
+    pub fn answer_posts(
+        &self,
+        path: &str,
+        answer: impl Fn(&Value) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) {
+        self.lock()
+            .post_answers
+            .insert(path.to_owned(), Arc::new(answer));
+    }
+
+    /// The bodies of the POSTs to `path` so far, once there are at least `count`.
+    pub async fn posts_to(&self, path: &str, count: usize) -> Vec<Value> {
+        let bodies = |posts: &[(String, Value)]| -> Vec<Value> {
+            posts
+                .iter()
+                .filter(|(to, _)| to == path)
+                .map(|(_, body)| body.clone())
+                .collect()
+        };
+        let mut posts = self.posts.subscribe();
+        let waited = tokio::time::timeout(
+            POSTS_WITHIN,
+            posts.wait_for(|posts| bodies(posts).len() >= count),
+        )
+        .await;
+        let posted = bodies(&self.posts.borrow());
+        assert!(
+            waited.is_ok(),
+            "after {POSTS_WITHIN:?}, {} POSTs to {path}, expected {count}: {posted:#?}",
+            posted.len()
+        );
+        posted
     }
 
     /// A client of this server.
@@ -127,15 +177,16 @@ impl FakeApi {
     }
 
     /// Applies `ADDED`, `MODIFIED` or `DELETED` of `object` to `path`, and sends the
-    /// event on its watch once one is open.
-    pub async fn event(&self, path: &str, kind: &str, object: Value) {
+    /// event on its watch once one is open. Returns the object as sent.
+    pub async fn event(&self, path: &str, kind: &str, object: Value) -> Value {
         let object = if kind == "DELETED" {
             self.delete_quietly(path, &object)
         } else {
             self.put_quietly(path, object)
         };
-        self.send(path, &serde_json::json!({"type": kind, "object": object}))
+        self.send(path, &serde_json::json!({"type": kind, "object": &object}))
             .await;
+        object
     }
 
     /// Ends the watch on `path` with a `410 Gone` error, as the API server does when the
@@ -178,8 +229,40 @@ fn key(object: &Value) -> String {
     format!("{namespace}/{}", meta["name"].as_str().expect("a name"))
 }
 
+/// A POST's answer, or a list, a watch, or 404.
+async fn answer(
+    state: &Mutex<State>,
+    posts: &Posts,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    if request.method() != Method::POST {
+        return read(state, &request);
+    }
+    let path = request.uri().path().to_owned();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .expect("a whole POST body");
+    let body: Value = serde_json::from_slice(&body.to_bytes()).expect("a JSON body");
+    let answer = state
+        .lock()
+        .expect("the fake API's state")
+        .post_answers
+        .get(&path)
+        .cloned();
+    posts.send_modify(|posts| posts.push((path, body.clone())));
+    match answer {
+        Some(answer) => {
+            let (status, value) = answer(&body);
+            json(status, &value)
+        }
+        None => json(StatusCode::NOT_FOUND, &recorded("not-found.json")),
+    }
+}
+
 /// A list, a watch, or 404.
-fn answer(state: &Mutex<State>, request: &Request<hyper::body::Incoming>) -> Response<Body> {
+fn read(state: &Mutex<State>, request: &Request<hyper::body::Incoming>) -> Response<Body> {
     let mut state = state.lock().expect("the fake API's state");
     let version = state.version.to_string();
     let path = request.uri().path();

@@ -22,7 +22,10 @@ use kube::{
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
-use super::{kinds::Kind, store::Update};
+use super::{
+    kinds::Kind,
+    store::{Served, Update},
+};
 
 /// How often a kind whose CRD is missing is looked for again.
 pub const MISSING_CRD_RECHECK: Duration = Duration::from_secs(60);
@@ -142,7 +145,7 @@ struct KindState {
     /// The files of the objects delivered and not deleted since.
     delivered: BTreeSet<PathBuf>,
     /// The objects of the list in progress, delivered together once it is complete.
-    listing: Vec<Object>,
+    listing: Vec<Served>,
 }
 
 impl KindState {
@@ -170,7 +173,7 @@ impl KindState {
                 let listed: BTreeSet<PathBuf> = self
                     .listing
                     .iter()
-                    .map(|object| object.source.file.clone())
+                    .map(|served| served.object.source.file.clone())
                     .collect();
                 let gone: Vec<Update> = self
                     .delivered
@@ -182,15 +185,15 @@ impl KindState {
                 Some(
                     self.listing
                         .drain(..)
-                        .map(|object| Update::Apply(Box::new(object)))
+                        .map(|served| Update::Apply(Box::new(served)))
                         .chain(gone)
                         .collect(),
                 )
             }
             Event::Apply(object) => {
-                let object = self.object(object)?;
-                self.delivered.insert(object.source.file.clone());
-                Some(vec![Update::Apply(Box::new(object))])
+                let served = self.object(object)?;
+                self.delivered.insert(served.object.source.file.clone());
+                Some(vec![Update::Apply(Box::new(served))])
             }
             Event::Delete(object) => {
                 let file = self.file(&object);
@@ -206,7 +209,7 @@ impl KindState {
     }
 
     /// `object` as the folder source would read it from a file holding it as YAML.
-    fn object(&self, mut object: DynamicObject) -> Option<Object> {
+    fn object(&self, mut object: DynamicObject) -> Option<Served> {
         let source = Source {
             file: self.file(&object),
             document: 1,
@@ -220,7 +223,10 @@ impl KindState {
             .map_err(|error| error.to_string())
             .and_then(|value| Object::from_value(value, source.clone()));
         match read {
-            Ok(object) => Some(object),
+            Ok(read) => Some(Served {
+                object: read,
+                resource_version: object.metadata.resource_version,
+            }),
             Err(reason) => {
                 tracing::warn!(object = %source.file.display(), %reason, "object from the Kubernetes API skipped: not a readable Kubernetes object");
                 None
