@@ -34,7 +34,6 @@ use ambit_api::istio::{
 use thiserror::Error;
 
 use self::hashing::HashPolicy;
-
 pub use self::{
     cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
     hashing::{RequestHash, RequestKeys},

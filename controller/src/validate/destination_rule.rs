@@ -146,7 +146,9 @@ fn consistent_hash(findings: &mut Findings, path: &str, hash: &ConsistentHashLb)
         );
     }
     let ring_sizes = [
-        hash.ring_hash.as_ref().and_then(|ring| ring.minimum_ring_size),
+        hash.ring_hash
+            .as_ref()
+            .and_then(|ring| ring.minimum_ring_size),
         hash.minimum_ring_size,
     ];
     for (field, size) in ["ringHash.minimumRingSize", "minimumRingSize"]
@@ -188,7 +190,10 @@ const MAX_RING_SIZE: u64 = 8_388_608;
 const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn connection_pool(findings: &mut Findings, path: &str, pool: &ConnectionPoolSettings) {

@@ -457,7 +457,11 @@ mod tests {
         let users = users(300);
         let first = placements(&cluster, &users);
         for _ in 0..3 {
-            assert_eq!(placements(&cluster, &users), first, "a user changed endpoint");
+            assert_eq!(
+                placements(&cluster, &users),
+                first,
+                "a user changed endpoint"
+            );
         }
         let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
         for address in &first {
@@ -483,7 +487,10 @@ mod tests {
         let during = placements(&cluster, &users);
         for ((user, was), is) in users.iter().zip(&before).zip(&during) {
             if *was == failing.address {
-                assert_ne!(*is, failing.address, "{user} still goes to the ejected endpoint");
+                assert_ne!(
+                    *is, failing.address,
+                    "{user} still goes to the ejected endpoint"
+                );
             } else {
                 assert_eq!(was, is, "{user} moved although its endpoint is healthy");
             }

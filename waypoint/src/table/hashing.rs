@@ -228,8 +228,7 @@ impl Ring {
             .iter()
             .enumerate()
             .flat_map(|(index, name)| {
-                (0..per_endpoint)
-                    .map(move |n| (hash64(&[format!("{name}_{n}").as_bytes()]), index))
+                (0..per_endpoint).map(move |n| (hash64(&[format!("{name}_{n}").as_bytes()]), index))
             })
             .collect();
         points.sort_unstable();
@@ -310,16 +309,17 @@ mod tests {
 
     #[test]
     fn each_key_reads_its_request_property() {
-        let sent = headers(&[
-            ("x-user", "ana"),
-            ("cookie", "theme=dark; session=\"abc\""),
-        ]);
+        let sent = headers(&[("x-user", "ana"), ("cookie", "theme=dark; session=\"abc\"")]);
         let hash_of = |value: &str| Some(hash64(&[value.as_bytes()]));
         let by_header = policy("{httpHeaderName: X-User}");
         assert_eq!(by_header.hash(keys(&sent, None)).hash, hash_of("ana"));
         let by_cookie = policy("{httpCookie: {name: session, ttl: 60s}}");
         let hashed = by_cookie.hash(keys(&sent, None));
-        assert_eq!(hashed.hash, hash_of("abc"), "quotes are not part of the value");
+        assert_eq!(
+            hashed.hash,
+            hash_of("abc"),
+            "quotes are not part of the value"
+        );
         assert_eq!(hashed.set_cookie, None, "a present cookie is not set again");
         let by_query = policy("{httpQueryParameterName: user}");
         assert_eq!(
@@ -377,7 +377,10 @@ mod tests {
         assert_eq!(again.set_cookie, None);
 
         let session = self::policy("{httpCookie: {name: s, ttl: 0s}}");
-        let cookie = session.hash(keys(&HeaderMap::new(), None)).set_cookie.unwrap();
+        let cookie = session
+            .hash(keys(&HeaderMap::new(), None))
+            .set_cookie
+            .unwrap();
         assert!(
             !cookie.to_str().unwrap().contains("Max-Age"),
             "ttl 0 makes a session cookie: {cookie:?}"
@@ -392,10 +395,7 @@ mod tests {
 
     #[test]
     fn ring_sizes_come_from_ring_hash_or_maglev_within_bounds() {
-        assert_eq!(
-            policy("{useSourceIp: true}").ring_size(),
-            DEFAULT_RING_SIZE
-        );
+        assert_eq!(policy("{useSourceIp: true}").ring_size(), DEFAULT_RING_SIZE);
         assert_eq!(
             policy("{useSourceIp: true, ringHash: {minimumRingSize: 64}}").ring_size(),
             64
@@ -443,7 +443,10 @@ mod tests {
                 others_moved += 1;
             }
         }
-        assert!(theirs > 500, "the removed endpoint owned only {theirs} keys");
+        assert!(
+            theirs > 500,
+            "the removed endpoint owned only {theirs} keys"
+        );
         // Hashing modulo the endpoint count would move about 4 in 5 of them.
         let kept = 5000 - theirs;
         assert!(

@@ -274,6 +274,14 @@ subsets:
     let hash_of = |value: &str| Some(hashing::hash64(&[value.as_bytes()]));
     let hashed = |subset: &str| clusters.get(host, subset)[0].1.hash(keys).hash;
     assert_eq!(hashed(""), hash_of("ana"), "the rule's port-level setting");
-    assert_eq!(hashed("v1"), hash_of("198.18.0.9"), "the subset's own policy");
-    assert_eq!(hashed("v2"), hash_of("ana"), "a subset without one inherits");
+    assert_eq!(
+        hashed("v1"),
+        hash_of("198.18.0.9"),
+        "the subset's own policy"
+    );
+    assert_eq!(
+        hashed("v2"),
+        hash_of("ana"),
+        "a subset without one inherits"
+    );
 }
