@@ -179,6 +179,8 @@ pub enum Reason {
         "`{0}` is not a server host: write `host` or `namespace/host`, with `*` alone or as the first label (`*.example.com`)"
     )]
     ServerHost(String),
+    #[error("{value} is not {expected}: Envoy refuses it")]
+    HashTableSize { value: u64, expected: &'static str },
 }
 
 fn known_subsets(defined: &[String]) -> String {

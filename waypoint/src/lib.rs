@@ -24,9 +24,11 @@
 //! object's namespace; a regex matches the whole value; `rewrite.uri` replaces the
 //! matched prefix (or `/` when the match had no `uri`); without `retries` Istio's
 //! default (2 retries on connection failures) applies; faults without a percentage
-//! affect no request; the default load balancer is `LEAST_REQUEST`; `connectionPool`
-//! limits refuse requests with 503 `UO` and `outlierDetection` ejects endpoints after
-//! consecutive errors; local replies carry Envoy's texts and [`ResponseFlags`] (`NR`,
+//! affect no request; the default load balancer is `LEAST_REQUEST`; `consistentHash`
+//! (header, cookie — generated with `Set-Cookie` when it has a `ttl` —, source IP,
+//! query parameter) places requests on a hash ring, stepping over ejected endpoints;
+//! `connectionPool` limits refuse requests with 503 `UO` and `outlierDetection` ejects
+//! endpoints after consecutive errors; local replies carry Envoy's texts and [`ResponseFlags`] (`NR`,
 //! `UH`, `UF`, `UT`, `UO`, `DI`, `FI`, …).
 //!
 //! # Layout
@@ -58,10 +60,11 @@
 //!   refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
-//! - `delegate`, consistent-hash and locality balancing, DestinationRule `tls`, and the parts of
-//!   `connectionPool` and `outlierDetection` beyond the request limits and the
-//!   consecutive-error ejection: the ones that would change which requests a route
+//! - `delegate`, locality balancing (`localityLbSetting`), DestinationRule `tls`, and
+//!   the parts of `connectionPool` and `outlierDetection` beyond the request limits and
+//!   the consecutive-error ejection: the ones that would change which requests a route
 //!   takes are refused at compile time, the others listed by [`RouteTable::ignored`].
+//!   `maglev` is served by the same hash ring as `ringHash` (`tableSize` sizes it).
 //! - `CONNECT` requests and HTTP/2 extended CONNECT (WebSocket over HTTP/2; HTTP/1.1
 //!   `Upgrade`, WebSocket included, is spliced after `101`), and replaying request
 //!   bodies over 64 KiB or of unknown length (such requests are sent once and not

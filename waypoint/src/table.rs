@@ -12,9 +12,11 @@
 //! its default route (all endpoints). Within a VirtualService the first HTTP route that
 //! matches wins.
 
-// Clusters and their endpoints; `limits` (connectionPool) and `outlier`
-// (outlierDetection) are the DestinationRule protections a cluster applies.
+// Clusters and their endpoints; `hashing` (consistentHash) is how a cluster may
+// choose one, `limits` (connectionPool) and `outlier` (outlierDetection) are the
+// DestinationRule protections a cluster applies.
 mod cluster;
+mod hashing;
 mod limits;
 mod outlier;
 mod rewrite;
@@ -31,8 +33,10 @@ use ambit_api::istio::{
 };
 use thiserror::Error;
 
+use self::hashing::HashPolicy;
 pub use self::{
     cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
+    hashing::{RequestHash, RequestKeys},
     limits::{Admission, ConnectionLimits, Overflow},
     outlier::{Health, OutlierPolicy},
     rewrite::{Redirect, Rewrite},
@@ -378,18 +382,22 @@ fn check_destination_rule(
         for (lb_field, lb) in balancers {
             let Some(lb) = lb else { continue };
             let field = format!("{field}.{lb_field}");
-            let mut refuse = |name: &str| {
+            let mut refuse = |problem: Problem| {
                 errors.push(ConfigError {
                     kind: "DestinationRule",
                     object: object.clone(),
-                    problem: Problem::unsupported(&field, name),
+                    problem,
                 });
             };
-            if lb.consistent_hash.is_some() {
-                refuse("consistentHash");
+            if let Some(Err(error)) = lb
+                .consistent_hash
+                .as_ref()
+                .map(|spec| HashPolicy::new(spec, &format!("{field}.consistentHash")))
+            {
+                refuse(error.into());
             }
             if lb.simple == Some(SimpleLb::Passthrough) {
-                refuse("simple: PASSTHROUGH");
+                refuse(Problem::unsupported(&field, "simple: PASSTHROUGH"));
             }
             if lb.locality_lb_setting.is_some() || lb.warmup_duration_secs.is_some() {
                 ignored.push(format!(
@@ -488,10 +496,11 @@ fn build_clusters(config: &Config) -> ClusterIndex {
                 let policies = [subset_policy, rule.and_then(|r| r.traffic_policy.as_ref())];
                 let http2 = port.speaks_http2();
                 let policy = ClusterPolicy {
-                    balancer: Balancer::new(
-                        effective(policies, port.port, PolicyScope::load_balancer)
-                            .and_then(|lb| lb.simple),
-                    ),
+                    balancer: Balancer::from_settings(effective(
+                        policies,
+                        port.port,
+                        PolicyScope::load_balancer,
+                    )),
                     limits: effective(policies, port.port, PolicyScope::connection_pool)
                         .and_then(|pool| ConnectionLimits::new(pool, http2)),
                     outlier: effective(policies, port.port, PolicyScope::outlier_detection)

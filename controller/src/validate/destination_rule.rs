@@ -145,12 +145,55 @@ fn consistent_hash(findings: &mut Findings, path: &str, hash: &ConsistentHashLb)
             Reason::Exclusive("maglev", "ringHash"),
         );
     }
+    let ring_sizes = [
+        hash.ring_hash
+            .as_ref()
+            .and_then(|ring| ring.minimum_ring_size),
+        hash.minimum_ring_size,
+    ];
+    for (field, size) in ["ringHash.minimumRingSize", "minimumRingSize"]
+        .into_iter()
+        .zip(ring_sizes)
+    {
+        if let Some(size) = size.filter(|size| *size > MAX_RING_SIZE) {
+            findings.add(
+                format!("{path}.{field}"),
+                Reason::HashTableSize {
+                    value: size,
+                    expected: "at most 8388608 (Envoy's maximum ring size)",
+                },
+            );
+        }
+    }
+    if let Some(size) = hash.maglev.as_ref().and_then(|maglev| maglev.table_size)
+        && (size > MAX_MAGLEV_TABLE_SIZE || !is_prime(size))
+    {
+        findings.add(
+            format!("{path}.maglev.tableSize"),
+            Reason::HashTableSize {
+                value: size,
+                expected: "a prime number up to 5000011, such as 65537 (the default)",
+            },
+        );
+    }
     fields::deprecated(
         findings,
         &format!("{path}.minimumRingSize"),
         hash.minimum_ring_size.is_some(),
         "`ringHash: {minimumRingSize: N}`",
     );
+}
+
+/// Envoy's `maximum_ring_size`, the largest `minimumRingSize` it takes.
+const MAX_RING_SIZE: u64 = 8_388_608;
+/// The largest Maglev table Envoy builds.
+const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+
+fn is_prime(n: u64) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn connection_pool(findings: &mut Findings, path: &str, pool: &ConnectionPoolSettings) {
@@ -286,6 +329,31 @@ subsets:
                     "sets `httpHeaderName` and `useSourceIp`: set exactly one of them"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn hash_ring_and_maglev_sizes_are_what_envoy_builds() {
+        let lb = |hash: &str| {
+            check_yaml(&format!(
+                "host: r\ntrafficPolicy:\n  loadBalancer:\n    consistentHash: {{httpHeaderName: x-user, {hash}}}\n"
+            ))
+        };
+        assert_eq!(lb("maglev: {tableSize: 65537}"), []);
+        assert_eq!(lb("ringHash: {minimumRingSize: 8388608}"), []);
+        assert_eq!(
+            lb("maglev: {tableSize: 65536}"),
+            [pair(
+                "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+                "65536 is not a prime number up to 5000011, such as 65537 (the default): Envoy refuses it"
+            )]
+        );
+        assert_eq!(
+            lb("ringHash: {minimumRingSize: 8388609}"),
+            [pair(
+                "spec.trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize",
+                "8388609 is not at most 8388608 (Envoy's maximum ring size): Envoy refuses it"
+            )]
         );
     }
 

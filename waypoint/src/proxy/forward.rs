@@ -10,7 +10,11 @@
 //! `timeout` runs from the first attempt until the response headers arrive, retries and
 //! backoff included.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use bytes::Bytes;
 use http::{
@@ -37,8 +41,8 @@ use crate::{
     policy::Verdict,
     retry::Attempt,
     table::{
-        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, Route, RouteTable,
-        Target, sampled,
+        Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, RequestHash,
+        RequestKeys, Route, RouteTable, Target, sampled,
     },
     telemetry::{Exchange, trace},
 };
@@ -181,6 +185,7 @@ async fn dispatch(
                 target,
                 matched,
                 port,
+                source: peer.ip,
             };
             forwarding.run(parts, authority, body, outcome).await
         }
@@ -207,6 +212,8 @@ struct Forwarding<'a> {
     target: &'a Target,
     matched: Matched,
     port: u16,
+    /// The client's address, for a consistent hash on `useSourceIp`.
+    source: IpAddr,
 }
 
 /// The request as each attempt sends it.
@@ -271,6 +278,11 @@ impl Forwarding<'_> {
             return reply::no_cluster();
         };
         outcome.cluster = Some(cluster.name.clone());
+        let hashed = cluster.hash(RequestKeys {
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            source: self.source,
+        });
         let prepared = match self.prepare(parts, &authority, cluster.http2, upgrade.as_ref()) {
             Ok(prepared) => prepared,
             Err(error) => {
@@ -292,7 +304,7 @@ impl Forwarding<'_> {
         if let RequestBody::Replayable(bytes) = &body {
             self.mirror(&prepared, bytes);
         }
-        let attempts = self.attempts(cluster, &prepared, body, outcome);
+        let attempts = self.attempts(cluster, hashed.hash, &prepared, body, outcome);
         let result = match self.route.timeout {
             None => attempts.await,
             Some(timeout) => match tokio::time::timeout(timeout, attempts).await {
@@ -306,7 +318,7 @@ impl Forwarding<'_> {
             },
         };
         match result {
-            Ok((response, in_flight)) => self.respond(response, in_flight, upgrade),
+            Ok((response, in_flight)) => self.respond(response, in_flight, upgrade, hashed),
             Err(Failure::Overflow) => {
                 outcome.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
                 reply::overflow()
@@ -419,6 +431,7 @@ impl Forwarding<'_> {
     async fn attempts(
         &self,
         cluster: &Cluster,
+        hash: Option<u64>,
         prepared: &Prepared,
         mut body: RequestBody,
         outcome: &mut Exchange,
@@ -440,7 +453,7 @@ impl Forwarding<'_> {
                 .admit()
                 .await
                 .map_err(|Overflow| Failure::Overflow)?;
-            let endpoint = cluster.pick(&tried).ok_or(Failure::NoEndpoint)?;
+            let endpoint = cluster.pick(hash, &tried).ok_or(Failure::NoEndpoint)?;
             tried.push(endpoint.address);
             outcome.attempts = attempt + 1;
             outcome.endpoint = Some(endpoint.address);
@@ -501,13 +514,15 @@ impl Forwarding<'_> {
     }
 
     /// The response to forward: hop-by-hop headers dropped, destination then route
-    /// response header operations applied, the endpoint counted busy until the body
-    /// ends; on `101 Switching Protocols` the connections spliced.
+    /// response header operations applied, a consistent hash's generated cookie set,
+    /// the endpoint counted busy until the body ends; on `101 Switching Protocols` the
+    /// connections spliced.
     fn respond(
         &self,
         mut response: Response<Incoming>,
         in_flight: InFlight,
         upgrade: Option<Upgrade>,
+        hashed: RequestHash,
     ) -> Response<Body> {
         let switched = upgrade.and_then(|upgrade| upgrade.accepted(&mut response));
         let (mut parts, body) = response.into_parts();
@@ -517,6 +532,9 @@ impl Forwarding<'_> {
         }
         self.target.headers.response.apply(&mut parts.headers);
         self.route.headers.response.apply(&mut parts.headers);
+        if let Some(cookie) = hashed.set_cookie {
+            parts.headers.append(header::SET_COOKIE, cookie);
+        }
         parts.version = Version::default();
         let body = Inspected::new(body, move |_: &Frame<Bytes>| {
             let _held = &in_flight;

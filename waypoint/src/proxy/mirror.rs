@@ -53,7 +53,7 @@ pub fn send(upstreams: &Arc<Upstreams>, shadow: Shadow) {
             );
             return;
         };
-        let Some(endpoint) = cluster.pick(&[]) else {
+        let Some(endpoint) = cluster.pick(None, &[]) else {
             tracing::debug!(cluster = cluster.name, "mirror has no endpoint");
             return;
         };

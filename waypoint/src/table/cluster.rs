@@ -1,8 +1,8 @@
 //! Clusters, as Envoy names them: the endpoints of one service port (all of them, or
-//! one DestinationRule subset's), and how the next one is chosen.
+//! one DestinationRule subset's), and how the next one is chosen: among those not
+//! ejected, by the `simple` algorithm or on the `consistentHash` ring.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     net::SocketAddr,
     sync::{
@@ -12,9 +12,10 @@ use std::{
     time::Instant,
 };
 
-use ambit_api::istio::destination_rule::SimpleLb;
+use ambit_api::istio::destination_rule::{LoadBalancerSettings, SimpleLb};
 
 use super::{
+    hashing::{HashPolicy, RequestHash, RequestKeys, Ring},
     limits::{Admission, ConnectionLimits, Overflow},
     outlier::{Ejection, Health, OutlierPolicy, OutlierState},
 };
@@ -57,16 +58,32 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// The load-balancing algorithm (`loadBalancer.simple`).
+/// The load-balancing algorithm (`loadBalancer.simple` or `consistentHash`).
 #[derive(Debug)]
 pub enum Balancer {
     RoundRobin(AtomicUsize),
     Random,
     /// Envoy's: the less busy of two endpoints picked at random. Istio's default.
     LeastRequest,
+    /// Session affinity: the endpoint the request's key falls to on a hash ring.
+    ConsistentHash(HashPolicy),
 }
 
 impl Balancer {
+    /// The balancer `settings` describe: `consistentHash` when it names a key, else
+    /// [`Balancer::new`] of `simple`. A `consistentHash` whose header name is invalid
+    /// is refused when the table compiles; here it counts as unset.
+    #[must_use]
+    pub fn from_settings(settings: Option<&LoadBalancerSettings>) -> Self {
+        let hashing = settings
+            .and_then(|lb| lb.consistent_hash.as_ref())
+            .and_then(|spec| HashPolicy::new(spec, "consistentHash").ok().flatten());
+        match hashing {
+            Some(policy) => Self::ConsistentHash(policy),
+            None => Self::new(settings.and_then(|lb| lb.simple)),
+        }
+    }
+
     /// The balancer for `simple`; `None` (not set) and `UNSPECIFIED` are Istio's default,
     /// `LEAST_REQUEST`. `PASSTHROUGH` has no meaning without an original destination, so
     /// the caller refuses it.
@@ -79,11 +96,13 @@ impl Balancer {
         }
     }
 
-    fn pick<'e>(&self, endpoints: &'e [Arc<UpstreamEndpoint>]) -> &'e Arc<UpstreamEndpoint> {
+    /// One of `endpoints` (not empty) by a simple algorithm; a consistent hash's
+    /// endpoint is found on its ring instead ([`Cluster::pick`]).
+    fn pick<'e>(&self, endpoints: &[&'e Arc<UpstreamEndpoint>]) -> &'e Arc<UpstreamEndpoint> {
         let len = endpoints.len();
         match self {
-            Self::RoundRobin(next) => &endpoints[next.fetch_add(1, Ordering::Relaxed) % len],
-            Self::Random => &endpoints[fastrand::usize(0..len)],
+            Self::RoundRobin(next) => endpoints[next.fetch_add(1, Ordering::Relaxed) % len],
+            Self::Random | Self::ConsistentHash(_) => endpoints[fastrand::usize(0..len)],
             Self::LeastRequest => {
                 let first = &endpoints[fastrand::usize(0..len)];
                 let second = &endpoints[fastrand::usize(0..len)];
@@ -114,6 +133,8 @@ pub struct Cluster {
     pub http2: bool,
     endpoints: Vec<Arc<UpstreamEndpoint>>,
     policy: ClusterPolicy,
+    /// The endpoints' points, for a consistent hash.
+    ring: Option<Ring>,
     /// Endpoints ejected by outlier detection now.
     ejected: AtomicUsize,
 }
@@ -127,7 +148,7 @@ impl Cluster {
         addresses: impl IntoIterator<Item = SocketAddr>,
         policy: ClusterPolicy,
     ) -> Self {
-        let endpoints = addresses
+        let endpoints: Vec<Arc<UpstreamEndpoint>> = addresses
             .into_iter()
             .map(|address| {
                 Arc::new(UpstreamEndpoint {
@@ -137,12 +158,30 @@ impl Cluster {
                 })
             })
             .collect();
+        let ring = match &policy.balancer {
+            Balancer::ConsistentHash(hashing) => {
+                let names: Vec<String> = endpoints.iter().map(|e| e.address.to_string()).collect();
+                Some(Ring::new(&names, hashing.ring_size()))
+            }
+            _ => None,
+        };
         Self {
             name,
             http2,
             endpoints,
             policy,
+            ring,
             ejected: AtomicUsize::new(0),
+        }
+    }
+
+    /// Where `request` falls on the cluster's ring, for [`Cluster::pick`]; nothing
+    /// unless the cluster balances by consistent hash.
+    #[must_use]
+    pub fn hash(&self, request: RequestKeys<'_>) -> RequestHash {
+        match &self.policy.balancer {
+            Balancer::ConsistentHash(policy) => policy.hash(request),
+            _ => RequestHash::default(),
         }
     }
 
@@ -157,30 +196,74 @@ impl Cluster {
 
     /// The next endpoint among those not ejected, preferring one not in `tried`
     /// (Istio's previous-hosts retry predicate); `None` when none is available (`UH`).
+    /// `hash` places the request on a consistent hash's ring (`None`: at random); the
+    /// simple algorithms ignore it.
     #[must_use]
-    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<UpstreamEndpoint>> {
+    pub fn pick(&self, hash: Option<u64>, tried: &[SocketAddr]) -> Option<Arc<UpstreamEndpoint>> {
         let available = self.available();
-        if available.is_empty() {
+        if !available.iter().any(|yes| *yes) {
             return None;
         }
-        let mut choice = self.policy.balancer.pick(&available);
+        if let Some(ring) = &self.ring {
+            let hash = hash.unwrap_or_else(|| fastrand::u64(..));
+            return self.on_ring(ring, hash, &available, tried).map(Arc::clone);
+        }
+        let candidates: Vec<&Arc<UpstreamEndpoint>> = self
+            .endpoints
+            .iter()
+            .zip(&available)
+            .filter_map(|(endpoint, yes)| yes.then_some(endpoint))
+            .collect();
+        let mut choice = self.policy.balancer.pick(&candidates);
         for _ in 1..HOST_SELECTION_ATTEMPTS {
             if !tried.contains(&choice.address) {
                 break;
             }
-            choice = self.policy.balancer.pick(&available);
+            choice = self.policy.balancer.pick(&candidates);
         }
         Some(Arc::clone(choice))
     }
 
-    /// The endpoints not ejected, readmitting those whose ejection ended.
-    fn available(&self) -> Cow<'_, [Arc<UpstreamEndpoint>]> {
+    /// The first available endpoint going round `ring` from `hash` that is not in
+    /// `tried`, else the first available one (Envoy's ring walk on a retry).
+    fn on_ring(
+        &self,
+        ring: &Ring,
+        hash: u64,
+        available: &[bool],
+        tried: &[SocketAddr],
+    ) -> Option<&Arc<UpstreamEndpoint>> {
+        let mut met = vec![false; self.endpoints.len()];
+        let mut left = available.iter().filter(|yes| **yes).count();
+        let mut first = None;
+        for index in ring.walk(hash) {
+            if !available[index] || met[index] {
+                continue;
+            }
+            let endpoint = &self.endpoints[index];
+            if !tried.contains(&endpoint.address) {
+                return Some(endpoint);
+            }
+            first.get_or_insert(endpoint);
+            met[index] = true;
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        first
+    }
+
+    /// Whether each endpoint may take a request now (not ejected), readmitting those
+    /// whose ejection ended.
+    fn available(&self) -> Vec<bool> {
         if self.ejected.load(Ordering::Acquire) == 0 {
-            return Cow::Borrowed(&self.endpoints);
+            return vec![true; self.endpoints.len()];
         }
         let now = Instant::now();
-        let available = self.endpoints.iter().filter(|endpoint| {
-            match endpoint.outlier_state().ejected_at(now) {
+        self.endpoints
+            .iter()
+            .map(|endpoint| match endpoint.outlier_state().ejected_at(now) {
                 Ejection::In => true,
                 Ejection::Out => false,
                 Ejection::Readmitted => {
@@ -188,9 +271,8 @@ impl Cluster {
                     tracing::debug!(cluster = self.name, endpoint = %endpoint.address, "readmitted");
                     true
                 }
-            }
-        });
-        Cow::Owned(available.cloned().collect())
+            })
+            .collect()
     }
 
     /// Counts how an attempt on `endpoint` went, ejecting it if it keeps failing.
@@ -267,7 +349,7 @@ mod tests {
     fn round_robin_takes_turns() {
         let cluster = cluster(Balancer::new(Some(SimpleLb::RoundRobin)), 3);
         let picks: Vec<u8> = (0..6)
-            .map(|_| match cluster.pick(&[]).unwrap().address {
+            .map(|_| match cluster.pick(None, &[]).unwrap().address {
                 SocketAddr::V4(v4) => v4.ip().octets()[3],
                 SocketAddr::V6(_) => unreachable!("test endpoints are IPv4"),
             })
@@ -282,7 +364,7 @@ mod tests {
         let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
         for _ in 0..200 {
             *counts
-                .entry(cluster.pick(&[]).unwrap().address)
+                .entry(cluster.pick(None, &[]).unwrap().address)
                 .or_default() += 1;
         }
         // The busy one wins only when both random picks land on it: about a quarter.
@@ -298,10 +380,10 @@ mod tests {
     #[test]
     fn a_retry_prefers_another_endpoint() {
         let cluster = cluster(Balancer::new(Some(SimpleLb::Random)), 2);
-        let first = cluster.pick(&[]).unwrap().address;
+        let first = cluster.pick(None, &[]).unwrap().address;
         // Five random picks all land on `first` once in 32 times.
         let again = (0..100)
-            .filter(|_| cluster.pick(&[first]).unwrap().address == first)
+            .filter(|_| cluster.pick(None, &[first]).unwrap().address == first)
             .count();
         assert!(
             again < 15,
@@ -320,21 +402,124 @@ mod tests {
         };
         let addresses = (1..=2).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
         let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
-        let failing = cluster.pick(&[]).unwrap();
+        let failing = cluster.pick(None, &[]).unwrap();
         cluster.record(&failing, Health::ServerError { gateway: true });
         for _ in 0..10 {
-            assert_ne!(cluster.pick(&[]).unwrap().address, failing.address);
+            assert_ne!(cluster.pick(None, &[]).unwrap().address, failing.address);
         }
-        let other = cluster.pick(&[]).unwrap();
+        let other = cluster.pick(None, &[]).unwrap();
         cluster.record(&other, Health::LocalFailure);
         assert!(
-            cluster.pick(&[]).is_some(),
+            cluster.pick(None, &[]).is_some(),
             "the default 10% lets only one of two endpoints out"
+        );
+    }
+
+    fn hashing_cluster(count: u8, outlier: Option<&str>) -> Cluster {
+        let lb: LoadBalancerSettings =
+            serde_yaml_ng::from_str("{consistentHash: {httpHeaderName: x-user}}").unwrap();
+        let outlier = outlier.map(|yaml| serde_yaml_ng::from_str(yaml).unwrap());
+        let policy = ClusterPolicy {
+            balancer: Balancer::from_settings(Some(&lb)),
+            limits: None,
+            outlier: outlier.as_ref().and_then(OutlierPolicy::new),
+        };
+        let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
+        Cluster::new("outbound|80||app".into(), false, addresses, policy)
+    }
+
+    /// Where each of `users` lands.
+    fn placements(cluster: &Cluster, users: &[String]) -> Vec<SocketAddr> {
+        users
+            .iter()
+            .map(|user| {
+                let mut headers = http::HeaderMap::new();
+                headers.insert("x-user", user.parse().unwrap());
+                let keys = RequestKeys {
+                    headers: &headers,
+                    query: None,
+                    source: [198, 18, 0, 1].into(),
+                };
+                let hash = cluster.hash(keys).hash;
+                assert!(hash.is_some(), "the header is hashed");
+                cluster.pick(hash, &[]).unwrap().address
+            })
+            .collect()
+    }
+
+    fn users(count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("user-{i}")).collect()
+    }
+
+    #[test]
+    fn a_consistent_hash_sticks_per_key_and_spreads_across_keys() {
+        let cluster = hashing_cluster(3, None);
+        let users = users(300);
+        let first = placements(&cluster, &users);
+        for _ in 0..3 {
+            assert_eq!(
+                placements(&cluster, &users),
+                first,
+                "a user changed endpoint"
+            );
+        }
+        let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
+        for address in &first {
+            *counts.entry(*address).or_default() += 1;
+        }
+        assert_eq!(counts.len(), 3, "300 users reached {counts:?}");
+        assert!(
+            counts.values().all(|n| *n >= 50),
+            "the users spread unevenly: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn an_ejected_endpoints_keys_move_and_come_back_when_it_is_readmitted() {
+        let cluster = hashing_cluster(
+            4,
+            Some("{consecutive5xxErrors: 1, baseEjectionTime: 20ms, maxEjectionPercent: 100}"),
+        );
+        let users = users(200);
+        let before = placements(&cluster, &users);
+        let failing = cluster.endpoints[1].clone();
+        cluster.record(&failing, Health::ServerError { gateway: false });
+        let during = placements(&cluster, &users);
+        for ((user, was), is) in users.iter().zip(&before).zip(&during) {
+            if *was == failing.address {
+                assert_ne!(
+                    *is, failing.address,
+                    "{user} still goes to the ejected endpoint"
+                );
+            } else {
+                assert_eq!(was, is, "{user} moved although its endpoint is healthy");
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert_eq!(
+            placements(&cluster, &users),
+            before,
+            "the readmitted endpoint gets its users back"
+        );
+    }
+
+    #[test]
+    fn a_consistent_hash_retry_goes_round_the_ring_to_another_endpoint() {
+        let cluster = hashing_cluster(3, None);
+        let first = cluster.pick(Some(42), &[]).unwrap().address;
+        let retry = cluster.pick(Some(42), &[first]).unwrap().address;
+        assert_ne!(retry, first);
+        assert_eq!(cluster.pick(Some(42), &[first]).unwrap().address, retry);
+        let all: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.address).collect();
+        assert_eq!(
+            cluster.pick(Some(42), &all).unwrap().address,
+            first,
+            "with every endpoint tried, the key's own endpoint"
         );
     }
 
     #[test]
     fn an_empty_cluster_has_no_pick() {
-        assert!(cluster(Balancer::Random, 0).pick(&[]).is_none());
+        assert!(cluster(Balancer::Random, 0).pick(None, &[]).is_none());
     }
 }

@@ -77,7 +77,7 @@ fn subsets_select_endpoints_by_label() {
     let (port, v2) = &clusters.get(host, "v2")[0];
     assert_eq!(*port, 9080);
     assert_eq!(v2.name, "outbound|9080|v2|reviews.shop.svc.cluster.local");
-    let picked = v2.pick(&[]).expect("v2 has an endpoint").address;
+    let picked = v2.pick(None, &[]).expect("v2 has an endpoint").address;
     assert_eq!(picked, (Ipv4Addr::new(10, 0, 0, 2), 9080).into());
     assert!(
         clusters.get(host, "v3").is_empty(),
@@ -105,7 +105,7 @@ http:
         )],
         destination_rules: vec![named(
             "reviews",
-            "{host: reviews, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}",
+            "{host: reviews, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: 'x user'}}}}",
         )],
         ..Config::default()
     };
@@ -114,7 +114,7 @@ http:
         .to_string();
     for expected in [
         "4 problem(s)",
-        "DestinationRule shop/reviews: `trafficPolicy.loadBalancer.consistentHash` is not supported",
+        "DestinationRule shop/reviews: `trafficPolicy.loadBalancer.consistentHash.httpHeaderName`: `x user` is not a valid header name",
         "VirtualService shop/reviews: `http[0]`: the weights add up to 0",
         "VirtualService shop/reviews: `http[1].redirect.redirectCode: 200` is not a redirect code",
         "VirtualService shop/reviews: `http[2].retries.retryOn`: `sometimes`",
@@ -234,5 +234,54 @@ fn a_virtual_service_routes_where_it_is_bound_mesh_or_gateway() {
     assert!(
         table.routes("details").is_none(),
         "an ingress gateway has no default routes"
+    );
+}
+
+#[test]
+fn a_consistent_hash_follows_subset_and_port_level_policies() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        destination_rules: vec![named(
+            "reviews",
+            "
+host: reviews
+trafficPolicy:
+  loadBalancer: {simple: ROUND_ROBIN}
+  portLevelSettings:
+  - port: {number: 9080}
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+- name: v2
+  labels: {version: v2}
+",
+        )],
+        ..Config::default()
+    };
+    RouteTable::compile(&config).expect("consistentHash compiles");
+    let clusters = build_clusters(&config);
+    let host = "reviews.shop.svc.cluster.local";
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-user", http::HeaderValue::from_static("ana"));
+    let keys = RequestKeys {
+        headers: &headers,
+        query: None,
+        source: Ipv4Addr::new(198, 18, 0, 9).into(),
+    };
+    let hash_of = |value: &str| Some(hashing::hash64(&[value.as_bytes()]));
+    let hashed = |subset: &str| clusters.get(host, subset)[0].1.hash(keys).hash;
+    assert_eq!(hashed(""), hash_of("ana"), "the rule's port-level setting");
+    assert_eq!(
+        hashed("v1"),
+        hash_of("198.18.0.9"),
+        "the subset's own policy"
+    );
+    assert_eq!(
+        hashed("v2"),
+        hash_of("ana"),
+        "a subset without one inherits"
     );
 }

@@ -2,6 +2,7 @@
 //! (127.0.0.11, .12, .13 on one port, as pods of a service), a waypoint serving on
 //! port 0, and a real hyper client.
 
+mod affinity;
 mod grpc;
 mod issuer;
 mod jwks_server;
