@@ -244,15 +244,14 @@ fn probes_and_services_name_ports_that_exist() {
             1,
             "Service {name} selects one workload's pods"
         );
-        let containers: Vec<Container> =
-            selected[0].pod_spec().containers.iter().cloned().collect();
+        let containers = &selected[0].pod_spec().containers;
         for port in spec.ports.iter().flatten() {
             let target = port
                 .target_port
                 .clone()
                 .unwrap_or(IntOrString::Int(port.port));
             assert!(
-                resolves(&target, &containers),
+                resolves(&target, containers),
                 "Service {name} port {}: target {target:?} is no container port of {}",
                 port.port,
                 selected[0].name
