@@ -1,9 +1,9 @@
-//! The agent's configuration: command-line flags (each with an environment variable),
-//! validated all at once, with defaults for a Kubernetes node.
+//! The agent's configuration: its command line (subcommands and flags, each with an
+//! environment variable), validated all at once, with defaults for a Kubernetes node.
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
 
 use crate::cni_install::{CniInstall, PLUGIN_TYPE};
 
@@ -19,6 +19,32 @@ pub const ZTUNNEL_SOCKET_NAME: &str = "ztunnel.sock";
 pub const STATE_FILE_NAME: &str = "pods.json";
 /// How long the agent waits for ztunnel to acknowledge a message.
 pub const ZTUNNEL_ACK_TIMEOUT_SECS: u64 = 10;
+
+/// The whole command line of `ambit-agent`.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Ambit's node agent: eBPF traffic capture and pod enrolment"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load (or adopt) the capture programs and enrol pods as the CNI plugin reports them.
+    Run(RunArgs),
+    /// Detach and remove everything the agent pinned (and the CNI plugin, if its
+    /// directories are given); pods leave the mesh.
+    Uninstall {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        cni: CniArgs,
+    },
+}
 
 /// `ambit-agent run` flags.
 #[derive(Debug, Clone, Args)]

@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc};
 use ambit_agent::{
     agent::Agent,
     capture, cni_server,
-    config::{CNI_SOCKET_NAME, CniArgs, Config, Controller, PathArgs, RunArgs},
+    config::{CNI_SOCKET_NAME, Cli, Command, Config, Controller, RunArgs},
     config_watch,
     decisions::Decisions,
 };
@@ -15,32 +15,8 @@ use ambit_api::{
     subscribe::{self, Subscription},
 };
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 use tracing::info;
-
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "Ambit's node agent: eBPF traffic capture and pod enrolment"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Load (or adopt) the capture programs and enrol pods as the CNI plugin reports them.
-    Run(RunArgs),
-    /// Detach and remove everything the agent pinned (and the CNI plugin, if its
-    /// directories are given); pods leave the mesh.
-    Uninstall {
-        #[command(flatten)]
-        paths: PathArgs,
-        #[command(flatten)]
-        cni: CniArgs,
-    },
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -22,6 +22,7 @@
 //! the workloads a node's ztunnel may hold.
 //!
 //! # Layout
+//! - [`cli`]: the binary's subcommands and flags;
 //! - [`input`]: what `-f` names — files, folders, `-` for standard input;
 //! - [`validate`]: the checks, in passes (document, shape, object rules, references),
 //!   and the [`validate::Diagnostic`] each problem becomes;
@@ -53,6 +54,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod cli;
 pub mod crds;
 pub mod hosts;
 pub mod input;

@@ -2,135 +2,22 @@
 //! the model of a watched config folder or of the Kubernetes API to agents, ztunnels and
 //! waypoints; `serve-ca` runs the certificate authority.
 
-use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io, process::ExitCode};
 
-use ambit_api::config::SubscriberKind;
 use ambit_controller::{
     ca::{
         self, CaConfig,
         auth::{Authenticator, TokenFiles},
-        identity::DEFAULT_TRUST_DOMAIN,
         service::CaService,
-        token_review::{DEFAULT_AUDIENCE, DEFAULT_NODE_SERVICE_ACCOUNT, TokenReviewer},
+        token_review::TokenReviewer,
     },
+    cli::{Cli, Command, ModelOrigin},
     crds, input, push, snapshot,
     source::{FolderSource, KubeSource, ModelSource},
     validate::{self, Severity},
 };
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
-
-#[derive(Debug, Parser)]
-#[command(name = "ambit-controller", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Check Istio manifests and print every problem, with its object, file, document and
-    /// field path; exit 1 if there is an error (like `istioctl analyze`).
-    Validate {
-        /// A manifest file, a folder of `*.yaml`/`*.yml` files (recursively), or `-` for
-        /// standard input. Repeatable.
-        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
-        files: Vec<PathBuf>,
-    },
-    /// Watch a folder of Kubernetes and Istio manifests, or the Kubernetes API, and push
-    /// the validated model to subscribed agents, ztunnels and waypoints over gRPC
-    /// (plaintext for now).
-    Serve {
-        #[command(flatten)]
-        origin: ModelOrigin,
-        /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
-        #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
-        listen: SocketAddr,
-        /// The SPIFFE trust domain of the workloads' identities.
-        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
-        trust_domain: String,
-    },
-    /// Write what the push would send one subscriber to a file (a protobuf
-    /// `ConfigUpdate`), for `ambit-ztunnel --local-config`.
-    Snapshot {
-        #[arg(long, env = "AMBIT_CONFIG_DIR")]
-        config_dir: PathBuf,
-        /// The subscriber's node.
-        #[arg(long)]
-        node: String,
-        /// `ztunnel`, `agent` or `waypoint`.
-        #[arg(long, default_value = "ztunnel", value_parser = snapshot::kind)]
-        kind: SubscriberKind,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
-        trust_domain: String,
-    },
-    /// Write the CRDs of the Istio kinds Ambit reads, generated from its types.
-    Crds {
-        /// The folder to write them into (`deploy/crds`).
-        #[arg(long)]
-        out: PathBuf,
-        /// Only check the folder is up to date (exit 1 if not).
-        #[arg(long)]
-        check: bool,
-    },
-    /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC
-    /// (plaintext for now), signing SPIFFE certificates for the workloads on each caller's
-    /// node.
-    ServeCa {
-        /// Istio's plug-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem,
-        /// root-cert.pem); a new root is generated into it when it holds none of them.
-        #[arg(long, env = "AMBIT_CA_DIR")]
-        ca_dir: PathBuf,
-        /// One file per node, named after the node, holding its bootstrap token (with
-        /// `--config-dir`; with `--kube` callers present service-account tokens, checked
-        /// with a TokenReview).
-        #[arg(
-            long,
-            env = "AMBIT_CA_TOKENS_DIR",
-            required_unless_present = "kube",
-            conflicts_with = "kube"
-        )]
-        tokens_dir: Option<PathBuf>,
-        /// With `--kube`: the audience the callers' projected tokens must be for.
-        #[arg(long, env = "AMBIT_CA_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
-        token_audience: String,
-        /// With `--kube`: a service account (`namespace/name`) the node proxies run as.
-        /// Repeatable (comma-separated in the environment variable).
-        #[arg(
-            long = "node-service-account",
-            env = "AMBIT_CA_NODE_SERVICE_ACCOUNTS",
-            value_delimiter = ',',
-            default_value = DEFAULT_NODE_SERVICE_ACCOUNT
-        )]
-        node_service_accounts: Vec<String>,
-        /// Where the Pods (with `spec.nodeName`) saying which workloads run on which node
-        /// come from.
-        #[command(flatten)]
-        origin: ModelOrigin,
-        /// Where to listen for gRPC.
-        #[arg(long, env = "AMBIT_CA_LISTEN", default_value = "127.0.0.1:15012")]
-        listen: SocketAddr,
-        /// The SPIFFE trust domain.
-        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
-        trust_domain: String,
-    },
-}
-
-/// Where the model comes from: a folder, or the Kubernetes API.
-#[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
-struct ModelOrigin {
-    /// The folder of `*.yaml`/`*.yml` manifests (recursively); changes apply within a
-    /// second, and an object that turns invalid keeps its last good version.
-    #[arg(long, env = "AMBIT_CONFIG_DIR")]
-    config_dir: Option<PathBuf>,
-    /// Watch the Kubernetes API instead of a folder: in-cluster, or with the kubeconfig
-    /// (`KUBECONFIG`, `~/.kube/config`).
-    #[arg(long, env = "AMBIT_KUBE")]
-    kube: bool,
-}
+use clap::Parser as _;
 
 /// A started source of the model; dropping it stops the watch.
 enum RunningSource {

@@ -1,0 +1,130 @@
+//! `ambit-controller`'s command line: its subcommands and their flags (each with an
+//! environment variable where a Deployment would set it). Public so that the manifests
+//! under `deploy/kubernetes` are checked against the real parser.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use ambit_api::config::SubscriberKind;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    ca::{
+        identity::DEFAULT_TRUST_DOMAIN,
+        token_review::{DEFAULT_AUDIENCE, DEFAULT_NODE_SERVICE_ACCOUNT},
+    },
+    snapshot,
+};
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(name = "ambit-controller", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check Istio manifests and print every problem, with its object, file, document and
+    /// field path; exit 1 if there is an error (like `istioctl analyze`).
+    Validate {
+        /// A manifest file, a folder of `*.yaml`/`*.yml` files (recursively), or `-` for
+        /// standard input. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// Watch a folder of Kubernetes and Istio manifests, or the Kubernetes API, and push
+    /// the validated model to subscribed agents, ztunnels and waypoints over gRPC
+    /// (plaintext for now).
+    Serve {
+        #[command(flatten)]
+        origin: ModelOrigin,
+        /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
+        #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
+        listen: SocketAddr,
+        /// The SPIFFE trust domain of the workloads' identities.
+        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
+    /// Write what the push would send one subscriber to a file (a protobuf
+    /// `ConfigUpdate`), for `ambit-ztunnel --local-config`.
+    Snapshot {
+        #[arg(long, env = "AMBIT_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// The subscriber's node.
+        #[arg(long)]
+        node: String,
+        /// `ztunnel`, `agent` or `waypoint`.
+        #[arg(long, default_value = "ztunnel", value_parser = snapshot::kind)]
+        kind: SubscriberKind,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
+    /// Write the CRDs of the Istio kinds Ambit reads, generated from its types.
+    Crds {
+        /// The folder to write them into (`deploy/crds`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only check the folder is up to date (exit 1 if not).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC
+    /// (plaintext for now), signing SPIFFE certificates for the workloads on each caller's
+    /// node.
+    ServeCa {
+        /// Istio's plug-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem,
+        /// root-cert.pem); a new root is generated into it when it holds none of them.
+        #[arg(long, env = "AMBIT_CA_DIR")]
+        ca_dir: PathBuf,
+        /// One file per node, named after the node, holding its bootstrap token (with
+        /// `--config-dir`; with `--kube` callers present service-account tokens, checked
+        /// with a TokenReview).
+        #[arg(
+            long,
+            env = "AMBIT_CA_TOKENS_DIR",
+            required_unless_present = "kube",
+            conflicts_with = "kube"
+        )]
+        tokens_dir: Option<PathBuf>,
+        /// With `--kube`: the audience the callers' projected tokens must be for.
+        #[arg(long, env = "AMBIT_CA_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+        token_audience: String,
+        /// With `--kube`: a service account (`namespace/name`) the node proxies run as.
+        /// Repeatable (comma-separated in the environment variable).
+        #[arg(
+            long = "node-service-account",
+            env = "AMBIT_CA_NODE_SERVICE_ACCOUNTS",
+            value_delimiter = ',',
+            default_value = DEFAULT_NODE_SERVICE_ACCOUNT
+        )]
+        node_service_accounts: Vec<String>,
+        /// Where the Pods (with `spec.nodeName`) saying which workloads run on which node
+        /// come from.
+        #[command(flatten)]
+        origin: ModelOrigin,
+        /// Where to listen for gRPC.
+        #[arg(long, env = "AMBIT_CA_LISTEN", default_value = "127.0.0.1:15012")]
+        listen: SocketAddr,
+        /// The SPIFFE trust domain.
+        #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
+}
+
+/// Where the model comes from: a folder, or the Kubernetes API.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ModelOrigin {
+    /// The folder of `*.yaml`/`*.yml` manifests (recursively); changes apply within a
+    /// second, and an object that turns invalid keeps its last good version.
+    #[arg(long, env = "AMBIT_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API instead of a folder: in-cluster, or with the kubeconfig
+    /// (`KUBECONFIG`, `~/.kube/config`).
+    #[arg(long, env = "AMBIT_KUBE")]
+    pub kube: bool,
+}

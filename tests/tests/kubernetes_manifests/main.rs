@@ -1,0 +1,521 @@
+//! The manifests under `deploy/kubernetes` kept true to the binaries, without a cluster:
+//! every document is a Kubernetes object of a known type with no field that type lacks;
+//! every container running an Ambit binary passes that binary's own clap parser with its
+//! command, args and the environment variables the binary reads; the ports it declares
+//! are ones the binary listens on (not on loopback), and probes and Services name ports
+//! that exist; the paths it is given lie on its volumes, shared with the other container
+//! where the two must meet; and the controller's ClusterRole grants list and watch on
+//! exactly the kinds the `--kube` source watches (`KINDS`).
+//!
+//! Renaming a flag or an environment variable, a port, or adding a watched kind without
+//! its RBAC fails here.
+
+mod manifests;
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use ambit_agent::config::{self as agent, ZTUNNEL_SOCKET_NAME};
+use ambit_controller::{cli as controller, source::kubernetes::kinds::KINDS};
+use k8s_openapi::{
+    api::core::v1::{Container, PodSpec, Probe},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+
+use self::manifests::{Manifests, Workload, parse_container};
+
+/// The audience of ztunnel's projected token, which the CA's TokenReview checks.
+const CA_TOKEN_AUDIENCE: &str = "ambit-ca";
+
+/// What one container's command line says, through its binary's parser.
+enum Parsed {
+    Controller(controller::Cli),
+    Agent(agent::Cli),
+    Ztunnel(ambit_ztunnel::config::Config),
+}
+
+impl Parsed {
+    /// Parses `container` with the parser of the Ambit binary it runs; `None` for a shell
+    /// helper (init containers only).
+    fn of(container: &Container) -> Result<Option<Self>, String> {
+        let Some(binary) = container.command.as_ref().and_then(|c| c.first()) else {
+            return Err(format!("container {} has no command", container.name));
+        };
+        Ok(Some(match binary.as_str() {
+            "ambit-controller" => Self::Controller(parse_container(container)?),
+            "ambit-agent" => Self::Agent(parse_container(container)?),
+            "ambit-ztunnel" => {
+                let config: ambit_ztunnel::config::Config = parse_container(container)?;
+                config.validate().map_err(|error| error.to_string())?;
+                Self::Ztunnel(config)
+            }
+            "sh" => return Ok(None),
+            other => return Err(format!("{other} is not an Ambit binary in the image")),
+        }))
+    }
+
+    /// The addresses the binary listens on.
+    fn listeners(&self) -> Vec<SocketAddr> {
+        match self {
+            Self::Controller(cli) => match &cli.command {
+                controller::Command::Serve { listen, .. }
+                | controller::Command::ServeCa { listen, .. } => vec![*listen],
+                _ => Vec::new(),
+            },
+            Self::Agent(_) => Vec::new(),
+            Self::Ztunnel(config) => vec![
+                config.metrics_addr,
+                config.readiness_addr,
+                config.admin_addr,
+            ],
+        }
+    }
+
+    /// The files and folders the binary is given.
+    fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Self::Controller(cli) => match &cli.command {
+                controller::Command::Serve { origin, .. } => {
+                    origin.config_dir.iter().cloned().collect()
+                }
+                controller::Command::ServeCa {
+                    ca_dir,
+                    tokens_dir,
+                    origin,
+                    ..
+                } => std::iter::once(ca_dir.clone())
+                    .chain(tokens_dir.clone())
+                    .chain(origin.config_dir.clone())
+                    .collect(),
+                _ => Vec::new(),
+            },
+            Self::Agent(cli) => match &cli.command {
+                agent::Command::Run(run) => [
+                    Some(run.config_dir.clone()),
+                    run.cgroup.clone(),
+                    Some(run.paths.bpffs_dir.clone()),
+                    Some(run.paths.run_dir.clone()),
+                    run.cni.cni_bin_dir.clone(),
+                    run.cni.cni_conf_dir.clone(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                agent::Command::Uninstall { paths, cni } => [
+                    Some(paths.bpffs_dir.clone()),
+                    Some(paths.run_dir.clone()),
+                    cni.cni_bin_dir.clone(),
+                    cni.cni_conf_dir.clone(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            },
+            Self::Ztunnel(config) => [
+                Some(config.agent_socket.clone()),
+                Some(config.bpffs_dir.clone()),
+                config.ca_token_file.clone(),
+                config.ca_root_file.clone(),
+                config.local_config.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        }
+    }
+}
+
+/// Every container of every workload, with its parse.
+fn parsed_containers(manifests: &Manifests) -> Vec<(&Workload, &Container, Option<Parsed>)> {
+    let mut all = Vec::new();
+    for workload in &manifests.workloads {
+        for (container, init) in workload.containers() {
+            let parsed = Parsed::of(container).unwrap_or_else(|error| {
+                panic!("{} container {}: {error}", workload.name, container.name)
+            });
+            assert!(
+                parsed.is_some() || init,
+                "{} container {} runs a shell: only init containers may, the others run Ambit binaries",
+                workload.name,
+                container.name
+            );
+            all.push((workload, container, parsed));
+        }
+    }
+    all
+}
+
+#[test]
+fn every_container_parses_with_its_binary_and_runs_this_version() {
+    let manifests = Manifests::load();
+    let image = format!("ghcr.io/ambit-mesh/ambit:{}", env!("CARGO_PKG_VERSION"));
+    let parsed = parsed_containers(&manifests);
+    let binaries: BTreeSet<&str> = parsed
+        .iter()
+        .filter_map(|(_, container, parsed)| parsed.as_ref().map(|_| container))
+        .filter_map(|container| container.command.as_ref()?.first().map(String::as_str))
+        .collect();
+    assert_eq!(
+        binaries,
+        BTreeSet::from(["ambit-agent", "ambit-controller", "ambit-ztunnel"]),
+        "the manifests run the controller, the agent and ztunnel"
+    );
+    for (workload, container, _) in &parsed {
+        assert_eq!(
+            container.image.as_deref(),
+            Some(image.as_str()),
+            "{} container {}: the image of this version",
+            workload.name,
+            container.name
+        );
+    }
+}
+
+#[test]
+fn declared_ports_are_the_ports_the_binaries_listen_on() {
+    let manifests = Manifests::load();
+    for (workload, container, parsed) in parsed_containers(&manifests) {
+        let listeners = parsed.as_ref().map(Parsed::listeners).unwrap_or_default();
+        for port in container.ports.iter().flatten() {
+            let listener = listeners
+                .iter()
+                .find(|address| i32::from(address.port()) == port.container_port);
+            match listener {
+                Some(address) => assert!(
+                    !address.ip().is_loopback(),
+                    "{} container {} declares port {} but listens on {address}: only the node itself could reach it",
+                    workload.name,
+                    container.name,
+                    port.container_port
+                ),
+                None => panic!(
+                    "{} container {} declares port {} but listens on {listeners:?}",
+                    workload.name, container.name, port.container_port
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn probes_and_services_name_ports_that_exist() {
+    let manifests = Manifests::load();
+    for workload in &manifests.workloads {
+        for (container, _) in workload.containers() {
+            let probes = [
+                &container.readiness_probe,
+                &container.liveness_probe,
+                &container.startup_probe,
+            ];
+            for probe in probes.into_iter().flatten() {
+                let port = probe_port(probe).unwrap_or_else(|| {
+                    panic!(
+                        "{} container {}: a probe without a port",
+                        workload.name, container.name
+                    )
+                });
+                assert!(
+                    resolves(&port, std::slice::from_ref(container)),
+                    "{} container {}: probe port {port:?} is not one of its ports",
+                    workload.name,
+                    container.name
+                );
+            }
+        }
+    }
+    for service in &manifests.services {
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let spec = service.spec.as_ref().expect("a Service has a spec");
+        let selector = spec.selector.as_ref().expect("a Service selects pods");
+        let selected: Vec<&Workload> = manifests
+            .workloads
+            .iter()
+            .filter(|workload| {
+                selector
+                    .iter()
+                    .all(|(key, value)| workload.pod_labels().get(key) == Some(value))
+            })
+            .collect();
+        assert_eq!(
+            selected.len(),
+            1,
+            "Service {name} selects one workload's pods"
+        );
+        let containers = &selected[0].pod_spec().containers;
+        for port in spec.ports.iter().flatten() {
+            let target = port
+                .target_port
+                .clone()
+                .unwrap_or(IntOrString::Int(port.port));
+            assert!(
+                resolves(&target, containers),
+                "Service {name} port {}: target {target:?} is no container port of {}",
+                port.port,
+                selected[0].name
+            );
+        }
+    }
+}
+
+fn probe_port(probe: &Probe) -> Option<IntOrString> {
+    if let Some(http) = &probe.http_get {
+        return Some(http.port.clone());
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        return Some(tcp.port.clone());
+    }
+    probe.grpc.as_ref().map(|grpc| IntOrString::Int(grpc.port))
+}
+
+/// Whether `port` (a number or a name) is a declared port of one of `containers`.
+fn resolves(port: &IntOrString, containers: &[Container]) -> bool {
+    containers
+        .iter()
+        .flat_map(|container| container.ports.iter().flatten())
+        .any(|declared| match port {
+            IntOrString::Int(number) => declared.container_port == *number,
+            IntOrString::String(name) => declared.name.as_deref() == Some(name.as_str()),
+        })
+}
+
+#[test]
+fn paths_lie_on_volumes_and_the_node_containers_meet_on_them() {
+    let manifests = Manifests::load();
+    for (workload, container, parsed) in parsed_containers(&manifests) {
+        for path in parsed.iter().flat_map(Parsed::paths) {
+            assert!(
+                workload.volume_at(container, &path).is_some(),
+                "{} container {}: {} is on no volume (the image's own filesystem is read-only)",
+                workload.name,
+                container.name,
+                path.display()
+            );
+        }
+    }
+
+    let node = manifests.workload_running("ambit-agent");
+    let (agent_container, run) = node.agent_run();
+    let (ztunnel_container, ztunnel) = node.ztunnel();
+    let on = |container: &Container, path: &Path| {
+        node.volume_at(container, path)
+            .map(|(volume, _)| volume.name.clone())
+    };
+    assert_eq!(
+        ztunnel.agent_socket,
+        run.paths.run_dir.join(ZTUNNEL_SOCKET_NAME),
+        "ztunnel dials the agent's hand-off socket"
+    );
+    assert_eq!(
+        on(ztunnel_container, &ztunnel.agent_socket),
+        on(agent_container, &run.paths.run_dir),
+        "the agent and ztunnel share the run folder"
+    );
+    assert_eq!(ztunnel.bpffs_dir, run.paths.bpffs_dir, "one pin folder");
+    assert_eq!(
+        on(ztunnel_container, &ztunnel.bpffs_dir),
+        on(agent_container, &run.paths.bpffs_dir),
+        "the agent and ztunnel share the bpffs"
+    );
+
+    // The CNI plugin runs on the node and dials the run folder's socket by the path the
+    // agent wrote into the CNI configuration: the container's path must be the node's.
+    let (volume, mount) = node
+        .volume_at(agent_container, &run.paths.run_dir)
+        .expect("checked above");
+    let host_path = volume
+        .host_path
+        .as_ref()
+        .expect("the agent's run folder is a hostPath volume: the CNI plugin runs on the node");
+    assert_eq!(
+        Path::new(&host_path.path),
+        Path::new(&mount.mount_path),
+        "the agent's run folder is mounted at the node's own path"
+    );
+    for path in [
+        &run.paths.bpffs_dir,
+        run.cgroup.as_ref().expect("the node's cgroup is given"),
+        run.cni
+            .cni_bin_dir
+            .as_ref()
+            .expect("the CNI plugin is installed"),
+        run.cni
+            .cni_conf_dir
+            .as_ref()
+            .expect("the CNI plugin is chained"),
+    ] {
+        let (volume, _) = node
+            .volume_at(agent_container, path)
+            .expect("checked above");
+        assert!(
+            volume.host_path.is_some(),
+            "the agent's {} is on the node (a hostPath volume), not {}",
+            path.display(),
+            volume.name
+        );
+    }
+
+    let token = ztunnel
+        .ca_token_file
+        .as_ref()
+        .expect("ztunnel has a CA token");
+    let (volume, mount) = node
+        .volume_at(ztunnel_container, token)
+        .expect("checked above");
+    let file = token
+        .strip_prefix(&mount.mount_path)
+        .expect("the token lies under its mount");
+    let projected = volume
+        .projected
+        .iter()
+        .flat_map(|projected| projected.sources.iter().flatten())
+        .filter_map(|source| source.service_account_token.as_ref())
+        .find(|projection| Path::new(&projection.path) == file)
+        .expect("ztunnel's CA token is a projected service-account token");
+    assert_eq!(
+        projected.audience.as_deref(),
+        Some(CA_TOKEN_AUDIENCE),
+        "the token is for the CA only"
+    );
+}
+
+#[test]
+fn uninstall_in_the_agent_container_undoes_what_run_installs() {
+    let manifests = Manifests::load();
+    let node = manifests.workload_running("ambit-agent");
+    let (container, run) = node.agent_run();
+    // `kubectl exec POD -c agent -- ambit-agent uninstall`, with the container's
+    // environment, as docs/OPERATIONS.md says to run it.
+    let mut uninstall = container.clone();
+    uninstall.command = Some(vec!["ambit-agent".to_owned(), "uninstall".to_owned()]);
+    uninstall.args = None;
+    let agent::Command::Uninstall { paths, cni } =
+        manifests::parse_container_leniently::<agent::Cli>(&uninstall)
+            .unwrap_or_else(|error| panic!("ambit-agent uninstall: {error}"))
+            .command
+    else {
+        unreachable!("the uninstall subcommand parses as Uninstall")
+    };
+    assert_eq!(
+        (paths.bpffs_dir, paths.run_dir),
+        (run.paths.bpffs_dir, run.paths.run_dir)
+    );
+    assert_eq!(
+        (cni.cni_bin_dir, cni.cni_conf_dir),
+        (run.cni.cni_bin_dir, run.cni.cni_conf_dir),
+        "uninstall removes the CNI plugin run installed"
+    );
+}
+
+#[test]
+fn the_cluster_role_grants_list_and_watch_on_exactly_the_watched_kinds() {
+    let manifests = Manifests::load();
+    let controller = manifests.workload_running("ambit-controller");
+    for (container, _) in controller.containers() {
+        if let Ok(Some(Parsed::Controller(cli))) = Parsed::of(container) {
+            let kube = match &cli.command {
+                controller::Command::Serve { origin, .. }
+                | controller::Command::ServeCa { origin, .. } => origin.kube,
+                _ => false,
+            };
+            assert!(
+                kube,
+                "container {} watches the Kubernetes API",
+                container.name
+            );
+        }
+    }
+    let rules = manifests.cluster_rules_of(controller);
+    let granted = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|rule| {
+            rule.api_groups.iter().flatten().any(|g| g == group)
+                && rule.resources.iter().flatten().any(|r| r == resource)
+                && rule.verbs.iter().any(|v| v == verb)
+        })
+    };
+    let watched: BTreeSet<(&str, &str)> =
+        KINDS.iter().map(|kind| (kind.group, kind.plural)).collect();
+    for (group, plural) in &watched {
+        for verb in ["list", "watch"] {
+            assert!(
+                granted(group, plural, verb),
+                "the controller watches {plural} in group {group:?} but may not {verb} them"
+            );
+        }
+    }
+    for rule in &rules {
+        if !rule
+            .verbs
+            .iter()
+            .any(|verb| verb == "list" || verb == "watch")
+        {
+            continue;
+        }
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                assert!(
+                    watched.contains(&(group.as_str(), resource.as_str())),
+                    "the ClusterRole lets the controller list or watch {resource} in group {group:?}, which it does not watch"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_image_holds_every_binary_the_manifests_run() {
+    let manifests = Manifests::load();
+    let dockerfile = std::fs::read_to_string(manifests::repository_root().join("Dockerfile"))
+        .expect("the Dockerfile at the repository root");
+    let mut binaries: BTreeSet<String> = parsed_containers(&manifests)
+        .into_iter()
+        .filter(|(_, _, parsed)| parsed.is_some())
+        .filter_map(|(_, container, _)| container.command.as_ref()?.first().cloned())
+        .collect();
+    // The agent installs the CNI plugin from next to its own binary.
+    binaries.insert(ambit_agent::cni_install::PLUGIN_TYPE.to_owned());
+    for binary in binaries {
+        assert!(
+            dockerfile.contains(&format!("/usr/local/bin/{binary}")),
+            "the Dockerfile does not install {binary} in /usr/local/bin"
+        );
+    }
+}
+
+/// Kubernetes refuses these at admission; checked here so a cluster need not.
+#[test]
+fn security_contexts_are_ones_kubernetes_accepts() {
+    let manifests = Manifests::load();
+    for workload in &manifests.workloads {
+        let spec: &PodSpec = workload.pod_spec();
+        for (container, _) in workload.containers() {
+            let Some(context) = &container.security_context else {
+                continue;
+            };
+            if context.allow_privilege_escalation != Some(false) {
+                continue;
+            }
+            let sys_admin = context
+                .capabilities
+                .iter()
+                .flat_map(|caps| caps.add.iter().flatten())
+                .any(|cap| cap == "SYS_ADMIN" || cap == "CAP_SYS_ADMIN");
+            assert!(
+                context.privileged != Some(true) && !sys_admin,
+                "{} container {}: allowPrivilegeEscalation: false with privileged or SYS_ADMIN is rejected",
+                workload.name,
+                container.name
+            );
+        }
+        if spec.host_network == Some(true) {
+            assert_eq!(
+                spec.dns_policy.as_deref(),
+                Some("ClusterFirstWithHostNet"),
+                "{}: on the host network, Service names resolve only with ClusterFirstWithHostNet",
+                workload.name
+            );
+        }
+    }
+}
