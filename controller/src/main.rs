@@ -2,7 +2,7 @@
 //! the model of a watched config folder or of the Kubernetes API to agents, ztunnels and
 //! waypoints; `serve-ca` runs the certificate authority.
 
-use std::{io, process::ExitCode};
+use std::{io, net::SocketAddr, process::ExitCode};
 
 use ambit_controller::{
     ca::{
