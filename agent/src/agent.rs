@@ -49,7 +49,6 @@ struct Pods {
 /// The agent's state, shared by the CNI server, the config watch and the ztunnel link.
 #[derive(Debug)]
 pub struct Agent {
-    config: Config,
     decisions: Arc<Decisions>,
     capture: Mutex<Capture>,
     pods: Arc<Mutex<Pods>>,
@@ -72,10 +71,10 @@ impl Agent {
     /// # Errors
     /// [`StartError`] naming what could not be set up.
     pub fn start(
-        config: Config,
+        config: &Config,
         decisions: Arc<Decisions>,
     ) -> Result<(Arc<Self>, Listeners), StartError> {
-        let mut capture = Capture::install(&config)?;
+        let mut capture = Capture::install(config)?;
         if let Some(logger) = capture.take_log_forwarder() {
             tokio::spawn(crate::capture::forward_logs(logger));
         }
@@ -95,7 +94,6 @@ impl Agent {
             move || lock(&snapshot_pods).enrolled_workloads(),
         );
         let agent = Arc::new(Self {
-            config,
             decisions,
             capture: Mutex::new(capture),
             pods,
@@ -177,12 +175,6 @@ impl Agent {
             ),
             details: decision.reason,
         }
-    }
-
-    /// The config folder the agent decides from.
-    #[must_use]
-    pub fn config_dir(&self) -> &std::path::Path {
-        &self.config.config_dir
     }
 }
 

@@ -49,9 +49,15 @@ pub enum Command {
 /// `ambit-agent run` flags.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Folder of Kubernetes YAML (Namespaces, Pods) that decides which pods are enrolled.
-    #[arg(long, env = "AMBIT_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    /// Folder of Kubernetes YAML (Namespaces, Pods) that decides which pods are enrolled
+    /// (for a node without a controller, or to debug one).
+    #[arg(
+        long,
+        env = "AMBIT_CONFIG_DIR",
+        required_unless_present = "controller_address",
+        conflicts_with = "controller_address"
+    )]
+    pub config_dir: Option<PathBuf>,
     /// cgroup v2 directory the capture programs attach to [default: the cgroup2 mount
     /// found in /proc/mounts].
     #[arg(long, env = "AMBIT_CGROUP")]
@@ -77,6 +83,15 @@ pub struct RunArgs {
 pub struct Controller {
     pub address: String,
     pub node: String,
+}
+
+/// Where the enrolment decisions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrolmentSource {
+    /// A watched folder of Kubernetes YAML.
+    Folder(PathBuf),
+    /// The controller's push.
+    Controller(Controller),
 }
 
 /// Where to install the CNI plugin (a DaemonSet passes the node's directories).
@@ -128,15 +143,13 @@ pub struct PathArgs {
 /// The validated configuration of a running agent.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub config_dir: PathBuf,
+    pub enrolment: EnrolmentSource,
     pub cgroup: PathBuf,
     pub bpffs_dir: PathBuf,
     pub run_dir: PathBuf,
     pub sockmap_acceleration: bool,
     /// Install and chain the CNI plugin at start.
     pub cni_install: Option<CniInstall>,
-    /// Decide from the controller's push; `None`: from the config folder.
-    pub controller: Option<Controller>,
 }
 
 /// Every problem found in the flags, reported together.
@@ -154,12 +167,26 @@ impl Config {
     /// [`ConfigError`] listing every invalid value.
     pub fn from_args(args: RunArgs, mounts: &str) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        if !args.config_dir.is_dir() {
-            problems.push(format!(
-                "--config-dir {}: not a directory — point it at a folder of Kubernetes YAML",
-                args.config_dir.display()
-            ));
-        }
+        let enrolment = match (args.config_dir, args.controller_address, args.node_name) {
+            (Some(dir), None, _) => {
+                if !dir.is_dir() {
+                    problems.push(format!(
+                        "--config-dir {}: not a directory — point it at a folder of Kubernetes YAML",
+                        dir.display()
+                    ));
+                }
+                EnrolmentSource::Folder(dir)
+            }
+            (None, Some(address), Some(node)) => {
+                EnrolmentSource::Controller(Controller { address, node })
+            }
+            _ => {
+                problems.push(
+                    "give either --config-dir, or --controller-address with --node-name".to_owned(),
+                );
+                EnrolmentSource::Folder(PathBuf::new())
+            }
+        };
         let cgroup = match args.cgroup {
             Some(path) => path,
             None => cgroup2_mount(mounts).unwrap_or_else(|| {
@@ -187,16 +214,12 @@ impl Config {
         }
         let cni_install = args.cni.install(args.paths.run_dir.join(CNI_SOCKET_NAME));
         Ok(Self {
-            config_dir: args.config_dir,
+            enrolment,
             cgroup,
             bpffs_dir: args.paths.bpffs_dir,
             run_dir: args.paths.run_dir,
             sockmap_acceleration: args.sockmap_acceleration,
             cni_install,
-            controller: args
-                .controller_address
-                .zip(args.node_name)
-                .map(|(address, node)| Controller { address, node }),
         })
     }
 
@@ -241,9 +264,40 @@ mod tests {
     }
 
     #[test]
+    fn enrolment_comes_from_the_folder_or_the_controller_never_both() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["ambit-agent", "run"].iter().chain(args)).map(|_| ())
+        };
+        assert!(parse(&["--config-dir", "/etc/ambit"]).is_ok());
+        assert!(
+            parse(&[
+                "--controller-address",
+                "http://c:15010",
+                "--node-name",
+                "n1"
+            ])
+            .is_ok()
+        );
+        for refused in [
+            &[][..],
+            &["--controller-address", "http://c:15010"],
+            &[
+                "--config-dir",
+                "/etc/ambit",
+                "--controller-address",
+                "http://c:15010",
+                "--node-name",
+                "n1",
+            ],
+        ] {
+            assert!(parse(refused).is_err(), "accepted {refused:?}");
+        }
+    }
+
+    #[test]
     fn reports_every_problem_at_once() {
         let args = RunArgs {
-            config_dir: PathBuf::from("/nonexistent/config"),
+            config_dir: Some(PathBuf::from("/nonexistent/config")),
             cgroup: None,
             paths: PathArgs {
                 bpffs_dir: PathBuf::from("relative/pins"),

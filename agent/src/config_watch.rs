@@ -2,7 +2,7 @@
 //! namespace labelled (or unlabelled) while its pods run moves them in (or out of)
 //! the mesh within a moment.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ const SETTLE_MS: u64 = 100;
 ///
 /// # Errors
 /// When the folder cannot be watched (inotify limits, a missing folder).
-pub fn spawn(agent: &Arc<Agent>) -> notify::Result<RecommendedWatcher> {
+pub fn spawn(folder: &Path, agent: &Arc<Agent>) -> notify::Result<RecommendedWatcher> {
     let (changed, mut changes) = mpsc::unbounded_channel();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
@@ -28,7 +28,7 @@ pub fn spawn(agent: &Arc<Agent>) -> notify::Result<RecommendedWatcher> {
             }
             Err(error) => warn!(%error, "config folder watch"),
         })?;
-    watcher.watch(agent.config_dir(), RecursiveMode::Recursive)?;
+    watcher.watch(folder, RecursiveMode::Recursive)?;
     let agent = Arc::clone(agent);
     tokio::spawn(async move {
         while changes.recv().await.is_some() {

@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc};
 use ambit_agent::{
     agent::Agent,
     capture, cni_server,
-    config::{CNI_SOCKET_NAME, Cli, Command, Config, Controller, RunArgs},
+    config::{CNI_SOCKET_NAME, Cli, Command, Config, Controller, EnrolmentSource, RunArgs},
     config_watch,
     decisions::Decisions,
 };
@@ -48,20 +48,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let chained = install.install().context("installing the CNI plugin")?;
         info!(config = %chained.display(), "ambit-cni chained into the node's CNI configuration");
     }
-    let controller = config.controller.clone();
-    let decisions = Arc::new(match &controller {
-        Some(_) => Decisions::from_controller(),
-        None => Decisions::Folder(config.config_dir.clone()),
+    let decisions = Arc::new(match &config.enrolment {
+        EnrolmentSource::Controller(_) => Decisions::from_controller(),
+        EnrolmentSource::Folder(folder) => Decisions::Folder(folder.clone()),
     });
-    let (agent, listeners) = Agent::start(config, Arc::clone(&decisions))?;
+    let (agent, listeners) = Agent::start(&config, Arc::clone(&decisions))?;
     // Labels may have changed while the agent was away.
     agent.reconcile().await;
-    let _watch = match controller {
-        Some(controller) => {
+    let _watch = match config.enrolment {
+        EnrolmentSource::Controller(controller) => {
             follow_controller(controller, decisions, Arc::clone(&agent));
             None
         }
-        None => Some(config_watch::spawn(&agent).context("watching the config folder")?),
+        EnrolmentSource::Folder(folder) => Some(
+            config_watch::spawn(&folder, &agent)
+                .with_context(|| format!("watching {}", folder.display()))?,
+        ),
     };
     info!("ready");
     cni_server::serve(listeners.cni, agent, shutdown_signal()).await;

@@ -125,8 +125,6 @@ impl MeshNode {
         let mut command = Command::new(bin_path("ambit-agent"));
         command
             .arg("run")
-            .arg("--config-dir")
-            .arg(&self.config_dir)
             .arg("--cgroup")
             .arg(self.node.cgroup_path())
             .arg("--bpffs-dir")
@@ -147,6 +145,8 @@ impl MeshNode {
             command
                 .args(["--controller-address", address])
                 .args(["--node-name", self.node.name()]);
+        } else {
+            command.arg("--config-dir").arg(&self.config_dir);
         }
         let agent = self.node.spawn(&mut command)?;
         agent

@@ -94,7 +94,7 @@ impl Parsed {
             },
             Self::Agent(cli) => match &cli.command {
                 agent::Command::Run(run) => [
-                    Some(run.config_dir.clone()),
+                    run.config_dir.clone(),
                     run.cgroup.clone(),
                     Some(run.paths.bpffs_dir.clone()),
                     Some(run.paths.run_dir.clone()),
