@@ -24,12 +24,17 @@
 //!   ztunnels and waypoints), and `subscribe`: the subscriber's loop (apply, ACK or
 //!   NACK, reconnect with backoff) every proxy shares.
 //!
-//! This crate does no I/O beyond reading manifest files and the config push's client
-//! loop, and holds no policy of its own.
+//! - `http_endpoints` (feature `http-endpoints`): the small HTTP endpoint (metrics,
+//!   readiness, debug pages) ztunnel, the waypoint and the controller each serve.
+//!
+//! This crate does no I/O beyond reading manifest files, the config push's client loop
+//! and the HTTP endpoint's accept loop, and holds no policy of its own.
 #![forbid(unsafe_code)]
 
 pub mod cni;
 pub mod enrolment;
+#[cfg(feature = "http-endpoints")]
+pub mod http_endpoints;
 pub mod identity;
 pub mod ip_block;
 #[cfg(feature = "istio")]
