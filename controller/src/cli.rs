@@ -43,6 +43,14 @@ pub enum Command {
         /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
         #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
         listen: SocketAddr,
+        /// Where to serve Prometheus metrics (`/metrics`), `/healthz/ready` and
+        /// `/debug/syncz`.
+        #[arg(
+            long,
+            env = "AMBIT_MONITORING_LISTEN",
+            default_value = "127.0.0.1:15014"
+        )]
+        monitoring_listen: SocketAddr,
         /// The SPIFFE trust domain of the workloads' identities.
         #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
@@ -109,6 +117,13 @@ pub enum Command {
         /// Where to listen for gRPC.
         #[arg(long, env = "AMBIT_CA_LISTEN", default_value = "127.0.0.1:15012")]
         listen: SocketAddr,
+        /// Where to serve Prometheus metrics (`/metrics`) and `/healthz/ready`.
+        #[arg(
+            long,
+            env = "AMBIT_CA_MONITORING_LISTEN",
+            default_value = "127.0.0.1:15015"
+        )]
+        monitoring_listen: SocketAddr,
         /// The SPIFFE trust domain.
         #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,

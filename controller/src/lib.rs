@@ -38,7 +38,9 @@
 //! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, node authentication (token files, or a `TokenReview` in Kubernetes),
-//!   placement-based authorization, gRPC service.
+//!   placement-based authorization, gRPC service;
+//! - [`monitoring`]: the monitoring endpoint — Prometheus metrics of the push and of the
+//!   CA, and `/debug/syncz` (what each subscriber was sent and acknowledged).
 //!
 //! # Not yet
 //! Later slices add what this one deliberately leaves out: no status written back in
@@ -49,8 +51,7 @@
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
 //! ServiceEntries, WorkloadEntries or HTTPRoutes (read, not checked or pushed); a Gateway
 //! API Gateway is read as a waypoint only; a waypoint receives every service, route and
-//! waypoint policy, not only its namespace's. Push counters are in memory
-//! ([`push::ConfigServer::counts`]), not yet exported as Prometheus metrics.
+//! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]
 
 pub mod ca;
@@ -60,6 +61,7 @@ pub mod hosts;
 pub mod input;
 pub mod mesh;
 pub mod model;
+pub mod monitoring;
 pub mod push;
 pub mod snapshot;
 pub mod source;

@@ -12,7 +12,7 @@ use ambit_controller::{
         token_review::TokenReviewer,
     },
     cli::{Cli, Command, ModelOrigin},
-    crds, input, push, snapshot,
+    crds, input, monitoring, push, snapshot,
     source::{FolderSource, KubeSource, ModelSource},
     validate::{self, Severity},
 };
@@ -52,12 +52,27 @@ async fn kube_client() -> anyhow::Result<kube::Client> {
     )
 }
 
+/// Binds `address` for `what`.
+async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {address} for {what}: is another controller running?")
+        })
+}
+
+/// Where `serve-ca` listens.
+struct CaListen {
+    grpc: SocketAddr,
+    monitoring: SocketAddr,
+}
+
 /// Serves `service` on `listen`, its placement following `source`, until a signal.
 async fn serve_ca<A: Authenticator>(
     service: CaService<A>,
     source: RunningSource,
     trust_domain: String,
-    listen: SocketAddr,
+    listen: CaListen,
 ) -> anyhow::Result<ExitCode> {
     // Placement follows the model: a pod scheduled later gets its identity.
     tokio::spawn(ca::follow_placement(
@@ -65,10 +80,10 @@ async fn serve_ca<A: Authenticator>(
         service.clone(),
         trust_domain,
     ));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let listen = listener.local_addr().unwrap_or(listen);
+    let listener = bind(listen.grpc, "gRPC").await?;
+    let monitoring = bind(listen.monitoring, "monitoring").await?;
+    tokio::spawn(monitoring::serve_ca(monitoring, service.metrics()));
+    let listen = listener.local_addr().unwrap_or(listen.grpc);
     tracing::info!(%listen, "serving IstioCertificateService (plaintext gRPC)");
     ca::service::serve(listener, service, shutdown_signal()).await?;
     drop(source);
@@ -94,6 +109,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Serve {
             origin,
             listen,
+            monitoring_listen,
             trust_domain,
         } => {
             init_logs();
@@ -101,9 +117,8 @@ fn main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
                 let source = RunningSource::start(&origin, &trust_domain).await?;
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let listener = bind(listen, "gRPC").await?;
+                let monitoring = bind(monitoring_listen, "monitoring").await?;
                 let listen = listener.local_addr().unwrap_or(listen);
                 tracing::info!(
                     %listen,
@@ -113,6 +128,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     "serving ConfigService (plaintext gRPC)"
                 );
                 let server = push::ConfigServer::new(source.subscribe());
+                tokio::spawn(monitoring::serve_push(monitoring, server.clone()));
                 push::serve(listener, server, shutdown_signal()).await?;
                 drop(source);
                 tracing::info!("stopped");
@@ -157,9 +173,14 @@ fn main() -> anyhow::Result<ExitCode> {
             node_service_accounts,
             origin,
             listen,
+            monitoring_listen,
             trust_domain,
         } => {
             init_logs();
+            let listen = CaListen {
+                grpc: listen,
+                monitoring: monitoring_listen,
+            };
             let config = CaConfig {
                 ca_dir,
                 config_dir: origin.config_dir.clone(),

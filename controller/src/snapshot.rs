@@ -56,6 +56,18 @@ pub fn write(
     Ok((built.diagnostics, count))
 }
 
+/// A subscriber kind's name on the command line and in metrics.
+#[must_use]
+pub fn kind_name(kind: SubscriberKind) -> &'static str {
+    match kind {
+        SubscriberKind::Agent => "agent",
+        SubscriberKind::Ztunnel => "ztunnel",
+        SubscriberKind::Waypoint => "waypoint",
+        SubscriberKind::Gateway => "gateway",
+        SubscriberKind::Unspecified => "unspecified",
+    }
+}
+
 /// A subscriber kind as the command line names it.
 ///
 /// # Errors

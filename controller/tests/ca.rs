@@ -19,12 +19,15 @@ use ambit_api::ca::{
     IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest,
     istio_certificate_service_client::IstioCertificateServiceClient,
 };
-use ambit_controller::ca::{
-    self, CaConfig,
-    auth::{Authenticator, TokenFiles},
-    service::{CaCounts, CaMetrics},
-    sign::{DEFAULT_CERT_TTL_SECS, MAX_CERT_TTL_SECS},
-    token_review::TokenReviewer,
+use ambit_controller::{
+    ca::{
+        self, CaConfig,
+        auth::{Authenticator, TokenFiles},
+        service::{CaCounts, CaMetrics},
+        sign::{DEFAULT_CERT_TTL_SECS, MAX_CERT_TTL_SECS},
+        token_review::TokenReviewer,
+    },
+    monitoring,
 };
 use hyper::StatusCode;
 use rcgen::{CertificateParams, KeyPair, SanType};
@@ -358,6 +361,19 @@ async fn issues_verifiable_certificates_only_for_workloads_on_the_callers_node()
             internal: 0,
         }
     );
+    let mut scraped = String::new();
+    prometheus_client::encoding::text::encode(
+        &mut scraped,
+        &monitoring::ca_registry(std::sync::Arc::clone(&server.metrics)),
+    )
+    .unwrap();
+    for expected in [
+        "ambit_ca_certificates_issued_total 2",
+        "ambit_ca_requests_refused_total{reason=\"unauthenticated\"} 2",
+        "ambit_ca_requests_refused_total{reason=\"invalid_argument\"} 5",
+    ] {
+        assert!(scraped.contains(expected), "no {expected:?} in {scraped}");
+    }
     server.stop().await;
 }
 

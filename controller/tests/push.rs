@@ -9,6 +9,7 @@ use ambit_api::config::{
 };
 use ambit_controller::{
     mesh::RouteKind,
+    monitoring,
     push::{self, ConfigServer},
     source::FolderSource,
 };
@@ -68,6 +69,14 @@ impl Controller {
         write(self.dir.path(), file, text);
     }
 
+    /// Starts the monitoring endpoint; returns its address.
+    async fn monitoring(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(monitoring::serve_push(listener, self.server.clone()));
+        addr
+    }
+
     /// Waits until `condition` holds for the registry, or fails saying what it saw.
     async fn wait_for_subscribers(
         &self,
@@ -91,6 +100,17 @@ impl Controller {
 
 fn write(dir: &Path, file: &str, text: &str) {
     fs::write(dir.join(file), text).unwrap();
+}
+
+/// The whole HTTP/1.1 response to `GET path` (headers and body).
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }
 
 struct Subscriber {
@@ -326,6 +346,21 @@ async fn a_nack_is_recorded_and_the_acked_version_stays() {
         (delta.version, "cannot apply: test rejects it")
     );
     assert_eq!((status.nacks, controller.server.counts().nacks), (1, 1));
+    let monitoring = controller.monitoring().await;
+    let metrics = http_get(monitoring, "/metrics").await;
+    for expected in [
+        "ambit_push_nacks_total 1",
+        "ambit_push_acks_total 1",
+        "ambit_push_subscribers{kind=\"agent\"} 1",
+        "ambit_push_subscribers_behind{kind=\"agent\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "no {expected:?} in {metrics}");
+    }
+    let syncz = http_get(monitoring, "/debug/syncz").await;
+    assert!(
+        syncz.contains(r#""last_nack":{"error":"cannot apply: test rejects it""#),
+        "{syncz}"
+    );
 
     // After a NACK the next change comes as a full state.
     controller.write("cart.yaml", CART);

@@ -61,8 +61,16 @@ impl Parsed {
     fn listeners(&self) -> Vec<SocketAddr> {
         match self {
             Self::Controller(cli) => match &cli.command {
-                controller::Command::Serve { listen, .. }
-                | controller::Command::ServeCa { listen, .. } => vec![*listen],
+                controller::Command::Serve {
+                    listen,
+                    monitoring_listen,
+                    ..
+                }
+                | controller::Command::ServeCa {
+                    listen,
+                    monitoring_listen,
+                    ..
+                } => vec![*listen, *monitoring_listen],
                 _ => Vec::new(),
             },
             Self::Agent(_) => Vec::new(),
