@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
-    sync::{PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use ambit_api::{
@@ -102,21 +102,27 @@ impl Service {
     }
 }
 
+/// A resource key (`peer/<namespace>/<name>`, `service/<namespace>/<name>`), shared by
+/// the maps and indexes that name it.
+type Key = Arc<str>;
+
+/// Peers and services are shared, not copied: a delta clones the maps (reference
+/// counts), never the workloads, and a lookup hands out a reference.
 #[derive(Debug, Default)]
 struct State {
     /// By resource key (`peer/<namespace>/<name>`).
-    peers: HashMap<String, Peer>,
-    by_ip: HashMap<IpAddr, String>,
+    peers: HashMap<Key, Arc<Peer>>,
+    by_ip: HashMap<IpAddr, Key>,
     /// By resource key (`service/<namespace>/<name>`).
-    services: HashMap<String, Service>,
-    by_vip: HashMap<IpAddr, String>,
+    services: HashMap<Key, Arc<Service>>,
+    by_vip: HashMap<IpAddr, Key>,
     /// Endpoint IP → the first service (by key) it belongs to, for telemetry (built once
     /// per update, not per connection).
-    by_endpoint: HashMap<IpAddr, String>,
+    by_endpoint: HashMap<IpAddr, Key>,
     /// Endpoint IP → the first service (by key) it belongs to when every service it
     /// belongs to uses a waypoint: mesh traffic to it must come through the waypoint. An
     /// endpoint also behind a service without a waypoint may be reached directly.
-    waypoint_only: HashMap<IpAddr, String>,
+    waypoint_only: HashMap<IpAddr, Key>,
     version: Option<u64>,
 }
 
@@ -136,7 +142,7 @@ impl Directory {
 
     /// The mesh workload at `ip`, if any.
     #[must_use]
-    pub fn lookup(&self, ip: IpAddr) -> Option<Peer> {
+    pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Peer>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let key = state.by_ip.get(&ip.to_canonical())?;
         state.peers.get(key).cloned()
@@ -144,7 +150,7 @@ impl Directory {
 
     /// The service whose VIP is `ip`, if any.
     #[must_use]
-    pub fn service_at(&self, ip: IpAddr) -> Option<Service> {
+    pub fn service_at(&self, ip: IpAddr) -> Option<Arc<Service>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let key = state.by_vip.get(&ip.to_canonical())?;
         state.services.get(key).cloned()
@@ -152,7 +158,7 @@ impl Directory {
 
     /// The service that has `ip` among its endpoints (the first by key), for telemetry.
     #[must_use]
-    pub fn service_of_endpoint(&self, ip: IpAddr) -> Option<Service> {
+    pub fn service_of_endpoint(&self, ip: IpAddr) -> Option<Arc<Service>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let key = state.by_endpoint.get(&ip.to_canonical())?;
         state.services.get(key).cloned()
@@ -161,7 +167,7 @@ impl Directory {
     /// The service whose waypoint mesh traffic to the endpoint `ip` must come through:
     /// set when every service `ip` is an endpoint of uses a waypoint (the first by key).
     #[must_use]
-    pub fn waypoint_service_of_endpoint(&self, ip: IpAddr) -> Option<Service> {
+    pub fn waypoint_service_of_endpoint(&self, ip: IpAddr) -> Option<Arc<Service>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let key = state.waypoint_only.get(&ip.to_canonical())?;
         state.services.get(key).cloned()
@@ -220,30 +226,30 @@ impl Directory {
             (state.peers.clone(), state.services.clone())
         };
         for key in &update.removed {
-            peers.remove(key);
-            services.remove(key);
+            peers.remove(key.as_str());
+            services.remove(key.as_str());
         }
         for resource in &update.upserted {
-            let key = &resource.key;
+            let key = resource.key.as_str();
             peers.remove(key);
             services.remove(key);
             match &resource.kind {
                 Some(Kind::Peer(peer)) => {
-                    peers.insert(key.clone(), parse_peer(key, peer)?);
+                    peers.insert(key.into(), Arc::new(parse_peer(key, peer)?));
                 }
                 Some(Kind::Service(service)) => {
-                    services.insert(key.clone(), parse_service(key, service)?);
+                    services.insert(key.into(), Arc::new(parse_service(key, service)?));
                 }
                 Some(_) | None => {}
             }
         }
-        let by_vip: HashMap<IpAddr, String> = services
+        let by_vip: HashMap<IpAddr, Key> = services
             .iter()
             .flat_map(|(key, service)| service.vips.iter().map(move |vip| (*vip, key.clone())))
             .collect();
-        let mut by_endpoint: HashMap<IpAddr, String> = HashMap::new();
+        let mut by_endpoint: HashMap<IpAddr, Key> = HashMap::new();
         let mut direct_ok: HashSet<IpAddr> = HashSet::new();
-        let mut keys: Vec<&String> = services.keys().collect();
+        let mut keys: Vec<&Key> = services.keys().collect();
         keys.sort();
         for key in keys {
             let service = &services[key];
@@ -259,19 +265,19 @@ impl Directory {
             .filter(|(ip, _)| !direct_ok.contains(ip))
             .map(|(ip, key)| (*ip, key.clone()))
             .collect();
-        let mut by_ip: HashMap<IpAddr, String> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Key> = HashMap::new();
         for (key, peer) in &peers {
             for ip in &peer.ips {
-                if let Some(first) = by_ip.insert(*ip, key.clone()) {
+                if let Some(first) = by_ip.insert(*ip, Arc::clone(key)) {
                     let (first, second) = if first < *key {
-                        (first, key.clone())
+                        (first, Arc::clone(key))
                     } else {
-                        (key.clone(), first)
+                        (Arc::clone(key), first)
                     };
                     return Err(DirectoryError::Conflict {
                         ip: *ip,
-                        first,
-                        second,
+                        first: first.to_string(),
+                        second: second.to_string(),
                     });
                 }
             }
@@ -294,9 +300,9 @@ impl Directory {
     #[must_use]
     pub fn dump(&self) -> serde_json::Value {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let mut peers: Vec<&Peer> = state.peers.values().collect();
+        let mut peers: Vec<&Arc<Peer>> = state.peers.values().collect();
         peers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut services: Vec<&Service> = state.services.values().collect();
+        let mut services: Vec<&Arc<Service>> = state.services.values().collect();
         services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         let texts = |ips: &[IpAddr]| ips.iter().map(ToString::to_string).collect::<Vec<_>>();
         serde_json::json!({
@@ -532,7 +538,7 @@ mod tests {
         let required = |ip: &str| {
             directory
                 .waypoint_service_of_endpoint(ip.parse().expect("an IP"))
-                .map(|service| service.hostname)
+                .map(|service| service.hostname.clone())
         };
         assert_eq!(
             required("10.0.0.1"),

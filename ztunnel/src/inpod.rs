@@ -108,7 +108,7 @@ impl PodContext {
             .hbone
             .as_ref()
             .and_then(|hbone| self.ips.iter().find_map(|ip| hbone.directory.lookup(*ip)));
-        let labels = peer.map(|peer| peer.labels).unwrap_or_default();
+        let labels = peer.map(|peer| peer.labels.clone()).unwrap_or_default();
         Party::workload(
             &self.info.name,
             &self.info.namespace,
@@ -119,14 +119,14 @@ impl PodContext {
 
     /// The service the pod is an endpoint of (the first by name), for telemetry.
     #[must_use]
-    pub fn own_service(&self) -> Option<Service> {
+    pub fn own_service(&self) -> Option<Arc<Service>> {
         self.ips.iter().find_map(|ip| self.service_of(*ip))
     }
 
     /// The service whose waypoint the pod takes mesh traffic only through: set when every
     /// service the pod is an endpoint of uses a waypoint.
     #[must_use]
-    pub fn waypoint_service(&self) -> Option<Service> {
+    pub fn waypoint_service(&self) -> Option<Arc<Service>> {
         let directory = &self.hbone.as_ref()?.directory;
         self.ips
             .iter()
@@ -135,13 +135,13 @@ impl PodContext {
 
     /// The service whose VIP is `ip` (from the controller's push).
     #[must_use]
-    pub fn service_at(&self, ip: IpAddr) -> Option<Service> {
+    pub fn service_at(&self, ip: IpAddr) -> Option<Arc<Service>> {
         self.hbone.as_ref()?.directory.service_at(ip)
     }
 
     /// The service `ip` is an endpoint of (the first by name).
     #[must_use]
-    pub fn service_of(&self, ip: IpAddr) -> Option<Service> {
+    pub fn service_of(&self, ip: IpAddr) -> Option<Arc<Service>> {
         self.hbone.as_ref()?.directory.service_of_endpoint(ip)
     }
 

@@ -87,7 +87,7 @@ pub async fn deliver(
             namespace: source.identity.namespace.clone(),
             ..Party::unknown()
         },
-        Party::from,
+        |peer| Party::from(&**peer),
     ));
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     match upstream {
@@ -145,10 +145,11 @@ fn admit(
 /// service without a waypoint may be reached directly (by that service's clients, or an
 /// ingress gateway routing to it).
 fn bypassed_waypoint(pod: &PodContext, source: &Identity) -> Option<Denial> {
-    let waypoint = pod.waypoint_service()?.waypoint?;
-    let required = waypoint.identity?;
-    (required != *source).then(|| Denial::BypassedWaypoint {
-        waypoint: waypoint.name,
+    let service = pod.waypoint_service()?;
+    let waypoint = service.waypoint.as_ref()?;
+    let required = waypoint.identity.as_ref()?;
+    (required != source).then(|| Denial::BypassedWaypoint {
+        waypoint: waypoint.name.clone(),
         source_identity: source.to_string(),
     })
 }

@@ -47,7 +47,7 @@ pub const CERTIFICATE_WAIT: std::time::Duration = std::time::Duration::from_secs
 #[derive(Debug)]
 pub struct Route {
     /// Who answers on HBONE: the destination workload, or the waypoint in front of it.
-    pub peer: Peer,
+    pub peer: Arc<Peer>,
     /// Where the HBONE connection goes (the `CONNECT` authority stays the original
     /// destination: a pod, or a service VIP behind a waypoint).
     pub address: IpAddr,
@@ -65,7 +65,7 @@ impl Route {
     /// Sets the destination's labels and `mutual_tls`.
     pub fn label(&self, labels: &mut TcpLabels) {
         labels.connection_security_policy = "mutual_tls";
-        labels.set_destination(Party::from(&self.peer));
+        labels.set_destination(Party::from(&*self.peer));
     }
 }
 
@@ -126,14 +126,14 @@ pub async fn via_waypoint(
         .split_once('/')
         .unwrap_or(("", &waypoint.name));
     Some(Route {
-        peer: Peer {
+        peer: Arc::new(Peer {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             node: String::new(),
             identity,
             ips: waypoint.addresses.clone(),
             labels: std::collections::BTreeMap::new(),
-        },
+        }),
         address,
         certificate,
         hbone: Arc::clone(hbone),
