@@ -10,7 +10,8 @@
 //! - [`policy_match`]: how AuthorizationPolicy fields match (string patterns, IP blocks,
 //!   negations), shared by ztunnel and the waypoint;
 //! - [`telemetry`]: how Istio's metric labels name a workload (app, version, canonical
-//!   service), shared by ztunnel and the waypoint;
+//!   service), and Istio's TCP metrics (feature `metrics`), shared by ztunnel and the
+//!   waypoint;
 //! - [`identity`]: SPIFFE workload identities (`spiffe://td/ns/N/sa/S`);
 //! - [`enrolment`]: whether a pod belongs in the mesh, from namespace and pod labels;
 //! - [`cni`]: the request/reply protocol between the `ambit-cni` plugin and the agent;

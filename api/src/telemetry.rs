@@ -1,6 +1,10 @@
 //! How Istio's telemetry names a workload: the `source_*` / `destination_*` labels
 //! every proxy reports (ztunnel's TCP metrics, the waypoint's request metrics), with
-//! Istio's fallbacks for app, version and canonical service.
+//! Istio's fallbacks for app, version and canonical service; and, with the `metrics`
+//! feature, Istio's TCP metrics themselves ([`tcp`]).
+
+#[cfg(feature = "metrics")]
+pub mod tcp;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +23,15 @@ pub struct Party {
     pub version: String,
     pub canonical_service: String,
     pub canonical_revision: String,
+}
+
+/// A service's name and namespace, read from its FQDN (`name.namespace.svc.<domain>`);
+/// `unknown` for what the FQDN does not hold.
+#[must_use]
+pub fn service_name_and_namespace(hostname: &str) -> (&str, &str) {
+    let mut labels = hostname.split('.');
+    let name = labels.next().filter(|n| !n.is_empty()).unwrap_or(UNKNOWN);
+    (name, labels.next().unwrap_or(UNKNOWN))
 }
 
 impl Party {

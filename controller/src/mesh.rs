@@ -82,7 +82,11 @@ pub struct ServicePort {
     pub port: u16,
     /// The numeric `targetPort`; `None` when named or absent.
     pub target_port: Option<u16>,
+    /// The transport protocol (`protocol`): `TCP` unless the Service says otherwise.
     pub protocol: String,
+    /// `appProtocol` as written; empty when absent. A waypoint reads what the port
+    /// speaks from it, else from `name`.
+    pub app_protocol: String,
 }
 
 /// A Service, with its endpoints resolved.

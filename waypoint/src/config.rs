@@ -92,15 +92,45 @@ impl Service {
 /// One port of a service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServicePort {
-    /// The port's name (`http`, `grpc-api`): Istio reads the protocol from its prefix
-    /// when `protocol` does not say.
+    /// The port's name (`http`, `grpc-api`, `tcp-db`): Istio reads the protocol from its
+    /// prefix when `app_protocol` does not say.
     pub name: String,
     /// The port clients address.
     pub port: u16,
     /// The port the pods listen on; `0` means the same as `port`.
     pub target_port: u16,
-    /// The application protocol (`appProtocol`: `http`, `http2`, `grpc`), if known.
-    pub protocol: String,
+    /// Kubernetes' `appProtocol` (`http`, `http2`, `grpc`, `tcp`), empty when absent.
+    pub app_protocol: String,
+}
+
+/// What a service port speaks, as Istio's protocol selection decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (`http`, `http_proxy`, `kubernetes.io/ws`).
+    Http,
+    /// HTTP/2 with prior knowledge (`http2`, `grpc`, `grpc-web`, `h2c`,
+    /// `kubernetes.io/h2c`).
+    Http2,
+    /// Bytes the waypoint does not parse, relayed as L4 and routed by `tcp:` routes:
+    /// `tcp`, and what it cannot or does not read (`tls`, `https`, `mongo`, `mysql`,
+    /// `redis`), as Istio treats them by default.
+    Tcp,
+    /// Not declared: served as HTTP, as Istio's waypoints sniff it.
+    Unknown,
+}
+
+impl Protocol {
+    /// The protocol a declaration (`appProtocol`, or a port name's prefix) names,
+    /// case-insensitively.
+    #[must_use]
+    pub fn parse(declared: &str) -> Self {
+        match declared.to_ascii_lowercase().as_str() {
+            "http" | "http_proxy" | "kubernetes.io/ws" => Self::Http,
+            "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Self::Http2,
+            "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" => Self::Tcp,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 impl ServicePort {
@@ -114,19 +144,21 @@ impl ServicePort {
         }
     }
 
-    /// Whether endpoints speak HTTP/2 on this port (`http2`, `grpc`, `grpc-web`), by
-    /// `protocol` or else the name's prefix, as Istio's protocol selection reads them.
+    /// What the port speaks, by Istio's protocol selection: `app_protocol`, else the
+    /// name up to its first `-` (`tcp-db` is `tcp`), else [`Protocol::Unknown`].
+    #[must_use]
+    pub fn protocol(&self) -> Protocol {
+        if self.app_protocol.is_empty() {
+            Protocol::parse(self.name.split('-').next().unwrap_or_default())
+        } else {
+            Protocol::parse(&self.app_protocol)
+        }
+    }
+
+    /// Whether endpoints speak HTTP/2 on this port.
     #[must_use]
     pub fn speaks_http2(&self) -> bool {
-        let declared = if self.protocol.is_empty() {
-            self.name.split('-').next().unwrap_or_default()
-        } else {
-            &self.protocol
-        };
-        matches!(
-            declared.to_ascii_lowercase().as_str(),
-            "http2" | "grpc" | "grpc-web" | "h2c"
-        )
+        self.protocol() == Protocol::Http2
     }
 }
 
@@ -181,18 +213,51 @@ mod tests {
         assert_eq!(service.hostname(), "reviews.shop.svc.cluster.local");
     }
 
-    #[test]
-    fn the_protocol_comes_from_app_protocol_or_the_port_name() {
-        let port = |name: &str, protocol: &str| ServicePort {
+    fn port(name: &str, app_protocol: &str) -> ServicePort {
+        ServicePort {
             name: name.into(),
             port: 80,
             target_port: 0,
-            protocol: protocol.into(),
-        };
+            app_protocol: app_protocol.into(),
+        }
+    }
+
+    #[test]
+    fn the_protocol_comes_from_app_protocol_or_the_port_name() {
         assert!(port("grpc-api", "").speaks_http2());
         assert!(port("web", "http2").speaks_http2());
+        assert!(port("web", "kubernetes.io/h2c").speaks_http2());
         assert!(!port("http", "").speaks_http2());
         assert!(!port("http2-ish", "http").speaks_http2());
         assert_eq!(port("http", "").endpoint_port(), 80);
+    }
+
+    #[test]
+    fn tcp_and_opaque_protocols_are_relayed_as_bytes() {
+        for (name, app_protocol) in [
+            ("tcp", ""),
+            ("tcp-echo", ""),
+            ("TCP-db", ""),
+            ("mongo", ""),
+            ("redis-cache", ""),
+            ("mysql-primary", ""),
+            ("tls-passthrough", ""),
+            ("web", "tcp"),
+            ("http", "tcp"),
+        ] {
+            assert_eq!(
+                port(name, app_protocol).protocol(),
+                Protocol::Tcp,
+                "name {name:?}, appProtocol {app_protocol:?}"
+            );
+        }
+        assert_eq!(
+            port("tcp", "http").protocol(),
+            Protocol::Http,
+            "appProtocol first"
+        );
+        assert_eq!(port("db", "").protocol(), Protocol::Unknown);
+        assert_eq!(port("", "").protocol(), Protocol::Unknown);
+        assert_eq!(port("tcpish", "").protocol(), Protocol::Unknown);
     }
 }

@@ -62,6 +62,16 @@ impl ResponseFlags {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The code of the first flag set (`UH`), `-` when none: the label of a relayed
+    /// TCP connection, which fails in one way at most.
+    #[must_use]
+    pub fn first_code(self) -> &'static str {
+        Self::CODES
+            .iter()
+            .find(|(flag, _)| self.contains(*flag))
+            .map_or("-", |(_, code)| code)
+    }
 }
 
 impl std::ops::BitOr for ResponseFlags {
@@ -99,5 +109,7 @@ mod tests {
         assert_eq!(flags.to_string(), "UT,DI");
         assert!(flags.contains(ResponseFlags::DELAY_INJECTED));
         assert!(!flags.contains(ResponseFlags::NO_ROUTE_FOUND));
+        assert_eq!(ResponseFlags::UPSTREAM_CONNECT_FAILURE.first_code(), "UF");
+        assert_eq!(ResponseFlags::default().first_code(), "-");
     }
 }

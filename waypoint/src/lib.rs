@@ -18,6 +18,9 @@
 //!        → weighted destination (and mirrors) → subset cluster → endpoint
 //!        → Connect seam (TCP today, HBONE later) with retries and timeouts
 //!        → metrics and an access-log line when the response body ends
+//!   → relay_connection(io, engine, downstream): a connection to a service port declared TCP
+//!        → first matching `tcp:` route (else the service) → weighted destination
+//!        → subset cluster → endpoint → bytes both ways → `istio_tcp_*`, access log
 //! ```
 //!
 //! Behaviour follows Istio and Envoy where they define it: short names resolve in the
@@ -32,16 +35,19 @@
 //! `UH`, `UF`, `UT`, `UO`, `DI`, `FI`, …).
 //!
 //! # Layout
-//! - [`config`]: the plain input ([`Config`], [`Service`], [`Endpoint`]);
+//! - [`config`]: the plain input ([`Config`], [`Service`], [`Endpoint`]) and Istio's
+//!   protocol selection for a service port ([`Protocol`]);
 //! - [`table`]: [`RouteTable`] compiled from a config, clusters and load balancing;
 //! - [`host`]: host names, short names and wildcards;
-//! - [`matcher`]: `http[].match` conditions; [`path`]: path normalization;
+//! - [`matcher`]: `http[].match` and `tcp[].match` conditions; [`path`]: path
+//!   normalization;
 //! - [`headers`], [`retry`], [`cors`]: header operations, retry and CORS policies;
 //! - [`flags`]: Envoy's response flags, [`ResponseFlags`];
 //! - [`policy`]: `RequestAuthentication` and `AuthorizationPolicy`;
 //! - [`telemetry`]: Istio's metrics, the access log, trace headers;
-//! - [`proxy`]: [`Engine`], [`run`], [`serve_connection`], [`Downstream`] and [`Peer`],
-//!   and the [`Connect`] seam;
+//! - [`proxy`]: [`Engine`], [`run`], [`serve_connection`], [`relay_connection`] (TCP
+//!   ports, L4),
+//!   [`Downstream`] and [`Peer`], and the [`Connect`] seam;
 //! - [`mesh`]: the waypoint in the mesh — the controller's push, HBONE in (CONNECT to a
 //!   service VIP, served by the engine with the client's identity) and out (to each
 //!   endpoint's ztunnel);
@@ -60,6 +66,8 @@
 //!   refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
+//! - `tls:` routes (a port declared `tls` is relayed by its `tcp:` routes), and for
+//!   relayed TCP connections `connectionPool.tcp.maxConnections` and idle timeouts.
 //! - `delegate`, locality balancing (`localityLbSetting`), DestinationRule `tls`, and
 //!   the parts of `connectionPool` and `outlierDetection` beyond the request limits and
 //!   the consecutive-error ejection: the ones that would change which requests a route
@@ -89,9 +97,10 @@ pub mod retry;
 pub mod table;
 pub mod telemetry;
 
-pub use config::{Config, Endpoint, MeshWorkload, Named, Role, Service, ServicePort};
+pub use config::{Config, Endpoint, MeshWorkload, Named, Protocol, Role, Service, ServicePort};
 pub use flags::ResponseFlags;
 pub use proxy::{
-    Connect, Downstream, Engine, Peer, ProxyError, Side, TcpConnector, run, serve_connection,
+    Connect, Downstream, Engine, Peer, ProxyError, RelayError, Side, TcpConnector,
+    relay_connection, run, serve_connection,
 };
 pub use table::{ConfigError, ConfigErrors, RouteTable};

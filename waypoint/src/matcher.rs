@@ -1,7 +1,11 @@
 //! Request conditions (`http[].match`), compiled once so a request is tested without
 //! parsing or allocating: `uri`, `scheme`, `method`, `authority`, `headers`,
 //! `withoutHeaders`, `queryParams`, `port` and `ignoreUriCase`, as Envoy evaluates
-//! Istio's translation of them.
+//! Istio's translation of them. The conditions on who sends (`sourceLabels`,
+//! `sourceNamespace`) and through what (`gateways`) are shared with the connection
+//! conditions of `tcp[].match` ([`connection`]).
+
+pub mod connection;
 
 use std::collections::BTreeMap;
 
@@ -30,6 +34,11 @@ pub enum MatchError {
     Unsupported { field: &'static str },
     #[error("`port: {port}` is not a TCP port: use 1 to 65535")]
     Port { port: u32 },
+    #[error("`{field}`: {source}")]
+    Subnet {
+        field: String,
+        source: ambit_api::ip_block::IpBlockError,
+    },
 }
 
 /// The parts of a request that conditions look at.
@@ -140,10 +149,82 @@ pub struct RequestMatch {
     without_headers: Vec<(HeaderName, StringMatcher)>,
     query_params: Vec<(String, StringMatcher)>,
     port: Option<u16>,
-    source_labels: BTreeMap<String, String>,
-    source_namespace: Option<String>,
-    /// `namespace/name` (or `mesh`); empty: wherever the VirtualService applies.
-    gateways: Vec<String>,
+    source: SourceCondition,
+    gateways: GatewayCondition,
+}
+
+/// `sourceLabels` and `sourceNamespace`: an unknown source matches neither.
+#[derive(Debug, Clone, Default)]
+pub struct SourceCondition {
+    labels: BTreeMap<String, String>,
+    namespace: Option<String>,
+}
+
+impl SourceCondition {
+    /// The condition on a source with all of `labels`, in `namespace` (empty: any).
+    #[must_use]
+    pub fn new(labels: &BTreeMap<String, String>, namespace: &str) -> Self {
+        Self {
+            labels: labels.clone(),
+            namespace: Some(namespace.to_owned()).filter(|ns| !ns.is_empty()),
+        }
+    }
+
+    /// Whether `source` (`None`: unknown) meets the condition.
+    #[must_use]
+    pub fn holds(&self, source: Option<Source<'_>>) -> bool {
+        if self.labels.is_empty() && self.namespace.is_none() {
+            return true;
+        }
+        source.is_some_and(|source| {
+            self.namespace
+                .as_deref()
+                .is_none_or(|namespace| namespace == source.namespace)
+                && self
+                    .labels
+                    .iter()
+                    .all(|(key, value)| source.labels.get(key) == Some(value))
+        })
+    }
+}
+
+/// `gateways`: `namespace/name` (or `mesh`); empty: wherever the VirtualService applies.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayCondition(Vec<String>);
+
+impl GatewayCondition {
+    /// The condition naming `gateways` of a VirtualService in `namespace`, where short
+    /// names are resolved.
+    #[must_use]
+    pub fn new(gateways: &[String], namespace: &str) -> Self {
+        Self(
+            gateways
+                .iter()
+                .map(|gateway| {
+                    if gateway == "mesh" || gateway.contains('/') {
+                        gateway.clone()
+                    } else {
+                        format!("{namespace}/{gateway}")
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether traffic that came through `bound_as` meets the condition.
+    #[must_use]
+    pub fn holds(&self, bound_as: &[String]) -> bool {
+        self.0.is_empty() || self.0.iter().any(|g| bound_as.contains(g))
+    }
+}
+
+/// A `port` condition, or the error saying it is no TCP port.
+fn port_condition(port: Option<u32>) -> Result<Option<u16>, MatchError> {
+    port.map(|port| match u16::try_from(port) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(MatchError::Port { port }),
+    })
+    .transpose()
 }
 
 impl RequestMatch {
@@ -182,24 +263,10 @@ impl RequestMatch {
                     .ok()
             })
             .collect();
-        let port = spec.port.and_then(|port| match u16::try_from(port) {
-            Ok(port) if port != 0 => Some(port),
-            _ => {
-                errors.push(MatchError::Port { port });
-                None
-            }
-        });
-        let gateways = spec
-            .gateways
-            .iter()
-            .map(|gateway| {
-                if gateway == "mesh" || gateway.contains('/') {
-                    gateway.clone()
-                } else {
-                    format!("{namespace}/{gateway}")
-                }
-            })
-            .collect();
+        let port = port_condition(spec.port)
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -213,9 +280,8 @@ impl RequestMatch {
             without_headers,
             query_params,
             port,
-            source_labels: spec.source_labels.clone(),
-            source_namespace: Some(spec.source_namespace.clone()).filter(|ns| !ns.is_empty()),
-            gateways,
+            source: SourceCondition::new(&spec.source_labels, &spec.source_namespace),
+            gateways: GatewayCondition::new(&spec.gateways, namespace),
         })
     }
 
@@ -234,22 +300,6 @@ impl RequestMatch {
         self.uri.is_some()
     }
 
-    /// `sourceLabels` and `sourceNamespace`: an unknown source matches neither.
-    fn source_holds(&self, source: Option<Source<'_>>) -> bool {
-        if self.source_labels.is_empty() && self.source_namespace.is_none() {
-            return true;
-        }
-        source.is_some_and(|source| {
-            self.source_namespace
-                .as_deref()
-                .is_none_or(|namespace| namespace == source.namespace)
-                && self
-                    .source_labels
-                    .iter()
-                    .all(|(key, value)| source.labels.get(key) == Some(value))
-        })
-    }
-
     /// Whether every condition holds for `request`.
     #[must_use]
     pub fn matches(&self, request: &RequestView<'_>) -> bool {
@@ -264,9 +314,8 @@ impl RequestMatch {
             matcher.as_ref().is_none_or(|m| m.matches(value))
         };
         uri_holds
-            && self.source_holds(request.source)
-            && (self.gateways.is_empty()
-                || self.gateways.iter().any(|g| request.gateways.contains(g)))
+            && self.source.holds(request.source)
+            && self.gateways.holds(request.gateways)
             && holds(&self.scheme, request.scheme)
             && holds(&self.method, request.method)
             && holds(&self.authority, request.authority)

@@ -4,8 +4,8 @@
 //!   turned into the engine's [`crate::Config`], plus what HBONE needs: which service a
 //!   VIP is, and which identity answers at an endpoint;
 //! - [`inbound`]: the HBONE server on 15008 — mutual TLS with the waypoint's own
-//!   certificate, then each `CONNECT` to a service VIP served as HTTP by the engine,
-//!   routed for that service;
+//!   certificate, then each `CONNECT` to a service VIP served as HTTP by the engine, or
+//!   relayed as bytes on a port declared TCP, routed for that service;
 //! - [`outbound`]: the [`crate::Connect`] the engine reaches endpoints with — HBONE to the
 //!   endpoint's ztunnel on 15008 expecting the endpoint's identity, pooled per endpoint;
 //!   plain TCP for an endpoint outside the mesh.

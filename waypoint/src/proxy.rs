@@ -13,12 +13,15 @@
 //! - `mirror`: copies of requests sent to `mirror` destinations;
 //! - [`inspect`]: a body seen frame by frame on its way, its length kept;
 //! - `reply`: the responses the waypoint answers itself (404 `NR`, 503 `UH`, …);
-//! - `upgrade`: WebSocket and other `Upgrade:` requests, spliced after `101`.
+//! - `upgrade`: WebSocket and other `Upgrade:` requests, spliced after `101`;
+//! - [`relay`]: [`relay_connection`], a connection to a TCP service port relayed as
+//!   bytes by `tcp:` routes.
 
 pub mod connector;
 mod forward;
 pub mod inspect;
 mod mirror;
+pub mod relay;
 mod reply;
 mod upgrade;
 mod upstream;
@@ -43,8 +46,11 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-pub use self::connector::{Connect, ConnectFuture, TcpConnector, UpstreamStream};
 use self::upstream::Upstreams;
+pub use self::{
+    connector::{Connect, ConnectFuture, TcpConnector, UpstreamStream},
+    relay::{RelayError, relay_connection},
+};
 use crate::{
     config::Config,
     policy::Fetcher,
@@ -178,9 +184,9 @@ fn compile(config: &Config) -> Result<RouteTable, ConfigErrors> {
 /// What the waypoint knows of a downstream connection besides its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Downstream {
-    /// The destination port the client addressed (the listener's, or the port of an
-    /// HBONE `CONNECT`).
-    pub port: u16,
+    /// The address the client addressed: the listener's, or the service VIP and port of
+    /// an HBONE `CONNECT`.
+    pub destination: SocketAddr,
     /// The service the client addressed (an HBONE `CONNECT` to its VIP): routes are
     /// looked up for it, not for the `Host` header, as Istio's waypoints do.
     pub service: Option<String>,
@@ -255,7 +261,7 @@ pub async fn run(
         let span = tracing::debug_span!("connection", id = next_id, %peer, %local);
         // A plain listener: the TCP peer, no identity (HBONE gives both: `mesh::inbound`).
         let downstream = Downstream {
-            port: local.port(),
+            destination: local,
             service: None,
             peer: Peer {
                 ip: peer.ip().to_canonical(),

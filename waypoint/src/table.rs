@@ -10,7 +10,9 @@
 //! A request finds its routes by its authority: the VirtualService naming that host
 //! exactly, else the most specific wildcard host, else the service of that name with
 //! its default route (all endpoints). Within a VirtualService the first HTTP route that
-//! matches wins.
+//! matches wins. A connection to a service port declared TCP (or another protocol the
+//! waypoint does not parse, [`Protocol::Tcp`]) is routed the same way by the `tcp:`
+//! routes, else to the service itself.
 
 // Clusters and their endpoints; `hashing` (consistentHash) is how a cluster may
 // choose one, `limits` (connectionPool) and `outlier` (outlierDetection) are the
@@ -21,8 +23,13 @@ mod limits;
 mod outlier;
 mod rewrite;
 mod route;
+mod tcp;
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::Arc,
+};
 
 use ambit_api::istio::{
     DestinationRuleSpec, VirtualServiceSpec,
@@ -41,14 +48,15 @@ pub use self::{
     outlier::{Health, OutlierPolicy},
     rewrite::{Redirect, Rewrite},
     route::{Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},
+    tcp::TcpRoute,
 };
 use crate::{
-    config::{Config, Named, Role, Service},
+    config::{Config, Named, Protocol, Role, Service},
     cors::CorsError,
     gateway::servers::{self, Servers},
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
-    matcher::MatchError,
+    matcher::{MatchError, connection::ConnectionView},
     policy::{Policies, PolicyError},
     retry::RetryError,
     telemetry::Workloads,
@@ -95,6 +103,8 @@ pub enum Problem {
     Unsupported { field: String, name: String },
     #[error("`{field}` needs exactly one of `route`, `redirect` or `directResponse`")]
     Action { field: String },
+    #[error("`{field}.route` is empty: list at least one destination")]
+    NoDestination { field: String },
     #[error("`{field}`: the weights add up to 0: give the destinations weights summing to 100")]
     Weights { field: String },
     #[error("`{field}.weight: {weight}` is negative: use 0 to 100")]
@@ -125,10 +135,20 @@ impl Problem {
     }
 }
 
-/// The routes of one VirtualService (or of one service's default route).
+/// The routes of one VirtualService (or of one service's default routes).
 #[derive(Debug)]
 struct VirtualHost {
     routes: Vec<Route>,
+    tcp_routes: Vec<TcpRoute>,
+}
+
+impl VirtualHost {
+    /// The first TCP route that takes `connection`.
+    fn tcp_route(&self, connection: &ConnectionView<'_>) -> Option<&TcpRoute> {
+        self.tcp_routes
+            .iter()
+            .find(|route| route.matches(connection))
+    }
 }
 
 /// The compiled, immutable routing state of a waypoint.
@@ -142,6 +162,8 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(HostPattern, usize)>,
     /// Services by FQDN, for requests no VirtualService covers.
     service_defaults: HashMap<String, usize>,
+    /// The (service FQDN, port) pairs relayed as bytes ([`Protocol::Tcp`]).
+    tcp_ports: HashSet<(String, u16)>,
     /// An ingress gateway's servers; `None` for a waypoint.
     ingress: Option<Servers>,
     policies: Policies,
@@ -168,6 +190,7 @@ impl RouteTable {
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
             service_defaults: HashMap::new(),
+            tcp_ports: HashSet::new(),
             ingress: match &config.role {
                 Role::Waypoint => None,
                 Role::Ingress(gateways) => Some(Servers::compile(gateways)),
@@ -197,9 +220,18 @@ impl RouteTable {
         for service in &config.services {
             let host = service.hostname();
             let index = table.virtual_hosts.len();
+            let all = clusters.get(&host, "");
             table.virtual_hosts.push(VirtualHost {
-                routes: vec![Route::service_default(&host, clusters.get(&host, ""))],
+                routes: vec![Route::service_default(&host, all.clone())],
+                tcp_routes: vec![TcpRoute::service_default(&host, all)],
             });
+            table.tcp_ports.extend(
+                service
+                    .ports
+                    .iter()
+                    .filter(|port| port.protocol() == Protocol::Tcp)
+                    .map(|port| (host.clone(), port.port)),
+            );
             table.service_defaults.insert(host, index);
         }
         if errors.is_empty() {
@@ -226,9 +258,18 @@ impl RouteTable {
                 Route::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
             })
             .collect();
-        if !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty() {
+        let tcp_routes: Vec<TcpRoute> = vs
+            .spec
+            .tcp
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| {
+                TcpRoute::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
+            })
+            .collect();
+        if !vs.spec.tls.is_empty() {
             self.ignored
-                .push(format!("VirtualService {object}: `tcp` and `tls` routes"));
+                .push(format!("VirtualService {object}: `tls` routes"));
         }
         if !problems.is_empty() {
             errors.extend(problems.into_iter().map(|problem| ConfigError {
@@ -239,7 +280,7 @@ impl RouteTable {
             return;
         }
         let index = self.virtual_hosts.len();
-        self.virtual_hosts.push(VirtualHost { routes });
+        self.virtual_hosts.push(VirtualHost { routes, tcp_routes });
         for host in &vs.spec.hosts {
             match HostPattern::resolve(host, &vs.namespace) {
                 HostPattern::Exact(name) => {
@@ -254,6 +295,32 @@ impl RouteTable {
     /// no VirtualService or service has that name (Envoy's `NR`).
     #[must_use]
     pub fn routes(&self, authority: &str) -> Option<&[Route]> {
+        self.virtual_host(authority)
+            .map(|host| host.routes.as_slice())
+    }
+
+    /// Whether connections to `service` (FQDN) on `port` are relayed as bytes: the
+    /// service declares the port TCP, or another protocol the waypoint does not parse.
+    #[must_use]
+    pub fn relays_tcp(&self, service: &str, port: u16) -> bool {
+        self.tcp_ports.contains(&(service.to_owned(), port))
+    }
+
+    /// The TCP route for `connection` to `service` (FQDN): the first of the service's
+    /// VirtualService's `tcp:` routes that takes it, else the service's own; `None`
+    /// when the waypoint does not serve the service (Envoy's `NR`).
+    #[must_use]
+    pub fn tcp_route(&self, service: &str, connection: &ConnectionView<'_>) -> Option<&TcpRoute> {
+        self.virtual_host(service)
+            .and_then(|host| host.tcp_route(connection))
+            .or_else(|| {
+                let index = self.service_defaults.get(service)?;
+                self.virtual_hosts[*index].tcp_route(connection)
+            })
+    }
+
+    /// The VirtualService (or service default) for `authority`.
+    fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
         let names = candidates(&authority_host(authority), &self.namespace);
         let index = names
             .iter()
@@ -274,7 +341,7 @@ impl RouteTable {
                         .find_map(|name| self.service_defaults.get(name))
                 })?
             })?;
-        Some(&self.virtual_hosts[*index].routes)
+        Some(&self.virtual_hosts[*index])
     }
 
     /// The service (FQDN) a request to `authority` is addressed to, if the waypoint

@@ -1,7 +1,8 @@
 //! What the waypoint reports about each request, as Istio's proxies do: Istio's
 //! standard HTTP metrics with Istio's standard labels (so Kiali and Istio's dashboards
 //! read them unchanged), one access-log line (`tracing` target `access`), and trace
-//! context propagated to the endpoint.
+//! context propagated to the endpoint; and likewise about each TCP connection it
+//! relays ([`tcp`]).
 //!
 //! A request is recorded when its response body ends (or is dropped, when the client
 //! goes away): the duration runs to the last byte, and gRPC's status is read from the
@@ -12,8 +13,10 @@
 //! # Layout
 //! - this file: [`Metrics`] (registered on the caller's registry), [`Party`],
 //!   [`Workloads`] and [`Exchange`], what one request's record is built from;
-//! - [`trace`]: `traceparent` (started when absent) and `x-request-id`.
+//! - [`trace`]: `traceparent` (started when absent) and `x-request-id`;
+//! - [`tcp`]: Istio's TCP metrics and access log for relayed connections.
 
+pub mod tcp;
 pub mod trace;
 
 use std::{
@@ -22,7 +25,7 @@ use std::{
     time::Instant,
 };
 
-pub use ambit_api::telemetry::{Party, UNKNOWN};
+pub use ambit_api::telemetry::{Party, UNKNOWN, service_name_and_namespace};
 use http::{HeaderMap, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
@@ -181,13 +184,14 @@ pub struct RequestLabels {
     pub connection_security_policy: &'static str,
 }
 
-/// Istio's HTTP metrics.
+/// Istio's HTTP metrics, and the TCP metrics of relayed connections.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     request_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
     response_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    tcp: tcp::TcpMetrics,
 }
 
 impl Metrics {
@@ -198,7 +202,9 @@ impl Metrics {
             duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS_MS)),
             request_bytes: Family::new_with_constructor(size_histogram),
             response_bytes: Family::new_with_constructor(size_histogram),
+            tcp: tcp::TcpMetrics::default(),
         };
+        metrics.tcp.register(registry);
         registry.register(
             "istio_requests",
             "Requests the waypoint handled",
@@ -220,6 +226,12 @@ impl Metrics {
             metrics.response_bytes.clone(),
         );
         metrics
+    }
+
+    /// The TCP metrics, which relayed connections report to.
+    #[must_use]
+    pub fn tcp(&self) -> &tcp::TcpMetrics {
+        &self.tcp
     }
 
     /// Wraps `response`'s body so `exchange` is recorded (metrics and access log) when
@@ -345,10 +357,7 @@ impl Record {
         let exchange = &self.exchange;
         let (source, destination) = (&exchange.source, &exchange.destination);
         let service = exchange.service.as_deref().unwrap_or(UNKNOWN);
-        // `name.namespace.svc.cluster.local`
-        let mut parts = service.split('.');
-        let service_name = parts.next().unwrap_or(UNKNOWN).to_owned();
-        let service_namespace = parts.next().unwrap_or(UNKNOWN).to_owned();
+        let (service_name, service_namespace) = service_name_and_namespace(service);
         RequestLabels {
             reporter: "waypoint",
             source_workload: source.workload.clone(),
@@ -363,8 +372,8 @@ impl Record {
             destination_app: destination.app.clone(),
             destination_version: destination.version.clone(),
             destination_service: service.to_owned(),
-            destination_service_name: service_name,
-            destination_service_namespace: service_namespace,
+            destination_service_name: service_name.to_owned(),
+            destination_service_namespace: service_namespace.to_owned(),
             destination_canonical_service: destination.canonical_service.clone(),
             request_protocol: if exchange.grpc { "grpc" } else { "http" },
             response_code: self.status,

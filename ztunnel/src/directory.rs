@@ -566,6 +566,7 @@ mod tests {
                     port: 80,
                     target_port: 8080,
                     protocol: "TCP".into(),
+                    app_protocol: String::new(),
                 }],
                 endpoints: vec!["10.0.0.1".into(), "10.0.0.2".into(), "fd00::1".into()],
                 waypoint: None,

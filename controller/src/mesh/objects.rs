@@ -291,5 +291,6 @@ fn service_port(port: &Value, service: &str) -> Option<ServicePort> {
             text("protocol")
         }
         .to_owned(),
+        app_protocol: text("appProtocol").to_owned(),
     })
 }

@@ -45,7 +45,7 @@ metadata: {name: cart, namespace: shop}
 spec:
   clusterIP: 10.96.0.10
   selector: {app: cart}
-  ports: [{name: http, port: 80, targetPort: 8080}]
+  ports: [{name: http, port: 80, targetPort: 8080, appProtocol: http}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -117,7 +117,8 @@ fn service_endpoints_are_the_matching_workloads_of_its_namespace() {
             name: "http".into(),
             port: 80,
             target_port: Some(8080),
-            protocol: "TCP".into()
+            protocol: "TCP".into(),
+            app_protocol: "http".into(),
         }]
     );
     // plain/legacy has the label too, but lives in another namespace.

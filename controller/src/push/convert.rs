@@ -95,6 +95,7 @@ pub fn service(service: &Service, waypoints: &BTreeMap<Key, Waypoint>) -> pb::Re
                     port: u32::from(p.port),
                     target_port: p.target_port.map_or(0, u32::from),
                     protocol: p.protocol.clone(),
+                    app_protocol: p.app_protocol.clone(),
                 })
                 .collect(),
             endpoints: service.endpoints.iter().map(ToString::to_string).collect(),

@@ -142,7 +142,7 @@ async fn accept_loop(listener: TcpListener, engine: Arc<Engine>, tls: TlsByPort)
             .get(&port)
             .cloned();
         let downstream = Downstream {
-            port,
+            destination: local,
             service: None,
             peer: Peer {
                 ip: peer.ip().to_canonical(),

@@ -1,7 +1,9 @@
 //! The waypoint's HBONE server: mutual TLS with its own certificate (client certificates
 //! required, from the mesh's root), then each `CONNECT` — the client's ztunnel sends the
-//! service VIP as the authority — served as HTTP by the engine through an in-memory
-//! pipe, routed for the service behind that VIP.
+//! service VIP as the authority — handed to the engine through an in-memory pipe,
+//! routed for the service behind that VIP: served as HTTP, or relayed as bytes by its
+//! `tcp:` routes when the service declares the port TCP (or another protocol the
+//! waypoint does not parse).
 
 use std::{
     net::SocketAddr,
@@ -17,7 +19,7 @@ use tokio::{
 use tracing::debug;
 
 use super::state::MeshView;
-use crate::proxy::{Downstream, Engine, Peer, serve_connection};
+use crate::proxy::{Downstream, Engine, Peer, relay_connection, serve_connection};
 
 /// The in-memory pipe between an HBONE stream and the engine.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -84,8 +86,8 @@ async fn serve(
     .map_err(|source| InboundError::Serve { peer, source })
 }
 
-/// Starts the engine on one end of a pipe for this `CONNECT` (from `tls_peer`) and
-/// returns the other end for the HBONE stream.
+/// Starts the engine (HTTP, or the TCP relay) on one end of a pipe for this `CONNECT`
+/// (from `tls_peer`) and returns the other end for the HBONE stream.
 fn stream_to_engine(
     request: &ConnectRequest,
     tls_peer: SocketAddr,
@@ -95,8 +97,12 @@ fn stream_to_engine(
     let destination = request.authority;
     let service = view.services.get(&destination.ip().to_canonical()).cloned();
     debug!(%destination, service = service.as_deref().unwrap_or("-"), peer = %request.peer, "CONNECT");
+    let engine = Arc::clone(&inbound.engine);
+    let relayed = service
+        .as_deref()
+        .is_some_and(|service| engine.table().relays_tcp(service, destination.port()));
     let downstream = Downstream {
-        port: destination.port(),
+        destination,
         service,
         peer: Peer {
             ip: request
@@ -107,9 +113,10 @@ fn stream_to_engine(
         },
     };
     let (engine_side, hbone_side) = tokio::io::duplex(PIPE_BYTES);
-    let engine = Arc::clone(&inbound.engine);
     tokio::spawn(async move {
-        if let Err(error) = serve_connection(engine_side, engine, downstream).await {
+        if relayed {
+            relay_connection(engine_side, engine, downstream).await;
+        } else if let Err(error) = serve_connection(engine_side, engine, downstream).await {
             debug!(%error, "HTTP over HBONE ended with an error");
         }
     });

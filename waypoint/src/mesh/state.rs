@@ -327,7 +327,7 @@ fn service_ports(service: &pb::Service, target: Target) -> Vec<ServicePort> {
                     Target::Pods => u16::try_from(p.target_port).unwrap_or(0),
                     Target::Vip => 0,
                 },
-                protocol: p.protocol.clone(),
+                app_protocol: p.app_protocol.clone(),
             })
         })
         .collect()

@@ -1,8 +1,9 @@
 //! The upstream connector seam: how the waypoint reaches an endpoint.
 //!
-//! Tests and plain deployments dial TCP ([`TcpConnector`]); HBONE will implement
-//! [`Connect`] by opening a tunnel to the endpoint's ztunnel instead. Either way the
-//! waypoint speaks HTTP over the returned stream, pooled per endpoint.
+//! Tests and plain deployments dial TCP ([`TcpConnector`]); the waypoint in the mesh
+//! implements [`Connect`] by opening an HBONE tunnel to the endpoint's ztunnel. The
+//! waypoint speaks HTTP over the returned stream, pooled per endpoint, or relays a TCP
+//! connection's bytes over it.
 
 use std::{
     fmt,
@@ -47,6 +48,24 @@ impl Connect for TcpConnector {
             stream.set_nodelay(true)?;
             Ok(UpstreamStream::new(stream))
         })
+    }
+}
+
+/// A stream to `endpoint` through `connector`, or an error once [`CONNECT_TIMEOUT`]
+/// has passed.
+pub fn connect_in_time(
+    connector: &dyn Connect,
+    endpoint: SocketAddr,
+) -> impl Future<Output = io::Result<UpstreamStream>> + Send + 'static {
+    let connecting = connector.connect(endpoint);
+    async move {
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(stream) => stream,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {endpoint} took over {CONNECT_TIMEOUT:?}"),
+            )),
+        }
     }
 }
 
@@ -135,16 +154,7 @@ impl tower_service::Service<Uri> for EndpointConnector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let connecting = self.connector.connect(self.endpoint);
-        let endpoint = self.endpoint;
-        Box::pin(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-                Ok(stream) => stream.map(TokioIo::new),
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connecting to {endpoint} took over {CONNECT_TIMEOUT:?}"),
-                )),
-            }
-        })
+        let connecting = connect_in_time(&*self.connector, self.endpoint);
+        Box::pin(async move { connecting.await.map(TokioIo::new) })
     }
 }

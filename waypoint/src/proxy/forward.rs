@@ -89,7 +89,7 @@ async fn dispatch(
     downstream: &Downstream,
     outcome: &mut Exchange,
 ) -> Response<Body> {
-    let (peer, port) = (&downstream.peer, downstream.port);
+    let (peer, port) = (&downstream.peer, downstream.destination.port());
     let (mut parts, body) = request.into_parts();
     let Some(authority) = authority else {
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);

@@ -1,5 +1,6 @@
 //! Clients towards endpoints: one pooled hyper client per endpoint and protocol,
-//! created on first use, dialling through the [`Connect`] seam.
+//! created on first use, dialling through the [`Connect`] seam; and single streams for
+//! relayed TCP connections, through the same seam.
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::{Body, connector::EndpointConnector};
+use super::{
+    Body,
+    connector::{EndpointConnector, UpstreamStream, connect_in_time},
+};
 use crate::proxy::Connect;
 
 /// How long an idle pooled connection is kept.
@@ -48,6 +52,11 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         let client = self.client(endpoint, http2);
         client.request(request).await
+    }
+
+    /// A new stream to `endpoint`, for one relayed TCP connection (not pooled).
+    pub async fn open(&self, endpoint: SocketAddr) -> std::io::Result<UpstreamStream> {
+        connect_in_time(&*self.connector, endpoint).await
     }
 
     fn client(&self, endpoint: SocketAddr, http2: bool) -> EndpointClient {

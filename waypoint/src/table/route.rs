@@ -5,9 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use ambit_api::istio::{
     Percent,
-    virtual_service::{
-        Abort, Delay, Destination, Headers, HttpDirectResponse, HttpRoute, HttpRouteDestination,
-    },
+    virtual_service::{Abort, Delay, Destination, Headers, HttpDirectResponse, HttpRoute},
 };
 use bytes::Bytes;
 use http::StatusCode;
@@ -178,20 +176,10 @@ impl Route {
     /// Istio's default retries, no timeout.
     #[must_use]
     pub fn service_default(host: &str, clusters: Vec<(u16, Arc<Cluster>)>) -> Self {
-        let target = Target {
-            host: host.to_owned(),
-            subset: String::new(),
-            port: None,
-            clusters,
-            headers: HeaderRules::default(),
-        };
         Self {
             name: format!("{host}#default"),
             matches: Vec::new(),
-            action: Action::Forward(WeightedTargets {
-                targets: vec![(1, target)],
-                total: 1,
-            }),
+            action: Action::Forward(WeightedTargets::single(Target::service(host, clusters))),
             headers: HeaderRules::default(),
             rewrite: None,
             fault: Fault::default(),
@@ -230,7 +218,16 @@ fn compile_action(
         }
         (None, Some(direct), true) => respond(field, direct, problems),
         (None, None, false) => {
-            WeightedTargets::compile(field, namespace, &spec.route, clusters, problems)
+            let destinations: Vec<WeightedDestination<'_>> = spec
+                .route
+                .iter()
+                .map(|route| WeightedDestination {
+                    destination: &route.destination,
+                    weight: route.weight,
+                    headers: route.headers.as_ref(),
+                })
+                .collect();
+            WeightedTargets::compile(field, namespace, &destinations, clusters, problems)
                 .map(Action::Forward)
         }
         _ => {
@@ -270,11 +267,22 @@ fn status(field: &str, code: u32, problems: &mut Vec<Problem>) -> Option<StatusC
     status
 }
 
+/// One destination of a route's `route` list, HTTP's or TCP's.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightedDestination<'a> {
+    pub destination: &'a Destination,
+    pub weight: Option<i32>,
+    /// Header operations (HTTP routes only).
+    pub headers: Option<&'a Headers>,
+}
+
 impl WeightedTargets {
-    fn compile(
+    /// Resolves the destinations of route field `field` (`http[0]`, `tcp[1]`) in
+    /// `namespace`; a single destination needs no weight. Problems go to `problems`.
+    pub fn compile(
         field: &str,
         namespace: &str,
-        specs: &[HttpRouteDestination],
+        specs: &[WeightedDestination<'_>],
         clusters: &ClusterIndex,
         problems: &mut Vec<Problem>,
     ) -> Option<Self> {
@@ -296,8 +304,8 @@ impl WeightedTargets {
             if let Some(target) = Target::compile(
                 &field,
                 namespace,
-                &spec.destination,
-                spec.headers.as_ref(),
+                spec.destination,
+                spec.headers,
                 clusters,
                 problems,
             ) {
@@ -312,6 +320,15 @@ impl WeightedTargets {
             return None;
         }
         Some(Self { targets, total })
+    }
+
+    /// All traffic to `target`.
+    #[must_use]
+    pub fn single(target: Target) -> Self {
+        Self {
+            targets: vec![(1, target)],
+            total: 1,
+        }
     }
 
     /// A target chosen at random in proportion to the weights.
@@ -329,6 +346,18 @@ impl WeightedTargets {
 }
 
 impl Target {
+    /// All endpoints of service `host`, whose clusters are `clusters`.
+    #[must_use]
+    pub fn service(host: &str, clusters: Vec<(u16, Arc<Cluster>)>) -> Self {
+        Self {
+            host: host.to_owned(),
+            subset: String::new(),
+            port: None,
+            clusters,
+            headers: HeaderRules::default(),
+        }
+    }
+
     /// Resolves `destination` (of route field `field`, in `namespace`) to its clusters;
     /// a host or subset that does not exist resolves to none (`NC` when chosen).
     fn compile(

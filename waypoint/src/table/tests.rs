@@ -19,7 +19,7 @@ fn service(name: &str) -> Service {
             name: "http".into(),
             port: 9080,
             target_port: 0,
-            protocol: String::new(),
+            app_protocol: String::new(),
         }],
         endpoints: vec![
             Endpoint::new(Ipv4Addr::new(10, 0, 0, 1).into(), [("version", "v1")]),
@@ -133,7 +133,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         services: vec![service("reviews")],
         virtual_services: vec![named(
             "reviews",
-            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}], tcp: [{route: [{destination: {host: reviews}}]}]}",
+            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}], tls: [{match: [{sniHosts: [reviews]}], route: [{destination: {host: reviews}}]}]}",
         )],
         destination_rules: vec![named(
             "reviews",
@@ -147,7 +147,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         [
             "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
              interval and local-origin settings)`",
-            "VirtualService shop/reviews: `tcp` and `tls` routes",
+            "VirtualService shop/reviews: `tls` routes",
         ]
     );
 }
@@ -284,4 +284,152 @@ subsets:
         hash_of("ana"),
         "a subset without one inherits"
     );
+}
+
+/// Service `echo`: port 9000 named `tcp-echo`, port 9001 with `appProtocol: tcp`, port
+/// 9080 named `http`; subsets v1 and v2.
+fn echo_config(virtual_service: &str) -> Config {
+    let port = |name: &str, port: u16, app_protocol: &str| ServicePort {
+        name: name.into(),
+        port,
+        target_port: 0,
+        app_protocol: app_protocol.into(),
+    };
+    Config {
+        namespace: "shop".into(),
+        services: vec![Service {
+            ports: vec![
+                port("tcp-echo", 9000, ""),
+                port("db", 9001, "tcp"),
+                port("http", 9080, ""),
+            ],
+            ..service("echo")
+        }],
+        virtual_services: vec![named("echo", virtual_service)],
+        destination_rules: vec![named(
+            "echo",
+            "{host: echo, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}",
+        )],
+        ..Config::default()
+    }
+}
+
+const ECHO: &str = "echo.shop.svc.cluster.local";
+
+fn connection(port: u16) -> ConnectionView<'static> {
+    ConnectionView {
+        destination: Ipv4Addr::new(10, 96, 0, 9).into(),
+        port,
+        source: None,
+        gateways: &[],
+    }
+}
+
+/// The route and the cluster a connection on `port` goes to, chosen once.
+fn tcp_choice(table: &RouteTable, port: u16) -> (String, String) {
+    let route = table
+        .tcp_route(ECHO, &connection(port))
+        .unwrap_or_else(|| panic!("expected a TCP route for port {port}"));
+    let cluster = route
+        .targets
+        .choose()
+        .cluster(port)
+        .unwrap_or_else(|| panic!("expected a cluster on port {port}"));
+    (route.name.clone(), cluster.name.clone())
+}
+
+#[test]
+fn ports_declared_tcp_are_relayed_and_others_served_as_http() {
+    let table = RouteTable::compile(&echo_config("{hosts: [echo]}")).expect("compiles");
+    assert!(table.relays_tcp(ECHO, 9000), "named tcp-echo");
+    assert!(table.relays_tcp(ECHO, 9001), "appProtocol: tcp");
+    assert!(!table.relays_tcp(ECHO, 9080), "named http");
+    assert!(!table.relays_tcp("other.shop.svc.cluster.local", 9000));
+}
+
+#[test]
+fn tcp_routes_split_connections_by_weight() {
+    let table = RouteTable::compile(&echo_config(
+        "
+hosts: [echo]
+tcp:
+- route:
+  - {destination: {host: echo, subset: v1}, weight: 80}
+  - {destination: {host: echo, subset: v2}, weight: 20}
+",
+    ))
+    .expect("compiles");
+    let draws = 10_000;
+    let to_v1 = (0..draws)
+        .filter(|_| {
+            let (route, cluster) = tcp_choice(&table, 9000);
+            assert_eq!(route, "shop/echo#tcp.0");
+            cluster == format!("outbound|9000|v1|{ECHO}")
+        })
+        .count();
+    // 8,000 expected; the standard deviation is 40.
+    assert!(
+        (7_700..=8_300).contains(&to_v1),
+        "{to_v1} of {draws} connections went to v1, expected about 8,000"
+    );
+}
+
+#[test]
+fn a_tcp_route_takes_the_connections_it_matches_and_the_service_the_rest() {
+    let table = RouteTable::compile(&echo_config(
+        "
+hosts: [echo]
+http: [{route: [{destination: {host: echo, subset: v1}}]}]
+tcp:
+- match: [{port: 9001}]
+  route: [{destination: {host: echo, subset: v2, port: {number: 9001}}}]
+",
+    ))
+    .expect("compiles");
+    assert_eq!(
+        tcp_choice(&table, 9001),
+        (
+            "shop/echo#tcp.0".to_owned(),
+            format!("outbound|9001|v2|{ECHO}")
+        )
+    );
+    let (route, cluster) = tcp_choice(&table, 9000);
+    assert_eq!(
+        route,
+        format!("{ECHO}#default"),
+        "no tcp route matches 9000"
+    );
+    assert_eq!(cluster, format!("outbound|9000||{ECHO}"));
+    assert!(
+        table
+            .tcp_route("other.shop.svc.cluster.local", &connection(9000))
+            .is_none()
+    );
+}
+
+#[test]
+fn bad_tcp_routes_are_reported_with_their_paths() {
+    let errors = RouteTable::compile(&echo_config(
+        "
+hosts: [echo]
+tcp:
+- route: []
+- match: [{destinationSubnets: [10.0.0.0/33]}]
+  route:
+  - {destination: {host: echo, subset: v1}, weight: -5}
+  - {destination: {host: echo, subset: v2}, weight: 0}
+",
+    ))
+    .expect_err("three problems")
+    .to_string();
+    for expected in [
+        "VirtualService shop/echo: `tcp[0].route` is empty",
+        "VirtualService shop/echo: `tcp[1].match[0].destinationSubnets[0]`",
+        "VirtualService shop/echo: `tcp[1].route[0].weight: -5` is negative",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "expected {expected:?} in:\n{errors}"
+        );
+    }
 }

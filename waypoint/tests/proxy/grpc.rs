@@ -48,7 +48,7 @@ fn grpc_service(target_port: u16) -> Service {
             name: "grpc".into(),
             port: SERVICE_PORT,
             target_port,
-            protocol: String::new(),
+            app_protocol: String::new(),
         }],
         endpoints: vec![Endpoint::new(
             BACKEND.parse().expect("an IP"),

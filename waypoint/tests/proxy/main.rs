@@ -1,6 +1,6 @@
 //! The waypoint in-process: real hyper backends on loopback addresses
 //! (127.0.0.11, .12, .13 on one port, as pods of a service), a waypoint serving on
-//! port 0, and a real hyper client.
+//! port 0, and a real hyper client; raw TCP servers for the L4 relay.
 
 mod affinity;
 mod grpc;
@@ -12,5 +12,6 @@ mod rewriting;
 mod routing;
 mod security;
 mod support;
+mod tcp;
 mod telemetry;
 mod upgrades;

@@ -313,7 +313,7 @@ async fn an_endpoint_nobody_listens_on_is_a_503_connect_failure() {
             name: "http".into(),
             port: SERVICE_PORT,
             target_port: port,
-            protocol: String::new(),
+            app_protocol: String::new(),
         }],
         endpoints: vec![ambit_waypoint::Endpoint::new(
             "127.0.0.13".parse().unwrap(),

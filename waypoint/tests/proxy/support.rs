@@ -116,7 +116,7 @@ pub async fn start_backends(pods: &[(&str, &'static str, Behaviour)]) -> (u16, V
 
 /// Binds every IP on one port: the first on port 0, the others on the port it got;
 /// tries again with a new port when another test holds it on one of the IPs.
-async fn bind_same_port(ips: &[IpAddr]) -> (u16, Vec<TcpListener>) {
+pub async fn bind_same_port(ips: &[IpAddr]) -> (u16, Vec<TcpListener>) {
     let mut last_error = None;
     for _ in 0..50 {
         let first = TcpListener::bind((ips[0], 0))
@@ -262,7 +262,7 @@ pub fn service(name: &str, target_port: u16, backends: &[Backend]) -> Service {
             name: "http".into(),
             port: SERVICE_PORT,
             target_port,
-            protocol: String::new(),
+            app_protocol: String::new(),
         }],
         endpoints: backends
             .iter()

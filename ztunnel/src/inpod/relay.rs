@@ -148,7 +148,7 @@ pub async fn handle(
         _ => None,
     });
     if let Some(service) = &addressed_service {
-        labels.set_service(service);
+        labels.set_service(&service.hostname);
     }
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     let _ = downstream.set_nodelay(true);
@@ -340,7 +340,7 @@ pub(super) fn labels(pod: &PodContext, direction: Direction) -> TcpLabels {
     if direction == Direction::Inbound
         && let Some(service) = pod.own_service()
     {
-        labels.set_service(&service);
+        labels.set_service(&service.hostname);
     }
     labels
 }

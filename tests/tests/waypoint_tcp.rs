@@ -1,0 +1,177 @@
+//! A TCP service behind a waypoint, end to end, on the shared two-node cluster (see
+//! `common/waypoint_cluster.rs`): service `echo` (port named `tcp-echo`) selects pods
+//! `app-v1` and `app-v2` (on n2) running `pod-app serve`, which speaks first (a greeting
+//! line, then echo) — bytes no HTTP server could carry. The captured client on n1 reaches
+//! it over HBONE through the real `ambit-waypoint`, which relays each connection as L4,
+//! split 80/20 between subsets v1 and v2 by a VirtualService `tcp:` route; the waypoint's
+//! `istio_tcp_*` metrics show the bytes went through it.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use ambit_e2e::{
+    app::{self, ConnectReport},
+    wait_for,
+};
+use anyhow::{Context as _, Result, ensure};
+use serde_json::json;
+
+#[path = "common/waypoint_cluster.rs"]
+mod waypoint_cluster;
+
+use waypoint_cluster::{Cluster, READY_TIMEOUT, istio};
+
+const ECHO_VIP: &str = "198.19.200.21";
+const ECHO_PORT: u16 = 9000;
+const ECHO: &str = "echo.shop.svc.cluster.local";
+const CONNECTIONS: usize = 300;
+/// A client's connect and read timeout: short, as a connection the route does not
+/// take yet fails at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One connection from the client to the echo service; the pod that answered (by
+/// the address the server saw itself on), or `None` when it failed.
+fn connect(cluster: &Cluster) -> Result<(Option<String>, ConnectReport)> {
+    let vip = SocketAddr::new(ECHO_VIP.parse()?, ECHO_PORT);
+    let report = app::connect_with(&cluster.client, vip, "hello\n", CONNECT_TIMEOUT)?;
+    if !report.ok {
+        return Ok((None, report));
+    }
+    let answered_by = report.server_saw.as_ref().and_then(|saw| {
+        cluster
+            .pods
+            .iter()
+            .find(|pod| pod.ipv4() == saw.local.ip())
+            .map(|pod| pod.name().to_owned())
+    });
+    Ok((answered_by, report))
+}
+
+#[test]
+fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Result<()> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    // `app-v3` runs no echo server: a connection the service's default route sends
+    // there fails, so only the `tcp:` route (v1 and v2) lets every connection through.
+    let _servers = cluster.pods[..2]
+        .iter()
+        .map(|pod| app::serve(pod, SocketAddr::from(([0; 4], ECHO_PORT))))
+        .collect::<Result<Vec<_>>>()?;
+    cluster.net.write_manifest(
+        "echo.yaml",
+        &json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": "echo", "namespace": "shop" },
+            "spec": {
+                "clusterIP": ECHO_VIP,
+                "selector": { "app": "app" },
+                "ports": [{ "name": "tcp-echo", "port": ECHO_PORT }],
+            },
+        }),
+    )?;
+    cluster.net.write_manifest(
+        "echo-destination-rule.yaml",
+        &istio(
+            "DestinationRule",
+            "echo",
+            json!({
+                "host": "echo",
+                "subsets": [
+                    { "name": "v1", "labels": { "version": "v1" } },
+                    { "name": "v2", "labels": { "version": "v2" } },
+                ],
+            }),
+        ),
+    )?;
+    cluster.net.write_manifest(
+        "echo-virtual-service.yaml",
+        &istio(
+            "VirtualService",
+            "echo",
+            json!({
+                "hosts": ["echo"],
+                "tcp": [{ "route": [
+                    { "destination": { "host": "echo", "subset": "v1" }, "weight": 80 },
+                    { "destination": { "host": "echo", "subset": "v2" }, "weight": 20 },
+                ]}],
+            }),
+        ),
+    )?;
+    // The default route would fail a third of the connections: 30 in a row get
+    // through only once in 10^5 times before the `tcp:` route applies.
+    let last = std::cell::RefCell::new(None);
+    wait_for(
+        "30 connections in a row through the waypoint's tcp route",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            for _ in 0..30 {
+                let (answered_by, report) = connect(&cluster)?;
+                if answered_by.is_none() {
+                    *last.borrow_mut() = Some(report);
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .with_context(|| format!("last failure: {:?}\n{}", last.borrow(), cluster.logs()))?;
+    let before = cluster.waypoint_metrics()?;
+
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..CONNECTIONS {
+        let (answered_by, report) = connect(&cluster)?;
+        let pod = answered_by
+            .with_context(|| format!("a connection failed: {report:?}\n{}", cluster.logs()))?;
+        ensure!(
+            report.echo.as_deref() == Some("hello\n"),
+            "the echo came back changed: {report:?}"
+        );
+        *answered.entry(pod).or_default() += 1;
+    }
+    let v1 = answered.get("app-v1").copied().unwrap_or(0);
+    let v2 = answered.get("app-v2").copied().unwrap_or(0);
+    // 240 expected on v1; the standard deviation is under 7.
+    ensure!(
+        v1 + v2 == CONNECTIONS && (210..=270).contains(&v1),
+        "expected about 80% of {CONNECTIONS} connections on app-v1 and the rest on app-v2, got {answered:?}"
+    );
+
+    let to_echo = [("reporter", "waypoint"), ("destination_service", ECHO)];
+    let counted = |metrics: &ambit_e2e::mesh::Metrics, name: &str| metrics.sum(name, &to_echo);
+    let (closed, received) = (
+        "istio_tcp_connections_closed_total",
+        "istio_tcp_received_bytes_total",
+    );
+    wait_for(
+        "the waypoint to count every connection closed",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            let after = cluster.waypoint_metrics()?;
+            let done = counted(&after, closed) - counted(&before, closed);
+            Ok((done >= CONNECTIONS as f64).then_some(()))
+        },
+    )
+    .with_context(|| {
+        format!(
+            "waypoint metrics:\n{}",
+            cluster.waypoint_metrics().map(|m| m.0).unwrap_or_default()
+        )
+    })?;
+    let after = cluster.waypoint_metrics()?;
+    let bytes = counted(&after, received) - counted(&before, received);
+    ensure!(
+        bytes >= (CONNECTIONS * "hello\n".len()) as f64,
+        "the waypoint received {bytes} bytes from clients, expected at least {}",
+        CONNECTIONS * "hello\n".len()
+    );
+    let on_v1 = after.sum(
+        "istio_tcp_connections_opened_total",
+        &[("reporter", "waypoint"), ("destination_version", "v1")],
+    );
+    ensure!(
+        on_v1 >= v1 as f64,
+        "the waypoint counted {on_v1} connections opened to v1, the client saw {v1}"
+    );
+    Ok(())
+}

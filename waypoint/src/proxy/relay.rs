@@ -1,0 +1,215 @@
+//! A connection to a service port declared TCP, relayed as bytes (L4): the service's
+//! `tcp:` routes pick a destination by weight (else the service itself), its cluster an
+//! endpoint by the DestinationRule's load balancer, and bytes are copied both ways
+//! until either side closes. Reported with Istio's TCP metrics and one access-log line.
+//!
+//! Not yet: `connectionPool.tcp.maxConnections` and the idle timeouts.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::HeaderMap;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{Downstream, Engine, Side, UpstreamStream};
+use crate::{
+    flags::ResponseFlags,
+    matcher::connection::ConnectionView,
+    table::{ActiveRequest, Health, RequestKeys, RouteTable},
+    telemetry::tcp::TcpExchange,
+};
+
+/// Why a connection could not be relayed.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    #[error("no service at {destination}: the waypoint does not serve it")]
+    NoRoute { destination: SocketAddr },
+    #[error(
+        "route {route} sends to {target}, which has no port {port}: check the destination's host, subset and port"
+    )]
+    NoCluster {
+        route: String,
+        target: String,
+        port: u16,
+    },
+    #[error("{cluster} has no endpoint available: are its pods ready?")]
+    NoHealthyUpstream { cluster: String },
+    #[error(
+        "could not connect to endpoint {endpoint}: {source} (is the pod running and listening on that port?)"
+    )]
+    Connect {
+        endpoint: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RelayError {
+    /// Who the failure is attributed to.
+    #[must_use]
+    pub fn side(&self) -> Side {
+        match self {
+            Self::NoRoute { .. } | Self::NoCluster { .. } => Side::Internal,
+            Self::NoHealthyUpstream { .. } | Self::Connect { .. } => Side::Upstream,
+        }
+    }
+
+    /// Envoy's response flag for the failure.
+    #[must_use]
+    pub fn flags(&self) -> ResponseFlags {
+        match self {
+            Self::NoRoute { .. } => ResponseFlags::NO_ROUTE_FOUND,
+            Self::NoCluster { .. } => ResponseFlags::NO_CLUSTER_FOUND,
+            Self::NoHealthyUpstream { .. } => ResponseFlags::NO_HEALTHY_UPSTREAM,
+            Self::Connect { .. } => ResponseFlags::UPSTREAM_CONNECT_FAILURE,
+        }
+    }
+}
+
+/// Relays `io`, a connection to a TCP service port, until either side closes; a
+/// connection that cannot be relayed is closed. Either way it is reported.
+pub async fn relay_connection<IO>(io: IO, engine: Arc<Engine>, downstream: Downstream)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let table = engine.table();
+    let metrics = engine.metrics.tcp();
+    let mut exchange =
+        TcpExchange::start(table.workloads(), &downstream.peer, downstream.destination);
+    let (mut upstream, _active) = match connect(&engine, &table, &downstream, &mut exchange).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            tracing::debug!(%error, side = ?error.side(), "TCP connection not relayed");
+            exchange.failed(error.flags());
+            exchange.opened(metrics);
+            exchange.closed(metrics);
+            return;
+        }
+    };
+    exchange.opened(metrics);
+    let mut client = Counted::new(io);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "TCP relay ended with an error");
+    }
+    exchange.received = client.read;
+    exchange.sent = client.written;
+    exchange.closed(metrics);
+}
+
+/// Routes the connection and opens a stream to the chosen endpoint, held busy (for
+/// `LEAST_REQUEST`) while the returned guard lives.
+async fn connect(
+    engine: &Engine,
+    table: &RouteTable,
+    downstream: &Downstream,
+    exchange: &mut TcpExchange,
+) -> Result<(UpstreamStream, ActiveRequest), RelayError> {
+    let destination = downstream.destination;
+    let peer = &downstream.peer;
+    let view = ConnectionView {
+        destination: destination.ip(),
+        port: destination.port(),
+        source: table.workloads().matching_source(peer),
+        gateways: table.bound_as(),
+    };
+    let route = downstream
+        .service
+        .as_deref()
+        .and_then(|service| table.tcp_route(service, &view))
+        .ok_or(RelayError::NoRoute { destination })?;
+    let target = route.targets.choose();
+    exchange.routed(&route.name, &target.host);
+    let cluster = target
+        .cluster(destination.port())
+        .ok_or_else(|| RelayError::NoCluster {
+            route: route.name.clone(),
+            target: target.display_name(),
+            port: destination.port(),
+        })?;
+    let no_headers = HeaderMap::new();
+    let hash = cluster.hash(RequestKeys {
+        headers: &no_headers,
+        query: None,
+        source: peer.ip,
+    });
+    let endpoint = cluster
+        .pick(hash.hash, &[])
+        .ok_or_else(|| RelayError::NoHealthyUpstream {
+            cluster: cluster.name.clone(),
+        })?;
+    exchange.reached(table.workloads(), endpoint.address);
+    let active = endpoint.start_request();
+    match engine.upstreams.open(endpoint.address).await {
+        Ok(stream) => {
+            cluster.record(&endpoint, Health::Succeeded);
+            Ok((stream, active))
+        }
+        Err(source) => {
+            cluster.record(&endpoint, Health::LocalFailure);
+            Err(RelayError::Connect {
+                endpoint: endpoint.address,
+                source,
+            })
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it and written to it.
+struct Counted<S> {
+    inner: S,
+    read: u64,
+    written: u64,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.read += (buf.filled().len() - before) as u64;
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written += n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

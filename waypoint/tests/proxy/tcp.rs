@@ -1,0 +1,203 @@
+//! The L4 relay: connections to a service port named `tcp-echo`, handed to the engine
+//! as the HBONE server hands them (an in-memory pipe, the VIP as destination), relayed
+//! to raw TCP servers that speak first — no HTTP could pass — split by a `tcp:` route's
+//! weights, and reported with Istio's TCP metrics.
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+
+use ambit_waypoint::{Downstream, Endpoint, Engine, Peer, Service, ServicePort, relay_connection};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream},
+    net::TcpListener,
+};
+
+use crate::support::*;
+
+const VIP: &str = "10.96.0.9";
+const ECHO: &str = "echo.shop.svc.cluster.local";
+
+/// Greets each connection with `name` and a newline, then echoes what it receives.
+async fn serve_line_echo(listener: TcpListener, name: &'static str) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let (mut reader, mut writer) = stream.split();
+            writer.write_all(format!("{name}\n").as_bytes()).await?;
+            tokio::io::copy(&mut reader, &mut writer).await?;
+            writer.shutdown().await
+        });
+    }
+}
+
+/// Servers `v1` on 127.0.0.11 and `v2` on 127.0.0.12, and service `echo` on them.
+async fn echo_service() -> Service {
+    let pods = [("127.0.0.11", "v1"), ("127.0.0.12", "v2")];
+    let ips: Vec<_> = pods.iter().map(|(ip, _)| ip.parse().expect("IP")).collect();
+    let (port, listeners) = bind_same_port(&ips).await;
+    for (listener, (_, name)) in listeners.into_iter().zip(pods) {
+        tokio::spawn(serve_line_echo(listener, name));
+    }
+    Service {
+        namespace: NAMESPACE.into(),
+        name: "echo".into(),
+        ports: vec![ServicePort {
+            name: "tcp-echo".into(),
+            port: SERVICE_PORT,
+            target_port: port,
+            app_protocol: String::new(),
+        }],
+        endpoints: ips
+            .iter()
+            .zip(pods)
+            .map(|(ip, (_, version))| Endpoint {
+                workload: format!("echo-{version}"),
+                ..Endpoint::new(*ip, [("app", "echo"), ("version", version)])
+            })
+            .collect(),
+    }
+}
+
+/// A connection to the VIP of `echo` on its port, as the HBONE server describes it.
+fn to_echo() -> Downstream {
+    Downstream {
+        destination: SocketAddr::new(VIP.parse().expect("IP"), SERVICE_PORT),
+        service: Some(ECHO.to_owned()),
+        peer: Peer {
+            ip: "127.0.0.1".parse().expect("IP"),
+            identity: None,
+        },
+    }
+}
+
+/// One connection through the relay: the greeting line, then `text` echoed.
+async fn exchange(engine: &Arc<Engine>, text: &str) -> String {
+    let (client, relayed): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
+    let relaying = tokio::spawn(relay_connection(relayed, Arc::clone(engine), to_echo()));
+    let mut client = BufReader::new(client);
+    let mut greeting = String::new();
+    client
+        .read_line(&mut greeting)
+        .await
+        .expect("the server's greeting");
+    client
+        .get_mut()
+        .write_all(text.as_bytes())
+        .await
+        .expect("sending");
+    let mut echo = vec![0; text.len()];
+    client.read_exact(&mut echo).await.expect("the echo");
+    assert_eq!(echo, text.as_bytes(), "the bytes come back unchanged");
+    drop(client);
+    relaying.await.expect("the relay does not panic");
+    greeting.trim_end().to_owned()
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_tcp_route_splits_connections_by_weight_and_the_relay_counts_them() {
+    let waypoint = Waypoint::start(&config(
+        vec![echo_service().await],
+        vec![virtual_service(
+            "echo",
+            "
+hosts: [echo]
+tcp:
+- route:
+  - {destination: {host: echo, subset: v1}, weight: 75}
+  - {destination: {host: echo, subset: v2}, weight: 25}
+",
+        )],
+        vec![destination_rule(
+            "echo",
+            "{host: echo, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}",
+        )],
+    ))
+    .await;
+    let connections = 400;
+    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..connections {
+        *answered
+            .entry(exchange(&waypoint.engine, "ping\n").await)
+            .or_default() += 1;
+    }
+    let v1 = answered.get("v1").copied().unwrap_or(0);
+    // 300 expected; the standard deviation is under 9.
+    assert!(
+        (260..=340).contains(&v1) && v1 + answered.get("v2").copied().unwrap_or(0) == connections,
+        "expected about 300 of {connections} connections on v1, the rest on v2: {answered:?}"
+    );
+    let metrics = waypoint.metrics();
+    let to_echo = [("reporter", "waypoint"), ("destination_service", ECHO)];
+    assert_eq!(
+        sample(&metrics, "istio_tcp_connections_closed_total", &to_echo),
+        f64::from(connections),
+        "{metrics}"
+    );
+    let v1_labels = [
+        ("destination_service", ECHO),
+        ("destination_version", "v1"),
+        ("destination_workload", "echo-v1"),
+        ("request_protocol", "tcp"),
+    ];
+    assert_eq!(
+        sample(&metrics, "istio_tcp_connections_opened_total", &v1_labels),
+        f64::from(v1),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "istio_tcp_received_bytes_total", &to_echo),
+        f64::from(connections * 5),
+        "each client sent `ping\\n`: {metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "istio_tcp_sent_bytes_total", &to_echo),
+        f64::from(connections * (3 + 5)),
+        "each server sent its greeting and the echo: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_to_an_endpoint_that_refuses_is_closed_and_counted_uf() {
+    let port = closed_port("127.0.0.13").await.expect("a free port");
+    let dead = Service {
+        namespace: NAMESPACE.into(),
+        name: "echo".into(),
+        ports: vec![ServicePort {
+            name: "tcp".into(),
+            port: SERVICE_PORT,
+            target_port: port,
+            app_protocol: String::new(),
+        }],
+        endpoints: vec![Endpoint::new("127.0.0.13".parse().expect("IP"), [])],
+    };
+    let waypoint = Waypoint::start(&config(vec![dead], vec![], vec![])).await;
+    let (mut client, relayed) = tokio::io::duplex(1024);
+    relay_connection(relayed, Arc::clone(&waypoint.engine), to_echo()).await;
+    let mut rest = Vec::new();
+    let read = client.read_to_end(&mut rest).await.expect("reading");
+    assert_eq!(read, 0, "the client's connection is closed, nothing sent");
+    let metrics = waypoint.metrics();
+    assert_eq!(
+        sample(
+            &metrics,
+            "istio_tcp_connections_closed_total",
+            &[("response_flags", "UF"), ("destination_service", ECHO)]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
