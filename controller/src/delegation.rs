@@ -122,7 +122,7 @@ pub(crate) fn expand(
 
 /// The delegate route `leaf` (of a delegate in `leaf_namespace`) merged into the root
 /// route `root`.
-pub(crate) fn merge_route(
+fn merge_route(
     root: &HttpRoute,
     leaf: &HttpRoute,
     leaf_namespace: &str,
