@@ -27,6 +27,8 @@
 //! - [`validate`]: the checks, in passes (document, shape, object rules, references),
 //!   and the [`validate::Diagnostic`] each problem becomes;
 //! - [`hosts`]: Istio's host names — short names per namespace, wildcards, `exportTo`;
+//! - [`delegation`]: VirtualService `delegate`, a root's route merged with its
+//!   delegate's routes as Istio merges them;
 //! - [`model`]: the Istio objects that passed validation, as typed CRDs;
 //! - [`mesh`]: the resolved model built from a folder and its previous version (last good
 //!   version kept);
@@ -57,6 +59,7 @@
 pub mod ca;
 pub mod cli;
 pub mod crds;
+pub mod delegation;
 pub mod hosts;
 pub mod input;
 pub mod mesh;

@@ -9,7 +9,8 @@
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs,
-//!   and per accepted Istio Gateway;
+//!   and per accepted Istio Gateway; a VirtualService that delegates also holds its
+//!   routes merged with its delegates' ([`delegates`]);
 //! - a **TLS credential** per Secret holding a certificate, key or CA (`credentials.rs`);
 //! - a **policy** per accepted AuthorizationPolicy and PeerAuthentication, in the L4 form
 //!   the receiving ztunnel enforces ([`policy`]);
@@ -28,6 +29,7 @@
 //! - `objects.rs`: workloads, services and credentials from Pods, Services and Secrets,
 //!   endpoints;
 //! - `keep.rs`: the last good version of what is rejected or unreadable now;
+//! - [`delegates`]: each root VirtualService merged with the delegates the model holds;
 //! - `waypoints.rs`, [`policy`]: waypoints, and policies in their L4 form;
 //! - `update.rs`, `changes.rs`: the incremental update, and what two versions differ in.
 
@@ -43,6 +45,7 @@ use crate::validate::Diagnostic;
 
 mod changes;
 mod credentials;
+pub mod delegates;
 mod istio;
 mod keep;
 mod objects;
@@ -145,9 +148,21 @@ pub struct Route {
     /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`); a
     /// Gateway's server hosts as written.
     pub hosts: Vec<String>,
-    /// The validated spec, in Istio's field names.
+    /// The validated spec, in Istio's field names, as written.
     pub spec: serde_json::Value,
+    /// For a VirtualService with a `delegate` route: `spec` with each delegating route
+    /// replaced by its delegate's routes (what waypoints receive, [`delegates`]).
+    pub delegated: Option<serde_json::Value>,
     pub source: PathBuf,
+}
+
+impl Route {
+    /// Whether this is a delegate: a VirtualService without hosts, whose routes serve
+    /// only merged into the roots that delegate to it.
+    #[must_use]
+    pub fn is_delegate(&self) -> bool {
+        self.kind == RouteKind::VirtualService && self.hosts.is_empty()
+    }
 }
 
 /// The Istio security kinds the model holds.
@@ -241,6 +256,7 @@ pub fn build(manifests: &Manifests, trust_domain: &str, previous: &Mesh) -> Buil
         previous,
         &mut mesh,
     ));
+    delegates::resolve(&mut mesh);
     objects::resolve_endpoints(&mut mesh, &Scope::All);
     waypoints::resolve(manifests, &mut mesh);
     Built {

@@ -11,7 +11,8 @@
 //! 3. each object's own rules (`virtual_service.rs`, `destination_rule.rs`): weights,
 //!    regexes, ports, percentages, …, all reported at once;
 //! 4. references between objects (`references.rs`): subsets a route names must be defined
-//!    by a DestinationRule for that host.
+//!    by a DestinationRule for that host; a delegate must be usable by its root and its
+//!    matches narrow the root's ([`crate::delegation`], warnings: the route is left out).
 //!
 //! An object with no error goes into the [`Model`]; an invalid sibling does not change
 //! that. Warnings (deprecated fields) do not reject an object.
@@ -181,6 +182,15 @@ pub enum Reason {
     ServerHost(String),
     #[error("{value} is not {expected}: Envoy refuses it")]
     HashTableSize { value: u64, expected: &'static str },
+    #[error("{0}; until then this route is left out and the others apply")]
+    DelegateUnusable(crate::delegation::Unusable),
+    #[error(
+        "{conflict}, so this route is left out of {root}, which delegates here: a delegate's match must narrow the root's"
+    )]
+    DelegateConflict {
+        root: String,
+        conflict: crate::delegation::Conflict,
+    },
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -199,9 +209,11 @@ impl Reason {
     #[must_use]
     pub fn severity(&self) -> Severity {
         match self {
-            Self::Deprecated(_) | Self::HttpOnlyAtL4 { .. } | Self::UnknownGateway(_) => {
-                Severity::Warning
-            }
+            Self::Deprecated(_)
+            | Self::HttpOnlyAtL4 { .. }
+            | Self::UnknownGateway(_)
+            | Self::DelegateUnusable(_)
+            | Self::DelegateConflict { .. } => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -440,14 +452,26 @@ pub fn validate(manifests: &Manifests) -> Report {
         }
     }
 
+    // The references borrow every spec, so the findings join their objects afterwards.
     let references = References::new(&manifests.objects, &virtual_services);
-    for vs in &mut virtual_services {
-        if let Some(spec) = &vs.spec {
-            let delegate_target = references.is_delegate_target(vs.object);
-            virtual_service::check(spec, delegate_target, &mut vs.findings);
-            references.check_subsets(vs.object.namespace(), spec, &mut vs.findings);
-            references.check_gateways(vs.object.namespace(), spec, &mut vs.findings);
-        }
+    let found: Vec<Findings> = virtual_services
+        .iter()
+        .map(|vs| {
+            let mut findings = Findings::default();
+            if let Some(spec) = &vs.spec {
+                let namespace = vs.object.namespace();
+                let delegate_target = references.is_delegate_target(vs.object);
+                virtual_service::check(spec, delegate_target, &mut findings);
+                references.check_delegates(namespace, spec, &mut findings);
+                references.check_delegated(vs.object, spec, &mut findings);
+                references.check_subsets(namespace, spec, &mut findings);
+                references.check_gateways(namespace, spec, &mut findings);
+            }
+            findings
+        })
+        .collect();
+    for (vs, findings) in virtual_services.iter_mut().zip(found) {
+        vs.findings.0.extend(findings.0);
     }
     for dr in &mut destination_rules {
         if let Some(spec) = &dr.spec {
@@ -550,3 +574,6 @@ mod security_tests;
 
 #[cfg(test)]
 mod gateway_tests;
+
+#[cfg(test)]
+mod delegate_tests;

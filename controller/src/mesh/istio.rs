@@ -110,6 +110,7 @@ fn route(
         name,
         hosts,
         spec,
+        delegated: None,
         source: PathBuf::new(),
     }
 }

@@ -287,3 +287,73 @@ spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}
         "`none` on the service opts out"
     );
 }
+
+const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: root, namespace: shop}\nspec: {hosts: [r], http: [{name: a, match: [{uri: {prefix: /a}}], delegate: {name: leaf}}, {name: rest, route: [{destination: {host: r}}]}]}\n";
+const LEAF_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: leaf, namespace: shop}\nspec: {http: [{name: v1, route: [{destination: {host: r1}}]}]}\n";
+const LEAF_V2: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: leaf, namespace: shop}\nspec: {http: [{name: v2, route: [{destination: {host: r2}}]}]}\n";
+const LEAF_BAD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: leaf, namespace: shop}\nspec: {http: [{name: bad, route: [{destination: {host: r1}, weight: 30}]}]}\n";
+
+/// The names and first destinations of the routes a waypoint receives for `root`.
+fn delegated(mesh: &Mesh) -> Vec<(String, String)> {
+    let root = &mesh.routes[&(RouteKind::VirtualService, key("shop", "root"))];
+    let spec = root.delegated.as_ref().expect("the root is merged");
+    spec["http"]
+        .as_array()
+        .expect("http routes")
+        .iter()
+        .map(|r| {
+            let host = r["route"][0]["destination"]["host"].as_str().unwrap_or("");
+            (r["name"].as_str().unwrap_or("").to_owned(), host.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_root_is_merged_with_its_delegate_and_follows_its_changes() {
+    let first = build(
+        &manifests(&[("root.yaml", ROOT), ("leaf.yaml", LEAF_V1)]),
+        "cluster.local",
+        &Mesh::default(),
+    );
+    assert!(first.diagnostics.is_empty(), "{:?}", first.diagnostics);
+    assert_eq!(
+        delegated(&first.mesh),
+        [
+            ("a-v1".to_owned(), "r1.shop.svc.cluster.local".to_owned()),
+            ("rest".to_owned(), "r".to_owned())
+        ]
+    );
+    let second = build(
+        &manifests(&[("root.yaml", ROOT), ("leaf.yaml", LEAF_V2)]),
+        "cluster.local",
+        &first.mesh,
+    );
+    assert_eq!(delegated(&second.mesh)[0].0, "a-v2");
+}
+
+#[test]
+fn an_invalid_delegate_serves_its_last_good_version_and_a_missing_one_only_its_route() {
+    let first = build(
+        &manifests(&[("root.yaml", ROOT), ("leaf.yaml", LEAF_V1)]),
+        "cluster.local",
+        &Mesh::default(),
+    );
+    let broken = build(
+        &manifests(&[("root.yaml", ROOT), ("leaf.yaml", LEAF_BAD)]),
+        "cluster.local",
+        &first.mesh,
+    );
+    assert_eq!(broken.kept, ["shop/leaf (VirtualService)"]);
+    assert_eq!(delegated(&broken.mesh), delegated(&first.mesh));
+
+    let missing = build(
+        &manifests(&[("root.yaml", ROOT)]),
+        "cluster.local",
+        &first.mesh,
+    );
+    assert_eq!(
+        delegated(&missing.mesh),
+        [("rest".to_owned(), "r".to_owned())],
+        "the delegating route is left out, the root's others apply"
+    );
+}

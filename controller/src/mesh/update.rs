@@ -15,7 +15,7 @@ use std::{collections::BTreeSet, path::PathBuf};
 
 use ambit_api::manifests::{Manifests, Object};
 
-use super::{Built, build, istio, objects, objects::Scope, waypoints};
+use super::{Built, build, delegates, istio, objects, objects::Scope, waypoints};
 use crate::validate;
 
 /// The files that changed since the last build, and the objects they held then (those
@@ -58,7 +58,9 @@ pub fn update(
             .iter()
             .any(|d| changes.files.contains(&d.file));
     let (diagnostics, kept) = if istio_touched {
-        istio::resolve(manifests, &previous.mesh, &mut mesh)
+        let resolved = istio::resolve(manifests, &previous.mesh, &mut mesh);
+        delegates::resolve(&mut mesh);
+        resolved
     } else {
         (previous.diagnostics.clone(), previous.kept.clone())
     };

@@ -104,9 +104,11 @@ pub fn service(service: &Service, waypoints: &BTreeMap<Key, Waypoint>) -> pb::Re
     )
 }
 
-/// An accepted VirtualService, DestinationRule or Istio Gateway.
+/// An accepted VirtualService (with its delegates merged in), DestinationRule or Istio
+/// Gateway.
 #[must_use]
 pub fn route(route: &Route) -> pb::Resource {
+    let spec = route.delegated.as_ref().unwrap_or(&route.spec);
     resource(
         &route.kind.as_str().to_lowercase(),
         &route.namespace,
@@ -116,7 +118,7 @@ pub fn route(route: &Route) -> pb::Resource {
             namespace: route.namespace.clone(),
             name: route.name.clone(),
             hosts: route.hosts.clone(),
-            spec_json: route.spec.to_string(),
+            spec_json: spec.to_string(),
         }),
     )
 }

@@ -73,10 +73,11 @@ pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resourc
         (Ztunnel | Waypoint | Gateway, Entry::Service(service, waypoints)) => {
             Some(convert::service(service, waypoints))
         }
+        // A delegate reaches them merged into its roots ([`convert::route`]).
         (Waypoint, Entry::Route(route)) if route.kind != RouteKind::Gateway => {
-            Some(convert::route(route))
+            (!route.is_delegate()).then(|| convert::route(route))
         }
-        (Gateway, Entry::Route(route)) => Some(convert::route(route)),
+        (Gateway, Entry::Route(route)) => (!route.is_delegate()).then(|| convert::route(route)),
         (Ztunnel, Entry::Policy(policy)) => convert::policy(policy),
         (Waypoint | Gateway, Entry::Policy(policy)) => convert::waypoint_policy(policy),
         _ => None,
@@ -268,5 +269,51 @@ spec:
         let ztunnel = of(SubscriberKind::Ztunnel);
         assert!(ztunnel.contains_key("authorizationpolicy/shop/l4"));
         assert!(!ztunnel.keys().any(|k| k.contains("get-only")));
+    }
+}
+
+#[cfg(test)]
+mod delegate_tests {
+    use std::path::Path;
+
+    use ambit_api::{config::resource::Kind, manifests::Manifests};
+
+    use super::*;
+    use crate::mesh::{Mesh, build};
+
+    const ROUTES: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: shop}
+spec:
+  hosts: [cart]
+  http: [{match: [{uri: {prefix: /a}}], delegate: {name: leaf}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: leaf, namespace: shop}
+spec:
+  http: [{name: leaf, route: [{destination: {host: cart}}]}]
+";
+
+    #[test]
+    fn waypoints_get_the_root_merged_and_not_the_delegate() {
+        let mut manifests = Manifests::default();
+        manifests.parse_documents(Path::new("vs.yaml"), ROUTES);
+        let mesh = build(&manifests, "cluster.local", &Mesh::default()).mesh;
+        let subscriber = Subscriber {
+            node: "n1".to_owned(),
+            kind: SubscriberKind::Waypoint,
+        };
+        let selected = select(&mesh, &subscriber);
+        assert!(!selected.contains_key("virtualservice/shop/leaf"));
+        let Some(Kind::Route(root)) = &selected["virtualservice/shop/root"].kind else {
+            panic!("the root is a route: {:?}", selected.keys());
+        };
+        assert!(
+            !root.spec_json.contains("\"delegate\":{")
+                && root.spec_json.contains("cart.shop.svc.cluster.local"),
+            "the root should carry the delegate's route, merged: {}",
+            root.spec_json
+        );
     }
 }

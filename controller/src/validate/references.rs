@@ -1,7 +1,10 @@
 //! Pass 4: references between objects. A subset a VirtualService route names must be
 //! defined by a DestinationRule for that host, visible from the route's namespace; a
 //! Gateway a VirtualService binds to should exist (a warning, as `istioctl analyze`
-//! gives: the VirtualService applies as soon as the Gateway appears).
+//! gives: the VirtualService applies as soon as the Gateway appears). A route's
+//! `delegate` should be usable from the root, and each delegate route's match should
+//! narrow the delegating route's (warnings on the root and on the delegate: the route
+//! is left out, the rest applies, [`crate::delegation`]).
 //!
 //! Hosts are compared resolved ([`hosts::resolve`]): `reviews` in a VirtualService of
 //! `shop` and `reviews` in a DestinationRule of `shop` are both
@@ -13,16 +16,22 @@
 //! rejected for another reason, so one mistake in a rule does not also flag every route
 //! that uses it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ambit_api::{
-    istio::{self, VirtualServiceSpec, virtual_service::Destination},
+    istio::{
+        self, VirtualServiceSpec,
+        virtual_service::{Destination, HttpRoute},
+    },
     manifests::Object,
 };
 use serde_yaml_ng::Value;
 
-use super::{Checked, Findings, Reason};
-use crate::hosts;
+use super::{Checked, Findings, ObjectRef, Reason};
+use crate::{
+    delegation::{self, Target},
+    hosts,
+};
 
 /// What a DestinationRule says about subsets.
 #[derive(Debug)]
@@ -34,20 +43,31 @@ struct RuleSubsets {
     subsets: Vec<String>,
 }
 
+/// An HTTP route of a root VirtualService that delegates.
+#[derive(Debug)]
+struct Delegation<'a> {
+    /// `namespace/name (VirtualService) spec.http[i]`.
+    root: String,
+    root_namespace: &'a str,
+    route: &'a HttpRoute,
+}
+
 /// Everything pass 4 needs to know about the other objects.
 #[derive(Debug)]
-pub(super) struct References {
+pub(super) struct References<'a> {
     rules: Vec<RuleSubsets>,
-    /// VirtualServices (`namespace`, `name`) that an HTTP route delegates to.
-    delegate_targets: BTreeSet<(String, String)>,
+    /// Every VirtualService; `None` for one whose spec cannot be read.
+    virtual_services: BTreeMap<Target, Option<&'a VirtualServiceSpec>>,
+    /// The HTTP routes that delegate to each VirtualService.
+    delegations: BTreeMap<Target, Vec<Delegation<'a>>>,
     /// Istio Gateways (`namespace`, `name`).
     gateways: BTreeSet<(String, String)>,
 }
 
-impl References {
+impl<'a> References<'a> {
     pub(super) fn new(
         objects: &[Object],
-        virtual_services: &[Checked<'_, VirtualServiceSpec>],
+        virtual_services: &'a [Checked<'a, VirtualServiceSpec>],
     ) -> Self {
         let networking = |o: &&Object, kind: &str| {
             o.kind == kind
@@ -72,25 +92,99 @@ impl References {
                 })
             })
             .collect();
-        let delegate_targets = virtual_services
+        let mut delegations: BTreeMap<Target, Vec<Delegation<'a>>> = BTreeMap::new();
+        // Only a root (with hosts) delegates: a delegate's delegations are refused.
+        let roots = virtual_services
             .iter()
             .filter_map(|vs| Some((vs.object, vs.spec.as_ref()?)))
-            .flat_map(|(object, spec)| {
-                spec.http.iter().filter_map(|route| {
-                    let delegate = route.delegate.as_ref()?;
-                    let namespace = if delegate.namespace.is_empty() {
-                        object.namespace()
-                    } else {
-                        &delegate.namespace
-                    };
-                    Some((namespace.to_owned(), delegate.name.clone()))
-                })
-            })
-            .collect();
+            .filter(|(_, spec)| !spec.hosts.is_empty());
+        for (object, spec) in roots {
+            for (index, route) in spec.http.iter().enumerate() {
+                let Some(delegate) = &route.delegate else {
+                    continue;
+                };
+                let root_namespace = object.namespace();
+                delegations
+                    .entry(delegation::target(delegate, root_namespace))
+                    .or_default()
+                    .push(Delegation {
+                        root: format!("{} spec.http[{index}]", ObjectRef::of(object)),
+                        root_namespace,
+                        route,
+                    });
+            }
+        }
         Self {
             rules,
-            delegate_targets,
+            virtual_services: virtual_services
+                .iter()
+                .map(|vs| (key_of(vs.object), vs.spec.as_ref()))
+                .collect(),
+            delegations,
             gateways,
+        }
+    }
+
+    /// Warns about each HTTP route of a root VirtualService in `namespace` whose delegate
+    /// it cannot use (missing, with hosts, not exported there). A delegate that cannot be
+    /// read has its own errors, and so has a delegate that delegates again (pass 3).
+    pub(super) fn check_delegates(
+        &self,
+        namespace: &str,
+        spec: &VirtualServiceSpec,
+        findings: &mut Findings,
+    ) {
+        if spec.hosts.is_empty() {
+            return;
+        }
+        for (index, route) in spec.http.iter().enumerate() {
+            let Some(delegate) = &route.delegate else {
+                continue;
+            };
+            let target = delegation::target(delegate, namespace);
+            let found = self.virtual_services.get(&target);
+            if matches!(found, Some(None)) {
+                continue;
+            }
+            if let Err(unusable) = delegation::usable(&target, found.copied().flatten(), namespace)
+            {
+                findings.add(
+                    format!("spec.http[{index}].delegate"),
+                    Reason::DelegateUnusable(unusable),
+                );
+            }
+        }
+    }
+
+    /// Warns about each match of a delegate's route that narrows no match of a route
+    /// delegating to it (from a root that may use it).
+    pub(super) fn check_delegated(
+        &self,
+        object: &Object,
+        spec: &VirtualServiceSpec,
+        findings: &mut Findings,
+    ) {
+        let key = key_of(object);
+        let Some(delegations) = self.delegations.get(&key) else {
+            return;
+        };
+        for delegation in delegations {
+            if delegation::usable(&key, Some(spec), delegation.root_namespace).is_err() {
+                continue;
+            }
+            for (index, leaf) in spec.http.iter().enumerate() {
+                if let Err(conflict) =
+                    delegation::merge_matches(&delegation.route.matches, &leaf.matches)
+                {
+                    findings.add(
+                        format!("spec.http[{index}].match[{}]", conflict.index),
+                        Reason::DelegateConflict {
+                            root: delegation.root.clone(),
+                            conflict,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -122,8 +216,7 @@ impl References {
 
     /// Whether another VirtualService delegates to `object`.
     pub(super) fn is_delegate_target(&self, object: &Object) -> bool {
-        self.delegate_targets
-            .contains(&(object.namespace().to_owned(), object.metadata.name.clone()))
+        self.delegations.contains_key(&key_of(object))
     }
 
     /// Checks every destination of a VirtualService in `namespace` that names a subset.
@@ -201,6 +294,10 @@ impl References {
             );
         }
     }
+}
+
+fn key_of(object: &Object) -> Target {
+    (object.namespace().to_owned(), object.metadata.name.clone())
 }
 
 /// The strings `pick` finds in each item of a YAML list (none when it is not a list).

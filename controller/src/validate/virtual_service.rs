@@ -29,13 +29,17 @@ const RETRY_CONDITIONS: [&str; 16] = [
 ];
 
 /// Checks one VirtualService's spec. A VirtualService that another one delegates to
-/// (`delegate_target`) has no `hosts` of its own.
+/// (`delegate_target`) has no `hosts` of its own: it is a delegate.
 pub(super) fn check(spec: &VirtualServiceSpec, delegate_target: bool, findings: &mut Findings) {
-    if spec.hosts.is_empty() && !delegate_target {
-        findings.add(
-            "spec.hosts",
-            Reason::Required("list the hosts (services or domains) these routes apply to"),
-        );
+    if spec.hosts.is_empty() {
+        if delegate_target {
+            delegate(spec, findings);
+        } else {
+            findings.add(
+                "spec.hosts",
+                Reason::Required("list the hosts (services or domains) these routes apply to"),
+            );
+        }
     }
     for (index, host) in spec.hosts.iter().enumerate() {
         fields::required(
@@ -75,6 +79,36 @@ pub(super) fn check(spec: &VirtualServiceSpec, delegate_target: bool, findings: 
     }
 }
 
+/// What Istio refuses in a delegate: what only a root decides (gateways, TLS and TCP
+/// routes), and a second level of delegation.
+fn delegate(spec: &VirtualServiceSpec, findings: &mut Findings) {
+    let root_only = [
+        ("spec.gateways", spec.gateways.is_empty()),
+        ("spec.tls", spec.tls.is_empty()),
+        ("spec.tcp", spec.tcp.is_empty()),
+    ];
+    for (path, empty) in root_only {
+        if !empty {
+            findings.add(
+                path,
+                Reason::Unsupported(
+                    "a delegate takes only `http` routes, the root decides the rest: remove it",
+                ),
+            );
+        }
+    }
+    for (index, route) in spec.http.iter().enumerate() {
+        if route.delegate.is_some() {
+            findings.add(
+                format!("spec.http[{index}].delegate"),
+                Reason::Unsupported(
+                    "a delegate cannot delegate again (Istio supports one level): give this route a `route`, a `redirect` or a `directResponse`",
+                ),
+            );
+        }
+    }
+}
+
 fn http_route(findings: &mut Findings, path: &str, route: &HttpRoute) {
     for (index, conditions) in route.matches.iter().enumerate() {
         http_match(findings, &format!("{path}.match[{index}]"), conditions);
@@ -102,6 +136,25 @@ fn http_route(findings: &mut Findings, path: &str, route: &HttpRoute) {
         && route.delegate.is_none()
     {
         findings.add(path, Reason::NoAction);
+    }
+    if let Some(delegate) = &route.delegate {
+        let at = format!("{path}.delegate");
+        fields::required(
+            findings,
+            &format!("{at}.name"),
+            &delegate.name,
+            "the name of the VirtualService this route delegates to",
+        );
+        let actions = [
+            ("route", routed),
+            ("redirect", route.redirect.is_some()),
+            ("directResponse", route.direct_response.is_some()),
+        ];
+        for (action, given) in actions {
+            if given {
+                findings.add(&at, Reason::Exclusive("delegate", action));
+            }
+        }
     }
 
     let route_path = format!("{path}.route");
