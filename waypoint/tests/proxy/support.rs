@@ -582,3 +582,16 @@ pub async fn closed_port(ip: &str) -> io::Result<u16> {
     let listener = TcpListener::bind((ip.parse::<IpAddr>().expect("a test IP"), 0)).await?;
     Ok(listener.local_addr()?.port())
 }
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

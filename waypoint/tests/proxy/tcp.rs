@@ -94,19 +94,6 @@ async fn exchange(engine: &Arc<Engine>, text: &str) -> String {
     greeting.trim_end().to_owned()
 }
 
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_tcp_route_splits_connections_by_weight_and_the_relay_counts_them() {
     let waypoint = Waypoint::start(&config(

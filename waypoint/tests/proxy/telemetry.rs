@@ -5,19 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits (up to 5s) until the waypoint has recorded `count` requests with `labels`:
 /// a request is recorded when its response body is dropped, just after the client has
 /// it.
