@@ -83,7 +83,7 @@ fn follow_controller(controller: Controller, decisions: Arc<Decisions>, agent: A
     };
     tokio::spawn(async move {
         subscribe::run(subscription, &mut |update| {
-            decisions.apply(update);
+            decisions.apply(&update);
             let _ = changed.send(());
             Ok(format!("{} pods on this node", update.upserted.len()))
         })

@@ -54,8 +54,10 @@ pub struct Subscription {
 }
 
 /// Applies one update: `Ok` with a line for the log, or `Err` with the NACK's reason
-/// (the subscriber keeps what it had).
-pub type Apply<'a> = dyn FnMut(&ConfigUpdate) -> Result<String, String> + Send + 'a;
+/// (the subscriber keeps what it had). The update is the subscriber's: it may move out
+/// of it, and it is freed before the function returns (so a subscriber can hand the
+/// memory of a large update back to the system once it is applied).
+pub type Apply<'a> = dyn FnMut(ConfigUpdate) -> Result<String, String> + Send + 'a;
 
 /// Keeps the subscriber in step with the controller through `apply`, forever (or until
 /// the address turns out unusable).
@@ -111,26 +113,19 @@ async fn subscribe_once(
         .into_inner();
     info!(%address, %node, kind = ?subscription.kind, "subscribed to the controller's config push");
     while let Some(update) = updates.message().await.map_err(SubscribeError::Stream)? {
-        let error = match apply(&update) {
+        let (version, full) = (update.version, update.full);
+        let error = match apply(update) {
             Ok(summary) => {
-                info!(
-                    version = update.version,
-                    full = update.full,
-                    %summary,
-                    "applied config"
-                );
+                info!(version, full, %summary, "applied config");
                 String::new()
             }
             Err(error) => {
-                warn!(version = update.version, %error, "rejected config (NACK)");
+                warn!(version, %error, "rejected config (NACK)");
                 error
             }
         };
         let ack = SubscribeRequest {
-            request: Some(Request::Ack(Ack {
-                version: update.version,
-                error,
-            })),
+            request: Some(Request::Ack(Ack { version, error })),
         };
         if requests.send(ack).await.is_err() {
             return Err(SubscribeError::Closed);

@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
                 _ => Serving::Waypoint,
             };
             let pushed = state
-                .apply(update, &namespace, &name, serving)
+                .apply(&update, &namespace, &name, serving)
                 .map_err(|e| e.to_string())?;
             push_engine
                 .update(&pushed.config)

@@ -22,6 +22,7 @@
 //!   workloads (IP → identity, node, labels) and services (VIP → ports, endpoints) it
 //!   names;
 //! - [`local_config`]: the same config from a snapshot file (`--local-config`);
+//! - [`heap`]: freed heap handed back to the kernel after each update;
 //! - [`inpod`]: per-pod listeners, the relay, and HBONE both ways;
 //! - workload certificates (one per identity, renewed at half-life) come from
 //!   [`ambit_certs`];
@@ -44,6 +45,7 @@ pub mod config;
 pub mod directory;
 pub mod drain;
 pub mod handoff;
+pub mod heap;
 pub mod inpod;
 pub mod local_config;
 pub mod metrics;

@@ -75,7 +75,7 @@ fn apply(path: &PathBuf, targets: &Targets) -> Result<String, LocalConfigError> 
     // Whatever the snapshot says, it replaces everything held.
     update.full = true;
     targets
-        .apply(&update)
+        .apply(update)
         .map_err(|reason| LocalConfigError::Apply {
             path: path.clone(),
             reason,

@@ -10,7 +10,7 @@ use ambit_api::{
 };
 use tracing::info;
 
-use crate::{directory::Directory, policy::Policies};
+use crate::{directory::Directory, heap, policy::Policies};
 
 /// What the push keeps up to date.
 #[derive(Debug, Clone)]
@@ -20,8 +20,16 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// Applies `update` to both, or to neither.
-    pub(crate) fn apply(&self, update: &ConfigUpdate) -> Result<String, String> {
+    /// Applies `update` to both, or to neither; then frees it, and the heap the
+    /// previous state held, for good ([`heap::release_freed`]).
+    pub(crate) fn apply(&self, update: ConfigUpdate) -> Result<String, String> {
+        let result = self.apply_update(&update);
+        drop(update);
+        heap::release_freed();
+        result
+    }
+
+    fn apply_update(&self, update: &ConfigUpdate) -> Result<String, String> {
         let staged = self.policies.stage(update).map_err(|e| e.to_string())?;
         self.directory.apply(update).map_err(|e| e.to_string())?;
         let closed = self.policies.commit(staged);
