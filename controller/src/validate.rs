@@ -182,6 +182,12 @@ pub enum Reason {
     ServerHost(String),
     #[error("{value} is not {expected}: Envoy refuses it")]
     HashTableSize { value: u64, expected: &'static str },
+    #[error("locality {0}")]
+    Locality(ambit_api::locality::LocalityError),
+    #[error("`{0}` is not a region: name one region, without `/` or `*`")]
+    Region(String),
+    #[error("fails over from region `{0}` to itself: name another region")]
+    FailoverToItself(String),
     #[error("{0}; until then this route is left out and the others apply")]
     DelegateUnusable(crate::delegation::Unusable),
     #[error(

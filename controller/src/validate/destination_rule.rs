@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use ambit_api::istio::destination_rule::{
-    ConnectionPoolSettings, ConsistentHashLb, DestinationRuleSpec, LoadBalancerSettings,
-    OutlierDetection, TrafficPolicy,
+use ambit_api::{
+    istio::destination_rule::{
+        ConnectionPoolSettings, ConsistentHashLb, DestinationRuleSpec, LoadBalancerSettings,
+        LocalityLbSetting, OutlierDetection, TrafficPolicy,
+    },
+    locality::LocalityPattern,
 };
 
 use super::{Findings, Reason, fields};
@@ -91,20 +94,51 @@ fn load_balancer(findings: &mut Findings, path: &str, lb: &LoadBalancerSettings)
         consistent_hash(findings, &format!("{path}.consistentHash"), hash);
     }
     if let Some(locality) = &lb.locality_lb_setting {
-        let at = format!("{path}.localityLbSetting");
-        if !locality.distribute.is_empty() && !locality.failover.is_empty() {
-            findings.add(
-                format!("{at}.failover"),
-                Reason::Exclusive("failover", "distribute"),
-            );
+        locality_lb(findings, &format!("{path}.localityLbSetting"), locality);
+    }
+}
+
+/// `localityLbSetting`: `distribute` or `failover`, localities as `region/zone/subzone`
+/// (`*` for any), `failover` between two regions.
+fn locality_lb(findings: &mut Findings, at: &str, locality: &LocalityLbSetting) {
+    if !locality.distribute.is_empty() && !locality.failover.is_empty() {
+        findings.add(
+            format!("{at}.failover"),
+            Reason::Exclusive("failover", "distribute"),
+        );
+    }
+    let mut pattern = |field: String, text: &str| {
+        if let Err(error) = text.parse::<LocalityPattern>() {
+            findings.add(field, Reason::Locality(error));
         }
-        for (index, distribute) in locality.distribute.iter().enumerate() {
-            let weights: Vec<Option<i32>> = distribute
-                .to
-                .values()
-                .map(|w| Some(i32::try_from(*w).unwrap_or(i32::MAX)))
-                .collect();
-            fields::weights(findings, &format!("{at}.distribute[{index}].to"), &weights);
+    };
+    for (index, distribute) in locality.distribute.iter().enumerate() {
+        let entry = format!("{at}.distribute[{index}]");
+        pattern(format!("{entry}.from"), &distribute.from);
+        for to in distribute.to.keys() {
+            pattern(format!("{entry}.to.{to}"), to);
+        }
+    }
+    for (index, distribute) in locality.distribute.iter().enumerate() {
+        let weights: Vec<Option<i32>> = distribute
+            .to
+            .values()
+            .map(|w| Some(i32::try_from(*w).unwrap_or(i32::MAX)))
+            .collect();
+        fields::weights(findings, &format!("{at}.distribute[{index}].to"), &weights);
+    }
+    for (index, failover) in locality.failover.iter().enumerate() {
+        let entry = format!("{at}.failover[{index}]");
+        for (field, region) in [("from", &failover.from), ("to", &failover.to)] {
+            if region.is_empty() || region.contains(['/', '*']) {
+                findings.add(format!("{entry}.{field}"), Reason::Region(region.clone()));
+            }
+        }
+        if failover.from == failover.to && !failover.from.is_empty() {
+            findings.add(
+                format!("{entry}.to"),
+                Reason::FailoverToItself(failover.from.clone()),
+            );
         }
     }
 }
@@ -375,6 +409,40 @@ subsets:
                 pair(
                     "spec.trafficPolicy.portLevelSettings[0].port.number",
                     "port 0 is out of range: use 1 to 65535"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn localities_and_failover_regions_must_be_well_formed() {
+        assert_eq!(
+            check_yaml(
+                "host: r\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting:\n      distribute:\n      - {from: 'a/*/c', to: {'a//x': 40, 'b/*': 60}}\n"
+            ),
+            [
+                pair(
+                    "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from",
+                    "locality `a/*/c`: `*` stands for a whole part and only the last one (`region/*`)"
+                ),
+                pair(
+                    "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to.a//x",
+                    "locality `a//x` has an empty part: use `region/zone/subzone`, `*` for any"
+                ),
+            ]
+        );
+        assert_eq!(
+            check_yaml(
+                "host: r\nsubsets:\n- name: v1\n  trafficPolicy:\n    loadBalancer:\n      localityLbSetting:\n        failover:\n        - {from: us-east/a, to: eu}\n        - {from: eu, to: eu}\n"
+            ),
+            [
+                pair(
+                    "spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.failover[0].from",
+                    "`us-east/a` is not a region: name one region, without `/` or `*`"
+                ),
+                pair(
+                    "spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.failover[1].to",
+                    "fails over from region `eu` to itself: name another region"
                 ),
             ]
         );
