@@ -49,6 +49,8 @@ pub struct Cluster {
     pub pods: Vec<Pod>,
     pub waypoint: ChildGuard,
     pub waypoint_pod: Pod,
+    /// The HTTP server of each of `pods`, in the same order.
+    servers: Vec<ChildGuard>,
     processes: Vec<ChildGuard>,
 }
 
@@ -66,14 +68,14 @@ impl Cluster {
         let waypoint_pod = n1.add_pod(PodSpec::waypoint("shop", "waypoint"))?;
         let client = n1.add_pod(PodSpec::new("shop", "client"))?;
         let mut pods = Vec::new();
-        let mut processes = Vec::new();
+        let mut servers = Vec::new();
         for (node, version) in [(&n2, "v1"), (&n2, "v2"), (&n1, "v3")] {
             let pod = node.add_pod(
                 PodSpec::new("shop", &format!("app-{version}"))
                     .label("app", "app")
                     .label("version", version),
             )?;
-            processes.push(app::http_serve(
+            servers.push(app::http_serve(
                 &pod,
                 SocketAddr::from(([0; 4], APP_PORT)),
                 version,
@@ -105,7 +107,7 @@ impl Cluster {
                 json!({ "host": "app", "subsets": subsets }),
             ),
         )?;
-        processes.extend(control.start(&net)?);
+        let processes = control.start(&net)?;
         let waypoint = control.start_waypoint(&waypoint_pod, "waypoint")?;
         Ok(Some(Self {
             net,
@@ -114,7 +116,8 @@ impl Cluster {
             pods,
             waypoint,
             waypoint_pod,
-            processes,
+            servers,
+            processes: processes.into(),
         }))
     }
 
@@ -132,13 +135,27 @@ impl Cluster {
                 .label("app", "app")
                 .label("version", version),
         )?;
-        self.processes.push(app::http_serve_status(
+        self.servers.push(app::http_serve_status(
             &pod,
             SocketAddr::from(([0; 4], APP_PORT)),
             version,
             status,
         )?);
         self.pods.push(pod);
+        Ok(())
+    }
+
+    /// Restarts the server of `pods[index]`, answering as `version`, plain requests
+    /// with `status` (a pod that breaks: 503).
+    pub fn restart_app(&mut self, index: usize, version: &str, status: u16) -> Result<()> {
+        drop(self.servers.remove(index));
+        let server = app::http_serve_status(
+            &self.pods[index],
+            SocketAddr::from(([0; 4], APP_PORT)),
+            version,
+            status,
+        )?;
+        self.servers.insert(index, server);
         Ok(())
     }
 
