@@ -40,20 +40,6 @@ fn label_node(cluster: &Cluster, index: usize, zone: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `app` DestinationRule with the shared subsets and `traffic_policy`.
-fn destination_rule(cluster: &Cluster, traffic_policy: &Value) -> Result<()> {
-    let subsets: Vec<Value> = ["v1", "v2", "v3"]
-        .iter()
-        .map(|v| json!({ "name": v, "labels": { "version": v } }))
-        .collect();
-    cluster.apply(
-        "destination-rule.yaml",
-        "DestinationRule",
-        "app",
-        json!({ "host": "app", "trafficPolicy": traffic_policy, "subsets": subsets }),
-    )
-}
-
 /// How many of `count` requests each pod answered, failing on any other status
 /// than 200.
 fn answered(cluster: &Cluster, count: usize) -> Result<std::collections::BTreeMap<String, u64>> {
@@ -73,17 +59,14 @@ fn requests_stay_in_the_waypoints_zone_until_its_endpoint_is_ejected() -> Result
     assert_eq!(VIP, vip().ip().to_string());
     label_node(&cluster, 0, "zone-a")?;
     label_node(&cluster, 1, "zone-b")?;
-    destination_rule(
-        &cluster,
-        &json!({
-            "loadBalancer": { "simple": "ROUND_ROBIN", "localityLbSetting": { "enabled": true } },
-            "outlierDetection": {
-                "consecutive5xxErrors": 2,
-                "baseEjectionTime": "5m",
-                "maxEjectionPercent": 100,
-            },
-        }),
-    )?;
+    cluster.set_traffic_policy(json!({
+        "loadBalancer": { "simple": "ROUND_ROBIN", "localityLbSetting": { "enabled": true } },
+        "outlierDetection": {
+            "consecutive5xxErrors": 2,
+            "baseEjectionTime": "5m",
+            "maxEjectionPercent": 100,
+        },
+    }))?;
     // Round robin over three pods would send two of every three requests to zone B.
     cluster.wait_all_from(None, "v3", 30)?;
 
@@ -130,12 +113,9 @@ fn distribute_splits_requests_between_zones_by_weight() -> Result<()> {
             },
         })
     };
-    destination_rule(&cluster, &distribute(json!({ "r1/zone-a/*": 100 })))?;
+    cluster.set_traffic_policy(distribute(json!({ "r1/zone-a/*": 100 })))?;
     cluster.wait_all_from(None, "v3", 30)?;
-    destination_rule(
-        &cluster,
-        &distribute(json!({ "r1/zone-a/*": 20, "r1/zone-b/*": 80 })),
-    )?;
+    cluster.set_traffic_policy(distribute(json!({ "r1/zone-a/*": 20, "r1/zone-b/*": 80 })))?;
     let last = std::cell::RefCell::new(None);
     wait_for(
         "zone B answering",

@@ -34,6 +34,22 @@ pub fn istio(kind: &str, name: &str, spec: Value) -> Value {
     })
 }
 
+/// Where the `app` DestinationRule is written.
+pub const DESTINATION_RULE_FILE: &str = "destination-rule.yaml";
+
+/// The `app` DestinationRule: subsets v1–v3 by `version`, and `traffic_policy`.
+pub fn destination_rule(traffic_policy: Option<Value>) -> Value {
+    let subsets: Vec<Value> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|v| json!({ "name": v, "labels": { "version": v } }))
+        .collect();
+    let mut spec = json!({ "host": "app", "subsets": subsets });
+    if let Some(policy) = traffic_policy {
+        spec["trafficPolicy"] = policy;
+    }
+    istio("DestinationRule", "app", spec)
+}
+
 pub fn virtual_service(http: Value) -> Value {
     istio(
         "VirtualService",
@@ -95,18 +111,7 @@ impl Cluster {
                 },
             }),
         )?;
-        let subsets: Vec<Value> = ["v1", "v2", "v3"]
-            .iter()
-            .map(|v| json!({ "name": v, "labels": { "version": v } }))
-            .collect();
-        net.write_manifest(
-            "destination-rule.yaml",
-            &istio(
-                "DestinationRule",
-                "app",
-                json!({ "host": "app", "subsets": subsets }),
-            ),
-        )?;
+        net.write_manifest(DESTINATION_RULE_FILE, &destination_rule(None))?;
         let processes = control.start(&net)?;
         let waypoint = control.start_waypoint(&waypoint_pod, "waypoint")?;
         Ok(Some(Self {
@@ -156,6 +161,15 @@ impl Cluster {
             status,
         )?;
         self.servers.insert(index, server);
+        Ok(())
+    }
+
+    /// Replaces the `app` DestinationRule by one with `traffic_policy`.
+    pub fn set_traffic_policy(&self, traffic_policy: Value) -> Result<()> {
+        self.net.write_manifest(
+            DESTINATION_RULE_FILE,
+            &destination_rule(Some(traffic_policy)),
+        )?;
         Ok(())
     }
 
