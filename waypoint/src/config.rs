@@ -47,6 +47,9 @@ pub struct Config {
     /// Where the proxy itself runs (its pod's locality): what `localityLbSetting` ranks
     /// endpoints from. Empty when unknown.
     pub locality: Locality,
+    /// The proxy's own pod's labels (an ingress gateway's are what Gateways select;
+    /// `failoverPriority` compares endpoints' with them). Empty when unknown.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the proxy serves, which decides the VirtualServices that apply.

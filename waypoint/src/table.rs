@@ -32,15 +32,12 @@ use std::{
     sync::Arc,
 };
 
-use ambit_api::{
-    istio::{
-        DestinationRuleSpec, VirtualServiceSpec,
-        destination_rule::{
-            ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
-            SimpleLb, TrafficPolicy,
-        },
+use ambit_api::istio::{
+    DestinationRuleSpec, VirtualServiceSpec,
+    destination_rule::{
+        ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
+        SimpleLb, TrafficPolicy,
     },
-    locality::Locality,
 };
 use thiserror::Error;
 
@@ -55,7 +52,7 @@ pub use self::{
 };
 use self::{
     hashing::HashPolicy,
-    locality::{LocalitySetting, SettingError},
+    locality::{LocalitySetting, Origin, SettingError},
 };
 use crate::{
     config::{Config, Endpoint, Named, Protocol, Role, Service},
@@ -565,6 +562,10 @@ fn destination_rules_by_host(config: &Config) -> HashMap<String, &DestinationRul
 /// One cluster per service port for all endpoints, and one per port and subset.
 fn build_clusters(config: &Config) -> ClusterIndex {
     let rules = destination_rules_by_host(config);
+    let origin = Origin {
+        locality: &config.locality,
+        labels: &config.labels,
+    };
     let mut index = ClusterIndex::default();
     for service in &config.services {
         let host = service.hostname();
@@ -581,14 +582,13 @@ fn build_clusters(config: &Config) -> ClusterIndex {
                 let lb = effective(policies, port.port, PolicyScope::load_balancer);
                 let outlier = effective(policies, port.port, PolicyScope::outlier_detection);
                 let endpoints = subset_endpoints(service, labels);
-                let localities: Vec<&Locality> = endpoints.iter().map(|e| &e.locality).collect();
                 let policy = ClusterPolicy {
                     balancer: Balancer::from_settings(lb),
                     limits: effective(policies, port.port, PolicyScope::connection_pool)
                         .and_then(|pool| ConnectionLimits::new(pool, http2)),
                     outlier: outlier.and_then(OutlierPolicy::new),
                     locality: locality_setting(lb).and_then(|setting| {
-                        setting.for_cluster(&config.locality, outlier.is_some(), &localities)
+                        setting.for_cluster(origin, outlier.is_some(), &endpoints)
                     }),
                 };
                 let cluster = Cluster::new(

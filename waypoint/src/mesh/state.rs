@@ -2,7 +2,8 @@
 //! full update and patched by deltas, then compiled into the engine's [`Config`] and a
 //! [`MeshView`] (VIP → service, IP → identity); for an ingress gateway also the Istio
 //! Gateways that select its pod and the TLS credentials they name. The proxy's own
-//! locality is its pod's, found among the workloads of its node the push includes.
+//! labels and locality are its pod's, found among the workloads of its node the push
+//! includes.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -170,7 +171,6 @@ fn compile(
         ..Config::default()
     };
     let mut gateways = Vec::new();
-    let mut own_labels = None;
     let mut credentials = Credentials::new();
     for (key, resource) in resources {
         match &resource.kind {
@@ -217,7 +217,7 @@ fn compile(
                 )?);
             }
             Some(Kind::Workload(workload)) if is_own(workload, namespace, name, serving) => {
-                own_labels = Some(workload.labels.clone());
+                config.labels = workload.labels.clone().into_iter().collect();
                 config.locality = workload
                     .locality
                     .clone()
@@ -238,7 +238,7 @@ fn compile(
         }
     }
     if let Serving::Ingress { .. } = serving {
-        let labels = own_labels.unwrap_or_default();
+        let labels = &config.labels;
         gateways.retain(|gateway| {
             !gateway.spec.selector.is_empty()
                 && gateway

@@ -7,10 +7,16 @@
 //!   it nothing would ever move traffic down a level, so Istio does not rank): endpoints
 //!   are ranked in priority levels — same region, zone and subzone; same region and
 //!   zone; same region; then, when a `failover` entry's `from` is the waypoint's region,
-//!   its `to` region; then the rest. Each level takes the share of requests its health
-//!   allows (Envoy's overprovisioning factor 1.4: a level with h% of its endpoints not
-//!   ejected takes min(100, 1.4·h)%), the remainder spills to the next level; when all
-//!   levels together are below 100%, the shares are scaled up to 100%.
+//!   its `to` region; then the rest. With `failoverPriority` (label keys, in order;
+//!   `key=value` compares with `value` instead of the waypoint's own), an endpoint
+//!   ranks by the longest prefix of the keys on which its labels equal the waypoint
+//!   pod's (the locality keys `topology.kubernetes.io/region`, `…/zone` and
+//!   `topology.istio.io/subzone` read the localities), and the locality ranking applies
+//!   within each of those levels only when `failover` is set too. Each level takes the
+//!   share of requests its health allows (Envoy's overprovisioning factor 1.4: a level
+//!   with h% of its endpoints not ejected takes min(100, 1.4·h)%), the remainder spills
+//!   to the next level; when all levels together are below 100%, the shares are scaled
+//!   up to 100% (Istio turns Envoy's panic mode off).
 //! - **distribute**: the first entry whose `from` pattern matches the waypoint's
 //!   locality spreads requests over the endpoints' localities matching its `to`
 //!   patterns, by weight (a pattern's weight is shared by the localities it matches in
@@ -20,16 +26,21 @@
 //! The cluster's balancer then picks within the level or locality chosen, among the
 //! endpoints not ejected. A consistent hash chooses the level from the request's hash,
 //! so a key stays put while health does not change.
-//!
-//! Not done: `failoverPriority` (refused when the table compiles).
+
+use std::collections::BTreeMap;
 
 use ambit_api::{
     istio::destination_rule::LocalityLbSetting,
-    locality::{Locality, LocalityError, LocalityPattern},
+    locality::{Locality, LocalityError, LocalityPattern, REGION_LABEL, SUBZONE_LABEL, ZONE_LABEL},
 };
+
+use crate::config::Endpoint;
 
 /// Envoy's default overprovisioning factor, in percent.
 const OVERPROVISIONING_PERCENT: f64 = 140.0;
+/// How many ranks locality failover gives (0 to 4): Istio multiplies a
+/// `failoverPriority` level by it to rank by locality within it.
+const LOCALITY_RANKS: u32 = 5;
 
 /// A `distribute` entry: where requests come from, and the weight of where they go.
 #[derive(Debug, Clone)]
@@ -45,6 +56,8 @@ pub struct LocalitySetting {
     distribute: Vec<Distribute>,
     /// `(from, to)` regions.
     failover: Vec<(String, String)>,
+    /// Label keys, best first, each with the value compared instead of the proxy's.
+    failover_priority: Vec<(String, Option<String>)>,
 }
 
 impl Default for LocalitySetting {
@@ -54,8 +67,17 @@ impl Default for LocalitySetting {
             enabled: true,
             distribute: Vec::new(),
             failover: Vec::new(),
+            failover_priority: Vec::new(),
         }
     }
+}
+
+/// Who the proxy is, as endpoints are ranked from it: its locality and its pod's
+/// labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub locality: &'a Locality,
+    pub labels: &'a BTreeMap<String, String>,
 }
 
 /// What is wrong with a `localityLbSetting`.
@@ -66,21 +88,14 @@ pub enum SettingError {
         field: String,
         source: LocalityError,
     },
-    #[error("`{field}.failoverPriority` is not supported by the waypoint yet: remove it")]
-    FailoverPriority { field: String },
 }
 
 impl LocalitySetting {
     /// Compiles `spec`, found at `field`.
     ///
     /// # Errors
-    /// A locality that is no pattern, or `failoverPriority`.
+    /// A locality that is no pattern.
     pub fn new(spec: &LocalityLbSetting, field: &str) -> Result<Self, SettingError> {
-        if !spec.failover_priority.is_empty() {
-            return Err(SettingError::FailoverPriority {
-                field: field.to_owned(),
-            });
-        }
         let pattern = |text: &str, at: String| {
             text.parse::<LocalityPattern>()
                 .map_err(|source| SettingError::Pattern { field: at, source })
@@ -109,39 +124,85 @@ impl LocalitySetting {
                 .iter()
                 .map(|f| (f.from.clone(), f.to.clone()))
                 .collect(),
+            failover_priority: spec
+                .failover_priority
+                .iter()
+                .map(|key| match key.split_once('=') {
+                    Some((key, value)) => (key.to_owned(), Some(value.to_owned())),
+                    None => (key.clone(), None),
+                })
+                .collect(),
         })
     }
 
-    /// How a cluster with endpoints at `endpoints` (in the cluster's order) balances
-    /// for a waypoint at `own`; `outlier`: whether the cluster has
-    /// `outlierDetection`. `None` when locality changes nothing.
+    /// How a cluster with `endpoints` (in the cluster's order) balances for a proxy
+    /// that is `origin`; `outlier`: whether the cluster has `outlierDetection`. `None`
+    /// when locality changes nothing.
     #[must_use]
     pub fn for_cluster(
         &self,
-        own: &Locality,
+        origin: Origin<'_>,
         outlier: bool,
-        endpoints: &[&Locality],
+        endpoints: &[&Endpoint],
     ) -> Option<LocalityLb> {
         if !self.enabled {
             return None;
         }
         if !self.distribute.is_empty() {
-            let entry = self.distribute.iter().find(|d| d.from.matches(own))?;
-            return Some(LocalityLb::weighted(&entry.to, endpoints));
+            let entry = self
+                .distribute
+                .iter()
+                .find(|d| d.from.matches(origin.locality))?;
+            let localities: Vec<&Locality> = endpoints.iter().map(|e| &e.locality).collect();
+            return Some(LocalityLb::weighted(&entry.to, &localities));
         }
         if !outlier {
             return None;
         }
-        let ranks: Vec<u8> = endpoints
+        let ranks: Vec<u32> = endpoints
             .iter()
-            .map(|endpoint| self.rank(own, endpoint))
+            .map(|endpoint| self.rank(origin, endpoint))
             .collect();
         LocalityLb::ranked(&ranks)
     }
 
-    /// Istio's priority of an endpoint at `endpoint` for a proxy at `own`, before the
-    /// levels are numbered consecutively.
-    fn rank(&self, own: &Locality, endpoint: &Locality) -> u8 {
+    /// Istio's priority of `endpoint` for a proxy that is `origin`, before the levels
+    /// are numbered consecutively: by `failoverPriority`, then by locality within it
+    /// (when `failover` is set, or `failoverPriority` is not).
+    fn rank(&self, origin: Origin<'_>, endpoint: &Endpoint) -> u32 {
+        let by_locality = self.locality_rank(origin.locality, &endpoint.locality);
+        // Istio ranks by labels only when it knows the proxy's.
+        if self.failover_priority.is_empty() || origin.labels.is_empty() {
+            return by_locality;
+        }
+        let by_labels = self.label_rank(origin, endpoint);
+        if self.failover.is_empty() {
+            by_labels
+        } else {
+            by_labels * LOCALITY_RANKS + by_locality
+        }
+    }
+
+    /// How many of the `failoverPriority` keys, counted from the last, are not in the
+    /// longest prefix on which `endpoint` agrees with `origin`: 0 when it agrees on all.
+    fn label_rank(&self, origin: Origin<'_>, endpoint: &Endpoint) -> u32 {
+        let keys = self.failover_priority.len();
+        let agreed = self
+            .failover_priority
+            .iter()
+            .take_while(|(key, fixed)| {
+                let wanted = fixed
+                    .as_deref()
+                    .unwrap_or_else(|| label(origin.labels, origin.locality, key));
+                wanted == label(&endpoint.labels, &endpoint.locality, key)
+            })
+            .count();
+        u32::try_from(keys - agreed).unwrap_or(u32::MAX)
+    }
+
+    /// Istio's priority of an endpoint at `endpoint` for a proxy at `own`, by locality
+    /// alone.
+    fn locality_rank(&self, own: &Locality, endpoint: &Locality) -> u32 {
         if own.region != endpoint.region {
             let failover = self.failover.iter().find(|(from, _)| *from == own.region);
             return match failover {
@@ -178,10 +239,25 @@ enum Shares {
     Weighted(Vec<u32>),
 }
 
+/// The value of label `key` of a workload with `labels` at `locality`: the locality
+/// keys read the locality when it is known, as Istio adds them to workloads' labels.
+fn label<'a>(labels: &'a BTreeMap<String, String>, locality: &'a Locality, key: &str) -> &'a str {
+    let located = match key {
+        REGION_LABEL => Some(&locality.region),
+        ZONE_LABEL => Some(&locality.zone),
+        SUBZONE_LABEL => Some(&locality.subzone),
+        _ => None,
+    };
+    located
+        .filter(|value| !value.is_empty())
+        .or_else(|| labels.get(key))
+        .map_or("", String::as_str)
+}
+
 impl LocalityLb {
     /// Levels from Istio's priorities, numbered consecutively; `None` when they are
     /// all the same.
-    fn ranked(ranks: &[u8]) -> Option<Self> {
+    fn ranked(ranks: &[u32]) -> Option<Self> {
         let mut distinct = ranks.to_vec();
         distinct.sort_unstable();
         distinct.dedup();

@@ -14,6 +14,37 @@ fn at(text: &str) -> Locality {
     }
 }
 
+/// Endpoints at `localities`, 10.0.0.1 onwards, with `labels`.
+fn endpoints(localities: &[&str], labels: &[(&str, &str)]) -> Vec<Endpoint> {
+    (1..)
+        .zip(localities)
+        .map(|(last, locality)| {
+            Endpoint::new(
+                std::net::Ipv4Addr::new(10, 0, 0, last).into(),
+                labels.iter().copied(),
+            )
+            .in_locality(at(locality))
+        })
+        .collect()
+}
+
+/// What `setting` makes of a cluster with endpoints at `localities`, for a waypoint at
+/// `own` without labels.
+fn balanced(
+    setting: &LocalitySetting,
+    own: &str,
+    outlier: bool,
+    localities: &[&str],
+) -> Option<LocalityLb> {
+    let endpoints = endpoints(localities, &[]);
+    let refs: Vec<&Endpoint> = endpoints.iter().collect();
+    let origin = Origin {
+        locality: &at(own),
+        labels: &BTreeMap::new(),
+    };
+    setting.for_cluster(origin, outlier, &refs)
+}
+
 fn setting(yaml: &str) -> LocalitySetting {
     let spec: LocalityLbSetting = serde_yaml_ng::from_str(yaml).expect("a localityLbSetting");
     LocalitySetting::new(&spec, "localityLbSetting").expect("it compiles")
@@ -52,29 +83,40 @@ fn endpoints_rank_by_subzone_zone_region_then_the_failover_region() {
         ("eu-west/a/rack-1", 3, 3),
         ("ap-south/a/rack-1", 3, 4),
     ] {
-        assert_eq!(plain.rank(&own, &at(endpoint)), without, "{endpoint}");
-        assert_eq!(failover.rank(&own, &at(endpoint)), with, "{endpoint}");
+        assert_eq!(
+            plain.locality_rank(&own, &at(endpoint)),
+            without,
+            "{endpoint}"
+        );
+        assert_eq!(
+            failover.locality_rank(&own, &at(endpoint)),
+            with,
+            "{endpoint}"
+        );
     }
 }
 
 #[test]
 fn failover_ranking_needs_outlier_detection_and_can_be_turned_off() {
-    let own = at("r1/a");
-    let endpoints = [&at("r1/a"), &at("r1/b")];
     let on = LocalitySetting::default();
     assert_eq!(
-        on.for_cluster(&own, false, &endpoints),
+        balanced(&on, "r1/a", false, &["r1/a", "r1/b"]),
         None,
         "without outlierDetection Istio does not rank"
     );
-    let ranked = on.for_cluster(&own, true, &endpoints).expect("two levels");
+    let ranked = balanced(&on, "r1/a", true, &["r1/a", "r1/b"]).expect("two levels");
     assert!(close(&shares(&ranked, &[true, true]), &[1.0, 0.0]));
     assert_eq!(
-        setting("{enabled: false}").for_cluster(&own, true, &endpoints),
+        balanced(
+            &setting("{enabled: false}"),
+            "r1/a",
+            true,
+            &["r1/a", "r1/b"]
+        ),
         None
     );
     assert_eq!(
-        on.for_cluster(&own, true, &[&at("r1/b"), &at("r1/b")]),
+        balanced(&on, "r1/a", true, &["r1/b", "r1/b"]),
         None,
         "one level changes nothing"
     );
@@ -82,18 +124,14 @@ fn failover_ranking_needs_outlier_detection_and_can_be_turned_off() {
 
 #[test]
 fn an_unhealthy_level_keeps_what_its_health_allows_and_spills_the_rest() {
-    let own = at("r1/a");
     // Two endpoints in the waypoint's zone, two in another zone, one in another region.
-    let endpoints = [
-        &at("r1/a"),
-        &at("r1/a"),
-        &at("r1/b"),
-        &at("r1/b"),
-        &at("r2/a"),
-    ];
-    let lb = LocalitySetting::default()
-        .for_cluster(&own, true, &endpoints)
-        .expect("three levels");
+    let lb = balanced(
+        &LocalitySetting::default(),
+        "r1/a",
+        true,
+        &["r1/a", "r1/a", "r1/b", "r1/b", "r2/a"],
+    )
+    .expect("three levels");
     assert!(close(&shares(&lb, &[true; 5]), &[1.0, 1.0, 0.0, 0.0, 0.0]));
     // One of two out: 50% healthy, times 1.4, keeps 70%; the next level takes 30%.
     let shared = shares(&lb, &[false, true, true, true, true]);
@@ -101,6 +139,56 @@ fn an_unhealthy_level_keeps_what_its_health_allows_and_spills_the_rest() {
     // The whole zone out: all to the next zone; it too half out: 70%, then the region.
     let shared = shares(&lb, &[false, false, false, true, true]);
     assert!(close(&shared, &[0.0, 0.0, 0.0, 0.7, 0.3]), "{shared:?}");
+}
+
+#[test]
+fn failover_priority_ranks_by_the_longest_prefix_of_matching_labels() {
+    let endpoint =
+        |locality: &str, labels: &[(&str, &str)]| endpoints(&[locality], labels).remove(0);
+    let own_labels: BTreeMap<String, String> = [("tier", "gold"), ("rack", "r7")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let own = at("us/a");
+    let origin = Origin {
+        locality: &own,
+        labels: &own_labels,
+    };
+    let keys = setting("{failoverPriority: [tier, topology.kubernetes.io/zone, rack]}");
+    for (endpoint, rank) in [
+        (endpoint("us/a", &[("tier", "gold"), ("rack", "r7")]), 0),
+        (endpoint("us/a", &[("tier", "gold"), ("rack", "r1")]), 1),
+        (endpoint("us/b", &[("tier", "gold"), ("rack", "r7")]), 2),
+        (endpoint("us/a", &[("tier", "iron"), ("rack", "r7")]), 3),
+    ] {
+        assert_eq!(keys.rank(origin, &endpoint), rank, "{endpoint:?}");
+    }
+    let fixed = setting("{failoverPriority: [tier=iron]}");
+    assert_eq!(
+        fixed.rank(origin, &endpoint("us/a", &[("tier", "iron")])),
+        0,
+        "`key=value` compares with the value given"
+    );
+    // With `failover` too, locality ranks within each label level.
+    let both = setting("{failoverPriority: [tier], failover: [{from: us, to: eu}]}");
+    for (endpoint, rank) in [
+        (endpoint("us/a", &[("tier", "gold")]), 0),
+        (endpoint("us/b", &[("tier", "gold")]), 2),
+        (endpoint("eu/a", &[("tier", "gold")]), 3),
+        (endpoint("us/a", &[("tier", "iron")]), 5),
+        (endpoint("ap/a", &[("tier", "iron")]), 9),
+    ] {
+        assert_eq!(both.rank(origin, &endpoint), rank, "{endpoint:?}");
+    }
+    let unlabelled = Origin {
+        locality: &own,
+        labels: &BTreeMap::new(),
+    };
+    assert_eq!(
+        keys.rank(unlabelled, &endpoint("us/b", &[("tier", "iron")])),
+        2,
+        "without the proxy's labels, by locality alone"
+    );
 }
 
 #[test]
@@ -119,10 +207,16 @@ fn levels_short_of_full_health_together_are_scaled_up() {
 
 #[test]
 fn distribute_spreads_by_weight_shared_in_proportion_to_endpoints() {
-    let own = at("r1/a/x");
-    let lb = setting("{distribute: [{from: 'r2/*', to: {'r2/*': 100}}, {from: 'r1/a/*', to: {'r1/a/*': 20, 'r1/b/*': 80}}]}")
-        .for_cluster(&own, false, &[&at("r1/a/x"), &at("r1/b/x"), &at("r1/b/y"), &at("r1/b/y"), &at("r1/b/y"), &at("r3/c")])
-        .expect("the second entry's from matches");
+    let rule = setting(
+        "{distribute: [{from: 'r2/*', to: {'r2/*': 100}}, {from: 'r1/a/*', to: {'r1/a/*': 20, 'r1/b/*': 80}}]}",
+    );
+    let lb = balanced(
+        &rule,
+        "r1/a/x",
+        false,
+        &["r1/a/x", "r1/b/x", "r1/b/y", "r1/b/y", "r1/b/y", "r3/c"],
+    )
+    .expect("the second entry's from matches");
     // r1/b/x holds one of r1/b's four endpoints: a quarter of 80; r3/c is not named.
     let shared = shares(&lb, &[true; 6]);
     assert!(
@@ -141,10 +235,11 @@ fn distribute_spreads_by_weight_shared_in_proportion_to_endpoints() {
         "{shared:?}"
     );
     assert_eq!(
-        setting("{distribute: [{from: 'r9/*', to: {'r1/*': 100}}]}").for_cluster(
-            &own,
+        balanced(
+            &setting("{distribute: [{from: 'r9/*', to: {'r1/*': 100}}]}"),
+            "r1/a/x",
             false,
-            &[&own]
+            &["r1/a/x"]
         ),
         None,
         "no entry is from here"
@@ -152,19 +247,13 @@ fn distribute_spreads_by_weight_shared_in_proportion_to_endpoints() {
 }
 
 #[test]
-fn bad_localities_and_failover_priority_are_refused() {
+fn bad_localities_are_refused() {
     let spec: LocalityLbSetting =
         serde_yaml_ng::from_str("{distribute: [{from: 'r1/*/x', to: {'r1/*': 100}}]}").unwrap();
     assert_eq!(
         LocalitySetting::new(&spec, "lb").unwrap_err().to_string(),
         "`lb.distribute[0].from` `r1/*/x`: `*` stands for a whole part and only the last one (`region/*`)"
     );
-    let spec: LocalityLbSetting =
-        serde_yaml_ng::from_str("{failoverPriority: [topology.kubernetes.io/zone]}").unwrap();
-    assert!(matches!(
-        LocalitySetting::new(&spec, "lb"),
-        Err(SettingError::FailoverPriority { .. })
-    ));
 }
 
 #[test]
@@ -173,11 +262,11 @@ fn a_cluster_fails_over_to_the_next_zone_when_its_local_endpoint_is_ejected() {
         "{consecutive5xxErrors: 1, baseEjectionTime: 1h, maxEjectionPercent: 100}",
     )
     .unwrap();
-    let own = at("r1/a");
-    let lb = LocalitySetting::default().for_cluster(
-        &own,
+    let lb = balanced(
+        &LocalitySetting::default(),
+        "r1/a",
         true,
-        &[&at("r1/b"), &at("r1/a"), &at("r1/b")],
+        &["r1/b", "r1/a", "r1/b"],
     );
     let policy = ClusterPolicy {
         balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
