@@ -22,8 +22,12 @@ pub(super) fn check(spec: &DestinationRuleSpec, findings: &mut Findings) {
         "name the service this rule applies to",
     );
     if let Some(policy) = &spec.traffic_policy {
-        traffic_policy(findings, "spec.trafficPolicy", policy);
+        traffic_policy(findings, "spec.trafficPolicy", policy, false);
     }
+    let rule_ejects = spec
+        .traffic_policy
+        .as_ref()
+        .is_some_and(|p| p.outlier_detection.is_some());
     let mut first_seen: BTreeMap<&str, String> = BTreeMap::new();
     for (index, subset) in spec.subsets.iter().enumerate() {
         let path = format!("spec.subsets[{index}]");
@@ -47,14 +51,27 @@ pub(super) fn check(spec: &DestinationRuleSpec, findings: &mut Findings) {
             }
         }
         if let Some(policy) = &subset.traffic_policy {
-            traffic_policy(findings, &format!("{path}.trafficPolicy"), policy);
+            traffic_policy(
+                findings,
+                &format!("{path}.trafficPolicy"),
+                policy,
+                rule_ejects,
+            );
         }
     }
 }
 
-fn traffic_policy(findings: &mut Findings, path: &str, policy: &TrafficPolicy) {
+/// `inherits_ejection`: whether a policy this one falls back to has
+/// `outlierDetection` (a subset's, the rule's).
+fn traffic_policy(
+    findings: &mut Findings,
+    path: &str,
+    policy: &TrafficPolicy,
+    inherits_ejection: bool,
+) {
+    let ejects = inherits_ejection || policy.outlier_detection.is_some();
     if let Some(lb) = &policy.load_balancer {
-        load_balancer(findings, &format!("{path}.loadBalancer"), lb);
+        load_balancer(findings, &format!("{path}.loadBalancer"), lb, ejects);
     }
     if let Some(pool) = &policy.connection_pool {
         connection_pool(findings, &format!("{path}.connectionPool"), pool);
@@ -72,7 +89,8 @@ fn traffic_policy(findings: &mut Findings, path: &str, policy: &TrafficPolicy) {
             Some(port) => fields::port(findings, &format!("{at}.port.number"), Some(port.number)),
         }
         if let Some(lb) = &port_policy.load_balancer {
-            load_balancer(findings, &format!("{at}.loadBalancer"), lb);
+            let ejects = ejects || port_policy.outlier_detection.is_some();
+            load_balancer(findings, &format!("{at}.loadBalancer"), lb, ejects);
         }
         if let Some(pool) = &port_policy.connection_pool {
             connection_pool(findings, &format!("{at}.connectionPool"), pool);
@@ -83,7 +101,8 @@ fn traffic_policy(findings: &mut Findings, path: &str, policy: &TrafficPolicy) {
     }
 }
 
-fn load_balancer(findings: &mut Findings, path: &str, lb: &LoadBalancerSettings) {
+/// `ejects`: whether the policy has (or falls back to) `outlierDetection`.
+fn load_balancer(findings: &mut Findings, path: &str, lb: &LoadBalancerSettings, ejects: bool) {
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         findings.add(
             format!("{path}.consistentHash"),
@@ -94,7 +113,17 @@ fn load_balancer(findings: &mut Findings, path: &str, lb: &LoadBalancerSettings)
         consistent_hash(findings, &format!("{path}.consistentHash"), hash);
     }
     if let Some(locality) = &lb.locality_lb_setting {
-        locality_lb(findings, &format!("{path}.localityLbSetting"), locality);
+        let at = format!("{path}.localityLbSetting");
+        locality_lb(findings, &at, locality);
+        let fails_over = [
+            ("failover", !locality.failover.is_empty()),
+            ("failoverPriority", !locality.failover_priority.is_empty()),
+        ];
+        for (field, set) in fails_over {
+            if set && !ejects && locality.enabled != Some(false) {
+                findings.add(format!("{at}.{field}"), Reason::FailoverWithoutOutlier);
+            }
+        }
     }
 }
 
@@ -433,7 +462,7 @@ subsets:
         );
         assert_eq!(
             check_yaml(
-                "host: r\nsubsets:\n- name: v1\n  trafficPolicy:\n    loadBalancer:\n      localityLbSetting:\n        failover:\n        - {from: us-east/a, to: eu}\n        - {from: eu, to: eu}\n"
+                "host: r\nsubsets:\n- name: v1\n  trafficPolicy:\n    outlierDetection: {}\n    loadBalancer:\n      localityLbSetting:\n        failover:\n        - {from: us-east/a, to: eu}\n        - {from: eu, to: eu}\n"
             ),
             [
                 pair(
@@ -445,6 +474,26 @@ subsets:
                     "fails over from region `eu` to itself: name another region"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn failover_without_outlier_detection_is_a_warning() {
+        let failover = "loadBalancer: {localityLbSetting: {failover: [{from: us, to: eu}]}}";
+        assert_eq!(
+            check_yaml(&format!("host: r\ntrafficPolicy: {{{failover}}}\n")),
+            [pair(
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.failover",
+                "does nothing without `outlierDetection`: Istio moves requests to other localities only when it can eject endpoints — add `outlierDetection`"
+            )]
+        );
+        let inherited = format!(
+            "host: r\ntrafficPolicy: {{outlierDetection: {{}}}}\nsubsets:\n- {{name: v1, trafficPolicy: {{{failover}}}}}\n"
+        );
+        assert_eq!(
+            check_yaml(&inherited),
+            [],
+            "the subset falls back to the rule's"
         );
     }
 
