@@ -3,8 +3,9 @@
 //! in `zone-a`, with the waypoint and `app-v3`; n2 in `zone-b`, with `app-v1` and
 //! `app-v2`), the controller pushes each pod's locality, and the real `ambit-waypoint`
 //! finds its own from its pod. With `outlierDetection`, every request goes to the
-//! waypoint's zone until its endpoint fails and is ejected, then to the other zone; a
-//! `distribute` rule splits requests between the zones by weight.
+//! waypoint's zone until its endpoint fails and is ejected, then to the other zone;
+//! `failoverPriority` prefers the endpoints agreeing on its labels; a `distribute` rule
+//! splits requests between the zones by weight.
 
 use std::net::SocketAddr;
 
@@ -95,6 +96,28 @@ fn requests_stay_in_the_waypoints_zone_until_its_endpoint_is_ejected() -> Result
         "the zone-A pod's 503s were seen before it was ejected:\n{}",
         metrics.0
     );
+    Ok(())
+}
+
+#[test]
+fn failover_priority_prefers_endpoints_that_agree_on_its_labels() -> Result<()> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    label_node(&cluster, 0, "zone-a")?;
+    label_node(&cluster, 1, "zone-b")?;
+    let priority = |keys: Value| {
+        json!({
+            "loadBalancer": { "localityLbSetting": { "failoverPriority": keys } },
+            "outlierDetection": { "consecutive5xxErrors": 5 },
+        })
+    };
+    // The zone key reads the localities: the waypoint's pod and app-v3 are in zone A.
+    cluster.set_traffic_policy(priority(json!([ZONE])))?;
+    cluster.wait_all_from(None, "v3", 30)?;
+    // `key=value` compares with the value given, not the waypoint's own.
+    cluster.set_traffic_policy(priority(json!(["version=v2"])))?;
+    cluster.wait_all_from(None, "v2", 30)?;
     Ok(())
 }
 
