@@ -27,6 +27,18 @@ fn vip() -> SocketAddr {
     SocketAddr::from(([198, 19, 200, 20], 80))
 }
 
+/// The shared cluster with n1 in zone `r1/zone-a` and n2 in `r1/zone-b`; `None` where
+/// end-to-end tests cannot run.
+fn zoned_cluster() -> Result<Option<Cluster>> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(None);
+    };
+    assert_eq!(VIP, vip().ip().to_string());
+    label_node(&cluster, 0, "zone-a")?;
+    label_node(&cluster, 1, "zone-b")?;
+    Ok(Some(cluster))
+}
+
 /// Labels node `index` (0: n1, 1: n2) with region `r1` and `zone`.
 fn label_node(cluster: &Cluster, index: usize, zone: &str) -> Result<()> {
     let name = cluster.meshes[index].node().name();
@@ -54,12 +66,9 @@ fn answered(cluster: &Cluster, count: usize) -> Result<std::collections::BTreeMa
 
 #[test]
 fn requests_stay_in_the_waypoints_zone_until_its_endpoint_is_ejected() -> Result<()> {
-    let Some(mut cluster) = Cluster::start()? else {
+    let Some(mut cluster) = zoned_cluster()? else {
         return Ok(());
     };
-    assert_eq!(VIP, vip().ip().to_string());
-    label_node(&cluster, 0, "zone-a")?;
-    label_node(&cluster, 1, "zone-b")?;
     cluster.set_traffic_policy(json!({
         "loadBalancer": { "simple": "ROUND_ROBIN", "localityLbSetting": { "enabled": true } },
         "outlierDetection": {
@@ -101,11 +110,9 @@ fn requests_stay_in_the_waypoints_zone_until_its_endpoint_is_ejected() -> Result
 
 #[test]
 fn failover_priority_prefers_endpoints_that_agree_on_its_labels() -> Result<()> {
-    let Some(cluster) = Cluster::start()? else {
+    let Some(cluster) = zoned_cluster()? else {
         return Ok(());
     };
-    label_node(&cluster, 0, "zone-a")?;
-    label_node(&cluster, 1, "zone-b")?;
     let priority = |keys: Value| {
         json!({
             "loadBalancer": { "localityLbSetting": { "failoverPriority": keys } },
@@ -123,11 +130,9 @@ fn failover_priority_prefers_endpoints_that_agree_on_its_labels() -> Result<()> 
 
 #[test]
 fn distribute_splits_requests_between_zones_by_weight() -> Result<()> {
-    let Some(cluster) = Cluster::start()? else {
+    let Some(cluster) = zoned_cluster()? else {
         return Ok(());
     };
-    label_node(&cluster, 0, "zone-a")?;
-    label_node(&cluster, 1, "zone-b")?;
     // First all to zone A, to know the waypoint has its locality and the pods theirs.
     let distribute = |to: Value| {
         json!({
