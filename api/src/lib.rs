@@ -14,6 +14,9 @@
 //!   waypoint;
 //! - [`identity`]: SPIFFE workload identities (`spiffe://td/ns/N/sa/S`);
 //! - [`enrolment`]: whether a pod belongs in the mesh, from namespace and pod labels;
+//! - [`locality`]: where a workload runs (`region/zone/subzone`, from its node's labels)
+//!   and the locality patterns DestinationRules name, shared by the controller and the
+//!   waypoint;
 //! - [`cni`]: the request/reply protocol between the `ambit-cni` plugin and the agent;
 //! - [`handoff`]: the protobuf messages the agent and ztunnel exchange when the agent
 //!   hands a pod's network namespace to ztunnel;
@@ -40,6 +43,7 @@ pub mod identity;
 pub mod ip_block;
 #[cfg(feature = "istio")]
 pub mod istio;
+pub mod locality;
 pub mod manifests;
 pub mod policy_match;
 #[cfg(feature = "config")]

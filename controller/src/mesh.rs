@@ -5,7 +5,8 @@
 //! [`build`] validates ([`crate::validate`]), resolves and carries over:
 //! - a **workload** per Pod: node, service account, SPIFFE identity, pod IPs
 //!   (`status.podIP(s)`), labels, ambient enrolment
-//!   ([`ambit_api::enrolment::decide`]);
+//!   ([`ambit_api::enrolment::decide`]), and locality (its Node's topology labels, or
+//!   its `istio-locality` label: [`ambit_api::locality`]);
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs,
@@ -26,8 +27,8 @@
 //!
 //! # Layout
 //! - `istio.rs`: routes and policies from the validated Istio objects;
-//! - `objects.rs`: workloads, services and credentials from Pods, Services and Secrets,
-//!   endpoints;
+//! - `objects.rs`: workloads, services and credentials from Pods, Nodes, Services and
+//!   Secrets, endpoints;
 //! - `keep.rs`: the last good version of what is rejected or unreadable now;
 //! - [`delegates`]: each root VirtualService merged with the delegates the model holds;
 //! - `waypoints.rs`, [`policy`]: waypoints, and policies in their L4 form;
@@ -37,7 +38,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
 
 use ambit_api::{
     config::resource::Kind as Enforced, enrolment::Decision, identity::Identity,
-    manifests::Manifests,
+    locality::Locality, manifests::Manifests,
 };
 
 use self::objects::Scope;
@@ -75,6 +76,8 @@ pub struct Workload {
     pub ips: Vec<IpAddr>,
     pub labels: BTreeMap<String, String>,
     pub decision: Decision,
+    /// Where it runs; empty when neither its Node nor its labels say.
+    pub locality: Locality,
     pub source: PathBuf,
 }
 

@@ -182,6 +182,16 @@ pub enum Reason {
     ServerHost(String),
     #[error("{value} is not {expected}: Envoy refuses it")]
     HashTableSize { value: u64, expected: &'static str },
+    #[error("locality {0}")]
+    Locality(ambit_api::locality::LocalityError),
+    #[error("`{0}` is not a region: name one region, without `/` or `*`")]
+    Region(String),
+    #[error("fails over from region `{0}` to itself: name another region")]
+    FailoverToItself(String),
+    #[error(
+        "does nothing without `outlierDetection`: Istio moves requests to other localities only when it can eject endpoints — add `outlierDetection`"
+    )]
+    FailoverWithoutOutlier,
     #[error("{0}; until then this route is left out and the others apply")]
     DelegateUnusable(crate::delegation::Unusable),
     #[error(
@@ -213,7 +223,8 @@ impl Reason {
             | Self::HttpOnlyAtL4 { .. }
             | Self::UnknownGateway(_)
             | Self::DelegateUnusable(_)
-            | Self::DelegateConflict { .. } => Severity::Warning,
+            | Self::DelegateConflict { .. }
+            | Self::FailoverWithoutOutlier => Severity::Warning,
             _ => Severity::Error,
         }
     }

@@ -32,6 +32,7 @@ const TRUST_DOMAIN: &str = "cluster.local";
 const NAMESPACES: &str = "/api/v1/namespaces";
 const PODS: &str = "/api/v1/pods";
 const SERVICES: &str = "/api/v1/services";
+const NODES: &str = "/api/v1/nodes";
 const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
 const SHOP_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
@@ -147,6 +148,12 @@ async fn adds_edits_and_deletes_change_the_model_as_the_same_edits_in_a_folder()
             PODS,
             "MODIFIED",
             "pod-cart-running.json",
+        ),
+        (
+            "its node is seen, with its region and zone",
+            NODES,
+            "ADDED",
+            "node-a.json",
         ),
         (
             "a route to the service is added",

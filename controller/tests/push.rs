@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fs, net::SocketAddr, path::Path, time::Duration};
 
 use ambit_api::config::{
-    Ack, ConfigUpdate, Hello, Resource, SubscribeRequest, SubscriberKind,
+    Ack, ConfigUpdate, Hello, Locality, Resource, SubscribeRequest, SubscriberKind,
     config_service_client::ConfigServiceClient, resource::Kind, subscribe_request::Request,
 };
 use ambit_controller::{
@@ -256,6 +256,41 @@ async fn an_edited_pod_arrives_as_a_delta_with_a_higher_version() {
 }
 
 #[tokio::test]
+async fn a_relabelled_node_pushes_the_new_locality_of_its_pods() {
+    let controller = Controller::start().await;
+    let mut waypoint =
+        Subscriber::connect(controller.addr, "node-a", SubscriberKind::Waypoint).await;
+    let first = waypoint.next().await;
+    let Some(Kind::Peer(web)) = &by_key(&first)["peer/shop/web"].kind else {
+        panic!("not peer/shop/web: {first:?}");
+    };
+    assert_eq!(web.locality, Some(Locality::default()), "no Node yet");
+
+    controller.write(
+        "nodes.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-b, labels: {topology.kubernetes.io/region: eu, topology.kubernetes.io/zone: eu-1b}}\n",
+    );
+    let delta = waypoint.next().await;
+    assert!(!delta.full && delta.removed.is_empty(), "{delta:?}");
+    assert_eq!(
+        keys(&delta),
+        ["peer/shop/cart-2", "peer/shop/web"],
+        "the pods on node-b, and nothing of node-a's"
+    );
+    let expected = Locality {
+        region: "eu".into(),
+        zone: "eu-1b".into(),
+        subzone: String::new(),
+    };
+    for resource in &delta.upserted {
+        let Some(Kind::Peer(peer)) = &resource.kind else {
+            panic!("not a peer: {resource:?}");
+        };
+        assert_eq!(peer.locality.as_ref(), Some(&expected), "{peer:?}");
+    }
+}
+
+#[tokio::test]
 async fn invalid_routes_never_reach_a_waypoint_and_the_last_good_version_stays() {
     let controller = Controller::start().await;
     let mut waypoint =
@@ -267,9 +302,10 @@ async fn invalid_routes_never_reach_a_waypoint_and_the_last_good_version_stays()
             "peer/shop/cart",
             "peer/shop/cart-2",
             "peer/shop/web",
-            "service/shop/cart"
+            "service/shop/cart",
+            "workload/shop/cart"
         ],
-        "a waypoint starts with the services and the mesh workloads, no route yet"
+        "a waypoint starts with the services, the mesh workloads and its node's, no route yet"
     );
 
     let routes = format!(

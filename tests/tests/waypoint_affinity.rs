@@ -47,19 +47,8 @@ fn requests_of_one_user_stick_to_one_pod_and_users_spread() -> Result<()> {
     let Some(cluster) = Cluster::start()? else {
         return Ok(());
     };
-    let subsets: Vec<_> = ["v1", "v2", "v3"]
-        .iter()
-        .map(|v| json!({ "name": v, "labels": { "version": v } }))
-        .collect();
-    cluster.apply(
-        "destination-rule.yaml",
-        "DestinationRule",
-        "app",
-        json!({
-            "host": "app",
-            "trafficPolicy": { "loadBalancer": { "consistentHash": { "httpHeaderName": "x-user" } } },
-            "subsets": subsets,
-        }),
+    cluster.set_traffic_policy(
+        json!({ "loadBalancer": { "consistentHash": { "httpHeaderName": "x-user" } } }),
     )?;
     // Balanced by least request, 20 requests of one user all reach one pod of three
     // once in 3^19 times: when they do, the waypoint hashes.

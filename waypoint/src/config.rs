@@ -8,9 +8,12 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use ambit_api::istio::{
-    AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, RequestAuthenticationSpec,
-    VirtualServiceSpec,
+use ambit_api::{
+    istio::{
+        AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, RequestAuthenticationSpec,
+        VirtualServiceSpec,
+    },
+    locality::Locality,
 };
 
 /// The cluster's DNS domain: services are `<name>.<namespace>.svc.<domain>`.
@@ -41,6 +44,12 @@ pub struct Config {
     /// The share of new traces marked sampled (0 to 100) when a request arrives without
     /// `traceparent`; `None`: all of them.
     pub trace_sampling_percent: Option<f64>,
+    /// Where the proxy itself runs (its pod's locality): what `localityLbSetting` ranks
+    /// endpoints from. Empty when unknown.
+    pub locality: Locality,
+    /// The proxy's own pod's labels (an ingress gateway's are what Gateways select;
+    /// `failoverPriority` compares endpoints' with them). Empty when unknown.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the proxy serves, which decides the VirtualServices that apply.
@@ -182,10 +191,12 @@ pub struct Endpoint {
     /// The pod's workload (its Deployment's name), as telemetry names it; empty when
     /// unknown.
     pub workload: String,
+    /// Where the pod runs; empty when unknown.
+    pub locality: Locality,
 }
 
 impl Endpoint {
-    /// An endpoint at `ip` with these labels, of an unknown workload.
+    /// An endpoint at `ip` with these labels, of an unknown workload and locality.
     #[must_use]
     pub fn new<'a>(ip: IpAddr, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
@@ -195,7 +206,15 @@ impl Endpoint {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             workload: String::new(),
+            locality: Locality::default(),
         }
+    }
+
+    /// This endpoint, in `locality`.
+    #[must_use]
+    pub fn in_locality(mut self, locality: Locality) -> Self {
+        self.locality = locality;
+        self
     }
 }
 

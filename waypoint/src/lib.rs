@@ -69,8 +69,7 @@
 //! - `tls:` routes (a port declared `tls` is relayed by its `tcp:` routes), and for
 //!   relayed TCP connections `connectionPool.tcp.maxConnections` and idle timeouts.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that
-//!   reaches the waypoint unmerged is refused), locality balancing
-//!   (`localityLbSetting`), DestinationRule `tls`, and
+//!   reaches the waypoint unmerged is refused), DestinationRule `tls`, and
 //!   the parts of `connectionPool` and `outlierDetection` beyond the request limits and
 //!   the consecutive-error ejection: the ones that would change which requests a route
 //!   takes are refused at compile time, the others listed by [`RouteTable::ignored`].

@@ -14,12 +14,13 @@
 //! waypoint does not parse, [`Protocol::Tcp`]) is routed the same way by the `tcp:`
 //! routes, else to the service itself.
 
-// Clusters and their endpoints; `hashing` (consistentHash) is how a cluster may
-// choose one, `limits` (connectionPool) and `outlier` (outlierDetection) are the
-// DestinationRule protections a cluster applies.
+// Clusters and their endpoints; `hashing` (consistentHash) and `locality`
+// (localityLbSetting) are how a cluster may choose one, `limits` (connectionPool) and
+// `outlier` (outlierDetection) are the DestinationRule protections a cluster applies.
 mod cluster;
 mod hashing;
 mod limits;
+mod locality;
 mod outlier;
 mod rewrite;
 mod route;
@@ -40,7 +41,6 @@ use ambit_api::istio::{
 };
 use thiserror::Error;
 
-use self::hashing::HashPolicy;
 pub use self::{
     cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
     hashing::{RequestHash, RequestKeys},
@@ -50,8 +50,12 @@ pub use self::{
     route::{Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},
     tcp::TcpRoute,
 };
+use self::{
+    hashing::HashPolicy,
+    locality::{LocalitySetting, Origin, SettingError},
+};
 use crate::{
-    config::{Config, Named, Protocol, Role, Service},
+    config::{Config, Endpoint, Named, Protocol, Role, Service},
     cors::CorsError,
     gateway::servers::{self, Servers},
     headers::HeaderError,
@@ -99,6 +103,8 @@ pub enum Problem {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Cors(#[from] CorsError),
+    #[error(transparent)]
+    Locality(#[from] SettingError),
     #[error("`{field}.{name}` is not supported by the waypoint yet: remove it")]
     Unsupported { field: String, name: String },
     #[error("`{field}` needs exactly one of `route`, `redirect` or `directResponse`")]
@@ -466,9 +472,16 @@ fn check_destination_rule(
             if lb.simple == Some(SimpleLb::Passthrough) {
                 refuse(Problem::unsupported(&field, "simple: PASSTHROUGH"));
             }
-            if lb.locality_lb_setting.is_some() || lb.warmup_duration_secs.is_some() {
+            if let Some(Err(error)) = lb
+                .locality_lb_setting
+                .as_ref()
+                .map(|spec| LocalitySetting::new(spec, &format!("{field}.localityLbSetting")))
+            {
+                refuse(error.into());
+            }
+            if lb.warmup_duration_secs.is_some() {
                 ignored.push(format!(
-                    "DestinationRule {object}: `{field}.localityLbSetting` and `warmupDurationSecs`"
+                    "DestinationRule {object}: `{field}.warmupDurationSecs`"
                 ));
             }
         }
@@ -549,6 +562,10 @@ fn destination_rules_by_host(config: &Config) -> HashMap<String, &DestinationRul
 /// One cluster per service port for all endpoints, and one per port and subset.
 fn build_clusters(config: &Config) -> ClusterIndex {
     let rules = destination_rules_by_host(config);
+    let origin = Origin {
+        locality: &config.locality,
+        labels: &config.labels,
+    };
     let mut index = ClusterIndex::default();
     for service in &config.services {
         let host = service.hostname();
@@ -562,21 +579,24 @@ fn build_clusters(config: &Config) -> ClusterIndex {
             for port in &service.ports {
                 let policies = [subset_policy, rule.and_then(|r| r.traffic_policy.as_ref())];
                 let http2 = port.speaks_http2();
+                let lb = effective(policies, port.port, PolicyScope::load_balancer);
+                let outlier = effective(policies, port.port, PolicyScope::outlier_detection);
+                let endpoints = subset_endpoints(service, labels);
                 let policy = ClusterPolicy {
-                    balancer: Balancer::from_settings(effective(
-                        policies,
-                        port.port,
-                        PolicyScope::load_balancer,
-                    )),
+                    balancer: Balancer::from_settings(lb),
                     limits: effective(policies, port.port, PolicyScope::connection_pool)
                         .and_then(|pool| ConnectionLimits::new(pool, http2)),
-                    outlier: effective(policies, port.port, PolicyScope::outlier_detection)
-                        .and_then(OutlierPolicy::new),
+                    outlier: outlier.and_then(OutlierPolicy::new),
+                    locality: locality_setting(lb).and_then(|setting| {
+                        setting.for_cluster(origin, outlier.is_some(), &endpoints)
+                    }),
                 };
                 let cluster = Cluster::new(
                     format!("outbound|{}|{subset}|{host}", port.port),
                     http2,
-                    endpoint_addresses(service, labels, port.endpoint_port()),
+                    endpoints
+                        .iter()
+                        .map(|e| std::net::SocketAddr::from((e.ip, port.endpoint_port()))),
                     policy,
                 );
                 index.insert(&host, subset, port.port, Arc::new(cluster));
@@ -634,22 +654,31 @@ fn effective<'p, T>(
     })
 }
 
-fn endpoint_addresses<'s>(
+/// The locality balancing `lb` asks for: its `localityLbSetting`, else Istio's mesh
+/// default (on); `None` when the setting does not compile (the table refuses it).
+fn locality_setting(lb: Option<&LoadBalancerSettings>) -> Option<LocalitySetting> {
+    match lb.and_then(|lb| lb.locality_lb_setting.as_ref()) {
+        Some(spec) => LocalitySetting::new(spec, "localityLbSetting").ok(),
+        None => Some(LocalitySetting::default()),
+    }
+}
+
+/// The endpoints of `service` the subset with `labels` selects (`None`: all).
+fn subset_endpoints<'s>(
     service: &'s Service,
-    labels: Option<&'s std::collections::BTreeMap<String, String>>,
-    port: u16,
-) -> impl Iterator<Item = std::net::SocketAddr> + 's {
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+) -> Vec<&'s Endpoint> {
     service
         .endpoints
         .iter()
-        .filter(move |endpoint| {
+        .filter(|endpoint| {
             labels.is_none_or(|labels| {
                 labels
                     .iter()
                     .all(|(key, value)| endpoint.labels.get(key) == Some(value))
             })
         })
-        .map(move |endpoint| (endpoint.ip, port).into())
+        .collect()
 }
 
 #[cfg(test)]

@@ -422,6 +422,7 @@ mod tests {
                 node: "n1".into(),
                 ips: vec![ip.into()],
                 identity: format!("spiffe://cluster.local/ns/shop/sa/{name}"),
+                locality: None,
                 labels: HashMap::new(),
             })),
         }

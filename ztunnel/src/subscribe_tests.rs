@@ -61,6 +61,7 @@ fn peer(name: &str, ip: &str) -> Resource {
             node: "n2".into(),
             ips: vec![ip.into()],
             identity: format!("spiffe://cluster.local/ns/shop/sa/{name}"),
+            locality: None,
             labels: std::collections::HashMap::new(),
         })),
     }

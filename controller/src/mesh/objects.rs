@@ -1,5 +1,6 @@
 //! Pods, Services and Secrets read from their manifests: the fields the model needs,
-//! bad values logged with the object and field and skipped.
+//! bad values logged with the object and field and skipped. Nodes matter only for their
+//! labels: a pod's locality.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -10,6 +11,7 @@ use std::{
 use ambit_api::{
     enrolment::{self, Decision},
     identity::Identity,
+    locality::Locality,
     manifests::{Manifests, Object},
 };
 use serde_yaml_ng::Value;
@@ -39,10 +41,14 @@ impl Scope {
 pub(super) fn resolve(mesh: &mut Mesh, manifests: &Manifests, trust_domain: &str, scope: &Scope) {
     let in_scope = |object: &&Object| scope.contains(object.namespace());
     let enrolment = EnrolmentInputs::new(manifests, scope);
+    let nodes: HashMap<&str, &BTreeMap<String, String>> = manifests
+        .of_kind("Node")
+        .map(|node| (node.metadata.name.as_str(), &node.metadata.labels))
+        .collect();
     let workloads = manifests
         .of_kind("Pod")
         .filter(in_scope)
-        .map(|pod| workload(&enrolment, pod, trust_domain))
+        .map(|pod| workload(&enrolment, &nodes, pod, trust_domain))
         .map(|w| ((w.namespace.clone(), w.name.clone()), w))
         .collect();
     replace_in_scope(&mut mesh.workloads, workloads, scope);
@@ -160,7 +166,15 @@ impl<'a> EnrolmentInputs<'a> {
     }
 }
 
-fn workload(enrolment: &EnrolmentInputs, pod: &Object, trust_domain: &str) -> Workload {
+/// Node name → its labels.
+type NodeLabels<'a> = HashMap<&'a str, &'a BTreeMap<String, String>>;
+
+fn workload(
+    enrolment: &EnrolmentInputs,
+    nodes: &NodeLabels<'_>,
+    pod: &Object,
+    trust_domain: &str,
+) -> Workload {
     let namespace = pod.namespace().to_owned();
     let service_account = pod
         .spec_str("serviceAccountName")
@@ -173,11 +187,16 @@ fn workload(enrolment: &EnrolmentInputs, pod: &Object, trust_domain: &str) -> Wo
             None
         }
     };
+    let node = pod.spec_str("nodeName");
     Workload {
         decision: enrolment.decide(&namespace, &pod.metadata.name),
         name: pod.metadata.name.clone(),
         uid: pod.metadata.uid.clone(),
-        node: pod.spec_str("nodeName").map(str::to_owned),
+        locality: Locality::of_pod(
+            &pod.metadata.labels,
+            node.and_then(|node| nodes.get(node).copied()),
+        ),
+        node: node.map(str::to_owned),
         service_account,
         identity,
         ips: pod_ips(pod),

@@ -5,7 +5,8 @@
 //!   or held one, or had a diagnostic;
 //! - workloads, services, endpoints and TLS credentials are resolved again only in the
 //!   namespaces of the Pods, Services, Secrets and Namespaces the changed files hold or
-//!   held;
+//!   held, and in every namespace when a Node changed (its labels are the locality of
+//!   the pods on it, wherever they are);
 //! - waypoints are resolved again (they are few).
 //!
 //! A folder with an unreadable file or document, now or at the last build, is rebuilt
@@ -64,7 +65,11 @@ pub fn update(
     } else {
         (previous.diagnostics.clone(), previous.kept.clone())
     };
-    let scope = Scope::Namespaces(namespaces(&touched));
+    let scope = if touched.iter().any(|o| o.kind == "Node") {
+        Scope::All
+    } else {
+        Scope::Namespaces(namespaces(&touched))
+    };
     objects::resolve(&mut mesh, manifests, trust_domain, &scope);
     objects::resolve_endpoints(&mut mesh, &scope);
     waypoints::resolve(manifests, &mut mesh);
@@ -107,6 +112,12 @@ metadata: {name: plain}
     fn pod(name: &str, namespace: &str, app: &str, node: &str, ip: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {app}}}}}\nspec: {{nodeName: {node}}}\nstatus: {{podIP: {ip}}}\n---\n"
+        )
+    }
+
+    fn node(name: &str, zone: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: {zone}}}}}\n---\n"
         )
     }
 
@@ -196,6 +207,12 @@ spec:
                         .replace("n2", "n3")
                         .replace("10.0.0.3", "10.0.0.4"),
                 ),
+            ),
+            ("node labelled", "nodes.yaml", Some(node("n1", "a"))),
+            (
+                "node relabelled and another added",
+                "nodes.yaml",
+                Some(node("n1", "b") + &node("n3", "c")),
             ),
             ("pod deleted", "pods-b.yaml", Some(String::new())),
             (
@@ -292,6 +309,7 @@ spec:
                 Some(policy("p3", "shop")),
             ),
             ("pods file fixed", "pods-a.yaml", Some(three_pods)),
+            ("nodes file deleted", "nodes.yaml", None),
             ("pods file deleted", "pods-a.yaml", None),
             ("routes file deleted", "routes.yaml", None),
         ];

@@ -29,6 +29,7 @@ pub fn workload(workload: &Workload) -> pb::Resource {
             labels: workload.labels.clone().into_iter().collect(),
             enrolled: workload.decision.enrols(),
             enrolment_reason: workload.decision.to_string(),
+            locality: Some((&workload.locality).into()),
         }),
     )
 }
@@ -52,6 +53,7 @@ pub fn peer(workload: &Workload) -> Option<pb::Resource> {
             ips: workload.ips.iter().map(ToString::to_string).collect(),
             identity: identity.to_string(),
             labels: workload.labels.clone().into_iter().collect(),
+            locality: Some((&workload.locality).into()),
         }),
     ))
 }

@@ -83,7 +83,11 @@ fn only_the_node_of_a_selected_gateway_pod_gets_its_credential() {
         keys(&mesh, SubscriberKind::Gateway, "n2"),
         ["gateway/istio-system/public"]
     );
-    assert!(keys(&mesh, SubscriberKind::Waypoint, "n1").is_empty());
+    assert_eq!(
+        keys(&mesh, SubscriberKind::Waypoint, "n1"),
+        ["workload/istio-system/ingress-0"],
+        "a waypoint gets its node's workloads (for its own locality), no key"
+    );
     assert!(
         !keys(&mesh, SubscriberKind::Ztunnel, "n1")
             .iter()

@@ -27,10 +27,11 @@ pub struct Subscriber {
 ///   HBONE and check the peer); every service (VIPs, ports, endpoints, waypoint); every
 ///   AuthorizationPolicy and PeerAuthentication in their L4 form (ztunnel matches
 ///   selectors against its own workloads' labels);
-/// - **WAYPOINT**: every service, every mesh peer (with its labels, for subsets), every
-///   accepted route (VirtualService, DestinationRule) and every policy a waypoint
-///   enforces (AuthorizationPolicy with `targetRefs`, RequestAuthentication) — not yet
-///   narrowed to the waypoint's namespace;
+/// - **WAYPOINT** on node N: every service, every mesh peer (with its labels, for
+///   subsets, and its locality), every accepted route (VirtualService, DestinationRule)
+///   and every policy a waypoint enforces (AuthorizationPolicy with `targetRefs`,
+///   RequestAuthentication) — not yet narrowed to the waypoint's namespace — and the
+///   workloads on N (the waypoint finds its own pod's locality among them);
 /// - **GATEWAY** (an ingress gateway) on node N: what a waypoint gets, every Istio
 ///   Gateway, the workloads on N (the gateway finds its own pod's labels among them) and
 ///   the TLS credentials named by the Gateways that select a pod on N, from that pod's
@@ -90,7 +91,10 @@ pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resourc
 pub fn receives_node_workloads(kind: SubscriberKind) -> bool {
     matches!(
         kind,
-        SubscriberKind::Agent | SubscriberKind::Ztunnel | SubscriberKind::Gateway
+        SubscriberKind::Agent
+            | SubscriberKind::Ztunnel
+            | SubscriberKind::Waypoint
+            | SubscriberKind::Gateway
     )
 }
 

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use ambit_api::istio::destination_rule::{
-    ConnectionPoolSettings, ConsistentHashLb, DestinationRuleSpec, LoadBalancerSettings,
-    OutlierDetection, TrafficPolicy,
+use ambit_api::{
+    istio::destination_rule::{
+        ConnectionPoolSettings, ConsistentHashLb, DestinationRuleSpec, LoadBalancerSettings,
+        LocalityLbSetting, OutlierDetection, TrafficPolicy,
+    },
+    locality::LocalityPattern,
 };
 
 use super::{Findings, Reason, fields};
@@ -19,8 +22,12 @@ pub(super) fn check(spec: &DestinationRuleSpec, findings: &mut Findings) {
         "name the service this rule applies to",
     );
     if let Some(policy) = &spec.traffic_policy {
-        traffic_policy(findings, "spec.trafficPolicy", policy);
+        traffic_policy(findings, "spec.trafficPolicy", policy, false);
     }
+    let rule_ejects = spec
+        .traffic_policy
+        .as_ref()
+        .is_some_and(|p| p.outlier_detection.is_some());
     let mut first_seen: BTreeMap<&str, String> = BTreeMap::new();
     for (index, subset) in spec.subsets.iter().enumerate() {
         let path = format!("spec.subsets[{index}]");
@@ -44,14 +51,27 @@ pub(super) fn check(spec: &DestinationRuleSpec, findings: &mut Findings) {
             }
         }
         if let Some(policy) = &subset.traffic_policy {
-            traffic_policy(findings, &format!("{path}.trafficPolicy"), policy);
+            traffic_policy(
+                findings,
+                &format!("{path}.trafficPolicy"),
+                policy,
+                rule_ejects,
+            );
         }
     }
 }
 
-fn traffic_policy(findings: &mut Findings, path: &str, policy: &TrafficPolicy) {
+/// `inherits_ejection`: whether a policy this one falls back to has
+/// `outlierDetection` (a subset's, the rule's).
+fn traffic_policy(
+    findings: &mut Findings,
+    path: &str,
+    policy: &TrafficPolicy,
+    inherits_ejection: bool,
+) {
+    let ejects = inherits_ejection || policy.outlier_detection.is_some();
     if let Some(lb) = &policy.load_balancer {
-        load_balancer(findings, &format!("{path}.loadBalancer"), lb);
+        load_balancer(findings, &format!("{path}.loadBalancer"), lb, ejects);
     }
     if let Some(pool) = &policy.connection_pool {
         connection_pool(findings, &format!("{path}.connectionPool"), pool);
@@ -69,7 +89,8 @@ fn traffic_policy(findings: &mut Findings, path: &str, policy: &TrafficPolicy) {
             Some(port) => fields::port(findings, &format!("{at}.port.number"), Some(port.number)),
         }
         if let Some(lb) = &port_policy.load_balancer {
-            load_balancer(findings, &format!("{at}.loadBalancer"), lb);
+            let ejects = ejects || port_policy.outlier_detection.is_some();
+            load_balancer(findings, &format!("{at}.loadBalancer"), lb, ejects);
         }
         if let Some(pool) = &port_policy.connection_pool {
             connection_pool(findings, &format!("{at}.connectionPool"), pool);
@@ -80,7 +101,8 @@ fn traffic_policy(findings: &mut Findings, path: &str, policy: &TrafficPolicy) {
     }
 }
 
-fn load_balancer(findings: &mut Findings, path: &str, lb: &LoadBalancerSettings) {
+/// `ejects`: whether the policy has (or falls back to) `outlierDetection`.
+fn load_balancer(findings: &mut Findings, path: &str, lb: &LoadBalancerSettings, ejects: bool) {
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         findings.add(
             format!("{path}.consistentHash"),
@@ -92,19 +114,60 @@ fn load_balancer(findings: &mut Findings, path: &str, lb: &LoadBalancerSettings)
     }
     if let Some(locality) = &lb.locality_lb_setting {
         let at = format!("{path}.localityLbSetting");
-        if !locality.distribute.is_empty() && !locality.failover.is_empty() {
-            findings.add(
-                format!("{at}.failover"),
-                Reason::Exclusive("failover", "distribute"),
-            );
+        locality_lb(findings, &at, locality);
+        let fails_over = [
+            ("failover", !locality.failover.is_empty()),
+            ("failoverPriority", !locality.failover_priority.is_empty()),
+        ];
+        for (field, set) in fails_over {
+            if set && !ejects && locality.enabled != Some(false) {
+                findings.add(format!("{at}.{field}"), Reason::FailoverWithoutOutlier);
+            }
         }
-        for (index, distribute) in locality.distribute.iter().enumerate() {
-            let weights: Vec<Option<i32>> = distribute
-                .to
-                .values()
-                .map(|w| Some(i32::try_from(*w).unwrap_or(i32::MAX)))
-                .collect();
-            fields::weights(findings, &format!("{at}.distribute[{index}].to"), &weights);
+    }
+}
+
+/// `localityLbSetting`: `distribute` or `failover`, localities as `region/zone/subzone`
+/// (`*` for any), `failover` between two regions.
+fn locality_lb(findings: &mut Findings, at: &str, locality: &LocalityLbSetting) {
+    if !locality.distribute.is_empty() && !locality.failover.is_empty() {
+        findings.add(
+            format!("{at}.failover"),
+            Reason::Exclusive("failover", "distribute"),
+        );
+    }
+    let mut pattern = |field: String, text: &str| {
+        if let Err(error) = text.parse::<LocalityPattern>() {
+            findings.add(field, Reason::Locality(error));
+        }
+    };
+    for (index, distribute) in locality.distribute.iter().enumerate() {
+        let entry = format!("{at}.distribute[{index}]");
+        pattern(format!("{entry}.from"), &distribute.from);
+        for to in distribute.to.keys() {
+            pattern(format!("{entry}.to.{to}"), to);
+        }
+    }
+    for (index, distribute) in locality.distribute.iter().enumerate() {
+        let weights: Vec<Option<i32>> = distribute
+            .to
+            .values()
+            .map(|w| Some(i32::try_from(*w).unwrap_or(i32::MAX)))
+            .collect();
+        fields::weights(findings, &format!("{at}.distribute[{index}].to"), &weights);
+    }
+    for (index, failover) in locality.failover.iter().enumerate() {
+        let entry = format!("{at}.failover[{index}]");
+        for (field, region) in [("from", &failover.from), ("to", &failover.to)] {
+            if region.is_empty() || region.contains(['/', '*']) {
+                findings.add(format!("{entry}.{field}"), Reason::Region(region.clone()));
+            }
+        }
+        if failover.from == failover.to && !failover.from.is_empty() {
+            findings.add(
+                format!("{entry}.to"),
+                Reason::FailoverToItself(failover.from.clone()),
+            );
         }
     }
 }
@@ -377,6 +440,60 @@ subsets:
                     "port 0 is out of range: use 1 to 65535"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn localities_and_failover_regions_must_be_well_formed() {
+        assert_eq!(
+            check_yaml(
+                "host: r\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting:\n      distribute:\n      - {from: 'a/*/c', to: {'a//x': 40, 'b/*': 60}}\n"
+            ),
+            [
+                pair(
+                    "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from",
+                    "locality `a/*/c`: `*` stands for a whole part and only the last one (`region/*`)"
+                ),
+                pair(
+                    "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to.a//x",
+                    "locality `a//x` has an empty part: use `region/zone/subzone`, `*` for any"
+                ),
+            ]
+        );
+        assert_eq!(
+            check_yaml(
+                "host: r\nsubsets:\n- name: v1\n  trafficPolicy:\n    outlierDetection: {}\n    loadBalancer:\n      localityLbSetting:\n        failover:\n        - {from: us-east/a, to: eu}\n        - {from: eu, to: eu}\n"
+            ),
+            [
+                pair(
+                    "spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.failover[0].from",
+                    "`us-east/a` is not a region: name one region, without `/` or `*`"
+                ),
+                pair(
+                    "spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.failover[1].to",
+                    "fails over from region `eu` to itself: name another region"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn failover_without_outlier_detection_is_a_warning() {
+        let failover = "loadBalancer: {localityLbSetting: {failover: [{from: us, to: eu}]}}";
+        assert_eq!(
+            check_yaml(&format!("host: r\ntrafficPolicy: {{{failover}}}\n")),
+            [pair(
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.failover",
+                "does nothing without `outlierDetection`: Istio moves requests to other localities only when it can eject endpoints — add `outlierDetection`"
+            )]
+        );
+        let inherited = format!(
+            "host: r\ntrafficPolicy: {{outlierDetection: {{}}}}\nsubsets:\n- {{name: v1, trafficPolicy: {{{failover}}}}}\n"
+        );
+        assert_eq!(
+            check_yaml(&inherited),
+            [],
+            "the subset falls back to the rule's"
         );
     }
 

@@ -34,6 +34,22 @@ pub fn istio(kind: &str, name: &str, spec: Value) -> Value {
     })
 }
 
+/// Where the `app` DestinationRule is written.
+pub const DESTINATION_RULE_FILE: &str = "destination-rule.yaml";
+
+/// The `app` DestinationRule: subsets v1–v3 by `version`, and `traffic_policy`.
+pub fn destination_rule(traffic_policy: Option<Value>) -> Value {
+    let subsets: Vec<Value> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|v| json!({ "name": v, "labels": { "version": v } }))
+        .collect();
+    let mut spec = json!({ "host": "app", "subsets": subsets });
+    if let Some(policy) = traffic_policy {
+        spec["trafficPolicy"] = policy;
+    }
+    istio("DestinationRule", "app", spec)
+}
+
 pub fn virtual_service(http: Value) -> Value {
     istio(
         "VirtualService",
@@ -49,6 +65,8 @@ pub struct Cluster {
     pub pods: Vec<Pod>,
     pub waypoint: ChildGuard,
     pub waypoint_pod: Pod,
+    /// The HTTP server of each of `pods`, in the same order.
+    servers: Vec<ChildGuard>,
     processes: Vec<ChildGuard>,
 }
 
@@ -66,14 +84,14 @@ impl Cluster {
         let waypoint_pod = n1.add_pod(PodSpec::waypoint("shop", "waypoint"))?;
         let client = n1.add_pod(PodSpec::new("shop", "client"))?;
         let mut pods = Vec::new();
-        let mut processes = Vec::new();
+        let mut servers = Vec::new();
         for (node, version) in [(&n2, "v1"), (&n2, "v2"), (&n1, "v3")] {
             let pod = node.add_pod(
                 PodSpec::new("shop", &format!("app-{version}"))
                     .label("app", "app")
                     .label("version", version),
             )?;
-            processes.push(app::http_serve(
+            servers.push(app::http_serve(
                 &pod,
                 SocketAddr::from(([0; 4], APP_PORT)),
                 version,
@@ -93,19 +111,8 @@ impl Cluster {
                 },
             }),
         )?;
-        let subsets: Vec<Value> = ["v1", "v2", "v3"]
-            .iter()
-            .map(|v| json!({ "name": v, "labels": { "version": v } }))
-            .collect();
-        net.write_manifest(
-            "destination-rule.yaml",
-            &istio(
-                "DestinationRule",
-                "app",
-                json!({ "host": "app", "subsets": subsets }),
-            ),
-        )?;
-        processes.extend(control.start(&net)?);
+        net.write_manifest(DESTINATION_RULE_FILE, &destination_rule(None))?;
+        let processes = control.start(&net)?;
         let waypoint = control.start_waypoint(&waypoint_pod, "waypoint")?;
         Ok(Some(Self {
             net,
@@ -114,7 +121,8 @@ impl Cluster {
             pods,
             waypoint,
             waypoint_pod,
-            processes,
+            servers,
+            processes: processes.into(),
         }))
     }
 
@@ -132,13 +140,36 @@ impl Cluster {
                 .label("app", "app")
                 .label("version", version),
         )?;
-        self.processes.push(app::http_serve_status(
+        self.servers.push(app::http_serve_status(
             &pod,
             SocketAddr::from(([0; 4], APP_PORT)),
             version,
             status,
         )?);
         self.pods.push(pod);
+        Ok(())
+    }
+
+    /// Restarts the server of `pods[index]`, answering as `version`, plain requests
+    /// with `status` (a pod that breaks: 503).
+    pub fn restart_app(&mut self, index: usize, version: &str, status: u16) -> Result<()> {
+        drop(self.servers.remove(index));
+        let server = app::http_serve_status(
+            &self.pods[index],
+            SocketAddr::from(([0; 4], APP_PORT)),
+            version,
+            status,
+        )?;
+        self.servers.insert(index, server);
+        Ok(())
+    }
+
+    /// Replaces the `app` DestinationRule by one with `traffic_policy`.
+    pub fn set_traffic_policy(&self, traffic_policy: Value) -> Result<()> {
+        self.net.write_manifest(
+            DESTINATION_RULE_FILE,
+            &destination_rule(Some(traffic_policy)),
+        )?;
         Ok(())
     }
 

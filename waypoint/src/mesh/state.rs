@@ -1,7 +1,9 @@
 //! The controller's push as the waypoint keeps it: every resource by key, replaced by a
 //! full update and patched by deltas, then compiled into the engine's [`Config`] and a
 //! [`MeshView`] (VIP → service, IP → identity); for an ingress gateway also the Istio
-//! Gateways that select its pod and the TLS credentials they name.
+//! Gateways that select its pod and the TLS credentials they name. The proxy's own
+//! labels and locality are its pod's, found among the workloads of its node the push
+//! includes.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -11,6 +13,7 @@ use std::{
 use ambit_api::{
     config::{self as pb, ConfigUpdate, resource::Kind},
     identity::Identity,
+    locality::Locality,
 };
 
 use crate::{
@@ -52,6 +55,17 @@ pub struct MeshView {
 pub struct WaypointAddress {
     pub ip: IpAddr,
     pub identity: Identity,
+}
+
+/// The label naming the Gateway a waypoint pod serves.
+const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// What endpoints are known by: their workload, labels and locality.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    workload: String,
+    labels: BTreeMap<String, String>,
+    locality: Locality,
 }
 
 /// Which proxy the push is compiled for.
@@ -116,7 +130,7 @@ fn compile(
 ) -> Result<Pushed, StateError> {
     let mut view = MeshView::default();
     let mut mesh_workloads = Vec::new();
-    let mut workloads: HashMap<IpAddr, (String, BTreeMap<String, String>)> = HashMap::new();
+    let mut workloads: HashMap<IpAddr, Peer> = HashMap::new();
     for (key, resource) in resources {
         if let Some(Kind::Peer(peer)) = &resource.kind {
             let identity =
@@ -135,7 +149,18 @@ fn compile(
                     name: peer.name.clone(),
                     labels: labels.clone(),
                 });
-                workloads.insert(ip, (peer.name.clone(), labels));
+                workloads.insert(
+                    ip,
+                    Peer {
+                        workload: peer.name.clone(),
+                        labels,
+                        locality: peer
+                            .locality
+                            .clone()
+                            .map(Locality::from)
+                            .unwrap_or_default(),
+                    },
+                );
             }
         }
     }
@@ -146,7 +171,6 @@ fn compile(
         ..Config::default()
     };
     let mut gateways = Vec::new();
-    let mut own_labels = None;
     let mut credentials = Credentials::new();
     for (key, resource) in resources {
         match &resource.kind {
@@ -192,13 +216,13 @@ fn compile(
                     key, route, "Gateway",
                 )?);
             }
-            Some(Kind::Workload(workload)) => {
-                if let Serving::Ingress { pod } = serving
-                    && workload.namespace == namespace
-                    && workload.name == pod
-                {
-                    own_labels = Some(workload.labels.clone());
-                }
+            Some(Kind::Workload(workload)) if is_own(workload, namespace, name, serving) => {
+                config.labels = workload.labels.clone().into_iter().collect();
+                config.locality = workload
+                    .locality
+                    .clone()
+                    .map(Locality::from)
+                    .unwrap_or_default();
             }
             Some(Kind::Credential(credential)) => {
                 credentials.insert(
@@ -214,7 +238,7 @@ fn compile(
         }
     }
     if let Serving::Ingress { .. } = serving {
-        let labels = own_labels.unwrap_or_default();
+        let labels = &config.labels;
         gateways.retain(|gateway| {
             !gateway.spec.selector.is_empty()
                 && gateway
@@ -232,10 +256,23 @@ fn compile(
     })
 }
 
+/// Whether `workload` (one of the proxy's node) is the proxy's own pod: for an ingress
+/// gateway the pod it is told it runs as, for a waypoint a pod of its Gateway (two on
+/// one node share the node's locality).
+fn is_own(workload: &pb::Workload, namespace: &str, name: &str, serving: Serving<'_>) -> bool {
+    workload.namespace == namespace
+        && match serving {
+            Serving::Ingress { pod } => workload.name == pod,
+            Serving::Waypoint => {
+                workload.labels.get(GATEWAY_NAME_LABEL).map(String::as_str) == Some(name)
+            }
+        }
+}
+
 fn service(
     key: &str,
     service: &pb::Service,
-    workloads: &HashMap<IpAddr, (String, BTreeMap<String, String>)>,
+    workloads: &HashMap<IpAddr, Peer>,
 ) -> Result<Service, StateError> {
     let ports = service_ports(service, Target::Pods);
     // Endpoints of the VIP's family (IPv4 without a VIP), as kube-proxy pairs them: the
@@ -247,11 +284,12 @@ fn service(
         .into_iter()
         .filter(|ip| ip.is_ipv4() == ipv4)
         .map(|ip| {
-            let (workload, labels) = workloads.get(&ip).cloned().unwrap_or_default();
+            let peer = workloads.get(&ip).cloned().unwrap_or_default();
             Endpoint {
                 ip,
-                labels,
-                workload,
+                labels: peer.labels,
+                workload: peer.workload,
+                locality: peer.locality,
             }
         })
         .collect();
@@ -300,11 +338,7 @@ fn through_waypoint(service: &pb::Service, vip: IpAddr) -> Service {
         namespace: service.namespace.clone(),
         name: service.name.clone(),
         ports: service_ports(service, Target::Vip),
-        endpoints: vec![Endpoint {
-            ip: vip,
-            labels: BTreeMap::new(),
-            workload: String::new(),
-        }],
+        endpoints: vec![Endpoint::new(vip, [])],
     }
 }
 

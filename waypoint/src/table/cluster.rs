@@ -1,6 +1,7 @@
 //! Clusters, as Envoy names them: the endpoints of one service port (all of them, or
 //! one DestinationRule subset's), and how the next one is chosen: among those not
-//! ejected, by the `simple` algorithm or on the `consistentHash` ring.
+//! ejected, narrowed to one priority level or locality (`localityLbSetting`), by the
+//! `simple` algorithm or on the `consistentHash` ring.
 
 use std::{
     collections::HashMap,
@@ -17,12 +18,15 @@ use ambit_api::istio::destination_rule::{LoadBalancerSettings, SimpleLb};
 use super::{
     hashing::{HashPolicy, RequestHash, RequestKeys, Ring},
     limits::{Admission, ConnectionLimits, Overflow},
+    locality::LocalityLb,
     outlier::{Ejection, Health, OutlierPolicy, OutlierState},
 };
 
 /// How many times a pick avoiding the previous attempts' endpoints is tried (Istio's
 /// `hostSelectionRetryMaxAttempts`).
 const HOST_SELECTION_ATTEMPTS: usize = 5;
+/// How finely a request's hash places it among the locality shares.
+const HASH_DRAW_STEPS: u64 = 10_000;
 
 /// One endpoint of a cluster, with the requests in flight to it and its health.
 #[derive(Debug)]
@@ -122,6 +126,9 @@ pub struct ClusterPolicy {
     pub balancer: Balancer,
     pub limits: Option<ConnectionLimits>,
     pub outlier: Option<OutlierPolicy>,
+    /// The priority levels or weighted localities picks are narrowed to; `None`: all
+    /// endpoints alike.
+    pub locality: Option<LocalityLb>,
 }
 
 /// The endpoints of one service port, or one subset of them.
@@ -194,13 +201,21 @@ impl Cluster {
         }
     }
 
-    /// The next endpoint among those not ejected, preferring one not in `tried`
-    /// (Istio's previous-hosts retry predicate); `None` when none is available (`UH`).
-    /// `hash` places the request on a consistent hash's ring (`None`: at random); the
+    /// The next endpoint among those not ejected, in the priority level or locality the
+    /// request goes to, preferring one not in `tried` (Istio's previous-hosts retry
+    /// predicate); `None` when none is available (`UH`). `hash` places the request on a
+    /// consistent hash's ring and among the locality shares (`None`: at random); the
     /// simple algorithms ignore it.
     #[must_use]
     pub fn pick(&self, hash: Option<u64>, tried: &[SocketAddr]) -> Option<Arc<UpstreamEndpoint>> {
-        let available = self.available();
+        let mut available = self.available();
+        if let Some(locality) = &self.policy.locality {
+            // Both below HASH_DRAW_STEPS: exact in an f64.
+            let draw = hash.map_or_else(fastrand::f64, |hash| {
+                (hash % HASH_DRAW_STEPS) as f64 / HASH_DRAW_STEPS as f64
+            });
+            locality.narrow(&mut available, draw);
+        }
         if !available.iter().any(|yes| *yes) {
             return None;
         }
@@ -341,6 +356,7 @@ mod tests {
             balancer,
             limits: None,
             outlier: None,
+            locality: None,
         };
         Cluster::new("outbound|80||app".into(), false, addresses, policy)
     }
@@ -399,6 +415,7 @@ mod tests {
             balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
             limits: None,
             outlier: OutlierPolicy::new(&outlier),
+            locality: None,
         };
         let addresses = (1..=2).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
         let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
@@ -423,6 +440,7 @@ mod tests {
             balancer: Balancer::from_settings(Some(&lb)),
             limits: None,
             outlier: outlier.as_ref().and_then(OutlierPolicy::new),
+            locality: None,
         };
         let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
         Cluster::new("outbound|80||app".into(), false, addresses, policy)

@@ -1,5 +1,7 @@
 use std::net::Ipv4Addr;
 
+use ambit_api::locality::Locality;
+
 use super::*;
 use crate::config::{Endpoint, ServicePort};
 
@@ -432,4 +434,98 @@ tcp:
             "expected {expected:?} in:\n{errors}"
         );
     }
+}
+
+#[test]
+fn locality_ranks_every_subsets_cluster_and_a_port_may_turn_it_off() {
+    let at = |zone: &str| Locality {
+        region: "r1".into(),
+        zone: zone.into(),
+        subzone: String::new(),
+    };
+    let endpoint = |last: u8, version: &str, zone: &str| {
+        Endpoint::new(Ipv4Addr::new(10, 0, 0, last).into(), [("version", version)])
+            .in_locality(at(zone))
+    };
+    let mut reviews = service("reviews");
+    reviews.ports.push(ServicePort {
+        name: "http-admin".into(),
+        port: 9081,
+        target_port: 0,
+        app_protocol: String::new(),
+    });
+    reviews.endpoints = vec![
+        endpoint(1, "v1", "a"),
+        endpoint(2, "v1", "b"),
+        endpoint(3, "v2", "b"),
+    ];
+    let config = Config {
+        namespace: "shop".into(),
+        locality: at("a"),
+        services: vec![reviews],
+        destination_rules: vec![named(
+            "reviews",
+            "
+host: reviews
+trafficPolicy:
+  outlierDetection: {consecutive5xxErrors: 3}
+  portLevelSettings:
+  - port: {number: 9081}
+    loadBalancer: {localityLbSetting: {enabled: false}}
+subsets:
+- {name: v1, labels: {version: v1}}
+- {name: v2, labels: {version: v2}}
+",
+        )],
+        ..Config::default()
+    };
+    RouteTable::compile(&config).expect("compiles");
+    let clusters = build_clusters(&config);
+    let picked = |subset: &str, port: u16| {
+        let (_, cluster) = clusters
+            .get("reviews.shop.svc.cluster.local", subset)
+            .into_iter()
+            .find(|(p, _)| *p == port)
+            .expect("a cluster per subset and port");
+        let mut seen: Vec<u8> = (0..60)
+            .map(
+                |_| match cluster.pick(None, &[]).expect("an endpoint").address.ip() {
+                    std::net::IpAddr::V4(ip) => ip.octets()[3],
+                    std::net::IpAddr::V6(_) => unreachable!("test endpoints are IPv4"),
+                },
+            )
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    };
+    assert_eq!(
+        picked("", 9080),
+        [1],
+        "all endpoints: the waypoint's zone only"
+    );
+    assert_eq!(picked("v1", 9080), [1], "subset v1: its zone-a endpoint");
+    assert_eq!(picked("v2", 9080), [3], "subset v2 has only zone b");
+    assert_eq!(picked("", 9081), [1, 2, 3], "port 9081 turns locality off");
+}
+
+#[test]
+fn bad_localities_are_refused() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        destination_rules: vec![named(
+            "reviews",
+            "{host: reviews, subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: 'r1/*/x', to: {'r1/*': 100}}]}}}}]}",
+        )],
+        ..Config::default()
+    };
+    let errors = RouteTable::compile(&config)
+        .expect_err("refused")
+        .to_string();
+    let expected = "DestinationRule shop/reviews: `subsets[0].trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from` `r1/*/x`: `*` stands for a whole part";
+    assert!(
+        errors.contains(expected),
+        "expected {expected:?} in:\n{errors}"
+    );
 }

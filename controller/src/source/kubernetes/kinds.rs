@@ -28,11 +28,13 @@ pub struct Kind {
 const GATEWAY_API_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 11] = [
+pub const KINDS: [Kind; 12] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
     core("Secret", "secrets", true),
+    // Only for its labels: the locality of the pods on it.
+    core("Node", "nodes", false),
     networking("VirtualService", "virtualservices"),
     networking("DestinationRule", "destinationrules"),
     networking("Gateway", "gateways"),
@@ -153,7 +155,7 @@ mod tests {
             PathBuf::from("kube://core/Namespace/shop")
         );
         assert_eq!(
-            KINDS[4].file(Some("shop"), "reviews"),
+            KINDS[5].file(Some("shop"), "reviews"),
             PathBuf::from("kube://networking.istio.io/VirtualService/shop/reviews")
         );
     }

@@ -12,7 +12,7 @@ use std::{collections::BTreeSet, path::PathBuf, pin::pin, time::Duration};
 use ambit_api::manifests::{Object, Source};
 use kube::{
     Api, Client, ResourceExt as _,
-    api::{DynamicObject, ListParams, TypeMeta},
+    api::{DynamicObject, ListParams, ObjectMeta, TypeMeta},
     discovery::ApiResource,
     runtime::{
         WatchStreamExt as _,
@@ -208,12 +208,23 @@ impl KindState {
             .file(object.metadata.namespace.as_deref(), &object.name_any())
     }
 
-    /// `object` as the folder source would read it from a file holding it as YAML.
+    /// `object` as the folder source would read it from a file holding it as YAML. Of
+    /// a Node only its name and labels are kept (the model reads its locality), so its
+    /// status heartbeats change nothing.
     fn object(&self, mut object: DynamicObject) -> Option<Served> {
         let source = Source {
             file: self.file(&object),
             document: 1,
         };
+        let resource_version = object.metadata.resource_version.take();
+        if self.kind.kind == "Node" {
+            object.metadata = ObjectMeta {
+                name: object.metadata.name.take(),
+                labels: object.metadata.labels.take(),
+                ..ObjectMeta::default()
+            };
+            object.data = serde_json::Value::Object(serde_json::Map::new());
+        }
         // A list's items may omit their type; the API server's is the one asked for.
         object.types = Some(TypeMeta {
             api_version: self.resource.api_version.clone(),
@@ -225,7 +236,7 @@ impl KindState {
         match read {
             Ok(read) => Some(Served {
                 object: read,
-                resource_version: object.metadata.resource_version,
+                resource_version,
             }),
             Err(reason) => {
                 tracing::warn!(object = %source.file.display(), %reason, "object from the Kubernetes API skipped: not a readable Kubernetes object");
