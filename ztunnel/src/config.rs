@@ -84,14 +84,16 @@ pub struct Config {
         conflicts_with = "controller_address"
     )]
     pub local_config: Option<PathBuf>,
-    /// Threads relaying traffic (Tokio workers). `1`: the main thread alone; `0`: one
-    /// per CPU.
+    /// Threads relaying traffic, each serving its own share of the pods (a pod and
+    /// all its connections stay on one); `0`: one per CPU. The control plane (hand-off,
+    /// config push, certificates, admin) runs on the main thread besides.
     #[arg(long, env = "AMBIT_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
     pub worker_threads: usize,
 }
 
-/// Relay threads by default: 2, as Istio's ztunnel (cross-thread wake-ups cost more
-/// latency and memory than a second core saves; see docs/OPERATIONS.md).
+/// Relay threads by default: 2, as Istio's ztunnel (each is a single-threaded runtime,
+/// so a busy node uses two cores without connections waking each other across them;
+/// see [`crate::workers`]).
 pub const DEFAULT_WORKER_THREADS: usize = 2;
 
 /// Every problem with a [`Config`], reported at once.
@@ -100,6 +102,15 @@ pub const DEFAULT_WORKER_THREADS: usize = 2;
 pub struct ConfigError(pub Vec<String>);
 
 impl Config {
+    /// How many data-path threads `--worker-threads` asks for.
+    #[must_use]
+    pub fn data_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        }
+    }
+
     /// Checks the flags that depend on each other.
     ///
     /// # Errors

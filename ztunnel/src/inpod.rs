@@ -37,7 +37,10 @@ use ambit_api::{handoff::WorkloadInfo, identity::Identity};
 use ambit_certs::{CertLease, CertificateStore};
 use ambit_hbone::Pool;
 use ambit_netns::{Netns, NetnsError};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    task::{JoinHandle, JoinSet},
+};
 use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::{
@@ -46,6 +49,7 @@ use crate::{
     drain::Drain,
     metrics::{Metrics, Party},
     policy::{self, Policies},
+    workers::{Assignment, Workers},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +176,9 @@ impl PodContext {
 struct PodProxy {
     context: Arc<PodContext>,
     ips: Vec<IpAddr>,
-    accept_loops: Vec<JoinHandle<()>>,
+    /// The pod's accept loops, on its worker.
+    serving: JoinHandle<()>,
+    _worker: Assignment,
     /// Keeps the identity's certificate held and renewed while the pod is served.
     _certificate: Option<CertLease>,
 }
@@ -181,9 +187,7 @@ impl Drop for PodProxy {
     fn drop(&mut self) {
         // Closing the listeners also takes them out of the inbound SOCKHASH, so the
         // pod fails closed until it is served again.
-        for task in &self.accept_loops {
-            task.abort();
-        }
+        self.serving.abort();
         self.context.maps.unregister_inbound(&self.ips);
         if let Some(hbone) = &self.context.hbone {
             hbone.local.unregister(&self.context);
@@ -200,6 +204,7 @@ pub struct InPod {
     synced: AtomicBool,
     metrics: Arc<Metrics>,
     drain: Arc<Drain>,
+    workers: Workers,
     trust_domain: String,
     certificates: Option<Arc<CertificateStore>>,
     hbone: Option<Arc<HboneContext>>,
@@ -208,7 +213,12 @@ pub struct InPod {
 
 impl InPod {
     #[must_use]
-    pub fn new(bpffs_dir: PathBuf, metrics: Arc<Metrics>, drain: Arc<Drain>) -> Self {
+    pub fn new(
+        bpffs_dir: PathBuf,
+        metrics: Arc<Metrics>,
+        drain: Arc<Drain>,
+        workers: Workers,
+    ) -> Self {
         Self {
             bpffs_dir,
             maps: Mutex::new(None),
@@ -216,6 +226,7 @@ impl InPod {
             synced: AtomicBool::new(false),
             metrics,
             drain,
+            workers,
             trust_domain: ambit_api::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
             certificates: None,
             hbone: None,
@@ -366,29 +377,10 @@ impl InPod {
             policies: Arc::clone(&self.policies),
         });
         let span = info_span!("pod", uid = %uid, name = %format!("{}/{}", context.info.namespace, context.info.name));
-        let mut accept_loops: Vec<JoinHandle<()>> = listeners
-            .outbound
-            .into_iter()
-            .map(|listener| {
-                tokio::spawn(
-                    accept_loop(listener, Arc::clone(&context), relay::Direction::Outbound)
-                        .instrument(span.clone()),
-                )
-            })
-            .collect();
-        accept_loops.push(tokio::spawn(
-            accept_loop(
-                listeners.inbound,
-                Arc::clone(&context),
-                relay::Direction::Inbound,
-            )
-            .instrument(span.clone()),
-        ));
-        if let Some(listener) = hbone_listener {
-            accept_loops.push(tokio::spawn(
-                hbone_inbound::accept_loop(listener, Arc::clone(&context)).instrument(span.clone()),
-            ));
-        }
+        let worker = self.workers.assign();
+        let serving = worker
+            .runtime
+            .spawn(serve(listeners, hbone_listener, Arc::clone(&context)).instrument(span.clone()));
         if let Some(hbone) = &context.hbone {
             hbone.local.register(&context);
         }
@@ -398,7 +390,8 @@ impl InPod {
             PodProxy {
                 context,
                 ips,
-                accept_loops,
+                serving,
+                _worker: worker,
                 _certificate: certificate,
             },
         );
@@ -492,6 +485,53 @@ impl InPod {
     fn lock_pods(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodProxy>> {
         self.pods.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What a pod's listener accepts.
+#[derive(Debug, Clone, Copy)]
+enum Accepting {
+    /// Captured plaintext connections (15001 outbound, 15006 inbound).
+    Plain(relay::Direction),
+    /// HBONE tunnels from other nodes (15008).
+    Hbone,
+}
+
+/// Runs a pod's accept loops on the worker this is spawned on (the listeners join its
+/// reactor here, and every connection they accept is served there), until aborted.
+async fn serve(
+    listeners: sockets::PodListeners,
+    hbone: Option<std::net::TcpListener>,
+    pod: Arc<PodContext>,
+) {
+    let all = listeners
+        .outbound
+        .into_iter()
+        .map(|listener| (listener, Accepting::Plain(relay::Direction::Outbound)))
+        .chain([(
+            listeners.inbound,
+            Accepting::Plain(relay::Direction::Inbound),
+        )])
+        .chain(hbone.map(|listener| (listener, Accepting::Hbone)));
+    let mut loops = JoinSet::new();
+    for (listener, accepting) in all {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                warn!(%error, ?accepting, "cannot serve one of the pod's listeners");
+                continue;
+            }
+        };
+        let pod = Arc::clone(&pod);
+        match accepting {
+            Accepting::Plain(direction) => {
+                loops.spawn(accept_loop(listener, pod, direction).in_current_span())
+            }
+            Accepting::Hbone => {
+                loops.spawn(hbone_inbound::accept_loop(listener, pod).in_current_span())
+            }
+        };
+    }
+    loops.join_all().await;
 }
 
 async fn accept_loop(listener: TcpListener, pod: Arc<PodContext>, direction: relay::Direction) {

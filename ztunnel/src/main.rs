@@ -14,6 +14,7 @@ use ambit_ztunnel::{
     metrics::Metrics,
     policy::Policies,
     subscribe::{self, Targets},
+    workers::Workers,
 };
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -29,16 +30,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = Arc::new(Config::parse());
     config.validate()?;
-    let mut runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        workers => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            runtime.worker_threads(workers);
-            runtime
-        }
-    };
-    runtime
+    // The control plane's runtime; the data path runs on the workers `serve` starts.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
@@ -64,10 +57,13 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let drain = Arc::new(Drain::default());
+    let workers =
+        Workers::start(config.data_threads()).context("cannot start the data path's threads")?;
     let mut inpod = InPod::new(
         config.bpffs_dir.clone(),
         Arc::clone(&metrics),
         Arc::clone(&drain),
+        workers,
     )
     .with_identities(config.trust_domain.clone(), certificates.clone());
     let targets = Targets {

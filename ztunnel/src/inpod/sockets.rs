@@ -12,7 +12,7 @@ use ambit_ebpf_common::{DELIVERY_MARK, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, ZT
 use ambit_hbone::HBONE_PORT;
 use ambit_netns::{Netns, NetnsError};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::UPSTREAM_CONNECT_TIMEOUT_SECS;
 
@@ -26,13 +26,14 @@ pub enum SocketError {
     Io(#[from] io::Error),
 }
 
-/// A pod's listeners.
+/// A pod's listeners (non-blocking; they join a runtime's reactor on the worker that
+/// serves the pod).
 #[derive(Debug)]
 pub struct PodListeners {
     /// 127.0.0.1:15001, and [::1]:15001 when the pod has IPv6.
-    pub outbound: Vec<TcpListener>,
+    pub outbound: Vec<std::net::TcpListener>,
     /// [::]:15006 (dual-stack), or 0.0.0.0:15006 when the pod has no IPv6.
-    pub inbound: TcpListener,
+    pub inbound: std::net::TcpListener,
 }
 
 /// Binds the pod's listeners inside its namespace.
@@ -68,7 +69,9 @@ pub fn bind_pod_listeners(netns: &Netns) -> Result<PodListeners, (SocketAddr, So
 ///
 /// # Errors
 /// The address that failed and why.
-pub fn bind_hbone_listener(netns: &Netns) -> Result<TcpListener, (SocketAddr, SocketError)> {
+pub fn bind_hbone_listener(
+    netns: &Netns,
+) -> Result<std::net::TcpListener, (SocketAddr, SocketError)> {
     let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, HBONE_PORT));
     let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, HBONE_PORT));
     match listen(netns, dual) {
@@ -83,7 +86,7 @@ pub fn bind_hbone_listener(netns: &Netns) -> Result<TcpListener, (SocketAddr, So
     }
 }
 
-fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, SocketError> {
+fn listen(netns: &Netns, addr: SocketAddr) -> Result<std::net::TcpListener, SocketError> {
     let socket = netns.run(|| -> io::Result<Socket> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         if addr.is_ipv6() {
@@ -96,7 +99,7 @@ fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, SocketError> {
         socket.listen(LISTEN_BACKLOG)?;
         Ok(socket)
     })??;
-    Ok(TcpListener::from_std(socket.into())?)
+    Ok(socket.into())
 }
 
 /// Connects to `destination` from inside the pod's namespace with ztunnel's mark.
