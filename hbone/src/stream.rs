@@ -54,7 +54,6 @@ pub struct Tunnel {
     /// Received, not yet handed on; its length is not yet released to the peer.
     pending: Bytes,
     read_done: bool,
-    write_buf: BytesMut,
     write_done: bool,
 }
 
@@ -87,7 +86,6 @@ impl Tunnel {
             recv,
             pending: Bytes::new(),
             read_done: false,
-            write_buf: BytesMut::new(),
             write_done: false,
         }
     }
@@ -309,11 +307,10 @@ impl AsyncWrite for Tunnel {
                 Some(Ok(0)) => {}
                 Some(Ok(capacity)) => {
                     let n = capacity.min(want);
-                    if this.write_buf.capacity() < n {
-                        this.write_buf.reserve(BUFFER_BYTES.max(n));
-                    }
-                    this.write_buf.extend_from_slice(&buf[..n]);
-                    let chunk = this.write_buf.split().freeze();
+                    // Each write in its own allocation: a stream held open for many
+                    // small writes (a pooled upstream HTTP/1.1 connection) must not pin
+                    // a large block whose every page its writes have touched.
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
                     this.send.send_data(chunk, false).map_err(h2_io)?;
                     return Poll::Ready(Ok(n));
                 }
