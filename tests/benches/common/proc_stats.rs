@@ -31,6 +31,12 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
     status_kib(pid, "VmRSS")
 }
 
+/// The part of the resident set mapped from files (`RssFile`: code and read-only data
+/// of the binary and its libraries), in KiB.
+pub fn file_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "RssFile")
+}
+
 /// Peak resident set size (`VmHWM`) since start or [`reset_peak_rss`], in KiB.
 pub fn peak_rss_kib(pid: u32) -> Result<u64> {
     status_kib(pid, "VmHWM")

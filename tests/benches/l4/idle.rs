@@ -10,7 +10,7 @@ use ambit_e2e::{MeshNode, PodSpec, TestNet, wait_for};
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
-use crate::common::proc_stats::rss_kib;
+use crate::common::proc_stats::{file_rss_kib, rss_kib};
 
 /// The workloads added, and the Services selecting them (ten pods each).
 pub const PHANTOM_PODS: u16 = 1_000;
@@ -25,10 +25,13 @@ const LEARN_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLED_FOR: Duration = Duration::from_secs(2);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Each ztunnel's RSS before and after, in KiB (in the order of the meshes).
+/// Each ztunnel's RSS before and after, in KiB (in the order of the meshes), and how
+/// much of the latter is code and data mapped from files (the binary and its shared
+/// libraries) rather than heap and stacks.
 pub struct IdleRss {
     pub before_kib: Vec<u64>,
     pub after_kib: Vec<u64>,
+    pub after_file_kib: Vec<u64>,
 }
 
 /// Adds the phantom workloads, waits until every ztunnel holds them and its RSS has
@@ -50,6 +53,10 @@ pub fn measure(net: &TestNet, meshes: &[MeshNode], pids: &[u32]) -> Result<IdleR
     let after_kib = pids
         .iter()
         .map(|&pid| settled_rss_kib(pid))
+        .collect::<Result<_>>()?;
+    let after_file_kib = pids
+        .iter()
+        .map(|&pid| file_rss_kib(pid))
         .collect::<Result<_>>()?;
     // Only now the config dump (serialising 1,000 peers grows the RSS being measured).
     for (mesh, &(peers, services)) in meshes.iter().zip(&known) {
@@ -78,6 +85,7 @@ pub fn measure(net: &TestNet, meshes: &[MeshNode], pids: &[u32]) -> Result<IdleR
     Ok(IdleRss {
         before_kib,
         after_kib,
+        after_file_kib,
     })
 }
 

@@ -139,11 +139,12 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Condition
     for (i, node) in memory.nodes.iter().enumerate() {
         let (before, after) = (memory.idle.before_kib[i], memory.idle.after_kib[i]);
         println!(
-            "{node}: peak RSS over the runs {:.1} MiB; idle {:.1} MiB, {:.1} MiB holding {PHANTOM_PODS} more workloads and {PHANTOM_SERVICES} services ({:+.2} KiB per workload)",
+            "{node}: peak RSS over the runs {:.1} MiB; idle {:.1} MiB, {:.1} MiB holding {PHANTOM_PODS} more workloads and {PHANTOM_SERVICES} services ({:+.2} KiB per workload); of that, {:.1} MiB mapped from files",
             mib(memory.peak_kib[i]),
             mib(before),
             mib(after),
             per_workload_kib(before, after),
+            mib(memory.idle.after_file_kib[i]),
         );
     }
     println!(
@@ -204,6 +205,7 @@ pub fn to_json(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Conditions) -
                     "peak_rss_kib": memory.peak_kib[i],
                     "idle_rss_kib": before,
                     "idle_rss_kib_with_phantoms": after,
+                    "idle_file_rss_kib_with_phantoms": memory.idle.after_file_kib[i],
                     "kib_per_phantom_workload": per_workload_kib(before, after),
                 }),
             )
