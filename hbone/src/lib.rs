@@ -21,7 +21,9 @@
 //!   certificate.
 //! - [`tls`]: rustls configs from a [`WorkloadCertificate`] (ring provider, TLS 1.3 only),
 //!   the server-identity check, [`tls::accept`] / [`tls::connect`].
-//! - [`server`]: [`serve`] one authenticated connection with a `CONNECT` handler.
+//! - [`server`]: [`serve`] one authenticated connection with a `CONNECT` handler, its
+//!   streams relayed to sockets ([`serve`]) or handed over as [`Tunnel`]s
+//!   ([`serve_tunnels`]).
 //! - [`client`]: [`Connection`] and opening [`Tunnel`]s on it.
 //! - [`pool`]: [`Pool`], connections shared per (source, destination identity, IP).
 //! - [`stream`]: [`Tunnel`], flow control, and the bidirectional [`Tunnel::relay`].
@@ -48,7 +50,7 @@ pub use ambit_api::identity::{Identity, IdentityError};
 pub use client::{ClientError, Connection};
 pub use identity::CertificateIdentityError;
 pub use pool::{Pool, PoolKey};
-pub use server::{ConnectRequest, Refusal, ServerError, accept_loop, serve};
+pub use server::{ConnectRequest, Refusal, ServerError, accept_loop, serve, serve_tunnels};
 pub use stream::{RelayError, Transferred, Tunnel};
 pub use tls::{TlsError, WorkloadCertificate};
 

@@ -62,8 +62,9 @@ impl Refusal {
 }
 
 /// Accepts connections on `listener` forever, each served by `serve` on its own task
-/// under an `hbone_in` span naming the peer (IPv4-mapped addresses as IPv4); a failed
-/// connection is logged with its error.
+/// under an `hbone_in` span naming the peer (IPv4-mapped addresses as IPv4; `serve` is
+/// called in that span too, so it can carry it to another runtime); a failed connection
+/// is logged with its error.
 pub async fn accept_loop<S, F, E>(listener: tokio::net::TcpListener, serve: S)
 where
     S: Fn(tokio::net::TcpStream, SocketAddr) -> F,
@@ -75,14 +76,15 @@ where
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                let connection = serve(stream, peer);
+                let span = tracing::info_span!("hbone_in", %peer);
+                let connection = span.in_scope(|| serve(stream, peer));
                 tokio::spawn(
                     async move {
                         if let Err(error) = connection.await {
                             warn!(%error, "HBONE connection failed");
                         }
                     }
-                    .instrument(tracing::info_span!("hbone_in", %peer)),
+                    .instrument(span),
                 );
             }
             Err(error) => {
@@ -95,7 +97,7 @@ where
 
 /// Serves HBONE on one connection whose TLS handshake (and client identity, `peer`) is
 /// done, until the client closes it and every stream has finished. Each stream runs on
-/// its own task.
+/// its own task, relayed to the `upstream` the handler returns for its `CONNECT`.
 ///
 /// # Errors
 /// The HTTP/2 handshake or connection failed.
@@ -105,6 +107,35 @@ where
     H: Fn(ConnectRequest) -> F + Send + Sync + 'static,
     F: Future<Output = Result<U, Refusal>> + Send + 'static,
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_tunnels(io, peer, move |connect| {
+        let authority = connect.authority;
+        let upstream = handler(connect);
+        async move {
+            let upstream = upstream.await?;
+            Ok(move |tunnel: Tunnel| relay(tunnel, upstream, authority))
+        }
+    })
+    .await
+}
+
+/// Like [`serve`], but each accepted stream is handed, as a [`Tunnel`], to the function
+/// the handler returns, which runs on the stream's task: for a caller that speaks a
+/// protocol over the stream itself rather than relaying it to a socket.
+///
+/// # Errors
+/// The HTTP/2 handshake or connection failed.
+pub async fn serve_tunnels<IO, H, F, A, AF>(
+    io: IO,
+    peer: Identity,
+    handler: H,
+) -> Result<(), ServerError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(ConnectRequest) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<A, Refusal>> + Send + 'static,
+    A: FnOnce(Tunnel) -> AF + Send + 'static,
+    AF: Future<Output = ()> + Send + 'static,
 {
     let mut connection = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
@@ -127,7 +158,7 @@ where
     Ok(())
 }
 
-async fn handle_stream<H, F, U>(
+async fn handle_stream<H, F, A, AF>(
     request: &Request<()>,
     recv: h2::RecvStream,
     mut respond: SendResponse<Bytes>,
@@ -135,8 +166,9 @@ async fn handle_stream<H, F, U>(
     handler: &H,
 ) where
     H: Fn(ConnectRequest) -> F,
-    F: Future<Output = Result<U, Refusal>>,
-    U: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Result<A, Refusal>>,
+    A: FnOnce(Tunnel) -> AF,
+    AF: Future<Output = ()>,
 {
     let connect = match parse(request, peer) {
         Ok(connect) => connect,
@@ -147,8 +179,8 @@ async fn handle_stream<H, F, U>(
         }
     };
     let authority = connect.authority;
-    let upstream = match handler(connect).await {
-        Ok(upstream) => upstream,
+    let accept = match handler(connect).await {
+        Ok(accept) => accept,
         Err(refusal) => {
             debug!(%authority, %refusal, "HBONE CONNECT refused");
             reply(&mut respond, refusal.status);
@@ -158,7 +190,15 @@ async fn handle_stream<H, F, U>(
     let Some(send) = reply(&mut respond, StatusCode::OK) else {
         return;
     };
-    match Tunnel::new(send, recv).relay(upstream).await {
+    accept(Tunnel::new(send, recv)).await;
+}
+
+/// Relays one accepted stream to `upstream`, logging how it ended.
+async fn relay<U>(tunnel: Tunnel, upstream: U, authority: SocketAddr)
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    match tunnel.relay(upstream).await {
         Ok(Transferred {
             from_tunnel,
             into_tunnel,
