@@ -93,7 +93,7 @@ pub struct Config {
 
 /// Relay threads by default: 2, as Istio's ztunnel (each is a single-threaded runtime,
 /// so a busy node uses two cores without connections waking each other across them;
-/// see [`crate::workers`]).
+/// see [`ambit_workers`]).
 pub const DEFAULT_WORKER_THREADS: usize = 2;
 
 /// Every problem with a [`Config`], reported at once.
@@ -102,15 +102,6 @@ pub const DEFAULT_WORKER_THREADS: usize = 2;
 pub struct ConfigError(pub Vec<String>);
 
 impl Config {
-    /// How many data-path threads `--worker-threads` asks for.
-    #[must_use]
-    pub fn data_threads(&self) -> usize {
-        match self.worker_threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            threads => threads,
-        }
-    }
-
     /// Checks the flags that depend on each other.
     ///
     /// # Errors

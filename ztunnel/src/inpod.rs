@@ -37,6 +37,7 @@ use ambit_api::{handoff::WorkloadInfo, identity::Identity};
 use ambit_certs::{CertLease, CertificateStore};
 use ambit_hbone::Pool;
 use ambit_netns::{Netns, NetnsError};
+use ambit_workers::{Assignment, Workers};
 use tokio::{
     net::TcpListener,
     task::{JoinHandle, JoinSet},
@@ -49,7 +50,6 @@ use crate::{
     drain::Drain,
     metrics::{Metrics, Party},
     policy::{self, Policies},
-    workers::{Assignment, Workers},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -24,8 +24,8 @@
 //! - [`local_config`]: the same config from a snapshot file (`--local-config`);
 //! - [`heap`]: freed heap handed back to the kernel after each update;
 //! - [`inpod`]: per-pod listeners, the relay, and HBONE both ways;
-//! - [`workers`]: the data path's threads, one single-threaded runtime each; a pod and
-//!   all its connections stay on one;
+//! - the data path's threads, one single-threaded runtime each, come from
+//!   [`ambit_workers`]: a pod and all its connections stay on one;
 //! - workload certificates (one per identity, renewed at half-life) come from
 //!   [`ambit_certs`];
 //! - [`capture_maps`]: the agent's pinned maps (original destinations, inbound listeners);
@@ -53,4 +53,3 @@ pub mod local_config;
 pub mod metrics;
 pub mod policy;
 pub mod subscribe;
-pub mod workers;

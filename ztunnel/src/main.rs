@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ambit_certs::{CaClient, CertificateStore};
+use ambit_workers::Workers;
 use ambit_ztunnel::{
     admin::{self, AdminState},
     config::{Config, DRAIN_TIMEOUT_SECS},
@@ -14,7 +15,6 @@ use ambit_ztunnel::{
     metrics::Metrics,
     policy::Policies,
     subscribe::{self, Targets},
-    workers::Workers,
 };
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -57,8 +57,8 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let drain = Arc::new(Drain::default());
-    let workers =
-        Workers::start(config.data_threads()).context("cannot start the data path's threads")?;
+    let workers = Workers::start(config.worker_threads, "ztunnel-data")
+        .context("cannot start the data path's threads")?;
     let mut inpod = InPod::new(
         config.bpffs_dir.clone(),
         Arc::clone(&metrics),
