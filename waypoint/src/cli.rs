@@ -57,7 +57,16 @@ pub struct Cli {
     /// Ask for certificates valid this long (the CA's default when absent).
     #[arg(long)]
     pub cert_ttl_secs: Option<u64>,
+    /// Threads serving requests, each a share of the downstream connections (a
+    /// connection, its requests and the upstream connections they pool stay on one);
+    /// `0`: one per CPU. Accepting, the config push and certificates run on the main
+    /// thread besides.
+    #[arg(long, env = "AMBIT_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
+    pub worker_threads: usize,
 }
+
+/// Request threads by default: 2, as for ztunnel (see [`ambit_workers`]).
+pub const DEFAULT_WORKER_THREADS: usize = 2;
 
 impl Cli {
     /// The waypoint's SPIFFE identity.

@@ -29,13 +29,15 @@ use ambit_waypoint::{
         state::{MeshView, PushedState, Serving},
     },
 };
+use ambit_workers::Workers;
 use anyhow::Context as _;
 use clap::Parser as _;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-#[tokio::main]
+// The control plane and the accept loops run on this thread; requests on the workers'.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -82,7 +84,15 @@ async fn main() -> anyhow::Result<()> {
         node: cli.node_name.clone(),
         kind,
     };
-    let listeners = Arc::new(Listeners::new(cli.listen.ip(), Arc::clone(&engine)));
+    let workers = Arc::new(
+        Workers::start(cli.worker_threads, "waypoint-data")
+            .context("cannot start the request threads")?,
+    );
+    let listeners = Arc::new(Listeners::new(
+        cli.listen.ip(),
+        Arc::clone(&engine),
+        Arc::clone(&workers),
+    ));
     let (push_engine, push_view, push_listeners) = (
         Arc::clone(&engine),
         Arc::clone(&view),
@@ -147,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
         view,
     });
     tokio::select! {
-        () = inbound::accept_loop(listener, inbound) => {}
+        () = inbound::accept_loop(listener, inbound, workers) => {}
         () = shutdown_signal() => info!("stopping"),
     }
     Ok(())

@@ -195,7 +195,7 @@ fn how_timed(protocol: Protocol) -> &'static str {
             "pod-app rate --http: pipelined GETs, open loop, timed from when each was due"
         }
         Protocol::Http2 => {
-            "h2load -p h2c --rps: timed from when h2load sent each request (not when due)"
+            "h2load -p h2c --rps: bursts of rate/100 requests every 10 ms, each timed from when sent"
         }
     }
 }

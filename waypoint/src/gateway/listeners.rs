@@ -9,6 +9,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
+use ambit_workers::Workers;
 use rustls::ServerConfig;
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -42,17 +43,21 @@ pub struct Listeners {
     address: IpAddr,
     engine: Arc<Engine>,
     tls: TlsByPort,
+    /// Where accepted connections are served.
+    workers: Arc<Workers>,
     open: Mutex<BTreeMap<u16, JoinHandle<()>>>,
 }
 
 impl Listeners {
-    /// Listeners on `address` serving requests with `engine`; none open yet.
+    /// Listeners on `address` serving requests with `engine` on `workers`; none open
+    /// yet.
     #[must_use]
-    pub fn new(address: IpAddr, engine: Arc<Engine>) -> Self {
+    pub fn new(address: IpAddr, engine: Arc<Engine>, workers: Arc<Workers>) -> Self {
         Self {
             address,
             engine,
             tls: Arc::default(),
+            workers,
             open: Mutex::default(),
         }
     }
@@ -92,8 +97,12 @@ impl Listeners {
             match bind(address) {
                 Ok(listener) => {
                     info!(port, %address, "serving a Gateway port");
-                    let task =
-                        accept_loop(listener, Arc::clone(&self.engine), Arc::clone(&self.tls));
+                    let task = accept_loop(
+                        listener,
+                        Arc::clone(&self.engine),
+                        Arc::clone(&self.tls),
+                        Arc::clone(&self.workers),
+                    );
                     open.insert(*port, tokio::spawn(task));
                 }
                 Err(source) => errors.push(ListenError { address, source }),
@@ -122,7 +131,12 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(listener)
 }
 
-async fn accept_loop(listener: TcpListener, engine: Arc<Engine>, tls: TlsByPort) {
+async fn accept_loop(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    tls: TlsByPort,
+    workers: Arc<Workers>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -150,7 +164,13 @@ async fn accept_loop(listener: TcpListener, engine: Arc<Engine>, tls: TlsByPort)
             },
         };
         let span = tracing::debug_span!("ingress", %peer, port);
-        tokio::spawn(serve(stream, config, Arc::clone(&engine), downstream).instrument(span));
+        let engine = Arc::clone(&engine);
+        let served = workers.spawn_connection(stream, move |stream| {
+            serve(stream, config, engine, downstream).instrument(span)
+        });
+        if let Err(error) = served {
+            debug!(%peer, %error, "cannot hand the connection to a worker thread");
+        }
     }
 }
 

@@ -1,18 +1,20 @@
 //! How the engine reaches an endpoint from the waypoint: over HBONE to the endpoint's
 //! ztunnel (its port 15008, `CONNECT endpoint:port`), with the waypoint's certificate,
 //! expecting the endpoint's identity; connections pooled per (own identity, peer
-//! identity, peer IP). An endpoint outside the mesh is dialled in plain TCP. An ingress
+//! identity, peer IP) and worker thread (see [`crate::proxy`]'s upstream pools). An endpoint outside the mesh is dialled in plain TCP. An ingress
 //! gateway reaches a service with a waypoint through it: `CONNECT vip:port` to the
 //! waypoint, expecting the waypoint's identity.
 
 use std::{
+    collections::HashMap,
     io,
     net::SocketAddr,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
 use ambit_certs::CertificateStore;
 use ambit_hbone::{Connection, HBONE_PORT, Identity, Pool, PoolKey, tls};
+use ambit_workers::WorkerId;
 use http::HeaderMap;
 use tokio::net::TcpStream;
 
@@ -25,7 +27,7 @@ pub struct HboneConnector {
     identity: Identity,
     certificates: Arc<CertificateStore>,
     view: Arc<RwLock<Arc<MeshView>>>,
-    pool: Arc<Pool>,
+    pools: Mutex<HashMap<Option<WorkerId>, Arc<Pool>>>,
 }
 
 impl HboneConnector {
@@ -41,8 +43,14 @@ impl HboneConnector {
             identity,
             certificates,
             view,
-            pool: Arc::new(Pool::new()),
+            pools: Mutex::default(),
         }
+    }
+
+    /// The pool of the worker thread this runs on.
+    fn pool(&self) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(pools.entry(ambit_workers::current()).or_default())
     }
 }
 
@@ -59,7 +67,7 @@ impl Connect for HboneConnector {
         };
         let identity = self.identity.clone();
         let certificates = Arc::clone(&self.certificates);
-        let pool = Arc::clone(&self.pool);
+        let pool = self.pool();
         Box::pin(async move {
             let certificate = certificates.get(&identity).ok_or_else(|| {
                 io::Error::other(format!(

@@ -1,6 +1,8 @@
-//! Clients towards endpoints: one pooled hyper client per endpoint and protocol,
-//! created on first use, dialling through the [`Connect`] seam; and single streams for
-//! relayed TCP connections, through the same seam.
+//! Clients towards endpoints: one pooled hyper client per endpoint, protocol and worker
+//! thread, created on first use, dialling through the [`Connect`] seam; and single
+//! streams for relayed TCP connections, through the same seam. A pooled connection's
+//! task runs on the worker that dialled it, so each worker keeps its own pool: a request
+//! never waits on a connection another thread drives.
 
 use std::{
     collections::HashMap,
@@ -9,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use ambit_workers::WorkerId;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -27,11 +30,14 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 type EndpointClient = Client<EndpointConnector, Body>;
 
+/// Whose pool: the endpoint, whether HTTP/2, and the worker thread.
+type ClientKey = (SocketAddr, bool, Option<WorkerId>);
+
 /// The clients of every endpoint the waypoint has sent to.
 #[derive(Debug)]
 pub struct Upstreams {
     connector: Arc<dyn Connect>,
-    clients: Mutex<HashMap<(SocketAddr, bool), EndpointClient>>,
+    clients: Mutex<HashMap<ClientKey, EndpointClient>>,
 }
 
 impl Upstreams {
@@ -62,7 +68,7 @@ impl Upstreams {
     fn client(&self, endpoint: SocketAddr, http2: bool) -> EndpointClient {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         clients
-            .entry((endpoint, http2))
+            .entry((endpoint, http2, ambit_workers::current()))
             .or_insert_with(|| {
                 Client::builder(TokioExecutor::new())
                     .http2_only(http2)
