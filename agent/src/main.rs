@@ -20,11 +20,7 @@ use tracing::info;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    ambit_api::logging::init();
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
         Command::Uninstall { paths, cni } => {

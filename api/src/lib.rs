@@ -30,6 +30,7 @@
 //!
 //! - `http_endpoints` (feature `http-endpoints`): the small HTTP endpoint (metrics,
 //!   readiness, debug pages) ztunnel, the waypoint and the controller each serve.
+//! - `logging` (feature `logging`): every binary's log set-up, filtered by `RUST_LOG`.
 //!
 //! This crate does no I/O beyond reading manifest files, the config push's client loop
 //! and the HTTP endpoint's accept loop, and holds no policy of its own.
@@ -44,6 +45,8 @@ pub mod ip_block;
 #[cfg(feature = "istio")]
 pub mod istio;
 pub mod locality;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod manifests;
 pub mod policy_match;
 #[cfg(feature = "config")]

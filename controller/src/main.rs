@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<ExitCode> {
             monitoring_listen,
             trust_domain,
         } => {
-            init_logs();
+            ambit_api::logging::init();
             ca::identity::check_trust_domain(&trust_domain)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
@@ -176,7 +176,7 @@ fn main() -> anyhow::Result<ExitCode> {
             monitoring_listen,
             trust_domain,
         } => {
-            init_logs();
+            ambit_api::logging::init();
             let listen = CaListen {
                 grpc: listen,
                 monitoring: monitoring_listen,
@@ -203,14 +203,6 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
     }
-}
-
-fn init_logs() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -39,11 +39,7 @@ use tracing::{info, warn};
 // The control plane and the accept loops run on this thread; requests on the workers'.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    ambit_api::logging::init();
     let cli = Cli::parse();
     let identity = cli.identity().context("the waypoint's identity")?;
     info!(?cli, %identity, "starting");

@@ -23,11 +23,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    ambit_api::logging::init();
     let config = Arc::new(Config::parse());
     config.validate()?;
     // The control plane's runtime; the data path runs on the workers `serve` starts.
