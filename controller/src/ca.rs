@@ -2,7 +2,8 @@
 //!
 //! A node's ztunnel calls `CreateCertificate` (Istio's own gRPC API, so Istio's ztunnel
 //! can call it too) with a CSR and the identity it wants; the CA checks who is calling
-//! and that the identity belongs to a workload on the caller's node, then issues an X.509
+//! and that the identity belongs to a workload on the caller's node (or, for a pod
+//! presenting its own service-account token, is its own), then issues an X.509
 //! certificate whose only name is the SPIFFE URI SAN
 //! `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 //!
@@ -11,7 +12,8 @@
 //!   and persisted on first start;
 //! - [`identity`]: SPIFFE identities;
 //! - [`sign`]: CSR parsing and certificate issuance, lifetimes;
-//! - [`auth`]: caller authentication (bootstrap token files) and node authorization;
+//! - [`auth`]: caller authentication (bootstrap token files) and authorization (node
+//!   placement, or a service account's own identity);
 //! - [`token_review`]: caller authentication in Kubernetes mode (`TokenReview`);
 //! - [`service`]: the gRPC service, its metrics and [`service::serve`];
 //! - [`follow_placement`]: placement kept in step with the watched model (folder or

@@ -12,6 +12,7 @@ use crate::{
         identity::DEFAULT_TRUST_DOMAIN,
         token_review::{DEFAULT_AUDIENCE, DEFAULT_NODE_SERVICE_ACCOUNT},
     },
+    deployer::{DEFAULT_CA_ADDRESS, DEFAULT_CONTROLLER_ADDRESS, DEFAULT_IMAGE},
     snapshot,
 };
 
@@ -36,10 +37,12 @@ pub enum Command {
     },
     /// Watch a folder of Kubernetes and Istio manifests, or the Kubernetes API, and push
     /// the validated model to subscribed agents, ztunnels and waypoints over gRPC
-    /// (plaintext for now).
+    /// (plaintext for now). With `--kube`, also run a waypoint for each waypoint Gateway.
     Serve {
         #[command(flatten)]
         origin: ModelOrigin,
+        #[command(flatten)]
+        waypoints: WaypointDeployment,
         /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
         #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
         listen: SocketAddr,
@@ -142,4 +145,27 @@ pub struct ModelOrigin {
     /// (`KUBECONFIG`, `~/.kube/config`).
     #[arg(long, env = "AMBIT_KUBE")]
     pub kube: bool,
+}
+
+/// With `--kube`: what the waypoint Deployments the controller creates for waypoint
+/// Gateways run, and where their waypoints find the controller and the CA.
+#[derive(Debug, Clone, Args)]
+pub struct WaypointDeployment {
+    /// The image of the waypoint Deployments (it holds `ambit-waypoint`).
+    #[arg(long, env = "AMBIT_WAYPOINT_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub waypoint_image: String,
+    /// The config push (`serve`), as the waypoints' pods reach it.
+    #[arg(
+        long,
+        env = "AMBIT_WAYPOINT_CONTROLLER_ADDRESS",
+        default_value = DEFAULT_CONTROLLER_ADDRESS
+    )]
+    pub waypoint_controller_address: String,
+    /// The CA (`serve-ca`), as the waypoints' pods reach it.
+    #[arg(long, env = "AMBIT_WAYPOINT_CA_ADDRESS", default_value = DEFAULT_CA_ADDRESS)]
+    pub waypoint_ca_address: String,
+    /// The audience of the token the waypoints present to the CA: `serve-ca`'s
+    /// `--token-audience`.
+    #[arg(long, env = "AMBIT_WAYPOINT_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub waypoint_token_audience: String,
 }

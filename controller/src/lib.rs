@@ -17,9 +17,12 @@
 //! NACKed, each agent, ztunnel and waypoint receiving only its share
 //! ([`push::select::select`]).
 //!
+//! In Kubernetes mode it also runs a waypoint for each waypoint Gateway ([`deployer`]).
+//!
 //! It is also the mesh's certificate authority ([`ca`]): `ambit-controller serve-ca`
 //! serves Istio's `IstioCertificateService` over gRPC, signing SPIFFE certificates for
-//! the workloads a node's ztunnel may hold.
+//! the workloads a node's ztunnel may hold (and, in Kubernetes mode, for a pod that
+//! presents its own service-account token, its own identity).
 //!
 //! # Layout
 //! - [`cli`]: the binary's subcommands and flags;
@@ -37,10 +40,12 @@
 //! - [`push`]: the config push — the selection rule, the protobuf conversion, the gRPC
 //!   service with its subscriber registry (sent, acked, NACKed versions);
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
+//! - [`deployer`]: in Kubernetes mode, a waypoint (ServiceAccount, Deployment, Service)
+//!   run for each waypoint Gateway;
 //! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
-//!   signing, node authentication (token files, or a `TokenReview` in Kubernetes),
-//!   placement-based authorization, gRPC service;
+//!   signing, caller authentication (token files, or a `TokenReview` in Kubernetes),
+//!   placement-based authorization (or a pod's own identity), gRPC service;
 //! - [`monitoring`]: the monitoring endpoint — Prometheus metrics of the push and of the
 //!   CA, and `/debug/syncz` (what each subscriber was sent and acknowledged).
 //!
@@ -60,6 +65,7 @@ pub mod ca;
 pub mod cli;
 pub mod crds;
 pub mod delegation;
+pub mod deployer;
 pub mod hosts;
 pub mod input;
 pub mod mesh;

@@ -1,6 +1,7 @@
 //! `ambit-controller`: Ambit's control plane. `validate` checks manifests; `serve` pushes
 //! the model of a watched config folder or of the Kubernetes API to agents, ztunnels and
-//! waypoints; `serve-ca` runs the certificate authority.
+//! waypoints (and, from the Kubernetes API, runs a waypoint for each waypoint Gateway);
+//! `serve-ca` runs the certificate authority.
 
 use std::{io, net::SocketAddr, process::ExitCode};
 
@@ -12,7 +13,7 @@ use ambit_controller::{
         token_review::TokenReviewer,
     },
     cli::{Cli, Command, ModelOrigin},
-    crds, input, monitoring, push, snapshot,
+    crds, deployer, input, monitoring, push, snapshot,
     source::{FolderSource, KubeSource, ModelSource},
     validate::{self, Severity},
 };
@@ -22,7 +23,7 @@ use clap::Parser as _;
 /// A started source of the model; dropping it stops the watch.
 enum RunningSource {
     Folder(FolderSource),
-    Kube(KubeSource),
+    Kube(KubeSource, kube::Client),
 }
 
 impl RunningSource {
@@ -32,15 +33,21 @@ impl RunningSource {
         if let Some(config_dir) = &origin.config_dir {
             return Ok(Self::Folder(FolderSource::start(config_dir, trust_domain)?));
         }
-        Ok(Self::Kube(
-            KubeSource::start(kube_client().await?, trust_domain).await,
-        ))
+        Ok(Self::kube(kube_client().await?, trust_domain).await)
+    }
+
+    /// Watches the Kubernetes API through `client`.
+    async fn kube(client: kube::Client, trust_domain: &str) -> Self {
+        Self::Kube(
+            KubeSource::start(client.clone(), trust_domain).await,
+            client,
+        )
     }
 
     fn subscribe(&self) -> ModelSource {
         match self {
             Self::Folder(source) => source.subscribe(),
-            Self::Kube(source) => source.subscribe(),
+            Self::Kube(source, _) => source.subscribe(),
         }
     }
 }
@@ -108,6 +115,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Serve {
             origin,
+            waypoints,
             listen,
             monitoring_listen,
             trust_domain,
@@ -117,6 +125,14 @@ fn main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
                 let source = RunningSource::start(&origin, &trust_domain).await?;
+                if let RunningSource::Kube(_, client) = &source {
+                    tracing::info!(?waypoints, "running a waypoint for each waypoint Gateway");
+                    let template = deployer::Template {
+                        flags: waypoints,
+                        trust_domain: trust_domain.clone(),
+                    };
+                    tokio::spawn(deployer::run(client.clone(), template, source.subscribe()));
+                }
                 let listener = bind(listen, "gRPC").await?;
                 let monitoring = bind(monitoring_listen, "monitoring").await?;
                 let listen = listener.local_addr().unwrap_or(listen);
@@ -198,7 +214,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 let reviewer =
                     TokenReviewer::new(client.clone(), &token_audience, &node_service_accounts)?;
                 let service = ca::build(&config, reviewer)?;
-                let source = RunningSource::Kube(KubeSource::start(client, &trust_domain).await);
+                let source = RunningSource::kube(client, &trust_domain).await;
                 serve_ca(service, source, trust_domain, listen).await
             })
         }

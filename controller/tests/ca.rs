@@ -42,6 +42,7 @@ use self::fake_api::{FakeApi, recorded};
 
 const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+const WAYPOINT: &str = "spiffe://cluster.local/ns/shop/sa/waypoint";
 
 const CONFIG: &str = "\
 apiVersion: v1
@@ -418,6 +419,7 @@ fn review_of(token: &str) -> Value {
     recorded(match token {
         "pod-token-node-a" => "tokenreview-node-a.json",
         "pod-token-of-cart" => "tokenreview-other-account.json",
+        "pod-token-of-waypoint" => "tokenreview-waypoint.json",
         "legacy-token" => "tokenreview-no-node-name.json",
         _ => "tokenreview-unauthenticated.json",
     })
@@ -468,12 +470,16 @@ async fn in_kubernetes_mode_the_token_review_names_the_callers_node() {
             "`ambit-ca`",
         ],
     );
+    // Not a node proxy's account: cart's pod may obtain its own identity only.
     expect_code(
         server
-            .create(Some("pod-token-of-cart"), csr(CART), 600, None)
+            .create(Some("pod-token-of-cart"), csr(WEB), 600, Some(WEB))
             .await,
-        Code::Unauthenticated,
-        &["system:serviceaccount:shop:cart", "ambit-system/ambit-node"],
+        Code::PermissionDenied,
+        &[
+            "service account shop/cart",
+            &format!("only its own identity {CART}, not {WEB}"),
+        ],
     );
     expect_code(
         server
@@ -486,10 +492,73 @@ async fn in_kubernetes_mode_the_token_review_names_the_callers_node() {
         server.metrics.snapshot(),
         CaCounts {
             issued: 1,
-            unauthenticated: 3,
-            permission_denied: 1,
+            unauthenticated: 2,
+            permission_denied: 2,
             invalid_argument: 0,
             internal: 0,
+        }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn in_kubernetes_mode_a_waypoints_own_token_obtains_its_own_identity_only() {
+    let folders = folders();
+    let api = FakeApi::start([]).await;
+    api.answer_posts(TOKEN_REVIEWS, |review| {
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        (StatusCode::CREATED, review_of(token))
+    });
+    let reviewer = TokenReviewer::new(
+        api.client(),
+        "ambit-ca",
+        &["ambit-system/ambit-node".into()],
+    )
+    .expect("a reviewer");
+    // The config folder places no waypoint pod anywhere: its own token is enough.
+    let mut server = Server::start(&folders.config, reviewer).await;
+
+    // As the waypoint's certificate client asks: its identity, impersonated.
+    let chain = server
+        .create(
+            Some("pod-token-of-waypoint"),
+            csr(WAYPOINT),
+            600,
+            Some(WAYPOINT),
+        )
+        .await
+        .expect("the waypoint obtains its own certificate");
+    assert_eq!(verify(&chain, &server.root_pem).0, [WAYPOINT]);
+    let chain = server
+        .create(Some("pod-token-of-waypoint"), csr(WAYPOINT), 600, None)
+        .await
+        .expect("the waypoint obtains its own certificate from the CSR's URI alone");
+    assert_eq!(verify(&chain, &server.root_pem).0, [WAYPOINT]);
+
+    // Cart runs on node-a, as does the waypoint's pod; still not the waypoint's to have.
+    for (csr_uri, impersonate) in [(CART, Some(CART)), (CART, None)] {
+        expect_code(
+            server
+                .create(
+                    Some("pod-token-of-waypoint"),
+                    csr(csr_uri),
+                    600,
+                    impersonate,
+                )
+                .await,
+            Code::PermissionDenied,
+            &[
+                "service account shop/waypoint",
+                &format!("only its own identity {WAYPOINT}, not {CART}"),
+            ],
+        );
+    }
+    assert_eq!(
+        server.metrics.snapshot(),
+        CaCounts {
+            issued: 2,
+            permission_denied: 2,
+            ..CaCounts::default()
         }
     );
     server.stop().await;

@@ -2,7 +2,8 @@
 //! (`tests/kube/`): through adds, edits and deletes, a relist after `410 Gone`, and with
 //! a CRD missing from the cluster, its model is the one the folder source builds from the
 //! same objects written to files — the folder source is the oracle. A rejected object
-//! gets one Warning Event per message.
+//! gets one Warning Event per message. A waypoint Gateway gets its ServiceAccount,
+//! Deployment and Service server-side applied, and only it.
 
 #[path = "kube/fake_api.rs"]
 mod fake_api;
@@ -12,11 +13,16 @@ use std::{
     fs,
     io::Write,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use ambit_controller::{
+    cli::WaypointDeployment,
+    deployer::{self, Template},
     mesh::Mesh,
     source::{
         FolderSource, KubeSource, ModelSource,
@@ -26,7 +32,7 @@ use ambit_controller::{
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use self::fake_api::{FakeApi, recorded};
+use self::fake_api::{FakeApi, Write as ApiWrite, recorded};
 
 const TRUST_DOMAIN: &str = "cluster.local";
 const NAMESPACES: &str = "/api/v1/namespaces";
@@ -34,7 +40,14 @@ const PODS: &str = "/api/v1/pods";
 const SERVICES: &str = "/api/v1/services";
 const NODES: &str = "/api/v1/nodes";
 const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
+const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
 const SHOP_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+/// Where the objects of the waypoint `shop/waypoint` are applied, in order.
+const WAYPOINT_OBJECTS: [&str; 3] = [
+    "/api/v1/namespaces/shop/serviceaccounts/waypoint",
+    "/apis/apps/v1/namespaces/shop/deployments/waypoint",
+    "/api/v1/namespaces/shop/services/waypoint",
+];
 
 /// How long the Kubernetes source may take to reflect a change (a relist waits for
 /// kube-rs's backoff, under a second).
@@ -416,6 +429,196 @@ async fn an_event_the_api_refuses_is_logged_and_the_model_goes_on() {
     assert!(
         warnings[0].contains("object=\"cart\"") && warnings[0].contains("forbidden"),
         "the warning names the object and the API's reason: {}",
+        warnings[0]
+    );
+}
+
+/// What the test deployer deploys: its own image and addresses, to see them used.
+fn waypoint_template() -> Template {
+    Template {
+        flags: WaypointDeployment {
+            waypoint_image: "registry.example/ambit:test".into(),
+            waypoint_controller_address: "http://push.example:15010".into(),
+            waypoint_ca_address: "http://ca.example:15012".into(),
+            waypoint_token_audience: "ambit-ca".into(),
+        },
+        trust_domain: TRUST_DOMAIN.into(),
+    }
+}
+
+/// Checks `applied` are the server-side applies of `gateway`'s three objects, in order,
+/// each named, labelled and owned as Istio's are.
+fn assert_applied_for(applied: &[ApiWrite], gateway: &Value) {
+    let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
+    assert_eq!(paths, WAYPOINT_OBJECTS, "{applied:#?}");
+    let owner = json!([{
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "name": "waypoint",
+        "uid": gateway["metadata"]["uid"],
+        "controller": true,
+    }]);
+    for (write, kind) in applied
+        .iter()
+        .zip(["ServiceAccount", "Deployment", "Service"])
+    {
+        assert_eq!(
+            write.content_type, "application/apply-patch+yaml",
+            "a server-side apply: {write:#?}"
+        );
+        let mut query: Vec<&str> = write.query.split('&').filter(|p| !p.is_empty()).collect();
+        query.sort_unstable();
+        assert_eq!(
+            query,
+            ["fieldManager=ambit-controller", "force=true"],
+            "{write:#?}"
+        );
+        let (body, meta) = (&write.body, &write.body["metadata"]);
+        assert_eq!(body["kind"], kind, "{body:#}");
+        assert_eq!(
+            (&meta["namespace"], &meta["name"]),
+            (&json!("shop"), &json!("waypoint"))
+        );
+        assert_eq!(
+            meta["ownerReferences"], owner,
+            "{kind} owned by the Gateway"
+        );
+        assert_eq!(
+            meta["labels"],
+            json!({
+                "gateway.networking.k8s.io/gateway-name": "waypoint",
+                "istio.io/gateway-name": "waypoint",
+            }),
+            "{kind}"
+        );
+    }
+    let pod = &applied[1].body["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"], "waypoint",
+        "the label the model finds the waypoint's pods by"
+    );
+    assert_eq!(pod["metadata"]["labels"]["istio.io/dataplane-mode"], "none");
+    assert_eq!(pod["spec"]["serviceAccountName"], "waypoint");
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/ambit:test");
+    assert_eq!(container["command"], json!(["ambit-waypoint"]));
+    let args = container["args"].as_array().expect("args");
+    for arg in [
+        "--name=waypoint",
+        "--namespace=shop",
+        "--controller-address=http://push.example:15010",
+        "--ca-address=http://ca.example:15012",
+    ] {
+        assert!(args.contains(&json!(arg)), "{arg} not in {args:?}");
+    }
+    let ports: Vec<(&Value, &Value)> = container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|port| (&port["name"], &port["containerPort"]))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (&json!("mesh"), &json!(15008)),
+            (&json!("metrics"), &json!(15020))
+        ]
+    );
+    let service = &applied[2].body["spec"];
+    assert_eq!(
+        service["selector"],
+        json!({"gateway.networking.k8s.io/gateway-name": "waypoint"})
+    );
+    assert_eq!(
+        service["ports"],
+        json!([{"name": "mesh", "port": 15008, "targetPort": 15008, "protocol": "TCP", "appProtocol": "tcp"}])
+    );
+}
+
+#[tokio::test]
+async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() {
+    let api = FakeApi::start(every_kind_but(None)).await;
+    api.put_quietly(GATEWAYS, recorded("gateway-ingress.json"));
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    converges(&mut model, &api, "a cluster with an ingress Gateway").await;
+    let deploying = tokio::spawn(deployer::run(
+        api.client(),
+        waypoint_template(),
+        source.subscribe(),
+    ));
+
+    // Applies are made in the model's order: any for the ingress Gateway would come first.
+    let gateway = api
+        .event(GATEWAYS, "ADDED", recorded("gateway-waypoint.json"))
+        .await;
+    let applied = api.patches(3).await;
+    assert_applied_for(&applied, &gateway);
+
+    // Changes that leave the Gateway as it is apply nothing; a recreated one (a new uid)
+    // is applied again, for its new uid.
+    api.event(PODS, "ADDED", recorded("pod-web.json")).await;
+    converges(&mut model, &api, "a pod added beside the waypoint").await;
+    api.event(GATEWAYS, "DELETED", gateway.clone()).await;
+    converges(&mut model, &api, "the waypoint Gateway deleted").await;
+    let mut recreated = gateway;
+    recreated["metadata"]["uid"] = json!("0b2d4f6a-8c1e-4d3f-a5b7-9c1e3a5b7d9f");
+    let recreated = api.event(GATEWAYS, "ADDED", recreated).await;
+    let applied = api.patches(6).await;
+    assert_applied_for(&applied[3..], &recreated);
+    assert_eq!(applied.len(), 6, "{applied:#?}");
+
+    drop(source);
+    tokio::time::timeout(CONVERGE_WITHIN, deploying)
+        .await
+        .expect("the deployer stops with the model source")
+        .expect("the deployer task");
+}
+
+// One thread, so the deployer's task logs to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn an_apply_the_api_refuses_is_logged_and_retried() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let api = FakeApi::start(every_kind_but(None)).await;
+    let refused = Arc::new(AtomicBool::new(false));
+    let refuse_once = Arc::clone(&refused);
+    api.answer_patches(WAYPOINT_OBJECTS[1], move |deployment| {
+        if refuse_once.swap(true, Ordering::SeqCst) {
+            (StatusCode::OK, deployment.clone())
+        } else {
+            (
+                StatusCode::FORBIDDEN,
+                recorded("deployments-forbidden.json"),
+            )
+        }
+    });
+    let gateway = api.put_quietly(GATEWAYS, recorded("gateway-waypoint.json"));
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    tokio::spawn(deployer::run(
+        api.client(),
+        waypoint_template(),
+        source.subscribe(),
+    ));
+
+    // The ServiceAccount, the refused Deployment; then, with no change, all three.
+    let applied = api.patches(5).await;
+    let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
+    assert_eq!(paths[..2], WAYPOINT_OBJECTS[..2], "{applied:#?}");
+    assert_applied_for(&applied[2..], &gateway);
+    let warnings = logs.wait_for_lines_with("waypoint not deployed").await;
+    assert_eq!(warnings.len(), 1, "one warning: {warnings:#?}");
+    assert!(
+        warnings[0].contains("cannot apply Deployment shop/waypoint")
+            && warnings[0].contains("forbidden")
+            && warnings[0].contains("controller-rbac.yaml"),
+        "the warning names the object, the API's reason and what to check: {}",
         warnings[0]
     );
 }

@@ -1,11 +1,13 @@
 //! Who is calling the CA ([`Authenticator`]), and which identities it may obtain
 //! ([`Placement`]).
 //!
-//! Callers are node proxies (ztunnels). Each proves which node it runs on; it may then
-//! obtain the identity of any workload the model places on that node, and nothing else.
-//! Local mode authenticates with a bootstrap token per node ([`TokenFiles`]); Kubernetes
-//! mode checks the ztunnel pod's service-account token with a `TokenReview`
-//! ([`TokenReviewer`](super::token_review::TokenReviewer)), behind the same trait.
+//! Most callers are node proxies (ztunnels). Each proves which node it runs on; it may
+//! then obtain the identity of any workload the model places on that node, and nothing
+//! else. Local mode authenticates with a bootstrap token per node ([`TokenFiles`]);
+//! Kubernetes mode checks the ztunnel pod's service-account token with a `TokenReview`
+//! ([`TokenReviewer`](super::token_review::TokenReviewer)), behind the same trait. In
+//! Kubernetes mode a pod may also present its own service-account token (a waypoint
+//! does): it may then obtain exactly its own identity, as with Istio's CA.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -34,9 +36,9 @@ pub enum AuthError {
     )]
     NotAuthenticated { reason: String, audience: String },
     #[error(
-        "{user} is not a node proxy's service account (allowed: {allowed}): run ztunnel as one, or allow its account with --node-service-account"
+        "{user} is not a service account: the CA signs for node proxies (accounts {allowed}, see --node-service-account) and for pods presenting their own service-account token"
     )]
-    NotANodeAccount { user: String, allowed: String },
+    NotAServiceAccount { user: String, allowed: String },
     #[error(
         "{user}'s token names no node (`authentication.kubernetes.io/node-name`): use a projected token of ztunnel's pod, on Kubernetes 1.30 or later"
     )]
@@ -47,6 +49,14 @@ pub enum AuthError {
     ReviewFailed(String),
     #[error("node {node} may not obtain {identity}: no workload with that identity runs on {node}")]
     NotOnNode { node: String, identity: String },
+    #[error(
+        "{caller} may obtain only its own identity {own}, not {identity}: ask for {own}, or run the caller as a node proxy (--node-service-account)"
+    )]
+    NotOwnIdentity {
+        caller: String,
+        own: String,
+        identity: String,
+    },
     #[error("{identity} is outside this CA's trust domain {trust_domain}")]
     ForeignTrustDomain {
         identity: String,
@@ -56,9 +66,22 @@ pub enum AuthError {
 
 /// A caller that proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The node whose proxy is calling.
-    pub node: String,
+pub enum Caller {
+    /// The proxy of this node: it may obtain the identities of the workloads on it.
+    Node(String),
+    /// A pod with its own service-account token: it may obtain that account's identity.
+    ServiceAccount { namespace: String, name: String },
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Node(node) => write!(f, "node {node}"),
+            Self::ServiceAccount { namespace, name } => {
+                write!(f, "service account {namespace}/{name}")
+            }
+        }
+    }
 }
 
 /// Checks a caller's bearer token.
@@ -159,7 +182,7 @@ impl Authenticator for TokenFiles {
             }
         }
         found
-            .map(|node| Caller { node: node.clone() })
+            .map(|node| Caller::Node(node.clone()))
             .ok_or(AuthError::UnknownToken)
     }
 }
@@ -235,17 +258,42 @@ impl Placement {
         }
     }
 
-    /// Whether `node`'s proxy may obtain `identity`.
+    /// Whether `caller` may obtain `identity`: a node's proxy, the identity of a workload
+    /// on its node; a service account, its own.
     ///
     /// # Errors
-    /// [`AuthError::ForeignTrustDomain`] or [`AuthError::NotOnNode`].
-    pub fn authorize(&self, node: &str, identity: &Identity) -> Result<(), AuthError> {
+    /// [`AuthError::ForeignTrustDomain`], [`AuthError::NotOnNode`] or
+    /// [`AuthError::NotOwnIdentity`].
+    pub fn authorize(&self, caller: &Caller, identity: &Identity) -> Result<(), AuthError> {
         if identity.trust_domain != self.trust_domain {
             return Err(AuthError::ForeignTrustDomain {
                 identity: identity.to_string(),
                 trust_domain: self.trust_domain.clone(),
             });
         }
+        match caller {
+            Caller::Node(node) => self.authorize_node(node, identity),
+            Caller::ServiceAccount { namespace, name } => {
+                let own = Identity {
+                    trust_domain: self.trust_domain.clone(),
+                    namespace: namespace.clone(),
+                    service_account: name.clone(),
+                };
+                if *identity == own {
+                    Ok(())
+                } else {
+                    Err(AuthError::NotOwnIdentity {
+                        caller: caller.to_string(),
+                        own: own.to_string(),
+                        identity: identity.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Whether `node`'s proxy may obtain `identity` of this trust domain.
+    fn authorize_node(&self, node: &str, identity: &Identity) -> Result<(), AuthError> {
         if self
             .by_node
             .get(node)
@@ -284,9 +332,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             rt.block_on(tokens.authenticate("secret-b")),
-            Ok(Caller {
-                node: "node-b".into()
-            })
+            Ok(Caller::Node("node-b".into()))
         );
         assert_eq!(
             rt.block_on(tokens.authenticate("secret-")),
@@ -325,18 +371,56 @@ mod tests {
         let placement = Placement::from_manifests(&manifests, "cluster.local");
         let cart = Identity::new("cluster.local", "shop", "cart").unwrap();
         let web = Identity::new("cluster.local", "shop", "default").unwrap();
-        assert_eq!(placement.authorize("node-a", &cart), Ok(()));
-        assert_eq!(placement.authorize("node-b", &web), Ok(()));
-        let error = placement.authorize("node-a", &web).unwrap_err().to_string();
+        let node = |name: &str| Caller::Node(name.to_owned());
+        assert_eq!(placement.authorize(&node("node-a"), &cart), Ok(()));
+        assert_eq!(placement.authorize(&node("node-b"), &web), Ok(()));
+        let error = placement
+            .authorize(&node("node-a"), &web)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("node-a") && error.contains("spiffe://cluster.local/ns/shop/sa/default"),
             "{error}"
         );
         let pending = Identity::new("cluster.local", "shop", "pending").unwrap();
-        assert!(placement.authorize("node-a", &pending).is_err());
+        assert!(placement.authorize(&node("node-a"), &pending).is_err());
         let foreign = Identity::new("other.local", "shop", "cart").unwrap();
         assert!(matches!(
-            placement.authorize("node-a", &foreign),
+            placement.authorize(&node("node-a"), &foreign),
+            Err(AuthError::ForeignTrustDomain { .. })
+        ));
+    }
+
+    #[test]
+    fn a_service_account_may_obtain_its_own_identity_only() {
+        let placement = Placement::from_manifests(&Manifests::default(), "cluster.local");
+        let waypoint = Caller::ServiceAccount {
+            namespace: "shop".into(),
+            name: "waypoint".into(),
+        };
+        let own = Identity::new("cluster.local", "shop", "waypoint").unwrap();
+        assert_eq!(
+            placement.authorize(&waypoint, &own),
+            Ok(()),
+            "not placed anywhere"
+        );
+        for other in [
+            Identity::new("cluster.local", "shop", "cart").unwrap(),
+            Identity::new("cluster.local", "other", "waypoint").unwrap(),
+        ] {
+            let error = placement
+                .authorize(&waypoint, &other)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("service account shop/waypoint")
+                    && error.contains(&format!("only its own identity {own}, not {other}")),
+                "{error}"
+            );
+        }
+        let foreign = Identity::new("other.local", "shop", "waypoint").unwrap();
+        assert!(matches!(
+            placement.authorize(&waypoint, &foreign),
             Err(AuthError::ForeignTrustDomain { .. })
         ));
     }

@@ -3,7 +3,8 @@
 //! Each request goes through the same steps, and the first that fails decides the
 //! answer: authenticate the caller (`Unauthenticated`), parse the CSR and the lifetime
 //! (`InvalidArgument`), find the identity asked for (`ImpersonatedIdentity` metadata, else
-//! the CSR's URI SAN), check the caller's node runs it (`PermissionDenied`), sign. A
+//! the CSR's URI SAN), check the caller may obtain it — a workload on its node, or its
+//! own service account's (`PermissionDenied`), sign. A
 //! token that cannot be checked now (the Kubernetes API unreachable) is `Unavailable`,
 //! counted with the internal errors. Every
 //! outcome is logged with its reason and counted in [`CaMetrics`].
@@ -182,10 +183,7 @@ impl<A: Authenticator> CaService<A> {
         request: &IstioCertificateRequest,
         caller: &mut Option<Caller>,
     ) -> Result<(Identity, Vec<String>), Refusal> {
-        let node = caller
-            .insert(self.authenticate(metadata).await?)
-            .node
-            .clone();
+        let caller: &Caller = caller.insert(self.authenticate(metadata).await?);
         let csr = Csr::parse(&request.csr)?;
         let ttl = match request.validity_duration {
             // proto3 cannot tell 0 from absent: Istio's CA reads both as "the default".
@@ -204,7 +202,7 @@ impl<A: Authenticator> CaService<A> {
             Err(_) => return Err(Refusal::Internal("a lock was poisoned".into())),
         };
         placement
-            .authorize(&node, &identity)
+            .authorize(caller, &identity)
             .map_err(Refusal::PermissionDenied)?;
         let chain = self.signer.sign_csr(&csr, &identity, ttl)?;
         Ok((identity, chain))
@@ -235,17 +233,18 @@ impl<A: Authenticator> IstioCertificateService for CaService<A> {
         let outcome = self
             .issue(request.metadata(), request.get_ref(), &mut caller)
             .await;
-        let node = caller.as_ref().map(|caller| caller.node.as_str());
+        let caller = caller.as_ref().map(ToString::to_string);
+        let caller = caller.as_deref();
         match outcome {
             Ok((identity, cert_chain)) => {
                 self.metrics.issued.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(?peer, node, %identity, ttl_secs = request.get_ref().validity_duration, "certificate issued");
+                tracing::info!(?peer, caller, %identity, ttl_secs = request.get_ref().validity_duration, "certificate issued");
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))
             }
             Err(refusal) => {
                 let status = refusal.status();
                 self.metrics.count(&status);
-                tracing::warn!(?peer, node, code = ?status.code(), reason = %refusal, "certificate refused");
+                tracing::warn!(?peer, caller, code = ?status.code(), reason = %refusal, "certificate refused");
                 Err(status)
             }
         }

@@ -1,12 +1,14 @@
 //! Kubernetes mode's [`Authenticator`]: the caller's bearer token is a projected
-//! service-account token of its ztunnel pod, checked with a `TokenReview`
-//! (`authentication.k8s.io/v1`) for this CA's audience.
+//! service-account token of its pod, checked with a `TokenReview`
+//! (`authentication.k8s.io/v1`) for this CA's audience. The token must authenticate as
+//! a service account (`system:serviceaccount:<namespace>:<name>`).
 //!
-//! The token must authenticate, belong to one of the node proxies' service accounts,
-//! and be bound to a pod: the API server (Kubernetes ≥ 1.30) then names the pod's node in
-//! the user's extra field [`NODE_NAME_EXTRA`], and that node is the caller's. Whether the
-//! node may obtain an identity is the same [`Placement`](super::Placement) rule as in
-//! local mode.
+//! A node proxy's token (one of the node service accounts) must also be bound to a pod:
+//! the API server (Kubernetes ≥ 1.30) then names the pod's node in the user's extra field
+//! [`NODE_NAME_EXTRA`], and that node is the caller's; whether the node may obtain an
+//! identity is the same [`Placement`](super::Placement) rule as in local mode. Any other
+//! service account's token (a waypoint's) is that account: it may obtain its own
+//! identity and nothing else, as with Istio's CA.
 //!
 //! Every request is reviewed (no cache): a revoked token or a deleted pod is refused at
 //! once, and ztunnel asks only when a certificate is due.
@@ -24,6 +26,8 @@ pub const DEFAULT_AUDIENCE: &str = "ambit-ca";
 pub const DEFAULT_NODE_SERVICE_ACCOUNT: &str = "ambit-system/ambit-node";
 /// Where the API server names the node of the pod a token is bound to.
 pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+/// How the API server names a service account's user: `<prefix><namespace>:<name>`.
+const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
 
 /// Why the reviewer cannot be configured.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +80,7 @@ impl TokenReviewer {
                 Some((namespace, name))
                     if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
                 {
-                    Ok(format!("system:serviceaccount:{namespace}:{name}"))
+                    Ok(format!("{SERVICE_ACCOUNT_USER_PREFIX}{namespace}:{name}"))
                 }
                 _ => Err(TokenReviewError::ServiceAccount(account.clone())),
             })
@@ -92,7 +96,7 @@ impl TokenReviewer {
         self.node_accounts
             .iter()
             .map(|user| {
-                user.trim_start_matches("system:serviceaccount:")
+                user.trim_start_matches(SERVICE_ACCOUNT_USER_PREFIX)
                     .replace(':', "/")
             })
             .collect::<Vec<_>>()
@@ -130,8 +134,8 @@ impl Authenticator for TokenReviewer {
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();
         if !self.node_accounts.contains(&username) {
-            return Err(AuthError::NotANodeAccount {
-                user: username,
+            return service_account(&username).ok_or_else(|| AuthError::NotAServiceAccount {
+                user: username.clone(),
                 allowed: self.allowed(),
             });
         }
@@ -141,6 +145,45 @@ impl Authenticator for TokenReviewer {
             .and_then(|nodes| nodes.into_iter().next())
             .filter(|node| !node.is_empty())
             .ok_or(AuthError::NoNodeBinding { user: username })?;
-        Ok(Caller { node })
+        Ok(Caller::Node(node))
+    }
+}
+
+/// The service account a user name (`system:serviceaccount:<namespace>:<name>`) is.
+fn service_account(user: &str) -> Option<Caller> {
+    let (namespace, name) = user
+        .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?
+        .split_once(':')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then(|| {
+        Caller::ServiceAccount {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_service_account_users_are_service_accounts() {
+        assert_eq!(
+            service_account("system:serviceaccount:shop:waypoint"),
+            Some(Caller::ServiceAccount {
+                namespace: "shop".into(),
+                name: "waypoint".into(),
+            })
+        );
+        for not_one in [
+            "alice",
+            "system:node:node-a",
+            "system:serviceaccount:shop",
+            "system:serviceaccount::waypoint",
+            "system:serviceaccount:shop:",
+            "system:serviceaccount:shop:a:b",
+        ] {
+            assert_eq!(service_account(not_one), None, "{not_one}");
+        }
     }
 }

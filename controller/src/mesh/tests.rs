@@ -235,7 +235,7 @@ metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient, istio.io/use-w
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {name: waypoint, namespace: shop}
+metadata: {name: waypoint, namespace: shop, uid: 4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f}
 spec:
   gatewayClassName: istio-waypoint
   listeners: [{name: mesh, port: 15008, protocol: HBONE}]
@@ -263,6 +263,11 @@ spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}
     let mesh = build(&manifests, "cluster.local", &Mesh::default()).mesh;
     let key = ("shop".to_owned(), "waypoint".to_owned());
     let waypoint = &mesh.waypoints[&key];
+    assert_eq!(
+        waypoint.uid.as_deref(),
+        Some("4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"),
+        "what the objects deployed for it are owned by"
+    );
     assert_eq!(
         waypoint.addresses,
         ["10.0.9.9".parse::<IpAddr>().expect("ip")]

@@ -24,6 +24,9 @@ pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 pub struct Waypoint {
     pub namespace: String,
     pub name: String,
+    /// The Gateway's `metadata.uid`, which the objects deployed for it are owned by
+    /// (Kubernetes mode); `None` when its manifest has none (a folder's).
+    pub uid: Option<String>,
     /// Its pods' identity (Istio runs a waypoint as the service account of its name).
     pub identity: Option<Identity>,
     /// Its pods' addresses, sorted; empty until a pod runs.
@@ -54,6 +57,7 @@ pub(super) fn resolve(manifests: &Manifests, mesh: &mut Mesh) {
             Waypoint {
                 namespace,
                 name,
+                uid: gateway.metadata.uid.clone(),
                 identity,
                 addresses,
             },

@@ -2,7 +2,9 @@
 //! list (with a `resourceVersion`; core items without their type, as the API server
 //! sends them), then a watch that streams the events the test sends. Resources it does
 //! not serve answer 404, as for a CRD that is not installed. A POST (an Event, a
-//! TokenReview) is recorded and answered as the test says.
+//! TokenReview) is recorded and answered as the test says. A PATCH (a server-side apply)
+//! is recorded with its query and content type, and answered 200 with its body unless
+//! the test says otherwise.
 
 use std::{
     collections::BTreeMap,
@@ -31,15 +33,26 @@ pub fn recorded(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// How long a test waits for the POSTs it expects.
-const POSTS_WITHIN: Duration = Duration::from_secs(10);
+/// How long a test waits for the writes it expects.
+const WRITES_WITHIN: Duration = Duration::from_secs(10);
 
 type Body = BoxBody<Bytes, Infallible>;
 type WatchStream = mpsc::UnboundedSender<Bytes>;
-/// What a POST to one path answers, given its body.
-type PostAnswer = Arc<dyn Fn(&Value) -> (StatusCode, Value) + Send + Sync>;
-/// Every POST received: its path and body, in order.
-type Posts = watch::Sender<Vec<(String, Value)>>;
+/// What a write to one path answers, given its body.
+type Answer = Arc<dyn Fn(&Value) -> (StatusCode, Value) + Send + Sync>;
+/// Every write received, in order.
+type Writes = watch::Sender<Vec<Write>>;
+
+/// One POST or PATCH the server received.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub method: Method,
+    pub path: String,
+    /// The query string, as sent (`fieldManager=…&force=true`).
+    pub query: String,
+    pub content_type: String,
+    pub body: Value,
+}
 
 /// One served resource (`/api/v1/pods`): its objects, and the watch open on it.
 struct Resource {
@@ -53,15 +66,15 @@ struct State {
     resources: BTreeMap<String, Resource>,
     /// The cluster's `resourceVersion`, bumped by every change.
     version: u64,
-    /// By path; a POST elsewhere answers 404.
-    post_answers: BTreeMap<String, PostAnswer>,
+    /// By method and path; a POST elsewhere answers 404, a PATCH 200 with its body.
+    answers: BTreeMap<(String, String), Answer>,
 }
 
 /// The fake API server; it stops with the test's runtime.
 pub struct FakeApi {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    posts: Arc<Posts>,
+    writes: Arc<Writes>,
 }
 
 impl FakeApi {
@@ -79,26 +92,30 @@ impl FakeApi {
                 })
                 .collect(),
             version: 1000,
-            post_answers: BTreeMap::new(),
+            answers: BTreeMap::new(),
         };
         let state = Arc::new(Mutex::new(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let addr = listener.local_addr().expect("the bound address");
-        let posts = Arc::new(watch::channel(Vec::new()).0);
-        let (served, recorded_posts) = (Arc::clone(&state), Arc::clone(&posts));
+        let writes = Arc::new(watch::channel(Vec::new()).0);
+        let (served, recorded_writes) = (Arc::clone(&state), Arc::clone(&writes));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (state, posts) = (Arc::clone(&served), Arc::clone(&recorded_posts));
+                let (state, writes) = (Arc::clone(&served), Arc::clone(&recorded_writes));
                 let service = service_fn(move |request| {
-                    let (state, posts) = (Arc::clone(&state), Arc::clone(&posts));
-                    async move { Ok::<_, Infallible>(answer(&state, &posts, request).await) }
+                    let (state, writes) = (Arc::clone(&state), Arc::clone(&writes));
+                    async move { Ok::<_, Infallible>(answer(&state, &writes, request).await) }
                 });
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
             }
         });
-        Self { addr, state, posts }
+        Self {
+            addr,
+            state,
+            writes,
+        }
     }
 
     /// Answers each POST to `path` with what `answer` makes of its body.
@@ -107,33 +124,73 @@ impl FakeApi {
         path: &str,
         answer: impl Fn(&Value) -> (StatusCode, Value) + Send + Sync + 'static,
     ) {
+        self.answer(Method::POST, path, answer);
+    }
+
+    /// Answers each PATCH of `path` with what `answer` makes of its body, instead of 200
+    /// and the body.
+    pub fn answer_patches(
+        &self,
+        path: &str,
+        answer: impl Fn(&Value) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) {
+        self.answer(Method::PATCH, path, answer);
+    }
+
+    fn answer(
+        &self,
+        method: Method,
+        path: &str,
+        answer: impl Fn(&Value) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) {
         self.lock()
-            .post_answers
-            .insert(path.to_owned(), Arc::new(answer));
+            .answers
+            .insert((method.to_string(), path.to_owned()), Arc::new(answer));
     }
 
     /// The bodies of the POSTs to `path` so far, once there are at least `count`.
     pub async fn posts_to(&self, path: &str, count: usize) -> Vec<Value> {
-        let bodies = |posts: &[(String, Value)]| -> Vec<Value> {
-            posts
+        let posts = self
+            .writes_where(&format!("POSTs to {path}"), count, |write| {
+                write.method == Method::POST && write.path == path
+            })
+            .await;
+        posts.into_iter().map(|post| post.body).collect()
+    }
+
+    /// The PATCHes so far, once there are at least `count`.
+    pub async fn patches(&self, count: usize) -> Vec<Write> {
+        self.writes_where("PATCHes", count, |write| write.method == Method::PATCH)
+            .await
+    }
+
+    /// The writes that are `what` so far, once there are at least `count`.
+    async fn writes_where(
+        &self,
+        what: &str,
+        count: usize,
+        selected: impl Fn(&Write) -> bool,
+    ) -> Vec<Write> {
+        let matching = |writes: &[Write]| -> Vec<Write> {
+            writes
                 .iter()
-                .filter(|(to, _)| to == path)
-                .map(|(_, body)| body.clone())
+                .filter(|write| selected(write))
+                .cloned()
                 .collect()
         };
-        let mut posts = self.posts.subscribe();
+        let mut writes = self.writes.subscribe();
         let waited = tokio::time::timeout(
-            POSTS_WITHIN,
-            posts.wait_for(|posts| bodies(posts).len() >= count),
+            WRITES_WITHIN,
+            writes.wait_for(|writes| matching(writes).len() >= count),
         )
         .await;
-        let posted = bodies(&self.posts.borrow());
+        let written = matching(&self.writes.borrow());
         assert!(
             waited.is_ok(),
-            "after {POSTS_WITHIN:?}, {} POSTs to {path}, expected {count}: {posted:#?}",
-            posted.len()
+            "after {WRITES_WITHIN:?}, {} {what}, expected {count}: {written:#?}",
+            written.len()
         );
-        posted
+        written
     }
 
     /// A client of this server.
@@ -229,34 +286,51 @@ fn key(object: &Value) -> String {
     format!("{namespace}/{}", meta["name"].as_str().expect("a name"))
 }
 
-/// A POST's answer, or a list, a watch, or 404.
+/// A write's answer, or a list, a watch, or 404.
 async fn answer(
     state: &Mutex<State>,
-    posts: &Posts,
+    writes: &Writes,
     request: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    if request.method() != Method::POST {
+    let method = request.method().clone();
+    if method != Method::POST && method != Method::PATCH {
         return read(state, &request);
     }
     let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let body = request
         .into_body()
         .collect()
         .await
-        .expect("a whole POST body");
+        .expect("a whole request body");
     let body: Value = serde_json::from_slice(&body.to_bytes()).expect("a JSON body");
     let answer = state
         .lock()
         .expect("the fake API's state")
-        .post_answers
-        .get(&path)
+        .answers
+        .get(&(method.to_string(), path.clone()))
         .cloned();
-    posts.send_modify(|posts| posts.push((path, body.clone())));
+    writes.send_modify(|writes| {
+        writes.push(Write {
+            method: method.clone(),
+            path,
+            query,
+            content_type,
+            body: body.clone(),
+        });
+    });
     match answer {
         Some(answer) => {
             let (status, value) = answer(&body);
             json(status, &value)
         }
+        None if method == Method::PATCH => json(StatusCode::OK, &body),
         None => json(StatusCode::NOT_FOUND, &recorded("not-found.json")),
     }
 }

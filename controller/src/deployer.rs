@@ -1,0 +1,200 @@
+//! The waypoint deployer (`serve --kube`): for each waypoint Gateway of the model
+//! ([`crate::mesh::waypoints`]), the controller runs the waypoint, as istiod's gateway
+//! deployment controller does — a ServiceAccount, a Deployment of `ambit-waypoint` and a
+//! Service, named after the Gateway in its namespace (`objects.rs`).
+//!
+//! The objects are server-side applied (field manager [`FIELD_MANAGER`], forced) when a
+//! waypoint Gateway appears or is recreated (a new `uid`), then left alone: each is
+//! owned by its Gateway, so Kubernetes garbage-collects them when the Gateway is deleted.
+//! An apply the API refuses is logged with the object and the reason and retried with
+//! backoff (and on every change of the model); it never holds up the rest of the
+//! controller. The folder source (`--config-dir`) deploys nothing: a test or a simulated
+//! node starts the waypoint process itself.
+//!
+//! # Layout
+//! - `objects.rs`: the three objects of one waypoint, from the controller's flags.
+//!
+//! # Not yet
+//! It does not watch the objects it applied: one edited or deleted by hand is put back
+//! only when its Gateway is recreated or the controller restarts. It writes no Gateway
+//! status (`Programmed`, addresses).
+
+use std::{collections::BTreeMap, fmt::Debug, time::Duration};
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Api, Client, Resource,
+    api::{Patch, PatchParams},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use self::objects::{Owner, Template};
+use crate::{
+    mesh::{Key, Mesh},
+    source::ModelSource,
+};
+
+mod objects;
+
+/// The field manager of the applied objects' fields.
+pub const FIELD_MANAGER: &str = "ambit-controller";
+/// The image of the waypoint Deployments by default: this version's, as
+/// `deploy/kubernetes` runs it.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/ambit-mesh/ambit:", env!("CARGO_PKG_VERSION"));
+/// The config push as pods reach it by default: the Service of
+/// `deploy/kubernetes/controller.yaml`.
+pub const DEFAULT_CONTROLLER_ADDRESS: &str = "http://ambit-controller.ambit-system.svc:15010";
+/// The CA as pods reach it by default.
+pub const DEFAULT_CA_ADDRESS: &str = "http://ambit-controller.ambit-system.svc:15012";
+/// The first wait before applying again what the API refused; it doubles up to
+/// [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Why one object of a waypoint could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot apply {kind} {namespace}/{name}: {source} — may the controller's service account create and patch {kind}s there (deploy/kubernetes/controller-rbac.yaml)?"
+)]
+struct ApplyError {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    source: kube::Error,
+}
+
+/// Keeps a waypoint running for each waypoint Gateway of `model`, through `client`,
+/// until the model source ends.
+pub async fn run(client: Client, template: Template, mut model: ModelSource) {
+    // The Gateways whose objects were applied, with the `uid` they were applied for.
+    let mut deployed: BTreeMap<Key, String> = BTreeMap::new();
+    let mut retry = RETRY_FIRST;
+    loop {
+        let wanted = owners(&model.borrow_and_update().mesh);
+        deployed.retain(|key, _| wanted.contains_key(key));
+        let mut failed = false;
+        for (key, uid) in &wanted {
+            if deployed.get(key) == Some(uid) {
+                continue;
+            }
+            let owner = Owner {
+                namespace: &key.0,
+                name: &key.1,
+                uid,
+            };
+            match deploy(&client, &template, owner).await {
+                Ok(()) => {
+                    tracing::info!(
+                        namespace = owner.namespace,
+                        gateway = owner.name,
+                        "waypoint deployed (ServiceAccount, Deployment, Service)"
+                    );
+                    deployed.insert(key.clone(), uid.clone());
+                }
+                Err(error) => {
+                    tracing::warn!(namespace = owner.namespace, gateway = owner.name, %error, retry_in = ?retry, "waypoint not deployed");
+                    failed = true;
+                }
+            }
+        }
+        let wait = if failed {
+            let wait = retry;
+            retry = (retry * 2).min(RETRY_MAX);
+            Some(wait)
+        } else {
+            retry = RETRY_FIRST;
+            None
+        };
+        tokio::select! {
+            changed = model.changed() => if changed.is_err() {
+                return;
+            },
+            () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+        }
+    }
+}
+
+/// The waypoint Gateways of `mesh`, with their `uid`.
+fn owners(mesh: &Mesh) -> BTreeMap<Key, String> {
+    mesh.waypoints
+        .iter()
+        .filter_map(|(key, waypoint)| match &waypoint.uid {
+            Some(uid) => Some((key.clone(), uid.clone())),
+            // The API server gives every object one; only a folder's may lack it.
+            None => {
+                tracing::debug!(
+                    namespace = key.0,
+                    gateway = key.1,
+                    "waypoint Gateway without a uid: nothing could own its objects, none deployed"
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// Applies the three objects of `owner`'s waypoint, stopping at the first refused.
+async fn deploy(client: &Client, template: &Template, owner: Owner<'_>) -> Result<(), ApplyError> {
+    apply(client, owner, &template.service_account(owner)).await?;
+    apply(client, owner, &template.deployment(owner)).await?;
+    apply(client, owner, &template.service(owner)).await
+}
+
+/// Server-side applies `object`, named after `owner` in its namespace.
+async fn apply<K>(client: &Client, owner: Owner<'_>, object: &K) -> Result<(), ApplyError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<K>::namespaced(client.clone(), owner.namespace)
+        .patch(owner.name, &params, &Patch::Apply(object))
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError {
+            kind: <K as k8s_openapi::Resource>::KIND,
+            namespace: owner.namespace.to_owned(),
+            name: owner.name.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::waypoints::Waypoint;
+
+    fn waypoint(name: &str, uid: Option<&str>) -> (Key, Waypoint) {
+        let key = ("shop".to_owned(), name.to_owned());
+        let waypoint = Waypoint {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            uid: uid.map(str::to_owned),
+            identity: None,
+            addresses: Vec::new(),
+        };
+        (key, waypoint)
+    }
+
+    #[test]
+    fn only_waypoints_with_a_uid_to_own_their_objects_are_deployed() {
+        let mesh = Mesh {
+            waypoints: [
+                waypoint("waypoint", Some("u1")),
+                waypoint("from-a-file", None),
+            ]
+            .into_iter()
+            .collect(),
+            ..Mesh::default()
+        };
+        assert_eq!(
+            owners(&mesh),
+            BTreeMap::from([(("shop".to_owned(), "waypoint".to_owned()), "u1".to_owned())])
+        );
+    }
+}
