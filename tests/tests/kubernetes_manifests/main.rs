@@ -5,7 +5,9 @@
 //! are ones the binary listens on (not on loopback), and probes and Services name ports
 //! that exist; the paths it is given lie on its volumes, shared with the other container
 //! where the two must meet; and the controller's ClusterRole grants list and watch on
-//! exactly the kinds the `--kube` source watches (`KINDS`).
+//! exactly the kinds the `--kube` source watches (`KINDS`). The Deployment and Service
+//! the controller applies for a waypoint Gateway (built with the controller container's
+//! own flags) are held to the same checks, `ambit-waypoint`'s parser included.
 //!
 //! Renaming a flag or an environment variable, a port, or adding a watched kind without
 //! its RBAC fails here.
@@ -35,6 +37,7 @@ enum Parsed {
     Controller(controller::Cli),
     Agent(agent::Cli),
     Ztunnel(ambit_ztunnel::config::Config),
+    Waypoint(ambit_waypoint::cli::Cli),
 }
 
 impl Parsed {
@@ -52,6 +55,7 @@ impl Parsed {
                 config.validate().map_err(|error| error.to_string())?;
                 Self::Ztunnel(config)
             }
+            "ambit-waypoint" => Self::Waypoint(parse_container(container)?),
             "sh" => return Ok(None),
             other => return Err(format!("{other} is not an Ambit binary in the image")),
         }))
@@ -79,6 +83,7 @@ impl Parsed {
                 config.readiness_addr,
                 config.admin_addr,
             ],
+            Self::Waypoint(cli) => vec![cli.listen, cli.metrics_listen],
         }
     }
 
@@ -132,6 +137,9 @@ impl Parsed {
             .into_iter()
             .flatten()
             .collect(),
+            Self::Waypoint(cli) => std::iter::once(cli.ca_token_file.clone())
+                .chain(cli.ca_root_file.clone())
+                .collect(),
         }
     }
 }
@@ -168,8 +176,13 @@ fn every_container_parses_with_its_binary_and_runs_this_version() {
         .collect();
     assert_eq!(
         binaries,
-        BTreeSet::from(["ambit-agent", "ambit-controller", "ambit-ztunnel"]),
-        "the manifests run the controller, the agent and ztunnel"
+        BTreeSet::from([
+            "ambit-agent",
+            "ambit-controller",
+            "ambit-waypoint",
+            "ambit-ztunnel"
+        ]),
+        "the manifests run the controller, the agent and ztunnel, and the controller the waypoints"
     );
     for (workload, container, _) in &parsed {
         assert_eq!(

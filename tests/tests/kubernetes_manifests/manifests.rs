@@ -9,6 +9,7 @@ use std::{
 };
 
 use ambit_agent::config as agent;
+use ambit_controller::{cli as controller, deployer};
 use ambit_ztunnel::config::Config as ZtunnelConfig;
 use k8s_openapi::{
     api::{
@@ -204,7 +205,55 @@ impl Manifests {
                 manifests.add(value, &format!("{file} document {}", index + 1));
             }
         }
+        manifests.add_deployed_waypoint();
         manifests
+    }
+
+    /// Adds what the controller (`serve --kube`, with its container's flags) applies for
+    /// a waypoint Gateway `shop/waypoint`: its objects are manifests too, and the same
+    /// checks hold for them.
+    fn add_deployed_waypoint(&mut self) {
+        let serve = self
+            .workloads
+            .iter()
+            .flat_map(|workload| workload.containers())
+            .filter_map(|(container, _)| {
+                parse_container::<controller::Cli>(container)
+                    .ok()
+                    .filter(|_| {
+                        container
+                            .command
+                            .iter()
+                            .flatten()
+                            .next()
+                            .map(String::as_str)
+                            == Some("ambit-controller")
+                    })
+            })
+            .find_map(|cli| match cli.command {
+                controller::Command::Serve {
+                    waypoints,
+                    trust_domain,
+                    ..
+                } => Some(deployer::Template {
+                    flags: waypoints,
+                    trust_domain,
+                }),
+                _ => None,
+            })
+            .expect("a container runs `ambit-controller serve`");
+        let owner = deployer::Owner {
+            namespace: "shop",
+            name: "waypoint",
+            uid: "6a3f0c1e-0000-4000-8000-000000000001",
+        };
+        let deployment = serve.deployment(owner);
+        self.workloads.push(Workload::new(
+            "Deployment (applied for a waypoint Gateway)",
+            &deployment.metadata,
+            deployment.spec.template,
+        ));
+        self.services.push(serve.service(owner));
     }
 
     fn add(&mut self, value: serde_yaml_ng::Value, at: &str) {
