@@ -13,6 +13,19 @@ pub const CLUSTER: &str = "Kubernetes";
 /// What a label says when the proxy cannot know the value.
 pub const UNKNOWN: &str = "unknown";
 
+/// Where [`Party::workload`] reads a workload's labels: a map, or a proxy's own compact
+/// form of them.
+pub trait LabelLookup {
+    /// The value of label `key`, if the workload has it.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelLookup for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 /// One end of a connection, as telemetry names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Party {
@@ -58,9 +71,9 @@ impl Party {
         name: &str,
         namespace: &str,
         principal: String,
-        labels: &BTreeMap<String, String>,
+        labels: &impl LabelLookup,
     ) -> Self {
-        let first = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
+        let first = |keys: &[&str]| keys.iter().find_map(|k| labels.label(k)).map(str::to_owned);
         Self {
             workload: name.to_owned(),
             namespace: namespace.to_owned(),

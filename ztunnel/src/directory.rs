@@ -3,9 +3,11 @@
 //! VIP → service (ports, endpoints) from `Service` resources. An outbound connection to a
 //! VIP is sent to one of the service's endpoints; one whose destination is a mesh
 //! workload goes over HBONE; the inbound side names its peers from here.
+//!
+//! [`labels`]: the compact form of each peer's labels and shared strings.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::{Arc, PoisonError, RwLock},
 };
@@ -14,6 +16,11 @@ use ambit_api::{
     config::{ConfigUpdate, resource::Kind},
     identity::Identity,
 };
+
+use self::labels::Interner;
+pub use self::labels::Labels;
+
+pub mod labels;
 
 /// Why a config update could not be applied (the subscriber NACKs it).
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +46,16 @@ pub enum DirectoryError {
     },
 }
 
-/// One mesh workload as the directory knows it.
+/// One mesh workload as the directory knows it (strings many peers share are shared:
+/// see [`labels`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
-    pub namespace: String,
-    pub name: String,
-    pub node: String,
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    pub node: Arc<str>,
     pub identity: Identity,
     pub ips: Vec<IpAddr>,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
 }
 
 /// One port of a service.
@@ -225,6 +233,7 @@ impl Directory {
         } else {
             (state.peers.clone(), state.services.clone())
         };
+        let mut interner = Interner::default();
         for key in &update.removed {
             peers.remove(key.as_str());
             services.remove(key.as_str());
@@ -235,7 +244,7 @@ impl Directory {
             services.remove(key);
             match &resource.kind {
                 Some(Kind::Peer(peer)) => {
-                    peers.insert(key.into(), Arc::new(parse_peer(key, peer)?));
+                    peers.insert(key.into(), Arc::new(parse_peer(key, peer, &mut interner)?));
                 }
                 Some(Kind::Service(service)) => {
                     services.insert(key.into(), Arc::new(parse_service(key, service)?));
@@ -315,9 +324,9 @@ impl Directory {
             })).collect::<Vec<_>>(),
             "version": state.version,
             "peers": peers.iter().map(|peer| serde_json::json!({
-                "namespace": peer.namespace,
-                "name": peer.name,
-                "node": peer.node,
+                "namespace": &*peer.namespace,
+                "name": &*peer.name,
+                "node": &*peer.node,
                 "identity": peer.identity.to_string(),
                 "ips": texts(&peer.ips),
             })).collect::<Vec<_>>(),
@@ -325,7 +334,11 @@ impl Directory {
     }
 }
 
-fn parse_peer(key: &str, peer: &ambit_api::config::PeerIdentity) -> Result<Peer, DirectoryError> {
+fn parse_peer(
+    key: &str,
+    peer: &ambit_api::config::PeerIdentity,
+    interner: &mut Interner,
+) -> Result<Peer, DirectoryError> {
     let identity =
         peer.identity
             .parse::<Identity>()
@@ -338,12 +351,12 @@ fn parse_peer(key: &str, peer: &ambit_api::config::PeerIdentity) -> Result<Peer,
         ip,
     })?;
     Ok(Peer {
-        namespace: peer.namespace.clone(),
-        name: peer.name.clone(),
-        node: peer.node.clone(),
+        namespace: interner.intern(&peer.namespace),
+        name: peer.name.as_str().into(),
+        node: interner.intern(&peer.node),
         identity,
         ips,
-        labels: peer.labels.clone().into_iter().collect(),
+        labels: Labels::new(&peer.labels, interner),
     })
 }
 

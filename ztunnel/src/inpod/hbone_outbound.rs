@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::{HboneContext, PodContext, sockets};
 use crate::{
-    directory::{Peer, Waypoint},
+    directory::{Labels, Peer, Waypoint},
     metrics::{Party, TcpLabels},
 };
 
@@ -127,12 +127,12 @@ pub async fn via_waypoint(
         .unwrap_or(("", &waypoint.name));
     Some(Route {
         peer: Arc::new(Peer {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            node: String::new(),
+            namespace: namespace.into(),
+            name: name.into(),
+            node: "".into(),
             identity,
             ips: waypoint.addresses.clone(),
-            labels: std::collections::BTreeMap::new(),
+            labels: Labels::default(),
         }),
         address,
         certificate,

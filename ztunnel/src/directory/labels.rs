@@ -1,0 +1,96 @@
+//! A mesh peer's labels and names in a compact form: the directory holds one entry per
+//! workload of the mesh (thousands), so each costs what it must. Strings many peers
+//! repeat (namespaces, nodes, label keys, and values such as `app` names shared by a
+//! deployment's replicas) are interned once per update; a peer's labels are one sorted
+//! slice instead of a `BTreeMap` (whose first node alone is ~0.5 KiB).
+
+use std::{collections::HashSet, fmt, sync::Arc};
+
+use ambit_api::telemetry::LabelLookup;
+
+/// Hands out one shared copy of each distinct string.
+#[derive(Debug, Default)]
+pub struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    /// The shared copy of `text`.
+    pub fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
+/// A workload's labels, sorted by key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Labels(Box<[(Arc<str>, Arc<str>)]>);
+
+impl Labels {
+    /// `labels`, keys and values interned by `interner`.
+    pub fn new<'a>(
+        labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+        interner: &mut Interner,
+    ) -> Self {
+        let mut pairs: Vec<(Arc<str>, Arc<str>)> = labels
+            .into_iter()
+            .map(|(key, value)| (interner.intern(key), interner.intern(value)))
+            .collect();
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        Self(pairs.into_boxed_slice())
+    }
+
+    /// The labels, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(key, value)| (&**key, &**value))
+    }
+}
+
+impl LabelLookup for Labels {
+    fn label(&self, key: &str) -> Option<&str> {
+        let at = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        Some(&self.0[at].1)
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn labels_are_looked_up_and_their_strings_shared() {
+        let mut interner = Interner::default();
+        let v1 = BTreeMap::from([
+            ("version".to_owned(), "v1".to_owned()),
+            ("app".to_owned(), "cart".to_owned()),
+        ]);
+        let v2 = BTreeMap::from([
+            ("app".to_owned(), "cart".to_owned()),
+            ("version".to_owned(), "v2".to_owned()),
+        ]);
+        let (first, second) = (
+            Labels::new(&v1, &mut interner),
+            Labels::new(&v2, &mut interner),
+        );
+        assert_eq!(first.label("app"), Some("cart"));
+        assert_eq!(first.label("version"), Some("v1"));
+        assert_eq!(second.label("version"), Some("v2"));
+        assert_eq!(first.label("zone"), None);
+        assert!(Arc::ptr_eq(&first.0[0].1, &second.0[0].1), "one `cart`");
+        assert_eq!(
+            first.iter().collect::<Vec<_>>(),
+            [("app", "cart"), ("version", "v1")]
+        );
+    }
+}
