@@ -5,12 +5,25 @@
 //! it over HBONE through the real `ambit-waypoint`, which relays each connection as L4,
 //! split 80/20 between subsets v1 and v2 by a VirtualService `tcp:` route; the waypoint's
 //! `istio_tcp_*` metrics show the bytes went through it.
+//!
+//! And a TLS service (port named `tls-secure`) whose pods terminate TLS themselves
+//! (`openssl s_server`, each with its own certificate): the waypoint reads the server
+//! name of each client's ClientHello and routes it by the VirtualService's `tls:`
+//! routes (`sniHosts`), passing the handshake through untouched — the client
+//! (`openssl s_client`) sees the certificate of the pod its SNI was routed to.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use ambit_e2e::{
+    Pod,
     app::{self, ConnectReport},
-    wait_for,
+    cmd, wait_for,
 };
 use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
@@ -173,5 +186,143 @@ fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Resu
         on_v1 >= v1 as f64,
         "the waypoint counted {on_v1} connections opened to v1, the client saw {v1}"
     );
+    Ok(())
+}
+
+const SECURE_VIP: &str = "198.19.200.22";
+const SECURE_PORT: u16 = 9443;
+
+/// Writes a self-signed certificate for `name` and its key into `dir`.
+fn certificate(dir: &Path, name: &str) -> Result<(String, String)> {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    cmd::run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", &format!("/CN={name}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    )
+    .context("generating a test certificate with openssl (Debian package openssl)")?;
+    Ok((
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    ))
+}
+
+/// The subject of the certificate the server presented to a TLS client in `client`
+/// asking for `server_name`, or `None` when the handshake did not complete.
+fn presented_to(client: &Pod, server_name: &str) -> Result<Option<String>> {
+    let done = client.exec(
+        Command::new("openssl")
+            .args(["s_client", "-brief", "-connect"])
+            .arg(format!("{SECURE_VIP}:{SECURE_PORT}"))
+            .args(["-servername", server_name])
+            .stdin(Stdio::null()),
+        CONNECT_TIMEOUT * 2,
+    )?;
+    let output = format!("{}{}", done.stdout, done.stderr);
+    Ok(output.lines().find_map(|line| {
+        line.strip_prefix("Peer certificate: CN = ")
+            .map(str::to_owned)
+    }))
+}
+
+#[test]
+fn tls_routes_pass_tls_through_by_sni() -> Result<()> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    let _servers = cluster.pods[..2]
+        .iter()
+        .zip(["v1.example.com", "v2.example.com"])
+        .map(|(pod, name)| {
+            let (cert, key) = certificate(cluster.net.dir(), name)?;
+            pod.spawn(
+                Command::new("openssl")
+                    .args(["s_server", "-quiet", "-accept", &SECURE_PORT.to_string()])
+                    .args(["-cert", &cert, "-key", &key]),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    cluster.net.write_manifest(
+        "secure.yaml",
+        &json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": "secure", "namespace": "shop" },
+            "spec": {
+                "clusterIP": SECURE_VIP,
+                "selector": { "app": "app" },
+                "ports": [{ "name": "tls-secure", "port": SECURE_PORT }],
+            },
+        }),
+    )?;
+    cluster.net.write_manifest(
+        "secure-destination-rule.yaml",
+        &istio(
+            "DestinationRule",
+            "secure",
+            json!({
+                "host": "secure",
+                "subsets": [
+                    { "name": "v1", "labels": { "version": "v1" } },
+                    { "name": "v2", "labels": { "version": "v2" } },
+                ],
+            }),
+        ),
+    )?;
+    cluster.net.write_manifest(
+        "secure-virtual-service.yaml",
+        &istio(
+            "VirtualService",
+            "secure",
+            json!({
+                "hosts": ["secure"],
+                "tls": [
+                    {
+                        "match": [{ "sniHosts": ["v2.example.com"], "port": SECURE_PORT }],
+                        "route": [{ "destination": { "host": "secure", "subset": "v2" } }],
+                    },
+                    {
+                        "match": [{ "sniHosts": ["*.example.com"] }],
+                        "route": [{ "destination": { "host": "secure", "subset": "v1" } }],
+                    },
+                ],
+                // Without SNI (or one no tls route takes): v2.
+                "tcp": [{ "route": [{ "destination": { "host": "secure", "subset": "v2" } }] }],
+            }),
+        ),
+    )?;
+    wait_for(
+        "v1.example.com routed to v1 through the waypoint's tls route",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            Ok((presented_to(&cluster.client, "v1.example.com")?.as_deref()
+                == Some("v1.example.com"))
+            .then_some(()))
+        },
+    )
+    .with_context(|| cluster.logs())?;
+    for (server_name, expected) in [
+        ("v2.example.com", "v2.example.com"),
+        ("login.example.com", "v1.example.com"),
+        ("V1.Example.COM", "v1.example.com"),
+        ("other.test", "v2.example.com"),
+    ] {
+        for _ in 0..3 {
+            let presented = presented_to(&cluster.client, server_name)?;
+            ensure!(
+                presented.as_deref() == Some(expected),
+                "SNI {server_name}: expected the certificate of {expected}, got {presented:?}\n{}",
+                cluster.logs()
+            );
+        }
+    }
     Ok(())
 }

@@ -20,13 +20,23 @@ impl HostPattern {
     /// as Istio resolves short names.
     #[must_use]
     pub fn resolve(host: &str, namespace: &str) -> Self {
+        match Self::literal(host) {
+            Self::Exact(name) => Self::Exact(qualify(&name, namespace)),
+            wildcard => wildcard,
+        }
+    }
+
+    /// Reads `host` as written, short names left short: what a TLS client's server
+    /// name (SNI) is compared with (`sniHosts`).
+    #[must_use]
+    pub fn literal(host: &str) -> Self {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if host == "*" {
             Self::Any
         } else if let Some(suffix) = host.strip_prefix('*') {
             Self::Suffix(suffix.to_owned())
         } else {
-            Self::Exact(qualify(&host, namespace))
+            Self::Exact(host)
         }
     }
 

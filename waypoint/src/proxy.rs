@@ -15,7 +15,8 @@
 //! - `reply`: the responses the waypoint answers itself (404 `NR`, 503 `UH`, …);
 //! - `upgrade`: WebSocket and other `Upgrade:` requests, spliced after `101`;
 //! - [`relay`]: [`relay_connection`], a connection to a TCP service port relayed as
-//!   bytes by `tcp:` routes.
+//!   bytes by `tls:` and `tcp:` routes;
+//! - `sni`: the server name of a TLS client's ClientHello, read before routing.
 
 pub mod connector;
 mod forward;
@@ -23,6 +24,7 @@ pub mod inspect;
 mod mirror;
 pub mod relay;
 mod reply;
+mod sni;
 mod upgrade;
 mod upstream;
 

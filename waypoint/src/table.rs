@@ -4,8 +4,8 @@
 //! and reports every problem at once with the object and field path. Fields the
 //! waypoint does not implement yet are refused when ignoring them would change which
 //! requests a route takes (`sourceLabels`, `delegate`, …) and listed in
-//! [`RouteTable::ignored`] when they only tune behaviour (`tls`, idle
-//! timeouts, …), so the caller can log them.
+//! [`RouteTable::ignored`] when they only tune behaviour (idle timeouts, …), so the
+//! caller can log them.
 //!
 //! A request finds its routes by its authority: the VirtualService naming that host
 //! exactly, else the most specific wildcard host, else the service of that name with
@@ -145,14 +145,17 @@ impl Problem {
 #[derive(Debug)]
 struct VirtualHost {
     routes: Vec<Route>,
+    /// `tls:` routes, chosen by SNI before the `tcp:` ones.
+    tls_routes: Vec<TcpRoute>,
     tcp_routes: Vec<TcpRoute>,
 }
 
 impl VirtualHost {
-    /// The first TCP route that takes `connection`.
+    /// The first TLS route, else the first TCP route, that takes `connection`.
     fn tcp_route(&self, connection: &ConnectionView<'_>) -> Option<&TcpRoute> {
-        self.tcp_routes
+        self.tls_routes
             .iter()
+            .chain(&self.tcp_routes)
             .find(|route| route.matches(connection))
     }
 }
@@ -229,6 +232,7 @@ impl RouteTable {
             let all = clusters.get(&host, "");
             table.virtual_hosts.push(VirtualHost {
                 routes: vec![Route::service_default(&host, all.clone())],
+                tls_routes: Vec::new(),
                 tcp_routes: vec![TcpRoute::service_default(&host, all)],
             });
             table.tcp_ports.extend(
@@ -273,10 +277,15 @@ impl RouteTable {
                 TcpRoute::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
             })
             .collect();
-        if !vs.spec.tls.is_empty() {
-            self.ignored
-                .push(format!("VirtualService {object}: `tls` routes"));
-        }
+        let tls_routes: Vec<TcpRoute> = vs
+            .spec
+            .tls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| {
+                TcpRoute::compile_tls(&object, &vs.namespace, i, spec, clusters, &mut problems)
+            })
+            .collect();
         if !problems.is_empty() {
             errors.extend(problems.into_iter().map(|problem| ConfigError {
                 kind: "VirtualService",
@@ -286,7 +295,11 @@ impl RouteTable {
             return;
         }
         let index = self.virtual_hosts.len();
-        self.virtual_hosts.push(VirtualHost { routes, tcp_routes });
+        self.virtual_hosts.push(VirtualHost {
+            routes,
+            tls_routes,
+            tcp_routes,
+        });
         for host in &vs.spec.hosts {
             match HostPattern::resolve(host, &vs.namespace) {
                 HostPattern::Exact(name) => {
@@ -312,9 +325,19 @@ impl RouteTable {
         self.tcp_ports.contains(&(service.to_owned(), port))
     }
 
+    /// Whether a connection to `service` (FQDN) must be inspected for the server name
+    /// its TLS client asks for: its VirtualService has `tls:` routes. Others are not
+    /// read before they are relayed (the server may be the one to speak first).
+    #[must_use]
+    pub fn routes_by_sni(&self, service: &str) -> bool {
+        self.virtual_host(service)
+            .is_some_and(|host| !host.tls_routes.is_empty())
+    }
+
     /// The TCP route for `connection` to `service` (FQDN): the first of the service's
-    /// VirtualService's `tcp:` routes that takes it, else the service's own; `None`
-    /// when the waypoint does not serve the service (Envoy's `NR`).
+    /// VirtualService's `tls:` (by SNI) then `tcp:` routes that takes it, else the
+    /// service's own; `None` when the waypoint does not serve the service (Envoy's
+    /// `NR`).
     #[must_use]
     pub fn tcp_route(&self, service: &str, connection: &ConnectionView<'_>) -> Option<&TcpRoute> {
         self.virtual_host(service)

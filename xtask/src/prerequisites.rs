@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use crate::cmd;
 
 /// The Debian packages that provide them.
-const PACKAGES: [&str; 7] = [
+const PACKAGES: [&str; 8] = [
     "iproute2",
     "containernetworking-plugins",
     "bpftool",
@@ -18,6 +18,7 @@ const PACKAGES: [&str; 7] = [
     "nftables",
     "curl",
     "tshark",
+    "openssl",
 ];
 
 /// Installs missing packages (apt-get) and mounts bpffs if it is not mounted.

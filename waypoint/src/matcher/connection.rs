@@ -1,16 +1,18 @@
-//! Connection conditions (`tcp[].match`, Istio's `L4MatchAttributes`): what a TCP
-//! route can see of a connection without reading its bytes — the address and port the
-//! client connected to (`destinationSubnets`, `port`), who it is (`sourceLabels`,
-//! `sourceNamespace`) and what it came through (`gateways`).
+//! Connection conditions (`tcp[].match`, Istio's `L4MatchAttributes`, and `tls[].match`):
+//! what a TCP route can see of a connection without reading its bytes — the address and
+//! port the client connected to (`destinationSubnets`, `port`), who it is
+//! (`sourceLabels`, `sourceNamespace`) and what it came through (`gateways`) — and, for
+//! a TLS route, the server name its ClientHello asked for (`sniHosts`).
 
 use std::net::IpAddr;
 
 use ambit_api::{
     ip_block::{self, IpNet},
-    istio::virtual_service::L4MatchAttributes,
+    istio::virtual_service::{L4MatchAttributes, TlsMatchAttributes},
 };
 
 use super::{GatewayCondition, MatchError, Source, SourceCondition, port_condition};
+use crate::host::HostPattern;
 
 /// The parts of a connection that conditions look at.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,8 @@ pub struct ConnectionView<'a> {
     pub source: Option<Source<'a>>,
     /// What the connection came through, as `gateways` names it.
     pub gateways: &'a [String],
+    /// The server name a TLS client asked for (SNI), when the connection was inspected.
+    pub sni: Option<&'a str>,
 }
 
 /// One compiled `match` entry of a TCP route: every condition set must hold.
@@ -33,6 +37,8 @@ pub struct ConnectionMatch {
     port: Option<u16>,
     source: SourceCondition,
     gateways: GatewayCondition,
+    /// A TLS route's `sniHosts`: any one holds; none: any connection.
+    sni_hosts: Vec<HostPattern>,
 }
 
 impl ConnectionMatch {
@@ -71,6 +77,30 @@ impl ConnectionMatch {
             port,
             source: SourceCondition::new(&spec.source_labels, &spec.source_namespace),
             gateways: GatewayCondition::new(&spec.gateways, namespace),
+            sni_hosts: Vec::new(),
+        })
+    }
+
+    /// Compiles one `match` entry of a TLS route: the TCP conditions and `sniHosts`.
+    pub fn compile_tls(
+        field: &str,
+        namespace: &str,
+        spec: &TlsMatchAttributes,
+    ) -> Result<Self, Vec<MatchError>> {
+        let l4 = L4MatchAttributes {
+            destination_subnets: spec.destination_subnets.clone(),
+            port: spec.port,
+            source_labels: spec.source_labels.clone(),
+            gateways: spec.gateways.clone(),
+            source_namespace: spec.source_namespace.clone(),
+        };
+        Ok(Self {
+            sni_hosts: spec
+                .sni_hosts
+                .iter()
+                .map(|host| HostPattern::literal(host))
+                .collect(),
+            ..Self::compile(field, namespace, &l4)?
         })
     }
 
@@ -86,6 +116,11 @@ impl ConnectionMatch {
             && self.port.is_none_or(|port| port == connection.port)
             && self.source.holds(connection.source)
             && self.gateways.holds(connection.gateways)
+            && (self.sni_hosts.is_empty()
+                || connection.sni.is_some_and(|sni| {
+                    let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+                    self.sni_hosts.iter().any(|host| host.matches(&sni))
+                }))
     }
 }
 
@@ -108,7 +143,38 @@ mod tests {
             port,
             source: None,
             gateways: MESH,
+            sni: None,
         }
+    }
+
+    #[test]
+    fn sni_hosts_need_the_server_name_a_tls_client_sent() {
+        let spec: TlsMatchAttributes = serde_yaml_ng::from_str(
+            "{sniHosts: [login.example.com, '*.shop.io', reviews], port: 443}",
+        )
+        .expect("test match is YAML");
+        let tls = ConnectionMatch::compile_tls("tls[0].match[0]", "shop", &spec)
+            .expect("test match compiles");
+        let with_sni = |sni| ConnectionView {
+            sni: Some(sni),
+            ..connection("10.96.0.1", 443)
+        };
+        for sni in [
+            "login.example.com",
+            "LOGIN.example.com.",
+            "a.shop.io",
+            "reviews",
+        ] {
+            assert!(tls.matches(&with_sni(sni)), "{sni}");
+        }
+        for sni in ["example.com", "shop.io", "reviews.shop.svc.cluster.local"] {
+            assert!(!tls.matches(&with_sni(sni)), "{sni}");
+        }
+        assert!(!tls.matches(&connection("10.96.0.1", 443)), "no SNI");
+        assert!(!tls.matches(&ConnectionView {
+            port: 8443,
+            ..with_sni("reviews")
+        }));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A connection to a service port declared TCP, relayed as bytes (L4): the service's
-//! `tcp:` routes pick a destination by weight (else the service itself), its cluster an
-//! endpoint by the DestinationRule's load balancer, and bytes are copied both ways
-//! until either side closes. Reported with Istio's TCP metrics and one access-log line.
+//! `tls:` routes (by the SNI of the client's ClientHello, read first when there are
+//! any: `sni`) then `tcp:` routes pick a destination by weight (else the service
+//! itself), its cluster an endpoint by the DestinationRule's load balancer, and bytes
+//! are copied both ways until either side closes. Reported with Istio's TCP metrics and
+//! one access-log line.
 //!
 //! Not yet: `connectionPool.tcp.maxConnections` and the idle timeouts.
 
@@ -15,9 +17,12 @@ use std::{
 
 use http::HeaderMap;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
-use super::{Downstream, Engine, Side, UpstreamStream};
+use super::{
+    Downstream, Engine, Side, UpstreamStream,
+    sni::{self, Inspected},
+};
 use crate::{
     flags::ResponseFlags,
     matcher::connection::ConnectionView,
@@ -82,7 +87,14 @@ where
     let metrics = engine.metrics.tcp();
     let mut exchange =
         TcpExchange::start(table.workloads(), &downstream.peer, downstream.destination);
-    let (mut upstream, _active) = match connect(&engine, &table, &downstream, &mut exchange).await {
+    let mut client = Counted::new(io);
+    let hello = match downstream.service.as_deref() {
+        Some(service) if table.routes_by_sni(service) => sni::inspect(&mut client).await,
+        _ => Inspected::default(),
+    };
+    let server_name = hello.server_name.as_deref();
+    let connected = connect(&engine, &table, &downstream, server_name, &mut exchange).await;
+    let (mut upstream, _active) = match connected {
         Ok(connected) => connected,
         Err(error) => {
             tracing::debug!(%error, side = ?error.side(), "TCP connection not relayed");
@@ -93,8 +105,11 @@ where
         }
     };
     exchange.opened(metrics);
-    let mut client = Counted::new(io);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let relayed = async {
+        upstream.write_all(&hello.read).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    };
+    if let Err(error) = relayed.await {
         tracing::debug!(%error, "TCP relay ended with an error");
     }
     exchange.received = client.read;
@@ -108,6 +123,7 @@ async fn connect(
     engine: &Engine,
     table: &RouteTable,
     downstream: &Downstream,
+    server_name: Option<&str>,
     exchange: &mut TcpExchange,
 ) -> Result<(UpstreamStream, ActiveRequest), RelayError> {
     let destination = downstream.destination;
@@ -117,6 +133,7 @@ async fn connect(
         port: destination.port(),
         source: table.workloads().matching_source(peer),
         gateways: table.bound_as(),
+        sni: server_name,
     };
     let route = downstream
         .service

@@ -135,7 +135,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         services: vec![service("reviews")],
         virtual_services: vec![named(
             "reviews",
-            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}], tls: [{match: [{sniHosts: [reviews]}], route: [{destination: {host: reviews}}]}]}",
+            "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}",
         )],
         destination_rules: vec![named(
             "reviews",
@@ -149,7 +149,6 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         [
             "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
              interval and local-origin settings)`",
-            "VirtualService shop/reviews: `tls` routes",
         ]
     );
 }
@@ -324,6 +323,7 @@ fn connection(port: u16) -> ConnectionView<'static> {
         port,
         source: None,
         gateways: &[],
+        sni: None,
     }
 }
 
@@ -406,6 +406,49 @@ tcp:
         table
             .tcp_route("other.shop.svc.cluster.local", &connection(9000))
             .is_none()
+    );
+}
+
+#[test]
+fn tls_routes_take_connections_by_sni_before_tcp_routes() {
+    let table = RouteTable::compile(&echo_config(
+        "
+hosts: [echo]
+tls:
+- match: [{sniHosts: [v1.example.com]}]
+  route: [{destination: {host: echo, subset: v1}}]
+- match: [{sniHosts: ['*.example.com'], port: 9000}]
+  route: [{destination: {host: echo, subset: v2}}]
+tcp:
+- route: [{destination: {host: echo}}]
+",
+    ))
+    .expect("compiles");
+    assert!(table.routes_by_sni(ECHO));
+    let route_for = |sni: Option<&str>, port| {
+        let view = ConnectionView {
+            sni,
+            ..connection(port)
+        };
+        table.tcp_route(ECHO, &view).map(|route| route.name.clone())
+    };
+    assert_eq!(
+        route_for(Some("v1.example.com"), 9000).as_deref(),
+        Some("shop/echo#tls.0")
+    );
+    assert_eq!(
+        route_for(Some("v2.example.com"), 9000).as_deref(),
+        Some("shop/echo#tls.1")
+    );
+    assert_eq!(
+        route_for(Some("v2.example.com"), 9001).as_deref(),
+        Some("shop/echo#tcp.0")
+    );
+    assert_eq!(route_for(None, 9000).as_deref(), Some("shop/echo#tcp.0"));
+    let plain = RouteTable::compile(&echo_config("{hosts: [echo]}")).expect("compiles");
+    assert!(
+        !plain.routes_by_sni(ECHO),
+        "no tls routes: nothing is read first"
     );
 }
 
