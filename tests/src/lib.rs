@@ -45,6 +45,8 @@
 //! - [`cgroup`], [`ns`]: cgroup v2 directories and named network namespaces;
 //! - [`mesh`]: Ambit's agent and ztunnel running on a node ([`mesh::MeshNode`]);
 //! - [`app`]: driving the `pod-app` test program (`src/bin/pod-app.rs`);
+//! - [`openssl`]: TLS servers with their own certificates, and clients that report the
+//!   certificate they were shown (for TLS passed through);
 //! - [`cmd`], [`wait`], [`paths`], [`prereq`], [`addr`]: commands with good errors,
 //!   polling with deadlines, finding binaries, prerequisites, the address plan.
 //!
@@ -64,6 +66,7 @@ pub mod mesh;
 pub mod net;
 pub mod node;
 pub mod ns;
+pub mod openssl;
 pub mod paths;
 pub mod pod;
 pub mod prereq;

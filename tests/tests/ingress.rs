@@ -6,14 +6,16 @@
 //! routes `/` to the `app` service, whose pod on the other node is reached over HBONE,
 //! and `/via-waypoint` to `app-waypointed` (the same pod), whose traffic must go through
 //! the namespace's waypoint: the gateway tunnels it there. The client is a pod outside
-//! the mesh.
+//! the mesh. A fourth server, on 8443, passes TLS for `secure.example.com` through
+//! (`tls.mode: PASSTHROUGH`): a VirtualService `tls:` route sends it by SNI to service
+//! `secure`, whose pod terminates it with its own certificate (`openssl s_server`).
 
 use std::{net::SocketAddr, time::Duration};
 
 use ambit_e2e::{
     ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app,
     gateway_client::{self, TestPki},
-    wait_for,
+    openssl, wait_for,
 };
 use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
@@ -21,6 +23,9 @@ use serde_json::json;
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const APP_PORT: u16 = 8080;
 const HOST: &str = "shop.example.com";
+const SECURE_HOST: &str = "secure.example.com";
+const SECURE_PORT: u16 = 9443;
+const PASSTHROUGH_PORT: u16 = 8443;
 const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -48,11 +53,10 @@ impl Ingress {
         let control = ControlPlane::new(&net, &n1)?;
         let meshes = control.install(&net, &[&n1, &n2])?;
         let app_pod = n2.add_pod(PodSpec::new("shop", "app-v1").label("app", "app"))?;
-        let mut processes = vec![app::http_serve(
-            &app_pod,
-            SocketAddr::from(([0; 4], APP_PORT)),
-            "v1",
-        )?];
+        let mut processes = vec![
+            app::http_serve(&app_pod, SocketAddr::from(([0; 4], APP_PORT)), "v1")?,
+            openssl::serve(&app_pod, SECURE_PORT, SECURE_HOST, net.dir())?,
+        ];
         let gateway_pod = n1.add_pod(
             PodSpec::new("istio-system", "ingress-0")
                 .service_account(GATEWAY_ACCOUNT)
@@ -91,6 +95,38 @@ impl Ingress {
                 },
             }),
         )?;
+        net.write_manifest(
+            "secure.yaml",
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": "secure", "namespace": "shop" },
+                "spec": {
+                    "clusterIP": "198.19.200.32",
+                    "selector": { "app": "app" },
+                    "ports": [{ "name": "tls", "port": SECURE_PORT }],
+                },
+            }),
+        )?;
+        net.write_manifest(
+            "secure-virtual-service.yaml",
+            &json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": { "name": "secure", "namespace": "shop" },
+                "spec": {
+                    "hosts": [SECURE_HOST],
+                    "gateways": ["istio-system/public"],
+                    "tls": [{
+                        "match": [{ "port": PASSTHROUGH_PORT, "sniHosts": [SECURE_HOST] }],
+                        "route": [{ "destination": {
+                            "host": "secure.shop.svc.cluster.local",
+                            "port": { "number": SECURE_PORT },
+                        } }],
+                    }],
+                },
+            }),
+        )?;
         net.write_waypoint("shop", "waypoint")?;
         net.write_manifest("secret.yaml", &pki.secret("istio-system", "shop-cert"))?;
         net.write_manifest(
@@ -110,6 +146,9 @@ impl Ingress {
                         { "port": { "number": 8080, "name": "redirect", "protocol": "HTTP" },
                           "hosts": [HOST],
                           "tls": { "httpsRedirect": true } },
+                        { "port": { "number": PASSTHROUGH_PORT, "name": "tls", "protocol": "TLS" },
+                          "hosts": [SECURE_HOST, "other.example.com"],
+                          "tls": { "mode": "PASSTHROUGH" } },
                     ],
                 },
             }),
@@ -138,7 +177,11 @@ impl Ingress {
         )?;
         processes.extend(control.start(&net)?);
         let waypoint = control.start_waypoint(&waypoint_pod, "waypoint")?;
-        let gateway = control.start_ingress(&gateway_pod, GATEWAY_ACCOUNT, &[80, 443, 8080])?;
+        let gateway = control.start_ingress(
+            &gateway_pod,
+            GATEWAY_ACCOUNT,
+            &[80, 443, 8080, PASSTHROUGH_PORT],
+        )?;
         Ok(Some(Self {
             _net: net,
             _meshes: meshes,
@@ -208,6 +251,23 @@ fn the_ingress_gateway_serves_http_https_and_redirects() -> Result<()> {
         response.starts_with("HTTP/1.1 404"),
         "a host no server on the port accepts: {response}"
     );
+
+    // TLS passed through on 8443 by SNI to `secure`, whose pod shows its own certificate;
+    // a name the server accepts but no `tls:` route takes, or one it does not accept,
+    // gets no handshake.
+    let passthrough = ingress.gateway_pod.addr_v4(PASSTHROUGH_PORT);
+    let shown =
+        |name: &str| openssl::presented_to(&ingress.client, passthrough, name, READY_TIMEOUT);
+    let presented = shown(SECURE_HOST)?;
+    ensure!(
+        presented.as_deref() == Some(SECURE_HOST),
+        "TLS passed through for {SECURE_HOST}: shown {presented:?}\n{}",
+        logs()
+    );
+    for name in ["other.example.com", "unknown.example.org"] {
+        let presented = shown(name)?;
+        ensure!(presented.is_none(), "SNI {name}: shown {presented:?}");
+    }
 
     // A service with a waypoint is reached through it (its ztunnel takes nothing else).
     let response = ingress.request(80, HOST, "/via-waypoint", false)?;

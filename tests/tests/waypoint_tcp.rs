@@ -12,18 +12,11 @@
 //! routes (`sniHosts`), passing the handshake through untouched — the client
 //! (`openssl s_client`) sees the certificate of the pod its SNI was routed to.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use ambit_e2e::{
-    Pod,
     app::{self, ConnectReport},
-    cmd, wait_for,
+    openssl, wait_for,
 };
 use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
@@ -192,45 +185,10 @@ fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Resu
 const SECURE_VIP: &str = "198.19.200.22";
 const SECURE_PORT: u16 = 9443;
 
-/// Writes a self-signed certificate for `name` and its key into `dir`.
-fn certificate(dir: &Path, name: &str) -> Result<(String, String)> {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    cmd::run(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", &format!("/CN={name}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    )
-    .context("generating a test certificate with openssl (Debian package openssl)")?;
-    Ok((
-        cert.to_string_lossy().into_owned(),
-        key.to_string_lossy().into_owned(),
-    ))
-}
-
-/// The subject of the certificate the server presented to a TLS client in `client`
-/// asking for `server_name`, or `None` when the handshake did not complete.
-fn presented_to(client: &Pod, server_name: &str) -> Result<Option<String>> {
-    let done = client.exec(
-        Command::new("openssl")
-            .args(["s_client", "-brief", "-connect"])
-            .arg(format!("{SECURE_VIP}:{SECURE_PORT}"))
-            .args(["-servername", server_name])
-            .stdin(Stdio::null()),
-        CONNECT_TIMEOUT * 2,
-    )?;
-    let output = format!("{}{}", done.stdout, done.stderr);
-    Ok(output.lines().find_map(|line| {
-        line.strip_prefix("Peer certificate: CN = ")
-            .map(str::to_owned)
-    }))
+/// The certificate the server presented to a TLS client asking for `server_name`.
+fn presented_to(cluster: &Cluster, server_name: &str) -> Result<Option<String>> {
+    let vip = SocketAddr::new(SECURE_VIP.parse()?, SECURE_PORT);
+    openssl::presented_to(&cluster.client, vip, server_name, CONNECT_TIMEOUT * 2)
 }
 
 #[test]
@@ -241,14 +199,7 @@ fn tls_routes_pass_tls_through_by_sni() -> Result<()> {
     let _servers = cluster.pods[..2]
         .iter()
         .zip(["v1.example.com", "v2.example.com"])
-        .map(|(pod, name)| {
-            let (cert, key) = certificate(cluster.net.dir(), name)?;
-            pod.spawn(
-                Command::new("openssl")
-                    .args(["s_server", "-quiet", "-accept", &SECURE_PORT.to_string()])
-                    .args(["-cert", &cert, "-key", &key]),
-            )
-        })
+        .map(|(pod, name)| openssl::serve(pod, SECURE_PORT, name, cluster.net.dir()))
         .collect::<Result<Vec<_>>>()?;
     cluster.net.write_manifest(
         "secure.yaml",
@@ -303,9 +254,10 @@ fn tls_routes_pass_tls_through_by_sni() -> Result<()> {
         "v1.example.com routed to v1 through the waypoint's tls route",
         READY_TIMEOUT,
         || -> Result<Option<()>> {
-            Ok((presented_to(&cluster.client, "v1.example.com")?.as_deref()
-                == Some("v1.example.com"))
-            .then_some(()))
+            Ok(
+                (presented_to(&cluster, "v1.example.com")?.as_deref() == Some("v1.example.com"))
+                    .then_some(()),
+            )
         },
     )
     .with_context(|| cluster.logs())?;
@@ -316,7 +268,7 @@ fn tls_routes_pass_tls_through_by_sni() -> Result<()> {
         ("other.test", "v2.example.com"),
     ] {
         for _ in 0..3 {
-            let presented = presented_to(&cluster.client, server_name)?;
+            let presented = presented_to(&cluster, server_name)?;
             ensure!(
                 presented.as_deref() == Some(expected),
                 "SNI {server_name}: expected the certificate of {expected}, got {presented:?}\n{}",

@@ -20,7 +20,7 @@ use ambit_waypoint::{
     cli::Cli,
     gateway::{
         listeners::{Listeners, PortMode},
-        servers::Servers,
+        servers::{PortProtocol, Servers},
         tls::{self, Credentials},
     },
     mesh::{
@@ -172,10 +172,13 @@ fn gateway_ports(
     }
     Servers::compile(gateways)
         .ports()
-        .filter_map(|(port, https)| match (https, tls.get(&port)) {
-            (false, _) => Some((port, PortMode::Http)),
-            (true, Some(config)) => Some((port, PortMode::Https(Arc::clone(config)))),
-            (true, None) => None,
+        .filter_map(|(port, protocol)| match (protocol, tls.get(&port)) {
+            (PortProtocol::Http, _) => Some((port, PortMode::Http)),
+            (PortProtocol::Passthrough, _) => Some((port, PortMode::Passthrough)),
+            (PortProtocol::Https, Some(config)) => {
+                Some((port, PortMode::Https(Arc::clone(config))))
+            }
+            (PortProtocol::Https, None) => None,
         })
         .collect()
 }

@@ -1,5 +1,7 @@
 //! Pass 3 for an Istio Gateway: each server's port, protocol, hosts and TLS settings, as
-//! Istio validates them, and what Ambit's gateway does not serve yet.
+//! Istio validates them, and what Ambit's gateway does not serve yet (TCP servers,
+//! `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`). TLS passed through (`tls.mode: PASSTHROUGH`, on
+//! an HTTPS or TLS server) needs no certificate.
 
 use std::collections::BTreeMap;
 
@@ -15,24 +17,25 @@ pub(super) fn check(spec: &GatewaySpec, findings: &mut Findings) {
             Reason::Required("list at least one server (a port, its protocol and hosts)"),
         );
     }
-    let mut protocols: BTreeMap<u32, (ServerProtocol, String)> = BTreeMap::new();
+    let mut protocols: BTreeMap<u32, ((ServerProtocol, bool), String)> = BTreeMap::new();
     for (i, server) in spec.servers.iter().enumerate() {
         let path = format!("spec.servers[{i}]");
         let Some(protocol) = check_port(server, &path, findings) else {
             continue;
         };
+        let served = (protocol, passes_through(server));
         if let Some((first, at)) = protocols.get(&server.port.number) {
-            if *first != protocol {
+            if *first != served {
                 findings.add(
                     format!("{path}.port.protocol"),
                     Reason::Conflict(format!(
-                        "port {} is already served with another protocol by {at}: one port, one protocol",
+                        "port {} is already served with another protocol or TLS mode by {at}: one port, one protocol (TLS passed through or terminated, not both)",
                         server.port.number
                     )),
                 );
             }
         } else {
-            protocols.insert(server.port.number, (protocol, path.clone()));
+            protocols.insert(server.port.number, (served, path.clone()));
         }
         if server.hosts.is_empty() {
             findings.add(
@@ -64,11 +67,16 @@ fn check_port(server: &Server, path: &str, findings: &mut Findings) -> Option<Se
     }
     fields::port(findings, &format!("{path}.port.number"), Some(port.number));
     match port.kind() {
+        Some(ServerProtocol::Stream)
+            if port.protocol.eq_ignore_ascii_case("TLS") && passes_through(server) =>
+        {
+            Some(ServerProtocol::Stream)
+        }
         Some(ServerProtocol::Stream) => {
             findings.add(
                 format!("{path}.port.protocol"),
                 Reason::Unsupported(
-                    "TCP, TLS and MONGO servers are not served by Ambit's gateway yet: use HTTP or HTTPS",
+                    "TCP and MONGO servers are not served by Ambit's gateway yet, nor TLS but with `tls.mode: PASSTHROUGH`: use HTTP, HTTPS or TLS passed through",
                 ),
             );
             None
@@ -92,6 +100,14 @@ fn check_host(host: &str, path: &str, findings: &mut Findings) {
     if namespace.is_empty() || name.is_empty() || !wildcard_ok {
         findings.add(path, Reason::ServerHost(host.to_owned()));
     }
+}
+
+/// Whether the server forwards TLS by SNI without terminating it.
+fn passes_through(server: &Server) -> bool {
+    server
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.mode == Some(ServerTlsMode::Passthrough))
 }
 
 fn check_tls(server: &Server, protocol: ServerProtocol, path: &str, findings: &mut Findings) {
@@ -120,14 +136,17 @@ fn check_tls(server: &Server, protocol: ServerProtocol, path: &str, findings: &m
     }
     match tls.mode {
         Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual) => {}
+        // Nothing to terminate with: the VirtualServices' `tls:` routes pick the
+        // destination by SNI.
+        Some(ServerTlsMode::Passthrough) => return,
         None => findings.add(
             format!("{tls_path}.mode"),
-            Reason::Required("SIMPLE or MUTUAL for an HTTPS server"),
+            Reason::Required("SIMPLE or MUTUAL for an HTTPS server (or PASSTHROUGH)"),
         ),
         Some(_) => findings.add(
             format!("{tls_path}.mode"),
             Reason::Unsupported(
-                "PASSTHROUGH, AUTO_PASSTHROUGH and ISTIO_MUTUAL are not served by Ambit's gateway yet: use SIMPLE or MUTUAL",
+                "AUTO_PASSTHROUGH and ISTIO_MUTUAL are not served by Ambit's gateway yet: use SIMPLE, MUTUAL or PASSTHROUGH",
             ),
         ),
     }

@@ -38,6 +38,57 @@ spec:
 }
 
 #[test]
+fn tls_passed_through_needs_no_certificate_but_cannot_share_a_terminating_port() {
+    let (lines, report) = diagnostics(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, protocol: HTTPS}
+    hosts: [secure.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8443, protocol: TLS}
+    hosts: ['*.example.com']
+    tls: {mode: PASSTHROUGH}
+",
+    );
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(report.model.gateways.len(), 1);
+
+    let (lines, _) = diagnostics(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: mixed, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, protocol: HTTPS}
+    hosts: [secure.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 443, protocol: HTTPS}
+    hosts: [www.example.com]
+    tls: {mode: SIMPLE, credentialName: www}
+  - port: {number: 9000, protocol: TLS}
+    hosts: ['*']
+",
+    );
+    let at = "error: istio-system/mixed (Gateway) in gw.yaml document 1";
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{at}: spec.servers[1].port.protocol: port 443 is already served with another protocol or TLS mode by spec.servers[0]: one port, one protocol (TLS passed through or terminated, not both)"
+            ),
+            format!(
+                "{at}: spec.servers[2].port.protocol: TCP and MONGO servers are not served by Ambit's gateway yet, nor TLS but with `tls.mode: PASSTHROUGH`: use HTTP, HTTPS or TLS passed through"
+            ),
+        ]
+    );
+}
+
+#[test]
 fn each_bad_server_field_is_reported_and_the_gateway_rejected() {
     let (lines, report) = diagnostics(
         "apiVersion: networking.istio.io/v1beta1
@@ -52,7 +103,7 @@ spec:
     hosts: ['api.*.com']
   - port: {number: 8443, protocol: HTTPS}
     hosts: ['*']
-    tls: {mode: PASSTHROUGH}
+    tls: {mode: AUTO_PASSTHROUGH}
   - port: {number: 9000, protocol: QUIC}
     hosts: ['*']
   - port: {number: 443, protocol: HTTP}
@@ -76,7 +127,7 @@ spec:
                 "{at}: spec.servers[1].tls: required: an HTTPS server needs `tls` with `mode: SIMPLE` and a `credentialName`"
             ),
             format!(
-                "{at}: spec.servers[2].tls.mode: PASSTHROUGH, AUTO_PASSTHROUGH and ISTIO_MUTUAL are not served by Ambit's gateway yet: use SIMPLE or MUTUAL"
+                "{at}: spec.servers[2].tls.mode: AUTO_PASSTHROUGH and ISTIO_MUTUAL are not served by Ambit's gateway yet: use SIMPLE, MUTUAL or PASSTHROUGH"
             ),
             format!(
                 "{at}: spec.servers[2].tls.credentialName: required: the Secret with the server's certificate (or `serverCertificate` and `privateKey` files)"
@@ -85,7 +136,7 @@ spec:
                 "{at}: spec.servers[3].port.protocol: unknown protocol `QUIC`: use HTTP, HTTPS, HTTP2, GRPC or GRPC-WEB"
             ),
             format!(
-                "{at}: spec.servers[4].port.protocol: port 443 is already served with another protocol by spec.servers[1]: one port, one protocol"
+                "{at}: spec.servers[4].port.protocol: port 443 is already served with another protocol or TLS mode by spec.servers[1]: one port, one protocol (TLS passed through or terminated, not both)"
             ),
         ]
     );

@@ -1,6 +1,7 @@
 //! The ingress gateway's listeners: one per Gateway server port, opened and closed as
-//! the Gateways change, HTTP in the clear or HTTPS with the port's current TLS config
-//! (swapped in place when a certificate changes, without closing the port).
+//! the Gateways change, HTTP in the clear, HTTPS with the port's current TLS config
+//! (swapped in place when a certificate changes, without closing the port), or TLS
+//! passed through by SNI (the relay of `tls:` routes).
 
 use std::{
     collections::BTreeMap,
@@ -18,13 +19,15 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, debug, info, warn};
 
-use crate::proxy::{Downstream, Engine, Peer, serve_connection};
+use crate::proxy::{Downstream, Engine, Peer, relay_connection, serve_connection};
 
 /// What a port serves.
 #[derive(Debug, Clone)]
 pub enum PortMode {
     Http,
     Https(Arc<ServerConfig>),
+    /// TLS relayed by SNI, not terminated.
+    Passthrough,
 }
 
 /// A port that could not be opened.
@@ -35,14 +38,14 @@ pub struct ListenError {
     pub source: io::Error,
 }
 
-type TlsByPort = Arc<RwLock<BTreeMap<u16, Arc<ServerConfig>>>>;
+type ModeByPort = Arc<RwLock<BTreeMap<u16, PortMode>>>;
 
 /// The open ports and what each serves.
 #[derive(Debug)]
 pub struct Listeners {
     address: IpAddr,
     engine: Arc<Engine>,
-    tls: TlsByPort,
+    modes: ModeByPort,
     /// Where accepted connections are served.
     workers: Arc<Workers>,
     open: Mutex<BTreeMap<u16, JoinHandle<()>>>,
@@ -56,7 +59,7 @@ impl Listeners {
         Self {
             address,
             engine,
-            tls: Arc::default(),
+            modes: Arc::default(),
             workers,
             open: Mutex::default(),
         }
@@ -69,13 +72,7 @@ impl Listeners {
     /// # Errors
     /// The ports that could not be opened (the others are served).
     pub fn reconcile(&self, ports: &BTreeMap<u16, PortMode>) -> Vec<ListenError> {
-        *self.tls.write().unwrap_or_else(PoisonError::into_inner) = ports
-            .iter()
-            .filter_map(|(port, mode)| match mode {
-                PortMode::Https(config) => Some((*port, Arc::clone(config))),
-                PortMode::Http => None,
-            })
-            .collect();
+        (*self.modes.write().unwrap_or_else(PoisonError::into_inner)).clone_from(ports);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|port, task| {
             let keep = ports.contains_key(port);
@@ -100,7 +97,7 @@ impl Listeners {
                     let task = accept_loop(
                         listener,
                         Arc::clone(&self.engine),
-                        Arc::clone(&self.tls),
+                        Arc::clone(&self.modes),
                         Arc::clone(&self.workers),
                     );
                     open.insert(*port, tokio::spawn(task));
@@ -134,7 +131,7 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     engine: Arc<Engine>,
-    tls: TlsByPort,
+    modes: ModeByPort,
     workers: Arc<Workers>,
 ) {
     loop {
@@ -150,11 +147,14 @@ async fn accept_loop(
             continue;
         };
         let port = local.port();
-        let config = tls
+        let Some(mode) = modes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&port)
-            .cloned();
+            .cloned()
+        else {
+            continue;
+        };
         let downstream = Downstream {
             destination: local,
             service: None,
@@ -166,7 +166,7 @@ async fn accept_loop(
         let span = tracing::debug_span!("ingress", %peer, port);
         let engine = Arc::clone(&engine);
         let served = workers.spawn_connection(stream, move |stream| {
-            serve(stream, config, engine, downstream).instrument(span)
+            serve(stream, mode, engine, downstream).instrument(span)
         });
         if let Err(error) = served {
             debug!(%peer, %error, "cannot hand the connection to a worker thread");
@@ -174,22 +174,21 @@ async fn accept_loop(
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    tls: Option<Arc<ServerConfig>>,
-    engine: Arc<Engine>,
-    downstream: Downstream,
-) {
+async fn serve(stream: TcpStream, mode: PortMode, engine: Arc<Engine>, downstream: Downstream) {
     let _ = stream.set_nodelay(true);
-    let served = match tls {
-        None => serve_connection(stream, engine, downstream).await,
-        Some(config) => match TlsAcceptor::from(config).accept(stream).await {
+    let served = match mode {
+        PortMode::Http => serve_connection(stream, engine, downstream).await,
+        PortMode::Https(config) => match TlsAcceptor::from(config).accept(stream).await {
             Ok(stream) => serve_connection(stream, engine, downstream).await,
             Err(error) => {
                 debug!(%error, "TLS handshake failed");
                 return;
             }
         },
+        PortMode::Passthrough => {
+            relay_connection(stream, engine, downstream).await;
+            return;
+        }
     };
     if let Err(error) = served {
         debug!(%error, "connection ended with an error");

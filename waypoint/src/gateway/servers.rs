@@ -1,21 +1,33 @@
 //! The servers of the Istio Gateways an ingress gateway serves, by port: which hosts
-//! each port accepts, whether it is HTTPS, and whether it redirects to HTTPS; and which
-//! VirtualServices bind to those Gateways.
+//! each port accepts, whether it is HTTP, HTTPS or TLS passed through, and whether it
+//! redirects to HTTPS; and which VirtualServices bind to those Gateways.
 
 use std::collections::BTreeMap;
 
 use ambit_api::istio::{
     GatewaySpec, VirtualServiceSpec,
-    gateway::{ServerProtocol, split_server_host},
+    gateway::{ServerProtocol, ServerTlsMode, split_server_host},
 };
 
 use crate::{config::Named, host::HostPattern};
 
+/// What a port serves (ordered: when servers disagree, which the controller refuses,
+/// the last wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum PortProtocol {
+    /// HTTP in the clear.
+    #[default]
+    Http,
+    /// HTTP over TLS terminated here (`HTTPS`, `tls.mode: SIMPLE` or `MUTUAL`).
+    Https,
+    /// TLS forwarded by SNI without terminating it (`tls.mode: PASSTHROUGH`).
+    Passthrough,
+}
+
 /// One port's servers, merged.
 #[derive(Debug, Clone, Default)]
 pub struct PortServers {
-    /// The port terminates TLS (`HTTPS`).
-    pub https: bool,
+    pub protocol: PortProtocol,
     /// Every request is answered with a 301 to `https://` (`tls.httpsRedirect`).
     pub https_redirect: bool,
     hosts: Vec<HostPattern>,
@@ -37,8 +49,8 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// The servers of `gateways` (validated by the controller: ports in range, HTTP or
-    /// HTTPS; anything else is skipped).
+    /// The servers of `gateways` (validated by the controller: ports in range, HTTP,
+    /// HTTPS, or TLS passed through; anything else is skipped).
     #[must_use]
     pub fn compile(gateways: &[Named<GatewaySpec>]) -> Self {
         let mut by_port: BTreeMap<u16, PortServers> = BTreeMap::new();
@@ -47,13 +59,20 @@ impl Servers {
                 let Ok(port) = u16::try_from(server.port.number) else {
                     continue;
                 };
-                let https = match server.port.kind() {
-                    Some(ServerProtocol::Http) => false,
-                    Some(ServerProtocol::Https) => true,
-                    Some(ServerProtocol::Stream) | None => continue,
+                let passthrough = server
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.mode == Some(ServerTlsMode::Passthrough));
+                let protocol = match (server.port.kind(), passthrough) {
+                    (Some(ServerProtocol::Https | ServerProtocol::Stream), true) => {
+                        PortProtocol::Passthrough
+                    }
+                    (Some(ServerProtocol::Http), _) => PortProtocol::Http,
+                    (Some(ServerProtocol::Https), false) => PortProtocol::Https,
+                    (Some(ServerProtocol::Stream), false) | (None, _) => continue,
                 };
                 let entry = by_port.entry(port).or_default();
-                entry.https |= https;
+                entry.protocol = entry.protocol.max(protocol);
                 entry.https_redirect |= server.tls.as_ref().is_some_and(|tls| tls.https_redirect);
                 entry.hosts.extend(server.hosts.iter().map(|host| {
                     HostPattern::resolve(split_server_host(host).1, &gateway.namespace)
@@ -69,11 +88,11 @@ impl Servers {
         self.by_port.get(&port)
     }
 
-    /// Every port listened on, and whether it is HTTPS.
-    pub fn ports(&self) -> impl Iterator<Item = (u16, bool)> + '_ {
+    /// Every port listened on, and what it serves.
+    pub fn ports(&self) -> impl Iterator<Item = (u16, PortProtocol)> + '_ {
         self.by_port
             .iter()
-            .map(|(port, servers)| (*port, servers.https))
+            .map(|(port, servers)| (*port, servers.protocol))
     }
 }
 
@@ -115,6 +134,12 @@ mod tests {
 - port: {number: 443, protocol: HTTPS}
   hosts: [\"*\"]
   tls: {mode: SIMPLE, credentialName: cert}
+- port: {number: 8443, protocol: HTTPS}
+  hosts: [secure.example.com]
+  tls: {mode: PASSTHROUGH}
+- port: {number: 9443, protocol: TLS}
+  hosts: [\"*\"]
+  tls: {mode: PASSTHROUGH}
 - port: {number: 9000, protocol: TCP}
   hosts: [\"*\"]
 ",
@@ -122,7 +147,18 @@ mod tests {
         let servers = Servers::compile(&gateways);
         assert_eq!(
             servers.ports().collect::<Vec<_>>(),
-            [(80, false), (443, true)]
+            [
+                (80, PortProtocol::Http),
+                (443, PortProtocol::Https),
+                (8443, PortProtocol::Passthrough),
+                (9443, PortProtocol::Passthrough)
+            ]
+        );
+        assert!(
+            servers
+                .on_port(8443)
+                .expect("8443")
+                .accepts("secure.example.com")
         );
         let http = servers.on_port(80).expect("port 80");
         assert!(http.https_redirect);

@@ -72,6 +72,9 @@ pub fn port_configs(
             ) else {
                 continue;
             };
+            if tls.mode == Some(ServerTlsMode::Passthrough) {
+                continue;
+            }
             let fail = |problem: String| TlsSetupError {
                 gateway: gateway.key(),
                 server: index,

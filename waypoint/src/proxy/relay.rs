@@ -88,9 +88,11 @@ where
     let mut exchange =
         TcpExchange::start(table.workloads(), &downstream.peer, downstream.destination);
     let mut client = Counted::new(io);
+    // Routed by SNI: a service with `tls:` routes, or an ingress port passing TLS
+    // through (no service: the server name picks the VirtualService).
     let hello = match downstream.service.as_deref() {
-        Some(service) if table.routes_by_sni(service) => sni::inspect(&mut client).await,
-        _ => Inspected::default(),
+        Some(service) if !table.routes_by_sni(service) => Inspected::default(),
+        _ => sni::inspect(&mut client).await,
     };
     let server_name = hello.server_name.as_deref();
     let connected = connect(&engine, &table, &downstream, server_name, &mut exchange).await;
@@ -135,10 +137,17 @@ async fn connect(
         gateways: table.bound_as(),
         sni: server_name,
     };
-    let route = downstream
-        .service
-        .as_deref()
-        .and_then(|service| table.tcp_route(service, &view))
+    let routing = downstream.service.as_deref().or(server_name);
+    let accepted = |host: &str| {
+        table.ingress().is_none_or(|servers| {
+            servers
+                .on_port(destination.port())
+                .is_some_and(|server| server.accepts(host))
+        })
+    };
+    let route = routing
+        .filter(|host| accepted(host))
+        .and_then(|host| table.tcp_route(host, &view))
         .ok_or(RelayError::NoRoute { destination })?;
     let target = route.targets.choose();
     exchange.routed(&route.name, &target.host);
