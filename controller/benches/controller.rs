@@ -60,6 +60,7 @@ async fn run(folder: &Path) -> Result<()> {
             address: address.clone(),
             node: format!("node-{node}"),
             kind: SubscriberKind::Ztunnel,
+            token_file: None,
         };
         tokio::spawn(async move {
             subscribe::run(subscription, &mut |update| {
