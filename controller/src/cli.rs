@@ -173,8 +173,8 @@ pub struct WaypointDeployment {
     /// The CA (`serve-ca`), as the waypoints' pods reach it.
     #[arg(long, env = "AMBIT_WAYPOINT_CA_ADDRESS", default_value = DEFAULT_CA_ADDRESS)]
     pub waypoint_ca_address: String,
-    /// The audience of the token the waypoints present to the CA: `serve-ca`'s
-    /// `--token-audience`.
+    /// The audience of the token the waypoints present to the CA and the push: the
+    /// `--token-audience` of `serve-ca` and `serve`.
     #[arg(long, env = "AMBIT_WAYPOINT_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     pub waypoint_token_audience: String,
 }
