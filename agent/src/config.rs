@@ -291,9 +291,26 @@ mod tests {
             ])
             .is_ok()
         );
+        assert!(
+            parse(&[
+                "--controller-address",
+                "http://c:15010",
+                "--node-name",
+                "n1",
+                "--controller-token-file",
+                "/var/run/secrets/tokens/ambit-ca-token"
+            ])
+            .is_ok()
+        );
         for refused in [
             &[][..],
             &["--controller-address", "http://c:15010"],
+            &[
+                "--config-dir",
+                "/etc/ambit",
+                "--controller-token-file",
+                "/var/run/secrets/tokens/ambit-ca-token",
+            ],
             &[
                 "--config-dir",
                 "/etc/ambit",
