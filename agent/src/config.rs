@@ -76,6 +76,15 @@ pub struct RunArgs {
     /// This node's name, as pods' `spec.nodeName` gives it (with --controller-address).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// The token to present to the controller (with --controller-address): the node's
+    /// bootstrap token, or in Kubernetes a projected service-account token for the
+    /// controller's audience. Read again at each reconnection.
+    #[arg(
+        long,
+        env = "AMBIT_CONTROLLER_TOKEN_FILE",
+        requires = "controller_address"
+    )]
+    pub controller_token_file: Option<PathBuf>,
 }
 
 /// Where the push comes from, and for which node.
@@ -83,6 +92,8 @@ pub struct RunArgs {
 pub struct Controller {
     pub address: String,
     pub node: String,
+    /// The token presented to it; `None` for a controller that checks none.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Where the enrolment decisions come from.
@@ -177,9 +188,11 @@ impl Config {
                 }
                 EnrolmentSource::Folder(dir)
             }
-            (None, Some(address), Some(node)) => {
-                EnrolmentSource::Controller(Controller { address, node })
-            }
+            (None, Some(address), Some(node)) => EnrolmentSource::Controller(Controller {
+                address,
+                node,
+                token_file: args.controller_token_file,
+            }),
             _ => {
                 problems.push(
                     "give either --config-dir, or --controller-address with --node-name".to_owned(),
@@ -278,9 +291,26 @@ mod tests {
             ])
             .is_ok()
         );
+        assert!(
+            parse(&[
+                "--controller-address",
+                "http://c:15010",
+                "--node-name",
+                "n1",
+                "--controller-token-file",
+                "/var/run/secrets/tokens/ambit-ca-token"
+            ])
+            .is_ok()
+        );
         for refused in [
             &[][..],
             &["--controller-address", "http://c:15010"],
+            &[
+                "--config-dir",
+                "/etc/ambit",
+                "--controller-token-file",
+                "/var/run/secrets/tokens/ambit-ca-token",
+            ],
             &[
                 "--config-dir",
                 "/etc/ambit",
@@ -307,6 +337,7 @@ mod tests {
             cni: CniArgs::default(),
             controller_address: None,
             node_name: None,
+            controller_token_file: None,
         };
         let error = Config::from_args(args, "").unwrap_err().to_string();
         for expected in ["--config-dir", "no cgroup2", "--bpffs-dir"] {

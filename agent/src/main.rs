@@ -76,6 +76,7 @@ fn follow_controller(controller: Controller, decisions: Arc<Decisions>, agent: A
         address: controller.address,
         node: controller.node,
         kind: SubscriberKind::Agent,
+        token_file: controller.token_file,
     };
     tokio::spawn(async move {
         subscribe::run(subscription, &mut |update| {

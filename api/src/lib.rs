@@ -26,7 +26,9 @@
 //! - `config` (feature `config`): Ambit's config push `ambit.config.v1.ConfigService`
 //!   (versioned, incremental, acknowledged streams from the controller to agents,
 //!   ztunnels and waypoints), and `subscribe`: the subscriber's loop (apply, ACK or
-//!   NACK, reconnect with backoff) every proxy shares.
+//!   NACK, reconnect with backoff) every proxy shares;
+//! - `bearer` (features `ca`, `config`): the token file a proxy presents to the CA and
+//!   the config push, as `authorization: Bearer <token>` metadata.
 //!
 //! - `http_endpoints` (feature `http-endpoints`): the small HTTP endpoint (metrics,
 //!   readiness, debug pages) ztunnel, the waypoint and the controller each serve.
@@ -36,6 +38,8 @@
 //! and the HTTP endpoint's accept loop, and holds no policy of its own.
 #![forbid(unsafe_code)]
 
+#[cfg(any(feature = "ca", feature = "config"))]
+pub mod bearer;
 pub mod cni;
 pub mod enrolment;
 #[cfg(feature = "http-endpoints")]

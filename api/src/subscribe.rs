@@ -2,17 +2,24 @@
 //! waypoint, apply every `ConfigUpdate` with the caller's function and acknowledge it
 //! (or NACK it with the reason it could not be applied). Reconnects with backoff; each
 //! new stream starts with a full state. The one place a subscriber's loop is written.
+//!
+//! With a token file, each (re)connection reads it again (projected tokens rotate) and
+//! presents it as `authorization: Bearer <token>`: the controller refuses a subscriber it
+//! cannot authenticate, or one asking for another node's config.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
-use crate::config::{
-    Ack, ConfigUpdate, Hello, SubscribeRequest, SubscriberKind,
-    config_service_client::ConfigServiceClient, subscribe_request::Request,
+use crate::{
+    bearer::{self, AUTHORIZATION, TokenFileError},
+    config::{
+        Ack, ConfigUpdate, Hello, SubscribeRequest, SubscriberKind,
+        config_service_client::ConfigServiceClient, subscribe_request::Request,
+    },
 };
 
 /// First wait after a failed or ended subscription.
@@ -36,7 +43,9 @@ pub enum SubscribeError {
         address: String,
         source: tonic::transport::Error,
     },
-    #[error("the controller refused the subscription: {0}")]
+    #[error("no token for the controller: {0}")]
+    Token(#[from] TokenFileError),
+    #[error("the controller refused the subscription ({:?}): {}", .0.code(), .0.message())]
     Refused(tonic::Status),
     #[error("the config stream failed: {0}")]
     Stream(tonic::Status),
@@ -51,6 +60,9 @@ pub struct Subscription {
     pub address: String,
     pub node: String,
     pub kind: SubscriberKind,
+    /// The token to present (the node's bootstrap token, or the pod's projected
+    /// service-account token); `None` presents none, for a controller that checks none.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Applies one update: `Ok` with a line for the log, or `Err` with the NACK's reason
@@ -106,8 +118,13 @@ async fn subscribe_once(
         .send(hello)
         .await
         .map_err(|_| SubscribeError::Closed)?;
+    let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+    if let Some(token_file) = &subscription.token_file {
+        let token = bearer::authorization(token_file)?;
+        request.metadata_mut().insert(AUTHORIZATION, token);
+    }
     let mut updates = ConfigServiceClient::new(channel)
-        .subscribe(ReceiverStream::new(receiver))
+        .subscribe(request)
         .await
         .map_err(SubscribeError::Refused)?
         .into_inner();

@@ -13,6 +13,7 @@ use std::{
 };
 
 use ambit_api::{
+    bearer::{AUTHORIZATION, authorization},
     ca::{
         IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest,
         istio_certificate_service_client::IstioCertificateServiceClient,
@@ -89,7 +90,7 @@ impl CaClient {
     /// The token file cannot be read, the CA is unreachable or refuses, or what it returns
     /// is not a certificate for `identity`.
     pub async fn fetch(&self, identity: &Identity) -> Result<Issued, CertError> {
-        let token = self.token()?;
+        let bearer = authorization(&self.token_file)?;
         let uri = identity.to_string();
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
@@ -110,10 +111,7 @@ impl CaClient {
             validity_duration: self.ttl_secs,
             metadata: Some(metadata),
         });
-        let bearer = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| CertError::TokenNotAscii(self.token_file.clone()))?;
-        request.metadata_mut().insert("authorization", bearer);
+        request.metadata_mut().insert(AUTHORIZATION, bearer);
         let response = self
             .client
             .clone()
@@ -170,19 +168,6 @@ impl CaClient {
             not_after,
             fetched_at,
         })
-    }
-
-    fn token(&self) -> Result<String, CertError> {
-        let text =
-            std::fs::read_to_string(&self.token_file).map_err(|source| CertError::Token {
-                path: self.token_file.clone(),
-                source,
-            })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(CertError::EmptyToken(self.token_file.clone()));
-        }
-        Ok(token.to_owned())
     }
 }
 

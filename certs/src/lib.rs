@@ -18,6 +18,8 @@ pub mod store;
 
 use std::path::PathBuf;
 
+use ambit_api::bearer::TokenFileError;
+
 pub use self::{
     fetch::{CaClient, Issued},
     store::{CertLease, CertificateStore},
@@ -28,13 +30,8 @@ pub use self::{
 pub enum CertError {
     #[error("invalid --ca-address {address:?}: {reason} (expected e.g. http://198.19.255.1:15012)")]
     Address { address: String, reason: String },
-    #[error("cannot read the CA token file {path}: {source} — check --ca-token-file")]
-    Token {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the CA token file {0} is empty: write the node's bootstrap token in it")]
-    EmptyToken(PathBuf),
+    #[error("the CA token (--ca-token-file): {0}")]
+    Token(#[from] TokenFileError),
     #[error("cannot read the pinned CA root {path}: {source} — check --ca-root-file")]
     RootFile {
         path: PathBuf,
@@ -44,10 +41,6 @@ pub enum CertError {
     NoRoot { path: PathBuf },
     #[error("cannot generate a key or CSR: {0}")]
     Csr(#[from] rcgen::Error),
-    #[error(
-        "the CA token file {0} holds characters not allowed in gRPC metadata: write the token as printable ASCII"
-    )]
-    TokenNotAscii(PathBuf),
     #[error(
         "the CA at {address} is unreachable ({message}) — is `ambit-controller serve-ca` running and --ca-address right?"
     )]

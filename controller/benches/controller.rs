@@ -51,7 +51,7 @@ async fn run(folder: &Path) -> Result<()> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
-    let server = push::ConfigServer::new(source.subscribe());
+    let server = push::ConfigServer::new(source.subscribe(), push::Gate::open());
     tokio::spawn(push::serve(listener, server, std::future::pending()));
     let (seen, mut updates) = mpsc::unbounded_channel();
     for node in 0..NODES {
@@ -60,6 +60,7 @@ async fn run(folder: &Path) -> Result<()> {
             address: address.clone(),
             node: format!("node-{node}"),
             kind: SubscriberKind::Ztunnel,
+            token_file: None,
         };
         tokio::spawn(async move {
             subscribe::run(subscription, &mut |update| {

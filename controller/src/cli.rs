@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use ambit_api::config::SubscriberKind;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::{
     ca::{
@@ -38,9 +38,15 @@ pub enum Command {
     /// Watch a folder of Kubernetes and Istio manifests, or the Kubernetes API, and push
     /// the validated model to subscribed agents, ztunnels and waypoints over gRPC
     /// (plaintext for now). With `--kube`, also run a waypoint for each waypoint Gateway.
+    ///
+    /// Subscribers present the same tokens as to the CA: with `--config-dir`, give
+    /// `--tokens-dir` (without it everyone may subscribe, as any node); with `--kube`,
+    /// tokens are checked with a TokenReview.
     Serve {
         #[command(flatten)]
         origin: ModelOrigin,
+        #[command(flatten)]
+        callers: CallerAuth,
         #[command(flatten)]
         waypoints: WaypointDeployment,
         /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
@@ -86,33 +92,14 @@ pub enum Command {
     /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC
     /// (plaintext for now), signing SPIFFE certificates for the workloads on each caller's
     /// node.
+    #[command(group(ArgGroup::new("ca_callers").args(["tokens_dir", "kube"]).required(true)))]
     ServeCa {
         /// Istio's plug-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem,
         /// root-cert.pem); a new root is generated into it when it holds none of them.
         #[arg(long, env = "AMBIT_CA_DIR")]
         ca_dir: PathBuf,
-        /// One file per node, named after the node, holding its bootstrap token (with
-        /// `--config-dir`; with `--kube` callers present service-account tokens, checked
-        /// with a TokenReview).
-        #[arg(
-            long,
-            env = "AMBIT_CA_TOKENS_DIR",
-            required_unless_present = "kube",
-            conflicts_with = "kube"
-        )]
-        tokens_dir: Option<PathBuf>,
-        /// With `--kube`: the audience the callers' projected tokens must be for.
-        #[arg(long, env = "AMBIT_CA_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
-        token_audience: String,
-        /// With `--kube`: a service account (`namespace/name`) the node proxies run as.
-        /// Repeatable (comma-separated in the environment variable).
-        #[arg(
-            long = "node-service-account",
-            env = "AMBIT_CA_NODE_SERVICE_ACCOUNTS",
-            value_delimiter = ',',
-            default_value = DEFAULT_NODE_SERVICE_ACCOUNT
-        )]
-        node_service_accounts: Vec<String>,
+        #[command(flatten)]
+        callers: CallerAuth,
         /// Where the Pods (with `spec.nodeName`) saying which workloads run on which node
         /// come from.
         #[command(flatten)]
@@ -131,6 +118,28 @@ pub enum Command {
         #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
     },
+}
+
+/// How callers of the CA and of the config push prove who they are.
+#[derive(Debug, Args)]
+pub struct CallerAuth {
+    /// One file per node, named after the node, holding its bootstrap token (with
+    /// `--config-dir`; with `--kube` callers present service-account tokens, checked
+    /// with a TokenReview).
+    #[arg(long, env = "AMBIT_CA_TOKENS_DIR", conflicts_with = "kube")]
+    pub tokens_dir: Option<PathBuf>,
+    /// With `--kube`: the audience the callers' projected tokens must be for.
+    #[arg(long, env = "AMBIT_CA_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub token_audience: String,
+    /// With `--kube`: a service account (`namespace/name`) the node proxies run as.
+    /// Repeatable (comma-separated in the environment variable).
+    #[arg(
+        long = "node-service-account",
+        env = "AMBIT_CA_NODE_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        default_value = DEFAULT_NODE_SERVICE_ACCOUNT
+    )]
+    pub node_service_accounts: Vec<String>,
 }
 
 /// Where the model comes from: a folder, or the Kubernetes API.
@@ -164,8 +173,8 @@ pub struct WaypointDeployment {
     /// The CA (`serve-ca`), as the waypoints' pods reach it.
     #[arg(long, env = "AMBIT_WAYPOINT_CA_ADDRESS", default_value = DEFAULT_CA_ADDRESS)]
     pub waypoint_ca_address: String,
-    /// The audience of the token the waypoints present to the CA: `serve-ca`'s
-    /// `--token-audience`.
+    /// The audience of the token the waypoints present to the CA and the push: the
+    /// `--token-audience` of `serve-ca` and `serve`.
     #[arg(long, env = "AMBIT_WAYPOINT_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     pub waypoint_token_audience: String,
 }

@@ -37,8 +37,9 @@
 //!   version kept);
 //! - [`source`]: the watched `--config-dir` folder or Kubernetes API (`--kube`),
 //!   debounced, publishing versioned [`source::Snapshot`]s;
-//! - [`push`]: the config push — the selection rule, the protobuf conversion, the gRPC
-//!   service with its subscriber registry (sent, acked, NACKed versions);
+//! - [`push`]: the config push — who may subscribe as what, the selection rule, the
+//!   protobuf conversion, the gRPC service with its subscriber registry (sent, acked,
+//!   NACKed versions);
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
 //! - [`deployer`]: in Kubernetes mode, a waypoint (ServiceAccount, Deployment, Service)
 //!   run for each waypoint Gateway;
@@ -51,9 +52,9 @@
 //!
 //! # Not yet
 //! Later slices add what this one deliberately leaves out: no status written back in
-//! Kubernetes mode (rejections are Events); the config push authenticates nobody (any
-//! caller may subscribe as any node);
-//! no TLS on either gRPC endpoint (plaintext); `serve` and `serve-ca` are separate
+//! Kubernetes mode (rejections are Events); no TLS on either gRPC endpoint (plaintext:
+//! callers' tokens travel in clear); without `--tokens-dir` or `--kube` the push lets
+//! anyone subscribe as any node; `serve` and `serve-ca` are separate
 //! processes (each watches the folder or the API); the CA root is not read from a
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
 //! ServiceEntries, WorkloadEntries or HTTPRoutes (read, not checked or pushed); a Gateway

@@ -10,9 +10,9 @@ use ambit_controller::{
         self, CaConfig,
         auth::{Authenticator, TokenFiles},
         service::CaService,
-        token_review::TokenReviewer,
+        token_review::{TokenReviewError, TokenReviewer},
     },
-    cli::{Cli, Command, ModelOrigin},
+    cli::{CallerAuth, Cli, Command, ModelOrigin},
     crds, deployer, input, monitoring, push, snapshot,
     source::{FolderSource, KubeSource, ModelSource},
     validate::{self, Severity},
@@ -68,6 +68,40 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::Tcp
         })
 }
 
+/// Kubernetes mode's authenticator, configured by `callers`.
+fn token_reviewer(
+    client: kube::Client,
+    callers: &CallerAuth,
+) -> Result<TokenReviewer, TokenReviewError> {
+    TokenReviewer::new(
+        client,
+        &callers.token_audience,
+        &callers.node_service_accounts,
+    )
+}
+
+/// Who may subscribe to the push, and how that is checked (for the log): the tokens
+/// folder, else a TokenReview with `--kube`, else (a warning) everyone.
+fn push_gate(
+    callers: &CallerAuth,
+    source: &RunningSource,
+) -> anyhow::Result<(push::Gate, &'static str)> {
+    if let Some(tokens_dir) = &callers.tokens_dir {
+        return Ok((
+            push::Gate::new(TokenFiles::load(tokens_dir)?),
+            "bootstrap token files",
+        ));
+    }
+    if let RunningSource::Kube(_, client) = source {
+        let reviewer = token_reviewer(client.clone(), callers)?;
+        return Ok((push::Gate::new(reviewer), "TokenReview"));
+    }
+    tracing::warn!(
+        "subscribers are not authenticated: anyone who reaches the push may subscribe as any node and read the whole mesh — pass --tokens-dir (the CA's) to check their tokens"
+    );
+    Ok((push::Gate::open(), "none"))
+}
+
 /// Where `serve-ca` listens.
 struct CaListen {
     grpc: SocketAddr,
@@ -115,6 +149,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Serve {
             origin,
+            callers,
             waypoints,
             listen,
             monitoring_listen,
@@ -136,14 +171,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 let listener = bind(listen, "gRPC").await?;
                 let monitoring = bind(monitoring_listen, "monitoring").await?;
                 let listen = listener.local_addr().unwrap_or(listen);
+                let (gate, authentication) = push_gate(&callers, &source)?;
                 tracing::info!(
                     %listen,
                     config_dir = ?origin.config_dir,
                     kube = origin.kube,
+                    authentication,
                     %trust_domain,
                     "serving ConfigService (plaintext gRPC)"
                 );
-                let server = push::ConfigServer::new(source.subscribe());
+                let server = push::ConfigServer::new(source.subscribe(), gate);
                 tokio::spawn(monitoring::serve_push(monitoring, server.clone()));
                 push::serve(listener, server, shutdown_signal()).await?;
                 drop(source);
@@ -184,9 +221,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::ServeCa {
             ca_dir,
-            tokens_dir,
-            token_audience,
-            node_service_accounts,
+            callers,
             origin,
             listen,
             monitoring_listen,
@@ -205,15 +240,13 @@ fn main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
                 let trust_domain = config.trust_domain.clone();
-                if let Some(tokens_dir) = tokens_dir {
-                    let service = ca::build(&config, TokenFiles::load(&tokens_dir)?)?;
+                if let Some(tokens_dir) = &callers.tokens_dir {
+                    let service = ca::build(&config, TokenFiles::load(tokens_dir)?)?;
                     let source = RunningSource::start(&origin, &trust_domain).await?;
                     return serve_ca(service, source, trust_domain, listen).await;
                 }
                 let client = kube_client().await?;
-                let reviewer =
-                    TokenReviewer::new(client.clone(), &token_audience, &node_service_accounts)?;
-                let service = ca::build(&config, reviewer)?;
+                let service = ca::build(&config, token_reviewer(client.clone(), &callers)?)?;
                 let source = RunningSource::kube(client, &trust_domain).await;
                 serve_ca(service, source, trust_domain, listen).await
             })

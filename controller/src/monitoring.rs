@@ -125,6 +125,20 @@ impl Collector for PushCollector {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(metric)?;
         }
+        let mut refused = encoder.encode_descriptor(
+            "ambit_push_subscriptions_refused",
+            "Subscriptions refused, by reason (the log line says which and why)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("unauthenticated", counts.unauthenticated),
+            ("permission_denied", counts.permission_denied),
+            ("unavailable", counts.unavailable),
+        ] {
+            let labels = [("reason", reason)];
+            ConstCounter::new(value).encode(refused.encode_family(&labels)?)?;
+        }
         let mut by_kind: BTreeMap<&str, Connected> = BTreeMap::new();
         for subscriber in self.0.subscribers() {
             let entry = by_kind.entry(kind_name(subscriber.kind)).or_default();

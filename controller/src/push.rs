@@ -8,19 +8,28 @@
 //! version it last acknowledged, and its next update is a full state. A reconnect starts
 //! over with a full state.
 //!
+//! A subscriber presents a token, as to the CA; [`access`] decides which node's config
+//! and which kind it may subscribe for. Plaintext gRPC for now: the token travels in
+//! clear, as on the CA's channel.
+//!
 //! # Layout
+//! - [`access`]: who may subscribe as what;
 //! - [`select`]: what each subscriber receives — the one rule;
 //! - [`selections`]: that rule applied once per model version, derived from the previous
 //!   version's where the model changed;
 //! - [`convert`]: the model as protobuf resources;
 //! - [`server`]: the gRPC service, the subscriber registry and [`server::serve`].
 
+pub mod access;
 pub mod convert;
 pub mod select;
 pub mod selections;
 pub mod server;
 
-pub use self::server::{ConfigServer, PushCounts, SubscriberStatus, serve};
+pub use self::{
+    access::Gate,
+    server::{ConfigServer, PushCounts, SubscriberStatus, serve},
+};
 
 /// Why the push server stopped.
 #[derive(Debug, thiserror::Error)]

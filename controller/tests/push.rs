@@ -1,5 +1,7 @@
 //! The config push end to end: a real config folder watched with notify, the gRPC server
-//! on 127.0.0.1:0, and subscribers speaking `ambit.config.v1.ConfigService`.
+//! on 127.0.0.1:0, and subscribers speaking `ambit.config.v1.ConfigService`, each
+//! presenting its node's bootstrap token (a real token folder) or a waypoint's
+//! service-account token.
 
 use std::{collections::BTreeMap, fs, net::SocketAddr, path::Path, time::Duration};
 
@@ -8,6 +10,7 @@ use ambit_api::config::{
     config_service_client::ConfigServiceClient, resource::Kind, subscribe_request::Request,
 };
 use ambit_controller::{
+    ca::auth::{AuthError, Authenticator, Caller, TokenFiles},
     mesh::RouteKind,
     monitoring,
     push::{self, ConfigServer},
@@ -15,7 +18,7 @@ use ambit_controller::{
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
+use tonic::{Code, Status, Streaming};
 
 const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n";
 const CART: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: cart, namespace: shop, labels: {app: cart}}\nspec: {nodeName: node-a, serviceAccountName: cart-sa}\nstatus: {podIP: 10.0.0.1}\n";
@@ -27,6 +30,29 @@ fn virtual_service(name: &str, weights: (u32, u32)) -> String {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{hosts: [cart], http: [{{route: [{{destination: {{host: cart}}, weight: {}}}, {{destination: {{host: web}}, weight: {}}}]}}]}}\n",
         weights.0, weights.1
     )
+}
+
+/// The token of the waypoint pods' service account `shop/waypoint`.
+const WAYPOINT_TOKEN: &str = "token-of-shop-waypoint";
+
+/// Node tokens from a real token folder (`token-of-<node>`), and one service account's.
+struct Tokens(TokenFiles);
+
+impl Authenticator for Tokens {
+    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        if token == WAYPOINT_TOKEN {
+            return Ok(Caller::ServiceAccount {
+                namespace: "shop".into(),
+                name: "waypoint".into(),
+                node: None,
+            });
+        }
+        self.0.authenticate(token).await
+    }
+}
+
+fn node_token(node: &str) -> String {
+    format!("token-of-{node}")
 }
 
 /// How long a change may take to reach a subscriber.
@@ -50,7 +76,12 @@ impl Controller {
         let source = FolderSource::start(dir.path(), "cluster.local").unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = ConfigServer::new(source.subscribe());
+        let tokens = tempfile::tempdir().unwrap();
+        for node in ["node-a", "node-b"] {
+            write(tokens.path(), node, &node_token(node));
+        }
+        let tokens = Tokens(TokenFiles::load(tokens.path()).unwrap());
+        let server = ConfigServer::new(source.subscribe(), push::Gate::new(tokens));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(push::serve(listener, server.clone(), async {
             let _ = stopped.await;
@@ -119,7 +150,20 @@ struct Subscriber {
 }
 
 impl Subscriber {
+    /// Subscribes with the node's own token.
     async fn connect(addr: SocketAddr, node: &str, kind: SubscriberKind) -> Self {
+        Self::try_connect(addr, Some(&node_token(node)), node, kind)
+            .await
+            .unwrap_or_else(|status| panic!("expected {node} to subscribe, got {status:?}"))
+    }
+
+    /// Subscribes presenting `token` (none when `None`).
+    async fn try_connect(
+        addr: SocketAddr,
+        token: Option<&str>,
+        node: &str,
+        kind: SubscriberKind,
+    ) -> Result<Self, Status> {
         let mut client = ConfigServiceClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
@@ -133,12 +177,13 @@ impl Subscriber {
             })
             .await
             .unwrap();
-        let updates = client
-            .subscribe(ReceiverStream::new(outgoing))
-            .await
-            .unwrap()
-            .into_inner();
-        Self { requests, updates }
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        if let Some(token) = token {
+            let bearer = format!("Bearer {token}").parse().unwrap();
+            request.metadata_mut().insert("authorization", bearer);
+        }
+        let updates = client.subscribe(request).await?.into_inner();
+        Ok(Self { requests, updates })
     }
 
     async fn next(&mut self) -> ConfigUpdate {
@@ -435,4 +480,102 @@ async fn a_reconnect_gets_a_full_state_and_shutdown_ends_the_streams() {
         matches!(served, Ok(Ok(Ok(())))),
         "expected a clean stop, got {served:?}"
     );
+}
+
+/// The refusal of a subscription, or a failure saying it was accepted.
+async fn refusal(
+    controller: &Controller,
+    token: Option<&str>,
+    node: &str,
+    kind: SubscriberKind,
+) -> Status {
+    match Subscriber::try_connect(controller.addr, token, node, kind).await {
+        Ok(_) => panic!("expected {node}'s {kind:?} subscription with {token:?} to be refused"),
+        Err(status) => status,
+    }
+}
+
+#[tokio::test]
+async fn subscribers_must_present_a_token_of_their_own_node() {
+    let controller = Controller::start().await;
+
+    let status = refusal(&controller, None, "node-a", SubscriberKind::Ztunnel).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains("authorization: Bearer <token>"),
+        "{status:?}"
+    );
+    let status = refusal(&controller, Some("guess"), "node-a", SubscriberKind::Agent).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    let token_a = node_token("node-a");
+    for kind in [SubscriberKind::Agent, SubscriberKind::Ztunnel] {
+        let status = refusal(&controller, Some(&token_a), "node-b", kind).await;
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("node node-a may not subscribe for node node-b"),
+            "{status:?}"
+        );
+    }
+
+    let mut ztunnel = Subscriber::try_connect(
+        controller.addr,
+        Some(&token_a),
+        "node-a",
+        SubscriberKind::Ztunnel,
+    )
+    .await
+    .unwrap();
+    let update = ztunnel.next().await;
+    assert!(update.full, "{update:?}");
+    assert!(
+        keys(&update).contains(&"workload/shop/cart"),
+        "expected node-a's pod, got {:?}",
+        keys(&update)
+    );
+
+    let counts = controller.server.counts();
+    assert_eq!(
+        (counts.unauthenticated, counts.permission_denied),
+        (2, 2),
+        "{counts:?}"
+    );
+    let metrics = http_get(controller.monitoring().await, "/metrics").await;
+    assert!(
+        metrics.contains("ambit_push_subscriptions_refused_total{reason=\"permission_denied\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_account_subscribes_as_a_waypoint_only() {
+    let controller = Controller::start().await;
+    for kind in [SubscriberKind::Ztunnel, SubscriberKind::Agent] {
+        let status = refusal(&controller, Some(WAYPOINT_TOKEN), "node-a", kind).await;
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains(
+                "service account shop/waypoint may subscribe only as WAYPOINT or GATEWAY"
+            ),
+            "{status:?}"
+        );
+    }
+    let mut waypoint = Subscriber::try_connect(
+        controller.addr,
+        Some(WAYPOINT_TOKEN),
+        "node-b",
+        SubscriberKind::Waypoint,
+    )
+    .await
+    .unwrap();
+    assert!(waypoint.next().await.full);
+    controller
+        .wait_for_subscribers("the waypoint", |subscribers| {
+            subscribers
+                .iter()
+                .any(|s| s.kind == SubscriberKind::Waypoint && s.node == "node-b")
+        })
+        .await;
 }

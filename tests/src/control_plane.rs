@@ -120,7 +120,8 @@ impl ControlPlane {
     /// When either does not start in time.
     pub fn start(&self, net: &TestNet) -> Result<[ChildGuard; 2]> {
         let ca = self.start_ca(net)?;
-        let controller = start_controller(net, &self.node, self.controller_address())?;
+        let controller =
+            start_controller(net, &self.node, &self.tokens_dir, self.controller_address())?;
         Ok([ca, controller])
     }
 

@@ -141,10 +141,14 @@ impl MeshNode {
             .ca
             .as_ref()
             .and_then(|ca| ca.controller_address.as_ref());
-        if let (true, Some(address)) = (self.options.agent_follows_controller, controller) {
+        if let (true, Some(address), Some(ca)) =
+            (self.options.agent_follows_controller, controller, &self.ca)
+        {
             command
                 .args(["--controller-address", address])
-                .args(["--node-name", self.node.name()]);
+                .args(["--node-name", self.node.name()])
+                .arg("--controller-token-file")
+                .arg(&ca.token_file);
         } else {
             command.arg("--config-dir").arg(&self.config_dir);
         }
@@ -436,14 +440,16 @@ pub fn start_ca(
 }
 
 /// Starts the real `ambit-controller serve` (the config push) inside `node`'s network
-/// namespace, listening on `listen` there and watching the test's config folder; waits
-/// until it serves.
+/// namespace, listening on `listen` there, watching the test's config folder and
+/// checking subscribers' tokens against `tokens_dir` (as the CA does); waits until it
+/// serves.
 ///
 /// # Errors
 /// When it fails to start or does not serve in time.
 pub fn start_controller(
     net: &TestNet,
     node: &Node,
+    tokens_dir: &Path,
     listen: std::net::SocketAddr,
 ) -> Result<ChildGuard> {
     let controller = node.spawn(
@@ -451,6 +457,8 @@ pub fn start_controller(
             .arg("serve")
             .arg("--config-dir")
             .arg(net.config_dir())
+            .arg("--tokens-dir")
+            .arg(tokens_dir)
             .arg("--listen")
             .arg(listen.to_string())
             .env("RUST_LOG", "info")

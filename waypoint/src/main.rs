@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         address: cli.controller_address.clone(),
         node: cli.node_name.clone(),
         kind,
+        token_file: Some(cli.ca_token_file.clone()),
     };
     let workers = Arc::new(
         Workers::start(cli.worker_threads, "waypoint-data")

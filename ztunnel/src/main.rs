@@ -74,6 +74,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         (Some(address), Some(node), _) => Some(tokio::spawn(subscribe::run(
             address.clone(),
             node.clone(),
+            config.ca_token_file.clone(),
             targets.clone(),
         ))),
         (None, _, Some(path)) => Some(tokio::spawn(local_config::follow(

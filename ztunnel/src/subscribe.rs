@@ -2,7 +2,7 @@
 //! `ConfigUpdate` applied to the [`Directory`] and the [`Policies`], all or nothing (the
 //! loop, acknowledgements and reconnects are [`ambit_api::subscribe`]'s).
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use ambit_api::{
     config::{ConfigUpdate, SubscriberKind},
@@ -42,12 +42,14 @@ impl Targets {
     }
 }
 
-/// Keeps `targets` in step with the controller, forever.
-pub async fn run(address: String, node: String, targets: Targets) {
+/// Keeps `targets` in step with the controller, forever, presenting the token in
+/// `token_file` (the CA's, `--ca-token-file`) when there is one.
+pub async fn run(address: String, node: String, token_file: Option<PathBuf>, targets: Targets) {
     let subscription = Subscription {
         address,
         node,
         kind: SubscriberKind::Ztunnel,
+        token_file,
     };
     subscribe::run(subscription, &mut |update| targets.apply(update)).await;
 }

@@ -1,5 +1,6 @@
-//! In-process tests against a fake config push on loopback: it records what the
-//! subscriber sends (`Hello`, then one `Ack` per version) and streams preset updates.
+//! In-process tests against a fake config push on loopback: it lets in only the node's
+//! token, records what the subscriber sends (`Hello`, then one `Ack` per version) and
+//! streams preset updates.
 
 use std::{net::IpAddr, pin::Pin, time::Duration};
 
@@ -14,6 +15,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status, Streaming, transport::server::TcpIncoming};
 
 use super::*;
+
+/// The only token the fake lets in.
+const TOKEN: &str = "token-of-n1";
 
 type Updates = Pin<Box<dyn tokio_stream::Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
 
@@ -32,6 +36,12 @@ impl ConfigService for FakePush {
         &self,
         request: tonic::Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Updates>, Status> {
+        let authorization = request.metadata().get("authorization");
+        if authorization.and_then(|value| value.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+            return Err(Status::unauthenticated(format!(
+                "expected the node's token, got {authorization:?}"
+            )));
+        }
         let mut requests = request.into_inner();
         let seen = self.seen.clone();
         tokio::spawn(async move {
@@ -111,7 +121,10 @@ async fn applies_and_acks_each_version_and_nacks_a_bad_one() {
         directory: Arc::clone(&directory),
         policies: Arc::new(Policies::new()),
     };
-    let subscriber = tokio::spawn(run(address, "n1".into(), targets));
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write the token");
+    let subscriber = tokio::spawn(run(address, "n1".into(), Some(token_file), targets));
 
     match next(&mut seen).await {
         Request::Hello(hello) => {
@@ -157,7 +170,7 @@ async fn a_bad_address_stops_subscribing() {
     };
     tokio::time::timeout(
         Duration::from_secs(5),
-        run("not a url".into(), "n1".into(), targets),
+        run("not a url".into(), "n1".into(), None, targets),
     )
     .await
     .expect("an address that can never work ends the subscription");

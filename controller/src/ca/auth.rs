@@ -17,7 +17,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ambit_api::manifests::Manifests;
+use ambit_api::{bearer::AUTHORIZATION, manifests::Manifests};
+use tonic::metadata::MetadataMap;
 
 use super::identity::Identity;
 use crate::mesh::Mesh;
@@ -70,14 +71,22 @@ pub enum Caller {
     /// The proxy of this node: it may obtain the identities of the workloads on it.
     Node(String),
     /// A pod with its own service-account token: it may obtain that account's identity.
-    ServiceAccount { namespace: String, name: String },
+    ServiceAccount {
+        namespace: String,
+        name: String,
+        /// The node of the pod the token is bound to, when the authenticator can tell
+        /// (a TokenReview of a pod-bound token, Kubernetes ≥ 1.30).
+        node: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Node(node) => write!(f, "node {node}"),
-            Self::ServiceAccount { namespace, name } => {
+            Self::ServiceAccount {
+                namespace, name, ..
+            } => {
                 write!(f, "service account {namespace}/{name}")
             }
         }
@@ -191,6 +200,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The bearer token of a gRPC request's `authorization` metadata.
+///
+/// # Errors
+/// [`AuthError::MissingToken`] or [`AuthError::MalformedToken`].
+pub fn request_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
+    let header = metadata
+        .get(AUTHORIZATION)
+        .ok_or(AuthError::MissingToken)?
+        .to_str()
+        .map_err(|_| AuthError::MalformedToken)?;
+    bearer_token(header)
+}
+
 /// The token in an `authorization` metadata value.
 ///
 /// # Errors
@@ -273,7 +295,9 @@ impl Placement {
         }
         match caller {
             Caller::Node(node) => self.authorize_node(node, identity),
-            Caller::ServiceAccount { namespace, name } => {
+            Caller::ServiceAccount {
+                namespace, name, ..
+            } => {
                 let own = Identity {
                     trust_domain: self.trust_domain.clone(),
                     namespace: namespace.clone(),
@@ -397,6 +421,7 @@ mod tests {
         let waypoint = Caller::ServiceAccount {
             namespace: "shop".into(),
             name: "waypoint".into(),
+            node: None,
         };
         let own = Identity::new("cluster.local", "shop", "waypoint").unwrap();
         assert_eq!(

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, metadata::MetadataMap, transport::server::TcpIncoming};
 
 use super::{
-    auth::{AuthError, Authenticator, Caller, Placement, bearer_token},
+    auth::{AuthError, Authenticator, Caller, Placement, request_token},
     identity::{Identity, IdentityError},
     sign::{Csr, DEFAULT_CERT_TTL_SECS, SignError, Signer, check_ttl},
 };
@@ -160,13 +160,7 @@ impl<A: Authenticator> CaService<A> {
     }
 
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Refusal> {
-        let header = metadata
-            .get("authorization")
-            .ok_or(Refusal::Unauthenticated(AuthError::MissingToken))?;
-        let header = header
-            .to_str()
-            .map_err(|_| Refusal::Unauthenticated(AuthError::MalformedToken))?;
-        let token = bearer_token(header).map_err(Refusal::Unauthenticated)?;
+        let token = request_token(metadata).map_err(Refusal::Unauthenticated)?;
         self.authenticator
             .authenticate(token)
             .await

@@ -7,8 +7,9 @@
 //! the API server (Kubernetes ≥ 1.30) then names the pod's node in the user's extra field
 //! [`NODE_NAME_EXTRA`], and that node is the caller's; whether the node may obtain an
 //! identity is the same [`Placement`](super::Placement) rule as in local mode. Any other
-//! service account's token (a waypoint's) is that account: it may obtain its own
-//! identity and nothing else, as with Istio's CA.
+//! service account's token (a waypoint's) is that account, with its pod's node when the
+//! token is bound to one: it may obtain its own identity and nothing else, as with
+//! Istio's CA, and subscribe to the config push as a waypoint or gateway of that node.
 //!
 //! Every request is reviewed (no cache): a revoked token or a deleted pod is refused at
 //! once, and ztunnel asks only when a certificate is due.
@@ -133,24 +134,25 @@ impl Authenticator for TokenReviewer {
         }
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();
-        if !self.node_accounts.contains(&username) {
-            return service_account(&username).ok_or_else(|| AuthError::NotAServiceAccount {
-                user: username.clone(),
-                allowed: self.allowed(),
-            });
-        }
         let node = user
             .extra
             .and_then(|mut extra| extra.remove(NODE_NAME_EXTRA))
             .and_then(|nodes| nodes.into_iter().next())
-            .filter(|node| !node.is_empty())
-            .ok_or(AuthError::NoNodeBinding { user: username })?;
+            .filter(|node| !node.is_empty());
+        if !self.node_accounts.contains(&username) {
+            return service_account(&username, node).ok_or_else(|| AuthError::NotAServiceAccount {
+                user: username.clone(),
+                allowed: self.allowed(),
+            });
+        }
+        let node = node.ok_or(AuthError::NoNodeBinding { user: username })?;
         Ok(Caller::Node(node))
     }
 }
 
-/// The service account a user name (`system:serviceaccount:<namespace>:<name>`) is.
-fn service_account(user: &str) -> Option<Caller> {
+/// The service account a user name (`system:serviceaccount:<namespace>:<name>`) is, its
+/// token bound to a pod on `node` if known.
+fn service_account(user: &str, node: Option<String>) -> Option<Caller> {
     let (namespace, name) = user
         .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?
         .split_once(':')?;
@@ -158,6 +160,7 @@ fn service_account(user: &str) -> Option<Caller> {
         Caller::ServiceAccount {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            node,
         }
     })
 }
@@ -169,10 +172,11 @@ mod tests {
     #[test]
     fn only_service_account_users_are_service_accounts() {
         assert_eq!(
-            service_account("system:serviceaccount:shop:waypoint"),
+            service_account("system:serviceaccount:shop:waypoint", Some("node-a".into())),
             Some(Caller::ServiceAccount {
                 namespace: "shop".into(),
                 name: "waypoint".into(),
+                node: Some("node-a".into()),
             })
         );
         for not_one in [
@@ -183,7 +187,7 @@ mod tests {
             "system:serviceaccount:shop:",
             "system:serviceaccount:shop:a:b",
         ] {
-            assert_eq!(service_account(not_one), None, "{not_one}");
+            assert_eq!(service_account(not_one, None), None, "{not_one}");
         }
     }
 }

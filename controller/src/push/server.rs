@@ -1,5 +1,6 @@
 //! The `ConfigService` gRPC service: one session task per subscriber stream, and the
-//! registry of who is subscribed, what they were sent, acknowledged and rejected.
+//! registry of who is subscribed, what they were sent, acknowledged and rejected, and
+//! how many were refused at the [`Gate`].
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +21,12 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
-use super::{PushError, select::Subscriber, selections::Selection};
+use super::{
+    PushError,
+    access::{Gate, Refusal},
+    select::Subscriber,
+    selections::Selection,
+};
 use crate::source::ModelSource;
 
 /// How many updates may wait for a slow subscriber before its session waits too.
@@ -54,6 +60,12 @@ pub struct PushCounts {
     pub updates: u64,
     pub acks: u64,
     pub nacks: u64,
+    /// Subscriptions refused: no token, or one the authenticator does not accept.
+    pub unauthenticated: u64,
+    /// Subscriptions refused: another node's, or a kind the caller may not be.
+    pub permission_denied: u64,
+    /// Subscriptions refused because the token could not be checked now.
+    pub unavailable: u64,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +75,9 @@ struct Registry {
     updates: AtomicU64,
     acks: AtomicU64,
     nacks: AtomicU64,
+    unauthenticated: AtomicU64,
+    permission_denied: AtomicU64,
+    unavailable: AtomicU64,
 }
 
 impl Registry {
@@ -76,24 +91,35 @@ impl Registry {
     fn update(&self, id: u64, f: impl FnOnce(&mut SubscriberStatus)) {
         self.with(|subscribers| subscribers.get_mut(&id).map(f));
     }
+
+    fn count_refusal(&self, refusal: &Refusal) {
+        let counter = match refusal {
+            Refusal::Unauthenticated(_) => &self.unauthenticated,
+            Refusal::Unavailable(_) => &self.unavailable,
+            Refusal::OtherNode { .. } | Refusal::NotAProxy { .. } => &self.permission_denied,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The service. Clones share the registry.
 #[derive(Debug, Clone)]
 pub struct ConfigServer {
     model: ModelSource,
+    gate: Gate,
     registry: Arc<Registry>,
     drain: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ConfigServer {
-    /// A service pushing what `model` holds.
+    /// A service pushing what `model` holds to the subscribers `gate` lets in.
     #[must_use]
-    pub fn new(model: ModelSource) -> Self {
+    pub fn new(model: ModelSource, gate: Gate) -> Self {
         // Never drained unless served through [`serve`].
         let (_, drain) = tokio::sync::watch::channel(false);
         Self {
             model,
+            gate,
             registry: Arc::default(),
             drain,
         }
@@ -112,6 +138,9 @@ impl ConfigServer {
             updates: self.registry.updates.load(Ordering::Relaxed),
             acks: self.registry.acks.load(Ordering::Relaxed),
             nacks: self.registry.nacks.load(Ordering::Relaxed),
+            unauthenticated: self.registry.unauthenticated.load(Ordering::Relaxed),
+            permission_denied: self.registry.permission_denied.load(Ordering::Relaxed),
+            unavailable: self.registry.unavailable.load(Ordering::Relaxed),
         }
     }
 }
@@ -127,7 +156,7 @@ impl ConfigService for ConfigServer {
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<UpdateStream>, Status> {
         let peer = request.remote_addr();
-        let mut requests = request.into_inner();
+        let (metadata, _, mut requests) = request.into_parts();
         let hello = match requests.message().await? {
             Some(SubscribeRequest {
                 request: Some(Req::Hello(hello)),
@@ -148,6 +177,14 @@ impl ConfigService for ConfigServer {
             node: hello.node,
             kind,
         };
+        let caller = match self.gate.admit(&metadata, &subscriber).await {
+            Ok(caller) => caller.map(|caller| caller.to_string()),
+            Err(refusal) => {
+                self.registry.count_refusal(&refusal);
+                tracing::warn!(node = %subscriber.node, kind = kind.as_str_name(), ?peer, reason = %refusal, "subscription refused");
+                return Err(refusal.status());
+            }
+        };
         let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
         self.registry.with(|s| {
             s.insert(
@@ -163,7 +200,7 @@ impl ConfigService for ConfigServer {
                 },
             )
         });
-        tracing::info!(id, node = %subscriber.node, kind = kind.as_str_name(), ?peer, "subscribed");
+        tracing::info!(id, node = %subscriber.node, kind = kind.as_str_name(), ?peer, caller, "subscribed");
         let (updates, stream) = mpsc::channel(UPDATE_BUFFER);
         let session = Session {
             id,

@@ -29,7 +29,7 @@ use k8s_openapi::{
 
 use self::manifests::{Manifests, Workload, parse_container};
 
-/// The audience of ztunnel's projected token, which the CA's TokenReview checks.
+/// The audience of the node's projected token, which the controller's TokenReview checks.
 const CA_TOKEN_AUDIENCE: &str = "ambit-ca";
 
 /// What one container's command line says, through its binary's parser.
@@ -91,16 +91,21 @@ impl Parsed {
     fn paths(&self) -> Vec<PathBuf> {
         match self {
             Self::Controller(cli) => match &cli.command {
-                controller::Command::Serve { origin, .. } => {
-                    origin.config_dir.iter().cloned().collect()
-                }
+                controller::Command::Serve {
+                    origin, callers, ..
+                } => callers
+                    .tokens_dir
+                    .iter()
+                    .chain(&origin.config_dir)
+                    .cloned()
+                    .collect(),
                 controller::Command::ServeCa {
                     ca_dir,
-                    tokens_dir,
+                    callers,
                     origin,
                     ..
                 } => std::iter::once(ca_dir.clone())
-                    .chain(tokens_dir.clone())
+                    .chain(callers.tokens_dir.clone())
                     .chain(origin.config_dir.clone())
                     .collect(),
                 _ => Vec::new(),
@@ -108,6 +113,7 @@ impl Parsed {
             Self::Agent(cli) => match &cli.command {
                 agent::Command::Run(run) => [
                     run.config_dir.clone(),
+                    run.controller_token_file.clone(),
                     run.cgroup.clone(),
                     Some(run.paths.bpffs_dir.clone()),
                     Some(run.paths.run_dir.clone()),
@@ -378,28 +384,37 @@ fn paths_lie_on_volumes_and_the_node_containers_meet_on_them() {
         );
     }
 
-    let token = ztunnel
-        .ca_token_file
-        .as_ref()
-        .expect("ztunnel has a CA token");
-    let (volume, mount) = node
-        .volume_at(ztunnel_container, token)
-        .expect("checked above");
-    let file = token
-        .strip_prefix(&mount.mount_path)
-        .expect("the token lies under its mount");
-    let projected = volume
-        .projected
-        .iter()
-        .flat_map(|projected| projected.sources.iter().flatten())
-        .filter_map(|source| source.service_account_token.as_ref())
-        .find(|projection| Path::new(&projection.path) == file)
-        .expect("ztunnel's CA token is a projected service-account token");
-    assert_eq!(
-        projected.audience.as_deref(),
-        Some(CA_TOKEN_AUDIENCE),
-        "the token is for the CA only"
-    );
+    // ztunnel presents its token to the CA and the push, the agent to the push: both a
+    // projected token for the controller's audience.
+    for (container, token) in [
+        (ztunnel_container, ztunnel.ca_token_file.as_ref()),
+        (agent_container, run.controller_token_file.as_ref()),
+    ] {
+        let token =
+            token.unwrap_or_else(|| panic!("{} has a token for the controller", container.name));
+        let (volume, mount) = node.volume_at(container, token).expect("checked above");
+        let file = token
+            .strip_prefix(&mount.mount_path)
+            .expect("the token lies under its mount");
+        let projected = volume
+            .projected
+            .iter()
+            .flat_map(|projected| projected.sources.iter().flatten())
+            .filter_map(|source| source.service_account_token.as_ref())
+            .find(|projection| Path::new(&projection.path) == file)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}'s token is a projected service-account token",
+                    container.name
+                )
+            });
+        assert_eq!(
+            projected.audience.as_deref(),
+            Some(CA_TOKEN_AUDIENCE),
+            "{}'s token is for the controller only",
+            container.name
+        );
+    }
 }
 
 #[test]
