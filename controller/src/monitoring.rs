@@ -125,20 +125,18 @@ impl Collector for PushCollector {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(metric)?;
         }
-        let mut refused = encoder.encode_descriptor(
-            "ambit_push_subscriptions_refused",
-            "Subscriptions refused, by reason (the log line says which and why)",
-            None,
-            MetricType::Counter,
+        encode_by_reason(
+            &mut encoder,
+            (
+                "ambit_push_subscriptions_refused",
+                "Subscriptions refused, by reason (the log line says which and why)",
+            ),
+            &[
+                ("unauthenticated", counts.unauthenticated),
+                ("permission_denied", counts.permission_denied),
+                ("unavailable", counts.unavailable),
+            ],
         )?;
-        for (reason, value) in [
-            ("unauthenticated", counts.unauthenticated),
-            ("permission_denied", counts.permission_denied),
-            ("unavailable", counts.unavailable),
-        ] {
-            let labels = [("reason", reason)];
-            ConstCounter::new(value).encode(refused.encode_family(&labels)?)?;
-        }
         let mut by_kind: BTreeMap<&str, Connected> = BTreeMap::new();
         for subscriber in self.0.subscribers() {
             let entry = by_kind.entry(kind_name(subscriber.kind)).or_default();
@@ -200,21 +198,32 @@ impl Collector for CaCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(counts.issued).encode(issued)?;
-        let mut refused = encoder.encode_descriptor(
-            "ambit_ca_requests_refused",
-            "Certificate requests refused, by reason (the log line says which and why)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (reason, value) in [
-            ("unauthenticated", counts.unauthenticated),
-            ("permission_denied", counts.permission_denied),
-            ("invalid_argument", counts.invalid_argument),
-            ("internal", counts.internal),
-        ] {
-            let labels = [("reason", reason)];
-            ConstCounter::new(value).encode(refused.encode_family(&labels)?)?;
-        }
-        Ok(())
+        encode_by_reason(
+            &mut encoder,
+            (
+                "ambit_ca_requests_refused",
+                "Certificate requests refused, by reason (the log line says which and why)",
+            ),
+            &[
+                ("unauthenticated", counts.unauthenticated),
+                ("permission_denied", counts.permission_denied),
+                ("invalid_argument", counts.invalid_argument),
+                ("internal", counts.internal),
+            ],
+        )
     }
+}
+
+/// One counter with a `reason` label.
+fn encode_by_reason(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    by_reason: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (reason, value) in by_reason {
+        let labels = [("reason", *reason)];
+        ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
 }

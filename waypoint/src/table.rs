@@ -283,7 +283,7 @@ impl RouteTable {
             .iter()
             .enumerate()
             .filter_map(|(i, spec)| {
-                TcpRoute::compile_tls(&object, &vs.namespace, i, spec, clusters, &mut problems)
+                TcpRoute::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
             })
             .collect();
         if !problems.is_empty() {

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use ambit_api::istio::virtual_service::{
-    RouteDestination, TcpRoute as TcpRouteSpec, TlsRoute as TlsRouteSpec,
+    L4MatchAttributes, RouteDestination, TcpRoute as TcpRouteSpec, TlsMatchAttributes,
+    TlsRoute as TlsRouteSpec,
 };
 
 use super::{
@@ -30,54 +31,93 @@ pub struct TcpRoute {
     pub targets: WeightedTargets,
 }
 
-impl TcpRoute {
-    /// Compiles `spec`, TCP route number `index` of VirtualService `object`
-    /// (`ns/name`) in `namespace`; problems go to `problems` with their path.
-    pub fn compile(
-        object: &str,
+/// A VirtualService route relayed as bytes, as written: `tcp:` or `tls:`.
+pub trait StreamRouteSpec {
+    /// The field the route is listed in (`tcp`, `tls`).
+    const FIELD: &'static str;
+    type Match;
+    fn matches(&self) -> &[Self::Match];
+    fn destinations(&self) -> &[RouteDestination];
+    /// Compiles one `match` entry; `field` prefixes error paths.
+    fn compile_match(
+        field: &str,
         namespace: &str,
-        index: usize,
-        spec: &TcpRouteSpec,
-        clusters: &ClusterIndex,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
-        let field = format!("tcp[{index}]");
-        let matches = compile_matches(&field, &spec.matches, problems, |at, m| {
-            ConnectionMatch::compile(at, namespace, m)
-        });
-        let name = format!("{object}#tcp.{index}");
-        Self::assemble(
-            name,
-            &field,
-            namespace,
-            matches,
-            &spec.route,
-            clusters,
-            problems,
-        )
+        spec: &Self::Match,
+    ) -> Result<ConnectionMatch, Vec<MatchError>>;
+}
+
+impl StreamRouteSpec for TcpRouteSpec {
+    const FIELD: &'static str = "tcp";
+    type Match = L4MatchAttributes;
+
+    fn matches(&self) -> &[L4MatchAttributes] {
+        &self.matches
     }
 
-    /// Compiles `spec`, TLS route number `index` (`tls[index]`, chosen by SNI), as
-    /// [`TcpRoute::compile`] does a TCP route.
-    pub fn compile_tls(
+    fn destinations(&self) -> &[RouteDestination] {
+        &self.route
+    }
+
+    fn compile_match(
+        field: &str,
+        namespace: &str,
+        spec: &L4MatchAttributes,
+    ) -> Result<ConnectionMatch, Vec<MatchError>> {
+        ConnectionMatch::compile(field, namespace, spec)
+    }
+}
+
+impl StreamRouteSpec for TlsRouteSpec {
+    const FIELD: &'static str = "tls";
+    type Match = TlsMatchAttributes;
+
+    fn matches(&self) -> &[TlsMatchAttributes] {
+        &self.matches
+    }
+
+    fn destinations(&self) -> &[RouteDestination] {
+        &self.route
+    }
+
+    fn compile_match(
+        field: &str,
+        namespace: &str,
+        spec: &TlsMatchAttributes,
+    ) -> Result<ConnectionMatch, Vec<MatchError>> {
+        ConnectionMatch::compile_tls(field, namespace, spec)
+    }
+}
+
+impl TcpRoute {
+    /// Compiles `spec`, route number `index` of its field (`tcp[index]`, `tls[index]`)
+    /// of VirtualService `object` (`ns/name`) in `namespace`; problems go to `problems`
+    /// with their path.
+    pub fn compile<R: StreamRouteSpec>(
         object: &str,
         namespace: &str,
         index: usize,
-        spec: &TlsRouteSpec,
+        spec: &R,
         clusters: &ClusterIndex,
         problems: &mut Vec<Problem>,
     ) -> Option<Self> {
-        let field = format!("tls[{index}]");
-        let matches = compile_matches(&field, &spec.matches, problems, |at, m| {
-            ConnectionMatch::compile_tls(at, namespace, m)
-        });
-        let name = format!("{object}#tls.{index}");
+        let field = format!("{}[{index}]", R::FIELD);
+        let matches = spec
+            .matches()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                R::compile_match(&format!("{field}.match[{i}]"), namespace, m)
+                    .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
+                    .ok()
+            })
+            .collect();
+        let name = format!("{object}#{}.{index}", R::FIELD);
         Self::assemble(
             name,
             &field,
             namespace,
             matches,
-            &spec.route,
+            spec.destinations(),
             clusters,
             problems,
         )
@@ -131,22 +171,4 @@ impl TcpRoute {
     pub fn matches(&self, connection: &ConnectionView<'_>) -> bool {
         self.matches.is_empty() || self.matches.iter().any(|m| m.matches(connection))
     }
-}
-
-/// Compiles the `match` entries of route `field`; problems go to `problems`.
-fn compile_matches<M>(
-    field: &str,
-    specs: &[M],
-    problems: &mut Vec<Problem>,
-    compile: impl Fn(&str, &M) -> Result<ConnectionMatch, Vec<MatchError>>,
-) -> Vec<ConnectionMatch> {
-    specs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, spec)| {
-            compile(&format!("{field}.match[{i}]"), spec)
-                .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
-                .ok()
-        })
-        .collect()
 }
