@@ -4,7 +4,8 @@
 //! line, then echo) — bytes no HTTP server could carry. The captured client on n1 reaches
 //! it over HBONE through the real `ambit-waypoint`, which relays each connection as L4,
 //! split 80/20 between subsets v1 and v2 by a VirtualService `tcp:` route; the waypoint's
-//! `istio_tcp_*` metrics show the bytes went through it.
+//! `istio_tcp_*` metrics show the bytes went through it. Then a DestinationRule's
+//! `connectionPool.tcp.maxConnections: 1` lets one connection through at a time.
 //!
 //! And a TLS service (port named `tls-secure`) whose pods terminate TLS themselves
 //! (`openssl s_server`, each with its own certificate): the waypoint reads the server
@@ -179,6 +180,73 @@ fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Resu
         on_v1 >= v1 as f64,
         "the waypoint counted {on_v1} connections opened to v1, the client saw {v1}"
     );
+    at_most_one_connection_to_v1(&cluster)
+}
+
+/// `connectionPool.tcp.maxConnections: 1` with every connection routed to v1: while one
+/// is held open, the next is closed at once and counted with the `UO` flag; once it
+/// closes, connections get through again.
+fn at_most_one_connection_to_v1(cluster: &Cluster) -> Result<()> {
+    let v1_only = json!({
+        "hosts": ["echo"],
+        "tcp": [{ "route": [{ "destination": { "host": "echo", "subset": "v1" } }] }],
+    });
+    cluster.apply(
+        "echo-virtual-service.yaml",
+        "VirtualService",
+        "echo",
+        v1_only,
+    )?;
+    cluster.apply(
+        "echo-destination-rule.yaml",
+        "DestinationRule",
+        "echo",
+        json!({
+            "host": "echo",
+            "trafficPolicy": { "connectionPool": { "tcp": { "maxConnections": 1 } } },
+            "subsets": [
+                { "name": "v1", "labels": { "version": "v1" } },
+                { "name": "v2", "labels": { "version": "v2" } },
+            ],
+        }),
+    )?;
+    wait_for(
+        "10 connections in a row to v1 alone",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            for _ in 0..10 {
+                if connect(cluster)?.0.as_deref() != Some("app-v1") {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .with_context(|| cluster.logs())?;
+    let vip = SocketAddr::new(ECHO_VIP.parse()?, ECHO_PORT);
+    let held = app::hold(&cluster.client, vip, Duration::from_secs(60))?;
+    wait_for(
+        "a second connection refused while one is held",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> { Ok(connect(cluster)?.0.is_none().then_some(())) },
+    )
+    .with_context(|| cluster.logs())?;
+    let overflowed = cluster.waypoint_metrics()?.sum(
+        "istio_tcp_connections_opened_total",
+        &[("reporter", "waypoint"), ("response_flags", "UO")],
+    );
+    ensure!(
+        overflowed >= 1.0,
+        "no connection counted with the UO flag:\n{}",
+        cluster.waypoint_metrics()?.0
+    );
+    drop(held);
+    wait_for(
+        "connections through again once the held one closed",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> { Ok(connect(cluster)?.0.map(drop)) },
+    )
+    .with_context(|| cluster.logs())?;
     Ok(())
 }
 

@@ -44,7 +44,7 @@ use thiserror::Error;
 pub use self::{
     cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
     hashing::{RequestHash, RequestKeys},
-    limits::{Admission, ConnectionLimits, Overflow},
+    limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
     outlier::{Health, OutlierPolicy},
     rewrite::{Redirect, Rewrite},
     route::{Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},

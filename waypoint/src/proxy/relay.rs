@@ -5,7 +5,8 @@
 //! are copied both ways until either side closes. Reported with Istio's TCP metrics and
 //! one access-log line.
 //!
-//! Not yet: `connectionPool.tcp.maxConnections` and the idle timeouts.
+//! `connectionPool.tcp.maxConnections` bounds the connections relayed to a cluster at
+//! once (one more is closed at once, `UO`). Not yet: the idle timeouts.
 
 use std::{
     io,
@@ -26,7 +27,7 @@ use super::{
 use crate::{
     flags::ResponseFlags,
     matcher::connection::ConnectionView,
-    table::{ActiveRequest, Health, RequestKeys, RouteTable},
+    table::{ActiveRequest, ConnectionSlot, Health, Overflow, RequestKeys, RouteTable},
     telemetry::tcp::TcpExchange,
 };
 
@@ -46,6 +47,10 @@ pub enum RelayError {
     #[error("{cluster} has no endpoint available: are its pods ready?")]
     NoHealthyUpstream { cluster: String },
     #[error(
+        "{cluster} has its connectionPool.tcp.maxConnections open: raise the limit in its DestinationRule, or wait for connections to close"
+    )]
+    Overflow { cluster: String },
+    #[error(
         "could not connect to endpoint {endpoint}: {source} (is the pod running and listening on that port?)"
     )]
     Connect {
@@ -61,7 +66,9 @@ impl RelayError {
     pub fn side(&self) -> Side {
         match self {
             Self::NoRoute { .. } | Self::NoCluster { .. } => Side::Internal,
-            Self::NoHealthyUpstream { .. } | Self::Connect { .. } => Side::Upstream,
+            Self::NoHealthyUpstream { .. } | Self::Overflow { .. } | Self::Connect { .. } => {
+                Side::Upstream
+            }
         }
     }
 
@@ -72,6 +79,7 @@ impl RelayError {
             Self::NoRoute { .. } => ResponseFlags::NO_ROUTE_FOUND,
             Self::NoCluster { .. } => ResponseFlags::NO_CLUSTER_FOUND,
             Self::NoHealthyUpstream { .. } => ResponseFlags::NO_HEALTHY_UPSTREAM,
+            Self::Overflow { .. } => ResponseFlags::UPSTREAM_OVERFLOW,
             Self::Connect { .. } => ResponseFlags::UPSTREAM_CONNECT_FAILURE,
         }
     }
@@ -96,7 +104,7 @@ where
     };
     let server_name = hello.server_name.as_deref();
     let connected = connect(&engine, &table, &downstream, server_name, &mut exchange).await;
-    let (mut upstream, _active) = match connected {
+    let (mut upstream, _held) = match connected {
         Ok(connected) => connected,
         Err(error) => {
             tracing::debug!(%error, side = ?error.side(), "TCP connection not relayed");
@@ -119,15 +127,18 @@ where
     exchange.closed(metrics);
 }
 
-/// Routes the connection and opens a stream to the chosen endpoint, held busy (for
-/// `LEAST_REQUEST`) while the returned guard lives.
+/// What a relayed connection holds while it lives: its endpoint busy (for
+/// `LEAST_REQUEST`), and its place under the cluster's `tcp.maxConnections`.
+type Held = (ActiveRequest, Option<ConnectionSlot>);
+
+/// Routes the connection and opens a stream to the chosen endpoint.
 async fn connect(
     engine: &Engine,
     table: &RouteTable,
     downstream: &Downstream,
     server_name: Option<&str>,
     exchange: &mut TcpExchange,
-) -> Result<(UpstreamStream, ActiveRequest), RelayError> {
+) -> Result<(UpstreamStream, Held), RelayError> {
     let destination = downstream.destination;
     let peer = &downstream.peer;
     let view = ConnectionView {
@@ -158,6 +169,11 @@ async fn connect(
             target: target.display_name(),
             port: destination.port(),
         })?;
+    let slot = cluster
+        .admit_stream()
+        .map_err(|Overflow| RelayError::Overflow {
+            cluster: cluster.name.clone(),
+        })?;
     let no_headers = HeaderMap::new();
     let hash = cluster.hash(RequestKeys {
         headers: &no_headers,
@@ -174,7 +190,7 @@ async fn connect(
     match engine.upstreams.open(endpoint.address).await {
         Ok(stream) => {
             cluster.record(&endpoint, Health::Succeeded);
-            Ok((stream, active))
+            Ok((stream, (active, slot)))
         }
         Err(source) => {
             cluster.record(&endpoint, Health::LocalFailure);

@@ -17,7 +17,7 @@ use ambit_api::istio::destination_rule::{LoadBalancerSettings, SimpleLb};
 
 use super::{
     hashing::{HashPolicy, RequestHash, RequestKeys, Ring},
-    limits::{Admission, ConnectionLimits, Overflow},
+    limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
     locality::LocalityLb,
     outlier::{Ejection, Health, OutlierPolicy, OutlierState},
 };
@@ -198,6 +198,15 @@ impl Cluster {
         match &self.policy.limits {
             None => Ok(None),
             Some(limits) => limits.admit().await.map(Some),
+        }
+    }
+
+    /// Admits one more relayed TCP connection under the cluster's
+    /// `tcp.maxConnections`, or refuses it (`UO`).
+    pub fn admit_stream(&self) -> Result<Option<ConnectionSlot>, Overflow> {
+        match &self.policy.limits {
+            None => Ok(None),
+            Some(limits) => limits.admit_stream(),
         }
     }
 

@@ -7,6 +7,9 @@
 //!   connection, so at most this many are sent at once; the next ones wait, up to
 //!   `http.http1MaxPendingRequests` of them, and the rest are refused.
 //!
+//! - `tcp.maxConnections`, for relayed TCP connections too: each holds a connection
+//!   while it lives; one more is refused at once (Envoy's TCP proxy queues nothing).
+//!
 //! Unset limits are Istio's defaults: unlimited.
 
 use std::sync::{
@@ -37,6 +40,12 @@ pub struct Overflow;
 pub struct Admission {
     _request: Counted,
     _connection: Option<OwnedSemaphorePermit>,
+}
+
+/// A relayed TCP connection's place under `tcp.maxConnections`, freed on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
 }
 
 /// One unit of a counter, given back on drop.
@@ -84,6 +93,18 @@ impl ConnectionLimits {
         })
     }
 
+    /// Admits one relayed TCP connection (`None`: connections are not limited), or
+    /// refuses it when every connection is taken.
+    pub fn admit_stream(&self) -> Result<Option<ConnectionSlot>, Overflow> {
+        let Some(connections) = &self.connections else {
+            return Ok(None);
+        };
+        let permit = Arc::clone(connections)
+            .try_acquire_owned()
+            .map_err(|_all_taken| Overflow)?;
+        Ok(Some(ConnectionSlot { _permit: permit }))
+    }
+
     /// Admits one request, waiting for a connection when allowed to, or refuses it.
     pub async fn admit(&self) -> Result<Admission, Overflow> {
         let (request, before) = Counted::new(&self.active);
@@ -126,6 +147,18 @@ mod tests {
     fn limits(yaml: &str, http2: bool) -> ConnectionLimits {
         let settings: ConnectionPoolSettings = serde_yaml_ng::from_str(yaml).unwrap();
         ConnectionLimits::new(&settings, http2).expect("limits are set")
+    }
+
+    #[test]
+    fn relayed_connections_are_refused_past_max_connections_until_one_closes() {
+        let two = limits("{tcp: {maxConnections: 2}}", false);
+        let first = two.admit_stream().expect("first").expect("limited");
+        let _second = two.admit_stream().expect("second").expect("limited");
+        assert_eq!(two.admit_stream().unwrap_err(), Overflow);
+        drop(first);
+        assert!(two.admit_stream().is_ok_and(|slot| slot.is_some()));
+        let unlimited = limits("{http: {http2MaxRequests: 5}}", false);
+        assert!(unlimited.admit_stream().is_ok_and(|slot| slot.is_none()));
     }
 
     #[tokio::test]
