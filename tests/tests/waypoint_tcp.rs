@@ -5,7 +5,8 @@
 //! it over HBONE through the real `ambit-waypoint`, which relays each connection as L4,
 //! split 80/20 between subsets v1 and v2 by a VirtualService `tcp:` route; the waypoint's
 //! `istio_tcp_*` metrics show the bytes went through it. Then a DestinationRule's
-//! `connectionPool.tcp.maxConnections: 1` lets one connection through at a time.
+//! `connectionPool.tcp.maxConnections: 1` lets one connection through at a time, and
+//! `idleTimeout: 1s` closes a silent one.
 //!
 //! And a TLS service (port named `tls-secure`) whose pods terminate TLS themselves
 //! (`openssl s_server`, each with its own certificate): the waypoint reads the server
@@ -13,7 +14,7 @@
 //! routes (`sniHosts`), passing the handshake through untouched — the client
 //! (`openssl s_client`) sees the certificate of the pod its SNI was routed to.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
 
 use ambit_e2e::{
     app::{self, ConnectReport},
@@ -245,6 +246,51 @@ fn at_most_one_connection_to_v1(cluster: &Cluster) -> Result<()> {
         "connections through again once the held one closed",
         READY_TIMEOUT,
         || -> Result<Option<()>> { Ok(connect(cluster)?.0.map(drop)) },
+    )
+    .with_context(|| cluster.logs())?;
+    silent_connections_are_closed(cluster)
+}
+
+/// `connectionPool.tcp.idleTimeout: 1s`: a connection held open without a byte after
+/// the server's greeting is closed by the waypoint (and counted closed) within seconds,
+/// not after Istio's default hour.
+fn silent_connections_are_closed(cluster: &Cluster) -> Result<()> {
+    cluster.apply(
+        "echo-destination-rule.yaml",
+        "DestinationRule",
+        "echo",
+        json!({
+            "host": "echo",
+            "trafficPolicy": { "connectionPool": { "tcp": { "idleTimeout": "1s" } } },
+            "subsets": [
+                { "name": "v1", "labels": { "version": "v1" } },
+                { "name": "v2", "labels": { "version": "v2" } },
+            ],
+        }),
+    )?;
+    let vip = SocketAddr::new(ECHO_VIP.parse()?, ECHO_PORT);
+    let closed = || -> Result<f64> {
+        Ok(cluster.waypoint_metrics()?.sum(
+            "istio_tcp_connections_closed_total",
+            &[("reporter", "waypoint"), ("destination_service", ECHO)],
+        ))
+    };
+    // Until the rule is applied a held connection keeps the default hour: hold a new
+    // one each round and look for any to be closed.
+    let mut holders = Vec::new();
+    wait_for(
+        "a silent connection closed after its 1 s idle timeout",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            let before = closed()?;
+            // Connects, takes the greeting into its socket buffer, and sends nothing.
+            holders.push(cluster.client.spawn(Command::new("bash").args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/{}/{}; sleep 60", vip.ip(), vip.port()),
+            ]))?);
+            std::thread::sleep(Duration::from_millis(2_500));
+            Ok((closed()? > before).then_some(()))
+        },
     )
     .with_context(|| cluster.logs())?;
     Ok(())

@@ -16,10 +16,12 @@
 //! - `upgrade`: WebSocket and other `Upgrade:` requests, spliced after `101`;
 //! - [`relay`]: [`relay_connection`], a connection to a TCP service port relayed as
 //!   bytes by `tls:` and `tcp:` routes;
-//! - `sni`: the server name of a TLS client's ClientHello, read before routing.
+//! - `sni`: the server name of a TLS client's ClientHello, read before routing;
+//! - `idle`: closing relayed connections silent for their cluster's idle timeout.
 
 pub mod connector;
 mod forward;
+mod idle;
 pub mod inspect;
 mod mirror;
 pub mod relay;

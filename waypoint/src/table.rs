@@ -514,12 +514,11 @@ fn check_destination_rule(
         let outlier = policy.outlier_detection.as_ref();
         let tuned = [
             (
-                "connectionPool.tcp (except maxConnections)",
+                "connectionPool.tcp (except maxConnections and idleTimeout)",
                 tcp.is_some_and(|t| {
                     t.connect_timeout.is_some()
                         || t.tcp_keepalive.is_some()
                         || t.max_connection_duration.is_some()
-                        || t.idle_timeout.is_some()
                 }),
             ),
             (
@@ -605,10 +604,11 @@ fn build_clusters(config: &Config) -> ClusterIndex {
                 let lb = effective(policies, port.port, PolicyScope::load_balancer);
                 let outlier = effective(policies, port.port, PolicyScope::outlier_detection);
                 let endpoints = subset_endpoints(service, labels);
+                let pool = effective(policies, port.port, PolicyScope::connection_pool);
                 let policy = ClusterPolicy {
                     balancer: Balancer::from_settings(lb),
-                    limits: effective(policies, port.port, PolicyScope::connection_pool)
-                        .and_then(|pool| ConnectionLimits::new(pool, http2)),
+                    limits: pool.and_then(|pool| ConnectionLimits::new(pool, http2)),
+                    tcp_idle_timeout: cluster::tcp_idle_timeout(pool),
                     outlier: outlier.and_then(OutlierPolicy::new),
                     locality: locality_setting(lb).and_then(|setting| {
                         setting.for_cluster(origin, outlier.is_some(), &endpoints)

@@ -6,7 +6,8 @@
 //! one access-log line.
 //!
 //! `connectionPool.tcp.maxConnections` bounds the connections relayed to a cluster at
-//! once (one more is closed at once, `UO`). Not yet: the idle timeouts.
+//! once (one more is closed at once, `UO`); `tcp.idleTimeout` (Istio's default: an
+//! hour) closes a connection no byte has crossed for that long (`idle`).
 
 use std::{
     io,
@@ -14,6 +15,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use http::HeaderMap;
@@ -21,7 +23,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use super::{
-    Downstream, Engine, Side, UpstreamStream,
+    Downstream, Engine, Side, UpstreamStream, idle,
     sni::{self, Inspected},
 };
 use crate::{
@@ -104,7 +106,7 @@ where
     };
     let server_name = hello.server_name.as_deref();
     let connected = connect(&engine, &table, &downstream, server_name, &mut exchange).await;
-    let (mut upstream, _held) = match connected {
+    let (upstream, idle_timeout, _held) = match connected {
         Ok(connected) => connected,
         Err(error) => {
             tracing::debug!(%error, side = ?error.side(), "TCP connection not relayed");
@@ -115,12 +117,23 @@ where
         }
     };
     exchange.opened(metrics);
+    let activity = idle::Activity::new();
+    let mut upstream = idle::Watched::new(upstream, Arc::clone(&activity));
     let relayed = async {
         upstream.write_all(&hello.read).await?;
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await
     };
-    if let Err(error) = relayed.await {
-        tracing::debug!(%error, "TCP relay ended with an error");
+    let silent = async {
+        match idle_timeout {
+            Some(idle) => idle::until_idle(&activity, idle).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        relayed = relayed => if let Err(error) = relayed {
+            tracing::debug!(%error, "TCP relay ended with an error");
+        },
+        () = silent => tracing::debug!(?idle_timeout, "TCP connection closed: idle"),
     }
     exchange.received = client.read;
     exchange.sent = client.written;
@@ -131,14 +144,15 @@ where
 /// `LEAST_REQUEST`), and its place under the cluster's `tcp.maxConnections`.
 type Held = (ActiveRequest, Option<ConnectionSlot>);
 
-/// Routes the connection and opens a stream to the chosen endpoint.
+/// Routes the connection and opens a stream to the chosen endpoint; with the
+/// cluster's idle timeout.
 async fn connect(
     engine: &Engine,
     table: &RouteTable,
     downstream: &Downstream,
     server_name: Option<&str>,
     exchange: &mut TcpExchange,
-) -> Result<(UpstreamStream, Held), RelayError> {
+) -> Result<(UpstreamStream, Option<Duration>, Held), RelayError> {
     let destination = downstream.destination;
     let peer = &downstream.peer;
     let view = ConnectionView {
@@ -190,7 +204,7 @@ async fn connect(
     match engine.upstreams.open(endpoint.address).await {
         Ok(stream) => {
             cluster.record(&endpoint, Health::Succeeded);
-            Ok((stream, (active, slot)))
+            Ok((stream, cluster.tcp_idle_timeout(), (active, slot)))
         }
         Err(source) => {
             cluster.record(&endpoint, Health::LocalFailure);

@@ -10,10 +10,10 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use ambit_api::istio::destination_rule::{LoadBalancerSettings, SimpleLb};
+use ambit_api::istio::destination_rule::{ConnectionPoolSettings, LoadBalancerSettings, SimpleLb};
 
 use super::{
     hashing::{HashPolicy, RequestHash, RequestKeys, Ring},
@@ -129,6 +129,19 @@ pub struct ClusterPolicy {
     /// The priority levels or weighted localities picks are narrowed to; `None`: all
     /// endpoints alike.
     pub locality: Option<LocalityLb>,
+    /// How long a relayed TCP connection may carry no byte before it is closed
+    /// (`connectionPool.tcp.idleTimeout`); `None`: never.
+    pub tcp_idle_timeout: Option<Duration>,
+}
+
+/// Istio's TCP idle timeout when `connectionPool.tcp.idleTimeout` is unset.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The TCP idle timeout `pool` sets: Istio's default when unset, none when `0s`.
+#[must_use]
+pub fn tcp_idle_timeout(pool: Option<&ConnectionPoolSettings>) -> Option<Duration> {
+    let set = pool.and_then(|pool| Some(pool.tcp.as_ref()?.idle_timeout?.0));
+    Some(set.unwrap_or(DEFAULT_TCP_IDLE_TIMEOUT)).filter(|idle| !idle.is_zero())
 }
 
 /// The endpoints of one service port, or one subset of them.
@@ -199,6 +212,12 @@ impl Cluster {
             None => Ok(None),
             Some(limits) => limits.admit().await.map(Some),
         }
+    }
+
+    /// How long a relayed TCP connection may stay silent (`None`: forever).
+    #[must_use]
+    pub fn tcp_idle_timeout(&self) -> Option<Duration> {
+        self.policy.tcp_idle_timeout
     }
 
     /// Admits one more relayed TCP connection under the cluster's
@@ -357,6 +376,26 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn tcp_idle_timeout_is_istios_hour_unless_set_and_zero_turns_it_off() {
+        let pool = |yaml: &str| -> ConnectionPoolSettings {
+            serde_yaml_ng::from_str(yaml).expect("test pool is YAML")
+        };
+        assert_eq!(tcp_idle_timeout(None), Some(DEFAULT_TCP_IDLE_TIMEOUT));
+        assert_eq!(
+            tcp_idle_timeout(Some(&pool("{tcp: {maxConnections: 3}}"))),
+            Some(DEFAULT_TCP_IDLE_TIMEOUT)
+        );
+        assert_eq!(
+            tcp_idle_timeout(Some(&pool("{tcp: {idleTimeout: 90s}}"))),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            tcp_idle_timeout(Some(&pool("{tcp: {idleTimeout: 0s}}"))),
+            None
+        );
+    }
     use crate::table::{Health, OutlierPolicy};
 
     fn cluster(balancer: Balancer, count: u8) -> Cluster {
@@ -366,6 +405,7 @@ mod tests {
             limits: None,
             outlier: None,
             locality: None,
+            tcp_idle_timeout: None,
         };
         Cluster::new("outbound|80||app".into(), false, addresses, policy)
     }
@@ -425,6 +465,7 @@ mod tests {
             limits: None,
             outlier: OutlierPolicy::new(&outlier),
             locality: None,
+            tcp_idle_timeout: None,
         };
         let addresses = (1..=2).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
         let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
@@ -450,6 +491,7 @@ mod tests {
             limits: None,
             outlier: outlier.as_ref().and_then(OutlierPolicy::new),
             locality: None,
+            tcp_idle_timeout: None,
         };
         let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
         Cluster::new("outbound|80||app".into(), false, addresses, policy)
