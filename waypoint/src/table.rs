@@ -42,7 +42,9 @@ use ambit_api::istio::{
 use thiserror::Error;
 
 pub use self::{
-    cluster::{ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, UpstreamEndpoint},
+    cluster::{
+        ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, TcpPolicy, UpstreamEndpoint,
+    },
     hashing::{RequestHash, RequestKeys},
     limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
     outlier::{Health, OutlierPolicy},
@@ -514,11 +516,9 @@ fn check_destination_rule(
         let outlier = policy.outlier_detection.as_ref();
         let tuned = [
             (
-                "connectionPool.tcp (except maxConnections and idleTimeout)",
+                "connectionPool.tcp (except maxConnections, connectTimeout and idleTimeout)",
                 tcp.is_some_and(|t| {
-                    t.connect_timeout.is_some()
-                        || t.tcp_keepalive.is_some()
-                        || t.max_connection_duration.is_some()
+                    t.tcp_keepalive.is_some() || t.max_connection_duration.is_some()
                 }),
             ),
             (
@@ -608,7 +608,7 @@ fn build_clusters(config: &Config) -> ClusterIndex {
                 let policy = ClusterPolicy {
                     balancer: Balancer::from_settings(lb),
                     limits: pool.and_then(|pool| ConnectionLimits::new(pool, http2)),
-                    tcp_idle_timeout: cluster::tcp_idle_timeout(pool),
+                    tcp: TcpPolicy::new(pool),
                     outlier: outlier.and_then(OutlierPolicy::new),
                     locality: locality_setting(lb).and_then(|setting| {
                         setting.for_cluster(origin, outlier.is_some(), &endpoints)

@@ -51,19 +51,22 @@ impl Connect for TcpConnector {
     }
 }
 
-/// A stream to `endpoint` through `connector`, or an error once [`CONNECT_TIMEOUT`]
-/// has passed.
+/// A stream to `endpoint` through `connector`, or an error once `timeout` has passed
+/// (the cluster's `connectTimeout`, [`CONNECT_TIMEOUT`] by default).
 pub fn connect_in_time(
     connector: &dyn Connect,
     endpoint: SocketAddr,
+    timeout: Duration,
 ) -> impl Future<Output = io::Result<UpstreamStream>> + Send + 'static {
     let connecting = connector.connect(endpoint);
     async move {
-        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        match tokio::time::timeout(timeout, connecting).await {
             Ok(stream) => stream,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("connecting to {endpoint} took over {CONNECT_TIMEOUT:?}"),
+                format!(
+                    "connecting to {endpoint} took over {timeout:?} (connectionPool.tcp.connectTimeout)"
+                ),
             )),
         }
     }
@@ -142,6 +145,7 @@ impl Connection for UpstreamStream {
 pub(super) struct EndpointConnector {
     pub(super) connector: std::sync::Arc<dyn Connect>,
     pub(super) endpoint: SocketAddr,
+    pub(super) timeout: Duration,
 }
 
 impl tower_service::Service<Uri> for EndpointConnector {
@@ -154,7 +158,7 @@ impl tower_service::Service<Uri> for EndpointConnector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let connecting = connect_in_time(&*self.connector, self.endpoint);
+        let connecting = connect_in_time(&*self.connector, self.endpoint, self.timeout);
         Box::pin(async move { connecting.await.map(TokioIo::new) })
     }
 }

@@ -15,7 +15,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use http::HeaderMap;
@@ -29,7 +28,7 @@ use super::{
 use crate::{
     flags::ResponseFlags,
     matcher::connection::ConnectionView,
-    table::{ActiveRequest, ConnectionSlot, Health, Overflow, RequestKeys, RouteTable},
+    table::{ActiveRequest, ConnectionSlot, Health, Overflow, RequestKeys, RouteTable, TcpPolicy},
     telemetry::tcp::TcpExchange,
 };
 
@@ -106,7 +105,7 @@ where
     };
     let server_name = hello.server_name.as_deref();
     let connected = connect(&engine, &table, &downstream, server_name, &mut exchange).await;
-    let (upstream, idle_timeout, _held) = match connected {
+    let (upstream, tcp, _held) = match connected {
         Ok(connected) => connected,
         Err(error) => {
             tracing::debug!(%error, side = ?error.side(), "TCP connection not relayed");
@@ -124,7 +123,7 @@ where
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await
     };
     let silent = async {
-        match idle_timeout {
+        match tcp.idle_timeout {
             Some(idle) => idle::until_idle(&activity, idle).await,
             None => std::future::pending().await,
         }
@@ -133,7 +132,7 @@ where
         relayed = relayed => if let Err(error) = relayed {
             tracing::debug!(%error, "TCP relay ended with an error");
         },
-        () = silent => tracing::debug!(?idle_timeout, "TCP connection closed: idle"),
+        () = silent => tracing::debug!(idle_timeout = ?tcp.idle_timeout, "TCP connection closed: idle"),
     }
     exchange.received = client.read;
     exchange.sent = client.written;
@@ -145,14 +144,14 @@ where
 type Held = (ActiveRequest, Option<ConnectionSlot>);
 
 /// Routes the connection and opens a stream to the chosen endpoint; with the
-/// cluster's idle timeout.
+/// cluster's timeouts.
 async fn connect(
     engine: &Engine,
     table: &RouteTable,
     downstream: &Downstream,
     server_name: Option<&str>,
     exchange: &mut TcpExchange,
-) -> Result<(UpstreamStream, Option<Duration>, Held), RelayError> {
+) -> Result<(UpstreamStream, TcpPolicy, Held), RelayError> {
     let destination = downstream.destination;
     let peer = &downstream.peer;
     let view = ConnectionView {
@@ -201,10 +200,15 @@ async fn connect(
         })?;
     exchange.reached(table.workloads(), endpoint.address);
     let active = endpoint.start_request();
-    match engine.upstreams.open(endpoint.address).await {
+    let tcp = cluster.tcp();
+    match engine
+        .upstreams
+        .open(endpoint.address, tcp.connect_timeout)
+        .await
+    {
         Ok(stream) => {
             cluster.record(&endpoint, Health::Succeeded);
-            Ok((stream, cluster.tcp_idle_timeout(), (active, slot)))
+            Ok((stream, tcp, (active, slot)))
         }
         Err(source) => {
             cluster.record(&endpoint, Health::LocalFailure);

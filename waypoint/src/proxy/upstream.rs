@@ -30,8 +30,9 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 type EndpointClient = Client<EndpointConnector, Body>;
 
-/// Whose pool: the endpoint, whether HTTP/2, and the worker thread.
-type ClientKey = (SocketAddr, bool, Option<WorkerId>);
+/// Whose pool: the endpoint, whether HTTP/2, the connect timeout, and the worker
+/// thread.
+type ClientKey = (SocketAddr, bool, Duration, Option<WorkerId>);
 
 /// The clients of every endpoint the waypoint has sent to.
 #[derive(Debug)]
@@ -49,26 +50,34 @@ impl Upstreams {
     }
 
     /// Sends `request` (absolute URI, the authority being the request's) to
-    /// `endpoint`, over HTTP/2 with prior knowledge if `http2`, else HTTP/1.1.
+    /// `endpoint`, over HTTP/2 with prior knowledge if `http2`, else HTTP/1.1, giving
+    /// up on a new connection after `connect_timeout`.
     pub async fn send(
         &self,
         endpoint: SocketAddr,
         http2: bool,
+        connect_timeout: Duration,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        let client = self.client(endpoint, http2);
+        let client = self.client((endpoint, http2, connect_timeout, ambit_workers::current()));
         client.request(request).await
     }
 
-    /// A new stream to `endpoint`, for one relayed TCP connection (not pooled).
-    pub async fn open(&self, endpoint: SocketAddr) -> std::io::Result<UpstreamStream> {
-        connect_in_time(&*self.connector, endpoint).await
+    /// A new stream to `endpoint`, for one relayed TCP connection (not pooled), or an
+    /// error once `connect_timeout` has passed.
+    pub async fn open(
+        &self,
+        endpoint: SocketAddr,
+        connect_timeout: Duration,
+    ) -> std::io::Result<UpstreamStream> {
+        connect_in_time(&*self.connector, endpoint, connect_timeout).await
     }
 
-    fn client(&self, endpoint: SocketAddr, http2: bool) -> EndpointClient {
+    fn client(&self, key: ClientKey) -> EndpointClient {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let (endpoint, http2, timeout, _) = key;
         clients
-            .entry((endpoint, http2, ambit_workers::current()))
+            .entry(key)
             .or_insert_with(|| {
                 Client::builder(TokioExecutor::new())
                     .http2_only(http2)
@@ -77,6 +86,7 @@ impl Upstreams {
                     .build(EndpointConnector {
                         connector: Arc::clone(&self.connector),
                         endpoint,
+                        timeout,
                     })
             })
             .clone()

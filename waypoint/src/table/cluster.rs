@@ -21,6 +21,7 @@ use super::{
     locality::LocalityLb,
     outlier::{Ejection, Health, OutlierPolicy, OutlierState},
 };
+use crate::proxy::connector::CONNECT_TIMEOUT;
 
 /// How many times a pick avoiding the previous attempts' endpoints is tried (Istio's
 /// `hostSelectionRetryMaxAttempts`).
@@ -129,19 +130,51 @@ pub struct ClusterPolicy {
     /// The priority levels or weighted localities picks are narrowed to; `None`: all
     /// endpoints alike.
     pub locality: Option<LocalityLb>,
-    /// How long a relayed TCP connection may carry no byte before it is closed
-    /// (`connectionPool.tcp.idleTimeout`); `None`: never.
-    pub tcp_idle_timeout: Option<Duration>,
+    /// Its connections' timeouts (`connectionPool.tcp`).
+    pub tcp: TcpPolicy,
 }
 
 /// Istio's TCP idle timeout when `connectionPool.tcp.idleTimeout` is unset.
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The TCP idle timeout `pool` sets: Istio's default when unset, none when `0s`.
-#[must_use]
-pub fn tcp_idle_timeout(pool: Option<&ConnectionPoolSettings>) -> Option<Duration> {
-    let set = pool.and_then(|pool| Some(pool.tcp.as_ref()?.idle_timeout?.0));
-    Some(set.unwrap_or(DEFAULT_TCP_IDLE_TIMEOUT)).filter(|idle| !idle.is_zero())
+/// A cluster's connection timeouts, Istio's defaults unless its `connectionPool.tcp`
+/// sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpPolicy {
+    /// How long opening a connection to an endpoint may take (`connectTimeout`).
+    pub connect_timeout: Duration,
+    /// How long a relayed TCP connection may carry no byte before it is closed
+    /// (`idleTimeout`); `None`: never (`0s`).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for TcpPolicy {
+    fn default() -> Self {
+        Self {
+            connect_timeout: CONNECT_TIMEOUT,
+            idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
+        }
+    }
+}
+
+impl TcpPolicy {
+    /// The timeouts `pool` sets, the defaults for the rest.
+    #[must_use]
+    pub fn new(pool: Option<&ConnectionPoolSettings>) -> Self {
+        let defaults = Self::default();
+        let Some(tcp) = pool.and_then(|pool| pool.tcp.as_ref()) else {
+            return defaults;
+        };
+        Self {
+            connect_timeout: tcp
+                .connect_timeout
+                .map_or(defaults.connect_timeout, |timeout| timeout.0),
+            idle_timeout: match tcp.idle_timeout {
+                None => defaults.idle_timeout,
+                Some(idle) => Some(idle.0).filter(|idle| !idle.is_zero()),
+            },
+        }
+    }
 }
 
 /// The endpoints of one service port, or one subset of them.
@@ -214,10 +247,10 @@ impl Cluster {
         }
     }
 
-    /// How long a relayed TCP connection may stay silent (`None`: forever).
+    /// Its connections' timeouts.
     #[must_use]
-    pub fn tcp_idle_timeout(&self) -> Option<Duration> {
-        self.policy.tcp_idle_timeout
+    pub fn tcp(&self) -> TcpPolicy {
+        self.policy.tcp
     }
 
     /// Admits one more relayed TCP connection under the cluster's
@@ -376,26 +409,6 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-
-    #[test]
-    fn tcp_idle_timeout_is_istios_hour_unless_set_and_zero_turns_it_off() {
-        let pool = |yaml: &str| -> ConnectionPoolSettings {
-            serde_yaml_ng::from_str(yaml).expect("test pool is YAML")
-        };
-        assert_eq!(tcp_idle_timeout(None), Some(DEFAULT_TCP_IDLE_TIMEOUT));
-        assert_eq!(
-            tcp_idle_timeout(Some(&pool("{tcp: {maxConnections: 3}}"))),
-            Some(DEFAULT_TCP_IDLE_TIMEOUT)
-        );
-        assert_eq!(
-            tcp_idle_timeout(Some(&pool("{tcp: {idleTimeout: 90s}}"))),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            tcp_idle_timeout(Some(&pool("{tcp: {idleTimeout: 0s}}"))),
-            None
-        );
-    }
     use crate::table::{Health, OutlierPolicy};
 
     fn cluster(balancer: Balancer, count: u8) -> Cluster {
@@ -405,9 +418,37 @@ mod tests {
             limits: None,
             outlier: None,
             locality: None,
-            tcp_idle_timeout: None,
+            tcp: TcpPolicy::default(),
         };
         Cluster::new("outbound|80||app".into(), false, addresses, policy)
+    }
+
+    #[test]
+    fn tcp_timeouts_are_istios_unless_set_and_a_zero_idle_timeout_turns_it_off() {
+        let pool = |yaml: &str| -> ConnectionPoolSettings {
+            serde_yaml_ng::from_str(yaml).expect("test pool is YAML")
+        };
+        assert_eq!(TcpPolicy::new(None), TcpPolicy::default());
+        assert_eq!(
+            TcpPolicy::new(Some(&pool("{tcp: {maxConnections: 3}}"))),
+            TcpPolicy {
+                connect_timeout: CONNECT_TIMEOUT,
+                idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
+            }
+        );
+        assert_eq!(
+            TcpPolicy::new(Some(&pool(
+                "{tcp: {idleTimeout: 90s, connectTimeout: 250ms}}"
+            ))),
+            TcpPolicy {
+                connect_timeout: Duration::from_millis(250),
+                idle_timeout: Some(Duration::from_secs(90)),
+            }
+        );
+        assert_eq!(
+            TcpPolicy::new(Some(&pool("{tcp: {idleTimeout: 0s}}"))).idle_timeout,
+            None
+        );
     }
 
     #[test]
@@ -465,7 +506,7 @@ mod tests {
             limits: None,
             outlier: OutlierPolicy::new(&outlier),
             locality: None,
-            tcp_idle_timeout: None,
+            tcp: TcpPolicy::default(),
         };
         let addresses = (1..=2).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
         let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
@@ -491,7 +532,7 @@ mod tests {
             limits: None,
             outlier: outlier.as_ref().and_then(OutlierPolicy::new),
             locality: None,
-            tcp_idle_timeout: None,
+            tcp: TcpPolicy::default(),
         };
         let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
         Cluster::new("outbound|80||app".into(), false, addresses, policy)

@@ -188,3 +188,70 @@ async fn a_connection_to_an_endpoint_that_refuses_is_closed_and_counted_uf() {
         "{metrics}"
     );
 }
+
+/// A listener on `ip` that never accepts, its one-place queue filled: a connection to
+/// it gets no answer (the kernel drops the SYN), as to an endpoint that is gone.
+async fn unanswering(ip: &str) -> (u16, Vec<tokio::net::TcpStream>, tokio::net::TcpListener) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::new(ip.parse().expect("IP"), 0))
+        .expect("binding");
+    let listener = socket.listen(0).expect("listening");
+    let address = listener.local_addr().expect("bound");
+    let mut queued = Vec::new();
+    // A backlog of 0 holds one connection; a few more make sure it is full.
+    for _ in 0..3 {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    (address.port(), queued, listener)
+}
+
+#[tokio::test]
+async fn a_connection_not_answered_in_the_connect_timeout_is_closed_and_counted_uf() {
+    let (port, _queued, _listener) = unanswering("127.0.0.14").await;
+    let silent = Service {
+        namespace: NAMESPACE.into(),
+        name: "echo".into(),
+        ports: vec![ServicePort {
+            name: "tcp".into(),
+            port: SERVICE_PORT,
+            target_port: port,
+            app_protocol: String::new(),
+        }],
+        endpoints: vec![Endpoint::new("127.0.0.14".parse().expect("IP"), [])],
+    };
+    let rule = destination_rule(
+        "echo",
+        "{host: echo, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 300ms}}}}",
+    );
+    let waypoint = Waypoint::start(&config(vec![silent], vec![], vec![rule])).await;
+    let (mut client, relayed) = tokio::io::duplex(1024);
+    let started = std::time::Instant::now();
+    relay_connection(relayed, Arc::clone(&waypoint.engine), to_echo()).await;
+    let waited = started.elapsed();
+    assert!(
+        (std::time::Duration::from_millis(300)..std::time::Duration::from_secs(3))
+            .contains(&waited),
+        "gave up after {waited:?}, expected the 300 ms connectTimeout (not Istio's 10 s)"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).await.expect("reading"), 0);
+    let metrics = waypoint.metrics();
+    assert_eq!(
+        sample(
+            &metrics,
+            "istio_tcp_connections_closed_total",
+            &[("response_flags", "UF"), ("destination_service", ECHO)]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}

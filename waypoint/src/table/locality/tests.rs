@@ -3,7 +3,7 @@ use std::{collections::HashMap, net::SocketAddr};
 use ambit_api::istio::destination_rule::{OutlierDetection, SimpleLb};
 
 use super::*;
-use crate::table::{Balancer, Cluster, ClusterPolicy, Health, OutlierPolicy};
+use crate::table::{Balancer, Cluster, ClusterPolicy, Health, OutlierPolicy, TcpPolicy};
 
 fn at(text: &str) -> Locality {
     let mut parts = text.split('/').map(str::to_owned);
@@ -273,7 +273,7 @@ fn a_cluster_fails_over_to_the_next_zone_when_its_local_endpoint_is_ejected() {
         limits: None,
         outlier: OutlierPolicy::new(&outlier),
         locality: lb,
-        tcp_idle_timeout: None,
+        tcp: TcpPolicy::default(),
     };
     let addresses = (1..=3).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
     let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
