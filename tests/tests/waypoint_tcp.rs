@@ -21,7 +21,7 @@ use ambit_e2e::{
     openssl, wait_for,
 };
 use anyhow::{Context as _, Result, ensure};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[path = "common/waypoint_cluster.rs"]
 mod waypoint_cluster;
@@ -54,6 +54,27 @@ fn connect(cluster: &Cluster) -> Result<(Option<String>, ConnectReport)> {
     Ok((answered_by, report))
 }
 
+/// A DestinationRule for `host` with subsets `v1` and `v2` (by `version`) and, if
+/// given, `trafficPolicy`.
+fn subsets_rule(cluster: &Cluster, host: &str, traffic_policy: Option<Value>) -> Result<()> {
+    let mut spec = json!({
+        "host": host,
+        "subsets": [
+            { "name": "v1", "labels": { "version": "v1" } },
+            { "name": "v2", "labels": { "version": "v2" } },
+        ],
+    });
+    if let Some(policy) = traffic_policy {
+        spec["trafficPolicy"] = policy;
+    }
+    cluster.apply(
+        &format!("{host}-destination-rule.yaml"),
+        "DestinationRule",
+        host,
+        spec,
+    )
+}
+
 #[test]
 fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Result<()> {
     let Some(cluster) = Cluster::start()? else {
@@ -78,20 +99,7 @@ fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Resu
             },
         }),
     )?;
-    cluster.net.write_manifest(
-        "echo-destination-rule.yaml",
-        &istio(
-            "DestinationRule",
-            "echo",
-            json!({
-                "host": "echo",
-                "subsets": [
-                    { "name": "v1", "labels": { "version": "v1" } },
-                    { "name": "v2", "labels": { "version": "v2" } },
-                ],
-            }),
-        ),
-    )?;
+    subsets_rule(&cluster, "echo", None)?;
     cluster.net.write_manifest(
         "echo-virtual-service.yaml",
         &istio(
@@ -198,18 +206,10 @@ fn at_most_one_connection_to_v1(cluster: &Cluster) -> Result<()> {
         "echo",
         v1_only,
     )?;
-    cluster.apply(
-        "echo-destination-rule.yaml",
-        "DestinationRule",
+    subsets_rule(
+        cluster,
         "echo",
-        json!({
-            "host": "echo",
-            "trafficPolicy": { "connectionPool": { "tcp": { "maxConnections": 1 } } },
-            "subsets": [
-                { "name": "v1", "labels": { "version": "v1" } },
-                { "name": "v2", "labels": { "version": "v2" } },
-            ],
-        }),
+        Some(json!({ "connectionPool": { "tcp": { "maxConnections": 1 } } })),
     )?;
     wait_for(
         "10 connections in a row to v1 alone",
@@ -255,18 +255,10 @@ fn at_most_one_connection_to_v1(cluster: &Cluster) -> Result<()> {
 /// the server's greeting is closed by the waypoint (and counted closed) within seconds,
 /// not after Istio's default hour.
 fn silent_connections_are_closed(cluster: &Cluster) -> Result<()> {
-    cluster.apply(
-        "echo-destination-rule.yaml",
-        "DestinationRule",
+    subsets_rule(
+        cluster,
         "echo",
-        json!({
-            "host": "echo",
-            "trafficPolicy": { "connectionPool": { "tcp": { "idleTimeout": "1s" } } },
-            "subsets": [
-                { "name": "v1", "labels": { "version": "v1" } },
-                { "name": "v2", "labels": { "version": "v2" } },
-            ],
-        }),
+        Some(json!({ "connectionPool": { "tcp": { "idleTimeout": "1s" } } })),
     )?;
     let vip = SocketAddr::new(ECHO_VIP.parse()?, ECHO_PORT);
     let closed = || -> Result<f64> {
@@ -328,20 +320,7 @@ fn tls_routes_pass_tls_through_by_sni() -> Result<()> {
             },
         }),
     )?;
-    cluster.net.write_manifest(
-        "secure-destination-rule.yaml",
-        &istio(
-            "DestinationRule",
-            "secure",
-            json!({
-                "host": "secure",
-                "subsets": [
-                    { "name": "v1", "labels": { "version": "v1" } },
-                    { "name": "v2", "labels": { "version": "v2" } },
-                ],
-            }),
-        ),
-    )?;
+    subsets_rule(&cluster, "secure", None)?;
     cluster.net.write_manifest(
         "secure-virtual-service.yaml",
         &istio(

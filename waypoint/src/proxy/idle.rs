@@ -1,22 +1,17 @@
 //! Closing a relayed connection no byte has crossed for a while (`connectionPool.tcp.
-//! idleTimeout`): the upstream side is [`Watched`] (every byte either way crosses it),
-//! and [`until_idle`] completes once it has been silent that long.
+//! idleTimeout`): the relay records each read or write on the client's side (every
+//! byte either way crosses it) in an [`Activity`], and [`until_idle`] completes once it
+//! has been silent that long.
 
 use std::{
-    io,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    time::Instant,
-};
+use tokio::time::Instant;
 
 /// When a stream last carried a byte.
 #[derive(Debug)]
@@ -35,7 +30,8 @@ impl Activity {
         })
     }
 
-    fn record(&self) {
+    /// A byte crossed now.
+    pub fn record(&self) {
         let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -56,73 +52,17 @@ pub async fn until_idle(activity: &Activity, idle: Duration) {
     }
 }
 
-/// A stream whose reads and writes of at least one byte count as activity.
-#[derive(Debug)]
-pub struct Watched<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Watched<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.record();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.record();
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
     use super::*;
 
     #[tokio::test]
-    async fn a_silent_stream_is_idle_after_the_timeout_and_bytes_push_it_back() {
-        let (near, mut far) = tokio::io::duplex(64);
+    async fn a_silent_stream_is_idle_after_the_timeout_and_activity_pushes_it_back() {
         let activity = Activity::new();
-        let mut watched = Watched::new(near, Arc::clone(&activity));
         let idle = Duration::from_millis(300);
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        far.write_all(b"x").await.unwrap();
-        let mut byte = [0];
-        watched.read_exact(&mut byte).await.unwrap();
+        activity.record();
         until_idle(&activity, idle).await;
         let waited = started.elapsed();
         assert!(

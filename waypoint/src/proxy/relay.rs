@@ -96,7 +96,8 @@ where
     let metrics = engine.metrics.tcp();
     let mut exchange =
         TcpExchange::start(table.workloads(), &downstream.peer, downstream.destination);
-    let mut client = Counted::new(io);
+    let activity = idle::Activity::new();
+    let mut client = Counted::new(io, Arc::clone(&activity));
     // Routed by SNI: a service with `tls:` routes, or an ingress port passing TLS
     // through (no service: the server name picks the VirtualService).
     let hello = match downstream.service.as_deref() {
@@ -105,7 +106,7 @@ where
     };
     let server_name = hello.server_name.as_deref();
     let connected = connect(&engine, &table, &downstream, server_name, &mut exchange).await;
-    let (upstream, tcp, _held) = match connected {
+    let (mut upstream, tcp, _held) = match connected {
         Ok(connected) => connected,
         Err(error) => {
             tracing::debug!(%error, side = ?error.side(), "TCP connection not relayed");
@@ -116,8 +117,6 @@ where
         }
     };
     exchange.opened(metrics);
-    let activity = idle::Activity::new();
-    let mut upstream = idle::Watched::new(upstream, Arc::clone(&activity));
     let relayed = async {
         upstream.write_all(&hello.read).await?;
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await
@@ -220,19 +219,22 @@ async fn connect(
     }
 }
 
-/// A stream that counts the bytes read from it and written to it.
+/// A stream that counts the bytes read from it and written to it, and records when
+/// it last carried one.
 struct Counted<S> {
     inner: S,
     read: u64,
     written: u64,
+    activity: Arc<idle::Activity>,
 }
 
 impl<S> Counted<S> {
-    fn new(inner: S) -> Self {
+    fn new(inner: S, activity: Arc<idle::Activity>) -> Self {
         Self {
             inner,
             read: 0,
             written: 0,
+            activity,
         }
     }
 }
@@ -245,8 +247,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            self.read += (buf.filled().len() - before) as u64;
+        let read = buf.filled().len() - before;
+        if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
+            self.read += read as u64;
+            self.activity.record();
         }
         polled
     }
@@ -259,8 +263,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
             self.written += n as u64;
+            self.activity.record();
         }
         polled
     }
