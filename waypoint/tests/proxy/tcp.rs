@@ -59,6 +59,21 @@ async fn echo_service() -> Service {
     }
 }
 
+/// Service `echo` (port named `tcp`) with one endpoint, `ip:port`.
+fn one_endpoint_echo(ip: &str, port: u16) -> Service {
+    Service {
+        namespace: NAMESPACE.into(),
+        name: "echo".into(),
+        ports: vec![ServicePort {
+            name: "tcp".into(),
+            port: SERVICE_PORT,
+            target_port: port,
+            app_protocol: String::new(),
+        }],
+        endpoints: vec![Endpoint::new(ip.parse().expect("IP"), [])],
+    }
+}
+
 /// A connection to the VIP of `echo` on its port, as the HBONE server describes it.
 fn to_echo() -> Downstream {
     Downstream {
@@ -160,17 +175,7 @@ tcp:
 #[tokio::test]
 async fn a_connection_to_an_endpoint_that_refuses_is_closed_and_counted_uf() {
     let port = closed_port("127.0.0.13").await.expect("a free port");
-    let dead = Service {
-        namespace: NAMESPACE.into(),
-        name: "echo".into(),
-        ports: vec![ServicePort {
-            name: "tcp".into(),
-            port: SERVICE_PORT,
-            target_port: port,
-            app_protocol: String::new(),
-        }],
-        endpoints: vec![Endpoint::new("127.0.0.13".parse().expect("IP"), [])],
-    };
+    let dead = one_endpoint_echo("127.0.0.13", port);
     let waypoint = Waypoint::start(&config(vec![dead], vec![], vec![])).await;
     let (mut client, relayed) = tokio::io::duplex(1024);
     relay_connection(relayed, Arc::clone(&waypoint.engine), to_echo()).await;
@@ -217,17 +222,7 @@ async fn unanswering(ip: &str) -> (u16, Vec<tokio::net::TcpStream>, tokio::net::
 #[tokio::test]
 async fn a_connection_not_answered_in_the_connect_timeout_is_closed_and_counted_uf() {
     let (port, _queued, _listener) = unanswering("127.0.0.14").await;
-    let silent = Service {
-        namespace: NAMESPACE.into(),
-        name: "echo".into(),
-        ports: vec![ServicePort {
-            name: "tcp".into(),
-            port: SERVICE_PORT,
-            target_port: port,
-            app_protocol: String::new(),
-        }],
-        endpoints: vec![Endpoint::new("127.0.0.14".parse().expect("IP"), [])],
-    };
+    let silent = one_endpoint_echo("127.0.0.14", port);
     let rule = destination_rule(
         "echo",
         "{host: echo, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 300ms}}}}",
