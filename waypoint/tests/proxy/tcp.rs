@@ -74,6 +74,24 @@ fn one_endpoint_echo(ip: &str, port: u16) -> Service {
     }
 }
 
+/// The client's connection was closed with nothing sent, and the one connection is
+/// counted closed with `UF`.
+async fn closed_and_counted_uf(client: &mut DuplexStream, waypoint: &Waypoint) {
+    let mut rest = Vec::new();
+    let read = client.read_to_end(&mut rest).await.expect("reading");
+    assert_eq!(read, 0, "the client's connection is closed, nothing sent");
+    let metrics = waypoint.metrics();
+    assert_eq!(
+        sample(
+            &metrics,
+            "istio_tcp_connections_closed_total",
+            &[("response_flags", "UF"), ("destination_service", ECHO)]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
+
 /// A connection to the VIP of `echo` on its port, as the HBONE server describes it.
 fn to_echo() -> Downstream {
     Downstream {
@@ -179,19 +197,7 @@ async fn a_connection_to_an_endpoint_that_refuses_is_closed_and_counted_uf() {
     let waypoint = Waypoint::start(&config(vec![dead], vec![], vec![])).await;
     let (mut client, relayed) = tokio::io::duplex(1024);
     relay_connection(relayed, Arc::clone(&waypoint.engine), to_echo()).await;
-    let mut rest = Vec::new();
-    let read = client.read_to_end(&mut rest).await.expect("reading");
-    assert_eq!(read, 0, "the client's connection is closed, nothing sent");
-    let metrics = waypoint.metrics();
-    assert_eq!(
-        sample(
-            &metrics,
-            "istio_tcp_connections_closed_total",
-            &[("response_flags", "UF"), ("destination_service", ECHO)]
-        ),
-        1.0,
-        "{metrics}"
-    );
+    closed_and_counted_uf(&mut client, &waypoint).await;
 }
 
 /// A listener on `ip` that never accepts, its one-place queue filled: a connection to
@@ -237,16 +243,5 @@ async fn a_connection_not_answered_in_the_connect_timeout_is_closed_and_counted_
             .contains(&waited),
         "gave up after {waited:?}, expected the 300 ms connectTimeout (not Istio's 10 s)"
     );
-    let mut rest = Vec::new();
-    assert_eq!(client.read_to_end(&mut rest).await.expect("reading"), 0);
-    let metrics = waypoint.metrics();
-    assert_eq!(
-        sample(
-            &metrics,
-            "istio_tcp_connections_closed_total",
-            &[("response_flags", "UF"), ("destination_service", ECHO)]
-        ),
-        1.0,
-        "{metrics}"
-    );
+    closed_and_counted_uf(&mut client, &waypoint).await;
 }
