@@ -425,20 +425,31 @@ fn review_of(token: &str) -> Value {
     })
 }
 
-#[tokio::test]
-async fn in_kubernetes_mode_the_token_review_names_the_callers_node() {
-    let folders = folders();
-    let api = FakeApi::start([]).await;
-    api.answer_posts(TOKEN_REVIEWS, |review| {
-        let token = review["spec"]["token"].as_str().unwrap_or_default();
-        (StatusCode::CREATED, review_of(token))
-    });
-    let reviewer = TokenReviewer::new(
+/// A reviewer through `api` for the CA's audience, node proxies being
+/// `ambit-system/ambit-node`.
+fn node_reviewer(api: &FakeApi) -> TokenReviewer {
+    TokenReviewer::new(
         api.client(),
         "ambit-ca",
         &["ambit-system/ambit-node".into()],
     )
-    .expect("a reviewer");
+    .expect("a reviewer")
+}
+
+/// Makes `api` answer each TokenReview with the recorded review of its token.
+fn answer_reviews(api: &FakeApi) {
+    api.answer_posts(TOKEN_REVIEWS, |review| {
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        (StatusCode::CREATED, review_of(token))
+    });
+}
+
+#[tokio::test]
+async fn in_kubernetes_mode_the_token_review_names_the_callers_node() {
+    let folders = folders();
+    let api = FakeApi::start([]).await;
+    answer_reviews(&api);
+    let reviewer = node_reviewer(&api);
     let mut server = Server::start(&folders.config, reviewer).await;
 
     // The node proxy's pod token, bound to a pod on node-a: node-a's rule applies.
@@ -505,16 +516,8 @@ async fn in_kubernetes_mode_the_token_review_names_the_callers_node() {
 async fn in_kubernetes_mode_a_waypoints_own_token_obtains_its_own_identity_only() {
     let folders = folders();
     let api = FakeApi::start([]).await;
-    api.answer_posts(TOKEN_REVIEWS, |review| {
-        let token = review["spec"]["token"].as_str().unwrap_or_default();
-        (StatusCode::CREATED, review_of(token))
-    });
-    let reviewer = TokenReviewer::new(
-        api.client(),
-        "ambit-ca",
-        &["ambit-system/ambit-node".into()],
-    )
-    .expect("a reviewer");
+    answer_reviews(&api);
+    let reviewer = node_reviewer(&api);
     // The config folder places no waypoint pod anywhere: its own token is enough.
     let mut server = Server::start(&folders.config, reviewer).await;
 
@@ -569,12 +572,7 @@ async fn a_token_review_that_fails_is_unavailable_not_a_refusal_of_the_caller() 
     let folders = folders();
     // An API server that does not serve TokenReviews (404).
     let api = FakeApi::start([]).await;
-    let reviewer = TokenReviewer::new(
-        api.client(),
-        "ambit-ca",
-        &["ambit-system/ambit-node".into()],
-    )
-    .expect("a reviewer");
+    let reviewer = node_reviewer(&api);
     let mut server = Server::start(&folders.config, reviewer).await;
     expect_code(
         server

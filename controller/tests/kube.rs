@@ -234,6 +234,19 @@ async fn a_relist_after_410_gone_drops_what_was_deleted_meanwhile() {
     converges(&mut model, &api, "an add on the new watch").await;
 }
 
+/// Captures this thread's warnings (and worse) until the guard is dropped: the tests
+/// that read logs run on one thread, so the source's tasks log here.
+fn capture_warnings() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
 /// What the test's tracing subscriber writes.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -281,14 +294,7 @@ impl Logs {
 // The runtime has one thread, so every task of the source logs to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn a_crd_missing_from_the_cluster_is_reported_once_and_the_other_kinds_keep_working() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = capture_warnings();
     let api = FakeApi::start(every_kind_but(Some(VIRTUAL_SERVICES))).await;
     api.put_quietly(PODS, recorded("pod-cart-running.json"));
     let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
@@ -400,14 +406,7 @@ async fn a_rejected_object_gets_one_warning_event_per_message() {
 // One thread, so the source's tasks log to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn an_event_the_api_refuses_is_logged_and_the_model_goes_on() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = capture_warnings();
     let api = FakeApi::start(every_kind_but(None)).await;
     api.answer_posts(SHOP_EVENTS, |_| {
         (StatusCode::FORBIDDEN, recorded("events-forbidden.json"))
@@ -578,14 +577,7 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
 // One thread, so the deployer's task logs to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn an_apply_the_api_refuses_is_logged_and_retried() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = capture_warnings();
     let api = FakeApi::start(every_kind_but(None)).await;
     let refused = Arc::new(AtomicBool::new(false));
     let refuse_once = Arc::clone(&refused);
