@@ -28,14 +28,15 @@ pub fn prepare(headers: &mut HeaderMap, sampling_percent: f64) -> String {
             .get(B3_TRACE_ID)
             .and_then(|v| v.to_str().ok())
             .and_then(b3_trace_id)
-            .unwrap_or_else(|| random_hex(16));
+            .unwrap_or_else(|| format!("{:032x}", nonzero(fastrand::u128)));
         let flags = if sampled(sampling_percent) {
             "01"
         } else {
             "00"
         };
-        let traceparent = format!("00-{trace_id}-{}-{flags}", random_hex(8));
-        if let Ok(value) = HeaderValue::from_str(&traceparent) {
+        let span_id = nonzero(fastrand::u64);
+        let traceparent = format!("00-{trace_id}-{span_id:016x}-{flags}");
+        if let Ok(value) = HeaderValue::try_from(traceparent) {
             headers.insert(TRACEPARENT, value);
         }
     }
@@ -92,13 +93,12 @@ fn b3_trace_id(value: &str) -> Option<String> {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
+/// A random id that is not all zeros (W3C forbids zero trace and span ids).
+fn nonzero<T: Default + PartialEq>(random: impl Fn(std::ops::RangeFull) -> T) -> T {
     loop {
-        let text: String = (0..bytes)
-            .map(|_| format!("{:02x}", fastrand::u8(..)))
-            .collect();
-        if !text.bytes().all(|b| b == b'0') {
-            return text;
+        let id = random(..);
+        if id != T::default() {
+            return id;
         }
     }
 }
@@ -106,14 +106,13 @@ fn random_hex(bytes: usize) -> String {
 /// A random (version 4) UUID, as Envoy's request ids are.
 fn uuid_v4() -> String {
     let bits = fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62) | (0x4 << 76) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
     format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        bits >> 96,
+        (bits >> 80) & 0xffff,
+        (bits >> 64) & 0xffff,
+        (bits >> 48) & 0xffff,
+        bits & 0xffff_ffff_ffff
     )
 }
 
