@@ -27,7 +27,7 @@ impl LabelLookup for BTreeMap<String, String> {
 }
 
 /// One end of a connection, as telemetry names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Party {
     pub workload: String,
     pub namespace: String,

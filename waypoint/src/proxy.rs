@@ -59,7 +59,7 @@ use crate::{
     config::Config,
     policy::Fetcher,
     table::{ConfigErrors, RouteTable},
-    telemetry::Metrics,
+    telemetry::{ConnectionSource, Metrics},
 };
 
 /// The body of requests sent upstream and of responses sent downstream.
@@ -186,7 +186,7 @@ fn compile(config: &Config) -> Result<RouteTable, ConfigErrors> {
 }
 
 /// What the waypoint knows of a downstream connection besides its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Downstream {
     /// The address the client addressed: the listener's, or the service VIP and port of
     /// an HBONE `CONNECT`.
@@ -196,6 +196,21 @@ pub struct Downstream {
     pub service: Option<String>,
     /// Who the client is.
     pub peer: Peer,
+    /// Who the client is, as telemetry names it.
+    pub source: ConnectionSource,
+}
+
+impl Downstream {
+    /// A connection from `peer` to `destination` (service `service`, when known).
+    #[must_use]
+    pub fn new(destination: SocketAddr, service: Option<String>, peer: Peer) -> Self {
+        Self {
+            destination,
+            service,
+            peer,
+            source: ConnectionSource::default(),
+        }
+    }
 }
 
 /// Serves HTTP (HTTP/1.1 or HTTP/2) on one connection until it ends.
@@ -264,14 +279,14 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("connection", id = next_id, %peer, %local);
         // A plain listener: the TCP peer, no identity (HBONE gives both: `mesh::inbound`).
-        let downstream = Downstream {
-            destination: local,
-            service: None,
-            peer: Peer {
+        let downstream = Downstream::new(
+            local,
+            None,
+            Peer {
                 ip: peer.ip().to_canonical(),
                 identity: None,
             },
-        };
+        );
         let connection = builder
             .serve_connection_with_upgrades(
                 TokioIo::new(stream),

@@ -22,15 +22,16 @@ pub mod trace;
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
+    sync::{Arc, LazyLock, Mutex, PoisonError, Weak},
     time::Instant,
 };
 
-pub use ambit_api::telemetry::{Party, UNKNOWN, service_name_and_namespace};
+pub use ambit_api::telemetry::{CLUSTER, Party, UNKNOWN, service_name_and_namespace};
 use http::{HeaderMap, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -56,28 +57,32 @@ pub const DURATION_BUCKETS_MS: [f64; 19] = [
 /// Buckets for the byte-size histograms: 1 B to 1 GB by powers of ten.
 const SIZE_BUCKETS: (f64, f64, u16) = (1.0, 10.0, 10);
 
-/// A served workload as telemetry names it, `unknown` where it has no name or the
-/// principal is not known.
-fn party(workload: &Workload, principal: Option<String>) -> Party {
-    let name = if workload.name.is_empty() {
-        UNKNOWN
-    } else {
-        &workload.name
-    };
-    Party::workload(
-        name,
-        &workload.namespace,
-        principal.unwrap_or_else(|| UNKNOWN.to_owned()),
-        &workload.labels,
-    )
+/// A party the waypoint knows nothing about, shared by every request that names one.
+fn unknown() -> Arc<Party> {
+    static UNKNOWN_PARTY: LazyLock<Arc<Party>> = LazyLock::new(|| Arc::new(Party::unknown()));
+    Arc::clone(&UNKNOWN_PARTY)
 }
 
 /// A pod as telemetry knows it: what the endpoints of the served services say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Workload {
-    name: String,
     namespace: String,
     labels: BTreeMap<String, String>,
+    /// Its names for telemetry, principal `unknown` (worked out once, shared by every
+    /// request that reaches it).
+    party: Arc<Party>,
+}
+
+impl Workload {
+    /// A pod of workload `name` (`unknown` when empty).
+    fn new(name: &str, namespace: &str, labels: &BTreeMap<String, String>) -> Self {
+        let name = if name.is_empty() { UNKNOWN } else { name };
+        Self {
+            namespace: namespace.to_owned(),
+            labels: labels.clone(),
+            party: Arc::new(Party::workload(name, namespace, UNKNOWN.to_owned(), labels)),
+        }
+    }
 }
 
 /// The pods behind the served services, by address: who a source or an endpoint is.
@@ -92,11 +97,7 @@ impl Workloads {
         let mut workloads: HashMap<IpAddr, Workload> = mesh
             .iter()
             .map(|workload| {
-                let known = Workload {
-                    name: workload.name.clone(),
-                    namespace: workload.namespace.clone(),
-                    labels: workload.labels.clone(),
-                };
+                let known = Workload::new(&workload.name, &workload.namespace, &workload.labels);
                 (workload.ip.to_canonical(), known)
             })
             .collect();
@@ -104,10 +105,8 @@ impl Workloads {
             for endpoint in &service.endpoints {
                 workloads
                     .entry(endpoint.ip.to_canonical())
-                    .or_insert_with(|| Workload {
-                        name: endpoint.workload.clone(),
-                        namespace: service.namespace.clone(),
-                        labels: endpoint.labels.clone(),
+                    .or_insert_with(|| {
+                        Workload::new(&endpoint.workload, &service.namespace, &endpoint.labels)
                     });
             }
         }
@@ -118,18 +117,15 @@ impl Workloads {
     /// known pod, that pod's workload.
     #[must_use]
     pub fn source(&self, peer: &Peer) -> Party {
-        let principal = peer.identity.as_ref().map(ToString::to_string);
-        match self.0.get(&peer.ip) {
-            Some(workload) => party(workload, principal),
-            None => {
-                let mut party = Party::unknown();
-                if let Some(identity) = &peer.identity {
-                    party.namespace.clone_from(&identity.namespace);
-                }
-                party.principal = principal.unwrap_or_else(|| UNKNOWN.to_owned());
-                party
+        let known = self.0.get(&peer.ip).map(|workload| &workload.party);
+        let mut party = Party::clone(known.unwrap_or(&unknown()));
+        if let Some(identity) = &peer.identity {
+            party.principal = identity.to_string();
+            if known.is_none() {
+                party.namespace.clone_from(&identity.namespace);
             }
         }
+        party
     }
 
     /// The downstream end as `sourceLabels` and `sourceNamespace` see it: its pod, else
@@ -151,37 +147,98 @@ impl Workloads {
 
     /// The endpoint the request was sent to. Its identity is unknown until HBONE.
     #[must_use]
-    pub fn destination(&self, endpoint: Option<SocketAddr>) -> Party {
+    pub fn destination(&self, endpoint: Option<SocketAddr>) -> Arc<Party> {
         endpoint
             .and_then(|address| self.0.get(&address.ip().to_canonical()))
-            .map_or_else(Party::unknown, |workload| party(workload, None))
+            .map_or_else(unknown, |workload| Arc::clone(&workload.party))
     }
 }
 
-/// The labels of every HTTP metric: Istio's standard labels.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// The downstream end of one connection as telemetry names it: worked out at its first
+/// request and again only when the route table changes (Envoy, too, learns a peer's
+/// metadata once per connection).
+#[derive(Debug, Default)]
+pub struct ConnectionSource(Mutex<Option<(Weak<RouteTable>, Arc<Party>)>>);
+
+impl ConnectionSource {
+    /// `peer` as `table` names it.
+    pub fn party(&self, table: &Arc<RouteTable>, peer: &Peer) -> Arc<Party> {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*known {
+            // The `Weak` keeps the allocation, so no later table can share its address.
+            Some((named_by, party)) if std::ptr::eq(named_by.as_ptr(), Arc::as_ptr(table)) => {
+                Arc::clone(party)
+            }
+            _ => {
+                let party = Arc::new(table.workloads().source(peer));
+                *known = Some((Arc::downgrade(table), Arc::clone(&party)));
+                party
+            }
+        }
+    }
+}
+
+/// The labels of every HTTP metric: Istio's standard labels. The parties are shared,
+/// so building one request's labels copies no names.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
-    pub reporter: &'static str,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub source_canonical_service: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
+    pub source: Arc<Party>,
+    pub destination: Arc<Party>,
+    /// The destination service's FQDN, or `unknown`.
     pub destination_service: String,
-    pub destination_service_name: String,
-    pub destination_service_namespace: String,
-    pub destination_canonical_service: String,
     pub request_protocol: &'static str,
     pub response_code: u16,
-    pub grpc_response_status: String,
-    pub response_flags: String,
+    pub grpc_response_status: Option<String>,
+    pub response_flags: ResponseFlags,
     pub connection_security_policy: &'static str,
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let (source, destination) = (&*self.source, &*self.destination);
+        let (service_name, service_namespace) =
+            service_name_and_namespace(&self.destination_service);
+        let labels: [(&str, &str); 22] = [
+            ("reporter", "waypoint"),
+            ("source_workload", &source.workload),
+            ("source_workload_namespace", &source.namespace),
+            ("source_principal", &source.principal),
+            ("source_app", &source.app),
+            ("source_version", &source.version),
+            ("source_canonical_service", &source.canonical_service),
+            ("source_canonical_revision", &source.canonical_revision),
+            ("source_cluster", CLUSTER),
+            ("destination_workload", &destination.workload),
+            ("destination_workload_namespace", &destination.namespace),
+            ("destination_principal", &destination.principal),
+            ("destination_app", &destination.app),
+            ("destination_version", &destination.version),
+            ("destination_service", &self.destination_service),
+            ("destination_service_name", service_name),
+            ("destination_service_namespace", service_namespace),
+            (
+                "destination_canonical_service",
+                &destination.canonical_service,
+            ),
+            (
+                "destination_canonical_revision",
+                &destination.canonical_revision,
+            ),
+            ("destination_cluster", CLUSTER),
+            ("request_protocol", self.request_protocol),
+            (
+                "connection_security_policy",
+                self.connection_security_policy,
+            ),
+        ];
+        for label in labels {
+            label.encode(encoder.encode_label())?;
+        }
+        ("response_code", self.response_code).encode(encoder.encode_label())?;
+        let grpc_status = self.grpc_response_status.as_deref().unwrap_or_default();
+        ("grpc_response_status", grpc_status).encode(encoder.encode_label())?;
+        ("response_flags", self.response_flags.to_string()).encode(encoder.encode_label())
+    }
 }
 
 /// Istio's HTTP metrics, and the TCP metrics of relayed connections.
@@ -270,8 +327,8 @@ pub struct Exchange {
     pub grpc: bool,
     /// The request body's size, as far as it is known when it arrives.
     pub request_bytes: u64,
-    pub source: Party,
-    pub destination: Party,
+    pub source: Arc<Party>,
+    pub destination: Arc<Party>,
     /// Whether the downstream connection was mutually authenticated.
     pub mutual_tls: bool,
     pub flags: ResponseFlags,
@@ -307,8 +364,8 @@ impl Exchange {
             request_id,
             grpc,
             request_bytes: request.body().size_hint().lower(),
-            source: Party::unknown(),
-            destination: Party::unknown(),
+            source: unknown(),
+            destination: unknown(),
             mutual_tls: false,
             flags: ResponseFlags::default(),
             route: None,
@@ -355,30 +412,14 @@ impl Record {
 
     fn labels(&self) -> RequestLabels {
         let exchange = &self.exchange;
-        let (source, destination) = (&exchange.source, &exchange.destination);
-        let service = exchange.service.as_deref().unwrap_or(UNKNOWN);
-        let (service_name, service_namespace) = service_name_and_namespace(service);
         RequestLabels {
-            reporter: "waypoint",
-            source_workload: source.workload.clone(),
-            source_workload_namespace: source.namespace.clone(),
-            source_principal: source.principal.clone(),
-            source_app: source.app.clone(),
-            source_version: source.version.clone(),
-            source_canonical_service: source.canonical_service.clone(),
-            destination_workload: destination.workload.clone(),
-            destination_workload_namespace: destination.namespace.clone(),
-            destination_principal: destination.principal.clone(),
-            destination_app: destination.app.clone(),
-            destination_version: destination.version.clone(),
-            destination_service: service.to_owned(),
-            destination_service_name: service_name.to_owned(),
-            destination_service_namespace: service_namespace.to_owned(),
-            destination_canonical_service: destination.canonical_service.clone(),
+            source: Arc::clone(&exchange.source),
+            destination: Arc::clone(&exchange.destination),
+            destination_service: exchange.service.as_deref().unwrap_or(UNKNOWN).to_owned(),
             request_protocol: if exchange.grpc { "grpc" } else { "http" },
             response_code: self.status,
-            grpc_response_status: self.grpc_status.clone().unwrap_or_default(),
-            response_flags: exchange.flags.to_string(),
+            grpc_response_status: self.grpc_status.clone(),
+            response_flags: exchange.flags,
             connection_security_policy: if exchange.mutual_tls {
                 "mutual_tls"
             } else {
@@ -421,7 +462,7 @@ impl Drop for Record {
             bytes_received = exchange.request_bytes,
             bytes_sent = self.response_bytes,
             request_id = exchange.request_id,
-            source = labels.source_principal,
+            source = labels.source.principal,
             service = labels.destination_service,
             "request",
         );

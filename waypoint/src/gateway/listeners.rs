@@ -155,14 +155,14 @@ async fn accept_loop(
         else {
             continue;
         };
-        let downstream = Downstream {
-            destination: local,
-            service: None,
-            peer: Peer {
+        let downstream = Downstream::new(
+            local,
+            None,
+            Peer {
                 ip: peer.ip().to_canonical(),
                 identity: None,
             },
-        };
+        );
         let span = tracing::debug_span!("ingress", %peer, port);
         let engine = Arc::clone(&engine);
         let served = workers.spawn_connection(stream, move |stream| {

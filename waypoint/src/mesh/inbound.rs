@@ -109,17 +109,17 @@ impl EngineStream {
         let relayed = service
             .as_deref()
             .is_some_and(|service| engine.table().relays_tcp(service, destination.port()));
-        let downstream = Downstream {
+        let downstream = Downstream::new(
             destination,
             service,
-            peer: Peer {
+            Peer {
                 ip: request
                     .forwarded_for
                     .unwrap_or_else(|| tls_peer.ip())
                     .to_canonical(),
                 identity: Some(request.peer.clone()),
             },
-        };
+        );
         Self {
             engine,
             downstream,

@@ -65,7 +65,7 @@ pub async fn handle(
     let request_id = trace::prepare(request.headers_mut(), table.trace_sampling_percent());
     let authority = authority(request.uri(), request.headers());
     let mut exchange = Exchange::start(started, &request, authority.as_deref(), request_id);
-    exchange.source = table.workloads().source(peer);
+    exchange.source = downstream.source.party(&table, peer);
     exchange.mutual_tls = peer.identity.is_some();
     let mut response = dispatch(
         engine,

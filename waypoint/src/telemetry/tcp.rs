@@ -59,7 +59,7 @@ impl TcpExchange {
     pub fn reached(&mut self, workloads: &Workloads, endpoint: SocketAddr) {
         self.endpoint = Some(endpoint);
         self.labels
-            .set_destination(workloads.destination(Some(endpoint)));
+            .set_destination(super::Party::clone(&workloads.destination(Some(endpoint))));
     }
 
     /// Why the connection was not relayed.

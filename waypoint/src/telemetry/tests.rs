@@ -84,7 +84,51 @@ fn parties_are_named_from_the_endpoints_labels_and_the_peers_identity() {
         (destination.workload.as_str(), destination.version.as_str()),
         ("cart-v2", "v2")
     );
-    assert_eq!(workloads.destination(None), Party::unknown());
+    assert_eq!(*workloads.destination(None), Party::unknown());
+}
+
+#[test]
+fn a_connection_names_its_source_once_per_route_table() {
+    let pod = MeshWorkload {
+        ip: "10.0.0.20".parse().unwrap(),
+        namespace: "shop".into(),
+        name: "web".into(),
+        labels: [("app".to_owned(), "web".to_owned())].into(),
+    };
+    let peer = Peer {
+        ip: pod.ip,
+        identity: Some(Identity::new("cluster.local", "shop", "web").unwrap()),
+    };
+    let table = |workloads: Vec<MeshWorkload>| {
+        let config = crate::config::Config {
+            workloads,
+            ..Default::default()
+        };
+        Arc::new(RouteTable::compile(&config).expect("the config compiles"))
+    };
+    let source = ConnectionSource::default();
+
+    let first = table(vec![pod.clone()]);
+    let named = source.party(&first, &peer);
+    assert_eq!(
+        (named.workload.as_str(), named.principal.as_str()),
+        ("web", "spiffe://cluster.local/ns/shop/sa/web")
+    );
+    assert!(
+        Arc::ptr_eq(&named, &source.party(&first, &peer)),
+        "the next request on the connection reuses the name"
+    );
+
+    let relabelled = MeshWorkload {
+        labels: [("app".to_owned(), "web2".to_owned())].into(),
+        ..pod
+    };
+    let second = table(vec![relabelled]);
+    assert_eq!(
+        source.party(&second, &peer).app,
+        "web2",
+        "a new route table names the source again"
+    );
 }
 
 /// What a test's `tracing` output says.

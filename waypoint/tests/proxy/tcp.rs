@@ -94,14 +94,14 @@ async fn closed_and_counted_uf(client: &mut DuplexStream, waypoint: &Waypoint) {
 
 /// A connection to the VIP of `echo` on its port, as the HBONE server describes it.
 fn to_echo() -> Downstream {
-    Downstream {
-        destination: SocketAddr::new(VIP.parse().expect("IP"), SERVICE_PORT),
-        service: Some(ECHO.to_owned()),
-        peer: Peer {
+    Downstream::new(
+        SocketAddr::new(VIP.parse().expect("IP"), SERVICE_PORT),
+        Some(ECHO.to_owned()),
+        Peer {
             ip: "127.0.0.1".parse().expect("IP"),
             identity: None,
         },
-    }
+    )
 }
 
 /// One connection through the relay: the greeting line, then `text` echoed.
