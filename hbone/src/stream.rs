@@ -224,6 +224,11 @@ impl Tunnel {
     /// Drops `n` handed-on bytes and returns their window to the peer.
     fn consume(&mut self, n: usize) -> io::Result<()> {
         self.pending.advance(n);
+        if self.pending.is_empty() {
+            // An emptied slice still pins h2's whole read block: a stream left idle (a
+            // pooled upstream connection) would hold one block each.
+            self.pending = Bytes::new();
+        }
         self.recv.flow_control().release_capacity(n).map_err(h2_io)
     }
 
