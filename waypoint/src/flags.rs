@@ -31,8 +31,10 @@ impl ResponseFlags {
     pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 9);
     /// `UO`: a `connectionPool` limit refused the request (circuit breaking).
     pub const UPSTREAM_OVERFLOW: Self = Self(1 << 10);
+    /// `DT`: a relayed connection reached `connectionPool.tcp.maxConnectionDuration`.
+    pub const DURATION_TIMEOUT: Self = Self(1 << 11);
 
-    const CODES: [(Self, &'static str); 11] = [
+    const CODES: [(Self, &'static str); 12] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
@@ -44,6 +46,7 @@ impl ResponseFlags {
         (Self::NO_CLUSTER_FOUND, "NC"),
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (Self::UPSTREAM_OVERFLOW, "UO"),
+        (Self::DURATION_TIMEOUT, "DT"),
     ];
 
     /// Whether every flag in `other` is set.

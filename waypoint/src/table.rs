@@ -516,10 +516,8 @@ fn check_destination_rule(
         let outlier = policy.outlier_detection.as_ref();
         let tuned = [
             (
-                "connectionPool.tcp (except maxConnections, connectTimeout and idleTimeout)",
-                tcp.is_some_and(|t| {
-                    t.tcp_keepalive.is_some() || t.max_connection_duration.is_some()
-                }),
+                "connectionPool.tcp.tcpKeepalive",
+                tcp.is_some_and(|t| t.tcp_keepalive.is_some()),
             ),
             (
                 "connectionPool.http (except http1MaxPendingRequests and http2MaxRequests)",

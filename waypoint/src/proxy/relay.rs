@@ -127,11 +127,21 @@ where
             None => std::future::pending().await,
         }
     };
+    let expired = async {
+        match tcp.max_connection_duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         relayed = relayed => if let Err(error) = relayed {
             tracing::debug!(%error, "TCP relay ended with an error");
         },
         () = silent => tracing::debug!(idle_timeout = ?tcp.idle_timeout, "TCP connection closed: idle"),
+        () = expired => {
+            tracing::debug!(max_connection_duration = ?tcp.max_connection_duration, "TCP connection closed: maxConnectionDuration");
+            exchange.failed(ResponseFlags::DURATION_TIMEOUT);
+        }
     }
     exchange.received = client.read;
     exchange.sent = client.written;

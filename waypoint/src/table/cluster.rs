@@ -146,6 +146,9 @@ pub struct TcpPolicy {
     /// How long a relayed TCP connection may carry no byte before it is closed
     /// (`idleTimeout`); `None`: never (`0s`).
     pub idle_timeout: Option<Duration>,
+    /// How long a relayed TCP connection may last, busy or not
+    /// (`maxConnectionDuration`); `None`: for ever (unset or `0s`, Istio's default).
+    pub max_connection_duration: Option<Duration>,
 }
 
 impl Default for TcpPolicy {
@@ -153,6 +156,7 @@ impl Default for TcpPolicy {
         Self {
             connect_timeout: CONNECT_TIMEOUT,
             idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
+            max_connection_duration: None,
         }
     }
 }
@@ -173,6 +177,10 @@ impl TcpPolicy {
                 None => defaults.idle_timeout,
                 Some(idle) => Some(idle.0).filter(|idle| !idle.is_zero()),
             },
+            max_connection_duration: tcp
+                .max_connection_duration
+                .map(|duration| duration.0)
+                .filter(|duration| !duration.is_zero()),
         }
     }
 }
@@ -431,19 +439,22 @@ mod tests {
         assert_eq!(TcpPolicy::new(None), TcpPolicy::default());
         assert_eq!(
             TcpPolicy::new(Some(&pool("{tcp: {maxConnections: 3}}"))),
-            TcpPolicy {
-                connect_timeout: CONNECT_TIMEOUT,
-                idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
-            }
+            TcpPolicy::default()
         );
         assert_eq!(
             TcpPolicy::new(Some(&pool(
-                "{tcp: {idleTimeout: 90s, connectTimeout: 250ms}}"
+                "{tcp: {idleTimeout: 90s, connectTimeout: 250ms, maxConnectionDuration: 1h}}"
             ))),
             TcpPolicy {
                 connect_timeout: Duration::from_millis(250),
                 idle_timeout: Some(Duration::from_secs(90)),
+                max_connection_duration: Some(Duration::from_secs(3600)),
             }
+        );
+        assert_eq!(
+            TcpPolicy::new(Some(&pool("{tcp: {maxConnectionDuration: 0s}}")))
+                .max_connection_duration,
+            None
         );
         assert_eq!(
             TcpPolicy::new(Some(&pool("{tcp: {idleTimeout: 0s}}"))).idle_timeout,

@@ -245,3 +245,51 @@ async fn a_connection_not_answered_in_the_connect_timeout_is_closed_and_counted_
     );
     closed_and_counted_uf(&mut client, &waypoint).await;
 }
+
+#[tokio::test]
+async fn a_busy_connection_is_closed_at_its_max_connection_duration_and_counted_dt() {
+    let rule = destination_rule(
+        "echo",
+        "{host: echo, trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 400ms}}}}",
+    );
+    let waypoint = Waypoint::start(&config(vec![echo_service().await], vec![], vec![rule])).await;
+    let (client, relayed) = tokio::io::duplex(64 * 1024);
+    let started = std::time::Instant::now();
+    let relaying = tokio::spawn(relay_connection(
+        relayed,
+        Arc::clone(&waypoint.engine),
+        to_echo(),
+    ));
+    let mut client = BufReader::new(client);
+    let mut line = String::new();
+    client.read_line(&mut line).await.expect("the greeting");
+    // Busy all along, so no idle timeout could be what closes it.
+    let closed_after = loop {
+        line.clear();
+        let sent = client.get_mut().write_all(b"tick\n").await;
+        let echoed = client.read_line(&mut line).await;
+        if sent.is_err() || matches!(echoed, Ok(0) | Err(_)) {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the connection outlived its 400 ms maxConnectionDuration"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    relaying.await.expect("the relay does not panic");
+    assert!(
+        closed_after >= std::time::Duration::from_millis(400),
+        "closed after {closed_after:?}, before its maxConnectionDuration"
+    );
+    let metrics = waypoint.metrics();
+    assert_eq!(
+        sample(
+            &metrics,
+            "istio_tcp_connections_closed_total",
+            &[("response_flags", "DT"), ("destination_service", ECHO)]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
