@@ -73,6 +73,7 @@ pub mod mesh;
 pub mod model;
 pub mod monitoring;
 pub mod push;
+pub mod serving;
 pub mod snapshot;
 pub mod source;
 pub mod validate;

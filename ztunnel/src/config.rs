@@ -48,7 +48,7 @@ pub struct Config {
     /// Address for the admin endpoint (/config_dump); keep it on localhost.
     #[arg(long, env = "AMBIT_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
-    /// The mesh CA (Istio's `IstioCertificateService`), e.g. `http://198.19.255.1:15012`.
+    /// The mesh CA (Istio's `IstioCertificateService`), e.g. `https://198.19.255.1:15012`.
     /// Without it ztunnel obtains no workload certificates.
     #[arg(long, env = "AMBIT_CA_ADDRESS")]
     pub ca_address: Option<String>,
@@ -57,7 +57,11 @@ pub struct Config {
     /// rotated token is used).
     #[arg(long, env = "AMBIT_CA_TOKEN_FILE")]
     pub ca_token_file: Option<PathBuf>,
-    /// PEM root(s) to trust instead of the last certificate of each chain the CA returns.
+    /// The mesh root(s), PEM (Istio's `root-cert.pem`: the controller's `--ca-dir` has
+    /// it, Kubernetes mounts the `ambit-root-cert` ConfigMap): the CA's and the
+    /// controller's TLS certificates must chain to it, and it is the workloads' trust
+    /// root. Required with `https://` addresses; read again at each connection to the
+    /// controller.
     #[arg(long, env = "AMBIT_CA_ROOT_FILE")]
     pub ca_root_file: Option<PathBuf>,
     /// The SPIFFE trust domain of the workloads' identities.
@@ -67,7 +71,7 @@ pub struct Config {
     #[arg(long, env = "AMBIT_CERT_TTL_SECS")]
     pub cert_ttl_secs: Option<u64>,
     /// The controller's config push (`ambit-controller serve`), e.g.
-    /// `http://198.19.255.1:15010`. With it (and certificates), traffic to mesh workloads
+    /// `https://198.19.255.1:15010`. With it (and certificates), traffic to mesh workloads
     /// goes over HBONE; without it everything is relayed in plaintext.
     #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS")]
     pub controller_address: Option<String>,
@@ -115,9 +119,10 @@ impl Config {
             );
         }
         if self.ca_address.is_none() {
+            let root_unused = self.controller_address.is_none() && self.ca_root_file.is_some();
             for (flag, set) in [
                 ("--ca-token-file", self.ca_token_file.is_some()),
-                ("--ca-root-file", self.ca_root_file.is_some()),
+                ("--ca-root-file", root_unused),
                 ("--cert-ttl-secs", self.cert_ttl_secs.is_some()),
             ] {
                 if set {
