@@ -150,26 +150,27 @@ impl CaClient {
             metadata: Some(metadata),
         });
         request.metadata_mut().insert(AUTHORIZATION, bearer);
-        let response = client
-            .create_certificate(request)
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-                    CertError::Unreachable {
-                        address: self.address.clone(),
-                        message: match std::error::Error::source(&status) {
-                            Some(source) => {
-                                format!("{}: {}", status.message(), channel::describe(source))
-                            }
-                            None => status.message().to_owned(),
-                        },
+        let response =
+            client
+                .create_certificate(request)
+                .await
+                .map_err(|status| match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                        CertError::Unreachable {
+                            address: self.address.clone(),
+                            message: match std::error::Error::source(&status) {
+                                Some(source) => {
+                                    format!("{}: {}", status.message(), channel::describe(source))
+                                }
+                                None => status.message().to_owned(),
+                            },
+                        }
                     }
-                }
-                code => CertError::Refused {
-                    code,
-                    message: status.message().to_owned(),
-                },
-            })?;
+                    code => CertError::Refused {
+                        code,
+                        message: status.message().to_owned(),
+                    },
+                })?;
         let fetched_at = SystemTime::now();
         let mut certs = Vec::new();
         for pem in &response.get_ref().cert_chain {

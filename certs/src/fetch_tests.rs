@@ -13,7 +13,9 @@ use std::{
 use ambit_api::{
     ca::{
         IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest, IstioCertificateResponse,
-        istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer},
+        istio_certificate_service_server::{
+            IstioCertificateService, IstioCertificateServiceServer,
+        },
     },
     channel::testing::TestTls,
 };
@@ -286,7 +288,10 @@ async fn the_root_file_is_the_mesh_root_and_is_read_at_each_request() {
         "{error}"
     );
     std::fs::write(&root_file, "not a certificate\n").expect("write");
-    let error = client.fetch(&alpha()).await.expect_err("no certificate in the file");
+    let error = client
+        .fetch(&alpha())
+        .await
+        .expect_err("no certificate in the file");
     assert!(error.to_string().contains("--ca-root-file"), "{error}");
 
     // During a root rotation the file holds the new root and the old one.

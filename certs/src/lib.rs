@@ -32,7 +32,9 @@ pub enum CertError {
     Channel(#[from] ambit_api::channel::ChannelError),
     #[error("the CA token (--ca-token-file): {0}")]
     Token(#[from] TokenFileError),
-    #[error("cannot read the mesh root {path}: {source} — check --ca-root-file (the CA's root-cert.pem)")]
+    #[error(
+        "cannot read the mesh root {path}: {source} — check --ca-root-file (the CA's root-cert.pem)"
+    )]
     RootFile {
         path: PathBuf,
         source: std::io::Error,

@@ -139,7 +139,11 @@ pub struct ServingTls {
     /// `ambit-controller`, `localhost`, with `--kube` `ambit-controller.<namespace>.svc`,
     /// and the listen IP unless it is a wildcard. Repeatable (comma-separated in the
     /// environment variable).
-    #[arg(long = "server-name", env = "AMBIT_SERVER_NAMES", value_delimiter = ',')]
+    #[arg(
+        long = "server-name",
+        env = "AMBIT_SERVER_NAMES",
+        value_delimiter = ','
+    )]
     pub server_names: Vec<String>,
     /// The serving certificate's lifetime, in seconds; it is renewed at half of it.
     #[arg(

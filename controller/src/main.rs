@@ -198,11 +198,18 @@ fn main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
                 let source = RunningSource::start(&origin, &trust_domain).await?;
+                let root_pem = material.root_pem().to_owned();
                 if let RunningSource::Kube(_, client) = &source {
+                    tokio::spawn(deployer::publish_root(
+                        client.clone(),
+                        client.default_namespace().to_owned(),
+                        root_pem.clone(),
+                    ));
                     tracing::info!(?waypoints, "running a waypoint for each waypoint Gateway");
                     let template = deployer::Template {
                         flags: waypoints,
                         trust_domain: trust_domain.clone(),
+                        root_pem,
                     };
                     tokio::spawn(deployer::run(client.clone(), template, source.subscribe()));
                 }

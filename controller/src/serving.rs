@@ -156,11 +156,12 @@ impl ServingCert {
     /// # Errors
     /// When rustls refuses the configuration.
     pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, ServingError> {
-        let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| ServingError::Certificate(error.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|error| ServingError::Certificate(error.to_string()))?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
@@ -181,7 +182,8 @@ fn certified_key(
     let (chain, key) = signer.sign_server(names.to_vec(), ttl)?;
     let mut certs = Vec::with_capacity(chain.len());
     for pem in &chain {
-        let block = pem::parse(pem).map_err(|error| ServingError::Certificate(error.to_string()))?;
+        let block =
+            pem::parse(pem).map_err(|error| ServingError::Certificate(error.to_string()))?;
         certs.push(CertificateDer::from(block.into_contents()));
     }
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

@@ -25,7 +25,9 @@ fn verifies(served: &CertifiedKey, root_pem: &str, name: &str) -> Result<(), web
             .expect("after 1970"),
     );
     leaf.verify_for_usage(
-        provider::default_provider().signature_verification_algorithms.all,
+        provider::default_provider()
+            .signature_verification_algorithms
+            .all,
         &anchors,
         &served.cert[1..],
         now,
@@ -85,7 +87,11 @@ fn signer_root(dir: &std::path::Path) -> String {
 
 #[test]
 fn names_are_checked_and_wildcard_listeners_add_no_ip() {
-    let names = server_names(&["localhost".to_owned()], None, "[::]:15012".parse().unwrap());
+    let names = server_names(
+        &["localhost".to_owned()],
+        None,
+        "[::]:15012".parse().unwrap(),
+    );
     assert_eq!(names, ["ambit-controller", "localhost"]);
     let dir = tempfile::tempdir().expect("a scratch folder");
     let error = ServingCert::issue(

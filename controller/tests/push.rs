@@ -270,7 +270,8 @@ fn keys(update: &ConfigUpdate) -> Vec<&str> {
 async fn each_node_gets_a_full_state_of_what_it_needs() {
     let controller = Controller::start().await;
 
-    let mut ztunnel = Subscriber::connect(&controller.push, "node-a", SubscriberKind::Ztunnel).await;
+    let mut ztunnel =
+        Subscriber::connect(&controller.push, "node-a", SubscriberKind::Ztunnel).await;
     let update = ztunnel.next().await;
     assert!(
         update.full,
@@ -319,7 +320,8 @@ async fn each_node_gets_a_full_state_of_what_it_needs() {
 async fn an_edited_pod_arrives_as_a_delta_with_a_higher_version() {
     let controller = Controller::start().await;
     let mut agent = Subscriber::connect(&controller.push, "node-a", SubscriberKind::Agent).await;
-    let mut ztunnel = Subscriber::connect(&controller.push, "node-b", SubscriberKind::Ztunnel).await;
+    let mut ztunnel =
+        Subscriber::connect(&controller.push, "node-b", SubscriberKind::Ztunnel).await;
     let first = agent.next().await;
     let first_ztunnel = ztunnel.next().await;
     assert!(keys(&first_ztunnel).contains(&"peer/shop/cart"));
@@ -437,7 +439,8 @@ async fn invalid_routes_never_reach_a_waypoint_and_the_last_good_version_stays()
     )));
 
     // Node proxies never receive routes.
-    let mut ztunnel = Subscriber::connect(&controller.push, "node-a", SubscriberKind::Ztunnel).await;
+    let mut ztunnel =
+        Subscriber::connect(&controller.push, "node-a", SubscriberKind::Ztunnel).await;
     assert!(
         keys(&ztunnel.next().await)
             .iter()
