@@ -234,4 +234,25 @@ pub mod testing {
             Self::new()
         }
     }
+
+    /// Checks that a client trusting only another (fresh) root cannot connect to the
+    /// `https://` `address`, and that the error says the certificate does not verify and
+    /// names the flag.
+    ///
+    /// # Panics
+    /// When the client connects, or the error says otherwise.
+    pub async fn assert_refused_with_another_root(address: &str) {
+        let dir = tempfile::tempdir().expect("a scratch folder");
+        let other = TestTls::new().write_root(dir.path());
+        let error = super::endpoint(address, Some(&other), true)
+            .expect("an endpoint")
+            .connect()
+            .await
+            .expect_err("a certificate another root does not verify");
+        let reason = super::describe(&error);
+        assert!(
+            reason.contains("certificate") && reason.contains(super::ROOT_FILE_FLAG),
+            "the error should say the certificate does not verify and name the flag: {reason}"
+        );
+    }
 }

@@ -102,6 +102,11 @@ impl Served {
     fn root_file(&self) -> PathBuf {
         self.dir.path().join("root-cert.pem")
     }
+
+    /// A client presenting `token`, asking for `ttl`, verifying the CA with its root.
+    fn client(&self, token: PathBuf, ttl: Option<Duration>) -> CaClient {
+        CaClient::new(&self.address, token, ttl, Some(&self.root_file())).expect("a client")
+    }
 }
 
 async fn fake_ca() -> Served {
@@ -151,13 +156,7 @@ fn alpha() -> Identity {
 async fn fetches_a_usable_certificate_for_the_identity() {
     let ca = fake_ca().await;
     let (_dir, token) = token_file(TOKEN);
-    let client = CaClient::new(
-        &ca.address,
-        token,
-        Some(Duration::from_secs(60)),
-        Some(&ca.root_file()),
-    )
-    .expect("a client");
+    let client = ca.client(token, Some(Duration::from_secs(60)));
     let got = client.fetch(&alpha()).await.expect("a certificate");
     assert_eq!(ca.issued.load(Ordering::SeqCst), 1);
     assert_eq!(got.certificate.identity().expect("an identity"), alpha());
@@ -186,7 +185,7 @@ async fn fetches_a_usable_certificate_for_the_identity() {
 async fn refusals_and_outages_say_what_happened() {
     let ca = fake_ca().await;
     let (_dir, wrong) = token_file("not-the-token");
-    let client = CaClient::new(&ca.address, wrong, None, Some(&ca.root_file())).expect("a client");
+    let client = ca.client(wrong, None);
     let error = client
         .fetch(&alpha())
         .await
@@ -230,13 +229,7 @@ async fn the_store_renews_at_half_life_and_stops_with_the_last_pod() {
     let (_dir, token) = token_file(TOKEN);
     // X.509 times have whole seconds: a 1 s certificate may be cut to a few milliseconds
     // and expire while its renewal is in flight. Two seconds always leave one.
-    let client = CaClient::new(
-        &ca.address,
-        token,
-        Some(Duration::from_secs(2)),
-        Some(&ca.root_file()),
-    )
-    .expect("a client");
+    let client = ca.client(token, Some(Duration::from_secs(2)));
     let issued = Arc::clone(&ca.issued);
     let store = Arc::new(CertificateStore::new(client));
     let first = store.acquire(alpha());
@@ -313,7 +306,7 @@ async fn the_root_file_is_the_mesh_root_and_is_read_at_each_request() {
 async fn a_caller_can_wait_for_a_certificate_still_being_fetched() {
     let ca = fake_ca().await;
     let (_dir, token) = token_file(TOKEN);
-    let client = CaClient::new(&ca.address, token, None, Some(&ca.root_file())).expect("a client");
+    let client = ca.client(token, None);
     let store = Arc::new(CertificateStore::new(client));
     let _lease = store.acquire(alpha());
     let issued = store
@@ -339,8 +332,7 @@ async fn a_caller_can_wait_for_a_certificate_still_being_fetched() {
 async fn a_rotated_token_file_is_read_again_at_the_next_request() {
     let ca = fake_ca().await;
     let (dir, token) = token_file("an-expired-token");
-    let client =
-        CaClient::new(&ca.address, token.clone(), None, Some(&ca.root_file())).expect("a client");
+    let client = ca.client(token.clone(), None);
     let error = client
         .fetch(&alpha())
         .await

@@ -28,7 +28,7 @@ use ambit_controller::{
     ca::{
         self, CaConfig,
         auth::{Authenticator, TokenFiles},
-        material::{CaMaterial, ROOT_CERT_FILE},
+        material::ROOT_CERT_FILE,
         service::{CaCounts, CaMetrics},
         sign::{DEFAULT_CERT_TTL_SECS, MAX_CERT_TTL_SECS},
         token_review::TokenReviewer,
@@ -638,19 +638,7 @@ async fn the_ca_serves_only_tls_to_clients_that_trust_its_root() {
     let address = format!("https://{}", server.addr);
 
     // A client holding another mesh's root: the handshake fails, and says why.
-    let other = tempfile::tempdir().unwrap();
-    CaMaterial::load_or_create(other.path(), "cluster.local").unwrap();
-    let other_root = other.path().join(ROOT_CERT_FILE);
-    let error = channel::endpoint(&address, Some(&other_root), true)
-        .unwrap()
-        .connect()
-        .await
-        .expect_err("a certificate the root does not verify");
-    let reason = channel::describe(&error);
-    assert!(
-        reason.contains("certificate") && reason.contains("--ca-root-file"),
-        "the error should say the certificate does not verify and name the flag: {reason}"
-    );
+    channel::testing::assert_refused_with_another_root(&address).await;
 
     // A plaintext client on the TLS port gets no answer.
     let plain = Channel::from_shared(format!("http://{}", server.addr)).unwrap();

@@ -636,18 +636,8 @@ async fn only_tls_clients_that_trust_the_root_reach_the_push() {
     let controller = Controller::start().await;
     let address = format!("https://{}", controller.push.addr);
 
-    let other = tempfile::tempdir().unwrap();
-    CaMaterial::load_or_create(other.path(), "cluster.local").unwrap();
-    let error = channel::endpoint(&address, Some(&other.path().join(ROOT_CERT_FILE)), true)
-        .unwrap()
-        .connect()
-        .await
-        .expect_err("a certificate another root does not verify");
-    let reason = channel::describe(&error);
-    assert!(
-        reason.contains("certificate") && reason.contains("--ca-root-file"),
-        "the error should say the certificate does not verify and name the flag: {reason}"
-    );
+    // A client holding another mesh's root: the handshake fails, and says why.
+    channel::testing::assert_refused_with_another_root(&address).await;
 
     // A plaintext HTTP/2 client on the TLS port: nothing is served.
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", controller.push.addr))

@@ -99,15 +99,12 @@ impl Parsed {
         match self {
             Self::Controller(cli) => match &cli.command {
                 controller::Command::Serve {
-                    origin,
-                    callers,
                     ca_dir,
+                    callers,
+                    origin,
                     ..
-                } => std::iter::once(ca_dir.clone())
-                    .chain(callers.tokens_dir.clone())
-                    .chain(origin.config_dir.clone())
-                    .collect(),
-                controller::Command::ServeCa {
+                }
+                | controller::Command::ServeCa {
                     ca_dir,
                     callers,
                     origin,
