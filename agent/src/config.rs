@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ambit_api::channel;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cni_install::{CniInstall, PLUGIN_TYPE};
@@ -195,12 +196,18 @@ impl Config {
                 }
                 EnrolmentSource::Folder(dir)
             }
-            (None, Some(address), Some(node)) => EnrolmentSource::Controller(Controller {
-                address,
-                node,
-                token_file: args.controller_token_file,
-                root_file: args.ca_root_file,
-            }),
+            (None, Some(address), Some(node)) => {
+                let (token, root) = (&args.controller_token_file, &args.ca_root_file);
+                if let Err(error) = channel::check(&address, root.is_some(), token.is_some()) {
+                    problems.push(format!("--controller-address: {error}"));
+                }
+                EnrolmentSource::Controller(Controller {
+                    address,
+                    node,
+                    token_file: args.controller_token_file,
+                    root_file: args.ca_root_file,
+                })
+            }
             _ => {
                 problems.push(
                     "give either --config-dir, or --controller-address with --node-name".to_owned(),
@@ -293,7 +300,7 @@ mod tests {
         assert!(
             parse(&[
                 "--controller-address",
-                "http://c:15010",
+                "https://c:15010",
                 "--node-name",
                 "n1"
             ])
@@ -302,7 +309,7 @@ mod tests {
         assert!(
             parse(&[
                 "--controller-address",
-                "http://c:15010",
+                "https://c:15010",
                 "--node-name",
                 "n1",
                 "--controller-token-file",
@@ -312,7 +319,7 @@ mod tests {
         );
         for refused in [
             &[][..],
-            &["--controller-address", "http://c:15010"],
+            &["--controller-address", "https://c:15010"],
             &[
                 "--config-dir",
                 "/etc/ambit",
@@ -323,7 +330,7 @@ mod tests {
                 "--config-dir",
                 "/etc/ambit",
                 "--controller-address",
-                "http://c:15010",
+                "https://c:15010",
                 "--node-name",
                 "n1",
             ],

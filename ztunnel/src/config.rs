@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use ambit_api::identity::{DEFAULT_TRUST_DOMAIN, check_trust_domain};
+use ambit_api::{
+    channel,
+    identity::{DEFAULT_TRUST_DOMAIN, check_trust_domain},
+};
 use clap::Parser;
 
 /// The agent's hand-off socket on a node.
@@ -132,6 +135,19 @@ impl Config {
                 }
             }
         }
+        // ztunnel presents its --ca-token-file to both.
+        let (root, token) = (self.ca_root_file.is_some(), self.ca_token_file.is_some());
+        for (flag, address) in [
+            ("--ca-address", &self.ca_address),
+            ("--controller-address", &self.controller_address),
+        ] {
+            if let Some(Err(error)) = address
+                .as_deref()
+                .map(|address| channel::check(address, root, token))
+            {
+                problems.push(format!("{flag}: {error}"));
+            }
+        }
         if self.controller_address.is_some() && self.node_name.is_none() {
             problems.push(
                 "--controller-address is set but --node-name is not: name this node as the controller knows it"
@@ -194,22 +210,36 @@ mod tests {
             .expect_err("three problems")
             .0;
         assert_eq!(error.len(), 3, "every problem at once: {error:?}");
-        let error = parse(&["--controller-address", "http://127.0.0.1:15010"])
+        let error = parse(&["--controller-address", "https://127.0.0.1:15010"])
             .validate()
-            .expect_err("a node name is required")
+            .expect_err("a node name and a root are required")
             .to_string();
-        assert!(error.contains("--node-name"), "{error}");
         assert!(
-            parse(&[
-                "--ca-address",
-                "http://127.0.0.1:15012",
-                "--ca-token-file",
-                "/run/token",
-                "--cert-ttl-secs",
-                "4",
-            ])
-            .validate()
-            .is_ok()
+            error.contains("--node-name") && error.contains("--ca-root-file"),
+            "{error}"
+        );
+        let tls = [
+            "--ca-address",
+            "https://127.0.0.1:15012",
+            "--ca-token-file",
+            "/run/token",
+            "--ca-root-file",
+            "/run/root-cert.pem",
+            "--cert-ttl-secs",
+            "4",
+        ];
+        assert!(parse(&tls).validate().is_ok());
+        let error = parse(
+            &tls.map(|arg| arg.replace("https://", "http://"))
+                .each_ref()
+                .map(String::as_str),
+        )
+        .validate()
+        .expect_err("a token in clear")
+        .to_string();
+        assert!(
+            error.contains("in clear") && error.contains("https://127.0.0.1:15012"),
+            "{error}"
         );
     }
 }
