@@ -70,7 +70,7 @@ impl CaClient {
     ///
     /// # Errors
     /// An address that is not a URL, an `http://` one (the token would travel in clear),
-    /// an `https://` one without a root, or an unreadable or empty root file.
+    /// or an `https://` one without a root file (which is read at each request).
     pub fn new(
         address: &str,
         token_file: PathBuf,
