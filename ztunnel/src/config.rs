@@ -195,12 +195,17 @@ mod tests {
         assert_eq!(config.trust_domain, "cluster.local");
     }
 
+    /// What `validate` says of `args`, which it must refuse.
+    fn refusal(args: &[&str]) -> String {
+        parse(args)
+            .validate()
+            .expect_err("invalid flags are refused")
+            .to_string()
+    }
+
     #[test]
     fn an_address_without_a_token_names_both_flags() {
-        let error = parse(&["--ca-address", "http://127.0.0.1:15012"])
-            .validate()
-            .expect_err("a token file is required")
-            .to_string();
+        let error = refusal(&["--ca-address", "http://127.0.0.1:15012"]);
         assert!(
             error.contains("--ca-address") && error.contains("--ca-token-file"),
             "{error}"
@@ -210,13 +215,10 @@ mod tests {
             .expect_err("three problems")
             .0;
         assert_eq!(error.len(), 3, "every problem at once: {error:?}");
-        let error = parse(&["--controller-address", "https://127.0.0.1:15010"])
-            .validate()
-            .expect_err("a node name and a root are required")
-            .to_string();
+        let error = refusal(&["--controller-address", "https://127.0.0.1:15010"]);
         assert!(
             error.contains("--node-name") && error.contains("--ca-root-file"),
-            "{error}"
+            "a node name and a root are required: {error}"
         );
         let tls = [
             "--ca-address",
@@ -229,17 +231,11 @@ mod tests {
             "4",
         ];
         assert!(parse(&tls).validate().is_ok());
-        let error = parse(
-            &tls.map(|arg| arg.replace("https://", "http://"))
-                .each_ref()
-                .map(String::as_str),
-        )
-        .validate()
-        .expect_err("a token in clear")
-        .to_string();
+        let plaintext = tls.map(|arg| arg.replace("https://", "http://"));
+        let error = refusal(&plaintext.each_ref().map(String::as_str));
         assert!(
             error.contains("in clear") && error.contains("https://127.0.0.1:15012"),
-            "{error}"
+            "a token is never sent in clear: {error}"
         );
     }
 }
