@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ambit_api::channel;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cni_install::{CniInstall, PLUGIN_TYPE};
@@ -70,7 +71,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub cni: CniArgs,
     /// Take the enrolment decisions from the controller's push (e.g.
-    /// `http://198.19.255.1:15010`) instead of the config folder.
+    /// `https://198.19.255.1:15010`) instead of the config folder.
     #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS", requires = "node_name")]
     pub controller_address: Option<String>,
     /// This node's name, as pods' `spec.nodeName` gives it (with --controller-address).
@@ -85,6 +86,11 @@ pub struct RunArgs {
         requires = "controller_address"
     )]
     pub controller_token_file: Option<PathBuf>,
+    /// The mesh root, PEM (Istio's `root-cert.pem`; in Kubernetes the `ambit-root-cert`
+    /// ConfigMap) the controller's TLS certificate must chain to (with an `https://`
+    /// --controller-address). Read again at each reconnection.
+    #[arg(long, env = "AMBIT_CA_ROOT_FILE", requires = "controller_address")]
+    pub ca_root_file: Option<PathBuf>,
 }
 
 /// Where the push comes from, and for which node.
@@ -94,6 +100,8 @@ pub struct Controller {
     pub node: String,
     /// The token presented to it; `None` for a controller that checks none.
     pub token_file: Option<PathBuf>,
+    /// The mesh root its certificate must chain to.
+    pub root_file: Option<PathBuf>,
 }
 
 /// Where the enrolment decisions come from.
@@ -188,11 +196,18 @@ impl Config {
                 }
                 EnrolmentSource::Folder(dir)
             }
-            (None, Some(address), Some(node)) => EnrolmentSource::Controller(Controller {
-                address,
-                node,
-                token_file: args.controller_token_file,
-            }),
+            (None, Some(address), Some(node)) => {
+                let (token, root) = (&args.controller_token_file, &args.ca_root_file);
+                if let Err(error) = channel::check(&address, root.is_some(), token.is_some()) {
+                    problems.push(format!("--controller-address: {error}"));
+                }
+                EnrolmentSource::Controller(Controller {
+                    address,
+                    node,
+                    token_file: args.controller_token_file,
+                    root_file: args.ca_root_file,
+                })
+            }
             _ => {
                 problems.push(
                     "give either --config-dir, or --controller-address with --node-name".to_owned(),
@@ -285,7 +300,7 @@ mod tests {
         assert!(
             parse(&[
                 "--controller-address",
-                "http://c:15010",
+                "https://c:15010",
                 "--node-name",
                 "n1"
             ])
@@ -294,7 +309,7 @@ mod tests {
         assert!(
             parse(&[
                 "--controller-address",
-                "http://c:15010",
+                "https://c:15010",
                 "--node-name",
                 "n1",
                 "--controller-token-file",
@@ -304,7 +319,7 @@ mod tests {
         );
         for refused in [
             &[][..],
-            &["--controller-address", "http://c:15010"],
+            &["--controller-address", "https://c:15010"],
             &[
                 "--config-dir",
                 "/etc/ambit",
@@ -315,7 +330,7 @@ mod tests {
                 "--config-dir",
                 "/etc/ambit",
                 "--controller-address",
-                "http://c:15010",
+                "https://c:15010",
                 "--node-name",
                 "n1",
             ],
@@ -338,6 +353,7 @@ mod tests {
             controller_address: None,
             node_name: None,
             controller_token_file: None,
+            ca_root_file: None,
         };
         let error = Config::from_args(args, "").unwrap_err().to_string();
         for expected in ["--config-dir", "no cgroup2", "--bpffs-dir"] {

@@ -74,6 +74,7 @@ fn follow_controller(controller: Controller, decisions: Arc<Decisions>, agent: A
     let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
     let subscription = Subscription {
         address: controller.address,
+        root_file: controller.root_file,
         node: controller.node,
         kind: SubscriberKind::Agent,
         token_file: controller.token_file,

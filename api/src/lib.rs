@@ -28,7 +28,9 @@
 //!   ztunnels and waypoints), and `subscribe`: the subscriber's loop (apply, ACK or
 //!   NACK, reconnect with backoff) every proxy shares;
 //! - `bearer` (features `ca`, `config`): the token file a proxy presents to the CA and
-//!   the config push, as `authorization: Bearer <token>` metadata.
+//!   the config push, as `authorization: Bearer <token>` metadata;
+//! - `channel` (features `ca`, `config`): the TLS channel to the controller, verified
+//!   against the mesh root (`--ca-root-file`).
 //!
 //! - `http_endpoints` (feature `http-endpoints`): the small HTTP endpoint (metrics,
 //!   readiness, debug pages) ztunnel, the waypoint and the controller each serve.
@@ -40,6 +42,8 @@
 
 #[cfg(any(feature = "ca", feature = "config"))]
 pub mod bearer;
+#[cfg(any(feature = "ca", feature = "config"))]
+pub mod channel;
 pub mod cni;
 pub mod enrolment;
 #[cfg(feature = "http-endpoints")]

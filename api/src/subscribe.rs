@@ -5,17 +5,18 @@
 //!
 //! With a token file, each (re)connection reads it again (projected tokens rotate) and
 //! presents it as `authorization: Bearer <token>`: the controller refuses a subscriber it
-//! cannot authenticate, or one asking for another node's config.
+//! cannot authenticate, or one asking for another node's config. The connection is TLS
+//! verified against the mesh root ([`crate::channel`]), read again at each connection.
 
 use std::{path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
 use crate::{
     bearer::{self, AUTHORIZATION, TokenFileError},
+    channel::{self, ChannelError},
     config::{
         Ack, ConfigUpdate, Hello, SubscribeRequest, SubscriberKind,
         config_service_client::ConfigServiceClient, subscribe_request::Request,
@@ -32,17 +33,17 @@ pub const CONTROLLER_CONNECT_TIMEOUT_SECS: u64 = 5;
 /// Why one subscription ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
-    #[error(
-        "invalid --controller-address {address:?}: {reason} (expected e.g. http://198.19.255.1:15010)"
-    )]
-    Address { address: String, reason: String },
-    #[error(
-        "the controller at {address} is unreachable ({source}) — is `ambit-controller serve` running and --controller-address right?"
-    )]
-    Unreachable {
+    #[error("--controller-address: {0}")]
+    Address(ChannelError),
+    #[error("--controller-address {address}: {source}")]
+    Root {
         address: String,
-        source: tonic::transport::Error,
+        source: ChannelError,
     },
+    #[error(
+        "the controller at {address} is unreachable ({reason}) — is `ambit-controller serve` running and --controller-address right?"
+    )]
+    Unreachable { address: String, reason: String },
     #[error("no token for the controller: {0}")]
     Token(#[from] TokenFileError),
     #[error("the controller refused the subscription ({:?}): {}", .0.code(), .0.message())]
@@ -56,8 +57,10 @@ pub enum SubscribeError {
 /// Who subscribes, and where.
 #[derive(Debug, Clone)]
 pub struct Subscription {
-    /// The controller, e.g. `http://198.19.255.1:15010`.
+    /// The controller, e.g. `https://198.19.255.1:15010`.
     pub address: String,
+    /// The mesh root the controller's certificate must chain to (`--ca-root-file`).
+    pub root_file: Option<PathBuf>,
     pub node: String,
     pub kind: SubscriberKind,
     /// The token to present (the node's bootstrap token, or the pod's projected
@@ -78,7 +81,7 @@ pub async fn run(subscription: Subscription, apply: &mut Apply<'_>) {
     loop {
         match subscribe_once(&subscription, apply).await {
             Ok(()) => {}
-            Err(error @ SubscribeError::Address { .. }) => {
+            Err(error @ SubscribeError::Address(_)) => {
                 warn!(%error, "not subscribing to the controller");
                 return;
             }
@@ -94,18 +97,26 @@ async fn subscribe_once(
     apply: &mut Apply<'_>,
 ) -> Result<(), SubscribeError> {
     let (address, node) = (subscription.address.as_str(), subscription.node.as_str());
-    let endpoint = Endpoint::from_shared(address.to_owned())
-        .map_err(|error| SubscribeError::Address {
+    let endpoint = channel::endpoint(
+        address,
+        subscription.root_file.as_deref(),
+        subscription.token_file.is_some(),
+    )
+    .map_err(|error| match error {
+        // A root file may be mounted late, or rotated: try again.
+        ChannelError::RootRead { .. } | ChannelError::RootEmpty { .. } => SubscribeError::Root {
             address: address.to_owned(),
-            reason: error.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(CONTROLLER_CONNECT_TIMEOUT_SECS));
+            source: error,
+        },
+        error => SubscribeError::Address(error),
+    })?
+    .connect_timeout(Duration::from_secs(CONTROLLER_CONNECT_TIMEOUT_SECS));
     let channel = endpoint
         .connect()
         .await
-        .map_err(|source| SubscribeError::Unreachable {
+        .map_err(|error| SubscribeError::Unreachable {
             address: address.to_owned(),
-            source,
+            reason: channel::describe(&error),
         })?;
     let (requests, receiver) = mpsc::channel(16);
     let hello = SubscribeRequest {

@@ -4,11 +4,15 @@
 //! for the identity with `ImpersonatedIdentity` as Istio's ztunnel does.
 //!
 //! The token file is read again for every request: the kubelet rotates a projected
-//! token by swapping the file, and an old token expires.
+//! token by swapping the file, and an old token expires. The CA is reached over TLS, its
+//! certificate verified against the mesh root (`--ca-root-file`, [`ambit_api::channel`]),
+//! which is also read at every request: it may be mounted after ztunnel starts, and a
+//! rotated root takes effect (the channel is rebuilt when the file changes).
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
@@ -18,6 +22,7 @@ use ambit_api::{
         IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest,
         istio_certificate_service_client::IstioCertificateServiceClient,
     },
+    channel,
     identity::Identity,
 };
 use ambit_hbone::tls::WorkloadCertificate;
@@ -44,44 +49,76 @@ pub struct Issued {
     pub fetched_at: SystemTime,
 }
 
+/// The gRPC client, and the root file's contents its channel verifies the CA with.
+type Connected = (Vec<u8>, IstioCertificateServiceClient<Channel>);
+
 /// The CA as ztunnel calls it.
 #[derive(Debug, Clone)]
 pub struct CaClient {
     address: String,
-    client: IstioCertificateServiceClient<Channel>,
     token_file: PathBuf,
+    /// `--ca-root-file`: the mesh root the CA's certificate chains to, and the
+    /// workloads' trust root.
+    root_file: PathBuf,
     /// `validity_duration` asked for, in seconds; 0 lets the CA choose.
     ttl_secs: i64,
-    /// Trust roots pinned with `--ca-root-file`; else the last certificate of each chain.
-    pinned_roots: Option<Vec<CertificateDer<'static>>>,
+    connected: Arc<Mutex<Option<Connected>>>,
 }
 
 impl CaClient {
     /// A client for the CA at `address` (connected lazily, reconnecting as needed).
     ///
     /// # Errors
-    /// An address that is not a URL, or an unreadable or empty pinned root file.
+    /// An address that is not a URL, an `http://` one (the token would travel in clear),
+    /// or an `https://` one without a root file (which is read at each request).
     pub fn new(
         address: &str,
         token_file: PathBuf,
         ttl: Option<Duration>,
         root_file: Option<&Path>,
     ) -> Result<Self, CertError> {
-        let endpoint = Endpoint::from_shared(address.to_owned())
-            .map_err(|error| CertError::Address {
-                address: address.to_owned(),
-                reason: error.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(CA_CONNECT_TIMEOUT_SECS))
-            .timeout(Duration::from_secs(CA_REQUEST_TIMEOUT_SECS));
-        let pinned_roots = root_file.map(read_roots).transpose()?;
+        channel::check(address, root_file.is_some(), true)?;
+        let root_file = root_file.map(Path::to_owned).unwrap_or_default();
         Ok(Self {
             address: address.to_owned(),
-            client: IstioCertificateServiceClient::new(endpoint.connect_lazy()),
             token_file,
+            root_file,
             ttl_secs: ttl.map_or(0, |ttl| i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
-            pinned_roots,
+            connected: Arc::default(),
         })
+    }
+
+    /// The client for the root file as it is now, and the roots it holds; the channel is
+    /// kept while the file does not change.
+    fn client(
+        &self,
+    ) -> Result<
+        (
+            IstioCertificateServiceClient<Channel>,
+            Vec<CertificateDer<'static>>,
+        ),
+        CertError,
+    > {
+        let pem = std::fs::read(&self.root_file).map_err(|source| CertError::RootFile {
+            path: self.root_file.clone(),
+            source,
+        })?;
+        let roots = parse_roots(&self.root_file, &pem)?;
+        let mut connected = self
+            .connected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((built_with, client)) = connected.as_ref()
+            && *built_with == pem
+        {
+            return Ok((client.clone(), roots));
+        }
+        let endpoint: Endpoint = channel::endpoint(&self.address, Some(&self.root_file), true)?
+            .connect_timeout(Duration::from_secs(CA_CONNECT_TIMEOUT_SECS))
+            .timeout(Duration::from_secs(CA_REQUEST_TIMEOUT_SECS));
+        let client = IstioCertificateServiceClient::new(endpoint.connect_lazy());
+        *connected = Some((pem, client.clone()));
+        Ok((client, roots))
     }
 
     /// Generates a key and obtains a certificate for `identity`.
@@ -91,6 +128,7 @@ impl CaClient {
     /// is not a certificate for `identity`.
     pub async fn fetch(&self, identity: &Identity) -> Result<Issued, CertError> {
         let bearer = authorization(&self.token_file)?;
+        let (mut client, roots) = self.client()?;
         let uri = identity.to_string();
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
@@ -112,23 +150,27 @@ impl CaClient {
             metadata: Some(metadata),
         });
         request.metadata_mut().insert(AUTHORIZATION, bearer);
-        let response = self
-            .client
-            .clone()
-            .create_certificate(request)
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-                    CertError::Unreachable {
-                        address: self.address.clone(),
-                        message: status.message().to_owned(),
+        let response =
+            client
+                .create_certificate(request)
+                .await
+                .map_err(|status| match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                        CertError::Unreachable {
+                            address: self.address.clone(),
+                            message: match std::error::Error::source(&status) {
+                                Some(source) => {
+                                    format!("{}: {}", status.message(), channel::describe(source))
+                                }
+                                None => status.message().to_owned(),
+                            },
+                        }
                     }
-                }
-                code => CertError::Refused {
-                    code,
-                    message: status.message().to_owned(),
-                },
-            })?;
+                    code => CertError::Refused {
+                        code,
+                        message: status.message().to_owned(),
+                    },
+                })?;
         let fetched_at = SystemTime::now();
         let mut certs = Vec::new();
         for pem in &response.get_ref().cert_chain {
@@ -136,16 +178,14 @@ impl CaClient {
                 certs.push(CertificateDer::from(block.into_contents()));
             }
         }
-        let root = match certs.len() {
+        // The chain's root is not trusted for being there: the mesh root is the file's.
+        match certs.len() {
             0 => return Err(CertError::EmptyChain),
-            1 => None,
-            _ => certs.pop(),
-        };
-        let roots = match (&self.pinned_roots, root) {
-            (Some(pinned), _) => pinned.clone(),
-            (None, Some(root)) => vec![root],
-            (None, None) => return Err(CertError::NoTrustRoot),
-        };
+            1 => {}
+            _ => {
+                certs.pop();
+            }
+        }
         let (serial, not_before, not_after) = leaf_facts(&certs[0])?;
         let certificate = WorkloadCertificate {
             chain: certs,
@@ -195,11 +235,7 @@ fn unix_time(secs: i64) -> SystemTime {
     }
 }
 
-fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let text = std::fs::read(path).map_err(|source| CertError::RootFile {
-        path: path.to_owned(),
-        source,
-    })?;
+fn parse_roots(path: &Path, text: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let roots: Vec<_> = pem::parse_many(text)?
         .into_iter()
         .filter(|block| block.tag() == "CERTIFICATE")

@@ -1,5 +1,6 @@
-//! In-process tests against a fake CA on loopback: it checks the bearer token and the
-//! `ImpersonatedIdentity` metadata and signs the CSR, as `ambit-controller serve-ca` does.
+//! In-process tests against a fake CA on loopback: it serves TLS, checks the bearer
+//! token and the `ImpersonatedIdentity` metadata and signs the CSR, as
+//! `ambit-controller serve-ca` does.
 
 use std::{
     sync::{
@@ -9,15 +10,23 @@ use std::{
     time::Duration,
 };
 
-use ambit_api::ca::{
-    IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest, IstioCertificateResponse,
-    istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer},
+use ambit_api::{
+    ca::{
+        IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest, IstioCertificateResponse,
+        istio_certificate_service_server::{
+            IstioCertificateService, IstioCertificateServiceServer,
+        },
+    },
+    channel::testing::TestTls,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair,
     SanType,
 };
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use tonic::{
+    Request, Response, Status,
+    transport::{Identity as TlsIdentity, ServerTlsConfig, server::TcpIncoming},
+};
 
 use super::*;
 use crate::{CertError, CertificateStore};
@@ -81,28 +90,55 @@ impl IstioCertificateService for FakeCa {
     }
 }
 
-/// A fake CA on loopback; returns its address and how many certificates it issued.
-async fn fake_ca() -> (String, Arc<AtomicUsize>) {
-    let key = KeyPair::generate().expect("a root key");
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let root = params.self_signed(&key).expect("a root");
+/// A fake CA on loopback, over TLS with a certificate from its own root.
+struct Served {
+    address: String,
+    issued: Arc<AtomicUsize>,
+    /// Holds `root-cert.pem`, the CA's root, for `--ca-root-file`.
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn root_file(&self) -> PathBuf {
+        self.dir.path().join("root-cert.pem")
+    }
+
+    /// A client presenting `token`, asking for `ttl`, verifying the CA with its root.
+    fn client(&self, token: PathBuf, ttl: Option<Duration>) -> CaClient {
+        CaClient::new(&self.address, token, ttl, Some(&self.root_file())).expect("a client")
+    }
+}
+
+async fn fake_ca() -> Served {
+    let tls = TestTls::new();
+    let dir = tempfile::tempdir().expect("a scratch folder");
+    let _ = tls.write_root(dir.path());
     let issued = Arc::new(AtomicUsize::new(0));
+    let server_tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
+        &tls.server_cert_pem,
+        &tls.server_key_pem,
+    ));
     let ca = FakeCa {
-        issuer: Issuer::new(params, key),
-        root_pem: root.pem(),
+        issuer: tls.issuer,
+        root_pem: tls.root_pem,
         issued: Arc::clone(&issued),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
-    let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    let address = format!("https://{}", listener.local_addr().expect("local addr"));
     tokio::spawn(
         tonic::transport::Server::builder()
+            .tls_config(server_tls)
+            .expect("a TLS config")
             .add_service(IstioCertificateServiceServer::new(ca))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    (address, issued)
+    Served {
+        address,
+        issued,
+        dir,
+    }
 }
 
 fn token_file(token: &str) -> (tempfile::TempDir, PathBuf) {
@@ -118,12 +154,11 @@ fn alpha() -> Identity {
 
 #[tokio::test]
 async fn fetches_a_usable_certificate_for_the_identity() {
-    let (address, issued) = fake_ca().await;
+    let ca = fake_ca().await;
     let (_dir, token) = token_file(TOKEN);
-    let client =
-        CaClient::new(&address, token, Some(Duration::from_secs(60)), None).expect("a client");
+    let client = ca.client(token, Some(Duration::from_secs(60)));
     let got = client.fetch(&alpha()).await.expect("a certificate");
-    assert_eq!(issued.load(Ordering::SeqCst), 1);
+    assert_eq!(ca.issued.load(Ordering::SeqCst), 1);
     assert_eq!(got.certificate.identity().expect("an identity"), alpha());
     assert_eq!(
         got.certificate.chain.len(),
@@ -131,9 +166,9 @@ async fn fetches_a_usable_certificate_for_the_identity() {
         "the root is split off the chain"
     );
     assert_eq!(
-        got.certificate.roots.len(),
-        1,
-        "the chain's last certificate is the root"
+        got.certificate.roots,
+        [got_root(&ca)],
+        "the mesh root is --ca-root-file's"
     );
     let (serial, not_before, not_after) = leaf_facts(&got.certificate.chain[0]).expect("facts");
     assert_eq!(got.serial, serial);
@@ -148,9 +183,9 @@ async fn fetches_a_usable_certificate_for_the_identity() {
 
 #[tokio::test]
 async fn refusals_and_outages_say_what_happened() {
-    let (address, _) = fake_ca().await;
+    let ca = fake_ca().await;
     let (_dir, wrong) = token_file("not-the-token");
-    let client = CaClient::new(&address, wrong, None, None).expect("a client");
+    let client = ca.client(wrong, None);
     let error = client
         .fetch(&alpha())
         .await
@@ -172,7 +207,13 @@ async fn refusals_and_outages_say_what_happened() {
         .await
         .and_then(|listener| listener.local_addr())
         .expect("a free port");
-    let client = CaClient::new(&format!("http://{closed}"), token, None, None).expect("a client");
+    let client = CaClient::new(
+        &format!("https://{closed}"),
+        token,
+        None,
+        Some(&ca.root_file()),
+    )
+    .expect("a client");
     let error = client.fetch(&alpha()).await.expect_err("nobody listens");
     assert!(matches!(error, CertError::Unreachable { .. }), "{error}");
     assert!(error.to_string().contains("--ca-address"), "{error}");
@@ -184,12 +225,12 @@ async fn refusals_and_outages_say_what_happened() {
 
 #[tokio::test]
 async fn the_store_renews_at_half_life_and_stops_with_the_last_pod() {
-    let (address, issued) = fake_ca().await;
+    let ca = fake_ca().await;
     let (_dir, token) = token_file(TOKEN);
     // X.509 times have whole seconds: a 1 s certificate may be cut to a few milliseconds
     // and expire while its renewal is in flight. Two seconds always leave one.
-    let client =
-        CaClient::new(&address, token, Some(Duration::from_secs(2)), None).expect("a client");
+    let client = ca.client(token, Some(Duration::from_secs(2)));
+    let issued = Arc::clone(&ca.issued);
     let store = Arc::new(CertificateStore::new(client));
     let first = store.acquire(alpha());
     let second = store.acquire(alpha());
@@ -228,31 +269,44 @@ async fn the_store_renews_at_half_life_and_stops_with_the_last_pod() {
 }
 
 #[tokio::test]
-async fn a_pinned_root_replaces_the_chains_last_certificate() {
-    let (address, _) = fake_ca().await;
+async fn the_root_file_is_the_mesh_root_and_is_read_at_each_request() {
+    let ca = fake_ca().await;
     let (dir, token) = token_file(TOKEN);
+    // Not mounted yet when the client starts: the request fails, saying which file.
+    let root_file = dir.path().join("root-cert.pem");
+    let client = CaClient::new(&ca.address, token, None, Some(&root_file)).expect("a client");
+    let error = client.fetch(&alpha()).await.expect_err("no root yet");
+    assert!(
+        matches!(error, CertError::RootFile { .. }) && error.to_string().contains("--ca-root-file"),
+        "{error}"
+    );
+    std::fs::write(&root_file, "not a certificate\n").expect("write");
+    let error = client
+        .fetch(&alpha())
+        .await
+        .expect_err("no certificate in the file");
+    assert!(error.to_string().contains("--ca-root-file"), "{error}");
+
+    // During a root rotation the file holds the new root and the old one.
     let other_key = KeyPair::generate().expect("a key");
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let pinned = params.self_signed(&other_key).expect("a root");
-    let root_file = dir.path().join("root-cert.pem");
-    std::fs::write(&root_file, pinned.pem()).expect("write the root");
-    let client = CaClient::new(&address, token, None, Some(&root_file)).expect("a client");
+    let next_root = params.self_signed(&other_key).expect("a root");
+    let current_root = std::fs::read_to_string(ca.root_file()).expect("the CA's root");
+    std::fs::write(&root_file, format!("{}{current_root}", next_root.pem())).expect("write");
     let got = client.fetch(&alpha()).await.expect("a certificate");
-    assert_eq!(got.certificate.roots, [pinned.der().clone()]);
-
-    let empty = dir.path().join("empty.pem");
-    std::fs::write(&empty, "not a certificate\n").expect("write");
-    let error = CaClient::new(&address, PathBuf::from("/t"), None, Some(&empty))
-        .expect_err("no certificate in the file");
-    assert!(error.to_string().contains("--ca-root-file"), "{error}");
+    assert_eq!(
+        got.certificate.roots,
+        [next_root.der().clone(), got_root(&ca)],
+        "the workloads trust every root of the file, not the chain's last certificate"
+    );
 }
 
 #[tokio::test]
 async fn a_caller_can_wait_for_a_certificate_still_being_fetched() {
-    let (address, _) = fake_ca().await;
+    let ca = fake_ca().await;
     let (_dir, token) = token_file(TOKEN);
-    let client = CaClient::new(&address, token, None, None).expect("a client");
+    let client = ca.client(token, None);
     let store = Arc::new(CertificateStore::new(client));
     let _lease = store.acquire(alpha());
     let issued = store
@@ -276,9 +330,9 @@ async fn a_caller_can_wait_for_a_certificate_still_being_fetched() {
 
 #[tokio::test]
 async fn a_rotated_token_file_is_read_again_at_the_next_request() {
-    let (address, issued) = fake_ca().await;
+    let ca = fake_ca().await;
     let (dir, token) = token_file("an-expired-token");
-    let client = CaClient::new(&address, token.clone(), None, None).expect("a client");
+    let client = ca.client(token.clone(), None);
     let error = client
         .fetch(&alpha())
         .await
@@ -301,5 +355,50 @@ async fn a_rotated_token_file_is_read_again_at_the_next_request() {
         .fetch(&alpha())
         .await
         .expect("the rotated token is used");
-    assert_eq!(issued.load(Ordering::SeqCst), 1);
+    assert_eq!(ca.issued.load(Ordering::SeqCst), 1);
+}
+
+/// The fake CA's root, DER.
+fn got_root(ca: &Served) -> rustls_pki_types::CertificateDer<'static> {
+    let pem = std::fs::read_to_string(ca.root_file()).expect("the root file");
+    CertificateDer::from(pem::parse(pem).expect("PEM").into_contents())
+}
+
+#[tokio::test]
+async fn a_ca_whose_certificate_the_root_does_not_verify_is_refused() {
+    let ca = fake_ca().await;
+    let (dir, token) = token_file(TOKEN);
+    let other = TestTls::new().write_root(dir.path());
+    let client = CaClient::new(&ca.address, token, None, Some(&other)).expect("a client");
+    let error = client
+        .fetch(&alpha())
+        .await
+        .expect_err("a server the root does not verify");
+    assert!(matches!(error, CertError::Unreachable { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("certificate") && message.contains("--ca-root-file"),
+        "the error should say the certificate does not verify and name the flag: {message}"
+    );
+    assert_eq!(
+        ca.issued.load(Ordering::SeqCst),
+        0,
+        "no request reached the CA"
+    );
+}
+
+#[tokio::test]
+async fn a_token_is_never_sent_in_clear_nor_without_a_root() {
+    let ca = fake_ca().await;
+    let (_dir, token) = token_file(TOKEN);
+    let plaintext = ca.address.replacen("https://", "http://", 1);
+    let error = CaClient::new(&plaintext, token.clone(), None, Some(&ca.root_file()))
+        .expect_err("http:// with a token is refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("in clear") && message.contains(&ca.address),
+        "the error should say to use the https:// address: {message}"
+    );
+    let error = CaClient::new(&ca.address, token, None, None).expect_err("https:// needs a root");
+    assert!(error.to_string().contains("--ca-root-file"), "{error}");
 }

@@ -28,11 +28,13 @@ pub use self::{
 /// Why a certificate could not be obtained (or the CA client not built).
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("invalid --ca-address {address:?}: {reason} (expected e.g. http://198.19.255.1:15012)")]
-    Address { address: String, reason: String },
+    #[error("--ca-address: {0}")]
+    Channel(#[from] ambit_api::channel::ChannelError),
     #[error("the CA token (--ca-token-file): {0}")]
     Token(#[from] TokenFileError),
-    #[error("cannot read the pinned CA root {path}: {source} — check --ca-root-file")]
+    #[error(
+        "cannot read the mesh root {path}: {source} — check --ca-root-file (the CA's root-cert.pem)"
+    )]
     RootFile {
         path: PathBuf,
         source: std::io::Error,
@@ -49,10 +51,6 @@ pub enum CertError {
     Refused { code: tonic::Code, message: String },
     #[error("the CA returned no certificate chain")]
     EmptyChain,
-    #[error(
-        "the CA returned only the leaf, no root to trust: pin the mesh root with --ca-root-file"
-    )]
-    NoTrustRoot,
     #[error("the CA returned a chain that is not PEM: {0}")]
     Pem(#[from] pem::PemError),
     #[error("the CA returned an unreadable certificate: {0}")]

@@ -3,7 +3,7 @@
 //! A generated folder of 1,000 Services, 10,000 Pods on 100 nodes, 2,000
 //! VirtualServices and 500 AuthorizationPolicies; the real `FolderSource` and config
 //! push on loopback, and 100 subscribers (one ztunnel per node) through the real client
-//! loop (`ambit_api::subscribe`). Measured:
+//! loop (`ambit_api::subscribe`), over TLS as in production. Measured:
 //! - the time to load and resolve the folder, and the process's peak RSS after it;
 //! - the size of a ztunnel's full state;
 //! - after a one-pod change (one file rewritten), the time until all 100 ztunnels have
@@ -12,6 +12,7 @@
 use std::{
     fmt::Write as _,
     path::Path,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,7 +20,15 @@ use ambit_api::{
     config::SubscriberKind,
     subscribe::{self, Subscription},
 };
-use ambit_controller::{push, source::FolderSource};
+use ambit_controller::{
+    ca::{
+        material::{CaMaterial, ROOT_CERT_FILE},
+        sign::Signer,
+    },
+    push,
+    serving::{self, ServingCert},
+    source::FolderSource,
+};
 use anyhow::{Context as _, Result};
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -50,14 +59,21 @@ async fn run(folder: &Path) -> Result<()> {
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
+    let address = format!("https://{}", listener.local_addr()?);
+    let ca_dir = tempfile::tempdir()?;
+    let material = CaMaterial::load_or_create(ca_dir.path(), TRUST_DOMAIN)?;
+    let signer = Arc::new(Signer::new(material, TRUST_DOMAIN));
+    let names = serving::server_names(&[], None, listener.local_addr()?);
+    let tls = ServingCert::issue(signer, &names, Duration::from_secs(3600))?.acceptor()?;
     let server = push::ConfigServer::new(source.subscribe(), push::Gate::open());
-    tokio::spawn(push::serve(listener, server, std::future::pending()));
+    tokio::spawn(push::serve(listener, server, tls, std::future::pending()));
+    let root_file = ca_dir.path().join(ROOT_CERT_FILE);
     let (seen, mut updates) = mpsc::unbounded_channel();
     for node in 0..NODES {
         let seen = seen.clone();
         let subscription = Subscription {
             address: address.clone(),
+            root_file: Some(root_file.clone()),
             node: format!("node-{node}"),
             kind: SubscriberKind::Ztunnel,
             token_file: None,

@@ -13,6 +13,7 @@ use crate::{
         token_review::{DEFAULT_AUDIENCE, DEFAULT_NODE_SERVICE_ACCOUNT},
     },
     deployer::{DEFAULT_CA_ADDRESS, DEFAULT_CONTROLLER_ADDRESS, DEFAULT_IMAGE},
+    serving::DEFAULT_SERVING_CERT_TTL_SECS,
     snapshot,
 };
 
@@ -36,8 +37,10 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Watch a folder of Kubernetes and Istio manifests, or the Kubernetes API, and push
-    /// the validated model to subscribed agents, ztunnels and waypoints over gRPC
-    /// (plaintext for now). With `--kube`, also run a waypoint for each waypoint Gateway.
+    /// the validated model to subscribed agents, ztunnels and waypoints over gRPC on TLS
+    /// (a certificate from the CA in `--ca-dir`). With `--kube`, also run a waypoint for
+    /// each waypoint Gateway, and publish the mesh root as the `ambit-root-cert`
+    /// ConfigMap.
     ///
     /// Subscribers present the same tokens as to the CA: with `--config-dir`, give
     /// `--tokens-dir` (without it everyone may subscribe, as any node); with `--kube`,
@@ -49,6 +52,13 @@ pub enum Command {
         callers: CallerAuth,
         #[command(flatten)]
         waypoints: WaypointDeployment,
+        /// The CA folder (`serve-ca`'s `--ca-dir`), whose CA issues this server's own
+        /// certificate; a root is generated into it when it holds none, as `serve-ca`
+        /// does.
+        #[arg(long, env = "AMBIT_CA_DIR")]
+        ca_dir: PathBuf,
+        #[command(flatten)]
+        tls: ServingTls,
         /// Where to listen for gRPC (`ambit.config.v1.ConfigService`).
         #[arg(long, env = "AMBIT_CONFIG_LISTEN", default_value = "127.0.0.1:15010")]
         listen: SocketAddr,
@@ -89,15 +99,17 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC
-    /// (plaintext for now), signing SPIFFE certificates for the workloads on each caller's
-    /// node.
+    /// Serve the certificate authority: Istio's `IstioCertificateService` over gRPC on
+    /// TLS (a certificate it issues itself), signing SPIFFE certificates for the
+    /// workloads on each caller's node.
     #[command(group(ArgGroup::new("ca_callers").args(["tokens_dir", "kube"]).required(true)))]
     ServeCa {
         /// Istio's plug-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem,
         /// root-cert.pem); a new root is generated into it when it holds none of them.
         #[arg(long, env = "AMBIT_CA_DIR")]
         ca_dir: PathBuf,
+        #[command(flatten)]
+        tls: ServingTls,
         #[command(flatten)]
         callers: CallerAuth,
         /// Where the Pods (with `spec.nodeName`) saying which workloads run on which node
@@ -118,6 +130,28 @@ pub enum Command {
         #[arg(long, env = "AMBIT_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
     },
+}
+
+/// The controller's own TLS certificate on its gRPC port, issued by the mesh CA.
+#[derive(Debug, Args)]
+pub struct ServingTls {
+    /// A name clients reach this server by (a DNS name or an IP), besides the defaults:
+    /// `ambit-controller`, `localhost`, with `--kube` `ambit-controller.<namespace>.svc`,
+    /// and the listen IP unless it is a wildcard. Repeatable (comma-separated in the
+    /// environment variable).
+    #[arg(
+        long = "server-name",
+        env = "AMBIT_SERVER_NAMES",
+        value_delimiter = ','
+    )]
+    pub server_names: Vec<String>,
+    /// The serving certificate's lifetime, in seconds; it is renewed at half of it.
+    #[arg(
+        long,
+        env = "AMBIT_SERVING_CERT_TTL_SECS",
+        default_value_t = DEFAULT_SERVING_CERT_TTL_SECS
+    )]
+    pub serving_cert_ttl_secs: u64,
 }
 
 /// How callers of the CA and of the config push prove who they are.

@@ -1,7 +1,11 @@
 //! The waypoint deployer (`serve --kube`): for each waypoint Gateway of the model
 //! ([`crate::mesh::waypoints`]), the controller runs the waypoint, as istiod's gateway
 //! deployment controller does — a ServiceAccount, a Deployment of `ambit-waypoint` and a
-//! Service, named after the Gateway in its namespace (`objects.rs`).
+//! Service, named after the Gateway in its namespace (`objects.rs`) — and publishes the
+//! mesh root there as the ConfigMap [`ROOT_CERT_CONFIG_MAP`] (`root-cert.pem`), which the
+//! waypoint mounts to verify the controller, as Istio publishes `istio-ca-root-cert`.
+//! [`publish_root`] publishes it in the controller's own namespace for the node
+//! DaemonSet.
 //!
 //! The objects are server-side applied (field manager [`FIELD_MANAGER`], forced) when a
 //! waypoint Gateway appears or is recreated (a new `uid`), then left alone: each is
@@ -12,7 +16,8 @@
 //! node starts the waypoint process itself.
 //!
 //! # Layout
-//! - `objects.rs`: the three objects of one waypoint, from the controller's flags.
+//! - `objects.rs`: the three objects of one waypoint, from the controller's flags, and
+//!   the root's ConfigMap.
 //!
 //! # Not yet
 //! It does not watch the objects it applied: one edited or deleted by hand is put back
@@ -21,14 +26,14 @@
 
 use std::{collections::BTreeMap, fmt::Debug, time::Duration};
 
-use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
     Api, Client, Resource,
     api::{Patch, PatchParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use self::objects::{Owner, Template};
+pub use self::objects::{Owner, ROOT_CERT_CONFIG_MAP, Template, root_config_map};
 use crate::{
     mesh::{Key, Mesh},
     source::ModelSource,
@@ -43,9 +48,9 @@ pub const FIELD_MANAGER: &str = "ambit-controller";
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/ambit-mesh/ambit:", env!("CARGO_PKG_VERSION"));
 /// The config push as pods reach it by default: the Service of
 /// `deploy/kubernetes/controller.yaml`.
-pub const DEFAULT_CONTROLLER_ADDRESS: &str = "http://ambit-controller.ambit-system.svc:15010";
+pub const DEFAULT_CONTROLLER_ADDRESS: &str = "https://ambit-controller.ambit-system.svc:15010";
 /// The CA as pods reach it by default.
-pub const DEFAULT_CA_ADDRESS: &str = "http://ambit-controller.ambit-system.svc:15012";
+pub const DEFAULT_CA_ADDRESS: &str = "https://ambit-controller.ambit-system.svc:15012";
 /// The first wait before applying again what the API refused; it doubles up to
 /// [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -134,15 +139,44 @@ fn owners(mesh: &Mesh) -> BTreeMap<Key, String> {
         .collect()
 }
 
-/// Applies the three objects of `owner`'s waypoint, stopping at the first refused.
+/// Applies the root's ConfigMap in `owner`'s namespace and the three objects of its
+/// waypoint, stopping at the first refused.
 async fn deploy(client: &Client, template: &Template, owner: Owner<'_>) -> Result<(), ApplyError> {
-    apply(client, owner, &template.service_account(owner)).await?;
-    apply(client, owner, &template.deployment(owner)).await?;
-    apply(client, owner, &template.service(owner)).await
+    let root = root_config_map(owner.namespace, &template.root_pem);
+    apply(client, owner.namespace, ROOT_CERT_CONFIG_MAP, &root).await?;
+    let (namespace, name) = (owner.namespace, owner.name);
+    apply(client, namespace, name, &template.service_account(owner)).await?;
+    apply(client, namespace, name, &template.deployment(owner)).await?;
+    apply(client, namespace, name, &template.service(owner)).await
 }
 
-/// Server-side applies `object`, named after `owner` in its namespace.
-async fn apply<K>(client: &Client, owner: Owner<'_>, object: &K) -> Result<(), ApplyError>
+/// Publishes the mesh root in `namespace` (the controller's: the node DaemonSet mounts
+/// it), retrying with backoff until the API accepts it.
+pub async fn publish_root(client: Client, namespace: String, root_pem: String) {
+    let mut retry = RETRY_FIRST;
+    let config_map: ConfigMap = root_config_map(&namespace, &root_pem);
+    loop {
+        match apply(&client, &namespace, ROOT_CERT_CONFIG_MAP, &config_map).await {
+            Ok(()) => {
+                tracing::info!(%namespace, name = ROOT_CERT_CONFIG_MAP, "published the mesh root");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?retry, "mesh root not published: clients cannot verify the controller until it is");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Server-side applies `object`, named `name` in `namespace`.
+async fn apply<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    object: &K,
+) -> Result<(), ApplyError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + k8s_openapi::Resource
@@ -152,14 +186,14 @@ where
         + Debug,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<K>::namespaced(client.clone(), owner.namespace)
-        .patch(owner.name, &params, &Patch::Apply(object))
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(name, &params, &Patch::Apply(object))
         .await
         .map(drop)
         .map_err(|source| ApplyError {
             kind: <K as k8s_openapi::Resource>::KIND,
-            namespace: owner.namespace.to_owned(),
-            name: owner.name.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
             source,
         })
 }

@@ -47,13 +47,16 @@
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, caller authentication (token files, or a `TokenReview` in Kubernetes),
 //!   placement-based authorization (or a pod's own identity), gRPC service;
+//! - [`serving`]: TLS on both gRPC ports — the controller's own certificate from the
+//!   CA, renewed at half-life, and the TLS accept loop;
 //! - [`monitoring`]: the monitoring endpoint — Prometheus metrics of the push and of the
 //!   CA, and `/debug/syncz` (what each subscriber was sent and acknowledged).
 //!
 //! # Not yet
 //! Later slices add what this one deliberately leaves out: no status written back in
-//! Kubernetes mode (rejections are Events); no TLS on either gRPC endpoint (plaintext:
-//! callers' tokens travel in clear); without `--tokens-dir` or `--kube` the push lets
+//! Kubernetes mode (rejections are Events); no client certificates on the gRPC
+//! endpoints (TLS, [`serving`]; callers authenticate with tokens); without
+//! `--tokens-dir` or `--kube` the push lets
 //! anyone subscribe as any node; `serve` and `serve-ca` are separate
 //! processes (each watches the folder or the API); the CA root is not read from a
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
@@ -73,6 +76,7 @@ pub mod mesh;
 pub mod model;
 pub mod monitoring;
 pub mod push;
+pub mod serving;
 pub mod snapshot;
 pub mod source;
 pub mod validate;

@@ -3,17 +3,21 @@
 //! waypoints (and, from the Kubernetes API, runs a waypoint for each waypoint Gateway);
 //! `serve-ca` runs the certificate authority.
 
-use std::{io, net::SocketAddr, process::ExitCode};
+use std::{io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use ambit_controller::{
     ca::{
         self, CaConfig,
         auth::{Authenticator, TokenFiles},
+        material::CaMaterial,
         service::CaService,
+        sign::Signer,
         token_review::{TokenReviewError, TokenReviewer},
     },
-    cli::{CallerAuth, Cli, Command, ModelOrigin},
-    crds, deployer, input, monitoring, push, snapshot,
+    cli::{CallerAuth, Cli, Command, ModelOrigin, ServingTls},
+    crds, deployer, input, monitoring, push,
+    serving::{self, ServingCert},
+    snapshot,
     source::{FolderSource, KubeSource, ModelSource},
     validate::{self, Severity},
 };
@@ -102,10 +106,35 @@ fn push_gate(
     Ok((push::Gate::open(), "none"))
 }
 
-/// Where `serve-ca` listens.
+/// Where `serve-ca` listens, and its TLS.
 struct CaListen {
     grpc: SocketAddr,
     monitoring: SocketAddr,
+    tls: ServingTls,
+}
+
+/// The namespace the controller runs in, in Kubernetes mode.
+fn namespace(source: &RunningSource) -> Option<&str> {
+    match source {
+        RunningSource::Kube(_, client) => Some(client.default_namespace()),
+        RunningSource::Folder(_) => None,
+    }
+}
+
+/// This server's own certificate, issued by `signer` for the names clients use and
+/// renewed at half-life in the background; the acceptor that serves it.
+fn serving_tls(
+    signer: Arc<Signer>,
+    tls: &ServingTls,
+    namespace: Option<&str>,
+    listen: SocketAddr,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let names = serving::server_names(&tls.server_names, namespace, listen);
+    let ttl = Duration::from_secs(tls.serving_cert_ttl_secs);
+    let cert = ServingCert::issue(signer, &names, ttl)?;
+    tracing::info!(?names, ?ttl, "issued the serving certificate");
+    tokio::spawn(Arc::clone(&cert).renew());
+    Ok(cert.acceptor()?)
 }
 
 /// Serves `service` on `listen`, its placement following `source`, until a signal.
@@ -124,9 +153,15 @@ async fn serve_ca<A: Authenticator>(
     let listener = bind(listen.grpc, "gRPC").await?;
     let monitoring = bind(listen.monitoring, "monitoring").await?;
     tokio::spawn(monitoring::serve_ca(monitoring, service.metrics()));
+    let tls = serving_tls(
+        Arc::clone(service.signer()),
+        &listen.tls,
+        namespace(&source),
+        listen.grpc,
+    )?;
     let listen = listener.local_addr().unwrap_or(listen.grpc);
-    tracing::info!(%listen, "serving IstioCertificateService (plaintext gRPC)");
-    ca::service::serve(listener, service, shutdown_signal()).await?;
+    tracing::info!(%listen, "serving IstioCertificateService (gRPC over TLS)");
+    ca::service::serve(listener, service, tls, shutdown_signal()).await?;
     drop(source);
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -151,23 +186,35 @@ fn main() -> anyhow::Result<ExitCode> {
             origin,
             callers,
             waypoints,
+            ca_dir,
+            tls,
             listen,
             monitoring_listen,
             trust_domain,
         } => {
             ambit_api::logging::init();
             ca::identity::check_trust_domain(&trust_domain)?;
+            let material = CaMaterial::load_or_create(&ca_dir, &trust_domain)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             runtime.block_on(async {
                 let source = RunningSource::start(&origin, &trust_domain).await?;
+                let root_pem = material.root_pem().to_owned();
                 if let RunningSource::Kube(_, client) = &source {
+                    tokio::spawn(deployer::publish_root(
+                        client.clone(),
+                        client.default_namespace().to_owned(),
+                        root_pem.clone(),
+                    ));
                     tracing::info!(?waypoints, "running a waypoint for each waypoint Gateway");
                     let template = deployer::Template {
                         flags: waypoints,
                         trust_domain: trust_domain.clone(),
+                        root_pem,
                     };
                     tokio::spawn(deployer::run(client.clone(), template, source.subscribe()));
                 }
+                let signer = Arc::new(Signer::new(material, &trust_domain));
+                let tls = serving_tls(signer, &tls, namespace(&source), listen)?;
                 let listener = bind(listen, "gRPC").await?;
                 let monitoring = bind(monitoring_listen, "monitoring").await?;
                 let listen = listener.local_addr().unwrap_or(listen);
@@ -178,11 +225,11 @@ fn main() -> anyhow::Result<ExitCode> {
                     kube = origin.kube,
                     authentication,
                     %trust_domain,
-                    "serving ConfigService (plaintext gRPC)"
+                    "serving ConfigService (gRPC over TLS)"
                 );
                 let server = push::ConfigServer::new(source.subscribe(), gate);
                 tokio::spawn(monitoring::serve_push(monitoring, server.clone()));
-                push::serve(listener, server, shutdown_signal()).await?;
+                push::serve(listener, server, tls, shutdown_signal()).await?;
                 drop(source);
                 tracing::info!("stopped");
                 anyhow::Ok(ExitCode::SUCCESS)
@@ -221,6 +268,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::ServeCa {
             ca_dir,
+            tls,
             callers,
             origin,
             listen,
@@ -231,6 +279,7 @@ fn main() -> anyhow::Result<ExitCode> {
             let listen = CaListen {
                 grpc: listen,
                 monitoring: monitoring_listen,
+                tls,
             };
             let config = CaConfig {
                 ca_dir,

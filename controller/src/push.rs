@@ -9,8 +9,8 @@
 //! over with a full state.
 //!
 //! A subscriber presents a token, as to the CA; [`access`] decides which node's config
-//! and which kind it may subscribe for. Plaintext gRPC for now: the token travels in
-//! clear, as on the CA's channel.
+//! and which kind it may subscribe for. The stream is TLS, served with the
+//! controller's own certificate ([`crate::serving`]).
 //!
 //! # Layout
 //! - [`access`]: who may subscribe as what;

@@ -1,6 +1,7 @@
 //! The certificate authority over real gRPC on loopback: a config folder with pods on
 //! two nodes, a token per node (or, in Kubernetes mode, a fake API server answering
-//! TokenReviews with recorded responses), and Istio's generated client.
+//! TokenReviews with recorded responses), and Istio's generated client over TLS, as
+//! ztunnel connects (`ambit_api::channel`).
 
 #[path = "kube/fake_api.rs"]
 #[allow(dead_code, reason = "this test uses the fake API's POSTs only")]
@@ -12,22 +13,28 @@ use std::{
     fs,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
-use ambit_api::ca::{
-    IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest,
-    istio_certificate_service_client::IstioCertificateServiceClient,
+use ambit_api::{
+    ca::{
+        IMPERSONATED_IDENTITY_KEY, IstioCertificateRequest,
+        istio_certificate_service_client::IstioCertificateServiceClient,
+    },
+    channel,
 };
 use ambit_controller::{
     ca::{
         self, CaConfig,
         auth::{Authenticator, TokenFiles},
+        material::ROOT_CERT_FILE,
         service::{CaCounts, CaMetrics},
         sign::{DEFAULT_CERT_TTL_SECS, MAX_CERT_TTL_SECS},
         token_review::TokenReviewer,
     },
     monitoring,
+    serving::{self, ServingCert},
 };
 use hyper::StatusCode;
 use rcgen::{CertificateParams, KeyPair, SanType};
@@ -104,8 +111,12 @@ fn folders() -> Folders {
     }
 }
 
+/// The serving certificate's lifetime in these tests.
+const SERVING_TTL: Duration = Duration::from_secs(3600);
+
 /// A CA server running in this process.
 struct Server {
+    addr: SocketAddr,
     client: IstioCertificateServiceClient<Channel>,
     metrics: std::sync::Arc<CaMetrics>,
     root_pem: String,
@@ -120,14 +131,25 @@ impl Server {
         let root_pem = service.signer().material().root_pem().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
+        let names = serving::server_names(&[], None, addr);
+        let tls = ServingCert::issue(Arc::clone(service.signer()), &names, SERVING_TTL)
+            .expect("a serving certificate")
+            .acceptor()
+            .expect("a TLS acceptor");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ca::service::serve(listener, service, async {
+        let task = tokio::spawn(ca::service::serve(listener, service, tls, async {
             let _ = stopped.await;
         }));
-        let client = IstioCertificateServiceClient::connect(format!("http://{addr}"))
+        // The client as ztunnel's: TLS, verified against the CA folder's root.
+        let root_file = config.ca_dir.join(ROOT_CERT_FILE);
+        let channel = channel::endpoint(&format!("https://{addr}"), Some(&root_file), true)
+            .expect("an endpoint")
+            .connect()
             .await
             .expect("connect to the CA");
+        let client = IstioCertificateServiceClient::new(channel);
         Self {
+            addr,
             client,
             metrics,
             root_pem,
@@ -607,4 +629,42 @@ fn node_service_accounts_must_be_namespace_slash_name() {
     }
     assert!(TokenReviewer::new(client.clone(), "ambit-ca", &[]).is_err());
     assert!(TokenReviewer::new(client, " ", &["ambit-system/ambit-node".into()]).is_err());
+}
+
+#[tokio::test]
+async fn the_ca_serves_only_tls_to_clients_that_trust_its_root() {
+    let folders = folders();
+    let server = Server::start(&folders.config, folders.tokens()).await;
+    let address = format!("https://{}", server.addr);
+
+    // A client holding another mesh's root: the handshake fails, and says why.
+    channel::testing::assert_refused_with_another_root(&address).await;
+
+    // A plaintext client on the TLS port gets no answer.
+    let plain = Channel::from_shared(format!("http://{}", server.addr)).unwrap();
+    let refused = match plain.connect().await {
+        Err(error) => format!("connect: {error}"),
+        Ok(channel) => {
+            let mut client = IstioCertificateServiceClient::new(channel);
+            let mut request = Request::new(IstioCertificateRequest {
+                csr: csr(CART),
+                validity_duration: 0,
+                metadata: None,
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer token-a".parse().unwrap());
+            let status = client
+                .create_certificate(request)
+                .await
+                .expect_err("plaintext gRPC on the TLS port");
+            format!("{status:?}")
+        }
+    };
+    assert_eq!(
+        server.metrics.snapshot(),
+        CaCounts::default(),
+        "no request reached the CA ({refused})"
+    );
+    server.stop().await;
 }

@@ -42,8 +42,10 @@ const NODES: &str = "/api/v1/nodes";
 const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
 const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
 const SHOP_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
-/// Where the objects of the waypoint `shop/waypoint` are applied, in order.
-const WAYPOINT_OBJECTS: [&str; 3] = [
+/// Where the objects of the waypoint `shop/waypoint` are applied, in order: the mesh
+/// root's ConfigMap, then the waypoint's own three.
+const WAYPOINT_OBJECTS: [&str; 4] = [
+    "/api/v1/namespaces/shop/configmaps/ambit-root-cert",
     "/api/v1/namespaces/shop/serviceaccounts/waypoint",
     "/apis/apps/v1/namespaces/shop/deployments/waypoint",
     "/api/v1/namespaces/shop/services/waypoint",
@@ -437,19 +439,34 @@ fn waypoint_template() -> Template {
     Template {
         flags: WaypointDeployment {
             waypoint_image: "registry.example/ambit:test".into(),
-            waypoint_controller_address: "http://push.example:15010".into(),
-            waypoint_ca_address: "http://ca.example:15012".into(),
+            waypoint_controller_address: "https://push.example:15010".into(),
+            waypoint_ca_address: "https://ca.example:15012".into(),
             waypoint_token_audience: "ambit-ca".into(),
         },
         trust_domain: TRUST_DOMAIN.into(),
+        root_pem: ROOT_PEM.into(),
     }
 }
 
-/// Checks `applied` are the server-side applies of `gateway`'s three objects, in order,
-/// each named, labelled and owned as Istio's are.
+/// The mesh root the test deployer publishes.
+const ROOT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+/// Checks `applied` are the server-side applies of the mesh root's ConfigMap and of
+/// `gateway`'s three objects, in order, each named, labelled and owned as Istio's are.
 fn assert_applied_for(applied: &[ApiWrite], gateway: &Value) {
     let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
     assert_eq!(paths, WAYPOINT_OBJECTS, "{applied:#?}");
+    let (root, applied) = (&applied[0].body, &applied[1..]);
+    assert_eq!(root["kind"], "ConfigMap", "{root:#}");
+    assert_eq!(
+        root["data"],
+        json!({"root-cert.pem": ROOT_PEM}),
+        "the mesh root, as the waypoint mounts it"
+    );
+    assert!(
+        root["metadata"]["ownerReferences"].is_null(),
+        "shared by the namespace's waypoints, owned by none: {root:#}"
+    );
     let owner = json!([{
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
@@ -505,8 +522,9 @@ fn assert_applied_for(applied: &[ApiWrite], gateway: &Value) {
     for arg in [
         "--name=waypoint",
         "--namespace=shop",
-        "--controller-address=http://push.example:15010",
-        "--ca-address=http://ca.example:15012",
+        "--controller-address=https://push.example:15010",
+        "--ca-address=https://ca.example:15012",
+        "--ca-root-file=/var/run/secrets/ambit/root-cert.pem",
     ] {
         assert!(args.contains(&json!(arg)), "{arg} not in {args:?}");
     }
@@ -551,7 +569,7 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
     let gateway = api
         .event(GATEWAYS, "ADDED", recorded("gateway-waypoint.json"))
         .await;
-    let applied = api.patches(3).await;
+    let applied = api.patches(4).await;
     assert_applied_for(&applied, &gateway);
 
     // Changes that leave the Gateway as it is apply nothing; a recreated one (a new uid)
@@ -563,9 +581,9 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
     let mut recreated = gateway;
     recreated["metadata"]["uid"] = json!("0b2d4f6a-8c1e-4d3f-a5b7-9c1e3a5b7d9f");
     let recreated = api.event(GATEWAYS, "ADDED", recreated).await;
-    let applied = api.patches(6).await;
-    assert_applied_for(&applied[3..], &recreated);
-    assert_eq!(applied.len(), 6, "{applied:#?}");
+    let applied = api.patches(8).await;
+    assert_applied_for(&applied[4..], &recreated);
+    assert_eq!(applied.len(), 8, "{applied:#?}");
 
     drop(source);
     tokio::time::timeout(CONVERGE_WITHIN, deploying)
@@ -581,7 +599,7 @@ async fn an_apply_the_api_refuses_is_logged_and_retried() {
     let api = FakeApi::start(every_kind_but(None)).await;
     let refused = Arc::new(AtomicBool::new(false));
     let refuse_once = Arc::clone(&refused);
-    api.answer_patches(WAYPOINT_OBJECTS[1], move |deployment| {
+    api.answer_patches(WAYPOINT_OBJECTS[2], move |deployment| {
         if refuse_once.swap(true, Ordering::SeqCst) {
             (StatusCode::OK, deployment.clone())
         } else {
@@ -599,11 +617,11 @@ async fn an_apply_the_api_refuses_is_logged_and_retried() {
         source.subscribe(),
     ));
 
-    // The ServiceAccount, the refused Deployment; then, with no change, all three.
-    let applied = api.patches(5).await;
+    // The root, the ServiceAccount, the refused Deployment; then, with no change, all four.
+    let applied = api.patches(7).await;
     let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
-    assert_eq!(paths[..2], WAYPOINT_OBJECTS[..2], "{applied:#?}");
-    assert_applied_for(&applied[2..], &gateway);
+    assert_eq!(paths[..3], WAYPOINT_OBJECTS[..3], "{applied:#?}");
+    assert_applied_for(&applied[3..], &gateway);
     let warnings = logs.wait_for_lines_with("waypoint not deployed").await;
     assert_eq!(warnings.len(), 1, "one warning: {warnings:#?}");
     assert!(

@@ -1,19 +1,36 @@
 //! The config push end to end: a real config folder watched with notify, the gRPC server
 //! on 127.0.0.1:0, and subscribers speaking `ambit.config.v1.ConfigService`, each
 //! presenting its node's bootstrap token (a real token folder) or a waypoint's
-//! service-account token.
+//! service-account token, over TLS verified against the CA root (`ambit_api::channel`),
+//! as the proxies connect.
 
-use std::{collections::BTreeMap, fs, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
-use ambit_api::config::{
-    Ack, ConfigUpdate, Hello, Locality, Resource, SubscribeRequest, SubscriberKind,
-    config_service_client::ConfigServiceClient, resource::Kind, subscribe_request::Request,
+use ambit_api::{
+    channel,
+    config::{
+        Ack, ConfigUpdate, Hello, Locality, Resource, SubscribeRequest, SubscriberKind,
+        config_service_client::ConfigServiceClient, resource::Kind, subscribe_request::Request,
+    },
+    subscribe::{self, Subscription},
 };
 use ambit_controller::{
-    ca::auth::{AuthError, Authenticator, Caller, TokenFiles},
+    ca::{
+        auth::{AuthError, Authenticator, Caller, TokenFiles},
+        material::{CaMaterial, ROOT_CERT_FILE},
+        sign::Signer,
+    },
     mesh::RouteKind,
     monitoring,
     push::{self, ConfigServer},
+    serving::{self, ServingCert},
     source::FolderSource,
 };
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -57,10 +74,20 @@ fn node_token(node: &str) -> String {
 
 /// How long a change may take to reach a subscriber.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(2);
+/// The serving certificate's lifetime, unless a test renews it.
+const SERVING_TTL: Duration = Duration::from_secs(3600);
+
+/// Where the push listens, and the root its certificate chains to.
+struct Push {
+    addr: SocketAddr,
+    root_file: PathBuf,
+}
 
 struct Controller {
     dir: tempfile::TempDir,
-    addr: SocketAddr,
+    _ca_dir: tempfile::TempDir,
+    push: Push,
+    cert: Arc<ServingCert>,
     server: ConfigServer,
     source: FolderSource,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -69,6 +96,11 @@ struct Controller {
 
 impl Controller {
     async fn start() -> Self {
+        Self::start_with(SERVING_TTL).await
+    }
+
+    /// A controller whose serving certificate lives `ttl` (renewed at half of it).
+    async fn start_with(ttl: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "namespaces.yaml", NAMESPACES);
         write(dir.path(), "cart.yaml", CART);
@@ -82,13 +114,25 @@ impl Controller {
         }
         let tokens = Tokens(TokenFiles::load(tokens.path()).unwrap());
         let server = ConfigServer::new(source.subscribe(), push::Gate::new(tokens));
+        let ca_dir = tempfile::tempdir().unwrap();
+        let material = CaMaterial::load_or_create(ca_dir.path(), "cluster.local").unwrap();
+        let signer = Arc::new(Signer::new(material, "cluster.local"));
+        let names = serving::server_names(&[], None, addr);
+        let cert = ServingCert::issue(signer, &names, ttl).unwrap();
+        tokio::spawn(Arc::clone(&cert).renew());
+        let tls = cert.acceptor().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(push::serve(listener, server.clone(), async {
+        let task = tokio::spawn(push::serve(listener, server.clone(), tls, async {
             let _ = stopped.await;
         }));
         Self {
             dir,
-            addr,
+            push: Push {
+                addr,
+                root_file: ca_dir.path().join(ROOT_CERT_FILE),
+            },
+            _ca_dir: ca_dir,
+            cert,
             server,
             source,
             stop,
@@ -151,22 +195,26 @@ struct Subscriber {
 
 impl Subscriber {
     /// Subscribes with the node's own token.
-    async fn connect(addr: SocketAddr, node: &str, kind: SubscriberKind) -> Self {
-        Self::try_connect(addr, Some(&node_token(node)), node, kind)
+    async fn connect(push: &Push, node: &str, kind: SubscriberKind) -> Self {
+        Self::try_connect(push, Some(&node_token(node)), node, kind)
             .await
             .unwrap_or_else(|status| panic!("expected {node} to subscribe, got {status:?}"))
     }
 
     /// Subscribes presenting `token` (none when `None`).
     async fn try_connect(
-        addr: SocketAddr,
+        push: &Push,
         token: Option<&str>,
         node: &str,
         kind: SubscriberKind,
     ) -> Result<Self, Status> {
-        let mut client = ConfigServiceClient::connect(format!("http://{addr}"))
+        let address = format!("https://{}", push.addr);
+        let channel = channel::endpoint(&address, Some(&push.root_file), token.is_some())
+            .unwrap()
+            .connect()
             .await
-            .unwrap();
+            .unwrap_or_else(|error| panic!("connect to {address}: {}", channel::describe(&error)));
+        let mut client = ConfigServiceClient::new(channel);
         let (requests, outgoing) = mpsc::channel(8);
         requests
             .send(SubscribeRequest {
@@ -222,7 +270,8 @@ fn keys(update: &ConfigUpdate) -> Vec<&str> {
 async fn each_node_gets_a_full_state_of_what_it_needs() {
     let controller = Controller::start().await;
 
-    let mut ztunnel = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Ztunnel).await;
+    let mut ztunnel =
+        Subscriber::connect(&controller.push, "node-a", SubscriberKind::Ztunnel).await;
     let update = ztunnel.next().await;
     assert!(
         update.full,
@@ -256,7 +305,7 @@ async fn each_node_gets_a_full_state_of_what_it_needs() {
     assert_eq!(service.endpoints, ["10.0.0.1", "10.0.1.2"]);
     assert_eq!(service.cluster_ips, ["10.96.0.10"]);
 
-    let mut agent = Subscriber::connect(controller.addr, "node-b", SubscriberKind::Agent).await;
+    let mut agent = Subscriber::connect(&controller.push, "node-b", SubscriberKind::Agent).await;
     let update = agent.next().await;
     assert!(update.full);
     assert_eq!(keys(&update), ["workload/shop/cart-2", "workload/shop/web"]);
@@ -270,8 +319,9 @@ async fn each_node_gets_a_full_state_of_what_it_needs() {
 #[tokio::test]
 async fn an_edited_pod_arrives_as_a_delta_with_a_higher_version() {
     let controller = Controller::start().await;
-    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
-    let mut ztunnel = Subscriber::connect(controller.addr, "node-b", SubscriberKind::Ztunnel).await;
+    let mut agent = Subscriber::connect(&controller.push, "node-a", SubscriberKind::Agent).await;
+    let mut ztunnel =
+        Subscriber::connect(&controller.push, "node-b", SubscriberKind::Ztunnel).await;
     let first = agent.next().await;
     let first_ztunnel = ztunnel.next().await;
     assert!(keys(&first_ztunnel).contains(&"peer/shop/cart"));
@@ -304,7 +354,7 @@ async fn an_edited_pod_arrives_as_a_delta_with_a_higher_version() {
 async fn a_relabelled_node_pushes_the_new_locality_of_its_pods() {
     let controller = Controller::start().await;
     let mut waypoint =
-        Subscriber::connect(controller.addr, "node-a", SubscriberKind::Waypoint).await;
+        Subscriber::connect(&controller.push, "node-a", SubscriberKind::Waypoint).await;
     let first = waypoint.next().await;
     let Some(Kind::Peer(web)) = &by_key(&first)["peer/shop/web"].kind else {
         panic!("not peer/shop/web: {first:?}");
@@ -339,7 +389,7 @@ async fn a_relabelled_node_pushes_the_new_locality_of_its_pods() {
 async fn invalid_routes_never_reach_a_waypoint_and_the_last_good_version_stays() {
     let controller = Controller::start().await;
     let mut waypoint =
-        Subscriber::connect(controller.addr, "node-a", SubscriberKind::Waypoint).await;
+        Subscriber::connect(&controller.push, "node-a", SubscriberKind::Waypoint).await;
     let first = waypoint.next().await;
     assert_eq!(
         keys(&first),
@@ -389,7 +439,8 @@ async fn invalid_routes_never_reach_a_waypoint_and_the_last_good_version_stays()
     )));
 
     // Node proxies never receive routes.
-    let mut ztunnel = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Ztunnel).await;
+    let mut ztunnel =
+        Subscriber::connect(&controller.push, "node-a", SubscriberKind::Ztunnel).await;
     assert!(
         keys(&ztunnel.next().await)
             .iter()
@@ -400,7 +451,7 @@ async fn invalid_routes_never_reach_a_waypoint_and_the_last_good_version_stays()
 #[tokio::test]
 async fn a_nack_is_recorded_and_the_acked_version_stays() {
     let controller = Controller::start().await;
-    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
+    let mut agent = Subscriber::connect(&controller.push, "node-a", SubscriberKind::Agent).await;
     let first = agent.next().await;
     agent.ack(first.version, "").await;
     controller
@@ -453,7 +504,7 @@ async fn a_nack_is_recorded_and_the_acked_version_stays() {
 #[tokio::test]
 async fn a_reconnect_gets_a_full_state_and_shutdown_ends_the_streams() {
     let controller = Controller::start().await;
-    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
+    let mut agent = Subscriber::connect(&controller.push, "node-a", SubscriberKind::Agent).await;
     agent.next().await;
     controller.write("cart.yaml", CART_OPTED_OUT);
     let delta = agent.next().await;
@@ -463,7 +514,7 @@ async fn a_reconnect_gets_a_full_state_and_shutdown_ends_the_streams() {
         .wait_for_subscribers("node-a's first stream to end", <[_]>::is_empty)
         .await;
 
-    let mut agent = Subscriber::connect(controller.addr, "node-a", SubscriberKind::Agent).await;
+    let mut agent = Subscriber::connect(&controller.push, "node-a", SubscriberKind::Agent).await;
     let update = agent.next().await;
     assert!(update.full, "{update:?}");
     assert_eq!(update.version, delta.version);
@@ -489,7 +540,7 @@ async fn refusal(
     node: &str,
     kind: SubscriberKind,
 ) -> Status {
-    match Subscriber::try_connect(controller.addr, token, node, kind).await {
+    match Subscriber::try_connect(&controller.push, token, node, kind).await {
         Ok(_) => panic!("expected {node}'s {kind:?} subscription with {token:?} to be refused"),
         Err(status) => status,
     }
@@ -521,7 +572,7 @@ async fn subscribers_must_present_a_token_of_their_own_node() {
     }
 
     let mut ztunnel = Subscriber::try_connect(
-        controller.addr,
+        &controller.push,
         Some(&token_a),
         "node-a",
         SubscriberKind::Ztunnel,
@@ -563,7 +614,7 @@ async fn a_service_account_subscribes_as_a_waypoint_only() {
         );
     }
     let mut waypoint = Subscriber::try_connect(
-        controller.addr,
+        &controller.push,
         Some(WAYPOINT_TOKEN),
         "node-b",
         SubscriberKind::Waypoint,
@@ -578,4 +629,95 @@ async fn a_service_account_subscribes_as_a_waypoint_only() {
                 .any(|s| s.kind == SubscriberKind::Waypoint && s.node == "node-b")
         })
         .await;
+}
+
+#[tokio::test]
+async fn only_tls_clients_that_trust_the_root_reach_the_push() {
+    let controller = Controller::start().await;
+    let address = format!("https://{}", controller.push.addr);
+
+    // A client holding another mesh's root: the handshake fails, and says why.
+    channel::testing::assert_refused_with_another_root(&address).await;
+
+    // A plaintext HTTP/2 client on the TLS port: nothing is served.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", controller.push.addr))
+        .unwrap();
+    let outcome = match plain.connect().await {
+        Err(error) => format!("connect: {}", channel::describe(&error)),
+        Ok(plain) => {
+            let (_requests, outgoing) = mpsc::channel::<SubscribeRequest>(1);
+            let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+            let bearer = format!("Bearer {}", node_token("node-a")).parse().unwrap();
+            request.metadata_mut().insert("authorization", bearer);
+            let status = ConfigServiceClient::new(plain)
+                .subscribe(request)
+                .await
+                .expect_err("plaintext gRPC on the TLS port");
+            format!("{status:?}")
+        }
+    };
+    let counts = controller.server.counts();
+    assert!(
+        controller.server.subscribers().is_empty()
+            && counts.unauthenticated + counts.permission_denied == 0,
+        "no request should reach the push ({outcome}): {counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_renewed_serving_certificate_keeps_subscriptions_working() {
+    // Renewed every second; each certificate expires two seconds after it is issued.
+    let controller = Controller::start_with(Duration::from_secs(2)).await;
+    let tokens = tempfile::tempdir().unwrap();
+    let token_file = tokens.path().join("node-a");
+    write(tokens.path(), "node-a", &node_token("node-a"));
+    let subscription = Subscription {
+        address: format!("https://{}", controller.push.addr),
+        root_file: Some(controller.push.root_file.clone()),
+        node: "node-a".into(),
+        kind: SubscriberKind::Agent,
+        token_file: Some(token_file),
+    };
+    let (seen, mut versions) = mpsc::unbounded_channel();
+    let client = tokio::spawn(async move {
+        subscribe::run(subscription, &mut |update| {
+            let _ = seen.send(update.version);
+            Ok(String::new())
+        })
+        .await;
+    });
+    let next_version = async |versions: &mut mpsc::UnboundedReceiver<u64>| {
+        tokio::time::timeout(Duration::from_secs(5), versions.recv())
+            .await
+            .expect("the real client should apply an update within 5 s")
+            .expect("the client runs")
+    };
+    let first_version = next_version(&mut versions).await;
+
+    // Two renewals: the certificate the stream was opened with has expired.
+    let mut served = controller.cert.current();
+    let mut renewals = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while renewals < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected two renewals of a 2 s certificate within 5 s, saw {renewals}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let current = controller.cert.current();
+        if current.cert[0] != served.cert[0] {
+            renewals += 1;
+            served = current;
+        }
+    }
+    controller.write("cart.yaml", CART_OPTED_OUT);
+    let second_version = next_version(&mut versions).await;
+    assert!(
+        second_version > first_version,
+        "the open stream carries the change: {first_version} then {second_version}"
+    );
+    // A new connection verifies: it was served the renewed certificate.
+    let mut fresh = Subscriber::connect(&controller.push, "node-b", SubscriberKind::Agent).await;
+    assert!(fresh.next().await.full);
+    client.abort();
 }

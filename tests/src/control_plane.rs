@@ -1,6 +1,7 @@
 //! The control plane of a simulated cluster: the real CA (`ambit-controller serve-ca`)
-//! and config push (`ambit-controller serve`) on one node's underlay address, with a
-//! bootstrap token per node, and what each node's ztunnel is given to reach them.
+//! and config push (`ambit-controller serve`) on one node's underlay address, both over
+//! TLS with certificates from the CA folder's root, with a bootstrap token per node, and
+//! what each node's ztunnel is given to reach them (`https://` addresses and the root).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -79,10 +80,11 @@ impl ControlPlane {
         std::fs::write(&token_file, format!("token-of-{}", node.name()))
             .with_context(|| format!("cannot write {}", token_file.display()))?;
         Ok(CaClientOptions {
-            address: format!("http://{}", self.ca_address()),
+            address: format!("https://{}", self.ca_address()),
             token_file,
+            root_file: self.root_file(),
             cert_ttl_secs: self.cert_ttl_secs,
-            controller_address: Some(format!("http://{}", self.controller_address())),
+            controller_address: Some(format!("https://{}", self.controller_address())),
             local_config: None,
         })
     }
@@ -120,8 +122,13 @@ impl ControlPlane {
     /// When either does not start in time.
     pub fn start(&self, net: &TestNet) -> Result<[ChildGuard; 2]> {
         let ca = self.start_ca(net)?;
-        let controller =
-            start_controller(net, &self.node, &self.tokens_dir, self.controller_address())?;
+        let controller = start_controller(
+            net,
+            &self.node,
+            &self.ca_dir,
+            &self.tokens_dir,
+            self.controller_address(),
+        )?;
         Ok([ca, controller])
     }
 
@@ -143,6 +150,12 @@ impl ControlPlane {
     #[must_use]
     pub fn ca_dir(&self) -> &std::path::Path {
         &self.ca_dir
+    }
+
+    /// The mesh root every client verifies the controller with (`--ca-root-file`).
+    #[must_use]
+    pub fn root_file(&self) -> PathBuf {
+        self.ca_dir.join("root-cert.pem")
     }
 
     /// Starts `ambit-waypoint` for the waypoint `name` inside `pod` (a pod of the Gateway,
@@ -203,9 +216,11 @@ impl ControlPlane {
                 .args(["--ca-address", &options.address])
                 .arg("--ca-token-file")
                 .arg(&options.token_file)
+                .arg("--ca-root-file")
+                .arg(&options.root_file)
                 .args([
                     "--controller-address",
-                    &format!("http://{}", self.controller_address()),
+                    &format!("https://{}", self.controller_address()),
                 ])
                 .env("RUST_LOG", &self.proxy_log)
                 .env("NO_COLOR", "1"),

@@ -35,15 +35,18 @@ pub struct MeshOptions {
 }
 
 /// How ztunnel reaches the mesh CA (`--ca-address`, `--ca-token-file`,
-/// `--cert-ttl-secs`).
+/// `--ca-root-file`, `--cert-ttl-secs`).
 #[derive(Debug, Clone)]
 pub struct CaClientOptions {
-    /// For example `http://127.0.0.1:15012` (inside the node's namespace).
+    /// For example `https://127.0.0.1:15012` (inside the node's namespace).
     pub address: String,
     pub token_file: PathBuf,
+    /// The mesh root the controller's certificates chain to: `root-cert.pem` in the CA
+    /// folder (it may appear after ztunnel starts).
+    pub root_file: PathBuf,
     pub cert_ttl_secs: Option<u64>,
     /// The controller's config push (`--controller-address`, with `--node-name` the
-    /// node's name), for example `http://198.19.255.1:15010`; `None` keeps ztunnel on
+    /// node's name), for example `https://198.19.255.1:15010`; `None` keeps ztunnel on
     /// plaintext.
     pub controller_address: Option<String>,
     /// A snapshot of the push to read instead (`--local-config`).
@@ -148,7 +151,9 @@ impl MeshNode {
                 .args(["--controller-address", address])
                 .args(["--node-name", self.node.name()])
                 .arg("--controller-token-file")
-                .arg(&ca.token_file);
+                .arg(&ca.token_file)
+                .arg("--ca-root-file")
+                .arg(&ca.root_file);
         } else {
             command.arg("--config-dir").arg(&self.config_dir);
         }
@@ -188,7 +193,9 @@ impl MeshNode {
                 .arg("--ca-address")
                 .arg(&ca.address)
                 .arg("--ca-token-file")
-                .arg(&ca.token_file);
+                .arg(&ca.token_file)
+                .arg("--ca-root-file")
+                .arg(&ca.root_file);
             if let Some(ttl) = ca.cert_ttl_secs {
                 command.arg("--cert-ttl-secs").arg(ttl.to_string());
             }
@@ -440,21 +447,24 @@ pub fn start_ca(
 }
 
 /// Starts the real `ambit-controller serve` (the config push) inside `node`'s network
-/// namespace, listening on `listen` there, watching the test's config folder and
-/// checking subscribers' tokens against `tokens_dir` (as the CA does); waits until it
-/// serves.
+/// namespace, listening on `listen` there over TLS with a certificate from the CA in
+/// `ca_dir`, watching the test's config folder and checking subscribers' tokens against
+/// `tokens_dir` (as the CA does); waits until it serves.
 ///
 /// # Errors
 /// When it fails to start or does not serve in time.
 pub fn start_controller(
     net: &TestNet,
     node: &Node,
+    ca_dir: &Path,
     tokens_dir: &Path,
     listen: std::net::SocketAddr,
 ) -> Result<ChildGuard> {
     let controller = node.spawn(
         Command::new(bin_path("ambit-controller"))
             .arg("serve")
+            .arg("--ca-dir")
+            .arg(ca_dir)
             .arg("--config-dir")
             .arg(net.config_dir())
             .arg("--tokens-dir")

@@ -133,8 +133,9 @@ fn ztunnel_obtains_renews_and_outlives_the_ca() -> Result<()> {
         &node,
         MeshOptions::default(),
         Some(CaClientOptions {
-            address: format!("http://{listen}"),
+            address: format!("https://{listen}"),
             token_file,
+            root_file: ca_dir.join("root-cert.pem"),
             cert_ttl_secs: Some(TTL_SECS),
             controller_address: None,
             local_config: None,

@@ -39,21 +39,23 @@ pub struct Cli {
     /// Where Prometheus metrics (`/metrics`) and readiness are served.
     #[arg(long, default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
-    /// The controller's config push, e.g. `http://198.19.255.1:15010`.
+    /// The controller's config push, e.g. `https://198.19.255.1:15010`.
     #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS")]
     pub controller_address: String,
     /// The node the waypoint runs on (the CA checks its pod is placed there).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
-    /// The mesh CA, e.g. `http://198.19.255.1:15012`.
+    /// The mesh CA, e.g. `https://198.19.255.1:15012`.
     #[arg(long, env = "AMBIT_CA_ADDRESS")]
     pub ca_address: String,
     /// The node's bootstrap token for the CA.
     #[arg(long, env = "AMBIT_CA_TOKEN_FILE")]
     pub ca_token_file: PathBuf,
-    /// Pin the mesh root instead of trusting the one the CA returns.
-    #[arg(long)]
-    pub ca_root_file: Option<PathBuf>,
+    /// The mesh root, PEM (Istio's `root-cert.pem`; in Kubernetes the `ambit-root-cert`
+    /// ConfigMap): the CA's and the controller's TLS certificates must chain to it, and
+    /// it is the workloads' trust root.
+    #[arg(long, env = "AMBIT_CA_ROOT_FILE")]
+    pub ca_root_file: PathBuf,
     /// Ask for certificates valid this long (the CA's default when absent).
     #[arg(long)]
     pub cert_ttl_secs: Option<u64>,

@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         &cli.ca_address,
         cli.ca_token_file.clone(),
         cli.cert_ttl(),
-        cli.ca_root_file.as_deref(),
+        Some(&cli.ca_root_file),
     )?));
     let _lease = certificates.acquire(identity.clone());
     let view = Arc::new(RwLock::new(Arc::new(MeshView::default())));
@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let subscription = Subscription {
         address: cli.controller_address.clone(),
+        root_file: Some(cli.ca_root_file.clone()),
         node: cli.node_name.clone(),
         kind,
         token_file: Some(cli.ca_token_file.clone()),

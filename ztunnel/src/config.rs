@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use ambit_api::identity::{DEFAULT_TRUST_DOMAIN, check_trust_domain};
+use ambit_api::{
+    channel,
+    identity::{DEFAULT_TRUST_DOMAIN, check_trust_domain},
+};
 use clap::Parser;
 
 /// The agent's hand-off socket on a node.
@@ -48,7 +51,7 @@ pub struct Config {
     /// Address for the admin endpoint (/config_dump); keep it on localhost.
     #[arg(long, env = "AMBIT_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
-    /// The mesh CA (Istio's `IstioCertificateService`), e.g. `http://198.19.255.1:15012`.
+    /// The mesh CA (Istio's `IstioCertificateService`), e.g. `https://198.19.255.1:15012`.
     /// Without it ztunnel obtains no workload certificates.
     #[arg(long, env = "AMBIT_CA_ADDRESS")]
     pub ca_address: Option<String>,
@@ -57,7 +60,11 @@ pub struct Config {
     /// rotated token is used).
     #[arg(long, env = "AMBIT_CA_TOKEN_FILE")]
     pub ca_token_file: Option<PathBuf>,
-    /// PEM root(s) to trust instead of the last certificate of each chain the CA returns.
+    /// The mesh root(s), PEM (Istio's `root-cert.pem`: the controller's `--ca-dir` has
+    /// it, Kubernetes mounts the `ambit-root-cert` ConfigMap): the CA's and the
+    /// controller's TLS certificates must chain to it, and it is the workloads' trust
+    /// root. Required with `https://` addresses; read again at each connection to the
+    /// controller.
     #[arg(long, env = "AMBIT_CA_ROOT_FILE")]
     pub ca_root_file: Option<PathBuf>,
     /// The SPIFFE trust domain of the workloads' identities.
@@ -67,7 +74,7 @@ pub struct Config {
     #[arg(long, env = "AMBIT_CERT_TTL_SECS")]
     pub cert_ttl_secs: Option<u64>,
     /// The controller's config push (`ambit-controller serve`), e.g.
-    /// `http://198.19.255.1:15010`. With it (and certificates), traffic to mesh workloads
+    /// `https://198.19.255.1:15010`. With it (and certificates), traffic to mesh workloads
     /// goes over HBONE; without it everything is relayed in plaintext.
     #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS")]
     pub controller_address: Option<String>,
@@ -115,9 +122,10 @@ impl Config {
             );
         }
         if self.ca_address.is_none() {
+            let root_unused = self.controller_address.is_none() && self.ca_root_file.is_some();
             for (flag, set) in [
                 ("--ca-token-file", self.ca_token_file.is_some()),
-                ("--ca-root-file", self.ca_root_file.is_some()),
+                ("--ca-root-file", root_unused),
                 ("--cert-ttl-secs", self.cert_ttl_secs.is_some()),
             ] {
                 if set {
@@ -125,6 +133,19 @@ impl Config {
                         "{flag} is set but --ca-address is not: name the CA or drop {flag}"
                     ));
                 }
+            }
+        }
+        // ztunnel presents its --ca-token-file to both.
+        let (root, token) = (self.ca_root_file.is_some(), self.ca_token_file.is_some());
+        for (flag, address) in [
+            ("--ca-address", &self.ca_address),
+            ("--controller-address", &self.controller_address),
+        ] {
+            if let Some(Err(error)) = address
+                .as_deref()
+                .map(|address| channel::check(address, root, token))
+            {
+                problems.push(format!("{flag}: {error}"));
             }
         }
         if self.controller_address.is_some() && self.node_name.is_none() {
@@ -174,12 +195,17 @@ mod tests {
         assert_eq!(config.trust_domain, "cluster.local");
     }
 
+    /// What `validate` says of `args`, which it must refuse.
+    fn refusal(args: &[&str]) -> String {
+        parse(args)
+            .validate()
+            .expect_err("invalid flags are refused")
+            .to_string()
+    }
+
     #[test]
     fn an_address_without_a_token_names_both_flags() {
-        let error = parse(&["--ca-address", "http://127.0.0.1:15012"])
-            .validate()
-            .expect_err("a token file is required")
-            .to_string();
+        let error = refusal(&["--ca-address", "http://127.0.0.1:15012"]);
         assert!(
             error.contains("--ca-address") && error.contains("--ca-token-file"),
             "{error}"
@@ -189,22 +215,27 @@ mod tests {
             .expect_err("three problems")
             .0;
         assert_eq!(error.len(), 3, "every problem at once: {error:?}");
-        let error = parse(&["--controller-address", "http://127.0.0.1:15010"])
-            .validate()
-            .expect_err("a node name is required")
-            .to_string();
-        assert!(error.contains("--node-name"), "{error}");
+        let error = refusal(&["--controller-address", "https://127.0.0.1:15010"]);
         assert!(
-            parse(&[
-                "--ca-address",
-                "http://127.0.0.1:15012",
-                "--ca-token-file",
-                "/run/token",
-                "--cert-ttl-secs",
-                "4",
-            ])
-            .validate()
-            .is_ok()
+            error.contains("--node-name") && error.contains("--ca-root-file"),
+            "a node name and a root are required: {error}"
+        );
+        let tls = [
+            "--ca-address",
+            "https://127.0.0.1:15012",
+            "--ca-token-file",
+            "/run/token",
+            "--ca-root-file",
+            "/run/root-cert.pem",
+            "--cert-ttl-secs",
+            "4",
+        ];
+        assert!(parse(&tls).validate().is_ok());
+        let plaintext = tls.map(|arg| arg.replace("https://", "http://"));
+        let error = refusal(&plaintext.each_ref().map(String::as_str));
+        assert!(
+            error.contains("in clear") && error.contains("https://127.0.0.1:15012"),
+            "a token is never sent in clear: {error}"
         );
     }
 }

@@ -75,6 +75,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             address.clone(),
             node.clone(),
             config.ca_token_file.clone(),
+            config.ca_root_file.clone(),
             targets.clone(),
         ))),
         (None, _, Some(path)) => Some(tokio::spawn(local_config::follow(

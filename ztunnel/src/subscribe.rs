@@ -43,10 +43,18 @@ impl Targets {
 }
 
 /// Keeps `targets` in step with the controller, forever, presenting the token in
-/// `token_file` (the CA's, `--ca-token-file`) when there is one.
-pub async fn run(address: String, node: String, token_file: Option<PathBuf>, targets: Targets) {
+/// `token_file` (the CA's, `--ca-token-file`) when there is one, and verifying the
+/// controller against the mesh root in `root_file` (`--ca-root-file`).
+pub async fn run(
+    address: String,
+    node: String,
+    token_file: Option<PathBuf>,
+    root_file: Option<PathBuf>,
+    targets: Targets,
+) {
     let subscription = Subscription {
         address,
+        root_file,
         node,
         kind: SubscriberKind::Ztunnel,
         token_file,

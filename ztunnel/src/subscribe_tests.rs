@@ -1,18 +1,24 @@
-//! In-process tests against a fake config push on loopback: it lets in only the node's
-//! token, records what the subscriber sends (`Hello`, then one `Ack` per version) and
+//! In-process tests against a fake config push on loopback, over TLS with a test root:
+//! it lets in only the node's token, records what the subscriber sends (`Hello`, then one `Ack` per version) and
 //! streams preset updates.
 
 use std::{net::IpAddr, pin::Pin, time::Duration};
 
-use ambit_api::config::{
-    ConfigUpdate, PeerIdentity, Resource, SubscribeRequest,
-    config_service_server::{ConfigService, ConfigServiceServer},
-    resource::Kind,
-    subscribe_request::Request,
+use ambit_api::{
+    channel::testing::TestTls,
+    config::{
+        ConfigUpdate, PeerIdentity, Resource, SubscribeRequest,
+        config_service_server::{ConfigService, ConfigServiceServer},
+        resource::Kind,
+        subscribe_request::Request,
+    },
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Response, Status, Streaming, transport::server::TcpIncoming};
+use tonic::{
+    Response, Status, Streaming,
+    transport::{Identity, ServerTlsConfig, server::TcpIncoming},
+};
 
 use super::*;
 
@@ -91,7 +97,8 @@ async fn applies_and_acks_each_version_and_nacks_a_bad_one() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
-    let address = format!("http://{}", listener.local_addr().expect("local address"));
+    let address = format!("https://{}", listener.local_addr().expect("local address"));
+    let tls = TestTls::new();
     let (seen_send, mut seen) = mpsc::channel(16);
     let fake = FakePush {
         updates: vec![
@@ -113,6 +120,11 @@ async fn applies_and_acks_each_version_and_nacks_a_bad_one() {
     };
     tokio::spawn(
         tonic::transport::Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(
+                &tls.server_cert_pem,
+                &tls.server_key_pem,
+            )))
+            .expect("a TLS config")
             .add_service(ConfigServiceServer::new(fake))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
@@ -124,7 +136,14 @@ async fn applies_and_acks_each_version_and_nacks_a_bad_one() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write the token");
-    let subscriber = tokio::spawn(run(address, "n1".into(), Some(token_file), targets));
+    let root_file = tls.write_root(dir.path());
+    let subscriber = tokio::spawn(run(
+        address,
+        "n1".into(),
+        Some(token_file),
+        Some(root_file),
+        targets,
+    ));
 
     match next(&mut seen).await {
         Request::Hello(hello) => {
@@ -170,7 +189,7 @@ async fn a_bad_address_stops_subscribing() {
     };
     tokio::time::timeout(
         Duration::from_secs(5),
-        run("not a url".into(), "n1".into(), None, targets),
+        run("not a url".into(), "n1".into(), None, None, targets),
     )
     .await
     .expect("an address that can never work ends the subscription");

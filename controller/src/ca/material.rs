@@ -11,6 +11,11 @@
 //! (ECDSA P-256, ten years), written back in the same layout so a restart keeps the same
 //! trust root. A folder holding only some of them is an error: guessing would silently
 //! change the mesh's trust root.
+//!
+//! `serve` and `serve-ca` both read the folder (`serve` issues its own serving
+//! certificate from it), possibly at the same start: each takes an exclusive lock on
+//! `.lock` in it while it reads or generates, so only one generates a root and the
+//! other reads it.
 
 use std::{
     fs,
@@ -30,6 +35,8 @@ pub const CA_CERT_FILE: &str = "ca-cert.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 pub const CERT_CHAIN_FILE: &str = "cert-chain.pem";
 pub const ROOT_CERT_FILE: &str = "root-cert.pem";
+/// Locked while a process reads or generates the material.
+pub const LOCK_FILE: &str = ".lock";
 /// The four files, in the order they are reported.
 pub const LAYOUT: [&str; 4] = [CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, ROOT_CERT_FILE];
 
@@ -96,6 +103,24 @@ impl CaMaterial {
     /// [`MaterialError::Incomplete`] for half a layout, and read, parse, consistency or
     /// write errors naming the file.
     pub fn load_or_create(dir: &Path, organization: &str) -> Result<Self, MaterialError> {
+        fs::create_dir_all(dir).map_err(|source| MaterialError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        // A read-only folder (a mounted Secret) cannot be generated into: no lock needed.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join(LOCK_FILE))
+            .ok();
+        if let Some(lock) = &lock {
+            lock.lock().map_err(|source| MaterialError::Write {
+                path: dir.join(LOCK_FILE),
+                source,
+            })?;
+        }
         let (present, missing): (Vec<_>, Vec<_>) =
             LAYOUT.into_iter().partition(|file| dir.join(file).exists());
         if present.is_empty() {
@@ -223,10 +248,6 @@ impl CaMaterial {
         let cert = params.self_signed(&key).map_err(MaterialError::Generate)?;
         let cert_pem = cert.pem();
 
-        fs::create_dir_all(dir).map_err(|source| MaterialError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
         // The key first: a crash after it leaves a half layout, reported on restart,
         // rather than certificates whose key is lost.
         write_file(&dir.join(CA_KEY_FILE), &key.serialize_pem(), 0o600)?;

@@ -23,7 +23,8 @@ use ambit_api::ca::{
     istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer},
 };
 use tokio::net::TcpListener;
-use tonic::{Request, Response, Status, metadata::MetadataMap, transport::server::TcpIncoming};
+use tokio_rustls::TlsAcceptor;
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{
     auth::{AuthError, Authenticator, Caller, Placement, request_token},
@@ -155,7 +156,7 @@ impl<A: Authenticator> CaService<A> {
     }
 
     #[must_use]
-    pub fn signer(&self) -> &Signer {
+    pub fn signer(&self) -> &Arc<Signer> {
         &self.signer
     }
 
@@ -252,19 +253,20 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then finishes the requests
-/// in flight. Plaintext gRPC for now: TLS on this endpoint comes with the config push.
+/// Serves `service` on `listener` over TLS (`tls`, the controller's serving certificate)
+/// until `shutdown` completes, then finishes the requests in flight.
 ///
 /// # Errors
 /// [`ServeError`] when the server fails.
 pub async fn serve<A: Authenticator>(
     listener: TcpListener,
     service: CaService<A>,
+    tls: TlsAcceptor,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     tonic::transport::Server::builder()
         .add_service(IstioCertificateServiceServer::new(service))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::serving::incoming(listener, tls), shutdown)
         .await?;
     Ok(())
 }

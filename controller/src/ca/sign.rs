@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
-    SerialNumber, SubjectPublicKeyInfo,
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
@@ -204,16 +204,39 @@ impl Signer {
                 authorized: uri,
             });
         }
-        let ttl = check_ttl(ttl)?;
         let public_key = SubjectPublicKeyInfo::from_der(&csr.spki)
             .map_err(|e| SignError::PublicKey(e.to_string()))?;
+        let san = SanType::URI(uri.as_str().try_into().map_err(SignError::Sign)?);
+        self.issue(vec![san], &public_key, ttl)
+    }
 
+    /// Issues the controller's own serving certificate, for `names`, to a fresh P-256 key,
+    /// valid for `ttl`: the chain (leaf first, as [`Signer::sign`]) and the key.
+    ///
+    /// # Errors
+    /// A name that is not a DNS name, a bad `ttl`, or a failure to sign.
+    pub fn sign_server(
+        &self,
+        names: Vec<SanType>,
+        ttl: Duration,
+    ) -> Result<(Vec<String>, KeyPair), SignError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(SignError::Sign)?;
+        let chain = self.issue(names, &key, ttl)?;
+        Ok((chain, key))
+    }
+
+    /// A leaf naming only `sans` for `public_key`, and the CA chain after it.
+    fn issue(
+        &self,
+        sans: Vec<SanType>,
+        public_key: &impl PublicKeyData,
+        ttl: Duration,
+    ) -> Result<Vec<String>, SignError> {
+        let ttl = check_ttl(ttl)?;
         let mut params = CertificateParams::default();
-        // An empty subject, as Istio issues: the identity is in the SAN (marked critical).
+        // An empty subject, as Istio issues: the names are in the SAN (marked critical).
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(
-            uri.as_str().try_into().map_err(SignError::Sign)?,
-        )];
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -230,7 +253,7 @@ impl Signer {
         params.serial_number = Some(random_serial().map_err(SignError::Sign)?);
 
         let leaf = params
-            .signed_by(&public_key, self.material.issuer())
+            .signed_by(public_key, self.material.issuer())
             .map_err(SignError::Sign)?;
         let mut chain = Vec::with_capacity(1 + self.material.chain().len());
         chain.push(leaf.pem());

@@ -1,7 +1,8 @@
 //! The objects that run one waypoint, as Istio's gateway deployment controller makes
 //! them: a ServiceAccount, a Deployment and a Service, each named after the Gateway, in
 //! its namespace, labelled with its name and owned by it (so Kubernetes deletes them with
-//! the Gateway).
+//! the Gateway). And the ConfigMap of the mesh root the waypoint mounts, shared by every
+//! waypoint of the namespace (not owned: Istio's `istio-ca-root-cert` is not either).
 
 use std::collections::BTreeMap;
 
@@ -9,11 +10,11 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-            ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-            ServiceAccount, ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume,
-            VolumeMount, VolumeProjection,
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+            EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+            SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort,
+            ServiceSpec, Volume, VolumeMount, VolumeProjection,
         },
     },
     apimachinery::pkg::{
@@ -24,6 +25,7 @@ use k8s_openapi::{
 };
 
 use crate::{
+    ca::material::ROOT_CERT_FILE,
     cli::WaypointDeployment,
     mesh::waypoints::{GATEWAY_API_GROUP, GATEWAY_NAME_LABEL},
 };
@@ -47,6 +49,10 @@ const READINESS_PATH: &str = "/healthz/ready";
 const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 const TOKEN_FILE: &str = "ambit-ca-token";
 const TOKEN_EXPIRATION_SECS: i64 = 43_200;
+/// The ConfigMap holding the mesh root (key [`ROOT_CERT_FILE`]), and where the waypoint
+/// mounts it.
+pub const ROOT_CERT_CONFIG_MAP: &str = "ambit-root-cert";
+const ROOT_CERT_DIR: &str = "/var/run/secrets/ambit";
 /// The unprivileged user and group the waypoint runs as (the image's `nonroot`).
 const NONROOT_ID: i64 = 65_532;
 /// The one container's name.
@@ -61,11 +67,34 @@ pub struct Owner<'a> {
     pub uid: &'a str,
 }
 
-/// What every waypoint's objects share: the controller's flags and trust domain.
+/// What every waypoint's objects share: the controller's flags, trust domain and root.
 #[derive(Debug, Clone)]
 pub struct Template {
     pub flags: WaypointDeployment,
     pub trust_domain: String,
+    /// The mesh root (PEM), published in each waypoint's namespace.
+    pub root_pem: String,
+}
+
+/// The mesh root as a ConfigMap in `namespace` (`root-cert.pem`).
+#[must_use]
+pub fn root_config_map(namespace: &str, root_pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(ROOT_CERT_CONFIG_MAP.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/part-of".to_owned(),
+                "ambit".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            ROOT_CERT_FILE.to_owned(),
+            root_pem.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    }
 }
 
 impl Template {
@@ -155,22 +184,32 @@ impl Template {
                 ..PodSecurityContext::default()
             }),
             containers: vec![self.container(owner)],
-            volumes: Some(vec![Volume {
-                name: TOKEN_FILE.to_owned(),
-                projected: Some(ProjectedVolumeSource {
-                    sources: Some(vec![VolumeProjection {
-                        service_account_token: Some(ServiceAccountTokenProjection {
-                            audience: Some(self.flags.waypoint_token_audience.clone()),
-                            expiration_seconds: Some(TOKEN_EXPIRATION_SECS),
-                            path: TOKEN_FILE.to_owned(),
-                            ..ServiceAccountTokenProjection::default()
-                        }),
-                        ..VolumeProjection::default()
-                    }]),
-                    ..ProjectedVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
+            volumes: Some(vec![
+                Volume {
+                    name: ROOT_CERT_CONFIG_MAP.to_owned(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: ROOT_CERT_CONFIG_MAP.to_owned(),
+                        ..ConfigMapVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: TOKEN_FILE.to_owned(),
+                    projected: Some(ProjectedVolumeSource {
+                        sources: Some(vec![VolumeProjection {
+                            service_account_token: Some(ServiceAccountTokenProjection {
+                                audience: Some(self.flags.waypoint_token_audience.clone()),
+                                expiration_seconds: Some(TOKEN_EXPIRATION_SECS),
+                                path: TOKEN_FILE.to_owned(),
+                                ..ServiceAccountTokenProjection::default()
+                            }),
+                            ..VolumeProjection::default()
+                        }]),
+                        ..ProjectedVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+            ]),
             ..PodSpec::default()
         }
     }
@@ -185,6 +224,7 @@ impl Template {
             ("controller-address", &flags.waypoint_controller_address),
             ("ca-address", &flags.waypoint_ca_address),
             ("ca-token-file", &format!("{TOKEN_DIR}/{TOKEN_FILE}")),
+            ("ca-root-file", &format!("{ROOT_CERT_DIR}/{ROOT_CERT_FILE}")),
             ("listen", &format!("[::]:{MESH_PORT}")),
             ("metrics-listen", &format!("[::]:{METRICS_PORT}")),
         ]
@@ -228,12 +268,20 @@ impl Template {
                 }),
                 ..SecurityContext::default()
             }),
-            volume_mounts: Some(vec![VolumeMount {
-                name: TOKEN_FILE.to_owned(),
-                mount_path: TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }]),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: TOKEN_FILE.to_owned(),
+                    mount_path: TOKEN_DIR.to_owned(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: ROOT_CERT_CONFIG_MAP.to_owned(),
+                    mount_path: ROOT_CERT_DIR.to_owned(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+            ]),
             ..Container::default()
         }
     }

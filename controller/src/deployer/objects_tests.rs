@@ -13,11 +13,12 @@ fn template() -> Template {
     Template {
         flags: WaypointDeployment {
             waypoint_image: "registry.example/ambit:test".into(),
-            waypoint_controller_address: "http://push.example:15010".into(),
-            waypoint_ca_address: "http://ca.example:15012".into(),
+            waypoint_controller_address: "https://push.example:15010".into(),
+            waypoint_ca_address: "https://ca.example:15012".into(),
             waypoint_token_audience: "mesh-ca".into(),
         },
         trust_domain: "example.org".into(),
+        root_pem: "ROOT".into(),
     }
 }
 
@@ -88,9 +89,10 @@ fn the_deployment_runs_one_waypoint_as_the_gateways_account_outside_the_mesh() {
             "--namespace=shop",
             "--service-account=waypoint",
             "--trust-domain=example.org",
-            "--controller-address=http://push.example:15010",
-            "--ca-address=http://ca.example:15012",
+            "--controller-address=https://push.example:15010",
+            "--ca-address=https://ca.example:15012",
             "--ca-token-file=/var/run/secrets/tokens/ambit-ca-token",
+            "--ca-root-file=/var/run/secrets/ambit/root-cert.pem",
             "--listen=[::]:15008",
             "--metrics-listen=[::]:15020",
         ])
@@ -120,23 +122,35 @@ fn the_deployment_runs_one_waypoint_as_the_gateways_account_outside_the_mesh() {
 }
 
 #[test]
-fn the_ca_token_is_projected_for_the_cas_audience_where_the_waypoint_reads_it() {
+fn the_ca_token_and_the_mesh_root_are_mounted_where_the_waypoint_reads_them() {
     let deployment = json_of(&template().deployment(OWNER));
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(
         pod["volumes"],
-        json!([{
-            "name": "ambit-ca-token",
-            "projected": {"sources": [{"serviceAccountToken": {
-                "audience": "mesh-ca",
-                "expirationSeconds": 43200,
-                "path": "ambit-ca-token",
-            }}]},
-        }])
+        json!([
+            {"name": "ambit-root-cert", "configMap": {"name": "ambit-root-cert"}},
+            {
+                "name": "ambit-ca-token",
+                "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": "mesh-ca",
+                    "expirationSeconds": 43200,
+                    "path": "ambit-ca-token",
+                }}]},
+            },
+        ])
     );
     assert_eq!(
         pod["containers"][0]["volumeMounts"],
-        json!([{"name": "ambit-ca-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true}])
+        json!([
+            {"name": "ambit-ca-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true},
+            {"name": "ambit-root-cert", "mountPath": "/var/run/secrets/ambit", "readOnly": true},
+        ])
+    );
+    let root = json_of(&root_config_map("shop", "ROOT"));
+    assert_eq!(
+        (&root["metadata"]["name"], &root["data"]),
+        (&json!("ambit-root-cert"), &json!({"root-cert.pem": "ROOT"})),
+        "the ConfigMap the volume names holds the root under the file name the flag gives"
     );
 }
 
@@ -171,14 +185,14 @@ fn the_defaults_are_what_deploy_kubernetes_runs_and_serves() {
         manifest.contains(&format!("image: {DEFAULT_IMAGE}\n")),
         "{path} runs another image than {DEFAULT_IMAGE}"
     );
-    // `http://<Service>.<namespace>.svc:<port>` of the controller's Service.
+    // `https://<Service>.<namespace>.svc:<port>` of the controller's Service.
     for (address, port) in [
         (DEFAULT_CONTROLLER_ADDRESS, "15010"),
         (DEFAULT_CA_ADDRESS, "15012"),
     ] {
         assert_eq!(
             address,
-            format!("http://ambit-controller.ambit-system.svc:{port}")
+            format!("https://ambit-controller.ambit-system.svc:{port}")
         );
         assert!(
             manifest.contains(&format!("      port: {port}\n")),

@@ -17,7 +17,8 @@ use ambit_api::config::{
     subscribe_request::Request as Req,
 };
 use tokio::{net::TcpListener, sync::mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
@@ -357,14 +358,16 @@ impl Session {
     }
 }
 
-/// Serves `server` on `listener` until `shutdown` completes; then ends every subscriber
-/// stream and finishes the requests in flight. Plaintext gRPC for now.
+/// Serves `server` on `listener` over TLS (`tls`, the controller's serving certificate)
+/// until `shutdown` completes; then ends every subscriber stream and finishes the
+/// requests in flight.
 ///
 /// # Errors
 /// [`PushError`] when the server fails.
 pub async fn serve(
     listener: TcpListener,
     mut server: ConfigServer,
+    tls: TlsAcceptor,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PushError> {
     let (drain_tx, drain) = tokio::sync::watch::channel(false);
@@ -375,7 +378,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .add_service(ConfigServiceServer::new(server))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::serving::incoming(listener, tls), shutdown)
         .await?;
     Ok(())
 }

@@ -5,7 +5,11 @@
 //! are ones the binary listens on (not on loopback), and probes and Services name ports
 //! that exist; the paths it is given lie on its volumes, shared with the other container
 //! where the two must meet; and the controller's ClusterRole grants list and watch on
-//! exactly the kinds the `--kube` source watches (`KINDS`). The Deployment and Service
+//! exactly the kinds the `--kube` source watches (`KINDS`); every client of the
+//! controller (the agent, ztunnel, the waypoints) reaches it over `https://` and verifies
+//! it against the mesh root the controller publishes (the `ambit-root-cert` ConfigMap,
+//! mounted), and `serve` issues its certificate from the CA folder `serve-ca` uses. The
+//! Deployment and Service
 //! the controller applies for a waypoint Gateway (built with the controller container's
 //! own flags) are held to the same checks, `ambit-waypoint`'s parser included.
 //!
@@ -21,7 +25,10 @@ use std::{
 };
 
 use ambit_agent::config::{self as agent, ZTUNNEL_SOCKET_NAME};
-use ambit_controller::{cli as controller, source::kubernetes::kinds::KINDS};
+use ambit_controller::{
+    ca::material::ROOT_CERT_FILE, cli as controller, deployer::ROOT_CERT_CONFIG_MAP,
+    source::kubernetes::kinds::KINDS,
+};
 use k8s_openapi::{
     api::core::v1::{Container, PodSpec, Probe},
     apimachinery::pkg::util::intstr::IntOrString,
@@ -92,14 +99,12 @@ impl Parsed {
         match self {
             Self::Controller(cli) => match &cli.command {
                 controller::Command::Serve {
-                    origin, callers, ..
-                } => callers
-                    .tokens_dir
-                    .iter()
-                    .chain(&origin.config_dir)
-                    .cloned()
-                    .collect(),
-                controller::Command::ServeCa {
+                    ca_dir,
+                    callers,
+                    origin,
+                    ..
+                }
+                | controller::Command::ServeCa {
                     ca_dir,
                     callers,
                     origin,
@@ -114,6 +119,7 @@ impl Parsed {
                 agent::Command::Run(run) => [
                     run.config_dir.clone(),
                     run.controller_token_file.clone(),
+                    run.ca_root_file.clone(),
                     run.cgroup.clone(),
                     Some(run.paths.bpffs_dir.clone()),
                     Some(run.paths.run_dir.clone()),
@@ -143,9 +149,7 @@ impl Parsed {
             .into_iter()
             .flatten()
             .collect(),
-            Self::Waypoint(cli) => std::iter::once(cli.ca_token_file.clone())
-                .chain(cli.ca_root_file.clone())
-                .collect(),
+            Self::Waypoint(cli) => vec![cli.ca_token_file.clone(), cli.ca_root_file.clone()],
         }
     }
 }
@@ -554,4 +558,107 @@ fn security_contexts_are_ones_kubernetes_accepts() {
             );
         }
     }
+}
+
+/// Whether `path` in `container` of `workload` is the `root-cert.pem` of a mounted
+/// `ambit-root-cert` ConfigMap, the root the controller publishes.
+fn is_published_root(workload: &manifests::Workload, container: &Container, path: &Path) -> bool {
+    let Some((volume, mount)) = workload.volume_at(container, path) else {
+        return false;
+    };
+    volume
+        .config_map
+        .as_ref()
+        .is_some_and(|config_map| config_map.name == ROOT_CERT_CONFIG_MAP)
+        && path.strip_prefix(&mount.mount_path).ok() == Some(Path::new(ROOT_CERT_FILE))
+}
+
+#[test]
+fn every_client_verifies_the_controller_against_the_published_root() {
+    let manifests = Manifests::load();
+    let node = manifests.workload_running("ambit-agent");
+    let (agent_container, run) = node.agent_run();
+    let (ztunnel_container, ztunnel) = node.ztunnel();
+    let waypoint = manifests.workload_running("ambit-waypoint");
+    let waypoint_container = &waypoint.pod_spec().containers[0];
+    let Ok(Some(Parsed::Waypoint(waypoint_cli))) = Parsed::of(waypoint_container) else {
+        panic!("the waypoint Deployment runs ambit-waypoint");
+    };
+    let clients = [
+        (
+            node,
+            agent_container,
+            vec![run.controller_address.clone()],
+            run.ca_root_file.clone(),
+        ),
+        (
+            node,
+            ztunnel_container,
+            vec![
+                ztunnel.controller_address.clone(),
+                ztunnel.ca_address.clone(),
+            ],
+            ztunnel.ca_root_file.clone(),
+        ),
+        (
+            waypoint,
+            waypoint_container,
+            vec![
+                Some(waypoint_cli.controller_address.clone()),
+                Some(waypoint_cli.ca_address.clone()),
+            ],
+            Some(waypoint_cli.ca_root_file.clone()),
+        ),
+    ];
+    for (workload, container, addresses, root) in clients {
+        let name = format!("{} container {}", workload.name, container.name);
+        for address in addresses {
+            let address = address.unwrap_or_else(|| panic!("{name} reaches the controller"));
+            assert!(
+                address.starts_with("https://"),
+                "{name}: {address} is not TLS: the controller serves only https://"
+            );
+        }
+        let root = root.unwrap_or_else(|| panic!("{name} has --ca-root-file"));
+        assert!(
+            is_published_root(workload, container, &root),
+            "{name}: {} is not root-cert.pem of the mounted ConfigMap {ROOT_CERT_CONFIG_MAP}",
+            root.display()
+        );
+    }
+
+    // `serve` issues its certificate from the CA folder `serve-ca` uses.
+    let controller = manifests.workload_running("ambit-controller");
+    let mut ca_dirs = Vec::new();
+    for (container, _) in controller.containers() {
+        if let Ok(Some(Parsed::Controller(cli))) = Parsed::of(container) {
+            let (controller::Command::Serve { ca_dir, .. }
+            | controller::Command::ServeCa { ca_dir, .. }) = &cli.command
+            else {
+                continue;
+            };
+            let (volume, _) = controller
+                .volume_at(container, ca_dir)
+                .unwrap_or_else(|| panic!("{}'s --ca-dir is on a volume", container.name));
+            ca_dirs.push((ca_dir.clone(), volume.name.clone()));
+        }
+    }
+    assert_eq!(ca_dirs.len(), 2, "serve and serve-ca: {ca_dirs:?}");
+    assert_eq!(ca_dirs[0], ca_dirs[1], "one CA folder, on one volume");
+
+    // It publishes the root: the ClusterRole lets it apply ConfigMaps, and no more.
+    let rules = manifests.cluster_rules_of(controller);
+    let config_map_verbs: BTreeSet<&str> = rules
+        .iter()
+        .filter(|rule| {
+            rule.api_groups.iter().flatten().any(String::is_empty)
+                && rule.resources.iter().flatten().any(|r| r == "configmaps")
+        })
+        .flat_map(|rule| rule.verbs.iter().map(String::as_str))
+        .collect();
+    assert_eq!(
+        config_map_verbs,
+        BTreeSet::from(["create", "patch"]),
+        "the controller server-side applies the root's ConfigMap and reads none"
+    );
 }

@@ -238,6 +238,7 @@ impl Manifests {
                 } => Some(deployer::Template {
                     flags: waypoints,
                     trust_domain,
+                    root_pem: String::new(),
                 }),
                 _ => None,
             })
