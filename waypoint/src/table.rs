@@ -43,7 +43,8 @@ use thiserror::Error;
 
 pub use self::{
     cluster::{
-        ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, TcpPolicy, UpstreamEndpoint,
+        ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, Pooling, TcpPolicy,
+        UpstreamEndpoint,
     },
     hashing::{RequestHash, RequestKeys},
     limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
@@ -520,11 +521,11 @@ fn check_destination_rule(
                 tcp.is_some_and(|t| t.tcp_keepalive.is_some()),
             ),
             (
-                "connectionPool.http (except http1MaxPendingRequests and http2MaxRequests)",
+                "connectionPool.http (except http1MaxPendingRequests, http2MaxRequests and \
+                 idleTimeout)",
                 http.is_some_and(|h| {
                     h.max_requests_per_connection.is_some()
                         || h.max_retries.is_some()
-                        || h.idle_timeout.is_some()
                         || h.h2_upgrade_policy.is_some()
                         || h.use_client_protocol.is_some()
                         || h.max_concurrent_streams.is_some()

@@ -462,12 +462,10 @@ impl Forwarding<'_> {
                 _admission: admission,
             };
             let request = prepared.request(body.for_attempt());
-            let sent = self.engine.upstreams.send(
-                endpoint.address,
-                cluster.http2,
-                cluster.tcp().connect_timeout,
-                request,
-            );
+            let sent = self
+                .engine
+                .upstreams
+                .send(endpoint.address, cluster.pooling(), request);
             let per_try = policy.and_then(|p| p.per_try_timeout);
             let result = match per_try {
                 None => Ok(sent.await),

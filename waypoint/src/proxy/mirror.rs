@@ -60,12 +60,7 @@ pub fn send(upstreams: &Arc<Upstreams>, shadow: Shadow) {
         let _in_flight = endpoint.start_request();
         let exchange = async {
             let response = upstreams
-                .send(
-                    endpoint.address,
-                    cluster.http2,
-                    cluster.tcp().connect_timeout,
-                    request,
-                )
+                .send(endpoint.address, cluster.pooling(), request)
                 .await?;
             let status = response.status();
             // Read to the end so the connection goes back to the pool.

@@ -23,16 +23,12 @@ use super::{
     Body,
     connector::{EndpointConnector, UpstreamStream, connect_in_time},
 };
-use crate::proxy::Connect;
-
-/// How long an idle pooled connection is kept.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+use crate::{proxy::Connect, table::Pooling};
 
 type EndpointClient = Client<EndpointConnector, Body>;
 
-/// Whose pool: the endpoint, whether HTTP/2, the connect timeout, and the worker
-/// thread.
-type ClientKey = (SocketAddr, bool, Duration, Option<WorkerId>);
+/// Whose pool: the endpoint, its cluster's pooling, and the worker thread.
+type ClientKey = (SocketAddr, Pooling, Option<WorkerId>);
 
 /// The clients of every endpoint the waypoint has sent to.
 #[derive(Debug)]
@@ -50,16 +46,14 @@ impl Upstreams {
     }
 
     /// Sends `request` (absolute URI, the authority being the request's) to
-    /// `endpoint`, over HTTP/2 with prior knowledge if `http2`, else HTTP/1.1, giving
-    /// up on a new connection after `connect_timeout`.
+    /// `endpoint` on a connection pooled as `pooling` says.
     pub async fn send(
         &self,
         endpoint: SocketAddr,
-        http2: bool,
-        connect_timeout: Duration,
+        pooling: Pooling,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        let client = self.client((endpoint, http2, connect_timeout, ambit_workers::current()));
+        let client = self.client((endpoint, pooling, ambit_workers::current()));
         client.request(request).await
     }
 
@@ -75,18 +69,18 @@ impl Upstreams {
 
     fn client(&self, key: ClientKey) -> EndpointClient {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        let (endpoint, http2, timeout, _) = key;
+        let (endpoint, pooling, _) = key;
         clients
             .entry(key)
             .or_insert_with(|| {
                 Client::builder(TokioExecutor::new())
-                    .http2_only(http2)
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .http2_only(pooling.http2)
+                    .pool_idle_timeout(pooling.idle_timeout)
                     .pool_timer(TokioTimer::new())
                     .build(EndpointConnector {
                         connector: Arc::clone(&self.connector),
                         endpoint,
-                        timeout,
+                        timeout: pooling.connect_timeout,
                     })
             })
             .clone()

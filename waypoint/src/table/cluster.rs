@@ -137,8 +137,13 @@ pub struct ClusterPolicy {
 /// Istio's TCP idle timeout when `connectionPool.tcp.idleTimeout` is unset.
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// A cluster's connection timeouts, Istio's defaults unless its `connectionPool.tcp`
-/// sets them.
+/// How long an idle pooled HTTP connection is kept when `connectionPool.http.idleTimeout`
+/// is unset: hyper's 90 s rather than Istio's hour, as a pool refills in one connect
+/// while each idle connection holds its buffers.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A cluster's connection timeouts, the defaults unless its `connectionPool` sets them
+/// (`tcp`, and `http.idleTimeout` for pooled HTTP connections).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpPolicy {
     /// How long opening a connection to an endpoint may take (`connectTimeout`).
@@ -149,6 +154,19 @@ pub struct TcpPolicy {
     /// How long a relayed TCP connection may last, busy or not
     /// (`maxConnectionDuration`); `None`: for ever (unset or `0s`, Istio's default).
     pub max_connection_duration: Option<Duration>,
+    /// How long a pooled HTTP connection may stay without a request before it is
+    /// closed (`http.idleTimeout`); `None`: until the endpoint closes it (`0s`).
+    pub pool_idle_timeout: Option<Duration>,
+}
+
+/// How a cluster's HTTP connections are opened and kept: the waypoint keeps one pool
+/// per endpoint, pooling and worker thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pooling {
+    /// HTTP/2 with prior knowledge, else HTTP/1.1.
+    pub http2: bool,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for TcpPolicy {
@@ -157,6 +175,7 @@ impl Default for TcpPolicy {
             connect_timeout: CONNECT_TIMEOUT,
             idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
             max_connection_duration: None,
+            pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
         }
     }
 }
@@ -165,7 +184,14 @@ impl TcpPolicy {
     /// The timeouts `pool` sets, the defaults for the rest.
     #[must_use]
     pub fn new(pool: Option<&ConnectionPoolSettings>) -> Self {
-        let defaults = Self::default();
+        let defaults = Self {
+            pool_idle_timeout: pool
+                .and_then(|pool| pool.http.as_ref()?.idle_timeout)
+                .map_or(Some(DEFAULT_POOL_IDLE_TIMEOUT), |idle| {
+                    Some(idle.0).filter(|idle| !idle.is_zero())
+                }),
+            ..Self::default()
+        };
         let Some(tcp) = pool.and_then(|pool| pool.tcp.as_ref()) else {
             return defaults;
         };
@@ -181,6 +207,7 @@ impl TcpPolicy {
                 .max_connection_duration
                 .map(|duration| duration.0)
                 .filter(|duration| !duration.is_zero()),
+            ..defaults
         }
     }
 }
@@ -259,6 +286,16 @@ impl Cluster {
     #[must_use]
     pub fn tcp(&self) -> TcpPolicy {
         self.policy.tcp
+    }
+
+    /// How its pooled HTTP connections are opened and kept.
+    #[must_use]
+    pub fn pooling(&self) -> Pooling {
+        Pooling {
+            http2: self.http2,
+            connect_timeout: self.policy.tcp.connect_timeout,
+            idle_timeout: self.policy.tcp.pool_idle_timeout,
+        }
     }
 
     /// Admits one more relayed TCP connection under the cluster's
@@ -449,7 +486,19 @@ mod tests {
                 connect_timeout: Duration::from_millis(250),
                 idle_timeout: Some(Duration::from_secs(90)),
                 max_connection_duration: Some(Duration::from_secs(3600)),
+                pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             }
+        );
+        assert_eq!(
+            TcpPolicy::new(Some(&pool("{http: {idleTimeout: 5s}}"))).pool_idle_timeout,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            TcpPolicy::new(Some(&pool(
+                "{http: {idleTimeout: 0s}, tcp: {connectTimeout: 1s}}"
+            )))
+            .pool_idle_timeout,
+            None
         );
         assert_eq!(
             TcpPolicy::new(Some(&pool("{tcp: {maxConnectionDuration: 0s}}")))

@@ -124,3 +124,36 @@ trafficPolicy:
         "the endpoint stays out for baseEjectionTime (500ms), was out {out_for:?}"
     );
 }
+
+#[tokio::test]
+async fn a_pooled_connection_idle_past_the_http_idle_timeout_is_closed() {
+    let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
+    let rule = destination_rule(
+        "app",
+        "{host: app, trafficPolicy: {connectionPool: {http: {idleTimeout: 300ms}}}}",
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![rule],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+    let backend = &backends[0];
+
+    for _ in 0..3 {
+        assert_eq!(client.get("app", "/").await.status, 200);
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "requests back to back share one pooled connection"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(client.get("app", "/").await.status, 200);
+    assert_eq!(
+        backend.connections(),
+        2,
+        "the connection idle past the 300 ms idleTimeout was closed and a new one opened"
+    );
+}

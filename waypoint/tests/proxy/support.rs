@@ -61,6 +61,8 @@ pub struct Backend {
 #[derive(Debug, Clone, Default)]
 struct Seen {
     requests: u64,
+    /// Connections accepted.
+    connections: u64,
     /// The `Host` (or `:authority`) of the latest request.
     last_host: String,
 }
@@ -69,6 +71,11 @@ impl Backend {
     /// How many requests reached this backend.
     pub fn hits(&self) -> u64 {
         self.seen.borrow().requests
+    }
+
+    /// How many connections this backend accepted.
+    pub fn connections(&self) -> u64 {
+        self.seen.borrow().connections
     }
 
     /// The `Host` (or `:authority`) of the latest request.
@@ -150,6 +157,7 @@ async fn serve_backend(
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
+        seen.send_modify(|seen| seen.connections += 1);
         let seen = Arc::clone(&seen);
         let service = service_fn(move |request: Request<Incoming>| {
             let host = request
