@@ -30,14 +30,19 @@ fn services() -> Vec<Service> {
     }]
 }
 
-#[test]
-fn parties_are_named_from_the_endpoints_labels_and_the_peers_identity() {
-    let client = MeshWorkload {
+/// A mesh pod of workload `web` (label `app: web`) in `shop`, no service's endpoint.
+fn web_pod() -> MeshWorkload {
+    MeshWorkload {
         ip: "10.0.0.20".parse().unwrap(),
         namespace: "shop".into(),
         name: "web".into(),
         labels: [("app".to_owned(), "web".to_owned())].into(),
-    };
+    }
+}
+
+#[test]
+fn parties_are_named_from_the_endpoints_labels_and_the_peers_identity() {
+    let client = web_pod();
     let workloads = Workloads::new(&services(), std::slice::from_ref(&client));
     let caller = workloads.source(&Peer {
         ip: client.ip,
@@ -89,12 +94,7 @@ fn parties_are_named_from_the_endpoints_labels_and_the_peers_identity() {
 
 #[test]
 fn a_connection_names_its_source_once_per_route_table() {
-    let pod = MeshWorkload {
-        ip: "10.0.0.20".parse().unwrap(),
-        namespace: "shop".into(),
-        name: "web".into(),
-        labels: [("app".to_owned(), "web".to_owned())].into(),
-    };
+    let pod = web_pod();
     let peer = Peer {
         ip: pod.ip,
         identity: Some(Identity::new("cluster.local", "shop", "web").unwrap()),
