@@ -10,6 +10,9 @@
 //! The objects are server-side applied (field manager [`FIELD_MANAGER`], forced) when a
 //! waypoint Gateway appears or is recreated (a new `uid`), then left alone: each is
 //! owned by its Gateway, so Kubernetes garbage-collects them when the Gateway is deleted.
+//! Then the Gateway's status says so, as Istio's does (`kubectl get gateway` shows it
+//! `PROGRAMMED` with the Service's address): conditions `Accepted` and `Programmed`, and
+//! the Service's cluster IP (else its host name) in `addresses`.
 //! An apply the API refuses is logged with the object and the reason and retried with
 //! backoff (and on every change of the model); it never holds up the rest of the
 //! controller. The folder source (`--config-dir`) deploys nothing: a test or a simulated
@@ -21,21 +24,28 @@
 //!
 //! # Not yet
 //! It does not watch the objects it applied: one edited or deleted by hand is put back
-//! only when its Gateway is recreated or the controller restarts. It writes no Gateway
-//! status (`Programmed`, addresses).
+//! only when its Gateway is recreated or the controller restarts. `Programmed` says the
+//! objects were applied, not that the waypoint's pods are ready; listener statuses are
+//! not written.
 
 use std::{collections::BTreeMap, fmt::Debug, time::Duration};
 
-use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{ConfigMap, Service},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams},
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
 
 pub use self::objects::{Owner, ROOT_CERT_CONFIG_MAP, Template, root_config_map};
 use crate::{
-    mesh::{Key, Mesh},
+    mesh::{Key, Mesh, waypoints::GATEWAY_API_GROUP},
     source::ModelSource,
 };
 
@@ -57,13 +67,15 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// Why one object of a waypoint could not be applied.
+/// Why one object of a waypoint, or its Gateway's status, could not be applied.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot apply {kind} {namespace}/{name}: {source} — may the controller's service account create and patch {kind}s there (deploy/kubernetes/controller-rbac.yaml)?"
+    "cannot apply {kind} {namespace}/{name}: {source} — may the controller's service account create and patch {resource} there (deploy/kubernetes/controller-rbac.yaml)?"
 )]
 struct ApplyError {
     kind: &'static str,
+    /// What the RBAC rule names (`deployments`, `gateways/status`).
+    resource: &'static str,
     namespace: String,
     name: String,
     source: kube::Error,
@@ -93,7 +105,7 @@ pub async fn run(client: Client, template: Template, mut model: ModelSource) {
                     tracing::info!(
                         namespace = owner.namespace,
                         gateway = owner.name,
-                        "waypoint deployed (ServiceAccount, Deployment, Service)"
+                        "waypoint deployed (ServiceAccount, Deployment, Service), Gateway programmed"
                     );
                     deployed.insert(key.clone(), uid.clone());
                 }
@@ -139,15 +151,80 @@ fn owners(mesh: &Mesh) -> BTreeMap<Key, String> {
         .collect()
 }
 
-/// Applies the root's ConfigMap in `owner`'s namespace and the three objects of its
-/// waypoint, stopping at the first refused.
+/// Applies the root's ConfigMap in `owner`'s namespace, the three objects of its
+/// waypoint, then the Gateway's status; stops at the first refused.
 async fn deploy(client: &Client, template: &Template, owner: Owner<'_>) -> Result<(), ApplyError> {
     let root = root_config_map(owner.namespace, &template.root_pem);
     apply(client, owner.namespace, ROOT_CERT_CONFIG_MAP, &root).await?;
     let (namespace, name) = (owner.namespace, owner.name);
     apply(client, namespace, name, &template.service_account(owner)).await?;
     apply(client, namespace, name, &template.deployment(owner)).await?;
-    apply(client, namespace, name, &template.service(owner)).await
+    let service = apply(client, namespace, name, &template.service(owner)).await?;
+    let gateways = ApiResource {
+        group: GATEWAY_API_GROUP.to_owned(),
+        version: "v1".to_owned(),
+        api_version: format!("{GATEWAY_API_GROUP}/v1"),
+        kind: "Gateway".to_owned(),
+        plural: "gateways".to_owned(),
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &gateways)
+        .patch_status(name, &params, &Patch::Apply(programmed(owner, &service)))
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError {
+            kind: "Gateway status",
+            resource: "gateways/status",
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        })
+}
+
+/// The status of `owner`, whose waypoint runs behind `service`: accepted and
+/// programmed, reached at the Service's cluster IP (else its host name), as Istio
+/// reports a waypoint Gateway.
+fn programmed(owner: Owner<'_>, service: &Service) -> Value {
+    let cluster_ip = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.cluster_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && *ip != "None");
+    let address = match cluster_ip {
+        Some(ip) => json!({"type": "IPAddress", "value": ip}),
+        None => json!({
+            "type": "Hostname",
+            "value": format!("{}.{}.svc.cluster.local", owner.name, owner.namespace),
+        }),
+    };
+    let now = Time(Timestamp::now());
+    let condition = |kind: &str, message: String| {
+        json!({
+            "type": kind,
+            "status": "True",
+            "reason": kind,
+            "message": message,
+            "lastTransitionTime": now,
+        })
+    };
+    json!({
+        "apiVersion": format!("{GATEWAY_API_GROUP}/v1"),
+        "kind": "Gateway",
+        "metadata": {"name": owner.name, "namespace": owner.namespace},
+        "status": {
+            "addresses": [address],
+            "conditions": [
+                condition("Accepted", "Ambit runs a waypoint for this Gateway".to_owned()),
+                condition(
+                    "Programmed",
+                    format!(
+                        "the waypoint's ServiceAccount, Deployment and Service {} are applied",
+                        owner.name
+                    ),
+                ),
+            ],
+        },
+    })
 }
 
 /// Publishes the mesh root in `namespace` (the controller's: the node DaemonSet mounts
@@ -157,7 +234,7 @@ pub async fn publish_root(client: Client, namespace: String, root_pem: String) {
     let config_map: ConfigMap = root_config_map(&namespace, &root_pem);
     loop {
         match apply(&client, &namespace, ROOT_CERT_CONFIG_MAP, &config_map).await {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(%namespace, name = ROOT_CERT_CONFIG_MAP, "published the mesh root");
                 return;
             }
@@ -170,13 +247,9 @@ pub async fn publish_root(client: Client, namespace: String, root_pem: String) {
     }
 }
 
-/// Server-side applies `object`, named `name` in `namespace`.
-async fn apply<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    object: &K,
-) -> Result<(), ApplyError>
+/// Server-side applies `object`, named `name` in `namespace`; the object as the API
+/// holds it after.
+async fn apply<K>(client: &Client, namespace: &str, name: &str, object: &K) -> Result<K, ApplyError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + k8s_openapi::Resource
@@ -189,9 +262,9 @@ where
     Api::<K>::namespaced(client.clone(), namespace)
         .patch(name, &params, &Patch::Apply(object))
         .await
-        .map(drop)
         .map_err(|source| ApplyError {
             kind: <K as k8s_openapi::Resource>::KIND,
+            resource: <K as k8s_openapi::Resource>::URL_PATH_SEGMENT,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             source,

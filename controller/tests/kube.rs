@@ -43,12 +43,13 @@ const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
 const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
 const SHOP_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 /// Where the objects of the waypoint `shop/waypoint` are applied, in order: the mesh
-/// root's ConfigMap, then the waypoint's own three.
-const WAYPOINT_OBJECTS: [&str; 4] = [
+/// root's ConfigMap, the waypoint's own three, then its Gateway's status.
+const WAYPOINT_OBJECTS: [&str; 5] = [
     "/api/v1/namespaces/shop/configmaps/ambit-root-cert",
     "/api/v1/namespaces/shop/serviceaccounts/waypoint",
     "/apis/apps/v1/namespaces/shop/deployments/waypoint",
     "/api/v1/namespaces/shop/services/waypoint",
+    "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint/status",
 ];
 
 /// How long the Kubernetes source may take to reflect a change (a relist waits for
@@ -451,9 +452,10 @@ fn waypoint_template() -> Template {
 /// The mesh root the test deployer publishes.
 const ROOT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
-/// Checks `applied` are the server-side applies of the mesh root's ConfigMap and of
-/// `gateway`'s three objects, in order, each named, labelled and owned as Istio's are.
-fn assert_applied_for(applied: &[ApiWrite], gateway: &Value) {
+/// Checks `applied` are the server-side applies of the mesh root's ConfigMap, of
+/// `gateway`'s three objects, each named, labelled and owned as Istio's are, then of the
+/// Gateway's status, programmed at `address`.
+fn assert_applied_for(applied: &[ApiWrite], gateway: &Value, address: &Value) {
     let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
     assert_eq!(paths, WAYPOINT_OBJECTS, "{applied:#?}");
     let (root, applied) = (&applied[0].body, &applied[1..]);
@@ -476,7 +478,7 @@ fn assert_applied_for(applied: &[ApiWrite], gateway: &Value) {
     }]);
     for (write, kind) in applied
         .iter()
-        .zip(["ServiceAccount", "Deployment", "Service"])
+        .zip(["ServiceAccount", "Deployment", "Service", "Gateway"])
     {
         assert_eq!(
             write.content_type, "application/apply-patch+yaml",
@@ -495,6 +497,9 @@ fn assert_applied_for(applied: &[ApiWrite], gateway: &Value) {
             (&meta["namespace"], &meta["name"]),
             (&json!("shop"), &json!("waypoint"))
         );
+        if kind == "Gateway" {
+            continue;
+        }
         assert_eq!(
             meta["ownerReferences"], owner,
             "{kind} owned by the Gateway"
@@ -550,12 +555,41 @@ fn assert_applied_for(applied: &[ApiWrite], gateway: &Value) {
         service["ports"],
         json!([{"name": "mesh", "port": 15008, "targetPort": 15008, "protocol": "TCP", "appProtocol": "tcp"}])
     );
+    let status = &applied[3].body["status"];
+    assert_eq!(status["addresses"], json!([address]), "{status:#}");
+    let conditions: Vec<(&Value, &Value, &Value)> = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| (&c["type"], &c["status"], &c["reason"]))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            (&json!("Accepted"), &json!("True"), &json!("Accepted")),
+            (&json!("Programmed"), &json!("True"), &json!("Programmed")),
+        ],
+        "{status:#}"
+    );
+    for condition in status["conditions"].as_array().expect("conditions") {
+        let when = condition["lastTransitionTime"].as_str().unwrap_or_default();
+        assert!(
+            when.ends_with('Z') && when.len() == "2026-01-01T00:00:00Z".len(),
+            "an RFC 3339 time to the second: {condition:#}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() {
     let api = FakeApi::start(every_kind_but(None)).await;
     api.put_quietly(GATEWAYS, recorded("gateway-ingress.json"));
+    // The API gives the Service its cluster IP, which the Gateway's status reports.
+    api.answer_patches(WAYPOINT_OBJECTS[3], |service| {
+        let mut service = service.clone();
+        service["spec"]["clusterIP"] = json!("10.96.0.20");
+        (StatusCode::OK, service)
+    });
     let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
     let mut model = source.subscribe();
     converges(&mut model, &api, "a cluster with an ingress Gateway").await;
@@ -569,8 +603,9 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
     let gateway = api
         .event(GATEWAYS, "ADDED", recorded("gateway-waypoint.json"))
         .await;
-    let applied = api.patches(4).await;
-    assert_applied_for(&applied, &gateway);
+    let at_cluster_ip = json!({"type": "IPAddress", "value": "10.96.0.20"});
+    let applied = api.patches(5).await;
+    assert_applied_for(&applied, &gateway, &at_cluster_ip);
 
     // Changes that leave the Gateway as it is apply nothing; a recreated one (a new uid)
     // is applied again, for its new uid.
@@ -581,9 +616,9 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
     let mut recreated = gateway;
     recreated["metadata"]["uid"] = json!("0b2d4f6a-8c1e-4d3f-a5b7-9c1e3a5b7d9f");
     let recreated = api.event(GATEWAYS, "ADDED", recreated).await;
-    let applied = api.patches(8).await;
-    assert_applied_for(&applied[4..], &recreated);
-    assert_eq!(applied.len(), 8, "{applied:#?}");
+    let applied = api.patches(10).await;
+    assert_applied_for(&applied[5..], &recreated, &at_cluster_ip);
+    assert_eq!(applied.len(), 10, "{applied:#?}");
 
     drop(source);
     tokio::time::timeout(CONVERGE_WITHIN, deploying)
@@ -617,11 +652,13 @@ async fn an_apply_the_api_refuses_is_logged_and_retried() {
         source.subscribe(),
     ));
 
-    // The root, the ServiceAccount, the refused Deployment; then, with no change, all four.
-    let applied = api.patches(7).await;
+    // The root, the ServiceAccount, the refused Deployment; then, with no change, all
+    // four and the status, at the Service's host name (this API gives it no cluster IP).
+    let applied = api.patches(8).await;
     let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
     assert_eq!(paths[..3], WAYPOINT_OBJECTS[..3], "{applied:#?}");
-    assert_applied_for(&applied[3..], &gateway);
+    let by_name = json!({"type": "Hostname", "value": "waypoint.shop.svc.cluster.local"});
+    assert_applied_for(&applied[3..], &gateway, &by_name);
     let warnings = logs.wait_for_lines_with("waypoint not deployed").await;
     assert_eq!(warnings.len(), 1, "one warning: {warnings:#?}");
     assert!(

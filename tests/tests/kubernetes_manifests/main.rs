@@ -30,7 +30,10 @@ use ambit_controller::{
     source::kubernetes::kinds::KINDS,
 };
 use k8s_openapi::{
-    api::core::v1::{Container, PodSpec, Probe},
+    api::{
+        core::v1::{Container, PodSpec, Probe},
+        rbac::v1::PolicyRule,
+    },
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
@@ -449,6 +452,33 @@ fn uninstall_in_the_agent_container_undoes_what_run_installs() {
     );
 }
 
+/// Whether `rules` let their subject `verb` `resource` in API group `group`.
+fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|rule| {
+        rule.api_groups.iter().flatten().any(|g| g == group)
+            && rule.resources.iter().flatten().any(|r| r == resource)
+            && rule.verbs.iter().any(|v| v == verb)
+    })
+}
+
+#[test]
+fn the_cluster_role_lets_the_controller_apply_each_waypoints_objects_and_status() {
+    let manifests = Manifests::load();
+    let rules = manifests.cluster_rules_of(manifests.workload_running("ambit-controller"));
+    for (group, resource) in [
+        ("", "configmaps"),
+        ("", "serviceaccounts"),
+        ("apps", "deployments"),
+        ("", "services"),
+        ("gateway.networking.k8s.io", "gateways/status"),
+    ] {
+        assert!(
+            grants(&rules, group, resource, "patch"),
+            "the deployer server-side applies {resource} (group {group:?}) but may not patch them"
+        );
+    }
+}
+
 #[test]
 fn the_cluster_role_grants_list_and_watch_on_exactly_the_watched_kinds() {
     let manifests = Manifests::load();
@@ -468,13 +498,7 @@ fn the_cluster_role_grants_list_and_watch_on_exactly_the_watched_kinds() {
         }
     }
     let rules = manifests.cluster_rules_of(controller);
-    let granted = |group: &str, resource: &str, verb: &str| {
-        rules.iter().any(|rule| {
-            rule.api_groups.iter().flatten().any(|g| g == group)
-                && rule.resources.iter().flatten().any(|r| r == resource)
-                && rule.verbs.iter().any(|v| v == verb)
-        })
-    };
+    let granted = |group: &str, resource: &str, verb: &str| grants(&rules, group, resource, verb);
     let watched: BTreeSet<(&str, &str)> =
         KINDS.iter().map(|kind| (kind.group, kind.plural)).collect();
     for (group, plural) in &watched {
