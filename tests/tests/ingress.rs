@@ -8,7 +8,9 @@
 //! the namespace's waypoint: the gateway tunnels it there. The client is a pod outside
 //! the mesh. A fourth server, on 8443, passes TLS for `secure.example.com` through
 //! (`tls.mode: PASSTHROUGH`): a VirtualService `tls:` route sends it by SNI to service
-//! `secure`, whose pod terminates it with its own certificate (`openssl s_server`).
+//! `secure`, whose pod terminates it with its own certificate (`openssl s_server`). A
+//! fifth, on 31400, is TCP (Istio's tcp-echo example): a `tcp:` route relays it to
+//! service `echo`, whose server speaks first.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -26,6 +28,8 @@ const HOST: &str = "shop.example.com";
 const SECURE_HOST: &str = "secure.example.com";
 const SECURE_PORT: u16 = 9443;
 const PASSTHROUGH_PORT: u16 = 8443;
+const TCP_PORT: u16 = 31400;
+const ECHO_PORT: u16 = 9000;
 const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -56,6 +60,7 @@ impl Ingress {
         let mut processes = vec![
             app::http_serve(&app_pod, SocketAddr::from(([0; 4], APP_PORT)), "v1")?,
             openssl::serve(&app_pod, SECURE_PORT, SECURE_HOST, net.dir())?,
+            app::serve(&app_pod, SocketAddr::from(([0; 4], ECHO_PORT)))?,
         ];
         let gateway_pod = n1.add_pod(
             PodSpec::new("istio-system", "ingress-0")
@@ -127,6 +132,38 @@ impl Ingress {
                 },
             }),
         )?;
+        net.write_manifest(
+            "echo.yaml",
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": "echo", "namespace": "shop" },
+                "spec": {
+                    "clusterIP": "198.19.200.33",
+                    "selector": { "app": "app" },
+                    "ports": [{ "name": "tcp-echo", "port": ECHO_PORT }],
+                },
+            }),
+        )?;
+        net.write_manifest(
+            "echo-virtual-service.yaml",
+            &json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": { "name": "echo", "namespace": "shop" },
+                "spec": {
+                    "hosts": ["*"],
+                    "gateways": ["istio-system/public"],
+                    "tcp": [{
+                        "match": [{ "port": TCP_PORT }],
+                        "route": [{ "destination": {
+                            "host": "echo.shop.svc.cluster.local",
+                            "port": { "number": ECHO_PORT },
+                        } }],
+                    }],
+                },
+            }),
+        )?;
         net.write_waypoint("shop", "waypoint")?;
         net.write_manifest("secret.yaml", &pki.secret("istio-system", "shop-cert"))?;
         net.write_manifest(
@@ -149,6 +186,8 @@ impl Ingress {
                         { "port": { "number": PASSTHROUGH_PORT, "name": "tls", "protocol": "TLS" },
                           "hosts": [SECURE_HOST, "other.example.com"],
                           "tls": { "mode": "PASSTHROUGH" } },
+                        { "port": { "number": TCP_PORT, "name": "tcp", "protocol": "TCP" },
+                          "hosts": ["*"] },
                     ],
                 },
             }),
@@ -180,7 +219,7 @@ impl Ingress {
         let gateway = control.start_ingress(
             &gateway_pod,
             GATEWAY_ACCOUNT,
-            &[80, 443, 8080, PASSTHROUGH_PORT],
+            &[80, 443, 8080, PASSTHROUGH_PORT, TCP_PORT],
         )?;
         Ok(Some(Self {
             _net: net,
@@ -209,7 +248,7 @@ impl Ingress {
 }
 
 #[test]
-fn the_ingress_gateway_serves_http_https_and_redirects() -> Result<()> {
+fn the_ingress_gateway_serves_http_https_redirects_tls_and_tcp() -> Result<()> {
     let Some(ingress) = Ingress::start()? else {
         return Ok(());
     };
@@ -268,6 +307,25 @@ fn the_ingress_gateway_serves_http_https_and_redirects() -> Result<()> {
         let presented = shown(name)?;
         ensure!(presented.is_none(), "SNI {name}: shown {presented:?}");
     }
+
+    // TCP on 31400, relayed to `echo` at once: its server speaks first, so a gateway
+    // waiting for a TLS ClientHello (up to 15 s) would miss the 5 s timeout.
+    let report = app::connect_with(
+        &ingress.client,
+        ingress.gateway_pod.addr_v4(TCP_PORT),
+        "hello\n",
+        Duration::from_secs(5),
+    )?;
+    ensure!(
+        report.ok
+            && report.echo.as_deref() == Some("hello\n")
+            && report
+                .server_saw
+                .as_ref()
+                .is_some_and(|saw| saw.local.port() == ECHO_PORT),
+        "TCP through the gateway: {report:?}\n{}",
+        logs()
+    );
 
     // A service with a waypoint is reached through it (its ztunnel takes nothing else).
     let response = ingress.request(80, HOST, "/via-waypoint", false)?;

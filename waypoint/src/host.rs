@@ -50,6 +50,18 @@ impl HostPattern {
         }
     }
 
+    /// Whether some host name matches both patterns.
+    #[must_use]
+    pub fn overlaps(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Any, _) | (_, Self::Any) => true,
+            (Self::Exact(name), pattern) | (pattern, Self::Exact(name)) => pattern.matches(name),
+            (Self::Suffix(a), Self::Suffix(b)) => {
+                a.ends_with(b.as_str()) || b.ends_with(a.as_str())
+            }
+        }
+    }
+
     /// How specific the pattern is: an exact name beats every wildcard, and a longer
     /// wildcard beats a shorter one (Istio picks the most specific host).
     #[must_use]
@@ -114,6 +126,27 @@ pub fn candidates(host: &str, namespace: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_overlap_when_some_name_matches_both() {
+        let pattern = |host: &str| HostPattern::resolve(host, "shop");
+        for (a, b) in [
+            ("*", "db"),
+            ("*.example.com", "api.example.com"),
+            ("*.example.com", "*.api.example.com"),
+            ("db", "db.shop.svc.cluster.local"),
+        ] {
+            assert!(pattern(a).overlaps(&pattern(b)), "{a} and {b}");
+            assert!(pattern(b).overlaps(&pattern(a)), "{b} and {a}");
+        }
+        for (a, b) in [
+            ("*.example.com", "example.com"),
+            ("*.example.com", "*.example.org"),
+            ("db", "web"),
+        ] {
+            assert!(!pattern(a).overlaps(&pattern(b)), "{a} and {b}");
+        }
+    }
 
     #[test]
     fn short_names_resolve_in_the_objects_namespace() {

@@ -176,7 +176,7 @@ fn gateway_ports(
         .ports()
         .filter_map(|(port, protocol)| match (protocol, tls.get(&port)) {
             (PortProtocol::Http, _) => Some((port, PortMode::Http)),
-            (PortProtocol::Passthrough, _) => Some((port, PortMode::Passthrough)),
+            (PortProtocol::Passthrough | PortProtocol::Tcp, _) => Some((port, PortMode::Relay)),
             (PortProtocol::Https, Some(config)) => {
                 Some((port, PortMode::Https(Arc::clone(config))))
             }

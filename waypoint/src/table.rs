@@ -60,7 +60,7 @@ use self::{
 use crate::{
     config::{Config, Endpoint, Named, Protocol, Role, Service},
     cors::CorsError,
-    gateway::servers::{self, Servers},
+    gateway::servers::{self, PortProtocol, Servers},
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
     matcher::{MatchError, connection::ConnectionView},
@@ -178,6 +178,9 @@ pub struct RouteTable {
     tcp_ports: HashSet<(String, u16)>,
     /// An ingress gateway's servers; `None` for a waypoint.
     ingress: Option<Servers>,
+    /// An ingress gateway's VirtualServices with `tcp:` routes, in order, with their
+    /// hosts: what a TCP server's connections, which name no host, are routed by.
+    gateway_tcp: Vec<(Vec<HostPattern>, usize)>,
     policies: Policies,
     workloads: Workloads,
     /// What requests come through, as `gateways:` names it: `mesh`, or the Gateways.
@@ -207,6 +210,7 @@ impl RouteTable {
                 Role::Waypoint => None,
                 Role::Ingress(gateways) => Some(Servers::compile(gateways)),
             },
+            gateway_tcp: Vec::new(),
             policies: Policies::compile(config, &mut errors),
             workloads: Workloads::new(&config.services, &config.workloads),
             bound_as: match &config.role {
@@ -298,13 +302,22 @@ impl RouteTable {
             return;
         }
         let index = self.virtual_hosts.len();
+        let hosts: Vec<HostPattern> = vs
+            .spec
+            .hosts
+            .iter()
+            .map(|host| HostPattern::resolve(host, &vs.namespace))
+            .collect();
+        if self.ingress.is_some() && !tcp_routes.is_empty() {
+            self.gateway_tcp.push((hosts.clone(), index));
+        }
         self.virtual_hosts.push(VirtualHost {
             routes,
             tls_routes,
             tcp_routes,
         });
-        for host in &vs.spec.hosts {
-            match HostPattern::resolve(host, &vs.namespace) {
+        for host in hosts {
+            match host {
                 HostPattern::Exact(name) => {
                     self.exact_hosts.entry(name).or_insert(index);
                 }
@@ -348,6 +361,31 @@ impl RouteTable {
             .or_else(|| {
                 let index = self.service_defaults.get(service)?;
                 self.virtual_hosts[*index].tcp_route(connection)
+            })
+    }
+
+    /// The TCP route for `connection` to an ingress gateway's TCP server on `port`: the
+    /// first `tcp:` route that takes it, of the bound VirtualServices in order whose
+    /// hosts the server accepts. `None` on a waypoint, another kind of port, or when no
+    /// route takes it (Envoy's `NR`).
+    #[must_use]
+    pub fn gateway_tcp_route(
+        &self,
+        port: u16,
+        connection: &ConnectionView<'_>,
+    ) -> Option<&TcpRoute> {
+        let server = self.ingress.as_ref()?.on_port(port)?;
+        if server.protocol != PortProtocol::Tcp {
+            return None;
+        }
+        self.gateway_tcp
+            .iter()
+            .filter(|(hosts, _)| hosts.iter().any(|host| server.overlaps(host)))
+            .find_map(|(_, index)| {
+                self.virtual_hosts[*index]
+                    .tcp_routes
+                    .iter()
+                    .find(|route| route.matches(connection))
             })
     }
 

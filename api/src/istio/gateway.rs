@@ -125,8 +125,10 @@ pub enum ServerProtocol {
     Http,
     /// `HTTPS`: HTTP over TLS terminated by the gateway.
     Https,
-    /// `TCP`, `TLS`, `MONGO`: streams routed by `tcp` / `tls` routes.
-    Stream,
+    /// `TCP`, `MONGO`: connections relayed as bytes by `tcp` routes.
+    Tcp,
+    /// `TLS`: TLS connections, passed through by `tls` routes (by SNI) or terminated.
+    Tls,
 }
 
 impl ServerPort {
@@ -136,7 +138,8 @@ impl ServerPort {
         match self.protocol.to_ascii_uppercase().as_str() {
             "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Some(ServerProtocol::Http),
             "HTTPS" => Some(ServerProtocol::Https),
-            "TCP" | "TLS" | "MONGO" => Some(ServerProtocol::Stream),
+            "TCP" | "MONGO" => Some(ServerProtocol::Tcp),
+            "TLS" => Some(ServerProtocol::Tls),
             _ => None,
         }
     }

@@ -1,7 +1,8 @@
 //! Pass 3 for an Istio Gateway: each server's port, protocol, hosts and TLS settings, as
-//! Istio validates them, and what Ambit's gateway does not serve yet (TCP servers,
-//! `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`). TLS passed through (`tls.mode: PASSTHROUGH`, on
-//! an HTTPS or TLS server) needs no certificate.
+//! Istio validates them, and what Ambit's gateway does not serve yet (TLS terminated
+//! into TCP routes, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`). TLS passed through
+//! (`tls.mode: PASSTHROUGH`, on an HTTPS or TLS server) needs no certificate; a TCP (or
+//! MONGO) server relays connections as bytes by the VirtualServices' `tcp:` routes.
 
 use std::collections::BTreeMap;
 
@@ -67,16 +68,11 @@ fn check_port(server: &Server, path: &str, findings: &mut Findings) -> Option<Se
     }
     fields::port(findings, &format!("{path}.port.number"), Some(port.number));
     match port.kind() {
-        Some(ServerProtocol::Stream)
-            if port.protocol.eq_ignore_ascii_case("TLS") && passes_through(server) =>
-        {
-            Some(ServerProtocol::Stream)
-        }
-        Some(ServerProtocol::Stream) => {
+        Some(ServerProtocol::Tls) if !passes_through(server) => {
             findings.add(
                 format!("{path}.port.protocol"),
                 Reason::Unsupported(
-                    "TCP and MONGO servers are not served by Ambit's gateway yet, nor TLS but with `tls.mode: PASSTHROUGH`: use HTTP, HTTPS or TLS passed through",
+                    "a TLS server is served by Ambit's gateway only with `tls.mode: PASSTHROUGH` (terminating TLS into `tcp:` routes is not served yet): pass it through, or use HTTPS",
                 ),
             );
             None
@@ -132,6 +128,15 @@ fn check_tls(server: &Server, protocol: ServerProtocol, path: &str, findings: &m
                 ),
             );
         }
+        return;
+    }
+    if protocol == ServerProtocol::Tcp {
+        findings.add(
+            tls_path,
+            Reason::Conflict(
+                "a TCP server relays bytes as they come: remove `tls`, or use protocol TLS with `mode: PASSTHROUGH`".to_owned(),
+            ),
+        );
         return;
     }
     match tls.mode {

@@ -82,10 +82,44 @@ spec:
                 "{at}: spec.servers[1].port.protocol: port 443 is already served with another protocol or TLS mode by spec.servers[0]: one port, one protocol (TLS passed through or terminated, not both)"
             ),
             format!(
-                "{at}: spec.servers[2].port.protocol: TCP and MONGO servers are not served by Ambit's gateway yet, nor TLS but with `tls.mode: PASSTHROUGH`: use HTTP, HTTPS or TLS passed through"
+                "{at}: spec.servers[2].port.protocol: a TLS server is served by Ambit's gateway only with `tls.mode: PASSTHROUGH` (terminating TLS into `tcp:` routes is not served yet): pass it through, or use HTTPS"
             ),
         ]
     );
+}
+
+#[test]
+fn tcp_and_mongo_servers_relay_bytes_and_take_no_tls() {
+    let (lines, report) = diagnostics(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ['*']
+  - port: {number: 27017, name: mongo, protocol: MONGO}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-with-tls, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, protocol: TCP}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: tcp}
+",
+    );
+    assert_eq!(
+        lines,
+        [
+            "error: istio-system/tcp-with-tls (Gateway) in gw.yaml document 2: spec.servers[0].tls: a TCP server relays bytes as they come: remove `tls`, or use protocol TLS with `mode: PASSTHROUGH`"
+        ]
+    );
+    assert_eq!(report.model.gateways.len(), 1);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The ingress gateway's listeners: one per Gateway server port, opened and closed as
 //! the Gateways change, HTTP in the clear, HTTPS with the port's current TLS config
-//! (swapped in place when a certificate changes, without closing the port), or TLS
-//! passed through by SNI (the relay of `tls:` routes).
+//! (swapped in place when a certificate changes, without closing the port), or bytes
+//! relayed (TLS passed through by SNI, by `tls:` routes; TCP, by `tcp:` routes).
 
 use std::{
     collections::BTreeMap,
@@ -26,8 +26,8 @@ use crate::proxy::{Downstream, Engine, Peer, relay_connection, serve_connection}
 pub enum PortMode {
     Http,
     Https(Arc<ServerConfig>),
-    /// TLS relayed by SNI, not terminated.
-    Passthrough,
+    /// Bytes relayed: TLS by SNI, not terminated, or TCP by `tcp:` routes.
+    Relay,
 }
 
 /// A port that could not be opened.
@@ -185,7 +185,7 @@ async fn serve(stream: TcpStream, mode: PortMode, engine: Arc<Engine>, downstrea
                 return;
             }
         },
-        PortMode::Passthrough => {
+        PortMode::Relay => {
             relay_connection(stream, engine, downstream).await;
             return;
         }

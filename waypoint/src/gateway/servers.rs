@@ -1,6 +1,6 @@
 //! The servers of the Istio Gateways an ingress gateway serves, by port: which hosts
-//! each port accepts, whether it is HTTP, HTTPS or TLS passed through, and whether it
-//! redirects to HTTPS; and which VirtualServices bind to those Gateways.
+//! each port accepts, whether it is HTTP, HTTPS, TLS passed through or TCP, and whether
+//! it redirects to HTTPS; and which VirtualServices bind to those Gateways.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +22,8 @@ pub enum PortProtocol {
     Https,
     /// TLS forwarded by SNI without terminating it (`tls.mode: PASSTHROUGH`).
     Passthrough,
+    /// Bytes relayed by the bound VirtualServices' `tcp:` routes (`TCP`, `MONGO`).
+    Tcp,
 }
 
 /// One port's servers, merged.
@@ -40,6 +42,14 @@ impl PortServers {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.hosts.iter().any(|pattern| pattern.matches(&host))
     }
+
+    /// Whether a VirtualService for `host` (a pattern, as TCP routes have no host to
+    /// match) may route this port's connections: some name is both `host` and one the
+    /// servers accept.
+    #[must_use]
+    pub fn overlaps(&self, host: &HostPattern) -> bool {
+        self.hosts.iter().any(|pattern| pattern.overlaps(host))
+    }
 }
 
 /// Every port the Gateways listen on.
@@ -50,7 +60,7 @@ pub struct Servers {
 
 impl Servers {
     /// The servers of `gateways` (validated by the controller: ports in range, HTTP,
-    /// HTTPS, or TLS passed through; anything else is skipped).
+    /// HTTPS, TLS passed through or TCP; anything else is skipped).
     #[must_use]
     pub fn compile(gateways: &[Named<GatewaySpec>]) -> Self {
         let mut by_port: BTreeMap<u16, PortServers> = BTreeMap::new();
@@ -64,12 +74,13 @@ impl Servers {
                     .as_ref()
                     .is_some_and(|tls| tls.mode == Some(ServerTlsMode::Passthrough));
                 let protocol = match (server.port.kind(), passthrough) {
-                    (Some(ServerProtocol::Https | ServerProtocol::Stream), true) => {
+                    (Some(ServerProtocol::Https | ServerProtocol::Tls), true) => {
                         PortProtocol::Passthrough
                     }
                     (Some(ServerProtocol::Http), _) => PortProtocol::Http,
                     (Some(ServerProtocol::Https), false) => PortProtocol::Https,
-                    (Some(ServerProtocol::Stream), false) | (None, _) => continue,
+                    (Some(ServerProtocol::Tcp), _) => PortProtocol::Tcp,
+                    (Some(ServerProtocol::Tls), false) | (None, _) => continue,
                 };
                 let entry = by_port.entry(port).or_default();
                 entry.protocol = entry.protocol.max(protocol);
@@ -141,6 +152,8 @@ mod tests {
   hosts: [\"*\"]
   tls: {mode: PASSTHROUGH}
 - port: {number: 9000, protocol: TCP}
+  hosts: [\"shop/*\"]
+- port: {number: 9001, protocol: TLS}
   hosts: [\"*\"]
 ",
         )];
@@ -151,6 +164,7 @@ mod tests {
                 (80, PortProtocol::Http),
                 (443, PortProtocol::Https),
                 (8443, PortProtocol::Passthrough),
+                (9000, PortProtocol::Tcp),
                 (9443, PortProtocol::Passthrough)
             ]
         );
@@ -166,7 +180,11 @@ mod tests {
         assert!(http.accepts("api.example.org."));
         assert!(!http.accepts("example.com"));
         assert!(servers.on_port(443).expect("443").accepts("anything"));
-        assert!(servers.on_port(9000).is_none());
+        // TLS terminated into `tcp:` routes is not served (the controller refuses it).
+        assert!(servers.on_port(9001).is_none());
+        let tcp = servers.on_port(9000).expect("9000");
+        assert!(tcp.overlaps(&HostPattern::Any));
+        assert!(tcp.overlaps(&HostPattern::resolve("db", "shop")));
     }
 
     #[test]

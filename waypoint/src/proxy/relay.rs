@@ -1,7 +1,8 @@
 //! A connection to a service port declared TCP, relayed as bytes (L4): the service's
 //! `tls:` routes (by the SNI of the client's ClientHello, read first when there are
 //! any: `sni`) then `tcp:` routes pick a destination by weight (else the service
-//! itself), its cluster an endpoint by the DestinationRule's load balancer, and bytes
+//! itself); on an ingress gateway, a TLS passthrough port's by SNI, a TCP server's by
+//! the bound VirtualServices' `tcp:` routes; its cluster an endpoint by the DestinationRule's load balancer, and bytes
 //! are copied both ways until either side closes. Reported with Istio's TCP metrics and
 //! one access-log line.
 //!
@@ -27,6 +28,7 @@ use super::{
 };
 use crate::{
     flags::ResponseFlags,
+    gateway::servers::PortProtocol,
     matcher::connection::ConnectionView,
     table::{ActiveRequest, ConnectionSlot, Health, Overflow, RequestKeys, RouteTable, TcpPolicy},
     telemetry::tcp::TcpExchange,
@@ -99,10 +101,19 @@ where
     let activity = idle::Activity::new();
     let mut client = Counted::new(io, Arc::clone(&activity));
     // Routed by SNI: a service with `tls:` routes, or an ingress port passing TLS
-    // through (no service: the server name picks the VirtualService).
-    let hello = match downstream.service.as_deref() {
-        Some(service) if !table.routes_by_sni(service) => Inspected::default(),
-        _ => sni::inspect(&mut client).await,
+    // through (no service: the server name picks the VirtualService). Other
+    // connections are not read first: their server may be the one to speak first.
+    let by_sni = match downstream.service.as_deref() {
+        Some(service) => table.routes_by_sni(service),
+        None => table
+            .ingress()
+            .and_then(|servers| servers.on_port(downstream.destination.port()))
+            .is_some_and(|server| server.protocol == PortProtocol::Passthrough),
+    };
+    let hello = if by_sni {
+        sni::inspect(&mut client).await
+    } else {
+        Inspected::default()
     };
     let server_name = hello.server_name.as_deref();
     let connected = connect(&engine, &table, &downstream, server_name, &mut exchange).await;
@@ -178,10 +189,14 @@ async fn connect(
                 .is_some_and(|server| server.accepts(host))
         })
     };
-    let route = routing
-        .filter(|host| accepted(host))
-        .and_then(|host| table.tcp_route(host, &view))
-        .ok_or(RelayError::NoRoute { destination })?;
+    // An ingress TCP server's connections name no host: its bound `tcp:` routes decide.
+    let route = match routing {
+        Some(host) => Some(host)
+            .filter(|host| accepted(host))
+            .and_then(|host| table.tcp_route(host, &view)),
+        None => table.gateway_tcp_route(destination.port(), &view),
+    }
+    .ok_or(RelayError::NoRoute { destination })?;
     let target = route.targets.choose();
     exchange.routed(&route.name, &target.host);
     let cluster = target

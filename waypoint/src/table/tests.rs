@@ -453,6 +453,52 @@ tcp:
 }
 
 #[test]
+fn an_ingress_tcp_server_takes_the_first_bound_tcp_route_whose_hosts_it_accepts() {
+    let mut config = echo_config("{hosts: [echo]}");
+    config.virtual_services = vec![
+        named(
+            "echo",
+            "{hosts: ['*'], gateways: [public], tcp: [{match: [{port: 31400}], route: [{destination: {host: echo, subset: v1}}]}]}",
+        ),
+        named(
+            "other",
+            "{hosts: [other.example.com], gateways: [public], tcp: [{route: [{destination: {host: echo}}]}]}",
+        ),
+        named(
+            "db",
+            "{hosts: [db.example.com], gateways: [public], tcp: [{route: [{destination: {host: echo, subset: v2}}]}]}",
+        ),
+    ];
+    config.role = Role::Ingress(vec![named(
+        "public",
+        "servers:
+- {port: {number: 31400, protocol: TCP}, hosts: ['*']}
+- {port: {number: 31401, protocol: MONGO}, hosts: [db.example.com]}
+- {port: {number: 80, protocol: HTTP}, hosts: ['*']}",
+    )]);
+    let table = RouteTable::compile(&config).expect("compiles");
+    let route_on = |port| {
+        table
+            .gateway_tcp_route(port, &connection(port))
+            .map(|route| route.name.clone())
+    };
+    assert_eq!(route_on(31400).as_deref(), Some("shop/echo#tcp.0"));
+    assert_eq!(
+        route_on(31401).as_deref(),
+        Some("shop/db#tcp.0"),
+        "`other` is not for a host the server accepts"
+    );
+    assert_eq!(route_on(80), None, "an HTTP server relays nothing");
+    config.role = Role::Waypoint;
+    let waypoint = RouteTable::compile(&config).expect("compiles");
+    assert!(
+        waypoint
+            .gateway_tcp_route(31400, &connection(31400))
+            .is_none()
+    );
+}
+
+#[test]
 fn bad_tcp_routes_are_reported_with_their_paths() {
     let errors = RouteTable::compile(&echo_config(
         "
