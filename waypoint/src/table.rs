@@ -147,6 +147,9 @@ impl Problem {
 /// The routes of one VirtualService (or of one service's default routes).
 #[derive(Debug)]
 struct VirtualHost {
+    /// On an ingress gateway, the Gateways the VirtualService binds to (`ns/name`): it
+    /// applies only on their servers' ports. Empty on a waypoint.
+    bound_to: Vec<String>,
     routes: Vec<Route>,
     /// `tls:` routes, chosen by SNI before the `tcp:` ones.
     tls_routes: Vec<TcpRoute>,
@@ -168,8 +171,9 @@ impl VirtualHost {
 pub struct RouteTable {
     namespace: String,
     virtual_hosts: Vec<VirtualHost>,
-    /// VirtualService hosts by name; the first object naming a host wins.
-    exact_hosts: HashMap<String, usize>,
+    /// VirtualService hosts by name, in order: the first object naming a host that
+    /// applies on the port wins.
+    exact_hosts: HashMap<String, Vec<usize>>,
     /// Wildcard VirtualService hosts, most specific first.
     wildcard_hosts: Vec<(HostPattern, usize)>,
     /// Services by FQDN, for requests no VirtualService covers.
@@ -220,15 +224,16 @@ impl RouteTable {
             trace_sampling_percent: trace_sampling(config, &mut errors),
             ignored,
         };
-        let bound = config
-            .virtual_services
-            .iter()
-            .filter(|vs| match &config.role {
-                Role::Waypoint => applies_to_mesh(&vs.spec),
-                Role::Ingress(gateways) => servers::binds(vs, gateways),
-            });
-        for vs in bound {
-            table.add_virtual_service(vs, &clusters, &mut errors);
+        for vs in &config.virtual_services {
+            let bound_to = match &config.role {
+                Role::Waypoint if applies_to_mesh(&vs.spec) => Vec::new(),
+                Role::Ingress(gateways) => match servers::bound_gateways(vs, gateways) {
+                    bound if !bound.is_empty() => bound,
+                    _ => continue,
+                },
+                Role::Waypoint => continue,
+            };
+            table.add_virtual_service(vs, bound_to, &clusters, &mut errors);
         }
         table
             .wildcard_hosts
@@ -238,6 +243,7 @@ impl RouteTable {
             let index = table.virtual_hosts.len();
             let all = clusters.get(&host, "");
             table.virtual_hosts.push(VirtualHost {
+                bound_to: Vec::new(),
                 routes: vec![Route::service_default(&host, all.clone())],
                 tls_routes: Vec::new(),
                 tcp_routes: vec![TcpRoute::service_default(&host, all)],
@@ -261,6 +267,7 @@ impl RouteTable {
     fn add_virtual_service(
         &mut self,
         vs: &Named<VirtualServiceSpec>,
+        bound_to: Vec<String>,
         clusters: &ClusterIndex,
         errors: &mut Vec<ConfigError>,
     ) {
@@ -312,6 +319,7 @@ impl RouteTable {
             self.gateway_tcp.push((hosts.clone(), index));
         }
         self.virtual_hosts.push(VirtualHost {
+            bound_to,
             routes,
             tls_routes,
             tcp_routes,
@@ -319,18 +327,19 @@ impl RouteTable {
         for host in hosts {
             match host {
                 HostPattern::Exact(name) => {
-                    self.exact_hosts.entry(name).or_insert(index);
+                    self.exact_hosts.entry(name).or_default().push(index);
                 }
                 wildcard => self.wildcard_hosts.push((wildcard, index)),
             }
         }
     }
 
-    /// The routes for a request to `authority` (`Host` / `:authority`), or `None` when
-    /// no VirtualService or service has that name (Envoy's `NR`).
+    /// The routes for a request to `authority` (`Host` / `:authority`) on `port` (the
+    /// ingress gateway's listener; a waypoint's routes hold on every port), or `None`
+    /// when no VirtualService or service has that name (Envoy's `NR`).
     #[must_use]
-    pub fn routes(&self, authority: &str) -> Option<&[Route]> {
-        self.virtual_host(authority)
+    pub fn routes(&self, authority: &str, port: u16) -> Option<&[Route]> {
+        self.virtual_host(authority, port)
             .map(|host| host.routes.as_slice())
     }
 
@@ -341,12 +350,12 @@ impl RouteTable {
         self.tcp_ports.contains(&(service.to_owned(), port))
     }
 
-    /// Whether a connection to `service` (FQDN) must be inspected for the server name
-    /// its TLS client asks for: its VirtualService has `tls:` routes. Others are not
-    /// read before they are relayed (the server may be the one to speak first).
+    /// Whether a connection to `service` (FQDN) on `port` must be inspected for the
+    /// server name its TLS client asks for: its VirtualService has `tls:` routes. Others
+    /// are not read before they are relayed (the server may be the one to speak first).
     #[must_use]
-    pub fn routes_by_sni(&self, service: &str) -> bool {
-        self.virtual_host(service)
+    pub fn routes_by_sni(&self, service: &str, port: u16) -> bool {
+        self.virtual_host(service, port)
             .is_some_and(|host| !host.tls_routes.is_empty())
     }
 
@@ -356,10 +365,13 @@ impl RouteTable {
     /// `NR`).
     #[must_use]
     pub fn tcp_route(&self, service: &str, connection: &ConnectionView<'_>) -> Option<&TcpRoute> {
-        self.virtual_host(service)
+        self.virtual_host(service, connection.port)
             .and_then(|host| host.tcp_route(connection))
             .or_else(|| {
-                let index = self.service_defaults.get(service)?;
+                let index = self
+                    .ingress
+                    .is_none()
+                    .then(|| self.service_defaults.get(service))??;
                 self.virtual_hosts[*index].tcp_route(connection)
             })
     }
@@ -380,26 +392,25 @@ impl RouteTable {
         }
         self.gateway_tcp
             .iter()
-            .filter(|(hosts, _)| hosts.iter().any(|host| server.overlaps(host)))
-            .find_map(|(_, index)| {
-                self.virtual_hosts[*index]
-                    .tcp_routes
-                    .iter()
-                    .find(|route| route.matches(connection))
+            .map(|(hosts, index)| (hosts, &self.virtual_hosts[*index]))
+            .filter(|(hosts, vs)| {
+                server.binds_any(&vs.bound_to) && hosts.iter().any(|host| server.overlaps(host))
             })
+            .find_map(|(_, vs)| vs.tcp_routes.iter().find(|route| route.matches(connection)))
     }
 
-    /// The VirtualService (or service default) for `authority`.
-    fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+    /// The VirtualService (or service default) for `authority` on `port`.
+    fn virtual_host(&self, authority: &str, port: u16) -> Option<&VirtualHost> {
         let names = candidates(&authority_host(authority), &self.namespace);
+        let applies = |index: &usize| self.applies_on(&self.virtual_hosts[*index], port);
         let index = names
             .iter()
-            .find_map(|name| self.exact_hosts.get(name))
+            .find_map(|name| self.exact_hosts.get(name)?.iter().find(|i| applies(i)))
             .or_else(|| {
                 names.iter().find_map(|name| {
                     self.wildcard_hosts
                         .iter()
-                        .find(|(pattern, _)| pattern.matches(name))
+                        .find(|(pattern, index)| pattern.matches(name) && applies(index))
                         .map(|(_, index)| index)
                 })
             })
@@ -412,6 +423,16 @@ impl RouteTable {
                 })?
             })?;
         Some(&self.virtual_hosts[*index])
+    }
+
+    /// Whether `host`'s routes hold on `port`: always on a waypoint; on an ingress
+    /// gateway, when its VirtualService binds to a Gateway with a server on the port.
+    fn applies_on(&self, host: &VirtualHost, port: u16) -> bool {
+        self.ingress.as_ref().is_none_or(|servers| {
+            servers
+                .on_port(port)
+                .is_some_and(|server| server.binds_any(&host.bound_to))
+        })
     }
 
     /// The service (FQDN) a request to `authority` is addressed to, if the waypoint

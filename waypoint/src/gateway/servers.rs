@@ -33,6 +33,8 @@ pub struct PortServers {
     /// Every request is answered with a 301 to `https://` (`tls.httpsRedirect`).
     pub https_redirect: bool,
     hosts: Vec<HostPattern>,
+    /// The Gateways with a server on the port, as `namespace/name`.
+    gateways: Vec<String>,
 }
 
 impl PortServers {
@@ -41,6 +43,14 @@ impl PortServers {
     pub fn accepts(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.hosts.iter().any(|pattern| pattern.matches(&host))
+    }
+
+    /// Whether a VirtualService bound to `bound` (Gateways as `namespace/name`) routes
+    /// this port's traffic: it binds to a Gateway with a server here, as Istio builds
+    /// each port's routes from the VirtualServices of that port's Gateways only.
+    #[must_use]
+    pub fn binds_any(&self, bound: &[String]) -> bool {
+        bound.iter().any(|gateway| self.gateways.contains(gateway))
     }
 
     /// Whether a VirtualService for `host` (a pattern, as TCP routes have no host to
@@ -88,6 +98,10 @@ impl Servers {
                 entry.hosts.extend(server.hosts.iter().map(|host| {
                     HostPattern::resolve(split_server_host(host).1, &gateway.namespace)
                 }));
+                let key = gateway.key();
+                if !entry.gateways.contains(&key) {
+                    entry.gateways.push(key);
+                }
             }
         }
         Self { by_port }
@@ -107,18 +121,24 @@ impl Servers {
     }
 }
 
-/// Whether `vs` binds to one of `gateways`: it names one in `gateways:` as
-/// `namespace/name`, or as `name` from the Gateway's own namespace.
+/// The Gateways of `gateways` that `vs` binds to, as `namespace/name`: those it names in
+/// `gateways:` as `namespace/name`, or as `name` from its own namespace.
 #[must_use]
-pub fn binds(vs: &Named<VirtualServiceSpec>, gateways: &[Named<GatewaySpec>]) -> bool {
-    vs.spec.gateways.iter().any(|reference| {
+pub fn bound_gateways(
+    vs: &Named<VirtualServiceSpec>,
+    gateways: &[Named<GatewaySpec>],
+) -> Vec<String> {
+    let names = |gateway: &Named<GatewaySpec>, reference: &String| {
         let (namespace, name) = reference
             .split_once('/')
             .unwrap_or((vs.namespace.as_str(), reference.as_str()));
-        gateways
-            .iter()
-            .any(|gateway| gateway.namespace == namespace && gateway.name == name)
-    })
+        gateway.namespace == namespace && gateway.name == name
+    };
+    gateways
+        .iter()
+        .filter(|gateway| vs.spec.gateways.iter().any(|r| names(gateway, r)))
+        .map(Named::key)
+        .collect()
 }
 
 #[cfg(test)]
@@ -189,7 +209,11 @@ mod tests {
 
     #[test]
     fn a_virtual_service_binds_by_qualified_or_same_namespace_name() {
-        let gateways = [gateway("servers: []")];
+        let other = Named {
+            name: "admin".into(),
+            ..gateway("servers: []")
+        };
+        let gateways = [gateway("servers: []"), other];
         let vs = |namespace: &str, bound: &[&str]| Named {
             namespace: namespace.into(),
             name: "web".into(),
@@ -198,10 +222,17 @@ mod tests {
                 ..VirtualServiceSpec::default()
             },
         };
-        assert!(binds(&vs("shop", &["istio-system/ingress"]), &gateways));
-        assert!(binds(&vs("istio-system", &["ingress"]), &gateways));
-        assert!(!binds(&vs("shop", &["ingress"]), &gateways));
-        assert!(!binds(&vs("shop", &["mesh"]), &gateways));
-        assert!(!binds(&vs("shop", &[]), &gateways));
+        let bound = |vs| bound_gateways(&vs, &gateways);
+        assert_eq!(
+            bound(vs("shop", &["istio-system/ingress"])),
+            ["istio-system/ingress"]
+        );
+        assert_eq!(
+            bound(vs("istio-system", &["admin", "ingress", "mesh"])),
+            ["istio-system/ingress", "istio-system/admin"]
+        );
+        assert!(bound(vs("shop", &["ingress"])).is_empty());
+        assert!(bound(vs("shop", &["mesh"])).is_empty());
+        assert!(bound(vs("shop", &[])).is_empty());
     }
 }

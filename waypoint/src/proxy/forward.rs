@@ -146,7 +146,7 @@ async fn dispatch(
         gateways: table.bound_as(),
     };
     let Some((route, matched)) = table
-        .routes(routing)
+        .routes(routing, port)
         .and_then(|routes| routes.iter().find_map(|r| Some((r, r.matched(&view)?))))
     else {
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);

@@ -104,7 +104,7 @@ where
     // through (no service: the server name picks the VirtualService). Other
     // connections are not read first: their server may be the one to speak first.
     let by_sni = match downstream.service.as_deref() {
-        Some(service) => table.routes_by_sni(service),
+        Some(service) => table.routes_by_sni(service, downstream.destination.port()),
         None => table
             .ingress()
             .and_then(|servers| servers.on_port(downstream.destination.port()))

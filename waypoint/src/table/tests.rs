@@ -32,7 +32,7 @@ fn service(name: &str) -> Service {
 
 fn route_names(table: &RouteTable, authority: &str) -> Vec<String> {
     table
-        .routes(authority)
+        .routes(authority, 80)
         .unwrap_or_else(|| panic!("expected routes for `{authority}`"))
         .iter()
         .map(|r| r.name.clone())
@@ -60,7 +60,7 @@ fn an_exact_host_beats_a_wildcard_which_beats_the_service_default() {
     let table = RouteTable::compile(&config).expect("compiles");
     assert_eq!(route_names(&table, "reviews:9080"), ["shop/reviews#exact"]);
     assert_eq!(route_names(&table, "ratings"), ["shop/all-shop#wild"]);
-    assert!(table.routes("unknown.example.com").is_none());
+    assert!(table.routes("unknown.example.com", 80).is_none());
 }
 
 #[test]
@@ -233,8 +233,76 @@ fn a_virtual_service_routes_where_it_is_bound_mesh_or_gateway() {
     assert_eq!(route_names(&table, "reviews"), ["shop/ingress#gw"]);
     assert_eq!(route_names(&table, "ratings"), ["shop/both#mesh"]);
     assert!(
-        table.routes("details").is_none(),
+        table.routes("details", 80).is_none(),
         "an ingress gateway has no default routes"
+    );
+}
+
+#[test]
+fn on_an_ingress_gateway_each_port_takes_the_virtual_services_of_its_own_gateways() {
+    let gateway = |name: &str, ports: &str| Named {
+        namespace: "istio-system".into(),
+        name: name.into(),
+        spec: serde_yaml_ng::from_str(&format!("servers: {ports}")).expect("a Gateway"),
+    };
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews"), service("ratings")],
+        virtual_services: vec![
+            named(
+                "public",
+                "{hosts: ['*'], gateways: [istio-system/public], http: [{name: public, route: [{destination: {host: reviews}}]}]}",
+            ),
+            named(
+                "admin",
+                "{hosts: ['*'], gateways: [istio-system/admin], http: [{name: admin, route: [{destination: {host: ratings}}]}]}",
+            ),
+            named(
+                "both",
+                "{hosts: [both.example.com], gateways: [istio-system/admin, istio-system/public], http: [{name: both, route: [{destination: {host: ratings}}]}]}",
+            ),
+        ],
+        role: Role::Ingress(vec![
+            gateway(
+                "public",
+                "[{port: {number: 80, protocol: HTTP}, hosts: ['*']}, {port: {number: 8000, protocol: HTTP}, hosts: ['*']}]",
+            ),
+            gateway(
+                "admin",
+                "[{port: {number: 8080, protocol: HTTP}, hosts: ['*']}, {port: {number: 8000, protocol: HTTP}, hosts: ['*']}]",
+            ),
+        ]),
+        ..Config::default()
+    };
+    let table = RouteTable::compile(&config).expect("compiles");
+    let route = |host: &str, port| {
+        table
+            .routes(host, port)
+            .map(|routes| routes[0].name.clone())
+    };
+    assert_eq!(
+        route("shop.example.com", 80).as_deref(),
+        Some("shop/public#public")
+    );
+    assert_eq!(
+        route("shop.example.com", 8080).as_deref(),
+        Some("shop/admin#admin")
+    );
+    assert_eq!(
+        route("shop.example.com", 8000).as_deref(),
+        Some("shop/public#public"),
+        "a port both Gateways share: the first VirtualService in order"
+    );
+    for port in [80, 8080] {
+        assert_eq!(
+            route("both.example.com", port).as_deref(),
+            Some("shop/both#both")
+        );
+    }
+    assert_eq!(
+        route("shop.example.com", 9999),
+        None,
+        "no Gateway listens there"
     );
 }
 
@@ -424,7 +492,7 @@ tcp:
 ",
     ))
     .expect("compiles");
-    assert!(table.routes_by_sni(ECHO));
+    assert!(table.routes_by_sni(ECHO, 9000));
     let route_for = |sni: Option<&str>, port| {
         let view = ConnectionView {
             sni,
@@ -447,7 +515,7 @@ tcp:
     assert_eq!(route_for(None, 9000).as_deref(), Some("shop/echo#tcp.0"));
     let plain = RouteTable::compile(&echo_config("{hosts: [echo]}")).expect("compiles");
     assert!(
-        !plain.routes_by_sni(ECHO),
+        !plain.routes_by_sni(ECHO, 9000),
         "no tls routes: nothing is read first"
     );
 }
