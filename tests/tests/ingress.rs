@@ -10,7 +10,8 @@
 //! (`tls.mode: PASSTHROUGH`): a VirtualService `tls:` route sends it by SNI to service
 //! `secure`, whose pod terminates it with its own certificate (`openssl s_server`). A
 //! fifth, on 31400, is TCP (Istio's tcp-echo example): a `tcp:` route relays it to
-//! service `echo`, whose server speaks first.
+//! service `echo`, whose server speaks first. `/legacy` goes to subset `v1` of service
+//! `legacy`, whose pods are outside the mesh: reached in plain TCP, picked by label.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -37,6 +38,7 @@ struct Ingress {
     _net: TestNet,
     _meshes: Vec<MeshNode>,
     _app: Pod,
+    _legacy: Vec<Pod>,
     _waypoint_pod: Pod,
     waypoint: ChildGuard,
     client: Pod,
@@ -62,6 +64,45 @@ impl Ingress {
             openssl::serve(&app_pod, SECURE_PORT, SECURE_HOST, net.dir())?,
             app::serve(&app_pod, SocketAddr::from(([0; 4], ECHO_PORT)))?,
         ];
+        let mut legacy = Vec::new();
+        for version in ["v1", "v2"] {
+            let pod = n2.add_pod(
+                PodSpec::new("outside", &format!("legacy-{version}"))
+                    .label("app", "legacy")
+                    .label("version", version),
+            )?;
+            let listen = SocketAddr::from(([0; 4], APP_PORT));
+            processes.push(app::http_serve(&pod, listen, &format!("legacy-{version}"))?);
+            legacy.push(pod);
+        }
+        net.write_manifest(
+            "legacy.yaml",
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": "legacy", "namespace": "outside" },
+                "spec": {
+                    "clusterIP": "198.19.200.34",
+                    "selector": { "app": "legacy" },
+                    "ports": [{ "name": "http", "port": 80, "targetPort": APP_PORT }],
+                },
+            }),
+        )?;
+        net.write_manifest(
+            "legacy-destination-rule.yaml",
+            &json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": { "name": "legacy", "namespace": "outside" },
+                "spec": {
+                    "host": "legacy",
+                    "subsets": [
+                        { "name": "v1", "labels": { "version": "v1" } },
+                        { "name": "v2", "labels": { "version": "v2" } },
+                    ],
+                },
+            }),
+        )?;
         let gateway_pod = n1.add_pod(
             PodSpec::new("istio-system", "ingress-0")
                 .service_account(GATEWAY_ACCOUNT)
@@ -203,6 +244,13 @@ impl Ingress {
                     "gateways": ["istio-system/public"],
                     "http": [
                         {
+                            "match": [{ "uri": { "prefix": "/legacy" } }],
+                            "route": [{ "destination": {
+                                "host": "legacy.outside.svc.cluster.local",
+                                "subset": "v1",
+                            } }],
+                        },
+                        {
                             "match": [{ "uri": { "prefix": "/via-waypoint" } }],
                             "route": [{ "destination": { "host": "app-waypointed" } }],
                         },
@@ -225,6 +273,7 @@ impl Ingress {
             _net: net,
             _meshes: meshes,
             _app: app_pod,
+            _legacy: legacy,
             _waypoint_pod: waypoint_pod,
             waypoint,
             client,
@@ -307,6 +356,22 @@ fn the_ingress_gateway_serves_http_https_redirects_tls_and_tcp() -> Result<()> {
         let presented = shown(name)?;
         ensure!(presented.is_none(), "SNI {name}: shown {presented:?}");
     }
+
+    // A subset of a service outside the mesh: its pods' labels are known, in plain TCP.
+    let report = app::http_call(
+        &ingress.client,
+        to,
+        app::HttpCall {
+            path: "/legacy",
+            count: 10,
+            ..app::HttpCall::default()
+        },
+    )?;
+    ensure!(
+        report.bodies.get("legacy-v1") == Some(&10),
+        "/legacy to subset v1 outside the mesh: {report:?}\n{}",
+        logs()
+    );
 
     // TCP on 31400, relayed to `echo` at once: its server speaks first, so a gateway
     // waiting for a TLS ClientHello (up to 15 s) would miss the 5 s timeout.

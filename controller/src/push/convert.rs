@@ -42,7 +42,23 @@ pub fn peer(workload: &Workload) -> Option<pb::Resource> {
     if !workload.decision.enrols() || workload.ips.is_empty() {
         return None;
     }
-    Some(resource(
+    Some(peer_resource(workload, identity.to_string()))
+}
+
+/// A workload as a waypoint or gateway knows an endpoint: a mesh workload as [`peer`]
+/// does; one outside the mesh with no identity (it is dialled in plain TCP), for its
+/// labels to pick subsets and its locality to weigh it, as Istio's endpoints carry
+/// them for every pod. `None` without an address.
+#[must_use]
+pub fn endpoint_peer(workload: &Workload) -> Option<pb::Resource> {
+    if workload.decision.enrols() {
+        return peer(workload);
+    }
+    (!workload.ips.is_empty()).then(|| peer_resource(workload, String::new()))
+}
+
+fn peer_resource(workload: &Workload, identity: String) -> pb::Resource {
+    resource(
         "peer",
         &workload.namespace,
         &workload.name,
@@ -51,11 +67,11 @@ pub fn peer(workload: &Workload) -> Option<pb::Resource> {
             name: workload.name.clone(),
             node: workload.node.clone().unwrap_or_default(),
             ips: workload.ips.iter().map(ToString::to_string).collect(),
-            identity: identity.to_string(),
+            identity,
             labels: workload.labels.clone().into_iter().collect(),
             locality: Some((&workload.locality).into()),
         }),
-    ))
+    )
 }
 
 /// A service with its endpoints and, when it uses one, its waypoint as `waypoints` knows

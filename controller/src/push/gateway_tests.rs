@@ -59,6 +59,8 @@ fn only_the_node_of_a_selected_gateway_pod_gets_its_credential() {
         [
             "credential/istio-system/shop-cert",
             "gateway/istio-system/public",
+            // Outside the mesh: known by its labels, with no identity.
+            "peer/istio-system/ingress-0",
             "workload/istio-system/ingress-0",
         ]
     );
@@ -81,11 +83,14 @@ fn only_the_node_of_a_selected_gateway_pod_gets_its_credential() {
 
     assert_eq!(
         keys(&mesh, SubscriberKind::Gateway, "n2"),
-        ["gateway/istio-system/public"]
+        ["gateway/istio-system/public", "peer/istio-system/ingress-0"]
     );
     assert_eq!(
         keys(&mesh, SubscriberKind::Waypoint, "n1"),
-        ["workload/istio-system/ingress-0"],
+        [
+            "peer/istio-system/ingress-0",
+            "workload/istio-system/ingress-0"
+        ],
         "a waypoint gets its node's workloads (for its own locality), no key"
     );
     assert!(

@@ -27,8 +27,8 @@ pub struct Subscriber {
 ///   HBONE and check the peer); every service (VIPs, ports, endpoints, waypoint); every
 ///   AuthorizationPolicy and PeerAuthentication in their L4 form (ztunnel matches
 ///   selectors against its own workloads' labels);
-/// - **WAYPOINT** on node N: every service, every mesh peer (with its labels, for
-///   subsets, and its locality), every accepted route (VirtualService, DestinationRule)
+/// - **WAYPOINT** on node N: every service, every peer (with its labels, for subsets,
+///   and its locality; a workload outside the mesh too, without an identity), every accepted route (VirtualService, DestinationRule)
 ///   and every policy a waypoint enforces (AuthorizationPolicy with `targetRefs`,
 ///   RequestAuthentication) — not yet narrowed to the waypoint's namespace — and the
 ///   workloads on N (the waypoint finds its own pod's locality among them);
@@ -70,7 +70,8 @@ pub enum Entry<'a> {
 pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resource> {
     use SubscriberKind::{Gateway, Waypoint, Ztunnel};
     match (kind, entry) {
-        (Ztunnel | Waypoint | Gateway, Entry::Workload(workload)) => convert::peer(workload),
+        (Ztunnel, Entry::Workload(workload)) => convert::peer(workload),
+        (Waypoint | Gateway, Entry::Workload(workload)) => convert::endpoint_peer(workload),
         (Ztunnel | Waypoint | Gateway, Entry::Service(service, waypoints)) => {
             Some(convert::service(service, waypoints))
         }
@@ -188,6 +189,7 @@ mod tests {
             keys(SubscriberKind::Waypoint, "any"),
             [
                 "destinationrule/shop/cart",
+                "peer/plain/legacy",
                 "peer/shop/cart",
                 "peer/shop/cart-2",
                 "peer/shop/web",
@@ -215,6 +217,23 @@ mod tests {
         assert_eq!(peer.ips, ["10.0.1.1"]);
         assert_eq!(peer.identity, "spiffe://cluster.local/ns/shop/sa/default");
         assert_eq!(peer.node, "node-b");
+    }
+
+    #[test]
+    fn a_waypoint_knows_a_workload_outside_the_mesh_by_its_labels_without_identity() {
+        let subscriber = Subscriber {
+            node: "node-a".to_owned(),
+            kind: SubscriberKind::Gateway,
+        };
+        let selected = select(&fixture(), &subscriber);
+        let Some(ambit_api::config::resource::Kind::Peer(peer)) =
+            &selected["peer/plain/legacy"].kind
+        else {
+            panic!("no peer for plain/legacy: {selected:?}");
+        };
+        assert_eq!(peer.identity, "");
+        assert_eq!(peer.labels.get("app").map(String::as_str), Some("cart"));
+        assert!(!peer.ips.is_empty());
     }
 }
 

@@ -133,22 +133,25 @@ fn compile(
     let mut workloads: HashMap<IpAddr, Peer> = HashMap::new();
     for (key, resource) in resources {
         if let Some(Kind::Peer(peer)) = &resource.kind {
-            let identity =
-                peer.identity
-                    .parse::<Identity>()
-                    .map_err(|source| StateError::Identity {
-                        key: key.clone(),
-                        source,
-                    })?;
+            // No identity: a workload outside the mesh, dialled in plain TCP.
+            let identity = (!peer.identity.is_empty())
+                .then(|| peer.identity.parse::<Identity>())
+                .transpose()
+                .map_err(|source| StateError::Identity {
+                    key: key.clone(),
+                    source,
+                })?;
             for ip in ips(key, &peer.ips)? {
-                view.identities.insert(ip, identity.clone());
                 let labels: BTreeMap<String, String> = peer.labels.clone().into_iter().collect();
-                mesh_workloads.push(MeshWorkload {
-                    ip,
-                    namespace: peer.namespace.clone(),
-                    name: peer.name.clone(),
-                    labels: labels.clone(),
-                });
+                if let Some(identity) = &identity {
+                    view.identities.insert(ip, identity.clone());
+                    mesh_workloads.push(MeshWorkload {
+                        ip,
+                        namespace: peer.namespace.clone(),
+                        name: peer.name.clone(),
+                        labels: labels.clone(),
+                    });
+                }
                 workloads.insert(
                     ip,
                     Peer {
