@@ -3,8 +3,8 @@
 //!
 //! n1 holds the clients and the proxies, n2 the HTTP servers (`pod-app http`, each
 //! answering its version):
-//! - plain pods `web-v1`..`web-v3` (no mesh): the direct path's server and nginx's
-//!   upstreams;
+//! - plain pods `web-v1`..`web-v3` (no mesh) behind Service `web`: the direct path's
+//!   server, nginx's upstreams, and the ingress gateway's on its second port;
 //! - enrolled pods in `shop`: `app-v1`..`app-v3` behind Service `app` ([`APP_VIP`],
 //!   labelled `istio.io/use-waypoint: waypoint`, so mesh clients reach it through the
 //!   waypoint), and `edge-v1`..`edge-v3` behind `app-edge` ([`EDGE_VIP`], no waypoint:
@@ -15,8 +15,9 @@
 //! - the waypoint's pod (Gateway `waypoint`, class `istio-waypoint`) with a
 //!   VirtualService for `app`, and the ingress gateway's pod (`istio: ingressgateway`
 //!   in `istio-system`, an Istio Gateway with an HTTP server on port 80) with a
-//!   VirtualService bound to it for `app-edge`. Both VirtualServices route `/v1`, `/v2`,
-//!   `/v3` (prefixes) to the subsets of the same names.
+//!   VirtualService bound to it for `app-edge`; a second Gateway, on port 8080, with a
+//!   VirtualService for `web`. Every VirtualService routes `/v1`, `/v2`, `/v3`
+//!   (prefixes) to the subsets of the same names.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -34,9 +35,12 @@ pub const APP_PORT: u16 = 8080;
 /// The Services' VIPs and port.
 pub const APP_VIP: [u8; 4] = [198, 19, 200, 20];
 pub const EDGE_VIP: [u8; 4] = [198, 19, 200, 21];
+pub const WEB_VIP: [u8; 4] = [198, 19, 200, 22];
 pub const SERVICE_PORT: u16 = 80;
 /// The ingress gateway's HTTP port (its Istio Gateway's server).
 pub const INGRESS_PORT: u16 = 80;
+/// The ingress gateway's port routing to the plain pods (a second Gateway's server).
+pub const INGRESS_PLAIN_PORT: u16 = 8080;
 const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
 /// Access logs off, as in Istio's default install (and in the nginx config).
 const PROXY_LOG: &str = "info,access=off";
@@ -80,7 +84,11 @@ impl Cluster {
         let mut web = Vec::new();
         let mut apps = Vec::new();
         for version in VERSIONS {
-            let plain = n2.add_pod(PodSpec::new("plain", &format!("web-{version}")))?;
+            let plain = n2.add_pod(
+                PodSpec::new("plain", &format!("web-{version}"))
+                    .label("app", "web")
+                    .label("version", version),
+            )?;
             let enrolled = |app: &str| {
                 n2.add_pod(
                     PodSpec::new("shop", &format!("{app}-{version}"))
@@ -101,7 +109,11 @@ impl Cluster {
         // The CA reads which pods run where when it starts: after the pods.
         processes.extend(control.start(&net)?);
         let waypoint = control.start_waypoint(&waypoint_pod, "waypoint")?;
-        let ingress = control.start_ingress(&ingress_pod, GATEWAY_ACCOUNT, &[INGRESS_PORT])?;
+        let ingress = control.start_ingress(
+            &ingress_pod,
+            GATEWAY_ACCOUNT,
+            &[INGRESS_PORT, INGRESS_PLAIN_PORT],
+        )?;
         Ok(Self {
             meshes,
             client,
@@ -156,9 +168,10 @@ impl Cluster {
 
 /// The Services, DestinationRules, Gateways and VirtualServices.
 fn write_config(net: &TestNet) -> Result<()> {
-    for (name, app, vip, waypoint) in [
-        ("app", "app", APP_VIP, true),
-        ("app-edge", "edge", EDGE_VIP, false),
+    for (namespace, name, app, vip, waypoint) in [
+        ("shop", "app", "app", APP_VIP, true),
+        ("shop", "app-edge", "edge", EDGE_VIP, false),
+        ("plain", "web", "web", WEB_VIP, false),
     ] {
         let labels = if waypoint {
             json!({ "istio.io/use-waypoint": "waypoint" })
@@ -170,7 +183,7 @@ fn write_config(net: &TestNet) -> Result<()> {
             &json!({
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": { "name": name, "namespace": "shop", "labels": labels },
+                "metadata": { "name": name, "namespace": namespace, "labels": labels },
                 "spec": {
                     "clusterIP": std::net::Ipv4Addr::from(vip).to_string(),
                     "selector": { "app": app },
@@ -186,7 +199,7 @@ fn write_config(net: &TestNet) -> Result<()> {
             &format!("destination-rule-{name}.yaml"),
             &istio(
                 "DestinationRule",
-                "shop",
+                namespace,
                 name,
                 json!({ "host": name, "subsets": subsets }),
             ),
@@ -205,6 +218,34 @@ fn write_config(net: &TestNet) -> Result<()> {
                     "port": { "number": INGRESS_PORT, "name": "http", "protocol": "HTTP" },
                     "hosts": ["*"],
                 }],
+            }),
+        ),
+    )?;
+    net.write_manifest(
+        "gateway-plain.yaml",
+        &istio(
+            "Gateway",
+            "istio-system",
+            "plain",
+            json!({
+                "selector": { "istio": "ingressgateway" },
+                "servers": [{
+                    "port": { "number": INGRESS_PLAIN_PORT, "name": "http", "protocol": "HTTP" },
+                    "hosts": ["*"],
+                }],
+            }),
+        ),
+    )?;
+    net.write_manifest(
+        "virtual-service-web.yaml",
+        &istio(
+            "VirtualService",
+            "plain",
+            "web",
+            json!({
+                "hosts": ["*"],
+                "gateways": ["istio-system/plain"],
+                "http": routes("web"),
             }),
         ),
     )?;
