@@ -4,7 +4,7 @@
 //! n1 holds the clients and the proxies, n2 the HTTP servers (`pod-app http`, each
 //! answering its version):
 //! - plain pods `web-v1`..`web-v3` (no mesh) behind Service `web`: the direct path's
-//!   server, nginx's upstreams, and the ingress gateway's on its second port;
+//!   server, nginx's upstreams, and the second ingress gateway's;
 //! - enrolled pods in `shop`: `app-v1`..`app-v3` behind Service `app` ([`APP_VIP`],
 //!   labelled `istio.io/use-waypoint: waypoint`, so mesh clients reach it through the
 //!   waypoint), and `edge-v1`..`edge-v3` behind `app-edge` ([`EDGE_VIP`], no waypoint:
@@ -15,9 +15,10 @@
 //! - the waypoint's pod (Gateway `waypoint`, class `istio-waypoint`) with a
 //!   VirtualService for `app`, and the ingress gateway's pod (`istio: ingressgateway`
 //!   in `istio-system`, an Istio Gateway with an HTTP server on port 80) with a
-//!   VirtualService bound to it for `app-edge`; a second Gateway, on port 8080, with a
-//!   VirtualService for `web`. Every VirtualService routes `/v1`, `/v2`, `/v3`
-//!   (prefixes) to the subsets of the same names.
+//!   VirtualService bound to it for `app-edge`; a second ingress gateway's pod
+//!   (`istio: ingressgateway-plain`, its own process, so each has its own CPU and RSS
+//!   figures) whose Gateway's VirtualService is for `web`. Every VirtualService routes
+//!   `/v1`, `/v2`, `/v3` (prefixes) to the subsets of the same names.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -37,10 +38,8 @@ pub const APP_VIP: [u8; 4] = [198, 19, 200, 20];
 pub const EDGE_VIP: [u8; 4] = [198, 19, 200, 21];
 pub const WEB_VIP: [u8; 4] = [198, 19, 200, 22];
 pub const SERVICE_PORT: u16 = 80;
-/// The ingress gateway's HTTP port (its Istio Gateway's server).
+/// The ingress gateways' HTTP port (their Istio Gateways' server).
 pub const INGRESS_PORT: u16 = 80;
-/// The ingress gateway's port routing to the plain pods (a second Gateway's server).
-pub const INGRESS_PLAIN_PORT: u16 = 8080;
 const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
 /// Access logs off, as in Istio's default install (and in the nginx config).
 const PROXY_LOG: &str = "info,access=off";
@@ -57,6 +56,9 @@ pub struct Cluster {
     pub nginx_pod: Pod,
     pub ingress_pod: Pod,
     pub ingress: ChildGuard,
+    /// The ingress gateway routing to the plain pods.
+    pub ingress_plain_pod: Pod,
+    pub ingress_plain: ChildGuard,
     pub waypoint: ChildGuard,
     _processes: Vec<ChildGuard>,
     _pods: Vec<Pod>,
@@ -74,11 +76,15 @@ impl Cluster {
         let mesh_client =
             n1.add_pod(PodSpec::new("shop", "mesh-client").service_account("client"))?;
         let nginx_pod = n1.add_pod(PodSpec::new("plain", "nginx"))?;
-        let ingress_pod = n1.add_pod(
-            PodSpec::new("istio-system", "ingress-0")
-                .service_account(GATEWAY_ACCOUNT)
-                .label("istio", "ingressgateway"),
-        )?;
+        let gateway_pod = |name: &str, selected_as: &str| {
+            n1.add_pod(
+                PodSpec::new("istio-system", name)
+                    .service_account(GATEWAY_ACCOUNT)
+                    .label("istio", selected_as),
+            )
+        };
+        let ingress_pod = gateway_pod("ingress-0", "ingressgateway")?;
+        let ingress_plain_pod = gateway_pod("ingress-plain-0", "ingressgateway-plain")?;
         let waypoint_pod = n1.add_pod(PodSpec::waypoint("shop", "waypoint"))?;
         let mut processes = Vec::new();
         let mut web = Vec::new();
@@ -109,11 +115,9 @@ impl Cluster {
         // The CA reads which pods run where when it starts: after the pods.
         processes.extend(control.start(&net)?);
         let waypoint = control.start_waypoint(&waypoint_pod, "waypoint")?;
-        let ingress = control.start_ingress(
-            &ingress_pod,
-            GATEWAY_ACCOUNT,
-            &[INGRESS_PORT, INGRESS_PLAIN_PORT],
-        )?;
+        let ingress = control.start_ingress(&ingress_pod, GATEWAY_ACCOUNT, &[INGRESS_PORT])?;
+        let ingress_plain =
+            control.start_ingress(&ingress_plain_pod, GATEWAY_ACCOUNT, &[INGRESS_PORT])?;
         Ok(Self {
             meshes,
             client,
@@ -122,6 +126,8 @@ impl Cluster {
             nginx_pod,
             ingress_pod,
             ingress,
+            ingress_plain_pod,
+            ingress_plain,
             waypoint,
             _processes: processes,
             _pods: apps.into_iter().chain([waypoint_pod]).collect(),
@@ -228,9 +234,9 @@ fn write_config(net: &TestNet) -> Result<()> {
             "istio-system",
             "plain",
             json!({
-                "selector": { "istio": "ingressgateway" },
+                "selector": { "istio": "ingressgateway-plain" },
                 "servers": [{
-                    "port": { "number": INGRESS_PLAIN_PORT, "name": "http", "protocol": "HTTP" },
+                    "port": { "number": INGRESS_PORT, "name": "http", "protocol": "HTTP" },
                     "hosts": ["*"],
                 }],
             }),

@@ -7,17 +7,15 @@
 //! - **direct**: a plain client pod → a plain app pod;
 //! - **nginx**: the client → nginx in a pod (Debian's, one worker, three `location`s to
 //!   three keep-alive upstreams) → three plain app pods;
-//! - **ingress-plain**: the client → `ambit-waypoint --ingress` on port 8080 (a second
-//!   Gateway, a VirtualService with the same three routes) → the plain pods in plain
+//! - **ingress-plain**: the client → `ambit-waypoint --ingress` (an Istio Gateway on
+//!   port 80, a VirtualService with the same three routes) → the plain pods in plain
 //!   TCP: nginx's own path, so Ambit's L7 engine alone against nginx;
-//! - **ingress**: the client → the same gateway on port 80 (routes to `app-edge`) →
-//!   HBONE → the pods' ztunnel → three enrolled app pods: the previous path plus the
-//!   mutual TLS to the pods;
+//! - **ingress**: the client → another such gateway (routes to `app-edge`) → HBONE →
+//!   the pods' ztunnel → three enrolled app pods: the previous path plus the mutual TLS
+//!   to the pods;
 //! - **waypoint**: an enrolled client → its ztunnel → HBONE → `ambit-waypoint` (the same
 //!   routes) → HBONE → the pods' ztunnel → the app pods: the whole ambient L7 path.
-//!
-//! The two ingress paths share one process: its CPU is measured per step, but its peak
-//! RSS is the larger of the two.
+
 //!
 //! Each path takes HTTP/1.1 and HTTP/2 (prior knowledge) at 1,000 and 10,000 requests
 //! a second for 5 s, `/v1`, `/v2`, `/v3` in turn (see `load` for how each is timed).
@@ -48,9 +46,7 @@ use std::net::SocketAddr;
 
 use ambit_e2e::Pod;
 use anyhow::Result;
-use cluster::{
-    APP_PORT, APP_VIP, Cluster, INGRESS_PLAIN_PORT, INGRESS_PORT, SERVICE_PORT, VERSIONS,
-};
+use cluster::{APP_PORT, APP_VIP, Cluster, INGRESS_PORT, SERVICE_PORT, VERSIONS};
 use common::proc_stats;
 use load::Protocol;
 use nginx::Nginx;
@@ -94,7 +90,7 @@ fn run() -> Result<()> {
     let nginx = Nginx::start(&cluster.net, &cluster.nginx_pod, &upstreams)?;
     let ztunnels = cluster.ztunnels()?;
     let ingress_at = cluster.ingress_pod.addr_v4(INGRESS_PORT);
-    let ingress_plain_at = cluster.ingress_pod.addr_v4(INGRESS_PLAIN_PORT);
+    let ingress_plain_at = cluster.ingress_plain_pod.addr_v4(INGRESS_PORT);
     let vip = SocketAddr::from((APP_VIP, SERVICE_PORT));
     let paths = [
         Path {
@@ -120,7 +116,7 @@ fn run() -> Result<()> {
             client: &cluster.client,
             http1: ingress_plain_at,
             http2: Some(ingress_plain_at),
-            proxy: vec![cluster.ingress.pid()],
+            proxy: vec![cluster.ingress_plain.pid()],
             proxy_name: "ambit-waypoint --ingress",
             expect: VERSIONS,
         },

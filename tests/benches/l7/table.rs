@@ -53,10 +53,11 @@ pub struct Conditions {
 }
 
 const PATHS_TEXT: &str = "\
-direct:   client → app pod (no mesh, no proxy)
-nginx:    client → nginx (1 worker) → app pods; plaintext, no mTLS anywhere
-ingress:  client → ambit-waypoint --ingress → HBONE (mTLS) → ztunnel → app pods
-waypoint: enrolled client → ztunnel → HBONE → ambit-waypoint → HBONE → ztunnel → app pods
+direct:        client → app pod (no mesh, no proxy)
+nginx:         client → nginx (1 worker) → app pods; plaintext, no mTLS anywhere
+ingress-plain: client → ambit-waypoint --ingress → app pods; plaintext, as nginx
+ingress:       client → ambit-waypoint --ingress → HBONE (mTLS) → ztunnel → app pods
+waypoint:      enrolled client → ztunnel → HBONE → ambit-waypoint → HBONE → ztunnel → app pods
 every proxy routes /v1, /v2, /v3 (prefixes) to three pods; access logs off in all";
 
 const ANCHORS: &str = "anchors: Istio's Envoy waypoint ~0.25 vCPU and ~60 MB per 1,000 req/s; \
@@ -75,7 +76,7 @@ pub fn print_table(rows: &[Row<'_>], conditions: &Conditions) {
     println!("{PATHS_TEXT}");
     for (p, protocol) in PROTOCOLS.iter().enumerate() {
         println!("\n{protocol}: {}", how_timed(*protocol));
-        print!("{:<9}", "path");
+        print!("{:<13}", "path");
         for rate in RATES {
             let k = |what| format!("{what} @{}k", rate / 1_000);
             print!(
@@ -88,7 +89,7 @@ pub fn print_table(rows: &[Row<'_>], conditions: &Conditions) {
         }
         println!();
         for row in rows {
-            print!("{:<9}", row.name);
+            print!("{:<13}", row.name);
             for (at, base) in row.figures.steps[p].iter().zip(&row.baseline.steps[p]) {
                 print!(
                     " {:>10.0} {} {} {:>7.0}",
@@ -102,7 +103,7 @@ pub fn print_table(rows: &[Row<'_>], conditions: &Conditions) {
         }
     }
     println!("\nCPU s per 1,000 requests (= vCPU at 1,000 req/s): the L7 proxy / both ztunnels");
-    print!("{:<9}", "path");
+    print!("{:<13}", "path");
     for protocol in PROTOCOLS {
         for rate in RATES {
             print!(" {:>17}", format!("{protocol} @{}k", rate / 1_000));
@@ -110,7 +111,7 @@ pub fn print_table(rows: &[Row<'_>], conditions: &Conditions) {
     }
     println!();
     for row in rows {
-        print!("{:<9}", row.name);
+        print!("{:<13}", row.name);
         for steps in &row.figures.steps {
             for at in steps {
                 let cpu = format!(
@@ -126,7 +127,7 @@ pub fn print_table(rows: &[Row<'_>], conditions: &Conditions) {
     println!("\npeak RSS over the runs");
     for row in rows {
         if let Some((what, kib)) = row.peak_rss {
-            println!("{:<9} {:.1} MiB ({what})", row.name, mib(kib));
+            println!("{:<13} {:.1} MiB ({what})", row.name, mib(kib));
         }
     }
     println!("{ANCHORS}");
