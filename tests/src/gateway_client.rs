@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 
 use crate::Pod;
 
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
 /// How long a client waits to connect, then for the answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +76,35 @@ impl TestPki {
     /// When the connection, the handshake (the certificate included) or the exchange
     /// fails.
     pub fn get(&self, pod: &Pod, to: SocketAddr, path: &str) -> Result<String> {
+        let request = request(&self.host, path);
+        self.over_tls(pod, to, move |stream| exchange(stream, &request))
+    }
+
+    /// Sends `text` over TLS as [`TestPki::get`] does, ends its side (TLS
+    /// `close_notify`) and reads until the server closes: all the server sent.
+    ///
+    /// # Errors
+    /// As [`TestPki::get`].
+    pub fn send(&self, pod: &Pod, to: SocketAddr, text: &str) -> Result<String> {
+        let text = text.to_owned();
+        self.over_tls(pod, to, move |mut stream| {
+            stream.write_all(text.as_bytes())?;
+            stream.conn.send_close_notify();
+            stream.flush()?;
+            let mut received = String::new();
+            stream.read_to_string(&mut received)?;
+            Ok(received)
+        })
+    }
+
+    /// Runs `exchange` from `pod` on a TLS connection to `to` for [`TestPki::host`],
+    /// trusting only this CA.
+    fn over_tls(
+        &self,
+        pod: &Pod,
+        to: SocketAddr,
+        exchange: impl FnOnce(TlsStream) -> Result<String> + Send + 'static,
+    ) -> Result<String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes())?)?;
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -83,11 +114,10 @@ impl TestPki {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let name = ServerName::try_from(self.host.clone())?;
-        let request = request(&self.host, path);
         pod.run_in(move || -> Result<String> {
             let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
             let stream = rustls::StreamOwned::new(connection, connect(to)?);
-            exchange(stream, &request).context("the exchange over TLS")
+            exchange(stream).context("the exchange over TLS")
         })?
     }
 }

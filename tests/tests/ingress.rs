@@ -10,7 +10,8 @@
 //! (`tls.mode: PASSTHROUGH`): a VirtualService `tls:` route sends it by SNI to service
 //! `secure`, whose pod terminates it with its own certificate (`openssl s_server`). A
 //! fifth, on 31400, is TCP (Istio's tcp-echo example): a `tcp:` route relays it to
-//! service `echo`, whose server speaks first. `/legacy` goes to subset `v1` of service
+//! service `echo`, whose server speaks first; a sixth, on 31443, terminates TLS with the
+//! Secret's certificate and relays the rest to `echo` the same way. `/legacy` goes to subset `v1` of service
 //! `legacy`, whose pods are outside the mesh: reached in plain TCP, picked by label.
 
 use std::{net::SocketAddr, time::Duration};
@@ -30,6 +31,7 @@ const SECURE_HOST: &str = "secure.example.com";
 const SECURE_PORT: u16 = 9443;
 const PASSTHROUGH_PORT: u16 = 8443;
 const TCP_PORT: u16 = 31400;
+const TLS_TCP_PORT: u16 = 31443;
 const ECHO_PORT: u16 = 9000;
 const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -196,7 +198,7 @@ impl Ingress {
                     "hosts": ["*"],
                     "gateways": ["istio-system/public"],
                     "tcp": [{
-                        "match": [{ "port": TCP_PORT }],
+                        "match": [{ "port": TCP_PORT }, { "port": TLS_TCP_PORT }],
                         "route": [{ "destination": {
                             "host": "echo.shop.svc.cluster.local",
                             "port": { "number": ECHO_PORT },
@@ -229,6 +231,9 @@ impl Ingress {
                           "tls": { "mode": "PASSTHROUGH" } },
                         { "port": { "number": TCP_PORT, "name": "tcp", "protocol": "TCP" },
                           "hosts": ["*"] },
+                        { "port": { "number": TLS_TCP_PORT, "name": "tls-tcp", "protocol": "TLS" },
+                          "hosts": [HOST],
+                          "tls": { "mode": "SIMPLE", "credentialName": "shop-cert" } },
                     ],
                 },
             }),
@@ -267,7 +272,7 @@ impl Ingress {
         let gateway = control.start_ingress(
             &gateway_pod,
             GATEWAY_ACCOUNT,
-            &[80, 443, 8080, PASSTHROUGH_PORT, TCP_PORT],
+            &[80, 443, 8080, PASSTHROUGH_PORT, TCP_PORT, TLS_TCP_PORT],
         )?;
         Ok(Some(Self {
             _net: net,
@@ -389,6 +394,21 @@ fn the_ingress_gateway_serves_http_https_redirects_tls_and_tcp() -> Result<()> {
                 .as_ref()
                 .is_some_and(|saw| saw.local.port() == ECHO_PORT),
         "TCP through the gateway: {report:?}\n{}",
+        logs()
+    );
+
+    // TLS terminated on 31443, then the same relay: the greeting, then the echo.
+    let received = ingress
+        .pki
+        .send(
+            &ingress.client,
+            ingress.gateway_pod.addr_v4(TLS_TCP_PORT),
+            "hello\n",
+        )
+        .with_context(logs)?;
+    ensure!(
+        received.ends_with("hello\n") && received.contains(&format!(":{ECHO_PORT}\"")),
+        "TCP over TLS terminated by the gateway: {received:?}\n{}",
         logs()
     );
 

@@ -180,7 +180,10 @@ fn gateway_ports(
             (PortProtocol::Https, Some(config)) => {
                 Some((port, PortMode::Https(Arc::clone(config))))
             }
-            (PortProtocol::Https, None) => None,
+            (PortProtocol::TlsTerminated, Some(config)) => {
+                Some((port, PortMode::TlsRelay(Arc::clone(config))))
+            }
+            (PortProtocol::Https | PortProtocol::TlsTerminated, None) => None,
         })
         .collect()
 }

@@ -60,7 +60,7 @@ use self::{
 use crate::{
     config::{Config, Endpoint, Named, Protocol, Role, Service},
     cors::CorsError,
-    gateway::servers::{self, PortProtocol, Servers},
+    gateway::servers::{self, Servers},
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
     matcher::{MatchError, connection::ConnectionView},
@@ -376,7 +376,8 @@ impl RouteTable {
             })
     }
 
-    /// The TCP route for `connection` to an ingress gateway's TCP server on `port`: the
+    /// The TCP route for `connection` to an ingress gateway's TCP server on `port` (or
+    /// TLS server terminating TLS): the
     /// first `tcp:` route that takes it, of the bound VirtualServices in order whose
     /// hosts the server accepts. `None` on a waypoint, another kind of port, or when no
     /// route takes it (Envoy's `NR`).
@@ -387,7 +388,7 @@ impl RouteTable {
         connection: &ConnectionView<'_>,
     ) -> Option<&TcpRoute> {
         let server = self.ingress.as_ref()?.on_port(port)?;
-        if server.protocol != PortProtocol::Tcp {
+        if !server.relays_tcp() {
             return None;
         }
         self.gateway_tcp

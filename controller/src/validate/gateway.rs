@@ -1,8 +1,9 @@
 //! Pass 3 for an Istio Gateway: each server's port, protocol, hosts and TLS settings, as
-//! Istio validates them, and what Ambit's gateway does not serve yet (TLS terminated
-//! into TCP routes, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`). TLS passed through
-//! (`tls.mode: PASSTHROUGH`, on an HTTPS or TLS server) needs no certificate; a TCP (or
-//! MONGO) server relays connections as bytes by the VirtualServices' `tcp:` routes.
+//! Istio validates them, and what Ambit's gateway does not serve yet
+//! (`AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`). TLS passed through (`tls.mode: PASSTHROUGH`, on
+//! an HTTPS or TLS server) needs no certificate; a TCP (or MONGO) server, and a TLS
+//! server terminating TLS, relay connections as bytes by the VirtualServices' `tcp:`
+//! routes.
 
 use std::collections::BTreeMap;
 
@@ -68,15 +69,6 @@ fn check_port(server: &Server, path: &str, findings: &mut Findings) -> Option<Se
     }
     fields::port(findings, &format!("{path}.port.number"), Some(port.number));
     match port.kind() {
-        Some(ServerProtocol::Tls) if !passes_through(server) => {
-            findings.add(
-                format!("{path}.port.protocol"),
-                Reason::Unsupported(
-                    "a TLS server is served by Ambit's gateway only with `tls.mode: PASSTHROUGH` (terminating TLS into `tcp:` routes is not served yet): pass it through, or use HTTPS",
-                ),
-            );
-            None
-        }
         Some(protocol) => Some(protocol),
         None => {
             findings.add(
@@ -109,13 +101,20 @@ fn passes_through(server: &Server) -> bool {
 fn check_tls(server: &Server, protocol: ServerProtocol, path: &str, findings: &mut Findings) {
     let tls_path = format!("{path}.tls");
     let Some(tls) = &server.tls else {
-        if protocol == ServerProtocol::Https {
-            findings.add(
+        match protocol {
+            ServerProtocol::Https => findings.add(
                 tls_path,
                 Reason::Required(
                     "an HTTPS server needs `tls` with `mode: SIMPLE` and a `credentialName`",
                 ),
-            );
+            ),
+            ServerProtocol::Tls => findings.add(
+                tls_path,
+                Reason::Required(
+                    "a TLS server needs `tls`: `mode: PASSTHROUGH`, or `SIMPLE` with a `credentialName` to terminate it",
+                ),
+            ),
+            ServerProtocol::Http | ServerProtocol::Tcp => {}
         }
         return;
     };
@@ -146,7 +145,7 @@ fn check_tls(server: &Server, protocol: ServerProtocol, path: &str, findings: &m
         Some(ServerTlsMode::Passthrough) => return,
         None => findings.add(
             format!("{tls_path}.mode"),
-            Reason::Required("SIMPLE or MUTUAL for an HTTPS server (or PASSTHROUGH)"),
+            Reason::Required("SIMPLE or MUTUAL for an HTTPS or TLS server (or PASSTHROUGH)"),
         ),
         Some(_) => findings.add(
             format!("{tls_path}.mode"),

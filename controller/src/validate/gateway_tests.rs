@@ -82,14 +82,14 @@ spec:
                 "{at}: spec.servers[1].port.protocol: port 443 is already served with another protocol or TLS mode by spec.servers[0]: one port, one protocol (TLS passed through or terminated, not both)"
             ),
             format!(
-                "{at}: spec.servers[2].port.protocol: a TLS server is served by Ambit's gateway only with `tls.mode: PASSTHROUGH` (terminating TLS into `tcp:` routes is not served yet): pass it through, or use HTTPS"
+                "{at}: spec.servers[2].tls: required: a TLS server needs `tls`: `mode: PASSTHROUGH`, or `SIMPLE` with a `credentialName` to terminate it"
             ),
         ]
     );
 }
 
 #[test]
-fn tcp_and_mongo_servers_relay_bytes_and_take_no_tls() {
+fn tcp_and_mongo_servers_relay_bytes_and_tls_servers_may_terminate_first() {
     let (lines, report) = diagnostics(
         "apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -101,6 +101,9 @@ spec:
     hosts: ['*']
   - port: {number: 27017, name: mongo, protocol: MONGO}
     hosts: ['*']
+  - port: {number: 31443, name: tls, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: SIMPLE, credentialName: db-cert}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway

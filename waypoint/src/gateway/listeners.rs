@@ -1,7 +1,8 @@
 //! The ingress gateway's listeners: one per Gateway server port, opened and closed as
 //! the Gateways change, HTTP in the clear, HTTPS with the port's current TLS config
 //! (swapped in place when a certificate changes, without closing the port), or bytes
-//! relayed (TLS passed through by SNI, by `tls:` routes; TCP, by `tcp:` routes).
+//! relayed (TLS passed through by SNI, by `tls:` routes; TCP, by `tcp:` routes, with or
+//! without TLS terminated first).
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +17,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::{Instrument as _, debug, info, warn};
 
 use crate::proxy::{Downstream, Engine, Peer, relay_connection, serve_connection};
@@ -28,6 +29,8 @@ pub enum PortMode {
     Https(Arc<ServerConfig>),
     /// Bytes relayed: TLS by SNI, not terminated, or TCP by `tcp:` routes.
     Relay,
+    /// TLS terminated with the port's config, then relayed by `tcp:` routes.
+    TlsRelay(Arc<ServerConfig>),
 }
 
 /// A port that could not be opened.
@@ -178,19 +181,31 @@ async fn serve(stream: TcpStream, mode: PortMode, engine: Arc<Engine>, downstrea
     let _ = stream.set_nodelay(true);
     let served = match mode {
         PortMode::Http => serve_connection(stream, engine, downstream).await,
-        PortMode::Https(config) => match TlsAcceptor::from(config).accept(stream).await {
-            Ok(stream) => serve_connection(stream, engine, downstream).await,
-            Err(error) => {
-                debug!(%error, "TLS handshake failed");
-                return;
-            }
+        PortMode::Https(config) => match handshake(stream, config).await {
+            Some(stream) => serve_connection(stream, engine, downstream).await,
+            None => return,
         },
         PortMode::Relay => {
             relay_connection(stream, engine, downstream).await;
+            return;
+        }
+        PortMode::TlsRelay(config) => {
+            if let Some(stream) = handshake(stream, config).await {
+                relay_connection(stream, engine, downstream).await;
+            }
             return;
         }
     };
     if let Err(error) = served {
         debug!(%error, "connection ended with an error");
     }
+}
+
+/// The server side of a TLS handshake on `stream`; `None` (logged) when it fails.
+async fn handshake(stream: TcpStream, config: Arc<ServerConfig>) -> Option<TlsStream<TcpStream>> {
+    TlsAcceptor::from(config)
+        .accept(stream)
+        .await
+        .inspect_err(|error| debug!(%error, "TLS handshake failed"))
+        .ok()
 }

@@ -24,6 +24,9 @@ pub enum PortProtocol {
     Passthrough,
     /// Bytes relayed by the bound VirtualServices' `tcp:` routes (`TCP`, `MONGO`).
     Tcp,
+    /// TLS terminated here, then relayed by `tcp:` routes (`TLS` with `SIMPLE` or
+    /// `MUTUAL`).
+    TlsTerminated,
 }
 
 /// One port's servers, merged.
@@ -43,6 +46,15 @@ impl PortServers {
     pub fn accepts(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.hosts.iter().any(|pattern| pattern.matches(&host))
+    }
+
+    /// Whether the port's connections are relayed by `tcp:` routes (they name no host).
+    #[must_use]
+    pub fn relays_tcp(&self) -> bool {
+        matches!(
+            self.protocol,
+            PortProtocol::Tcp | PortProtocol::TlsTerminated
+        )
     }
 
     /// Whether a VirtualService bound to `bound` (Gateways as `namespace/name`) routes
@@ -90,7 +102,8 @@ impl Servers {
                     (Some(ServerProtocol::Http), _) => PortProtocol::Http,
                     (Some(ServerProtocol::Https), false) => PortProtocol::Https,
                     (Some(ServerProtocol::Tcp), _) => PortProtocol::Tcp,
-                    (Some(ServerProtocol::Tls), false) | (None, _) => continue,
+                    (Some(ServerProtocol::Tls), false) => PortProtocol::TlsTerminated,
+                    (None, _) => continue,
                 };
                 let entry = by_port.entry(port).or_default();
                 entry.protocol = entry.protocol.max(protocol);
@@ -175,6 +188,7 @@ mod tests {
   hosts: [\"shop/*\"]
 - port: {number: 9001, protocol: TLS}
   hosts: [\"*\"]
+  tls: {mode: SIMPLE, credentialName: cert}
 ",
         )];
         let servers = Servers::compile(&gateways);
@@ -185,6 +199,7 @@ mod tests {
                 (443, PortProtocol::Https),
                 (8443, PortProtocol::Passthrough),
                 (9000, PortProtocol::Tcp),
+                (9001, PortProtocol::TlsTerminated),
                 (9443, PortProtocol::Passthrough)
             ]
         );
@@ -200,9 +215,10 @@ mod tests {
         assert!(http.accepts("api.example.org."));
         assert!(!http.accepts("example.com"));
         assert!(servers.on_port(443).expect("443").accepts("anything"));
-        // TLS terminated into `tcp:` routes is not served (the controller refuses it).
-        assert!(servers.on_port(9001).is_none());
         let tcp = servers.on_port(9000).expect("9000");
+        assert!(tcp.relays_tcp());
+        assert!(servers.on_port(9001).expect("9001").relays_tcp());
+        assert!(!servers.on_port(9443).expect("9443").relays_tcp());
         assert!(tcp.overlaps(&HostPattern::Any));
         assert!(tcp.overlaps(&HostPattern::resolve("db", "shop")));
     }

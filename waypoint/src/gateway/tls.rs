@@ -1,4 +1,5 @@
-//! TLS for an ingress gateway's HTTPS ports: per port a rustls server config that picks
+//! TLS for an ingress gateway's HTTPS ports, and TLS ports terminated into `tcp:` routes
+//! (no ALPN offered there: what follows is not HTTP): per port a rustls server config that picks
 //! the certificate by SNI among the port's servers (the first server's when no host
 //! matches, as Envoy's default filter chain), and for `MUTUAL` requires a client
 //! certificate from the server's CAs (`OPTIONAL_MUTUAL`: verifies one when given).
@@ -52,7 +53,8 @@ pub struct TlsSetupError {
     pub problem: String,
 }
 
-/// The TLS config of every HTTPS port of `gateways`, with certificates from
+/// The TLS config of every HTTPS port and TLS-terminating port of `gateways`, with
+/// certificates from
 /// `credentials` in `namespace` (the gateway's own) or from files; and what could not be
 /// set up, by server.
 #[must_use]
@@ -65,11 +67,16 @@ pub fn port_configs(
     let mut errors = Vec::new();
     for gateway in gateways {
         for (index, server) in gateway.spec.servers.iter().enumerate() {
-            let (Ok(port), Some(ServerProtocol::Https), Some(tls)) = (
+            let (
+                Ok(port),
+                Some(protocol @ (ServerProtocol::Https | ServerProtocol::Tls)),
+                Some(tls),
+            ) = (
                 u16::try_from(server.port.number),
                 server.port.kind(),
                 server.tls.as_ref(),
-            ) else {
+            )
+            else {
                 continue;
             };
             if tls.mode == Some(ServerTlsMode::Passthrough) {
@@ -89,6 +96,7 @@ pub fn port_configs(
                 }
             };
             let entry = ports.entry(port).or_default();
+            entry.http |= protocol == ServerProtocol::Https;
             let hosts = server
                 .hosts
                 .iter()
@@ -201,6 +209,8 @@ struct PortTls {
     certificates: Vec<(HostPattern, Arc<CertifiedKey>)>,
     /// The client CAs, and whether a client may go without a certificate.
     client_cas: Option<(RootCertStore, bool)>,
+    /// HTTP follows the handshake (HTTPS), so ALPN offers `h2` and `http/1.1`.
+    http: bool,
 }
 
 impl PortTls {
@@ -224,7 +234,9 @@ impl PortTls {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(Arc::new(BySni(self.certificates)));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if self.http {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
         Ok(Arc::new(config))
     }
 }

@@ -150,6 +150,41 @@ async fn the_certificate_is_chosen_by_sni_among_a_ports_servers() {
 }
 
 #[tokio::test]
+async fn a_tls_server_terminating_into_tcp_routes_offers_no_alpn() {
+    let ca = TestCa::new("gateway CA");
+    let credentials = Credentials::from([(key("db"), ca.secret(&["db.example.com"]))]);
+    let gateways = gateway(
+        "servers:
+- port: {number: 443, protocol: HTTPS}
+  hosts: ['*']
+  tls: {mode: SIMPLE, credentialName: db}
+- port: {number: 31443, protocol: TLS}
+  hosts: [db.example.com]
+  tls: {mode: SIMPLE, credentialName: db}
+- port: {number: 8443, protocol: TLS}
+  hosts: ['*']
+  tls: {mode: PASSTHROUGH}
+",
+    );
+    let (configs, errors) = port_configs(&gateways, "istio-system", &credentials);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(configs.keys().collect::<Vec<_>>(), [&443, &31443]);
+    assert_eq!(
+        configs[&443].alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert!(configs[&31443].alpn_protocols.is_empty());
+    handshake(
+        Arc::clone(&configs[&31443]),
+        "db.example.com",
+        ca.roots(),
+        None,
+    )
+    .await
+    .expect("a handshake on the TLS port");
+}
+
+#[tokio::test]
 async fn mutual_requires_a_client_certificate_from_the_cacert_secret() {
     let server_ca = TestCa::new("server CA");
     let client_ca = TestCa::new("client CA");
