@@ -43,8 +43,8 @@ use thiserror::Error;
 
 pub use self::{
     cluster::{
-        ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, Pooling, TcpPolicy,
-        UpstreamEndpoint,
+        ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, Keepalive, Pooling,
+        TcpPolicy, UpstreamEndpoint,
     },
     hashing::{RequestHash, RequestKeys},
     limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
@@ -572,14 +572,9 @@ fn check_destination_rule(
             }
         }
         let pool = policy.connection_pool.as_ref();
-        let tcp = pool.and_then(|p| p.tcp.as_ref());
         let http = pool.and_then(|p| p.http.as_ref());
         let outlier = policy.outlier_detection.as_ref();
         let tuned = [
-            (
-                "connectionPool.tcp.tcpKeepalive",
-                tcp.is_some_and(|t| t.tcp_keepalive.is_some()),
-            ),
             (
                 "connectionPool.http (except http1MaxPendingRequests, http2MaxRequests and \
                  idleTimeout)",

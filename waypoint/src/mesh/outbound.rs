@@ -19,7 +19,10 @@ use http::HeaderMap;
 use tokio::net::TcpStream;
 
 use super::state::MeshView;
-use crate::proxy::{Connect, ConnectFuture, TcpConnector, UpstreamStream};
+use crate::{
+    proxy::{Connect, ConnectFuture, TcpConnector, UpstreamStream},
+    table::Keepalive,
+};
 
 /// HBONE towards mesh endpoints.
 #[derive(Debug)]
@@ -55,7 +58,9 @@ impl HboneConnector {
 }
 
 impl Connect for HboneConnector {
-    fn connect(&self, endpoint: SocketAddr) -> ConnectFuture {
+    /// `keepalive` applies to an endpoint outside the mesh only: an HBONE connection is
+    /// shared by every cluster reaching that node.
+    fn connect(&self, endpoint: SocketAddr, keepalive: Option<Keepalive>) -> ConnectFuture {
         let view = Arc::clone(&self.view.read().unwrap_or_else(PoisonError::into_inner));
         let ip = endpoint.ip().to_canonical();
         // A service VIP behind a waypoint (an ingress gateway's endpoint): tunnel to the
@@ -63,7 +68,7 @@ impl Connect for HboneConnector {
         let (hbone_ip, peer) = match (view.waypoints.get(&ip), view.identities.get(&ip)) {
             (Some(waypoint), _) => (waypoint.ip, waypoint.identity.clone()),
             (None, Some(identity)) => (ip, identity.clone()),
-            (None, None) => return TcpConnector.connect(endpoint),
+            (None, None) => return TcpConnector.connect(endpoint, keepalive),
         };
         let identity = self.identity.clone();
         let certificates = Arc::clone(&self.certificates);

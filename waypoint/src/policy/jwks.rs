@@ -247,14 +247,14 @@ impl Fetcher {
         let address = addresses.next().ok_or_else(|| FetchError::NoAddress {
             host: host.to_owned(),
         })?;
-        let stream =
-            self.connector
-                .connect(address)
-                .await
-                .map_err(|source| FetchError::Connect {
-                    uri: uri.clone(),
-                    source,
-                })?;
+        let stream = self
+            .connector
+            .connect(address, None)
+            .await
+            .map_err(|source| FetchError::Connect {
+                uri: uri.clone(),
+                source,
+            })?;
         let http = |source| FetchError::Http {
             uri: uri.clone(),
             source,

@@ -20,10 +20,13 @@ use hyper_util::{
     client::legacy::connect::{Connected, Connection},
     rt::TokioIo,
 };
+use socket2::{SockRef, TcpKeepalive};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
+
+use crate::table::Keepalive;
 
 /// Istio's default `connectTimeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,8 +36,9 @@ pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<UpstreamStream>>
 
 /// Opens a byte stream to an endpoint.
 pub trait Connect: Send + Sync + fmt::Debug + 'static {
-    /// A new stream to `endpoint` (a pod's `ip:targetPort`).
-    fn connect(&self, endpoint: SocketAddr) -> ConnectFuture;
+    /// A new stream to `endpoint` (a pod's `ip:targetPort`), its socket sending
+    /// `keepalive` probes when it is the endpoint's own.
+    fn connect(&self, endpoint: SocketAddr, keepalive: Option<Keepalive>) -> ConnectFuture;
 }
 
 /// Dials the endpoint over plain TCP, with `TCP_NODELAY`.
@@ -42,23 +46,44 @@ pub trait Connect: Send + Sync + fmt::Debug + 'static {
 pub struct TcpConnector;
 
 impl Connect for TcpConnector {
-    fn connect(&self, endpoint: SocketAddr) -> ConnectFuture {
+    fn connect(&self, endpoint: SocketAddr, keepalive: Option<Keepalive>) -> ConnectFuture {
         Box::pin(async move {
             let stream = TcpStream::connect(endpoint).await?;
             stream.set_nodelay(true)?;
+            if let Some(keepalive) = keepalive {
+                set_keepalive(&stream, keepalive)?;
+            }
             Ok(UpstreamStream::new(stream))
         })
     }
 }
 
-/// A stream to `endpoint` through `connector`, or an error once `timeout` has passed
-/// (the cluster's `connectTimeout`, [`CONNECT_TIMEOUT`] by default).
+/// Turns on keepalive probes (`SO_KEEPALIVE`), with the times and count `keepalive`
+/// sets.
+fn set_keepalive(stream: &TcpStream, keepalive: Keepalive) -> io::Result<()> {
+    let mut params = TcpKeepalive::new();
+    if let Some(time) = keepalive.time {
+        params = params.with_time(time);
+    }
+    if let Some(interval) = keepalive.interval {
+        params = params.with_interval(interval);
+    }
+    if let Some(probes) = keepalive.probes {
+        params = params.with_retries(probes);
+    }
+    SockRef::from(stream).set_tcp_keepalive(&params)
+}
+
+/// A stream to `endpoint` through `connector` (with `keepalive`), or an error once
+/// `timeout` has passed (the cluster's `connectTimeout`, [`CONNECT_TIMEOUT`] by
+/// default).
 pub fn connect_in_time(
     connector: &dyn Connect,
     endpoint: SocketAddr,
     timeout: Duration,
+    keepalive: Option<Keepalive>,
 ) -> impl Future<Output = io::Result<UpstreamStream>> + Send + 'static {
-    let connecting = connector.connect(endpoint);
+    let connecting = connector.connect(endpoint, keepalive);
     async move {
         match tokio::time::timeout(timeout, connecting).await {
             Ok(stream) => stream,
@@ -146,6 +171,7 @@ pub(super) struct EndpointConnector {
     pub(super) connector: std::sync::Arc<dyn Connect>,
     pub(super) endpoint: SocketAddr,
     pub(super) timeout: Duration,
+    pub(super) keepalive: Option<Keepalive>,
 }
 
 impl tower_service::Service<Uri> for EndpointConnector {
@@ -158,7 +184,12 @@ impl tower_service::Service<Uri> for EndpointConnector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let connecting = connect_in_time(&*self.connector, self.endpoint, self.timeout);
+        let connecting = connect_in_time(
+            &*self.connector,
+            self.endpoint,
+            self.timeout,
+            self.keepalive,
+        );
         Box::pin(async move { connecting.await.map(TokioIo::new) })
     }
 }

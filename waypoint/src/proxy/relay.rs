@@ -225,11 +225,7 @@ async fn connect(
     exchange.reached(table.workloads(), endpoint.address);
     let active = endpoint.start_request();
     let tcp = cluster.tcp();
-    match engine
-        .upstreams
-        .open(endpoint.address, tcp.connect_timeout)
-        .await
-    {
+    match engine.upstreams.open(endpoint.address, &tcp).await {
         Ok(stream) => {
             cluster.record(&endpoint, Health::Succeeded);
             Ok((stream, tcp, (active, slot)))

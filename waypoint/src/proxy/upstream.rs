@@ -8,7 +8,6 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
 };
 
 use ambit_workers::WorkerId;
@@ -23,7 +22,10 @@ use super::{
     Body,
     connector::{EndpointConnector, UpstreamStream, connect_in_time},
 };
-use crate::{proxy::Connect, table::Pooling};
+use crate::{
+    proxy::Connect,
+    table::{Pooling, TcpPolicy},
+};
 
 type EndpointClient = Client<EndpointConnector, Body>;
 
@@ -57,14 +59,20 @@ impl Upstreams {
         client.request(request).await
     }
 
-    /// A new stream to `endpoint`, for one relayed TCP connection (not pooled), or an
-    /// error once `connect_timeout` has passed.
+    /// A new stream to `endpoint`, for one relayed TCP connection (not pooled), with
+    /// the cluster's keepalive, or an error once its `connectTimeout` has passed.
     pub async fn open(
         &self,
         endpoint: SocketAddr,
-        connect_timeout: Duration,
+        tcp: &TcpPolicy,
     ) -> std::io::Result<UpstreamStream> {
-        connect_in_time(&*self.connector, endpoint, connect_timeout).await
+        connect_in_time(
+            &*self.connector,
+            endpoint,
+            tcp.connect_timeout,
+            tcp.keepalive,
+        )
+        .await
     }
 
     fn client(&self, key: ClientKey) -> EndpointClient {
@@ -81,6 +89,7 @@ impl Upstreams {
                         connector: Arc::clone(&self.connector),
                         endpoint,
                         timeout: pooling.connect_timeout,
+                        keepalive: pooling.keepalive,
                     })
             })
             .clone()

@@ -157,6 +157,20 @@ pub struct TcpPolicy {
     /// How long a pooled HTTP connection may stay without a request before it is
     /// closed (`http.idleTimeout`); `None`: until the endpoint closes it (`0s`).
     pub pool_idle_timeout: Option<Duration>,
+    /// Keepalive probes on the sockets to endpoints (`tcpKeepalive`); `None`: off.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// `tcp.tcpKeepalive`: the socket sends keepalive probes; a field left unset keeps the
+/// system's default (Linux: after 2 h idle, every 75 s, 9 probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub time: Option<Duration>,
+    /// Time between probes.
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped.
+    pub probes: Option<u32>,
 }
 
 /// How a cluster's HTTP connections are opened and kept: the waypoint keeps one pool
@@ -167,6 +181,7 @@ pub struct Pooling {
     pub http2: bool,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
+    pub keepalive: Option<Keepalive>,
 }
 
 impl Default for TcpPolicy {
@@ -176,6 +191,7 @@ impl Default for TcpPolicy {
             idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
             max_connection_duration: None,
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
+            keepalive: None,
         }
     }
 }
@@ -207,6 +223,11 @@ impl TcpPolicy {
                 .max_connection_duration
                 .map(|duration| duration.0)
                 .filter(|duration| !duration.is_zero()),
+            keepalive: tcp.tcp_keepalive.as_ref().map(|keepalive| Keepalive {
+                time: keepalive.time.map(|time| time.0),
+                interval: keepalive.interval.map(|interval| interval.0),
+                probes: keepalive.probes,
+            }),
             ..defaults
         }
     }
@@ -295,6 +316,7 @@ impl Cluster {
             http2: self.http2,
             connect_timeout: self.policy.tcp.connect_timeout,
             idle_timeout: self.policy.tcp.pool_idle_timeout,
+            keepalive: self.policy.tcp.keepalive,
         }
     }
 
@@ -480,13 +502,18 @@ mod tests {
         );
         assert_eq!(
             TcpPolicy::new(Some(&pool(
-                "{tcp: {idleTimeout: 90s, connectTimeout: 250ms, maxConnectionDuration: 1h}}"
+                "{tcp: {idleTimeout: 90s, connectTimeout: 250ms, maxConnectionDuration: 1h, tcpKeepalive: {time: 7s, probes: 3}}}"
             ))),
             TcpPolicy {
                 connect_timeout: Duration::from_millis(250),
                 idle_timeout: Some(Duration::from_secs(90)),
                 max_connection_duration: Some(Duration::from_secs(3600)),
                 pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
+                keepalive: Some(Keepalive {
+                    time: Some(Duration::from_secs(7)),
+                    interval: None,
+                    probes: Some(3),
+                }),
             }
         );
         assert_eq!(

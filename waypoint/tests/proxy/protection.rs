@@ -157,3 +157,56 @@ async fn a_pooled_connection_idle_past_the_http_idle_timeout_is_closed() {
         "the connection idle past the 300 ms idleTimeout was closed and a new one opened"
     );
 }
+
+#[tokio::test]
+async fn tcp_keepalive_probes_the_endpoint_connection_at_the_rules_time() {
+    let (port, backends) = start_backends(&[("127.0.0.12", "v1", Behaviour::Answer)]).await;
+    let rule = destination_rule(
+        "app",
+        "{host: app, trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 7s, interval: 2s, probes: 4}}}}}",
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![rule],
+    ))
+    .await;
+    assert_eq!(
+        TestClient::http1(&waypoint).get("app", "/").await.status,
+        200
+    );
+
+    // The pooled connection to the endpoint, as the kernel shows it: its keepalive
+    // timer runs from the rule's 7 s (the system's default would be 2 h, and no timer
+    // at all without keepalive).
+    let shown = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", "dst"])
+        .arg(format!("127.0.0.12:{port}"))
+        .output()
+        .expect("ss (iproute2) runs");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let timer = shown
+        .split("timer:(keepalive,")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| {
+            panic!("no keepalive timer on the connection to the endpoint: {shown:?}")
+        });
+    let seconds = ss_seconds(timer).unwrap_or_else(|| panic!("a timer of {timer} in {shown:?}"));
+    assert!(
+        (2.0..=7.0).contains(&seconds),
+        "the first probe is due in {seconds} s, expected at most the rule's 7 s"
+    );
+}
+
+/// `ss`'s timer: `7sec`, `6.980ms` (6 s and 980 ms), `980ms`; `None` for longer ones.
+fn ss_seconds(timer: &str) -> Option<f64> {
+    if let Some(secs) = timer.strip_suffix("sec") {
+        return secs.parse().ok();
+    }
+    let ms = timer.strip_suffix("ms")?;
+    match ms.split_once('.') {
+        Some((secs, millis)) => Some(secs.parse::<f64>().ok()? + millis.parse::<f64>().ok()? / 1e3),
+        None => Some(ms.parse::<f64>().ok()? / 1e3),
+    }
+}
