@@ -35,8 +35,8 @@ use std::{
 use ambit_api::istio::{
     DestinationRuleSpec, VirtualServiceSpec,
     destination_rule::{
-        ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
-        SimpleLb, TrafficPolicy,
+        ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
+        PortTrafficPolicy, SimpleLb, TrafficPolicy,
     },
 };
 use thiserror::Error;
@@ -576,13 +576,11 @@ fn check_destination_rule(
         let outlier = policy.outlier_detection.as_ref();
         let tuned = [
             (
-                "connectionPool.http (except http1MaxPendingRequests, http2MaxRequests and \
-                 idleTimeout)",
+                "connectionPool.http (maxRequestsPerConnection, maxRetries, \
+                 maxConcurrentStreams)",
                 http.is_some_and(|h| {
                     h.max_requests_per_connection.is_some()
                         || h.max_retries.is_some()
-                        || h.h2_upgrade_policy.is_some()
-                        || h.use_client_protocol.is_some()
                         || h.max_concurrent_streams.is_some()
                 }),
             ),
@@ -654,11 +652,14 @@ fn build_clusters(config: &Config) -> ClusterIndex {
         for (subset, labels, subset_policy) in subsets {
             for port in &service.ports {
                 let policies = [subset_policy, rule.and_then(|r| r.traffic_policy.as_ref())];
-                let http2 = port.speaks_http2();
                 let lb = effective(policies, port.port, PolicyScope::load_balancer);
                 let outlier = effective(policies, port.port, PolicyScope::outlier_detection);
                 let endpoints = subset_endpoints(service, labels);
                 let pool = effective(policies, port.port, PolicyScope::connection_pool);
+                // `h2UpgradePolicy: UPGRADE` speaks HTTP/2 to an HTTP/1.1 port's pods.
+                let upgrade = pool.and_then(|pool| pool.http.as_ref()?.h2_upgrade_policy)
+                    == Some(H2UpgradePolicy::Upgrade);
+                let http2 = port.speaks_http2() || upgrade;
                 let policy = ClusterPolicy {
                     balancer: Balancer::from_settings(lb),
                     limits: pool.and_then(|pool| ConnectionLimits::new(pool, http2)),

@@ -283,7 +283,8 @@ impl Forwarding<'_> {
             query: parts.uri.query(),
             source: self.source,
         });
-        let prepared = match self.prepare(parts, &authority, cluster.http2, upgrade.as_ref()) {
+        let http2 = cluster.http2_for(parts.version);
+        let prepared = match self.prepare(parts, &authority, http2, upgrade.as_ref()) {
             Ok(prepared) => prepared,
             Err(error) => {
                 tracing::debug!(%error, side = ?error.side(), "cannot forward");
@@ -462,10 +463,11 @@ impl Forwarding<'_> {
                 _admission: admission,
             };
             let request = prepared.request(body.for_attempt());
-            let sent = self
-                .engine
-                .upstreams
-                .send(endpoint.address, cluster.pooling(), request);
+            let sent = self.engine.upstreams.send(
+                endpoint.address,
+                cluster.pooling(prepared.version == Version::HTTP_2),
+                request,
+            );
             let per_try = policy.and_then(|p| p.per_try_timeout);
             let result = match per_try {
                 None => Ok(sent.await),

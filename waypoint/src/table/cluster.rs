@@ -159,6 +159,8 @@ pub struct TcpPolicy {
     pub pool_idle_timeout: Option<Duration>,
     /// Keepalive probes on the sockets to endpoints (`tcpKeepalive`); `None`: off.
     pub keepalive: Option<Keepalive>,
+    /// HTTP/2 clients' requests go upstream in HTTP/2 (`http.useClientProtocol`).
+    pub use_client_protocol: bool,
 }
 
 /// `tcp.tcpKeepalive`: the socket sends keepalive probes; a field left unset keeps the
@@ -192,6 +194,7 @@ impl Default for TcpPolicy {
             max_connection_duration: None,
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             keepalive: None,
+            use_client_protocol: false,
         }
     }
 }
@@ -200,12 +203,14 @@ impl TcpPolicy {
     /// The timeouts `pool` sets, the defaults for the rest.
     #[must_use]
     pub fn new(pool: Option<&ConnectionPoolSettings>) -> Self {
+        let http = pool.and_then(|pool| pool.http.as_ref());
         let defaults = Self {
-            pool_idle_timeout: pool
-                .and_then(|pool| pool.http.as_ref()?.idle_timeout)
+            pool_idle_timeout: http
+                .and_then(|http| http.idle_timeout)
                 .map_or(Some(DEFAULT_POOL_IDLE_TIMEOUT), |idle| {
                     Some(idle.0).filter(|idle| !idle.is_zero())
                 }),
+            use_client_protocol: http.and_then(|http| http.use_client_protocol) == Some(true),
             ..Self::default()
         };
         let Some(tcp) = pool.and_then(|pool| pool.tcp.as_ref()) else {
@@ -309,11 +314,19 @@ impl Cluster {
         self.policy.tcp
     }
 
-    /// How its pooled HTTP connections are opened and kept.
+    /// Whether a request from a client speaking `client` goes to it in HTTP/2: its
+    /// endpoints speak it, or it follows the client's protocol (`useClientProtocol`).
     #[must_use]
-    pub fn pooling(&self) -> Pooling {
+    pub fn http2_for(&self, client: http::Version) -> bool {
+        self.http2 || (self.policy.tcp.use_client_protocol && client == http::Version::HTTP_2)
+    }
+
+    /// How its pooled HTTP connections are opened and kept, for requests sent in
+    /// HTTP/2 or not.
+    #[must_use]
+    pub fn pooling(&self, http2: bool) -> Pooling {
         Pooling {
-            http2: self.http2,
+            http2,
             connect_timeout: self.policy.tcp.connect_timeout,
             idle_timeout: self.policy.tcp.pool_idle_timeout,
             keepalive: self.policy.tcp.keepalive,
@@ -509,6 +522,7 @@ mod tests {
                 idle_timeout: Some(Duration::from_secs(90)),
                 max_connection_duration: Some(Duration::from_secs(3600)),
                 pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
+                use_client_protocol: false,
                 keepalive: Some(Keepalive {
                     time: Some(Duration::from_secs(7)),
                     interval: None,
