@@ -11,6 +11,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -159,7 +163,19 @@ impl AsyncWrite for UpstreamStream {
 
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
-        Connected::new()
+        Connected::new().extra(RequestCount::default())
+    }
+}
+
+/// The requests a pooled connection has carried, kept with it by hyper's pool (its
+/// `Connected` extras): what `maxRequestsPerConnection` is checked against.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RequestCount(Arc<AtomicU32>);
+
+impl RequestCount {
+    /// Counts one more request, returning how many the connection has carried.
+    pub(super) fn add_one(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 

@@ -14,13 +14,16 @@ use ambit_workers::WorkerId;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::Client,
+    client::legacy::{
+        Client,
+        connect::{CaptureConnection, capture_connection},
+    },
     rt::{TokioExecutor, TokioTimer},
 };
 
 use super::{
     Body,
-    connector::{EndpointConnector, UpstreamStream, connect_in_time},
+    connector::{EndpointConnector, RequestCount, UpstreamStream, connect_in_time},
 };
 use crate::{
     proxy::Connect,
@@ -53,10 +56,16 @@ impl Upstreams {
         &self,
         endpoint: SocketAddr,
         pooling: Pooling,
-        request: Request<Body>,
+        mut request: Request<Body>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         let client = self.client((endpoint, pooling, ambit_workers::current()));
-        client.request(request).await
+        let Some(max) = pooling.max_requests_per_connection else {
+            return client.request(request).await;
+        };
+        let captured = capture_connection(&mut request);
+        let response = client.request(request).await;
+        retire_if_spent(&captured, max);
+        response
     }
 
     /// A new stream to `endpoint`, for one relayed TCP connection (not pooled), with
@@ -93,5 +102,22 @@ impl Upstreams {
                     })
             })
             .clone()
+    }
+}
+
+/// Counts a request on the connection `captured` names, and keeps the pool from reusing
+/// it once it has carried `max` (it closes when its last response ends).
+fn retire_if_spent(captured: &CaptureConnection, max: u32) {
+    let metadata = captured.connection_metadata();
+    let Some(connected) = metadata.as_ref() else {
+        return;
+    };
+    let mut extras = http::Extensions::new();
+    connected.get_extras(&mut extras);
+    if extras
+        .get::<RequestCount>()
+        .is_some_and(|count| count.add_one() >= max)
+    {
+        connected.poison();
     }
 }

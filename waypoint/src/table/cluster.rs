@@ -161,6 +161,9 @@ pub struct TcpPolicy {
     pub keepalive: Option<Keepalive>,
     /// HTTP/2 clients' requests go upstream in HTTP/2 (`http.useClientProtocol`).
     pub use_client_protocol: bool,
+    /// Requests a pooled connection carries before it is closed
+    /// (`http.maxRequestsPerConnection`); `None`: no limit.
+    pub max_requests_per_connection: Option<u32>,
 }
 
 /// `tcp.tcpKeepalive`: the socket sends keepalive probes; a field left unset keeps the
@@ -184,6 +187,7 @@ pub struct Pooling {
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub keepalive: Option<Keepalive>,
+    pub max_requests_per_connection: Option<u32>,
 }
 
 impl Default for TcpPolicy {
@@ -195,6 +199,7 @@ impl Default for TcpPolicy {
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             keepalive: None,
             use_client_protocol: false,
+            max_requests_per_connection: None,
         }
     }
 }
@@ -211,6 +216,10 @@ impl TcpPolicy {
                     Some(idle.0).filter(|idle| !idle.is_zero())
                 }),
             use_client_protocol: http.and_then(|http| http.use_client_protocol) == Some(true),
+            max_requests_per_connection: http
+                .and_then(|http| http.max_requests_per_connection)
+                .and_then(|max| u32::try_from(max).ok())
+                .filter(|max| *max > 0),
             ..Self::default()
         };
         let Some(tcp) = pool.and_then(|pool| pool.tcp.as_ref()) else {
@@ -330,6 +339,7 @@ impl Cluster {
             connect_timeout: self.policy.tcp.connect_timeout,
             idle_timeout: self.policy.tcp.pool_idle_timeout,
             keepalive: self.policy.tcp.keepalive,
+            max_requests_per_connection: self.policy.tcp.max_requests_per_connection,
         }
     }
 
@@ -523,6 +533,7 @@ mod tests {
                 max_connection_duration: Some(Duration::from_secs(3600)),
                 pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
                 use_client_protocol: false,
+                max_requests_per_connection: None,
                 keepalive: Some(Keepalive {
                     time: Some(Duration::from_secs(7)),
                     interval: None,

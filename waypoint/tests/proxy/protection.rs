@@ -159,6 +159,31 @@ async fn a_pooled_connection_idle_past_the_http_idle_timeout_is_closed() {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_is_closed_after_max_requests_per_connection() {
+    let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
+    let rule = destination_rule(
+        "app",
+        "{host: app, trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 2}}}}",
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![rule],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+
+    for _ in 0..5 {
+        assert_eq!(client.get("app", "/").await.status, 200);
+    }
+    assert_eq!(
+        backends[0].connections(),
+        3,
+        "five requests back to back, two per connection"
+    );
+}
+
+#[tokio::test]
 async fn tcp_keepalive_probes_the_endpoint_connection_at_the_rules_time() {
     let (port, backends) = start_backends(&[("127.0.0.12", "v1", Behaviour::Answer)]).await;
     let rule = destination_rule(
