@@ -127,17 +127,7 @@ trafficPolicy:
 
 #[tokio::test]
 async fn a_pooled_connection_idle_past_the_http_idle_timeout_is_closed() {
-    let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
-    let rule = destination_rule(
-        "app",
-        "{host: app, trafficPolicy: {connectionPool: {http: {idleTimeout: 300ms}}}}",
-    );
-    let waypoint = Waypoint::start(&config(
-        vec![service("app", port, &backends)],
-        vec![],
-        vec![rule],
-    ))
-    .await;
+    let (waypoint, backends, _) = app_with_pool("127.0.0.11", "{http: {idleTimeout: 300ms}}").await;
     let client = TestClient::http1(&waypoint);
     let backend = &backends[0];
 
@@ -160,17 +150,8 @@ async fn a_pooled_connection_idle_past_the_http_idle_timeout_is_closed() {
 
 #[tokio::test]
 async fn a_pooled_connection_is_closed_after_max_requests_per_connection() {
-    let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
-    let rule = destination_rule(
-        "app",
-        "{host: app, trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 2}}}}",
-    );
-    let waypoint = Waypoint::start(&config(
-        vec![service("app", port, &backends)],
-        vec![],
-        vec![rule],
-    ))
-    .await;
+    let (waypoint, backends, _) =
+        app_with_pool("127.0.0.11", "{http: {maxRequestsPerConnection: 2}}").await;
     let client = TestClient::http1(&waypoint);
 
     for _ in 0..5 {
@@ -185,16 +166,10 @@ async fn a_pooled_connection_is_closed_after_max_requests_per_connection() {
 
 #[tokio::test]
 async fn tcp_keepalive_probes_the_endpoint_connection_at_the_rules_time() {
-    let (port, backends) = start_backends(&[("127.0.0.12", "v1", Behaviour::Answer)]).await;
-    let rule = destination_rule(
-        "app",
-        "{host: app, trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 7s, interval: 2s, probes: 4}}}}}",
-    );
-    let waypoint = Waypoint::start(&config(
-        vec![service("app", port, &backends)],
-        vec![],
-        vec![rule],
-    ))
+    let (waypoint, _backends, port) = app_with_pool(
+        "127.0.0.12",
+        "{tcp: {tcpKeepalive: {time: 7s, interval: 2s, probes: 4}}}",
+    )
     .await;
     assert_eq!(
         TestClient::http1(&waypoint).get("app", "/").await.status,
@@ -234,4 +209,21 @@ fn ss_seconds(timer: &str) -> Option<f64> {
         Some((secs, millis)) => Some(secs.parse::<f64>().ok()? + millis.parse::<f64>().ok()? / 1e3),
         None => Some(ms.parse::<f64>().ok()? / 1e3),
     }
+}
+
+/// A waypoint for service `app` on one answering pod at `ip`, whose DestinationRule
+/// sets `connection_pool`; with the pod and the service's port.
+async fn app_with_pool(ip: &str, connection_pool: &str) -> (Waypoint, Vec<Backend>, u16) {
+    let (port, backends) = start_backends(&[(ip, "v1", Behaviour::Answer)]).await;
+    let rule = destination_rule(
+        "app",
+        &format!("{{host: app, trafficPolicy: {{connectionPool: {connection_pool}}}}}"),
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![rule],
+    ))
+    .await;
+    (waypoint, backends, port)
 }
