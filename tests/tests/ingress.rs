@@ -22,7 +22,7 @@ use ambit_e2e::{
     openssl, wait_for,
 };
 use anyhow::{Context as _, Result, ensure};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const APP_PORT: u16 = 8080;
@@ -79,16 +79,12 @@ impl Ingress {
         }
         net.write_manifest(
             "legacy.yaml",
-            &json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": { "name": "legacy", "namespace": "outside" },
-                "spec": {
-                    "clusterIP": "198.19.200.34",
-                    "selector": { "app": "legacy" },
-                    "ports": [{ "name": "http", "port": 80, "targetPort": APP_PORT }],
-                },
-            }),
+            &service(
+                ("outside", "legacy"),
+                "198.19.200.34",
+                "legacy",
+                ("http", 80, APP_PORT),
+            ),
         )?;
         net.write_manifest(
             "legacy-destination-rule.yaml",
@@ -115,46 +111,29 @@ impl Ingress {
         let pki = TestPki::generate(HOST)?;
         net.write_manifest(
             "app.yaml",
-            &json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": { "name": "app", "namespace": "shop" },
-                "spec": {
-                    "clusterIP": "198.19.200.30",
-                    "selector": { "app": "app" },
-                    "ports": [{ "name": "http", "port": 80, "targetPort": APP_PORT }],
-                },
-            }),
+            &service(
+                ("shop", "app"),
+                "198.19.200.30",
+                "app",
+                ("http", 80, APP_PORT),
+            ),
         )?;
-        net.write_manifest(
-            "app-waypointed.yaml",
-            &json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {
-                    "name": "app-waypointed",
-                    "namespace": "shop",
-                    "labels": { "istio.io/use-waypoint": "waypoint" },
-                },
-                "spec": {
-                    "clusterIP": "198.19.200.31",
-                    "selector": { "app": "app" },
-                    "ports": [{ "name": "http", "port": 80, "targetPort": APP_PORT }],
-                },
-            }),
-        )?;
+        let mut waypointed = service(
+            ("shop", "app-waypointed"),
+            "198.19.200.31",
+            "app",
+            ("http", 80, APP_PORT),
+        );
+        waypointed["metadata"]["labels"] = json!({ "istio.io/use-waypoint": "waypoint" });
+        net.write_manifest("app-waypointed.yaml", &waypointed)?;
         net.write_manifest(
             "secure.yaml",
-            &json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": { "name": "secure", "namespace": "shop" },
-                "spec": {
-                    "clusterIP": "198.19.200.32",
-                    "selector": { "app": "app" },
-                    "ports": [{ "name": "tls", "port": SECURE_PORT }],
-                },
-            }),
+            &service(
+                ("shop", "secure"),
+                "198.19.200.32",
+                "app",
+                ("tls", SECURE_PORT, SECURE_PORT),
+            ),
         )?;
         net.write_manifest(
             "secure-virtual-service.yaml",
@@ -177,16 +156,12 @@ impl Ingress {
         )?;
         net.write_manifest(
             "echo.yaml",
-            &json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": { "name": "echo", "namespace": "shop" },
-                "spec": {
-                    "clusterIP": "198.19.200.33",
-                    "selector": { "app": "app" },
-                    "ports": [{ "name": "tcp-echo", "port": ECHO_PORT }],
-                },
-            }),
+            &service(
+                ("shop", "echo"),
+                "198.19.200.33",
+                "app",
+                ("tcp-echo", ECHO_PORT, ECHO_PORT),
+            ),
         )?;
         net.write_manifest(
             "echo-virtual-service.yaml",
@@ -299,6 +274,26 @@ impl Ingress {
             gateway_client::plain_get(&self.client, to, host, path)
         }
     }
+}
+
+/// Service `namespace/name` at `vip`, selecting the pods labelled `app: <app>`, with one
+/// port: `(name, port, targetPort)`.
+fn service(
+    (namespace, name): (&str, &str),
+    vip: &str,
+    app: &str,
+    (port_name, port, target_port): (&str, u16, u16),
+) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": {
+            "clusterIP": vip,
+            "selector": { "app": app },
+            "ports": [{ "name": port_name, "port": port, "targetPort": target_port }],
+        },
+    })
 }
 
 #[test]
