@@ -211,4 +211,8 @@ pub struct WaypointDeployment {
     /// `--token-audience` of `serve-ca` and `serve`.
     #[arg(long, env = "AMBIT_WAYPOINT_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     pub waypoint_token_audience: String,
+    /// How often, in seconds, every applied waypoint object and root ConfigMap is
+    /// applied again: one edited or deleted by hand is put back within this time.
+    #[arg(long, env = "AMBIT_RESYNC_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_secs: u64,
 }

@@ -8,9 +8,11 @@
 //! DaemonSet.
 //!
 //! The objects are server-side applied (field manager [`FIELD_MANAGER`], forced) when a
-//! waypoint Gateway appears or is recreated (a new `uid`), then left alone: each is
-//! owned by its Gateway, so Kubernetes garbage-collects them when the Gateway is deleted.
-//! Then the Gateway's status says so, as Istio's does (`kubectl get gateway` shows it
+//! waypoint Gateway appears or is recreated (a new `uid`), and again every
+//! `--resync-secs` (five minutes by default), so one edited or deleted by hand is put
+//! back, as the root ConfigMaps are. Each is owned by its Gateway, so Kubernetes
+//! garbage-collects them when the Gateway is deleted. Once applied for a `uid`, the
+//! Gateway's status says so, as Istio's does (`kubectl get gateway` shows it
 //! `PROGRAMMED` with the Service's address): conditions `Accepted` and `Programmed`, and
 //! the Service's cluster IP (else its host name) in `addresses`.
 //! An apply the API refuses is logged with the object and the reason and retried with
@@ -23,10 +25,9 @@
 //!   the root's ConfigMap.
 //!
 //! # Not yet
-//! It does not watch the objects it applied: one edited or deleted by hand is put back
-//! only when its Gateway is recreated or the controller restarts. `Programmed` says the
-//! objects were applied, not that the waypoint's pods are ready; listener statuses are
-//! not written.
+//! It does not watch the objects it applied: a change by hand lasts until the next
+//! resync. `Programmed` says the objects were applied, not that the waypoint's pods are
+//! ready; listener statuses are not written.
 
 use std::{collections::BTreeMap, fmt::Debug, time::Duration};
 
@@ -42,6 +43,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 pub use self::objects::{Owner, ROOT_CERT_CONFIG_MAP, Template, root_config_map};
 use crate::{
@@ -87,12 +89,16 @@ pub async fn run(client: Client, template: Template, mut model: ModelSource) {
     // The Gateways whose objects were applied, with the `uid` they were applied for.
     let mut deployed: BTreeMap<Key, String> = BTreeMap::new();
     let mut retry = RETRY_FIRST;
+    let resync = Duration::from_secs(template.flags.resync_secs);
+    let mut resync_at = Instant::now() + resync;
+    let mut resyncing = false;
     loop {
         let wanted = owners(&model.borrow_and_update().mesh);
         deployed.retain(|key, _| wanted.contains_key(key));
         let mut failed = false;
         for (key, uid) in &wanted {
-            if deployed.get(key) == Some(uid) {
+            let programmed = deployed.get(key) == Some(uid);
+            if programmed && !resyncing {
                 continue;
             }
             let owner = Owner {
@@ -100,7 +106,14 @@ pub async fn run(client: Client, template: Template, mut model: ModelSource) {
                 name: &key.1,
                 uid,
             };
-            match deploy(&client, &template, owner).await {
+            match deploy(&client, &template, owner, !programmed).await {
+                Ok(()) if programmed => {
+                    tracing::debug!(
+                        namespace = owner.namespace,
+                        gateway = owner.name,
+                        "waypoint objects applied again (resync)"
+                    );
+                }
                 Ok(()) => {
                     tracing::info!(
                         namespace = owner.namespace,
@@ -123,11 +136,16 @@ pub async fn run(client: Client, template: Template, mut model: ModelSource) {
             retry = RETRY_FIRST;
             None
         };
+        resyncing = false;
         tokio::select! {
             changed = model.changed() => if changed.is_err() {
                 return;
             },
             () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            () = tokio::time::sleep_until(resync_at) => {
+                resyncing = true;
+                resync_at = Instant::now() + resync;
+            }
         }
     }
 }
@@ -152,14 +170,22 @@ fn owners(mesh: &Mesh) -> BTreeMap<Key, String> {
 }
 
 /// Applies the root's ConfigMap in `owner`'s namespace, the three objects of its
-/// waypoint, then the Gateway's status; stops at the first refused.
-async fn deploy(client: &Client, template: &Template, owner: Owner<'_>) -> Result<(), ApplyError> {
+/// waypoint, then, when `with_status`, the Gateway's status; stops at the first refused.
+async fn deploy(
+    client: &Client,
+    template: &Template,
+    owner: Owner<'_>,
+    with_status: bool,
+) -> Result<(), ApplyError> {
     let root = root_config_map(owner.namespace, &template.root_pem);
     apply(client, owner.namespace, ROOT_CERT_CONFIG_MAP, &root).await?;
     let (namespace, name) = (owner.namespace, owner.name);
     apply(client, namespace, name, &template.service_account(owner)).await?;
     apply(client, namespace, name, &template.deployment(owner)).await?;
     let service = apply(client, namespace, name, &template.service(owner)).await?;
+    if !with_status {
+        return Ok(());
+    }
     let gateways = ApiResource {
         group: GATEWAY_API_GROUP.to_owned(),
         version: "v1".to_owned(),
@@ -228,15 +254,20 @@ fn programmed(owner: Owner<'_>, service: &Service) -> Value {
 }
 
 /// Publishes the mesh root in `namespace` (the controller's: the node DaemonSet mounts
-/// it), retrying with backoff until the API accepts it.
-pub async fn publish_root(client: Client, namespace: String, root_pem: String) {
+/// it), retrying with backoff until the API accepts it, and again every `resync`.
+pub async fn publish_root(client: Client, namespace: String, root_pem: String, resync: Duration) {
     let mut retry = RETRY_FIRST;
+    let mut published = false;
     let config_map: ConfigMap = root_config_map(&namespace, &root_pem);
     loop {
         match apply(&client, &namespace, ROOT_CERT_CONFIG_MAP, &config_map).await {
             Ok(_) => {
-                tracing::info!(%namespace, name = ROOT_CERT_CONFIG_MAP, "published the mesh root");
-                return;
+                if !published {
+                    tracing::info!(%namespace, name = ROOT_CERT_CONFIG_MAP, "published the mesh root");
+                }
+                published = true;
+                retry = RETRY_FIRST;
+                tokio::time::sleep(resync).await;
             }
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?retry, "mesh root not published: clients cannot verify the controller until it is");

@@ -204,6 +204,7 @@ fn main() -> anyhow::Result<ExitCode> {
                         client.clone(),
                         client.default_namespace().to_owned(),
                         root_pem.clone(),
+                        Duration::from_secs(waypoints.resync_secs),
                     ));
                     tracing::info!(?waypoints, "running a waypoint for each waypoint Gateway");
                     let template = deployer::Template {

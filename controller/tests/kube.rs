@@ -443,6 +443,8 @@ fn waypoint_template() -> Template {
             waypoint_controller_address: "https://push.example:15010".into(),
             waypoint_ca_address: "https://ca.example:15012".into(),
             waypoint_token_audience: "ambit-ca".into(),
+            // No resync within a test, unless it sets one.
+            resync_secs: 3600,
         },
         trust_domain: TRUST_DOMAIN.into(),
         root_pem: ROOT_PEM.into(),
@@ -625,6 +627,28 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
         .await
         .expect("the deployer stops with the model source")
         .expect("the deployer task");
+}
+
+#[tokio::test]
+async fn a_resync_applies_the_objects_again_but_not_the_status() {
+    let api = FakeApi::start(every_kind_but(None)).await;
+    let gateway = api.put_quietly(GATEWAYS, recorded("gateway-waypoint.json"));
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut template = waypoint_template();
+    template.flags.resync_secs = 1;
+    tokio::spawn(deployer::run(api.client(), template, source.subscribe()));
+
+    // Deployed once with its status; a second later, the root and the three objects
+    // again (an object deleted or edited by hand is put back), with no status: its
+    // `lastTransitionTime` stays the first apply's.
+    let applied = api.patches(9).await;
+    let by_name = json!({"type": "Hostname", "value": "waypoint.shop.svc.cluster.local"});
+    assert_applied_for(&applied[..5], &gateway, &by_name);
+    let again: Vec<&str> = applied[5..9]
+        .iter()
+        .map(|write| write.path.as_str())
+        .collect();
+    assert_eq!(again, WAYPOINT_OBJECTS[..4], "{applied:#?}");
 }
 
 // One thread, so the deployer's task logs to this test's subscriber.

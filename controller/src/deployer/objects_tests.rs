@@ -16,6 +16,7 @@ fn template() -> Template {
             waypoint_controller_address: "https://push.example:15010".into(),
             waypoint_ca_address: "https://ca.example:15012".into(),
             waypoint_token_audience: "mesh-ca".into(),
+            resync_secs: 300,
         },
         trust_domain: "example.org".into(),
         root_pem: "ROOT".into(),
