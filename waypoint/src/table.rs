@@ -60,7 +60,7 @@ use self::{
 use crate::{
     config::{Config, Endpoint, Named, Protocol, Role, Service},
     cors::CorsError,
-    gateway::servers::{self, Servers},
+    gateway::servers::{self, Binding, Servers},
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
     matcher::{MatchError, connection::ConnectionView},
@@ -147,9 +147,9 @@ impl Problem {
 /// The routes of one VirtualService (or of one service's default routes).
 #[derive(Debug)]
 struct VirtualHost {
-    /// On an ingress gateway, the Gateways the VirtualService binds to (`ns/name`): it
-    /// applies only on their servers' ports. Empty on a waypoint.
-    bound_to: Vec<String>,
+    /// On an ingress gateway, what decides the ports the VirtualService routes; `None`
+    /// on a waypoint, and for a service's default routes.
+    binding: Option<Binding>,
     routes: Vec<Route>,
     /// `tls:` routes, chosen by SNI before the `tcp:` ones.
     tls_routes: Vec<TcpRoute>,
@@ -182,9 +182,9 @@ pub struct RouteTable {
     tcp_ports: HashSet<(String, u16)>,
     /// An ingress gateway's servers; `None` for a waypoint.
     ingress: Option<Servers>,
-    /// An ingress gateway's VirtualServices with `tcp:` routes, in order, with their
-    /// hosts: what a TCP server's connections, which name no host, are routed by.
-    gateway_tcp: Vec<(Vec<HostPattern>, usize)>,
+    /// An ingress gateway's VirtualServices with `tcp:` routes, in order: what a TCP
+    /// server's connections, which name no host, are routed by.
+    gateway_tcp: Vec<usize>,
     policies: Policies,
     workloads: Workloads,
     /// What requests come through, as `gateways:` names it: `mesh`, or the Gateways.
@@ -243,7 +243,7 @@ impl RouteTable {
             let index = table.virtual_hosts.len();
             let all = clusters.get(&host, "");
             table.virtual_hosts.push(VirtualHost {
-                bound_to: Vec::new(),
+                binding: None,
                 routes: vec![Route::service_default(&host, all.clone())],
                 tls_routes: Vec::new(),
                 tcp_routes: vec![TcpRoute::service_default(&host, all)],
@@ -316,10 +316,15 @@ impl RouteTable {
             .map(|host| HostPattern::resolve(host, &vs.namespace))
             .collect();
         if self.ingress.is_some() && !tcp_routes.is_empty() {
-            self.gateway_tcp.push((hosts.clone(), index));
+            self.gateway_tcp.push(index);
         }
+        let binding = self.ingress.is_some().then(|| Binding {
+            namespace: vs.namespace.clone(),
+            hosts: hosts.clone(),
+            gateways: bound_to,
+        });
         self.virtual_hosts.push(VirtualHost {
-            bound_to,
+            binding,
             routes,
             tls_routes,
             tcp_routes,
@@ -393,11 +398,9 @@ impl RouteTable {
         }
         self.gateway_tcp
             .iter()
-            .map(|(hosts, index)| (hosts, &self.virtual_hosts[*index]))
-            .filter(|(hosts, vs)| {
-                server.binds_any(&vs.bound_to) && hosts.iter().any(|host| server.overlaps(host))
-            })
-            .find_map(|(_, vs)| vs.tcp_routes.iter().find(|route| route.matches(connection)))
+            .map(|index| &self.virtual_hosts[*index])
+            .filter(|vs| self.applies_on(vs, port))
+            .find_map(|vs| vs.tcp_routes.iter().find(|route| route.matches(connection)))
     }
 
     /// The VirtualService (or service default) for `authority` on `port`.
@@ -427,13 +430,17 @@ impl RouteTable {
     }
 
     /// Whether `host`'s routes hold on `port`: always on a waypoint; on an ingress
-    /// gateway, when its VirtualService binds to a Gateway with a server on the port.
+    /// gateway, when a server on the port takes its VirtualService
+    /// ([`crate::gateway::servers::PortServers::routes_for`]).
     fn applies_on(&self, host: &VirtualHost, port: u16) -> bool {
-        self.ingress.as_ref().is_none_or(|servers| {
-            servers
-                .on_port(port)
-                .is_some_and(|server| server.binds_any(&host.bound_to))
-        })
+        let Some(servers) = &self.ingress else {
+            return true;
+        };
+        let server = servers.on_port(port);
+        host.binding
+            .as_ref()
+            .zip(server)
+            .is_some_and(|(binding, server)| server.routes_for(binding))
     }
 
     /// The service (FQDN) a request to `authority` is addressed to, if the waypoint

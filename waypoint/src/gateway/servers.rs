@@ -35,9 +35,27 @@ pub struct PortServers {
     pub protocol: PortProtocol,
     /// Every request is answered with a 301 to `https://` (`tls.httpsRedirect`).
     pub https_redirect: bool,
-    hosts: Vec<HostPattern>,
-    /// The Gateways with a server on the port, as `namespace/name`.
-    gateways: Vec<String>,
+    hosts: Vec<ServerHost>,
+}
+
+/// One host of a server.
+#[derive(Debug, Clone)]
+struct ServerHost {
+    /// The Gateway of the server, as `namespace/name`.
+    gateway: String,
+    /// The namespaces whose VirtualServices may route it (`namespace/host`): `None` for
+    /// any (`*/`).
+    namespace: Option<String>,
+    pattern: HostPattern,
+}
+
+/// What decides where a VirtualService applies on an ingress gateway.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub namespace: String,
+    pub hosts: Vec<HostPattern>,
+    /// The Gateways it binds to, as `namespace/name`.
+    pub gateways: Vec<String>,
 }
 
 impl PortServers {
@@ -45,7 +63,9 @@ impl PortServers {
     #[must_use]
     pub fn accepts(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|pattern| pattern.matches(&host))
+        self.hosts
+            .iter()
+            .any(|server| server.pattern.matches(&host))
     }
 
     /// Whether the port's connections are relayed by `tcp:` routes (they name no host).
@@ -57,20 +77,23 @@ impl PortServers {
         )
     }
 
-    /// Whether a VirtualService bound to `bound` (Gateways as `namespace/name`) routes
-    /// this port's traffic: it binds to a Gateway with a server here, as Istio builds
-    /// each port's routes from the VirtualServices of that port's Gateways only.
+    /// Whether the VirtualService `binding` describes routes this port's traffic, as
+    /// Istio builds each port's routes: a server here of a Gateway it binds to has a
+    /// host that is also one of its hosts (for TCP, which names no host, this is all
+    /// that ties them), in a namespace that host admits (`shop/…` only `shop`'s).
     #[must_use]
-    pub fn binds_any(&self, bound: &[String]) -> bool {
-        bound.iter().any(|gateway| self.gateways.contains(gateway))
-    }
-
-    /// Whether a VirtualService for `host` (a pattern, as TCP routes have no host to
-    /// match) may route this port's connections: some name is both `host` and one the
-    /// servers accept.
-    #[must_use]
-    pub fn overlaps(&self, host: &HostPattern) -> bool {
-        self.hosts.iter().any(|pattern| pattern.overlaps(host))
+    pub fn routes_for(&self, binding: &Binding) -> bool {
+        self.hosts.iter().any(|server| {
+            binding.gateways.contains(&server.gateway)
+                && server
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|namespace| *namespace == binding.namespace)
+                && binding
+                    .hosts
+                    .iter()
+                    .any(|host| server.pattern.overlaps(host))
+        })
     }
 }
 
@@ -109,12 +132,17 @@ impl Servers {
                 entry.protocol = entry.protocol.max(protocol);
                 entry.https_redirect |= server.tls.as_ref().is_some_and(|tls| tls.https_redirect);
                 entry.hosts.extend(server.hosts.iter().map(|host| {
-                    HostPattern::resolve(split_server_host(host).1, &gateway.namespace)
+                    let (namespace, host) = split_server_host(host);
+                    ServerHost {
+                        gateway: gateway.key(),
+                        namespace: match namespace {
+                            "*" => None,
+                            "." => Some(gateway.namespace.clone()),
+                            namespace => Some(namespace.to_owned()),
+                        },
+                        pattern: HostPattern::resolve(host, &gateway.namespace),
+                    }
                 }));
-                let key = gateway.key();
-                if !entry.gateways.contains(&key) {
-                    entry.gateways.push(key);
-                }
             }
         }
         Self { by_port }
@@ -219,8 +247,27 @@ mod tests {
         assert!(tcp.relays_tcp());
         assert!(servers.on_port(9001).expect("9001").relays_tcp());
         assert!(!servers.on_port(9443).expect("9443").relays_tcp());
-        assert!(tcp.overlaps(&HostPattern::Any));
-        assert!(tcp.overlaps(&HostPattern::resolve("db", "shop")));
+        let binding = |namespace: &str, host: &str| Binding {
+            namespace: namespace.into(),
+            hosts: vec![HostPattern::resolve(host, namespace)],
+            gateways: vec!["istio-system/ingress".into()],
+        };
+        assert!(tcp.routes_for(&binding("shop", "db")));
+        assert!(
+            !tcp.routes_for(&binding("other", "db")),
+            "`shop/*` admits shop's VirtualServices only"
+        );
+        let http = servers.on_port(80).expect("port 80");
+        assert!(http.routes_for(&binding("shop", "www.example.com")));
+        assert!(http.routes_for(&binding("other", "api.example.org")));
+        assert!(!http.routes_for(&binding("other", "www.example.com")));
+        assert!(
+            !http.routes_for(&Binding {
+                gateways: vec!["istio-system/other".into()],
+                ..binding("shop", "www.example.com")
+            }),
+            "bound to another Gateway"
+        );
     }
 
     #[test]
