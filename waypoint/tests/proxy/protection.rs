@@ -210,20 +210,3 @@ fn ss_seconds(timer: &str) -> Option<f64> {
         None => Some(ms.parse::<f64>().ok()? / 1e3),
     }
 }
-
-/// A waypoint for service `app` on one answering pod at `ip`, whose DestinationRule
-/// sets `connection_pool`; with the pod and the service's port.
-async fn app_with_pool(ip: &str, connection_pool: &str) -> (Waypoint, Vec<Backend>, u16) {
-    let (port, backends) = start_backends(&[(ip, "v1", Behaviour::Answer)]).await;
-    let rule = destination_rule(
-        "app",
-        &format!("{{host: app, trafficPolicy: {{connectionPool: {connection_pool}}}}}"),
-    );
-    let waypoint = Waypoint::start(&config(
-        vec![service("app", port, &backends)],
-        vec![],
-        vec![rule],
-    ))
-    .await;
-    (waypoint, backends, port)
-}

@@ -368,17 +368,7 @@ async fn an_http2_service_port_is_spoken_to_in_http2() {
 
 #[tokio::test]
 async fn h2_upgrade_policy_upgrade_speaks_http2_to_an_http_port() {
-    let (port, backends) = start_backends(&[(V1, "v1", Behaviour::Answer)]).await;
-    let rule = destination_rule(
-        "app",
-        "{host: app, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}}",
-    );
-    let waypoint = Waypoint::start(&config(
-        vec![service("app", port, &backends)],
-        vec![],
-        vec![rule],
-    ))
-    .await;
+    let (waypoint, _backends, _) = app_with_pool(V1, "{http: {h2UpgradePolicy: UPGRADE}}").await;
 
     let reply = TestClient::http1(&waypoint).get("app", "/").await;
     assert_eq!(reply.echo()["version"], "HTTP/2.0", "{reply:?}");
@@ -386,17 +376,7 @@ async fn h2_upgrade_policy_upgrade_speaks_http2_to_an_http_port() {
 
 #[tokio::test]
 async fn use_client_protocol_sends_each_request_in_its_clients_version() {
-    let (port, backends) = start_backends(&[(V1, "v1", Behaviour::Answer)]).await;
-    let rule = destination_rule(
-        "app",
-        "{host: app, trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}}",
-    );
-    let waypoint = Waypoint::start(&config(
-        vec![service("app", port, &backends)],
-        vec![],
-        vec![rule],
-    ))
-    .await;
+    let (waypoint, _backends, _) = app_with_pool(V1, "{http: {useClientProtocol: true}}").await;
 
     let reply = http2_get(&waypoint, "http://app.shop:80/h2").await;
     assert_eq!(reply.echo()["version"], "HTTP/2.0", "{reply:?}");

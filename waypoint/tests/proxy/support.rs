@@ -603,3 +603,20 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A waypoint for service `app` on one answering pod at `ip`, whose DestinationRule
+/// sets `connection_pool`; with the pod and the service's port.
+pub async fn app_with_pool(ip: &str, connection_pool: &str) -> (Waypoint, Vec<Backend>, u16) {
+    let (port, backends) = start_backends(&[(ip, "v1", Behaviour::Answer)]).await;
+    let rule = destination_rule(
+        "app",
+        &format!("{{host: app, trafficPolicy: {{connectionPool: {connection_pool}}}}}"),
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![rule],
+    ))
+    .await;
+    (waypoint, backends, port)
+}
