@@ -147,9 +147,11 @@ impl Problem {
 /// The routes of one VirtualService (or of one service's default routes).
 #[derive(Debug)]
 struct VirtualHost {
-    /// On an ingress gateway, what decides the ports the VirtualService routes; `None`
-    /// on a waypoint, and for a service's default routes.
-    binding: Option<Binding>,
+    /// The ports whose traffic the routes take: `None` for every port (a waypoint's);
+    /// on an ingress gateway, those a server takes the VirtualService on
+    /// ([`crate::gateway::servers::PortServers::routes_for`]), none for a service's
+    /// default routes.
+    ports: Option<Vec<u16>>,
     routes: Vec<Route>,
     /// `tls:` routes, chosen by SNI before the `tcp:` ones.
     tls_routes: Vec<TcpRoute>,
@@ -243,7 +245,7 @@ impl RouteTable {
             let index = table.virtual_hosts.len();
             let all = clusters.get(&host, "");
             table.virtual_hosts.push(VirtualHost {
-                binding: None,
+                ports: table.ingress.is_some().then(Vec::new),
                 routes: vec![Route::service_default(&host, all.clone())],
                 tls_routes: Vec::new(),
                 tcp_routes: vec![TcpRoute::service_default(&host, all)],
@@ -318,13 +320,15 @@ impl RouteTable {
         if self.ingress.is_some() && !tcp_routes.is_empty() {
             self.gateway_tcp.push(index);
         }
-        let binding = self.ingress.is_some().then(|| Binding {
-            namespace: vs.namespace.clone(),
-            hosts: hosts.clone(),
-            gateways: bound_to,
+        let ports = self.ingress.as_ref().map(|servers| {
+            servers.ports_routing(&Binding {
+                namespace: vs.namespace.clone(),
+                hosts: hosts.clone(),
+                gateways: bound_to,
+            })
         });
         self.virtual_hosts.push(VirtualHost {
-            binding,
+            ports,
             routes,
             tls_routes,
             tcp_routes,
@@ -399,14 +403,14 @@ impl RouteTable {
         self.gateway_tcp
             .iter()
             .map(|index| &self.virtual_hosts[*index])
-            .filter(|vs| self.applies_on(vs, port))
+            .filter(|vs| Self::applies_on(vs, port))
             .find_map(|vs| vs.tcp_routes.iter().find(|route| route.matches(connection)))
     }
 
     /// The VirtualService (or service default) for `authority` on `port`.
     fn virtual_host(&self, authority: &str, port: u16) -> Option<&VirtualHost> {
         let names = candidates(&authority_host(authority), &self.namespace);
-        let applies = |index: &usize| self.applies_on(&self.virtual_hosts[*index], port);
+        let applies = |index: &usize| Self::applies_on(&self.virtual_hosts[*index], port);
         let index = names
             .iter()
             .find_map(|name| self.exact_hosts.get(name)?.iter().find(|i| applies(i)))
@@ -429,18 +433,11 @@ impl RouteTable {
         Some(&self.virtual_hosts[*index])
     }
 
-    /// Whether `host`'s routes hold on `port`: always on a waypoint; on an ingress
-    /// gateway, when a server on the port takes its VirtualService
-    /// ([`crate::gateway::servers::PortServers::routes_for`]).
-    fn applies_on(&self, host: &VirtualHost, port: u16) -> bool {
-        let Some(servers) = &self.ingress else {
-            return true;
-        };
-        let server = servers.on_port(port);
-        host.binding
+    /// Whether `host`'s routes hold on `port`.
+    fn applies_on(host: &VirtualHost, port: u16) -> bool {
+        host.ports
             .as_ref()
-            .zip(server)
-            .is_some_and(|(binding, server)| server.routes_for(binding))
+            .is_none_or(|ports| ports.contains(&port))
     }
 
     /// The service (FQDN) a request to `authority` is addressed to, if the waypoint

@@ -154,6 +154,17 @@ impl Servers {
         self.by_port.get(&port)
     }
 
+    /// The ports whose servers take the VirtualService `binding` describes
+    /// ([`PortServers::routes_for`]).
+    #[must_use]
+    pub fn ports_routing(&self, binding: &Binding) -> Vec<u16> {
+        self.by_port
+            .iter()
+            .filter(|(_, servers)| servers.routes_for(binding))
+            .map(|(port, _)| *port)
+            .collect()
+    }
+
     /// Every port listened on, and what it serves.
     pub fn ports(&self) -> impl Iterator<Item = (u16, PortProtocol)> + '_ {
         self.by_port
