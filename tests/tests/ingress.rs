@@ -11,8 +11,9 @@
 //! `secure`, whose pod terminates it with its own certificate (`openssl s_server`). A
 //! fifth, on 31400, is TCP (Istio's tcp-echo example): a `tcp:` route relays it to
 //! service `echo`, whose server speaks first; a sixth, on 31443, terminates TLS with the
-//! Secret's certificate and relays the rest to `echo` the same way. `/legacy` goes to subset `v1` of service
-//! `legacy`, whose pods are outside the mesh: reached in plain TCP, picked by label.
+//! Secret's certificate and relays the rest to `echo` the same way. `/legacy` goes to
+//! subset `v1` of service `legacy`, whose pods are outside the mesh: reached in plain
+//! TCP, picked by label.
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -28,10 +28,11 @@ pub struct Subscriber {
 ///   AuthorizationPolicy and PeerAuthentication in their L4 form (ztunnel matches
 ///   selectors against its own workloads' labels);
 /// - **WAYPOINT** on node N: every service, every peer (with its labels, for subsets,
-///   and its locality; a workload outside the mesh too, without an identity), every accepted route (VirtualService, DestinationRule)
-///   and every policy a waypoint enforces (AuthorizationPolicy with `targetRefs`,
-///   RequestAuthentication) — not yet narrowed to the waypoint's namespace — and the
-///   workloads on N (the waypoint finds its own pod's locality among them);
+///   and its locality; a workload outside the mesh too, without an identity), every
+///   accepted route (VirtualService, DestinationRule) and every policy a waypoint
+///   enforces (AuthorizationPolicy with `targetRefs`, RequestAuthentication) — not yet
+///   narrowed to the waypoint's namespace — and the workloads on N (the waypoint finds
+///   its own pod's locality among them);
 /// - **GATEWAY** (an ingress gateway) on node N: what a waypoint gets, every Istio
 ///   Gateway, the workloads on N (the gateway finds its own pod's labels among them) and
 ///   the TLS credentials named by the Gateways that select a pod on N, from that pod's

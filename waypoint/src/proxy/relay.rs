@@ -2,9 +2,9 @@
 //! `tls:` routes (by the SNI of the client's ClientHello, read first when there are
 //! any: `sni`) then `tcp:` routes pick a destination by weight (else the service
 //! itself); on an ingress gateway, a TLS passthrough port's by SNI, a TCP server's by
-//! the bound VirtualServices' `tcp:` routes; its cluster an endpoint by the DestinationRule's load balancer, and bytes
-//! are copied both ways until either side closes. Reported with Istio's TCP metrics and
-//! one access-log line.
+//! the bound VirtualServices' `tcp:` routes. The destination's cluster picks an
+//! endpoint by the DestinationRule's load balancer, and bytes are copied both ways
+//! until either side closes. Reported with Istio's TCP metrics and one access-log line.
 //!
 //! `connectionPool.tcp.maxConnections` bounds the connections relayed to a cluster at
 //! once (one more is closed at once, `UO`); `tcp.idleTimeout` (Istio's default: an
