@@ -184,9 +184,6 @@ pub struct RouteTable {
     tcp_ports: HashSet<(String, u16)>,
     /// An ingress gateway's servers; `None` for a waypoint.
     ingress: Option<Servers>,
-    /// An ingress gateway's VirtualServices with `tcp:` routes, in order: what a TCP
-    /// server's connections, which name no host, are routed by.
-    gateway_tcp: Vec<usize>,
     policies: Policies,
     workloads: Workloads,
     /// What requests come through, as `gateways:` names it: `mesh`, or the Gateways.
@@ -216,7 +213,6 @@ impl RouteTable {
                 Role::Waypoint => None,
                 Role::Ingress(gateways) => Some(Servers::compile(gateways)),
             },
-            gateway_tcp: Vec::new(),
             policies: Policies::compile(config, &mut errors),
             workloads: Workloads::new(&config.services, &config.workloads),
             bound_as: match &config.role {
@@ -317,9 +313,6 @@ impl RouteTable {
             .iter()
             .map(|host| HostPattern::resolve(host, &vs.namespace))
             .collect();
-        if self.ingress.is_some() && !tcp_routes.is_empty() {
-            self.gateway_tcp.push(index);
-        }
         let ports = self.ingress.as_ref().map(|servers| {
             servers.ports_routing(&Binding {
                 namespace: vs.namespace.clone(),
@@ -400,9 +393,9 @@ impl RouteTable {
         if !server.relays_tcp() {
             return None;
         }
-        self.gateway_tcp
+        // VirtualServices in order; services' defaults route no port of an ingress.
+        self.virtual_hosts
             .iter()
-            .map(|index| &self.virtual_hosts[*index])
             .filter(|vs| Self::applies_on(vs, port))
             .find_map(|vs| vs.tcp_routes.iter().find(|route| route.matches(connection)))
     }
