@@ -201,20 +201,22 @@ mod tests {
         assert!(keys(SubscriberKind::Unspecified, "node-a").is_empty());
     }
 
-    #[test]
-    fn a_peer_carries_addresses_and_identity() {
+    /// The peer `key` as a subscriber of `kind` on node-a gets it.
+    fn peer_for(kind: SubscriberKind, key: &str) -> ambit_api::config::PeerIdentity {
         let subscriber = Subscriber {
             node: "node-a".to_owned(),
-            kind: SubscriberKind::Ztunnel,
+            kind,
         };
         let selected = select(&fixture(), &subscriber);
-        let Some(ambit_api::config::resource::Kind::Peer(peer)) = &selected["peer/shop/web"].kind
-        else {
-            panic!(
-                "peer/shop/web is not a peer: {:?}",
-                selected["peer/shop/web"]
-            );
-        };
+        match selected.get(key).and_then(|resource| resource.kind.clone()) {
+            Some(ambit_api::config::resource::Kind::Peer(peer)) => peer,
+            other => panic!("{key} is not a peer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_peer_carries_addresses_and_identity() {
+        let peer = peer_for(SubscriberKind::Ztunnel, "peer/shop/web");
         assert_eq!(peer.ips, ["10.0.1.1"]);
         assert_eq!(peer.identity, "spiffe://cluster.local/ns/shop/sa/default");
         assert_eq!(peer.node, "node-b");
@@ -222,16 +224,7 @@ mod tests {
 
     #[test]
     fn a_waypoint_knows_a_workload_outside_the_mesh_by_its_labels_without_identity() {
-        let subscriber = Subscriber {
-            node: "node-a".to_owned(),
-            kind: SubscriberKind::Gateway,
-        };
-        let selected = select(&fixture(), &subscriber);
-        let Some(ambit_api::config::resource::Kind::Peer(peer)) =
-            &selected["peer/plain/legacy"].kind
-        else {
-            panic!("no peer for plain/legacy: {selected:?}");
-        };
+        let peer = peer_for(SubscriberKind::Gateway, "peer/plain/legacy");
         assert_eq!(peer.identity, "");
         assert_eq!(peer.labels.get("app").map(String::as_str), Some("cart"));
         assert!(!peer.ips.is_empty());

@@ -212,35 +212,10 @@ fn write_config(net: &TestNet) -> Result<()> {
         )?;
     }
     net.write_waypoint("shop", "waypoint")?;
-    net.write_manifest(
-        "gateway.yaml",
-        &istio(
-            "Gateway",
-            "istio-system",
-            "public",
-            json!({
-                "selector": { "istio": "ingressgateway" },
-                "servers": [{
-                    "port": { "number": INGRESS_PORT, "name": "http", "protocol": "HTTP" },
-                    "hosts": ["*"],
-                }],
-            }),
-        ),
-    )?;
+    net.write_manifest("gateway.yaml", &http_gateway("public", "ingressgateway"))?;
     net.write_manifest(
         "gateway-plain.yaml",
-        &istio(
-            "Gateway",
-            "istio-system",
-            "plain",
-            json!({
-                "selector": { "istio": "ingressgateway-plain" },
-                "servers": [{
-                    "port": { "number": INGRESS_PORT, "name": "http", "protocol": "HTTP" },
-                    "hosts": ["*"],
-                }],
-            }),
-        ),
+        &http_gateway("plain", "ingressgateway-plain"),
     )?;
     net.write_manifest(
         "virtual-service-web.yaml",
@@ -278,6 +253,23 @@ fn write_config(net: &TestNet) -> Result<()> {
         ),
     )?;
     Ok(())
+}
+
+/// Istio Gateway `istio-system/name` selecting the pods labelled `istio: <selected>`,
+/// with an HTTP server on [`INGRESS_PORT`] for any host.
+fn http_gateway(name: &str, selected: &str) -> Value {
+    istio(
+        "Gateway",
+        "istio-system",
+        name,
+        json!({
+            "selector": { "istio": selected },
+            "servers": [{
+                "port": { "number": INGRESS_PORT, "name": "http", "protocol": "HTTP" },
+                "hosts": ["*"],
+            }],
+        }),
+    )
 }
 
 /// `/v1`, `/v2`, `/v3` (prefixes) to the subsets of `host` of the same names.
