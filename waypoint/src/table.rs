@@ -573,8 +573,8 @@ fn check_destination_rule(
         let outlier = policy.outlier_detection.as_ref();
         let tuned = [
             (
-                "connectionPool.http (maxRetries, maxConcurrentStreams)",
-                http.is_some_and(|h| h.max_retries.is_some() || h.max_concurrent_streams.is_some()),
+                "connectionPool.http.maxConcurrentStreams",
+                http.is_some_and(|h| h.max_concurrent_streams.is_some()),
             ),
             (
                 "outlierDetection (minHealthPercent, interval and local-origin settings)",

@@ -443,6 +443,7 @@ impl Forwarding<'_> {
             _ => 0,
         };
         let mut tried = Vec::new();
+        let mut retry_slot = None;
         for attempt in 0..=retries {
             if attempt > 0 {
                 let wait = policy
@@ -495,10 +496,15 @@ impl Forwarding<'_> {
             cluster.record(&endpoint, health(ended));
             let retriable = policy.is_some_and(|p| p.retries_on(ended));
             if retriable && attempt < retries {
-                log_failed_attempt(result, endpoint.address, attempt);
-                continue;
-            }
-            if retriable && retries > 0 {
+                // This request's previous retry, if any, ends with this decision.
+                drop(retry_slot.take());
+                if let Ok(slot) = cluster.admit_retry() {
+                    retry_slot = slot;
+                    log_failed_attempt(result, endpoint.address, attempt);
+                    continue;
+                }
+                outcome.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+            } else if retriable && retries > 0 {
                 outcome
                     .flags
                     .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);

@@ -17,7 +17,7 @@ use ambit_api::istio::destination_rule::{ConnectionPoolSettings, LoadBalancerSet
 
 use super::{
     hashing::{HashPolicy, RequestHash, RequestKeys, Ring},
-    limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
+    limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow, RetrySlot},
     locality::LocalityLb,
     outlier::{Ejection, Health, OutlierPolicy, OutlierState},
 };
@@ -315,6 +315,15 @@ impl Cluster {
             None => Ok(None),
             Some(limits) => limits.admit().await.map(Some),
         }
+    }
+
+    /// Admits one more retry under the cluster's `http.maxRetries`, or refuses it
+    /// (`UO`).
+    pub fn admit_retry(&self) -> Result<Option<RetrySlot>, Overflow> {
+        self.policy
+            .limits
+            .as_ref()
+            .map_or(Ok(None), ConnectionLimits::admit_retry)
     }
 
     /// Its connections' timeouts.

@@ -9,6 +9,9 @@
 //!
 //! - `tcp.maxConnections`, for relayed TCP connections too: each holds a connection
 //!   while it lives; one more is refused at once (Envoy's TCP proxy queues nothing).
+//! - `http.maxRetries` (Envoy's `max_retries`): retries in flight to the cluster, each
+//!   counted from when it is decided until the request's next retry decision or its
+//!   end. A retry past it is not made: the last attempt's answer goes back, flagged `UO`.
 //!
 //! Unset limits are Istio's defaults: unlimited.
 
@@ -29,6 +32,8 @@ pub struct ConnectionLimits {
     connections: Option<Arc<Semaphore>>,
     max_pending: Option<usize>,
     pending: Arc<AtomicUsize>,
+    max_retries: Option<usize>,
+    retrying: Arc<AtomicUsize>,
 }
 
 /// A request refused by a limit (`UO`).
@@ -46,6 +51,12 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
+}
+
+/// A retry in flight under `http.maxRetries`, counted until dropped.
+#[derive(Debug)]
+pub struct RetrySlot {
+    _retry: Counted,
 }
 
 /// One unit of a counter, given back on drop.
@@ -81,7 +92,8 @@ impl ConnectionLimits {
         let max_connections = positive(settings.tcp.as_ref().and_then(|t| t.max_connections))
             .filter(|_| !http2)
             .map(|max| max.min(Semaphore::MAX_PERMITS));
-        if max_requests.is_none() && max_connections.is_none() {
+        let max_retries = positive(http.and_then(|h| h.max_retries));
+        if max_requests.is_none() && max_connections.is_none() && max_retries.is_none() {
             return None;
         }
         Some(Self {
@@ -90,6 +102,8 @@ impl ConnectionLimits {
             connections: max_connections.map(|max| Arc::new(Semaphore::new(max))),
             max_pending: positive(http.and_then(|h| h.http1_max_pending_requests)),
             pending: Arc::default(),
+            max_retries,
+            retrying: Arc::default(),
         })
     }
 
@@ -103,6 +117,19 @@ impl ConnectionLimits {
             .try_acquire_owned()
             .map_err(|_all_taken| Overflow)?;
         Ok(Some(ConnectionSlot { _permit: permit }))
+    }
+
+    /// Admits one more retry (`None`: retries are not limited), or refuses it when
+    /// `http.maxRetries` are in flight.
+    pub fn admit_retry(&self) -> Result<Option<RetrySlot>, Overflow> {
+        let Some(max) = self.max_retries else {
+            return Ok(None);
+        };
+        let (retry, before) = Counted::new(&self.retrying);
+        if before >= max {
+            return Err(Overflow);
+        }
+        Ok(Some(RetrySlot { _retry: retry }))
     }
 
     /// Admits one request, waiting for a connection when allowed to, or refuses it.
@@ -202,6 +229,17 @@ mod tests {
             .expect("HTTP/2 multiplexes: no connection limit");
         assert_eq!(limits.admit().await.unwrap_err(), Overflow);
         assert!(ConnectionLimits::new(&ConnectionPoolSettings::default(), false).is_none());
+    }
+
+    #[test]
+    fn retries_past_max_retries_are_refused_until_one_ends() {
+        let one = limits("{http: {maxRetries: 1}}", false);
+        let retry = one.admit_retry().expect("first").expect("limited");
+        assert_eq!(one.admit_retry().unwrap_err(), Overflow);
+        drop(retry);
+        assert!(one.admit_retry().is_ok_and(|slot| slot.is_some()));
+        let unlimited = limits("{tcp: {maxConnections: 1}}", false);
+        assert!(unlimited.admit_retry().is_ok_and(|slot| slot.is_none()));
     }
 
     /// Polls `future` once: `Some` if it completed.

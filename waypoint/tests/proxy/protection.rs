@@ -210,3 +210,51 @@ fn ss_seconds(timer: &str) -> Option<f64> {
         None => Some(ms.parse::<f64>().ok()? / 1e3),
     }
 }
+
+#[tokio::test]
+async fn a_retry_past_max_retries_is_not_made_and_the_answer_is_flagged_uo() {
+    let (port, backends) = start_backends(&[(
+        "127.0.0.11",
+        "v1",
+        Behaviour::FailThenSlow(Duration::from_millis(700)),
+    )])
+    .await;
+    let retries = virtual_service(
+        "app",
+        "{hosts: [app], http: [{retries: {attempts: 1, retryOn: 5xx}, route: [{destination: {host: app}}]}]}",
+    );
+    let budget = destination_rule(
+        "app",
+        "{host: app, trafficPolicy: {connectionPool: {http: {maxRetries: 1}}}}",
+    );
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![retries],
+        vec![budget],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+
+    let retried = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("app", "/").await }
+    });
+    backends[0].wait_for_hits(2).await;
+    let refused = client.get("app", "/").await;
+    assert_eq!(
+        refused.status, 503,
+        "the backend's 503 comes back while the only retry allowed is in flight: {refused:?}"
+    );
+    assert_eq!(backends[0].hits(), 3, "the second request is not retried");
+    let retried = retried.await.expect("the request task does not panic");
+    assert_eq!(
+        retried.status, 200,
+        "the retry in flight succeeds: {retried:?}"
+    );
+    wait_for_requests(
+        &waypoint,
+        &[("response_code", "503"), ("response_flags", "UO")],
+        1.0,
+    )
+    .await;
+}

@@ -6,7 +6,7 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ambit_api::istio::{DestinationRuleSpec, VirtualServiceSpec};
@@ -44,6 +44,9 @@ pub enum Behaviour {
     Slow(Duration),
     /// 503 for the first `fail` of every `every` requests, 200 for the rest.
     Flaky { fail: u64, every: u64 },
+    /// 503 at once to the first of every two requests, 200 after this long to the
+    /// second.
+    FailThenSlow(Duration),
     /// A request asking to `Upgrade` gets 101, then its bytes echoed back; others 200.
     Echo,
 }
@@ -225,6 +228,11 @@ async fn answer(
         }
         Behaviour::Flaky { fail, every } if hit % every < fail => StatusCode::SERVICE_UNAVAILABLE,
         Behaviour::Flaky { .. } => StatusCode::OK,
+        Behaviour::FailThenSlow(_) if hit.is_multiple_of(2) => StatusCode::SERVICE_UNAVAILABLE,
+        Behaviour::FailThenSlow(delay) => {
+            tokio::time::sleep(delay).await;
+            StatusCode::OK
+        }
     };
     let headers: BTreeMap<String, Vec<String>> = request
         .headers()
@@ -619,4 +627,22 @@ pub async fn app_with_pool(ip: &str, connection_pool: &str) -> (Waypoint, Vec<Ba
     ))
     .await;
     (waypoint, backends, port)
+}
+
+/// Waits (up to 5s) until the waypoint has recorded `count` requests with `labels`:
+/// a request is recorded when its response body is dropped, just after the client has
+/// it.
+pub async fn wait_for_requests(waypoint: &Waypoint, labels: &[(&str, &str)], count: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = waypoint.metrics();
+        if sample(&text, "istio_requests_total", labels) >= count {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {count} requests with {labels:?} within 5s; metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -1,27 +1,7 @@
 //! Telemetry: Istio's request metrics scraped from the registry the waypoint was given,
 //! and trace context reaching the backend.
 
-use std::time::{Duration, Instant};
-
 use crate::support::*;
-
-/// Waits (up to 5s) until the waypoint has recorded `count` requests with `labels`:
-/// a request is recorded when its response body is dropped, just after the client has
-/// it.
-async fn wait_for_requests(waypoint: &Waypoint, labels: &[(&str, &str)], count: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = waypoint.metrics();
-        if sample(&text, "istio_requests_total", labels) >= count {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {count} requests with {labels:?} within 5s; metrics:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test]
 async fn the_four_istio_metrics_count_requests_with_istios_labels() {
