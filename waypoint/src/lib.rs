@@ -61,9 +61,8 @@
 //!   ([`mesh::inbound`]) it has the client's certificate identity.
 //! - `CUSTOM` authorization (external authorizers), the `destination.ip`,
 //!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions, and
-//!   `fromCookies`, `outputClaimToHeaders` and `https` `jwksUri`s in
-//!   RequestAuthentication (an `http` one is fetched through the [`Connect`] seam):
-//!   refused at compile time.
+//!   `https` `jwksUri`s in RequestAuthentication (an `http` one is fetched through the
+//!   [`Connect`] seam): refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
 //! - `tls:` routes (a port declared `tls` is relayed by its `tcp:` routes), and for

@@ -69,8 +69,8 @@ pub enum PolicyError {
     NoJwks { field: String },
     #[error("`{field}.jwks` is not a JSON Web Key Set: {reason}")]
     Jwks { field: String, reason: String },
-    #[error("`{field}` is not supported by the waypoint yet: remove it")]
-    Unsupported { field: String },
+    #[error("`{field}`: header `{header}` names no claim: set `claim` (`a.b` for a nested one)")]
+    NoClaim { field: String, header: String },
 }
 
 /// What the policies decided about a request.

@@ -6,17 +6,18 @@
 //! of its issuer (`iss`): signature by a key of the rule's `jwks` (by `kid` when the
 //! token names one), `exp` and `nbf` within 60 seconds of clock skew, and `aud` among the
 //! rule's `audiences` when it has any. Tokens are read from the rule's `fromHeaders`
-//! (after the prefix) and `fromParams`, by default from `Authorization: Bearer` and the
-//! `access_token` parameter; the first token found is the one checked. A verified token's
-//! header is removed from the forwarded request unless `forwardOriginalToken`, and its
-//! payload copied (base64url) into `outputPayloadToHeader`, which is cleared from every
-//! request first so a client cannot forge it.
-//!
-//! Not yet: `fromCookies` and `outputClaimToHeaders`, refused at compile time.
+//! (after the prefix), `fromParams` and `fromCookies`, by default (none named) from
+//! `Authorization: Bearer` and the `access_token` parameter; the first token found is
+//! the one checked. A verified token's header is removed from the forwarded request
+//! unless `forwardOriginalToken`; its payload is copied (base64url) into
+//! `outputPayloadToHeader`, and each claim of `outputClaimToHeaders` (a string, boolean
+//! or integer; `a.b` for a nested one) into its header, where routes can match it.
+//! Those output headers are cleared from every request the rule covers first, so a
+//! client cannot forge them.
 
 use ambit_api::istio::{
     RequestAuthenticationSpec,
-    request_authentication::{JwtHeader, JwtRule},
+    request_authentication::{ClaimToHeader, JwtHeader, JwtRule},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -54,6 +55,8 @@ struct IssuerRule {
     locations: Vec<Location>,
     forward: bool,
     output_payload: Option<HeaderName>,
+    /// `outputClaimToHeaders`: each header and the claim path it gets.
+    output_claims: Vec<(HeaderName, Vec<String>)>,
 }
 
 /// Where a token is carried.
@@ -61,6 +64,7 @@ struct IssuerRule {
 enum Location {
     Header { name: HeaderName, prefix: String },
     Param(String),
+    Cookie(String),
 }
 
 /// A verified token: its principal (`iss/sub`) and its claims.
@@ -103,18 +107,35 @@ impl Claims {
     /// or each string of a list; nothing for a missing claim or other types.
     #[must_use]
     pub fn values(&self, path: &[impl AsRef<str>]) -> Vec<&str> {
-        let Some((first, rest)) = path.split_first() else {
-            return Vec::new();
-        };
-        let mut value = self.payload.get(first.as_ref());
-        for name in rest {
-            value = value.and_then(|v| v.get(name.as_ref()));
-        }
-        match value {
+        match self.at(path) {
             Some(Value::String(text)) => vec![text.as_str()],
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// The claim at `path` as a header value, as Envoy copies one: a string, boolean
+    /// or integer; nothing for a missing claim or other types.
+    fn header_value(&self, path: &[String]) -> Option<HeaderValue> {
+        match self.at(path)? {
+            Value::String(text) => HeaderValue::from_str(text).ok(),
+            Value::Bool(flag) => Some(HeaderValue::from_static(if *flag {
+                "true"
+            } else {
+                "false"
+            })),
+            Value::Number(number) => number.as_i64().map(HeaderValue::from),
+            _ => None,
+        }
+    }
+
+    /// The claim at `path`: a top-level claim, then a field of it, and so on.
+    fn at(&self, path: &[impl AsRef<str>]) -> Option<&Value> {
+        let (first, rest) = path.split_first()?;
+        rest.iter()
+            .try_fold(self.payload.get(first.as_ref())?, |value, name| {
+                value.get(name.as_ref())
+            })
     }
 }
 
@@ -158,8 +179,8 @@ impl Authentication {
             .iter()
             .filter(|r| r.coverage.covers(service))
             .collect();
-        // Only a verified token may fill a payload header; a client's own is dropped.
-        for name in rules.iter().filter_map(|r| r.output_payload.as_ref()) {
+        // Only a verified token may fill an output header; a client's own is dropped.
+        for name in rules.iter().flat_map(|r| r.output_headers()) {
             headers.remove(name);
         }
         let Some((location, token)) = rules
@@ -185,6 +206,11 @@ impl Authentication {
             && let Ok(value) = HeaderValue::from_str(payload)
         {
             headers.insert(name.clone(), value);
+        }
+        for (name, path) in &rule.output_claims {
+            if let Some(value) = claims.header_value(path) {
+                headers.insert(name.clone(), value);
+            }
         }
         Ok(Some(claims))
     }
@@ -221,19 +247,6 @@ impl IssuerRule {
                 field: field.to_owned(),
             });
         }
-        for (name, set) in [
-            ("fromCookies", !rule.from_cookies.is_empty()),
-            (
-                "outputClaimToHeaders",
-                !rule.output_claim_to_headers.is_empty(),
-            ),
-        ] {
-            if set {
-                problems.push(PolicyError::Unsupported {
-                    field: format!("{field}.{name}"),
-                });
-            }
-        }
         let keys = Source::compile(field, rule)
             .map_err(|e| problems.push(e))
             .ok();
@@ -256,9 +269,10 @@ impl IssuerRule {
                     prefix: prefix.clone(),
                 })
             })
-            .chain(rule.from_params.iter().map(|p| Location::Param(p.clone())))
+            .chain(rule.from_params.iter().cloned().map(Location::Param))
+            .chain(rule.from_cookies.iter().cloned().map(Location::Cookie))
             .collect();
-        if rule.from_headers.is_empty() && rule.from_params.is_empty() {
+        if locations.is_empty() {
             locations = vec![
                 Location::Header {
                     name: header::AUTHORIZATION,
@@ -270,6 +284,21 @@ impl IssuerRule {
         let output_payload = Some(rule.output_payload_to_header.as_str())
             .filter(|name| !name.is_empty())
             .and_then(|name| header_name(name, &mut problems));
+        let output_claims = rule
+            .output_claim_to_headers
+            .iter()
+            .filter_map(|ClaimToHeader { header, claim }| {
+                let name = header_name(header, &mut problems)?;
+                if claim.is_empty() {
+                    problems.push(PolicyError::NoClaim {
+                        field: format!("{field}.outputClaimToHeaders"),
+                        header: header.clone(),
+                    });
+                    return None;
+                }
+                Some((name, claim.split('.').map(str::to_owned).collect()))
+            })
+            .collect();
         let Some(keys) = keys.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };
@@ -281,7 +310,15 @@ impl IssuerRule {
             locations,
             forward: rule.forward_original_token,
             output_payload,
+            output_claims,
         })
+    }
+
+    /// The headers a verified token fills.
+    fn output_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        self.output_payload
+            .iter()
+            .chain(self.output_claims.iter().map(|(name, _)| name))
     }
 
     /// Verifies `token` with the rule's keys: those with the token's `kid` (all, when it
@@ -404,6 +441,15 @@ impl Location {
                 .filter_map(|pair| pair.split_once('='))
                 .find(|(name, _)| name == param)
                 .map(|(_, value)| value.to_owned())
+                .filter(|t| !t.is_empty()),
+            Self::Cookie(cookie) => headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(name, _)| name == cookie)
+                .map(|(_, value)| value.trim_matches('"').to_owned())
                 .filter(|t| !t.is_empty()),
         }
     }

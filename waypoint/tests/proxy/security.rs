@@ -282,3 +282,59 @@ async fn a_key_set_from_jwks_uri_is_fetched_once_and_an_unreachable_one_fails_to
     );
     assert_eq!(backends[0].hits(), 0);
 }
+
+#[tokio::test]
+async fn a_claim_copied_into_a_header_routes_the_request_and_cannot_be_forged() {
+    let issuer = Issuer::new("https://issuer.test");
+    let (port, backends) = start_backends(&[
+        ("127.0.0.11", "v1", Behaviour::Answer),
+        ("127.0.0.12", "v2", Behaviour::Answer),
+    ])
+    .await;
+    let by_group = virtual_service(
+        "app",
+        "
+hosts: [app]
+http:
+- match: [{headers: {x-jwt-group: {exact: dev}}}]
+  route: [{destination: {host: app, subset: v2}}]
+- route: [{destination: {host: app, subset: v1}}]
+",
+    );
+    let config = Config {
+        request_authentications: vec![named(
+            "jwt",
+            &format!(
+                "{TO_WAYPOINT}\njwtRules: [{{issuer: '{}', {}, outputClaimToHeaders: [{{header: x-jwt-group, claim: team.group}}]}}]",
+                issuer.name,
+                inline(&issuer),
+            ),
+        )],
+        ..config(
+            vec![service("app", port, &backends)],
+            vec![by_group],
+            vec![app_subsets()],
+        )
+    };
+    let waypoint = Waypoint::start(&config).await;
+    let client = TestClient::http1(&waypoint);
+    let bearer = |group: &str| {
+        let token = issuer.token("alice", &json!({"team": {"group": group}}));
+        format!("Bearer {token}")
+    };
+
+    let dev = client
+        .send("app", "/", &[("authorization", &bearer("dev"))])
+        .await;
+    assert_eq!(dev.backend(), "v2", "the dev claim routes to v2: {dev:?}");
+    let ops = client
+        .send("app", "/", &[("authorization", &bearer("ops"))])
+        .await;
+    assert_eq!(ops.backend(), "v1", "another group does not: {ops:?}");
+    let forged = client.send("app", "/", &[("x-jwt-group", "dev")]).await;
+    assert_eq!(
+        forged.backend(),
+        "v1",
+        "a client's own claim header is dropped before routing: {forged:?}"
+    );
+}

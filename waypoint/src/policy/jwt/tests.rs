@@ -200,11 +200,85 @@ async fn tokens_are_read_where_the_rule_says_and_optionally_forwarded() {
     );
 }
 
+#[tokio::test]
+async fn a_token_is_read_from_a_named_cookie_and_then_not_from_the_defaults() {
+    let rule = format!(
+        "{{issuer: '{ISSUER}', jwks: '{}', fromCookies: [session]}}",
+        jwks(SECRET)
+    );
+    let authentication = authentication(&rule);
+    let token = token(&valid_claims(), SECRET);
+    let mut headers = HeaderMap::new();
+    headers.append(header::COOKIE, "theme=dark".parse().unwrap());
+    headers.append(
+        header::COOKIE,
+        format!("lang=en; session=\"{token}\"").parse().unwrap(),
+    );
+    let claims = authentication
+        .authenticate(&mut headers, None, None, &fetcher())
+        .await;
+    assert_eq!(
+        claims.map(|c| c.map(|c| c.principal)),
+        Ok(Some(format!("{ISSUER}/alice"))),
+        "from the second Cookie header, quotes removed"
+    );
+    let ignored = authentication
+        .authenticate(
+            &mut bearer(&token),
+            None,
+            Some("access_token=x"),
+            &fetcher(),
+        )
+        .await;
+    assert_eq!(ignored, Ok(None), "a rule naming cookies reads only them");
+}
+
+#[tokio::test]
+async fn claims_are_copied_into_their_headers_and_forged_ones_dropped() {
+    let rule = format!(
+        "{{issuer: '{ISSUER}', jwks: '{}', outputClaimToHeaders: [{{header: x-sub, claim: sub}}, {{header: x-role, claim: realm.role}}, {{header: x-admin, claim: admin}}, {{header: x-level, claim: level}}, {{header: x-groups, claim: groups}}, {{header: x-missing, claim: nope}}]}}",
+        jwks(SECRET)
+    );
+    let authentication = authentication(&rule);
+    let mut claims = valid_claims();
+    claims["admin"] = json!(true);
+    claims["level"] = json!(3);
+    let mut headers = bearer(&token(&claims, SECRET));
+    headers.insert("x-missing", "forged".parse().unwrap());
+    let verified = authentication
+        .authenticate(&mut headers, None, None, &fetcher())
+        .await;
+    assert!(matches!(verified, Ok(Some(_))), "{verified:?}");
+    assert_eq!(headers["x-sub"], "alice");
+    assert_eq!(headers["x-role"], "admin", "a nested claim by `a.b`");
+    assert_eq!(headers["x-admin"], "true");
+    assert_eq!(headers["x-level"], "3");
+    for absent in ["x-groups", "x-missing"] {
+        assert!(
+            headers.get(absent).is_none(),
+            "{absent}: a list or a missing claim fills nothing, and a client's value is dropped"
+        );
+    }
+
+    let mut forged = HeaderMap::new();
+    forged.insert("x-sub", "admin".parse().unwrap());
+    let none = authentication
+        .authenticate(&mut forged, None, None, &fetcher())
+        .await;
+    assert_eq!(none, Ok(None));
+    assert!(
+        forged.get("x-sub").is_none(),
+        "a claim header without a verified token is dropped"
+    );
+}
+
 #[test]
-fn unsupported_and_malformed_rules_are_all_reported() {
+fn malformed_rules_are_all_reported() {
     let mut errors = Vec::new();
     Authentication::compile(
-        &config("{issuer: '', jwksUri: 'https://issuer.test/jwks', fromCookies: [session]}"),
+        &config(
+            "{issuer: '', jwksUri: 'https://issuer.test/jwks', outputClaimToHeaders: [{header: x-sub}]}",
+        ),
         &mut errors,
     );
     Authentication::compile(
@@ -215,8 +289,8 @@ fn unsupported_and_malformed_rules_are_all_reported() {
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let expected = [
         "`jwtRules[0]`: the issuer is empty",
-        "`jwtRules[0].fromCookies` is not supported",
         "`jwtRules[0].jwksUri: https://issuer.test/jwks` cannot be fetched: https needs a TLS client",
+        "`jwtRules[0].outputClaimToHeaders`: header `x-sub` names no claim",
         "`jwtRules[0].jwksUri: issuer.test/jwks` cannot be fetched: write it as http://",
         "`jwtRules[0].jwks` is not a JSON Web Key Set: it has no keys",
     ];
