@@ -56,6 +56,10 @@ pub struct Cli {
     /// it is the workloads' trust root.
     #[arg(long, env = "AMBIT_CA_ROOT_FILE")]
     pub ca_root_file: PathBuf,
+    /// More roots, PEM, trusted for RequestAuthentication key sets fetched over `https`
+    /// (an issuer with a private CA), besides the system's (`SSL_CERT_FILE`).
+    #[arg(long, env = "AMBIT_JWKS_CA_FILE")]
+    pub jwks_ca_file: Option<PathBuf>,
     /// Ask for certificates valid this long (the CA's default when absent).
     #[arg(long)]
     pub cert_ttl_secs: Option<u64>,

@@ -59,10 +59,9 @@
 //! - On a plain listener ([`run`]) the [`Peer`] has the TCP peer's address and no
 //!   identity, so `principals` and `namespaces` never match there; over HBONE
 //!   ([`mesh::inbound`]) it has the client's certificate identity.
-//! - `CUSTOM` authorization (external authorizers), the `destination.ip`,
-//!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions, and
-//!   `https` `jwksUri`s in RequestAuthentication (an `http` one is fetched through the
-//!   [`Connect`] seam): refused at compile time.
+//! - `CUSTOM` authorization (external authorizers) and the `destination.ip`,
+//!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions:
+//!   refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
 //! - `tls:` routes (a port declared `tls` is relayed by its `tcp:` routes), and for

@@ -6,6 +6,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::Path,
     sync::{Arc, PoisonError, RwLock},
 };
 
@@ -33,6 +34,7 @@ use ambit_workers::Workers;
 use anyhow::Context as _;
 use clap::Parser as _;
 use prometheus_client::registry::Registry;
+use rustls::pki_types::{CertificateDer, pem::PemObject as _};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -63,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut registry = Registry::default();
     let engine = Engine::new(&empty, Arc::new(connector), &mut registry)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .trusting_for_jwks(jwks_roots(cli.jwks_ca_file.as_deref())?);
     let engine = Arc::new(engine);
     let metrics = TcpListener::bind(cli.metrics_listen)
         .await
@@ -195,4 +198,20 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+/// The certificates of `--jwks-ca-file`, if given.
+fn jwks_roots(file: Option<&Path>) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let Some(file) = file else {
+        return Ok(Vec::new());
+    };
+    let roots = CertificateDer::pem_file_iter(file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("--jwks-ca-file {}: not PEM certificates", file.display()))?;
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "--jwks-ca-file {}: no certificate in it",
+        file.display()
+    );
+    Ok(roots)
 }

@@ -46,6 +46,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use prometheus_client::registry::Registry;
+use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -157,6 +158,14 @@ impl Engine {
             upstreams: Arc::new(Upstreams::new(connector)),
             metrics: Metrics::register(registry),
         })
+    }
+
+    /// Trusts `roots` too, besides the system's, for RequestAuthentication key sets
+    /// fetched over `https`: an issuer's private CA.
+    #[must_use]
+    pub fn trusting_for_jwks(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.jwks = self.jwks.trust(roots);
+        self
     }
 
     /// Replaces the route table with `config`'s. On error the current table stays in

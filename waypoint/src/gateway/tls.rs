@@ -29,7 +29,7 @@ use rustls::{
 
 use crate::{config::Named, host::HostPattern};
 
-static PROVIDER: LazyLock<Arc<CryptoProvider>> =
+pub(crate) static PROVIDER: LazyLock<Arc<CryptoProvider>> =
     LazyLock::new(|| Arc::new(rustls::crypto::ring::default_provider()));
 
 /// A Secret's TLS material, PEM.

@@ -1,13 +1,14 @@
 //! JSON Web Key Sets: parsed once from a rule's inline `jwks`, or fetched from its
-//! `jwksUri` over HTTP through the engine's [`Connect`] seam (so inside the mesh it
-//! rides HBONE like any request) and cached for [`REFRESH`], as istiod refreshes them.
-//! A key set that cannot be fetched fails every token of its issuer (401), as Istio's
-//! placeholder key does. `https` URIs need a TLS client the waypoint does not have yet,
-//! and are refused at compile time.
+//! `jwksUri` through the engine's [`Connect`] seam (so inside the mesh it rides HBONE
+//! like any request) and cached for [`REFRESH`], as istiod refreshes them. An `https`
+//! server must present a certificate for the URI's host from a root of the system's
+//! store (`SSL_CERT_FILE` and `SSL_CERT_DIR` override it) or one given to
+//! [`Fetcher::trust`]. A key set that cannot be fetched fails every token of its issuer
+//! (401), as Istio's placeholder key does.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -20,10 +21,16 @@ use jsonwebtoken::{
     DecodingKey,
     jwk::{AlgorithmParameters, JwkSet},
 };
+use rustls::{
+    ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, ServerName},
+};
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
 
 use super::PolicyError;
-use crate::proxy::Connect;
+use crate::{gateway::tls::PROVIDER, proxy::Connect};
 
 /// How long a fetched key set is used before it is fetched again (istiod's default
 /// `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`).
@@ -70,6 +77,16 @@ pub enum FetchError {
     Parse { uri: Uri, reason: String },
     #[error("fetching {uri} took over {timeout:?}")]
     Timeout { uri: Uri, timeout: Duration },
+    #[error(
+        "no root certificate is trusted for https: install the system's CA certificates or give the waypoint the issuer's CA (--jwks-ca-file)"
+    )]
+    NoRoots,
+    #[error("TLS with {uri} failed: {source} (does its certificate chain to a trusted root?)")]
+    Tls {
+        uri: Uri,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One verification key.
@@ -126,15 +143,12 @@ impl Source {
             uri: rule.jwks_uri.clone(),
             reason: reason.to_owned(),
         };
-        const FORM: &str = "write it as http://host[:port]/path";
+        const FORM: &str = "write it as https://host[:port]/path (or http://)";
         let uri: Uri = rule.jwks_uri.parse().map_err(|_| bad(FORM))?;
+        let host = uri.host().unwrap_or_default();
         match uri.scheme_str() {
-            Some("http") if uri.host().is_some() => {}
-            Some("https") => {
-                return Err(bad(
-                    "https needs a TLS client the waypoint does not have yet: serve it over http inside the mesh, or put the keys in `jwks`",
-                ));
-            }
+            Some("http") if !host.is_empty() => {}
+            Some("https") if ServerName::try_from(host).is_ok() => {}
             _ => return Err(bad(FORM)),
         }
         Ok(Self::Remote {
@@ -177,6 +191,11 @@ pub fn parse(jwks: &str) -> Result<Vec<Key>, String> {
 /// updates, so a config push does not refetch every issuer's keys.
 pub struct Fetcher {
     connector: Arc<dyn Connect>,
+    /// Roots trusted for `https` besides the system's.
+    extra_roots: Vec<CertificateDer<'static>>,
+    /// The TLS client, made at the first `https` fetch (the system's roots are read
+    /// then, not by waypoints that never need them).
+    tls: OnceLock<Result<TlsConnector, ()>>,
     cache: Mutex<HashMap<Uri, (Instant, KeySet)>>,
 }
 
@@ -194,8 +213,17 @@ impl Fetcher {
     pub fn new(connector: Arc<dyn Connect>) -> Self {
         Self {
             connector,
+            extra_roots: Vec::new(),
+            tls: OnceLock::new(),
             cache: Mutex::default(),
         }
+    }
+
+    /// Trusts `roots` too for `https` key sets: an issuer's private CA.
+    #[must_use]
+    pub fn trust(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.extra_roots = roots;
+        self
     }
 
     /// The keys at `uri`, from the cache while fresh. A failed fetch is logged and not
@@ -237,7 +265,8 @@ impl Fetcher {
 
     async fn fetch(&self, uri: &Uri) -> Result<Vec<Key>, FetchError> {
         let host = uri.host().unwrap_or_default();
-        let port = uri.port_u16().unwrap_or(80);
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let mut addresses = tokio::net::lookup_host((host, port))
             .await
             .map_err(|source| FetchError::Resolve {
@@ -255,38 +284,87 @@ impl Fetcher {
                 uri: uri.clone(),
                 source,
             })?;
-        let http = |source| FetchError::Http {
+        if !https {
+            return request_keys(stream, uri).await;
+        }
+        let name = ServerName::try_from(host.to_owned()).map_err(|_| FetchError::Parse {
             uri: uri.clone(),
-            source,
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            reason: "the host is not a DNS name or address".to_owned(),
+        })?;
+        let tls = self
+            .tls_connector()?
+            .connect(name, stream)
             .await
-            .map_err(http)?;
-        tokio::spawn(connection);
-        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let request = Request::get(path)
-            .header(header::HOST, uri.authority().map_or("", |a| a.as_str()))
-            .body(Empty::<Bytes>::new())
-            .map_err(|source| FetchError::Request {
+            .map_err(|source| FetchError::Tls {
                 uri: uri.clone(),
                 source,
             })?;
-        let response = sender.send_request(request).await.map_err(http)?;
-        if !response.status().is_success() {
-            return Err(FetchError::Status {
-                uri: uri.clone(),
-                status: response.status(),
-            });
-        }
-        let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-            .collect()
-            .await
-            .map_err(|_| FetchError::Body { uri: uri.clone() })?
-            .to_bytes();
-        let text = String::from_utf8_lossy(&body);
-        parse(&text).map_err(|reason| FetchError::Parse {
-            uri: uri.clone(),
-            reason,
-        })
+        request_keys(tls, uri).await
     }
+
+    /// The TLS client: the system's roots and the extra ones.
+    fn tls_connector(&self) -> Result<&TlsConnector, FetchError> {
+        self.tls
+            .get_or_init(|| {
+                let mut roots = RootCertStore::empty();
+                let system = rustls_native_certs::load_native_certs();
+                for error in &system.errors {
+                    tracing::warn!(%error, "reading the system's root certificates");
+                }
+                roots.add_parsable_certificates(system.certs);
+                roots.add_parsable_certificates(self.extra_roots.iter().cloned());
+                if roots.is_empty() {
+                    return Err(());
+                }
+                let mut config = ClientConfig::builder_with_provider(Arc::clone(&PROVIDER))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|_| ())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Ok(TlsConnector::from(Arc::new(config)))
+            })
+            .as_ref()
+            .map_err(|()| FetchError::NoRoots)
+    }
+}
+
+/// `GET`s the key set at `uri` over `stream`.
+async fn request_keys<S>(stream: S, uri: &Uri) -> Result<Vec<Key>, FetchError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |source| FetchError::Http {
+        uri: uri.clone(),
+        source,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    tokio::spawn(connection);
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let request = Request::get(path)
+        .header(header::HOST, uri.authority().map_or("", |a| a.as_str()))
+        .body(Empty::<Bytes>::new())
+        .map_err(|source| FetchError::Request {
+            uri: uri.clone(),
+            source,
+        })?;
+    let response = sender.send_request(request).await.map_err(http)?;
+    if !response.status().is_success() {
+        return Err(FetchError::Status {
+            uri: uri.clone(),
+            status: response.status(),
+        });
+    }
+    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|_| FetchError::Body { uri: uri.clone() })?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    parse(&text).map_err(|reason| FetchError::Parse {
+        uri: uri.clone(),
+        reason,
+    })
 }

@@ -4,6 +4,7 @@
 
 use ambit_waypoint::Config;
 use http::Method;
+use rustls::pki_types::CertificateDer;
 use serde_json::json;
 
 use crate::{issuer::Issuer, jwks_server::JwksServer, support::*};
@@ -139,6 +140,15 @@ async fn a_deny_on_a_header_condition_wins_and_a_service_policy_stays_on_its_ser
 /// <set>` or `jwksUri: <uri>`), and lets in only requests with a token of it
 /// (`requestPrincipals`), and of them only group `dev` on `/dev`.
 async fn with_jwt(issuer: &Issuer, keys: &str) -> (Waypoint, TestClient, Vec<Backend>) {
+    with_jwt_trusting(issuer, keys, Vec::new()).await
+}
+
+/// [`with_jwt`], trusting `roots` for an `https` key set.
+async fn with_jwt_trusting(
+    issuer: &Issuer,
+    keys: &str,
+    roots: Vec<CertificateDer<'static>>,
+) -> (Waypoint, TestClient, Vec<Backend>) {
     let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
     let config = Config {
         authorization_policies: vec![named(
@@ -162,7 +172,7 @@ rules:
         )],
         ..config(vec![service("app", port, &backends)], vec![], vec![])
     };
-    let waypoint = Waypoint::start(&config).await;
+    let waypoint = Waypoint::start_trusting(&config, roots).await;
     let client = TestClient::http1(&waypoint);
     (waypoint, client, backends)
 }
@@ -337,4 +347,34 @@ http:
         "v1",
         "a client's own claim header is dropped before routing: {forged:?}"
     );
+}
+
+#[tokio::test]
+async fn a_key_set_over_https_is_fetched_from_a_server_with_a_trusted_certificate_only() {
+    let issuer = Issuer::new("https://issuer.test");
+    let (server, root) = JwksServer::start_tls(&issuer).await;
+    let keys = format!("jwksUri: '{}', timeout: 2s", server.uri);
+    let token = format!("Bearer {}", issuer.token("alice", &json!({})));
+
+    let (_waypoint, client, backends) = with_jwt_trusting(&issuer, &keys, vec![root]).await;
+    for attempt in 0..2 {
+        let reply = client.send("app", "/", &[("authorization", &token)]).await;
+        assert_eq!(reply.status, 200, "request {attempt}: {reply:?}");
+    }
+    assert_eq!(server.hits(), 1, "fetched once over TLS, then cached");
+    assert_eq!(backends[0].hits(), 2);
+
+    let (_waypoint, client, backends) = with_jwt(&issuer, &keys).await;
+    let reply = client.send("app", "/", &[("authorization", &token)]).await;
+    assert_eq!(
+        (reply.status.as_u16(), &reply.body[..]),
+        (401, &b"Jwt verification fails"[..]),
+        "a server whose certificate no trusted root signed gives no keys: {reply:?}"
+    );
+    assert_eq!(
+        server.hits(),
+        1,
+        "nothing was asked of the untrusted server"
+    );
+    assert_eq!(backends[0].hits(), 0);
 }

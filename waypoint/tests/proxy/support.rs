@@ -361,10 +361,19 @@ pub struct Waypoint {
 
 impl Waypoint {
     pub async fn start(config: &Config) -> Self {
+        Self::start_trusting(config, Vec::new()).await
+    }
+
+    /// A waypoint that trusts `jwks_roots` for `https` key sets.
+    pub async fn start_trusting(
+        config: &Config,
+        jwks_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Self {
         let mut registry = Registry::default();
         let engine = Arc::new(
             Engine::new(config, Arc::new(TcpConnector), &mut registry)
-                .unwrap_or_else(|e| panic!("the test config compiles: {e}")),
+                .unwrap_or_else(|e| panic!("the test config compiles: {e}"))
+                .trusting_for_jwks(jwks_roots),
         );
         let listener = TcpListener::bind("127.0.0.1:0")
             .await

@@ -277,7 +277,7 @@ fn malformed_rules_are_all_reported() {
     let mut errors = Vec::new();
     Authentication::compile(
         &config(
-            "{issuer: '', jwksUri: 'https://issuer.test/jwks', outputClaimToHeaders: [{header: x-sub}]}",
+            "{issuer: '', jwksUri: 'ftp://issuer.test/jwks', outputClaimToHeaders: [{header: x-sub}]}",
         ),
         &mut errors,
     );
@@ -289,9 +289,9 @@ fn malformed_rules_are_all_reported() {
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let expected = [
         "`jwtRules[0]`: the issuer is empty",
-        "`jwtRules[0].jwksUri: https://issuer.test/jwks` cannot be fetched: https needs a TLS client",
+        "`jwtRules[0].jwksUri: ftp://issuer.test/jwks` cannot be fetched: write it as https://",
         "`jwtRules[0].outputClaimToHeaders`: header `x-sub` names no claim",
-        "`jwtRules[0].jwksUri: issuer.test/jwks` cannot be fetched: write it as http://",
+        "`jwtRules[0].jwksUri: issuer.test/jwks` cannot be fetched: write it as https://",
         "`jwtRules[0].jwks` is not a JSON Web Key Set: it has no keys",
     ];
     assert_eq!(messages.len(), expected.len(), "{messages:#?}");
