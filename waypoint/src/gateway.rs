@@ -9,9 +9,10 @@
 //! - requests are routed by the VirtualServices bound to the Gateway (`gateways:
 //!   [namespace/name]`, or `name` from the Gateway's namespace), never by a service's
 //!   default route; endpoints are reached over HBONE, as the waypoint reaches them;
-//! - not yet: a server host's `namespace/` part (which namespaces' VirtualServices may
-//!   bind) is not enforced, and TCP, TLS passthrough and `bind` servers are refused by
-//!   the controller.
+//! - a server host's `namespace/` part says which namespaces' VirtualServices may bind
+//!   to it (`./` the Gateway's own); TCP and `PASSTHROUGH` servers relay by `tcp:` and
+//!   `tls:` routes;
+//! - not yet: a server's `bind` address (the controller refuses it).
 //!
 //! # Layout
 //! - [`servers`]: the servers by port, and which VirtualServices bind;

@@ -64,8 +64,6 @@
 //!   refused at compile time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
-//! - `tls:` routes (a port declared `tls` is relayed by its `tcp:` routes), and for
-//!   relayed TCP connections `connectionPool.tcp.maxConnections` and idle timeouts.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that
 //!   reaches the waypoint unmerged is refused), DestinationRule `tls`, and
 //!   the parts of `connectionPool` and `outlierDetection` beyond the request limits and
