@@ -59,9 +59,9 @@
 //! - On a plain listener ([`run`]) the [`Peer`] has the TCP peer's address and no
 //!   identity, so `principals` and `namespaces` never match there; over HBONE
 //!   ([`mesh::inbound`]) it has the client's certificate identity.
-//! - `CUSTOM` authorization (external authorizers) and the `destination.ip`,
-//!   `connection.sni`, `request.regex.headers[…]` and `experimental.…` conditions:
-//!   refused at compile time.
+//! - `CUSTOM` authorization (external authorizers) and the `connection.sni`,
+//!   `request.regex.headers[…]` and `experimental.…` conditions: refused at compile
+//!   time.
 //! - Spans of its own: trace context is propagated (and started when absent), not
 //!   reported to a tracing backend.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that

@@ -23,6 +23,8 @@ pub mod authz;
 pub mod jwks;
 pub mod jwt;
 
+use std::net::SocketAddr;
+
 use ambit_api::{istio::authorization_policy::PolicyTargetReference, policy_match::BlocksError};
 use http::request::Parts;
 use thiserror::Error;
@@ -103,14 +105,14 @@ impl Policies {
     }
 
     /// Authenticates, then authorizes a request for `authority` that arrived from `peer`
-    /// on `port`; `service` is the FQDN the authority names, if the waypoint serves it. A
+    /// for `destination`; `service` is the FQDN the authority names, if the waypoint serves it. A
     /// verified token is removed from the headers unless its rule forwards it. Remote
     /// key sets are fetched through `fetcher`.
     pub async fn check(
         &self,
         parts: &mut Parts,
         peer: &Peer,
-        port: u16,
+        destination: SocketAddr,
         authority: &str,
         service: Option<&str>,
         fetcher: &Fetcher,
@@ -130,7 +132,7 @@ impl Policies {
             authority,
             path: parts.uri.path(),
             headers: &parts.headers,
-            port,
+            destination,
             claims: claims.as_ref(),
         };
         self.authorization.decide(&attributes, service)

@@ -7,7 +7,10 @@
 //!
 //! Paths are matched without the query; hosts without case, with or without the port.
 //! `remoteIpBlocks` and `remote.ip` read the peer's address, as Istio does without
-//! trusted proxies (no `X-Forwarded-For`).
+//! trusted proxies (no `X-Forwarded-For`); `destination.ip` the address the client
+//! addressed (over HBONE the service VIP).
+
+use std::net::SocketAddr;
 
 use ambit_api::{
     istio::{
@@ -38,8 +41,9 @@ pub struct Attributes<'a> {
     /// Without the query.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
-    /// The port the request arrived on.
-    pub port: u16,
+    /// The address the client addressed: a service VIP and port over HBONE, the
+    /// listener's own on a plain listener (`destination.ip`, `destination.port`).
+    pub destination: SocketAddr,
     /// The verified token's claims, if the request carried one.
     pub claims: Option<&'a Claims>,
 }
@@ -101,6 +105,7 @@ enum Attribute {
     RemoteIp,
     SourceNamespace,
     SourcePrincipal,
+    DestinationIp,
     DestinationPort,
 }
 
@@ -298,7 +303,7 @@ impl OperationMatch {
     fn matches(&self, request: &Attributes<'_>) -> bool {
         let authority = request.authority.to_ascii_lowercase();
         let host = split_authority(&authority).0;
-        let port = request.port.to_string();
+        let port = request.destination.port().to_string();
         self.hosts.matches([authority.as_str(), host])
             && self.methods.matches([request.method])
             && self.paths.matches([request.path])
@@ -325,15 +330,17 @@ impl When {
             Some(ConditionKey::SourceNamespace) => Attribute::SourceNamespace,
             Some(ConditionKey::SourcePrincipal) => Attribute::SourcePrincipal,
             Some(ConditionKey::DestinationPort) => Attribute::DestinationPort,
-            // The waypoint does not know the address the client dialled (a service VIP).
-            Some(ConditionKey::DestinationIp) => return Err(unsupported()),
+            Some(ConditionKey::DestinationIp) => Attribute::DestinationIp,
             Some(ConditionKey::L7) => l7_attribute(field, key)?.ok_or_else(unsupported)?,
         };
         if matches!(attribute, Attribute::DestinationPort) {
             check_ports(&format!("{field}.values"), &condition.values)?;
             check_ports(&format!("{field}.notValues"), &condition.not_values)?;
         }
-        let test = if matches!(attribute, Attribute::SourceIp | Attribute::RemoteIp) {
+        let test = if matches!(
+            attribute,
+            Attribute::SourceIp | Attribute::RemoteIp | Attribute::DestinationIp
+        ) {
             Test::Blocks(Blocks::new(
                 &format!("{field}.values"),
                 &condition.values,
@@ -351,7 +358,12 @@ impl When {
 
     fn matches(&self, request: &Attributes<'_>) -> bool {
         let strings = match &self.test {
-            Test::Blocks(blocks) => return blocks.matches(request.peer.ip),
+            Test::Blocks(blocks) => {
+                return blocks.matches(match self.attribute {
+                    Attribute::DestinationIp => request.destination.ip().to_canonical(),
+                    _ => request.peer.ip,
+                });
+            }
             Test::Strings(strings) => strings,
         };
         let claims = request.claims;
@@ -378,8 +390,10 @@ impl When {
                     .map(|id| id.namespace.as_str()),
             ),
             Attribute::SourcePrincipal => strings.matches(principal(request.peer).as_deref()),
-            Attribute::DestinationPort => strings.matches([request.port.to_string().as_str()]),
-            Attribute::SourceIp | Attribute::RemoteIp => false,
+            Attribute::DestinationPort => {
+                strings.matches([request.destination.port().to_string().as_str()])
+            }
+            Attribute::SourceIp | Attribute::RemoteIp | Attribute::DestinationIp => false,
         }
     }
 }

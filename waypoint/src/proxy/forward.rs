@@ -115,7 +115,14 @@ async fn dispatch(
     outcome.service = service.map(str::to_owned);
     let verdict = table
         .policies()
-        .check(&mut parts, peer, port, &authority, service, &engine.jwks)
+        .check(
+            &mut parts,
+            peer,
+            downstream.destination,
+            &authority,
+            service,
+            &engine.jwks,
+        )
         .await;
     match verdict {
         Verdict::Allowed => {}

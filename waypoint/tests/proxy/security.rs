@@ -95,6 +95,29 @@ async fn not_paths_match_the_normalized_path_without_its_query() {
 }
 
 #[tokio::test]
+async fn destination_ip_conditions_read_the_address_the_client_dialled() {
+    let (waypoint, client, _backends) = guarded(&[&format!(
+        "{TO_WAYPOINT}\naction: DENY\nrules: [{{when: [{{key: destination.ip, values: [127.0.0.0/24], notValues: [10.0.0.0/8]}}]}}]"
+    )])
+    .await;
+    assert_eq!(waypoint.address.ip().to_string(), "127.0.0.1");
+    assert_denied(
+        &client.get("app", "/").await,
+        "the DENY on the waypoint's own address",
+    );
+    let (_waypoint, client, backends) = guarded(&[&format!(
+        "{TO_WAYPOINT}\naction: DENY\nrules: [{{when: [{{key: destination.ip, values: [10.96.0.0/12]}}]}}]"
+    )])
+    .await;
+    assert_eq!(
+        client.get("app", "/").await.status,
+        200,
+        "a DENY for another address lets it through"
+    );
+    assert_eq!(backends[0].hits(), 1);
+}
+
+#[tokio::test]
 async fn a_deny_on_a_header_condition_wins_and_a_service_policy_stays_on_its_service() {
     let (_waypoint, client, backends) = guarded(&[
         &format!(

@@ -1,4 +1,4 @@
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ambit_api::identity::Identity;
 
@@ -36,7 +36,10 @@ fn authorization(policies: &[&str]) -> Authorization {
     compiled
 }
 
-/// A request from a plaintext peer at 10.0.0.7 to `cart` on port 80.
+/// Where probes go: `cart`'s VIP, port 80.
+const DESTINATION: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 12)), 80);
+
+/// A request from a plaintext peer at 10.0.0.7 to `cart` ([`DESTINATION`]).
 struct Probe {
     peer: Peer,
     method: &'static str,
@@ -64,7 +67,7 @@ impl Probe {
             authority: "Cart:80",
             path: self.path,
             headers: &self.headers,
-            port: 80,
+            destination: DESTINATION,
             claims: None,
         };
         authorization.decide(&attributes, Some(SERVICE))
@@ -145,6 +148,15 @@ fn sources_hosts_ports_and_conditions() {
         ("{to: [{operation: {ports: ['80']}}]}", true),
         ("{to: [{operation: {notPorts: ['80']}}]}", false),
         ("{when: [{key: destination.port, values: ['80']}]}", true),
+        (
+            "{when: [{key: destination.ip, values: [10.96.0.0/16]}]}",
+            true,
+        ),
+        ("{when: [{key: destination.ip, values: [10.0.0.7]}]}", false),
+        (
+            "{when: [{key: destination.ip, notValues: [10.96.0.12]}]}",
+            false,
+        ),
         ("{when: [{key: source.ip, notValues: [10.0.0.0/8]}]}", false),
         (
             "{when: [{key: 'request.headers[x-user]', values: ['*']}]}",
@@ -205,7 +217,7 @@ fn a_service_policy_covers_only_requests_for_that_service() {
         authority: "web",
         path: "/",
         headers: &probe.headers,
-        port: 80,
+        destination: DESTINATION,
         claims: None,
     };
     assert_eq!(
