@@ -60,6 +60,10 @@ pub struct Cli {
     /// (an issuer with a private CA), besides the system's (`SSL_CERT_FILE`).
     #[arg(long, env = "AMBIT_JWKS_CA_FILE")]
     pub jwks_ca_file: Option<PathBuf>,
+    /// A Zipkin collector (`host:port`, e.g. `zipkin.istio-system:9411`, Istio's
+    /// `tracing.zipkin.address`) to send the spans of sampled requests to.
+    #[arg(long, env = "AMBIT_ZIPKIN_ADDRESS")]
+    pub zipkin_address: Option<String>,
     /// Ask for certificates valid this long (the CA's default when absent).
     #[arg(long)]
     pub cert_ttl_secs: Option<u64>,

@@ -62,8 +62,8 @@
 //! - `CUSTOM` authorization (external authorizers) and the `connection.sni`,
 //!   `request.regex.headers[…]` and `experimental.…` conditions: refused at compile
 //!   time.
-//! - Spans of its own: trace context is propagated (and started when absent), not
-//!   reported to a tracing backend.
+//! - Span reporting beyond Zipkin (`--zipkin-address`): no OpenTelemetry exporter, and
+//!   the sampling share of new traces is not yet read from Istio's Telemetry API.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that
 //!   reaches the waypoint unmerged is refused), DestinationRule `tls`, and
 //!   the parts of `connectionPool` and `outlierDetection` beyond the request limits and

@@ -29,6 +29,7 @@ use ambit_waypoint::{
         outbound::HboneConnector,
         state::{MeshView, PushedState, Serving},
     },
+    telemetry::spans::SpanReporter,
 };
 use ambit_workers::Workers;
 use anyhow::Context as _;
@@ -67,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::new(&empty, Arc::new(connector), &mut registry)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .trusting_for_jwks(jwks_roots(cli.jwks_ca_file.as_deref())?);
+    let engine = match &cli.zipkin_address {
+        Some(collector) => engine.reporting_spans(SpanReporter::start(
+            collector.clone(),
+            format!("{}.{}", cli.name, cli.namespace),
+        )),
+        None => engine,
+    };
     let engine = Arc::new(engine);
     let metrics = TcpListener::bind(cli.metrics_listen)
         .await

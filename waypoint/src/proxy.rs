@@ -60,7 +60,7 @@ use crate::{
     config::Config,
     policy::Fetcher,
     table::{ConfigErrors, RouteTable},
-    telemetry::{ConnectionSource, Metrics},
+    telemetry::{ConnectionSource, Metrics, spans::SpanReporter},
 };
 
 /// The body of requests sent upstream and of responses sent downstream.
@@ -141,6 +141,8 @@ pub struct Engine {
     /// RequestAuthentication key sets fetched from `jwksUri`, kept across updates.
     jwks: Fetcher,
     metrics: Metrics,
+    /// Where sampled requests' spans go, if anywhere.
+    spans: Option<SpanReporter>,
 }
 
 impl Engine {
@@ -157,7 +159,15 @@ impl Engine {
             jwks: Fetcher::new(Arc::clone(&connector)),
             upstreams: Arc::new(Upstreams::new(connector)),
             metrics: Metrics::register(registry),
+            spans: None,
         })
+    }
+
+    /// Reports the spans of sampled requests through `reporter`.
+    #[must_use]
+    pub fn reporting_spans(mut self, reporter: SpanReporter) -> Self {
+        self.spans = Some(reporter);
+        self
     }
 
     /// Trusts `roots` too, besides the system's, for RequestAuthentication key sets

@@ -1,8 +1,8 @@
 //! What the waypoint reports about each request, as Istio's proxies do: Istio's
 //! standard HTTP metrics with Istio's standard labels (so Kiali and Istio's dashboards
-//! read them unchanged), one access-log line (`tracing` target `access`), and trace
-//! context propagated to the endpoint; and likewise about each TCP connection it
-//! relays ([`tcp`]).
+//! read them unchanged), one access-log line (`tracing` target `access`), trace
+//! context propagated to the endpoint, and a span to a Zipkin collector when it has
+//! one ([`spans`]); and likewise about each TCP connection it relays ([`tcp`]).
 //!
 //! A request is recorded when its response body ends (or is dropped, when the client
 //! goes away): the duration runs to the last byte, and gRPC's status is read from the
@@ -14,8 +14,10 @@
 //! - this file: [`Metrics`] (registered on the caller's registry), [`Party`],
 //!   [`Workloads`] and [`Exchange`], what one request's record is built from;
 //! - [`trace`]: `traceparent` (started when absent) and `x-request-id`;
+//! - [`spans`]: the spans of sampled requests, sent to a Zipkin collector;
 //! - [`tcp`]: Istio's TCP metrics and access log for relayed connections.
 
+pub mod spans;
 pub mod tcp;
 pub mod trace;
 
@@ -40,6 +42,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use self::spans::{Finished, OpenSpan};
 use crate::{
     config::{MeshWorkload, Service},
     flags::ResponseFlags,
@@ -340,6 +343,8 @@ pub struct Exchange {
     pub service: Option<String>,
     pub endpoint: Option<SocketAddr>,
     pub attempts: u32,
+    /// The request's span, when it is sampled and spans are reported.
+    pub span: Option<OpenSpan>,
 }
 
 impl Exchange {
@@ -373,6 +378,7 @@ impl Exchange {
             service: None,
             endpoint: None,
             attempts: 0,
+            span: None,
         }
     }
 
@@ -431,6 +437,7 @@ impl Record {
 
 impl Drop for Record {
     fn drop(&mut self) {
+        let span = self.exchange.span.take();
         let elapsed = self.exchange.started.elapsed();
         let labels = self.labels();
         let metrics = &self.metrics;
@@ -466,6 +473,18 @@ impl Drop for Record {
             service = labels.destination_service,
             "request",
         );
+        if let Some(span) = span {
+            span.finish(&Finished {
+                service: &labels.destination_service,
+                method: &exchange.method,
+                url: format!("http://{}{}", exchange.authority, exchange.path),
+                status: self.status,
+                flags: exchange.flags.to_string(),
+                cluster: exchange.cluster.as_deref(),
+                request_id: &exchange.request_id,
+                duration: elapsed,
+            });
+        }
     }
 }
 

@@ -62,11 +62,18 @@ pub async fn handle(
     let started = Instant::now();
     let table = engine.table();
     path::normalize(request.uri_mut());
+    let reporter = engine.spans.as_ref();
+    let continues_trace = reporter.is_some() && trace::arrived_with_context(request.headers());
     let request_id = trace::prepare(request.headers_mut(), table.trace_sampling_percent());
+    let span = reporter.and_then(|reporter| {
+        let ids = trace::open_span(request.headers_mut(), continues_trace)?;
+        Some(reporter.open(ids, downstream.destination.port()))
+    });
     let authority = authority(request.uri(), request.headers());
     let mut exchange = Exchange::start(started, &request, authority.as_deref(), request_id);
     exchange.source = downstream.source.party(&table, peer);
     exchange.mutual_tls = peer.identity.is_some();
+    exchange.span = span;
     let mut response = dispatch(
         engine,
         &table,

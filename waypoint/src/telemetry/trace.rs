@@ -12,6 +12,9 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 pub const REQUEST_ID: &str = "x-request-id";
 const B3_TRACE_ID: &str = "x-b3-traceid";
+const B3_SPAN_ID: &str = "x-b3-spanid";
+const B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
+const B3_SINGLE: &str = "b3";
 
 /// Adds what is missing of the trace context and request id to a request's headers;
 /// returns the request id. `sampling_percent` (0 to 100) is the share of new traces
@@ -48,6 +51,89 @@ pub fn prepare(headers: &mut HeaderMap, sampling_percent: f64) -> String {
         headers.insert(REQUEST_ID, value);
     }
     id
+}
+
+/// The ids of the waypoint's own span of a sampled request (see [`open_span`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: String,
+    pub id: String,
+    /// The client's span, when the request arrived with one.
+    pub parent: Option<String>,
+}
+
+/// Whether the request arrived with a valid `traceparent` (call before [`prepare`]).
+#[must_use]
+pub fn arrived_with_context(headers: &HeaderMap) -> bool {
+    headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_valid_traceparent)
+}
+
+/// The waypoint's span of a request [`prepare`]d, if its trace is sampled: a trace the
+/// waypoint started has its span id already in `traceparent`; a client's gets a child
+/// span, whose id replaces the client's in the `traceparent` (and B3 headers) sent on,
+/// so the endpoint's spans hang under the waypoint's, as under Envoy's.
+pub fn open_span(headers: &mut HeaderMap, arrived_with_context: bool) -> Option<SpanIds> {
+    let traceparent = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let (trace_id, span_id, flags) = (
+        trace_id(traceparent)?.to_owned(),
+        &traceparent[36..52],
+        &traceparent[53..55],
+    );
+    let sampled = u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1);
+    if !sampled {
+        return None;
+    }
+    if !arrived_with_context {
+        return Some(SpanIds {
+            trace_id,
+            id: span_id.to_owned(),
+            parent: None,
+        });
+    }
+    let parent = Some(span_id.to_owned());
+    let id = format!("{:016x}", nonzero(fastrand::u64));
+    let child = format!("00-{trace_id}-{id}-{flags}");
+    if let Ok(value) = HeaderValue::try_from(child) {
+        headers.insert(TRACEPARENT, value);
+    }
+    reparent_b3(headers, &id);
+    Some(SpanIds {
+        trace_id,
+        id,
+        parent,
+    })
+}
+
+/// Makes `span` the current span of the request's B3 headers, if it has them, and
+/// their span its parent.
+fn reparent_b3(headers: &mut HeaderMap, span: &str) {
+    let Ok(span) = HeaderValue::from_str(span) else {
+        return;
+    };
+    if let Some(parent) = headers.get(B3_SPAN_ID).cloned() {
+        headers.insert(B3_SPAN_ID, span.clone());
+        headers.insert(B3_PARENT_SPAN_ID, parent);
+    }
+    // `b3: {trace}-{span}[-{sampled}[-{parent}]]`.
+    let single = headers.get(B3_SINGLE).and_then(|v| v.to_str().ok());
+    let Some((trace, rest)) = single.and_then(|v| v.split_once('-')) else {
+        return;
+    };
+    let mut fields = rest.split('-');
+    let (Some(parent), sampled) = (fields.next(), fields.next()) else {
+        return;
+    };
+    let span = span.to_str().unwrap_or_default();
+    let value = match sampled {
+        Some(sampled) => format!("{trace}-{span}-{sampled}-{parent}"),
+        None => format!("{trace}-{span}-1-{parent}"),
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(B3_SINGLE, value);
+    }
 }
 
 /// The trace id of a valid version-00 `traceparent`.
@@ -154,6 +240,51 @@ mod tests {
         assert_eq!(prepare(&mut headers, 100.0), "abc");
         assert_eq!(headers[TRACEPARENT], parent);
         assert_eq!(headers[TRACESTATE], "congo=t61rcWkgMzE");
+    }
+
+    #[test]
+    fn a_sampled_request_gets_a_span_of_its_own_under_the_clients() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static(parent));
+        headers.insert(
+            B3_SINGLE,
+            HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"),
+        );
+        let span = open_span(&mut headers, true).expect("sampled");
+        assert_eq!(
+            headers[B3_SINGLE],
+            format!(
+                "4bf92f3577b34da6a3ce929d0e0e4736-{}-1-00f067aa0ba902b7",
+                span.id
+            )
+            .as_str(),
+            "b3 names the waypoint's span and the client's as its parent"
+        );
+        assert_eq!(span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(span.parent.as_deref(), Some("00f067aa0ba902b7"));
+        assert_eq!(
+            headers[TRACEPARENT],
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", span.id).as_str(),
+            "the endpoint's parent is the waypoint's span"
+        );
+
+        let mut started = HeaderMap::new();
+        prepare(&mut started, 100.0);
+        let sent = started[TRACEPARENT].to_str().unwrap().to_owned();
+        let root = open_span(&mut started, false).expect("sampled");
+        assert_eq!((root.parent, &sent[36..52]), (None, root.id.as_str()));
+        assert_eq!(
+            started[TRACEPARENT],
+            sent.as_str(),
+            "its own context goes on"
+        );
+
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static(unsampled));
+        assert_eq!(open_span(&mut headers, true), None);
+        assert_eq!(headers[TRACEPARENT], unsampled, "passes unchanged");
     }
 
     #[test]

@@ -15,3 +15,4 @@ mod support;
 mod tcp;
 mod telemetry;
 mod upgrades;
+mod zipkin_collector;

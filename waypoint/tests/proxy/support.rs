@@ -361,7 +361,7 @@ pub struct Waypoint {
 
 impl Waypoint {
     pub async fn start(config: &Config) -> Self {
-        Self::start_trusting(config, Vec::new()).await
+        Self::start_with(config, |engine| engine).await
     }
 
     /// A waypoint that trusts `jwks_roots` for `https` key sets.
@@ -369,12 +369,16 @@ impl Waypoint {
         config: &Config,
         jwks_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> Self {
+        Self::start_with(config, |engine| engine.trusting_for_jwks(jwks_roots)).await
+    }
+
+    /// A waypoint whose engine `setup` finished building.
+    pub async fn start_with(config: &Config, setup: impl FnOnce(Engine) -> Engine) -> Self {
         let mut registry = Registry::default();
-        let engine = Arc::new(
+        let engine = Arc::new(setup(
             Engine::new(config, Arc::new(TcpConnector), &mut registry)
-                .unwrap_or_else(|e| panic!("the test config compiles: {e}"))
-                .trusting_for_jwks(jwks_roots),
-        );
+                .unwrap_or_else(|e| panic!("the test config compiles: {e}")),
+        ));
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the waypoint");

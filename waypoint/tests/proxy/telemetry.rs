@@ -1,7 +1,9 @@
 //! Telemetry: Istio's request metrics scraped from the registry the waypoint was given,
 //! and trace context reaching the backend.
 
-use crate::support::*;
+use ambit_waypoint::telemetry::spans::SpanReporter;
+
+use crate::{support::*, zipkin_collector::ZipkinCollector};
 
 #[tokio::test]
 async fn the_four_istio_metrics_count_requests_with_istios_labels() {
@@ -146,4 +148,77 @@ async fn a_request_without_trace_context_gets_one_and_one_with_it_keeps_it() {
             "`{name}` reaches the backend unchanged: {echo}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_sampled_request_is_reported_to_zipkin_as_a_span_under_the_clients() {
+    let collector = ZipkinCollector::start().await;
+    let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
+    let reporter = SpanReporter::start(collector.address.clone(), "waypoint.shop".to_owned());
+    let waypoint = Waypoint::start_with(
+        &config(vec![service("app", port, &backends)], vec![], vec![]),
+        |engine| engine.reporting_spans(reporter),
+    )
+    .await;
+    let client = TestClient::http1(&waypoint);
+
+    let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let echo = client
+        .send("app", "/", &[("traceparent", unsampled)])
+        .await
+        .echo();
+    assert_eq!(
+        echo["headers"]["traceparent"][0], unsampled,
+        "an unsampled trace passes unchanged: {echo}"
+    );
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let echo = client
+        .send(
+            "app",
+            "/cart?x=1",
+            &[
+                ("traceparent", parent),
+                ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+                ("x-b3-spanid", "00f067aa0ba902b7"),
+                ("x-b3-sampled", "1"),
+            ],
+        )
+        .await
+        .echo();
+    let sent_on = echo["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap_or_default();
+    let span_id = &sent_on[36..52];
+
+    let spans = collector.wait_for(1).await;
+    assert_eq!(spans.len(), 1, "only the sampled request: {spans:#?}");
+    let span = &spans[0];
+    assert_eq!(span["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        span["parentId"], "00f067aa0ba902b7",
+        "under the client's span"
+    );
+    assert_eq!(
+        span["id"], span_id,
+        "the backend's parent is the waypoint's span: {echo}"
+    );
+    assert_eq!(
+        (
+            &echo["headers"]["x-b3-spanid"][0],
+            &echo["headers"]["x-b3-parentspanid"][0]
+        ),
+        (&span["id"], &span["parentId"]),
+        "B3 says the same: {echo}"
+    );
+    assert_eq!(span["kind"], "SERVER");
+    assert_eq!(
+        span["name"],
+        format!("app.shop.svc.cluster.local:{}/*", waypoint.address.port()),
+        "the service and the port the client dialled"
+    );
+    assert_eq!(span["localEndpoint"]["serviceName"], "waypoint.shop");
+    assert_eq!(span["tags"]["http.status_code"], "200");
+    assert_eq!(span["tags"]["http.method"], "GET");
+    assert_eq!(span["tags"]["http.url"], "http://app/cart");
+    assert!(span["duration"].as_u64().is_some_and(|d| d > 0), "{span}");
 }
