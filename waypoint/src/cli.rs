@@ -64,6 +64,10 @@ pub struct Cli {
     /// `tracing.zipkin.address`) to send the spans of sampled requests to.
     #[arg(long, env = "AMBIT_ZIPKIN_ADDRESS")]
     pub zipkin_address: Option<String>,
+    /// The share (0 to 100) of requests arriving without trace context whose new trace
+    /// is sampled: Istio's `tracing.sampling`, 1% by default as in Istio.
+    #[arg(long, env = "AMBIT_TRACE_SAMPLING", default_value_t = DEFAULT_TRACE_SAMPLING_PERCENT)]
+    pub trace_sampling: f64,
     /// Ask for certificates valid this long (the CA's default when absent).
     #[arg(long)]
     pub cert_ttl_secs: Option<u64>,
@@ -74,6 +78,9 @@ pub struct Cli {
     #[arg(long, env = "AMBIT_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
     pub worker_threads: usize,
 }
+
+/// Istio's default `meshConfig.defaultConfig.tracing.sampling`.
+pub const DEFAULT_TRACE_SAMPLING_PERCENT: f64 = 1.0;
 
 /// Request threads by default: 2, as for ztunnel (see [`ambit_workers`]).
 pub const DEFAULT_WORKER_THREADS: usize = 2;

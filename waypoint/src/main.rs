@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let empty = Config {
         namespace: cli.namespace.clone(),
         name: cli.name.clone(),
+        trace_sampling_percent: Some(cli.trace_sampling),
         ..Config::default()
     };
     let mut registry = Registry::default();
@@ -112,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         cli.name.clone(),
         cli.pod_name.clone(),
     );
-    let ingress = cli.ingress;
+    let (ingress, trace_sampling) = (cli.ingress, cli.trace_sampling);
     tokio::spawn(async move {
         let mut state = PushedState::default();
         subscribe::run(subscription, &mut |update| {
@@ -120,9 +121,10 @@ async fn main() -> anyhow::Result<()> {
                 (true, Some(pod)) => Serving::Ingress { pod },
                 _ => Serving::Waypoint,
             };
-            let pushed = state
+            let mut pushed = state
                 .apply(&update, &namespace, &name, serving)
                 .map_err(|e| e.to_string())?;
+            pushed.config.trace_sampling_percent = Some(trace_sampling);
             push_engine
                 .update(&pushed.config)
                 .map_err(|e| e.to_string())?;
