@@ -211,6 +211,14 @@ pub struct WaypointDeployment {
     /// `--token-audience` of `serve-ca` and `serve`.
     #[arg(long, env = "AMBIT_WAYPOINT_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     pub waypoint_token_audience: String,
+    /// A Zipkin or Jaeger collector the waypoints send the spans of sampled requests to
+    /// (`host:port`, e.g. `zipkin.istio-system:9411`: Istio's `tracing.zipkin.address`).
+    #[arg(long, env = "AMBIT_WAYPOINT_ZIPKIN_ADDRESS")]
+    pub waypoint_zipkin_address: Option<String>,
+    /// The share (0 to 100) of new traces the waypoints sample (Istio's
+    /// `tracing.sampling`); the waypoint's default, 1%, when absent.
+    #[arg(long, env = "AMBIT_WAYPOINT_TRACE_SAMPLING")]
+    pub waypoint_trace_sampling: Option<f64>,
     /// How often, in seconds, every applied waypoint object and root ConfigMap is
     /// applied again: one edited or deleted by hand is put back within this time.
     #[arg(long, env = "AMBIT_RESYNC_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]

@@ -443,6 +443,8 @@ fn waypoint_template() -> Template {
             waypoint_controller_address: "https://push.example:15010".into(),
             waypoint_ca_address: "https://ca.example:15012".into(),
             waypoint_token_audience: "ambit-ca".into(),
+            waypoint_zipkin_address: None,
+            waypoint_trace_sampling: None,
             // No resync within a test, unless it sets one.
             resync_secs: 3600,
         },

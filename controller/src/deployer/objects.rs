@@ -229,11 +229,21 @@ impl Template {
             ("metrics-listen", &format!("[::]:{METRICS_PORT}")),
         ]
         .map(|(flag, value)| format!("--{flag}={value}"));
+        let tracing = [
+            flags
+                .waypoint_zipkin_address
+                .as_ref()
+                .map(|address| format!("--zipkin-address={address}")),
+            flags
+                .waypoint_trace_sampling
+                .map(|percent| format!("--trace-sampling={percent}")),
+        ];
+        let args = args.into_iter().chain(tracing.into_iter().flatten());
         Container {
             name: CONTAINER.to_owned(),
             image: Some(flags.waypoint_image.clone()),
             command: Some(vec!["ambit-waypoint".to_owned()]),
-            args: Some(args.to_vec()),
+            args: Some(args.collect()),
             // The node the CA and the push know the waypoint by; its pod, by name.
             env: Some(vec![
                 downward("NODE_NAME", "spec.nodeName"),

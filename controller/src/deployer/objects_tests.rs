@@ -16,6 +16,8 @@ fn template() -> Template {
             waypoint_controller_address: "https://push.example:15010".into(),
             waypoint_ca_address: "https://ca.example:15012".into(),
             waypoint_token_audience: "mesh-ca".into(),
+            waypoint_zipkin_address: None,
+            waypoint_trace_sampling: None,
             resync_secs: 300,
         },
         trust_domain: "example.org".into(),
@@ -119,6 +121,28 @@ fn the_deployment_runs_one_waypoint_as_the_gateways_account_outside_the_mesh() {
     assert_eq!(
         container["resources"]["requests"],
         json!({"cpu": "100m", "memory": "64Mi"})
+    );
+}
+
+#[test]
+fn the_waypoints_report_spans_where_the_controller_is_told() {
+    let mut template = template();
+    template.flags.waypoint_zipkin_address = Some("zipkin.istio-system:9411".into());
+    template.flags.waypoint_trace_sampling = Some(10.0);
+    let deployment = json_of(&template.deployment(OWNER));
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        args[args.len() - 2..],
+        [
+            "--zipkin-address=zipkin.istio-system:9411",
+            "--trace-sampling=10"
+        ]
     );
 }
 
