@@ -7,6 +7,7 @@
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -31,7 +32,7 @@ pub const QUEUED_SPANS: usize = 10_000;
 pub struct SpanReporter {
     queue: mpsc::Sender<Value>,
     /// The `localEndpoint.serviceName` of every span: `<proxy name>.<namespace>`.
-    service_name: String,
+    service_name: Arc<str>,
 }
 
 impl SpanReporter {
@@ -43,7 +44,7 @@ impl SpanReporter {
         tokio::spawn(send_batches(collector, spans));
         Self {
             queue,
-            service_name,
+            service_name: service_name.into(),
         }
     }
 
@@ -92,7 +93,7 @@ impl OpenSpan {
             "name": format!("{}:{}/*", finished.service, self.port),
             "timestamp": micros(self.started.duration_since(UNIX_EPOCH).unwrap_or_default()),
             "duration": micros(finished.duration).max(1),
-            "localEndpoint": {"serviceName": self.reporter.service_name},
+            "localEndpoint": {"serviceName": &*self.reporter.service_name},
             "tags": {
                 "component": "proxy",
                 "http.method": finished.method,
