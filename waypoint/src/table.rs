@@ -577,10 +577,9 @@ fn check_destination_rule(
                 http.is_some_and(|h| h.max_concurrent_streams.is_some()),
             ),
             (
-                "outlierDetection (minHealthPercent, interval and local-origin settings)",
+                "outlierDetection (interval and local-origin settings)",
                 outlier.is_some_and(|o| {
-                    o.min_health_percent.is_some()
-                        || o.interval.is_some()
+                    o.interval.is_some()
                         || o.consecutive_local_origin_failures.is_some()
                         || o.split_external_local_origin_errors.is_some()
                 }),

@@ -429,14 +429,15 @@ impl Cluster {
         first
     }
 
-    /// Whether each endpoint may take a request now (not ejected), readmitting those
-    /// whose ejection ended.
+    /// Whether each endpoint may take a request now (not ejected, unless too few are in
+    /// for `minHealthPercent`), readmitting those whose ejection ended.
     fn available(&self) -> Vec<bool> {
         if self.ejected.load(Ordering::Acquire) == 0 {
             return vec![true; self.endpoints.len()];
         }
         let now = Instant::now();
-        self.endpoints
+        let available: Vec<bool> = self
+            .endpoints
             .iter()
             .map(|endpoint| match endpoint.outlier_state().ejected_at(now) {
                 Ejection::In => true,
@@ -447,7 +448,18 @@ impl Cluster {
                     true
                 }
             })
-            .collect()
+            .collect();
+        let healthy = available.iter().filter(|yes| **yes).count();
+        let total = available.len();
+        if self
+            .policy
+            .outlier
+            .as_ref()
+            .is_some_and(|outlier| outlier.panics(healthy, total))
+        {
+            return vec![true; total];
+        }
+        available
     }
 
     /// Counts how an attempt on `endpoint` went, ejecting it if it keeps failing.
@@ -618,10 +630,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_ejected_endpoint_is_not_picked_until_its_ejection_ends() {
+    /// A round-robin cluster of `count` endpoints with `outlier` detection.
+    fn ejecting_cluster(count: u8, outlier: &str) -> Cluster {
         let outlier: ambit_api::istio::destination_rule::OutlierDetection =
-            serde_yaml_ng::from_str("{consecutive5xxErrors: 1, baseEjectionTime: 1h}").unwrap();
+            serde_yaml_ng::from_str(outlier).unwrap();
         let policy = ClusterPolicy {
             balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
             limits: None,
@@ -629,8 +641,13 @@ mod tests {
             locality: None,
             tcp: TcpPolicy::default(),
         };
-        let addresses = (1..=2).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-        let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
+        let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
+        Cluster::new("outbound|80||app".into(), false, addresses, policy)
+    }
+
+    #[test]
+    fn an_ejected_endpoint_is_not_picked_until_its_ejection_ends() {
+        let cluster = ejecting_cluster(2, "{consecutive5xxErrors: 1, baseEjectionTime: 1h}");
         let failing = cluster.pick(None, &[]).unwrap();
         cluster.record(&failing, Health::ServerError { gateway: true });
         for _ in 0..10 {
@@ -641,6 +658,28 @@ mod tests {
         assert!(
             cluster.pick(None, &[]).is_some(),
             "the default 10% lets only one of two endpoints out"
+        );
+    }
+
+    #[test]
+    fn with_too_few_endpoints_in_for_min_health_percent_every_endpoint_takes_requests() {
+        let cluster = ejecting_cluster(
+            4,
+            "{consecutive5xxErrors: 1, baseEjectionTime: 1h, maxEjectionPercent: 100, minHealthPercent: 50}",
+        );
+        let picked = |cluster: &Cluster| {
+            (0..8)
+                .map(|_| cluster.pick(None, &[]).unwrap().address)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        cluster.record(&cluster.endpoints[0], Health::LocalFailure);
+        cluster.record(&cluster.endpoints[1], Health::LocalFailure);
+        assert_eq!(picked(&cluster).len(), 2, "two of four out: half are in");
+        cluster.record(&cluster.endpoints[2], Health::LocalFailure);
+        assert_eq!(
+            picked(&cluster).len(),
+            4,
+            "one of four in: the cluster panics and uses all of them"
         );
     }
 

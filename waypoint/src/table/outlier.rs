@@ -9,9 +9,11 @@
 //! `maxEjectionPercent` (default 10%) of the endpoints are out at once, but at least one
 //! may be. An ejected endpoint is readmitted the first time the cluster picks after its
 //! ejection ended (Envoy checks every `interval`), with its counts cleared.
+//! `minHealthPercent` is Envoy's panic threshold, as Istio maps it: while fewer than that
+//! share of the cluster's endpoints are in, ejections are ignored and every endpoint takes
+//! requests (0, the default, never panics).
 //!
-//! Not done: `minHealthPercent` (Envoy's panic mode), `consecutiveLocalOriginFailures`
-//! and `splitExternalLocalOriginErrors`.
+//! Not done: `consecutiveLocalOriginFailures` and `splitExternalLocalOriginErrors`.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +46,7 @@ pub struct OutlierPolicy {
     consecutive_gateway: Option<u32>,
     base_ejection: Duration,
     max_ejection_percent: u32,
+    min_health_percent: u32,
 }
 
 /// One endpoint's counts and ejection.
@@ -78,8 +81,20 @@ impl OutlierPolicy {
                 .and_then(|p| u32::try_from(p).ok())
                 .unwrap_or(DEFAULT_MAX_EJECTION_PERCENT)
                 .min(100),
+            min_health_percent: spec
+                .min_health_percent
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(0)
+                .min(100),
         };
         (policy.consecutive_5xx.is_some() || policy.consecutive_gateway.is_some()).then_some(policy)
+    }
+
+    /// Whether the cluster panics with `healthy` of `total` endpoints in: too few for
+    /// `minHealthPercent`, so every endpoint takes requests.
+    #[must_use]
+    pub fn panics(&self, healthy: usize, total: usize) -> bool {
+        healthy * 100 < total * self.min_health_percent as usize
     }
 
     /// Whether one more of `total` endpoints may be ejected while `ejected` are.
@@ -216,6 +231,14 @@ mod tests {
             Ejection::Out,
             "the second ejection is twice as long"
         );
+    }
+
+    #[test]
+    fn below_min_health_percent_the_cluster_panics() {
+        let half = policy("{minHealthPercent: 50}");
+        assert!(!half.panics(2, 4), "two of four are half");
+        assert!(half.panics(1, 4));
+        assert!(!policy_default().panics(0, 4), "0% never panics");
     }
 
     #[test]

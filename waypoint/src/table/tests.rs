@@ -139,7 +139,7 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         )],
         destination_rules: vec![named(
             "reviews",
-            "{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3, minHealthPercent: 50}}}",
+            "{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3, interval: 5s}}}",
         )],
         ..Config::default()
     };
@@ -147,8 +147,8 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
     assert_eq!(
         table.ignored(),
         [
-            "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (minHealthPercent, \
-             interval and local-origin settings)`",
+            "DestinationRule shop/reviews: `trafficPolicy.outlierDetection (interval and \
+             local-origin settings)`",
         ]
     );
 }
