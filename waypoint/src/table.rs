@@ -577,12 +577,8 @@ fn check_destination_rule(
                 http.is_some_and(|h| h.max_concurrent_streams.is_some()),
             ),
             (
-                "outlierDetection (interval and local-origin settings)",
-                outlier.is_some_and(|o| {
-                    o.interval.is_some()
-                        || o.consecutive_local_origin_failures.is_some()
-                        || o.split_external_local_origin_errors.is_some()
-                }),
+                "outlierDetection.interval",
+                outlier.is_some_and(|o| o.interval.is_some()),
             ),
             ("tls", policy.tls.is_some()),
             ("tunnel", policy.tunnel.is_some()),

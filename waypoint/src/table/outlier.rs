@@ -3,8 +3,10 @@
 //!
 //! As Envoy does it for Istio: `consecutive5xxErrors` (default 5) counts any 5xx,
 //! `consecutiveGatewayErrors` (and the deprecated `consecutiveErrors`) counts 502, 503
-//! and 504; connection failures, resets and per-try timeouts count as both. The count
-//! trips as soon as it is reached. An ejection lasts `baseEjectionTime` (default 30s)
+//! and 504; connection failures, resets and per-try timeouts count as both — unless
+//! `splitExternalLocalOriginErrors`, when they count only towards
+//! `consecutiveLocalOriginFailures` (default 5), and any response resets that count. A
+//! count trips as soon as it is reached. An ejection lasts `baseEjectionTime` (default 30s)
 //! times the number of times the endpoint was ejected, capped at 300s, and no more than
 //! `maxEjectionPercent` (default 10%) of the endpoints are out at once, but at least one
 //! may be. An ejected endpoint is readmitted the first time the cluster picks after its
@@ -13,7 +15,8 @@
 //! share of the cluster's endpoints are in, ejections are ignored and every endpoint takes
 //! requests (0, the default, never panics).
 //!
-//! Not done: `consecutiveLocalOriginFailures` and `splitExternalLocalOriginErrors`.
+//! Not done: `interval` (Envoy sweeps for readmissions every `interval`; here an
+//! ejection that ended is seen at the next pick).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,8 @@ pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
 pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
 /// Envoy's default `max_ejection_time`.
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+/// Envoy's default local-origin threshold, when those errors are split off.
+pub const DEFAULT_CONSECUTIVE_LOCAL_ORIGIN: u32 = 5;
 /// Envoy's default share of endpoints that may be ejected.
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
 
@@ -44,6 +49,8 @@ pub enum Health {
 pub struct OutlierPolicy {
     consecutive_5xx: Option<u32>,
     consecutive_gateway: Option<u32>,
+    /// `consecutiveLocalOriginFailures`, when `splitExternalLocalOriginErrors`.
+    consecutive_local_origin: Option<u32>,
     base_ejection: Duration,
     max_ejection_percent: u32,
     min_health_percent: u32,
@@ -54,6 +61,7 @@ pub struct OutlierPolicy {
 pub struct OutlierState {
     consecutive_5xx: u32,
     consecutive_gateway: u32,
+    consecutive_local_origin: u32,
     ejections: u32,
     ejected_until: Option<Instant>,
 }
@@ -71,6 +79,14 @@ impl OutlierPolicy {
         let policy = Self {
             consecutive_5xx: Some(consecutive_5xx).filter(|n| *n > 0),
             consecutive_gateway: consecutive_gateway.filter(|n| *n > 0),
+            consecutive_local_origin: spec
+                .split_external_local_origin_errors
+                .unwrap_or(false)
+                .then(|| {
+                    spec.consecutive_local_origin_failures
+                        .unwrap_or(DEFAULT_CONSECUTIVE_LOCAL_ORIGIN)
+                })
+                .filter(|n| *n > 0),
             base_ejection: spec
                 .base_ejection_time
                 .map(|d| d.get())
@@ -87,7 +103,10 @@ impl OutlierPolicy {
                 .unwrap_or(0)
                 .min(100),
         };
-        (policy.consecutive_5xx.is_some() || policy.consecutive_gateway.is_some()).then_some(policy)
+        (policy.consecutive_5xx.is_some()
+            || policy.consecutive_gateway.is_some()
+            || policy.consecutive_local_origin.is_some())
+        .then_some(policy)
     }
 
     /// Whether the cluster panics with `healthy` of `total` endpoints in: too few for
@@ -111,12 +130,15 @@ impl OutlierPolicy {
         if state.ejected_until.is_some() {
             return false;
         }
+        let split = self.consecutive_local_origin.is_some();
         match health {
             Health::Succeeded => {
                 state.consecutive_5xx = 0;
                 state.consecutive_gateway = 0;
+                state.consecutive_local_origin = 0;
             }
             Health::ServerError { gateway } => {
+                state.consecutive_local_origin = 0;
                 state.consecutive_5xx += 1;
                 state.consecutive_gateway = if gateway {
                     state.consecutive_gateway + 1
@@ -124,6 +146,7 @@ impl OutlierPolicy {
                     0
                 };
             }
+            Health::LocalFailure if split => state.consecutive_local_origin += 1,
             Health::LocalFailure => {
                 state.consecutive_5xx += 1;
                 state.consecutive_gateway += 1;
@@ -134,6 +157,9 @@ impl OutlierPolicy {
             || self
                 .consecutive_gateway
                 .is_some_and(|n| state.consecutive_gateway >= n)
+            || self
+                .consecutive_local_origin
+                .is_some_and(|n| state.consecutive_local_origin >= n)
     }
 
     /// Ejects the endpoint from `now`.
@@ -205,6 +231,43 @@ mod tests {
         );
         assert!(!policy.record(&mut state, Health::LocalFailure));
         assert!(policy.record(&mut state, Health::ServerError { gateway: true }));
+    }
+
+    #[test]
+    fn split_local_origin_failures_count_apart_and_a_response_resets_them() {
+        let policy = policy(
+            "{consecutive5xxErrors: 2, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}",
+        );
+        let mut state = OutlierState::default();
+        let error = Health::ServerError { gateway: true };
+        assert!(!policy.record(&mut state, Health::LocalFailure));
+        assert!(!policy.record(&mut state, Health::LocalFailure));
+        assert!(
+            !policy.record(&mut state, error),
+            "a 5xx is a response: it resets the local count and starts the 5xx one"
+        );
+        assert!(!policy.record(&mut state, Health::LocalFailure));
+        assert!(!policy.record(&mut state, Health::LocalFailure));
+        assert!(
+            policy.record(&mut state, Health::LocalFailure),
+            "the third local failure in a row trips"
+        );
+        let mut state = OutlierState::default();
+        assert!(!policy.record(&mut state, error));
+        assert!(!policy.record(&mut state, Health::LocalFailure));
+        assert!(
+            policy.record(&mut state, error),
+            "local failures do not break a run of 5xx"
+        );
+        let unsplit = policy_default();
+        let mut state = OutlierState::default();
+        for _ in 0..4 {
+            assert!(!unsplit.record(&mut state, Health::LocalFailure));
+        }
+        assert!(
+            unsplit.record(&mut state, Health::LocalFailure),
+            "without the split they count as 5xx"
+        );
     }
 
     #[test]
