@@ -65,7 +65,7 @@
 //! - Span reporting beyond Zipkin (`--zipkin-address`): no OpenTelemetry exporter, and
 //!   the sampling share of new traces is not yet read from Istio's Telemetry API.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that
-//!   reaches the waypoint unmerged is refused), DestinationRule `tls`, and
+//!   reaches the waypoint unmerged is refused), DestinationRule `tls`,
 //!   `connectionPool.http.maxConcurrentStreams` and `outlierDetection.interval`: the
 //!   fields that would change which requests a route takes are refused at compile time,
 //!   the others listed by [`RouteTable::ignored`].
