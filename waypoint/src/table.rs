@@ -50,7 +50,7 @@ pub use self::{
     limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
     outlier::{Health, OutlierPolicy},
     rewrite::{Redirect, Rewrite},
-    route::{Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},
+    route::{AbortReply, Action, Fault, Matched, Mirror, Route, Target, WeightedTargets, sampled},
     tcp::TcpRoute,
 };
 use self::{
@@ -112,6 +112,10 @@ pub enum Problem {
     Unsupported { field: String, name: String },
     #[error("`{field}` needs exactly one of `route`, `redirect` or `directResponse`")]
     Action { field: String },
+    #[error("`{field}` sets both `httpStatus` and `grpcStatus`: keep one")]
+    AbortKind { field: String },
+    #[error("`{field}` is not base64 ({reason}): encode the body, or give it as `string`")]
+    Base64 { field: String, reason: String },
     #[error("`{field}.route` is empty: list at least one destination")]
     NoDestination { field: String },
     #[error("`{field}`: the weights add up to 0: give the destinations weights summing to 100")]

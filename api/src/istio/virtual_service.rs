@@ -235,11 +235,12 @@ pub struct Abort {
     pub percentage: Option<Percent>,
 }
 
-/// gRPC status codes by name, as `fault.abort.grpcStatus` takes them.
+/// gRPC status codes by name, as `fault.abort.grpcStatus` takes them, each with its
+/// number ([`GrpcStatus::code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GrpcStatus {
-    Ok,
+    Ok = 0,
     Cancelled,
     Unknown,
     InvalidArgument,
@@ -256,6 +257,14 @@ pub enum GrpcStatus {
     Unavailable,
     DataLoss,
     Unauthenticated,
+}
+
+impl GrpcStatus {
+    /// The status's number on the wire (`grpc-status`): `UNAVAILABLE` is 14.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        self as u8
+    }
 }
 
 /// One of several mirrors.

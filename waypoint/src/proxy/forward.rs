@@ -276,11 +276,11 @@ impl Forwarding<'_> {
             tokio::time::sleep(delay).await;
             outcome.flags.insert(ResponseFlags::DELAY_INJECTED);
         }
-        if let Some((status, percent)) = fault.abort
+        if let Some((abort, percent)) = fault.abort
             && sampled(percent)
         {
             outcome.flags.insert(ResponseFlags::FAULT_INJECTED);
-            return reply::fault_abort(status);
+            return reply::fault_abort(abort);
         }
         let Some(cluster) = self.target.cluster(self.port) else {
             outcome.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);

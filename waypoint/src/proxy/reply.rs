@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
-use crate::policy::JwtFailure;
+use crate::{policy::JwtFailure, table::AbortReply};
 
 /// A body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -84,8 +84,22 @@ pub fn timeout() -> Response<Body> {
 }
 
 /// The injected abort (`FI`).
-pub fn fault_abort(status: StatusCode) -> Response<Body> {
-    text(status, "fault filter abort")
+pub fn fault_abort(abort: AbortReply) -> Response<Body> {
+    const MESSAGE: &str = "fault filter abort";
+    match abort {
+        AbortReply::Http(status) => text(status, MESSAGE),
+        AbortReply::Grpc(code) => {
+            let mut response = Response::new(full(Bytes::new()));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+            headers.insert("grpc-message", HeaderValue::from_static(MESSAGE));
+            response
+        }
+    }
 }
 
 /// 400 for a request the waypoint cannot forward as sent.

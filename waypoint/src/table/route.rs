@@ -7,6 +7,7 @@ use ambit_api::istio::{
     Percent,
     virtual_service::{Abort, Delay, Destination, Headers, HttpDirectResponse, HttpRoute},
 };
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use http::StatusCode;
 
@@ -98,7 +99,17 @@ pub struct Target {
 #[derive(Debug, Default)]
 pub struct Fault {
     pub delay: Option<(Duration, f64)>,
-    pub abort: Option<(StatusCode, f64)>,
+    pub abort: Option<(AbortReply, f64)>,
+}
+
+/// How an injected abort answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReply {
+    /// `httpStatus`.
+    Http(StatusCode),
+    /// `grpcStatus`: a gRPC status (its number), answered as Envoy does: `200` with
+    /// the status in a trailers-only response.
+    Grpc(u8),
 }
 
 impl Route {
@@ -243,12 +254,19 @@ fn respond(field: &str, spec: &HttpDirectResponse, problems: &mut Vec<Problem>) 
     let field = format!("{field}.directResponse");
     let status = status(&format!("{field}.status"), spec.status, problems)?;
     let body = spec.body.as_ref().map_or(Some(Bytes::new()), |body| {
-        if body.bytes.is_some() {
-            problems.push(Problem::unsupported(&field, "body.bytes"));
-            None
-        } else {
-            Some(Bytes::from(body.string.clone().unwrap_or_default()))
-        }
+        let Some(encoded) = &body.bytes else {
+            return Some(Bytes::from(body.string.clone().unwrap_or_default()));
+        };
+        STANDARD
+            .decode(encoded)
+            .map(Bytes::from)
+            .map_err(|error| {
+                problems.push(Problem::Base64 {
+                    field: format!("{field}.body.bytes"),
+                    reason: error.to_string(),
+                });
+            })
+            .ok()
     })?;
     Some(Action::Respond { status, body })
 }
@@ -502,15 +520,27 @@ impl Fault {
         });
         let abort = abort.and_then(|a| {
             let share = share(&format!("{field}.abort"), a.percentage, None, problems);
-            if a.grpc_status.is_some() || a.http2_error.is_some() {
+            if a.http2_error.is_some() {
                 problems.push(Problem::unsupported(
                     &format!("{field}.abort"),
-                    "grpcStatus and http2Error",
+                    "http2Error",
                 ));
+            }
+            if let Some(grpc) = a.grpc_status {
+                if a.http_status.is_some() {
+                    problems.push(Problem::AbortKind {
+                        field: format!("{field}.abort"),
+                    });
+                }
+                return Some((AbortReply::Grpc(grpc.code()), share?));
             }
             let code = a.http_status.and_then(|c| u32::try_from(c).ok())?;
             Some((
-                status(&format!("{field}.abort.httpStatus"), code, problems)?,
+                AbortReply::Http(status(
+                    &format!("{field}.abort.httpStatus"),
+                    code,
+                    problems,
+                )?),
                 share?,
             ))
         });

@@ -103,6 +103,9 @@ http:
 - redirect: {uri: /x, redirectCode: 200}
 - retries: {attempts: 2, retryOn: 'sometimes'}
   route: [{destination: {host: reviews}}]
+- fault: {abort: {httpStatus: 503, grpcStatus: UNAVAILABLE}}
+  route: [{destination: {host: reviews}}]
+- directResponse: {status: 200, body: {bytes: 'not base64!'}}
 ",
         )],
         destination_rules: vec![named(
@@ -112,10 +115,12 @@ http:
         ..Config::default()
     };
     let errors = RouteTable::compile(&config)
-        .expect_err("four problems")
+        .expect_err("six problems")
         .to_string();
     for expected in [
-        "4 problem(s)",
+        "6 problem(s)",
+        "VirtualService shop/reviews: `http[4].directResponse.body.bytes` is not base64",
+        "VirtualService shop/reviews: `http[3].fault.abort` sets both `httpStatus` and `grpcStatus`: keep one",
         "DestinationRule shop/reviews: `trafficPolicy.loadBalancer.consistentHash.httpHeaderName`: `x user` is not a valid header name",
         "VirtualService shop/reviews: `http[0]`: the weights add up to 0",
         "VirtualService shop/reviews: `http[1].redirect.redirectCode: 200` is not a redirect code",

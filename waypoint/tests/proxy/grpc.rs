@@ -130,3 +130,39 @@ async fn unary_calls_streams_and_error_statuses_go_through() {
         "the NotFound call is counted with its gRPC status:\n{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_injected_grpc_abort_answers_the_status_as_grpc_does() {
+    let (port, _reporter) = grpc_backend().await;
+    let abort = virtual_service(
+        "grpc-app",
+        "
+hosts: [grpc-app]
+http:
+- fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+  route: [{destination: {host: grpc-app}}]
+",
+    );
+    let waypoint = Waypoint::start(&config(vec![grpc_service(port)], vec![abort], vec![])).await;
+    let mut client = client(waypoint.address).await;
+
+    let error = client
+        .check(check(WATCHED))
+        .await
+        .expect_err("the call is aborted");
+    assert_eq!(
+        (error.code(), error.message()),
+        (tonic::Code::Unavailable, "fault filter abort"),
+        "{error:?}"
+    );
+    let metrics = waypoint.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("istio_requests_total")
+                && line.contains("response_code=\"200\"")
+                && line.contains("grpc_response_status=\"14\"")
+                && line.contains("response_flags=\"FI\"")),
+        "counted as Envoy counts it: 200, gRPC status 14, FI:\n{metrics}"
+    );
+}

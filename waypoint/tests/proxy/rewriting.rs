@@ -171,7 +171,13 @@ async fn a_direct_response_is_answered_by_the_waypoint() {
     let (port, backends) = one_backend().await;
     let vs = virtual_service(
         "app",
-        "{hosts: [app], http: [{directResponse: {status: 418, body: {string: teapot}}}]}",
+        "
+hosts: [app]
+http:
+- match: [{uri: {prefix: /bytes}}]
+  directResponse: {status: 200, body: {bytes: AAH/dGVh}}
+- directResponse: {status: 418, body: {string: teapot}}
+",
     );
     let waypoint = Waypoint::start(&config(
         vec![service("app", port, &backends)],
@@ -183,6 +189,12 @@ async fn a_direct_response_is_answered_by_the_waypoint() {
     assert_eq!(
         (reply.status.as_u16(), &reply.body[..]),
         (418, &b"teapot"[..])
+    );
+    let reply = TestClient::http1(&waypoint).get("app", "/bytes").await;
+    assert_eq!(
+        (reply.status.as_u16(), &reply.body[..]),
+        (200, &b"\x00\x01\xfftea"[..]),
+        "`bytes` is base64"
     );
     assert_eq!(backends[0].hits(), 0);
 }
