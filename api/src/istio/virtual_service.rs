@@ -235,8 +235,7 @@ pub struct Abort {
     pub percentage: Option<Percent>,
 }
 
-/// gRPC status codes by name, as `fault.abort.grpcStatus` takes them, each with its
-/// number ([`GrpcStatus::code`]).
+/// gRPC status codes by name, as `fault.abort.grpcStatus` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GrpcStatus {
@@ -260,7 +259,8 @@ pub enum GrpcStatus {
 }
 
 impl GrpcStatus {
-    /// The status's number on the wire (`grpc-status`): `UNAVAILABLE` is 14.
+    /// The status's number on the wire (`grpc-status`): `UNAVAILABLE` is 14. The
+    /// variants are declared in that order, from `OK` = 0.
     #[must_use]
     pub fn code(self) -> u8 {
         self as u8
@@ -362,6 +362,15 @@ mod tests {
     use kube::CustomResourceExt;
 
     use super::*;
+
+    #[test]
+    fn grpc_statuses_have_their_wire_numbers() {
+        let parse = |name: &str| serde_yaml_ng::from_str::<GrpcStatus>(name).unwrap().code();
+        assert_eq!(parse("OK"), 0);
+        assert_eq!(parse("NOT_FOUND"), 5);
+        assert_eq!(parse("UNAVAILABLE"), 14);
+        assert_eq!(parse("UNAUTHENTICATED"), 16);
+    }
 
     #[test]
     fn reads_the_bookinfo_reviews_routes() {
