@@ -4,7 +4,7 @@
 //! an abort at 50%), a route timeout, retries of a flaky backend, connection-pool
 //! overflow (`UO`), outlier ejection and re-admission, and a WebSocket echo.
 
-use std::{net::SocketAddr, thread, time::Duration};
+use std::{net::SocketAddr, thread};
 
 use ambit_e2e::{
     app::{self, HttpCall, HttpReport},
@@ -170,13 +170,17 @@ fn connection_limits_overflow_and_outliers_are_ejected_then_readmitted() -> Resu
         Ok::<_, anyhow::Error>((count(&report, "200") == 20).then_some(report))
     })
     .with_context(|| cluster.logs())?;
-    // Once its ejection time is over it is tried again, and fails again.
-    thread::sleep(Duration::from_secs(4));
-    let readmitted = call(&cluster, "/", 20)?;
-    ensure!(
-        count(&readmitted, "503") >= 1,
-        "after baseEjectionTime the broken pod is tried again: {readmitted:?} (while ejected: {ejected:?})"
-    );
+    // Once its ejection time is over it is tried again, and fails again. An ejection
+    // lasts baseEjectionTime times the pod's ejections (3 s, 6 s, …), and a loaded
+    // machine may readmit and eject it again while the probe above runs: wait for the
+    // readmission rather than sleep once.
+    wait_for("the broken pod's readmission", READY_TIMEOUT, || {
+        let report = call(&cluster, "/", 20)?;
+        Ok::<_, anyhow::Error>((count(&report, "503") >= 1).then_some(report))
+    })
+    .with_context(|| {
+        format!("after baseEjectionTime the broken pod is tried again (while ejected: {ejected:?})")
+    })?;
 
     // One connection and one pending request: a burst of slow requests overflows.
     cluster.apply(
