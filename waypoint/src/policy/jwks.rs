@@ -81,6 +81,8 @@ pub enum FetchError {
         "no root certificate is trusted for https: install the system's CA certificates or give the waypoint the issuer's CA (--jwks-ca-file)"
     )]
     NoRoots,
+    #[error("{uri}: the host is neither a DNS name nor an IP address TLS can verify")]
+    ServerName { uri: Uri },
     #[error("TLS with {uri} failed: {source} (does its certificate chain to a trusted root?)")]
     Tls {
         uri: Uri,
@@ -287,10 +289,8 @@ impl Fetcher {
         if !https {
             return request_keys(stream, uri).await;
         }
-        let name = ServerName::try_from(host.to_owned()).map_err(|_| FetchError::Parse {
-            uri: uri.clone(),
-            reason: "the host is not a DNS name or address".to_owned(),
-        })?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| FetchError::ServerName { uri: uri.clone() })?;
         let tls = self
             .tls_connector()?
             .connect(name, stream)
