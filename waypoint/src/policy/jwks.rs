@@ -8,7 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -26,7 +26,10 @@ use rustls::{
     pki_types::{CertificateDer, ServerName},
 };
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::OnceCell,
+};
 use tokio_rustls::TlsConnector;
 
 use super::PolicyError;
@@ -196,8 +199,8 @@ pub struct Fetcher {
     /// Roots trusted for `https` besides the system's.
     extra_roots: Vec<CertificateDer<'static>>,
     /// The TLS client, made at the first `https` fetch (the system's roots are read
-    /// then, not by waypoints that never need them).
-    tls: OnceLock<Result<TlsConnector, ()>>,
+    /// then, off the request threads, not by waypoints that never need them).
+    tls: OnceCell<TlsConnector>,
     cache: Mutex<HashMap<Uri, (Instant, KeySet)>>,
 }
 
@@ -216,7 +219,7 @@ impl Fetcher {
         Self {
             connector,
             extra_roots: Vec::new(),
-            tls: OnceLock::new(),
+            tls: OnceCell::new(),
             cache: Mutex::default(),
         }
     }
@@ -292,7 +295,8 @@ impl Fetcher {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|_| FetchError::ServerName { uri: uri.clone() })?;
         let tls = self
-            .tls_connector()?
+            .tls_connector()
+            .await?
             .connect(name, stream)
             .await
             .map_err(|source| FetchError::Tls {
@@ -302,30 +306,33 @@ impl Fetcher {
         request_keys(tls, uri).await
     }
 
-    /// The TLS client: the system's roots and the extra ones.
-    fn tls_connector(&self) -> Result<&TlsConnector, FetchError> {
+    /// The TLS client: the system's roots (read on a blocking thread: they are files)
+    /// and the extra ones. Not kept when there are no roots, so installing them helps
+    /// without a restart.
+    async fn tls_connector(&self) -> Result<&TlsConnector, FetchError> {
         self.tls
-            .get_or_init(|| {
-                let mut roots = RootCertStore::empty();
-                let system = rustls_native_certs::load_native_certs();
+            .get_or_try_init(|| async {
+                let system = tokio::task::spawn_blocking(rustls_native_certs::load_native_certs)
+                    .await
+                    .map_err(|_| FetchError::NoRoots)?;
                 for error in &system.errors {
                     tracing::warn!(%error, "reading the system's root certificates");
                 }
+                let mut roots = RootCertStore::empty();
                 roots.add_parsable_certificates(system.certs);
                 roots.add_parsable_certificates(self.extra_roots.iter().cloned());
                 if roots.is_empty() {
-                    return Err(());
+                    return Err(FetchError::NoRoots);
                 }
                 let mut config = ClientConfig::builder_with_provider(Arc::clone(&PROVIDER))
                     .with_safe_default_protocol_versions()
-                    .map_err(|_| ())?
+                    .map_err(|_| FetchError::NoRoots)?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 Ok(TlsConnector::from(Arc::new(config)))
             })
-            .as_ref()
-            .map_err(|()| FetchError::NoRoots)
+            .await
     }
 }
 
