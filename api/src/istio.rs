@@ -21,6 +21,7 @@
 //! - [`authorization_policy`]: `AuthorizationPolicy` (who may reach what);
 //! - [`peer_authentication`]: `PeerAuthentication` (mutual TLS required or not);
 //! - [`request_authentication`]: `RequestAuthentication` (which JWTs are accepted);
+//! - [`mesh_config`]: the part of Istio's `MeshConfig` Ambit reads (extension providers);
 //! - [`string_match`]: `StringMatch` (`exact` | `prefix` | `regex`);
 //! - [`duration`]: durations as Istio writes them (`1.5s`, `250ms`, `1m`, `1h`);
 //! - this file: the small shared messages ([`Percent`], [`PortSelector`]) and the group's
@@ -30,6 +31,7 @@ pub mod authorization_policy;
 pub mod destination_rule;
 pub mod duration;
 pub mod gateway;
+pub mod mesh_config;
 pub mod peer_authentication;
 pub mod request_authentication;
 pub mod string_match;
@@ -43,6 +45,7 @@ pub use self::{
     destination_rule::{DestinationRule, DestinationRuleSpec, WorkloadSelector},
     duration::Duration,
     gateway::{Gateway as IstioGateway, GatewaySpec},
+    mesh_config::MeshConfig,
     peer_authentication::{PeerAuthentication, PeerAuthenticationSpec},
     request_authentication::{RequestAuthentication, RequestAuthenticationSpec},
     string_match::StringMatch,

@@ -10,8 +10,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use ambit_api::{
     istio::{
-        AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, RequestAuthenticationSpec,
-        VirtualServiceSpec,
+        AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, MeshConfig,
+        RequestAuthenticationSpec, VirtualServiceSpec,
     },
     locality::Locality,
 };
@@ -41,6 +41,8 @@ pub struct Config {
     pub authorization_policies: Vec<Named<AuthorizationPolicySpec>>,
     /// All RequestAuthentications; the waypoint applies those that target it.
     pub request_authentications: Vec<Named<RequestAuthenticationSpec>>,
+    /// Istio's mesh config: the extension providers CUSTOM policies name.
+    pub mesh: MeshConfig,
     /// The share of new traces marked sampled (0 to 100) when a request arrives without
     /// `traceparent`; `None`: all of them.
     pub trace_sampling_percent: Option<f64>,

@@ -33,8 +33,10 @@ impl ResponseFlags {
     pub const UPSTREAM_OVERFLOW: Self = Self(1 << 10);
     /// `DT`: a relayed connection reached `connectionPool.tcp.maxConnectionDuration`.
     pub const DURATION_TIMEOUT: Self = Self(1 << 11);
+    /// `UAEX`: an external authorizer (a CUSTOM policy's) refused the request.
+    pub const UNAUTHORIZED_EXTERNAL_SERVICE: Self = Self(1 << 12);
 
-    const CODES: [(Self, &'static str); 12] = [
+    const CODES: [(Self, &'static str); 13] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_CONNECT_FAILURE, "UF"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
@@ -47,6 +49,7 @@ impl ResponseFlags {
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (Self::UPSTREAM_OVERFLOW, "UO"),
         (Self::DURATION_TIMEOUT, "DT"),
+        (Self::UNAUTHORIZED_EXTERNAL_SERVICE, "UAEX"),
     ];
 
     /// Whether every flag in `other` is set.

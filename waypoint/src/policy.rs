@@ -16,37 +16,45 @@
 //! # Layout
 //! - this file: [`Policies`] (compiled from a [`Config`]), [`Verdict`], [`PolicyError`];
 //! - string patterns and IP blocks: [`ambit_api::policy_match`] (shared with ztunnel);
-//! - [`authz`]: `AuthorizationPolicy` (ALLOW, DENY, AUDIT; CUSTOM is refused);
+//! - [`authz`]: `AuthorizationPolicy` (CUSTOM, DENY, ALLOW, AUDIT);
+//! - [`ext_authz`]: a CUSTOM policy's external authorizer (`envoyExtAuthzHttp`);
 //! - [`jwt`]: `RequestAuthentication`; [`jwks`]: its key sets, inline or fetched.
 
 pub mod authz;
+pub mod ext_authz;
 pub mod jwks;
 pub mod jwt;
 
 use std::net::SocketAddr;
 
 use ambit_api::{istio::authorization_policy::PolicyTargetReference, policy_match::BlocksError};
+use ext_authz::Decision;
 use http::request::Parts;
 use thiserror::Error;
 
 pub use self::{
     authz::{Attributes, Authorization},
+    ext_authz::{Answer, ResponseHeaders},
     jwks::Fetcher,
     jwt::{Authentication, Claims, JwtFailure},
 };
 use crate::{
     config::{CLUSTER_DOMAIN, Config},
-    proxy::Peer,
-    table::{ConfigError, Problem},
+    proxy::{Peer, upstream::Upstreams},
+    table::{ClusterIndex, ConfigError, Problem},
 };
 
 /// Why a policy cannot be enforced as written.
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error(
-        "`action: CUSTOM` needs an external authorizer, which the waypoint does not support: use ALLOW, DENY or AUDIT"
-    )]
-    Custom,
+    #[error("`{field}` is empty: a CUSTOM policy names an extension provider of the mesh config")]
+    NoProvider { field: String },
+    #[error("`{field}: {name}`: {reason}")]
+    Provider {
+        field: String,
+        name: String,
+        reason: String,
+    },
     #[error(transparent)]
     IpBlock(#[from] BlocksError),
     #[error("`{field}: {value}` is not a port: use a number from 1 to 65535")]
@@ -85,6 +93,17 @@ pub enum Verdict {
     /// 403: an AuthorizationPolicy refuses it; names the DENY policy, or none when no
     /// ALLOW policy matched.
     Denied { policy: Option<String> },
+    /// A CUSTOM policy's authorizer refused it with this answer (or could not be asked).
+    Refused { provider: String, answer: Answer },
+}
+
+/// What the policies reach outside the waypoint through.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    /// RequestAuthentication key sets (`jwksUri`).
+    pub jwks: &'a Fetcher,
+    /// External authorizers' services.
+    pub upstreams: &'a Upstreams,
 }
 
 /// The RequestAuthentications and AuthorizationPolicies this waypoint enforces.
@@ -96,45 +115,60 @@ pub struct Policies {
 
 impl Policies {
     /// Compiles the policies in `config` that target this waypoint, adding every
-    /// problem to `errors`.
-    pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Self {
+    /// problem to `errors`; external authorizers are reached through `clusters`.
+    pub fn compile(
+        config: &Config,
+        clusters: &ClusterIndex,
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
         Self {
             authentication: Authentication::compile(config, errors),
-            authorization: Authorization::compile(config, errors),
+            authorization: Authorization::compile(config, clusters, errors),
         }
     }
 
     /// Authenticates, then authorizes a request for `authority` that arrived from `peer`
     /// for `destination`; `service` is the FQDN the authority names, if the waypoint serves it. A
     /// verified token is removed from the headers unless its rule forwards it. Remote
-    /// key sets are fetched through `fetcher`.
+    /// key sets and external authorizers are reached through `reach`. Headers an
+    /// authorizer has for the response are left in the request's extensions
+    /// ([`ResponseHeaders`]).
     pub async fn check(
         &self,
         parts: &mut Parts,
-        peer: &Peer,
-        destination: SocketAddr,
+        (peer, destination): (&Peer, SocketAddr),
         authority: &str,
         service: Option<&str>,
-        fetcher: &Fetcher,
+        reach: Reach<'_>,
     ) -> Verdict {
         let query = parts.uri.query();
         let authenticated = self
             .authentication
-            .authenticate(&mut parts.headers, query, service, fetcher)
+            .authenticate(&mut parts.headers, query, service, reach.jwks)
             .await;
         let claims = match authenticated {
             Ok(claims) => claims,
             Err(failure) => return Verdict::Unauthenticated(failure),
         };
-        let attributes = Attributes {
-            peer,
-            method: parts.method.as_str(),
-            authority,
-            path: parts.uri.path(),
-            headers: &parts.headers,
-            destination,
-            claims: claims.as_ref(),
-        };
+        let (claims, to) = (claims.as_ref(), (peer, destination));
+        let custom = Attributes::of(parts, to, authority, claims);
+        if let Some(authorizer) = self.authorization.custom(&custom, service) {
+            match authorizer.check(parts, authority, reach.upstreams).await {
+                Decision::Allowed { downstream } => {
+                    if !downstream.is_empty() {
+                        parts.extensions.insert(ResponseHeaders(downstream));
+                    }
+                }
+                Decision::Denied(answer) => {
+                    return Verdict::Refused {
+                        provider: authorizer.provider().to_owned(),
+                        answer,
+                    };
+                }
+            }
+        }
+        // The authorizer may have changed the headers.
+        let attributes = Attributes::of(parts, to, authority, claims);
         self.authorization.decide(&attributes, service)
     }
 }

@@ -25,10 +25,10 @@ mod idle;
 pub mod inspect;
 mod mirror;
 pub mod relay;
-mod reply;
+pub(crate) mod reply;
 mod sni;
 mod upgrade;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::{
     future::Future,

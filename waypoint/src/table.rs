@@ -217,7 +217,7 @@ impl RouteTable {
                 Role::Waypoint => None,
                 Role::Ingress(gateways) => Some(Servers::compile(gateways)),
             },
-            policies: Policies::compile(config, &mut errors),
+            policies: Policies::compile(config, &clusters, &mut errors),
             workloads: Workloads::new(&config.services, &config.workloads),
             bound_as: match &config.role {
                 Role::Waypoint => vec!["mesh".to_owned()],

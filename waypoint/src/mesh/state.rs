@@ -13,6 +13,7 @@ use std::{
 use ambit_api::{
     config::{self as pb, ConfigUpdate, resource::Kind},
     identity::Identity,
+    istio::MeshConfig,
     locality::Locality,
 };
 
@@ -213,6 +214,9 @@ fn compile(
                 config
                     .request_authentications
                     .push(named(key, route, "RequestAuthentication")?);
+            }
+            Some(Kind::Route(route)) if route.kind == "MeshConfig" => {
+                config.mesh = named::<MeshConfig>(key, route, "MeshConfig")?.spec;
             }
             Some(Kind::Route(route)) if route.kind == "Gateway" => {
                 gateways.push(named::<ambit_api::istio::GatewaySpec>(

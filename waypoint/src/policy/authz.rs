@@ -1,5 +1,7 @@
 //! `AuthorizationPolicy` at L7: each rule compiled once, then every request decided as
-//! Istio documents it. A DENY policy with a matching rule refuses the request (DENY wins);
+//! Istio documents it. A matching CUSTOM policy's external authorizer is asked first
+//! ([`super::ext_authz`]; the first such policy's, in the order policies are listed).
+//! Then a DENY policy with a matching rule refuses the request (DENY wins);
 //! otherwise, if any ALLOW policy covers the request, one of its rules must match; with no
 //! ALLOW policy the request is allowed. AUDIT policies decide nothing: a match is logged.
 //! A policy without rules matches nothing (an ALLOW one then denies everything); a rule
@@ -10,7 +12,7 @@
 //! trusted proxies (no `X-Forwarded-For`); `destination.ip` the address the client
 //! addressed (over HBONE the service VIP).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use ambit_api::{
     istio::{
@@ -21,14 +23,14 @@ use ambit_api::{
     },
     policy_match::{Blocks, Strings},
 };
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, request::Parts};
 
-use super::{Coverage, PolicyError, Verdict, config_error, jwt::Claims};
+use super::{Coverage, PolicyError, Verdict, config_error, ext_authz::ExtAuthz, jwt::Claims};
 use crate::{
     config::{Config, Named},
     host::split_authority,
     proxy::Peer,
-    table::ConfigError,
+    table::{ClusterIndex, ConfigError},
 };
 
 /// What a request is judged on.
@@ -48,6 +50,28 @@ pub struct Attributes<'a> {
     pub claims: Option<&'a Claims>,
 }
 
+impl<'a> Attributes<'a> {
+    /// The attributes of the request `parts` for `authority`, from `peer` to
+    /// `destination`.
+    #[must_use]
+    pub fn of(
+        parts: &'a Parts,
+        (peer, destination): (&'a Peer, SocketAddr),
+        authority: &'a str,
+        claims: Option<&'a Claims>,
+    ) -> Self {
+        Self {
+            peer,
+            method: parts.method.as_str(),
+            authority,
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            destination,
+            claims,
+        }
+    }
+}
+
 /// The AuthorizationPolicies that target this waypoint.
 #[derive(Debug, Default)]
 pub struct Authorization {
@@ -60,6 +84,8 @@ struct Policy {
     action: Action,
     coverage: Coverage,
     rules: Vec<Rule>,
+    /// A CUSTOM policy's authorizer.
+    provider: Option<Arc<ExtAuthz>>,
 }
 
 #[derive(Debug)]
@@ -116,8 +142,13 @@ enum Test {
 }
 
 impl Authorization {
-    /// Compiles the policies of `config` that target this waypoint.
-    pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Self {
+    /// Compiles the policies of `config` that target this waypoint; a CUSTOM one's
+    /// authorizer is reached through its service's cluster in `clusters`.
+    pub fn compile(
+        config: &Config,
+        clusters: &ClusterIndex,
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
         let policies = config
             .authorization_policies
             .iter()
@@ -129,7 +160,7 @@ impl Authorization {
                     spec.target_ref.as_ref(),
                     &spec.target_refs,
                 )?;
-                Policy::compile(named, coverage)
+                Policy::compile(named, coverage, config, clusters)
                     .map_err(|problems| {
                         errors.extend(problems.into_iter().map(|problem| {
                             config_error("AuthorizationPolicy", named.key(), problem)
@@ -139,6 +170,16 @@ impl Authorization {
             })
             .collect();
         Self { policies }
+    }
+
+    /// The external authorizer to ask about `request`: that of the first CUSTOM policy
+    /// that matches it.
+    pub fn custom(&self, request: &Attributes<'_>, service: Option<&str>) -> Option<&ExtAuthz> {
+        self.policies
+            .iter()
+            .filter(|p| p.action == Action::Custom && p.coverage.covers(service))
+            .find(|p| p.matches(request))
+            .and_then(|p| p.provider.as_deref())
     }
 
     /// DENY, then ALLOW, as Istio decides; AUDIT matches are logged.
@@ -174,12 +215,20 @@ impl Policy {
     fn compile(
         named: &Named<AuthorizationPolicySpec>,
         coverage: Coverage,
+        config: &Config,
+        clusters: &ClusterIndex,
     ) -> Result<Self, Vec<PolicyError>> {
         let spec = &named.spec;
         let mut problems = Vec::new();
-        if spec.action == Action::Custom {
-            problems.push(PolicyError::Custom);
-        }
+        let provider = (spec.action == Action::Custom)
+            .then(|| {
+                let name = spec.provider.as_ref().map_or("", |p| p.name.as_str());
+                ExtAuthz::compile("provider.name", name, &config.mesh, clusters)
+                    .map_err(|e| problems.push(e))
+                    .ok()
+                    .map(Arc::new)
+            })
+            .flatten();
         let rules = spec
             .rules
             .iter()
@@ -192,6 +241,7 @@ impl Policy {
                 action: spec.action,
                 coverage,
                 rules,
+                provider,
             })
         } else {
             Err(problems)

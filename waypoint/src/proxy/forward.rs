@@ -38,7 +38,7 @@ use crate::{
     host::authority_host,
     matcher::RequestView,
     path,
-    policy::Verdict,
+    policy::{Reach, ResponseHeaders, Verdict},
     retry::Attempt,
     table::{
         Action, ActiveRequest, Admission, Cluster, Health, Matched, Overflow, RequestHash,
@@ -124,11 +124,13 @@ async fn dispatch(
         .policies()
         .check(
             &mut parts,
-            peer,
-            downstream.destination,
+            (peer, downstream.destination),
             &authority,
             service,
-            &engine.jwks,
+            Reach {
+                jwks: &engine.jwks,
+                upstreams: &engine.upstreams,
+            },
         )
         .await;
     match verdict {
@@ -147,7 +149,19 @@ async fn dispatch(
             );
             return reply::access_denied();
         }
+        Verdict::Refused { provider, answer } => {
+            tracing::debug!(
+                provider,
+                status = answer.status.as_u16(),
+                "request refused by an external authorizer"
+            );
+            outcome
+                .flags
+                .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
+            return reply::answer(answer);
+        }
     }
+    let authorizer_headers = parts.extensions.remove::<ResponseHeaders>();
     let view = RequestView {
         method: parts.method.as_str(),
         scheme: "http",
@@ -206,6 +220,9 @@ async fn dispatch(
     };
     if let Some(cors) = cors {
         cors.decorate(origin.as_ref(), response.headers_mut());
+    }
+    if let Some(ResponseHeaders(headers)) = authorizer_headers {
+        response.headers_mut().extend(headers);
     }
     response
 }

@@ -6,7 +6,10 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
-use crate::{policy::JwtFailure, table::AbortReply};
+use crate::{
+    policy::{Answer, JwtFailure},
+    table::AbortReply,
+};
 
 /// A body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -110,6 +113,14 @@ pub fn bad_request() -> Response<Body> {
 /// 403 for a request an AuthorizationPolicy refuses, with Envoy's RBAC text.
 pub fn access_denied() -> Response<Body> {
     text(StatusCode::FORBIDDEN, "RBAC: access denied")
+}
+
+/// An external authorizer's refusal, as it answered.
+pub fn answer(answer: Answer) -> Response<Body> {
+    let mut response = Response::new(full(answer.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    response
 }
 
 /// 401 for a request whose token does not verify, with Envoy's `jwt_authn` text and

@@ -3,6 +3,8 @@
 //! port 0, and a real hyper client; raw TCP servers for the L4 relay.
 
 mod affinity;
+mod authorizer;
+mod external_authz;
 mod grpc;
 mod issuer;
 mod jwks_server;

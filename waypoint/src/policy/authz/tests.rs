@@ -31,7 +31,7 @@ fn config(policies: &[&str]) -> Config {
 
 fn authorization(policies: &[&str]) -> Authorization {
     let mut errors = Vec::new();
-    let compiled = Authorization::compile(&config(policies), &mut errors);
+    let compiled = Authorization::compile(&config(policies), &ClusterIndex::default(), &mut errors);
     assert!(errors.is_empty(), "the test policies compile: {errors:#?}");
     compiled
 }
@@ -256,11 +256,12 @@ rules:
   - {{key: connection.sni, values: [a]}}
   - {{key: 'request.headers[bad name]', values: [a]}}"
         )]),
+        &ClusterIndex::default(),
         &mut errors,
     );
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let expected = [
-        "action: CUSTOM",
+        "`provider.name` is empty",
         "`rules[0].from[0].source.ipBlocks`",
         "`rules[0].to[0].operation.ports: http`",
         "unknown key `request.colour`",
@@ -273,6 +274,47 @@ rules:
             message.starts_with("AuthorizationPolicy shop/p0: "),
             "{message}"
         );
+        assert!(message.contains(part), "expected `{part}` in: {message}");
+    }
+}
+
+#[test]
+fn a_custom_policy_needs_an_http_provider_of_the_mesh_config_for_a_known_service() {
+    let mut config = config(&[]);
+    config.mesh = serde_yaml_ng::from_str(
+        "extensionProviders:
+- {name: opa, envoyExtAuthzGrpc: {service: opa.opa.svc.cluster.local, port: 9191}}
+- {name: elsewhere, envoyExtAuthzHttp: {service: authz.other.svc.cluster.local, port: 80}}
+- {name: short, envoyExtAuthzHttp: {service: authz, port: 80}}
+- {name: body, envoyExtAuthzHttp: {service: authz, port: 80, includeRequestBodyInCheck: {maxRequestBytes: 10}}}
+- {name: tracer, zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}}",
+    )
+    .expect("the test mesh config is YAML");
+    let custom = |provider: &str| Named {
+        namespace: "shop".into(),
+        name: provider.into(),
+        spec: serde_yaml_ng::from_str(&format!(
+            "{TO_WAYPOINT}\naction: CUSTOM\nprovider: {{name: {provider}}}"
+        ))
+        .expect("the test policy is YAML"),
+    };
+    config.authorization_policies = ["missing", "opa", "elsewhere", "short", "body", "tracer"]
+        .into_iter()
+        .map(custom)
+        .collect();
+    let mut errors = Vec::new();
+    Authorization::compile(&config, &ClusterIndex::default(), &mut errors);
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let expected = [
+        "`provider.name: missing`: the mesh config (`extensionProviders`) has no provider",
+        "`provider.name: opa`: it is an `envoyExtAuthzGrpc` provider",
+        "`service: authz.other.svc.cluster.local` is no service the mesh knows",
+        "`service: authz`: write the service's full name",
+        "`includeRequestBodyInCheck` is not supported yet",
+        "`provider.name: tracer`: it is no external authorizer",
+    ];
+    assert_eq!(messages.len(), expected.len(), "{messages:#?}");
+    for (message, part) in messages.iter().zip(expected) {
         assert!(message.contains(part), "expected `{part}` in: {message}");
     }
 }
