@@ -119,6 +119,9 @@ pub enum RouteKind {
     DestinationRule,
     /// Istio's `Gateway` (`networking.istio.io`), served by ingress gateways.
     Gateway,
+    /// Istio's mesh config (from the root namespace's `istio` ConfigMap): the
+    /// extension providers CUSTOM policies name.
+    MeshConfig,
 }
 
 impl RouteKind {
@@ -129,6 +132,7 @@ impl RouteKind {
             Self::VirtualService => "VirtualService",
             Self::DestinationRule => "DestinationRule",
             Self::Gateway => "Gateway",
+            Self::MeshConfig => "MeshConfig",
         }
     }
 
@@ -137,12 +141,14 @@ impl RouteKind {
             "VirtualService" => Some(Self::VirtualService),
             "DestinationRule" => Some(Self::DestinationRule),
             "Gateway" => Some(Self::Gateway),
+            // Only the one holding the mesh config is ever validated.
+            "ConfigMap" => Some(Self::MeshConfig),
             _ => None,
         }
     }
 }
 
-/// An accepted VirtualService, DestinationRule or Istio Gateway.
+/// An accepted VirtualService, DestinationRule, Istio Gateway or mesh config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub kind: RouteKind,

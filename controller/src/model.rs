@@ -6,7 +6,7 @@
 use ambit_api::{
     istio::{
         AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec,
-        GatewaySpec, IstioGateway, PeerAuthentication, PeerAuthenticationSpec,
+        GatewaySpec, IstioGateway, MeshConfig, PeerAuthentication, PeerAuthenticationSpec,
         RequestAuthentication, RequestAuthenticationSpec, VirtualService, VirtualServiceSpec,
     },
     manifests::{Object, Source},
@@ -29,6 +29,8 @@ pub struct Model {
     pub authorization_policies: Vec<Accepted<AuthorizationPolicy>>,
     pub peer_authentications: Vec<Accepted<PeerAuthentication>>,
     pub request_authentications: Vec<Accepted<RequestAuthentication>>,
+    /// Istio's mesh config, from the root namespace's `istio` ConfigMap.
+    pub mesh_config: Option<Accepted<MeshConfig>>,
 }
 
 impl Model {
@@ -41,6 +43,7 @@ impl Model {
             + self.authorization_policies.len()
             + self.peer_authentications.len()
             + self.request_authentications.len()
+            + usize::from(self.mesh_config.is_some())
     }
 
     /// Whether the model holds no object.
@@ -59,6 +62,13 @@ impl Model {
     #[must_use]
     pub fn destination_rule(&self, namespace: &str, name: &str) -> Option<&DestinationRule> {
         find(&self.destination_rules, namespace, name)
+    }
+
+    pub(crate) fn add_mesh_config(&mut self, object: &Object, mesh: MeshConfig) {
+        self.mesh_config = Some(Accepted {
+            object: mesh,
+            source: object.source.clone(),
+        });
     }
 
     pub(crate) fn add_virtual_service(&mut self, object: &Object, spec: VirtualServiceSpec) {

@@ -26,6 +26,7 @@ mod decode;
 mod destination_rule;
 mod fields;
 mod gateway;
+mod mesh_config;
 mod peer_authentication;
 mod references;
 mod virtual_service;
@@ -42,6 +43,7 @@ use ambit_api::{
 };
 use serde::de::DeserializeOwned;
 
+pub use self::mesh_config::CONFIG_MAP as MESH_CONFIG_MAP;
 use self::references::References;
 use crate::model::Model;
 
@@ -201,6 +203,10 @@ pub enum Reason {
         root: String,
         conflict: crate::delegation::Conflict,
     },
+    #[error("{0}")]
+    Provider(String),
+    #[error("{0}")]
+    NotServed(&'static str),
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -224,6 +230,7 @@ impl Reason {
             | Self::UnknownGateway(_)
             | Self::DelegateUnusable(_)
             | Self::DelegateConflict { .. }
+            | Self::NotServed(_)
             | Self::FailoverWithoutOutlier => Severity::Warning,
             _ => Severity::Error,
         }
@@ -396,9 +403,14 @@ enum Kind {
     AuthorizationPolicy,
     PeerAuthentication,
     RequestAuthentication,
+    /// The `istio` ConfigMap of the root namespace.
+    MeshConfig,
 }
 
 fn kind_of(object: &Object) -> Option<Kind> {
+    if mesh_config::holds_it(object) {
+        return Some(Kind::MeshConfig);
+    }
     let (group, _version) = object.api_version.split_once('/')?;
     match (group, object.kind.as_str()) {
         (istio::NETWORKING_GROUP, "VirtualService") => Some(Kind::VirtualService),
@@ -432,6 +444,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut authorization_policies = Vec::new();
     let mut peer_authentications = Vec::new();
     let mut request_authentications = Vec::new();
+    let mut mesh_configs = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
             report.skipped += 1;
@@ -460,8 +473,15 @@ pub fn validate(manifests: &Manifests) -> Report {
             Kind::RequestAuthentication => {
                 request_authentications.push(Checked::decode(object, findings));
             }
+            Kind::MeshConfig => mesh_configs.push(mesh_config::check(object, findings)),
         }
     }
+    // What CUSTOM policies are checked against: the valid mesh config, else none.
+    let mesh = mesh_configs
+        .iter()
+        .filter(|checked| !checked.findings.has_errors())
+        .find_map(|checked| checked.spec.clone())
+        .unwrap_or_default();
 
     // The references borrow every spec, so the findings join their objects afterwards.
     let references = References::new(&manifests.objects, &virtual_services);
@@ -497,7 +517,7 @@ pub fn validate(manifests: &Manifests) -> Report {
 
     for policy in &mut authorization_policies {
         if let Some(spec) = &policy.spec {
-            authorization_policy::check(spec, &mut policy.findings);
+            authorization_policy::check(spec, &mesh, &mut policy.findings);
         }
     }
     for policy in &mut peer_authentications {
@@ -529,6 +549,11 @@ pub fn validate(manifests: &Manifests) -> Report {
     for policy in peer_authentications {
         if let Some((object, spec)) = policy.conclude(&mut report.diagnostics) {
             report.model.add_peer_authentication(object, spec);
+        }
+    }
+    for mesh in mesh_configs {
+        if let Some((object, spec)) = mesh.conclude(&mut report.diagnostics) {
+            report.model.add_mesh_config(object, spec);
         }
     }
     // RequestAuthentication: its shape only; the waypoint checks keys and URIs.

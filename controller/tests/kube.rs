@@ -41,6 +41,7 @@ const SERVICES: &str = "/api/v1/services";
 const NODES: &str = "/api/v1/nodes";
 const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
 const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
+const MESH_CONFIG: &str = "/api/v1/namespaces/istio-system/configmaps";
 const SHOP_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 /// Where the objects of the waypoint `shop/waypoint` are applied, in order: the mesh
 /// root's ConfigMap, the waypoint's own three, then its Gateway's status.
@@ -59,7 +60,9 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
 /// Where the API serves `kind` in its preferred version.
 fn path(kind: &Kind) -> String {
     let version = kind.versions[0];
-    if kind.group.is_empty() {
+    if let Some((namespace, _)) = kind.only {
+        format!("/api/{version}/namespaces/{namespace}/{}", kind.plural)
+    } else if kind.group.is_empty() {
         format!("/api/{version}/{}", kind.plural)
     } else {
         format!("/apis/{}/{version}/{}", kind.group, kind.plural)
@@ -188,6 +191,18 @@ async fn adds_edits_and_deletes_change_the_model_as_the_same_edits_in_a_folder()
             VIRTUAL_SERVICES,
             "DELETED",
             "virtualservice-cart-retries.json",
+        ),
+        (
+            "Istio's mesh config is added, with an external authorizer",
+            MESH_CONFIG,
+            "ADDED",
+            "configmap-istio.json",
+        ),
+        (
+            "the mesh config is deleted",
+            MESH_CONFIG,
+            "DELETED",
+            "configmap-istio.json",
         ),
         (
             "the service is deleted",

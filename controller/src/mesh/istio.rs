@@ -60,6 +60,18 @@ pub(super) fn resolve(
         insert_route(mesh, route, accepted.source.file.clone());
     }
     let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
+    if let Some(accepted) = &report.model.mesh_config {
+        let spec = serde_json::to_value(&accepted.object).unwrap_or_default();
+        let name = validate::MESH_CONFIG_MAP.to_owned();
+        let route = route(
+            RouteKind::MeshConfig,
+            root.to_owned(),
+            name,
+            Vec::new(),
+            spec,
+        );
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
     for accepted in &report.model.authorization_policies {
         let policy = &accepted.object;
         let enforced = policy::authorization(policy, root).map(Enforced::Authorization);

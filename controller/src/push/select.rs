@@ -287,6 +287,59 @@ spec:
         assert!(ztunnel.contains_key("authorizationpolicy/shop/l4"));
         assert!(!ztunnel.keys().any(|k| k.contains("get-only")));
     }
+
+    #[test]
+    fn the_mesh_config_goes_to_waypoints_and_gateways_with_the_custom_policies() {
+        let mut manifests = Manifests::default();
+        manifests.parse_documents(
+            Path::new("p.yaml"),
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    extensionProviders:
+    - {name: authz, envoyExtAuthzHttp: {service: authz.shop.svc.cluster.local, port: 80}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: sso, namespace: shop}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]
+  action: CUSTOM
+  provider: {name: authz}
+",
+        );
+        let built = build(&manifests, "cluster.local", &Mesh::default());
+        assert!(built.diagnostics.is_empty(), "{:?}", built.diagnostics);
+        for kind in [SubscriberKind::Waypoint, SubscriberKind::Gateway] {
+            let subscriber = Subscriber {
+                node: "n1".to_owned(),
+                kind,
+            };
+            let selected = select(&built.mesh, &subscriber);
+            let Some(Some(Kind::Route(route))) = selected
+                .get("meshconfig/istio-system/istio")
+                .map(|r| r.kind.clone())
+            else {
+                panic!("{kind:?} gets no mesh config: {:?}", selected.keys());
+            };
+            assert_eq!(route.kind, "MeshConfig");
+            let mesh: ambit_api::istio::MeshConfig =
+                serde_json::from_str(&route.spec_json).expect("a MeshConfig");
+            assert!(mesh.provider("authz").is_some(), "{}", route.spec_json);
+            assert!(selected.contains_key("authorizationpolicy-l7/shop/sso"));
+        }
+        let ztunnel = Subscriber {
+            node: "n1".to_owned(),
+            kind: SubscriberKind::Ztunnel,
+        };
+        assert!(
+            !select(&built.mesh, &ztunnel)
+                .keys()
+                .any(|k| k.contains("istio-system/istio") || k.contains("sso"))
+        );
+    }
 }
 
 #[cfg(test)]

@@ -4,22 +4,44 @@
 
 use ambit_api::{
     ip_block,
-    istio::authorization_policy::{
-        Action, AuthorizationPolicySpec, Condition, ConditionKey, Operation, Rule, Source,
+    istio::{
+        MeshConfig,
+        authorization_policy::{
+            Action, AuthorizationPolicySpec, Condition, ConditionKey, Operation, Rule, Source,
+        },
     },
 };
 
-use super::{Findings, Reason};
+use super::{Findings, Reason, mesh_config};
 
-/// Checks one AuthorizationPolicy's spec.
-pub(super) fn check(spec: &AuthorizationPolicySpec, findings: &mut Findings) {
-    match spec.action {
-        Action::Custom => findings.add(
-            "spec.action",
+/// A CUSTOM policy: waypoints ask its provider, which the mesh config must define.
+fn check_custom(spec: &AuthorizationPolicySpec, mesh: &MeshConfig, findings: &mut Findings) {
+    if !spec.has_target_refs() {
+        findings.add(
+            "spec.targetRefs",
             Reason::Unsupported(
-                "CUSTOM (an external authorizer) is not supported by Ambit: use ALLOW, DENY or AUDIT",
+                "CUSTOM policies are enforced by waypoints, not by ztunnel: attach it to a waypoint or service with `targetRefs`",
             ),
+        );
+    }
+    match spec.provider.as_ref().map_or("", |p| p.name.as_str()) {
+        "" => findings.add(
+            "spec.provider.name",
+            Reason::Required("the extension provider to ask"),
         ),
+        name => {
+            if let Some(problem) = mesh_config::provider_problem(mesh, name) {
+                findings.add("spec.provider.name", Reason::Provider(problem));
+            }
+        }
+    }
+}
+
+/// Checks one AuthorizationPolicy's spec; a CUSTOM one's provider must be an
+/// authorizer of `mesh`.
+pub(super) fn check(spec: &AuthorizationPolicySpec, mesh: &MeshConfig, findings: &mut Findings) {
+    match spec.action {
+        Action::Custom => check_custom(spec, mesh, findings),
         Action::Allow | Action::Deny | Action::Audit if spec.provider.is_some() => findings.add(
             "spec.provider",
             Reason::Unsupported("`provider` goes with `action: CUSTOM` only: remove it"),

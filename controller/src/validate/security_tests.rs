@@ -79,7 +79,8 @@ spec: {}
 ",
     );
     let expected = [
-        "shop/bad (AuthorizationPolicy) in policies.yaml document 1: spec.action: CUSTOM",
+        "shop/bad (AuthorizationPolicy) in policies.yaml document 1: spec.targetRefs: CUSTOM policies are enforced by waypoints",
+        "spec.provider.name: required: the extension provider to ask",
         "spec.rules[0].from[0].source.ipBlocks[0]: `10.0.0.0/40` is not an IP address or CIDR",
         "spec.rules[0].from[0].source.principals[0]: `a*b`: `*` may only stand alone",
         "spec.rules[0].from[1].source: required: at least one field",
@@ -99,6 +100,113 @@ spec: {}
         );
     }
     assert_eq!(report.model.len(), 0, "every object here is rejected");
+}
+
+/// The root namespace's `istio` ConfigMap with this `mesh` text (indented for a block
+/// scalar).
+fn mesh_config_map(mesh: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+{}",
+        mesh.lines()
+            .map(|line| format!("    {line}\n"))
+            .collect::<String>()
+    )
+}
+
+const CUSTOM_POLICY: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: sso, namespace: shop}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]
+  action: CUSTOM
+  provider: {name: oauth2-proxy}
+  rules: [{to: [{operation: {paths: ['/admin*']}}]}]
+";
+
+#[test]
+fn a_custom_policy_names_an_http_authorizer_of_the_mesh_config() {
+    let providers = "accessLogFile: /dev/stdout
+extensionProviders:
+- name: oauth2-proxy
+  envoyExtAuthzHttp:
+    service: oauth2-proxy.auth.svc.cluster.local
+    port: 4180
+    includeRequestHeadersInCheck: [cookie]
+- name: opa
+  envoyExtAuthzGrpc: {service: opa.opa.svc.cluster.local, port: 9191}";
+    let (lines, report) = diagnostics(&format!(
+        "{}---\n{CUSTOM_POLICY}",
+        mesh_config_map(providers)
+    ));
+    assert_eq!(
+        lines,
+        [
+            "warning: istio-system/istio (ConfigMap) in policies.yaml document 1: data.mesh.extensionProviders[1].envoyExtAuthzGrpc: waypoints cannot call a gRPC authorizer yet: CUSTOM policies naming this provider are rejected (use envoyExtAuthzHttp)"
+        ]
+    );
+    assert_eq!(report.model.authorization_policies.len(), 1);
+    let mesh = &report
+        .model
+        .mesh_config
+        .as_ref()
+        .expect("the mesh config is accepted")
+        .object;
+    assert_eq!(
+        mesh.provider("oauth2-proxy")
+            .and_then(|p| p.envoy_ext_authz_http.as_ref())
+            .map(|h| h.port),
+        Some(4180)
+    );
+
+    let grpc = CUSTOM_POLICY.replace("oauth2-proxy}", "opa}");
+    let (lines, report) = diagnostics(&format!("{}---\n{grpc}", mesh_config_map(providers)));
+    assert!(
+        lines.iter().any(|l| l.contains("shop/sso (AuthorizationPolicy) in policies.yaml document 2: spec.provider.name: `opa` is an envoyExtAuthzGrpc provider")),
+        "{lines:#?}"
+    );
+    assert!(report.model.authorization_policies.is_empty());
+
+    let (lines, report) = diagnostics(CUSTOM_POLICY);
+    assert_eq!(
+        lines,
+        [
+            "error: shop/sso (AuthorizationPolicy) in policies.yaml document 1: spec.provider.name: the mesh config (ConfigMap istio-system/istio, key `mesh`) has no extension provider `oauth2-proxy`: add it to `extensionProviders` or correct the name"
+        ]
+    );
+    assert!(report.model.is_empty());
+}
+
+#[test]
+fn a_bad_mesh_config_is_reported_at_its_field() {
+    let (lines, report) = diagnostics(&mesh_config_map(
+        "extensionProviders:
+- name: a
+  envoyExtAuthzHttp: {service: a.shop.svc.cluster.local, port: 70000, statusOnError: nope}
+- name: a
+  envoyExtAuthzHttp: {port: 80}",
+    ));
+    let expected = [
+        "data.mesh.extensionProviders[0].envoyExtAuthzHttp.port: port 70000 is out of range",
+        "data.mesh.extensionProviders[0].envoyExtAuthzHttp.statusOnError: `nope` is not an HTTP status",
+        "data.mesh.extensionProviders[1].name: also defined in extensionProviders, as `a`",
+        "data.mesh.extensionProviders[1].envoyExtAuthzHttp.service: required: service",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for (line, part) in lines.iter().zip(expected) {
+        assert!(line.contains(part), "expected {part:?} in {line}");
+    }
+    assert!(report.model.mesh_config.is_none());
+
+    let (lines, _) = diagnostics(&mesh_config_map("extensionProviders: {name: a}"));
+    assert!(
+        lines[0].contains("istio-system/istio (ConfigMap) in policies.yaml document 1: data.mesh: extensionProviders: invalid type: map, expected a sequence at line 1"),
+        "{lines:#?}"
+    );
 }
 
 #[test]

@@ -670,19 +670,27 @@ fn every_client_verifies_the_controller_against_the_published_root() {
     assert_eq!(ca_dirs.len(), 2, "serve and serve-ca: {ca_dirs:?}");
     assert_eq!(ca_dirs[0], ca_dirs[1], "one CA folder, on one volume");
 
-    // It publishes the root: the ClusterRole lets it apply ConfigMaps, and no more.
+    // It publishes the root: the ClusterRole lets it apply ConfigMaps, and read only
+    // the mesh config's.
     let rules = manifests.cluster_rules_of(controller);
-    let config_map_verbs: BTreeSet<&str> = rules
+    let config_map_rules: Vec<(BTreeSet<&str>, Vec<&str>)> = rules
         .iter()
         .filter(|rule| {
             rule.api_groups.iter().flatten().any(String::is_empty)
                 && rule.resources.iter().flatten().any(|r| r == "configmaps")
         })
-        .flat_map(|rule| rule.verbs.iter().map(String::as_str))
+        .map(|rule| {
+            let verbs = rule.verbs.iter().map(String::as_str).collect();
+            let names = rule.resource_names.iter().flatten().map(String::as_str);
+            (verbs, names.collect())
+        })
         .collect();
     assert_eq!(
-        config_map_verbs,
-        BTreeSet::from(["create", "patch"]),
-        "the controller server-side applies the root's ConfigMap and reads none"
+        config_map_rules,
+        [
+            (BTreeSet::from(["create", "patch"]), vec![]),
+            (BTreeSet::from(["list", "watch"]), vec!["istio"]),
+        ],
+        "the controller server-side applies the root's ConfigMap and reads only Istio's mesh config"
     );
 }

@@ -5,10 +5,13 @@
 
 use std::path::PathBuf;
 
-use ambit_api::istio::{NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_GROUP, SECURITY_VERSIONS};
-use kube::discovery::ApiResource;
+use ambit_api::istio::{
+    DEFAULT_ROOT_NAMESPACE, NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_GROUP,
+    SECURITY_VERSIONS,
+};
+use kube::{Api, Client, api::DynamicObject, discovery::ApiResource};
 
-use crate::mesh::waypoints::GATEWAY_API_GROUP;
+use crate::{mesh::waypoints::GATEWAY_API_GROUP, validate::MESH_CONFIG_MAP};
 
 /// One kind the model reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +25,15 @@ pub struct Kind {
     /// watched (the API server converts objects written in another version).
     pub versions: &'static [&'static str],
     pub namespaced: bool,
+    /// Watch only this one object (`namespace`, `name`), not every one of the kind.
+    pub only: Option<(&'static str, &'static str)>,
 }
 
 /// The versions of the Gateway API's `Gateway`, preferred first.
 const GATEWAY_API_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 12] = [
+pub const KINDS: [Kind; 13] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
@@ -47,6 +52,11 @@ pub const KINDS: [Kind; 12] = [
         "Gateway",
         "gateways",
     ),
+    // Istio's mesh config (its `extensionProviders`), where istiod reads it.
+    Kind {
+        only: Some((DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_MAP)),
+        ..core("ConfigMap", "configmaps", true)
+    },
 ];
 
 const fn core(kind: &'static str, plural: &'static str, namespaced: bool) -> Kind {
@@ -56,6 +66,7 @@ const fn core(kind: &'static str, plural: &'static str, namespaced: bool) -> Kin
         plural,
         versions: &["v1"],
         namespaced,
+        only: None,
     }
 }
 
@@ -80,6 +91,7 @@ const fn custom(
         plural,
         versions,
         namespaced: true,
+        only: None,
     }
 }
 
@@ -99,6 +111,21 @@ impl Kind {
             kind: self.kind.to_owned(),
             plural: self.plural.to_owned(),
         }
+    }
+
+    /// The API to list and watch it with: every namespace, or the one of [`Kind::only`].
+    #[must_use]
+    pub fn api(&self, client: Client, resource: &ApiResource) -> Api<DynamicObject> {
+        match self.only {
+            Some((namespace, _)) => Api::namespaced_with(client, namespace, resource),
+            None => Api::all_with(client, resource),
+        }
+    }
+
+    /// The field selector that narrows a list or watch to [`Kind::only`]'s object.
+    #[must_use]
+    pub fn field_selector(&self) -> Option<String> {
+        self.only.map(|(_, name)| format!("metadata.name={name}"))
     }
 
     /// Its name in logs: the CRD's name (`virtualservices.networking.istio.io`), or the

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, path::PathBuf, pin::pin, time::Duration};
 
 use ambit_api::manifests::{Object, Source};
 use kube::{
-    Api, Client, ResourceExt as _,
+    Client, ResourceExt as _,
     api::{DynamicObject, ListParams, ObjectMeta, TypeMeta},
     discovery::ApiResource,
     runtime::{
@@ -43,8 +43,12 @@ pub async fn watch_kind(client: Client, kind: Kind, batches: mpsc::UnboundedSend
     let Some(resource) = served_resource(&client, kind, &batches).await else {
         return;
     };
-    let api = Api::<DynamicObject>::all_with(client, &resource);
-    let mut events = pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let api = kind.api(client, &resource);
+    let config = match kind.field_selector() {
+        Some(selector) => watcher::Config::default().fields(&selector),
+        None => watcher::Config::default(),
+    };
+    let mut events = pin!(watcher::watcher(api, config).default_backoff());
     let mut state = KindState::new(kind, resource);
     while let Some(event) = events.next().await {
         let updates = match event {
@@ -118,8 +122,12 @@ async fn served_resource(
 async fn first_served(client: &Client, kind: Kind) -> Result<Option<ApiResource>, kube::Error> {
     for version in kind.versions {
         let resource = kind.resource(version);
-        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-        match api.list(&ListParams::default().limit(1)).await {
+        let api = kind.api(client.clone(), &resource);
+        let mut params = ListParams::default().limit(1);
+        if let Some(selector) = kind.field_selector() {
+            params = params.fields(&selector);
+        }
+        match api.list(&params).await {
             Ok(_) => return Ok(Some(resource)),
             Err(kube::Error::Api(status)) if status.is_not_found() => {}
             Err(error) => return Err(error),

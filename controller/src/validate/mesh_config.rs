@@ -1,0 +1,128 @@
+//! Istio's mesh config, where istiod reads it: the `mesh` key of ConfigMap `istio` in
+//! the root namespace. Only its `extensionProviders` concern Ambit (the authorizers of
+//! CUSTOM AuthorizationPolicies); its other fields are Envoy's and istiod's and are
+//! neither read nor reported.
+
+use ambit_api::{
+    istio::{DEFAULT_ROOT_NAMESPACE, MeshConfig},
+    manifests::Object,
+};
+
+use super::{Checked, Findings, Reason};
+
+/// The ConfigMap's name and key.
+pub const CONFIG_MAP: &str = "istio";
+pub const KEY: &str = "mesh";
+
+/// Whether `object` is the ConfigMap holding the mesh config.
+pub(super) fn holds_it(object: &Object) -> bool {
+    object.api_version == "v1"
+        && object.kind == "ConfigMap"
+        && object.metadata.name == CONFIG_MAP
+        && object.namespace() == DEFAULT_ROOT_NAMESPACE
+}
+
+/// Reads and checks the mesh config in `object` (a [`holds_it`] ConfigMap).
+pub(super) fn check(object: &Object, mut findings: Findings) -> Checked<'_, MeshConfig> {
+    let path = format!("data.{KEY}");
+    let text = object
+        .extra
+        .get("data")
+        .and_then(|data| data.get(KEY))
+        .map(|mesh| mesh.as_str().ok_or(()));
+    let spec = match text {
+        // A ConfigMap without the key: Istio's defaults, no providers.
+        None => Some(MeshConfig::default()),
+        Some(Err(())) => {
+            findings.add(path, Reason::Decode("must be a string of YAML".to_owned()));
+            None
+        }
+        // serde_yaml_ng's errors name the field path and the line within the text.
+        Some(Ok(text)) => serde_yaml_ng::from_str(text)
+            .map_err(|error| findings.add(path, Reason::Decode(error.to_string())))
+            .ok(),
+    };
+    if let Some(mesh) = &spec {
+        check_providers(mesh, &mut findings);
+    }
+    Checked {
+        object,
+        spec,
+        findings,
+    }
+}
+
+fn check_providers(mesh: &MeshConfig, findings: &mut Findings) {
+    for (index, provider) in mesh.extension_providers.iter().enumerate() {
+        let path = format!("data.{KEY}.extensionProviders[{index}]");
+        if provider.name.is_empty() {
+            findings.add(format!("{path}.name"), Reason::Required("name"));
+        } else if mesh.extension_providers[..index]
+            .iter()
+            .any(|earlier| earlier.name == provider.name)
+        {
+            findings.add(
+                format!("{path}.name"),
+                Reason::Duplicate(format!("extensionProviders, as `{}`", provider.name)),
+            );
+        }
+        if provider.envoy_ext_authz_grpc.is_some() {
+            findings.add(
+                format!("{path}.envoyExtAuthzGrpc"),
+                Reason::NotServed(
+                    "waypoints cannot call a gRPC authorizer yet: CUSTOM policies naming this provider are rejected (use envoyExtAuthzHttp)",
+                ),
+            );
+        }
+        let Some(http) = &provider.envoy_ext_authz_http else {
+            continue;
+        };
+        let path = format!("{path}.envoyExtAuthzHttp");
+        if http.service.is_empty() {
+            findings.add(format!("{path}.service"), Reason::Required("service"));
+        }
+        if !(1..=65535).contains(&http.port) {
+            findings.add(format!("{path}.port"), Reason::PortOutOfRange(http.port));
+        }
+        let status = &http.status_on_error;
+        if !status.is_empty()
+            && !status
+                .parse::<u16>()
+                .is_ok_and(|s| (200..=599).contains(&s))
+        {
+            findings.add(
+                format!("{path}.statusOnError"),
+                Reason::Decode(format!("`{status}` is not an HTTP status: use 200 to 599")),
+            );
+        }
+        if http.include_request_body_in_check.is_some() {
+            findings.add(
+                format!("{path}.includeRequestBodyInCheck"),
+                Reason::Unsupported(
+                    "waypoints do not send the body to the authorizer yet: remove it",
+                ),
+            );
+        }
+    }
+}
+
+/// Why a CUSTOM policy's `provider` cannot be used with `mesh`; `None` when it can.
+pub(super) fn provider_problem(mesh: &MeshConfig, name: &str) -> Option<String> {
+    let Some(provider) = mesh.provider(name) else {
+        return Some(format!(
+            "the mesh config (ConfigMap {DEFAULT_ROOT_NAMESPACE}/{CONFIG_MAP}, key `{KEY}`) has no extension provider `{name}`: add it to `extensionProviders` or correct the name"
+        ));
+    };
+    match (
+        &provider.envoy_ext_authz_http,
+        &provider.envoy_ext_authz_grpc,
+    ) {
+        (Some(_), _) => None,
+        (None, Some(_)) => Some(format!(
+            "`{name}` is an envoyExtAuthzGrpc provider, which waypoints cannot call yet: give the authorizer an envoyExtAuthzHttp provider"
+        )),
+        (None, None) => Some(format!(
+            "`{name}` is no external authorizer: give it envoyExtAuthzHttp"
+        )),
+    }
+}
