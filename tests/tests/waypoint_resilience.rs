@@ -200,6 +200,9 @@ fn connection_limits_overflow_and_outliers_are_ejected_then_readmitted() -> Resu
     )?;
     cluster
         .set_routes(json!([{ "route": [{ "destination": { "host": "app", "subset": "v2" } }] }]))?;
+    // Until the route to v2 is in force, the broken v1 pod's 503s would pass for
+    // overflows.
+    cluster.wait_all_from(None, "v2", 3)?;
     let overflowed = wait_for("a burst to overflow", READY_TIMEOUT, || {
         let reports = burst(&cluster, "/delay/1000", 6)?;
         let refused = reports.iter().map(|r| count(r, "503")).sum::<u64>();
