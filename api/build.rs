@@ -2,7 +2,8 @@
 //!
 //! `proto/istio/ca.proto` (Istio's certificate service, with its gRPC client and server
 //! trait) is compiled only with the `ca` feature, so crates that do not use it do not
-//! pay for tonic; `proto/ambit/config.proto` (the config push) likewise with `config`.
+//! pay for tonic; `proto/ambit/config.proto` (the config push) likewise with `config`,
+//! and `proto/envoy/ext_authz.proto` (Envoy's external authorization) with `ext-authz`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/handoff.proto"];
@@ -30,6 +31,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let descriptors = protox::compile([config], ["proto"])?;
         tonic_prost_build::configure()
             .build_client(true)
+            .build_server(true)
+            .compile_fds(descriptors)?;
+    }
+
+    #[cfg(feature = "ext-authz")]
+    {
+        let ext_authz = "proto/envoy/ext_authz.proto";
+        println!("cargo:rerun-if-changed={ext_authz}");
+        let descriptors = protox::compile([ext_authz], ["proto"])?;
+        tonic_prost_build::configure()
+            .build_client(false)
             .build_server(true)
             .compile_fds(descriptors)?;
     }

@@ -205,8 +205,6 @@ pub enum Reason {
     },
     #[error("{0}")]
     Provider(String),
-    #[error("{0}")]
-    NotServed(&'static str),
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -230,7 +228,6 @@ impl Reason {
             | Self::UnknownGateway(_)
             | Self::DelegateUnusable(_)
             | Self::DelegateConflict { .. }
-            | Self::NotServed(_)
             | Self::FailoverWithoutOutlier => Severity::Warning,
             _ => Severity::Error,
         }

@@ -28,7 +28,7 @@ pub mod jwt;
 use std::net::SocketAddr;
 
 use ambit_api::{istio::authorization_policy::PolicyTargetReference, policy_match::BlocksError};
-use ext_authz::Decision;
+use ext_authz::{Checked, Decision};
 use http::request::Parts;
 use thiserror::Error;
 
@@ -153,7 +153,12 @@ impl Policies {
         let (claims, to) = (claims.as_ref(), (peer, destination));
         let custom = Attributes::of(parts, to, authority, claims);
         if let Some(authorizer) = self.authorization.custom(&custom, service) {
-            match authorizer.check(parts, authority, reach.upstreams).await {
+            let checked = Checked {
+                authority,
+                peer,
+                destination,
+            };
+            match authorizer.check(parts, checked, reach.upstreams).await {
                 Decision::Allowed { downstream } => {
                     if !downstream.is_empty() {
                         parts.extensions.insert(ResponseHeaders(downstream));

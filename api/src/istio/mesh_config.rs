@@ -22,9 +22,8 @@ pub struct ExtensionProvider {
     pub name: String,
     /// An external authorizer spoken to over HTTP.
     pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
-    /// An external authorizer spoken to over gRPC (Envoy's `ext_authz` service): read
-    /// so that a policy naming it can be refused by name, not served.
-    pub envoy_ext_authz_grpc: Option<serde_json::Value>,
+    /// An external authorizer spoken to over gRPC (Envoy's `ext_authz` service).
+    pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
 }
 
 impl MeshConfig {
@@ -68,9 +67,26 @@ pub struct ExtAuthzHttp {
     pub include_request_body_in_check: Option<serde_json::Value>,
 }
 
-impl ExtAuthzHttp {
-    /// Istio's default `timeout`.
-    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Istio's default `timeout` of an authorizer.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `envoyExtAuthzGrpc`: every request a `CUSTOM` policy matches is first described to
+/// `service`'s `envoy.service.auth.v3.Authorization/Check` (headers, path, peers); an
+/// `OK` status lets it through, any other answers with the response it gives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ExtAuthzGrpc {
+    /// The authorizer's service, as for [`ExtAuthzHttp::service`].
+    pub service: String,
+    pub port: u32,
+    /// How long to wait for its answer (Istio's default: 600 s).
+    pub timeout: Option<Duration>,
+    /// Let the request through when the authorizer cannot be asked.
+    pub fail_open: bool,
+    /// The status answered when the authorizer cannot be asked (default 403).
+    pub status_on_error: String,
+    /// Sending the request's body too: not supported (refused by name).
+    pub include_request_body_in_check: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

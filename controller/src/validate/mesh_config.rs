@@ -66,25 +66,48 @@ fn check_providers(mesh: &MeshConfig, findings: &mut Findings) {
                 Reason::Duplicate(format!("extensionProviders, as `{}`", provider.name)),
             );
         }
-        if provider.envoy_ext_authz_grpc.is_some() {
-            findings.add(
-                format!("{path}.envoyExtAuthzGrpc"),
-                Reason::NotServed(
-                    "waypoints cannot call a gRPC authorizer yet: CUSTOM policies naming this provider are rejected (use envoyExtAuthzHttp)",
-                ),
-            );
-        }
-        let Some(http) = &provider.envoy_ext_authz_http else {
-            continue;
+        let settings = match (
+            &provider.envoy_ext_authz_http,
+            &provider.envoy_ext_authz_grpc,
+        ) {
+            (Some(http), _) => Settings {
+                kind: "envoyExtAuthzHttp",
+                service: &http.service,
+                port: http.port,
+                status_on_error: &http.status_on_error,
+                body: http.include_request_body_in_check.is_some(),
+            },
+            (None, Some(grpc)) => Settings {
+                kind: "envoyExtAuthzGrpc",
+                service: &grpc.service,
+                port: grpc.port,
+                status_on_error: &grpc.status_on_error,
+                body: grpc.include_request_body_in_check.is_some(),
+            },
+            (None, None) => continue,
         };
-        let path = format!("{path}.envoyExtAuthzHttp");
-        if http.service.is_empty() {
+        settings.check(&format!("{path}.{}", settings.kind), findings);
+    }
+}
+
+/// What both kinds of authorizer set.
+struct Settings<'a> {
+    kind: &'static str,
+    service: &'a str,
+    port: u32,
+    status_on_error: &'a str,
+    body: bool,
+}
+
+impl Settings<'_> {
+    fn check(&self, path: &str, findings: &mut Findings) {
+        if self.service.is_empty() {
             findings.add(format!("{path}.service"), Reason::Required("service"));
         }
-        if !(1..=65535).contains(&http.port) {
-            findings.add(format!("{path}.port"), Reason::PortOutOfRange(http.port));
+        if !(1..=65535).contains(&self.port) {
+            findings.add(format!("{path}.port"), Reason::PortOutOfRange(self.port));
         }
-        let status = &http.status_on_error;
+        let status = self.status_on_error;
         if !status.is_empty()
             && !status
                 .parse::<u16>()
@@ -95,7 +118,7 @@ fn check_providers(mesh: &MeshConfig, findings: &mut Findings) {
                 Reason::Decode(format!("`{status}` is not an HTTP status: use 200 to 599")),
             );
         }
-        if http.include_request_body_in_check.is_some() {
+        if self.body {
             findings.add(
                 format!("{path}.includeRequestBodyInCheck"),
                 Reason::Unsupported(
@@ -113,16 +136,11 @@ pub(super) fn provider_problem(mesh: &MeshConfig, name: &str) -> Option<String> 
             "the mesh config (ConfigMap {DEFAULT_ROOT_NAMESPACE}/{CONFIG_MAP}, key `{KEY}`) has no extension provider `{name}`: add it to `extensionProviders` or correct the name"
         ));
     };
-    match (
-        &provider.envoy_ext_authz_http,
-        &provider.envoy_ext_authz_grpc,
-    ) {
-        (Some(_), _) => None,
-        (None, Some(_)) => Some(format!(
-            "`{name}` is an envoyExtAuthzGrpc provider, which waypoints cannot call yet: give the authorizer an envoyExtAuthzHttp provider"
-        )),
-        (None, None) => Some(format!(
-            "`{name}` is no external authorizer: give it envoyExtAuthzHttp"
-        )),
-    }
+    let authorizes =
+        provider.envoy_ext_authz_http.is_some() || provider.envoy_ext_authz_grpc.is_some();
+    (!authorizes).then(|| {
+        format!(
+            "`{name}` is no external authorizer: give it envoyExtAuthzHttp or envoyExtAuthzGrpc"
+        )
+    })
 }

@@ -129,7 +129,7 @@ spec:
 ";
 
 #[test]
-fn a_custom_policy_names_an_http_authorizer_of_the_mesh_config() {
+fn a_custom_policy_names_an_authorizer_of_the_mesh_config() {
     let providers = "accessLogFile: /dev/stdout
 extensionProviders:
 - name: oauth2-proxy
@@ -143,12 +143,7 @@ extensionProviders:
         "{}---\n{CUSTOM_POLICY}",
         mesh_config_map(providers)
     ));
-    assert_eq!(
-        lines,
-        [
-            "warning: istio-system/istio (ConfigMap) in policies.yaml document 1: data.mesh.extensionProviders[1].envoyExtAuthzGrpc: waypoints cannot call a gRPC authorizer yet: CUSTOM policies naming this provider are rejected (use envoyExtAuthzHttp)"
-        ]
-    );
+    assert_eq!(lines, Vec::<String>::new());
     assert_eq!(report.model.authorization_policies.len(), 1);
     let mesh = &report
         .model
@@ -165,11 +160,18 @@ extensionProviders:
 
     let grpc = CUSTOM_POLICY.replace("oauth2-proxy}", "opa}");
     let (lines, report) = diagnostics(&format!("{}---\n{grpc}", mesh_config_map(providers)));
+    assert_eq!(lines, Vec::<String>::new(), "a gRPC authorizer serves too");
+    assert_eq!(report.model.authorization_policies.len(), 1);
+
+    let zipkin = CUSTOM_POLICY.replace("oauth2-proxy}", "zipkin}");
+    let tracing = "extensionProviders: [{name: zipkin, zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}}]";
+    let (lines, _) = diagnostics(&format!("{}---\n{zipkin}", mesh_config_map(tracing)));
     assert!(
-        lines.iter().any(|l| l.contains("shop/sso (AuthorizationPolicy) in policies.yaml document 2: spec.provider.name: `opa` is an envoyExtAuthzGrpc provider")),
+        lines
+            .iter()
+            .any(|l| l.contains("spec.provider.name: `zipkin` is no external authorizer")),
         "{lines:#?}"
     );
-    assert!(report.model.authorization_policies.is_empty());
 
     let (lines, report) = diagnostics(CUSTOM_POLICY);
     assert_eq!(
@@ -188,13 +190,14 @@ fn a_bad_mesh_config_is_reported_at_its_field() {
 - name: a
   envoyExtAuthzHttp: {service: a.shop.svc.cluster.local, port: 70000, statusOnError: nope}
 - name: a
-  envoyExtAuthzHttp: {port: 80}",
+  envoyExtAuthzGrpc: {port: 80, includeRequestBodyInCheck: {maxRequestBytes: 10}}",
     ));
     let expected = [
         "data.mesh.extensionProviders[0].envoyExtAuthzHttp.port: port 70000 is out of range",
         "data.mesh.extensionProviders[0].envoyExtAuthzHttp.statusOnError: `nope` is not an HTTP status",
         "data.mesh.extensionProviders[1].name: also defined in extensionProviders, as `a`",
-        "data.mesh.extensionProviders[1].envoyExtAuthzHttp.service: required: service",
+        "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.service: required: service",
+        "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.includeRequestBodyInCheck: waypoints do not send the body",
     ];
     assert_eq!(lines.len(), expected.len(), "{lines:#?}");
     for (line, part) in lines.iter().zip(expected) {

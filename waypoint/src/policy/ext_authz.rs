@@ -1,68 +1,58 @@
-//! External authorization: the `envoyExtAuthzHttp` provider a `CUSTOM`
-//! AuthorizationPolicy names, asked as Envoy's HTTP `ext_authz` filter asks it.
+//! External authorization: the provider a `CUSTOM` AuthorizationPolicy names, asked as
+//! Envoy's `ext_authz` filter asks it — over HTTP ([`over_http`], `envoyExtAuthzHttp`)
+//! or gRPC ([`over_grpc`], `envoyExtAuthzGrpc`).
 //!
-//! The check is the request without its body: same method, `Host`, the path with
-//! `pathPrefix` before it, the headers `includeRequestHeadersInCheck` names and those
-//! `includeAdditionalHeadersInCheck` sets. It goes to the provider's service like any
-//! request (its cluster: endpoints, load balancing, the mesh's mutual TLS). A `200`
-//! lets the request through, with the answer's headers `headersToUpstreamOnAllow` names
-//! replacing the request's and those `headersToDownstreamOnAllow` names added to the
-//! response. Any other answer below 500 is the client's answer: its status, body and
-//! headers (those `headersToDownstreamOnDeny` names, or all). No answer in `timeout`, a
-//! connection that fails or a 5xx is an error: the request goes through with
-//! `failOpen`, otherwise it is refused with `statusOnError` (403).
+//! The check goes to the provider's service like any request (its cluster: endpoints,
+//! load balancing, the mesh's mutual TLS), without the request's body. What the
+//! provider answers decides: let the request through (possibly with headers changed),
+//! or answer the client. No answer within `timeout`, a connection that fails or a
+//! server error is an error: the request goes through with `failOpen`, otherwise it is
+//! refused with `statusOnError` (403).
 
-use std::{sync::Arc, time::Duration};
+mod over_grpc;
+mod over_http;
 
-use ambit_api::{
-    istio::mesh_config::{ExtAuthzHttp, MeshConfig},
-    policy_match::Strings,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use ambit_api::istio::mesh_config::{DEFAULT_TIMEOUT, MeshConfig};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header, request::Parts};
+use http::{HeaderMap, Request, StatusCode, request::Parts};
 use http_body_util::{BodyExt, Limited};
 
 use super::PolicyError;
 use crate::{
     config::CLUSTER_DOMAIN,
-    proxy::{reply, upstream::Upstreams},
+    proxy::{Body, Peer, upstream::Upstreams},
     table::{Cluster, ClusterIndex},
 };
 
-/// The largest refusal body passed on to the client.
-const MAX_DENIAL_BODY: usize = 64 * 1024;
+/// The largest answer read from a provider.
+const MAX_ANSWER: usize = 64 * 1024;
 
-/// Headers a check never copies: they describe one hop, or the body, not the request.
-const HOP_HEADERS: [HeaderName; 6] = [
-    header::CONNECTION,
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::HOST,
-    header::UPGRADE,
-    header::TE,
-];
-
-/// One `envoyExtAuthzHttp` provider, ready to ask.
+/// One provider, ready to ask.
 #[derive(Debug)]
 pub struct ExtAuthz {
     provider: String,
+    /// The provider's service, `host:port`: a gRPC call's authority.
+    authority: String,
     cluster: Arc<Cluster>,
     timeout: Duration,
-    path_prefix: String,
     fail_open: bool,
     status_on_error: StatusCode,
-    request_headers: Strings,
-    additional_headers: HeaderMap,
-    upstream_on_allow: Option<Strings>,
-    downstream_on_allow: Option<Strings>,
-    downstream_on_deny: Option<Strings>,
+    protocol: Protocol,
+}
+
+#[derive(Debug)]
+enum Protocol {
+    Http(Box<over_http::HttpCheck>),
+    Grpc,
 }
 
 /// What the provider decided.
 #[derive(Debug)]
 pub enum Decision {
-    /// Go on, these headers replacing the request's; `downstream` is added to the
-    /// response.
+    /// Go on (the request's headers changed as the provider said); `downstream` is
+    /// added to the response.
     Allowed { downstream: HeaderMap },
     /// Answer the client this.
     Denied(Answer),
@@ -80,6 +70,15 @@ pub struct Answer {
 /// request's extensions until the response is made.
 #[derive(Debug, Clone)]
 pub struct ResponseHeaders(pub HeaderMap);
+
+/// The request being checked, as the provider is told of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    pub authority: &'a str,
+    pub peer: &'a Peer,
+    /// The address the client addressed.
+    pub destination: SocketAddr,
+}
 
 impl ExtAuthz {
     /// The provider `name` of `mesh`, sending to its service's cluster in `clusters`;
@@ -103,21 +102,41 @@ impl ExtAuthz {
         let provider = mesh.provider(name).ok_or_else(|| {
             bad("the mesh config (`extensionProviders`) has no provider of this name".to_owned())
         })?;
-        let Some(http) = &provider.envoy_ext_authz_http else {
-            let reason = if provider.envoy_ext_authz_grpc.is_some() {
-                "it is an `envoyExtAuthzGrpc` provider, which the waypoint cannot call yet: give the authorizer an `envoyExtAuthzHttp` provider"
-            } else {
-                "it is no external authorizer: give it `envoyExtAuthzHttp`"
-            };
-            return Err(bad(reason.to_owned()));
+        let (service, port, timeout, fail_open, status_on_error, body, protocol) = match (
+            &provider.envoy_ext_authz_http,
+            &provider.envoy_ext_authz_grpc,
+        ) {
+            (Some(http), _) => (
+                &http.service,
+                http.port,
+                http.timeout,
+                http.fail_open,
+                &http.status_on_error,
+                &http.include_request_body_in_check,
+                Protocol::Http(Box::new(over_http::HttpCheck::compile(http).map_err(bad)?)),
+            ),
+            (None, Some(grpc)) => (
+                &grpc.service,
+                grpc.port,
+                grpc.timeout,
+                grpc.fail_open,
+                &grpc.status_on_error,
+                &grpc.include_request_body_in_check,
+                Protocol::Grpc,
+            ),
+            (None, None) => {
+                return Err(bad(
+                        "it is no external authorizer: give it `envoyExtAuthzHttp` or `envoyExtAuthzGrpc`"
+                            .to_owned(),
+                    ));
+            }
         };
-        if http.include_request_body_in_check.is_some() {
+        if body.is_some() {
             return Err(bad(
                 "`includeRequestBodyInCheck` is not supported yet: remove it".to_owned(),
             ));
         }
-        let cluster = service_cluster(http, clusters).map_err(bad)?;
-        let status_on_error = match http.status_on_error.as_str() {
+        let status_on_error = match status_on_error.as_str() {
             "" => StatusCode::FORBIDDEN,
             text => text
                 .parse::<u16>()
@@ -130,34 +149,15 @@ impl ExtAuthz {
                     ))
                 })?,
         };
-        let mut additional_headers = HeaderMap::new();
-        for (key, value) in &http.include_additional_headers_in_check {
-            let header = HeaderName::from_bytes(key.as_bytes())
-                .ok()
-                .zip(HeaderValue::from_str(value).ok())
-                .ok_or_else(|| {
-                    bad(format!(
-                        "`includeAdditionalHeadersInCheck`: `{key}: {value}` is not a valid header"
-                    ))
-                })?;
-            additional_headers.insert(header.0, header.1);
-        }
-        let patterns =
-            |names: &[String]| (!names.is_empty()).then(|| Strings::new(names, &[], true));
+        let (host, cluster) = service_cluster(service, port, clusters).map_err(bad)?;
         Ok(Self {
             provider: name.to_owned(),
+            authority: format!("{host}:{port}"),
             cluster,
-            timeout: http
-                .timeout
-                .map_or(ExtAuthzHttp::DEFAULT_TIMEOUT, |t| t.get()),
-            path_prefix: http.path_prefix.clone(),
-            fail_open: http.fail_open,
+            timeout: timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
+            fail_open,
             status_on_error,
-            request_headers: Strings::new(&http.include_request_headers_in_check, &[], true),
-            additional_headers,
-            upstream_on_allow: patterns(&http.headers_to_upstream_on_allow),
-            downstream_on_allow: patterns(&http.headers_to_downstream_on_allow),
-            downstream_on_deny: patterns(&http.headers_to_downstream_on_deny),
+            protocol,
         })
     }
 
@@ -167,50 +167,25 @@ impl ExtAuthz {
         &self.provider
     }
 
-    /// Asks the provider about the request `parts` (for `authority`); on allow, its
-    /// headers for the upstream are set in `parts`.
+    /// Asks the provider about the request `parts`; on allow, the headers it has for
+    /// the upstream are set in `parts`.
     pub async fn check(
         &self,
         parts: &mut Parts,
-        authority: &str,
+        request: Checked<'_>,
         upstreams: &Upstreams,
     ) -> Decision {
-        let asked = tokio::time::timeout(self.timeout, self.ask(parts, authority, upstreams)).await;
-        let answer = match asked {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(reason)) => return self.failed(&reason),
-            Err(_) => return self.failed(&format!("no answer within {:?}", self.timeout)),
-        };
-        if answer.status == StatusCode::OK {
-            if let Some(patterns) = &self.upstream_on_allow {
-                for name in answer.headers.keys().filter(|n| matching(patterns, n)) {
-                    parts.headers.remove(name);
-                }
-                for (name, value) in &answer.headers {
-                    if matching(patterns, name) {
-                        parts.headers.append(name.clone(), value.clone());
-                    }
-                }
+        let asking = async {
+            match &self.protocol {
+                Protocol::Http(http) => http.ask(self, parts, request.authority, upstreams).await,
+                Protocol::Grpc => over_grpc::ask(self, parts, request, upstreams).await,
             }
-            let downstream = self
-                .downstream_on_allow
-                .as_ref()
-                .map(|patterns| selected(&answer.headers, |n| matching(patterns, n)))
-                .unwrap_or_default();
-            return Decision::Allowed { downstream };
-        }
-        let headers = match &self.downstream_on_deny {
-            // As Envoy: these go with a refusal even when not listed.
-            Some(patterns) => selected(&answer.headers, |n| {
-                matching(patterns, n) || n == header::WWW_AUTHENTICATE || n == header::LOCATION
-            }),
-            None => selected(&answer.headers, |_| true),
         };
-        Decision::Denied(Answer {
-            status: answer.status,
-            headers,
-            body: answer.body,
-        })
+        match tokio::time::timeout(self.timeout, asking).await {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(reason)) => self.failed(&reason),
+            Err(_) => self.failed(&format!("no answer within {:?}", self.timeout)),
+        }
     }
 
     /// The provider could not be asked: allowed when `failOpen`, else refused.
@@ -233,13 +208,14 @@ impl ExtAuthz {
         })
     }
 
-    /// Sends the check; the answer, or why there is none.
-    async fn ask(
+    /// Sends `request` to an endpoint of the provider (HTTP/2 when `http2`); its whole
+    /// answer, with the trailers, or why there is none.
+    async fn send(
         &self,
-        parts: &Parts,
-        authority: &str,
+        request: Request<Body>,
+        http2: bool,
         upstreams: &Upstreams,
-    ) -> Result<Answer, String> {
+    ) -> Result<(Answer, Option<HeaderMap>), String> {
         let cluster = &self.cluster;
         let _admission = cluster
             .admit()
@@ -249,87 +225,44 @@ impl ExtAuthz {
             .pick(None, &[])
             .ok_or_else(|| format!("{} has no endpoint", cluster.name))?;
         let _in_flight = endpoint.start_request();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = format!("http://{authority}{}{path}", self.path_prefix)
-            .parse()
-            .map_err(|e| format!("the check's URI is not valid: {e}"))?;
-        let mut request = Request::builder()
-            .method(parts.method.clone())
-            .uri(uri)
-            .body(reply::full(Bytes::new()))
-            .map_err(|e| format!("the check request is not valid: {e}"))?;
-        let headers = request.headers_mut();
-        for (name, value) in &parts.headers {
-            if !HOP_HEADERS.contains(name) && self.request_headers.matches([name.as_str()]) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-        headers.extend(self.additional_headers.clone());
-        if let Ok(host) = HeaderValue::from_str(authority) {
-            headers.insert(header::HOST, host);
-        }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         let response = upstreams
-            .send(endpoint.address, cluster.pooling(cluster.http2), request)
+            .send(endpoint.address, cluster.pooling(http2), request)
             .await
             .map_err(|e| format!("sending to {}: {e}", endpoint.address))?;
-        let status = response.status();
-        if status.is_server_error() {
-            return Err(format!("it answered {status}"));
-        }
         let (head, body) = response.into_parts();
-        let body = Limited::new(body, MAX_DENIAL_BODY)
+        let collected = Limited::new(body, MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| format!("reading its answer: {e}"))?
-            .to_bytes();
-        Ok(Answer {
-            status,
+            .map_err(|e| format!("reading its answer: {e}"))?;
+        let trailers = collected.trailers().cloned();
+        let answer = Answer {
+            status: head.status,
             headers: head.headers,
-            body,
-        })
+            body: collected.to_bytes(),
+        };
+        Ok((answer, trailers))
     }
 }
 
-/// The cluster of the provider's `service` (`[namespace/]host`) on its `port`.
-fn service_cluster(http: &ExtAuthzHttp, clusters: &ClusterIndex) -> Result<Arc<Cluster>, String> {
-    let host = http
-        .service
-        .split_once('/')
-        .map_or(http.service.as_str(), |(_, host)| host);
-    let host = if host.contains('.') {
-        host.to_owned()
-    } else {
+/// The host of a provider's `service` (`[namespace/]host`) and its cluster on `port`.
+fn service_cluster<'s>(
+    service: &'s str,
+    port: u32,
+    clusters: &ClusterIndex,
+) -> Result<(&'s str, Arc<Cluster>), String> {
+    let host = service.split_once('/').map_or(service, |(_, host)| host);
+    if !host.contains('.') {
         return Err(format!(
-            "`service: {}`: write the service's full name (`name.namespace.svc.{CLUSTER_DOMAIN}`)",
-            http.service
-        ));
-    };
-    let ports = clusters.get(&host, "");
-    if ports.is_empty() {
-        return Err(format!(
-            "`service: {}` is no service the mesh knows",
-            http.service
+            "`service: {service}`: write the service's full name (`name.namespace.svc.{CLUSTER_DOMAIN}`)"
         ));
     }
-    u16::try_from(http.port)
+    let ports = clusters.get(host, "");
+    if ports.is_empty() {
+        return Err(format!("`service: {service}` is no service the mesh knows"));
+    }
+    u16::try_from(port)
         .ok()
         .and_then(|port| ports.iter().find(|(p, _)| *p == port))
-        .map(|(_, cluster)| Arc::clone(cluster))
-        .ok_or_else(|| format!("`port: {}` is not a port of {host}", http.port))
-}
-
-fn matching(patterns: &Strings, name: &HeaderName) -> bool {
-    !HOP_HEADERS.contains(name) && patterns.matches([name.as_str()])
-}
-
-/// The headers of `from` whose names `keep` accepts (never the hop-by-hop ones).
-fn selected(from: &HeaderMap, keep: impl Fn(&HeaderName) -> bool) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (name, value) in from {
-        if !HOP_HEADERS.contains(name) && keep(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers
+        .map(|(_, cluster)| (host, Arc::clone(cluster)))
+        .ok_or_else(|| format!("`port: {port}` is not a port of {host}"))
 }

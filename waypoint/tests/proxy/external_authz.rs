@@ -1,6 +1,7 @@
-//! CUSTOM AuthorizationPolicies: a real HTTP authorizer ([`Authorizer`]) behind a
-//! service of the mesh config's `envoyExtAuthzHttp` provider, asked by a real waypoint
-//! before it forwards to real backends.
+//! CUSTOM AuthorizationPolicies: a real HTTP authorizer ([`Authorizer`]) or gRPC one
+//! ([`GrpcAuthorizer`]) behind a service of the mesh config's `envoyExtAuthzHttp` or
+//! `envoyExtAuthzGrpc` provider, asked by a real waypoint before it forwards to real
+//! backends.
 
 use std::net::IpAddr;
 
@@ -8,6 +9,7 @@ use ambit_waypoint::{Config, Endpoint, Service, ServicePort};
 
 use crate::{
     authorizer::{ADDRESS, Authorizer},
+    grpc_authorizer::GrpcAuthorizer,
     support::*,
 };
 
@@ -17,6 +19,15 @@ const PROVIDER: &str = "ext-authz";
 /// `/admin*` to the provider `provider_yaml` (its `envoyExtAuthzHttp`) describes, the
 /// authorizer being the one endpoint of service `ext-authz` on `authorizer_port`.
 async fn guarded(provider_yaml: &str, authorizer_port: u16) -> (Waypoint, TestClient, Backend) {
+    guarded_by("envoyExtAuthzHttp", provider_yaml, authorizer_port).await
+}
+
+/// As [`guarded`], with a provider of `kind` (`envoyExtAuthzHttp`, `envoyExtAuthzGrpc`).
+async fn guarded_by(
+    kind: &str,
+    provider_yaml: &str,
+    authorizer_port: u16,
+) -> (Waypoint, TestClient, Backend) {
     let (port, mut backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
     let ip: IpAddr = ADDRESS.parse().expect("an IP");
     let authorizer = Service {
@@ -36,7 +47,7 @@ async fn guarded(provider_yaml: &str, authorizer_port: u16) -> (Waypoint, TestCl
         vec![],
     );
     config.mesh = serde_yaml_ng::from_str(&format!(
-        "extensionProviders: [{{name: {PROVIDER}, envoyExtAuthzHttp: {{service: {PROVIDER}.{NAMESPACE}.svc.cluster.local, port: 8000, {provider_yaml}}}}}]"
+        "extensionProviders: [{{name: {PROVIDER}, {kind}: {{service: {PROVIDER}.{NAMESPACE}.svc.cluster.local, port: 8000, {provider_yaml}}}}}]"
     ))
     .expect("the test's mesh config is YAML");
     config.authorization_policies = vec![named(
@@ -158,4 +169,74 @@ async fn an_authorizer_that_fails_refuses_unless_the_provider_fails_open() {
         (200, "v1"),
         "failOpen lets the request through: {open:?}"
     );
+}
+
+#[tokio::test]
+async fn a_grpc_authorizer_is_told_of_the_request_and_its_answer_applied() {
+    let authorizer = GrpcAuthorizer::start().await;
+    let (waypoint, client, backend) =
+        guarded_by("envoyExtAuthzGrpc", "timeout: 5s", authorizer.port).await;
+
+    let allowed = client
+        .send(
+            "app",
+            "/admin/users?page=2",
+            &[
+                ("x-ext-authz", "allow"),
+                ("x-user", "mallory"),
+                ("x-remove-me", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.header_values("x-ext-authz-response"), ["ok"]);
+    let echo = allowed.echo();
+    let seen = &echo["headers"];
+    assert_eq!(seen["x-ext-authz-check-result"][0], "allowed", "{echo}");
+    assert_eq!(
+        seen["x-user"],
+        serde_json::json!(["mallory", "alice"]),
+        "an `append` header is appended: {echo}"
+    );
+    assert!(seen.get("x-remove-me").is_none(), "{echo}");
+    let checks = authorizer.checks();
+    assert_eq!(checks.len(), 1);
+    let attributes = checks[0].attributes.clone().expect("attributes");
+    let http = attributes
+        .request
+        .and_then(|r| r.http)
+        .expect("an HTTP request");
+    assert_eq!(
+        (http.method.as_str(), http.path.as_str(), http.host.as_str()),
+        ("GET", "/admin/users?page=2", "app")
+    );
+    assert_eq!(
+        (http.query.as_str(), http.protocol.as_str()),
+        ("page=2", "HTTP/1.1")
+    );
+    assert_eq!(http.headers["x-user"], "mallory");
+    let source = attributes.source.and_then(|s| s.address?.socket_address);
+    assert_eq!(source.map(|a| a.address), Some("127.0.0.1".to_owned()));
+    let destination = attributes
+        .destination
+        .and_then(|d| d.address?.socket_address);
+    assert_eq!(
+        destination.map(|a| a.port_value),
+        Some(u32::from(waypoint.address.port()))
+    );
+
+    let denied = client.get("app", "/admin").await;
+    assert_eq!(
+        (denied.status.as_u16(), &denied.body[..]),
+        (401, &b"denied by the gRPC authorizer"[..])
+    );
+    assert_eq!(denied.header_values("x-ext-authz-check-result"), ["denied"]);
+    let crashed = client
+        .send("app", "/admin", &[("x-ext-authz", "crash")])
+        .await;
+    assert_eq!(
+        crashed.status, 403,
+        "a failed call refuses with statusOnError's default"
+    );
+    assert_eq!(backend.hits(), 1);
 }

@@ -6,6 +6,7 @@ mod affinity;
 mod authorizer;
 mod external_authz;
 mod grpc;
+mod grpc_authorizer;
 mod issuer;
 mod jwks_server;
 mod protection;

@@ -279,7 +279,7 @@ rules:
 }
 
 #[test]
-fn a_custom_policy_needs_an_http_provider_of_the_mesh_config_for_a_known_service() {
+fn a_custom_policy_needs_an_authorizer_of_the_mesh_config_for_a_known_service() {
     let mut config = config(&[]);
     config.mesh = serde_yaml_ng::from_str(
         "extensionProviders:
@@ -307,7 +307,7 @@ fn a_custom_policy_needs_an_http_provider_of_the_mesh_config_for_a_known_service
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let expected = [
         "`provider.name: missing`: the mesh config (`extensionProviders`) has no provider",
-        "`provider.name: opa`: it is an `envoyExtAuthzGrpc` provider",
+        "`provider.name: opa`: `service: opa.opa.svc.cluster.local` is no service the mesh knows",
         "`service: authz.other.svc.cluster.local` is no service the mesh knows",
         "`service: authz`: write the service's full name",
         "`includeRequestBodyInCheck` is not supported yet",
