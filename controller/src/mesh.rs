@@ -212,10 +212,24 @@ pub struct Policy {
     /// What the receiving ztunnel enforces (`Authorization` or `PeerAuthentication`);
     /// `None` for a policy ztunnel has nothing to do with (a waypoint's, or AUDIT).
     pub enforced: Option<Enforced>,
-    /// The validated spec, in Istio's field names, when a waypoint enforces the policy
-    /// (an AuthorizationPolicy with `targetRefs`, a RequestAuthentication).
-    pub for_waypoints: Option<serde_json::Value>,
+    /// The validated spec, in Istio's field names, for the L7 proxies that enforce the
+    /// policy: every AuthorizationPolicy and RequestAuthentication, no
+    /// PeerAuthentication.
+    pub l7_spec: Option<serde_json::Value>,
+    /// Which L7 proxies receive [`Policy::l7_spec`].
+    pub l7_enforcers: L7Enforcers,
     pub source: PathBuf,
+}
+
+/// Which L7 proxies enforce a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L7Enforcers {
+    /// Waypoints and ingress gateways: a policy with `targetRefs` (each keeps what
+    /// targets it), or a RequestAuthentication.
+    All,
+    /// Only the ingress gateways it selects: an AuthorizationPolicy attached to workloads
+    /// (by `selector`, or to a whole namespace), which ztunnel enforces for other pods.
+    IngressGateways,
 }
 
 /// The certificate, key and client CAs a Secret holds (PEM), for the gateways whose

@@ -205,6 +205,10 @@ pub enum Reason {
     },
     #[error("{0}")]
     Provider(String),
+    #[error(
+        "ztunnel does not enforce CUSTOM policies: this one applies only on the ingress gateways it selects; to protect a service, attach the policy to its waypoint with `targetRefs`"
+    )]
+    CustomOnWorkloads,
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -228,6 +232,7 @@ impl Reason {
             | Self::UnknownGateway(_)
             | Self::DelegateUnusable(_)
             | Self::DelegateConflict { .. }
+            | Self::CustomOnWorkloads
             | Self::FailoverWithoutOutlier => Severity::Warning,
             _ => Severity::Error,
         }

@@ -13,7 +13,8 @@
 //! service `echo`, whose server speaks first; a sixth, on 31443, terminates TLS with the
 //! Secret's certificate and relays the rest to `echo` the same way. `/legacy` goes to
 //! subset `v1` of service `legacy`, whose pods are outside the mesh: reached in plain
-//! TCP, picked by label.
+//! TCP, picked by label. An AuthorizationPolicy in `istio-system` that selects the
+//! gateway's pod applies there, as on Istio's gateways.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -38,7 +39,7 @@ const GATEWAY_ACCOUNT: &str = "istio-ingressgateway";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Ingress {
-    _net: TestNet,
+    net: TestNet,
     _meshes: Vec<MeshNode>,
     _app: Pod,
     _legacy: Vec<Pod>,
@@ -251,7 +252,7 @@ impl Ingress {
             &[80, 443, 8080, PASSTHROUGH_PORT, TCP_PORT, TLS_TCP_PORT],
         )?;
         Ok(Some(Self {
-            _net: net,
+            net,
             _meshes: meshes,
             _app: app_pod,
             _legacy: legacy,
@@ -420,6 +421,39 @@ fn the_ingress_gateway_serves_http_https_redirects_tls_and_tcp() -> Result<()> {
         ingress.waypoint.stdout().contains("path=\"/via-waypoint\""),
         "the waypoint logged no such request:\n{}",
         ingress.waypoint.stdout()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_policy_selecting_the_gateway_pod_applies_at_the_gateway() -> Result<()> {
+    let Some(ingress) = Ingress::start()? else {
+        return Ok(());
+    };
+    ingress.net.write_manifest(
+        "deny-admin.yaml",
+        &json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": { "name": "deny-admin", "namespace": "istio-system" },
+            "spec": {
+                "selector": { "matchLabels": { "istio": "ingressgateway" } },
+                "action": "DENY",
+                "rules": [{ "to": [{ "operation": { "paths": ["/admin*"] } }] }],
+            },
+        }),
+    )?;
+    let logs = || format!("gateway:\n{}", ingress.gateway.stdout());
+    wait_for("/admin refused at the gateway", READY_TIMEOUT, || {
+        let response = ingress.request(80, HOST, "/admin/users", false)?;
+        Ok::<_, anyhow::Error>(response.starts_with("HTTP/1.1 403").then_some(()))
+    })
+    .with_context(logs)?;
+    let response = ingress.request(80, HOST, "/hello", false)?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200") && response.trim_end().ends_with("v1"),
+        "other paths still reach the app: {response}\n{}",
+        logs()
     );
     Ok(())
 }

@@ -9,15 +9,17 @@
 //! the waypoint's covers every request; a reference of `kind: Service` (core group) in
 //! the policy's namespace covers the requests addressed to that service (the service the
 //! request's authority names), if the waypoint serves it. Policies with a `selector`, or
-//! with neither, are ztunnel's (workload policies) and skipped here, as are references to
-//! other kinds and names, to other namespaces, and (not yet supported) to the
-//! `istio-waypoint` GatewayClass from the root namespace.
+//! with neither, are workload policies: ztunnel's, skipped by a waypoint; an ingress
+//! gateway enforces those of its namespace or the root namespace whose selector (if any)
+//! matches its pod's labels, as Istio's gateways do. References to other kinds and
+//! names, to other namespaces, and (not yet supported) to the `istio-waypoint`
+//! GatewayClass from the root namespace are skipped.
 //!
 //! # Layout
 //! - this file: [`Policies`] (compiled from a [`Config`]), [`Verdict`], [`PolicyError`];
 //! - string patterns and IP blocks: [`ambit_api::policy_match`] (shared with ztunnel);
 //! - [`authz`]: `AuthorizationPolicy` (CUSTOM, DENY, ALLOW, AUDIT);
-//! - [`ext_authz`]: a CUSTOM policy's external authorizer (`envoyExtAuthzHttp`);
+//! - [`ext_authz`]: a CUSTOM policy's external authorizer (HTTP or gRPC);
 //! - [`jwt`]: `RequestAuthentication`; [`jwks`]: its key sets, inline or fetched.
 
 pub mod authz;
@@ -27,7 +29,12 @@ pub mod jwt;
 
 use std::net::SocketAddr;
 
-use ambit_api::{istio::authorization_policy::PolicyTargetReference, policy_match::BlocksError};
+use ambit_api::{
+    istio::{
+        DEFAULT_ROOT_NAMESPACE, WorkloadSelector, authorization_policy::PolicyTargetReference,
+    },
+    policy_match::BlocksError,
+};
 use ext_authz::{Checked, Decision};
 use http::request::Parts;
 use thiserror::Error;
@@ -39,7 +46,7 @@ pub use self::{
     jwt::{Authentication, Claims, JwtFailure},
 };
 use crate::{
-    config::{CLUSTER_DOMAIN, Config},
+    config::{CLUSTER_DOMAIN, Config, Role},
     proxy::{Peer, upstream::Upstreams},
     table::{ClusterIndex, ConfigError, Problem},
 };
@@ -178,6 +185,14 @@ impl Policies {
     }
 }
 
+/// How a policy says what it applies to: a workload `selector`, or references.
+#[derive(Debug, Clone, Copy)]
+pub struct Attachment<'a> {
+    pub selector: Option<&'a WorkloadSelector>,
+    pub target_ref: Option<&'a PolicyTargetReference>,
+    pub target_refs: &'a [PolicyTargetReference],
+}
+
 /// Which requests a policy covers on this waypoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Coverage {
@@ -188,15 +203,28 @@ pub enum Coverage {
 }
 
 impl Coverage {
-    /// How a policy in `namespace` with these references applies to the waypoint of
+    /// How a policy in `namespace` attached by `attachment` applies to the proxy of
     /// `config`; `None` when it does not.
     #[must_use]
-    pub fn of(
-        config: &Config,
-        namespace: &str,
-        target_ref: Option<&PolicyTargetReference>,
-        target_refs: &[PolicyTargetReference],
-    ) -> Option<Self> {
+    pub fn of(config: &Config, namespace: &str, attachment: Attachment<'_>) -> Option<Self> {
+        let Attachment {
+            selector,
+            target_ref,
+            target_refs,
+        } = attachment;
+        if target_ref.is_none() && target_refs.is_empty() {
+            // A workload policy: ztunnel's, and an ingress gateway's when it selects
+            // the gateway's pod, as Istio applies it to a gateway's Envoy.
+            let selects = |selector: &WorkloadSelector| {
+                selector
+                    .match_labels
+                    .iter()
+                    .all(|(key, value)| config.labels.get(key) == Some(value))
+            };
+            let ingress = matches!(config.role, Role::Ingress(_));
+            let in_scope = namespace == config.namespace || namespace == DEFAULT_ROOT_NAMESPACE;
+            return (ingress && in_scope && selector.is_none_or(selects)).then_some(Self::All);
+        }
         let mut services = Vec::new();
         for reference in target_ref.into_iter().chain(target_refs) {
             let same_namespace = reference.namespace.is_empty() || reference.namespace == namespace;
@@ -268,26 +296,29 @@ mod tests {
         };
         let gateway = reference("gateway.networking.k8s.io", "Gateway", "waypoint");
         assert_eq!(
-            Coverage::of(&config, "shop", None, std::slice::from_ref(&gateway)),
+            Coverage::of(&config, "shop", refs(None, std::slice::from_ref(&gateway))),
             Some(Coverage::All)
         );
         assert_eq!(
-            Coverage::of(&config, "other", None, &[gateway]),
+            Coverage::of(&config, "other", refs(None, &[gateway])),
             None,
             "a Gateway reference names a waypoint of the policy's namespace"
         );
         let cart = Coverage::of(
             &config,
             "shop",
-            Some(&reference("", "Service", "cart")),
-            &[],
+            refs(Some(&reference("", "Service", "cart")), &[]),
         )
         .expect("the waypoint serves cart");
         assert!(cart.covers(Some("cart.shop.svc.cluster.local")));
         assert!(!cart.covers(Some("web.shop.svc.cluster.local")));
         assert!(!cart.covers(None));
         assert_eq!(
-            Coverage::of(&config, "shop", None, &[reference("", "Service", "web")]),
+            Coverage::of(
+                &config,
+                "shop",
+                refs(None, &[reference("", "Service", "web")])
+            ),
             None,
             "a service the waypoint does not serve"
         );
@@ -295,11 +326,82 @@ mod tests {
             Coverage::of(
                 &config,
                 "shop",
-                None,
-                &[reference("gateway.networking.k8s.io", "Gateway", "ingress")]
+                refs(
+                    None,
+                    &[reference("gateway.networking.k8s.io", "Gateway", "ingress")]
+                )
             ),
             None,
             "another gateway"
+        );
+        assert_eq!(
+            Coverage::of(&config, "shop", refs(None, &[])),
+            None,
+            "a workload policy is ztunnel's"
+        );
+    }
+
+    fn refs<'a>(
+        target_ref: Option<&'a PolicyTargetReference>,
+        target_refs: &'a [PolicyTargetReference],
+    ) -> Attachment<'a> {
+        Attachment {
+            selector: None,
+            target_ref,
+            target_refs,
+        }
+    }
+
+    #[test]
+    fn workload_policies_cover_the_ingress_gateway_they_select() {
+        let config = Config {
+            namespace: "istio-system".into(),
+            name: "ingress".into(),
+            role: Role::Ingress(Vec::new()),
+            labels: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
+            ..Config::default()
+        };
+        let selector = |labels: &[(&str, &str)]| WorkloadSelector {
+            match_labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        fn by(selector: Option<&WorkloadSelector>) -> Attachment<'_> {
+            Attachment {
+                selector,
+                target_ref: None,
+                target_refs: &[],
+            }
+        }
+        let gateway = selector(&[("istio", "ingressgateway")]);
+        let other = selector(&[("app", "cart")]);
+        assert_eq!(
+            Coverage::of(&config, "istio-system", by(Some(&gateway))),
+            Some(Coverage::All)
+        );
+        assert_eq!(
+            Coverage::of(&config, "istio-system", by(None)),
+            Some(Coverage::All),
+            "a root-namespace policy without a selector covers every workload"
+        );
+        assert_eq!(
+            Coverage::of(&config, "istio-system", by(Some(&other))),
+            None
+        );
+        assert_eq!(
+            Coverage::of(&config, "shop", by(Some(&gateway))),
+            None,
+            "a policy of another namespace"
+        );
+        let waypoint = Config {
+            role: Role::Waypoint,
+            ..config
+        };
+        assert_eq!(
+            Coverage::of(&waypoint, "istio-system", by(Some(&gateway))),
+            None,
+            "a waypoint leaves workload policies to ztunnel"
         );
     }
 }

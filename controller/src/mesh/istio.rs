@@ -6,7 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use ambit_api::{config::resource::Kind as Enforced, manifests::Manifests};
 
-use super::{Mesh, Policy, PolicyKind, Route, RouteKind, keep, policy};
+use super::{L7Enforcers, Mesh, Policy, PolicyKind, Route, RouteKind, keep, policy};
 use crate::{
     hosts,
     validate::{self, Diagnostic},
@@ -75,14 +75,16 @@ pub(super) fn resolve(
     for accepted in &report.model.authorization_policies {
         let policy = &accepted.object;
         let enforced = policy::authorization(policy, root).map(Enforced::Authorization);
-        let for_waypoints = policy
-            .spec
-            .has_target_refs()
-            .then(|| serde_json::to_value(&policy.spec).unwrap_or_default());
+        let spec = serde_json::to_value(&policy.spec).unwrap_or_default();
+        let enforcers = if policy.spec.has_target_refs() {
+            L7Enforcers::All
+        } else {
+            L7Enforcers::IngressGateways
+        };
         insert_policy(
             mesh,
             (PolicyKind::AuthorizationPolicy, policy),
-            (enforced, for_waypoints),
+            (enforced, Some((spec, enforcers))),
             &accepted.source,
         );
     }
@@ -91,7 +93,7 @@ pub(super) fn resolve(
         insert_policy(
             mesh,
             (PolicyKind::RequestAuthentication, &accepted.object),
-            (None, Some(spec)),
+            (None, Some((spec, L7Enforcers::All))),
             &accepted.source,
         );
     }
@@ -127,11 +129,12 @@ fn route(
     }
 }
 
-/// Adds the policy `object` of `kind`, with what ztunnel and waypoints enforce of it.
+/// Adds the policy `object` of `kind`, with what ztunnel enforces of it and the spec
+/// L7 proxies enforce, for which of them.
 fn insert_policy(
     mesh: &mut Mesh,
     (kind, object): (PolicyKind, &impl kube::Resource),
-    (enforced, for_waypoints): (Option<Enforced>, Option<serde_json::Value>),
+    (enforced, l7): (Option<Enforced>, Option<(serde_json::Value, L7Enforcers)>),
     source: &ambit_api::manifests::Source,
 ) {
     let meta = object.meta();
@@ -144,7 +147,10 @@ fn insert_policy(
         namespace: key.0.clone(),
         name: key.1.clone(),
         enforced,
-        for_waypoints,
+        l7_enforcers: l7
+            .as_ref()
+            .map_or(L7Enforcers::All, |(_, enforcers)| *enforcers),
+        l7_spec: l7.map(|(spec, _)| spec),
         source: source.file.clone(),
     };
     mesh.policies.insert((kind, key), Arc::new(policy));

@@ -152,11 +152,11 @@ pub fn policy(policy: &Policy) -> Option<pb::Resource> {
     ))
 }
 
-/// A policy a waypoint enforces, as a `Route` resource with its spec (the waypoint
-/// picks the ones that target it); `None` for a policy no waypoint enforces.
+/// A policy an L7 proxy enforces, as a `Route` resource with its spec (the proxy picks
+/// the ones that apply to it); `None` for a policy no L7 proxy enforces.
 #[must_use]
 pub fn waypoint_policy(policy: &Policy) -> Option<pb::Resource> {
-    let spec = policy.for_waypoints.as_ref()?;
+    let spec = policy.l7_spec.as_ref()?;
     Some(resource(
         &format!("{}-l7", policy.kind.as_str().to_lowercase()),
         &policy.namespace,

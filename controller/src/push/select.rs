@@ -9,7 +9,8 @@ use ambit_api::{
 
 use super::{convert, selections::Selections};
 use crate::mesh::{
-    Key, Mesh, Policy, Route, RouteKind, Service, TlsCredential, Workload, waypoints::Waypoint,
+    Key, L7Enforcers, Mesh, Policy, Route, RouteKind, Service, TlsCredential, Workload,
+    waypoints::Waypoint,
 };
 
 /// Who is subscribed.
@@ -82,7 +83,10 @@ pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resourc
         }
         (Gateway, Entry::Route(route)) => (!route.is_delegate()).then(|| convert::route(route)),
         (Ztunnel, Entry::Policy(policy)) => convert::policy(policy),
-        (Waypoint | Gateway, Entry::Policy(policy)) => convert::waypoint_policy(policy),
+        (Waypoint, Entry::Policy(policy)) if policy.l7_enforcers == L7Enforcers::All => {
+            convert::waypoint_policy(policy)
+        }
+        (Gateway, Entry::Policy(policy)) => convert::waypoint_policy(policy),
         _ => None,
     }
 }
@@ -255,7 +259,7 @@ spec:
 ";
 
     #[test]
-    fn waypoint_policies_go_to_waypoints_and_l4_ones_to_ztunnels() {
+    fn waypoint_policies_go_to_waypoints_and_l4_ones_to_ztunnels_and_gateways() {
         let mut manifests = Manifests::default();
         manifests.parse_documents(Path::new("p.yaml"), POLICIES);
         let mesh = build(&manifests, "cluster.local", &Mesh::default()).mesh;
@@ -283,6 +287,12 @@ spec:
             route.spec_json
         );
         assert!(!waypoint.keys().any(|k| k.contains("/shop/l4")));
+        let gateway = of(SubscriberKind::Gateway);
+        assert!(
+            gateway.contains_key("authorizationpolicy-l7/shop/l4"),
+            "an ingress gateway enforces the workload policies that select it: {:?}",
+            gateway.keys()
+        );
         let ztunnel = of(SubscriberKind::Ztunnel);
         assert!(ztunnel.contains_key("authorizationpolicy/shop/l4"));
         assert!(!ztunnel.keys().any(|k| k.contains("get-only")));

@@ -17,12 +17,7 @@ use super::{Findings, Reason, mesh_config};
 /// A CUSTOM policy: waypoints ask its provider, which the mesh config must define.
 fn check_custom(spec: &AuthorizationPolicySpec, mesh: &MeshConfig, findings: &mut Findings) {
     if !spec.has_target_refs() {
-        findings.add(
-            "spec.targetRefs",
-            Reason::Unsupported(
-                "CUSTOM policies are enforced by waypoints, not by ztunnel: attach it to a waypoint or service with `targetRefs`",
-            ),
-        );
+        findings.add("spec.selector", Reason::CustomOnWorkloads);
     }
     match spec.provider.as_ref().map_or("", |p| p.name.as_str()) {
         "" => findings.add(

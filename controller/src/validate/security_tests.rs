@@ -79,7 +79,7 @@ spec: {}
 ",
     );
     let expected = [
-        "shop/bad (AuthorizationPolicy) in policies.yaml document 1: spec.targetRefs: CUSTOM policies are enforced by waypoints",
+        "shop/bad (AuthorizationPolicy) in policies.yaml document 1: spec.selector: ztunnel does not enforce CUSTOM policies",
         "spec.provider.name: required: the extension provider to ask",
         "spec.rules[0].from[0].source.ipBlocks[0]: `10.0.0.0/40` is not an IP address or CIDR",
         "spec.rules[0].from[0].source.principals[0]: `a*b`: `*` may only stand alone",

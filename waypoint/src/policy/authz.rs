@@ -25,7 +25,9 @@ use ambit_api::{
 };
 use http::{HeaderMap, HeaderName, request::Parts};
 
-use super::{Coverage, PolicyError, Verdict, config_error, ext_authz::ExtAuthz, jwt::Claims};
+use super::{
+    Attachment, Coverage, PolicyError, Verdict, config_error, ext_authz::ExtAuthz, jwt::Claims,
+};
 use crate::{
     config::{Config, Named},
     host::split_authority,
@@ -157,8 +159,11 @@ impl Authorization {
                 let coverage = Coverage::of(
                     config,
                     &named.namespace,
-                    spec.target_ref.as_ref(),
-                    &spec.target_refs,
+                    Attachment {
+                        selector: spec.selector.as_ref(),
+                        target_ref: spec.target_ref.as_ref(),
+                        target_refs: &spec.target_refs,
+                    },
                 )?;
                 Policy::compile(named, coverage, config, clusters)
                     .map_err(|problems| {

@@ -25,7 +25,7 @@ use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind, jwk::AlgorithmParam
 use serde_json::{Map, Value};
 
 use super::{
-    Coverage, PolicyError, config_error,
+    Attachment, Coverage, PolicyError, config_error,
     jwks::{Fetcher, Source},
 };
 use crate::{
@@ -148,8 +148,11 @@ impl Authentication {
             let Some(coverage) = Coverage::of(
                 config,
                 &named.namespace,
-                spec.target_ref.as_ref(),
-                &spec.target_refs,
+                Attachment {
+                    selector: spec.selector.as_ref(),
+                    target_ref: spec.target_ref.as_ref(),
+                    target_refs: &spec.target_refs,
+                },
             ) else {
                 continue;
             };
