@@ -34,6 +34,48 @@ impl MeshConfig {
     }
 }
 
+/// What every external authorizer sets, whatever it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authorizer<'a> {
+    /// `envoyExtAuthzHttp` or `envoyExtAuthzGrpc`.
+    pub kind: &'static str,
+    pub service: &'a str,
+    pub port: u32,
+    pub timeout: Option<Duration>,
+    pub fail_open: bool,
+    pub status_on_error: &'a str,
+    /// Whether it asks for the request's body.
+    pub with_body: bool,
+}
+
+impl ExtensionProvider {
+    /// Its external authorizer (HTTP first when both are set); `None` when it is
+    /// another kind of provider (tracing, logging).
+    #[must_use]
+    pub fn authorizer(&self) -> Option<Authorizer<'_>> {
+        if let Some(http) = &self.envoy_ext_authz_http {
+            return Some(Authorizer {
+                kind: "envoyExtAuthzHttp",
+                service: &http.service,
+                port: http.port,
+                timeout: http.timeout,
+                fail_open: http.fail_open,
+                status_on_error: &http.status_on_error,
+                with_body: http.include_request_body_in_check.is_some(),
+            });
+        }
+        self.envoy_ext_authz_grpc.as_ref().map(|grpc| Authorizer {
+            kind: "envoyExtAuthzGrpc",
+            service: &grpc.service,
+            port: grpc.port,
+            timeout: grpc.timeout,
+            fail_open: grpc.fail_open,
+            status_on_error: &grpc.status_on_error,
+            with_body: grpc.include_request_body_in_check.is_some(),
+        })
+    }
+}
+
 /// `envoyExtAuthzHttp`: every request a `CUSTOM` policy matches is first sent, without
 /// its body, to `service`; a `200` lets it through, anything else is the answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! neither read nor reported.
 
 use ambit_api::{
-    istio::{DEFAULT_ROOT_NAMESPACE, MeshConfig},
+    istio::{DEFAULT_ROOT_NAMESPACE, MeshConfig, mesh_config::Authorizer},
     manifests::Object,
 };
 
@@ -66,66 +66,42 @@ fn check_providers(mesh: &MeshConfig, findings: &mut Findings) {
                 Reason::Duplicate(format!("extensionProviders, as `{}`", provider.name)),
             );
         }
-        let settings = match (
-            &provider.envoy_ext_authz_http,
-            &provider.envoy_ext_authz_grpc,
-        ) {
-            (Some(http), _) => Settings {
-                kind: "envoyExtAuthzHttp",
-                service: &http.service,
-                port: http.port,
-                status_on_error: &http.status_on_error,
-                body: http.include_request_body_in_check.is_some(),
-            },
-            (None, Some(grpc)) => Settings {
-                kind: "envoyExtAuthzGrpc",
-                service: &grpc.service,
-                port: grpc.port,
-                status_on_error: &grpc.status_on_error,
-                body: grpc.include_request_body_in_check.is_some(),
-            },
-            (None, None) => continue,
-        };
-        settings.check(&format!("{path}.{}", settings.kind), findings);
+        if let Some(authorizer) = provider.authorizer() {
+            check_authorizer(
+                &authorizer,
+                &format!("{path}.{}", authorizer.kind),
+                findings,
+            );
+        }
     }
 }
 
-/// What both kinds of authorizer set.
-struct Settings<'a> {
-    kind: &'static str,
-    service: &'a str,
-    port: u32,
-    status_on_error: &'a str,
-    body: bool,
-}
-
-impl Settings<'_> {
-    fn check(&self, path: &str, findings: &mut Findings) {
-        if self.service.is_empty() {
-            findings.add(format!("{path}.service"), Reason::Required("service"));
-        }
-        if !(1..=65535).contains(&self.port) {
-            findings.add(format!("{path}.port"), Reason::PortOutOfRange(self.port));
-        }
-        let status = self.status_on_error;
-        if !status.is_empty()
-            && !status
-                .parse::<u16>()
-                .is_ok_and(|s| (200..=599).contains(&s))
-        {
-            findings.add(
-                format!("{path}.statusOnError"),
-                Reason::Decode(format!("`{status}` is not an HTTP status: use 200 to 599")),
-            );
-        }
-        if self.body {
-            findings.add(
-                format!("{path}.includeRequestBodyInCheck"),
-                Reason::Unsupported(
-                    "waypoints do not send the body to the authorizer yet: remove it",
-                ),
-            );
-        }
+fn check_authorizer(authorizer: &Authorizer<'_>, path: &str, findings: &mut Findings) {
+    if authorizer.service.is_empty() {
+        findings.add(format!("{path}.service"), Reason::Required("service"));
+    }
+    if !(1..=65535).contains(&authorizer.port) {
+        findings.add(
+            format!("{path}.port"),
+            Reason::PortOutOfRange(authorizer.port),
+        );
+    }
+    let status = authorizer.status_on_error;
+    if !status.is_empty()
+        && !status
+            .parse::<u16>()
+            .is_ok_and(|s| (200..=599).contains(&s))
+    {
+        findings.add(
+            format!("{path}.statusOnError"),
+            Reason::Decode(format!("`{status}` is not an HTTP status: use 200 to 599")),
+        );
+    }
+    if authorizer.with_body {
+        findings.add(
+            format!("{path}.includeRequestBodyInCheck"),
+            Reason::Unsupported("waypoints do not send the body to the authorizer yet: remove it"),
+        );
     }
 }
 
@@ -136,9 +112,7 @@ pub(super) fn provider_problem(mesh: &MeshConfig, name: &str) -> Option<String> 
             "the mesh config (ConfigMap {DEFAULT_ROOT_NAMESPACE}/{CONFIG_MAP}, key `{KEY}`) has no extension provider `{name}`: add it to `extensionProviders` or correct the name"
         ));
     };
-    let authorizes =
-        provider.envoy_ext_authz_http.is_some() || provider.envoy_ext_authz_grpc.is_some();
-    (!authorizes).then(|| {
+    provider.authorizer().is_none().then(|| {
         format!(
             "`{name}` is no external authorizer: give it envoyExtAuthzHttp or envoyExtAuthzGrpc"
         )

@@ -102,41 +102,24 @@ impl ExtAuthz {
         let provider = mesh.provider(name).ok_or_else(|| {
             bad("the mesh config (`extensionProviders`) has no provider of this name".to_owned())
         })?;
-        let (service, port, timeout, fail_open, status_on_error, body, protocol) = match (
-            &provider.envoy_ext_authz_http,
-            &provider.envoy_ext_authz_grpc,
-        ) {
-            (Some(http), _) => (
-                &http.service,
-                http.port,
-                http.timeout,
-                http.fail_open,
-                &http.status_on_error,
-                &http.include_request_body_in_check,
-                Protocol::Http(Box::new(over_http::HttpCheck::compile(http).map_err(bad)?)),
-            ),
-            (None, Some(grpc)) => (
-                &grpc.service,
-                grpc.port,
-                grpc.timeout,
-                grpc.fail_open,
-                &grpc.status_on_error,
-                &grpc.include_request_body_in_check,
-                Protocol::Grpc,
-            ),
-            (None, None) => {
-                return Err(bad(
-                        "it is no external authorizer: give it `envoyExtAuthzHttp` or `envoyExtAuthzGrpc`"
-                            .to_owned(),
-                    ));
-            }
+        let Some(authorizer) = provider.authorizer() else {
+            return Err(bad(
+                "it is no external authorizer: give it `envoyExtAuthzHttp` or `envoyExtAuthzGrpc`"
+                    .to_owned(),
+            ));
         };
-        if body.is_some() {
+        if authorizer.with_body {
             return Err(bad(
                 "`includeRequestBodyInCheck` is not supported yet: remove it".to_owned(),
             ));
         }
-        let status_on_error = match status_on_error.as_str() {
+        let protocol = match &provider.envoy_ext_authz_http {
+            Some(http) => {
+                Protocol::Http(Box::new(over_http::HttpCheck::compile(http).map_err(bad)?))
+            }
+            None => Protocol::Grpc,
+        };
+        let status_on_error = match authorizer.status_on_error {
             "" => StatusCode::FORBIDDEN,
             text => text
                 .parse::<u16>()
@@ -149,13 +132,14 @@ impl ExtAuthz {
                     ))
                 })?,
         };
-        let (host, cluster) = service_cluster(service, port, clusters).map_err(bad)?;
+        let (host, cluster) =
+            service_cluster(authorizer.service, authorizer.port, clusters).map_err(bad)?;
         Ok(Self {
             provider: name.to_owned(),
-            authority: format!("{host}:{port}"),
+            authority: format!("{host}:{}", authorizer.port),
             cluster,
-            timeout: timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
-            fail_open,
+            timeout: authorizer.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
+            fail_open: authorizer.fail_open,
             status_on_error,
             protocol,
         })
