@@ -59,9 +59,8 @@
 //! - On a plain listener ([`run`]) the [`Peer`] has the TCP peer's address and no
 //!   identity, so `principals` and `namespaces` never match there; over HBONE
 //!   ([`mesh::inbound`]) it has the client's certificate identity.
-//! - `CUSTOM` authorization with `includeRequestBodyInCheck` (the external authorizer
-//!   is asked without the body), and the `connection.sni`, `request.regex.headers[…]`
-//!   and `experimental.…` conditions: refused at compile time.
+//! - The `connection.sni`, `request.regex.headers[…]` and `experimental.…`
+//!   AuthorizationPolicy conditions: refused at compile time.
 //! - Span reporting beyond Zipkin (`--zipkin-address`): no OpenTelemetry exporter, and
 //!   the sampling share of new traces is not yet read from Istio's Telemetry API.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that

@@ -47,7 +47,7 @@ pub use self::{
 };
 use crate::{
     config::{CLUSTER_DOMAIN, Config, Role},
-    proxy::{Peer, upstream::Upstreams},
+    proxy::{Peer, received::ReceivedBody, upstream::Upstreams},
     table::{ClusterIndex, ConfigError, Problem},
 };
 
@@ -135,7 +135,8 @@ impl Policies {
     }
 
     /// Authenticates, then authorizes a request for `authority` that arrived from `peer`
-    /// for `destination`; `service` is the FQDN the authority names, if the waypoint serves it. A
+    /// for `destination`; `service` is the FQDN the authority names, if the waypoint
+    /// serves it. An external authorizer may read the start of `body`. A
     /// verified token is removed from the headers unless its rule forwards it. Remote
     /// key sets and external authorizers are reached through `reach`. Headers an
     /// authorizer has for the response are left in the request's extensions
@@ -144,8 +145,8 @@ impl Policies {
         &self,
         parts: &mut Parts,
         (peer, destination): (&Peer, SocketAddr),
-        authority: &str,
-        service: Option<&str>,
+        body: &mut ReceivedBody,
+        (authority, service): (&str, Option<&str>),
         reach: Reach<'_>,
     ) -> Verdict {
         let query = parts.uri.query();
@@ -165,7 +166,10 @@ impl Policies {
                 peer,
                 destination,
             };
-            match authorizer.check(parts, checked, reach.upstreams).await {
+            match authorizer
+                .check(parts, body, checked, reach.upstreams)
+                .await
+            {
                 Decision::Allowed { downstream } => {
                     if !downstream.is_empty() {
                         parts.extensions.insert(ResponseHeaders(downstream));

@@ -24,6 +24,7 @@ mod forward;
 mod idle;
 pub mod inspect;
 mod mirror;
+pub(crate) mod received;
 pub mod relay;
 pub(crate) mod reply;
 mod sni;

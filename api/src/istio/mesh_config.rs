@@ -44,8 +44,8 @@ pub struct Authorizer<'a> {
     pub timeout: Option<Duration>,
     pub fail_open: bool,
     pub status_on_error: &'a str,
-    /// Whether it asks for the request's body.
-    pub with_body: bool,
+    /// How much of the request's body it is sent, if any.
+    pub body: Option<&'a BodyInCheck>,
 }
 
 impl ExtensionProvider {
@@ -61,7 +61,7 @@ impl ExtensionProvider {
                 timeout: http.timeout,
                 fail_open: http.fail_open,
                 status_on_error: &http.status_on_error,
-                with_body: http.include_request_body_in_check.is_some(),
+                body: http.include_request_body_in_check.as_ref(),
             });
         }
         self.envoy_ext_authz_grpc.as_ref().map(|grpc| Authorizer {
@@ -71,7 +71,7 @@ impl ExtensionProvider {
             timeout: grpc.timeout,
             fail_open: grpc.fail_open,
             status_on_error: &grpc.status_on_error,
-            with_body: grpc.include_request_body_in_check.is_some(),
+            body: grpc.include_request_body_in_check.as_ref(),
         })
     }
 }
@@ -105,8 +105,21 @@ pub struct ExtAuthzHttp {
     pub headers_to_downstream_on_allow: Vec<String>,
     /// Headers of a refusing answer passed to the client; none: all of them.
     pub headers_to_downstream_on_deny: Vec<String>,
-    /// Sending the request's body too: not supported (refused by name).
-    pub include_request_body_in_check: Option<serde_json::Value>,
+    /// Send the request's body too (its start).
+    pub include_request_body_in_check: Option<BodyInCheck>,
+}
+
+/// `includeRequestBodyInCheck`: the request's body is read (up to `maxRequestBytes`)
+/// before the check and sent with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BodyInCheck {
+    /// The most bytes read and sent.
+    pub max_request_bytes: u32,
+    /// A longer body: send its first `maxRequestBytes` (else it is answered 413).
+    pub allow_partial_message: bool,
+    /// gRPC: send the body as bytes (`raw_body`), not as text.
+    pub pack_as_bytes: bool,
 }
 
 /// Istio's default `timeout` of an authorizer.
@@ -127,8 +140,8 @@ pub struct ExtAuthzGrpc {
     pub fail_open: bool,
     /// The status answered when the authorizer cannot be asked (default 403).
     pub status_on_error: String,
-    /// Sending the request's body too: not supported (refused by name).
-    pub include_request_body_in_check: Option<serde_json::Value>,
+    /// Send the request's body too (its start).
+    pub include_request_body_in_check: Option<BodyInCheck>,
 }
 
 #[cfg(test)]

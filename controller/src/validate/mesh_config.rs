@@ -97,10 +97,13 @@ fn check_authorizer(authorizer: &Authorizer<'_>, path: &str, findings: &mut Find
             Reason::Decode(format!("`{status}` is not an HTTP status: use 200 to 599")),
         );
     }
-    if authorizer.with_body {
+    if authorizer
+        .body
+        .is_some_and(|body| body.max_request_bytes == 0)
+    {
         findings.add(
-            format!("{path}.includeRequestBodyInCheck"),
-            Reason::Unsupported("waypoints do not send the body to the authorizer yet: remove it"),
+            format!("{path}.includeRequestBodyInCheck.maxRequestBytes"),
+            Reason::Required("how many bytes of the body to send, 1 or more"),
         );
     }
 }

@@ -190,14 +190,14 @@ fn a_bad_mesh_config_is_reported_at_its_field() {
 - name: a
   envoyExtAuthzHttp: {service: a.shop.svc.cluster.local, port: 70000, statusOnError: nope}
 - name: a
-  envoyExtAuthzGrpc: {port: 80, includeRequestBodyInCheck: {maxRequestBytes: 10}}",
+  envoyExtAuthzGrpc: {port: 80, includeRequestBodyInCheck: {allowPartialMessage: true}}",
     ));
     let expected = [
         "data.mesh.extensionProviders[0].envoyExtAuthzHttp.port: port 70000 is out of range",
         "data.mesh.extensionProviders[0].envoyExtAuthzHttp.statusOnError: `nope` is not an HTTP status",
         "data.mesh.extensionProviders[1].name: also defined in extensionProviders, as `a`",
         "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.service: required: service",
-        "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.includeRequestBodyInCheck: waypoints do not send the body",
+        "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.includeRequestBodyInCheck.maxRequestBytes: required: how many bytes",
     ];
     assert_eq!(lines.len(), expected.len(), "{lines:#?}");
     for (line, part) in lines.iter().zip(expected) {

@@ -14,7 +14,7 @@ mod over_http;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use ambit_api::istio::mesh_config::{DEFAULT_TIMEOUT, MeshConfig};
+use ambit_api::istio::mesh_config::{BodyInCheck, DEFAULT_TIMEOUT, MeshConfig};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, request::Parts};
 use http_body_util::{BodyExt, Limited};
@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Limited};
 use super::PolicyError;
 use crate::{
     config::CLUSTER_DOMAIN,
-    proxy::{Body, Peer, upstream::Upstreams},
+    proxy::{Body, Peer, received::ReceivedBody, upstream::Upstreams},
     table::{Cluster, ClusterIndex},
 };
 
@@ -39,6 +39,8 @@ pub struct ExtAuthz {
     timeout: Duration,
     fail_open: bool,
     status_on_error: StatusCode,
+    /// How much of the body the check carries.
+    body: Option<BodyInCheck>,
     protocol: Protocol,
 }
 
@@ -80,6 +82,18 @@ pub struct Checked<'a> {
     pub destination: SocketAddr,
 }
 
+/// The start of the body a check carries, and whether it is only the start.
+#[derive(Debug, Clone, Default)]
+pub struct BodySent {
+    pub bytes: Bytes,
+    pub partial: bool,
+    /// gRPC: as bytes (`raw_body`), not text.
+    pub as_bytes: bool,
+}
+
+/// The header telling the authorizer whether the body it got was cut (Envoy's).
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
 impl ExtAuthz {
     /// The provider `name` of `mesh`, sending to its service's cluster in `clusters`;
     /// `field` names the policy's reference in errors.
@@ -108,11 +122,15 @@ impl ExtAuthz {
                     .to_owned(),
             ));
         };
-        if authorizer.with_body {
-            return Err(bad(
-                "`includeRequestBodyInCheck` is not supported yet: remove it".to_owned(),
-            ));
-        }
+        let body = match authorizer.body {
+            Some(body) if body.max_request_bytes == 0 => {
+                return Err(bad(
+                    "`includeRequestBodyInCheck.maxRequestBytes` is 0: send 1 byte or more"
+                        .to_owned(),
+                ));
+            }
+            body => body.copied(),
+        };
         let protocol = match &provider.envoy_ext_authz_http {
             Some(http) => {
                 Protocol::Http(Box::new(over_http::HttpCheck::compile(http).map_err(bad)?))
@@ -141,6 +159,7 @@ impl ExtAuthz {
             timeout: authorizer.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
             fail_open: authorizer.fail_open,
             status_on_error,
+            body,
             protocol,
         })
     }
@@ -151,18 +170,30 @@ impl ExtAuthz {
         &self.provider
     }
 
-    /// Asks the provider about the request `parts`; on allow, the headers it has for
-    /// the upstream are set in `parts`.
+    /// Asks the provider about the request `parts` (and the start of `body`, if it
+    /// wants it); on allow, the headers it has for the upstream are set in `parts`.
     pub async fn check(
         &self,
         parts: &mut Parts,
+        body: &mut ReceivedBody,
         request: Checked<'_>,
         upstreams: &Upstreams,
     ) -> Decision {
+        let sent = match self.body {
+            None => None,
+            Some(wanted) => match self.read_body(body, wanted).await {
+                Ok(sent) => Some(sent),
+                Err(refusal) => return refusal,
+            },
+        };
+        let sent = sent.as_ref();
         let asking = async {
             match &self.protocol {
-                Protocol::Http(http) => http.ask(self, parts, request.authority, upstreams).await,
-                Protocol::Grpc => over_grpc::ask(self, parts, request, upstreams).await,
+                Protocol::Http(http) => {
+                    http.ask(self, parts, (request.authority, sent), upstreams)
+                        .await
+                }
+                Protocol::Grpc => over_grpc::ask(self, parts, (request, sent), upstreams).await,
             }
         };
         match tokio::time::timeout(self.timeout, asking).await {
@@ -170,6 +201,38 @@ impl ExtAuthz {
             Ok(Err(reason)) => self.failed(&reason),
             Err(_) => self.failed(&format!("no answer within {:?}", self.timeout)),
         }
+    }
+
+    /// Reads up to `wanted.maxRequestBytes` of `body`; a longer body without
+    /// `allowPartialMessage` is answered 413, as Envoy does, and one that cannot be read
+    /// 400.
+    async fn read_body(
+        &self,
+        body: &mut ReceivedBody,
+        wanted: BodyInCheck,
+    ) -> Result<BodySent, Decision> {
+        let limit = usize::try_from(wanted.max_request_bytes).unwrap_or(usize::MAX);
+        let refuse = |status: StatusCode| {
+            Decision::Denied(Answer {
+                status,
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+            })
+        };
+        let (mut bytes, complete) = body.read_up_to(limit).await.map_err(|error| {
+            tracing::debug!(%error, "the request's body could not be read for its check");
+            refuse(StatusCode::BAD_REQUEST)
+        })?;
+        let partial = !complete || bytes.len() > limit;
+        if partial && !wanted.allow_partial_message {
+            return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        bytes.truncate(limit);
+        Ok(BodySent {
+            bytes,
+            partial,
+            as_bytes: wanted.pack_as_bytes,
+        })
     }
 
     /// The provider could not be asked: allowed when `failOpen`, else refused.

@@ -28,6 +28,7 @@ use super::{
     Body, Downstream, Engine, ProxyError,
     inspect::Inspected,
     mirror::{self, Shadow},
+    received::{Prefixed, ReceivedBody},
     reply,
     upgrade::Upgrade,
 };
@@ -98,6 +99,7 @@ async fn dispatch(
 ) -> Response<Body> {
     let (peer, port) = (&downstream.peer, downstream.destination.port());
     let (mut parts, body) = request.into_parts();
+    let mut body = ReceivedBody::Untouched(body);
     let Some(authority) = authority else {
         outcome.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
         return reply::no_route();
@@ -125,8 +127,8 @@ async fn dispatch(
         .check(
             &mut parts,
             (peer, downstream.destination),
-            &authority,
-            service,
+            &mut body,
+            (&authority, service),
             Reach {
                 jwks: &engine.jwks,
                 upstreams: &engine.upstreams,
@@ -265,7 +267,7 @@ struct InFlight {
 /// The request body: kept to be replayed, or streamed once.
 enum RequestBody {
     Replayable(Bytes),
-    Streaming(Option<Incoming>),
+    Streaming(Option<Body>),
 }
 
 /// How the attempts ended, when no response is forwarded.
@@ -282,7 +284,7 @@ impl Forwarding<'_> {
         &self,
         mut parts: Parts,
         authority: String,
-        body: Incoming,
+        body: ReceivedBody,
         outcome: &mut Exchange,
     ) -> Response<Body> {
         let upgrade = Upgrade::requested(&mut parts);
@@ -597,7 +599,15 @@ impl Prepared {
 impl RequestBody {
     /// Reads a body that may need replaying into memory when it is small and its
     /// length known; otherwise keeps it streaming.
-    async fn read(body: Incoming, may_retry: bool) -> Result<Self, ProxyError> {
+    async fn read(body: ReceivedBody, may_retry: bool) -> Result<Self, ProxyError> {
+        let body = match body {
+            ReceivedBody::Untouched(body) => body,
+            ReceivedBody::Read { head, rest: None } => return Ok(Self::Replayable(head)),
+            ReceivedBody::Read {
+                head,
+                rest: Some(rest),
+            } => return Ok(Self::Streaming(Some(Prefixed::boxed(head, rest)))),
+        };
         let small = body
             .size_hint()
             .exact()
@@ -609,15 +619,13 @@ impl RequestBody {
             let collected = body.collect().await.map_err(ProxyError::DownstreamBody)?;
             return Ok(Self::Replayable(collected.to_bytes()));
         }
-        Ok(Self::Streaming(Some(body)))
+        Ok(Self::Streaming(Some(body.boxed_unsync())))
     }
 
     fn for_attempt(&mut self) -> Body {
         match self {
             Self::Replayable(bytes) => reply::full(bytes.clone()),
-            Self::Streaming(body) => body
-                .take()
-                .map_or_else(|| reply::full(Bytes::new()), BodyExt::boxed_unsync),
+            Self::Streaming(body) => body.take().unwrap_or_else(|| reply::full(Bytes::new())),
         }
     }
 }

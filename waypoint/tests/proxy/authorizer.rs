@@ -9,8 +9,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{HeaderMap, Request, Response, StatusCode, request::Parts};
+use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -27,6 +27,7 @@ pub struct Check {
     pub method: String,
     pub path: String,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 /// The authorizer, serving until the test ends.
@@ -49,7 +50,15 @@ impl Authorizer {
                 let kept = Arc::clone(&kept);
                 let service = service_fn(move |request: Request<Incoming>| {
                     let kept = Arc::clone(&kept);
-                    async move { Ok::<_, Infallible>(decide(&request, &kept)) }
+                    async move {
+                        let (head, body) = request.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, Infallible>(decide(&head, body, &kept))
+                    }
                 });
                 tokio::spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -67,18 +76,19 @@ impl Authorizer {
     }
 }
 
-fn decide(request: &Request<Incoming>, checks: &Mutex<Vec<Check>>) -> Response<Full<Bytes>> {
+fn decide(request: &Parts, body: Bytes, checks: &Mutex<Vec<Check>>) -> Response<Full<Bytes>> {
     checks.lock().expect("not poisoned").push(Check {
-        method: request.method().to_string(),
+        method: request.method.to_string(),
         path: request
-            .uri()
+            .uri
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_owned(),
-        headers: request.headers().clone(),
+        headers: request.headers.clone(),
+        body,
     });
     let asked = request
-        .headers()
+        .headers
         .get("x-ext-authz")
         .and_then(|v| v.to_str().ok());
     let (status, result, body) = match asked {

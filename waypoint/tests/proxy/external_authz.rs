@@ -174,8 +174,12 @@ async fn an_authorizer_that_fails_refuses_unless_the_provider_fails_open() {
 #[tokio::test]
 async fn a_grpc_authorizer_is_told_of_the_request_and_its_answer_applied() {
     let authorizer = GrpcAuthorizer::start().await;
-    let (waypoint, client, backend) =
-        guarded_by("envoyExtAuthzGrpc", "timeout: 5s", authorizer.port).await;
+    let (waypoint, client, backend) = guarded_by(
+        "envoyExtAuthzGrpc",
+        "timeout: 5s, includeRequestBodyInCheck: {maxRequestBytes: 64}",
+        authorizer.port,
+    )
+    .await;
 
     let allowed = client
         .send(
@@ -188,6 +192,8 @@ async fn a_grpc_authorizer_is_told_of_the_request_and_its_answer_applied() {
             ],
         )
         .await;
+    let posted = post(&client, "/admin/upload", "a gRPC-checked body").await;
+    assert_eq!(posted.status, 200, "{posted:?}");
     assert_eq!(allowed.status, 200, "{allowed:?}");
     assert_eq!(allowed.header_values("x-ext-authz-response"), ["ok"]);
     let echo = allowed.echo();
@@ -200,7 +206,12 @@ async fn a_grpc_authorizer_is_told_of_the_request_and_its_answer_applied() {
     );
     assert!(seen.get("x-remove-me").is_none(), "{echo}");
     let checks = authorizer.checks();
-    assert_eq!(checks.len(), 1);
+    assert_eq!(checks.len(), 2);
+    let posted = checks[1].attributes.clone().and_then(|a| a.request?.http);
+    assert_eq!(
+        posted.map(|http| (http.body, http.headers["x-envoy-auth-partial-body"].clone())),
+        Some(("a gRPC-checked body".to_owned(), "false".to_owned()))
+    );
     let attributes = checks[0].attributes.clone().expect("attributes");
     let http = attributes
         .request
@@ -238,5 +249,61 @@ async fn a_grpc_authorizer_is_told_of_the_request_and_its_answer_applied() {
         crashed.status, 403,
         "a failed call refuses with statusOnError's default"
     );
-    assert_eq!(backend.hits(), 1);
+    assert_eq!(backend.hits(), 2);
+}
+
+/// A POST of `body` to `path` on `app`, asking the authorizer to allow it.
+async fn post(client: &TestClient, path: &str, body: &'static str) -> Reply {
+    let request = http::Request::post(format!("http://app{path}"))
+        .header(http::header::HOST, "app")
+        .header("x-ext-authz", "allow")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .expect("a valid request");
+    client.request(request).await
+}
+
+#[tokio::test]
+async fn the_start_of_the_body_goes_with_the_check_and_all_of_it_upstream() {
+    const LONG: &str = "hello authorizer, this body is longer than the limit";
+    let authorizer = Authorizer::start().await;
+    let (_waypoint, client, _backend) = guarded(
+        "includeRequestHeadersInCheck: [x-ext-authz], \
+         includeRequestBodyInCheck: {maxRequestBytes: 16, allowPartialMessage: true}",
+        authorizer.port,
+    )
+    .await;
+    let reply = post(&client, "/admin", LONG).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.echo()["body"],
+        LONG,
+        "the backend gets the whole body"
+    );
+    let check = authorizer.checks().pop().expect("a check");
+    assert_eq!(&check.body[..], &LONG.as_bytes()[..16]);
+    assert_eq!(check.headers["x-envoy-auth-partial-body"], "true");
+    assert_eq!(check.headers["content-length"], "16");
+
+    let reply = post(&client, "/admin", "short").await;
+    assert_eq!(reply.echo()["body"], "short");
+    let check = authorizer.checks().pop().expect("a check");
+    assert_eq!(&check.body[..], b"short");
+    assert_eq!(check.headers["x-envoy-auth-partial-body"], "false");
+
+    let (_waypoint, client, backend) = guarded(
+        "includeRequestHeadersInCheck: [x-ext-authz], \
+         includeRequestBodyInCheck: {maxRequestBytes: 16}",
+        authorizer.port,
+    )
+    .await;
+    let checks = authorizer.checks().len();
+    let refused = post(&client, "/admin", LONG).await;
+    assert_eq!(
+        refused.status, 413,
+        "a longer body without allowPartialMessage: {refused:?}"
+    );
+    assert_eq!(authorizer.checks().len(), checks, "and no check is made");
+    assert_eq!(backend.hits(), 0);
 }

@@ -52,7 +52,7 @@ pub enum Behaviour {
 }
 
 /// A pod: a hyper server on a loopback address, answering with what it saw as JSON
-/// (`backend`, `method`, `path`, `headers`) and `x-backend: <name>`.
+/// (`backend`, `method`, `path`, `headers`, `body`) and `x-backend: <name>`.
 #[derive(Debug)]
 pub struct Backend {
     pub name: &'static str,
@@ -247,8 +247,15 @@ async fn answer(
             (name.as_str().to_owned(), values)
         })
         .collect();
+    let received = request
+        .body_mut()
+        .collect()
+        .await
+        .map(|body| String::from_utf8_lossy(&body.to_bytes()).into_owned())
+        .unwrap_or_default();
     let body = json!({
         "backend": name,
+        "body": received,
         "method": request.method().as_str(),
         "path": request.uri().path_and_query().map_or("/", |pq| pq.as_str()),
         "version": format!("{:?}", request.version()),

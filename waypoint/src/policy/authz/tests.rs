@@ -286,7 +286,7 @@ fn a_custom_policy_needs_an_authorizer_of_the_mesh_config_for_a_known_service() 
 - {name: opa, envoyExtAuthzGrpc: {service: opa.opa.svc.cluster.local, port: 9191}}
 - {name: elsewhere, envoyExtAuthzHttp: {service: authz.other.svc.cluster.local, port: 80}}
 - {name: short, envoyExtAuthzHttp: {service: authz, port: 80}}
-- {name: body, envoyExtAuthzHttp: {service: authz, port: 80, includeRequestBodyInCheck: {maxRequestBytes: 10}}}
+- {name: body, envoyExtAuthzHttp: {service: authz, port: 80, includeRequestBodyInCheck: {allowPartialMessage: true}}}
 - {name: tracer, zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}}",
     )
     .expect("the test mesh config is YAML");
@@ -310,7 +310,7 @@ fn a_custom_policy_needs_an_authorizer_of_the_mesh_config_for_a_known_service() 
         "`provider.name: opa`: `service: opa.opa.svc.cluster.local` is no service the mesh knows",
         "`service: authz.other.svc.cluster.local` is no service the mesh knows",
         "`service: authz`: write the service's full name",
-        "`includeRequestBodyInCheck` is not supported yet",
+        "`includeRequestBodyInCheck.maxRequestBytes` is 0",
         "`provider.name: tracer`: it is no external authorizer",
     ];
     assert_eq!(messages.len(), expected.len(), "{messages:#?}");

@@ -1,7 +1,8 @@
 //! `envoyExtAuthzGrpc`, as Envoy's gRPC `ext_authz` asks: one
 //! `envoy.service.auth.v3.Authorization/Check` call (HTTP/2) describing the request —
 //! method, path with query, host, every header, the client's address and identity, the
-//! address it addressed — without the body. A `CheckResponse` with status `OK` lets the
+//! address it addressed — and with `includeRequestBodyInCheck` the start of the body
+//! (`body`, or `raw_body` with `packAsBytes`). A `CheckResponse` with status `OK` lets the
 //! request through with its `ok_response` applied (headers set, or appended when
 //! `append` says so; `headers_to_remove` removed; `response_headers_to_add` added to the
 //! response); any other status answers the client with its `denied_response` (403 when
@@ -20,7 +21,7 @@ use http::{
 };
 use prost::Message as _;
 
-use super::{Answer, Checked, Decision, ExtAuthz};
+use super::{Answer, BodySent, Checked, Decision, ExtAuthz, PARTIAL_BODY_HEADER};
 use crate::proxy::{reply, upstream::Upstreams};
 
 /// The method a provider serves.
@@ -32,10 +33,10 @@ const OK: i32 = 0;
 pub async fn ask(
     provider: &ExtAuthz,
     parts: &mut Parts,
-    checked: Checked<'_>,
+    (checked, body): (Checked<'_>, Option<&BodySent>),
     upstreams: &Upstreams,
 ) -> Result<Decision, String> {
-    let message = check_request(parts, checked).encode_to_vec();
+    let message = check_request(parts, checked, body).encode_to_vec();
     let mut framed = BytesMut::with_capacity(5 + message.len());
     framed.put_u8(0);
     framed.put_u32(u32::try_from(message.len()).map_err(|_| "the check is too large")?);
@@ -104,8 +105,8 @@ pub async fn ask(
     }))
 }
 
-/// The `CheckRequest` describing the request.
-fn check_request(parts: &Parts, checked: Checked<'_>) -> CheckRequest {
+/// The `CheckRequest` describing the request, with the start of its body if read.
+fn check_request(parts: &Parts, checked: Checked<'_>, body: Option<&BodySent>) -> CheckRequest {
     let mut headers = std::collections::HashMap::<String, String>::new();
     for (name, value) in &parts.headers {
         let Ok(value) = value.to_str() else {
@@ -123,6 +124,17 @@ fn check_request(parts: &Parts, checked: Checked<'_>) -> CheckRequest {
     let size = text(header::CONTENT_LENGTH)
         .and_then(|length| length.parse().ok())
         .unwrap_or(-1);
+    if let Some(body) = body {
+        headers.insert(PARTIAL_BODY_HEADER.to_owned(), body.partial.to_string());
+    }
+    let (body_text, raw_body) = match body {
+        Some(body) if body.as_bytes => (String::new(), body.bytes.to_vec()),
+        Some(body) => (
+            String::from_utf8_lossy(&body.bytes).into_owned(),
+            Vec::new(),
+        ),
+        None => (String::new(), Vec::new()),
+    };
     let http = HttpRequest {
         id: text(HeaderName::from_static("x-request-id"))
             .unwrap_or_default()
@@ -139,6 +151,8 @@ fn check_request(parts: &Parts, checked: Checked<'_>) -> CheckRequest {
         query: parts.uri.query().unwrap_or_default().to_owned(),
         size,
         protocol: protocol(parts.version).to_owned(),
+        body: body_text,
+        raw_body,
         ..HttpRequest::default()
     };
     let source = AttributePeer {

@@ -1,17 +1,17 @@
 //! `envoyExtAuthzHttp`, as Envoy's HTTP `ext_authz` service asks: the check is the
-//! request without its body — same method, `Host`, the path with `pathPrefix` before it,
+//! request — same method, `Host`, the path with `pathPrefix` before it,
 //! the headers `includeRequestHeadersInCheck` names and those
-//! `includeAdditionalHeadersInCheck` sets. A `200` lets the request through, with the
+//! `includeAdditionalHeadersInCheck` sets, and with `includeRequestBodyInCheck` the
+//! start of the body (`x-envoy-auth-partial-body` saying whether it was cut). A `200` lets the request through, with the
 //! answer's headers `headersToUpstreamOnAllow` names replacing the request's and those
 //! `headersToDownstreamOnAllow` names added to the response. Any other answer below 500
 //! is the client's answer: its status, body and headers (those
 //! `headersToDownstreamOnDeny` names, or all). A 5xx is an error.
 
 use ambit_api::{istio::mesh_config::ExtAuthzHttp, policy_match::Strings};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header, request::Parts};
 
-use super::{Answer, Decision, ExtAuthz};
+use super::{Answer, BodySent, Decision, ExtAuthz, PARTIAL_BODY_HEADER};
 use crate::proxy::{reply, upstream::Upstreams};
 
 /// Headers never copied to or from a check: they describe one hop, or the body.
@@ -67,10 +67,10 @@ impl HttpCheck {
         &self,
         provider: &ExtAuthz,
         parts: &mut Parts,
-        authority: &str,
+        (authority, body): (&str, Option<&BodySent>),
         upstreams: &Upstreams,
     ) -> Result<Decision, String> {
-        let request = self.request(parts, authority)?;
+        let request = self.request(parts, authority, body)?;
         let (answer, _) = provider
             .send(request, provider.cluster.http2, upstreams)
             .await?;
@@ -105,20 +105,23 @@ impl HttpCheck {
         Ok(Decision::Allowed { downstream })
     }
 
-    /// The check request for `parts`.
+    /// The check request for `parts`, carrying `body` when the provider wants it.
     fn request(
         &self,
         parts: &Parts,
         authority: &str,
+        body: Option<&BodySent>,
     ) -> Result<Request<crate::proxy::Body>, String> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri: Uri = format!("http://{authority}{}{path}", self.path_prefix)
             .parse()
             .map_err(|e| format!("the check's URI is not valid: {e}"))?;
+        let bytes = body.map(|body| body.bytes.clone()).unwrap_or_default();
+        let length = HeaderValue::from(bytes.len());
         let mut request = Request::builder()
             .method(parts.method.clone())
             .uri(uri)
-            .body(reply::full(Bytes::new()))
+            .body(reply::full(bytes))
             .map_err(|e| format!("the check request is not valid: {e}"))?;
         let headers = request.headers_mut();
         for (name, value) in &parts.headers {
@@ -130,7 +133,11 @@ impl HttpCheck {
         if let Ok(host) = HeaderValue::from_str(authority) {
             headers.insert(header::HOST, host);
         }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        headers.insert(header::CONTENT_LENGTH, length);
+        if let Some(body) = body {
+            let partial = HeaderValue::from_static(if body.partial { "true" } else { "false" });
+            headers.insert(PARTIAL_BODY_HEADER, partial);
+        }
         Ok(request)
     }
 }
