@@ -14,7 +14,7 @@
 //! Secret's certificate and relays the rest to `echo` the same way. `/legacy` goes to
 //! subset `v1` of service `legacy`, whose pods are outside the mesh: reached in plain
 //! TCP, picked by label. An AuthorizationPolicy in `istio-system` that selects the
-//! gateway's pod applies there, as on Istio's gateways.
+//! gateway's pod applies there, as on Istio's gateways, `connection.sni` included.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -430,6 +430,12 @@ fn a_policy_selecting_the_gateway_pod_applies_at_the_gateway() -> Result<()> {
     let Some(ingress) = Ingress::start()? else {
         return Ok(());
     };
+    let logs = || format!("gateway:\n{}", ingress.gateway.stdout());
+    wait_for("the gateway routing to v1", READY_TIMEOUT, || {
+        let response = ingress.request(80, HOST, "/hello", false)?;
+        Ok::<_, anyhow::Error>(response.starts_with("HTTP/1.1 200").then_some(()))
+    })
+    .with_context(logs)?;
     ingress.net.write_manifest(
         "deny-admin.yaml",
         &json!({
@@ -439,11 +445,16 @@ fn a_policy_selecting_the_gateway_pod_applies_at_the_gateway() -> Result<()> {
             "spec": {
                 "selector": { "matchLabels": { "istio": "ingressgateway" } },
                 "action": "DENY",
-                "rules": [{ "to": [{ "operation": { "paths": ["/admin*"] } }] }],
+                "rules": [
+                    { "to": [{ "operation": { "paths": ["/admin*"] } }] },
+                    {
+                        "to": [{ "operation": { "paths": ["/tls-only"] } }],
+                        "when": [{ "key": "connection.sni", "values": [HOST] }],
+                    },
+                ],
             },
         }),
     )?;
-    let logs = || format!("gateway:\n{}", ingress.gateway.stdout());
     wait_for("/admin refused at the gateway", READY_TIMEOUT, || {
         let response = ingress.request(80, HOST, "/admin/users", false)?;
         Ok::<_, anyhow::Error>(response.starts_with("HTTP/1.1 403").then_some(()))
@@ -455,5 +466,14 @@ fn a_policy_selecting_the_gateway_pod_applies_at_the_gateway() -> Result<()> {
         "other paths still reach the app: {response}\n{}",
         logs()
     );
+    // `connection.sni` is the TLS server name: set over HTTPS, absent in plaintext.
+    let over_tls = ingress.request(443, HOST, "/tls-only", true)?;
+    ensure!(
+        over_tls.starts_with("HTTP/1.1 403"),
+        "HTTPS with SNI {HOST}: {over_tls}\n{}",
+        logs()
+    );
+    let plain = ingress.request(80, HOST, "/tls-only", false)?;
+    ensure!(plain.starts_with("HTTP/1.1 200"), "plaintext: {plain}");
     Ok(())
 }

@@ -59,8 +59,9 @@
 //! - On a plain listener ([`run`]) the [`Peer`] has the TCP peer's address and no
 //!   identity, so `principals` and `namespaces` never match there; over HBONE
 //!   ([`mesh::inbound`]) it has the client's certificate identity.
-//! - The `connection.sni`, `request.regex.headers[…]` and `experimental.…`
-//!   AuthorizationPolicy conditions: refused at compile time.
+//! - The `request.regex.headers[…]` and `experimental.…` AuthorizationPolicy
+//!   conditions: refused at compile time. `connection.sni` is read on ingress ports that
+//!   terminate TLS; elsewhere (HBONE, plain ports) there is none, so it never matches.
 //! - Span reporting beyond Zipkin (`--zipkin-address`): no OpenTelemetry exporter, and
 //!   the sampling share of new traces is not yet read from Istio's Telemetry API.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that

@@ -27,8 +27,6 @@ pub mod ext_authz;
 pub mod jwks;
 pub mod jwt;
 
-use std::net::SocketAddr;
-
 use ambit_api::{
     istio::{
         DEFAULT_ROOT_NAMESPACE, WorkloadSelector, authorization_policy::PolicyTargetReference,
@@ -47,7 +45,7 @@ pub use self::{
 };
 use crate::{
     config::{CLUSTER_DOMAIN, Config, Role},
-    proxy::{Peer, received::ReceivedBody, upstream::Upstreams},
+    proxy::{Downstream, received::ReceivedBody, upstream::Upstreams},
     table::{ClusterIndex, ConfigError, Problem},
 };
 
@@ -134,8 +132,8 @@ impl Policies {
         }
     }
 
-    /// Authenticates, then authorizes a request for `authority` that arrived from `peer`
-    /// for `destination`; `service` is the FQDN the authority names, if the waypoint
+    /// Authenticates, then authorizes a request for `authority` that arrived on
+    /// `downstream`; `service` is the FQDN the authority names, if the waypoint
     /// serves it. An external authorizer may read the start of `body`. A
     /// verified token is removed from the headers unless its rule forwards it. Remote
     /// key sets and external authorizers are reached through `reach`. Headers an
@@ -144,7 +142,7 @@ impl Policies {
     pub async fn check(
         &self,
         parts: &mut Parts,
-        (peer, destination): (&Peer, SocketAddr),
+        downstream: &Downstream,
         body: &mut ReceivedBody,
         (authority, service): (&str, Option<&str>),
         reach: Reach<'_>,
@@ -158,13 +156,13 @@ impl Policies {
             Ok(claims) => claims,
             Err(failure) => return Verdict::Unauthenticated(failure),
         };
-        let (claims, to) = (claims.as_ref(), (peer, destination));
-        let custom = Attributes::of(parts, to, authority, claims);
+        let claims = claims.as_ref();
+        let custom = Attributes::of(parts, downstream, authority, claims);
         if let Some(authorizer) = self.authorization.custom(&custom, service) {
             let checked = Checked {
                 authority,
-                peer,
-                destination,
+                peer: &downstream.peer,
+                destination: downstream.destination,
             };
             match authorizer
                 .check(parts, body, checked, reach.upstreams)
@@ -184,7 +182,7 @@ impl Policies {
             }
         }
         // The authorizer may have changed the headers.
-        let attributes = Attributes::of(parts, to, authority, claims);
+        let attributes = Attributes::of(parts, downstream, authority, claims);
         self.authorization.decide(&attributes, service)
     }
 }

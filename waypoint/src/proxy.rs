@@ -218,6 +218,9 @@ pub struct Downstream {
     pub peer: Peer,
     /// Who the client is, as telemetry names it.
     pub source: ConnectionSource,
+    /// The server name the client asked for in its TLS handshake, on a gateway port
+    /// that terminates TLS (`connection.sni`).
+    pub sni: Option<String>,
 }
 
 impl Downstream {
@@ -229,6 +232,7 @@ impl Downstream {
             service,
             peer,
             source: ConnectionSource::default(),
+            sni: None,
         }
     }
 }

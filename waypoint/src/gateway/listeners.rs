@@ -177,12 +177,15 @@ async fn accept_loop(
     }
 }
 
-async fn serve(stream: TcpStream, mode: PortMode, engine: Arc<Engine>, downstream: Downstream) {
+async fn serve(stream: TcpStream, mode: PortMode, engine: Arc<Engine>, mut downstream: Downstream) {
     let _ = stream.set_nodelay(true);
     let served = match mode {
         PortMode::Http => serve_connection(stream, engine, downstream).await,
         PortMode::Https(config) => match handshake(stream, config).await {
-            Some(stream) => serve_connection(stream, engine, downstream).await,
+            Some(stream) => {
+                downstream.sni = stream.get_ref().1.server_name().map(str::to_owned);
+                serve_connection(stream, engine, downstream).await
+            }
             None => return,
         },
         PortMode::Relay => {

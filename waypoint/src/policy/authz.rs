@@ -31,7 +31,7 @@ use super::{
 use crate::{
     config::{Config, Named},
     host::split_authority,
-    proxy::Peer,
+    proxy::{Downstream, Peer},
     table::{ClusterIndex, ConfigError},
 };
 
@@ -50,26 +50,29 @@ pub struct Attributes<'a> {
     pub destination: SocketAddr,
     /// The verified token's claims, if the request carried one.
     pub claims: Option<&'a Claims>,
+    /// The TLS server name the client asked for, on a port that terminates TLS.
+    pub sni: Option<&'a str>,
 }
 
 impl<'a> Attributes<'a> {
-    /// The attributes of the request `parts` for `authority`, from `peer` to
-    /// `destination`.
+    /// The attributes of the request `parts` for `authority` on the connection
+    /// `downstream`.
     #[must_use]
     pub fn of(
         parts: &'a Parts,
-        (peer, destination): (&'a Peer, SocketAddr),
+        downstream: &'a Downstream,
         authority: &'a str,
         claims: Option<&'a Claims>,
     ) -> Self {
         Self {
-            peer,
+            peer: &downstream.peer,
             method: parts.method.as_str(),
             authority,
             path: parts.uri.path(),
             headers: &parts.headers,
-            destination,
+            destination: downstream.destination,
             claims,
+            sni: downstream.sni.as_deref(),
         }
     }
 }
@@ -135,6 +138,8 @@ enum Attribute {
     SourcePrincipal,
     DestinationIp,
     DestinationPort,
+    /// `connection.sni`.
+    Sni,
 }
 
 #[derive(Debug)]
@@ -448,6 +453,7 @@ impl When {
             Attribute::DestinationPort => {
                 strings.matches([request.destination.port().to_string().as_str()])
             }
+            Attribute::Sni => strings.matches(request.sni),
             Attribute::SourceIp | Attribute::RemoteIp | Attribute::DestinationIp => false,
         }
     }
@@ -459,6 +465,7 @@ fn l7_attribute(field: &str, key: &str) -> Result<Option<Attribute>, PolicyError
         "request.auth.principal" => Attribute::RequestPrincipal,
         "request.auth.audiences" => Attribute::Audiences,
         "request.auth.presenter" => Attribute::Presenter,
+        "connection.sni" => Attribute::Sni,
         _ => {
             if let Some(name) = indexed(key, "request.headers[") {
                 let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {

@@ -126,7 +126,7 @@ async fn dispatch(
         .policies()
         .check(
             &mut parts,
-            (peer, downstream.destination),
+            downstream,
             &mut body,
             (&authority, service),
             Reach {

@@ -45,6 +45,7 @@ struct Probe {
     method: &'static str,
     path: &'static str,
     headers: HeaderMap,
+    sni: Option<&'static str>,
 }
 
 impl Probe {
@@ -57,6 +58,7 @@ impl Probe {
             method,
             path,
             headers: HeaderMap::new(),
+            sni: None,
         }
     }
 
@@ -69,6 +71,7 @@ impl Probe {
             headers: &self.headers,
             destination: DESTINATION,
             claims: None,
+            sni: self.sni,
         };
         authorization.decide(&attributes, Some(SERVICE))
     }
@@ -176,6 +179,33 @@ fn sources_hosts_ports_and_conditions() {
         );
     }
 
+    let mut over_tls = Probe::new("GET", "/");
+    over_tls.sni = Some("shop.example.com");
+    for (probe, rule, allowed) in [
+        (
+            &over_tls,
+            "{when: [{key: connection.sni, values: ['*.example.com']}]}",
+            true,
+        ),
+        (
+            &over_tls,
+            "{when: [{key: connection.sni, notValues: [shop.example.com]}]}",
+            false,
+        ),
+        (
+            &get,
+            "{when: [{key: connection.sni, values: ['*']}]}",
+            false,
+        ),
+    ] {
+        let verdict = probe.decide(&allow(rule));
+        assert_eq!(
+            verdict == Verdict::Allowed,
+            allowed,
+            "rule {rule}: {verdict:?}"
+        );
+    }
+
     let mut from_web = Probe::new("GET", "/");
     from_web.peer.identity = Some(Identity::new("cluster.local", "shop", "web").unwrap());
     from_web.headers.insert("x-user", "alice".parse().unwrap());
@@ -219,6 +249,7 @@ fn a_service_policy_covers_only_requests_for_that_service() {
         headers: &probe.headers,
         destination: DESTINATION,
         claims: None,
+        sni: None,
     };
     assert_eq!(
         authorization.decide(&attributes, Some("web.shop.svc.cluster.local")),
@@ -253,7 +284,7 @@ rules:
   to: [{{operation: {{ports: ['http']}}}}]
   when:
   - {{key: request.colour, values: [red]}}
-  - {{key: connection.sni, values: [a]}}
+  - {{key: 'experimental.envoy.filters.network.a[b]', values: [a]}}
   - {{key: 'request.headers[bad name]', values: [a]}}"
         )]),
         &ClusterIndex::default(),
@@ -265,7 +296,7 @@ rules:
         "`rules[0].from[0].source.ipBlocks`",
         "`rules[0].to[0].operation.ports: http`",
         "unknown key `request.colour`",
-        "cannot check `connection.sni`",
+        "cannot check `experimental.envoy.filters.network.a[b]`",
         "`bad name` is not a valid header name",
     ];
     assert_eq!(messages.len(), expected.len(), "{messages:#?}");
