@@ -68,6 +68,18 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+impl Answer {
+    /// An answer of `status` alone: what the waypoint says when it cannot pass on the
+    /// provider's.
+    fn status_only(status: StatusCode) -> Self {
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+}
+
 /// Headers to add to the response of a request the provider allowed: kept in the
 /// request's extensions until the response is made.
 #[derive(Debug, Clone)]
@@ -212,13 +224,7 @@ impl ExtAuthz {
         wanted: BodyInCheck,
     ) -> Result<BodySent, Decision> {
         let limit = usize::try_from(wanted.max_request_bytes).unwrap_or(usize::MAX);
-        let refuse = |status: StatusCode| {
-            Decision::Denied(Answer {
-                status,
-                headers: HeaderMap::new(),
-                body: Bytes::new(),
-            })
-        };
+        let refuse = |status| Decision::Denied(Answer::status_only(status));
         let (mut bytes, complete) = body.read_up_to(limit).await.map_err(|error| {
             tracing::debug!(%error, "the request's body could not be read for its check");
             refuse(StatusCode::BAD_REQUEST)
@@ -248,11 +254,7 @@ impl ExtAuthz {
                 downstream: HeaderMap::new(),
             };
         }
-        Decision::Denied(Answer {
-            status: self.status_on_error,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-        })
+        Decision::Denied(Answer::status_only(self.status_on_error))
     }
 
     /// Sends `request` to an endpoint of the provider (HTTP/2 when `http2`); its whole

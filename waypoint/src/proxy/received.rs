@@ -24,37 +24,33 @@ pub enum ReceivedBody {
 
 impl ReceivedBody {
     /// Reads the body until it ends or more than `limit` bytes are in (trailers are
-    /// dropped); the bytes read (all of them) and whether that was all of it.
+    /// dropped); the bytes read (all of them) and whether that was all of it. A body
+    /// that fails to read is lost: the request cannot be served anyway.
     pub async fn read_up_to(&mut self, limit: usize) -> Result<(Bytes, bool), hyper::Error> {
-        let Self::Untouched(incoming) = self else {
-            return Ok(self.read_so_far());
+        let read = Self::Read {
+            head: Bytes::new(),
+            rest: None,
+        };
+        let mut incoming = match std::mem::replace(self, read) {
+            Self::Untouched(incoming) => incoming,
+            already @ Self::Read { .. } => {
+                *self = already;
+                return Ok(self.read_so_far());
+            }
         };
         let mut head = BytesMut::new();
-        let mut ended = false;
-        while head.len() <= limit {
+        let mut ended = incoming.is_end_stream();
+        while !ended && head.len() <= limit {
             match incoming.frame().await {
                 Some(frame) => {
                     if let Ok(data) = frame?.into_data() {
                         head.extend_from_slice(&data);
                     }
+                    ended = incoming.is_end_stream();
                 }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-            ended = incoming.is_end_stream();
-            if ended {
-                break;
+                None => ended = true,
             }
         }
-        let placeholder = Self::Read {
-            head: Bytes::new(),
-            rest: None,
-        };
-        let Self::Untouched(incoming) = std::mem::replace(self, placeholder) else {
-            unreachable!("matched as untouched above");
-        };
         *self = Self::Read {
             head: head.freeze(),
             rest: (!ended).then_some(incoming),
