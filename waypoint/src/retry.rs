@@ -144,7 +144,8 @@ impl RetryPolicy {
     }
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+/// A response's `grpc-status`, from its headers or trailers.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 

@@ -22,7 +22,10 @@ use http::{
 use prost::Message as _;
 
 use super::{Answer, BodySent, Checked, Decision, ExtAuthz, PARTIAL_BODY_HEADER};
-use crate::proxy::{reply, upstream::Upstreams};
+use crate::{
+    proxy::{reply, upstream::Upstreams},
+    retry::grpc_status,
+};
 
 /// The method a provider serves.
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -52,22 +55,14 @@ pub async fn ask(
         return Err(format!("it answered HTTP {}", answer.status));
     }
     // A trailers-only answer carries its status in the headers.
-    let status_of = |headers: &HeaderMap| {
-        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        text("grpc-status").map(|code| {
-            (
-                code.to_owned(),
-                text("grpc-message").unwrap_or_default().to_owned(),
-            )
-        })
-    };
-    match trailers
-        .as_ref()
-        .and_then(status_of)
-        .or_else(|| status_of(&answer.headers))
-    {
-        Some((code, _)) if code == "0" => {}
-        Some((code, message)) => {
+    let trailers = trailers.unwrap_or_default();
+    match grpc_status(&trailers).or_else(|| grpc_status(&answer.headers)) {
+        Some(0) => {}
+        Some(code) => {
+            let message = [&trailers, &answer.headers]
+                .into_iter()
+                .find_map(|headers| headers.get("grpc-message")?.to_str().ok())
+                .unwrap_or_default();
             return Err(format!("the call failed: grpc-status {code} {message}"));
         }
         None => return Err("the call ended without a grpc-status".to_owned()),
