@@ -46,6 +46,8 @@ pub mod bearer;
 pub mod channel;
 pub mod cni;
 pub mod enrolment;
+#[cfg(feature = "istio")]
+pub mod gateway_api;
 #[cfg(feature = "http-endpoints")]
 pub mod http_endpoints;
 pub mod identity;

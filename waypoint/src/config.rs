@@ -1,5 +1,6 @@
 //! What a waypoint is built from: services with their endpoints, the Istio
-//! VirtualServices and DestinationRules that route to them, the RequestAuthentications
+//! VirtualServices and DestinationRules (and the Gateway API's HTTPRoutes) that route
+//! to them, the RequestAuthentications
 //! and AuthorizationPolicies that guard them, and how traces are sampled.
 //!
 //! This is plain data, independent of how it arrives (the controller's push, a test):
@@ -9,6 +10,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ambit_api::{
+    gateway_api::HttpRouteSpec,
     istio::{
         AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, MeshConfig,
         RequestAuthenticationSpec, VirtualServiceSpec,
@@ -35,6 +37,9 @@ pub struct Config {
     /// when it is no service's endpoint.
     pub workloads: Vec<MeshWorkload>,
     pub virtual_services: Vec<Named<VirtualServiceSpec>>,
+    /// The Gateway API's HTTPRoutes: those attached to Services route them as a
+    /// VirtualService would (a VirtualService for the same Service comes first).
+    pub http_routes: Vec<Named<HttpRouteSpec>>,
     pub destination_rules: Vec<Named<DestinationRuleSpec>>,
     /// All AuthorizationPolicies; the waypoint enforces those that target it
     /// ([`crate::policy`] says which).

@@ -74,6 +74,9 @@ pub struct Source<'a> {
 pub enum StringMatcher {
     Exact(String),
     Prefix(String),
+    /// Whole path elements (the Gateway API's `PathPrefix`): `/abc` takes `/abc` and
+    /// `/abc/def`, not `/abcd`. Held without a trailing `/` (`""` takes every path).
+    PathPrefix(String),
     /// Anchored at both ends: the whole value must match, like Envoy's `safe_regex`.
     Regex(Regex),
     Present,
@@ -131,10 +134,25 @@ impl StringMatcher {
         match self {
             Self::Exact(expected) => value == expected,
             Self::Prefix(prefix) => value.starts_with(prefix.as_str()),
+            Self::PathPrefix(prefix) => value
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             Self::Regex(regex) => regex.is_match(value),
             Self::Present => true,
         }
     }
+}
+
+/// Whose rules a route follows where Istio's VirtualService and the Gateway API's
+/// HTTPRoute differ (an HTTPRoute is compiled as the VirtualService Istio generates
+/// for it, read with the Gateway API's meaning, as Istio's "gateway semantics" do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Semantics {
+    VirtualService,
+    /// A `prefix` matches whole path elements ([`StringMatcher::PathPrefix`]); a
+    /// prefix rewrite or a `%PREFIX()%` redirect joins the replacement and the rest of
+    /// the path with one `/`.
+    GatewayApi,
 }
 
 /// One compiled `match` entry: every condition set must hold.
@@ -235,6 +253,7 @@ impl RequestMatch {
         field: &str,
         namespace: &str,
         spec: &HttpMatchRequest,
+        semantics: Semantics,
     ) -> Result<Self, Vec<MatchError>> {
         let mut errors = Vec::new();
         let mut required = |name: &str, condition: &Option<StringMatch>, ignore_case: bool| {
@@ -243,7 +262,13 @@ impl RequestMatch {
                 .map_err(|e| errors.push(e))
                 .ok()
         };
-        let uri = required("uri", &spec.uri, spec.ignore_uri_case);
+        let uri =
+            required("uri", &spec.uri, spec.ignore_uri_case).map(|uri| match (uri, semantics) {
+                (StringMatcher::Prefix(prefix), Semantics::GatewayApi) => {
+                    StringMatcher::PathPrefix(prefix.trim_end_matches('/').to_owned())
+                }
+                (uri, _) => uri,
+            });
         let scheme = required("scheme", &spec.scheme, false);
         let method = required("method", &spec.method, false);
         let authority = required("authority", &spec.authority, false);
@@ -289,7 +314,7 @@ impl RequestMatch {
     #[must_use]
     pub fn uri_prefix(&self) -> Option<&str> {
         match &self.uri {
-            Some(StringMatcher::Prefix(prefix)) => Some(prefix),
+            Some(StringMatcher::Prefix(prefix) | StringMatcher::PathPrefix(prefix)) => Some(prefix),
             _ => None,
         }
     }
@@ -385,7 +410,8 @@ mod tests {
 
     fn compile(yaml: &str) -> RequestMatch {
         let spec: HttpMatchRequest = serde_yaml_ng::from_str(yaml).expect("test match is YAML");
-        RequestMatch::compile("match[0]", "shop", &spec).expect("test match compiles")
+        RequestMatch::compile("match[0]", "shop", &spec, Semantics::VirtualService)
+            .expect("test match compiles")
     }
 
     fn request<'a>(path_and_query: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
@@ -513,11 +539,12 @@ mod tests {
             "{uri: {regex: '('}, method: {}, headers: {'bad header': {exact: a}}, port: 70000}",
         )
         .unwrap();
-        let errors: Vec<String> = RequestMatch::compile("http[0].match[0]", "shop", &spec)
-            .expect_err("four problems")
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errors: Vec<String> =
+            RequestMatch::compile("http[0].match[0]", "shop", &spec, Semantics::VirtualService)
+                .expect_err("four problems")
+                .iter()
+                .map(ToString::to_string)
+                .collect();
         assert_eq!(errors.len(), 4, "{errors:#?}");
         assert!(
             errors[0].starts_with("`http[0].match[0].uri` regex `(`"),

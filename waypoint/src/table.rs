@@ -19,6 +19,7 @@
 // `outlier` (outlierDetection) are the DestinationRule protections a cluster applies.
 mod cluster;
 mod hashing;
+mod http_route;
 mod limits;
 mod locality;
 mod outlier;
@@ -27,16 +28,19 @@ mod route;
 mod tcp;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     sync::Arc,
 };
 
-use ambit_api::istio::{
-    DestinationRuleSpec, VirtualServiceSpec,
-    destination_rule::{
-        ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
-        PortTrafficPolicy, SimpleLb, TrafficPolicy,
+use ambit_api::{
+    gateway_api::HttpRouteSpec,
+    istio::{
+        DestinationRuleSpec, VirtualServiceSpec,
+        destination_rule::{
+            ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
+            PortTrafficPolicy, SimpleLb, TrafficPolicy,
+        },
     },
 };
 use thiserror::Error;
@@ -63,7 +67,7 @@ use crate::{
     gateway::servers::{self, Binding, Servers},
     headers::HeaderError,
     host::{HostPattern, authority_host, candidates},
-    matcher::{MatchError, connection::ConnectionView},
+    matcher::{MatchError, Semantics, connection::ConnectionView},
     policy::{Policies, PolicyError},
     retry::RetryError,
     telemetry::Workloads,
@@ -110,6 +114,8 @@ pub enum Problem {
     Locality(#[from] SettingError),
     #[error("`{field}.{name}` is not supported by the waypoint yet: remove it")]
     Unsupported { field: String, name: String },
+    #[error("`{field}` has no `{name}`: add it, or change the filter's `type`")]
+    Missing { field: String, name: &'static str },
     #[error("`{field}` needs exactly one of `route`, `redirect` or `directResponse`")]
     Action { field: String },
     #[error("`{field}` sets both `httpStatus` and `grpcStatus`: keep one")]
@@ -237,6 +243,9 @@ impl RouteTable {
             };
             table.add_virtual_service(vs, bound_to, &clusters, &mut errors);
         }
+        if let Role::Waypoint = config.role {
+            table.add_http_routes(&config.http_routes, &clusters, &mut errors);
+        }
         table
             .wildcard_hosts
             .sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.specificity()));
@@ -281,7 +290,14 @@ impl RouteTable {
             .iter()
             .enumerate()
             .filter_map(|(i, spec)| {
-                Route::compile(&object, &vs.namespace, i, spec, clusters, &mut problems)
+                Route::compile(
+                    (&object, &vs.namespace),
+                    (&format!("http[{i}]"), i),
+                    spec,
+                    Semantics::VirtualService,
+                    clusters,
+                    &mut problems,
+                )
             })
             .collect();
         let tcp_routes: Vec<TcpRoute> = vs
@@ -337,6 +353,64 @@ impl RouteTable {
                 }
                 wildcard => self.wildcard_hosts.push((wildcard, index)),
             }
+        }
+    }
+
+    /// Adds the HTTPRoutes' routes of each Service they attach to, in the Gateway API's
+    /// order (by rank; then by route, in `namespace/name` order, and rule). A
+    /// VirtualService for the same Service, added before, takes its requests.
+    fn add_http_routes(
+        &mut self,
+        http_routes: &[Named<HttpRouteSpec>],
+        clusters: &ClusterIndex,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let mut in_order: Vec<&Named<HttpRouteSpec>> = http_routes.iter().collect();
+        in_order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut by_service: BTreeMap<String, Vec<(http_route::Rank, Route)>> = BTreeMap::new();
+        for http in in_order {
+            let object = http.key();
+            let mut problems = Vec::new();
+            let mut compiled = Vec::new();
+            for (service, port) in http_route::parents(http) {
+                for converted in http_route::convert(http, port, &mut problems) {
+                    compiled.extend(
+                        Route::compile(
+                            (&object, &http.namespace),
+                            (&converted.field, converted.rule),
+                            &converted.route,
+                            Semantics::GatewayApi,
+                            clusters,
+                            &mut problems,
+                        )
+                        .map(|route| (service.clone(), converted.rank, route)),
+                    );
+                }
+            }
+            if problems.is_empty() {
+                for (service, rank, route) in compiled {
+                    by_service.entry(service).or_default().push((rank, route));
+                }
+            } else {
+                errors.extend(problems.into_iter().map(|problem| ConfigError {
+                    kind: "HTTPRoute",
+                    object: object.clone(),
+                    problem,
+                }));
+            }
+        }
+        for (service, mut routes) in by_service {
+            routes.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+            self.exact_hosts
+                .entry(service)
+                .or_default()
+                .push(self.virtual_hosts.len());
+            self.virtual_hosts.push(VirtualHost {
+                ports: None,
+                routes: routes.into_iter().map(|(_, route)| route).collect(),
+                tls_routes: Vec::new(),
+                tcp_routes: Vec::new(),
+            });
         }
     }
 

@@ -200,6 +200,9 @@ fn compile(
                     .virtual_services
                     .push(named(key, route, "VirtualService")?);
             }
+            Some(Kind::Route(route)) if route.kind == "HTTPRoute" => {
+                config.http_routes.push(named(key, route, "HTTPRoute")?);
+            }
             Some(Kind::Route(route)) if route.kind == "DestinationRule" => {
                 config
                     .destination_rules

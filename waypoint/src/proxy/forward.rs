@@ -195,7 +195,7 @@ async fn dispatch(
     let mut response = match &route.action {
         Action::Redirect(redirect) => {
             let mut response = reply::text(redirect.status, "");
-            if let Ok(location) = HeaderValue::try_from(redirect.location(&view)) {
+            if let Ok(location) = HeaderValue::try_from(redirect.location(&view, matched)) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             route.headers.response.apply(response.headers_mut());

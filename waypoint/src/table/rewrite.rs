@@ -6,7 +6,12 @@ use http::{HeaderValue, StatusCode};
 use regex::Regex;
 
 use super::{Problem, route::Matched};
-use crate::matcher::RequestView;
+use crate::matcher::{RequestView, Semantics};
+
+/// In a Gateway API redirect, what marks `uri` as the replacement of the matched
+/// prefix (`ReplacePrefixMatch`) rather than of the whole path: Istio's own marker in
+/// the VirtualService it generates for an HTTPRoute.
+pub const PREFIX_MARKER: &str = "%PREFIX()%";
 
 /// `rewrite`: the path (or its matched prefix) and the authority.
 #[derive(Debug)]
@@ -14,16 +19,26 @@ pub struct Rewrite {
     uri: Option<String>,
     uri_regex: Option<(Regex, String)>,
     pub authority: Option<HeaderValue>,
+    semantics: Semantics,
 }
 
 /// `redirect`.
 #[derive(Debug)]
 pub struct Redirect {
-    uri: Option<String>,
+    path: Option<RedirectPath>,
     authority: Option<String>,
     scheme: Option<String>,
     port: RedirectPort,
     pub status: StatusCode,
+}
+
+/// The path a redirect sends to.
+#[derive(Debug)]
+enum RedirectPath {
+    /// This path (and query, if it has one).
+    Whole(String),
+    /// The matched prefix replaced by this (`%PREFIX()%`, Gateway API routes only).
+    Prefix(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +53,7 @@ impl Rewrite {
     pub(super) fn compile(
         field: &str,
         spec: &HttpRewrite,
+        semantics: Semantics,
         problems: &mut Vec<Problem>,
     ) -> Option<Self> {
         let field = format!("{field}.rewrite");
@@ -71,6 +87,7 @@ impl Rewrite {
             uri: Some(spec.uri.clone()).filter(|u| !u.is_empty()),
             uri_regex,
             authority,
+            semantics,
         })
     }
 
@@ -78,13 +95,33 @@ impl Rewrite {
     #[must_use]
     pub fn path(&self, matched: Matched, path: &str) -> Option<String> {
         if let Some(uri) = &self.uri {
-            return Some(match matched {
-                Matched::Prefix(len) => format!("{uri}{}", path.get(len..).unwrap_or_default()),
-                Matched::WholePath => uri.clone(),
+            return Some(match (matched, self.semantics) {
+                (Matched::Prefix(len), Semantics::VirtualService) => {
+                    format!("{uri}{}", path.get(len..).unwrap_or_default())
+                }
+                (Matched::Prefix(len), Semantics::GatewayApi) => replace_prefix(uri, path, len),
+                (Matched::WholePath, _) => uri.clone(),
             });
         }
         let (regex, replacement) = self.uri_regex.as_ref()?;
         Some(regex.replace_all(path, replacement.as_str()).into_owned())
+    }
+}
+
+/// The Gateway API's `ReplacePrefixMatch`: the first `len` bytes of `path` (whole
+/// elements, without a trailing `/`) replaced by `replacement`, joined with one `/`:
+/// `/foo/bar` with `/foo` → `/xyz` is `/xyz/bar`, → `/` or `""` is `/bar`, and
+/// `/foo` → `""` is `/`.
+fn replace_prefix(replacement: &str, path: &str, len: usize) -> String {
+    let joined = format!(
+        "{}{}",
+        replacement.trim_end_matches('/'),
+        path.get(len..).unwrap_or_default()
+    );
+    if joined.is_empty() {
+        "/".to_owned()
+    } else {
+        joined
     }
 }
 
@@ -108,6 +145,7 @@ impl Redirect {
     pub(super) fn compile(
         field: &str,
         spec: &HttpRedirect,
+        semantics: Semantics,
         problems: &mut Vec<Problem>,
     ) -> Option<Self> {
         let field = format!("{field}.redirect");
@@ -140,8 +178,14 @@ impl Redirect {
             (None, None) => RedirectPort::Keep,
         };
         let non_empty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        let path = match (spec.uri.strip_prefix(PREFIX_MARKER), semantics) {
+            (Some(replacement), Semantics::GatewayApi) => {
+                Some(RedirectPath::Prefix(replacement.to_owned()))
+            }
+            _ => non_empty(&spec.uri).map(RedirectPath::Whole),
+        };
         Some(Self {
-            uri: non_empty(&spec.uri),
+            path,
             authority: non_empty(&spec.authority),
             scheme: non_empty(&spec.scheme),
             port,
@@ -152,7 +196,7 @@ impl Redirect {
     /// The `Location` for a request: the path (query kept unless the new uri has one),
     /// authority, scheme and port replaced as configured.
     #[must_use]
-    pub fn location(&self, request: &RequestView<'_>) -> String {
+    pub fn location(&self, request: &RequestView<'_>, matched: Matched) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(request.scheme);
         let authority = self.authority.as_deref().unwrap_or(request.authority);
         let (host, _port) = crate::host::split_authority(authority);
@@ -162,7 +206,14 @@ impl Redirect {
             RedirectPort::FromRequest => format!("{host}:{}", request.port),
             RedirectPort::ProtocolDefault => host.to_owned(),
         };
-        let path = self.uri.as_deref().unwrap_or(request.path);
+        let path = match (&self.path, matched) {
+            (None, _) => request.path.to_owned(),
+            (Some(RedirectPath::Whole(path)), _) => path.clone(),
+            (Some(RedirectPath::Prefix(replacement)), Matched::Prefix(len)) => {
+                replace_prefix(replacement, request.path, len)
+            }
+            (Some(RedirectPath::Prefix(replacement)), Matched::WholePath) => replacement.clone(),
+        };
         match request.query {
             Some(query) if !path.contains('?') => format!("{scheme}://{authority}{path}?{query}"),
             _ => format!("{scheme}://{authority}{path}"),
@@ -178,12 +229,14 @@ mod tests {
 
     fn rewrite(yaml: &str) -> Rewrite {
         let spec: HttpRewrite = serde_yaml_ng::from_str(yaml).unwrap();
-        Rewrite::compile("http[0]", &spec, &mut Vec::new()).expect("test rewrite compiles")
+        Rewrite::compile("http[0]", &spec, Semantics::VirtualService, &mut Vec::new())
+            .expect("test rewrite compiles")
     }
 
     fn redirect(yaml: &str) -> Redirect {
         let spec: HttpRedirect = serde_yaml_ng::from_str(yaml).unwrap();
-        Redirect::compile("http[0]", &spec, &mut Vec::new()).expect("test redirect compiles")
+        Redirect::compile("http[0]", &spec, Semantics::VirtualService, &mut Vec::new())
+            .expect("test redirect compiles")
     }
 
     #[test]
@@ -203,6 +256,28 @@ mod tests {
             Some("/v2items")
         );
         assert_eq!(rewrite("authority: x").path(Matched::Prefix(1), "/a"), None);
+    }
+
+    #[test]
+    fn a_gateway_api_prefix_replacement_joins_with_one_slash() {
+        // The Gateway API's table for `ReplacePrefixMatch` (`/foo` matched: 4 bytes).
+        for (path, replacement, want) in [
+            ("/foo/bar", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/xyz/", "/xyz/bar"),
+            ("/foo", "/xyz", "/xyz"),
+            ("/foo/", "/xyz", "/xyz/"),
+            ("/foo/bar", "", "/bar"),
+            ("/foo/", "", "/"),
+            ("/foo", "", "/"),
+            ("/foo", "/", "/"),
+            ("/foo/", "/", "/"),
+        ] {
+            assert_eq!(
+                replace_prefix(replacement, path, 4),
+                want,
+                "{path} with {replacement:?}"
+            );
+        }
     }
 
     #[test]
@@ -233,16 +308,18 @@ mod tests {
             gateways: &[],
         };
         assert_eq!(
-            redirect("uri: /new").location(&request),
+            redirect("uri: /new").location(&request, Matched::WholePath),
             "http://shop.example.com:8080/new?a=1"
         );
         assert_eq!(redirect("uri: /new").status, StatusCode::MOVED_PERMANENTLY);
         assert_eq!(
-            redirect("{authority: other, scheme: https, port: 8443}").location(&request),
+            redirect("{authority: other, scheme: https, port: 8443}")
+                .location(&request, Matched::WholePath),
             "https://other:8443/old?a=1"
         );
         assert_eq!(
-            redirect("{derivePort: FROM_PROTOCOL_DEFAULT, uri: '/x?b=2'}").location(&request),
+            redirect("{derivePort: FROM_PROTOCOL_DEFAULT, uri: '/x?b=2'}")
+                .location(&request, Matched::WholePath),
             "http://shop.example.com/x?b=2",
             "a query in the new uri replaces the request's"
         );

@@ -20,7 +20,7 @@ use crate::{
     cors::Cors,
     headers::HeaderRules,
     host::qualify,
-    matcher::{RequestMatch, RequestView},
+    matcher::{RequestMatch, RequestView, Semantics},
     retry::RetryPolicy,
 };
 
@@ -113,53 +113,53 @@ pub enum AbortReply {
 }
 
 impl Route {
-    /// Compiles `spec`, route number `index` of VirtualService `object` (`ns/name`) in
-    /// `namespace`; problems go to `problems` with their path.
+    /// Compiles `spec`, route `field` (`http[0]`, named `index` when `spec` has no
+    /// name) of `object` (`ns/name`) in `namespace`, read with `semantics`; problems go
+    /// to `problems` with their path.
     pub fn compile(
-        object: &str,
-        namespace: &str,
-        index: usize,
+        (object, namespace): (&str, &str),
+        (field, index): (&str, usize),
         spec: &HttpRoute,
+        semantics: Semantics,
         clusters: &ClusterIndex,
         problems: &mut Vec<Problem>,
     ) -> Option<Self> {
-        let field = format!("http[{index}]");
         let before = problems.len();
         let matches: Vec<RequestMatch> = spec
             .matches
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                RequestMatch::compile(&format!("{field}.match[{i}]"), namespace, m)
+                RequestMatch::compile(&format!("{field}.match[{i}]"), namespace, m, semantics)
                     .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
                     .ok()
             })
             .collect();
-        let action = compile_action(&field, namespace, spec, clusters, problems);
+        let action = compile_action(field, namespace, spec, semantics, clusters, problems);
         let headers = HeaderRules::compile(&format!("{field}.headers"), spec.headers.as_ref())
             .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
             .unwrap_or_default();
         let rewrite = spec
             .rewrite
             .as_ref()
-            .and_then(|r| Rewrite::compile(&field, r, problems));
+            .and_then(|r| Rewrite::compile(field, r, semantics, problems));
         let fault = spec
             .fault
             .as_ref()
-            .map(|f| Fault::compile(&field, f.delay.as_ref(), f.abort.as_ref(), problems))
+            .map(|f| Fault::compile(field, f.delay.as_ref(), f.abort.as_ref(), problems))
             .unwrap_or_default();
         let retry = RetryPolicy::compile(&format!("{field}.retries"), spec.retries.as_ref())
             .map_err(|e| problems.push(e.into()))
             .ok()
             .flatten();
-        let mirrors = Mirror::compile_all(&field, namespace, spec, clusters, problems);
+        let mirrors = Mirror::compile_all(field, namespace, spec, clusters, problems);
         let cors = spec.cors_policy.as_ref().and_then(|policy| {
             Cors::compile(&format!("{field}.corsPolicy"), policy)
                 .map_err(|errors| problems.extend(errors.into_iter().map(Problem::from)))
                 .ok()
         });
         if spec.delegate.is_some() {
-            problems.push(Problem::unsupported(&field, "delegate"));
+            problems.push(Problem::unsupported(field, "delegate"));
         }
         let action = action?;
         (problems.len() == before).then(|| Self {
@@ -220,12 +220,13 @@ fn compile_action(
     field: &str,
     namespace: &str,
     spec: &HttpRoute,
+    semantics: Semantics,
     clusters: &ClusterIndex,
     problems: &mut Vec<Problem>,
 ) -> Option<Action> {
     match (&spec.redirect, &spec.direct_response, spec.route.is_empty()) {
         (Some(redirect), None, true) => {
-            Redirect::compile(field, redirect, problems).map(Action::Redirect)
+            Redirect::compile(field, redirect, semantics, problems).map(Action::Redirect)
         }
         (None, Some(direct), true) => respond(field, direct, problems),
         (None, None, false) => {

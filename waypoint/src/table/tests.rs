@@ -134,6 +134,37 @@ http:
 }
 
 #[test]
+fn an_http_route_with_a_filter_the_waypoint_cannot_serve_is_refused_by_field() {
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        http_routes: vec![named(
+            "ext",
+            "
+parentRefs: [{group: '', kind: Service, name: reviews}]
+rules:
+- filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Thing, name: x}}]
+  backendRefs: [{name: reviews, port: 9080}]
+- filters: [{type: RequestRedirect}]
+",
+        )],
+        ..Config::default()
+    };
+    let errors = RouteTable::compile(&config)
+        .expect_err("two problems")
+        .to_string();
+    for expected in [
+        "HTTPRoute shop/ext: `rules[0].filters[0].ExtensionRef` is not supported",
+        "HTTPRoute shop/ext: `rules[1].filters[0]` has no `requestRedirect`",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "expected {expected:?} in:\n{errors}"
+        );
+    }
+}
+
+#[test]
 fn tuning_fields_not_implemented_are_listed_as_ignored() {
     let config = Config {
         namespace: "shop".into(),

@@ -7,6 +7,7 @@ mod authorizer;
 mod external_authz;
 mod grpc;
 mod grpc_authorizer;
+mod http_routes;
 mod issuer;
 mod jwks_server;
 mod protection;

@@ -1,0 +1,21 @@
+//! The Kubernetes Gateway API's (`gateway.networking.k8s.io`) route objects, as its
+//! reference documents them: what Istio users write for ambient L7 routing instead of
+//! a VirtualService.
+//!
+//! Plain data like [`crate::istio`]: missing fields default (so a reader reports all
+//! missing required ones), names are camelCase as users write them, closed enums fail to
+//! decode with the allowed values. Unlike Istio's, these types generate no CRDs: the
+//! Gateway API's own are installed with it.
+//!
+//! # Layout
+//! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry).
+
+pub mod http_route;
+
+pub use self::http_route::HttpRouteSpec;
+
+/// The Gateway API's group.
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// The versions of [`GROUP`] an `HTTPRoute` is read in; both share one schema.
+pub const HTTP_ROUTE_VERSIONS: &[&str] = &["v1", "v1beta1"];
