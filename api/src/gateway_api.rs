@@ -4,18 +4,19 @@
 //!
 //! Plain data like [`crate::istio`]: missing fields default (so a reader reports all
 //! missing required ones), names are camelCase as users write them, closed enums fail to
-//! decode with the allowed values. Unlike Istio's, these types generate no CRDs: the
-//! Gateway API's own are installed with it.
+//! decode with the allowed values. Unlike Istio's, these types generate no CRDs (the
+//! Gateway API's own are installed with it): they are kube resources without a schema.
 //!
 //! # Layout
 //! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry).
 
 pub mod http_route;
 
-pub use self::http_route::HttpRouteSpec;
+pub use self::http_route::{HttpRoute, HttpRouteSpec};
 
 /// The Gateway API's group.
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
-/// The versions of [`GROUP`] an `HTTPRoute` is read in; both share one schema.
-pub const HTTP_ROUTE_VERSIONS: &[&str] = &["v1", "v1beta1"];
+/// The versions of [`GROUP`] read (`Gateway`, `HTTPRoute`), preferred first; each kind
+/// has one schema in both.
+pub const VERSIONS: &[&str] = &["v1", "v1beta1"];

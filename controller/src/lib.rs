@@ -60,8 +60,9 @@
 //! anyone subscribe as any node; `serve` and `serve-ca` are separate
 //! processes (each watches the folder or the API); the CA root is not read from a
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
-//! ServiceEntries, WorkloadEntries or HTTPRoutes (read, not checked or pushed); a Gateway
-//! API Gateway is read as a waypoint only; a waypoint receives every service, route and
+//! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes are
+//! served only attached to Services in their own namespace (producer routes, by the
+//! waypoints); a Gateway API Gateway is read as a waypoint only; a waypoint receives every service, route and
 //! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]
 

@@ -122,6 +122,8 @@ pub enum RouteKind {
     /// Istio's mesh config (from the root namespace's `istio` ConfigMap): the
     /// extension providers CUSTOM policies name.
     MeshConfig,
+    /// The Gateway API's `HTTPRoute`, served by the waypoints of its parent Services.
+    HttpRoute,
 }
 
 impl RouteKind {
@@ -133,6 +135,7 @@ impl RouteKind {
             Self::DestinationRule => "DestinationRule",
             Self::Gateway => "Gateway",
             Self::MeshConfig => "MeshConfig",
+            Self::HttpRoute => "HTTPRoute",
         }
     }
 
@@ -143,19 +146,20 @@ impl RouteKind {
             "Gateway" => Some(Self::Gateway),
             // Only the one holding the mesh config is ever validated.
             "ConfigMap" => Some(Self::MeshConfig),
+            "HTTPRoute" => Some(Self::HttpRoute),
             _ => None,
         }
     }
 }
 
-/// An accepted VirtualService, DestinationRule, Istio Gateway or mesh config.
+/// An accepted VirtualService, DestinationRule, Istio Gateway, mesh config or HTTPRoute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub kind: RouteKind,
     pub namespace: String,
     pub name: String,
-    /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`); a
-    /// Gateway's server hosts as written.
+    /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`, an
+    /// HTTPRoute's parent Services); a Gateway's server hosts as written.
     pub hosts: Vec<String>,
     /// The validated spec, in Istio's field names, as written.
     pub spec: serde_json::Value,

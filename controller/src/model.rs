@@ -1,9 +1,10 @@
 //! The mesh model: the objects that passed validation, typed, with where they came from.
 //!
-//! It holds the Istio objects as read; [`crate::mesh`] resolves them against workloads
+//! It holds the Istio objects (and the Gateway API's HTTPRoutes) as read; [`crate::mesh`] resolves them against workloads
 //! and services.
 
 use ambit_api::{
+    gateway_api::{HttpRoute, HttpRouteSpec},
     istio::{
         AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec,
         GatewaySpec, IstioGateway, MeshConfig, PeerAuthentication, PeerAuthenticationSpec,
@@ -31,6 +32,8 @@ pub struct Model {
     pub request_authentications: Vec<Accepted<RequestAuthentication>>,
     /// Istio's mesh config, from the root namespace's `istio` ConfigMap.
     pub mesh_config: Option<Accepted<MeshConfig>>,
+    /// The Gateway API's HTTPRoutes.
+    pub http_routes: Vec<Accepted<HttpRoute>>,
 }
 
 impl Model {
@@ -44,6 +47,7 @@ impl Model {
             + self.peer_authentications.len()
             + self.request_authentications.len()
             + usize::from(self.mesh_config.is_some())
+            + self.http_routes.len()
     }
 
     /// Whether the model holds no object.
@@ -74,6 +78,11 @@ impl Model {
     pub(crate) fn add_virtual_service(&mut self, object: &Object, spec: VirtualServiceSpec) {
         let typed = VirtualService::new(&object.metadata.name, spec);
         self.virtual_services.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_http_route(&mut self, object: &Object, spec: HttpRouteSpec) {
+        let typed = HttpRoute::new(&object.metadata.name, spec);
+        self.http_routes.push(accept(object, typed));
     }
 
     pub(crate) fn add_destination_rule(&mut self, object: &Object, spec: DestinationRuleSpec) {

@@ -26,6 +26,7 @@ mod decode;
 mod destination_rule;
 mod fields;
 mod gateway;
+mod http_route;
 mod mesh_config;
 mod peer_authentication;
 mod references;
@@ -38,7 +39,7 @@ use std::{
 };
 
 use ambit_api::{
-    istio,
+    gateway_api, istio,
     manifests::{ManifestError, Manifests, Object, Source},
 };
 use serde::de::DeserializeOwned;
@@ -209,6 +210,8 @@ pub enum Reason {
         "ztunnel does not enforce CUSTOM policies: this one applies only on the ingress gateways it selects; to protect a service, attach the policy to its waypoint with `targetRefs`"
     )]
     CustomOnWorkloads,
+    #[error("{0}")]
+    ParentNotServed(String),
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -233,6 +236,7 @@ impl Reason {
             | Self::DelegateUnusable(_)
             | Self::DelegateConflict { .. }
             | Self::CustomOnWorkloads
+            | Self::ParentNotServed(_)
             | Self::FailoverWithoutOutlier => Severity::Warning,
             _ => Severity::Error,
         }
@@ -407,6 +411,8 @@ enum Kind {
     RequestAuthentication,
     /// The `istio` ConfigMap of the root namespace.
     MeshConfig,
+    /// The Gateway API's.
+    HttpRoute,
 }
 
 fn kind_of(object: &Object) -> Option<Kind> {
@@ -421,6 +427,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (istio::SECURITY_GROUP, "AuthorizationPolicy") => Some(Kind::AuthorizationPolicy),
         (istio::SECURITY_GROUP, "PeerAuthentication") => Some(Kind::PeerAuthentication),
         (istio::SECURITY_GROUP, "RequestAuthentication") => Some(Kind::RequestAuthentication),
+        (gateway_api::GROUP, "HTTPRoute") => Some(Kind::HttpRoute),
         _ => None,
     }
 }
@@ -447,6 +454,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut peer_authentications = Vec::new();
     let mut request_authentications = Vec::new();
     let mut mesh_configs = Vec::new();
+    let mut http_routes = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
             report.skipped += 1;
@@ -476,6 +484,7 @@ pub fn validate(manifests: &Manifests) -> Report {
                 request_authentications.push(Checked::decode(object, findings));
             }
             Kind::MeshConfig => mesh_configs.push(mesh_config::check(object, findings)),
+            Kind::HttpRoute => http_routes.push(Checked::decode(object, findings)),
         }
     }
     // What CUSTOM policies are checked against: the valid mesh config, else none.
@@ -527,6 +536,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             peer_authentication::check(spec, &mut policy.findings);
         }
     }
+    for route in &mut http_routes {
+        if let Some(spec) = &route.spec {
+            http_route::check(spec, route.object.namespace(), &mut route.findings);
+        }
+    }
 
     for vs in virtual_services {
         if let Some((object, spec)) = vs.conclude(&mut report.diagnostics) {
@@ -553,6 +567,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             report.model.add_peer_authentication(object, spec);
         }
     }
+    for route in http_routes {
+        if let Some((object, spec)) = route.conclude(&mut report.diagnostics) {
+            report.model.add_http_route(object, spec);
+        }
+    }
     for mesh in mesh_configs {
         if let Some((object, spec)) = mesh.conclude(&mut report.diagnostics) {
             report.model.add_mesh_config(object, spec);
@@ -574,7 +593,10 @@ pub fn validate(manifests: &Manifests) -> Report {
 /// should be decoded.
 fn check_document(object: &Object, findings: &mut Findings) -> bool {
     let (group, version) = object.api_version.split_once('/').unwrap_or_default();
-    let versions = istio::served_versions(group);
+    let versions = match group {
+        gateway_api::GROUP => gateway_api::VERSIONS,
+        group => istio::served_versions(group),
+    };
     let served = versions.contains(&version);
     if !served {
         let (first, others) = versions.split_first().unwrap_or((&"v1", &[]));
@@ -612,6 +634,9 @@ mod security_tests;
 
 #[cfg(test)]
 mod gateway_tests;
+
+#[cfg(test)]
+mod http_route_tests;
 
 #[cfg(test)]
 mod delegate_tests;

@@ -6,12 +6,22 @@
 //! applied by the accessors here, so a route read from a file means what it means in a
 //! cluster.
 
+use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
 use crate::istio::Duration;
 
 /// The spec of an `HTTPRoute`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "HTTPRoute",
+    root = "HttpRoute",
+    namespaced,
+    schema = "disabled",
+    derive = "PartialEq"
+)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRouteSpec {
     /// What the route attaches to: in the mesh, Services (`group: ""`, `kind: Service`).
@@ -20,6 +30,19 @@ pub struct HttpRouteSpec {
     pub hostnames: Vec<String>,
     /// The rules; none means one rule matching every request with no backend.
     pub rules: Vec<HttpRouteRule>,
+}
+
+impl HttpRouteSpec {
+    /// The parents of a route in `namespace` that are Services in that namespace: a
+    /// producer route's, which the Services' waypoints apply for every caller.
+    pub fn producer_parents<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a ParentReference> + 'a {
+        self.parent_refs.iter().filter(move |parent| {
+            parent.is_service() && parent.namespace.as_deref().is_none_or(|ns| ns == namespace)
+        })
+    }
 }
 
 /// A parent the route attaches to.

@@ -59,6 +59,19 @@ pub(super) fn resolve(
         let route = route(RouteKind::Gateway, namespace, name, hosts, spec);
         insert_route(mesh, route, accepted.source.file.clone());
     }
+    for accepted in &report.model.http_routes {
+        let http = &accepted.object;
+        let namespace = http.metadata.namespace.clone().unwrap_or_default();
+        let hosts = http
+            .spec
+            .producer_parents(&namespace)
+            .map(|parent| hosts::resolve(&parent.name, &namespace))
+            .collect();
+        let name = http.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&http.spec).unwrap_or_default();
+        let route = route(RouteKind::HttpRoute, namespace, name, hosts, spec);
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
     let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
     if let Some(accepted) = &report.model.mesh_config {
         let spec = serde_json::to_value(&accepted.object).unwrap_or_default();

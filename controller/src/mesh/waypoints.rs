@@ -11,7 +11,7 @@ use ambit_api::{identity::Identity, manifests::Manifests};
 use super::{Key, Mesh};
 
 /// The Gateway API group.
-pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+pub const GATEWAY_API_GROUP: &str = ambit_api::gateway_api::GROUP;
 /// The class that makes a Gateway a waypoint.
 pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 /// The label naming the Gateway a pod serves.

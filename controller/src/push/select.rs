@@ -81,7 +81,10 @@ pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resourc
         (Waypoint, Entry::Route(route)) if route.kind != RouteKind::Gateway => {
             (!route.is_delegate()).then(|| convert::route(route))
         }
-        (Gateway, Entry::Route(route)) => (!route.is_delegate()).then(|| convert::route(route)),
+        // An HTTPRoute's parents are Services: only their waypoints serve it.
+        (Gateway, Entry::Route(route)) if route.kind != RouteKind::HttpRoute => {
+            (!route.is_delegate()).then(|| convert::route(route))
+        }
         (Ztunnel, Entry::Policy(policy)) => convert::policy(policy),
         (Waypoint, Entry::Policy(policy)) if policy.l7_enforcers == L7Enforcers::All => {
             convert::waypoint_policy(policy)

@@ -61,15 +61,7 @@ pub(super) struct Rank {
 pub(super) fn parents(route: &Named<HttpRouteSpec>) -> Vec<(String, Option<u32>)> {
     route
         .spec
-        .parent_refs
-        .iter()
-        .filter(|parent| parent.is_service())
-        .filter(|parent| {
-            parent
-                .namespace
-                .as_deref()
-                .is_none_or(|namespace| namespace == route.namespace)
-        })
+        .producer_parents(&route.namespace)
         .map(|parent| (service_host(&parent.name, &route.namespace), parent.port))
         .collect()
 }

@@ -5,13 +5,16 @@
 
 use std::path::PathBuf;
 
-use ambit_api::istio::{
-    DEFAULT_ROOT_NAMESPACE, NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_GROUP,
-    SECURITY_VERSIONS,
+use ambit_api::{
+    gateway_api,
+    istio::{
+        DEFAULT_ROOT_NAMESPACE, NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_GROUP,
+        SECURITY_VERSIONS,
+    },
 };
 use kube::{Api, Client, api::DynamicObject, discovery::ApiResource};
 
-use crate::{mesh::waypoints::GATEWAY_API_GROUP, validate::MESH_CONFIG_MAP};
+use crate::validate::MESH_CONFIG_MAP;
 
 /// One kind the model reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +32,8 @@ pub struct Kind {
     pub only: Option<(&'static str, &'static str)>,
 }
 
-/// The versions of the Gateway API's `Gateway`, preferred first.
-const GATEWAY_API_VERSIONS: &[&str] = &["v1", "v1beta1"];
-
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 13] = [
+pub const KINDS: [Kind; 14] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
@@ -47,10 +47,16 @@ pub const KINDS: [Kind; 13] = [
     security("PeerAuthentication", "peerauthentications"),
     security("RequestAuthentication", "requestauthentications"),
     custom(
-        GATEWAY_API_GROUP,
-        GATEWAY_API_VERSIONS,
+        gateway_api::GROUP,
+        gateway_api::VERSIONS,
         "Gateway",
         "gateways",
+    ),
+    custom(
+        gateway_api::GROUP,
+        gateway_api::VERSIONS,
+        "HTTPRoute",
+        "httproutes",
     ),
     // Istio's mesh config (its `extensionProviders`), where istiod reads it.
     Kind {
@@ -142,7 +148,7 @@ impl Kind {
     /// How to install its CRD when the cluster does not serve it.
     #[must_use]
     pub fn install_hint(&self) -> &'static str {
-        if self.group == GATEWAY_API_GROUP {
+        if self.group == gateway_api::GROUP {
             "install the Gateway API CRDs (https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api)"
         } else {
             "install Ambit's CRDs: kubectl apply -f deploy/crds/"

@@ -1,0 +1,328 @@
+//! Pass 3 for the Gateway API's HTTPRoute: its parents (Services are served, by their
+//! waypoints; others are warned about), and each rule's matches, filters, backends,
+//! timeouts and retry as the Gateway API's CRD rules and Istio check them.
+
+use ambit_api::gateway_api::http_route::{
+    BackendRef, FilterType, HttpPathModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
+    HttpRouteSpec, PathMatchType, PathModifierType, ValueMatchType,
+};
+
+use super::{Findings, Reason, fields};
+
+/// The methods the Gateway API lets a match name.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+/// The largest backend weight the API accepts.
+const MAX_WEIGHT: u32 = 1_000_000;
+
+/// Checks one HTTPRoute in `namespace`.
+pub(super) fn check(spec: &HttpRouteSpec, namespace: &str, findings: &mut Findings) {
+    if spec.parent_refs.is_empty() {
+        findings.add("spec.parentRefs", Reason::ParentNotServed(
+            "the route attaches to nothing: add a parent (in the mesh, `{group: \"\", kind: Service, name: <service>}`)".to_owned(),
+        ));
+    }
+    for (i, parent) in spec.parent_refs.iter().enumerate() {
+        let path = format!("spec.parentRefs[{i}]");
+        fields::port(findings, &format!("{path}.port"), parent.port);
+        let served = spec
+            .producer_parents(namespace)
+            .any(|producer| std::ptr::eq(producer, parent));
+        if served {
+            continue;
+        }
+        let why = if parent.is_service() {
+            "a route for a Service in another namespace (a consumer route) is not applied by waypoints yet: put the route in the Service's namespace".to_owned()
+        } else {
+            format!(
+                "Ambit serves HTTPRoutes attached to Services (by their waypoints); a {} parent is ignored — for ingress, use an Istio Gateway with a VirtualService",
+                parent.group_kind()
+            )
+        };
+        findings.add(path, Reason::ParentNotServed(why));
+    }
+    for (i, rule) in spec.rules.iter().enumerate() {
+        check_rule(rule, &format!("spec.rules[{i}]"), findings);
+    }
+}
+
+fn check_rule(rule: &HttpRouteRule, path: &str, findings: &mut Findings) {
+    for (i, condition) in rule.matches.iter().enumerate() {
+        check_match(condition, &format!("{path}.matches[{i}]"), findings);
+    }
+    let kinds: Vec<FilterType> = rule.filters.iter().map(|f| f.kind).collect();
+    if kinds.contains(&FilterType::RequestRedirect) && kinds.contains(&FilterType::UrlRewrite) {
+        findings.add(
+            format!("{path}.filters"),
+            Reason::Exclusive("RequestRedirect", "URLRewrite"),
+        );
+    }
+    for (i, filter) in rule.filters.iter().enumerate() {
+        let path = format!("{path}.filters[{i}]");
+        check_filter(filter, &path, findings);
+        if let Some(modifier) = filter
+            .request_redirect
+            .as_ref()
+            .and_then(|r| r.path.as_ref())
+        {
+            check_path_modifier(
+                modifier,
+                rule,
+                &format!("{path}.requestRedirect.path"),
+                findings,
+            );
+        }
+        if let Some(modifier) = filter.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+            check_path_modifier(modifier, rule, &format!("{path}.urlRewrite.path"), findings);
+        }
+    }
+    for (i, backend) in rule.backend_refs.iter().enumerate() {
+        let path = format!("{path}.backendRefs[{i}]");
+        check_backend(&backend.backend(), &path, findings);
+        if backend.weight.is_some_and(|weight| weight > MAX_WEIGHT) {
+            findings.add(
+                format!("{path}.weight"),
+                Reason::StatusOutOfRange {
+                    value: backend.weight.unwrap_or_default().into(),
+                    expected: "a weight from 0 to 1000000",
+                },
+            );
+        }
+        for (j, filter) in backend.filters.iter().enumerate() {
+            let path = format!("{path}.filters[{j}]");
+            match filter.kind {
+                FilterType::RequestHeaderModifier | FilterType::ResponseHeaderModifier => {
+                    check_filter(filter, &path, findings);
+                }
+                _ => findings.add(
+                    format!("{path}.type"),
+                    Reason::Unsupported(
+                        "a backend's own filters may only edit headers in Ambit: move it to the rule's `filters`",
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(timeouts) = rule.timeouts
+        && let (Some(request), Some(backend)) = (timeouts.request, timeouts.backend_request)
+        && !request.get().is_zero()
+        && backend > request
+    {
+        findings.add(
+            format!("{path}.timeouts.backendRequest"),
+            Reason::Conflict(
+                "is longer than `request`, the whole request's deadline: make it at most that"
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(retry) = &rule.retry {
+        for (i, code) in retry.codes.iter().enumerate() {
+            if !(400..=599).contains(code) {
+                findings.add(
+                    format!("{path}.retry.codes[{i}]"),
+                    Reason::StatusOutOfRange {
+                        value: (*code).into(),
+                        expected: "an HTTP error status from 400 to 599",
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn check_match(condition: &HttpRouteMatch, path: &str, findings: &mut Findings) {
+    if let Some(path_match) = &condition.path {
+        let value = path_match.value();
+        match path_match.kind {
+            PathMatchType::RegularExpression => {
+                fields::regex(findings, &format!("{path}.path.value"), value);
+            }
+            _ if !value.starts_with('/') => findings.add(
+                format!("{path}.path.value"),
+                Reason::Conflict(format!("`{value}` is not a path: start it with `/`")),
+            ),
+            _ => {}
+        }
+    }
+    for (kind, list) in [
+        ("headers", &condition.headers),
+        ("queryParams", &condition.query_params),
+    ] {
+        for (i, value_match) in list.iter().enumerate() {
+            let path = format!("{path}.{kind}[{i}]");
+            fields::required(
+                findings,
+                &format!("{path}.name"),
+                &value_match.name,
+                "name the header or query parameter",
+            );
+            if value_match.kind == ValueMatchType::RegularExpression {
+                fields::regex(findings, &format!("{path}.value"), &value_match.value);
+            }
+        }
+    }
+    if let Some(method) = &condition.method
+        && !METHODS.contains(&method.as_str())
+    {
+        findings.add(
+            format!("{path}.method"),
+            Reason::Conflict(format!(
+                "`{method}` is not a method the Gateway API matches: use one of {}",
+                METHODS.join(", ")
+            )),
+        );
+    }
+}
+
+/// The filter carries the settings its `type` names, and Ambit serves that type.
+fn check_filter(filter: &HttpRouteFilter, path: &str, findings: &mut Findings) {
+    let (present, field) = match filter.kind {
+        FilterType::RequestHeaderModifier => (
+            filter.request_header_modifier.is_some(),
+            "requestHeaderModifier",
+        ),
+        FilterType::ResponseHeaderModifier => (
+            filter.response_header_modifier.is_some(),
+            "responseHeaderModifier",
+        ),
+        FilterType::RequestRedirect => (filter.request_redirect.is_some(), "requestRedirect"),
+        FilterType::UrlRewrite => (filter.url_rewrite.is_some(), "urlRewrite"),
+        FilterType::RequestMirror => (filter.request_mirror.is_some(), "requestMirror"),
+        FilterType::ExtensionRef | FilterType::Cors | FilterType::ExternalAuth => {
+            findings.add(
+                format!("{path}.type"),
+                Reason::Unsupported(
+                    "not served by Ambit's waypoint (ExtensionRef, CORS and ExternalAuth filters): remove it — for CORS use a VirtualService's `corsPolicy`, for external authorization a CUSTOM AuthorizationPolicy",
+                ),
+            );
+            return;
+        }
+    };
+    if !present {
+        findings.add(
+            format!("{path}.{field}"),
+            Reason::Required("the filter's `type` names these settings: add them"),
+        );
+    }
+    if let Some(redirect) = &filter.request_redirect {
+        if let Some(scheme) = redirect.scheme.as_deref()
+            && !matches!(scheme, "http" | "https")
+        {
+            findings.add(
+                format!("{path}.requestRedirect.scheme"),
+                Reason::Conflict(format!("`{scheme}` is not a scheme: use http or https")),
+            );
+        }
+        fields::port(
+            findings,
+            &format!("{path}.requestRedirect.port"),
+            redirect.port,
+        );
+        if let Some(code) = redirect.status_code
+            && ![301, 302, 303, 307, 308].contains(&code)
+        {
+            findings.add(
+                format!("{path}.requestRedirect.statusCode"),
+                Reason::StatusOutOfRange {
+                    value: code.into(),
+                    expected: "a redirect status: 301, 302, 303, 307 or 308",
+                },
+            );
+        }
+    }
+    if let Some(mirror) = &filter.request_mirror {
+        let path = format!("{path}.requestMirror");
+        check_backend(&mirror.backend_ref, &format!("{path}.backendRef"), findings);
+        if mirror.percent.is_some() && mirror.fraction.is_some() {
+            findings.add(path.clone(), Reason::Exclusive("percent", "fraction"));
+        }
+        if let Some(percent) = mirror.percent {
+            fields::percent_value(findings, &format!("{path}.percent"), percent.into());
+        }
+        if let Some(fraction) = mirror.fraction
+            && (fraction.denominator == Some(0)
+                || fraction.numerator > fraction.denominator.unwrap_or(100))
+        {
+            findings.add(
+                format!("{path}.fraction"),
+                Reason::Conflict(
+                    "is not a share: the numerator must be at most the denominator (default 100), which must not be 0"
+                        .to_owned(),
+                ),
+            );
+        }
+    }
+}
+
+/// A path modifier sets the value its `type` names; `ReplacePrefixMatch` needs the
+/// rule to match exactly one `PathPrefix`, as the Gateway API's CRD requires.
+fn check_path_modifier(
+    modifier: &HttpPathModifier,
+    rule: &HttpRouteRule,
+    path: &str,
+    findings: &mut Findings,
+) {
+    let (value, name) = match modifier.kind {
+        PathModifierType::ReplaceFullPath => (&modifier.replace_full_path, "replaceFullPath"),
+        PathModifierType::ReplacePrefixMatch => {
+            let one_prefix = match rule.matches.as_slice() {
+                [] => true,
+                [only] => only
+                    .path
+                    .as_ref()
+                    .is_none_or(|p| p.kind == PathMatchType::PathPrefix),
+                _ => false,
+            };
+            if !one_prefix {
+                findings.add(
+                    format!("{path}.type"),
+                    Reason::Conflict(
+                        "ReplacePrefixMatch replaces the matched prefix: the rule must have exactly one match, of type PathPrefix".to_owned(),
+                    ),
+                );
+            }
+            (&modifier.replace_prefix_match, "replacePrefixMatch")
+        }
+    };
+    if value.is_none() {
+        findings.add(
+            format!("{path}.{name}"),
+            Reason::Required("the path modifier's `type` names this value: add it"),
+        );
+    }
+}
+
+/// A backend is a Service of this cluster, named without dots, with a port.
+fn check_backend(backend: &BackendRef, path: &str, findings: &mut Findings) {
+    if !backend.is_service() {
+        findings.add(
+            format!("{path}.kind"),
+            Reason::Unsupported("Ambit routes to Services only: use `kind: Service` (the default)"),
+        );
+        return;
+    }
+    fields::required(
+        findings,
+        &format!("{path}.name"),
+        &backend.name,
+        "name the Service",
+    );
+    if backend.name.contains('.') {
+        findings.add(
+            format!("{path}.name"),
+            Reason::Conflict(format!(
+                "`{}` is not a Service name: name the Service alone, and its namespace in `namespace`",
+                backend.name
+            )),
+        );
+    }
+    if backend.port.is_none() {
+        findings.add(
+            format!("{path}.port"),
+            Reason::Required("a Service backend needs the Service port to send to"),
+        );
+    }
+    fields::port(findings, &format!("{path}.port"), backend.port);
+}

@@ -1,0 +1,136 @@
+//! HTTPRoutes: Istio's ambient traffic-shifting route is valid; parents Ambit does not
+//! serve are warned about; what the Gateway API forbids, and filters the waypoint does
+//! not serve, reject the route by field path while its valid siblings are kept.
+
+use std::path::Path;
+
+use super::*;
+
+fn diagnostics(yaml: &str) -> (Vec<String>, Report) {
+    let mut manifests = Manifests::default();
+    manifests.parse_documents(Path::new("routes.yaml"), yaml);
+    let report = validate(&manifests);
+    let lines = report.diagnostics.iter().map(ToString::to_string).collect();
+    (lines, report)
+}
+
+#[test]
+fn the_ambient_traffic_shifting_route_is_valid() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: default}
+spec:
+  parentRefs:
+  - group: ''
+    kind: Service
+    name: reviews
+    port: 9080
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /reviews}, headers: [{name: end-user, value: jason}]}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs:
+    - {name: reviews-v2, port: 9080}
+    timeouts: {request: 10s, backendRequest: 2s}
+    retry: {attempts: 3, codes: [503]}
+  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 90}
+    - {name: reviews-v2, port: 9080, weight: 10}
+",
+    );
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(report.model.http_routes.len(), 1);
+}
+
+#[test]
+fn parents_ambit_does_not_serve_are_warned_about_and_the_route_kept() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1beta1
+kind: HTTPRoute
+metadata: {name: mixed, namespace: shop}
+spec:
+  parentRefs:
+  - {name: ingress}
+  - {group: '', kind: Service, name: cart, namespace: other}
+  - {group: '', kind: Service, name: cart}
+  rules:
+  - backendRefs: [{name: cart, port: 80}]
+",
+    );
+    let expected = [
+        "warning: shop/mixed (HTTPRoute) in routes.yaml document 1: spec.parentRefs[0]: Ambit serves HTTPRoutes attached to Services (by their waypoints); a gateway.networking.k8s.io/Gateway parent is ignored",
+        "warning: shop/mixed (HTTPRoute) in routes.yaml document 1: spec.parentRefs[1]: a route for a Service in another namespace (a consumer route) is not applied by waypoints yet",
+    ];
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    for (line, expected) in lines.iter().zip(expected) {
+        assert!(line.starts_with(expected), "{line}\nexpected: {expected}");
+    }
+    assert_eq!(report.model.http_routes.len(), 1, "warnings keep the route");
+}
+
+#[test]
+fn a_route_is_rejected_by_field_and_its_valid_sibling_kept() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: cart}]
+  rules:
+  - matches:
+    - {path: {type: RegularExpression, value: '/items/(['}, method: FETCH}
+    - {path: {value: /b}}
+    filters:
+    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /x}}}
+    - {type: RequestRedirect, requestRedirect: {statusCode: 200}}
+    - {type: ExtensionRef, extensionRef: {group: example.com, kind: Filter, name: f}}
+    backendRefs:
+    - {name: cart.shop, port: 80}
+    - {kind: ServiceImport, name: cart}
+    - {name: cart}
+    timeouts: {request: 1s, backendRequest: 2s}
+    retry: {codes: [200]}
+  - filters: [{type: RequestMirror}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: fine, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: cart}]
+  rules: [{backendRefs: [{name: cart, port: 80}]}]
+",
+    );
+    let expected = [
+        "spec.rules[0].matches[0].path.value: `/items/([` is not a valid regular expression",
+        "spec.rules[0].matches[0].method: `FETCH` is not a method the Gateway API matches",
+        "spec.rules[0].filters: `RequestRedirect` cannot be combined with `URLRewrite`",
+        "spec.rules[0].filters[0].urlRewrite.path.type: ReplacePrefixMatch replaces the matched prefix: the rule must have exactly one match, of type PathPrefix",
+        "spec.rules[0].filters[1].requestRedirect.statusCode: 200 is not a redirect status",
+        "spec.rules[0].filters[2].type: not served by Ambit's waypoint",
+        "spec.rules[0].backendRefs[0].name: `cart.shop` is not a Service name",
+        "spec.rules[0].backendRefs[1].kind: Ambit routes to Services only",
+        "spec.rules[0].backendRefs[2].port: required: a Service backend needs the Service port",
+        "spec.rules[0].timeouts.backendRequest: is longer than `request`",
+        "spec.rules[0].retry.codes[0]: 200 is not an HTTP error status",
+        "spec.rules[1].filters[0].requestMirror: required: the filter's `type` names these settings",
+    ];
+    for expected in expected {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with("error: shop/broken (HTTPRoute)")
+                    && line.contains(expected)),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    let kept: Vec<_> = report
+        .model
+        .http_routes
+        .iter()
+        .map(|route| route.object.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(kept, ["fine"]);
+}
