@@ -1,6 +1,6 @@
-//! The Kubernetes Gateway API's (`gateway.networking.k8s.io`) route objects, as its
-//! reference documents them: what Istio users write for ambient L7 routing instead of
-//! a VirtualService.
+//! The Kubernetes Gateway API's (`gateway.networking.k8s.io`) objects, as its reference
+//! documents them: what Istio users write for ambient L7 routing and ingress instead of
+//! a VirtualService and an Istio Gateway.
 //!
 //! Plain data like [`crate::istio`]: missing fields default (so a reader reports all
 //! missing required ones), names are camelCase as users write them, closed enums fail to
@@ -8,8 +8,10 @@
 //! Gateway API's own are installed with it): they are kube resources without a schema.
 //!
 //! # Layout
-//! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry).
+//! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry);
+//! - [`gateway`]: `Gateway` of class `istio` (an ingress gateway's listeners).
 
+pub mod gateway;
 pub mod http_route;
 
 pub use self::http_route::{HttpRoute, HttpRouteSpec};

@@ -61,8 +61,9 @@
 //! processes (each watches the folder or the API); the CA root is not read from a
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
 //! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes are
-//! served only attached to Services in their own namespace (producer routes, by the
-//! waypoints); a Gateway API Gateway is read as a waypoint only; a waypoint receives every service, route and
+//! served attached to Services in their own namespace (producer routes, by the
+//! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners,
+//! whose pods it does not deploy); a waypoint receives every service, route and
 //! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]
 

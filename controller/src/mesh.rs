@@ -10,7 +10,8 @@
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs,
-//!   and per accepted Istio Gateway; a VirtualService that delegates also holds its
+//!   per accepted Istio Gateway, per HTTPRoute (hosts: its parent Services) and per
+//!   Gateway API Gateway of class `istio` (as the Istio Gateway made of it); a VirtualService that delegates also holds its
 //!   routes merged with its delegates' ([`delegates`]);
 //! - a **TLS credential** per Secret holding a certificate, key or CA (`credentials.rs`);
 //! - a **policy** per accepted AuthorizationPolicy and PeerAuthentication, in the L4 form
@@ -27,6 +28,7 @@
 //!
 //! # Layout
 //! - `istio.rs`: routes and policies from the validated Istio objects;
+//!   `kubernetes_gateways.rs`: a class-`istio` Gateway as an Istio Gateway;
 //! - `objects.rs`: workloads, services and credentials from Pods, Nodes, Services and
 //!   Secrets, endpoints;
 //! - `keep.rs`: the last good version of what is rejected or unreadable now;
@@ -49,6 +51,7 @@ mod credentials;
 pub mod delegates;
 mod istio;
 mod keep;
+mod kubernetes_gateways;
 mod objects;
 pub mod policy;
 mod update;
@@ -124,10 +127,15 @@ pub enum RouteKind {
     MeshConfig,
     /// The Gateway API's `HTTPRoute`, served by the waypoints of its parent Services.
     HttpRoute,
+    /// The Gateway API's `Gateway` of class `istio`, pushed as the Istio Gateway Istio
+    /// makes of it (servers from its listeners, selecting its pods by
+    /// `gateway.networking.k8s.io/gateway-name`), served by ingress gateways.
+    KubernetesGateway,
 }
 
 impl RouteKind {
-    /// The Kubernetes kind.
+    /// The kind as pushed: the Kubernetes kind, or `KubernetesGateway` for the
+    /// Gateway API's `Gateway` (apart from Istio's `Gateway`).
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -136,17 +144,20 @@ impl RouteKind {
             Self::Gateway => "Gateway",
             Self::MeshConfig => "MeshConfig",
             Self::HttpRoute => "HTTPRoute",
+            Self::KubernetesGateway => "KubernetesGateway",
         }
     }
 
-    pub(crate) fn of(kind: &str) -> Option<Self> {
-        match kind {
-            "VirtualService" => Some(Self::VirtualService),
-            "DestinationRule" => Some(Self::DestinationRule),
-            "Gateway" => Some(Self::Gateway),
+    /// The kind of an object of API `group` and `kind`.
+    pub(crate) fn of(group: &str, kind: &str) -> Option<Self> {
+        match (group, kind) {
+            (_, "VirtualService") => Some(Self::VirtualService),
+            (_, "DestinationRule") => Some(Self::DestinationRule),
+            (ambit_api::gateway_api::GROUP, "Gateway") => Some(Self::KubernetesGateway),
+            (_, "Gateway") => Some(Self::Gateway),
             // Only the one holding the mesh config is ever validated.
-            "ConfigMap" => Some(Self::MeshConfig),
-            "HTTPRoute" => Some(Self::HttpRoute),
+            (_, "ConfigMap") => Some(Self::MeshConfig),
+            (_, "HTTPRoute") => Some(Self::HttpRoute),
             _ => None,
         }
     }

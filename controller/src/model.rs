@@ -4,7 +4,10 @@
 //! and services.
 
 use ambit_api::{
-    gateway_api::{HttpRoute, HttpRouteSpec},
+    gateway_api::{
+        HttpRoute, HttpRouteSpec,
+        gateway::{Gateway as KubernetesGateway, GatewaySpec as KubernetesGatewaySpec},
+    },
     istio::{
         AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec,
         GatewaySpec, IstioGateway, MeshConfig, PeerAuthentication, PeerAuthenticationSpec,
@@ -34,6 +37,8 @@ pub struct Model {
     pub mesh_config: Option<Accepted<MeshConfig>>,
     /// The Gateway API's HTTPRoutes.
     pub http_routes: Vec<Accepted<HttpRoute>>,
+    /// The Gateway API's Gateways of class `istio` (ingress gateways).
+    pub kubernetes_gateways: Vec<Accepted<KubernetesGateway>>,
 }
 
 impl Model {
@@ -48,6 +53,7 @@ impl Model {
             + self.request_authentications.len()
             + usize::from(self.mesh_config.is_some())
             + self.http_routes.len()
+            + self.kubernetes_gateways.len()
     }
 
     /// Whether the model holds no object.
@@ -83,6 +89,11 @@ impl Model {
     pub(crate) fn add_http_route(&mut self, object: &Object, spec: HttpRouteSpec) {
         let typed = HttpRoute::new(&object.metadata.name, spec);
         self.http_routes.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_kubernetes_gateway(&mut self, object: &Object, spec: KubernetesGatewaySpec) {
+        let typed = KubernetesGateway::new(&object.metadata.name, spec);
+        self.kubernetes_gateways.push(accept(object, typed));
     }
 
     pub(crate) fn add_destination_rule(&mut self, object: &Object, spec: DestinationRuleSpec) {

@@ -27,6 +27,7 @@ mod destination_rule;
 mod fields;
 mod gateway;
 mod http_route;
+mod kubernetes_gateway;
 mod mesh_config;
 mod peer_authentication;
 mod references;
@@ -69,6 +70,8 @@ impl fmt::Display for Severity {
 /// The object a problem belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectRef {
+    /// The API group, empty for the core group.
+    pub group: String,
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -76,7 +79,12 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     fn of(object: &Object) -> Self {
+        let group = object
+            .api_version
+            .split_once('/')
+            .map_or("", |(group, _)| group);
         Self {
+            group: group.to_owned(),
             kind: object.kind.clone(),
             namespace: object.namespace().to_owned(),
             name: object.metadata.name.clone(),
@@ -211,7 +219,7 @@ pub enum Reason {
     )]
     CustomOnWorkloads,
     #[error("{0}")]
-    ParentNotServed(String),
+    NotServed(String),
 }
 
 fn known_subsets(defined: &[String]) -> String {
@@ -236,7 +244,7 @@ impl Reason {
             | Self::DelegateUnusable(_)
             | Self::DelegateConflict { .. }
             | Self::CustomOnWorkloads
-            | Self::ParentNotServed(_)
+            | Self::NotServed(_)
             | Self::FailoverWithoutOutlier => Severity::Warning,
             _ => Severity::Error,
         }
@@ -413,6 +421,8 @@ enum Kind {
     MeshConfig,
     /// The Gateway API's.
     HttpRoute,
+    /// The Gateway API's `Gateway` of class `istio`: an ingress gateway.
+    KubernetesGateway,
 }
 
 fn kind_of(object: &Object) -> Option<Kind> {
@@ -428,6 +438,12 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (istio::SECURITY_GROUP, "PeerAuthentication") => Some(Kind::PeerAuthentication),
         (istio::SECURITY_GROUP, "RequestAuthentication") => Some(Kind::RequestAuthentication),
         (gateway_api::GROUP, "HTTPRoute") => Some(Kind::HttpRoute),
+        // Waypoints (class `istio-waypoint`) are read as such, not checked here.
+        (gateway_api::GROUP, "Gateway")
+            if object.spec_str("gatewayClassName") == Some(gateway_api::gateway::INGRESS_CLASS) =>
+        {
+            Some(Kind::KubernetesGateway)
+        }
         _ => None,
     }
 }
@@ -455,6 +471,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut request_authentications = Vec::new();
     let mut mesh_configs = Vec::new();
     let mut http_routes = Vec::new();
+    let mut kubernetes_gateways = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
             report.skipped += 1;
@@ -485,6 +502,9 @@ pub fn validate(manifests: &Manifests) -> Report {
             }
             Kind::MeshConfig => mesh_configs.push(mesh_config::check(object, findings)),
             Kind::HttpRoute => http_routes.push(Checked::decode(object, findings)),
+            Kind::KubernetesGateway => {
+                kubernetes_gateways.push(Checked::decode(object, findings));
+            }
         }
     }
     // What CUSTOM policies are checked against: the valid mesh config, else none.
@@ -541,6 +561,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             http_route::check(spec, route.object.namespace(), &mut route.findings);
         }
     }
+    for gateway in &mut kubernetes_gateways {
+        if let Some(spec) = &gateway.spec {
+            kubernetes_gateway::check(spec, gateway.object.namespace(), &mut gateway.findings);
+        }
+    }
 
     for vs in virtual_services {
         if let Some((object, spec)) = vs.conclude(&mut report.diagnostics) {
@@ -570,6 +595,11 @@ pub fn validate(manifests: &Manifests) -> Report {
     for route in http_routes {
         if let Some((object, spec)) = route.conclude(&mut report.diagnostics) {
             report.model.add_http_route(object, spec);
+        }
+    }
+    for gateway in kubernetes_gateways {
+        if let Some((object, spec)) = gateway.conclude(&mut report.diagnostics) {
+            report.model.add_kubernetes_gateway(object, spec);
         }
     }
     for mesh in mesh_configs {
@@ -637,6 +667,9 @@ mod gateway_tests;
 
 #[cfg(test)]
 mod http_route_tests;
+
+#[cfg(test)]
+mod kubernetes_gateway_tests;
 
 #[cfg(test)]
 mod delegate_tests;

@@ -178,6 +178,9 @@ impl VirtualHost {
     }
 }
 
+/// Requests for a host on some ports (`None`: every port).
+type HostOnPorts = (String, Option<Vec<u16>>);
+
 /// The compiled, immutable routing state of a waypoint.
 #[derive(Debug)]
 pub struct RouteTable {
@@ -243,9 +246,7 @@ impl RouteTable {
             };
             table.add_virtual_service(vs, bound_to, &clusters, &mut errors);
         }
-        if let Role::Waypoint = config.role {
-            table.add_http_routes(&config.http_routes, &clusters, &mut errors);
-        }
+        table.add_http_routes(config, &clusters, &mut errors);
         table
             .wildcard_hosts
             .sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.specificity()));
@@ -356,24 +357,31 @@ impl RouteTable {
         }
     }
 
-    /// Adds the HTTPRoutes' routes of each Service they attach to, in the Gateway API's
-    /// order (by rank; then by route, in `namespace/name` order, and rule). A
-    /// VirtualService for the same Service, added before, takes its requests.
+    /// Adds the HTTPRoutes' routes where they attach (a waypoint's Services, an
+    /// ingress gateway's listeners), each host's in the Gateway API's order (by rank;
+    /// then by route, in `namespace/name` order, and rule). A VirtualService for the
+    /// same host, added before, takes its requests.
     fn add_http_routes(
         &mut self,
-        http_routes: &[Named<HttpRouteSpec>],
+        config: &Config,
         clusters: &ClusterIndex,
         errors: &mut Vec<ConfigError>,
     ) {
-        let mut in_order: Vec<&Named<HttpRouteSpec>> = http_routes.iter().collect();
+        let mut in_order: Vec<&Named<HttpRouteSpec>> = config.http_routes.iter().collect();
         in_order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut by_service: BTreeMap<String, Vec<(http_route::Rank, Route)>> = BTreeMap::new();
+        let mut by_host: BTreeMap<HostOnPorts, Vec<(http_route::Rank, Route)>> = BTreeMap::new();
         for http in in_order {
+            let attachments = match (&config.role, &self.ingress) {
+                (Role::Ingress(gateways), Some(servers)) => {
+                    http_route::gateway_attachments(http, gateways, servers)
+                }
+                _ => http_route::service_attachments(http),
+            };
             let object = http.key();
             let mut problems = Vec::new();
             let mut compiled = Vec::new();
-            for (service, port) in http_route::parents(http) {
-                for converted in http_route::convert(http, port, &mut problems) {
+            for attachment in attachments {
+                for converted in http_route::convert(http, attachment.port, &mut problems) {
                     compiled.extend(
                         Route::compile(
                             (&object, &http.namespace),
@@ -383,13 +391,16 @@ impl RouteTable {
                             clusters,
                             &mut problems,
                         )
-                        .map(|route| (service.clone(), converted.rank, route)),
+                        .map(|route| {
+                            let key = (attachment.host.clone(), attachment.ports.clone());
+                            (key, converted.rank, route)
+                        }),
                     );
                 }
             }
             if problems.is_empty() {
-                for (service, rank, route) in compiled {
-                    by_service.entry(service).or_default().push((rank, route));
+                for (key, rank, route) in compiled {
+                    by_host.entry(key).or_default().push((rank, route));
                 }
             } else {
                 errors.extend(problems.into_iter().map(|problem| ConfigError {
@@ -399,18 +410,19 @@ impl RouteTable {
                 }));
             }
         }
-        for (service, mut routes) in by_service {
+        for ((host, ports), mut routes) in by_host {
             routes.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
-            self.exact_hosts
-                .entry(service)
-                .or_default()
-                .push(self.virtual_hosts.len());
+            let index = self.virtual_hosts.len();
             self.virtual_hosts.push(VirtualHost {
-                ports: None,
+                ports,
                 routes: routes.into_iter().map(|(_, route)| route).collect(),
                 tls_routes: Vec::new(),
                 tcp_routes: Vec::new(),
             });
+            match HostPattern::literal(&host) {
+                HostPattern::Exact(name) => self.exact_hosts.entry(name).or_default().push(index),
+                wildcard => self.wildcard_hosts.push((wildcard, index)),
+            }
         }
     }
 

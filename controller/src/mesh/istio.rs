@@ -6,7 +6,9 @@ use std::{path::PathBuf, sync::Arc};
 
 use ambit_api::{config::resource::Kind as Enforced, manifests::Manifests};
 
-use super::{L7Enforcers, Mesh, Policy, PolicyKind, Route, RouteKind, keep, policy};
+use super::{
+    L7Enforcers, Mesh, Policy, PolicyKind, Route, RouteKind, keep, kubernetes_gateways, policy,
+};
 use crate::{
     hosts,
     validate::{self, Diagnostic},
@@ -70,6 +72,20 @@ pub(super) fn resolve(
         let name = http.metadata.name.clone().unwrap_or_default();
         let spec = serde_json::to_value(&http.spec).unwrap_or_default();
         let route = route(RouteKind::HttpRoute, namespace, name, hosts, spec);
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
+    for accepted in &report.model.kubernetes_gateways {
+        let gateway = &accepted.object;
+        let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+        let name = gateway.metadata.name.clone().unwrap_or_default();
+        let istio = kubernetes_gateways::istio_gateway(&name, &gateway.spec);
+        let hosts = istio
+            .servers
+            .iter()
+            .flat_map(|server| server.hosts.iter().cloned())
+            .collect();
+        let spec = serde_json::to_value(&istio).unwrap_or_default();
+        let route = route(RouteKind::KubernetesGateway, namespace, name, hosts, spec);
         insert_route(mesh, route, accepted.source.file.clone());
     }
     let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;

@@ -26,7 +26,7 @@ pub(super) fn rejected(
     let mut kept = keep_previous(
         rejected
             .iter()
-            .filter_map(|o| Some((RouteKind::of(&o.kind)?, key_of(o)))),
+            .filter_map(|o| Some((RouteKind::of(&o.group, &o.kind)?, key_of(o)))),
         &previous.routes,
         &mut mesh.routes,
         |(kind, key)| label(key, kind.as_str()),

@@ -78,13 +78,15 @@ pub fn shared_resource(kind: SubscriberKind, entry: Entry<'_>) -> Option<Resourc
             Some(convert::service(service, waypoints))
         }
         // A delegate reaches them merged into its roots ([`convert::route`]).
-        (Waypoint, Entry::Route(route)) if route.kind != RouteKind::Gateway => {
+        (Waypoint, Entry::Route(route))
+            if !matches!(
+                route.kind,
+                RouteKind::Gateway | RouteKind::KubernetesGateway
+            ) =>
+        {
             (!route.is_delegate()).then(|| convert::route(route))
         }
-        // An HTTPRoute's parents are Services: only their waypoints serve it.
-        (Gateway, Entry::Route(route)) if route.kind != RouteKind::HttpRoute => {
-            (!route.is_delegate()).then(|| convert::route(route))
-        }
+        (Gateway, Entry::Route(route)) => (!route.is_delegate()).then(|| convert::route(route)),
         (Ztunnel, Entry::Policy(policy)) => convert::policy(policy),
         (Waypoint, Entry::Policy(policy)) if policy.l7_enforcers == L7Enforcers::All => {
             convert::waypoint_policy(policy)
@@ -117,7 +119,12 @@ pub fn gateway_credentials<'a>(
     let gateways: Vec<GatewaySpec> = mesh
         .routes
         .values()
-        .filter(|route| route.kind == RouteKind::Gateway)
+        .filter(|route| {
+            matches!(
+                route.kind,
+                RouteKind::Gateway | RouteKind::KubernetesGateway
+            )
+        })
         .filter_map(|route| serde_json::from_value(route.spec.clone()).ok())
         .collect();
     let mut named = Vec::new();

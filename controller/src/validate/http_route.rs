@@ -19,7 +19,7 @@ const MAX_WEIGHT: u32 = 1_000_000;
 /// Checks one HTTPRoute in `namespace`.
 pub(super) fn check(spec: &HttpRouteSpec, namespace: &str, findings: &mut Findings) {
     if spec.parent_refs.is_empty() {
-        findings.add("spec.parentRefs", Reason::ParentNotServed(
+        findings.add("spec.parentRefs", Reason::NotServed(
             "the route attaches to nothing: add a parent (in the mesh, `{group: \"\", kind: Service, name: <service>}`)".to_owned(),
         ));
     }
@@ -40,7 +40,7 @@ pub(super) fn check(spec: &HttpRouteSpec, namespace: &str, findings: &mut Findin
                 parent.group_kind()
             )
         };
-        findings.add(path, Reason::ParentNotServed(why));
+        findings.add(path, Reason::NotServed(why));
     }
     for (i, rule) in spec.rules.iter().enumerate() {
         check_rule(rule, &format!("spec.rules[{i}]"), findings);

@@ -221,7 +221,10 @@ fn compile(
             Some(Kind::Route(route)) if route.kind == "MeshConfig" => {
                 config.mesh = named::<MeshConfig>(key, route, "MeshConfig")?.spec;
             }
-            Some(Kind::Route(route)) if route.kind == "Gateway" => {
+            // A Gateway API Gateway comes as the Istio Gateway made of it.
+            Some(Kind::Route(route))
+                if route.kind == "Gateway" || route.kind == "KubernetesGateway" =>
+            {
                 gateways.push(named::<ambit_api::istio::GatewaySpec>(
                     key, route, "Gateway",
                 )?);

@@ -3,21 +3,26 @@
 //! meaning ([`Semantics::GatewayApi`]), and the routes of every HTTPRoute on one Service
 //! are merged and ordered as the Gateway API ranks matches.
 //!
-//! As in Istio's waypoints, only producer routes apply (the parent Service is in the
-//! route's namespace); `hostnames` mean nothing for a Service parent; a rule whose
+//! At a waypoint, as in Istio's, only producer routes apply (the parent Service is in
+//! the route's namespace) and `hostnames` mean nothing; at an ingress gateway, a route
+//! attaches to the listeners of the served Gateways it names that admit it, for its
+//! `hostnames`. Everywhere, a rule whose
 //! backends all weigh 0 (or that has none) answers 500; without `retry` the mesh's
 //! default retries apply, and `timeouts.backendRequest` bounds each try.
 
 use std::collections::BTreeMap;
 
 use ambit_api::{
-    gateway_api::http_route::{
-        FilterType, HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRouteFilter,
-        HttpRouteMatch, HttpRouteRule, HttpRouteSpec, NamedValueMatch, PathMatchType,
-        PathModifierType, ValueMatchType,
+    gateway_api::{
+        self,
+        http_route::{
+            FilterType, HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRouteFilter,
+            HttpRouteMatch, HttpRouteRule, HttpRouteSpec, NamedValueMatch, PathMatchType,
+            PathModifierType, ValueMatchType,
+        },
     },
     istio::{
-        Percent, PortSelector, StringMatch,
+        GatewaySpec, Percent, PortSelector, StringMatch,
         virtual_service::{
             Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest,
             HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
@@ -27,7 +32,11 @@ use ambit_api::{
 };
 
 use super::{Problem, rewrite::PREFIX_MARKER};
-use crate::config::{CLUSTER_DOMAIN, Named};
+use crate::{
+    config::{CLUSTER_DOMAIN, Named},
+    gateway::servers::{Binding, Servers},
+    host::HostPattern,
+};
 
 /// What Istio retries on for a route's `retry`, before the listed status codes.
 const RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled";
@@ -56,13 +65,94 @@ pub(super) struct Rank {
     query_params: usize,
 }
 
-/// The FQDN of each Service `route` attaches to as a producer route, with the port it
-/// is limited to (`None`: all).
-pub(super) fn parents(route: &Named<HttpRouteSpec>) -> Vec<(String, Option<u32>)> {
+/// Where an HTTPRoute's routes apply: requests for `host`, on `ports` (`None`: every
+/// port), matched also on `port` (a parentRef's port at a waypoint).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Attachment {
+    pub host: String,
+    pub ports: Option<Vec<u16>>,
+    pub port: Option<u32>,
+}
+
+/// At a waypoint, each Service `route` attaches to as a producer route (the routes
+/// apply to requests for that Service).
+pub(super) fn service_attachments(route: &Named<HttpRouteSpec>) -> Vec<Attachment> {
     route
         .spec
         .producer_parents(&route.namespace)
-        .map(|parent| (service_host(&parent.name, &route.namespace), parent.port))
+        .map(|parent| Attachment {
+            host: service_host(&parent.name, &route.namespace),
+            ports: None,
+            port: parent.port,
+        })
+        .collect()
+}
+
+/// At an ingress gateway serving `gateways` on `servers`, each of `route`'s hostnames
+/// (`*` when none) on the ports of the listeners it attaches to: of the Gateways it
+/// names that are served here, those whose hostname and `allowedRoutes` admit it,
+/// narrowed to the parentRef's `sectionName` (a listener's name) or `port`.
+pub(super) fn gateway_attachments(
+    route: &Named<HttpRouteSpec>,
+    gateways: &[Named<GatewaySpec>],
+    servers: &Servers,
+) -> Vec<Attachment> {
+    let hostnames: Vec<&str> = match route.spec.hostnames.as_slice() {
+        [] => vec!["*"],
+        hostnames => hostnames.iter().map(String::as_str).collect(),
+    };
+    let mut ports: Vec<u16> = Vec::new();
+    for parent in route.spec.parent_refs.iter().filter(|p| !p.is_service()) {
+        if parent.group_kind() != format!("{}/Gateway", gateway_api::GROUP) {
+            continue;
+        }
+        let namespace = parent.namespace.as_deref().unwrap_or(&route.namespace);
+        let Some(gateway) = gateways
+            .iter()
+            .find(|g| g.namespace == namespace && g.name == parent.name)
+        else {
+            continue;
+        };
+        let binding = Binding {
+            namespace: route.namespace.clone(),
+            hosts: hostnames
+                .iter()
+                .map(|host| HostPattern::literal(host))
+                .collect(),
+            gateways: vec![gateway.key()],
+        };
+        let listener_ports: Vec<u16> = gateway
+            .spec
+            .servers
+            .iter()
+            .filter(|server| {
+                parent
+                    .section_name
+                    .as_ref()
+                    .is_none_or(|section| server.name == *section)
+                    && parent.port.is_none_or(|port| server.port.number == port)
+            })
+            .filter_map(|server| u16::try_from(server.port.number).ok())
+            .collect();
+        ports.extend(
+            servers
+                .ports_routing(&binding)
+                .into_iter()
+                .filter(|port| listener_ports.contains(port)),
+        );
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    hostnames
+        .into_iter()
+        .map(|host| Attachment {
+            host: host.to_ascii_lowercase(),
+            ports: Some(ports.clone()),
+            port: None,
+        })
         .collect()
 }
 

@@ -165,6 +165,54 @@ rules:
 }
 
 #[test]
+fn an_http_route_on_an_ingress_takes_its_listener_and_hostnames() {
+    let gateway = Named {
+        namespace: "shop".into(),
+        name: "edge".into(),
+        spec: serde_yaml_ng::from_str(
+            "
+servers:
+- {name: http, port: {number: 80, name: http, protocol: HTTP}, hosts: ['./*']}
+- {name: admin, port: {number: 8080, name: admin, protocol: HTTP}, hosts: ['./*']}
+",
+        )
+        .expect("a Gateway"),
+    };
+    let config = Config {
+        namespace: "shop".into(),
+        services: vec![service("reviews")],
+        http_routes: vec![
+            named(
+                "admin",
+                "{parentRefs: [{name: edge, sectionName: admin}], rules: [{name: admin, backendRefs: [{name: reviews, port: 9080}]}]}",
+            ),
+            named(
+                "site",
+                "{parentRefs: [{name: edge}], hostnames: [site.example.com], rules: [{name: site, backendRefs: [{name: reviews, port: 9080}]}]}",
+            ),
+        ],
+        role: Role::Ingress(vec![gateway]),
+        ..Config::default()
+    };
+    let table = RouteTable::compile(&config).expect("compiles");
+    let route = |host: &str, port| {
+        table
+            .routes(host, port)
+            .map(|routes| routes[0].name.clone())
+    };
+    assert_eq!(
+        route("anything", 8080).as_deref(),
+        Some("shop/admin#admin.0")
+    );
+    assert_eq!(route("anything", 80), None, "the admin listener only");
+    assert_eq!(
+        route("site.example.com", 80).as_deref(),
+        Some("shop/site#site.0")
+    );
+    assert_eq!(route("other.example.com", 80), None, "its hostnames only");
+}
+
+#[test]
 fn tuning_fields_not_implemented_are_listed_as_ignored() {
     let config = Config {
         namespace: "shop".into(),

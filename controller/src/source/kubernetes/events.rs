@@ -268,6 +268,7 @@ mod tests {
         Diagnostic {
             severity: reason.severity(),
             object: Some(ObjectRef {
+                group: "networking.istio.io".into(),
                 kind: "VirtualService".into(),
                 namespace: "shop".into(),
                 name: "cart".into(),

@@ -1,0 +1,172 @@
+//! Pass 3 for a Gateway API `Gateway` of class `istio` (an ingress gateway): its
+//! listeners as the Gateway API's CRD rules say, and what Ambit's gateway serves of them
+//! (HTTP, and HTTPS terminated with a Secret of the Gateway's namespace; routes from
+//! the same namespace or all).
+
+use std::collections::BTreeMap;
+
+use ambit_api::gateway_api::gateway::{FromNamespaces, GatewaySpec, Listener, TlsMode};
+
+use super::{Findings, Reason, fields};
+
+/// Checks one Gateway's spec.
+pub(super) fn check(spec: &GatewaySpec, namespace: &str, findings: &mut Findings) {
+    if spec.listeners.is_empty() {
+        findings.add(
+            "spec.listeners",
+            Reason::Required("list at least one listener (a name, a port and its protocol)"),
+        );
+    }
+    if !spec.addresses.is_empty() {
+        findings.add(
+            "spec.addresses",
+            Reason::NotServed("ignored: Ambit's gateway listens on its pod's addresses".to_owned()),
+        );
+    }
+    let mut names = BTreeMap::new();
+    let mut protocols: BTreeMap<u32, (&str, usize)> = BTreeMap::new();
+    for (i, listener) in spec.listeners.iter().enumerate() {
+        let path = format!("spec.listeners[{i}]");
+        fields::required(
+            findings,
+            &format!("{path}.name"),
+            &listener.name,
+            "name the listener",
+        );
+        if let Some(first) = names.insert(listener.name.as_str(), i) {
+            findings.add(
+                format!("{path}.name"),
+                Reason::Conflict(format!(
+                    "`{}` is also the name of listeners[{first}]: give each listener its own",
+                    listener.name
+                )),
+            );
+        }
+        if !(1..=65_535).contains(&listener.port) {
+            findings.add(
+                format!("{path}.port"),
+                Reason::PortOutOfRange(listener.port),
+            );
+        }
+        match protocols.get(&listener.port) {
+            Some((protocol, first)) if *protocol != listener.protocol => findings.add(
+                format!("{path}.protocol"),
+                Reason::Conflict(format!(
+                    "port {} is already {protocol} in listeners[{first}]: one port, one protocol",
+                    listener.port
+                )),
+            ),
+            Some(_) => {}
+            None => {
+                protocols.insert(listener.port, (&listener.protocol, i));
+            }
+        }
+        check_listener(listener, namespace, &path, findings);
+    }
+}
+
+fn check_listener(listener: &Listener, namespace: &str, path: &str, findings: &mut Findings) {
+    match listener.protocol.as_str() {
+        "HTTP" if listener.tls.is_some() => findings.add(
+            format!("{path}.tls"),
+            Reason::Conflict("an HTTP listener has no TLS: remove `tls`, or use HTTPS".to_owned()),
+        ),
+        "HTTP" => {}
+        "HTTPS" => check_tls(listener, namespace, path, findings),
+        _ => findings.add(
+            format!("{path}.protocol"),
+            Reason::Unsupported(
+                "not served by Ambit's gateway yet: use HTTP or HTTPS (TLS and TCP listeners need TLSRoutes and TCPRoutes; use an Istio Gateway for those)",
+            ),
+        ),
+    }
+    if let Some(hostname) = &listener.hostname {
+        let plain = hostname.strip_prefix("*.").unwrap_or(hostname);
+        if plain.is_empty() || plain.contains('*') || hostname.contains(':') {
+            findings.add(
+                format!("{path}.hostname"),
+                Reason::Conflict(format!(
+                    "`{hostname}` is not a host name: write `example.com` or `*.example.com`, without a port"
+                )),
+            );
+        }
+    }
+    let from = listener
+        .allowed_routes
+        .as_ref()
+        .and_then(|allowed| allowed.namespaces.as_ref()?.from);
+    if from == Some(FromNamespaces::Selector) {
+        findings.add(
+            format!("{path}.allowedRoutes.namespaces.from"),
+            Reason::Unsupported(
+                "Selector is not served by Ambit's gateway yet: use Same (the default) or All",
+            ),
+        );
+    }
+    let kinds = listener
+        .allowed_routes
+        .iter()
+        .flat_map(|allowed| &allowed.kinds)
+        .enumerate();
+    for (i, kind) in kinds {
+        if kind.kind != "HTTPRoute" {
+            findings.add(
+                format!("{path}.allowedRoutes.kinds[{i}]"),
+                Reason::NotServed(format!(
+                    "ignored: Ambit's gateway serves HTTPRoutes only, not {}",
+                    kind.kind
+                )),
+            );
+        }
+    }
+}
+
+/// An HTTPS listener terminates TLS with one Secret of the Gateway's namespace.
+fn check_tls(listener: &Listener, namespace: &str, path: &str, findings: &mut Findings) {
+    let Some(tls) = &listener.tls else {
+        findings.add(
+            format!("{path}.tls"),
+            Reason::Required("an HTTPS listener needs `tls.certificateRefs` (a Secret)"),
+        );
+        return;
+    };
+    if tls.mode == Some(TlsMode::Passthrough) {
+        findings.add(
+            format!("{path}.tls.mode"),
+            Reason::Unsupported(
+                "Passthrough needs TLSRoutes, not served yet: use Terminate, or an Istio Gateway with `tls.mode: PASSTHROUGH`",
+            ),
+        );
+    }
+    match tls.certificate_refs.as_slice() {
+        [] => findings.add(
+            format!("{path}.tls.certificateRefs"),
+            Reason::Required("name the Secret holding the certificate and key"),
+        ),
+        [secret] => {
+            let core = secret.group.as_deref().unwrap_or_default().is_empty();
+            if !core || secret.kind.as_deref().unwrap_or("Secret") != "Secret" {
+                findings.add(
+                    format!("{path}.tls.certificateRefs[0].kind"),
+                    Reason::Unsupported("Ambit reads certificates from Secrets only"),
+                );
+            }
+            if secret
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns != namespace)
+            {
+                findings.add(
+                    format!("{path}.tls.certificateRefs[0].namespace"),
+                    Reason::Unsupported(
+                        "a Secret of another namespace needs a ReferenceGrant, which Ambit does not read yet: put the Secret in the Gateway's namespace",
+                    ),
+                );
+            }
+        }
+        [_, ..] => findings.add(
+            format!("{path}.tls.certificateRefs"),
+            Reason::Unsupported("one certificate per listener in Ambit's gateway: keep one"),
+        ),
+    }
+}

@@ -1,0 +1,81 @@
+//! Gateway API Gateways of class `istio`: Istio's Bookinfo gateway is valid; listeners
+//! Ambit's gateway cannot serve are rejected by field path; a waypoint's Gateway (class
+//! `istio-waypoint`) is not checked here.
+
+use std::path::Path;
+
+use super::*;
+
+fn diagnostics(yaml: &str) -> (Vec<String>, Report) {
+    let mut manifests = Manifests::default();
+    manifests.parse_documents(Path::new("gw.yaml"), yaml);
+    let report = validate(&manifests);
+    let lines = report.diagnostics.iter().map(ToString::to_string).collect();
+    (lines, report)
+}
+
+#[test]
+fn the_bookinfo_gateway_is_valid() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: default}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}
+  - name: https
+    hostname: bookinfo.example.com
+    port: 443
+    protocol: HTTPS
+    tls: {mode: Terminate, certificateRefs: [{kind: Secret, name: bookinfo-cert, namespace: default}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: default}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+",
+    );
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(report.model.kubernetes_gateways.len(), 1);
+}
+
+#[test]
+fn listeners_the_gateway_cannot_serve_are_rejected_by_field() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: https, port: 443, protocol: HTTPS}
+  - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: c, namespace: other}]}}
+  - {name: http, port: 443, protocol: HTTP, hostname: 'a.*.com'}
+  - {name: more, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector}}}
+",
+    );
+    let expected = [
+        "spec.listeners[0].protocol: not served by Ambit's gateway yet",
+        "spec.listeners[1].tls: required: an HTTPS listener needs `tls.certificateRefs`",
+        "spec.listeners[2].name: `https` is also the name of listeners[1]",
+        "spec.listeners[2].tls.certificateRefs[0].namespace: a Secret of another namespace needs a ReferenceGrant",
+        "spec.listeners[3].protocol: port 443 is already HTTPS in listeners[1]",
+        "spec.listeners[3].hostname: `a.*.com` is not a host name",
+        "spec.listeners[4].allowedRoutes.namespaces.from: Selector is not served",
+    ];
+    for expected in expected {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with("error: shop/edge (Gateway)")
+                    && line.contains(expected)),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    assert!(report.model.kubernetes_gateways.is_empty());
+}
