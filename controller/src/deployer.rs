@@ -1,7 +1,9 @@
-//! The waypoint deployer (`serve --kube`): for each waypoint Gateway of the model
-//! ([`crate::mesh::waypoints`]), the controller runs the waypoint, as istiod's gateway
-//! deployment controller does — a ServiceAccount, a Deployment of `ambit-waypoint` and a
-//! Service, named after the Gateway in its namespace (`objects.rs`) — and publishes the
+//! The gateway deployer (`serve --kube`): for each waypoint Gateway of the model
+//! ([`crate::mesh::waypoints`]) and each Gateway of class `istio` (an ingress gateway),
+//! the controller runs its pods, as istiod's gateway deployment controller does — a
+//! ServiceAccount, a Deployment of `ambit-waypoint` (with `--ingress` for an ingress
+//! gateway) and a Service (an ingress gateway's a LoadBalancer on its listeners' ports),
+//! named after the Gateway in its namespace (`objects.rs`) — and publishes the
 //! mesh root there as the ConfigMap [`ROOT_CERT_CONFIG_MAP`] (`root-cert.pem`), which the
 //! waypoint mounts to verify the controller, as Istio publishes `istio-ca-root-cert`.
 //! [`publish_root`] publishes it in the controller's own namespace for the node
@@ -14,7 +16,8 @@
 //! garbage-collects them when the Gateway is deleted. Once applied for a `uid`, the
 //! Gateway's status says so, as Istio's does (`kubectl get gateway` shows it
 //! `PROGRAMMED` with the Service's address): conditions `Accepted` and `Programmed`, and
-//! the Service's cluster IP (else its host name) in `addresses`.
+//! the Service's load balancer address if it has one yet, else its cluster IP (else its
+//! host name) in `addresses`.
 //! An apply the API refuses is logged with the object and the reason and retried with
 //! backoff (and on every change of the model); it never holds up the rest of the
 //! controller. The folder source (`--config-dir`) deploys nothing: a test or a simulated
@@ -31,6 +34,7 @@
 
 use std::{collections::BTreeMap, fmt::Debug, time::Duration};
 
+use ambit_api::istio::GatewaySpec as IstioGatewaySpec;
 use k8s_openapi::{
     NamespaceResourceScope,
     api::core::v1::{ConfigMap, Service},
@@ -45,9 +49,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-pub use self::objects::{Owner, ROOT_CERT_CONFIG_MAP, Template, root_config_map};
+pub use self::objects::{Owner, ROOT_CERT_CONFIG_MAP, Role, Template, root_config_map};
 use crate::{
-    mesh::{Key, Mesh, waypoints::GATEWAY_API_GROUP},
+    mesh::{Key, Mesh, Route, RouteKind, waypoints::GATEWAY_API_GROUP},
     source::ModelSource,
 };
 
@@ -86,8 +90,9 @@ struct ApplyError {
 /// Keeps a waypoint running for each waypoint Gateway of `model`, through `client`,
 /// until the model source ends.
 pub async fn run(client: Client, template: Template, mut model: ModelSource) {
-    // The Gateways whose objects were applied, with the `uid` they were applied for.
-    let mut deployed: BTreeMap<Key, String> = BTreeMap::new();
+    // The Gateways whose objects were applied, with the `uid` and role they were
+    // applied for (an ingress gateway's listeners changing is a new role).
+    let mut deployed: BTreeMap<Key, (String, Role)> = BTreeMap::new();
     let mut retry = RETRY_FIRST;
     let resync = Duration::from_secs(template.flags.resync_secs);
     let mut resync_at = Instant::now() + resync;
@@ -96,34 +101,38 @@ pub async fn run(client: Client, template: Template, mut model: ModelSource) {
         let wanted = owners(&model.borrow_and_update().mesh);
         deployed.retain(|key, _| wanted.contains_key(key));
         let mut failed = false;
-        for (key, uid) in &wanted {
-            let programmed = deployed.get(key) == Some(uid);
+        for (key, wanted) in &wanted {
+            let programmed = deployed.get(key) == Some(wanted);
             if programmed && !resyncing {
                 continue;
             }
+            let (uid, role) = wanted;
             let owner = Owner {
                 namespace: &key.0,
                 name: &key.1,
                 uid,
+                role,
             };
             match deploy(&client, &template, owner, !programmed).await {
                 Ok(()) if programmed => {
                     tracing::debug!(
                         namespace = owner.namespace,
                         gateway = owner.name,
-                        "waypoint objects applied again (resync)"
+                        "gateway objects applied again (resync)"
                     );
                 }
                 Ok(()) => {
                     tracing::info!(
                         namespace = owner.namespace,
                         gateway = owner.name,
-                        "waypoint deployed (ServiceAccount, Deployment, Service), Gateway programmed"
+                        objects = owner.object_name(),
+                        ?role,
+                        "gateway deployed (ServiceAccount, Deployment, Service), Gateway programmed"
                     );
-                    deployed.insert(key.clone(), uid.clone());
+                    deployed.insert(key.clone(), wanted.clone());
                 }
                 Err(error) => {
-                    tracing::warn!(namespace = owner.namespace, gateway = owner.name, %error, retry_in = ?retry, "waypoint not deployed");
+                    tracing::warn!(namespace = owner.namespace, gateway = owner.name, %error, retry_in = ?retry, "gateway not deployed");
                     failed = true;
                 }
             }
@@ -150,23 +159,49 @@ pub async fn run(client: Client, template: Template, mut model: ModelSource) {
     }
 }
 
-/// The waypoint Gateways of `mesh`, with their `uid`.
-fn owners(mesh: &Mesh) -> BTreeMap<Key, String> {
-    mesh.waypoints
+/// The waypoint and ingress Gateways of `mesh`, with their `uid` and role.
+fn owners(mesh: &Mesh) -> BTreeMap<Key, (String, Role)> {
+    let waypoints = mesh
+        .waypoints
         .iter()
-        .filter_map(|(key, waypoint)| match &waypoint.uid {
-            Some(uid) => Some((key.clone(), uid.clone())),
+        .map(|(key, waypoint)| (key, waypoint.uid.as_ref(), Role::Waypoint));
+    let ingresses = mesh
+        .routes
+        .iter()
+        .filter(|((kind, _), _)| *kind == RouteKind::KubernetesGateway)
+        .map(|((_, key), route)| (key, route.uid.as_ref(), Role::Ingress(listeners(route))));
+    waypoints
+        .chain(ingresses)
+        .filter_map(|(key, uid, role)| match uid {
+            Some(uid) => Some((key.clone(), (uid.clone(), role))),
             // The API server gives every object one; only a folder's may lack it.
             None => {
                 tracing::debug!(
                     namespace = key.0,
                     gateway = key.1,
-                    "waypoint Gateway without a uid: nothing could own its objects, none deployed"
+                    "Gateway without a uid: nothing could own its objects, none deployed"
                 );
                 None
             }
         })
         .collect()
+}
+
+/// An ingress gateway's listeners (name, port), from the Istio Gateway made of it.
+fn listeners(route: &Route) -> Vec<(String, u16)> {
+    serde_json::from_value::<IstioGatewaySpec>(route.spec.clone())
+        .map(|spec| {
+            spec.servers
+                .iter()
+                .filter_map(|server| {
+                    Some((
+                        server.port.name.clone(),
+                        u16::try_from(server.port.number).ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Applies the root's ConfigMap in `owner`'s namespace, the three objects of its
@@ -180,9 +215,10 @@ async fn deploy(
     let root = root_config_map(owner.namespace, &template.root_pem);
     apply(client, owner.namespace, ROOT_CERT_CONFIG_MAP, &root).await?;
     let (namespace, name) = (owner.namespace, owner.name);
-    apply(client, namespace, name, &template.service_account(owner)).await?;
-    apply(client, namespace, name, &template.deployment(owner)).await?;
-    let service = apply(client, namespace, name, &template.service(owner)).await?;
+    let objects = &owner.object_name();
+    apply(client, namespace, objects, &template.service_account(owner)).await?;
+    apply(client, namespace, objects, &template.deployment(owner)).await?;
+    let service = apply(client, namespace, objects, &template.service(owner)).await?;
     if !with_status {
         return Ok(());
     }
@@ -207,20 +243,31 @@ async fn deploy(
         })
 }
 
-/// The status of `owner`, whose waypoint runs behind `service`: accepted and
-/// programmed, reached at the Service's cluster IP (else its host name), as Istio
-/// reports a waypoint Gateway.
+/// The status of `owner`, whose pods run behind `service`: accepted and programmed,
+/// as Istio reports its Gateways, reached at the Service's load balancer address (an
+/// ingress gateway's, once the cloud assigned one), else its cluster IP, else its host
+/// name.
 fn programmed(owner: Owner<'_>, service: &Service) -> Value {
+    let balancer = service
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref()?.ingress.as_ref()?.first());
     let cluster_ip = service
         .spec
         .as_ref()
         .and_then(|spec| spec.cluster_ip.as_deref())
         .filter(|ip| !ip.is_empty() && *ip != "None");
-    let address = match cluster_ip {
-        Some(ip) => json!({"type": "IPAddress", "value": ip}),
-        None => json!({
+    let address = match (balancer, cluster_ip) {
+        (Some(ingress), _) if ingress.ip.is_some() => {
+            json!({"type": "IPAddress", "value": ingress.ip})
+        }
+        (Some(ingress), _) if ingress.hostname.is_some() => {
+            json!({"type": "Hostname", "value": ingress.hostname})
+        }
+        (_, Some(ip)) => json!({"type": "IPAddress", "value": ip}),
+        (_, None) => json!({
             "type": "Hostname",
-            "value": format!("{}.{}.svc.cluster.local", owner.name, owner.namespace),
+            "value": format!("{}.{}.svc.cluster.local", owner.object_name(), owner.namespace),
         }),
     };
     let now = Time(Timestamp::now());
@@ -233,6 +280,10 @@ fn programmed(owner: Owner<'_>, service: &Service) -> Value {
             "lastTransitionTime": now,
         })
     };
+    let runs = match owner.role {
+        Role::Waypoint => "a waypoint",
+        Role::Ingress(_) => "an ingress gateway",
+    };
     json!({
         "apiVersion": format!("{GATEWAY_API_GROUP}/v1"),
         "kind": "Gateway",
@@ -240,12 +291,12 @@ fn programmed(owner: Owner<'_>, service: &Service) -> Value {
         "status": {
             "addresses": [address],
             "conditions": [
-                condition("Accepted", "Ambit runs a waypoint for this Gateway".to_owned()),
+                condition("Accepted", format!("Ambit runs {runs} for this Gateway")),
                 condition(
                     "Programmed",
                     format!(
-                        "the waypoint's ServiceAccount, Deployment and Service {} are applied",
-                        owner.name
+                        "its ServiceAccount, Deployment and Service {} are applied",
+                        owner.object_name()
                     ),
                 ),
             ],
@@ -320,6 +371,43 @@ mod tests {
     }
 
     #[test]
+    fn an_ingress_gateway_is_deployed_on_its_listeners() {
+        let spec = json!({"servers": [
+            {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["./*"]},
+            {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["./*"]},
+        ]});
+        let route = |uid: Option<&str>| Route {
+            kind: RouteKind::KubernetesGateway,
+            namespace: "shop".into(),
+            name: "edge".into(),
+            hosts: Vec::new(),
+            spec: spec.clone(),
+            delegated: None,
+            uid: uid.map(str::to_owned),
+            source: std::path::PathBuf::new(),
+        };
+        let key = ("shop".to_owned(), "edge".to_owned());
+        let mut mesh = Mesh::default();
+        mesh.routes.insert(
+            (RouteKind::KubernetesGateway, key.clone()),
+            std::sync::Arc::new(route(Some("u2"))),
+        );
+        let listeners = vec![("http".to_owned(), 80), ("https".to_owned(), 443)];
+        assert_eq!(
+            owners(&mesh),
+            BTreeMap::from([(key.clone(), ("u2".to_owned(), Role::Ingress(listeners)))])
+        );
+        mesh.routes.insert(
+            (RouteKind::KubernetesGateway, key.clone()),
+            std::sync::Arc::new(route(None)),
+        );
+        assert!(
+            owners(&mesh).is_empty(),
+            "a folder's Gateway deploys nothing"
+        );
+    }
+
+    #[test]
     fn only_waypoints_with_a_uid_to_own_their_objects_are_deployed() {
         let mesh = Mesh {
             waypoints: [
@@ -332,7 +420,10 @@ mod tests {
         };
         assert_eq!(
             owners(&mesh),
-            BTreeMap::from([(("shop".to_owned(), "waypoint".to_owned()), "u1".to_owned())])
+            BTreeMap::from([(
+                ("shop".to_owned(), "waypoint".to_owned()),
+                ("u1".to_owned(), Role::Waypoint)
+            )])
         );
     }
 }

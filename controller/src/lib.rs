@@ -17,7 +17,8 @@
 //! NACKed, each agent, ztunnel and waypoint receiving only its share
 //! ([`push::select::select`]).
 //!
-//! In Kubernetes mode it also runs a waypoint for each waypoint Gateway ([`deployer`]).
+//! In Kubernetes mode it also runs a waypoint for each waypoint Gateway, and an ingress
+//! gateway for each Gateway of class `istio` ([`deployer`]).
 //!
 //! It is also the mesh's certificate authority ([`ca`]): `ambit-controller serve-ca`
 //! serves Istio's `IstioCertificateService` over gRPC, signing SPIFFE certificates for
@@ -42,7 +43,7 @@
 //!   NACKed versions);
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
 //! - [`deployer`]: in Kubernetes mode, a waypoint (ServiceAccount, Deployment, Service)
-//!   run for each waypoint Gateway;
+//!   run for each waypoint Gateway, an ingress gateway for each Gateway of class `istio`;
 //! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, caller authentication (token files, or a `TokenReview` in Kubernetes),
@@ -62,8 +63,8 @@
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
 //! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes are
 //! served attached to Services in their own namespace (producer routes, by the
-//! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners,
-//! whose pods it does not deploy); a waypoint receives every service, route and
+//! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners);
+//! no HTTPRoute status is written; a waypoint receives every service, route and
 //! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]
 

@@ -177,6 +177,9 @@ pub struct Route {
     /// For a VirtualService with a `delegate` route: `spec` with each delegating route
     /// replaced by its delegate's routes (what waypoints receive, [`delegates`]).
     pub delegated: Option<serde_json::Value>,
+    /// The object's `metadata.uid` (Kubernetes mode), for a Gateway API Gateway: what
+    /// the objects deployed for it are owned by ([`crate::deployer`]).
+    pub uid: Option<String>,
     pub source: PathBuf,
 }
 

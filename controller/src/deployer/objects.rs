@@ -1,7 +1,10 @@
-//! The objects that run one waypoint, as Istio's gateway deployment controller makes
-//! them: a ServiceAccount, a Deployment and a Service, each named after the Gateway, in
-//! its namespace, labelled with its name and owned by it (so Kubernetes deletes them with
-//! the Gateway). And the ConfigMap of the mesh root the waypoint mounts, shared by every
+//! The objects that run one waypoint or ingress gateway, as Istio's gateway deployment
+//! controller makes them: a ServiceAccount, a Deployment and a Service, each named after
+//! the Gateway (a waypoint's `<name>`, an ingress gateway's `<name>-istio`), in its
+//! namespace, labelled with its name and owned by it (so Kubernetes deletes them with
+//! the Gateway). An ingress gateway's Service is a LoadBalancer on its listeners' ports,
+//! and its pod may bind ports below 1024 unprivileged (the `ip_unprivileged_port_start`
+//! sysctl, as Istio's gateways do). And the ConfigMap of the mesh root the waypoint mounts, shared by every
 //! waypoint of the namespace (not owned: Istio's `istio-ca-root-cert` is not either).
 
 use std::collections::BTreeMap;
@@ -14,7 +17,7 @@ use k8s_openapi::{
             EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
             PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
             SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort,
-            ServiceSpec, Volume, VolumeMount, VolumeProjection,
+            ServiceSpec, Sysctl, Volume, VolumeMount, VolumeProjection,
         },
     },
     apimachinery::pkg::{
@@ -58,13 +61,35 @@ const NONROOT_ID: i64 = 65_532;
 /// The one container's name.
 const CONTAINER: &str = "waypoint";
 
-/// The waypoint Gateway the objects are for.
+/// The Gateway the objects are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     /// The Gateway's `metadata.uid`.
     pub uid: &'a str,
+    pub role: &'a Role,
+}
+
+/// What a Gateway's pods are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A waypoint (class `istio-waypoint`): HBONE on port 15008.
+    Waypoint,
+    /// An ingress gateway (class `istio`) on its listeners' ports, as (name, port).
+    Ingress(Vec<(String, u16)>),
+}
+
+impl Owner<'_> {
+    /// The objects' name: the Gateway's for a waypoint, `<name>-istio` for an ingress
+    /// gateway, as Istio names them.
+    #[must_use]
+    pub fn object_name(&self) -> String {
+        match self.role {
+            Role::Waypoint => self.name.to_owned(),
+            Role::Ingress(_) => format!("{}-istio", self.name),
+        }
+    }
 }
 
 /// What every waypoint's objects share: the controller's flags, trust domain and root.
@@ -144,22 +169,39 @@ impl Template {
         }
     }
 
-    /// The waypoint's address: HBONE on [`MESH_PORT`], to the waypoint's pods.
+    /// The pods' address: a waypoint's HBONE on port 15008 in the cluster; an
+    /// ingress gateway's listeners, from outside (a LoadBalancer).
     #[must_use]
     pub fn service(&self, owner: Owner<'_>) -> Service {
+        let port = |name: &str, port: u16| ServicePort {
+            name: Some(name.to_owned()),
+            port: port.into(),
+            target_port: Some(IntOrString::Int(port.into())),
+            protocol: Some("TCP".to_owned()),
+            ..ServicePort::default()
+        };
+        let (type_, ports) = match owner.role {
+            Role::Waypoint => (
+                "ClusterIP",
+                vec![ServicePort {
+                    app_protocol: Some("tcp".to_owned()),
+                    ..port(MESH_PORT_NAME, MESH_PORT)
+                }],
+            ),
+            Role::Ingress(listeners) => (
+                "LoadBalancer",
+                listeners
+                    .iter()
+                    .map(|(name, number)| port(name, *number))
+                    .collect(),
+            ),
+        };
         Service {
             metadata: metadata(owner),
             spec: Some(ServiceSpec {
-                type_: Some("ClusterIP".to_owned()),
+                type_: Some(type_.to_owned()),
                 selector: Some(selector(owner)),
-                ports: Some(vec![ServicePort {
-                    name: Some(MESH_PORT_NAME.to_owned()),
-                    port: MESH_PORT.into(),
-                    target_port: Some(IntOrString::Int(MESH_PORT.into())),
-                    protocol: Some("TCP".to_owned()),
-                    app_protocol: Some("tcp".to_owned()),
-                    ..ServicePort::default()
-                }]),
+                ports: Some(ports),
                 ..ServiceSpec::default()
             }),
             ..Service::default()
@@ -167,8 +209,15 @@ impl Template {
     }
 
     fn pod(&self, owner: Owner<'_>) -> PodSpec {
+        // An ingress gateway binds its listeners' ports, 80 and 443 included, as a user.
+        let sysctls = matches!(owner.role, Role::Ingress(_)).then(|| {
+            vec![Sysctl {
+                name: "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                value: "0".to_owned(),
+            }]
+        });
         PodSpec {
-            service_account_name: Some(owner.name.to_owned()),
+            service_account_name: Some(owner.object_name()),
             // It reads nothing from the Kubernetes API: its only token is the CA's.
             automount_service_account_token: Some(false),
             security_context: Some(PodSecurityContext {
@@ -181,6 +230,7 @@ impl Template {
                     type_: "RuntimeDefault".to_owned(),
                     ..SeccompProfile::default()
                 }),
+                sysctls,
                 ..PodSecurityContext::default()
             }),
             containers: vec![self.container(owner)],
@@ -219,7 +269,7 @@ impl Template {
         let args = [
             ("name", owner.name),
             ("namespace", owner.namespace),
-            ("service-account", owner.name),
+            ("service-account", &owner.object_name()),
             ("trust-domain", &self.trust_domain),
             ("controller-address", &flags.waypoint_controller_address),
             ("ca-address", &flags.waypoint_ca_address),
@@ -229,6 +279,17 @@ impl Template {
             ("metrics-listen", &format!("[::]:{METRICS_PORT}")),
         ]
         .map(|(flag, value)| format!("--{flag}={value}"));
+        // An ingress gateway finds the Gateways it serves by its pod (`POD_NAME`).
+        let (ingress, ports) = match owner.role {
+            Role::Waypoint => (None, vec![container_port(Some(MESH_PORT_NAME), MESH_PORT)]),
+            Role::Ingress(listeners) => (
+                Some("--ingress".to_owned()),
+                listeners
+                    .iter()
+                    .map(|(_, port)| container_port(None, *port))
+                    .collect(),
+            ),
+        };
         let tracing = [
             flags
                 .waypoint_zipkin_address
@@ -238,7 +299,10 @@ impl Template {
                 .waypoint_trace_sampling
                 .map(|percent| format!("--trace-sampling={percent}")),
         ];
-        let args = args.into_iter().chain(tracing.into_iter().flatten());
+        let args = args
+            .into_iter()
+            .chain(ingress)
+            .chain(tracing.into_iter().flatten());
         Container {
             name: CONTAINER.to_owned(),
             image: Some(flags.waypoint_image.clone()),
@@ -249,10 +313,12 @@ impl Template {
                 downward("NODE_NAME", "spec.nodeName"),
                 downward("POD_NAME", "metadata.name"),
             ]),
-            ports: Some(vec![
-                container_port(MESH_PORT_NAME, MESH_PORT),
-                container_port(METRICS_PORT_NAME, METRICS_PORT),
-            ]),
+            ports: Some(
+                ports
+                    .into_iter()
+                    .chain([container_port(Some(METRICS_PORT_NAME), METRICS_PORT)])
+                    .collect(),
+            ),
             readiness_probe: Some(Probe {
                 http_get: Some(HTTPGetAction {
                     path: Some(READINESS_PATH.to_owned()),
@@ -300,7 +366,7 @@ impl Template {
 /// Each object's name, namespace, labels and owner: the Gateway.
 fn metadata(owner: Owner<'_>) -> ObjectMeta {
     ObjectMeta {
-        name: Some(owner.name.to_owned()),
+        name: Some(owner.object_name()),
         namespace: Some(owner.namespace.to_owned()),
         labels: Some(labels(owner)),
         owner_references: Some(vec![OwnerReference {
@@ -341,9 +407,9 @@ fn downward(variable: &str, field_path: &str) -> EnvVar {
     }
 }
 
-fn container_port(name: &str, port: u16) -> ContainerPort {
+fn container_port(name: Option<&str>, port: u16) -> ContainerPort {
     ContainerPort {
-        name: Some(name.to_owned()),
+        name: name.map(str::to_owned),
         container_port: port.into(),
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()

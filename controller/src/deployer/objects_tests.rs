@@ -7,6 +7,7 @@ const OWNER: Owner<'static> = Owner {
     namespace: "shop",
     name: "waypoint",
     uid: "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+    role: &Role::Waypoint,
 };
 
 fn template() -> Template {
@@ -229,5 +230,63 @@ fn the_defaults_are_what_deploy_kubernetes_runs_and_serves() {
             "kind: Service\nmetadata:\n  name: ambit-controller\n  namespace: ambit-system\n"
         ),
         "{path} has no Service ambit-controller in ambit-system"
+    );
+}
+
+#[test]
+fn an_ingress_gateway_runs_with_ingress_on_its_listeners_behind_a_load_balancer() {
+    let template = template();
+    let role = Role::Ingress(vec![("http".into(), 80), ("https".into(), 443)]);
+    let owner = Owner {
+        name: "bookinfo-gateway",
+        role: &role,
+        ..OWNER
+    };
+    let deployment = json_of(&template.deployment(owner));
+    assert_eq!(deployment["metadata"]["name"], "bookinfo-gateway-istio");
+    assert_eq!(
+        deployment["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"],
+        "bookinfo-gateway"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "bookinfo-gateway-istio");
+    assert_eq!(
+        pod["securityContext"]["sysctls"],
+        json!([{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}])
+    );
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for expected in [
+        "--name=bookinfo-gateway",
+        "--service-account=bookinfo-gateway-istio",
+        "--ingress",
+    ] {
+        assert!(args.contains(&expected), "{expected} in {args:?}");
+    }
+    let ports: Vec<&Value> = container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|port| &port["containerPort"])
+        .collect();
+    assert_eq!(ports, [&json!(80), &json!(443), &json!(15020)]);
+
+    let service = json_of(&template.service(owner));
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([
+            {"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"},
+            {"name": "https", "port": 443, "targetPort": 443, "protocol": "TCP"},
+        ])
+    );
+    assert_eq!(
+        template.service_account(owner).metadata.name.as_deref(),
+        Some("bookinfo-gateway-istio")
     );
 }

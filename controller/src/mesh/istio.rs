@@ -85,7 +85,10 @@ pub(super) fn resolve(
             .flat_map(|server| server.hosts.iter().cloned())
             .collect();
         let spec = serde_json::to_value(&istio).unwrap_or_default();
-        let route = route(RouteKind::KubernetesGateway, namespace, name, hosts, spec);
+        let route = Route {
+            uid: gateway.metadata.uid.clone(),
+            ..route(RouteKind::KubernetesGateway, namespace, name, hosts, spec)
+        };
         insert_route(mesh, route, accepted.source.file.clone());
     }
     let root = ambit_api::istio::DEFAULT_ROOT_NAMESPACE;
@@ -154,6 +157,7 @@ fn route(
         hosts,
         spec,
         delegated: None,
+        uid: None,
         source: PathBuf::new(),
     }
 }

@@ -37,7 +37,7 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use self::manifests::{Manifests, Workload, parse_container};
+use self::manifests::{INGRESS_LISTENERS, Manifests, Workload, parse_container};
 
 /// The audience of the node's projected token, which the controller's TokenReview checks.
 const CA_TOKEN_AUDIENCE: &str = "ambit-ca";
@@ -93,6 +93,14 @@ impl Parsed {
                 config.readiness_addr,
                 config.admin_addr,
             ],
+            Self::Waypoint(cli) if cli.ingress => [cli.listen, cli.metrics_listen]
+                .into_iter()
+                .chain(
+                    INGRESS_LISTENERS
+                        .iter()
+                        .map(|(_, port)| SocketAddr::from(([0u16; 8], *port))),
+                )
+                .collect(),
             Self::Waypoint(cli) => vec![cli.listen, cli.metrics_listen],
         }
     }
@@ -603,12 +611,7 @@ fn every_client_verifies_the_controller_against_the_published_root() {
     let node = manifests.workload_running("ambit-agent");
     let (agent_container, run) = node.agent_run();
     let (ztunnel_container, ztunnel) = node.ztunnel();
-    let waypoint = manifests.workload_running("ambit-waypoint");
-    let waypoint_container = &waypoint.pod_spec().containers[0];
-    let Ok(Some(Parsed::Waypoint(waypoint_cli))) = Parsed::of(waypoint_container) else {
-        panic!("the waypoint Deployment runs ambit-waypoint");
-    };
-    let clients = [
+    let mut clients = vec![
         (
             node,
             agent_container,
@@ -624,7 +627,14 @@ fn every_client_verifies_the_controller_against_the_published_root() {
             ],
             ztunnel.ca_root_file.clone(),
         ),
-        (
+    ];
+    // The waypoint's and the ingress gateway's Deployments.
+    for waypoint in manifests.workloads_running("ambit-waypoint") {
+        let waypoint_container = &waypoint.pod_spec().containers[0];
+        let Ok(Some(Parsed::Waypoint(waypoint_cli))) = Parsed::of(waypoint_container) else {
+            panic!("{} runs ambit-waypoint", waypoint.name);
+        };
+        clients.push((
             waypoint,
             waypoint_container,
             vec![
@@ -632,8 +642,8 @@ fn every_client_verifies_the_controller_against_the_published_root() {
                 Some(waypoint_cli.ca_address.clone()),
             ],
             Some(waypoint_cli.ca_root_file.clone()),
-        ),
-    ];
+        ));
+    }
     for (workload, container, addresses, root) in clients {
         let name = format!("{} container {}", workload.name, container.name);
         for address in addresses {

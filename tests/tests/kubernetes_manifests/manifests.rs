@@ -39,6 +39,10 @@ fn manifests_dir() -> PathBuf {
 }
 
 /// A Deployment's or DaemonSet's pods.
+/// The listeners of the ingress Gateway whose Deployment is checked: what its
+/// `ambit-waypoint --ingress` listens on besides its flags (they come from the push).
+pub const INGRESS_LISTENERS: [(&str, u16); 2] = [("http", 80), ("https", 443)];
+
 #[derive(Debug)]
 pub struct Workload {
     /// `Kind/namespace/name`, for messages.
@@ -243,18 +247,34 @@ impl Manifests {
                 _ => None,
             })
             .expect("a container runs `ambit-controller serve`");
-        let owner = deployer::Owner {
-            namespace: "shop",
-            name: "waypoint",
-            uid: "6a3f0c1e-0000-4000-8000-000000000001",
-        };
-        let deployment = serve.deployment(owner);
-        self.workloads.push(Workload::new(
-            "Deployment (applied for a waypoint Gateway)",
-            &deployment.metadata,
-            deployment.spec.template,
-        ));
-        self.services.push(serve.service(owner));
+        let ingress = deployer::Role::Ingress(
+            INGRESS_LISTENERS
+                .iter()
+                .map(|(name, port)| ((*name).to_owned(), *port))
+                .collect(),
+        );
+        for (what, name, role) in [
+            ("a waypoint Gateway", "waypoint", &deployer::Role::Waypoint),
+            (
+                "an ingress Gateway (class istio)",
+                "bookinfo-gateway",
+                &ingress,
+            ),
+        ] {
+            let owner = deployer::Owner {
+                namespace: "shop",
+                name,
+                uid: "6a3f0c1e-0000-4000-8000-000000000001",
+                role,
+            };
+            let deployment = serve.deployment(owner);
+            self.workloads.push(Workload::new(
+                &format!("Deployment (applied for {what})"),
+                &deployment.metadata,
+                deployment.spec.template,
+            ));
+            self.services.push(serve.service(owner));
+        }
     }
 
     fn add(&mut self, value: serde_yaml_ng::Value, at: &str) {
@@ -285,16 +305,20 @@ impl Manifests {
     }
 
     /// The workload one of whose containers runs `binary`.
-    pub fn workload_running(&self, binary: &str) -> &Workload {
-        let mut running = self
-            .workloads
-            .iter()
-            .filter(|workload| workload.container_running(binary).is_some());
+    pub fn workload_running<'a>(&'a self, binary: &'a str) -> &'a Workload {
+        let mut running = self.workloads_running(binary);
         let workload = running
             .next()
             .unwrap_or_else(|| panic!("no workload runs {binary}"));
         assert!(running.next().is_none(), "one workload runs {binary}");
         workload
+    }
+
+    /// The workloads one of whose containers runs `binary`.
+    pub fn workloads_running<'a>(&'a self, binary: &'a str) -> impl Iterator<Item = &'a Workload> {
+        self.workloads
+            .iter()
+            .filter(move |workload| workload.container_running(binary).is_some())
     }
 
     /// The rules of every ClusterRole bound to the service account of `workload`'s pods.
