@@ -53,6 +53,16 @@ const WAYPOINT_OBJECTS: [&str; 5] = [
     "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint/status",
 ];
 
+/// Where the objects of the ingress gateway `shop/ingress` (a Gateway of class `istio`)
+/// are applied, in order, named `<name>-istio` as Istio names them.
+const INGRESS_OBJECTS: [&str; 5] = [
+    "/api/v1/namespaces/shop/configmaps/ambit-root-cert",
+    "/api/v1/namespaces/shop/serviceaccounts/ingress-istio",
+    "/apis/apps/v1/namespaces/shop/deployments/ingress-istio",
+    "/api/v1/namespaces/shop/services/ingress-istio",
+    "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/ingress/status",
+];
+
 /// How long the Kubernetes source may take to reflect a change (a relist waits for
 /// kube-rs's backoff, under a second).
 const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
@@ -600,7 +610,7 @@ fn assert_applied_for(applied: &[ApiWrite], gateway: &Value, address: &Value) {
 }
 
 #[tokio::test]
-async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() {
+async fn each_gateway_gets_its_objects_applied_once_per_uid() {
     let api = FakeApi::start(every_kind_but(None)).await;
     api.put_quietly(GATEWAYS, recorded("gateway-ingress.json"));
     // The API gives the Service its cluster IP, which the Gateway's status reports.
@@ -618,16 +628,34 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
         source.subscribe(),
     ));
 
-    // Applies are made in the model's order: any for the ingress Gateway would come first.
+    // The ingress Gateway (class istio): its gateway, on its listener, behind a
+    // LoadBalancer; its status names the Service (no address from this fake API).
+    let applied = api.patches(5).await;
+    let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
+    assert_eq!(paths, INGRESS_OBJECTS, "{applied:#?}");
+    let container = &applied[2].body["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["args"]
+            .as_array()
+            .is_some_and(|args| args.contains(&json!("--ingress"))),
+        "{container:#}"
+    );
+    assert_eq!(applied[3].body["spec"]["type"], "LoadBalancer");
+    assert_eq!(applied[3].body["spec"]["ports"][0]["port"], 80);
+    assert_eq!(
+        applied[4].body["status"]["addresses"],
+        json!([{"type": "Hostname", "value": "ingress-istio.shop.svc.cluster.local"}])
+    );
+
     let gateway = api
         .event(GATEWAYS, "ADDED", recorded("gateway-waypoint.json"))
         .await;
     let at_cluster_ip = json!({"type": "IPAddress", "value": "10.96.0.20"});
-    let applied = api.patches(5).await;
-    assert_applied_for(&applied, &gateway, &at_cluster_ip);
+    let applied = api.patches(10).await;
+    assert_applied_for(&applied[5..], &gateway, &at_cluster_ip);
 
-    // Changes that leave the Gateway as it is apply nothing; a recreated one (a new uid)
-    // is applied again, for its new uid.
+    // Changes that leave the Gateways as they are apply nothing; a recreated one (a new
+    // uid) is applied again, for its new uid.
     api.event(PODS, "ADDED", recorded("pod-web.json")).await;
     converges(&mut model, &api, "a pod added beside the waypoint").await;
     api.event(GATEWAYS, "DELETED", gateway.clone()).await;
@@ -635,9 +663,9 @@ async fn a_waypoint_gateway_and_only_it_gets_its_objects_applied_once_per_uid() 
     let mut recreated = gateway;
     recreated["metadata"]["uid"] = json!("0b2d4f6a-8c1e-4d3f-a5b7-9c1e3a5b7d9f");
     let recreated = api.event(GATEWAYS, "ADDED", recreated).await;
-    let applied = api.patches(10).await;
-    assert_applied_for(&applied[5..], &recreated, &at_cluster_ip);
-    assert_eq!(applied.len(), 10, "{applied:#?}");
+    let applied = api.patches(15).await;
+    assert_applied_for(&applied[10..], &recreated, &at_cluster_ip);
+    assert_eq!(applied.len(), 15, "{applied:#?}");
 
     drop(source);
     tokio::time::timeout(CONVERGE_WITHIN, deploying)
@@ -700,7 +728,7 @@ async fn an_apply_the_api_refuses_is_logged_and_retried() {
     assert_eq!(paths[..3], WAYPOINT_OBJECTS[..3], "{applied:#?}");
     let by_name = json!({"type": "Hostname", "value": "waypoint.shop.svc.cluster.local"});
     assert_applied_for(&applied[3..], &gateway, &by_name);
-    let warnings = logs.wait_for_lines_with("waypoint not deployed").await;
+    let warnings = logs.wait_for_lines_with("gateway not deployed").await;
     assert_eq!(warnings.len(), 1, "one warning: {warnings:#?}");
     assert!(
         warnings[0].contains("cannot apply Deployment shop/waypoint")
