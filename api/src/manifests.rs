@@ -35,6 +35,9 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
     #[serde(default)]
     pub uid: Option<String>,
+    /// The spec's version (the API server counts changes to it); `None` in a file.
+    #[serde(default)]
+    pub generation: Option<i64>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]

@@ -384,6 +384,7 @@ mod tests {
             spec: spec.clone(),
             delegated: None,
             uid: uid.map(str::to_owned),
+            generation: None,
             source: std::path::PathBuf::new(),
         };
         let key = ("shop".to_owned(), "edge".to_owned());

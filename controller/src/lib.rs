@@ -44,6 +44,8 @@
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
 //! - [`deployer`]: in Kubernetes mode, a waypoint (ServiceAccount, Deployment, Service)
 //!   run for each waypoint Gateway, an ingress gateway for each Gateway of class `istio`;
+//! - [`route_status`]: in Kubernetes mode, each HTTPRoute's status (its parents'
+//!   `Accepted` and `ResolvedRefs`);
 //! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, caller authentication (token files, or a `TokenReview` in Kubernetes),
@@ -64,7 +66,7 @@
 //! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes are
 //! served attached to Services in their own namespace (producer routes, by the
 //! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners);
-//! no HTTPRoute status is written; a waypoint receives every service, route and
+//! a rejected HTTPRoute gets Events, not a status; a waypoint receives every service, route and
 //! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]
 
@@ -79,6 +81,7 @@ pub mod mesh;
 pub mod model;
 pub mod monitoring;
 pub mod push;
+pub mod route_status;
 pub mod serving;
 pub mod snapshot;
 pub mod source;

@@ -15,7 +15,7 @@ use ambit_controller::{
         token_review::{TokenReviewError, TokenReviewer},
     },
     cli::{CallerAuth, Cli, Command, ModelOrigin, ServingTls},
-    crds, deployer, input, monitoring, push,
+    crds, deployer, input, monitoring, push, route_status,
     serving::{self, ServingCert},
     snapshot,
     source::{FolderSource, KubeSource, ModelSource},
@@ -213,6 +213,7 @@ fn main() -> anyhow::Result<ExitCode> {
                         root_pem,
                     };
                     tokio::spawn(deployer::run(client.clone(), template, source.subscribe()));
+                    tokio::spawn(route_status::run(client.clone(), source.subscribe()));
                 }
                 let signer = Arc::new(Signer::new(material, &trust_domain));
                 let tls = serving_tls(signer, &tls, namespace(&source), listen)?;

@@ -180,6 +180,9 @@ pub struct Route {
     /// The object's `metadata.uid` (Kubernetes mode), for a Gateway API Gateway: what
     /// the objects deployed for it are owned by ([`crate::deployer`]).
     pub uid: Option<String>,
+    /// The object's `metadata.generation` (Kubernetes mode), for an HTTPRoute: what its
+    /// status was written for ([`crate::route_status`]).
+    pub generation: Option<i64>,
     pub source: PathBuf,
 }
 

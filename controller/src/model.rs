@@ -157,6 +157,7 @@ fn copy_metadata(object: &Object, meta: &mut KubeMeta) {
     let source = &object.metadata;
     meta.namespace = Some(object.namespace().to_owned());
     meta.uid.clone_from(&source.uid);
+    meta.generation = source.generation;
     meta.labels = (!source.labels.is_empty()).then(|| source.labels.clone());
     meta.annotations = (!source.annotations.is_empty()).then(|| source.annotations.clone());
 }

@@ -3,7 +3,8 @@
 //! a CRD missing from the cluster, its model is the one the folder source builds from the
 //! same objects written to files — the folder source is the oracle. A rejected object
 //! gets one Warning Event per message. A waypoint Gateway gets its ServiceAccount,
-//! Deployment and Service server-side applied, and only it.
+//! Deployment and Service server-side applied, an ingress Gateway (class `istio`) its
+//! own, and an HTTPRoute its status.
 
 #[path = "kube/fake_api.rs"]
 mod fake_api;
@@ -24,6 +25,7 @@ use ambit_controller::{
     cli::WaypointDeployment,
     deployer::{self, Template},
     mesh::Mesh,
+    route_status,
     source::{
         FolderSource, KubeSource, ModelSource,
         kubernetes::kinds::{KINDS, Kind},
@@ -672,6 +674,73 @@ async fn each_gateway_gets_its_objects_applied_once_per_uid() {
         .await
         .expect("the deployer stops with the model source")
         .expect("the deployer task");
+}
+
+#[tokio::test]
+async fn an_http_route_gets_its_parents_status_as_the_model_changes() {
+    const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
+    const STATUS: &str =
+        "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/cart/status";
+    let api = FakeApi::start(every_kind_but(None)).await;
+    api.put_quietly(ROUTES, recorded("httproute-cart.json"));
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    converges(&mut model, &api, "a cluster with an HTTPRoute").await;
+    tokio::spawn(route_status::run(api.client(), source.subscribe()));
+
+    // Neither its parent Service nor its backend exists yet.
+    let applied = api.patches(1).await;
+    let parent = |applied: &[ApiWrite], at: usize| applied[at].body["status"]["parents"][0].clone();
+    let first = parent(&applied, 0);
+    assert_eq!(applied[0].path, STATUS, "{applied:#?}");
+    assert_eq!(first["controllerName"], route_status::CONTROLLER_NAME);
+    assert_eq!(
+        first["parentRef"],
+        json!({"group": "", "kind": "Service", "name": "cart"})
+    );
+    let condition = |parent: &Value, at: usize| {
+        let condition = &parent["conditions"][at];
+        (
+            condition["type"].clone(),
+            condition["status"].clone(),
+            condition["reason"].clone(),
+            condition["observedGeneration"].clone(),
+        )
+    };
+    assert_eq!(
+        condition(&first, 0),
+        (
+            json!("Accepted"),
+            json!("False"),
+            json!("NoMatchingParent"),
+            json!(2)
+        )
+    );
+    assert_eq!(
+        condition(&first, 1),
+        (
+            json!("ResolvedRefs"),
+            json!("False"),
+            json!("BackendNotFound"),
+            json!(2)
+        )
+    );
+
+    // The Service appears: accepted, the backend still missing.
+    api.event(SERVICES, "ADDED", recorded("service-cart.json"))
+        .await;
+    let applied = api.patches(2).await;
+    let second = parent(&applied, 1);
+    assert_eq!(
+        condition(&second, 0),
+        (
+            json!("Accepted"),
+            json!("True"),
+            json!("Accepted"),
+            json!(2)
+        )
+    );
+    assert_eq!(condition(&second, 1).2, json!("BackendNotFound"));
 }
 
 #[tokio::test]

@@ -45,20 +45,26 @@ impl HttpRouteSpec {
     }
 }
 
-/// A parent the route attaches to.
+/// A parent the route attaches to (written back as given in the route's status, so
+/// unset fields stay unset).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ParentReference {
     /// `None`: `gateway.networking.k8s.io`; a Service parent says `""`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// `None`: `Gateway`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// `None`: the route's namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub name: String,
     /// A Gateway's listener, or a Service's port name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
     /// Only this port of the parent; `None`: all of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
 }
 

@@ -71,7 +71,10 @@ pub(super) fn resolve(
             .collect();
         let name = http.metadata.name.clone().unwrap_or_default();
         let spec = serde_json::to_value(&http.spec).unwrap_or_default();
-        let route = route(RouteKind::HttpRoute, namespace, name, hosts, spec);
+        let route = Route {
+            generation: http.metadata.generation,
+            ..route(RouteKind::HttpRoute, namespace, name, hosts, spec)
+        };
         insert_route(mesh, route, accepted.source.file.clone());
     }
     for accepted in &report.model.kubernetes_gateways {
@@ -158,6 +161,7 @@ fn route(
         spec,
         delegated: None,
         uid: None,
+        generation: None,
         source: PathBuf::new(),
     }
 }

@@ -1,0 +1,280 @@
+//! HTTPRoute status (`serve --kube`): each accepted HTTPRoute gets, for each parent
+//! Ambit serves or should, the conditions Istio writes under its controller name —
+//! `Accepted` (the parent Service exists in the route's namespace, or the class-`istio`
+//! Gateway admits the route on the named listener) and `ResolvedRefs` (every backend
+//! Service exists) — so `kubectl describe` and GitOps health checks (Argo CD reads
+//! `status.parents`) see the route taken or why not. Parents of other controllers
+//! (Gateways not in the model) get no entry, as Istio leaves them alone.
+//!
+//! A status is server-side applied (field manager
+//! [`crate::deployer::FIELD_MANAGER`]) when it differs from the last one written for
+//! the route; a refused write is logged and retried with backoff. The folder source
+//! writes nothing. Not yet: a rejected route gets Events (`InvalidConfig`), no status.
+
+use std::collections::BTreeMap;
+
+use ambit_api::{
+    gateway_api::{
+        self,
+        http_route::{HttpRouteSpec, ParentReference},
+    },
+    istio::GatewaySpec as IstioGatewaySpec,
+};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    deployer::{FIELD_MANAGER, RETRY_FIRST, RETRY_MAX},
+    mesh::{Key, Mesh, Route, RouteKind},
+    source::ModelSource,
+};
+
+/// The controller the entries are written for: Istio's, which tools know.
+pub const CONTROLLER_NAME: &str = "istio.io/gateway-controller";
+
+/// A condition that does not hold: its reason and message.
+type Unmet = (&'static str, String);
+
+/// Whether a condition holds, or why not.
+type Outcome = Result<(), Unmet>;
+
+/// What one parent of a route gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ParentStatus {
+    parent: ParentReference,
+    accepted: Outcome,
+    resolved_refs: Outcome,
+}
+
+/// What one route gets: its parents' statuses, for its generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouteStatus {
+    generation: Option<i64>,
+    parents: Vec<ParentStatus>,
+}
+
+/// Keeps the status of every HTTPRoute of `model` written, through `client`, until the
+/// model source ends.
+pub async fn run(client: Client, mut model: ModelSource) {
+    let mut written: BTreeMap<Key, RouteStatus> = BTreeMap::new();
+    let mut retry = RETRY_FIRST;
+    loop {
+        let wanted = statuses(&model.borrow_and_update().mesh);
+        written.retain(|key, _| wanted.contains_key(key));
+        let mut failed = false;
+        for (key, status) in &wanted {
+            if written.get(key) == Some(status) {
+                continue;
+            }
+            match write(&client, key, status).await {
+                Ok(()) => {
+                    written.insert(key.clone(), status.clone());
+                }
+                Err(error) => {
+                    tracing::warn!(namespace = key.0, route = key.1, %error, retry_in = ?retry, "HTTPRoute status not written: may the controller patch httproutes/status (deploy/kubernetes/controller-rbac.yaml)?");
+                    failed = true;
+                }
+            }
+        }
+        let wait = if failed {
+            let wait = retry;
+            retry = (retry * 2).min(RETRY_MAX);
+            wait
+        } else {
+            retry = RETRY_FIRST;
+            std::time::Duration::ZERO
+        };
+        tokio::select! {
+            changed = model.changed() => if changed.is_err() {
+                return;
+            },
+            () = tokio::time::sleep(wait), if failed => {}
+        }
+    }
+}
+
+/// The status each HTTPRoute of `mesh` should have; routes none of whose parents are
+/// Ambit's are left out.
+fn statuses(mesh: &Mesh) -> BTreeMap<Key, RouteStatus> {
+    mesh.routes
+        .iter()
+        .filter(|((kind, _), _)| *kind == RouteKind::HttpRoute)
+        .filter_map(|((_, key), route)| {
+            let spec: HttpRouteSpec = serde_json::from_value(route.spec.clone()).ok()?;
+            let resolved_refs = backends_exist(mesh, &route.namespace, &spec);
+            let parents: Vec<ParentStatus> = spec
+                .parent_refs
+                .iter()
+                .filter_map(|parent| {
+                    Some(ParentStatus {
+                        parent: parent.clone(),
+                        accepted: accepted(mesh, route, parent)?,
+                        resolved_refs: resolved_refs.clone(),
+                    })
+                })
+                .collect();
+            let status = RouteStatus {
+                generation: route.generation,
+                parents,
+            };
+            (!status.parents.is_empty()).then(|| (key.clone(), status))
+        })
+        .collect()
+}
+
+/// Whether `parent` takes `route`; `None` for a parent that is not Ambit's to judge.
+fn accepted(mesh: &Mesh, route: &Route, parent: &ParentReference) -> Option<Outcome> {
+    let namespace = parent.namespace.as_deref().unwrap_or(&route.namespace);
+    let key = (namespace.to_owned(), parent.name.clone());
+    if parent.is_service() {
+        return Some(if namespace != route.namespace {
+            Err((
+                "UnsupportedValue",
+                "a route for a Service in another namespace (a consumer route) is not applied by Ambit's waypoints yet".to_owned(),
+            ))
+        } else if mesh.services.contains_key(&key) {
+            Ok(())
+        } else {
+            Err((
+                "NoMatchingParent",
+                format!("parent service: {:?} not found", parent.name),
+            ))
+        });
+    }
+    if parent.group_kind() != format!("{}/Gateway", gateway_api::GROUP) {
+        return None;
+    }
+    let gateway = mesh.routes.get(&(RouteKind::KubernetesGateway, key))?;
+    let spec: IstioGatewaySpec = serde_json::from_value(gateway.spec.clone()).ok()?;
+    let listeners: Vec<_> = spec
+        .servers
+        .iter()
+        .filter(|server| {
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|name| server.name == *name)
+                && parent.port.is_none_or(|port| server.port.number == port)
+        })
+        .collect();
+    if listeners.is_empty() {
+        return Some(Err((
+            "NoMatchingParent",
+            "no listener of the Gateway has this sectionName and port".to_owned(),
+        )));
+    }
+    let admits = |host: &String| match host.split_once('/') {
+        Some(("*", _)) => true,
+        Some((".", _)) => namespace == route.namespace,
+        _ => false,
+    };
+    Some(
+        if listeners
+            .iter()
+            .any(|server| server.hosts.iter().any(admits))
+        {
+            Ok(())
+        } else {
+            Err((
+                "NotAllowedByListeners",
+                "the listeners admit routes of the Gateway's namespace only (allowedRoutes)"
+                    .to_owned(),
+            ))
+        },
+    )
+}
+
+/// Whether every Service the route sends or mirrors to exists.
+fn backends_exist(mesh: &Mesh, namespace: &str, spec: &HttpRouteSpec) -> Outcome {
+    let backends = spec.rules.iter().flat_map(|rule| {
+        let sent = rule.backend_refs.iter().map(|backend| backend.backend());
+        let mirrored = rule
+            .filters
+            .iter()
+            .filter_map(|filter| Some(filter.request_mirror.as_ref()?.backend_ref.clone()));
+        sent.chain(mirrored).collect::<Vec<_>>()
+    });
+    for backend in backends {
+        let namespace = backend.namespace.as_deref().unwrap_or(namespace);
+        if !mesh
+            .services
+            .contains_key(&(namespace.to_owned(), backend.name.clone()))
+        {
+            return Err((
+                "BackendNotFound",
+                format!("backend({}.{namespace}) not found", backend.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `status` to the HTTPRoute `key`.
+async fn write(client: &Client, (namespace, name): &Key, status: &RouteStatus) -> kube::Result<()> {
+    let routes = ApiResource {
+        group: gateway_api::GROUP.to_owned(),
+        version: "v1".to_owned(),
+        api_version: format!("{}/v1", gateway_api::GROUP),
+        kind: "HTTPRoute".to_owned(),
+        plural: "httproutes".to_owned(),
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &routes)
+        .patch_status(
+            name,
+            &params,
+            &Patch::Apply(document(namespace, name, status)),
+        )
+        .await
+        .map(drop)
+}
+
+/// The status document of the HTTPRoute `namespace/name`.
+fn document(namespace: &str, name: &str, status: &RouteStatus) -> Value {
+    let now = Time(Timestamp::now());
+    let condition = |kind: &str, outcome: &Outcome, ok: &str| {
+        let (state, reason, message) = match outcome {
+            Ok(()) => ("True", kind, ok.to_owned()),
+            Err((reason, message)) => ("False", *reason, message.clone()),
+        };
+        let mut condition = json!({
+            "type": kind,
+            "status": state,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now,
+        });
+        if let Some(generation) = status.generation {
+            condition["observedGeneration"] = json!(generation);
+        }
+        condition
+    };
+    let parents: Vec<Value> = status
+        .parents
+        .iter()
+        .map(|parent| {
+            json!({
+                "parentRef": parent.parent,
+                "controllerName": CONTROLLER_NAME,
+                "conditions": [
+                    condition("Accepted", &parent.accepted, "Route was valid"),
+                    condition("ResolvedRefs", &parent.resolved_refs, "All references resolved"),
+                ],
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": format!("{}/v1", gateway_api::GROUP),
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": {"parents": parents},
+    })
+}
+
+#[cfg(test)]
+#[path = "route_status_tests.rs"]
+mod tests;
