@@ -9,12 +9,17 @@
 //!
 //! # Layout
 //! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry);
+//! - [`grpc_route`]: `GRPCRoute` (method matches), served as the HTTPRoute it amounts to;
 //! - [`gateway`]: `Gateway` of class `istio` (an ingress gateway's listeners).
 
 pub mod gateway;
+pub mod grpc_route;
 pub mod http_route;
 
-pub use self::http_route::{HttpRoute, HttpRouteSpec};
+pub use self::{
+    grpc_route::{GrpcRoute, GrpcRouteSpec},
+    http_route::{HttpRoute, HttpRouteSpec},
+};
 
 /// The Gateway API's group.
 pub const GROUP: &str = "gateway.networking.k8s.io";
@@ -22,3 +27,6 @@ pub const GROUP: &str = "gateway.networking.k8s.io";
 /// The versions of [`GROUP`] read (`Gateway`, `HTTPRoute`), preferred first; each kind
 /// has one schema in both.
 pub const VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// The versions a `GRPCRoute` is read in (it skipped `v1beta1`).
+pub const GRPC_ROUTE_VERSIONS: &[&str] = &["v1", "v1alpha2"];

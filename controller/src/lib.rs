@@ -63,10 +63,10 @@
 //! anyone subscribe as any node; `serve` and `serve-ca` are separate
 //! processes (each watches the folder or the API); the CA root is not read from a
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
-//! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes are
+//! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes (and GRPCRoutes) are
 //! served attached to Services in their own namespace (producer routes, by the
 //! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners);
-//! a rejected HTTPRoute gets Events, not a status; a waypoint receives every service, route and
+//! a rejected route gets Events, not a status; a waypoint receives every service, route and
 //! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]
 

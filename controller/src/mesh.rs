@@ -125,8 +125,11 @@ pub enum RouteKind {
     /// Istio's mesh config (from the root namespace's `istio` ConfigMap): the
     /// extension providers CUSTOM policies name.
     MeshConfig,
-    /// The Gateway API's `HTTPRoute`, served by the waypoints of its parent Services.
+    /// The Gateway API's `HTTPRoute`, served by the waypoints of its parent Services
+    /// (or by ingress gateways).
     HttpRoute,
+    /// The Gateway API's `GRPCRoute`, served as the HTTPRoute it amounts to.
+    GrpcRoute,
     /// The Gateway API's `Gateway` of class `istio`, pushed as the Istio Gateway Istio
     /// makes of it (servers from its listeners, selecting its pods by
     /// `gateway.networking.k8s.io/gateway-name`), served by ingress gateways.
@@ -144,6 +147,7 @@ impl RouteKind {
             Self::Gateway => "Gateway",
             Self::MeshConfig => "MeshConfig",
             Self::HttpRoute => "HTTPRoute",
+            Self::GrpcRoute => "GRPCRoute",
             Self::KubernetesGateway => "KubernetesGateway",
         }
     }
@@ -158,6 +162,7 @@ impl RouteKind {
             // Only the one holding the mesh config is ever validated.
             (_, "ConfigMap") => Some(Self::MeshConfig),
             (_, "HTTPRoute") => Some(Self::HttpRoute),
+            (_, "GRPCRoute") => Some(Self::GrpcRoute),
             _ => None,
         }
     }
@@ -180,7 +185,7 @@ pub struct Route {
     /// The object's `metadata.uid` (Kubernetes mode), for a Gateway API Gateway: what
     /// the objects deployed for it are owned by ([`crate::deployer`]).
     pub uid: Option<String>,
-    /// The object's `metadata.generation` (Kubernetes mode), for an HTTPRoute: what its
+    /// The object's `metadata.generation` (Kubernetes mode), for a route: what its
     /// status was written for ([`crate::route_status`]).
     pub generation: Option<i64>,
     pub source: PathBuf,

@@ -5,7 +5,7 @@
 
 use ambit_api::{
     gateway_api::{
-        HttpRoute, HttpRouteSpec,
+        GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec,
         gateway::{Gateway as KubernetesGateway, GatewaySpec as KubernetesGatewaySpec},
     },
     istio::{
@@ -37,6 +37,8 @@ pub struct Model {
     pub mesh_config: Option<Accepted<MeshConfig>>,
     /// The Gateway API's HTTPRoutes.
     pub http_routes: Vec<Accepted<HttpRoute>>,
+    /// The Gateway API's GRPCRoutes.
+    pub grpc_routes: Vec<Accepted<GrpcRoute>>,
     /// The Gateway API's Gateways of class `istio` (ingress gateways).
     pub kubernetes_gateways: Vec<Accepted<KubernetesGateway>>,
 }
@@ -53,6 +55,7 @@ impl Model {
             + self.request_authentications.len()
             + usize::from(self.mesh_config.is_some())
             + self.http_routes.len()
+            + self.grpc_routes.len()
             + self.kubernetes_gateways.len()
     }
 
@@ -89,6 +92,11 @@ impl Model {
     pub(crate) fn add_http_route(&mut self, object: &Object, spec: HttpRouteSpec) {
         let typed = HttpRoute::new(&object.metadata.name, spec);
         self.http_routes.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_grpc_route(&mut self, object: &Object, spec: GrpcRouteSpec) {
+        let typed = GrpcRoute::new(&object.metadata.name, spec);
+        self.grpc_routes.push(accept(object, typed));
     }
 
     pub(crate) fn add_kubernetes_gateway(&mut self, object: &Object, spec: KubernetesGatewaySpec) {

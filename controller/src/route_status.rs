@@ -1,4 +1,4 @@
-//! HTTPRoute status (`serve --kube`): each accepted HTTPRoute gets, for each parent
+//! Route status (`serve --kube`): each accepted HTTPRoute and GRPCRoute gets, for each parent
 //! Ambit serves or should, the conditions Istio writes under its controller name —
 //! `Accepted` (the parent Service exists in the route's namespace, or the class-`istio`
 //! Gateway admits the route on the named listener) and `ResolvedRefs` (every backend
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use ambit_api::{
     gateway_api::{
-        self,
+        self, GrpcRouteSpec,
         http_route::{HttpRouteSpec, ParentReference},
     },
     istio::GatewaySpec as IstioGatewaySpec,
@@ -57,10 +57,13 @@ struct RouteStatus {
     parents: Vec<ParentStatus>,
 }
 
-/// Keeps the status of every HTTPRoute of `model` written, through `client`, until the
-/// model source ends.
+/// A route: its kind and key.
+type RouteKey = (RouteKind, Key);
+
+/// Keeps the status of every HTTPRoute and GRPCRoute of `model` written, through
+/// `client`, until the model source ends.
 pub async fn run(client: Client, mut model: ModelSource) {
-    let mut written: BTreeMap<Key, RouteStatus> = BTreeMap::new();
+    let mut written: BTreeMap<RouteKey, RouteStatus> = BTreeMap::new();
     let mut retry = RETRY_FIRST;
     loop {
         let wanted = statuses(&model.borrow_and_update().mesh);
@@ -75,7 +78,8 @@ pub async fn run(client: Client, mut model: ModelSource) {
                     written.insert(key.clone(), status.clone());
                 }
                 Err(error) => {
-                    tracing::warn!(namespace = key.0, route = key.1, %error, retry_in = ?retry, "HTTPRoute status not written: may the controller patch httproutes/status (deploy/kubernetes/controller-rbac.yaml)?");
+                    let (kind, (namespace, name)) = key;
+                    tracing::warn!(kind = kind.as_str(), namespace, name, %error, retry_in = ?retry, "route status not written: may the controller patch httproutes/status and grpcroutes/status (deploy/kubernetes/controller-rbac.yaml)?");
                     failed = true;
                 }
             }
@@ -97,14 +101,19 @@ pub async fn run(client: Client, mut model: ModelSource) {
     }
 }
 
-/// The status each HTTPRoute of `mesh` should have; routes none of whose parents are
-/// Ambit's are left out.
-fn statuses(mesh: &Mesh) -> BTreeMap<Key, RouteStatus> {
+/// The status each HTTPRoute and GRPCRoute of `mesh` should have; routes none of whose
+/// parents are Ambit's are left out.
+fn statuses(mesh: &Mesh) -> BTreeMap<RouteKey, RouteStatus> {
     mesh.routes
         .iter()
-        .filter(|((kind, _), _)| *kind == RouteKind::HttpRoute)
-        .filter_map(|((_, key), route)| {
-            let spec: HttpRouteSpec = serde_json::from_value(route.spec.clone()).ok()?;
+        .filter_map(|(key, route)| {
+            let spec: HttpRouteSpec = match key.0 {
+                RouteKind::HttpRoute => serde_json::from_value(route.spec.clone()).ok()?,
+                RouteKind::GrpcRoute => serde_json::from_value::<GrpcRouteSpec>(route.spec.clone())
+                    .ok()?
+                    .to_http_route(),
+                _ => return None,
+            };
             let resolved_refs = backends_exist(mesh, &route.namespace, &spec);
             let parents: Vec<ParentStatus> = spec
                 .parent_refs
@@ -213,28 +222,30 @@ fn backends_exist(mesh: &Mesh, namespace: &str, spec: &HttpRouteSpec) -> Outcome
     Ok(())
 }
 
-/// Applies `status` to the HTTPRoute `key`.
-async fn write(client: &Client, (namespace, name): &Key, status: &RouteStatus) -> kube::Result<()> {
+/// Applies `status` to the route `key`.
+async fn write(
+    client: &Client,
+    (kind, (namespace, name)): &RouteKey,
+    status: &RouteStatus,
+) -> kube::Result<()> {
+    let kind = kind.as_str();
     let routes = ApiResource {
         group: gateway_api::GROUP.to_owned(),
         version: "v1".to_owned(),
         api_version: format!("{}/v1", gateway_api::GROUP),
-        kind: "HTTPRoute".to_owned(),
-        plural: "httproutes".to_owned(),
+        kind: kind.to_owned(),
+        plural: format!("{}s", kind.to_lowercase()),
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let document = document((kind, namespace, name), status);
     Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &routes)
-        .patch_status(
-            name,
-            &params,
-            &Patch::Apply(document(namespace, name, status)),
-        )
+        .patch_status(name, &params, &Patch::Apply(document))
         .await
         .map(drop)
 }
 
-/// The status document of the HTTPRoute `namespace/name`.
-fn document(namespace: &str, name: &str, status: &RouteStatus) -> Value {
+/// The status document of the route `namespace/name` of `kind`.
+fn document((kind, namespace, name): (&str, &str, &str), status: &RouteStatus) -> Value {
     let now = Time(Timestamp::now());
     let condition = |kind: &str, outcome: &Outcome, ok: &str| {
         let (state, reason, message) = match outcome {
@@ -269,7 +280,7 @@ fn document(namespace: &str, name: &str, status: &RouteStatus) -> Value {
         .collect();
     json!({
         "apiVersion": format!("{}/v1", gateway_api::GROUP),
-        "kind": "HTTPRoute",
+        "kind": kind,
         "metadata": {"name": name, "namespace": namespace},
         "status": {"parents": parents},
     })

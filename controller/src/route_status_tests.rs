@@ -27,7 +27,7 @@ spec:
   listeners: [{name: http, port: 80, protocol: HTTP}]
 ";
 
-fn statuses_of(routes: &str) -> BTreeMap<Key, RouteStatus> {
+fn statuses_of(routes: &str) -> BTreeMap<RouteKey, RouteStatus> {
     let mut manifests = Manifests::default();
     manifests.parse_documents(Path::new("all.yaml"), &format!("{CLUSTER}---\n{routes}"));
     let built = build(&manifests, "cluster.local", &Mesh::default());
@@ -70,7 +70,10 @@ spec:
   rules: [{backendRefs: [{name: reviews-v1, port: 9080}]}]
 ",
     );
-    let status = &statuses[&("shop".to_owned(), "reviews".to_owned())];
+    let status = &statuses[&(
+        RouteKind::HttpRoute,
+        ("shop".to_owned(), "reviews".to_owned()),
+    )];
     assert_eq!(status.generation, Some(3));
     let not_found = (
         "NoMatchingParent",
@@ -90,7 +93,7 @@ spec:
         ],
         "a Gateway not in the model is another controller's: no entry"
     );
-    let document = document("shop", "reviews", status);
+    let document = document(("HTTPRoute", "shop", "reviews"), status);
     let first = &document["status"]["parents"][0];
     assert_eq!(first["controllerName"], CONTROLLER_NAME);
     assert_eq!(first["parentRef"]["name"], "reviews");
@@ -113,7 +116,10 @@ spec:
   rules: [{backendRefs: [{name: reviews-v2, namespace: shop, port: 9080}]}]
 ",
     );
-    let status = &statuses[&("other".to_owned(), "elsewhere".to_owned())];
+    let status = &statuses[&(
+        RouteKind::HttpRoute,
+        ("other".to_owned(), "elsewhere".to_owned()),
+    )];
     let missing = Err((
         "BackendNotFound",
         "backend(reviews-v2.shop) not found".to_owned(),
@@ -131,4 +137,27 @@ spec:
         outcomes.iter().all(|(_, _, resolved)| *resolved == missing),
         "{outcomes:?}"
     );
+}
+
+#[test]
+fn a_grpc_route_gets_its_status_as_its_own_kind() {
+    let statuses = statuses_of(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: calls, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: reviews}]
+  rules: [{matches: [{method: {service: shop.Reviews}}], backendRefs: [{name: reviews-v1, port: 9080}]}]
+",
+    );
+    let key = (
+        RouteKind::GrpcRoute,
+        ("shop".to_owned(), "calls".to_owned()),
+    );
+    assert_eq!(
+        outcomes(&statuses[&key]),
+        [("reviews".to_owned(), Ok(()), Ok(()))]
+    );
+    let document = document(("GRPCRoute", "shop", "calls"), &statuses[&key]);
+    assert_eq!(document["kind"], "GRPCRoute");
 }

@@ -26,6 +26,7 @@ mod decode;
 mod destination_rule;
 mod fields;
 mod gateway;
+mod grpc_route;
 mod http_route;
 mod kubernetes_gateway;
 mod mesh_config;
@@ -421,6 +422,7 @@ enum Kind {
     MeshConfig,
     /// The Gateway API's.
     HttpRoute,
+    GrpcRoute,
     /// The Gateway API's `Gateway` of class `istio`: an ingress gateway.
     KubernetesGateway,
 }
@@ -438,6 +440,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (istio::SECURITY_GROUP, "PeerAuthentication") => Some(Kind::PeerAuthentication),
         (istio::SECURITY_GROUP, "RequestAuthentication") => Some(Kind::RequestAuthentication),
         (gateway_api::GROUP, "HTTPRoute") => Some(Kind::HttpRoute),
+        (gateway_api::GROUP, "GRPCRoute") => Some(Kind::GrpcRoute),
         // Waypoints (class `istio-waypoint`) are read as such, not checked here.
         (gateway_api::GROUP, "Gateway")
             if object.spec_str("gatewayClassName") == Some(gateway_api::gateway::INGRESS_CLASS) =>
@@ -471,6 +474,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut request_authentications = Vec::new();
     let mut mesh_configs = Vec::new();
     let mut http_routes = Vec::new();
+    let mut grpc_routes = Vec::new();
     let mut kubernetes_gateways = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
@@ -502,6 +506,7 @@ pub fn validate(manifests: &Manifests) -> Report {
             }
             Kind::MeshConfig => mesh_configs.push(mesh_config::check(object, findings)),
             Kind::HttpRoute => http_routes.push(Checked::decode(object, findings)),
+            Kind::GrpcRoute => grpc_routes.push(Checked::decode(object, findings)),
             Kind::KubernetesGateway => {
                 kubernetes_gateways.push(Checked::decode(object, findings));
             }
@@ -561,6 +566,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             http_route::check(spec, route.object.namespace(), &mut route.findings);
         }
     }
+    for route in &mut grpc_routes {
+        if let Some(spec) = &route.spec {
+            grpc_route::check(spec, route.object.namespace(), &mut route.findings);
+        }
+    }
     for gateway in &mut kubernetes_gateways {
         if let Some(spec) = &gateway.spec {
             kubernetes_gateway::check(spec, gateway.object.namespace(), &mut gateway.findings);
@@ -597,6 +607,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             report.model.add_http_route(object, spec);
         }
     }
+    for route in grpc_routes {
+        if let Some((object, spec)) = route.conclude(&mut report.diagnostics) {
+            report.model.add_grpc_route(object, spec);
+        }
+    }
     for gateway in kubernetes_gateways {
         if let Some((object, spec)) = gateway.conclude(&mut report.diagnostics) {
             report.model.add_kubernetes_gateway(object, spec);
@@ -624,6 +639,7 @@ pub fn validate(manifests: &Manifests) -> Report {
 fn check_document(object: &Object, findings: &mut Findings) -> bool {
     let (group, version) = object.api_version.split_once('/').unwrap_or_default();
     let versions = match group {
+        gateway_api::GROUP if object.kind == "GRPCRoute" => gateway_api::GRPC_ROUTE_VERSIONS,
         gateway_api::GROUP => gateway_api::VERSIONS,
         group => istio::served_versions(group),
     };

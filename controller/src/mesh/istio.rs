@@ -77,6 +77,23 @@ pub(super) fn resolve(
         };
         insert_route(mesh, route, accepted.source.file.clone());
     }
+    for accepted in &report.model.grpc_routes {
+        let grpc = &accepted.object;
+        let namespace = grpc.metadata.namespace.clone().unwrap_or_default();
+        let hosts = grpc
+            .spec
+            .to_http_route()
+            .producer_parents(&namespace)
+            .map(|parent| hosts::resolve(&parent.name, &namespace))
+            .collect();
+        let name = grpc.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&grpc.spec).unwrap_or_default();
+        let route = Route {
+            generation: grpc.metadata.generation,
+            ..route(RouteKind::GrpcRoute, namespace, name, hosts, spec)
+        };
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
     for accepted in &report.model.kubernetes_gateways {
         let gateway = &accepted.object;
         let namespace = gateway.metadata.namespace.clone().unwrap_or_default();

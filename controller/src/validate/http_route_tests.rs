@@ -134,3 +134,54 @@ spec:
         .collect();
     assert_eq!(kept, ["fine"]);
 }
+
+#[test]
+fn a_grpc_route_is_checked_by_its_method_matches_and_as_the_http_route_it_serves_as() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: cart, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: cart}]
+  rules:
+  - matches: [{method: {service: shop.Cart, method: Add}}]
+    backendRefs: [{name: cart-v2, port: 9000}]
+  - backendRefs: [{name: cart, port: 9000}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: GRPCRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: cart}]
+  rules:
+  - matches:
+    - {method: {type: RegularExpression, service: 'shop.(['}}
+    - {method: {}}
+    filters: [{type: URLRewrite, urlRewrite: {hostname: x}}]
+    backendRefs: [{name: cart}]
+",
+    );
+    let expected = [
+        "spec.rules[0].matches[0].method.service: `shop.([` is not a valid regular expression",
+        "spec.rules[0].matches[1].method: required: name a `service`, a `method`, or both",
+        "spec.rules[0].filters[0].type: a GRPCRoute's filters edit headers or mirror calls",
+        "spec.rules[0].backendRefs[0].port: required: a Service backend needs the Service port",
+    ];
+    for expected in expected {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with("error: shop/broken (GRPCRoute)")
+                    && line.contains(expected)),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    let kept: Vec<_> = report
+        .model
+        .grpc_routes
+        .iter()
+        .map(|route| route.object.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(kept, ["cart"]);
+}

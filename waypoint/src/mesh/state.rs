@@ -12,6 +12,7 @@ use std::{
 
 use ambit_api::{
     config::{self as pb, ConfigUpdate, resource::Kind},
+    gateway_api::GrpcRouteSpec,
     identity::Identity,
     istio::MeshConfig,
     locality::Locality,
@@ -202,6 +203,15 @@ fn compile(
             }
             Some(Kind::Route(route)) if route.kind == "HTTPRoute" => {
                 config.http_routes.push(named(key, route, "HTTPRoute")?);
+            }
+            // Served as the HTTPRoute it amounts to (method matches as paths).
+            Some(Kind::Route(route)) if route.kind == "GRPCRoute" => {
+                let grpc = named::<GrpcRouteSpec>(key, route, "GRPCRoute")?;
+                config.http_routes.push(Named {
+                    spec: grpc.spec.to_http_route(),
+                    namespace: grpc.namespace,
+                    name: grpc.name,
+                });
             }
             Some(Kind::Route(route)) if route.kind == "DestinationRule" => {
                 config

@@ -1,8 +1,9 @@
 //! The Gateway API's HTTPRoutes attached to a Service: ranked matches across rules and
 //! routes, whole-path-element prefixes, weighted backend Services, filters, and a
-//! VirtualService for the same Service taking precedence.
+//! VirtualService for the same Service taking precedence; a GRPCRoute, as the HTTPRoute
+//! it amounts to.
 
-use ambit_api::gateway_api::HttpRouteSpec;
+use ambit_api::gateway_api::{GrpcRouteSpec, HttpRouteSpec};
 use ambit_waypoint::{Config, Named, Service};
 use http::Method;
 use serde_json::json;
@@ -254,4 +255,42 @@ rules: [{backendRefs: [{name: app-v3, port: 80}]}]
     .await;
     let client = TestClient::http1(&waypoint);
     assert_eq!(client.get("app-v2", "/").await.backend(), "v1");
+}
+
+#[tokio::test]
+async fn a_grpc_route_routes_calls_by_service_and_method() {
+    let (services, _backends) = app_and_versions().await;
+    let grpc = named::<GrpcRouteSpec>(
+        "calls",
+        "
+parentRefs: [{group: '', kind: Service, name: app}]
+rules:
+- matches: [{method: {type: RegularExpression, method: 'Get.*'}}]
+  backendRefs: [{name: app-v1, port: 80}]
+- matches: [{method: {service: shop.Cart}}]
+  backendRefs: [{name: app-v3, port: 80}]
+- matches: [{method: {service: shop.Cart, method: Add}}]
+  backendRefs: [{name: app-v2, port: 80}]
+",
+    );
+    let route = Named {
+        namespace: grpc.namespace,
+        name: grpc.name,
+        spec: grpc.spec.to_http_route(),
+    };
+    let waypoint = Waypoint::start(&routes_config(services, vec![route])).await;
+    let client = TestClient::http1(&waypoint);
+
+    for (path, want) in [
+        ("/shop.Cart/Add", "v2"),
+        ("/shop.Cart/Remove", "v3"),
+        ("/shop.Catalog/GetItem", "v1"),
+    ] {
+        let reply = client.send_method(Method::POST, "app", path, &[]).await;
+        assert_eq!(reply.backend(), want, "{path}: {reply:?}");
+    }
+    let other = client
+        .send_method(Method::POST, "app", "/shop.Catalog/Put", &[])
+        .await;
+    assert_eq!(other.status, 404, "no rule takes it: {other:?}");
 }

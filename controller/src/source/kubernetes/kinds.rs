@@ -33,7 +33,7 @@ pub struct Kind {
 }
 
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 14] = [
+pub const KINDS: [Kind; 15] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
@@ -57,6 +57,12 @@ pub const KINDS: [Kind; 14] = [
         gateway_api::VERSIONS,
         "HTTPRoute",
         "httproutes",
+    ),
+    custom(
+        gateway_api::GROUP,
+        gateway_api::GRPC_ROUTE_VERSIONS,
+        "GRPCRoute",
+        "grpcroutes",
     ),
     // Istio's mesh config (its `extensionProviders`), where istiod reads it.
     Kind {
