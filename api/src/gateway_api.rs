@@ -10,11 +10,13 @@
 //! # Layout
 //! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry);
 //! - [`grpc_route`]: `GRPCRoute` (method matches), served as the HTTPRoute it amounts to;
-//! - [`gateway`]: `Gateway` of class `istio` (an ingress gateway's listeners).
+//! - [`gateway`]: `Gateway` of class `istio` (an ingress gateway's listeners);
+//! - [`reference_grant`]: `ReferenceGrant` (references across namespaces allowed).
 
 pub mod gateway;
 pub mod grpc_route;
 pub mod http_route;
+pub mod reference_grant;
 
 pub use self::{
     grpc_route::{GrpcRoute, GrpcRouteSpec},
@@ -27,6 +29,9 @@ pub const GROUP: &str = "gateway.networking.k8s.io";
 /// The versions of [`GROUP`] read (`Gateway`, `HTTPRoute`), preferred first; each kind
 /// has one schema in both.
 pub const VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// The versions a `ReferenceGrant` is read in, preferred first.
+pub const REFERENCE_GRANT_VERSIONS: &[&str] = &["v1beta1", "v1"];
 
 /// The versions a `GRPCRoute` is read in (it skipped `v1beta1`).
 pub const GRPC_ROUTE_VERSIONS: &[&str] = &["v1", "v1alpha2"];

@@ -114,6 +114,13 @@ spec:
   - {name: edge, namespace: shop}
   - {group: '', kind: Service, name: reviews, namespace: shop}
   rules: [{backendRefs: [{name: reviews-v2, namespace: shop, port: 9080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-other, namespace: shop}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: other}]
+  to: [{group: '', kind: Service}]
 ",
     );
     let status = &statuses[&(

@@ -41,7 +41,8 @@ use std::{
 };
 
 use ambit_api::{
-    gateway_api, istio,
+    gateway_api::{self, reference_grant::ReferenceGrantSpec},
+    istio,
     manifests::{ManifestError, Manifests, Object, Source},
 };
 use serde::de::DeserializeOwned;
@@ -425,6 +426,8 @@ enum Kind {
     GrpcRoute,
     /// The Gateway API's `Gateway` of class `istio`: an ingress gateway.
     KubernetesGateway,
+    /// What routes attached to Gateways may refer to across namespaces.
+    ReferenceGrant,
 }
 
 fn kind_of(object: &Object) -> Option<Kind> {
@@ -441,6 +444,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (istio::SECURITY_GROUP, "RequestAuthentication") => Some(Kind::RequestAuthentication),
         (gateway_api::GROUP, "HTTPRoute") => Some(Kind::HttpRoute),
         (gateway_api::GROUP, "GRPCRoute") => Some(Kind::GrpcRoute),
+        (gateway_api::GROUP, "ReferenceGrant") => Some(Kind::ReferenceGrant),
         // Waypoints (class `istio-waypoint`) are read as such, not checked here.
         (gateway_api::GROUP, "Gateway")
             if object.spec_str("gatewayClassName") == Some(gateway_api::gateway::INGRESS_CLASS) =>
@@ -475,6 +479,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut mesh_configs = Vec::new();
     let mut http_routes = Vec::new();
     let mut grpc_routes = Vec::new();
+    let mut reference_grants = Vec::new();
     let mut kubernetes_gateways = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
@@ -507,6 +512,7 @@ pub fn validate(manifests: &Manifests) -> Report {
             Kind::MeshConfig => mesh_configs.push(mesh_config::check(object, findings)),
             Kind::HttpRoute => http_routes.push(Checked::decode(object, findings)),
             Kind::GrpcRoute => grpc_routes.push(Checked::decode(object, findings)),
+            Kind::ReferenceGrant => reference_grants.push(Checked::decode(object, findings)),
             Kind::KubernetesGateway => {
                 kubernetes_gateways.push(Checked::decode(object, findings));
             }
@@ -561,15 +567,30 @@ pub fn validate(manifests: &Manifests) -> Report {
             peer_authentication::check(spec, &mut policy.findings);
         }
     }
+    // What ReferenceGrants allow; an invalid one allows nothing.
+    let grants = http_route::Grants(
+        reference_grants
+            .iter()
+            .filter(|grant| !grant.findings.has_errors())
+            .filter_map(|grant: &Checked<'_, ReferenceGrantSpec>| {
+                Some((grant.object.namespace(), grant.spec.clone()?))
+            })
+            .collect(),
+    );
     for route in &mut http_routes {
         if let Some(spec) = &route.spec {
-            http_route::check(spec, route.object.namespace(), &mut route.findings);
+            let at = ("HTTPRoute", route.object.namespace());
+            http_route::check(spec, at, &grants, &mut route.findings);
         }
     }
     for route in &mut grpc_routes {
         if let Some(spec) = &route.spec {
-            grpc_route::check(spec, route.object.namespace(), &mut route.findings);
+            let namespace = route.object.namespace();
+            grpc_route::check(spec, namespace, &grants, &mut route.findings);
         }
+    }
+    for grant in reference_grants {
+        grant.conclude(&mut report.diagnostics);
     }
     for gateway in &mut kubernetes_gateways {
         if let Some(spec) = &gateway.spec {
@@ -640,6 +661,9 @@ fn check_document(object: &Object, findings: &mut Findings) -> bool {
     let (group, version) = object.api_version.split_once('/').unwrap_or_default();
     let versions = match group {
         gateway_api::GROUP if object.kind == "GRPCRoute" => gateway_api::GRPC_ROUTE_VERSIONS,
+        gateway_api::GROUP if object.kind == "ReferenceGrant" => {
+            gateway_api::REFERENCE_GRANT_VERSIONS
+        }
         gateway_api::GROUP => gateway_api::VERSIONS,
         group => istio::served_versions(group),
     };

@@ -5,7 +5,8 @@
 //! on the other node is reached over HBONE. The gateway's pod is labelled
 //! `gateway.networking.k8s.io/gateway-name` as Istio labels the pods it deploys, and
 //! runs the real `ambit-waypoint --ingress`. A route in another namespace attached to
-//! the same Gateway is not admitted (`allowedRoutes` defaults to the Gateway's own).
+//! the same Gateway, granted the `app` Service by a ReferenceGrant, is still not
+//! admitted (`allowedRoutes` defaults to the Gateway's own namespace).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -103,6 +104,22 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
                 "backendRefs": [{ "name": "app", "namespace": "shop", "port": 9080 }],
             }]),
         ),
+    )?;
+    net.write_manifest(
+        "grant.yaml",
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": { "name": "from-outside", "namespace": "shop" },
+            "spec": {
+                "from": [{
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "HTTPRoute",
+                    "namespace": "outside",
+                }],
+                "to": [{ "group": "", "kind": "Service" }],
+            },
+        }),
     )?;
     let gateway_pod = n1.add_pod(PodSpec::waypoint("shop", GATEWAY))?;
     let client = n1.add_pod(PodSpec::new("outside", "curl"))?;

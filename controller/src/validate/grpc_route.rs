@@ -11,7 +11,12 @@ use ambit_api::gateway_api::{
 use super::{Findings, Reason, fields, http_route};
 
 /// Checks one GRPCRoute in `namespace`.
-pub(super) fn check(spec: &GrpcRouteSpec, namespace: &str, findings: &mut Findings) {
+pub(super) fn check(
+    spec: &GrpcRouteSpec,
+    namespace: &str,
+    grants: &http_route::Grants<'_>,
+    findings: &mut Findings,
+) {
     for (i, rule) in spec.rules.iter().enumerate() {
         for (j, condition) in rule.matches.iter().enumerate() {
             let path = format!("spec.rules[{i}].matches[{j}]");
@@ -67,5 +72,5 @@ pub(super) fn check(spec: &GrpcRouteSpec, namespace: &str, findings: &mut Findin
     for rule in &mut served.rules {
         rule.matches.clear();
     }
-    http_route::check(&served, namespace, findings);
+    http_route::check(&served, ("GRPCRoute", namespace), grants, findings);
 }

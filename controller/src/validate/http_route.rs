@@ -1,10 +1,17 @@
-//! Pass 3 for the Gateway API's HTTPRoute: its parents (Services are served, by their
-//! waypoints; others are warned about), and each rule's matches, filters, backends,
-//! timeouts and retry as the Gateway API's CRD rules and Istio check them.
+//! Pass 3 for the Gateway API's HTTPRoute: its parents (Services are served by their
+//! waypoints, Gateways of class `istio` by ingress gateways; others are warned about),
+//! each rule's matches, filters, backends, timeouts and retry as the Gateway API's CRD
+//! rules and Istio check them, and — for a route attached to a Gateway — a
+//! ReferenceGrant for each Service of another namespace it sends to, as the Gateway API
+//! requires (a mesh route needs none: GAMMA).
 
-use ambit_api::gateway_api::http_route::{
-    BackendRef, FilterType, HttpPathModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
-    HttpRouteSpec, PathMatchType, PathModifierType, ValueMatchType,
+use ambit_api::gateway_api::{
+    self,
+    http_route::{
+        BackendRef, FilterType, HttpPathModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
+        HttpRouteSpec, ParentReference, PathMatchType, PathModifierType, ValueMatchType,
+    },
+    reference_grant::ReferenceGrantSpec,
 };
 
 use super::{Findings, Reason, fields};
@@ -17,7 +24,12 @@ const METHODS: &[&str] = &[
 const MAX_WEIGHT: u32 = 1_000_000;
 
 /// Checks one HTTPRoute in `namespace`.
-pub(super) fn check(spec: &HttpRouteSpec, namespace: &str, findings: &mut Findings) {
+pub(super) fn check(
+    spec: &HttpRouteSpec,
+    (kind, namespace): (&str, &str),
+    grants: &Grants<'_>,
+    findings: &mut Findings,
+) {
     if spec.parent_refs.is_empty() {
         findings.add("spec.parentRefs", Reason::NotServed(
             "the route attaches to nothing: add a parent (in the mesh, `{group: \"\", kind: Service, name: <service>}`)".to_owned(),
@@ -26,9 +38,10 @@ pub(super) fn check(spec: &HttpRouteSpec, namespace: &str, findings: &mut Findin
     for (i, parent) in spec.parent_refs.iter().enumerate() {
         let path = format!("spec.parentRefs[{i}]");
         fields::port(findings, &format!("{path}.port"), parent.port);
-        let served = spec
-            .producer_parents(namespace)
-            .any(|producer| std::ptr::eq(producer, parent));
+        let served = is_gateway(parent)
+            || spec
+                .producer_parents(namespace)
+                .any(|producer| std::ptr::eq(producer, parent));
         if served {
             continue;
         }
@@ -36,7 +49,7 @@ pub(super) fn check(spec: &HttpRouteSpec, namespace: &str, findings: &mut Findin
             "a route for a Service in another namespace (a consumer route) is not applied by waypoints yet: put the route in the Service's namespace".to_owned()
         } else {
             format!(
-                "Ambit serves HTTPRoutes attached to Services (by their waypoints); a {} parent is ignored — for ingress, use an Istio Gateway with a VirtualService",
+                "Ambit serves routes attached to Services (by their waypoints) and Gateways (of class istio); a {} parent is ignored",
                 parent.group_kind()
             )
         };
@@ -44,6 +57,63 @@ pub(super) fn check(spec: &HttpRouteSpec, namespace: &str, findings: &mut Findin
     }
     for (i, rule) in spec.rules.iter().enumerate() {
         check_rule(rule, &format!("spec.rules[{i}]"), findings);
+    }
+    if spec.parent_refs.iter().any(is_gateway) {
+        check_references(spec, (kind, namespace), grants, findings);
+    }
+}
+
+/// The ReferenceGrants of the input, with their namespaces.
+#[derive(Debug, Default)]
+pub(super) struct Grants<'a>(pub Vec<(&'a str, ReferenceGrantSpec)>);
+
+impl Grants<'_> {
+    /// Whether a `kind` in `namespace` may send to Service `service` of `target`.
+    fn allow(&self, from: (&str, &str), (target, service): (&str, &str)) -> bool {
+        self.0
+            .iter()
+            .any(|(namespace, grant)| *namespace == target && grant.allows(from, service))
+    }
+}
+
+fn is_gateway(parent: &ParentReference) -> bool {
+    parent.group_kind() == format!("{}/Gateway", gateway_api::GROUP)
+}
+
+/// Each Service of another namespace the route sends or mirrors to is granted to it.
+fn check_references(
+    spec: &HttpRouteSpec,
+    (kind, namespace): (&str, &str),
+    grants: &Grants<'_>,
+    findings: &mut Findings,
+) {
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let sent = rule
+            .backend_refs
+            .iter()
+            .enumerate()
+            .map(|(j, backend)| (format!("backendRefs[{j}]"), backend.backend()));
+        let mirrored = rule.filters.iter().enumerate().filter_map(|(j, filter)| {
+            let mirror = filter.request_mirror.as_ref()?;
+            Some((
+                format!("filters[{j}].requestMirror.backendRef"),
+                mirror.backend_ref.clone(),
+            ))
+        });
+        for (field, backend) in sent.chain(mirrored) {
+            let Some(target) = backend.namespace.as_deref().filter(|ns| *ns != namespace) else {
+                continue;
+            };
+            if !grants.allow((kind, namespace), (target, &backend.name)) {
+                findings.add(
+                    format!("spec.rules[{i}].{field}.namespace"),
+                    Reason::Conflict(format!(
+                        "Service {target}/{} is in another namespace, and no ReferenceGrant in {target} lets {kind}s of {namespace} send to it: add one (from: {{group: gateway.networking.k8s.io, kind: {kind}, namespace: {namespace}}}, to: {{group: \"\", kind: Service}}), or keep the route in the Service's namespace",
+                        backend.name
+                    )),
+                );
+            }
+        }
     }
 }
 

@@ -52,15 +52,16 @@ kind: HTTPRoute
 metadata: {name: mixed, namespace: shop}
 spec:
   parentRefs:
-  - {name: ingress}
+  - {group: networking.istio.io, kind: ServiceEntry, name: external}
   - {group: '', kind: Service, name: cart, namespace: other}
+  - {name: ingress}
   - {group: '', kind: Service, name: cart}
   rules:
   - backendRefs: [{name: cart, port: 80}]
 ",
     );
     let expected = [
-        "warning: shop/mixed (HTTPRoute) in routes.yaml document 1: spec.parentRefs[0]: Ambit serves HTTPRoutes attached to Services (by their waypoints); a gateway.networking.k8s.io/Gateway parent is ignored",
+        "warning: shop/mixed (HTTPRoute) in routes.yaml document 1: spec.parentRefs[0]: Ambit serves routes attached to Services (by their waypoints) and Gateways (of class istio); a networking.istio.io/ServiceEntry parent is ignored",
         "warning: shop/mixed (HTTPRoute) in routes.yaml document 1: spec.parentRefs[1]: a route for a Service in another namespace (a consumer route) is not applied by waypoints yet",
     ];
     assert_eq!(lines.len(), 2, "{lines:#?}");
@@ -184,4 +185,58 @@ spec:
         .map(|route| route.object.metadata.name.clone().unwrap_or_default())
         .collect();
     assert_eq!(kept, ["cart"]);
+}
+
+#[test]
+fn a_route_on_a_gateway_needs_a_reference_grant_to_reach_another_namespace() {
+    let route = |name: &str, namespace: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  parentRefs: [{{name: edge, namespace: infra}}]
+  rules: [{{backendRefs: [{{name: cart, namespace: shop, port: 80}}]}}]
+"
+        )
+    };
+    let grant = "apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-web, namespace: shop}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: web}]
+  to: [{group: '', kind: Service, name: cart}]
+";
+    let mesh_route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mesh, namespace: web}
+spec:
+  parentRefs: [{group: '', kind: Service, name: front}]
+  rules: [{backendRefs: [{name: cart, namespace: shop, port: 80}]}]
+";
+    let (lines, report) = diagnostics(&format!(
+        "{}---\n{}---\n{grant}---\n{mesh_route}",
+        route("granted", "web"),
+        route("ungranted", "intruder")
+    ));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with(
+            "error: intruder/ungranted (HTTPRoute) in routes.yaml document 2: spec.rules[0].backendRefs[0].namespace: Service shop/cart is in another namespace, and no ReferenceGrant in shop lets HTTPRoutes of intruder send to it"
+        ),
+        "{}",
+        lines[0]
+    );
+    let mut kept: Vec<_> = report
+        .model
+        .http_routes
+        .iter()
+        .map(|route| route.object.metadata.name.clone().unwrap_or_default())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["granted", "mesh"],
+        "a mesh route needs no grant (GAMMA)"
+    );
 }

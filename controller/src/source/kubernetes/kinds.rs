@@ -33,7 +33,7 @@ pub struct Kind {
 }
 
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 15] = [
+pub const KINDS: [Kind; 16] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
@@ -63,6 +63,12 @@ pub const KINDS: [Kind; 15] = [
         gateway_api::GRPC_ROUTE_VERSIONS,
         "GRPCRoute",
         "grpcroutes",
+    ),
+    custom(
+        gateway_api::GROUP,
+        gateway_api::REFERENCE_GRANT_VERSIONS,
+        "ReferenceGrant",
+        "referencegrants",
     ),
     // Istio's mesh config (its `extensionProviders`), where istiod reads it.
     Kind {
