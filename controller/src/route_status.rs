@@ -154,7 +154,7 @@ fn accepted(mesh: &Mesh, route: &Route, parent: &ParentReference) -> Option<Outc
             ))
         });
     }
-    if parent.group_kind() != format!("{}/Gateway", gateway_api::GROUP) {
+    if !parent.is_gateway() {
         return None;
     }
     let gateway = mesh.routes.get(&(RouteKind::KubernetesGateway, key))?;

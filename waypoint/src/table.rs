@@ -28,19 +28,16 @@ mod route;
 mod tcp;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     fmt,
     sync::Arc,
 };
 
-use ambit_api::{
-    gateway_api::HttpRouteSpec,
-    istio::{
-        DestinationRuleSpec, VirtualServiceSpec,
-        destination_rule::{
-            ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
-            PortTrafficPolicy, SimpleLb, TrafficPolicy,
-        },
+use ambit_api::istio::{
+    DestinationRuleSpec, VirtualServiceSpec,
+    destination_rule::{
+        ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
+        PortTrafficPolicy, SimpleLb, TrafficPolicy,
     },
 };
 use thiserror::Error;
@@ -352,75 +349,6 @@ impl RouteTable {
                 HostPattern::Exact(name) => {
                     self.exact_hosts.entry(name).or_default().push(index);
                 }
-                wildcard => self.wildcard_hosts.push((wildcard, index)),
-            }
-        }
-    }
-
-    /// Adds the HTTPRoutes' routes where they attach (a waypoint's Services, an
-    /// ingress gateway's listeners), each host's in the Gateway API's order (by rank;
-    /// then by route, in `namespace/name` order, and rule). A VirtualService for the
-    /// same host, added before, takes its requests.
-    fn add_http_routes(
-        &mut self,
-        config: &Config,
-        clusters: &ClusterIndex,
-        errors: &mut Vec<ConfigError>,
-    ) {
-        let mut in_order: Vec<&Named<HttpRouteSpec>> = config.http_routes.iter().collect();
-        in_order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut by_host: BTreeMap<HostOnPorts, Vec<(http_route::Rank, Route)>> = BTreeMap::new();
-        for http in in_order {
-            let attachments = match (&config.role, &self.ingress) {
-                (Role::Ingress(gateways), Some(servers)) => {
-                    http_route::gateway_attachments(http, gateways, servers)
-                }
-                _ => http_route::service_attachments(http),
-            };
-            let object = http.key();
-            let mut problems = Vec::new();
-            let mut compiled = Vec::new();
-            for attachment in attachments {
-                for converted in http_route::convert(http, attachment.port, &mut problems) {
-                    compiled.extend(
-                        Route::compile(
-                            (&object, &http.namespace),
-                            (&converted.field, converted.rule),
-                            &converted.route,
-                            Semantics::GatewayApi,
-                            clusters,
-                            &mut problems,
-                        )
-                        .map(|route| {
-                            let key = (attachment.host.clone(), attachment.ports.clone());
-                            (key, converted.rank, route)
-                        }),
-                    );
-                }
-            }
-            if problems.is_empty() {
-                for (key, rank, route) in compiled {
-                    by_host.entry(key).or_default().push((rank, route));
-                }
-            } else {
-                errors.extend(problems.into_iter().map(|problem| ConfigError {
-                    kind: "HTTPRoute",
-                    object: object.clone(),
-                    problem,
-                }));
-            }
-        }
-        for ((host, ports), mut routes) in by_host {
-            routes.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
-            let index = self.virtual_hosts.len();
-            self.virtual_hosts.push(VirtualHost {
-                ports,
-                routes: routes.into_iter().map(|(_, route)| route).collect(),
-                tls_routes: Vec::new(),
-                tcp_routes: Vec::new(),
-            });
-            match HostPattern::literal(&host) {
-                HostPattern::Exact(name) => self.exact_hosts.entry(name).or_default().push(index),
                 wildcard => self.wildcard_hosts.push((wildcard, index)),
             }
         }

@@ -75,6 +75,13 @@ impl ParentReference {
         self.group.as_deref() == Some("") && self.kind.as_deref() == Some("Service")
     }
 
+    /// Whether the parent is a Gateway API `Gateway` (the default kind).
+    #[must_use]
+    pub fn is_gateway(&self) -> bool {
+        self.group.as_deref().unwrap_or(super::GROUP) == super::GROUP
+            && self.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+    }
+
     /// `group/kind`, with the defaults, for messages.
     #[must_use]
     pub fn group_kind(&self) -> String {

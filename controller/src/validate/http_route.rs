@@ -6,7 +6,6 @@
 //! requires (a mesh route needs none: GAMMA).
 
 use ambit_api::gateway_api::{
-    self,
     http_route::{
         BackendRef, FilterType, HttpPathModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
         HttpRouteSpec, ParentReference, PathMatchType, PathModifierType, ValueMatchType,
@@ -38,7 +37,7 @@ pub(super) fn check(
     for (i, parent) in spec.parent_refs.iter().enumerate() {
         let path = format!("spec.parentRefs[{i}]");
         fields::port(findings, &format!("{path}.port"), parent.port);
-        let served = is_gateway(parent)
+        let served = parent.is_gateway()
             || spec
                 .producer_parents(namespace)
                 .any(|producer| std::ptr::eq(producer, parent));
@@ -58,7 +57,7 @@ pub(super) fn check(
     for (i, rule) in spec.rules.iter().enumerate() {
         check_rule(rule, &format!("spec.rules[{i}]"), findings);
     }
-    if spec.parent_refs.iter().any(is_gateway) {
+    if spec.parent_refs.iter().any(ParentReference::is_gateway) {
         check_references(spec, (kind, namespace), grants, findings);
     }
 }
@@ -74,10 +73,6 @@ impl Grants<'_> {
             .iter()
             .any(|(namespace, grant)| *namespace == target && grant.allows(from, service))
     }
-}
-
-fn is_gateway(parent: &ParentReference) -> bool {
-    parent.group_kind() == format!("{}/Gateway", gateway_api::GROUP)
 }
 
 /// Each Service of another namespace the route sends or mirrors to is granted to it.

@@ -13,13 +13,10 @@
 use std::collections::BTreeMap;
 
 use ambit_api::{
-    gateway_api::{
-        self,
-        http_route::{
-            FilterType, HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRouteFilter,
-            HttpRouteMatch, HttpRouteRule, HttpRouteSpec, NamedValueMatch, PathMatchType,
-            PathModifierType, ValueMatchType,
-        },
+    gateway_api::http_route::{
+        FilterType, HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRouteFilter,
+        HttpRouteMatch, HttpRouteRule, HttpRouteSpec, NamedValueMatch, PathMatchType,
+        PathModifierType, ValueMatchType,
     },
     istio::{
         GatewaySpec, Percent, PortSelector, StringMatch,
@@ -31,11 +28,15 @@ use ambit_api::{
     },
 };
 
-use super::{Problem, rewrite::PREFIX_MARKER};
+use super::{
+    ClusterIndex, ConfigError, HostOnPorts, Problem, Route, RouteTable, VirtualHost,
+    rewrite::PREFIX_MARKER,
+};
 use crate::{
-    config::{CLUSTER_DOMAIN, Named},
+    config::{CLUSTER_DOMAIN, Config, Named, Role},
     gateway::servers::{Binding, Servers},
     host::HostPattern,
+    matcher::Semantics,
 };
 
 /// What Istio retries on for a route's `retry`, before the listed status codes.
@@ -45,7 +46,7 @@ const DEFAULT_ATTEMPTS: u32 = 2;
 
 /// One match of one rule, as a VirtualService route with that single match.
 #[derive(Debug)]
-pub(super) struct Converted {
+struct Converted {
     /// `rules[i].matches[j]`, for problems.
     pub field: String,
     pub rule: usize,
@@ -57,7 +58,7 @@ pub(super) struct Converted {
 /// longest prefix (a regular expression after any prefix), then a method, then the
 /// most headers, then the most query parameters. Larger ranks first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Rank {
+struct Rank {
     path_kind: u8,
     path_len: usize,
     method: bool,
@@ -67,16 +68,87 @@ pub(super) struct Rank {
 
 /// Where an HTTPRoute's routes apply: requests for `host`, on `ports` (`None`: every
 /// port), matched also on `port` (a parentRef's port at a waypoint).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Attachment {
+#[derive(Debug, Clone)]
+struct Attachment {
     pub host: String,
     pub ports: Option<Vec<u16>>,
     pub port: Option<u32>,
 }
 
+impl RouteTable {
+    /// Adds the HTTPRoutes' routes where they attach (a waypoint's Services, an
+    /// ingress gateway's listeners), each host's in the Gateway API's order (by rank;
+    /// then by route, in `namespace/name` order, and rule). A VirtualService for the
+    /// same host, added before, takes its requests.
+    pub(super) fn add_http_routes(
+        &mut self,
+        config: &Config,
+        clusters: &ClusterIndex,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let mut in_order: Vec<&Named<HttpRouteSpec>> = config.http_routes.iter().collect();
+        in_order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut by_host: BTreeMap<HostOnPorts, Vec<(Rank, Route)>> = BTreeMap::new();
+        for http in in_order {
+            let attachments = match (&config.role, &self.ingress) {
+                (Role::Ingress(gateways), Some(servers)) => {
+                    gateway_attachments(http, gateways, servers)
+                }
+                _ => service_attachments(http),
+            };
+            let object = http.key();
+            let mut problems = Vec::new();
+            let mut compiled = Vec::new();
+            for attachment in attachments {
+                for converted in convert(http, attachment.port, &mut problems) {
+                    compiled.extend(
+                        Route::compile(
+                            (&object, &http.namespace),
+                            (&converted.field, converted.rule),
+                            &converted.route,
+                            Semantics::GatewayApi,
+                            clusters,
+                            &mut problems,
+                        )
+                        .map(|route| {
+                            let key = (attachment.host.clone(), attachment.ports.clone());
+                            (key, converted.rank, route)
+                        }),
+                    );
+                }
+            }
+            if problems.is_empty() {
+                for (key, rank, route) in compiled {
+                    by_host.entry(key).or_default().push((rank, route));
+                }
+            } else {
+                errors.extend(problems.into_iter().map(|problem| ConfigError {
+                    kind: "HTTPRoute",
+                    object: object.clone(),
+                    problem,
+                }));
+            }
+        }
+        for ((host, ports), mut routes) in by_host {
+            routes.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+            let index = self.virtual_hosts.len();
+            self.virtual_hosts.push(VirtualHost {
+                ports,
+                routes: routes.into_iter().map(|(_, route)| route).collect(),
+                tls_routes: Vec::new(),
+                tcp_routes: Vec::new(),
+            });
+            match HostPattern::literal(&host) {
+                HostPattern::Exact(name) => self.exact_hosts.entry(name).or_default().push(index),
+                wildcard => self.wildcard_hosts.push((wildcard, index)),
+            }
+        }
+    }
+}
+
 /// At a waypoint, each Service `route` attaches to as a producer route (the routes
 /// apply to requests for that Service).
-pub(super) fn service_attachments(route: &Named<HttpRouteSpec>) -> Vec<Attachment> {
+fn service_attachments(route: &Named<HttpRouteSpec>) -> Vec<Attachment> {
     route
         .spec
         .producer_parents(&route.namespace)
@@ -92,7 +164,7 @@ pub(super) fn service_attachments(route: &Named<HttpRouteSpec>) -> Vec<Attachmen
 /// (`*` when none) on the ports of the listeners it attaches to: of the Gateways it
 /// names that are served here, those whose hostname and `allowedRoutes` admit it,
 /// narrowed to the parentRef's `sectionName` (a listener's name) or `port`.
-pub(super) fn gateway_attachments(
+fn gateway_attachments(
     route: &Named<HttpRouteSpec>,
     gateways: &[Named<GatewaySpec>],
     servers: &Servers,
@@ -102,10 +174,7 @@ pub(super) fn gateway_attachments(
         hostnames => hostnames.iter().map(String::as_str).collect(),
     };
     let mut ports: Vec<u16> = Vec::new();
-    for parent in route.spec.parent_refs.iter().filter(|p| !p.is_service()) {
-        if parent.group_kind() != format!("{}/Gateway", gateway_api::GROUP) {
-            continue;
-        }
+    for parent in route.spec.parent_refs.iter().filter(|p| p.is_gateway()) {
         let namespace = parent.namespace.as_deref().unwrap_or(&route.namespace);
         let Some(gateway) = gateways
             .iter()
@@ -158,7 +227,7 @@ pub(super) fn gateway_attachments(
 
 /// The routes of `route` for a parent limited to `port`. Filters the waypoint does not
 /// serve go to `problems`.
-pub(super) fn convert(
+fn convert(
     route: &Named<HttpRouteSpec>,
     port: Option<u32>,
     problems: &mut Vec<Problem>,
