@@ -192,7 +192,7 @@ fn the_bookinfo_examples_validate_clean() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         run.stdout,
-        "0 errors, 0 warnings: 10 of 10 Istio objects valid (1 object of other kinds not checked)\n"
+        "0 errors, 0 warnings: 12 of 12 Istio objects valid (1 object of other kinds not checked)\n"
     );
 }
 

@@ -158,6 +158,25 @@ fn the_bookinfo_ingress_gateway_and_its_bound_routes_are_modelled() {
         vs.spec["http"][0]["route"][0]["destination"]["host"],
         "productpage"
     );
+    // The same with the Gateway API: the Gateway pushed as the Istio Gateway made of it.
+    let gateway_api = &built.mesh.routes[&(
+        RouteKind::KubernetesGateway,
+        key("bookinfo", "bookinfo-gateway-api"),
+    )];
+    assert_eq!(
+        gateway_api.spec["selector"]["gateway.networking.k8s.io/gateway-name"],
+        "bookinfo-gateway-api"
+    );
+    assert_eq!(
+        gateway_api.spec["servers"][0]["hosts"],
+        serde_json::json!(["./*"])
+    );
+    assert!(
+        built
+            .mesh
+            .routes
+            .contains_key(&(RouteKind::HttpRoute, key("bookinfo", "bookinfo")))
+    );
 }
 
 const VS_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}\n";
