@@ -162,13 +162,7 @@ fn accepted(mesh: &Mesh, route: &Route, parent: &ParentReference) -> Option<Outc
     let listeners: Vec<_> = spec
         .servers
         .iter()
-        .filter(|server| {
-            parent
-                .section_name
-                .as_ref()
-                .is_none_or(|name| server.name == *name)
-                && parent.port.is_none_or(|port| server.port.number == port)
-        })
+        .filter(|server| parent.names_listener(&server.name, server.port.number))
         .collect();
     if listeners.is_empty() {
         return Some(Err((

@@ -696,6 +696,31 @@ fn check_document(object: &Object, findings: &mut Findings) -> bool {
     served && has_spec
 }
 
+/// Validates `yaml` read as the file `file`: each diagnostic as printed, and the report.
+#[cfg(test)]
+fn validate_file(file: &str, yaml: &str) -> (Vec<String>, Report) {
+    let mut manifests = Manifests::default();
+    manifests.parse_documents(std::path::Path::new(file), yaml);
+    let report = validate(&manifests);
+    let lines = report.diagnostics.iter().map(ToString::to_string).collect();
+    (lines, report)
+}
+
+/// Asserts `lines` are exactly one error of `object` (`ns/name (Kind)`) containing each
+/// of `expected`.
+#[cfg(test)]
+fn assert_errors_of(lines: &[String], object: &str, expected: &[&str]) {
+    for expected in expected {
+        assert!(
+            lines.iter().any(
+                |line| line.starts_with(&format!("error: {object}")) && line.contains(expected)
+            ),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -82,6 +82,16 @@ impl ParentReference {
             && self.kind.as_deref().unwrap_or("Gateway") == "Gateway"
     }
 
+    /// Whether the parent names the Gateway listener `name` on `port`: its
+    /// `sectionName` and `port`, where set, are those.
+    #[must_use]
+    pub fn names_listener(&self, name: &str, port: u32) -> bool {
+        self.section_name
+            .as_deref()
+            .is_none_or(|section| section == name)
+            && self.port.is_none_or(|wanted| wanted == port)
+    }
+
     /// `group/kind`, with the defaults, for messages.
     #[must_use]
     pub fn group_kind(&self) -> String {

@@ -1,16 +1,10 @@
 //! Istio Gateways: the getting-started ingress passes; what Istio rejects, and what
 //! Ambit's gateway cannot serve yet, is rejected with the server's field path.
 
-use std::path::Path;
-
 use super::*;
 
 fn diagnostics(yaml: &str) -> (Vec<String>, Report) {
-    let mut manifests = Manifests::default();
-    manifests.parse_documents(Path::new("gw.yaml"), yaml);
-    let report = validate(&manifests);
-    let lines = report.diagnostics.iter().map(ToString::to_string).collect();
-    (lines, report)
+    validate_file("gw.yaml", yaml)
 }
 
 #[test]

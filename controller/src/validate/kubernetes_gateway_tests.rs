@@ -2,16 +2,10 @@
 //! Ambit's gateway cannot serve are rejected by field path; a waypoint's Gateway (class
 //! `istio-waypoint`) is not checked here.
 
-use std::path::Path;
-
 use super::*;
 
 fn diagnostics(yaml: &str) -> (Vec<String>, Report) {
-    let mut manifests = Manifests::default();
-    manifests.parse_documents(Path::new("gw.yaml"), yaml);
-    let report = validate(&manifests);
-    let lines = report.diagnostics.iter().map(ToString::to_string).collect();
-    (lines, report)
+    validate_file("gw.yaml", yaml)
 }
 
 #[test]
@@ -67,15 +61,6 @@ spec:
         "spec.listeners[3].hostname: `a.*.com` is not a host name",
         "spec.listeners[4].allowedRoutes.namespaces.from: Selector is not served",
     ];
-    for expected in expected {
-        assert!(
-            lines
-                .iter()
-                .any(|line| line.starts_with("error: shop/edge (Gateway)")
-                    && line.contains(expected)),
-            "expected {expected:?} in {lines:#?}"
-        );
-    }
-    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    assert_errors_of(&lines, "shop/edge (Gateway)", &expected);
     assert!(report.model.kubernetes_gateways.is_empty());
 }

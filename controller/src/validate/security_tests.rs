@@ -1,16 +1,10 @@
 //! AuthorizationPolicy and PeerAuthentication: what Istio rejects is rejected with the
 //! field and the fix; what ztunnel can only approximate is accepted with a warning.
 
-use std::path::Path;
-
 use super::*;
 
 fn diagnostics(yaml: &str) -> (Vec<String>, Report) {
-    let mut manifests = Manifests::default();
-    manifests.parse_documents(Path::new("policies.yaml"), yaml);
-    let report = validate(&manifests);
-    let lines = report.diagnostics.iter().map(ToString::to_string).collect();
-    (lines, report)
+    validate_file("policies.yaml", yaml)
 }
 
 #[test]

@@ -194,13 +194,7 @@ fn gateway_attachments(
             .spec
             .servers
             .iter()
-            .filter(|server| {
-                parent
-                    .section_name
-                    .as_ref()
-                    .is_none_or(|section| server.name == *section)
-                    && parent.port.is_none_or(|port| server.port.number == port)
-            })
+            .filter(|server| parent.names_listener(&server.name, server.port.number))
             .filter_map(|server| u16::try_from(server.port.number).ok())
             .collect();
         ports.extend(

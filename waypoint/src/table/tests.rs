@@ -30,6 +30,13 @@ fn service(name: &str) -> Service {
     }
 }
 
+/// The name of the first route for `host` on `port`, if any.
+fn first_route(table: &RouteTable, host: &str, port: u16) -> Option<String> {
+    table
+        .routes(host, port)
+        .map(|routes| routes[0].name.clone())
+}
+
 fn route_names(table: &RouteTable, authority: &str) -> Vec<String> {
     table
         .routes(authority, 80)
@@ -195,11 +202,7 @@ servers:
         ..Config::default()
     };
     let table = RouteTable::compile(&config).expect("compiles");
-    let route = |host: &str, port| {
-        table
-            .routes(host, port)
-            .map(|routes| routes[0].name.clone())
-    };
+    let route = |host: &str, port| first_route(&table, host, port);
     assert_eq!(
         route("anything", 8080).as_deref(),
         Some("shop/admin#admin.0")
@@ -356,11 +359,7 @@ fn on_an_ingress_gateway_each_port_takes_the_virtual_services_of_its_own_gateway
         ..Config::default()
     };
     let table = RouteTable::compile(&config).expect("compiles");
-    let route = |host: &str, port| {
-        table
-            .routes(host, port)
-            .map(|routes| routes[0].name.clone())
-    };
+    let route = |host: &str, port| first_route(&table, host, port);
     assert_eq!(
         route("shop.example.com", 80).as_deref(),
         Some("shop/public#public")
