@@ -29,6 +29,9 @@ pub struct Redirect {
     authority: Option<String>,
     scheme: Option<String>,
     port: RedirectPort,
+    /// Leave out a port that is the scheme's own (80 for http, 443 for https), as the
+    /// Gateway API asks.
+    omit_default_port: bool,
     pub status: StatusCode,
 }
 
@@ -189,6 +192,7 @@ impl Redirect {
             authority: non_empty(&spec.authority),
             scheme: non_empty(&spec.scheme),
             port,
+            omit_default_port: semantics == Semantics::GatewayApi,
             status,
         })
     }
@@ -200,11 +204,23 @@ impl Redirect {
         let scheme = self.scheme.as_deref().unwrap_or(request.scheme);
         let authority = self.authority.as_deref().unwrap_or(request.authority);
         let (host, _port) = crate::host::split_authority(authority);
-        let authority = match self.port {
-            RedirectPort::Keep => authority.to_owned(),
-            RedirectPort::Set(port) => format!("{host}:{port}"),
-            RedirectPort::FromRequest => format!("{host}:{}", request.port),
-            RedirectPort::ProtocolDefault => host.to_owned(),
+        let port = match self.port {
+            RedirectPort::Set(port) => Some(port),
+            RedirectPort::FromRequest => Some(request.port),
+            RedirectPort::Keep | RedirectPort::ProtocolDefault => None,
+        };
+        let scheme_default = match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        };
+        let authority = match (self.port, port) {
+            (_, Some(port)) if self.omit_default_port && scheme_default == Some(port) => {
+                host.to_owned()
+            }
+            (_, Some(port)) => format!("{host}:{port}"),
+            (RedirectPort::Keep, None) => authority.to_owned(),
+            (_, None) => host.to_owned(),
         };
         let path = match (&self.path, matched) {
             (None, _) => request.path.to_owned(),
@@ -278,6 +294,44 @@ mod tests {
                 "{path} with {replacement:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_gateway_api_redirect_leaves_out_the_schemes_own_port() {
+        let headers = HeaderMap::new();
+        let on_port = |port| RequestView {
+            method: "GET",
+            scheme: "http",
+            authority: "app",
+            path: "/old/y",
+            query: None,
+            headers: &headers,
+            port,
+            source: None,
+            gateways: &[],
+        };
+        let compile = |yaml: &str| {
+            let spec: HttpRedirect = serde_yaml_ng::from_str(yaml).unwrap();
+            Redirect::compile("http[0]", &spec, Semantics::GatewayApi, &mut Vec::new())
+                .expect("test redirect compiles")
+        };
+        let prefix = Matched::Prefix(4);
+        let from_request = compile("{uri: '%PREFIX()%/new', derivePort: FROM_REQUEST_PORT}");
+        assert_eq!(
+            from_request.location(&on_port(80), prefix),
+            "http://app/new/y"
+        );
+        assert_eq!(
+            from_request.location(&on_port(8080), prefix),
+            "http://app:8080/new/y"
+        );
+        let https = compile("{scheme: https, port: 443}");
+        assert_eq!(https.location(&on_port(80), prefix), "https://app/old/y");
+        assert_eq!(
+            redirect("{derivePort: FROM_REQUEST_PORT}").location(&on_port(80), prefix),
+            "http://app:80/old/y",
+            "a VirtualService's keeps it"
+        );
     }
 
     #[test]
