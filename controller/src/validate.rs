@@ -567,26 +567,45 @@ pub fn validate(manifests: &Manifests) -> Report {
             peer_authentication::check(spec, &mut policy.findings);
         }
     }
-    // What ReferenceGrants allow; an invalid one allows nothing.
-    let grants = http_route::Grants(
-        reference_grants
-            .iter()
-            .filter(|grant| !grant.findings.has_errors())
-            .filter_map(|grant: &Checked<'_, ReferenceGrantSpec>| {
-                Some((grant.object.namespace(), grant.spec.clone()?))
-            })
-            .collect(),
-    );
+    // What ReferenceGrants allow (an invalid one allows nothing), and the hosts the
+    // VirtualServices route at waypoints.
+    let mut context = http_route::Context {
+        grants: http_route::Grants(
+            reference_grants
+                .iter()
+                .filter(|grant| !grant.findings.has_errors())
+                .filter_map(|grant: &Checked<'_, ReferenceGrantSpec>| {
+                    Some((grant.object.namespace(), grant.spec.clone()?))
+                })
+                .collect(),
+        ),
+        ..http_route::Context::default()
+    };
+    for vs in &virtual_services {
+        let Some(spec) = vs.spec.as_ref().filter(|_| !vs.findings.has_errors()) else {
+            continue;
+        };
+        if !(spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")) {
+            continue;
+        }
+        let namespace = vs.object.namespace();
+        for host in &spec.hosts {
+            context
+                .virtual_services
+                .entry(crate::hosts::resolve(host, namespace))
+                .or_insert_with(|| format!("{namespace}/{}", vs.object.metadata.name));
+        }
+    }
     for route in &mut http_routes {
         if let Some(spec) = &route.spec {
             let at = ("HTTPRoute", route.object.namespace());
-            http_route::check(spec, at, &grants, &mut route.findings);
+            http_route::check(spec, at, &context, &mut route.findings);
         }
     }
     for route in &mut grpc_routes {
         if let Some(spec) = &route.spec {
             let namespace = route.object.namespace();
-            grpc_route::check(spec, namespace, &grants, &mut route.findings);
+            grpc_route::check(spec, namespace, &context, &mut route.findings);
         }
     }
     for grant in reference_grants {

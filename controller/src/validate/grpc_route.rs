@@ -14,7 +14,7 @@ use super::{Findings, Reason, fields, http_route};
 pub(super) fn check(
     spec: &GrpcRouteSpec,
     namespace: &str,
-    grants: &http_route::Grants<'_>,
+    context: &http_route::Context<'_>,
     findings: &mut Findings,
 ) {
     for (i, rule) in spec.rules.iter().enumerate() {
@@ -72,5 +72,5 @@ pub(super) fn check(
     for rule in &mut served.rules {
         rule.matches.clear();
     }
-    http_route::check(&served, ("GRPCRoute", namespace), grants, findings);
+    http_route::check(&served, ("GRPCRoute", namespace), context, findings);
 }

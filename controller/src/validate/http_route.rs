@@ -5,6 +5,8 @@
 //! ReferenceGrant for each Service of another namespace it sends to, as the Gateway API
 //! requires (a mesh route needs none: GAMMA).
 
+use std::collections::BTreeMap;
+
 use ambit_api::gateway_api::{
     http_route::{
         BackendRef, FilterType, HttpPathModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
@@ -26,7 +28,7 @@ const MAX_WEIGHT: u32 = 1_000_000;
 pub(super) fn check(
     spec: &HttpRouteSpec,
     (kind, namespace): (&str, &str),
-    grants: &Grants<'_>,
+    context: &Context<'_>,
     findings: &mut Findings,
 ) {
     if spec.parent_refs.is_empty() {
@@ -37,29 +39,49 @@ pub(super) fn check(
     for (i, parent) in spec.parent_refs.iter().enumerate() {
         let path = format!("spec.parentRefs[{i}]");
         fields::port(findings, &format!("{path}.port"), parent.port);
-        let served = parent.is_gateway()
-            || spec
-                .producer_parents(namespace)
-                .any(|producer| std::ptr::eq(producer, parent));
-        if served {
-            continue;
+        let producer = spec
+            .producer_parents(namespace)
+            .any(|producer| std::ptr::eq(producer, parent));
+        let host = crate::hosts::resolve(&parent.name, namespace);
+        match context.virtual_services.get(&host) {
+            Some(virtual_service) if producer => findings.add(
+                path,
+                Reason::NotServed(format!(
+                    "VirtualService {virtual_service} also routes {host}: its waypoint follows the VirtualService, not this route (Istio calls mixing them undefined) — keep one"
+                )),
+            ),
+            _ if producer || parent.is_gateway() => {}
+            _ => findings.add(path, Reason::NotServed(not_served(parent))),
         }
-        let why = if parent.is_service() {
-            "a route for a Service in another namespace (a consumer route) is not applied by waypoints yet: put the route in the Service's namespace".to_owned()
-        } else {
-            format!(
-                "Ambit serves routes attached to Services (by their waypoints) and Gateways (of class istio); a {} parent is ignored",
-                parent.group_kind()
-            )
-        };
-        findings.add(path, Reason::NotServed(why));
     }
     for (i, rule) in spec.rules.iter().enumerate() {
         check_rule(rule, &format!("spec.rules[{i}]"), findings);
     }
     if spec.parent_refs.iter().any(ParentReference::is_gateway) {
-        check_references(spec, (kind, namespace), grants, findings);
+        check_references(spec, (kind, namespace), &context.grants, findings);
     }
+}
+
+/// Why Ambit does not serve `parent`.
+fn not_served(parent: &ParentReference) -> String {
+    if parent.is_service() {
+        "a route for a Service in another namespace (a consumer route) is not applied by waypoints yet: put the route in the Service's namespace".to_owned()
+    } else {
+        format!(
+            "Ambit serves routes attached to Services (by their waypoints) and Gateways (of class istio); a {} parent is ignored",
+            parent.group_kind()
+        )
+    }
+}
+
+/// What a route is checked against besides itself.
+#[derive(Debug, Default)]
+pub(super) struct Context<'a> {
+    /// What ReferenceGrants allow.
+    pub grants: Grants<'a>,
+    /// The hosts (FQDNs) VirtualServices route at waypoints (`mesh`), with the first
+    /// VirtualService (`namespace/name`) routing each.
+    pub virtual_services: BTreeMap<String, String>,
 }
 
 /// The ReferenceGrants of the input, with their namespaces.

@@ -216,3 +216,40 @@ spec:
         "a mesh route needs no grant (GAMMA)"
     );
 }
+
+#[test]
+fn a_route_for_a_service_a_virtual_service_routes_is_warned_about() {
+    let (lines, report) = diagnostics(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart-vs, namespace: shop}
+spec:
+  hosts: [cart]
+  http: [{route: [{destination: {host: cart}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ingress-only, namespace: shop}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  gateways: [public]
+  http: [{route: [{destination: {host: web}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: both, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: cart}, {group: '', kind: Service, name: web}]
+  rules: [{backendRefs: [{name: cart, port: 80}]}]
+",
+    );
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("(HTTPRoute)")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: shop/both (HTTPRoute) in routes.yaml document 3: spec.parentRefs[0]: VirtualService shop/cart-vs also routes cart.shop.svc.cluster.local: its waypoint follows the VirtualService, not this route (Istio calls mixing them undefined) — keep one"
+        ],
+        "a VirtualService bound to a gateway only does not take the route's place: {lines:#?}"
+    );
+    assert_eq!(report.model.http_routes.len(), 1, "a warning keeps it");
+}
