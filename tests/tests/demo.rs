@@ -21,6 +21,7 @@ const EXPECTED_STEPS: &[&str] = &[
     "balances app's requests over v1 and v2",
     "sends everything to v2",
     "90/10 canary",
+    "Gateway API HTTPRoute",
     "AuthorizationPolicy",
     "ingress gateway",
     "direct vs through the mesh",

@@ -113,6 +113,12 @@ impl<'n> Cluster<'n> {
             .with_context(|| format!("copying {}", from.display()))?;
         Ok(())
     }
+
+    /// Removes `file_name` from the config folder, as `kubectl delete -f` would.
+    pub fn remove(&self, file_name: &str) -> Result<()> {
+        let path = self.net.config_dir().join(file_name);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
 }
 
 /// `path` in the shipped config folder.

@@ -37,8 +37,9 @@ fn poke_commands(cluster: &Cluster<'_>) -> Result<String> {
   node1's ztunnel: config dump and metrics:
     ip netns exec {node1} curl -s localhost:{ZTUNNEL_ADMIN_PORT}/config_dump
     ip netns exec {node1} curl -s localhost:{ZTUNNEL_METRICS_PORT}/metrics | grep istio_tcp
-  change the canary live (say, weights 50/50), then curl through the gateway again:
-    $EDITOR {config}/virtual-service.yaml
+  change the canary live (say, the backends' weights 50/50), then curl through the
+  gateway again:
+    $EDITOR {config}/http-route.yaml
   the components' logs:
     ls {logs}
 Press Enter to remove everything. After Ctrl-C or a crash, `cargo xtask demo --down` does it.",

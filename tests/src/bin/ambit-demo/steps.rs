@@ -3,7 +3,8 @@
 //!
 //! - [`enrolment`]: pods joining by label, no firewall rule, identities from the CA;
 //! - [`capture`]: mutual TLS between nodes, transparent capture, fail-closed, STRICT;
-//! - [`routing`]: load balancing, a VirtualService and a canary at the waypoint;
+//! - [`routing`]: load balancing, a VirtualService and a canary at the waypoint, the
+//!   canary again as a Gateway API HTTPRoute;
 //! - [`policy`]: an AuthorizationPolicy at the waypoint, in its access log and metrics;
 //! - [`ingress`]: the ingress gateway serving the app to a client outside the mesh;
 //! - [`latency`]: direct vs through the mesh, in latency and throughput.
@@ -50,6 +51,7 @@ pub const ALL: &[Step] = &[
     routing::LOAD_BALANCING,
     routing::ALL_TO_V2,
     routing::CANARY,
+    routing::HTTP_ROUTE,
     policy::DENY_POST,
     ingress::INGRESS,
     latency::DIRECT_VS_MESH,

@@ -1,6 +1,7 @@
 //! L7 routing at the waypoint, as Istio's traffic-management guides show it: requests
 //! to the `app` service balanced over v1 and v2, then a VirtualService sending them all
-//! to v2, then the same VirtualService edited into a 90/10 canary, measured.
+//! to v2, then the same VirtualService edited into a 90/10 canary, measured, then the
+//! canary written as a Gateway API HTTPRoute instead.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -14,6 +15,8 @@ use crate::{cluster::Cluster, components::Component};
 pub const APP_VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 200, 30)), 80);
 /// The file the VirtualService is written to in the config folder.
 const ROUTES_FILE: &str = "virtual-service.yaml";
+/// The file the HTTPRoute is written to.
+const HTTP_ROUTE_FILE: &str = "http-route.yaml";
 /// How many requests the canary split is measured over.
 const CANARY_REQUESTS: u64 = 200;
 
@@ -33,6 +36,12 @@ pub const CANARY: Step = Step {
     name: "the VirtualService edited into a 90/10 canary split",
     component: Component::Waypoint,
     run: canary,
+};
+
+pub const HTTP_ROUTE: Step = Step {
+    name: "the canary as a Gateway API HTTPRoute instead of the VirtualService",
+    component: Component::Waypoint,
+    run: http_route,
 };
 
 fn load_balancing(cluster: &mut Cluster<'_>) -> Result<String> {
@@ -102,6 +111,36 @@ fn canary(cluster: &mut Cluster<'_>) -> Result<String> {
             Ok(report.bodies.contains_key("v1").then_some(()))
         },
     )?;
+    let report = measured_canary(client)?;
+    Ok(format!(
+        "routes/canary.yaml copied over {ROUTES_FILE} (weights 90/10), over {CANARY_REQUESTS} requests: {}",
+        split(&report)
+    ))
+}
+
+fn http_route(cluster: &mut Cluster<'_>) -> Result<String> {
+    cluster.remove(ROUTES_FILE)?;
+    cluster.apply("routes/http-route.yaml", HTTP_ROUTE_FILE)?;
+    let client = cluster.pod("client")?;
+    // The VirtualService split jason's requests too: all of them on v2 means the
+    // HTTPRoute applies.
+    wait_for(
+        "the HTTPRoute to apply",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            let report = app::http_get(client, APP_VIP, 20, Some("end-user: jason"))?;
+            Ok((report.bodies.get("v2") == Some(&20)).then_some(()))
+        },
+    )?;
+    let report = measured_canary(client)?;
+    Ok(format!(
+        "{ROUTES_FILE} removed, routes/http-route.yaml copied in as {HTTP_ROUTE_FILE} (parent: Service app; backends app-v1 90, app-v2 10; jason to app-v2): over {CANARY_REQUESTS} requests: {}; jason: all v2",
+        split(&report)
+    ))
+}
+
+/// [`CANARY_REQUESTS`] requests to `app`, split about 90/10 between v1 and v2.
+fn measured_canary(client: &ambit_e2e::Pod) -> Result<app::HttpReport> {
     let report = app::http_get(client, APP_VIP, usize::try_from(CANARY_REQUESTS)?, None)?;
     let v1 = report.bodies.get("v1").copied().unwrap_or(0);
     let v2 = report.bodies.get("v2").copied().unwrap_or(0);
@@ -110,10 +149,7 @@ fn canary(cluster: &mut Cluster<'_>) -> Result<String> {
         v1 + v2 == CANARY_REQUESTS && (5..=40).contains(&v2),
         "expected about 180 v1 and 20 v2 of {CANARY_REQUESTS}: {report:?}"
     );
-    Ok(format!(
-        "routes/canary.yaml copied over {ROUTES_FILE} (weights 90/10), over {CANARY_REQUESTS} requests: {}",
-        split(&report)
-    ))
+    Ok(report)
 }
 
 /// How many answers each version gave, with percentages: `v1 182 (91%), v2 18 (9%)`.
