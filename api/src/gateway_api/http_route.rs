@@ -191,7 +191,7 @@ pub struct HttpRouteFilter {
     pub url_rewrite: Option<HttpUrlRewriteFilter>,
     pub request_mirror: Option<HttpRequestMirrorFilter>,
     pub extension_ref: Option<serde_json::Value>,
-    pub cors: Option<serde_json::Value>,
+    pub cors: Option<HttpCorsFilter>,
     pub external_auth: Option<serde_json::Value>,
 }
 
@@ -264,6 +264,20 @@ pub enum PathModifierType {
     #[default]
     ReplaceFullPath,
     ReplacePrefixMatch,
+}
+
+/// `CORS`: answer browsers' preflights and mark allowed responses (standard since v1.5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpCorsFilter {
+    /// Origins, exactly or with `*` standing for any labels of the host (`*` alone: any).
+    pub allow_origins: Vec<String>,
+    pub allow_credentials: Option<bool>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    /// Seconds a browser may cache the preflight's answer; `None`: 5.
+    pub max_age: Option<u32>,
 }
 
 /// `RequestMirror`: copy a share of the requests to another backend.

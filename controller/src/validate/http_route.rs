@@ -277,11 +277,12 @@ fn check_filter(filter: &HttpRouteFilter, path: &str, findings: &mut Findings) {
         FilterType::RequestRedirect => (filter.request_redirect.is_some(), "requestRedirect"),
         FilterType::UrlRewrite => (filter.url_rewrite.is_some(), "urlRewrite"),
         FilterType::RequestMirror => (filter.request_mirror.is_some(), "requestMirror"),
-        FilterType::ExtensionRef | FilterType::Cors | FilterType::ExternalAuth => {
+        FilterType::Cors => (filter.cors.is_some(), "cors"),
+        FilterType::ExtensionRef | FilterType::ExternalAuth => {
             findings.add(
                 format!("{path}.type"),
                 Reason::Unsupported(
-                    "not served by Ambit's waypoint (ExtensionRef, CORS and ExternalAuth filters): remove it — for CORS use a VirtualService's `corsPolicy`, for external authorization a CUSTOM AuthorizationPolicy",
+                    "not served by Ambit's waypoint (ExtensionRef and ExternalAuth filters): remove it — for external authorization use a CUSTOM AuthorizationPolicy",
                 ),
             );
             return;

@@ -14,15 +14,15 @@ use std::collections::BTreeMap;
 
 use ambit_api::{
     gateway_api::http_route::{
-        FilterType, HttpBackendRef, HttpHeaderFilter, HttpPathModifier, HttpRouteFilter,
-        HttpRouteMatch, HttpRouteRule, HttpRouteSpec, NamedValueMatch, PathMatchType,
-        PathModifierType, ValueMatchType,
+        FilterType, HttpBackendRef, HttpCorsFilter, HttpHeaderFilter, HttpPathModifier,
+        HttpRouteFilter, HttpRouteMatch, HttpRouteRule, HttpRouteSpec, NamedValueMatch,
+        PathMatchType, PathModifierType, ValueMatchType,
     },
     istio::{
-        GatewaySpec, Percent, PortSelector, StringMatch,
+        Duration, GatewaySpec, Percent, PortSelector, StringMatch,
         virtual_service::{
-            Destination, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest,
-            HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
+            CorsPolicy, Destination, HeaderOperations, Headers, HttpDirectResponse,
+            HttpMatchRequest, HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
             HttpRouteDestination, RedirectPortSelection, RegexRewrite,
         },
     },
@@ -390,9 +390,40 @@ fn apply_filter(
                 });
             }
         }
+        FilterType::Cors => {
+            let cors = configured(field, &filter.cors, "cors")?;
+            route.cors_policy = Some(cors_policy(cors));
+        }
         kind => return Err(Problem::unsupported(field, filter_name(kind))),
     }
     Ok(())
+}
+
+/// A `CORS` filter as a VirtualService's `corsPolicy`: an origin with `*` becomes a
+/// regular expression where `*` stands for any characters but `/`.
+fn cors_policy(cors: &HttpCorsFilter) -> CorsPolicy {
+    let origin = |origin: &String| match origin.as_str() {
+        "*" => StringMatch::Present,
+        pattern if pattern.contains('*') => StringMatch::Regex(
+            pattern
+                .split('*')
+                .map(regex::escape)
+                .collect::<Vec<_>>()
+                .join("[^/]*"),
+        ),
+        exact => StringMatch::Exact(exact.to_owned()),
+    };
+    CorsPolicy {
+        allow_origins: cors.allow_origins.iter().map(origin).collect(),
+        allow_methods: cors.allow_methods.clone(),
+        allow_headers: cors.allow_headers.clone(),
+        expose_headers: cors.expose_headers.clone(),
+        max_age: Some(Duration::from(std::time::Duration::from_secs(
+            cors.max_age.unwrap_or(5).into(),
+        ))),
+        allow_credentials: cors.allow_credentials,
+        ..CorsPolicy::default()
+    }
 }
 
 /// Applies a header filter to `headers`; `Ok(false)` when `filter` is of another type.

@@ -294,3 +294,52 @@ rules:
         .await;
     assert_eq!(other.status, 404, "no rule takes it: {other:?}");
 }
+
+#[tokio::test]
+async fn a_cors_filter_answers_preflights_of_the_origins_it_allows() {
+    let (services, _backends) = app_and_versions().await;
+    let cors = named(
+        "cors",
+        "
+parentRefs: [{group: '', kind: Service, name: app}]
+rules:
+- filters:
+  - type: CORS
+    cors:
+      allowOrigins: ['https://*.shop.example']
+      allowMethods: [GET, PUT]
+      maxAge: 60
+  backendRefs: [{name: app-v1, port: 80}]
+",
+    );
+    let waypoint = Waypoint::start(&routes_config(services, vec![cors])).await;
+    let client = TestClient::http1(&waypoint);
+    let preflight = |origin: &'static str| {
+        let client = client.clone();
+        async move {
+            let headers = [("origin", origin), ("access-control-request-method", "PUT")];
+            client
+                .send_method(Method::OPTIONS, "app", "/items", &headers)
+                .await
+        }
+    };
+
+    let answered = preflight("https://eu.shop.example").await;
+    assert_eq!(
+        (answered.status.as_u16(), answered.backend()),
+        (200, "-"),
+        "{answered:?}"
+    );
+    assert_eq!(
+        answered.header_values("access-control-allow-origin"),
+        ["https://eu.shop.example"]
+    );
+    assert_eq!(answered.header_values("access-control-max-age"), ["60"]);
+    let other = preflight("https://shop.example.evil").await;
+    assert_eq!(other.backend(), "v1", "not an allowed origin: forwarded");
+    assert!(
+        other
+            .header_values("access-control-allow-origin")
+            .is_empty()
+    );
+}
