@@ -22,6 +22,7 @@
 //! - [`peer_authentication`]: `PeerAuthentication` (mutual TLS required or not);
 //! - [`request_authentication`]: `RequestAuthentication` (which JWTs are accepted);
 //! - [`mesh_config`]: the part of Istio's `MeshConfig` Ambit reads (extension providers);
+//! - [`telemetry`]: `Telemetry` (access logging on or off, trace sampling);
 //! - [`string_match`]: `StringMatch` (`exact` | `prefix` | `regex`);
 //! - [`duration`]: durations as Istio writes them (`1.5s`, `250ms`, `1m`, `1h`);
 //! - this file: the small shared messages ([`Percent`], [`PortSelector`]) and the group's
@@ -35,6 +36,7 @@ pub mod mesh_config;
 pub mod peer_authentication;
 pub mod request_authentication;
 pub mod string_match;
+pub mod telemetry;
 pub mod virtual_service;
 
 use schemars::JsonSchema;
@@ -49,6 +51,7 @@ pub use self::{
     peer_authentication::{PeerAuthentication, PeerAuthenticationSpec},
     request_authentication::{RequestAuthentication, RequestAuthenticationSpec},
     string_match::StringMatch,
+    telemetry::{Telemetry, TelemetrySpec},
     virtual_service::{VirtualService, VirtualServiceSpec},
 };
 
@@ -64,6 +67,12 @@ pub const SECURITY_GROUP: &str = "security.istio.io";
 /// The versions of [`SECURITY_GROUP`] users write; all share one schema.
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
+/// The API group of Telemetry.
+pub const TELEMETRY_GROUP: &str = "telemetry.istio.io";
+
+/// The versions of [`TELEMETRY_GROUP`] users write; all share one schema.
+pub const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1alpha1"];
+
 /// Istio's default root namespace: a policy there without a selector applies to the
 /// whole mesh.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
@@ -74,6 +83,7 @@ pub fn served_versions(group: &str) -> &'static [&'static str] {
     match group {
         NETWORKING_GROUP => NETWORKING_VERSIONS,
         SECURITY_GROUP => SECURITY_VERSIONS,
+        TELEMETRY_GROUP => TELEMETRY_VERSIONS,
         _ => &[],
     }
 }

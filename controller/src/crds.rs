@@ -1,4 +1,5 @@
-//! CustomResourceDefinitions for the Istio kinds Ambit reads, generated from the
+//! CustomResourceDefinitions for the Istio kinds Ambit reads (networking, security and
+//! telemetry), generated from the
 //! `ambit_api::istio` types rather than written by hand: `ambit-controller crds --out
 //! deploy/crds` (or `cargo xtask gen-crds`). Each CRD serves every version Istio serves
 //! for its group, with the same schema; `v1` is stored.
@@ -10,7 +11,7 @@ use std::{
 
 use ambit_api::istio::{
     AuthorizationPolicy, DestinationRule, IstioGateway, NETWORKING_VERSIONS, PeerAuthentication,
-    RequestAuthentication, SECURITY_VERSIONS, VirtualService,
+    RequestAuthentication, SECURITY_VERSIONS, TELEMETRY_VERSIONS, Telemetry, VirtualService,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt as _;
@@ -44,6 +45,7 @@ pub fn all() -> Result<Vec<(String, String)>, CrdError> {
         with_versions(AuthorizationPolicy::crd(), SECURITY_VERSIONS),
         with_versions(PeerAuthentication::crd(), SECURITY_VERSIONS),
         with_versions(RequestAuthentication::crd(), SECURITY_VERSIONS),
+        with_versions(Telemetry::crd(), TELEMETRY_VERSIONS),
     ]
     .into_iter()
     .map(|crd| {
@@ -134,6 +136,14 @@ mod tests {
         for version in ["name: v1\n", "name: v1beta1\n", "name: v1alpha3\n"] {
             assert!(vs.contains(version), "missing {version}");
         }
-        assert_eq!(crds.len(), 6);
+        let telemetry = &crds
+            .iter()
+            .find(|(file, _)| file == "telemetries.telemetry.istio.io.yaml")
+            .expect("the Telemetry CRD")
+            .1;
+        for version in ["name: v1\n", "name: v1alpha1\n"] {
+            assert!(telemetry.contains(version), "missing {version}");
+        }
+        assert_eq!(crds.len(), 7);
     }
 }

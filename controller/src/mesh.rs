@@ -130,6 +130,8 @@ pub enum RouteKind {
     HttpRoute,
     /// The Gateway API's `GRPCRoute`, served as the HTTPRoute it amounts to.
     GrpcRoute,
+    /// Istio's `Telemetry`: access logging and trace sampling of waypoints and gateways.
+    Telemetry,
     /// The Gateway API's `Gateway` of class `istio`, pushed as the Istio Gateway Istio
     /// makes of it (servers from its listeners, selecting its pods by
     /// `gateway.networking.k8s.io/gateway-name`), served by ingress gateways.
@@ -148,6 +150,7 @@ impl RouteKind {
             Self::MeshConfig => "MeshConfig",
             Self::HttpRoute => "HTTPRoute",
             Self::GrpcRoute => "GRPCRoute",
+            Self::Telemetry => "Telemetry",
             Self::KubernetesGateway => "KubernetesGateway",
         }
     }
@@ -163,6 +166,7 @@ impl RouteKind {
             (_, "ConfigMap") => Some(Self::MeshConfig),
             (_, "HTTPRoute") => Some(Self::HttpRoute),
             (_, "GRPCRoute") => Some(Self::GrpcRoute),
+            (_, "Telemetry") => Some(Self::Telemetry),
             _ => None,
         }
     }

@@ -11,7 +11,8 @@ use ambit_api::{
     istio::{
         AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec,
         GatewaySpec, IstioGateway, MeshConfig, PeerAuthentication, PeerAuthenticationSpec,
-        RequestAuthentication, RequestAuthenticationSpec, VirtualService, VirtualServiceSpec,
+        RequestAuthentication, RequestAuthenticationSpec, Telemetry, TelemetrySpec, VirtualService,
+        VirtualServiceSpec,
     },
     manifests::{Object, Source},
 };
@@ -39,6 +40,7 @@ pub struct Model {
     pub http_routes: Vec<Accepted<HttpRoute>>,
     /// The Gateway API's GRPCRoutes.
     pub grpc_routes: Vec<Accepted<GrpcRoute>>,
+    pub telemetries: Vec<Accepted<Telemetry>>,
     /// The Gateway API's Gateways of class `istio` (ingress gateways).
     pub kubernetes_gateways: Vec<Accepted<KubernetesGateway>>,
 }
@@ -56,6 +58,7 @@ impl Model {
             + usize::from(self.mesh_config.is_some())
             + self.http_routes.len()
             + self.grpc_routes.len()
+            + self.telemetries.len()
             + self.kubernetes_gateways.len()
     }
 
@@ -92,6 +95,11 @@ impl Model {
     pub(crate) fn add_http_route(&mut self, object: &Object, spec: HttpRouteSpec) {
         let typed = HttpRoute::new(&object.metadata.name, spec);
         self.http_routes.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_telemetry(&mut self, object: &Object, spec: TelemetrySpec) {
+        let typed = Telemetry::new(&object.metadata.name, spec);
+        self.telemetries.push(accept(object, typed));
     }
 
     pub(crate) fn add_grpc_route(&mut self, object: &Object, spec: GrpcRouteSpec) {

@@ -32,6 +32,7 @@ mod kubernetes_gateway;
 mod mesh_config;
 mod peer_authentication;
 mod references;
+mod telemetry;
 mod virtual_service;
 
 use std::{
@@ -428,6 +429,7 @@ enum Kind {
     KubernetesGateway,
     /// What routes attached to Gateways may refer to across namespaces.
     ReferenceGrant,
+    Telemetry,
 }
 
 fn kind_of(object: &Object) -> Option<Kind> {
@@ -442,6 +444,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (istio::SECURITY_GROUP, "AuthorizationPolicy") => Some(Kind::AuthorizationPolicy),
         (istio::SECURITY_GROUP, "PeerAuthentication") => Some(Kind::PeerAuthentication),
         (istio::SECURITY_GROUP, "RequestAuthentication") => Some(Kind::RequestAuthentication),
+        (istio::TELEMETRY_GROUP, "Telemetry") => Some(Kind::Telemetry),
         (gateway_api::GROUP, "HTTPRoute") => Some(Kind::HttpRoute),
         (gateway_api::GROUP, "GRPCRoute") => Some(Kind::GrpcRoute),
         (gateway_api::GROUP, "ReferenceGrant") => Some(Kind::ReferenceGrant),
@@ -480,6 +483,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut http_routes = Vec::new();
     let mut grpc_routes = Vec::new();
     let mut reference_grants = Vec::new();
+    let mut telemetries = Vec::new();
     let mut kubernetes_gateways = Vec::new();
     for object in &manifests.objects {
         let Some(kind) = kind_of(object) else {
@@ -513,6 +517,7 @@ pub fn validate(manifests: &Manifests) -> Report {
             Kind::HttpRoute => http_routes.push(Checked::decode(object, findings)),
             Kind::GrpcRoute => grpc_routes.push(Checked::decode(object, findings)),
             Kind::ReferenceGrant => reference_grants.push(Checked::decode(object, findings)),
+            Kind::Telemetry => telemetries.push(Checked::decode(object, findings)),
             Kind::KubernetesGateway => {
                 kubernetes_gateways.push(Checked::decode(object, findings));
             }
@@ -610,6 +615,14 @@ pub fn validate(manifests: &Manifests) -> Report {
     }
     for grant in reference_grants {
         grant.conclude(&mut report.diagnostics);
+    }
+    for mut checked in telemetries {
+        if let Some(spec) = &checked.spec {
+            telemetry::check(spec, &mut checked.findings);
+        }
+        if let Some((object, spec)) = checked.conclude(&mut report.diagnostics) {
+            report.model.add_telemetry(object, spec);
+        }
     }
     for gateway in &mut kubernetes_gateways {
         if let Some(spec) = &gateway.spec {

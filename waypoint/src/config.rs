@@ -13,7 +13,7 @@ use ambit_api::{
     gateway_api::HttpRouteSpec,
     istio::{
         AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, MeshConfig,
-        RequestAuthenticationSpec, VirtualServiceSpec,
+        RequestAuthenticationSpec, TelemetrySpec, VirtualServiceSpec,
     },
     locality::Locality,
 };
@@ -48,6 +48,9 @@ pub struct Config {
     pub request_authentications: Vec<Named<RequestAuthenticationSpec>>,
     /// Istio's mesh config: the extension providers CUSTOM policies name.
     pub mesh: MeshConfig,
+    /// All Telemetry objects; those that apply to this proxy set its access logging
+    /// and trace sampling ([`crate::telemetry::settings`]).
+    pub telemetries: Vec<Named<TelemetrySpec>>,
     /// The share of new traces marked sampled (0 to 100) when a request arrives without
     /// `traceparent`; `None`: all of them.
     pub trace_sampling_percent: Option<f64>,

@@ -67,7 +67,7 @@ use crate::{
     matcher::{MatchError, Semantics, connection::ConnectionView},
     policy::{Policies, PolicyError},
     retry::RetryError,
-    telemetry::Workloads,
+    telemetry::{Workloads, settings::TelemetrySettings},
 };
 
 /// One problem in one object.
@@ -199,6 +199,8 @@ pub struct RouteTable {
     /// What requests come through, as `gateways:` names it: `mesh`, or the Gateways.
     bound_as: Vec<String>,
     trace_sampling_percent: f64,
+    /// Whether requests get access-log lines (Telemetry `accessLogging`).
+    access_logging: bool,
     ignored: Vec<String>,
 }
 
@@ -212,6 +214,7 @@ impl RouteTable {
         }
         let clusters = build_clusters(config);
 
+        let telemetry = TelemetrySettings::of(config);
         let mut table = Self {
             namespace: config.namespace.clone(),
             virtual_hosts: Vec::new(),
@@ -229,7 +232,8 @@ impl RouteTable {
                 Role::Waypoint => vec!["mesh".to_owned()],
                 Role::Ingress(gateways) => gateways.iter().map(Named::key).collect(),
             },
-            trace_sampling_percent: trace_sampling(config, &mut errors),
+            trace_sampling_percent: trace_sampling(config, &telemetry, &mut errors),
+            access_logging: telemetry.access_logging,
             ignored,
         };
         for vs in &config.virtual_services {
@@ -491,6 +495,12 @@ impl RouteTable {
         self.trace_sampling_percent
     }
 
+    /// Whether requests get access-log lines.
+    #[must_use]
+    pub fn access_logging(&self) -> bool {
+        self.access_logging
+    }
+
     /// Fields the table was compiled without (the caller should log them).
     #[must_use]
     pub fn ignored(&self) -> &[String] {
@@ -498,9 +508,16 @@ impl RouteTable {
     }
 }
 
-/// `trace_sampling_percent`, 100 when unset.
-fn trace_sampling(config: &Config, errors: &mut Vec<ConfigError>) -> f64 {
-    let percent = config.trace_sampling_percent.unwrap_or(100.0);
+/// The Telemetry objects' sampling, else `trace_sampling_percent`, else 100.
+fn trace_sampling(
+    config: &Config,
+    telemetry: &TelemetrySettings,
+    errors: &mut Vec<ConfigError>,
+) -> f64 {
+    let percent = telemetry
+        .trace_sampling_percent
+        .or(config.trace_sampling_percent)
+        .unwrap_or(100.0);
     if !(0.0..=100.0).contains(&percent) {
         errors.push(ConfigError {
             kind: "Config",

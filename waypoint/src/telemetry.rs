@@ -15,8 +15,10 @@
 //!   [`Workloads`] and [`Exchange`], what one request's record is built from;
 //! - [`trace`]: `traceparent` (started when absent) and `x-request-id`;
 //! - [`spans`]: the spans of sampled requests, sent to a Zipkin collector;
+//! - [`settings`]: what Telemetry objects say (access logging, trace sampling);
 //! - [`tcp`]: Istio's TCP metrics and access log for relayed connections.
 
+pub mod settings;
 pub mod spans;
 pub mod tcp;
 pub mod trace;
@@ -345,6 +347,8 @@ pub struct Exchange {
     pub attempts: u32,
     /// The request's span, when it is sampled and spans are reported.
     pub span: Option<OpenSpan>,
+    /// Whether an access-log line is written (Telemetry `accessLogging`).
+    pub access_logging: bool,
 }
 
 impl Exchange {
@@ -379,6 +383,7 @@ impl Exchange {
             endpoint: None,
             attempts: 0,
             span: None,
+            access_logging: true,
         }
     }
 
@@ -393,6 +398,7 @@ impl Exchange {
             .or(addressed)
             .or_else(|| table.service(&self.authority).map(str::to_owned));
         self.destination = table.workloads().destination(self.endpoint);
+        self.access_logging = table.access_logging();
     }
 }
 
@@ -455,24 +461,9 @@ impl Drop for Record {
             .get_or_create(&labels)
             .observe(self.response_bytes as f64);
         let exchange = &self.exchange;
-        tracing::info!(
-            target: "access",
-            method = exchange.method,
-            path = exchange.path,
-            authority = exchange.authority,
-            status = self.status,
-            flags = %exchange.flags,
-            route = exchange.route.as_deref().unwrap_or("-"),
-            upstream = exchange.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
-            attempts = exchange.attempts,
-            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            bytes_received = exchange.request_bytes,
-            bytes_sent = self.response_bytes,
-            request_id = exchange.request_id,
-            source = labels.source.principal,
-            service = labels.destination_service,
-            "request",
-        );
+        if exchange.access_logging {
+            log_access(self, elapsed, &labels);
+        }
         if let Some(span) = span {
             span.finish(&Finished {
                 service: &labels.destination_service,
@@ -486,6 +477,29 @@ impl Drop for Record {
             });
         }
     }
+}
+
+/// The access-log line of `record`'s request (`tracing` target `access`).
+fn log_access(record: &Record, elapsed: std::time::Duration, labels: &RequestLabels) {
+    let exchange = &record.exchange;
+    tracing::info!(
+        target: "access",
+        method = exchange.method,
+        path = exchange.path,
+        authority = exchange.authority,
+        status = record.status,
+        flags = %exchange.flags,
+        route = exchange.route.as_deref().unwrap_or("-"),
+        upstream = exchange.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+        attempts = exchange.attempts,
+        duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        bytes_received = exchange.request_bytes,
+        bytes_sent = record.response_bytes,
+        request_id = exchange.request_id,
+        source = labels.source.principal,
+        service = labels.destination_service,
+        "request",
+    );
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<String> {

@@ -77,6 +77,14 @@ pub(super) fn resolve(
         };
         insert_route(mesh, route, accepted.source.file.clone());
     }
+    for accepted in &report.model.telemetries {
+        let telemetry = &accepted.object;
+        let namespace = telemetry.metadata.namespace.clone().unwrap_or_default();
+        let name = telemetry.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&telemetry.spec).unwrap_or_default();
+        let route = route(RouteKind::Telemetry, namespace, name, Vec::new(), spec);
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
     for accepted in &report.model.grpc_routes {
         let grpc = &accepted.object;
         let namespace = grpc.metadata.namespace.clone().unwrap_or_default();

@@ -228,6 +228,9 @@ fn compile(
                     .request_authentications
                     .push(named(key, route, "RequestAuthentication")?);
             }
+            Some(Kind::Route(route)) if route.kind == "Telemetry" => {
+                config.telemetries.push(named(key, route, "Telemetry")?);
+            }
             Some(Kind::Route(route)) if route.kind == "MeshConfig" => {
                 config.mesh = named::<MeshConfig>(key, route, "MeshConfig")?.spec;
             }

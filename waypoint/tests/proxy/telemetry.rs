@@ -1,7 +1,8 @@
 //! Telemetry: Istio's request metrics scraped from the registry the waypoint was given,
 //! and trace context reaching the backend.
 
-use ambit_waypoint::telemetry::spans::SpanReporter;
+use ambit_api::istio::TelemetrySpec;
+use ambit_waypoint::{Config, Named, telemetry::spans::SpanReporter};
 
 use crate::{support::*, zipkin_collector::ZipkinCollector};
 
@@ -221,4 +222,43 @@ async fn a_sampled_request_is_reported_to_zipkin_as_a_span_under_the_clients() {
     assert_eq!(span["tags"]["http.method"], "GET");
     assert_eq!(span["tags"]["http.url"], "http://app/cart");
     assert!(span["duration"].as_u64().is_some_and(|d| d > 0), "{span}");
+}
+
+#[tokio::test]
+async fn a_telemetry_object_sets_the_share_of_new_traces_sampled() {
+    let (port, backends) = start_backends(&[("127.0.0.11", "v1", Behaviour::Answer)]).await;
+    let sampled_flags = |telemetries: Vec<Named<TelemetrySpec>>| {
+        let services = vec![service("app", port, &backends)];
+        async move {
+            let waypoint = Waypoint::start(&Config {
+                // The flag would sample every new trace.
+                trace_sampling_percent: Some(100.0),
+                telemetries,
+                ..config(services, vec![], vec![])
+            })
+            .await;
+            let client = TestClient::http1(&waypoint);
+            let mut flags = Vec::new();
+            for _ in 0..5 {
+                let echo = client.get("app", "/").await.echo();
+                let traceparent = echo["headers"]["traceparent"][0].as_str().unwrap_or("");
+                flags.push(traceparent.rsplit('-').next().unwrap_or("").to_owned());
+            }
+            flags
+        }
+    };
+    assert_eq!(
+        sampled_flags(Vec::new()).await,
+        ["01"; 5],
+        "the flag's 100%"
+    );
+    let mesh_default = Named {
+        namespace: "istio-system".into(),
+        ..named("mesh-default", "tracing: [{randomSamplingPercentage: 0}]")
+    };
+    assert_eq!(
+        sampled_flags(vec![mesh_default]).await,
+        ["00"; 5],
+        "the mesh's Telemetry samples none"
+    );
 }

@@ -9,7 +9,7 @@ use ambit_api::{
     gateway_api,
     istio::{
         DEFAULT_ROOT_NAMESPACE, NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_GROUP,
-        SECURITY_VERSIONS,
+        SECURITY_VERSIONS, TELEMETRY_GROUP, TELEMETRY_VERSIONS,
     },
 };
 use kube::{Api, Client, api::DynamicObject, discovery::ApiResource};
@@ -33,7 +33,7 @@ pub struct Kind {
 }
 
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 16] = [
+pub const KINDS: [Kind; 17] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
@@ -46,6 +46,12 @@ pub const KINDS: [Kind; 16] = [
     security("AuthorizationPolicy", "authorizationpolicies"),
     security("PeerAuthentication", "peerauthentications"),
     security("RequestAuthentication", "requestauthentications"),
+    custom(
+        TELEMETRY_GROUP,
+        TELEMETRY_VERSIONS,
+        "Telemetry",
+        "telemetries",
+    ),
     custom(
         gateway_api::GROUP,
         gateway_api::VERSIONS,
