@@ -590,7 +590,7 @@ pub fn validate(manifests: &Manifests) -> Report {
         let Some(spec) = vs.spec.as_ref().filter(|_| !vs.findings.has_errors()) else {
             continue;
         };
-        if !(spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")) {
+        if !spec.applies_to_mesh() {
             continue;
         }
         let namespace = vs.object.namespace();

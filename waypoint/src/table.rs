@@ -238,7 +238,7 @@ impl RouteTable {
         };
         for vs in &config.virtual_services {
             let bound_to = match &config.role {
-                Role::Waypoint if applies_to_mesh(&vs.spec) => Vec::new(),
+                Role::Waypoint if vs.spec.applies_to_mesh() => Vec::new(),
                 Role::Ingress(gateways) => match servers::bound_gateways(vs, gateways) {
                     bound if !bound.is_empty() => bound,
                     _ => continue,
@@ -529,12 +529,6 @@ fn trace_sampling(
         });
     }
     percent
-}
-
-/// Whether a VirtualService applies to mesh traffic (and so to waypoints): it names no
-/// gateways, or names `mesh` among them.
-fn applies_to_mesh(spec: &VirtualServiceSpec) -> bool {
-    spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")
 }
 
 /// Refuses what a DestinationRule asks that the waypoint cannot do, and lists what it

@@ -39,6 +39,15 @@ pub struct VirtualServiceSpec {
     pub export_to: Vec<String>,
 }
 
+impl VirtualServiceSpec {
+    /// Whether it routes mesh traffic (and so applies at waypoints): it names no
+    /// gateways, or `mesh` among them.
+    #[must_use]
+    pub fn applies_to_mesh(&self) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh")
+    }
+}
+
 /// One HTTP route: conditions, and what to do with a request that meets them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
