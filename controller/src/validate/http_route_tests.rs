@@ -4,6 +4,14 @@
 
 use super::*;
 
+/// The names of `accepted` objects, in order.
+fn names<T: kube::Resource>(accepted: &[crate::model::Accepted<T>]) -> Vec<String> {
+    accepted
+        .iter()
+        .map(|a| a.object.meta().name.clone().unwrap_or_default())
+        .collect()
+}
+
 fn diagnostics(yaml: &str) -> (Vec<String>, Report) {
     validate_file("routes.yaml", yaml)
 }
@@ -112,12 +120,7 @@ spec:
         "spec.rules[1].filters[0].requestMirror: required: the filter's `type` names these settings",
     ];
     assert_errors_of(&lines, "shop/broken (HTTPRoute)", &expected);
-    let kept: Vec<_> = report
-        .model
-        .http_routes
-        .iter()
-        .map(|route| route.object.metadata.name.clone().unwrap_or_default())
-        .collect();
+    let kept = names(&report.model.http_routes);
     assert_eq!(kept, ["fine"]);
 }
 
@@ -154,12 +157,7 @@ spec:
         "spec.rules[0].backendRefs[0].port: required: a Service backend needs the Service port",
     ];
     assert_errors_of(&lines, "shop/broken (GRPCRoute)", &expected);
-    let kept: Vec<_> = report
-        .model
-        .grpc_routes
-        .iter()
-        .map(|route| route.object.metadata.name.clone().unwrap_or_default())
-        .collect();
+    let kept = names(&report.model.grpc_routes);
     assert_eq!(kept, ["cart"]);
 }
 
@@ -203,12 +201,7 @@ spec:
         "{}",
         lines[0]
     );
-    let mut kept: Vec<_> = report
-        .model
-        .http_routes
-        .iter()
-        .map(|route| route.object.metadata.name.clone().unwrap_or_default())
-        .collect();
+    let mut kept = names(&report.model.http_routes);
     kept.sort();
     assert_eq!(
         kept,
