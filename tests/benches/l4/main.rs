@@ -19,6 +19,7 @@
 //! measured first, before any traffic — how an idle ztunnel's RSS grows as it learns
 //! 1,000 more workloads. Each figure is the median of `AMBIT_BENCH_RUNS` runs (default
 //! 3); `AMBIT_BENCH_JSON=1` prints them as one JSON object instead of tables.
+//! `AMBIT_BENCH_RUNS=0` (`--runs 0`) measures the memory step alone.
 //!
 //! # Layout
 //! - `load`: the pod-app clients (bulk, round trips, fixed rate) and what they report;
@@ -113,6 +114,15 @@ fn run() -> Result<()> {
         .map(|mesh| Ok(mesh.ztunnel()?.pid()))
         .collect::<Result<Vec<u32>>>()?;
     let idle = idle::measure(&net, &meshes, &pids)?;
+    if runs == 0 {
+        // `--runs 0`: the memory step alone, for work on ztunnel's footprint.
+        table::print_memory(&Memory {
+            nodes: &[n1.name(), n2.name()],
+            peak_kib: &peak_rss_kib(&pids)?,
+            idle: &idle,
+        });
+        return Ok(());
+    }
     for &pid in &pids {
         proc_stats::reset_peak_rss(pid)?;
     }
@@ -126,10 +136,7 @@ fn run() -> Result<()> {
         }
     }
     check_paths(&meshes)?;
-    let peak_kib = pids
-        .iter()
-        .map(|&pid| proc_stats::peak_rss_kib(pid))
-        .collect::<Result<Vec<_>>>()?;
+    let peak_kib = peak_rss_kib(&pids)?;
 
     let (load_average, cpus) = proc_stats::load_average()?;
     let conditions = Conditions {
@@ -157,6 +164,12 @@ fn run() -> Result<()> {
         table::print_table(&rows, &memory, &conditions);
     }
     Ok(())
+}
+
+fn peak_rss_kib(pids: &[u32]) -> Result<Vec<u64>> {
+    pids.iter()
+        .map(|&pid| proc_stats::peak_rss_kib(pid))
+        .collect()
 }
 
 /// Waits until both ztunnels hold the certificates they serve with and know the mesh

@@ -135,11 +135,22 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Condition
     }
     println!("(µs; lag99 is how late the client itself sent, p99: its own share of the latency;");
     println!(" busy is the share of all CPUs busy during the step, with anything on the machine)");
+    print_memory(memory);
+    for row in rows {
+        for failure in &row.figures.failures {
+            println!("{} failed: {failure}", row.name);
+        }
+    }
+}
+
+/// Each ztunnel's peak RSS (over the runs, or over the idle step alone with `--runs 0`)
+/// and its idle RSS before and after learning the phantom workloads.
+pub fn print_memory(memory: &Memory<'_>) {
     println!("\nztunnel memory");
     for (i, node) in memory.nodes.iter().enumerate() {
         let (before, after) = (memory.idle.before_kib[i], memory.idle.after_kib[i]);
         println!(
-            "{node}: peak RSS over the runs {:.1} MiB; idle {:.1} MiB, {:.1} MiB holding {PHANTOM_PODS} more workloads and {PHANTOM_SERVICES} services ({:+.2} KiB per workload); of that, {:.1} MiB mapped from files",
+            "{node}: peak RSS {:.1} MiB; idle {:.1} MiB, {:.1} MiB holding {PHANTOM_PODS} more workloads and {PHANTOM_SERVICES} services ({:+.2} KiB per workload); of that, {:.1} MiB mapped from files",
             mib(memory.peak_kib[i]),
             mib(before),
             mib(after),
@@ -150,11 +161,6 @@ pub fn print_table(rows: &[Row<'_>], memory: &Memory<'_>, conditions: &Condition
     println!(
         "anchors: Istio ztunnel ~12 MB and ~0.06 vCPU per 1,000 req/s; Ambit's targets ≤ 8 MB idle with 1,000 workloads, ≤ 0.03 vCPU per 1,000 req/s"
     );
-    for row in rows {
-        for failure in &row.figures.failures {
-            println!("{} failed: {failure}", row.name);
-        }
-    }
 }
 
 /// The same medians as one JSON object.
