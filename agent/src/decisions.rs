@@ -188,6 +188,7 @@ mod tests {
             full: true,
             upserted: vec![workload("a", true), workload("b", false)],
             removed: Vec::new(),
+            more: false,
         });
         let now = decisions.snapshot();
         assert_eq!(
@@ -204,6 +205,7 @@ mod tests {
             full: false,
             upserted: vec![workload("b", true)],
             removed: vec!["workload/shop/a".into()],
+            more: false,
         });
         let now = decisions.snapshot();
         assert!(now.decide("shop", "b").enrols, "a delta changes one pod");

@@ -25,8 +25,9 @@
 //!   controller serves and ztunnels call;
 //! - `config` (feature `config`): Ambit's config push `ambit.config.v1.ConfigService`
 //!   (versioned, incremental, acknowledged streams from the controller to agents,
-//!   ztunnels and waypoints), and `subscribe`: the subscriber's loop (apply, ACK or
-//!   NACK, reconnect with backoff) every proxy shares;
+//!   ztunnels and waypoints), `subscribe`: the subscriber's loop (apply, ACK or
+//!   NACK, reconnect with backoff) every proxy shares, and `update_parts`: how a large
+//!   update is split into parts and put back together;
 //! - `bearer` (features `ca`, `config`): the token file a proxy presents to the CA and
 //!   the config push, as `authorization: Bearer <token>` metadata;
 //! - `channel` (features `ca`, `config`): the TLS channel to the controller, verified
@@ -62,6 +63,8 @@ pub mod policy_match;
 #[cfg(feature = "config")]
 pub mod subscribe;
 pub mod telemetry;
+#[cfg(feature = "config")]
+pub mod update_parts;
 
 /// The agent ↔ ztunnel pod hand-off protocol (`proto/handoff.proto`).
 pub mod handoff {

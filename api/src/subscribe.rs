@@ -1,7 +1,8 @@
 //! The client side of Ambit's config push: subscribe as a node's agent, ztunnel or a
 //! waypoint, apply every `ConfigUpdate` with the caller's function and acknowledge it
-//! (or NACK it with the reason it could not be applied). Reconnects with backoff; each
-//! new stream starts with a full state. The one place a subscriber's loop is written.
+//! (or NACK it with the reason it could not be applied) once all its parts arrived
+//! ([`crate::update_parts`]). Reconnects with backoff; each new stream starts with a
+//! full state. The one place a subscriber's loop is written.
 //!
 //! With a token file, each (re)connection reads it again (projected tokens rotate) and
 //! presents it as `authorization: Bearer <token>`: the controller refuses a subscriber it
@@ -21,6 +22,7 @@ use crate::{
         Ack, ConfigUpdate, Hello, SubscribeRequest, SubscriberKind,
         config_service_client::ConfigServiceClient, subscribe_request::Request,
     },
+    update_parts::{Assembler, PartMismatch},
 };
 
 /// First wait after a failed or ended subscription.
@@ -50,6 +52,8 @@ pub enum SubscribeError {
     Refused(tonic::Status),
     #[error("the config stream failed: {0}")]
     Stream(tonic::Status),
+    #[error("the config stream is out of step: {0}")]
+    Parts(#[from] PartMismatch),
     #[error("the controller closed the config stream")]
     Closed,
 }
@@ -140,7 +144,11 @@ async fn subscribe_once(
         .map_err(SubscribeError::Refused)?
         .into_inner();
     info!(%address, %node, kind = ?subscription.kind, "subscribed to the controller's config push");
-    while let Some(update) = updates.message().await.map_err(SubscribeError::Stream)? {
+    let mut parts = Assembler::default();
+    while let Some(part) = updates.message().await.map_err(SubscribeError::Stream)? {
+        let Some(update) = parts.add(part)? else {
+            continue;
+        };
         let (version, full) = (update.version, update.full);
         let error = match apply(update) {
             Ok(summary) => {

@@ -47,6 +47,7 @@ pub fn write(
         full: true,
         upserted: resources.into_values().collect(),
         removed: Vec::new(),
+        more: false,
     };
     let count = update.upserted.len();
     std::fs::write(out, update.encode_to_vec()).map_err(|source| SnapshotError::Write {

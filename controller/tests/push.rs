@@ -20,6 +20,7 @@ use ambit_api::{
         config_service_client::ConfigServiceClient, resource::Kind, subscribe_request::Request,
     },
     subscribe::{self, Subscription},
+    update_parts::MAX_PART_BYTES,
 };
 use ambit_controller::{
     ca::{
@@ -251,6 +252,19 @@ impl Subscriber {
             })
             .await
             .unwrap();
+    }
+}
+
+/// What the proxies' own client (`subscribe::run`) needs to subscribe as `node`'s
+/// `kind`, with the node's token written to a file in `tokens`.
+fn real_client(push: &Push, tokens: &Path, node: &str, kind: SubscriberKind) -> Subscription {
+    write(tokens, node, &node_token(node));
+    Subscription {
+        address: format!("https://{}", push.addr),
+        root_file: Some(push.root_file.clone()),
+        node: node.into(),
+        kind,
+        token_file: Some(tokens.join(node)),
     }
 }
 
@@ -669,15 +683,12 @@ async fn a_renewed_serving_certificate_keeps_subscriptions_working() {
     // Renewed every second; each certificate expires two seconds after it is issued.
     let controller = Controller::start_with(Duration::from_secs(2)).await;
     let tokens = tempfile::tempdir().unwrap();
-    let token_file = tokens.path().join("node-a");
-    write(tokens.path(), "node-a", &node_token("node-a"));
-    let subscription = Subscription {
-        address: format!("https://{}", controller.push.addr),
-        root_file: Some(controller.push.root_file.clone()),
-        node: "node-a".into(),
-        kind: SubscriberKind::Agent,
-        token_file: Some(token_file),
-    };
+    let subscription = real_client(
+        &controller.push,
+        tokens.path(),
+        "node-a",
+        SubscriberKind::Agent,
+    );
     let (seen, mut versions) = mpsc::unbounded_channel();
     let client = tokio::spawn(async move {
         subscribe::run(subscription, &mut |update| {
@@ -719,5 +730,102 @@ async fn a_renewed_serving_certificate_keeps_subscriptions_working() {
     // A new connection verifies: it was served the renewed certificate.
     let mut fresh = Subscriber::connect(&controller.push, "node-b", SubscriberKind::Agent).await;
     assert!(fresh.next().await.full);
+    client.abort();
+}
+
+/// `count` enrolled pods `crowd-<i>` on node-b: enough peers that a ztunnel's state no
+/// longer fits one part.
+fn crowd(count: u16) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: crowd-{i}, namespace: shop, labels: {{app: crowd}}}}\nspec: {{nodeName: node-b, serviceAccountName: crowd}}\nstatus: {{podIP: 10.1.{}.{}}}\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+const CROWD: u16 = 600;
+
+fn crowd_peers(update: &ConfigUpdate) -> usize {
+    keys(update)
+        .iter()
+        .filter(|key| key.starts_with("peer/shop/crowd-"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_large_update_travels_in_parts_and_is_applied_once() {
+    let controller = Controller::start().await;
+    controller.write("crowd.yaml", &crowd(CROWD));
+
+    // On the wire: parts under the limit, one update between them.
+    let mut ztunnel =
+        Subscriber::connect(&controller.push, "node-a", SubscriberKind::Ztunnel).await;
+    let parts = loop {
+        let mut parts = vec![ztunnel.next().await];
+        while parts[parts.len() - 1].more {
+            parts.push(ztunnel.next().await);
+        }
+        if parts.iter().map(crowd_peers).sum::<usize>() > 0 {
+            break parts;
+        }
+    };
+    assert!(parts.len() >= 2, "{} parts", parts.len());
+    let (version, full) = (parts[0].version, parts[0].full);
+    for part in &parts {
+        assert!(
+            prost::Message::encoded_len(part) <= MAX_PART_BYTES + 16,
+            "a part of {} bytes",
+            prost::Message::encoded_len(part)
+        );
+        assert_eq!((part.version, part.full), (version, full));
+    }
+    assert_eq!(
+        parts.iter().map(crowd_peers).sum::<usize>(),
+        usize::from(CROWD)
+    );
+
+    // The real client applies them as one update, and acknowledges it.
+    let tokens = tempfile::tempdir().unwrap();
+    let subscription = real_client(
+        &controller.push,
+        tokens.path(),
+        "node-b",
+        SubscriberKind::Ztunnel,
+    );
+    let (applied, mut applies) = mpsc::unbounded_channel();
+    let client = tokio::spawn(async move {
+        subscribe::run(subscription, &mut |update| {
+            let _ = applied.send((update.version, crowd_peers(&update)));
+            Ok(String::new())
+        })
+        .await;
+    });
+    let (version, peers) = loop {
+        let (version, peers) = tokio::time::timeout(Duration::from_secs(5), applies.recv())
+            .await
+            .expect("the real client should apply the crowd within 5 s")
+            .expect("the client runs");
+        if peers > 0 {
+            break (version, peers);
+        }
+    };
+    assert_eq!(peers, usize::from(CROWD), "every part in one apply");
+    controller
+        .wait_for_subscribers(
+            "node-b's ztunnel to acknowledge the update",
+            |subscribers| {
+                subscribers.iter().any(|s| {
+                    s.node == "node-b"
+                        && s.kind == SubscriberKind::Ztunnel
+                        && s.acked_version == Some(version)
+                })
+            },
+        )
+        .await;
     client.abort();
 }

@@ -447,6 +447,7 @@ mod tests {
             full,
             upserted,
             removed: removed.iter().map(|key| (*key).to_owned()).collect(),
+            more: false,
         }
     }
 

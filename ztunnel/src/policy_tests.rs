@@ -96,6 +96,7 @@ fn policies(resources: Vec<Resource>) -> Policies {
         full: true,
         upserted,
         removed: Vec::new(),
+        more: false,
     };
     policies.commit(policies.stage(&update).expect("the policies parse"));
     policies
@@ -324,6 +325,7 @@ fn a_policy_change_revokes_what_it_now_forbids() {
             vec![deny_alpha],
         )],
         removed: Vec::new(),
+        more: false,
     };
     let closed = policies.commit(policies.stage(&update).expect("parses"));
     assert_eq!(closed, 1, "only alpha's connection is forbidden now");
@@ -356,6 +358,7 @@ fn a_bad_policy_is_refused_whole() {
         full: false,
         upserted: vec![bad],
         removed: Vec::new(),
+        more: false,
     };
     let error = policies.stage(&update).expect_err("a bad CIDR").to_string();
     assert!(

@@ -11,10 +11,13 @@ use std::{
     },
 };
 
-use ambit_api::config::{
-    Ack, ConfigUpdate, SubscribeRequest, SubscriberKind,
-    config_service_server::{ConfigService, ConfigServiceServer},
-    subscribe_request::Request as Req,
+use ambit_api::{
+    config::{
+        Ack, ConfigUpdate, SubscribeRequest, SubscriberKind,
+        config_service_server::{ConfigService, ConfigServiceServer},
+        subscribe_request::Request as Req,
+    },
+    update_parts::{self, MAX_PART_BYTES},
 };
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -297,6 +300,7 @@ impl Session {
                     .cloned()
                     .collect(),
                 removed: Vec::new(),
+                more: false,
             }
         } else {
             let (mut upserted, mut removed) = shared.delta_from(&self.sent_shared);
@@ -311,6 +315,7 @@ impl Session {
                 full: false,
                 upserted,
                 removed,
+                more: false,
             }
         };
         tracing::debug!(
@@ -320,8 +325,10 @@ impl Session {
             removed = update.removed.len(),
             "pushing"
         );
-        if updates.send(Ok(update)).await.is_err() {
-            return false;
+        for part in update_parts::split(update, MAX_PART_BYTES) {
+            if updates.send(Ok(part)).await.is_err() {
+                return false;
+            }
         }
         self.needs_full = false;
         self.sent_shared = shared;
