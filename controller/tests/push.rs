@@ -255,16 +255,49 @@ impl Subscriber {
     }
 }
 
-/// What the proxies' own client (`subscribe::run`) needs to subscribe as `node`'s
-/// `kind`, with the node's token written to a file in `tokens`.
-fn real_client(push: &Push, tokens: &Path, node: &str, kind: SubscriberKind) -> Subscription {
-    write(tokens, node, &node_token(node));
-    Subscription {
-        address: format!("https://{}", push.addr),
-        root_file: Some(push.root_file.clone()),
-        node: node.into(),
-        kind,
-        token_file: Some(tokens.join(node)),
+/// The proxies' own client (`subscribe::run`) subscribed as `node`'s `kind` with the
+/// node's token, applying every update by sending `seen(update)` to the receiver
+/// returned.
+struct RealClient {
+    task: JoinHandle<()>,
+    _tokens: tempfile::TempDir,
+}
+
+impl RealClient {
+    fn start<T: Send + 'static>(
+        push: &Push,
+        node: &str,
+        kind: SubscriberKind,
+        seen: fn(&ConfigUpdate) -> T,
+    ) -> (Self, mpsc::UnboundedReceiver<T>) {
+        let tokens = tempfile::tempdir().unwrap();
+        write(tokens.path(), node, &node_token(node));
+        let subscription = Subscription {
+            address: format!("https://{}", push.addr),
+            root_file: Some(push.root_file.clone()),
+            node: node.into(),
+            kind,
+            token_file: Some(tokens.path().join(node)),
+        };
+        let (applied, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            subscribe::run(subscription, &mut |update| {
+                let _ = applied.send(seen(&update));
+                Ok(String::new())
+            })
+            .await;
+        });
+        let client = Self {
+            task,
+            _tokens: tokens,
+        };
+        (client, receiver)
+    }
+}
+
+impl Drop for RealClient {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -682,21 +715,12 @@ async fn only_tls_clients_that_trust_the_root_reach_the_push() {
 async fn a_renewed_serving_certificate_keeps_subscriptions_working() {
     // Renewed every second; each certificate expires two seconds after it is issued.
     let controller = Controller::start_with(Duration::from_secs(2)).await;
-    let tokens = tempfile::tempdir().unwrap();
-    let subscription = real_client(
+    let (_client, mut versions) = RealClient::start(
         &controller.push,
-        tokens.path(),
         "node-a",
         SubscriberKind::Agent,
+        |update| update.version,
     );
-    let (seen, mut versions) = mpsc::unbounded_channel();
-    let client = tokio::spawn(async move {
-        subscribe::run(subscription, &mut |update| {
-            let _ = seen.send(update.version);
-            Ok(String::new())
-        })
-        .await;
-    });
     let next_version = async |versions: &mut mpsc::UnboundedReceiver<u64>| {
         tokio::time::timeout(Duration::from_secs(5), versions.recv())
             .await
@@ -730,7 +754,6 @@ async fn a_renewed_serving_certificate_keeps_subscriptions_working() {
     // A new connection verifies: it was served the renewed certificate.
     let mut fresh = Subscriber::connect(&controller.push, "node-b", SubscriberKind::Agent).await;
     assert!(fresh.next().await.full);
-    client.abort();
 }
 
 /// `count` enrolled pods `crowd-<i>` on node-b: enough peers that a ztunnel's state no
@@ -790,21 +813,12 @@ async fn a_large_update_travels_in_parts_and_is_applied_once() {
     );
 
     // The real client applies them as one update, and acknowledges it.
-    let tokens = tempfile::tempdir().unwrap();
-    let subscription = real_client(
+    let (_client, mut applies) = RealClient::start(
         &controller.push,
-        tokens.path(),
         "node-b",
         SubscriberKind::Ztunnel,
+        |update| (update.version, crowd_peers(update)),
     );
-    let (applied, mut applies) = mpsc::unbounded_channel();
-    let client = tokio::spawn(async move {
-        subscribe::run(subscription, &mut |update| {
-            let _ = applied.send((update.version, crowd_peers(&update)));
-            Ok(String::new())
-        })
-        .await;
-    });
     let (version, peers) = loop {
         let (version, peers) = tokio::time::timeout(Duration::from_secs(5), applies.recv())
             .await
@@ -827,5 +841,4 @@ async fn a_large_update_travels_in_parts_and_is_applied_once() {
             },
         )
         .await;
-    client.abort();
 }
