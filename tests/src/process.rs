@@ -293,8 +293,17 @@ impl ChildGuard {
     /// # Errors
     /// When signalling or waiting fails.
     pub fn stop(&self) -> Result<ExitStatus> {
+        self.stop_within(STOP_GRACE)
+    }
+
+    /// Stops the process gracefully, giving it `grace` between SIGTERM and SIGKILL: for
+    /// a process whose own shutdown (a drain) may take longer than [`STOP_GRACE`].
+    ///
+    /// # Errors
+    /// When signalling or waiting fails.
+    pub fn stop_within(&self, grace: Duration) -> Result<ExitStatus> {
         self.slot.signal(libc::SIGTERM)?;
-        Ok(self.slot.wait_or_kill(Instant::now() + STOP_GRACE)?.0)
+        Ok(self.slot.wait_or_kill(Instant::now() + grace)?.0)
     }
 
     /// Kills the process (SIGKILL) and reaps it.

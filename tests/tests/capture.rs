@@ -9,6 +9,7 @@ use ambit_e2e::{
     mesh::Metrics,
     wait_until,
 };
+use ambit_ztunnel::config::DRAIN_TIMEOUT_SECS;
 use anyhow::{Context as _, Result, ensure};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
@@ -377,7 +378,10 @@ fn ztunnel_lets_connections_in_flight_finish_when_it_stops() -> Result<()> {
         transfer.try_status()?.is_none(),
         "the transfer ended before ztunnel was stopped"
     );
-    let status = mesh[0].ztunnel()?.stop()?;
+    // Room for ztunnel's whole drain: the harness's usual grace is shorter, and its
+    // SIGKILL would cut the transfer a busy host had not finished (a reset, not a drain).
+    let grace = Duration::from_secs(DRAIN_TIMEOUT_SECS + 5);
+    let status = mesh[0].ztunnel()?.stop_within(grace)?;
     let done = transfer.finish(Duration::from_secs(30))?;
     ensure!(
         done.stdout.contains(r#""ok":true"#),
