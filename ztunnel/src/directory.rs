@@ -4,7 +4,8 @@
 //! VIP is sent to one of the service's endpoints; one whose destination is a mesh
 //! workload goes over HBONE; the inbound side names its peers from here.
 //!
-//! [`labels`]: the compact form of each peer's labels and shared strings.
+//! [`labels`]: the compact form of each peer's labels and shared strings;
+//! [`ip_map`]: the address-keyed maps.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,9 +18,10 @@ use ambit_api::{
     identity::Identity,
 };
 
-use self::labels::Interner;
 pub use self::labels::Labels;
+use self::{ip_map::IpMap, labels::Interner};
 
+pub mod ip_map;
 pub mod labels;
 
 /// Why a config update could not be applied (the subscriber NACKs it).
@@ -53,8 +55,8 @@ pub struct Peer {
     pub namespace: Arc<str>,
     pub name: Box<str>,
     pub node: Arc<str>,
-    pub identity: Identity,
-    pub ips: Vec<IpAddr>,
+    pub identity: Arc<Identity>,
+    pub ips: Box<[IpAddr]>,
     pub labels: Labels,
 }
 
@@ -73,9 +75,9 @@ pub struct Service {
     pub name: String,
     /// `<name>.<namespace>.svc.cluster.local`.
     pub hostname: String,
-    pub vips: Vec<IpAddr>,
+    pub vips: Box<[IpAddr]>,
     pub ports: Vec<ServicePort>,
-    pub endpoints: Vec<IpAddr>,
+    pub endpoints: Box<[IpAddr]>,
     /// The waypoint its traffic must go through (`istio.io/use-waypoint`).
     pub waypoint: Option<Waypoint>,
 }
@@ -86,7 +88,7 @@ pub struct Waypoint {
     /// `namespace/name`.
     pub name: String,
     /// Empty while no waypoint pod runs: traffic fails closed.
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Box<[IpAddr]>,
     /// `None` while no waypoint pod runs.
     pub identity: Option<Identity>,
 }
@@ -110,8 +112,7 @@ impl Service {
     }
 }
 
-/// A resource key (`peer/<namespace>/<name>`, `service/<namespace>/<name>`), shared by
-/// the maps and indexes that name it.
+/// A resource key (`peer/<namespace>/<name>`, `service/<namespace>/<name>`).
 type Key = Arc<str>;
 
 /// Peers and services are shared, not copied: a delta clones the maps (reference
@@ -120,17 +121,19 @@ type Key = Arc<str>;
 struct State {
     /// By resource key (`peer/<namespace>/<name>`).
     peers: HashMap<Key, Arc<Peer>>,
-    by_ip: HashMap<IpAddr, Key>,
+    by_ip: IpMap<Arc<Peer>>,
     /// By resource key (`service/<namespace>/<name>`).
     services: HashMap<Key, Arc<Service>>,
-    by_vip: HashMap<IpAddr, Key>,
+    by_vip: IpMap<Arc<Service>>,
     /// Endpoint IP → the first service (by key) it belongs to, for telemetry (built once
     /// per update, not per connection).
-    by_endpoint: HashMap<IpAddr, Key>,
+    by_endpoint: IpMap<Arc<Service>>,
     /// Endpoint IP → the first service (by key) it belongs to when every service it
     /// belongs to uses a waypoint: mesh traffic to it must come through the waypoint. An
     /// endpoint also behind a service without a waypoint may be reached directly.
-    waypoint_only: HashMap<IpAddr, Key>,
+    waypoint_only: IpMap<Arc<Service>>,
+    /// The peers' shared strings and identities.
+    interner: Interner,
     version: Option<u64>,
 }
 
@@ -152,24 +155,21 @@ impl Directory {
     #[must_use]
     pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Peer>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let key = state.by_ip.get(&ip.to_canonical())?;
-        state.peers.get(key).cloned()
+        state.by_ip.get(ip).cloned()
     }
 
     /// The service whose VIP is `ip`, if any.
     #[must_use]
     pub fn service_at(&self, ip: IpAddr) -> Option<Arc<Service>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let key = state.by_vip.get(&ip.to_canonical())?;
-        state.services.get(key).cloned()
+        state.by_vip.get(ip).cloned()
     }
 
     /// The service that has `ip` among its endpoints (the first by key), for telemetry.
     #[must_use]
     pub fn service_of_endpoint(&self, ip: IpAddr) -> Option<Arc<Service>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let key = state.by_endpoint.get(&ip.to_canonical())?;
-        state.services.get(key).cloned()
+        state.by_endpoint.get(ip).cloned()
     }
 
     /// The service whose waypoint mesh traffic to the endpoint `ip` must come through:
@@ -177,8 +177,7 @@ impl Directory {
     #[must_use]
     pub fn waypoint_service_of_endpoint(&self, ip: IpAddr) -> Option<Arc<Service>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let key = state.waypoint_only.get(&ip.to_canonical())?;
-        state.services.get(key).cloned()
+        state.waypoint_only.get(ip).cloned()
     }
 
     /// How many mesh workloads are known.
@@ -233,7 +232,6 @@ impl Directory {
         } else {
             (state.peers.clone(), state.services.clone())
         };
-        let mut interner = Interner::default();
         for key in &update.removed {
             peers.remove(key.as_str());
             services.remove(key.as_str());
@@ -244,7 +242,8 @@ impl Directory {
             services.remove(key);
             match &resource.kind {
                 Some(Kind::Peer(peer)) => {
-                    peers.insert(key.into(), Arc::new(parse_peer(key, peer, &mut interner)?));
+                    let peer = parse_peer(key, peer, &mut state.interner)?;
+                    peers.insert(key.into(), Arc::new(peer));
                 }
                 Some(Kind::Service(service)) => {
                     services.insert(key.into(), Arc::new(parse_service(key, service)?));
@@ -252,54 +251,19 @@ impl Directory {
                 Some(_) | None => {}
             }
         }
-        let by_vip: HashMap<IpAddr, Key> = services
-            .iter()
-            .flat_map(|(key, service)| service.vips.iter().map(move |vip| (*vip, key.clone())))
+        let by_ip = index_peers(&peers)?;
+        let (by_endpoint, waypoint_only) = index_endpoints(&services);
+        state.by_vip = services
+            .values()
+            .flat_map(|service| service.vips.iter().map(|vip| (*vip, Arc::clone(service))))
             .collect();
-        let mut by_endpoint: HashMap<IpAddr, Key> = HashMap::new();
-        let mut direct_ok: HashSet<IpAddr> = HashSet::new();
-        let mut keys: Vec<&Key> = services.keys().collect();
-        keys.sort();
-        for key in keys {
-            let service = &services[key];
-            for ip in &service.endpoints {
-                by_endpoint.entry(*ip).or_insert_with(|| key.clone());
-                if service.waypoint.is_none() {
-                    direct_ok.insert(*ip);
-                }
-            }
-        }
-        let waypoint_only = by_endpoint
-            .iter()
-            .filter(|(ip, _)| !direct_ok.contains(ip))
-            .map(|(ip, key)| (*ip, key.clone()))
-            .collect();
-        let mut by_ip: HashMap<IpAddr, Key> = HashMap::new();
-        for (key, peer) in &peers {
-            for ip in &peer.ips {
-                if let Some(first) = by_ip.insert(*ip, Arc::clone(key)) {
-                    let (first, second) = if first < *key {
-                        (first, Arc::clone(key))
-                    } else {
-                        (Arc::clone(key), first)
-                    };
-                    return Err(DirectoryError::Conflict {
-                        ip: *ip,
-                        first: first.to_string(),
-                        second: second.to_string(),
-                    });
-                }
-            }
-        }
-        *state = State {
-            peers,
-            by_ip,
-            services,
-            by_vip,
-            by_endpoint,
-            waypoint_only,
-            version: Some(update.version),
-        };
+        state.peers = peers;
+        state.by_ip = by_ip;
+        state.services = services;
+        state.by_endpoint = by_endpoint;
+        state.waypoint_only = waypoint_only;
+        state.version = Some(update.version);
+        state.interner.forget_unused();
         drop(state);
         self.applied.notify_waiters();
         Ok(())
@@ -334,6 +298,66 @@ impl Directory {
     }
 }
 
+/// Address → peer; two peers on one address are refused.
+fn index_peers(peers: &HashMap<Key, Arc<Peer>>) -> Result<IpMap<Arc<Peer>>, DirectoryError> {
+    let mut by_ip = IpMap::default();
+    for peer in peers.values() {
+        for ip in &peer.ips {
+            if by_ip.insert(*ip, Arc::clone(peer)).is_some() {
+                return Err(conflict(peers, *ip));
+            }
+        }
+    }
+    Ok(by_ip)
+}
+
+/// The two peers (first by key) that claim `ip`.
+fn conflict(peers: &HashMap<Key, Arc<Peer>>, ip: IpAddr) -> DirectoryError {
+    let mut claimants: Vec<&Key> = peers
+        .iter()
+        .filter(|(_, peer)| peer.ips.contains(&ip))
+        .map(|(key, _)| key)
+        .collect();
+    claimants.sort();
+    let name = |at: usize| {
+        claimants
+            .get(at)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    DirectoryError::Conflict {
+        ip,
+        first: name(0),
+        second: name(1),
+    }
+}
+
+/// Endpoint → its first service by key; and the same for the endpoints whose every
+/// service uses a waypoint.
+fn index_endpoints(
+    services: &HashMap<Key, Arc<Service>>,
+) -> (IpMap<Arc<Service>>, IpMap<Arc<Service>>) {
+    let mut by_endpoint = IpMap::default();
+    let mut direct_ok: HashSet<IpAddr> = HashSet::new();
+    let mut keys: Vec<&Key> = services.keys().collect();
+    keys.sort();
+    for key in keys {
+        let service = &services[key];
+        for ip in &service.endpoints {
+            by_endpoint.insert_if_absent(*ip, || Arc::clone(service));
+            if service.waypoint.is_none() {
+                direct_ok.insert(*ip);
+            }
+        }
+    }
+    let waypoint_only = by_endpoint
+        .iter()
+        .filter(|(ip, _)| !direct_ok.contains(ip))
+        .map(|(ip, service)| (ip, Arc::clone(service)))
+        .collect();
+    (by_endpoint, waypoint_only)
+}
+
 fn parse_peer(
     key: &str,
     peer: &ambit_api::config::PeerIdentity,
@@ -346,6 +370,7 @@ fn parse_peer(
                 key: key.to_owned(),
                 source,
             })?;
+    let identity = interner.identity(identity);
     let ips = parse_ips(&peer.ips, |ip| DirectoryError::BadAddress {
         key: key.to_owned(),
         ip,
@@ -409,7 +434,7 @@ fn parse_service(
 fn parse_ips(
     texts: &[String],
     bad: impl Fn(String) -> DirectoryError,
-) -> Result<Vec<IpAddr>, DirectoryError> {
+) -> Result<Box<[IpAddr]>, DirectoryError> {
     texts
         .iter()
         .map(|text| {

@@ -1,26 +1,50 @@
 //! A mesh peer's labels and names in a compact form: the directory holds one entry per
 //! workload of the mesh (thousands), so each costs what it must. Strings many peers
 //! repeat (namespaces, nodes, label keys, and values such as `app` names shared by a
-//! deployment's replicas) are interned once per update; a peer's labels are one sorted
-//! slice instead of a `BTreeMap` (whose first node alone is ~0.5 KiB).
+//! deployment's replicas) and identities (one per service account) are interned and
+//! shared across updates; a peer's labels are one sorted slice instead of a `BTreeMap`
+//! (whose first node alone is ~0.5 KiB).
 
 use std::{collections::HashSet, fmt, sync::Arc};
 
-use ambit_api::telemetry::LabelLookup;
+use ambit_api::{identity::Identity, telemetry::LabelLookup};
 
-/// Hands out one shared copy of each distinct string.
+/// Hands out one shared copy of each distinct string and identity. It lives as long as
+/// the directory, so that the peers of many small updates share one copy too.
 #[derive(Debug, Default)]
-pub struct Interner(HashSet<Arc<str>>);
+pub struct Interner {
+    strings: HashSet<Arc<str>>,
+    identities: HashSet<Arc<Identity>>,
+}
 
 impl Interner {
     /// The shared copy of `text`.
     pub fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(text) {
+        if let Some(shared) = self.strings.get(text) {
             return Arc::clone(shared);
         }
         let shared: Arc<str> = Arc::from(text);
-        self.0.insert(Arc::clone(&shared));
+        self.strings.insert(Arc::clone(&shared));
         shared
+    }
+
+    /// The shared copy of `identity`.
+    pub fn identity(&mut self, identity: Identity) -> Arc<Identity> {
+        if let Some(shared) = self.identities.get(&identity) {
+            return Arc::clone(shared);
+        }
+        let shared = Arc::new(identity);
+        self.identities.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// Drops what no peer uses any more (call it once the replaced peers are gone).
+    pub fn forget_unused(&mut self) {
+        self.strings.retain(|shared| Arc::strong_count(shared) > 1);
+        self.identities
+            .retain(|shared| Arc::strong_count(shared) > 1);
+        self.strings.shrink_to_fit();
+        self.identities.shrink_to_fit();
     }
 }
 
@@ -92,5 +116,21 @@ mod tests {
             first.iter().collect::<Vec<_>>(),
             [("app", "cart"), ("version", "v1")]
         );
+    }
+
+    #[test]
+    fn identities_are_shared_and_unused_copies_forgotten() {
+        let mut interner = Interner::default();
+        let cart: Identity = "spiffe://cluster.local/ns/shop/sa/cart".parse().unwrap();
+        let first = interner.identity(cart.clone());
+        let second = interner.identity(cart);
+        assert!(Arc::ptr_eq(&first, &second), "one copy per identity");
+        let shop = interner.intern("shop");
+        drop(interner.intern("gone"));
+        drop((first, second));
+        interner.forget_unused();
+        assert_eq!(interner.identities.len(), 0, "no peer holds the identity");
+        assert_eq!(interner.strings.len(), 1, "`shop` is still held");
+        assert!(Arc::ptr_eq(&shop, &interner.intern("shop")));
     }
 }

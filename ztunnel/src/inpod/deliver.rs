@@ -80,7 +80,7 @@ pub async fn deliver(
         .hbone
         .as_ref()
         .and_then(|hbone| hbone.directory.lookup(source.ip))
-        .filter(|peer| peer.identity == *source.identity);
+        .filter(|peer| *peer.identity == *source.identity);
     labels.set_source(known.as_ref().map_or_else(
         || Party {
             principal: source.identity.to_string(),

@@ -126,7 +126,7 @@ async fn handle_connect(
 /// another identity: a valid certificate used from the wrong pod.
 fn spoofed(pod: &PodContext, request: &ConnectRequest, tls_peer: SocketAddr) -> Option<Refusal> {
     let owner = pod.hbone.as_ref()?.directory.lookup(tls_peer.ip())?;
-    if owner.identity == request.peer {
+    if *owner.identity == request.peer {
         return None;
     }
     let reason = format!(

@@ -130,7 +130,7 @@ pub async fn via_waypoint(
             namespace: namespace.into(),
             name: name.into(),
             node: "".into(),
-            identity,
+            identity: Arc::new(identity),
             ips: waypoint.addresses.clone(),
             labels: Labels::default(),
         }),
@@ -156,7 +156,7 @@ pub async fn open(
         .map_err(OutboundError::Config)?;
     let key = PoolKey {
         source: source_identity,
-        destination: route.peer.identity.clone(),
+        destination: (*route.peer.identity).clone(),
         destination_ip: route.address,
     };
     let connection = route
@@ -185,7 +185,7 @@ async fn dial(
     let config = route
         .certificate
         .certificate
-        .client_config(route.peer.identity.clone())
+        .client_config((*route.peer.identity).clone())
         .map_err(OutboundError::Config)?;
     let stream: TcpStream = sockets::connect(&pod.netns, SocketAddr::new(ip, HBONE_PORT))
         .await
