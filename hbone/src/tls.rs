@@ -21,12 +21,15 @@ use rustls::{
     CertificateError, ClientConfig, CommonState, DigitallySignedStruct, OtherError, RootCertStore,
     ServerConfig, SignatureScheme,
     client::{
+        Resumption,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
         verify_server_cert_signed_by_trust_anchor,
     },
     crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime},
-    server::{ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier},
+    server::{
+        NoServerSessionStorage, ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier,
+    },
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -109,6 +112,10 @@ impl WorkloadCertificate {
             .with_single_cert(self.checked_chain()?, self.key.clone_key())
             .map_err(TlsError::BadKey)?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // No resumption: see `client_config`. Otherwise each handshake would end with
+        // two tickets, each kept with the client's chain in a cache of this config's.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(NoServerSessionStorage {});
         Ok(Arc::new(config))
     }
 
@@ -131,6 +138,11 @@ impl WorkloadCertificate {
             .with_client_auth_cert(self.checked_chain()?, self.key.clone_key())
             .map_err(TlsError::BadKey)?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // HBONE connections are pooled and long-lived, and a config is built per
+        // connection (so that a renewed certificate applies to the next one): a session
+        // cache would never serve a resumption, yet rustls's default one allocates
+        // ~30 KB up front and holds every ticket the server sends.
+        config.resumption = Resumption::disabled();
         Ok(Arc::new(config))
     }
 

@@ -196,6 +196,34 @@ async fn a_client_without_a_certificate_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_handshake_hands_out_no_session_tickets() {
+    let setup = setup().await;
+    let config = setup
+        .client
+        .client_config(support::identity(SERVER))
+        .expect("client config");
+    let mut tls = support::connect_tls(config, setup.server.addr)
+        .await
+        .expect("the handshake succeeds");
+    // The HTTP/2 preface and an empty SETTINGS frame; the server answers with its
+    // SETTINGS, after any ticket it sent once the handshake was done.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("write the preface");
+    let mut frame_header = [0_u8; 9];
+    timeout(LIMIT, tls.read_exact(&mut frame_header))
+        .await
+        .expect("the server answers in time")
+        .expect("read the server's first frame");
+    assert_eq!(frame_header[3], 0x4, "the server's first frame is SETTINGS");
+    assert_eq!(
+        tls.get_ref().1.tls13_tickets_received(),
+        0,
+        "tickets no one can use, sent on every new HBONE connection"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_upstream_is_a_503_for_the_client() {
     let setup = setup().await;
     let connection = support::connect(&setup.client, setup.server.addr, SERVER)
