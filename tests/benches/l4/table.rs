@@ -150,10 +150,11 @@ pub fn print_memory(memory: &Memory<'_>) {
     for (i, node) in memory.nodes.iter().enumerate() {
         let (before, after) = (memory.idle.before_kib[i], memory.idle.after_kib[i]);
         println!(
-            "{node}: peak RSS {:.1} MiB; idle {:.1} MiB, {:.1} MiB holding {PHANTOM_PODS} more workloads and {PHANTOM_SERVICES} services ({:+.2} KiB per workload); of that, {:.1} MiB mapped from files",
+            "{node}: peak RSS {:.1} MiB; idle {:.1} MiB, {:.1} MiB ({:.2} MB, the targets' unit) holding {PHANTOM_PODS} more workloads and {PHANTOM_SERVICES} services ({:+.2} KiB per workload); of that, {:.1} MiB mapped from files",
             mib(memory.peak_kib[i]),
             mib(before),
             mib(after),
+            megabytes(after),
             per_workload_kib(before, after),
             mib(memory.idle.after_file_kib[i]),
         );
@@ -161,6 +162,11 @@ pub fn print_memory(memory: &Memory<'_>) {
     println!(
         "anchors: Istio ztunnel ~12 MB and ~0.06 vCPU per 1,000 req/s; Ambit's targets ≤ 8 MB idle with 1,000 workloads, ≤ 0.03 vCPU per 1,000 req/s"
     );
+}
+
+/// `kib` in decimal megabytes, the unit of the targets and of Istio's figures.
+fn megabytes(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
 }
 
 /// The same medians as one JSON object.
