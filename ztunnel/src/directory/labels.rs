@@ -3,18 +3,23 @@
 //! repeat (namespaces, nodes, label keys, and values such as `app` names shared by a
 //! deployment's replicas) and identities (one per service account) are interned and
 //! shared across updates; a peer's labels are one sorted slice instead of a `BTreeMap`
-//! (whose first node alone is ~0.5 KiB).
+//! (whose first node alone is ~0.5 KiB), itself shared by the peers with the same labels
+//! (a ReplicaSet's pods).
 
 use std::{collections::HashSet, fmt, sync::Arc};
 
 use ambit_api::{identity::Identity, telemetry::LabelLookup};
 
-/// Hands out one shared copy of each distinct string and identity. It lives as long as
-/// the directory, so that the peers of many small updates share one copy too.
+/// Sorted label pairs.
+type LabelSet = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// Hands out one shared copy of each distinct string, identity and label set. It lives
+/// as long as the directory, so that the peers of many small updates share one copy too.
 #[derive(Debug, Default)]
 pub struct Interner {
     strings: HashSet<Arc<str>>,
     identities: HashSet<Arc<Identity>>,
+    label_sets: HashSet<LabelSet>,
 }
 
 impl Interner {
@@ -38,8 +43,22 @@ impl Interner {
         shared
     }
 
+    /// The shared copy of `pairs`.
+    fn label_set(&mut self, pairs: &[(Arc<str>, Arc<str>)]) -> LabelSet {
+        if let Some(shared) = self.label_sets.get(pairs) {
+            return Arc::clone(shared);
+        }
+        let shared: LabelSet = Arc::from(pairs);
+        self.label_sets.insert(Arc::clone(&shared));
+        shared
+    }
+
     /// Drops what no peer uses any more (call it once the replaced peers are gone).
     pub fn forget_unused(&mut self) {
+        // Label sets first: the strings they drop may then be unused too.
+        self.label_sets
+            .retain(|shared| Arc::strong_count(shared) > 1);
+        self.label_sets.shrink_to_fit();
         self.strings.retain(|shared| Arc::strong_count(shared) > 1);
         self.identities
             .retain(|shared| Arc::strong_count(shared) > 1);
@@ -50,7 +69,7 @@ impl Interner {
 
 /// A workload's labels, sorted by key.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Labels(Box<[(Arc<str>, Arc<str>)]>);
+pub struct Labels(LabelSet);
 
 impl Labels {
     /// `labels`, keys and values interned by `interner`.
@@ -64,7 +83,7 @@ impl Labels {
             .collect();
         pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         pairs.dedup_by(|a, b| a.0 == b.0);
-        Self(pairs.into_boxed_slice())
+        Self(interner.label_set(&pairs))
     }
 
     /// The labels, by key.
@@ -112,6 +131,11 @@ mod tests {
         assert_eq!(second.label("version"), Some("v2"));
         assert_eq!(first.label("zone"), None);
         assert!(Arc::ptr_eq(&first.0[0].1, &second.0[0].1), "one `cart`");
+        let replica = Labels::new(&v2, &mut interner);
+        assert!(
+            Arc::ptr_eq(&second.0, &replica.0),
+            "one set for equal labels"
+        );
         assert_eq!(
             first.iter().collect::<Vec<_>>(),
             [("app", "cart"), ("version", "v1")]
@@ -119,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn identities_are_shared_and_unused_copies_forgotten() {
+    fn identities_and_label_sets_are_shared_and_unused_copies_forgotten() {
         let mut interner = Interner::default();
         let cart: Identity = "spiffe://cluster.local/ns/shop/sa/cart".parse().unwrap();
         let first = interner.identity(cart.clone());
@@ -127,10 +151,17 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second), "one copy per identity");
         let shop = interner.intern("shop");
         drop(interner.intern("gone"));
+        let labels = BTreeMap::from([("app".to_owned(), "gone-too".to_owned())]);
+        drop(Labels::new(&labels, &mut interner));
         drop((first, second));
         interner.forget_unused();
         assert_eq!(interner.identities.len(), 0, "no peer holds the identity");
-        assert_eq!(interner.strings.len(), 1, "`shop` is still held");
+        assert_eq!(interner.label_sets.len(), 0, "no peer holds the labels");
+        assert_eq!(
+            interner.strings.len(),
+            1,
+            "`shop` is still held; the labels' strings went with their set"
+        );
         assert!(Arc::ptr_eq(&shop, &interner.intern("shop")));
     }
 }
