@@ -89,18 +89,21 @@ fn the_authorizer_of_a_custom_policy_decides_at_the_waypoint() -> Result<()> {
         }),
     )?;
 
+    // Until the provider's service, its pod and the policy have all reached the waypoint
+    // and the authorizer's ztunnel, the waypoint fails closed: a 403 of its own (no
+    // body). Then the client gets the authorizer's own 403.
     let refused = wait_for(
         "a request the authorizer refuses to get its answer",
         READY_TIMEOUT,
         || {
             let report = get(&cluster, "/")?;
-            Ok::<_, anyhow::Error>((report.statuses.get("403") == Some(&1)).then_some(report))
+            Ok::<_, anyhow::Error>((report.bodies.get("authz") == Some(&1)).then_some(report))
         },
     )
     .with_context(|| cluster.logs())?;
     ensure!(
-        refused.bodies.get("authz") == Some(&1),
-        "the client gets the authorizer's own answer: {refused:?}"
+        refused.statuses.get("403") == Some(&1),
+        "the authorizer's refusal reaches the client with its status: {refused:?}"
     );
     let allowed = get(&cluster, "/status/200")?;
     ensure!(
