@@ -36,6 +36,17 @@ async fn setup() -> Setup {
     }
 }
 
+/// A TLS connection to the HBONE server, for speaking HTTP/2 over it by hand.
+async fn tls_to_server(setup: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = setup
+        .client
+        .client_config(support::identity(SERVER))
+        .expect("client config");
+    support::connect_tls(config, setup.server.addr)
+        .await
+        .expect("the TLS handshake succeeds")
+}
+
 /// Writes `data` and shuts down the write side while reading everything back.
 async fn exchange(tunnel: Tunnel, data: &[u8]) -> Vec<u8> {
     let (mut read, mut write) = tokio::io::split(tunnel);
@@ -198,13 +209,7 @@ async fn a_client_without_a_certificate_is_rejected() {
 #[tokio::test]
 async fn a_handshake_hands_out_no_session_tickets() {
     let setup = setup().await;
-    let config = setup
-        .client
-        .client_config(support::identity(SERVER))
-        .expect("client config");
-    let mut tls = support::connect_tls(config, setup.server.addr)
-        .await
-        .expect("the handshake succeeds");
+    let mut tls = tls_to_server(&setup).await;
     // The HTTP/2 preface and an empty SETTINGS frame; the server answers with its
     // SETTINGS, after any ticket it sent once the handshake was done.
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
@@ -295,13 +300,7 @@ async fn ten_tunnels_over_one_connection_each_carry_a_mebibyte() {
 #[tokio::test]
 async fn anything_but_connect_gets_405_and_a_host_name_gets_400() {
     let setup = setup().await;
-    let config = setup
-        .client
-        .client_config(support::identity(SERVER))
-        .expect("client config");
-    let tls = support::connect_tls(config, setup.server.addr)
-        .await
-        .expect("TLS");
+    let tls = tls_to_server(&setup).await;
     let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
     tokio::spawn(connection);
     for (method, uri, expected) in [
