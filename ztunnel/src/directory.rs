@@ -132,7 +132,7 @@ struct State {
     /// belongs to uses a waypoint: mesh traffic to it must come through the waypoint. An
     /// endpoint also behind a service without a waypoint may be reached directly.
     waypoint_only: IpMap<Arc<Service>>,
-    /// The peers' shared strings and identities.
+    /// The peers' shared strings, identities and label sets.
     interner: Interner,
     version: Option<u64>,
 }
