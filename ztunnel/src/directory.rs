@@ -370,7 +370,7 @@ fn parse_peer(
                 key: key.to_owned(),
                 source,
             })?;
-    let identity = interner.identity(identity);
+    let identity = interner.identity(&identity);
     let ips = parse_ips(&peer.ips, |ip| DirectoryError::BadAddress {
         key: key.to_owned(),
         ip,

@@ -6,7 +6,7 @@
 //! (whose first node alone is ~0.5 KiB), itself shared by the peers with the same labels
 //! (a ReplicaSet's pods).
 
-use std::{collections::HashSet, fmt, sync::Arc};
+use std::{collections::HashSet, fmt, hash::Hash, sync::Arc};
 
 use ambit_api::{identity::Identity, telemetry::LabelLookup};
 
@@ -25,46 +25,48 @@ pub struct Interner {
 impl Interner {
     /// The shared copy of `text`.
     pub fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(shared) = self.strings.get(text) {
-            return Arc::clone(shared);
-        }
-        let shared: Arc<str> = Arc::from(text);
-        self.strings.insert(Arc::clone(&shared));
-        shared
+        share(&mut self.strings, text, |text| Arc::from(text))
     }
 
     /// The shared copy of `identity`.
-    pub fn identity(&mut self, identity: Identity) -> Arc<Identity> {
-        if let Some(shared) = self.identities.get(&identity) {
-            return Arc::clone(shared);
-        }
-        let shared = Arc::new(identity);
-        self.identities.insert(Arc::clone(&shared));
-        shared
+    pub fn identity(&mut self, identity: &Identity) -> Arc<Identity> {
+        share(&mut self.identities, identity, |identity| {
+            Arc::new(identity.clone())
+        })
     }
 
     /// The shared copy of `pairs`.
     fn label_set(&mut self, pairs: &[(Arc<str>, Arc<str>)]) -> LabelSet {
-        if let Some(shared) = self.label_sets.get(pairs) {
-            return Arc::clone(shared);
-        }
-        let shared: LabelSet = Arc::from(pairs);
-        self.label_sets.insert(Arc::clone(&shared));
-        shared
+        share(&mut self.label_sets, pairs, |pairs| Arc::from(pairs))
     }
 
     /// Drops what no peer uses any more (call it once the replaced peers are gone).
     pub fn forget_unused(&mut self) {
         // Label sets first: the strings they drop may then be unused too.
-        self.label_sets
-            .retain(|shared| Arc::strong_count(shared) > 1);
-        self.label_sets.shrink_to_fit();
-        self.strings.retain(|shared| Arc::strong_count(shared) > 1);
-        self.identities
-            .retain(|shared| Arc::strong_count(shared) > 1);
-        self.strings.shrink_to_fit();
-        self.identities.shrink_to_fit();
+        forget_unshared(&mut self.label_sets);
+        forget_unshared(&mut self.strings);
+        forget_unshared(&mut self.identities);
     }
+}
+
+/// The copy of `value` in `set`, put there by `to_shared` if it was missing.
+fn share<T: ?Sized + Eq + Hash>(
+    set: &mut HashSet<Arc<T>>,
+    value: &T,
+    to_shared: impl FnOnce(&T) -> Arc<T>,
+) -> Arc<T> {
+    if let Some(shared) = set.get(value) {
+        return Arc::clone(shared);
+    }
+    let shared = to_shared(value);
+    set.insert(Arc::clone(&shared));
+    shared
+}
+
+/// Drops the copies only `set` still holds.
+fn forget_unshared<T: ?Sized + Eq + Hash>(set: &mut HashSet<Arc<T>>) {
+    set.retain(|shared| Arc::strong_count(shared) > 1);
+    set.shrink_to_fit();
 }
 
 /// A workload's labels, sorted by key.
@@ -146,8 +148,8 @@ mod tests {
     fn identities_and_label_sets_are_shared_and_unused_copies_forgotten() {
         let mut interner = Interner::default();
         let cart: Identity = "spiffe://cluster.local/ns/shop/sa/cart".parse().unwrap();
-        let first = interner.identity(cart.clone());
-        let second = interner.identity(cart);
+        let first = interner.identity(&cart);
+        let second = interner.identity(&cart);
         assert!(Arc::ptr_eq(&first, &second), "one copy per identity");
         let shop = interner.intern("shop");
         drop(interner.intern("gone"));
