@@ -15,16 +15,17 @@
 //!   to the pods;
 //! - **waypoint**: an enrolled client → its ztunnel → HBONE → `ambit-waypoint` (the same
 //!   routes) → HBONE → the pods' ztunnel → the app pods: the whole ambient L7 path.
-
 //!
-//! Each path takes HTTP/1.1 and HTTP/2 (prior knowledge) at 1,000 and 10,000 requests
-//! a second for 5 s, `/v1`, `/v2`, `/v3` in turn (see `load` for how each is timed).
-//! For each: the achieved rate, p50 and p99, errors, and the CPU seconds per 1,000
+//! Each path takes HTTP/1.1 and HTTP/2 (prior knowledge) at 1,000 and then 10,000
+//! requests a second for 5 s, `/v1`, `/v2`, `/v3` in turn (see `load` for how each is
+//! timed). For each: the achieved rate, p50 and p99, errors, the CPU seconds per 1,000
 //! requests of the L7 proxy (nginx's master and worker, or the Ambit proxy's process)
-//! and of both ztunnels; then each proxy's peak RSS over all runs. Every proxy speaks
+//! and of both ztunnels, and the proxy's peak RSS during the step. Every proxy speaks
 //! HTTP/1.1 to the pods (`pod-app http`, whose minimal HTTP/2 answers the direct path's
-//! h2load). Each figure is the median of `AMBIT_BENCH_RUNS` runs (default 3); `AMBIT_BENCH_JSON=1` prints one
-//! JSON object instead of tables.
+//! h2load). Each figure is the median of `AMBIT_BENCH_RUNS` runs (default 3), but the
+//! RSS per step, which is the first run's: only then has a proxy at 1,000 req/s never
+//! served more (memory it took for 10,000 req/s stays with it). `AMBIT_BENCH_JSON=1`
+//! prints one JSON object instead of tables.
 //!
 //! # Layout
 //! - `cluster`: the nodes, pods, Services and Istio config, Ambit's proxies started;
@@ -152,10 +153,6 @@ fn run() -> Result<()> {
     for path in &paths {
         cluster.wait_routes(path.client, path.http1, path.expect)?;
     }
-    for &pid in paths.iter().flat_map(|path| &path.proxy) {
-        proc_stats::reset_peak_rss(pid)?;
-    }
-
     let mut figures: Vec<Figures> = paths.iter().map(|_| Figures::default()).collect();
     for run in 1..=runs {
         eprintln!("run {run}/{runs}");
@@ -165,20 +162,6 @@ fn run() -> Result<()> {
         }
     }
 
-    let peak_rss = paths
-        .iter()
-        .map(|path| {
-            if path.proxy.is_empty() {
-                return Ok(None);
-            }
-            let kib = path
-                .proxy
-                .iter()
-                .map(|&pid| proc_stats::peak_rss_kib(pid))
-                .sum::<Result<u64>>()?;
-            Ok(Some((path.proxy_name, kib)))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let (load_average, cpus) = proc_stats::load_average()?;
     let conditions = Conditions {
         runs,
@@ -188,12 +171,11 @@ fn run() -> Result<()> {
     let rows: Vec<Row<'_>> = paths
         .iter()
         .zip(&figures)
-        .zip(peak_rss)
-        .map(|((path, own), peak_rss)| Row {
+        .map(|(path, own)| Row {
             name: path.name,
             figures: own,
             baseline: &figures[0],
-            peak_rss,
+            proxy_name: path.proxy_name,
         })
         .collect();
     if common::json_output() {
@@ -204,24 +186,38 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// One run of one path: each protocol it speaks at each rate, with the proxies' and
-/// the machine's CPU time around it. A failed measurement is recorded, not retried: it
-/// is a finding.
+/// One run of one path: each protocol it speaks at each rate, the slower rate first
+/// (so the first run's 1,000 req/s steps see a proxy that has served no more), with
+/// the proxies' and the machine's CPU time around each step and the proxy's peak RSS
+/// in it. A failed measurement is recorded, not retried: it is a finding.
 fn measure(
     cluster: &Cluster,
     path: &Path<'_>,
     ztunnels: &[u32],
     figures: &mut Figures,
 ) -> Result<()> {
-    for (protocol, steps) in PROTOCOLS.into_iter().zip(&mut figures.steps) {
-        let Some(to) = path.to(protocol) else {
-            continue;
-        };
-        for (rate, at) in RATES.into_iter().zip(steps) {
+    for (r, rate) in RATES.into_iter().enumerate() {
+        for (p, protocol) in PROTOCOLS.into_iter().enumerate() {
+            let Some(to) = path.to(protocol) else {
+                continue;
+            };
+            let at = &mut figures.steps[p][r];
+            for &pid in &path.proxy {
+                proc_stats::reset_peak_rss(pid)?;
+            }
             let proxy_before = proc_stats::cpu_seconds(&path.proxy)?;
             let ztunnels_before = proc_stats::cpu_seconds(ztunnels)?;
             let machine_before = proc_stats::uptime_and_idle()?;
-            let answered = match load::run(protocol, path.client, to, rate, cluster.net.dir()) {
+            let answered = load::run(protocol, path.client, to, rate, cluster.net.dir());
+            if !path.proxy.is_empty() {
+                at.proxy_peak_rss_kib.push(
+                    path.proxy
+                        .iter()
+                        .map(|&pid| proc_stats::peak_rss_kib(pid))
+                        .sum::<Result<u64>>()?,
+                );
+            }
+            let answered = match answered {
                 Ok(answered) => answered,
                 Err(error) => {
                     figures

@@ -26,6 +26,15 @@ pub struct Step {
     pub ztunnel_cpu_per_1k: Vec<f64>,
     /// The share of the whole machine's CPU time that was busy (with anything).
     pub machine_busy: Vec<f64>,
+    /// The L7 proxy's peak RSS during the step, in KiB (none on the direct path).
+    pub proxy_peak_rss_kib: Vec<u64>,
+}
+
+impl Step {
+    /// The proxy's peak RSS in the first run's step, which no faster step preceded.
+    fn first_run_peak_rss_kib(&self) -> Option<u64> {
+        self.proxy_peak_rss_kib.first().copied()
+    }
 }
 
 /// One path, a value per run; `steps[protocol][rate]`, in the order of [`PROTOCOLS`]
@@ -36,13 +45,23 @@ pub struct Figures {
     pub failures: Vec<String>,
 }
 
-/// A path's figures, the direct path's, and its L7 proxy's peak RSS.
+impl Figures {
+    /// The proxy's peak RSS over every step of every run, in KiB.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .flatten()
+            .flat_map(|step| step.proxy_peak_rss_kib.iter().copied())
+            .max()
+    }
+}
+
+/// A path's figures, the direct path's, and which processes its L7 proxy is.
 pub struct Row<'a> {
     pub name: &'a str,
     pub figures: &'a Figures,
     pub baseline: &'a Figures,
-    /// `(what, KiB)`: which processes, and their summed peak RSS over the runs.
-    pub peak_rss: Option<(&'a str, u64)>,
+    pub proxy_name: &'a str,
 }
 
 /// How the runs went: how many, and how loaded the machine was at their end.
@@ -124,17 +143,43 @@ pub fn print_table(rows: &[Row<'_>], conditions: &Conditions) {
         }
         println!();
     }
-    println!("\npeak RSS over the runs");
-    for row in rows {
-        if let Some((what, kib)) = row.peak_rss {
-            println!("{:<13} {:.1} MiB ({what})", row.name, mib(kib));
-        }
-    }
+    print_rss_table(rows);
     println!("{ANCHORS}");
     for row in rows {
         for failure in &row.figures.failures {
             println!("{} failed: {failure}", row.name);
         }
+    }
+}
+
+/// The L7 proxy's peak RSS in each step of the first run, in the order they ran, and
+/// over all runs.
+fn print_rss_table(rows: &[Row<'_>]) {
+    println!(
+        "\npeak RSS of the L7 proxy (MiB): in each step of the first run, in the order they ran \
+         (at 1,000 req/s it had served no more), and over all runs"
+    );
+    print!("{:<13}", "path");
+    for rate in RATES {
+        for protocol in PROTOCOLS {
+            print!(" {:>13}", format!("{protocol} @{}k", rate / 1_000));
+        }
+    }
+    println!(" {:>9}", "all runs");
+    for row in rows {
+        let Some(peak) = row.figures.peak_rss_kib() else {
+            continue;
+        };
+        print!("{:<13}", row.name);
+        for r in 0..RATES.len() {
+            for steps in &row.figures.steps {
+                let rss = steps[r]
+                    .first_run_peak_rss_kib()
+                    .map_or_else(|| "-".to_owned(), |kib| format!("{:.1}", mib(kib)));
+                print!(" {rss:>13}");
+            }
+        }
+        println!(" {:>9.1}  ({})", mib(peak), row.proxy_name);
     }
 }
 
@@ -159,8 +204,8 @@ pub fn to_json(rows: &[Row<'_>], conditions: &Conditions) -> Value {
                 row.name.to_owned(),
                 json!({
                     "protocols": protocols,
-                    "peak_rss_kib": row.peak_rss.map(|(_, kib)| kib),
-                    "peak_rss_of": row.peak_rss.map(|(what, _)| what),
+                    "peak_rss_kib": row.figures.peak_rss_kib(),
+                    "peak_rss_of": row.figures.peak_rss_kib().map(|_| row.proxy_name),
                     "failures": row.figures.failures,
                 }),
             )
@@ -187,6 +232,7 @@ fn step_json(at: &Step) -> Value {
         "proxy_cpu_s_per_1k_requests": median(&at.proxy_cpu_per_1k),
         "ztunnel_cpu_s_per_1k_requests": median(&at.ztunnel_cpu_per_1k),
         "machine_busy_share": median(&at.machine_busy),
+        "proxy_peak_rss_kib_first_run": at.first_run_peak_rss_kib(),
     })
 }
 
