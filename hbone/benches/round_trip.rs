@@ -19,11 +19,12 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+#[path = "common/closed_loop.rs"]
+mod closed_loop;
 
+use std::{net::SocketAddr, time::Instant};
+
+use closed_loop::Figures;
 use http::HeaderMap;
 use support::{CLIENT, SERVER, TestCa};
 use tokio::{
@@ -37,19 +38,8 @@ const MESSAGE: usize = 64;
 const BULK_BYTES: usize = 256 * 1024 * 1024;
 const BULK_WRITE: usize = 128 * 1024;
 
-/// One path's round trips.
-struct Figures {
-    p50: Duration,
-    p99: Duration,
-    cpu_per_round_trip: Duration,
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(run());
+    closed_loop::block_on(run());
 }
 
 async fn run() {
@@ -63,9 +53,7 @@ async fn run() {
     let hbone = round_trips(app).await;
 
     println!("64-byte round trips, closed loop, {ROUND_TRIPS} after {WARM_UP} to warm up");
-    println!("path      p50 µs          p99 µs          CPU µs per round trip");
-    print_row("direct", &direct, &direct);
-    print_row("hbone", &hbone, &direct);
+    closed_loop::print_table("round trip", &[("direct", &direct), ("hbone", &hbone)]);
 
     let direct_bulk = bulk(TcpStream::connect(echo).await.expect("connect to echo")).await;
     let hbone_bulk = bulk(through_hbone(&client, server.addr, echo).await).await;
@@ -79,23 +67,6 @@ async fn run() {
         "hbone     {hbone_bulk:6.2} Gbit/s ({:.2}x)",
         hbone_bulk / direct_bulk
     );
-}
-
-fn print_row(name: &str, figures: &Figures, direct: &Figures) {
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!(
-        "{name:<9} {:>6.1} ({:.2}x)  {:>6.1} ({:.2}x)  {:>6.1} ({:.2}x)",
-        micros(figures.p50),
-        ratio(figures.p50, direct.p50),
-        micros(figures.p99),
-        ratio(figures.p99, direct.p99),
-        micros(figures.cpu_per_round_trip),
-        ratio(figures.cpu_per_round_trip, direct.cpu_per_round_trip),
-    );
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
 }
 
 /// An application connection whose other end is relayed into an HBONE tunnel to `echo`.
@@ -129,26 +100,11 @@ async fn round_trips(mut stream: TcpStream) -> Figures {
     stream.set_nodelay(true).expect("nodelay");
     let request = [7_u8; MESSAGE];
     let mut reply = [0_u8; MESSAGE];
-    let mut latencies = Vec::with_capacity(ROUND_TRIPS);
-    let mut cpu_start = process_cpu();
-    for i in 0..WARM_UP + ROUND_TRIPS {
-        if i == WARM_UP {
-            cpu_start = process_cpu();
-        }
-        let start = Instant::now();
+    closed_loop::measure(WARM_UP, ROUND_TRIPS, async |_| {
         stream.write_all(&request).await.expect("write");
         stream.read_exact(&mut reply).await.expect("read the echo");
-        if i >= WARM_UP {
-            latencies.push(start.elapsed());
-        }
-    }
-    let cpu = process_cpu() - cpu_start;
-    latencies.sort_unstable();
-    Figures {
-        p50: latencies[latencies.len() / 2],
-        p99: latencies[latencies.len() * 99 / 100],
-        cpu_per_round_trip: cpu / u32::try_from(ROUND_TRIPS).expect("fits"),
-    }
+    })
+    .await
 }
 
 /// Writes `BULK_BYTES` while reading the echo; Gbit/s each way.
@@ -175,16 +131,4 @@ async fn bulk(stream: TcpStream) -> f64 {
     let ((), echoed) = tokio::join!(writer, reader);
     assert_eq!(echoed, BULK_BYTES, "the whole transfer comes back");
     (BULK_BYTES * 8) as f64 / start.elapsed().as_secs_f64() / 1e9
-}
-
-/// CPU time (user and system) of the main thread, from `/proc/self/schedstat`: on a
-/// current-thread runtime that is all the work of the process.
-fn process_cpu() -> Duration {
-    let text = std::fs::read_to_string("/proc/self/schedstat").expect("read schedstat");
-    let nanos = text
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("schedstat's first field");
-    Duration::from_nanos(nanos)
 }

@@ -20,12 +20,13 @@
 #[path = "../tests/proxy/support.rs"]
 mod support;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+#[path = "../../hbone/benches/common/closed_loop.rs"]
+mod closed_loop;
+
+use std::net::SocketAddr;
 
 use bytes::Bytes;
+use closed_loop::Figures;
 use http::{Request, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -37,19 +38,8 @@ const REQUESTS: usize = 20_000;
 const WARM_UP: usize = 2_000;
 const PATHS: [&str; 3] = ["/v1", "/v2", "/v3"];
 
-/// One path's requests.
-struct Figures {
-    p50: Duration,
-    p99: Duration,
-    cpu_per_request: Duration,
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(run());
+    closed_loop::block_on(run());
 }
 
 async fn run() {
@@ -83,16 +73,13 @@ http:
     let engine = requests(waypoint.address).await;
 
     println!("HTTP/1.1 GETs on one connection, closed loop, {REQUESTS} after {WARM_UP} to warm up");
-    println!("path       p50 µs          p99 µs          CPU µs per request");
-    print_row("direct", &direct, &direct);
-    print_row("engine", &engine, &direct);
+    closed_loop::print_table("request", &[("direct", &direct), ("engine", &engine)]);
+    let own = engine
+        .cpu_per_exchange
+        .saturating_sub(direct.cpu_per_exchange);
     println!(
         "the engine's own CPU per request: {:.1} µs",
-        micros(
-            engine
-                .cpu_per_request
-                .saturating_sub(direct.cpu_per_request)
-        )
+        closed_loop::micros(own)
     );
     assert_eq!(
         backends.iter().map(support::Backend::hits).sum::<u64>(),
@@ -101,34 +88,11 @@ http:
     );
 }
 
-fn print_row(name: &str, figures: &Figures, direct: &Figures) {
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!(
-        "{name:<10} {:>6.1} ({:.2}x)  {:>6.1} ({:.2}x)  {:>6.1} ({:.2}x)",
-        micros(figures.p50),
-        ratio(figures.p50, direct.p50),
-        micros(figures.p99),
-        ratio(figures.p99, direct.p99),
-        micros(figures.cpu_per_request),
-        ratio(figures.cpu_per_request, direct.cpu_per_request),
-    );
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
-}
-
 /// `WARM_UP` then `REQUESTS` `GET`s to `to`, each after the previous answer's body,
 /// the paths of [`PATHS`] in turn.
 async fn requests(to: SocketAddr) -> Figures {
     let mut sender = connect(to).await;
-    let mut latencies = Vec::with_capacity(REQUESTS);
-    let mut cpu_start = cpu_time();
-    for i in 0..WARM_UP + REQUESTS {
-        if i == WARM_UP {
-            cpu_start = cpu_time();
-        }
-        let start = Instant::now();
+    closed_loop::measure(WARM_UP, REQUESTS, async |i| {
         let request = Request::get(PATHS[i % PATHS.len()])
             .header(header::HOST, format!("app:{SERVICE_PORT}"))
             .body(Empty::<Bytes>::new())
@@ -140,17 +104,8 @@ async fn requests(to: SocketAddr) -> Figures {
             .collect()
             .await
             .expect("the whole body");
-        if i >= WARM_UP {
-            latencies.push(start.elapsed());
-        }
-    }
-    let cpu = cpu_time() - cpu_start;
-    latencies.sort_unstable();
-    Figures {
-        p50: latencies[latencies.len() / 2],
-        p99: latencies[latencies.len() * 99 / 100],
-        cpu_per_request: cpu / u32::try_from(REQUESTS).expect("fits"),
-    }
+    })
+    .await
 }
 
 /// A keep-alive HTTP/1.1 connection to `to`, driven by a task of its own.
@@ -162,20 +117,4 @@ async fn connect(to: SocketAddr) -> SendRequest<Empty<Bytes>> {
         .expect("HTTP/1.1 handshake");
     tokio::spawn(connection);
     sender
-}
-
-/// The process' CPU time, user and system: on a current-thread runtime, all the work
-/// of the client, the engine and the backends.
-fn cpu_time() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec for the call's duration.
-    let result = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut now) };
-    assert_eq!(result, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(
-        u64::try_from(now.tv_sec).expect("non-negative"),
-        u32::try_from(now.tv_nsec).expect("below a second"),
-    )
 }
