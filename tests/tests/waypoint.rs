@@ -5,11 +5,15 @@
 //! there by the VirtualService and DestinationRule, and carried over HBONE again to the
 //! chosen pod's ztunnel — which accepts it only because it comes from the waypoint. An
 //! AuthorizationPolicy attached to the waypoint (`targetRefs`) allows GET and denies
-//! POST, and the waypoint counts requests with Istio's labels.
+//! POST, and the waypoint counts requests with Istio's labels. A Telemetry object turns
+//! its access log off and, once deleted, on again.
 
 use std::{net::SocketAddr, time::Duration};
 
-use ambit_e2e::{app, wait_for};
+use ambit_e2e::{
+    app::{self, HttpCall},
+    wait_for,
+};
 use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
 
@@ -125,5 +129,81 @@ fn requests_to_a_service_go_through_its_waypoint_and_follow_the_routes() -> Resu
             Duration::from_secs(5),
         )
         .context("n2's ztunnel should say why the bypass was refused")?;
+    Ok(())
+}
+
+/// A Telemetry object reaches the waypoint through the controller's push, as Istio's
+/// does: `accessLogging: [{disabled: true}]` for the namespace stops the waypoint's
+/// access-log lines while it keeps serving, and deleting the object brings them back.
+#[test]
+fn a_telemetry_object_turns_the_waypoints_access_log_off_until_it_is_deleted() -> Result<()> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    let vip: SocketAddr = format!("{VIP}:80").parse()?;
+    let get = |path: &str| -> Result<()> {
+        let call = HttpCall {
+            path,
+            ..HttpCall::default()
+        };
+        let report = app::http_call(&cluster.client, vip, call)?;
+        ensure!(
+            report.statuses.get("200") == Some(&1),
+            "GET {path}: {report:?}"
+        );
+        Ok(())
+    };
+    let logged = |path: &str| {
+        let field = format!("path=\"{path}\"");
+        [cluster.waypoint.stdout(), cluster.waypoint.stderr()]
+            .iter()
+            .any(|log| log.lines().any(|line| line.contains(&field)))
+    };
+
+    // Logged by default, as with Istio's demo profile.
+    wait_for(
+        "a request through the waypoint",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> { Ok(get("/before").is_ok().then_some(())) },
+    )
+    .with_context(|| cluster.logs())?;
+    cluster
+        .waypoint
+        .wait_for_log("path=\"/before\"", Duration::from_secs(5))?;
+
+    cluster.net.write_manifest(
+        "telemetry.yaml",
+        &json!({
+            "apiVersion": "telemetry.istio.io/v1",
+            "kind": "Telemetry",
+            "metadata": { "name": "quiet", "namespace": "shop" },
+            "spec": { "accessLogging": [{ "disabled": true }] },
+        }),
+    )?;
+    cluster
+        .waypoint
+        .wait_for_log("1 Telemetry objects", READY_TIMEOUT)
+        .context("the Telemetry object should be pushed to the waypoint")?;
+    for _ in 0..3 {
+        get("/while-quiet")?;
+    }
+
+    // Deleted: logged again. A line written after the quiet requests proves they were
+    // not logged late.
+    cluster.net.remove_manifest("telemetry.yaml")?;
+    wait_for(
+        "access-log lines again",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            get("/after")?;
+            Ok(logged("/after").then_some(()))
+        },
+    )
+    .with_context(|| cluster.logs())?;
+    ensure!(
+        !logged("/while-quiet"),
+        "requests under accessLogging disabled must not be logged:\n{}",
+        cluster.waypoint.stdout()
+    );
     Ok(())
 }

@@ -130,10 +130,11 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| e.to_string())?;
             let config = &pushed.config;
             let mut summary = format!(
-                "{} services, {} routes, {} policies",
+                "{} services, {} routes, {} policies, {} Telemetry objects",
                 config.services.len(),
                 config.virtual_services.len() + config.destination_rules.len(),
-                config.authorization_policies.len() + config.request_authentications.len()
+                config.authorization_policies.len() + config.request_authentications.len(),
+                config.telemetries.len()
             );
             if let Role::Ingress(gateways) = &config.role {
                 let ports = gateway_ports(gateways, &namespace, &pushed.credentials);
