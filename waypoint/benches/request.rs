@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use closed_loop::Figures;
-use http::{Request, header};
+use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -92,9 +92,10 @@ http:
 /// the paths of [`PATHS`] in turn.
 async fn requests(to: SocketAddr) -> Figures {
     let mut sender = connect(to).await;
+    let host = HeaderValue::from_str(&format!("app:{SERVICE_PORT}")).expect("a valid host");
     closed_loop::measure(WARM_UP, REQUESTS, async |i| {
         let request = Request::get(PATHS[i % PATHS.len()])
-            .header(header::HOST, format!("app:{SERVICE_PORT}"))
+            .header(header::HOST, host.clone())
             .body(Empty::<Bytes>::new())
             .expect("a valid request");
         let response = sender.send_request(request).await.expect("an answer");

@@ -200,12 +200,13 @@ pub fn to_json(rows: &[Row<'_>], conditions: &Conditions) -> Value {
                     (protocol.to_string(), Value::Object(rates))
                 })
                 .collect();
+            let peak_rss_kib = row.figures.peak_rss_kib();
             (
                 row.name.to_owned(),
                 json!({
                     "protocols": protocols,
-                    "peak_rss_kib": row.figures.peak_rss_kib(),
-                    "peak_rss_of": row.figures.peak_rss_kib().map(|_| row.proxy_name),
+                    "peak_rss_kib": peak_rss_kib,
+                    "peak_rss_of": peak_rss_kib.map(|_| row.proxy_name),
                     "failures": row.figures.failures,
                 }),
             )
