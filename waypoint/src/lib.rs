@@ -65,10 +65,10 @@
 //! - Span reporting beyond Zipkin (`--zipkin-address`): no OpenTelemetry exporter, and
 //!   the sampling share of new traces is not yet read from Istio's Telemetry API.
 //! - `delegate` (the controller pushes roots merged with their delegates; one that
-//!   reaches the waypoint unmerged is refused), DestinationRule `tls`,
-//!   `connectionPool.http.maxConcurrentStreams` and `outlierDetection.interval`: the
-//!   fields that would change which requests a route takes are refused at compile time,
-//!   the others listed by [`RouteTable::ignored`].
+//!   reaches the waypoint unmerged is refused), DestinationRule `tls` and
+//!   `connectionPool.http.maxConcurrentStreams`: the fields that would change which
+//!   requests a route takes are refused at compile time, the others listed by
+//!   [`RouteTable::ignored`].
 //!   `maglev` is served by the same hash ring as `ringHash` (`tableSize` sizes it).
 //! - `CONNECT` requests and HTTP/2 extended CONNECT (WebSocket over HTTP/2; HTTP/1.1
 //!   `Upgrade`, WebSocket included, is spliced after `101`), and replaying request

@@ -154,7 +154,7 @@ impl Engine {
         connector: Arc<dyn Connect>,
         registry: &mut Registry,
     ) -> Result<Self, ConfigErrors> {
-        let table = compile(config)?;
+        let table = warn_of_ignored(RouteTable::compile(config)?);
         Ok(Self {
             table: RwLock::new(Arc::new(table)),
             jwks: Fetcher::new(Arc::clone(&connector)),
@@ -180,9 +180,10 @@ impl Engine {
     }
 
     /// Replaces the route table with `config`'s. On error the current table stays in
-    /// use. Requests in flight finish with the table they started with.
+    /// use. Requests in flight finish with the table they started with. Clusters whose settings did not change carry on with their state (see
+    /// [`crate::table::Cluster::continuing`]).
     pub fn update(&self, config: &Config) -> Result<(), ConfigErrors> {
-        let table = Arc::new(compile(config)?);
+        let table = Arc::new(warn_of_ignored(self.table().recompile(config)?));
         *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
         Ok(())
     }
@@ -194,15 +195,15 @@ impl Engine {
     }
 }
 
-fn compile(config: &Config) -> Result<RouteTable, ConfigErrors> {
-    let table = RouteTable::compile(config)?;
+/// `table`, once the fields it ignores are logged.
+fn warn_of_ignored(table: RouteTable) -> RouteTable {
     for field in table.ignored() {
         tracing::warn!(
             field,
             "ignoring a field the waypoint does not implement yet"
         );
     }
-    Ok(table)
+    table
 }
 
 /// What the waypoint knows of a downstream connection besides its bytes.

@@ -31,6 +31,7 @@ use std::{
     collections::{HashMap, HashSet},
     fmt,
     sync::Arc,
+    time::Instant,
 };
 
 use ambit_api::istio::{
@@ -44,8 +45,8 @@ use thiserror::Error;
 
 pub use self::{
     cluster::{
-        ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, Keepalive, Pooling,
-        TcpPolicy, UpstreamEndpoint,
+        ActiveRequest, Balancer, Cluster, ClusterIndex, ClusterPolicy, ClusterSettings, Keepalive,
+        Pooling, TcpPolicy, UpstreamEndpoint,
     },
     hashing::{RequestHash, RequestKeys},
     limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow},
@@ -202,17 +203,32 @@ pub struct RouteTable {
     /// Whether requests get access-log lines (Telemetry `accessLogging`).
     access_logging: bool,
     ignored: Vec<String>,
+    /// Every cluster the routes use, for the next table to carry on from.
+    clusters: ClusterIndex,
 }
 
 impl RouteTable {
     /// Compiles `config`, reporting every problem.
     pub fn compile(config: &Config) -> Result<Self, ConfigErrors> {
+        Self::compile_after(config, None)
+    }
+
+    /// Compiles `config` to replace this table: clusters whose settings did not change
+    /// carry on from this table's ([`Cluster::continuing`]).
+    pub fn recompile(&self, config: &Config) -> Result<Self, ConfigErrors> {
+        Self::compile_after(config, Some(&self.clusters))
+    }
+
+    fn compile_after(
+        config: &Config,
+        previous: Option<&ClusterIndex>,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let mut ignored = Vec::new();
         for rule in &config.destination_rules {
             check_destination_rule(rule, &mut errors, &mut ignored);
         }
-        let clusters = build_clusters(config);
+        let clusters = build_clusters(config, previous);
 
         let telemetry = TelemetrySettings::of(config);
         let mut table = Self {
@@ -235,6 +251,7 @@ impl RouteTable {
             trace_sampling_percent: trace_sampling(config, &telemetry, &mut errors),
             access_logging: telemetry.access_logging,
             ignored,
+            clusters: ClusterIndex::default(),
         };
         for vs in &config.virtual_services {
             let bound_to = match &config.role {
@@ -270,6 +287,7 @@ impl RouteTable {
             );
             table.service_defaults.insert(host, index);
         }
+        table.clusters = clusters;
         if errors.is_empty() {
             Ok(table)
         } else {
@@ -599,15 +617,10 @@ fn check_destination_rule(
         }
         let pool = policy.connection_pool.as_ref();
         let http = pool.and_then(|p| p.http.as_ref());
-        let outlier = policy.outlier_detection.as_ref();
         let tuned = [
             (
                 "connectionPool.http.maxConcurrentStreams",
                 http.is_some_and(|h| h.max_concurrent_streams.is_some()),
-            ),
-            (
-                "outlierDetection.interval",
-                outlier.is_some_and(|o| o.interval.is_some()),
             ),
             ("tls", policy.tls.is_some()),
             ("tunnel", policy.tunnel.is_some()),
@@ -649,8 +662,10 @@ fn destination_rules_by_host(config: &Config) -> HashMap<String, &DestinationRul
         .collect()
 }
 
-/// One cluster per service port for all endpoints, and one per port and subset.
-fn build_clusters(config: &Config) -> ClusterIndex {
+/// One cluster per service port for all endpoints, and one per port and subset, each
+/// carrying on from `previous`'s of the same name.
+fn build_clusters(config: &Config, previous: Option<&ClusterIndex>) -> ClusterIndex {
+    let start = Instant::now();
     let rules = destination_rules_by_host(config);
     let origin = Origin {
         locality: &config.locality,
@@ -680,19 +695,28 @@ fn build_clusters(config: &Config) -> ClusterIndex {
                     balancer: Balancer::from_settings(lb),
                     limits: pool.and_then(|pool| ConnectionLimits::new(pool, http2)),
                     tcp: TcpPolicy::new(pool),
-                    outlier: outlier.and_then(OutlierPolicy::new),
+                    outlier: outlier.and_then(|spec| OutlierPolicy::new(spec, start)),
                     locality: locality_setting(lb).and_then(|setting| {
                         setting.for_cluster(origin, outlier.is_some(), &endpoints)
                     }),
                 };
-                let cluster = Cluster::new(
-                    format!("outbound|{}|{subset}|{host}", port.port),
+                let settings = ClusterSettings {
                     http2,
+                    load_balancer: lb.cloned(),
+                    connection_pool: pool.cloned(),
+                    outlier_detection: outlier.cloned(),
+                };
+                let mut cluster = Cluster::new(
+                    format!("outbound|{}|{subset}|{host}", port.port),
+                    settings,
                     endpoints
                         .iter()
                         .map(|e| std::net::SocketAddr::from((e.ip, port.endpoint_port()))),
                     policy,
                 );
+                if let Some(before) = previous.and_then(|p| p.find(&host, subset, port.port)) {
+                    cluster = cluster.continuing(before);
+                }
                 index.insert(&host, subset, port.port, Arc::new(cluster));
             }
         }

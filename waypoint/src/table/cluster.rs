@@ -2,18 +2,26 @@
 //! one DestinationRule subset's), and how the next one is chosen: among those not
 //! ejected, narrowed to one priority level or locality (`localityLbSetting`), by the
 //! `simple` algorithm or on the `consistentHash` ring.
+//!
+//! A config update rebuilds every cluster. One whose settings did not change carries on
+//! from its predecessor ([`Cluster::continuing`]), as Envoy keeps a cluster an update
+//! does not touch: its endpoints' requests in flight and outlier state, its circuit
+//! breakers' counts, its sweep timer. Otherwise any push (a pod starting anywhere in the
+//! namespace) would readmit every ejected endpoint and reset every limit.
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use ambit_api::istio::destination_rule::{ConnectionPoolSettings, LoadBalancerSettings, SimpleLb};
+use ambit_api::istio::destination_rule::{
+    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb,
+};
 
 use super::{
     hashing::{HashPolicy, RequestHash, RequestKeys, Ring},
@@ -34,6 +42,9 @@ const HASH_DRAW_STEPS: u64 = 10_000;
 pub struct UpstreamEndpoint {
     pub address: SocketAddr,
     active: AtomicUsize,
+    /// Whether outlier detection has it out: set and cleared with `outlier` held, read
+    /// without it on every pick.
+    ejected: AtomicBool,
     outlier: Mutex<OutlierState>,
 }
 
@@ -50,6 +61,14 @@ impl UpstreamEndpoint {
     #[must_use]
     pub fn active_requests(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    fn outlier_state(&self) -> std::sync::MutexGuard<'_, OutlierState> {
+        self.outlier.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -247,6 +266,17 @@ impl TcpPolicy {
     }
 }
 
+/// What a cluster is built from besides its endpoints: whether they speak HTTP/2, and
+/// the DestinationRule settings in force for it (port-level ones first, a subset's
+/// before the rule's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterSettings {
+    pub http2: bool,
+    pub load_balancer: Option<LoadBalancerSettings>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
 /// The endpoints of one service port, or one subset of them.
 #[derive(Debug)]
 pub struct Cluster {
@@ -254,20 +284,19 @@ pub struct Cluster {
     pub name: String,
     /// Whether endpoints speak HTTP/2 (prior knowledge) rather than HTTP/1.1.
     pub http2: bool,
+    settings: ClusterSettings,
     endpoints: Vec<Arc<UpstreamEndpoint>>,
     policy: ClusterPolicy,
     /// The endpoints' points, for a consistent hash.
     ring: Option<Ring>,
-    /// Endpoints ejected by outlier detection now.
-    ejected: AtomicUsize,
 }
 
 impl Cluster {
-    /// A cluster over `addresses` with `policy`.
+    /// A cluster over `addresses` with `policy`, compiled from `settings`.
     #[must_use]
     pub fn new(
         name: String,
-        http2: bool,
+        settings: ClusterSettings,
         addresses: impl IntoIterator<Item = SocketAddr>,
         policy: ClusterPolicy,
     ) -> Self {
@@ -277,6 +306,7 @@ impl Cluster {
                 Arc::new(UpstreamEndpoint {
                     address,
                     active: AtomicUsize::new(0),
+                    ejected: AtomicBool::new(false),
                     outlier: Mutex::default(),
                 })
             })
@@ -290,12 +320,49 @@ impl Cluster {
         };
         Self {
             name,
-            http2,
+            http2: settings.http2,
+            settings,
             endpoints,
             policy,
             ring,
-            ejected: AtomicUsize::new(0),
         }
+    }
+
+    /// This cluster, built by a config update, carrying on from `previous` (the
+    /// cluster of the same name before it) when their settings are the same: the
+    /// endpoints it still has keep their requests in flight and outlier state, the
+    /// `connectionPool` limits their counts, outlier detection its sweep timer and
+    /// `ROUND_ROBIN` its place. Changed settings start afresh, as Envoy rebuilds a
+    /// cluster whose config changed.
+    #[must_use]
+    pub fn continuing(mut self, previous: &Self) -> Self {
+        if self.settings != previous.settings {
+            return self;
+        }
+        let kept: HashMap<SocketAddr, &Arc<UpstreamEndpoint>> = previous
+            .endpoints
+            .iter()
+            .map(|endpoint| (endpoint.address, endpoint))
+            .collect();
+        for endpoint in &mut self.endpoints {
+            if let Some(kept) = kept.get(&endpoint.address) {
+                *endpoint = Arc::clone(kept);
+            }
+        }
+        if let Some(limits) = &previous.policy.limits {
+            self.policy.limits = Some(limits.shared());
+        }
+        if let (Some(outlier), Some(before)) =
+            (self.policy.outlier.take(), &previous.policy.outlier)
+        {
+            self.policy.outlier = Some(outlier.sweeping_as(before));
+        }
+        if let (Balancer::RoundRobin(next), Balancer::RoundRobin(before)) =
+            (&self.policy.balancer, &previous.policy.balancer)
+        {
+            next.store(before.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self
     }
 
     /// Where `request` falls on the cluster's ring, for [`Cluster::pick`]; nothing
@@ -432,31 +499,35 @@ impl Cluster {
     /// Whether each endpoint may take a request now (not ejected, unless too few are in
     /// for `minHealthPercent`), readmitting those whose ejection ended.
     fn available(&self) -> Vec<bool> {
-        if self.ejected.load(Ordering::Acquire) == 0 {
-            return vec![true; self.endpoints.len()];
+        let total = self.endpoints.len();
+        let Some(policy) = &self.policy.outlier else {
+            return vec![true; total];
+        };
+        if !self.endpoints.iter().any(|endpoint| endpoint.is_ejected()) {
+            return vec![true; total];
         }
         let now = Instant::now();
         let available: Vec<bool> = self
             .endpoints
             .iter()
-            .map(|endpoint| match endpoint.outlier_state().ejected_at(now) {
-                Ejection::In => true,
-                Ejection::Out => false,
-                Ejection::Readmitted => {
-                    self.ejected.fetch_sub(1, Ordering::AcqRel);
-                    tracing::debug!(cluster = self.name, endpoint = %endpoint.address, "readmitted");
-                    true
+            .map(|endpoint| {
+                if !endpoint.is_ejected() {
+                    return true;
+                }
+                let mut state = endpoint.outlier_state();
+                match policy.ejection_at(&mut state, now) {
+                    Ejection::In => true,
+                    Ejection::Out => false,
+                    Ejection::Readmitted => {
+                        endpoint.ejected.store(false, Ordering::Release);
+                        tracing::debug!(cluster = self.name, endpoint = %endpoint.address, "readmitted");
+                        true
+                    }
                 }
             })
             .collect();
         let healthy = available.iter().filter(|yes| **yes).count();
-        let total = available.len();
-        if self
-            .policy
-            .outlier
-            .as_ref()
-            .is_some_and(|outlier| outlier.panics(healthy, total))
-        {
+        if policy.panics(healthy, total) {
             return vec![true; total];
         }
         available
@@ -468,19 +539,15 @@ impl Cluster {
             return;
         };
         let mut state = endpoint.outlier_state();
-        if policy.record(&mut state, health)
-            && policy.may_eject(self.ejected.load(Ordering::Acquire), self.endpoints.len())
-        {
+        if !policy.record(&mut state, health) {
+            return;
+        }
+        let ejected = self.endpoints.iter().filter(|e| e.is_ejected()).count();
+        if policy.may_eject(ejected, self.endpoints.len()) {
             policy.eject(&mut state, Instant::now());
-            self.ejected.fetch_add(1, Ordering::AcqRel);
+            endpoint.ejected.store(true, Ordering::Release);
             tracing::debug!(cluster = self.name, endpoint = %endpoint.address, "ejected");
         }
-    }
-}
-
-impl UpstreamEndpoint {
-    fn outlier_state(&self) -> std::sync::MutexGuard<'_, OutlierState> {
-        self.outlier.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -503,6 +570,16 @@ impl ClusterIndex {
             .push((port, cluster));
     }
 
+    /// The cluster of `host`'s `subset` on service port `port`, if there is one.
+    #[must_use]
+    pub fn find(&self, host: &str, subset: &str, port: u16) -> Option<&Arc<Cluster>> {
+        self.0
+            .get(host)?
+            .get(subset)?
+            .iter()
+            .find_map(|(number, cluster)| (*number == port).then_some(cluster))
+    }
+
     /// The clusters of `host`'s `subset`, by service port; empty when either does not
     /// exist.
     #[must_use]
@@ -516,280 +593,4 @@ impl ClusterIndex {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-    use crate::table::{Health, OutlierPolicy};
-
-    fn cluster(balancer: Balancer, count: u8) -> Cluster {
-        let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-        let policy = ClusterPolicy {
-            balancer,
-            limits: None,
-            outlier: None,
-            locality: None,
-            tcp: TcpPolicy::default(),
-        };
-        Cluster::new("outbound|80||app".into(), false, addresses, policy)
-    }
-
-    #[test]
-    fn tcp_timeouts_are_istios_unless_set_and_a_zero_idle_timeout_turns_it_off() {
-        let pool = |yaml: &str| -> ConnectionPoolSettings {
-            serde_yaml_ng::from_str(yaml).expect("test pool is YAML")
-        };
-        assert_eq!(TcpPolicy::new(None), TcpPolicy::default());
-        assert_eq!(
-            TcpPolicy::new(Some(&pool("{tcp: {maxConnections: 3}}"))),
-            TcpPolicy::default()
-        );
-        assert_eq!(
-            TcpPolicy::new(Some(&pool(
-                "{tcp: {idleTimeout: 90s, connectTimeout: 250ms, maxConnectionDuration: 1h, tcpKeepalive: {time: 7s, probes: 3}}}"
-            ))),
-            TcpPolicy {
-                connect_timeout: Duration::from_millis(250),
-                idle_timeout: Some(Duration::from_secs(90)),
-                max_connection_duration: Some(Duration::from_secs(3600)),
-                pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
-                use_client_protocol: false,
-                max_requests_per_connection: None,
-                keepalive: Some(Keepalive {
-                    time: Some(Duration::from_secs(7)),
-                    interval: None,
-                    probes: Some(3),
-                }),
-            }
-        );
-        assert_eq!(
-            TcpPolicy::new(Some(&pool("{http: {idleTimeout: 5s}}"))).pool_idle_timeout,
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            TcpPolicy::new(Some(&pool(
-                "{http: {idleTimeout: 0s}, tcp: {connectTimeout: 1s}}"
-            )))
-            .pool_idle_timeout,
-            None
-        );
-        assert_eq!(
-            TcpPolicy::new(Some(&pool("{tcp: {maxConnectionDuration: 0s}}")))
-                .max_connection_duration,
-            None
-        );
-        assert_eq!(
-            TcpPolicy::new(Some(&pool("{tcp: {idleTimeout: 0s}}"))).idle_timeout,
-            None
-        );
-    }
-
-    #[test]
-    fn round_robin_takes_turns() {
-        let cluster = cluster(Balancer::new(Some(SimpleLb::RoundRobin)), 3);
-        let picks: Vec<u8> = (0..6)
-            .map(|_| match cluster.pick(None, &[]).unwrap().address {
-                SocketAddr::V4(v4) => v4.ip().octets()[3],
-                SocketAddr::V6(_) => unreachable!("test endpoints are IPv4"),
-            })
-            .collect();
-        assert_eq!(picks, [1, 2, 3, 1, 2, 3]);
-    }
-
-    #[test]
-    fn least_request_avoids_a_busy_endpoint() {
-        let cluster = cluster(Balancer::new(None), 2);
-        let busy = cluster.endpoints[0].start_request();
-        let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
-        for _ in 0..200 {
-            *counts
-                .entry(cluster.pick(None, &[]).unwrap().address)
-                .or_default() += 1;
-        }
-        // The busy one wins only when both random picks land on it: about a quarter.
-        let busy_share = counts.get(&busy.0.address).copied().unwrap_or(0);
-        assert!(
-            busy_share < 100,
-            "the busy endpoint got {busy_share} of 200 picks"
-        );
-        drop(busy);
-        assert_eq!(cluster.endpoints[0].active_requests(), 0);
-    }
-
-    #[test]
-    fn a_retry_prefers_another_endpoint() {
-        let cluster = cluster(Balancer::new(Some(SimpleLb::Random)), 2);
-        let first = cluster.pick(None, &[]).unwrap().address;
-        // Five random picks all land on `first` once in 32 times.
-        let again = (0..100)
-            .filter(|_| cluster.pick(None, &[first]).unwrap().address == first)
-            .count();
-        assert!(
-            again < 15,
-            "{again} of 100 retries went back to the endpoint that failed"
-        );
-    }
-
-    /// A round-robin cluster of `count` endpoints with `outlier` detection.
-    fn ejecting_cluster(count: u8, outlier: &str) -> Cluster {
-        let outlier: ambit_api::istio::destination_rule::OutlierDetection =
-            serde_yaml_ng::from_str(outlier).unwrap();
-        let policy = ClusterPolicy {
-            balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
-            limits: None,
-            outlier: OutlierPolicy::new(&outlier),
-            locality: None,
-            tcp: TcpPolicy::default(),
-        };
-        let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-        Cluster::new("outbound|80||app".into(), false, addresses, policy)
-    }
-
-    #[test]
-    fn an_ejected_endpoint_is_not_picked_until_its_ejection_ends() {
-        let cluster = ejecting_cluster(2, "{consecutive5xxErrors: 1, baseEjectionTime: 1h}");
-        let failing = cluster.pick(None, &[]).unwrap();
-        cluster.record(&failing, Health::ServerError { gateway: true });
-        for _ in 0..10 {
-            assert_ne!(cluster.pick(None, &[]).unwrap().address, failing.address);
-        }
-        let other = cluster.pick(None, &[]).unwrap();
-        cluster.record(&other, Health::LocalFailure);
-        assert!(
-            cluster.pick(None, &[]).is_some(),
-            "the default 10% lets only one of two endpoints out"
-        );
-    }
-
-    #[test]
-    fn with_too_few_endpoints_in_for_min_health_percent_every_endpoint_takes_requests() {
-        let cluster = ejecting_cluster(
-            4,
-            "{consecutive5xxErrors: 1, baseEjectionTime: 1h, maxEjectionPercent: 100, minHealthPercent: 50}",
-        );
-        let picked = |cluster: &Cluster| {
-            (0..8)
-                .map(|_| cluster.pick(None, &[]).unwrap().address)
-                .collect::<std::collections::BTreeSet<_>>()
-        };
-        cluster.record(&cluster.endpoints[0], Health::LocalFailure);
-        cluster.record(&cluster.endpoints[1], Health::LocalFailure);
-        assert_eq!(picked(&cluster).len(), 2, "two of four out: half are in");
-        cluster.record(&cluster.endpoints[2], Health::LocalFailure);
-        assert_eq!(
-            picked(&cluster).len(),
-            4,
-            "one of four in: the cluster panics and uses all of them"
-        );
-    }
-
-    fn hashing_cluster(count: u8, outlier: Option<&str>) -> Cluster {
-        let lb: LoadBalancerSettings =
-            serde_yaml_ng::from_str("{consistentHash: {httpHeaderName: x-user}}").unwrap();
-        let outlier = outlier.map(|yaml| serde_yaml_ng::from_str(yaml).unwrap());
-        let policy = ClusterPolicy {
-            balancer: Balancer::from_settings(Some(&lb)),
-            limits: None,
-            outlier: outlier.as_ref().and_then(OutlierPolicy::new),
-            locality: None,
-            tcp: TcpPolicy::default(),
-        };
-        let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-        Cluster::new("outbound|80||app".into(), false, addresses, policy)
-    }
-
-    /// Where each of `users` lands.
-    fn placements(cluster: &Cluster, users: &[String]) -> Vec<SocketAddr> {
-        users
-            .iter()
-            .map(|user| {
-                let mut headers = http::HeaderMap::new();
-                headers.insert("x-user", user.parse().unwrap());
-                let keys = RequestKeys {
-                    headers: &headers,
-                    query: None,
-                    source: [198, 18, 0, 1].into(),
-                };
-                let hash = cluster.hash(keys).hash;
-                assert!(hash.is_some(), "the header is hashed");
-                cluster.pick(hash, &[]).unwrap().address
-            })
-            .collect()
-    }
-
-    fn users(count: usize) -> Vec<String> {
-        (0..count).map(|i| format!("user-{i}")).collect()
-    }
-
-    #[test]
-    fn a_consistent_hash_sticks_per_key_and_spreads_across_keys() {
-        let cluster = hashing_cluster(3, None);
-        let users = users(300);
-        let first = placements(&cluster, &users);
-        for _ in 0..3 {
-            assert_eq!(
-                placements(&cluster, &users),
-                first,
-                "a user changed endpoint"
-            );
-        }
-        let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
-        for address in &first {
-            *counts.entry(*address).or_default() += 1;
-        }
-        assert_eq!(counts.len(), 3, "300 users reached {counts:?}");
-        assert!(
-            counts.values().all(|n| *n >= 50),
-            "the users spread unevenly: {counts:?}"
-        );
-    }
-
-    #[test]
-    fn an_ejected_endpoints_keys_move_and_come_back_when_it_is_readmitted() {
-        let cluster = hashing_cluster(
-            4,
-            Some("{consecutive5xxErrors: 1, baseEjectionTime: 20ms, maxEjectionPercent: 100}"),
-        );
-        let users = users(200);
-        let before = placements(&cluster, &users);
-        let failing = cluster.endpoints[1].clone();
-        cluster.record(&failing, Health::ServerError { gateway: false });
-        let during = placements(&cluster, &users);
-        for ((user, was), is) in users.iter().zip(&before).zip(&during) {
-            if *was == failing.address {
-                assert_ne!(
-                    *is, failing.address,
-                    "{user} still goes to the ejected endpoint"
-                );
-            } else {
-                assert_eq!(was, is, "{user} moved although its endpoint is healthy");
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(40));
-        assert_eq!(
-            placements(&cluster, &users),
-            before,
-            "the readmitted endpoint gets its users back"
-        );
-    }
-
-    #[test]
-    fn a_consistent_hash_retry_goes_round_the_ring_to_another_endpoint() {
-        let cluster = hashing_cluster(3, None);
-        let first = cluster.pick(Some(42), &[]).unwrap().address;
-        let retry = cluster.pick(Some(42), &[first]).unwrap().address;
-        assert_ne!(retry, first);
-        assert_eq!(cluster.pick(Some(42), &[first]).unwrap().address, retry);
-        let all: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.address).collect();
-        assert_eq!(
-            cluster.pick(Some(42), &all).unwrap().address,
-            first,
-            "with every endpoint tried, the key's own endpoint"
-        );
-    }
-
-    #[test]
-    fn an_empty_cluster_has_no_pick() {
-        assert!(cluster(Balancer::Random, 0).pick(None, &[]).is_none());
-    }
-}
+mod tests;

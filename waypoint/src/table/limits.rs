@@ -107,6 +107,21 @@ impl ConnectionLimits {
         })
     }
 
+    /// The same limits, counting in the same counters: for the cluster a config update
+    /// rebuilds with unchanged settings, so that what was admitted before still counts.
+    #[must_use]
+    pub fn shared(&self) -> Self {
+        Self {
+            max_requests: self.max_requests,
+            active: Arc::clone(&self.active),
+            connections: self.connections.clone(),
+            max_pending: self.max_pending,
+            pending: Arc::clone(&self.pending),
+            max_retries: self.max_retries,
+            retrying: Arc::clone(&self.retrying),
+        }
+    }
+
     /// Admits one relayed TCP connection (`None`: connections are not limited), or
     /// refuses it when every connection is taken.
     pub fn admit_stream(&self) -> Result<Option<ConnectionSlot>, Overflow> {

@@ -7,16 +7,19 @@
 //! `splitExternalLocalOriginErrors`, when they count only towards
 //! `consecutiveLocalOriginFailures` (default 5), and any response resets that count. A
 //! count trips as soon as it is reached. An ejection lasts `baseEjectionTime` (default 30s)
-//! times the number of times the endpoint was ejected, capped at 300s, and no more than
-//! `maxEjectionPercent` (default 10%) of the endpoints are out at once, but at least one
-//! may be. An ejected endpoint is readmitted the first time the cluster picks after its
-//! ejection ended (Envoy checks every `interval`), with its counts cleared.
+//! times a multiplier, capped at 300s, and no more than `maxEjectionPercent` (default
+//! 10%) of the endpoints are out at once, but at least one may be.
+//!
+//! Envoy reviews ejections on a timer, every `interval` (default 10s) from the cluster's
+//! creation: a sweep readmits the endpoints whose ejection time is over, with their
+//! counts cleared, and lowers by one the multiplier of each endpoint it finds in. Each
+//! ejection raises the multiplier by one, until the ejection reaches the cap. So an
+//! endpoint that keeps failing stays out longer each time, and one that has recovered
+//! is forgiven one step per sweep. Here the sweeps are not a task: they fall at known
+//! instants ([`Sweeps`]), and an endpoint's state is brought up to date when it is read.
 //! `minHealthPercent` is Envoy's panic threshold, as Istio maps it: while fewer than that
 //! share of the cluster's endpoints are in, ejections are ignored and every endpoint takes
 //! requests (0, the default, never panics).
-//!
-//! Not done: `interval` (Envoy sweeps for readmissions every `interval`; here an
-//! ejection that ended is seen at the next pick).
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,8 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 pub const DEFAULT_CONSECUTIVE_LOCAL_ORIGIN: u32 = 5;
 /// Envoy's default share of endpoints that may be ejected.
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
+/// Envoy's default time between sweeps.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How one attempt went, for outlier detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,14 @@ pub struct OutlierPolicy {
     base_ejection: Duration,
     max_ejection_percent: u32,
     min_health_percent: u32,
+    sweeps: Sweeps,
+}
+
+/// When a cluster's ejections are reviewed: every `interval` after `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sweeps {
+    start: Instant,
+    interval: Duration,
 }
 
 /// One endpoint's counts and ejection.
@@ -62,14 +75,50 @@ pub struct OutlierState {
     consecutive_5xx: u32,
     consecutive_gateway: u32,
     consecutive_local_origin: u32,
-    ejections: u32,
+    /// How many base ejection times the next ejection lasts, less one.
+    multiplier: u32,
+    /// When the current ejection's time is over (it ends at the sweep after).
     ejected_until: Option<Instant>,
+    /// The sweep that readmitted the endpoint last: each sweep after it finds the
+    /// endpoint in and lowers the multiplier.
+    readmitted: Option<Instant>,
+}
+
+impl Sweeps {
+    /// The first sweep at or after `at`.
+    fn first_from(self, at: Instant) -> Instant {
+        let index = self.index_of(at);
+        let on_a_sweep =
+            at.saturating_duration_since(self.start).as_nanos() == index * self.interval.as_nanos();
+        let next = if on_a_sweep && index > 0 {
+            index
+        } else {
+            index + 1
+        };
+        self.start + nanos(next * self.interval.as_nanos())
+    }
+
+    /// How many sweeps fall after `after`, up to `until` included.
+    fn after(self, after: Instant, until: Instant) -> u128 {
+        self.index_of(until).saturating_sub(self.index_of(after))
+    }
+
+    /// How many sweeps have fallen by `at`.
+    fn index_of(self, at: Instant) -> u128 {
+        at.saturating_duration_since(self.start).as_nanos() / self.interval.as_nanos()
+    }
+}
+
+/// `count` nanoseconds, saturating far beyond any uptime.
+fn nanos(count: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(count).unwrap_or(u64::MAX))
 }
 
 impl OutlierPolicy {
-    /// The policy `spec` describes; `None` when it disables both counts.
+    /// The policy `spec` describes, sweeping from `start` (the cluster's creation);
+    /// `None` when it disables every count.
     #[must_use]
-    pub fn new(spec: &OutlierDetection) -> Option<Self> {
+    pub fn new(spec: &OutlierDetection, start: Instant) -> Option<Self> {
         let consecutive_5xx = spec
             .consecutive_5xx_errors
             .unwrap_or(DEFAULT_CONSECUTIVE_5XX);
@@ -102,6 +151,14 @@ impl OutlierPolicy {
                 .and_then(|p| u32::try_from(p).ok())
                 .unwrap_or(0)
                 .min(100),
+            sweeps: Sweeps {
+                start,
+                interval: spec
+                    .interval
+                    .map(|d| d.get())
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(DEFAULT_INTERVAL),
+            },
         };
         (policy.consecutive_5xx.is_some()
             || policy.consecutive_gateway.is_some()
@@ -162,30 +219,55 @@ impl OutlierPolicy {
                 .is_some_and(|n| state.consecutive_local_origin >= n)
     }
 
-    /// Ejects the endpoint from `now`.
+    /// Ejects the endpoint from `now`, for longer than last time unless the sweeps
+    /// since its readmission have brought the multiplier down.
     pub fn eject(&self, state: &mut OutlierState, now: Instant) {
-        state.ejections += 1;
+        let forgiven = state
+            .readmitted
+            .map_or(0, |readmitted| self.sweeps.after(readmitted, now));
+        let multiplier = u128::from(state.multiplier).saturating_sub(forgiven);
+        let multiplier = u32::try_from(multiplier).unwrap_or(u32::MAX);
+        // Envoy's rule: the multiplier grows until it is a step past the cap, so that
+        // the first sweep's forgiveness does not already shorten the next ejection.
+        let past_the_cap = MAX_EJECTION.saturating_add(self.base_ejection);
+        state.multiplier = if self.base_ejection.saturating_mul(multiplier) < past_the_cap {
+            multiplier + 1
+        } else {
+            multiplier
+        };
         let length = self
             .base_ejection
-            .saturating_mul(state.ejections)
+            .saturating_mul(state.multiplier)
             .min(MAX_EJECTION);
         state.ejected_until = Some(now + length);
+        state.readmitted = None;
         state.consecutive_5xx = 0;
         state.consecutive_gateway = 0;
     }
-}
 
-impl OutlierState {
-    /// Whether the endpoint takes requests at `now`; an ejection that has ended is
-    /// lifted, and reported once as [`Ejection::Readmitted`] so the caller can count it.
-    pub fn ejected_at(&mut self, now: Instant) -> Ejection {
-        match self.ejected_until {
-            None => Ejection::In,
-            Some(until) if now < until => Ejection::Out,
-            Some(_) => {
-                self.ejected_until = None;
-                Ejection::Readmitted
-            }
+    /// Whether the endpoint takes requests at `now`: an ejection ends at the first
+    /// sweep after its time is over, and is reported once as [`Ejection::Readmitted`]
+    /// so the caller can count it.
+    pub fn ejection_at(&self, state: &mut OutlierState, now: Instant) -> Ejection {
+        let Some(until) = state.ejected_until else {
+            return Ejection::In;
+        };
+        let readmission = self.sweeps.first_from(until);
+        if now < readmission {
+            return Ejection::Out;
+        }
+        state.ejected_until = None;
+        state.readmitted = Some(readmission);
+        Ejection::Readmitted
+    }
+
+    /// The same policy, sweeping from `previous`'s start: a cluster rebuilt with
+    /// unchanged settings keeps its timer.
+    #[must_use]
+    pub fn sweeping_as(self, previous: &Self) -> Self {
+        Self {
+            sweeps: previous.sweeps,
+            ..self
         }
     }
 }
@@ -204,7 +286,15 @@ mod tests {
     use super::*;
 
     fn policy(yaml: &str) -> OutlierPolicy {
-        OutlierPolicy::new(&serde_yaml_ng::from_str(yaml).unwrap()).expect("a policy")
+        policy_from(yaml, Instant::now())
+    }
+
+    fn policy_from(yaml: &str, start: Instant) -> OutlierPolicy {
+        OutlierPolicy::new(&serde_yaml_ng::from_str(yaml).unwrap(), start).expect("a policy")
+    }
+
+    fn secs(count: u64) -> Duration {
+        Duration::from_secs(count)
     }
 
     #[test]
@@ -271,29 +361,113 @@ mod tests {
     }
 
     #[test]
-    fn ejections_grow_and_end() {
-        let policy = policy("{consecutive5xxErrors: 1, baseEjectionTime: 10s}");
-        let mut state = OutlierState::default();
+    fn an_ejection_ends_at_the_first_sweep_after_its_time() {
         let start = Instant::now();
-        policy.eject(&mut state, start);
+        let policy = policy_from(
+            "{consecutive5xxErrors: 1, baseEjectionTime: 10s, interval: 4s}",
+            start,
+        );
+        let mut state = OutlierState::default();
+        policy.eject(&mut state, start + secs(1));
         assert_eq!(
-            state.ejected_at(start + Duration::from_secs(9)),
+            policy.ejection_at(&mut state, start + secs(11)),
             Ejection::Out
         );
         assert_eq!(
-            state.ejected_at(start + Duration::from_secs(10)),
+            policy.ejection_at(&mut state, start + secs(12) - Duration::from_millis(1)),
+            Ejection::Out,
+            "its 10s are over at 11s, but the next sweep is at 12s"
+        );
+        assert_eq!(
+            policy.ejection_at(&mut state, start + secs(12)),
             Ejection::Readmitted
         );
         assert_eq!(
-            state.ejected_at(start + Duration::from_secs(10)),
+            policy.ejection_at(&mut state, start + secs(12)),
             Ejection::In
         );
-        policy.eject(&mut state, start);
+
+        policy.eject(&mut state, start + secs(12));
         assert_eq!(
-            state.ejected_at(start + Duration::from_secs(19)),
+            policy.ejection_at(&mut state, start + secs(31)),
             Ejection::Out,
-            "the second ejection is twice as long"
+            "ejected again before any sweep found it in: twice as long"
         );
+        assert_eq!(
+            policy.ejection_at(&mut state, start + secs(32)),
+            Ejection::Readmitted
+        );
+    }
+
+    #[test]
+    fn each_sweep_that_finds_the_endpoint_in_forgives_one_ejection() {
+        let start = Instant::now();
+        let policy = policy_from(
+            "{consecutive5xxErrors: 1, baseEjectionTime: 10s, interval: 10s}",
+            start,
+        );
+        let mut state = OutlierState::default();
+        for (ejected, over) in [(0, 10), (10, 30), (30, 60)] {
+            policy.eject(&mut state, start + secs(ejected));
+            assert_eq!(
+                policy.ejection_at(&mut state, start + secs(over)),
+                Ejection::Readmitted,
+                "the ejections grow: 10s, 20s, 30s"
+            );
+        }
+        // Readmitted at the 60s sweep with a multiplier of 3; the sweeps at 70s and
+        // 80s find it in and bring it to 1, so the next ejection lasts 20s.
+        policy.eject(&mut state, start + secs(85));
+        assert_eq!(
+            policy.ejection_at(&mut state, start + secs(100)),
+            Ejection::Out
+        );
+        assert_eq!(
+            policy.ejection_at(&mut state, start + secs(110)),
+            Ejection::Readmitted,
+            "20s from 85s is 105s; the next sweep is at 110s"
+        );
+    }
+
+    #[test]
+    fn ejections_stop_growing_at_five_minutes() {
+        let start = Instant::now();
+        let policy = policy_from("{baseEjectionTime: 100s, interval: 1s}", start);
+        let mut state = OutlierState::default();
+        let mut now = start;
+        for length in [100, 200, 300, 300, 300] {
+            policy.eject(&mut state, now);
+            now += secs(length);
+            assert_eq!(
+                policy.ejection_at(&mut state, now - secs(1)),
+                Ejection::Out,
+                "ejected for {length}s"
+            );
+            assert_eq!(policy.ejection_at(&mut state, now), Ejection::Readmitted);
+        }
+        assert_eq!(
+            state.multiplier, 4,
+            "one step past the cap, as Envoy keeps it"
+        );
+        policy.eject(&mut state, now + secs(2));
+        assert_eq!(
+            state.multiplier, 3,
+            "two sweeps found it in (4 → 2), and the ejection adds one"
+        );
+    }
+
+    #[test]
+    fn sweeps_fall_every_interval_after_the_start() {
+        let start = Instant::now();
+        let sweeps = Sweeps {
+            start,
+            interval: secs(10),
+        };
+        assert_eq!(sweeps.first_from(start), start + secs(10));
+        assert_eq!(sweeps.first_from(start + secs(10)), start + secs(10));
+        assert_eq!(sweeps.first_from(start + secs(11)), start + secs(20));
+        assert_eq!(sweeps.after(start + secs(10), start + secs(10)), 0);
+        assert_eq!(sweeps.after(start + secs(10), start + secs(39)), 2);
     }
 
     #[test]
@@ -319,6 +493,7 @@ mod tests {
     }
 
     fn policy_default() -> OutlierPolicy {
-        OutlierPolicy::new(&OutlierDetection::default()).expect("5xx counting is on by default")
+        OutlierPolicy::new(&OutlierDetection::default(), Instant::now())
+            .expect("5xx counting is on by default")
     }
 }

@@ -81,7 +81,7 @@ fn subsets_select_endpoints_by_label() {
         )],
         ..Config::default()
     };
-    let clusters = build_clusters(&config);
+    let clusters = build_clusters(&config, None);
     let host = "reviews.shop.svc.cluster.local";
     let (port, v2) = &clusters.get(host, "v2")[0];
     assert_eq!(*port, 9080);
@@ -226,14 +226,14 @@ fn tuning_fields_not_implemented_are_listed_as_ignored() {
         )],
         destination_rules: vec![named(
             "reviews",
-            "{host: reviews, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3, interval: 5s}}}",
+            "{host: reviews, trafficPolicy: {connectionPool: {http: {maxConcurrentStreams: 10}}, outlierDetection: {interval: 5s}}}",
         )],
         ..Config::default()
     };
     let table = RouteTable::compile(&config).expect("compiles");
     assert_eq!(
         table.ignored(),
-        ["DestinationRule shop/reviews: `trafficPolicy.outlierDetection.interval`",]
+        ["DestinationRule shop/reviews: `trafficPolicy.connectionPool.http.maxConcurrentStreams`",]
     );
 }
 
@@ -411,7 +411,7 @@ subsets:
         ..Config::default()
     };
     RouteTable::compile(&config).expect("consistentHash compiles");
-    let clusters = build_clusters(&config);
+    let clusters = build_clusters(&config, None);
     let host = "reviews.shop.svc.cluster.local";
     let mut headers = http::HeaderMap::new();
     headers.insert("x-user", http::HeaderValue::from_static("ana"));
@@ -717,7 +717,7 @@ subsets:
         ..Config::default()
     };
     RouteTable::compile(&config).expect("compiles");
-    let clusters = build_clusters(&config);
+    let clusters = build_clusters(&config, None);
     let picked = |subset: &str, port: u16| {
         let (_, cluster) = clusters
             .get("reviews.shop.svc.cluster.local", subset)

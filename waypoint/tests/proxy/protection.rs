@@ -79,7 +79,7 @@ async fn an_endpoint_failing_twice_in_a_row_is_ejected_then_readmitted() {
 host: app
 trafficPolicy:
   loadBalancer: {simple: ROUND_ROBIN}
-  outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 500ms, maxEjectionPercent: 100}
+  outlierDetection: {consecutive5xxErrors: 2, baseEjectionTime: 500ms, interval: 100ms, maxEjectionPercent: 100}
 ",
     );
     let waypoint = Waypoint::start(&config(
@@ -122,6 +122,58 @@ trafficPolicy:
     assert!(
         out_for >= Duration::from_millis(400),
         "the endpoint stays out for baseEjectionTime (500ms), was out {out_for:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_ejection_outlives_a_config_update_that_leaves_its_cluster_alone() {
+    let (port, backends) = start_backends(&[
+        ("127.0.0.11", "bad", Behaviour::Flaky { fail: 1, every: 1 }),
+        ("127.0.0.12", "good", Behaviour::Answer),
+    ])
+    .await;
+    let outlier = || {
+        destination_rule(
+            "app",
+            "
+host: app
+trafficPolicy:
+  loadBalancer: {simple: ROUND_ROBIN}
+  outlierDetection: {consecutive5xxErrors: 1, baseEjectionTime: 1h, maxEjectionPercent: 100}
+",
+        )
+    };
+    let waypoint = Waypoint::start(&config(
+        vec![service("app", port, &backends)],
+        vec![],
+        vec![outlier()],
+    ))
+    .await;
+    let client = TestClient::http1(&waypoint);
+    for _ in 0..2 {
+        let _ = client.get("app", "/").await;
+    }
+    assert_eq!(backends[0].hits(), 1, "one 503 ejects the bad endpoint");
+
+    // A push that changes another service only: `app`'s cluster carries on.
+    waypoint
+        .engine
+        .update(&config(
+            vec![
+                service("app", port, &backends),
+                service("other", port, &backends),
+            ],
+            vec![],
+            vec![outlier()],
+        ))
+        .expect("the update compiles");
+    for _ in 0..10 {
+        assert_eq!(client.get("app", "/").await.status, 200);
+    }
+    assert_eq!(
+        backends[0].hits(),
+        1,
+        "the ejected endpoint stays out after the update"
     );
 }
 

@@ -1,9 +1,11 @@
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
 use ambit_api::istio::destination_rule::{OutlierDetection, SimpleLb};
 
 use super::*;
-use crate::table::{Balancer, Cluster, ClusterPolicy, Health, OutlierPolicy, TcpPolicy};
+use crate::table::{
+    Balancer, Cluster, ClusterPolicy, ClusterSettings, Health, OutlierPolicy, TcpPolicy,
+};
 
 fn at(text: &str) -> Locality {
     let mut parts = text.split('/').map(str::to_owned);
@@ -271,12 +273,17 @@ fn a_cluster_fails_over_to_the_next_zone_when_its_local_endpoint_is_ejected() {
     let policy = ClusterPolicy {
         balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
         limits: None,
-        outlier: OutlierPolicy::new(&outlier),
+        outlier: OutlierPolicy::new(&outlier, Instant::now()),
         locality: lb,
         tcp: TcpPolicy::default(),
     };
     let addresses = (1..=3).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-    let cluster = Cluster::new("outbound|80||app".into(), false, addresses, policy);
+    let cluster = Cluster::new(
+        "outbound|80||app".into(),
+        ClusterSettings::default(),
+        addresses,
+        policy,
+    );
     let local = SocketAddr::from(([10, 0, 0, 2], 80));
     let picks = |count| {
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
