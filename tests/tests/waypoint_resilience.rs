@@ -170,6 +170,12 @@ fn connection_limits_overflow_and_outliers_are_ejected_then_readmitted() -> Resu
         Ok::<_, anyhow::Error>((count(&report, "200") == 20).then_some(report))
     })
     .with_context(|| cluster.logs())?;
+    let clusters = cluster.waypoint_clusters()?;
+    ensure!(
+        clusters.lines().any(|line| line.starts_with("outbound|")
+            && line.ends_with("::health_flags::/failed_outlier_check")),
+        "the waypoint's /clusters shows the ejected pod:\n{clusters}"
+    );
     // Once its ejection time is over it is tried again, and fails again. An ejection
     // lasts baseEjectionTime times the pod's ejections (3 s, 6 s, …), and a loaded
     // machine may readmit and eject it again while the probe above runs: wait for the

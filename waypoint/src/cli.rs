@@ -8,6 +8,8 @@ use ambit_api::identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
 pub const DEFAULT_HBONE_LISTEN: &str = "[::]:15008";
 /// Where the waypoint serves metrics by default (Istio's port).
 pub const DEFAULT_METRICS_LISTEN: &str = "[::]:15020";
+/// Where the waypoint serves its admin endpoints by default (Envoy's, on localhost).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:15000";
 
 /// The waypoint proxy: HBONE in from ztunnels, VirtualService and DestinationRule
 /// routing, HBONE out to endpoints. With `--ingress`, the ingress gateway: Istio
@@ -39,6 +41,9 @@ pub struct Cli {
     /// Where Prometheus metrics (`/metrics`) and readiness are served.
     #[arg(long, default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
+    /// Where the admin endpoints (`/clusters`) are served; keep it on localhost.
+    #[arg(long, default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
     /// The controller's config push, e.g. `https://198.19.255.1:15010`.
     #[arg(long, env = "AMBIT_CONTROLLER_ADDRESS")]
     pub controller_address: String,

@@ -81,6 +81,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for metrics", cli.metrics_listen))?;
     tokio::spawn(admin::serve(metrics, Arc::new(registry)));
+    let admin = TcpListener::bind(cli.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for admin", cli.admin_listen))?;
+    tokio::spawn(admin::serve_admin(admin, Arc::clone(&engine)));
 
     let kind = if cli.ingress {
         SubscriberKind::Gateway

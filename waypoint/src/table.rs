@@ -213,6 +213,11 @@ impl RouteTable {
         Self::compile_after(config, None)
     }
 
+    /// Every cluster its routes can send to.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter()
+    }
+
     /// Compiles `config` to replace this table: clusters whose settings did not change
     /// carry on from this table's ([`Cluster::continuing`]).
     pub fn recompile(&self, config: &Config) -> Result<Self, ConfigErrors> {

@@ -14,7 +14,9 @@ use std::{
 };
 
 use ambit_e2e::{
-    ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app, mesh::Metrics, wait_for,
+    ChildGuard, ControlPlane, MeshNode, Pod, PodSpec, TestNet, app,
+    mesh::{Metrics, loopback_get},
+    wait_for,
 };
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -212,6 +214,13 @@ impl Cluster {
             Ok(text)
         })??;
         Ok(Metrics(text))
+    }
+
+    /// The waypoint's `/clusters` (Envoy's text), from its admin port on the pod's
+    /// loopback.
+    pub fn waypoint_clusters(&self) -> Result<String> {
+        self.waypoint_pod
+            .run_in(|| loopback_get(15000, "/clusters"))?
     }
 
     pub fn logs(&self) -> String {

@@ -93,15 +93,17 @@ impl Parsed {
                 config.readiness_addr,
                 config.admin_addr,
             ],
-            Self::Waypoint(cli) if cli.ingress => [cli.listen, cli.metrics_listen]
-                .into_iter()
-                .chain(
-                    INGRESS_LISTENERS
-                        .iter()
-                        .map(|(_, port)| SocketAddr::from(([0u16; 8], *port))),
-                )
-                .collect(),
-            Self::Waypoint(cli) => vec![cli.listen, cli.metrics_listen],
+            Self::Waypoint(cli) if cli.ingress => {
+                [cli.listen, cli.metrics_listen, cli.admin_listen]
+                    .into_iter()
+                    .chain(
+                        INGRESS_LISTENERS
+                            .iter()
+                            .map(|(_, port)| SocketAddr::from(([0u16; 8], *port))),
+                    )
+                    .collect()
+            }
+            Self::Waypoint(cli) => vec![cli.listen, cli.metrics_listen, cli.admin_listen],
         }
     }
 

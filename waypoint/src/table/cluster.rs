@@ -25,7 +25,7 @@ use ambit_api::istio::destination_rule::{
 
 use super::{
     hashing::{HashPolicy, RequestHash, RequestKeys, Ring},
-    limits::{Admission, ConnectionLimits, ConnectionSlot, Overflow, RetrySlot},
+    limits::{self, Admission, ConnectionLimits, ConnectionSlot, Overflow, RetrySlot},
     locality::LocalityLb,
     outlier::{Ejection, Health, OutlierPolicy, OutlierState},
 };
@@ -63,6 +63,7 @@ impl UpstreamEndpoint {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Whether outlier detection has it out (its ejection not yet seen to end).
     fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Acquire)
     }
@@ -365,6 +366,19 @@ impl Cluster {
         self
     }
 
+    /// Its endpoints, in the order they were given.
+    #[must_use]
+    pub fn endpoints(&self) -> &[Arc<UpstreamEndpoint>] {
+        &self.endpoints
+    }
+
+    /// Its `connectionPool` limits by Envoy's circuit-breaker names (`None`:
+    /// unlimited).
+    #[must_use]
+    pub fn thresholds(&self) -> [(&'static str, Option<usize>); 4] {
+        limits::thresholds(self.policy.limits.as_ref())
+    }
+
     /// Where `request` falls on the cluster's ring, for [`Cluster::pick`]; nothing
     /// unless the cluster balances by consistent hash.
     #[must_use]
@@ -506,9 +520,32 @@ impl Cluster {
         if !self.endpoints.iter().any(|endpoint| endpoint.is_ejected()) {
             return vec![true; total];
         }
-        let now = Instant::now();
-        let available: Vec<bool> = self
-            .endpoints
+        let available = self.ejections_at(policy, Instant::now());
+        let healthy = available.iter().filter(|yes| **yes).count();
+        if policy.panics(healthy, total) {
+            return vec![true; total];
+        }
+        available
+    }
+
+    /// Whether each endpoint is ejected now, readmitting those whose ejection has
+    /// ended (as Envoy's last sweep did); for `/clusters`.
+    #[must_use]
+    pub fn ejected_now(&self) -> Vec<bool> {
+        match &self.policy.outlier {
+            Some(policy) => self
+                .ejections_at(policy, Instant::now())
+                .into_iter()
+                .map(|available| !available)
+                .collect(),
+            None => vec![false; self.endpoints.len()],
+        }
+    }
+
+    /// Whether each endpoint is in at `now` under `policy`, readmitting those whose
+    /// ejection has ended.
+    fn ejections_at(&self, policy: &OutlierPolicy, now: Instant) -> Vec<bool> {
+        self.endpoints
             .iter()
             .map(|endpoint| {
                 if !endpoint.is_ejected() {
@@ -525,12 +562,7 @@ impl Cluster {
                     }
                 }
             })
-            .collect();
-        let healthy = available.iter().filter(|yes| **yes).count();
-        if policy.panics(healthy, total) {
-            return vec![true; total];
-        }
-        available
+            .collect()
     }
 
     /// Counts how an attempt on `endpoint` went, ejecting it if it keeps failing.
@@ -568,6 +600,15 @@ impl ClusterIndex {
             .entry(subset.to_owned())
             .or_default()
             .push((port, cluster));
+    }
+
+    /// Every cluster, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.0
+            .values()
+            .flat_map(HashMap::values)
+            .flatten()
+            .map(|(_, cluster)| cluster)
     }
 
     /// The cluster of `host`'s `subset` on service port `port`, if there is one.

@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct ConnectionLimits {
     max_requests: Option<usize>,
     active: Arc<AtomicUsize>,
+    max_connections: Option<usize>,
     /// One permit per HTTP/1.1 connection.
     connections: Option<Arc<Semaphore>>,
     max_pending: Option<usize>,
@@ -77,6 +78,18 @@ impl Drop for Counted {
     }
 }
 
+/// Each of `limits` by Envoy's circuit-breaker name (`None`: unlimited).
+#[must_use]
+pub fn thresholds(limits: Option<&ConnectionLimits>) -> [(&'static str, Option<usize>); 4] {
+    let limit = |get: fn(&ConnectionLimits) -> Option<usize>| limits.and_then(get);
+    [
+        ("max_connections", limit(|l| l.max_connections)),
+        ("max_pending_requests", limit(|l| l.max_pending)),
+        ("max_requests", limit(|l| l.max_requests)),
+        ("max_retries", limit(|l| l.max_retries)),
+    ]
+}
+
 impl ConnectionLimits {
     /// The limits `settings` set for a cluster speaking HTTP/2 or not; `None` when
     /// nothing is limited.
@@ -99,6 +112,7 @@ impl ConnectionLimits {
         Some(Self {
             max_requests,
             active: Arc::default(),
+            max_connections,
             connections: max_connections.map(|max| Arc::new(Semaphore::new(max))),
             max_pending: positive(http.and_then(|h| h.http1_max_pending_requests)),
             pending: Arc::default(),
@@ -114,6 +128,7 @@ impl ConnectionLimits {
         Self {
             max_requests: self.max_requests,
             active: Arc::clone(&self.active),
+            max_connections: self.max_connections,
             connections: self.connections.clone(),
             max_pending: self.max_pending,
             pending: Arc::clone(&self.pending),

@@ -30,6 +30,19 @@ trafficPolicy:
     ))
     .await;
     let client = TestClient::http1(&waypoint);
+    let clusters = ambit_waypoint::admin::clusters(&waypoint.engine.table());
+    for breaker in [
+        "max_connections::1\n",
+        "max_pending_requests::1\n",
+        "max_requests::4294967295\n",
+    ] {
+        assert!(
+            clusters.contains(&format!(
+                "outbound|{SERVICE_PORT}||app.shop.svc.cluster.local::default_priority::{breaker}"
+            )),
+            "/clusters shows the circuit breakers as Envoy does:\n{clusters}"
+        );
+    }
 
     let requests: Vec<_> = (0..5)
         .map(|_| {
@@ -109,6 +122,16 @@ trafficPolicy:
         "no request reaches the ejected endpoint"
     );
     let ejected_at = ejected_at.expect("the bad endpoint failed");
+    let health = |flags: &str| {
+        format!(
+            "outbound|{SERVICE_PORT}||app.shop.svc.cluster.local::127.0.0.11:{port}::health_flags::{flags}\n"
+        )
+    };
+    let clusters = ambit_waypoint::admin::clusters(&waypoint.engine.table());
+    assert!(
+        clusters.contains(&health("/failed_outlier_check")),
+        "/clusters shows the ejection as Envoy does:\n{clusters}"
+    );
 
     let deadline = ejected_at + Duration::from_secs(5);
     while backends[0].hits() == 2 {
@@ -122,6 +145,11 @@ trafficPolicy:
     assert!(
         out_for >= Duration::from_millis(400),
         "the endpoint stays out for baseEjectionTime (500ms), was out {out_for:?}"
+    );
+    let clusters = ambit_waypoint::admin::clusters(&waypoint.engine.table());
+    assert!(
+        clusters.contains(&health("healthy")),
+        "/clusters shows the readmission:\n{clusters}"
     );
 }
 
