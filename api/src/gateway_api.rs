@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry);
 //! - [`grpc_route`]: `GRPCRoute` (method matches), served as the HTTPRoute it amounts to;
+//! - [`tcp_route`]: `TCPRoute` (weighted backends for TCP connections);
 //! - [`gateway`]: `Gateway` of class `istio` (an ingress gateway's listeners);
 //! - [`reference_grant`]: `ReferenceGrant` (references across namespaces allowed).
 
@@ -17,10 +18,12 @@ pub mod gateway;
 pub mod grpc_route;
 pub mod http_route;
 pub mod reference_grant;
+pub mod tcp_route;
 
 pub use self::{
     grpc_route::{GrpcRoute, GrpcRouteSpec},
     http_route::{HttpRoute, HttpRouteSpec},
+    tcp_route::{TcpRoute, TcpRouteSpec},
 };
 
 /// The Gateway API's group.
@@ -35,3 +38,6 @@ pub const REFERENCE_GRANT_VERSIONS: &[&str] = &["v1beta1", "v1"];
 
 /// The versions a `GRPCRoute` is read in (it skipped `v1beta1`).
 pub const GRPC_ROUTE_VERSIONS: &[&str] = &["v1", "v1alpha2"];
+
+/// The versions a `TCPRoute` is read in (experimental: `v1alpha2` only).
+pub const TCP_ROUTE_VERSIONS: &[&str] = &["v1alpha2"];

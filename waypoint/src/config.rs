@@ -10,7 +10,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ambit_api::{
-    gateway_api::HttpRouteSpec,
+    gateway_api::{HttpRouteSpec, TcpRouteSpec},
     istio::{
         AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, MeshConfig,
         RequestAuthenticationSpec, TelemetrySpec, VirtualServiceSpec,
@@ -40,6 +40,9 @@ pub struct Config {
     /// The Gateway API's HTTPRoutes: those attached to Services route them as a
     /// VirtualService would (a VirtualService for the same Service comes first).
     pub http_routes: Vec<Named<HttpRouteSpec>>,
+    /// The Gateway API's TCPRoutes: those attached to Services relay their TCP ports as
+    /// a VirtualService's `tcp:` routes would.
+    pub tcp_routes: Vec<Named<TcpRouteSpec>>,
     pub destination_rules: Vec<Named<DestinationRuleSpec>>,
     /// All AuthorizationPolicies; the waypoint enforces those that target it
     /// ([`crate::policy`] says which).

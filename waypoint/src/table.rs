@@ -18,6 +18,7 @@
 // (localityLbSetting) are how a cluster may choose one, `limits` (connectionPool) and
 // `outlier` (outlierDetection) are the DestinationRule protections a cluster applies.
 mod cluster;
+mod gateway_api;
 mod hashing;
 mod http_route;
 mod limits;
@@ -26,6 +27,7 @@ mod outlier;
 mod rewrite;
 mod route;
 mod tcp;
+mod tcp_route;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -269,7 +271,7 @@ impl RouteTable {
             };
             table.add_virtual_service(vs, bound_to, &clusters, &mut errors);
         }
-        table.add_http_routes(config, &clusters, &mut errors);
+        table.add_gateway_api_routes(config, &clusters, &mut errors);
         table
             .wildcard_hosts
             .sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.specificity()));

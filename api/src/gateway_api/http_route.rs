@@ -39,10 +39,18 @@ impl HttpRouteSpec {
         &'a self,
         namespace: &'a str,
     ) -> impl Iterator<Item = &'a ParentReference> + 'a {
-        self.parent_refs.iter().filter(move |parent| {
-            parent.is_service() && parent.namespace.as_deref().is_none_or(|ns| ns == namespace)
-        })
+        producer_parents(&self.parent_refs, namespace)
     }
+}
+
+/// Those of `parents` (of a route in `namespace`) that are Services in that namespace.
+pub fn producer_parents<'a>(
+    parents: &'a [ParentReference],
+    namespace: &'a str,
+) -> impl Iterator<Item = &'a ParentReference> + 'a {
+    parents.iter().filter(move |parent| {
+        parent.is_service() && parent.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    })
 }
 
 /// A parent the route attaches to (written back as given in the route's status, so

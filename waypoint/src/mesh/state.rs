@@ -213,6 +213,9 @@ fn compile(
                     name: grpc.name,
                 });
             }
+            Some(Kind::Route(route)) if route.kind == "TCPRoute" => {
+                config.tcp_routes.push(named(key, route, "TCPRoute")?);
+            }
             Some(Kind::Route(route)) if route.kind == "DestinationRule" => {
                 config
                     .destination_rules

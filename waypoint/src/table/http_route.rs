@@ -19,23 +19,22 @@ use ambit_api::{
         PathMatchType, PathModifierType, ValueMatchType,
     },
     istio::{
-        Duration, GatewaySpec, Percent, PortSelector, StringMatch,
+        Duration, Percent, StringMatch,
         virtual_service::{
-            CorsPolicy, Destination, HeaderOperations, Headers, HttpDirectResponse,
-            HttpMatchRequest, HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
+            CorsPolicy, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest,
+            HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
             HttpRouteDestination, RedirectPortSelection, RegexRewrite,
         },
     },
 };
 
 use super::{
-    ClusterIndex, ConfigError, HostOnPorts, Problem, Route, RouteTable, VirtualHost,
+    ClusterIndex, ConfigError, Problem, Route, RouteTable,
+    gateway_api::{ByHost, destination, gateway_attachments, service_attachments},
     rewrite::PREFIX_MARKER,
 };
 use crate::{
-    config::{CLUSTER_DOMAIN, Config, Named, Role},
-    gateway::servers::{Binding, Servers},
-    host::HostPattern,
+    config::{Config, Named, Role},
     matcher::Semantics,
 };
 
@@ -58,7 +57,7 @@ struct Converted {
 /// longest prefix (a regular expression after any prefix), then a method, then the
 /// most headers, then the most query parameters. Larger ranks first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Rank {
+pub(super) struct Rank {
     path_kind: u8,
     path_len: usize,
     method: bool,
@@ -66,35 +65,29 @@ struct Rank {
     query_params: usize,
 }
 
-/// Where an HTTPRoute's routes apply: requests for `host`, on `ports` (`None`: every
-/// port), matched also on `port` (a parentRef's port at a waypoint).
-#[derive(Debug, Clone)]
-struct Attachment {
-    pub host: String,
-    pub ports: Option<Vec<u16>>,
-    pub port: Option<u32>,
-}
-
 impl RouteTable {
-    /// Adds the HTTPRoutes' routes where they attach (a waypoint's Services, an
-    /// ingress gateway's listeners), each host's in the Gateway API's order (by rank;
-    /// then by route, in `namespace/name` order, and rule). A VirtualService for the
-    /// same host, added before, takes its requests.
-    pub(super) fn add_http_routes(
-        &mut self,
+    /// Collects the HTTPRoutes' routes where they attach (a waypoint's Services, an
+    /// ingress gateway's listeners) into `by_host`, in `namespace/name` order and rule;
+    /// [`RouteTable::add_gateway_api_routes`] then orders each host's by rank.
+    pub(super) fn collect_http_routes(
+        &self,
         config: &Config,
         clusters: &ClusterIndex,
         errors: &mut Vec<ConfigError>,
+        by_host: &mut ByHost,
     ) {
         let mut in_order: Vec<&Named<HttpRouteSpec>> = config.http_routes.iter().collect();
         in_order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut by_host: BTreeMap<HostOnPorts, Vec<(Rank, Route)>> = BTreeMap::new();
         for http in in_order {
             let attachments = match (&config.role, &self.ingress) {
-                (Role::Ingress(gateways), Some(servers)) => {
-                    gateway_attachments(http, gateways, servers)
-                }
-                _ => service_attachments(http),
+                (Role::Ingress(gateways), Some(servers)) => gateway_attachments(
+                    &http.namespace,
+                    &http.spec.parent_refs,
+                    &http.spec.hostnames,
+                    gateways,
+                    servers,
+                ),
+                _ => service_attachments(&http.namespace, &http.spec.parent_refs),
             };
             let object = http.key();
             let mut problems = Vec::new();
@@ -110,16 +103,13 @@ impl RouteTable {
                             clusters,
                             &mut problems,
                         )
-                        .map(|route| {
-                            let key = (attachment.host.clone(), attachment.ports.clone());
-                            (key, converted.rank, route)
-                        }),
+                        .map(|route| (attachment.key(), converted.rank, route)),
                     );
                 }
             }
             if problems.is_empty() {
                 for (key, rank, route) in compiled {
-                    by_host.entry(key).or_default().push((rank, route));
+                    by_host.entry(key).or_default().http.push((rank, route));
                 }
             } else {
                 errors.extend(problems.into_iter().map(|problem| ConfigError {
@@ -129,94 +119,7 @@ impl RouteTable {
                 }));
             }
         }
-        for ((host, ports), mut routes) in by_host {
-            routes.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
-            let index = self.virtual_hosts.len();
-            self.virtual_hosts.push(VirtualHost {
-                ports,
-                routes: routes.into_iter().map(|(_, route)| route).collect(),
-                tls_routes: Vec::new(),
-                tcp_routes: Vec::new(),
-            });
-            match HostPattern::literal(&host) {
-                HostPattern::Exact(name) => self.exact_hosts.entry(name).or_default().push(index),
-                wildcard => self.wildcard_hosts.push((wildcard, index)),
-            }
-        }
     }
-}
-
-/// At a waypoint, each Service `route` attaches to as a producer route (the routes
-/// apply to requests for that Service).
-fn service_attachments(route: &Named<HttpRouteSpec>) -> Vec<Attachment> {
-    route
-        .spec
-        .producer_parents(&route.namespace)
-        .map(|parent| Attachment {
-            host: service_host(&parent.name, &route.namespace),
-            ports: None,
-            port: parent.port,
-        })
-        .collect()
-}
-
-/// At an ingress gateway serving `gateways` on `servers`, each of `route`'s hostnames
-/// (`*` when none) on the ports of the listeners it attaches to: of the Gateways it
-/// names that are served here, those whose hostname and `allowedRoutes` admit it,
-/// narrowed to the parentRef's `sectionName` (a listener's name) or `port`.
-fn gateway_attachments(
-    route: &Named<HttpRouteSpec>,
-    gateways: &[Named<GatewaySpec>],
-    servers: &Servers,
-) -> Vec<Attachment> {
-    let hostnames: Vec<&str> = match route.spec.hostnames.as_slice() {
-        [] => vec!["*"],
-        hostnames => hostnames.iter().map(String::as_str).collect(),
-    };
-    let mut ports: Vec<u16> = Vec::new();
-    for parent in route.spec.parent_refs.iter().filter(|p| p.is_gateway()) {
-        let namespace = parent.namespace.as_deref().unwrap_or(&route.namespace);
-        let Some(gateway) = gateways
-            .iter()
-            .find(|g| g.namespace == namespace && g.name == parent.name)
-        else {
-            continue;
-        };
-        let binding = Binding {
-            namespace: route.namespace.clone(),
-            hosts: hostnames
-                .iter()
-                .map(|host| HostPattern::literal(host))
-                .collect(),
-            gateways: vec![gateway.key()],
-        };
-        let listener_ports: Vec<u16> = gateway
-            .spec
-            .servers
-            .iter()
-            .filter(|server| parent.names_listener(&server.name, server.port.number))
-            .filter_map(|server| u16::try_from(server.port.number).ok())
-            .collect();
-        ports.extend(
-            servers
-                .ports_routing(&binding)
-                .into_iter()
-                .filter(|port| listener_ports.contains(port)),
-        );
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    if ports.is_empty() {
-        return Vec::new();
-    }
-    hostnames
-        .into_iter()
-        .map(|host| Attachment {
-            host: host.to_ascii_lowercase(),
-            ports: Some(ports.clone()),
-            port: None,
-        })
-        .collect()
 }
 
 /// The routes of `route` for a parent limited to `port`. Filters the waypoint does not
@@ -497,18 +400,6 @@ fn backend_destination(
         weight: Some(backend.weight.unwrap_or(1).try_into().unwrap_or(i32::MAX)),
         headers: Some(headers).filter(|h| h.request.is_some() || h.response.is_some()),
     })
-}
-
-fn destination(name: &str, namespace: &str, port: Option<u32>) -> Destination {
-    Destination {
-        host: service_host(name, namespace),
-        subset: String::new(),
-        port: port.map(|number| PortSelector { number }),
-    }
-}
-
-fn service_host(name: &str, namespace: &str) -> String {
-    format!("{name}.{namespace}.svc.{CLUSTER_DOMAIN}")
 }
 
 /// The match as a VirtualService `match` entry, limited to `port`.

@@ -766,3 +766,76 @@ fn bad_localities_are_refused() {
         "expected {expected:?} in:\n{errors}"
     );
 }
+
+#[test]
+fn an_http_route_and_a_tcp_route_on_one_service_each_take_their_own_ports() {
+    let mut config = echo_config("{hosts: [other]}");
+    config.services.push(Service {
+        name: "echo-v2".into(),
+        ..config.services[0].clone()
+    });
+    config.http_routes.push(named(
+        "echo-http",
+        "{parentRefs: [{group: '', kind: Service, name: echo}], rules: [{backendRefs: [{name: echo, port: 9080}]}]}",
+    ));
+    config.tcp_routes.push(named(
+        "echo-tcp",
+        "{parentRefs: [{group: '', kind: Service, name: echo, port: 9000}], rules: [{backendRefs: [{name: echo-v2, port: 9000}]}]}",
+    ));
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert_eq!(
+        tcp_choice(&table, 9000),
+        (
+            "shop/echo-tcp#tcp.0".to_owned(),
+            "outbound|9000||echo-v2.shop.svc.cluster.local".to_owned()
+        ),
+        "the TCPRoute takes its parent's port"
+    );
+    assert_eq!(
+        tcp_choice(&table, 9001).0,
+        format!("{ECHO}#default"),
+        "another TCP port goes to the service"
+    );
+    assert!(
+        first_route(&table, ECHO, 9080).is_some_and(|name| name.starts_with("shop/echo-http")),
+        "the HTTPRoute still takes HTTP: {:?}",
+        first_route(&table, ECHO, 9080)
+    );
+}
+
+#[test]
+fn a_tcp_route_without_rules_is_refused_by_name() {
+    let mut config = echo_config("{hosts: [other]}");
+    config.tcp_routes.push(named(
+        "empty",
+        "{parentRefs: [{group: '', kind: Service, name: echo}]}",
+    ));
+    let errors = RouteTable::compile(&config)
+        .expect_err("a route with no rule sends connections nowhere")
+        .to_string();
+    assert!(errors.contains("TCPRoute shop/empty"), "{errors}");
+    assert!(errors.contains("rules"), "{errors}");
+}
+
+#[test]
+fn an_ingress_tcp_listener_takes_the_tcp_routes_attached_to_its_gateway() {
+    let mut config = echo_config("{hosts: [other]}");
+    config.role = Role::Ingress(vec![named(
+        "public",
+        "servers:
+- {name: tcp, port: {number: 31400, protocol: TCP}, hosts: ['*']}
+- {name: web, port: {number: 80, protocol: HTTP}, hosts: ['*']}",
+    )]);
+    config.tcp_routes.push(named(
+        "echo-tcp",
+        "{parentRefs: [{name: public}], rules: [{backendRefs: [{name: echo, port: 9000}]}]}",
+    ));
+    let table = RouteTable::compile(&config).expect("compiles");
+    let route_on = |port| {
+        table
+            .gateway_tcp_route(port, &connection(port))
+            .map(|route| route.name.clone())
+    };
+    assert_eq!(route_on(31400).as_deref(), Some("shop/echo-tcp#tcp.0"));
+    assert_eq!(route_on(80), None, "a TCPRoute does not attach to HTTP");
+}

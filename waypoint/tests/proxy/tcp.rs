@@ -59,11 +59,11 @@ async fn echo_service() -> Service {
     }
 }
 
-/// Service `echo` (port named `tcp`) with one endpoint, `ip:port`.
-fn one_endpoint_echo(ip: &str, port: u16) -> Service {
+/// Service `name` (port named `tcp`) with one endpoint, `ip:port`.
+fn one_endpoint_service(name: &str, ip: &str, port: u16) -> Service {
     Service {
         namespace: NAMESPACE.into(),
-        name: "echo".into(),
+        name: name.into(),
         ports: vec![ServicePort {
             name: "tcp".into(),
             port: SERVICE_PORT,
@@ -191,9 +191,48 @@ tcp:
 }
 
 #[tokio::test]
+async fn a_tcp_route_on_the_service_splits_its_connections_over_backend_services_by_weight() {
+    let echo = echo_service().await;
+    let port = echo.ports[0].target_port;
+    let mut config = config(
+        vec![
+            echo,
+            one_endpoint_service("echo-v1", "127.0.0.11", port),
+            one_endpoint_service("echo-v2", "127.0.0.12", port),
+        ],
+        vec![],
+        vec![],
+    );
+    config.tcp_routes.push(named(
+        "echo-split",
+        "
+parentRefs: [{group: '', kind: Service, name: echo, port: 80}]
+rules:
+- backendRefs:
+  - {name: echo-v1, port: 80, weight: 3}
+  - {name: echo-v2, port: 80}
+",
+    ));
+    let waypoint = Waypoint::start(&config).await;
+    let connections = 400;
+    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..connections {
+        *answered
+            .entry(exchange(&waypoint.engine, "ping\n").await)
+            .or_default() += 1;
+    }
+    let v1 = answered.get("v1").copied().unwrap_or(0);
+    // Shares 3 and 1: 300 expected; the standard deviation is under 9.
+    assert!(
+        (260..=340).contains(&v1) && v1 + answered.get("v2").copied().unwrap_or(0) == connections,
+        "expected about 300 of {connections} connections on echo-v1, the rest on echo-v2: {answered:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_to_an_endpoint_that_refuses_is_closed_and_counted_uf() {
     let port = closed_port("127.0.0.13").await.expect("a free port");
-    let dead = one_endpoint_echo("127.0.0.13", port);
+    let dead = one_endpoint_service("echo", "127.0.0.13", port);
     let waypoint = Waypoint::start(&config(vec![dead], vec![], vec![])).await;
     let (mut client, relayed) = tokio::io::duplex(1024);
     relay_connection(relayed, Arc::clone(&waypoint.engine), to_echo()).await;
@@ -228,7 +267,7 @@ async fn unanswering(ip: &str) -> (u16, Vec<tokio::net::TcpStream>, tokio::net::
 #[tokio::test]
 async fn a_connection_not_answered_in_the_connect_timeout_is_closed_and_counted_uf() {
     let (port, _queued, _listener) = unanswering("127.0.0.14").await;
-    let silent = one_endpoint_echo("127.0.0.14", port);
+    let silent = one_endpoint_service("echo", "127.0.0.14", port);
     let rule = destination_rule(
         "echo",
         "{host: echo, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 300ms}}}}",
