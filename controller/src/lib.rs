@@ -44,8 +44,8 @@
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
 //! - [`deployer`]: in Kubernetes mode, a waypoint (ServiceAccount, Deployment, Service)
 //!   run for each waypoint Gateway, an ingress gateway for each Gateway of class `istio`;
-//! - [`route_status`]: in Kubernetes mode, each HTTPRoute's status (its parents'
-//!   `Accepted` and `ResolvedRefs`);
+//! - [`route_status`]: in Kubernetes mode, each HTTPRoute's, GRPCRoute's and TCPRoute's
+//!   status (its parents' `Accepted` and `ResolvedRefs`);
 //! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, caller authentication (token files, or a `TokenReview` in Kubernetes),
@@ -65,7 +65,8 @@
 //! Kubernetes `cacerts` Secret. The model does not yet resolve subsets to endpoints or hold
 //! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes (and GRPCRoutes) are
 //! served attached to Services in their own namespace (producer routes, by the
-//! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners);
+//! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners),
+//! TCPRoutes likewise (to those Gateways' TCP listeners);
 //! a rejected route gets Events, not a status; a waypoint receives every service, route and
 //! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]

@@ -10,7 +10,7 @@
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs,
-//!   per accepted Istio Gateway, per HTTPRoute (hosts: its parent Services) and per
+//!   per accepted Istio Gateway, per HTTPRoute, GRPCRoute and TCPRoute (hosts: its parent Services) and per
 //!   Gateway API Gateway of class `istio` (as the Istio Gateway made of it); a VirtualService that delegates also holds its
 //!   routes merged with its delegates' ([`delegates`]);
 //! - a **TLS credential** per Secret holding a certificate, key or CA (`credentials.rs`);
@@ -130,6 +130,9 @@ pub enum RouteKind {
     HttpRoute,
     /// The Gateway API's `GRPCRoute`, served as the HTTPRoute it amounts to.
     GrpcRoute,
+    /// The Gateway API's `TCPRoute` (`v1alpha2`), served by the waypoints of its parent
+    /// Services: their TCP connections spread over weighted backend Services.
+    TcpRoute,
     /// Istio's `Telemetry`: access logging and trace sampling of waypoints and gateways.
     Telemetry,
     /// The Gateway API's `Gateway` of class `istio`, pushed as the Istio Gateway Istio
@@ -150,8 +153,19 @@ impl RouteKind {
             Self::MeshConfig => "MeshConfig",
             Self::HttpRoute => "HTTPRoute",
             Self::GrpcRoute => "GRPCRoute",
+            Self::TcpRoute => "TCPRoute",
             Self::Telemetry => "Telemetry",
             Self::KubernetesGateway => "KubernetesGateway",
+        }
+    }
+
+    /// The route kinds a Gateway listener speaking `protocol` takes (the Gateway API's
+    /// defaults for `allowedRoutes.kinds`).
+    #[must_use]
+    pub fn on_listener(protocol: &str) -> &'static [Self] {
+        match protocol {
+            "TCP" => &[Self::TcpRoute],
+            _ => &[Self::HttpRoute, Self::GrpcRoute],
         }
     }
 
@@ -166,20 +180,22 @@ impl RouteKind {
             (_, "ConfigMap") => Some(Self::MeshConfig),
             (_, "HTTPRoute") => Some(Self::HttpRoute),
             (_, "GRPCRoute") => Some(Self::GrpcRoute),
+            (_, "TCPRoute") => Some(Self::TcpRoute),
             (_, "Telemetry") => Some(Self::Telemetry),
             _ => None,
         }
     }
 }
 
-/// An accepted VirtualService, DestinationRule, Istio Gateway, mesh config or HTTPRoute.
+/// An accepted VirtualService, DestinationRule, Istio Gateway, mesh config, Telemetry or
+/// Gateway API object (a route, a Gateway of class `istio`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub kind: RouteKind,
     pub namespace: String,
     pub name: String,
-    /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`, an
-    /// HTTPRoute's parent Services); a Gateway's server hosts as written.
+    /// Resolved to FQDNs (`spec.hosts`, or a DestinationRule's `spec.host`, a Gateway
+    /// API route's parent Services); a Gateway's server hosts as written.
     pub hosts: Vec<String>,
     /// The validated spec, in Istio's field names, as written.
     pub spec: serde_json::Value,

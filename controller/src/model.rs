@@ -1,11 +1,11 @@
 //! The mesh model: the objects that passed validation, typed, with where they came from.
 //!
-//! It holds the Istio objects (and the Gateway API's HTTPRoutes) as read; [`crate::mesh`] resolves them against workloads
+//! It holds the Istio objects (and the Gateway API's routes and Gateways) as read; [`crate::mesh`] resolves them against workloads
 //! and services.
 
 use ambit_api::{
     gateway_api::{
-        GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec,
+        GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec, TcpRoute, TcpRouteSpec,
         gateway::{Gateway as KubernetesGateway, GatewaySpec as KubernetesGatewaySpec},
     },
     istio::{
@@ -40,6 +40,8 @@ pub struct Model {
     pub http_routes: Vec<Accepted<HttpRoute>>,
     /// The Gateway API's GRPCRoutes.
     pub grpc_routes: Vec<Accepted<GrpcRoute>>,
+    /// The Gateway API's TCPRoutes.
+    pub tcp_routes: Vec<Accepted<TcpRoute>>,
     pub telemetries: Vec<Accepted<Telemetry>>,
     /// The Gateway API's Gateways of class `istio` (ingress gateways).
     pub kubernetes_gateways: Vec<Accepted<KubernetesGateway>>,
@@ -58,6 +60,7 @@ impl Model {
             + usize::from(self.mesh_config.is_some())
             + self.http_routes.len()
             + self.grpc_routes.len()
+            + self.tcp_routes.len()
             + self.telemetries.len()
             + self.kubernetes_gateways.len()
     }
@@ -105,6 +108,11 @@ impl Model {
     pub(crate) fn add_grpc_route(&mut self, object: &Object, spec: GrpcRouteSpec) {
         let typed = GrpcRoute::new(&object.metadata.name, spec);
         self.grpc_routes.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_tcp_route(&mut self, object: &Object, spec: TcpRouteSpec) {
+        let typed = TcpRoute::new(&object.metadata.name, spec);
+        self.tcp_routes.push(accept(object, typed));
     }
 
     pub(crate) fn add_kubernetes_gateway(&mut self, object: &Object, spec: KubernetesGatewaySpec) {

@@ -1,7 +1,8 @@
-//! Route status (`serve --kube`): each accepted HTTPRoute and GRPCRoute gets, for each parent
-//! Ambit serves or should, the conditions Istio writes under its controller name —
-//! `Accepted` (the parent Service exists in the route's namespace, or the class-`istio`
-//! Gateway admits the route on the named listener) and `ResolvedRefs` (every backend
+//! Route status (`serve --kube`): each accepted HTTPRoute, GRPCRoute and TCPRoute gets,
+//! for each parent Ambit serves or should, the conditions Istio writes under its
+//! controller name — `Accepted` (the parent Service exists in the route's namespace, or
+//! the class-`istio` Gateway admits the route on the named listener; no Gateway admits a
+//! TCPRoute, its listeners being HTTP and HTTPS) and `ResolvedRefs` (every backend
 //! Service exists) — so `kubectl describe` and GitOps health checks (Argo CD reads
 //! `status.parents`) see the route taken or why not. Parents of other controllers
 //! (Gateways not in the model) get no entry, as Istio leaves them alone.
@@ -15,8 +16,8 @@ use std::collections::BTreeMap;
 
 use ambit_api::{
     gateway_api::{
-        self, GrpcRouteSpec,
-        http_route::{HttpRouteSpec, ParentReference},
+        self, GrpcRouteSpec, TcpRouteSpec,
+        http_route::{BackendRef, HttpRouteSpec, ParentReference},
     },
     istio::GatewaySpec as IstioGatewaySpec,
 };
@@ -60,8 +61,8 @@ struct RouteStatus {
 /// A route: its kind and key.
 type RouteKey = (RouteKind, Key);
 
-/// Keeps the status of every HTTPRoute and GRPCRoute of `model` written, through
-/// `client`, until the model source ends.
+/// Keeps the status of every HTTPRoute, GRPCRoute and TCPRoute of `model` written,
+/// through `client`, until the model source ends.
 pub async fn run(client: Client, mut model: ModelSource) {
     let mut written: BTreeMap<RouteKey, RouteStatus> = BTreeMap::new();
     let mut retry = RETRY_FIRST;
@@ -79,7 +80,7 @@ pub async fn run(client: Client, mut model: ModelSource) {
                 }
                 Err(error) => {
                     let (kind, (namespace, name)) = key;
-                    tracing::warn!(kind = kind.as_str(), namespace, name, %error, retry_in = ?retry, "route status not written: may the controller patch httproutes/status and grpcroutes/status (deploy/kubernetes/controller-rbac.yaml)?");
+                    tracing::warn!(kind = kind.as_str(), namespace, name, %error, retry_in = ?retry, "route status not written: may the controller patch httproutes/status, grpcroutes/status and tcproutes/status (deploy/kubernetes/controller-rbac.yaml)?");
                     failed = true;
                 }
             }
@@ -101,22 +102,15 @@ pub async fn run(client: Client, mut model: ModelSource) {
     }
 }
 
-/// The status each HTTPRoute and GRPCRoute of `mesh` should have; routes none of whose
-/// parents are Ambit's are left out.
+/// The status each HTTPRoute, GRPCRoute and TCPRoute of `mesh` should have; routes none
+/// of whose parents are Ambit's are left out.
 fn statuses(mesh: &Mesh) -> BTreeMap<RouteKey, RouteStatus> {
     mesh.routes
         .iter()
         .filter_map(|(key, route)| {
-            let spec: HttpRouteSpec = match key.0 {
-                RouteKind::HttpRoute => serde_json::from_value(route.spec.clone()).ok()?,
-                RouteKind::GrpcRoute => serde_json::from_value::<GrpcRouteSpec>(route.spec.clone())
-                    .ok()?
-                    .to_http_route(),
-                _ => return None,
-            };
-            let resolved_refs = backends_exist(mesh, &route.namespace, &spec);
-            let parents: Vec<ParentStatus> = spec
-                .parent_refs
+            let (parent_refs, backends) = references(route)?;
+            let resolved_refs = backends_exist(mesh, &route.namespace, &backends);
+            let parents: Vec<ParentStatus> = parent_refs
                 .iter()
                 .filter_map(|parent| {
                     Some(ParentStatus {
@@ -133,6 +127,38 @@ fn statuses(mesh: &Mesh) -> BTreeMap<RouteKey, RouteStatus> {
             (!status.parents.is_empty()).then(|| (key.clone(), status))
         })
         .collect()
+}
+
+/// What the status of `route` judges: its parents, and every Service it sends or
+/// mirrors to; `None` for a route that gets no status.
+fn references(route: &Route) -> Option<(Vec<ParentReference>, Vec<BackendRef>)> {
+    let spec = route.spec.clone();
+    let http: HttpRouteSpec = match route.kind {
+        RouteKind::HttpRoute => serde_json::from_value(spec).ok()?,
+        RouteKind::GrpcRoute => serde_json::from_value::<GrpcRouteSpec>(spec)
+            .ok()?
+            .to_http_route(),
+        RouteKind::TcpRoute => {
+            let tcp: TcpRouteSpec = serde_json::from_value(spec).ok()?;
+            let backends = tcp.rules.iter().flat_map(|rule| &rule.backend_refs);
+            let backends = backends.map(|backend| backend.backend.clone()).collect();
+            return Some((tcp.parent_refs, backends));
+        }
+        _ => return None,
+    };
+    let backends = http
+        .rules
+        .iter()
+        .flat_map(|rule| {
+            let sent = rule.backend_refs.iter().map(|backend| backend.backend());
+            let mirrored = rule
+                .filters
+                .iter()
+                .filter_map(|filter| Some(filter.request_mirror.as_ref()?.backend_ref.clone()));
+            sent.chain(mirrored)
+        })
+        .collect();
+    Some((http.parent_refs, backends))
 }
 
 /// Whether `parent` takes `route`; `None` for a parent that is not Ambit's to judge.
@@ -159,15 +185,28 @@ fn accepted(mesh: &Mesh, route: &Route, parent: &ParentReference) -> Option<Outc
     }
     let gateway = mesh.routes.get(&(RouteKind::KubernetesGateway, key))?;
     let spec: IstioGatewaySpec = serde_json::from_value(gateway.spec.clone()).ok()?;
-    let listeners: Vec<_> = spec
+    let named: Vec<_> = spec
         .servers
         .iter()
         .filter(|server| parent.names_listener(&server.name, server.port.number))
         .collect();
-    if listeners.is_empty() {
+    if named.is_empty() {
         return Some(Err((
             "NoMatchingParent",
             "no listener of the Gateway has this sectionName and port".to_owned(),
+        )));
+    }
+    let listeners: Vec<_> = named
+        .into_iter()
+        .filter(|server| RouteKind::on_listener(&server.port.protocol).contains(&route.kind))
+        .collect();
+    if listeners.is_empty() {
+        return Some(Err((
+            "NotAllowedByListeners",
+            format!(
+                "no listener of the Gateway takes a {} (HTTP and HTTPS take HTTPRoutes and GRPCRoutes, TCP takes TCPRoutes)",
+                route.kind.as_str()
+            ),
         )));
     }
     let admits = |host: &String| match host.split_once('/') {
@@ -191,16 +230,8 @@ fn accepted(mesh: &Mesh, route: &Route, parent: &ParentReference) -> Option<Outc
     )
 }
 
-/// Whether every Service the route sends or mirrors to exists.
-fn backends_exist(mesh: &Mesh, namespace: &str, spec: &HttpRouteSpec) -> Outcome {
-    let backends = spec.rules.iter().flat_map(|rule| {
-        let sent = rule.backend_refs.iter().map(|backend| backend.backend());
-        let mirrored = rule
-            .filters
-            .iter()
-            .filter_map(|filter| Some(filter.request_mirror.as_ref()?.backend_ref.clone()));
-        sent.chain(mirrored).collect::<Vec<_>>()
-    });
+/// Whether every Service of `backends` (of a route in `namespace`) exists.
+fn backends_exist(mesh: &Mesh, namespace: &str, backends: &[BackendRef]) -> Outcome {
     for backend in backends {
         let namespace = backend.namespace.as_deref().unwrap_or(namespace);
         if !mesh
@@ -222,24 +253,33 @@ async fn write(
     (kind, (namespace, name)): &RouteKey,
     status: &RouteStatus,
 ) -> kube::Result<()> {
-    let kind = kind.as_str();
+    let version = version(*kind);
     let routes = ApiResource {
         group: gateway_api::GROUP.to_owned(),
-        version: "v1".to_owned(),
-        api_version: format!("{}/v1", gateway_api::GROUP),
-        kind: kind.to_owned(),
-        plural: format!("{}s", kind.to_lowercase()),
+        version: version.to_owned(),
+        api_version: format!("{}/{version}", gateway_api::GROUP),
+        kind: kind.as_str().to_owned(),
+        plural: format!("{}s", kind.as_str().to_lowercase()),
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let document = document((kind, namespace, name), status);
+    let document = document((*kind, namespace, name), status);
     Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &routes)
         .patch_status(name, &params, &Patch::Apply(document))
         .await
         .map(drop)
 }
 
+/// The version a route of `kind` is written in: its kind's stable one (TCPRoute has
+/// none: only the experimental channel's `v1alpha2`).
+fn version(kind: RouteKind) -> &'static str {
+    match kind {
+        RouteKind::TcpRoute => gateway_api::TCP_ROUTE_VERSIONS[0],
+        _ => "v1",
+    }
+}
+
 /// The status document of the route `namespace/name` of `kind`.
-fn document((kind, namespace, name): (&str, &str, &str), status: &RouteStatus) -> Value {
+fn document((kind, namespace, name): (RouteKind, &str, &str), status: &RouteStatus) -> Value {
     let now = Time(Timestamp::now());
     let condition = |kind: &str, outcome: &Outcome, ok: &str| {
         let (state, reason, message) = match outcome {
@@ -273,8 +313,8 @@ fn document((kind, namespace, name): (&str, &str, &str), status: &RouteStatus) -
         })
         .collect();
     json!({
-        "apiVersion": format!("{}/v1", gateway_api::GROUP),
-        "kind": kind,
+        "apiVersion": format!("{}/{}", gateway_api::GROUP, version(kind)),
+        "kind": kind.as_str(),
         "metadata": {"name": name, "namespace": namespace},
         "status": {"parents": parents},
     })

@@ -1,5 +1,6 @@
-//! The status each HTTPRoute gets: per parent Ambit judges, Accepted and ResolvedRefs
-//! with Istio's reasons; parents of other controllers get no entry.
+//! The status each HTTPRoute (GRPCRoute, TCPRoute) gets: per parent Ambit judges,
+//! Accepted and ResolvedRefs with Istio's reasons; parents of other controllers get no
+//! entry.
 
 use std::path::Path;
 
@@ -93,7 +94,7 @@ spec:
         ],
         "a Gateway not in the model is another controller's: no entry"
     );
-    let document = document(("HTTPRoute", "shop", "reviews"), status);
+    let document = document((RouteKind::HttpRoute, "shop", "reviews"), status);
     let first = &document["status"]["parents"][0];
     assert_eq!(first["controllerName"], CONTROLLER_NAME);
     assert_eq!(first["parentRef"]["name"], "reviews");
@@ -165,6 +166,54 @@ spec:
         outcomes(&statuses[&key]),
         [("reviews".to_owned(), Ok(()), Ok(()))]
     );
-    let document = document(("GRPCRoute", "shop", "calls"), &statuses[&key]);
+    let document = document((RouteKind::GrpcRoute, "shop", "calls"), &statuses[&key]);
     assert_eq!(document["kind"], "GRPCRoute");
+}
+
+#[test]
+fn a_tcp_route_gets_its_status_in_v1alpha2_and_only_a_tcp_listener_takes_it() {
+    let statuses = statuses_of(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: streams, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: db, port: 5432, protocol: TCP}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: stream, namespace: shop, generation: 2}
+spec:
+  parentRefs:
+  - {group: '', kind: Service, name: reviews}
+  - {name: edge}
+  - {name: streams}
+  rules: [{backendRefs: [{name: reviews-v1, port: 9080}, {name: reviews-v9, port: 9080}]}]
+",
+    );
+    let key = (
+        RouteKind::TcpRoute,
+        ("shop".to_owned(), "stream".to_owned()),
+    );
+    let missing = Err((
+        "BackendNotFound",
+        "backend(reviews-v9.shop) not found".to_owned(),
+    ));
+    let http_only = Err((
+        "NotAllowedByListeners",
+        "no listener of the Gateway takes a TCPRoute (HTTP and HTTPS take HTTPRoutes and GRPCRoutes, TCP takes TCPRoutes)".to_owned(),
+    ));
+    assert_eq!(
+        outcomes(&statuses[&key]),
+        [
+            ("reviews".to_owned(), Ok(()), missing.clone()),
+            ("edge".to_owned(), http_only, missing.clone()),
+            ("streams".to_owned(), Ok(()), missing),
+        ]
+    );
+    let document = document((RouteKind::TcpRoute, "shop", "stream"), &statuses[&key]);
+    assert_eq!(document["apiVersion"], "gateway.networking.k8s.io/v1alpha2");
+    assert_eq!(document["kind"], "TCPRoute");
+    let accepted = &document["status"]["parents"][0]["conditions"][0];
+    assert_eq!(accepted["observedGeneration"], 2);
 }

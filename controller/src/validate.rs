@@ -32,6 +32,7 @@ mod kubernetes_gateway;
 mod mesh_config;
 mod peer_authentication;
 mod references;
+mod tcp_route;
 mod telemetry;
 mod virtual_service;
 
@@ -425,6 +426,8 @@ enum Kind {
     /// The Gateway API's.
     HttpRoute,
     GrpcRoute,
+    /// The Gateway API's, of its experimental channel (`v1alpha2`).
+    TcpRoute,
     /// The Gateway API's `Gateway` of class `istio`: an ingress gateway.
     KubernetesGateway,
     /// What routes attached to Gateways may refer to across namespaces.
@@ -447,6 +450,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (istio::TELEMETRY_GROUP, "Telemetry") => Some(Kind::Telemetry),
         (gateway_api::GROUP, "HTTPRoute") => Some(Kind::HttpRoute),
         (gateway_api::GROUP, "GRPCRoute") => Some(Kind::GrpcRoute),
+        (gateway_api::GROUP, "TCPRoute") => Some(Kind::TcpRoute),
         (gateway_api::GROUP, "ReferenceGrant") => Some(Kind::ReferenceGrant),
         // Waypoints (class `istio-waypoint`) are read as such, not checked here.
         (gateway_api::GROUP, "Gateway")
@@ -482,6 +486,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut mesh_configs = Vec::new();
     let mut http_routes = Vec::new();
     let mut grpc_routes = Vec::new();
+    let mut tcp_routes = Vec::new();
     let mut reference_grants = Vec::new();
     let mut telemetries = Vec::new();
     let mut kubernetes_gateways = Vec::new();
@@ -516,6 +521,7 @@ pub fn validate(manifests: &Manifests) -> Report {
             Kind::MeshConfig => mesh_configs.push(mesh_config::check(object, findings)),
             Kind::HttpRoute => http_routes.push(Checked::decode(object, findings)),
             Kind::GrpcRoute => grpc_routes.push(Checked::decode(object, findings)),
+            Kind::TcpRoute => tcp_routes.push(Checked::decode(object, findings)),
             Kind::ReferenceGrant => reference_grants.push(Checked::decode(object, findings)),
             Kind::Telemetry => telemetries.push(Checked::decode(object, findings)),
             Kind::KubernetesGateway => {
@@ -613,6 +619,12 @@ pub fn validate(manifests: &Manifests) -> Report {
             grpc_route::check(spec, namespace, &context, &mut route.findings);
         }
     }
+    for route in &mut tcp_routes {
+        if let Some(spec) = &route.spec {
+            let namespace = route.object.namespace();
+            tcp_route::check(spec, namespace, &context, &mut route.findings);
+        }
+    }
     for grant in reference_grants {
         grant.conclude(&mut report.diagnostics);
     }
@@ -665,6 +677,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             report.model.add_grpc_route(object, spec);
         }
     }
+    for route in tcp_routes {
+        if let Some((object, spec)) = route.conclude(&mut report.diagnostics) {
+            report.model.add_tcp_route(object, spec);
+        }
+    }
     for gateway in kubernetes_gateways {
         if let Some((object, spec)) = gateway.conclude(&mut report.diagnostics) {
             report.model.add_kubernetes_gateway(object, spec);
@@ -693,6 +710,7 @@ fn check_document(object: &Object, findings: &mut Findings) -> bool {
     let (group, version) = object.api_version.split_once('/').unwrap_or_default();
     let versions = match group {
         gateway_api::GROUP if object.kind == "GRPCRoute" => gateway_api::GRPC_ROUTE_VERSIONS,
+        gateway_api::GROUP if object.kind == "TCPRoute" => gateway_api::TCP_ROUTE_VERSIONS,
         gateway_api::GROUP if object.kind == "ReferenceGrant" => {
             gateway_api::REFERENCE_GRANT_VERSIONS
         }

@@ -6,7 +6,9 @@
 //! `gateway.networking.k8s.io/gateway-name` as Istio labels the pods it deploys, and
 //! runs the real `ambit-waypoint --ingress`. A route in another namespace attached to
 //! the same Gateway, granted the `app` Service by a ReferenceGrant, is still not
-//! admitted (`allowedRoutes` defaults to the Gateway's own namespace).
+//! admitted (`allowedRoutes` defaults to the Gateway's own namespace). A TCP listener
+//! on 9000 relays the connections of the TCPRoute attached to it to the `echo` Service
+//! (an echo server that speaks first, on the same pod).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -20,6 +22,7 @@ use serde_json::json;
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const APP_PORT: u16 = 8080;
+const ECHO_PORT: u16 = 9000;
 const GATEWAY: &str = "bookinfo-gateway";
 const HOST: &str = "bookinfo.example.com";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,6 +51,32 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     let _meshes = control.install(&net, &[&n1, &n2])?;
     let app_pod = n2.add_pod(PodSpec::new("shop", "app-v1").label("app", "app"))?;
     let _server = app::http_serve(&app_pod, SocketAddr::from(([0; 4], APP_PORT)), "v1")?;
+    let _echo = app::serve(&app_pod, SocketAddr::from(([0; 4], ECHO_PORT)))?;
+    net.write_manifest(
+        "echo.yaml",
+        &json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": "echo", "namespace": "shop" },
+            "spec": {
+                "clusterIP": "198.19.210.11",
+                "selector": { "app": "app" },
+                "ports": [{ "name": "tcp-echo", "port": ECHO_PORT }],
+            },
+        }),
+    )?;
+    net.write_manifest(
+        "echo-route.yaml",
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "kind": "TCPRoute",
+            "metadata": { "name": "echo", "namespace": "shop" },
+            "spec": {
+                "parentRefs": [{ "name": GATEWAY, "sectionName": "echo" }],
+                "rules": [{ "backendRefs": [{ "name": "echo", "port": ECHO_PORT }] }],
+            },
+        }),
+    )?;
     net.write_manifest(
         "app.yaml",
         &json!({
@@ -75,6 +104,7 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
                     { "name": "http", "port": 80, "protocol": "HTTP" },
                     { "name": "https", "port": 443, "protocol": "HTTPS", "hostname": HOST,
                       "tls": { "certificateRefs": [{ "name": "bookinfo-cert" }] } },
+                    { "name": "echo", "port": ECHO_PORT, "protocol": "TCP" },
                 ],
             },
         }),
@@ -124,7 +154,7 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     let gateway_pod = n1.add_pod(PodSpec::waypoint("shop", GATEWAY))?;
     let client = n1.add_pod(PodSpec::new("outside", "curl"))?;
     let _processes = control.start(&net)?;
-    let _gateway = control.start_ingress(&gateway_pod, GATEWAY, &[80, 443])?;
+    let _gateway = control.start_ingress(&gateway_pod, GATEWAY, &[80, 443, ECHO_PORT])?;
 
     let http = gateway_pod.addr_v4(80);
     let get = |path: &str| gateway_client::plain_get(&client, http, HOST, path);
@@ -155,6 +185,16 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     ensure!(
         response.starts_with("HTTP/1.1 200") && response.contains("v1"),
         "HTTPS with the Secret's certificate: {response}"
+    );
+    let relayed = app::connect_with(
+        &client,
+        gateway_pod.addr_v4(ECHO_PORT),
+        "hello\n",
+        READY_TIMEOUT,
+    )?;
+    ensure!(
+        relayed.ok && relayed.echo.as_deref() == Some("hello\n"),
+        "the TCPRoute relays the TCP listener's connection to the echo server: {relayed:?}"
     );
     Ok(())
 }

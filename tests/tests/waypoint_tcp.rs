@@ -6,7 +6,9 @@
 //! split 80/20 between subsets v1 and v2 by a VirtualService `tcp:` route; the waypoint's
 //! `istio_tcp_*` metrics show the bytes went through it. Then a DestinationRule's
 //! `connectionPool.tcp.maxConnections: 1` lets one connection through at a time, and
-//! `idleTimeout: 1s` closes a silent one.
+//! `idleTimeout: 1s` closes a silent one. The same split comes from a Gateway API
+//! TCPRoute on the service, to services `echo-v1` and `echo-v2`, as in Istio's TCP
+//! traffic-shifting task.
 //!
 //! And a TLS service (port named `tls-secure`) whose pods terminate TLS themselves
 //! (`openssl s_server`, each with its own certificate): the waypoint reads the server
@@ -75,54 +77,48 @@ fn subsets_rule(cluster: &Cluster, host: &str, traffic_policy: Option<Value>) ->
     )
 }
 
-#[test]
-fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Result<()> {
-    let Some(cluster) = Cluster::start()? else {
-        return Ok(());
-    };
-    // `app-v3` runs no echo server: a connection the service's default route sends
-    // there fails, so only the `tcp:` route (v1 and v2) lets every connection through.
-    let _servers = cluster.pods[..2]
+/// Starts the echo servers on `app-v1` and `app-v2` and declares service `echo` over
+/// all three app pods. `app-v3` runs no echo server: a connection the service's
+/// default route sends there fails, so only a route to v1 and v2 lets every
+/// connection through.
+fn echo_on_v1_and_v2(cluster: &Cluster) -> Result<Vec<ambit_e2e::ChildGuard>> {
+    let servers = cluster.pods[..2]
         .iter()
         .map(|pod| app::serve(pod, SocketAddr::from(([0; 4], ECHO_PORT))))
         .collect::<Result<Vec<_>>>()?;
+    echo_service(cluster, "echo", ECHO_VIP, json!({ "app": "app" }))?;
+    Ok(servers)
+}
+
+/// Service `name` at `vip` on the echo port, over the pods `selector` selects.
+fn echo_service(cluster: &Cluster, name: &str, vip: &str, selector: Value) -> Result<()> {
     cluster.net.write_manifest(
-        "echo.yaml",
+        &format!("{name}.yaml"),
         &json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": { "name": "echo", "namespace": "shop" },
+            "metadata": { "name": name, "namespace": "shop" },
             "spec": {
-                "clusterIP": ECHO_VIP,
-                "selector": { "app": "app" },
+                "clusterIP": vip,
+                "selector": selector,
                 "ports": [{ "name": "tcp-echo", "port": ECHO_PORT }],
             },
         }),
     )?;
-    subsets_rule(&cluster, "echo", None)?;
-    cluster.net.write_manifest(
-        "echo-virtual-service.yaml",
-        &istio(
-            "VirtualService",
-            "echo",
-            json!({
-                "hosts": ["echo"],
-                "tcp": [{ "route": [
-                    { "destination": { "host": "echo", "subset": "v1" }, "weight": 80 },
-                    { "destination": { "host": "echo", "subset": "v2" }, "weight": 20 },
-                ]}],
-            }),
-        ),
-    )?;
-    // The default route would fail a third of the connections: 30 in a row get
-    // through only once in 10^5 times before the `tcp:` route applies.
+    Ok(())
+}
+
+/// Waits until a route sends every connection to v1 or v2: the service's default
+/// would fail a third of them, so 30 in a row get through only once in 10^5 times
+/// before the route applies.
+fn wait_until_routed(cluster: &Cluster) -> Result<()> {
     let last = std::cell::RefCell::new(None);
     wait_for(
         "30 connections in a row through the waypoint's tcp route",
         READY_TIMEOUT,
         || -> Result<Option<()>> {
             for _ in 0..30 {
-                let (answered_by, report) = connect(&cluster)?;
+                let (answered_by, report) = connect(cluster)?;
                 if answered_by.is_none() {
                     *last.borrow_mut() = Some(report);
                     return Ok(None);
@@ -131,12 +127,15 @@ fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Resu
             Ok(Some(()))
         },
     )
-    .with_context(|| format!("last failure: {:?}\n{}", last.borrow(), cluster.logs()))?;
-    let before = cluster.waypoint_metrics()?;
+    .with_context(|| format!("last failure: {:?}\n{}", last.borrow(), cluster.logs()))
+}
 
+/// Sends [`CONNECTIONS`] connections and checks about 80% were answered by `app-v1`
+/// and the rest by `app-v2`; returns how many `app-v1` answered.
+fn split_80_20(cluster: &Cluster) -> Result<usize> {
     let mut answered: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..CONNECTIONS {
-        let (answered_by, report) = connect(&cluster)?;
+        let (answered_by, report) = connect(cluster)?;
         let pod = answered_by
             .with_context(|| format!("a connection failed: {report:?}\n{}", cluster.logs()))?;
         ensure!(
@@ -152,6 +151,33 @@ fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Resu
         v1 + v2 == CONNECTIONS && (210..=270).contains(&v1),
         "expected about 80% of {CONNECTIONS} connections on app-v1 and the rest on app-v2, got {answered:?}"
     );
+    Ok(v1)
+}
+
+#[test]
+fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Result<()> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    let _servers = echo_on_v1_and_v2(&cluster)?;
+    subsets_rule(&cluster, "echo", None)?;
+    cluster.net.write_manifest(
+        "echo-virtual-service.yaml",
+        &istio(
+            "VirtualService",
+            "echo",
+            json!({
+                "hosts": ["echo"],
+                "tcp": [{ "route": [
+                    { "destination": { "host": "echo", "subset": "v1" }, "weight": 80 },
+                    { "destination": { "host": "echo", "subset": "v2" }, "weight": 20 },
+                ]}],
+            }),
+        ),
+    )?;
+    wait_until_routed(&cluster)?;
+    let before = cluster.waypoint_metrics()?;
+    let v1 = split_80_20(&cluster)?;
 
     let to_echo = [("reporter", "waypoint"), ("destination_service", ECHO)];
     let counted = |metrics: &ambit_e2e::mesh::Metrics, name: &str| metrics.sum(name, &to_echo);
@@ -190,6 +216,38 @@ fn tcp_routes_split_raw_tcp_connections_through_the_waypoint_by_weight() -> Resu
         "the waypoint counted {on_v1} connections opened to v1, the client saw {v1}"
     );
     at_most_one_connection_to_v1(&cluster)
+}
+
+/// Istio's TCP traffic shifting with the Gateway API: a TCPRoute on service `echo`
+/// sends 80% of its connections to service `echo-v1` and 20% to `echo-v2`.
+#[test]
+fn a_tcp_route_on_the_service_shifts_connections_between_backend_services() -> Result<()> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    let _servers = echo_on_v1_and_v2(&cluster)?;
+    for (version, vip) in [("v1", "198.19.200.24"), ("v2", "198.19.200.25")] {
+        let selector = json!({ "app": "app", "version": version });
+        echo_service(&cluster, &format!("echo-{version}"), vip, selector)?;
+    }
+    cluster.net.write_manifest(
+        "echo-tcp-route.yaml",
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "kind": "TCPRoute",
+            "metadata": { "name": "echo", "namespace": "shop" },
+            "spec": {
+                "parentRefs": [{ "group": "", "kind": "Service", "name": "echo", "port": ECHO_PORT }],
+                "rules": [{ "backendRefs": [
+                    { "name": "echo-v1", "port": ECHO_PORT, "weight": 80 },
+                    { "name": "echo-v2", "port": ECHO_PORT, "weight": 20 },
+                ]}],
+            },
+        }),
+    )?;
+    wait_until_routed(&cluster)?;
+    split_80_20(&cluster)?;
+    Ok(())
 }
 
 /// `connectionPool.tcp.maxConnections: 1` with every connection routed to v1: while one

@@ -102,6 +102,22 @@ pub(super) fn resolve(
         };
         insert_route(mesh, route, accepted.source.file.clone());
     }
+    for accepted in &report.model.tcp_routes {
+        let tcp = &accepted.object;
+        let namespace = tcp.metadata.namespace.clone().unwrap_or_default();
+        let hosts = tcp
+            .spec
+            .producer_parents(&namespace)
+            .map(|parent| hosts::resolve(&parent.name, &namespace))
+            .collect();
+        let name = tcp.metadata.name.clone().unwrap_or_default();
+        let spec = serde_json::to_value(&tcp.spec).unwrap_or_default();
+        let route = Route {
+            generation: tcp.metadata.generation,
+            ..route(RouteKind::TcpRoute, namespace, name, hosts, spec)
+        };
+        insert_route(mesh, route, accepted.source.file.clone());
+    }
     for accepted in &report.model.kubernetes_gateways {
         let gateway = &accepted.object;
         let namespace = gateway.metadata.namespace.clone().unwrap_or_default();

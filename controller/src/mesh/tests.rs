@@ -179,6 +179,39 @@ fn the_bookinfo_ingress_gateway_and_its_bound_routes_are_modelled() {
     );
 }
 
+#[test]
+fn a_tcp_route_in_a_folder_is_pushed_for_its_parent_service() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let database = "apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: 10.96.0.20, selector: {app: db}, ports: [{name: tcp-pg, port: 5432}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: shop, generation: 4}
+spec:
+  parentRefs: [{group: '', kind: Service, name: db}]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+";
+    std::fs::write(folder.path().join("all.yaml"), FIXTURE).expect("written");
+    std::fs::write(folder.path().join("db.yaml"), database).expect("written");
+    let manifests = Manifests::load_dir(folder.path()).expect("the folder");
+    let built = build(&manifests, "cluster.local", &Mesh::default());
+    assert!(built.diagnostics.is_empty(), "{:?}", built.diagnostics);
+    let tcp = &built.mesh.routes[&(RouteKind::TcpRoute, key("shop", "db"))];
+    assert_eq!(tcp.hosts, ["db.shop.svc.cluster.local"]);
+    assert_eq!(tcp.generation, Some(4));
+    assert_eq!(tcp.spec["rules"][0]["backendRefs"][0]["port"], 5432);
+    let pushed = crate::push::convert::route(tcp);
+    assert_eq!(pushed.key, "tcproute/shop/db");
+    let Some(ambit_api::config::resource::Kind::Route(pushed)) = pushed.kind else {
+        panic!("a TCPRoute is pushed as a route: {pushed:?}");
+    };
+    assert_eq!(pushed.kind, "TCPRoute");
+    assert_eq!(pushed.hosts, ["db.shop.svc.cluster.local"]);
+}
+
 const VS_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}\n";
 const VS_BAD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}, weight: 30}, {destination: {host: s}, weight: 30}]}]}\n";
 const POD: &str =

@@ -3,7 +3,8 @@
 //! each rule's matches, filters, backends, timeouts and retry as the Gateway API's CRD
 //! rules and Istio check them, and — for a route attached to a Gateway — a
 //! ReferenceGrant for each Service of another namespace it sends to, as the Gateway API
-//! requires (a mesh route needs none: GAMMA).
+//! requires (a mesh route needs none: GAMMA). The parent, backend and ReferenceGrant
+//! checks are shared with the other route kinds ([`super::tcp_route`]).
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use ambit_api::gateway_api::{
     http_route::{
         BackendRef, FilterType, HttpPathModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
         HttpRouteSpec, ParentReference, PathMatchType, PathModifierType, ValueMatchType,
+        producer_parents,
     },
     reference_grant::ReferenceGrantSpec,
 };
@@ -31,17 +33,62 @@ pub(super) fn check(
     context: &Context<'_>,
     findings: &mut Findings,
 ) {
-    if spec.parent_refs.is_empty() {
+    check_parents(&spec.parent_refs, namespace, context, findings);
+    for (i, rule) in spec.rules.iter().enumerate() {
+        check_rule(rule, &format!("spec.rules[{i}]"), findings);
+    }
+    let backends = spec.rules.iter().enumerate().flat_map(|(i, rule)| {
+        let sent = rule
+            .backend_refs
+            .iter()
+            .enumerate()
+            .map(move |(j, backend)| {
+                (
+                    format!("spec.rules[{i}].backendRefs[{j}]"),
+                    backend.backend(),
+                )
+            });
+        let mirrored = rule
+            .filters
+            .iter()
+            .enumerate()
+            .filter_map(move |(j, filter)| {
+                let mirror = filter.request_mirror.as_ref()?;
+                Some((
+                    format!("spec.rules[{i}].filters[{j}].requestMirror.backendRef"),
+                    mirror.backend_ref.clone(),
+                ))
+            });
+        sent.chain(mirrored)
+    });
+    check_references(
+        &spec.parent_refs,
+        backends,
+        (kind, namespace),
+        &context.grants,
+        findings,
+    );
+}
+
+/// Checks the parents of a route (of any kind) in `namespace`: it has one, each port is
+/// a port, and each is one Ambit serves — a Service of the route's namespace that no
+/// VirtualService also routes (its waypoint would follow that instead), or a Gateway.
+pub(super) fn check_parents(
+    parents: &[ParentReference],
+    namespace: &str,
+    context: &Context<'_>,
+    findings: &mut Findings,
+) {
+    if parents.is_empty() {
         findings.add("spec.parentRefs", Reason::NotServed(
             "the route attaches to nothing: add a parent (in the mesh, `{group: \"\", kind: Service, name: <service>}`)".to_owned(),
         ));
     }
-    for (i, parent) in spec.parent_refs.iter().enumerate() {
+    for (i, parent) in parents.iter().enumerate() {
         let path = format!("spec.parentRefs[{i}]");
         fields::port(findings, &format!("{path}.port"), parent.port);
-        let producer = spec
-            .producer_parents(namespace)
-            .any(|producer| std::ptr::eq(producer, parent));
+        let producer =
+            producer_parents(parents, namespace).any(|producer| std::ptr::eq(producer, parent));
         let host = crate::hosts::resolve(&parent.name, namespace);
         match context.virtual_services.get(&host) {
             Some(virtual_service) if producer => findings.add(
@@ -53,12 +100,6 @@ pub(super) fn check(
             _ if producer || parent.is_gateway() => {}
             _ => findings.add(path, Reason::NotServed(not_served(parent))),
         }
-    }
-    for (i, rule) in spec.rules.iter().enumerate() {
-        check_rule(rule, &format!("spec.rules[{i}]"), findings);
-    }
-    if spec.parent_refs.iter().any(ParentReference::is_gateway) {
-        check_references(spec, (kind, namespace), &context.grants, findings);
     }
 }
 
@@ -97,39 +138,31 @@ impl Grants<'_> {
     }
 }
 
-/// Each Service of another namespace the route sends or mirrors to is granted to it.
-fn check_references(
-    spec: &HttpRouteSpec,
+/// For a route (of `kind`, in `namespace`) attached to a Gateway: each Service of
+/// another namespace among `backends` (each with its field path) is granted to it, as
+/// the Gateway API requires. A mesh route needs no grant (GAMMA).
+pub(super) fn check_references(
+    parents: &[ParentReference],
+    backends: impl IntoIterator<Item = (String, BackendRef)>,
     (kind, namespace): (&str, &str),
     grants: &Grants<'_>,
     findings: &mut Findings,
 ) {
-    for (i, rule) in spec.rules.iter().enumerate() {
-        let sent = rule
-            .backend_refs
-            .iter()
-            .enumerate()
-            .map(|(j, backend)| (format!("backendRefs[{j}]"), backend.backend()));
-        let mirrored = rule.filters.iter().enumerate().filter_map(|(j, filter)| {
-            let mirror = filter.request_mirror.as_ref()?;
-            Some((
-                format!("filters[{j}].requestMirror.backendRef"),
-                mirror.backend_ref.clone(),
-            ))
-        });
-        for (field, backend) in sent.chain(mirrored) {
-            let Some(target) = backend.namespace.as_deref().filter(|ns| *ns != namespace) else {
-                continue;
-            };
-            if !grants.allow((kind, namespace), (target, &backend.name)) {
-                findings.add(
-                    format!("spec.rules[{i}].{field}.namespace"),
-                    Reason::Conflict(format!(
-                        "Service {target}/{} is in another namespace, and no ReferenceGrant in {target} lets {kind}s of {namespace} send to it: add one (from: {{group: gateway.networking.k8s.io, kind: {kind}, namespace: {namespace}}}, to: {{group: \"\", kind: Service}}), or keep the route in the Service's namespace",
-                        backend.name
-                    )),
-                );
-            }
+    if !parents.iter().any(ParentReference::is_gateway) {
+        return;
+    }
+    for (path, backend) in backends {
+        let Some(target) = backend.namespace.as_deref().filter(|ns| *ns != namespace) else {
+            continue;
+        };
+        if !grants.allow((kind, namespace), (target, &backend.name)) {
+            findings.add(
+                format!("{path}.namespace"),
+                Reason::Conflict(format!(
+                    "Service {target}/{} is in another namespace, and no ReferenceGrant in {target} lets {kind}s of {namespace} send to it: add one (from: {{group: gateway.networking.k8s.io, kind: {kind}, namespace: {namespace}}}, to: {{group: \"\", kind: Service}}), or keep the route in the Service's namespace",
+                    backend.name
+                )),
+            );
         }
     }
 }
@@ -166,16 +199,7 @@ fn check_rule(rule: &HttpRouteRule, path: &str, findings: &mut Findings) {
     }
     for (i, backend) in rule.backend_refs.iter().enumerate() {
         let path = format!("{path}.backendRefs[{i}]");
-        check_backend(&backend.backend(), &path, findings);
-        if backend.weight.is_some_and(|weight| weight > MAX_WEIGHT) {
-            findings.add(
-                format!("{path}.weight"),
-                Reason::StatusOutOfRange {
-                    value: backend.weight.unwrap_or_default().into(),
-                    expected: "a weight from 0 to 1000000",
-                },
-            );
-        }
+        check_weighted_backend(&backend.backend(), backend.weight, &path, findings);
         for (j, filter) in backend.filters.iter().enumerate() {
             let path = format!("{path}.filters[{j}]");
             match filter.kind {
@@ -382,6 +406,26 @@ fn check_path_modifier(
     }
 }
 
+/// A backend a rule of a route (of any kind) sends its share of the traffic to: a
+/// Service (see [`check_backend`]), with a weight the Gateway API accepts.
+pub(super) fn check_weighted_backend(
+    backend: &BackendRef,
+    weight: Option<u32>,
+    path: &str,
+    findings: &mut Findings,
+) {
+    check_backend(backend, path, findings);
+    if let Some(weight) = weight.filter(|weight| *weight > MAX_WEIGHT) {
+        findings.add(
+            format!("{path}.weight"),
+            Reason::StatusOutOfRange {
+                value: weight.into(),
+                expected: "a weight from 0 to 1000000",
+            },
+        );
+    }
+}
+
 /// A backend is a Service of this cluster, named without dots, with a port.
 fn check_backend(backend: &BackendRef, path: &str, findings: &mut Findings) {
     if !backend.is_service() {
@@ -409,7 +453,9 @@ fn check_backend(backend: &BackendRef, path: &str, findings: &mut Findings) {
     if backend.port.is_none() {
         findings.add(
             format!("{path}.port"),
-            Reason::Required("a Service backend needs the Service port to send to"),
+            Reason::Required(
+                "a Service backend needs the Service port to send to: add `port`, one of the Service's ports",
+            ),
         );
     }
     fields::port(findings, &format!("{path}.port"), backend.port);

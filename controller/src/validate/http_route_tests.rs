@@ -1,6 +1,7 @@
-//! HTTPRoutes: Istio's ambient traffic-shifting route is valid; parents Ambit does not
-//! serve are warned about; what the Gateway API forbids, and filters the waypoint does
-//! not serve, reject the route by field path while its valid siblings are kept.
+//! HTTPRoutes (and GRPCRoutes, TCPRoutes): Istio's ambient traffic-shifting route is
+//! valid; parents Ambit does not serve are warned about; what the Gateway API forbids,
+//! and filters the waypoint does not serve, reject the route by field path while its
+//! valid siblings are kept.
 
 use super::*;
 
@@ -245,4 +246,101 @@ spec:
         "a VirtualService bound to a gateway only does not take the route's place: {lines:#?}"
     );
     assert_eq!(report.model.http_routes.len(), 1, "a warning keeps it");
+}
+
+#[test]
+fn a_tcp_route_needs_service_backends_with_ports_and_its_siblings_stay() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: db, port: 5432}]
+  rules:
+  - backendRefs:
+    - {name: db-v1, port: 5432, weight: 90}
+    - {name: db-v2, port: 5432, weight: 10}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: db}]
+  rules:
+  - backendRefs:
+    - {name: db-v1, port: 5432}
+    - {name: db-v2}
+    - {kind: ServiceImport, name: db}
+    - {name: db-v3, port: 5432, weight: 2000000}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: refusing, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: db}]
+  rules: [{}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: ruleless, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: db}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: web}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+",
+    );
+    let expected = [
+        "error: shop/broken (TCPRoute) in routes.yaml document 2: spec.rules[0].backendRefs[1].port: required: a Service backend needs the Service port to send to: add `port`",
+        "error: shop/broken (TCPRoute) in routes.yaml document 2: spec.rules[0].backendRefs[2].kind: Ambit routes to Services only",
+        "error: shop/broken (TCPRoute) in routes.yaml document 2: spec.rules[0].backendRefs[3].weight: 2000000 is not a weight from 0 to 1000000",
+        "error: shop/refusing (TCPRoute) in routes.yaml document 3: spec.rules[0].backendRefs: required: a rule without backends refuses its connections",
+        "error: shop/ruleless (TCPRoute) in routes.yaml document 4: spec.rules: required: without a rule every connection is refused",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for expected in expected {
+        assert!(
+            lines.iter().any(|line| line.starts_with(expected)),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert_eq!(names(&report.model.tcp_routes), ["db"]);
+    assert_eq!(names(&report.model.http_routes), ["web"]);
+}
+
+#[test]
+fn a_tcp_route_s_later_rules_are_warned_about_and_a_gateway_parent_needs_grants() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: db}, {name: edge, namespace: infra}]
+  rules:
+  - backendRefs: [{name: db, port: 5432}]
+  - backendRefs: [{name: db-v2, namespace: data, port: 5432}]
+",
+    );
+    let warning = "warning: shop/db (TCPRoute) in routes.yaml document 1";
+    let expected = [
+        format!(
+            "{warning}: spec.rules[1]: a TCPRoute's rules have no matches, so spec.rules[0] takes every connection and this rule none"
+        ),
+        "error: shop/db (TCPRoute) in routes.yaml document 1: spec.rules[1].backendRefs[0].namespace: Service data/db-v2 is in another namespace, and no ReferenceGrant in data lets TCPRoutes of shop send to it".to_owned(),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for expected in &expected {
+        assert!(
+            lines.iter().any(|line| line.starts_with(expected.as_str())),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert!(
+        report.model.tcp_routes.is_empty(),
+        "a Gateway parent still needs its grants"
+    );
 }

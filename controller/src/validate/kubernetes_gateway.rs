@@ -1,13 +1,15 @@
 //! Pass 3 for a Gateway API `Gateway` of class `istio` (an ingress gateway): its
 //! listeners as the Gateway API's CRD rules say, and what Ambit's gateway serves of them
-//! (HTTP, and HTTPS terminated with a Secret of the Gateway's namespace; routes from
-//! the same namespace or all).
+//! (HTTP, HTTPS terminated with a Secret of the Gateway's namespace, and TCP; routes
+//! from the same namespace or all: HTTPRoutes and GRPCRoutes on HTTP and HTTPS,
+//! TCPRoutes on TCP).
 
 use std::collections::BTreeMap;
 
 use ambit_api::gateway_api::gateway::{FromNamespaces, GatewaySpec, Listener, TlsMode};
 
 use super::{Findings, Reason, fields};
+use crate::mesh::RouteKind;
 
 /// Checks one Gateway's spec.
 pub(super) fn check(spec: &GatewaySpec, namespace: &str, findings: &mut Findings) {
@@ -73,10 +75,17 @@ fn check_listener(listener: &Listener, namespace: &str, path: &str, findings: &m
         ),
         "HTTP" => {}
         "HTTPS" => check_tls(listener, namespace, path, findings),
+        "TCP" if listener.tls.is_some() => findings.add(
+            format!("{path}.tls"),
+            Reason::Conflict(
+                "a TCP listener relays bytes and has no TLS: remove `tls`".to_owned(),
+            ),
+        ),
+        "TCP" => {}
         _ => findings.add(
             format!("{path}.protocol"),
             Reason::Unsupported(
-                "not served by Ambit's gateway yet: use HTTP or HTTPS (TLS and TCP listeners need TLSRoutes and TCPRoutes; use an Istio Gateway for those)",
+                "not served by Ambit's gateway yet: use HTTP, HTTPS or TCP (TLS listeners need TLSRoutes; use an Istio Gateway with a `PASSTHROUGH` server for those)",
             ),
         ),
     }
@@ -108,12 +117,16 @@ fn check_listener(listener: &Listener, namespace: &str, path: &str, findings: &m
         .iter()
         .flat_map(|allowed| &allowed.kinds)
         .enumerate();
+    let served = RouteKind::on_listener(&listener.protocol);
     for (i, kind) in kinds {
-        if kind.kind != "HTTPRoute" {
+        if !served.iter().any(|served| served.as_str() == kind.kind) {
+            let names: Vec<&str> = served.iter().map(|kind| kind.as_str()).collect();
             findings.add(
                 format!("{path}.allowedRoutes.kinds[{i}]"),
                 Reason::NotServed(format!(
-                    "ignored: Ambit's gateway serves HTTPRoutes only, not {}",
+                    "ignored: a {} listener of Ambit's gateway takes {}, not {}",
+                    listener.protocol,
+                    names.join(" and "),
                     kind.kind
                 )),
             );

@@ -45,7 +45,7 @@ metadata: {name: edge, namespace: shop}
 spec:
   gatewayClassName: istio
   listeners:
-  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: tls, port: 9000, protocol: TLS}
   - {name: https, port: 443, protocol: HTTPS}
   - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: c, namespace: other}]}}
   - {name: http, port: 443, protocol: HTTP, hostname: 'a.*.com'}
@@ -63,4 +63,34 @@ spec:
     ];
     assert_errors_of(&lines, "shop/edge (Gateway)", &expected);
     assert!(report.model.kubernetes_gateways.is_empty());
+}
+
+#[test]
+fn a_tcp_listener_takes_tcp_routes_and_no_tls() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: streams, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: db, port: 5432, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}, {kind: HTTPRoute}]}}
+  - {name: cache, port: 6379, protocol: TCP, tls: {certificateRefs: [{name: c}]}}
+",
+    );
+    let expected = [
+        "spec.listeners[0].allowedRoutes.kinds[1]: ignored: a TCP listener of Ambit's gateway takes TCPRoute, not HTTPRoute",
+        "spec.listeners[1].tls: a TCP listener relays bytes and has no TLS",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for expected in expected {
+        assert!(
+            lines.iter().any(|line| line.contains(expected)),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert!(
+        report.model.kubernetes_gateways.is_empty(),
+        "the TLS conflict is an error"
+    );
 }

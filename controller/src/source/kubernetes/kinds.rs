@@ -33,7 +33,7 @@ pub struct Kind {
 }
 
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 17] = [
+pub const KINDS: [Kind; 18] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
@@ -69,6 +69,12 @@ pub const KINDS: [Kind; 17] = [
         gateway_api::GRPC_ROUTE_VERSIONS,
         "GRPCRoute",
         "grpcroutes",
+    ),
+    custom(
+        gateway_api::GROUP,
+        gateway_api::TCP_ROUTE_VERSIONS,
+        "TCPRoute",
+        "tcproutes",
     ),
     custom(
         gateway_api::GROUP,
@@ -163,13 +169,18 @@ impl Kind {
         }
     }
 
-    /// How to install its CRD when the cluster does not serve it.
+    /// How to install its CRD when the cluster does not serve it (TCPRoute is in the
+    /// Gateway API's experimental channel only).
     #[must_use]
     pub fn install_hint(&self) -> &'static str {
-        if self.group == gateway_api::GROUP {
-            "install the Gateway API CRDs (https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api)"
-        } else {
-            "install Ambit's CRDs: kubectl apply -f deploy/crds/"
+        match (self.group, self.kind) {
+            (gateway_api::GROUP, "TCPRoute") => {
+                "install the Gateway API's experimental-channel CRDs (https://gateway-api.sigs.k8s.io/guides/#install-experimental-channel)"
+            }
+            (gateway_api::GROUP, _) => {
+                "install the Gateway API CRDs (https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api)"
+            }
+            _ => "install Ambit's CRDs: kubectl apply -f deploy/crds/",
         }
     }
 
