@@ -756,6 +756,19 @@ fn validate_file(file: &str, yaml: &str) -> (Vec<String>, Report) {
     (lines, report)
 }
 
+/// Asserts that `lines` are exactly one containing each of `expected`.
+#[cfg(test)]
+fn assert_lines(lines: &[String], expected: &[impl AsRef<str>]) {
+    for expected in expected {
+        let expected = expected.as_ref();
+        assert!(
+            lines.iter().any(|line| line.contains(expected)),
+            "expected {expected:?} in {lines:#?}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+}
+
 /// Asserts `lines` are exactly one error of `object` (`ns/name (Kind)`) containing each
 /// of `expected`.
 #[cfg(test)]

@@ -39,6 +39,16 @@ fn route(namespace: &str, name: &str, rules: serde_json::Value) -> serde_json::V
     })
 }
 
+/// Service `name` of `shop` at `vip` over the `app` pod, with one `port`.
+fn app_service(name: &str, vip: &str, port: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "namespace": "shop" },
+        "spec": { "clusterIP": vip, "selector": { "app": "app" }, "ports": [port] },
+    })
+}
+
 #[test]
 fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     let Some(net) = TestNet::new("gwapi") else {
@@ -54,16 +64,11 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     let _echo = app::serve(&app_pod, SocketAddr::from(([0; 4], ECHO_PORT)))?;
     net.write_manifest(
         "echo.yaml",
-        &json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": { "name": "echo", "namespace": "shop" },
-            "spec": {
-                "clusterIP": "198.19.210.11",
-                "selector": { "app": "app" },
-                "ports": [{ "name": "tcp-echo", "port": ECHO_PORT }],
-            },
-        }),
+        &app_service(
+            "echo",
+            "198.19.210.11",
+            json!({ "name": "tcp-echo", "port": ECHO_PORT }),
+        ),
     )?;
     net.write_manifest(
         "echo-route.yaml",
@@ -77,19 +82,8 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
             },
         }),
     )?;
-    net.write_manifest(
-        "app.yaml",
-        &json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": { "name": "app", "namespace": "shop" },
-            "spec": {
-                "clusterIP": "198.19.210.10",
-                "selector": { "app": "app" },
-                "ports": [{ "name": "http", "port": 9080, "targetPort": APP_PORT }],
-            },
-        }),
-    )?;
+    let http_port = json!({ "name": "http", "port": 9080, "targetPort": APP_PORT });
+    net.write_manifest("app.yaml", &app_service("app", "198.19.210.10", http_port))?;
     let pki = TestPki::generate(HOST)?;
     net.write_manifest("secret.yaml", &pki.secret("shop", "bookinfo-cert"))?;
     net.write_manifest(

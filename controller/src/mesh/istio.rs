@@ -4,7 +4,12 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use ambit_api::{config::resource::Kind as Enforced, manifests::Manifests};
+use ambit_api::{
+    config::resource::Kind as Enforced,
+    gateway_api::http_route::{ParentReference, producer_parents},
+    manifests::Manifests,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{
     L7Enforcers, Mesh, Policy, PolicyKind, Route, RouteKind, keep, kubernetes_gateways, policy,
@@ -63,18 +68,12 @@ pub(super) fn resolve(
     }
     for accepted in &report.model.http_routes {
         let http = &accepted.object;
-        let namespace = http.metadata.namespace.clone().unwrap_or_default();
-        let hosts = http
-            .spec
-            .producer_parents(&namespace)
-            .map(|parent| hosts::resolve(&parent.name, &namespace))
-            .collect();
-        let name = http.metadata.name.clone().unwrap_or_default();
-        let spec = serde_json::to_value(&http.spec).unwrap_or_default();
-        let route = Route {
-            generation: http.metadata.generation,
-            ..route(RouteKind::HttpRoute, namespace, name, hosts, spec)
-        };
+        let route = gateway_api_route(
+            RouteKind::HttpRoute,
+            &http.metadata,
+            &http.spec.parent_refs,
+            &http.spec,
+        );
         insert_route(mesh, route, accepted.source.file.clone());
     }
     for accepted in &report.model.telemetries {
@@ -87,35 +86,22 @@ pub(super) fn resolve(
     }
     for accepted in &report.model.grpc_routes {
         let grpc = &accepted.object;
-        let namespace = grpc.metadata.namespace.clone().unwrap_or_default();
-        let hosts = grpc
-            .spec
-            .to_http_route()
-            .producer_parents(&namespace)
-            .map(|parent| hosts::resolve(&parent.name, &namespace))
-            .collect();
-        let name = grpc.metadata.name.clone().unwrap_or_default();
-        let spec = serde_json::to_value(&grpc.spec).unwrap_or_default();
-        let route = Route {
-            generation: grpc.metadata.generation,
-            ..route(RouteKind::GrpcRoute, namespace, name, hosts, spec)
-        };
+        let route = gateway_api_route(
+            RouteKind::GrpcRoute,
+            &grpc.metadata,
+            &grpc.spec.parent_refs,
+            &grpc.spec,
+        );
         insert_route(mesh, route, accepted.source.file.clone());
     }
     for accepted in &report.model.tcp_routes {
         let tcp = &accepted.object;
-        let namespace = tcp.metadata.namespace.clone().unwrap_or_default();
-        let hosts = tcp
-            .spec
-            .producer_parents(&namespace)
-            .map(|parent| hosts::resolve(&parent.name, &namespace))
-            .collect();
-        let name = tcp.metadata.name.clone().unwrap_or_default();
-        let spec = serde_json::to_value(&tcp.spec).unwrap_or_default();
-        let route = Route {
-            generation: tcp.metadata.generation,
-            ..route(RouteKind::TcpRoute, namespace, name, hosts, spec)
-        };
+        let route = gateway_api_route(
+            RouteKind::TcpRoute,
+            &tcp.metadata,
+            &tcp.spec.parent_refs,
+            &tcp.spec,
+        );
         insert_route(mesh, route, accepted.source.file.clone());
     }
     for accepted in &report.model.kubernetes_gateways {
@@ -232,6 +218,27 @@ fn insert_policy(
         source: source.file.clone(),
     };
     mesh.policies.insert((kind, key), Arc::new(policy));
+}
+
+/// A Gateway API route of `kind`: pushed to the waypoints of the Services it is a
+/// producer route of (its `parents` in its own namespace), with its generation for
+/// its status.
+fn gateway_api_route(
+    kind: RouteKind,
+    metadata: &ObjectMeta,
+    parents: &[ParentReference],
+    spec: &impl serde::Serialize,
+) -> Route {
+    let namespace = metadata.namespace.clone().unwrap_or_default();
+    let hosts = producer_parents(parents, &namespace)
+        .map(|parent| hosts::resolve(&parent.name, &namespace))
+        .collect();
+    let name = metadata.name.clone().unwrap_or_default();
+    let spec = serde_json::to_value(spec).unwrap_or_default();
+    Route {
+        generation: metadata.generation,
+        ..route(kind, namespace, name, hosts, spec)
+    }
 }
 
 fn insert_route(mesh: &mut Mesh, mut route: Route, source: PathBuf) {

@@ -82,13 +82,7 @@ spec:
         "spec.listeners[0].allowedRoutes.kinds[1]: ignored: a TCP listener of Ambit's gateway takes TCPRoute, not HTTPRoute",
         "spec.listeners[1].tls: a TCP listener relays bytes and has no TLS",
     ];
-    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
-    for expected in expected {
-        assert!(
-            lines.iter().any(|line| line.contains(expected)),
-            "expected {expected:?} in {lines:#?}"
-        );
-    }
+    assert_lines(&lines, &expected);
     assert!(
         report.model.kubernetes_gateways.is_empty(),
         "the TLS conflict is an error"

@@ -15,6 +15,8 @@ use crate::support::*;
 
 const VIP: &str = "10.96.0.9";
 const ECHO: &str = "echo.shop.svc.cluster.local";
+/// Connections sent to see a split.
+const CONNECTIONS: u32 = 400;
 
 /// Greets each connection with `name` and a newline, then echoes what it receives.
 async fn serve_line_echo(listener: TcpListener, name: &'static str) {
@@ -127,6 +129,24 @@ async fn exchange(engine: &Arc<Engine>, text: &str) -> String {
     greeting.trim_end().to_owned()
 }
 
+/// Connections through the relay: checks that about three in four were answered by
+/// `v1` and the rest by `v2`; returns how many `v1` answered.
+async fn three_in_four_on_v1(engine: &Arc<Engine>) -> u32 {
+    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..CONNECTIONS {
+        *answered
+            .entry(exchange(engine, "ping\n").await)
+            .or_default() += 1;
+    }
+    let v1 = answered.get("v1").copied().unwrap_or(0);
+    // 300 of 400 expected; the standard deviation is under 9.
+    assert!(
+        (260..=340).contains(&v1) && v1 + answered.get("v2").copied().unwrap_or(0) == CONNECTIONS,
+        "expected about 300 of {CONNECTIONS} connections on v1, the rest on v2: {answered:?}"
+    );
+    v1
+}
+
 #[tokio::test]
 async fn a_tcp_route_splits_connections_by_weight_and_the_relay_counts_them() {
     let waypoint = Waypoint::start(&config(
@@ -147,24 +167,12 @@ tcp:
         )],
     ))
     .await;
-    let connections = 400;
-    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
-    for _ in 0..connections {
-        *answered
-            .entry(exchange(&waypoint.engine, "ping\n").await)
-            .or_default() += 1;
-    }
-    let v1 = answered.get("v1").copied().unwrap_or(0);
-    // 300 expected; the standard deviation is under 9.
-    assert!(
-        (260..=340).contains(&v1) && v1 + answered.get("v2").copied().unwrap_or(0) == connections,
-        "expected about 300 of {connections} connections on v1, the rest on v2: {answered:?}"
-    );
+    let v1 = three_in_four_on_v1(&waypoint.engine).await;
     let metrics = waypoint.metrics();
     let to_echo = [("reporter", "waypoint"), ("destination_service", ECHO)];
     assert_eq!(
         sample(&metrics, "istio_tcp_connections_closed_total", &to_echo),
-        f64::from(connections),
+        f64::from(CONNECTIONS),
         "{metrics}"
     );
     let v1_labels = [
@@ -180,12 +188,12 @@ tcp:
     );
     assert_eq!(
         sample(&metrics, "istio_tcp_received_bytes_total", &to_echo),
-        f64::from(connections * 5),
+        f64::from(CONNECTIONS * 5),
         "each client sent `ping\\n`: {metrics}"
     );
     assert_eq!(
         sample(&metrics, "istio_tcp_sent_bytes_total", &to_echo),
-        f64::from(connections * (3 + 5)),
+        f64::from(CONNECTIONS * (3 + 5)),
         "each server sent its greeting and the echo: {metrics}"
     );
 }
@@ -214,19 +222,7 @@ rules:
 ",
     ));
     let waypoint = Waypoint::start(&config).await;
-    let connections = 400;
-    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
-    for _ in 0..connections {
-        *answered
-            .entry(exchange(&waypoint.engine, "ping\n").await)
-            .or_default() += 1;
-    }
-    let v1 = answered.get("v1").copied().unwrap_or(0);
-    // Shares 3 and 1: 300 expected; the standard deviation is under 9.
-    assert!(
-        (260..=340).contains(&v1) && v1 + answered.get("v2").copied().unwrap_or(0) == connections,
-        "expected about 300 of {connections} connections on echo-v1, the rest on echo-v2: {answered:?}"
-    );
+    three_in_four_on_v1(&waypoint.engine).await;
 }
 
 #[tokio::test]

@@ -3,20 +3,31 @@ use std::collections::HashMap;
 use super::*;
 use crate::table::{ConnectionLimits, Health, OutlierPolicy};
 
-fn cluster(balancer: Balancer, count: u8) -> Cluster {
-    let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
+/// A cluster `outbound|80||app` over `10.0.0.<last>:80` for each of `last`, built from
+/// `settings`, with `policy` (its locality and TCP settings the defaults).
+fn app_cluster(
+    settings: ClusterSettings,
+    last: impl IntoIterator<Item = u8>,
+    (balancer, limits, outlier): (Balancer, Option<ConnectionLimits>, Option<OutlierPolicy>),
+) -> Cluster {
     let policy = ClusterPolicy {
         balancer,
-        limits: None,
-        outlier: None,
+        limits,
+        outlier,
         locality: None,
         tcp: TcpPolicy::default(),
     };
-    Cluster::new(
-        "outbound|80||app".into(),
+    let addresses = last
+        .into_iter()
+        .map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
+    Cluster::new("outbound|80||app".into(), settings, addresses, policy)
+}
+
+fn cluster(balancer: Balancer, count: u8) -> Cluster {
+    app_cluster(
         ClusterSettings::default(),
-        addresses,
-        policy,
+        1..=count,
+        (balancer, None, None),
     )
 }
 
@@ -117,21 +128,13 @@ fn a_retry_prefers_another_endpoint() {
 
 /// A round-robin cluster of `count` endpoints with `outlier` detection.
 fn ejecting_cluster(count: u8, outlier: &str) -> Cluster {
-    let outlier: ambit_api::istio::destination_rule::OutlierDetection =
-        serde_yaml_ng::from_str(outlier).unwrap();
-    let policy = ClusterPolicy {
-        balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
-        limits: None,
-        outlier: OutlierPolicy::new(&outlier, Instant::now()),
-        locality: None,
-        tcp: TcpPolicy::default(),
-    };
-    let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-    Cluster::new(
-        "outbound|80||app".into(),
+    let outlier: OutlierDetection = serde_yaml_ng::from_str(outlier).unwrap();
+    let balancer = Balancer::new(Some(SimpleLb::RoundRobin));
+    let outlier = OutlierPolicy::new(&outlier, Instant::now());
+    app_cluster(
         ClusterSettings::default(),
-        addresses,
-        policy,
+        1..=count,
+        (balancer, None, outlier),
     )
 }
 
@@ -176,22 +179,16 @@ fn with_too_few_endpoints_in_for_min_health_percent_every_endpoint_takes_request
 fn hashing_cluster(count: u8, outlier: Option<&str>) -> Cluster {
     let lb: LoadBalancerSettings =
         serde_yaml_ng::from_str("{consistentHash: {httpHeaderName: x-user}}").unwrap();
-    let outlier = outlier.map(|yaml| serde_yaml_ng::from_str(yaml).unwrap());
-    let policy = ClusterPolicy {
-        balancer: Balancer::from_settings(Some(&lb)),
-        limits: None,
-        outlier: outlier
-            .as_ref()
-            .and_then(|spec| OutlierPolicy::new(spec, Instant::now())),
-        locality: None,
-        tcp: TcpPolicy::default(),
-    };
-    let addresses = (1..=count).map(|i| SocketAddr::from(([10, 0, 0, i], 80)));
-    Cluster::new(
-        "outbound|80||app".into(),
+    let outlier: Option<OutlierDetection> =
+        outlier.map(|yaml| serde_yaml_ng::from_str(yaml).unwrap());
+    let outlier = outlier
+        .as_ref()
+        .and_then(|spec| OutlierPolicy::new(spec, Instant::now()));
+    let balancer = Balancer::from_settings(Some(&lb));
+    app_cluster(
         ClusterSettings::default(),
-        addresses,
-        policy,
+        1..=count,
+        (balancer, None, outlier),
     )
 }
 
@@ -301,15 +298,12 @@ fn protected_cluster(settings: ClusterSettings, last: &[u8]) -> Cluster {
     .unwrap();
     let pool: ConnectionPoolSettings =
         serde_yaml_ng::from_str("{tcp: {maxConnections: 1}}").unwrap();
-    let policy = ClusterPolicy {
-        balancer: Balancer::new(Some(SimpleLb::RoundRobin)),
-        limits: ConnectionLimits::new(&pool, false),
-        outlier: OutlierPolicy::new(&outlier, Instant::now()),
-        locality: None,
-        tcp: TcpPolicy::default(),
-    };
-    let addresses = last.iter().map(|i| SocketAddr::from(([10, 0, 0, *i], 80)));
-    Cluster::new("outbound|80||app".into(), settings, addresses, policy)
+    let policy = (
+        Balancer::new(Some(SimpleLb::RoundRobin)),
+        ConnectionLimits::new(&pool, false),
+        OutlierPolicy::new(&outlier, Instant::now()),
+    );
+    app_cluster(settings, last.iter().copied(), policy)
 }
 
 #[test]
