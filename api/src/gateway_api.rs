@@ -11,6 +11,7 @@
 //! - [`http_route`]: `HTTPRoute` (matches, filters, weighted backends, timeouts, retry);
 //! - [`grpc_route`]: `GRPCRoute` (method matches), served as the HTTPRoute it amounts to;
 //! - [`tcp_route`]: `TCPRoute` (weighted backends for TCP connections);
+//! - [`tls_route`]: `TLSRoute` (the same, chosen by the ClientHello's server name);
 //! - [`gateway`]: `Gateway` of class `istio` (an ingress gateway's listeners);
 //! - [`reference_grant`]: `ReferenceGrant` (references across namespaces allowed).
 
@@ -19,11 +20,13 @@ pub mod grpc_route;
 pub mod http_route;
 pub mod reference_grant;
 pub mod tcp_route;
+pub mod tls_route;
 
 pub use self::{
     grpc_route::{GrpcRoute, GrpcRouteSpec},
     http_route::{HttpRoute, HttpRouteSpec},
     tcp_route::{TcpRoute, TcpRouteSpec},
+    tls_route::{TlsRoute, TlsRouteSpec},
 };
 
 /// The Gateway API's group.
@@ -41,3 +44,7 @@ pub const GRPC_ROUTE_VERSIONS: &[&str] = &["v1", "v1alpha2"];
 
 /// The versions a `TCPRoute` is read in (experimental: `v1alpha2` only).
 pub const TCP_ROUTE_VERSIONS: &[&str] = &["v1alpha2"];
+
+/// The versions a `TLSRoute` is read in (experimental; `v1alpha3` only made
+/// `hostnames` required).
+pub const TLS_ROUTE_VERSIONS: &[&str] = &["v1alpha2", "v1alpha3"];

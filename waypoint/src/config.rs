@@ -10,7 +10,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ambit_api::{
-    gateway_api::{HttpRouteSpec, TcpRouteSpec},
+    gateway_api::{HttpRouteSpec, TcpRouteSpec, TlsRouteSpec},
     istio::{
         AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, MeshConfig,
         RequestAuthenticationSpec, TelemetrySpec, VirtualServiceSpec,
@@ -43,6 +43,9 @@ pub struct Config {
     /// The Gateway API's TCPRoutes: those attached to Services relay their TCP ports as
     /// a VirtualService's `tcp:` routes would.
     pub tcp_routes: Vec<Named<TcpRouteSpec>>,
+    /// The Gateway API's TLSRoutes: those attached to Services relay their TLS ports by
+    /// server name as a VirtualService's `tls:` routes would.
+    pub tls_routes: Vec<Named<TlsRouteSpec>>,
     pub destination_rules: Vec<Named<DestinationRuleSpec>>,
     /// All AuthorizationPolicies; the waypoint enforces those that target it
     /// ([`crate::policy`] says which).

@@ -26,8 +26,8 @@ mod locality;
 mod outlier;
 mod rewrite;
 mod route;
+mod stream_routes;
 mod tcp;
-mod tcp_route;
 
 use std::{
     collections::{HashMap, HashSet},

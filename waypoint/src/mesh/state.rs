@@ -216,6 +216,9 @@ fn compile(
             Some(Kind::Route(route)) if route.kind == "TCPRoute" => {
                 config.tcp_routes.push(named(key, route, "TCPRoute")?);
             }
+            Some(Kind::Route(route)) if route.kind == "TLSRoute" => {
+                config.tls_routes.push(named(key, route, "TLSRoute")?);
+            }
             Some(Kind::Route(route)) if route.kind == "DestinationRule" => {
                 config
                     .destination_rules

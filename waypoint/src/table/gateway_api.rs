@@ -1,10 +1,11 @@
 //! The Gateway API's routes where they attach: HTTPRoutes (GRPCRoutes come as the
-//! HTTPRoutes they amount to, [`super::http_route`]) and TCPRoutes
-//! ([`super::tcp_route`]). A waypoint applies a route to the Services it names as
+//! HTTPRoutes they amount to, [`super::http_route`]), TCPRoutes and TLSRoutes
+//! ([`super::stream_routes`]). A waypoint applies a route to the Services it names as
 //! parents in its own namespace (producer routes, as Istio's waypoints do); an ingress
 //! gateway to the listeners of the Gateways it serves that the route names and that
 //! admit it. Every route on one host and set of ports goes into one virtual host, so an
-//! HTTPRoute and a TCPRoute on the same Service both apply, each on its own ports.
+//! HTTPRoute and a TCPRoute (or TLSRoute) on the same Service both apply, each on its
+//! own ports.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +45,8 @@ impl Attachment {
 pub(super) struct AttachedRoutes {
     /// HTTPRoute rules, each with its rank among the host's matches.
     pub http: Vec<(Rank, Route)>,
+    /// TLSRoute rules (by server name), in route order.
+    pub tls: Vec<TcpRoute>,
     /// TCPRoute rules, in route order.
     pub tcp: Vec<TcpRoute>,
 }
@@ -63,7 +66,7 @@ impl RouteTable {
     ) {
         let mut by_host = ByHost::new();
         self.collect_http_routes(config, clusters, errors, &mut by_host);
-        self.collect_tcp_routes(config, clusters, errors, &mut by_host);
+        self.collect_stream_routes(config, clusters, errors, &mut by_host);
         for ((host, ports), mut attached) in by_host {
             attached
                 .http
@@ -72,7 +75,7 @@ impl RouteTable {
             self.virtual_hosts.push(VirtualHost {
                 ports,
                 routes: attached.http.into_iter().map(|(_, route)| route).collect(),
-                tls_routes: Vec::new(),
+                tls_routes: attached.tls,
                 tcp_routes: attached.tcp,
             });
             match HostPattern::literal(&host) {

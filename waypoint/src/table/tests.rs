@@ -839,3 +839,64 @@ fn an_ingress_tcp_listener_takes_the_tcp_routes_attached_to_its_gateway() {
     assert_eq!(route_on(31400).as_deref(), Some("shop/echo-tcp#tcp.0"));
     assert_eq!(route_on(80), None, "a TCPRoute does not attach to HTTP");
 }
+
+/// The route `table` picks for a connection to `host` on `port` with server name `sni`.
+fn route_by_sni(table: &RouteTable, host: &str, port: u16, sni: &str) -> Option<String> {
+    let view = ConnectionView {
+        sni: Some(sni),
+        ..connection(port)
+    };
+    table.tcp_route(host, &view).map(|route| route.name.clone())
+}
+
+#[test]
+fn a_tls_route_on_the_service_takes_the_server_names_it_lists() {
+    let mut config = echo_config("{hosts: [other]}");
+    config.tls_routes.push(named(
+        "echo-tls",
+        "{parentRefs: [{group: '', kind: Service, name: echo, port: 9000}], hostnames: ['*.example.com'], rules: [{backendRefs: [{name: echo, port: 9001}]}]}",
+    ));
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert!(table.routes_by_sni(ECHO, 9000), "its port is routed by SNI");
+    assert_eq!(
+        route_by_sni(&table, ECHO, 9000, "v1.example.com").as_deref(),
+        Some("shop/echo-tls#tls.0")
+    );
+    assert_eq!(
+        route_by_sni(&table, ECHO, 9000, "example.org"),
+        Some(format!("{ECHO}#default")),
+        "another name goes to the service"
+    );
+}
+
+#[test]
+fn an_ingress_passthrough_listener_takes_the_tls_routes_for_its_server_names() {
+    let mut config = echo_config("{hosts: [other]}");
+    config.role = Role::Ingress(vec![named(
+        "public",
+        "servers:
+- {name: tls, port: {number: 443, protocol: TLS}, hosts: ['*'], tls: {mode: PASSTHROUGH}}
+- {name: tcp, port: {number: 31400, protocol: TCP}, hosts: ['*']}",
+    )]);
+    config.tls_routes.push(named(
+        "secure",
+        "{parentRefs: [{name: public}], hostnames: [secure.example.com], rules: [{backendRefs: [{name: echo, port: 9000}]}]}",
+    ));
+    let table = RouteTable::compile(&config).expect("compiles");
+    assert_eq!(
+        route_by_sni(&table, "secure.example.com", 443, "secure.example.com").as_deref(),
+        Some("shop/secure#tls.0")
+    );
+    assert_eq!(
+        route_by_sni(&table, "other.example.com", 443, "other.example.com"),
+        None,
+        "a name no route lists is not routed"
+    );
+    assert_eq!(
+        table
+            .gateway_tcp_route(31400, &connection(31400))
+            .map(|route| route.name.clone()),
+        None,
+        "a TLSRoute does not attach to TCP"
+    );
+}
