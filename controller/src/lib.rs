@@ -44,8 +44,8 @@
 //! - [`crds`]: the CRD manifests generated from the `ambit_api::istio` types;
 //! - [`deployer`]: in Kubernetes mode, a waypoint (ServiceAccount, Deployment, Service)
 //!   run for each waypoint Gateway, an ingress gateway for each Gateway of class `istio`;
-//! - [`route_status`]: in Kubernetes mode, each HTTPRoute's, GRPCRoute's and TCPRoute's
-//!   status (its parents' `Accepted` and `ResolvedRefs`);
+//! - [`route_status`]: in Kubernetes mode, each HTTPRoute's, GRPCRoute's, TCPRoute's and
+//!   TLSRoute's status (its parents' `Accepted` and `ResolvedRefs`);
 //! - [`snapshot`]: one subscriber's push written to a file (`--local-config`);
 //! - [`ca`]: the certificate authority — root material (Istio's plug-in CA layout),
 //!   signing, caller authentication (token files, or a `TokenReview` in Kubernetes),
@@ -66,7 +66,8 @@
 //! ServiceEntries or WorkloadEntries (read, not checked or pushed); HTTPRoutes (and GRPCRoutes) are
 //! served attached to Services in their own namespace (producer routes, by the
 //! waypoints) or to Gateway API Gateways of class `istio` (HTTP and HTTPS listeners),
-//! TCPRoutes likewise (to those Gateways' TCP listeners);
+//! TCPRoutes likewise (to those Gateways' TCP listeners), and TLSRoutes (to their TLS
+//! listeners, which pass TLS through by server name);
 //! a rejected route gets Events, not a status; a waypoint receives every service, route and
 //! waypoint policy, not only its namespace's.
 #![forbid(unsafe_code)]

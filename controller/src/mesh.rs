@@ -10,9 +10,10 @@
 //! - a **service** per Service: cluster IPs, ports, and as endpoints the IPs of the
 //!   workloads of its namespace that its selector matches;
 //! - a **route** per accepted VirtualService and DestinationRule, hosts expanded to FQDNs,
-//!   per accepted Istio Gateway, per HTTPRoute, GRPCRoute and TCPRoute (hosts: its parent Services) and per
-//!   Gateway API Gateway of class `istio` (as the Istio Gateway made of it); a VirtualService that delegates also holds its
-//!   routes merged with its delegates' ([`delegates`]);
+//!   per accepted Istio Gateway, per HTTPRoute, GRPCRoute, TCPRoute and TLSRoute
+//!   (hosts: its parent Services) and per Gateway API Gateway of class `istio` (as the
+//!   Istio Gateway made of it); a VirtualService that delegates also holds its routes
+//!   merged with its delegates' ([`delegates`]);
 //! - a **TLS credential** per Secret holding a certificate, key or CA (`credentials.rs`);
 //! - a **policy** per accepted AuthorizationPolicy and PeerAuthentication, in the L4 form
 //!   the receiving ztunnel enforces ([`policy`]);
@@ -133,6 +134,10 @@ pub enum RouteKind {
     /// The Gateway API's `TCPRoute` (`v1alpha2`), served by the waypoints of its parent
     /// Services: their TCP connections spread over weighted backend Services.
     TcpRoute,
+    /// The Gateway API's `TLSRoute` (`v1alpha2`, `v1alpha3`), served by the waypoints of
+    /// its parent Services and by TLS listeners: TLS connections, passed through, chosen
+    /// by the server name of their ClientHello and spread over weighted backend Services.
+    TlsRoute,
     /// Istio's `Telemetry`: access logging and trace sampling of waypoints and gateways.
     Telemetry,
     /// The Gateway API's `Gateway` of class `istio`, pushed as the Istio Gateway Istio
@@ -154,6 +159,7 @@ impl RouteKind {
             Self::HttpRoute => "HTTPRoute",
             Self::GrpcRoute => "GRPCRoute",
             Self::TcpRoute => "TCPRoute",
+            Self::TlsRoute => "TLSRoute",
             Self::Telemetry => "Telemetry",
             Self::KubernetesGateway => "KubernetesGateway",
         }
@@ -165,6 +171,7 @@ impl RouteKind {
     pub fn on_listener(protocol: &str) -> &'static [Self] {
         match protocol {
             "TCP" => &[Self::TcpRoute],
+            "TLS" => &[Self::TlsRoute],
             _ => &[Self::HttpRoute, Self::GrpcRoute],
         }
     }
@@ -181,6 +188,7 @@ impl RouteKind {
             (_, "HTTPRoute") => Some(Self::HttpRoute),
             (_, "GRPCRoute") => Some(Self::GrpcRoute),
             (_, "TCPRoute") => Some(Self::TcpRoute),
+            (_, "TLSRoute") => Some(Self::TlsRoute),
             (_, "Telemetry") => Some(Self::Telemetry),
             _ => None,
         }

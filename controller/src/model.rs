@@ -5,7 +5,8 @@
 
 use ambit_api::{
     gateway_api::{
-        GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec, TcpRoute, TcpRouteSpec,
+        GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec, TcpRoute, TcpRouteSpec, TlsRoute,
+        TlsRouteSpec,
         gateway::{Gateway as KubernetesGateway, GatewaySpec as KubernetesGatewaySpec},
     },
     istio::{
@@ -42,6 +43,8 @@ pub struct Model {
     pub grpc_routes: Vec<Accepted<GrpcRoute>>,
     /// The Gateway API's TCPRoutes.
     pub tcp_routes: Vec<Accepted<TcpRoute>>,
+    /// The Gateway API's TLSRoutes.
+    pub tls_routes: Vec<Accepted<TlsRoute>>,
     pub telemetries: Vec<Accepted<Telemetry>>,
     /// The Gateway API's Gateways of class `istio` (ingress gateways).
     pub kubernetes_gateways: Vec<Accepted<KubernetesGateway>>,
@@ -61,6 +64,7 @@ impl Model {
             + self.http_routes.len()
             + self.grpc_routes.len()
             + self.tcp_routes.len()
+            + self.tls_routes.len()
             + self.telemetries.len()
             + self.kubernetes_gateways.len()
     }
@@ -113,6 +117,11 @@ impl Model {
     pub(crate) fn add_tcp_route(&mut self, object: &Object, spec: TcpRouteSpec) {
         let typed = TcpRoute::new(&object.metadata.name, spec);
         self.tcp_routes.push(accept(object, typed));
+    }
+
+    pub(crate) fn add_tls_route(&mut self, object: &Object, spec: TlsRouteSpec) {
+        let typed = TlsRoute::new(&object.metadata.name, spec);
+        self.tls_routes.push(accept(object, typed));
     }
 
     pub(crate) fn add_kubernetes_gateway(&mut self, object: &Object, spec: KubernetesGatewaySpec) {

@@ -1,11 +1,11 @@
-//! Route status (`serve --kube`): each accepted HTTPRoute, GRPCRoute and TCPRoute gets,
-//! for each parent Ambit serves or should, the conditions Istio writes under its
-//! controller name — `Accepted` (the parent Service exists in the route's namespace, or
-//! the class-`istio` Gateway admits the route on the named listener; no Gateway admits a
-//! TCPRoute, its listeners being HTTP and HTTPS) and `ResolvedRefs` (every backend
-//! Service exists) — so `kubectl describe` and GitOps health checks (Argo CD reads
-//! `status.parents`) see the route taken or why not. Parents of other controllers
-//! (Gateways not in the model) get no entry, as Istio leaves them alone.
+//! Route status (`serve --kube`): each accepted HTTPRoute, GRPCRoute, TCPRoute and
+//! TLSRoute gets, for each parent Ambit serves or should, the conditions Istio writes
+//! under its controller name — `Accepted` (the parent Service exists in the route's
+//! namespace, or the class-`istio` Gateway admits the route on the named listener, one
+//! whose protocol takes the route's kind: [`RouteKind::on_listener`]) and `ResolvedRefs`
+//! (every backend Service exists) — so `kubectl describe` and GitOps health checks
+//! (Argo CD reads `status.parents`) see the route taken or why not. Parents of other
+//! controllers (Gateways not in the model) get no entry, as Istio leaves them alone.
 //!
 //! A status is server-side applied (field manager
 //! [`crate::deployer::FIELD_MANAGER`]) when it differs from the last one written for
@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 
 use ambit_api::{
     gateway_api::{
-        self, GrpcRouteSpec, TcpRouteSpec,
+        self, GrpcRouteSpec, TcpRouteSpec, TlsRouteSpec,
         http_route::{BackendRef, HttpRouteSpec, ParentReference},
+        tcp_route::TcpRouteRule,
     },
     istio::GatewaySpec as IstioGatewaySpec,
 };
@@ -61,8 +62,8 @@ struct RouteStatus {
 /// A route: its kind and key.
 type RouteKey = (RouteKind, Key);
 
-/// Keeps the status of every HTTPRoute, GRPCRoute and TCPRoute of `model` written,
-/// through `client`, until the model source ends.
+/// Keeps the status of every HTTPRoute, GRPCRoute, TCPRoute and TLSRoute of `model`
+/// written, through `client`, until the model source ends.
 pub async fn run(client: Client, mut model: ModelSource) {
     let mut written: BTreeMap<RouteKey, RouteStatus> = BTreeMap::new();
     let mut retry = RETRY_FIRST;
@@ -80,7 +81,7 @@ pub async fn run(client: Client, mut model: ModelSource) {
                 }
                 Err(error) => {
                     let (kind, (namespace, name)) = key;
-                    tracing::warn!(kind = kind.as_str(), namespace, name, %error, retry_in = ?retry, "route status not written: may the controller patch httproutes/status, grpcroutes/status and tcproutes/status (deploy/kubernetes/controller-rbac.yaml)?");
+                    tracing::warn!(kind = kind.as_str(), namespace, name, %error, retry_in = ?retry, "route status not written: may the controller patch httproutes/status, grpcroutes/status, tcproutes/status and tlsroutes/status (deploy/kubernetes/controller-rbac.yaml)?");
                     failed = true;
                 }
             }
@@ -102,8 +103,8 @@ pub async fn run(client: Client, mut model: ModelSource) {
     }
 }
 
-/// The status each HTTPRoute, GRPCRoute and TCPRoute of `mesh` should have; routes none
-/// of whose parents are Ambit's are left out.
+/// The status each HTTPRoute, GRPCRoute, TCPRoute and TLSRoute of `mesh` should have;
+/// routes none of whose parents are Ambit's are left out.
 fn statuses(mesh: &Mesh) -> BTreeMap<RouteKey, RouteStatus> {
     mesh.routes
         .iter()
@@ -140,9 +141,11 @@ fn references(route: &Route) -> Option<(Vec<ParentReference>, Vec<BackendRef>)> 
             .to_http_route(),
         RouteKind::TcpRoute => {
             let tcp: TcpRouteSpec = serde_json::from_value(spec).ok()?;
-            let backends = tcp.rules.iter().flat_map(|rule| &rule.backend_refs);
-            let backends = backends.map(|backend| backend.backend.clone()).collect();
-            return Some((tcp.parent_refs, backends));
+            return Some((tcp.parent_refs, weighted_backends(&tcp.rules)));
+        }
+        RouteKind::TlsRoute => {
+            let tls: TlsRouteSpec = serde_json::from_value(spec).ok()?;
+            return Some((tls.parent_refs, weighted_backends(&tls.rules)));
         }
         _ => return None,
     };
@@ -159,6 +162,12 @@ fn references(route: &Route) -> Option<(Vec<ParentReference>, Vec<BackendRef>)> 
         })
         .collect();
     Some((http.parent_refs, backends))
+}
+
+/// The Services the rules of a TCPRoute (or TLSRoute) send to.
+fn weighted_backends(rules: &[TcpRouteRule]) -> Vec<BackendRef> {
+    let backends = rules.iter().flat_map(|rule| &rule.backend_refs);
+    backends.map(|backend| backend.backend.clone()).collect()
 }
 
 /// Whether `parent` takes `route`; `None` for a parent that is not Ambit's to judge.
@@ -204,7 +213,7 @@ fn accepted(mesh: &Mesh, route: &Route, parent: &ParentReference) -> Option<Outc
         return Some(Err((
             "NotAllowedByListeners",
             format!(
-                "no listener of the Gateway takes a {} (HTTP and HTTPS take HTTPRoutes and GRPCRoutes, TCP takes TCPRoutes)",
+                "no listener of the Gateway takes a {} (HTTP and HTTPS take HTTPRoutes and GRPCRoutes, TLS takes TLSRoutes, TCP takes TCPRoutes)",
                 route.kind.as_str()
             ),
         )));
@@ -269,11 +278,13 @@ async fn write(
         .map(drop)
 }
 
-/// The version a route of `kind` is written in: its kind's stable one (TCPRoute has
-/// none: only the experimental channel's `v1alpha2`).
+/// The version a route of `kind` is written in: its kind's stable one (TCPRoute and
+/// TLSRoute have none: the experimental channel's `v1alpha2`, as the model does not
+/// keep the version a route was read in).
 fn version(kind: RouteKind) -> &'static str {
     match kind {
         RouteKind::TcpRoute => gateway_api::TCP_ROUTE_VERSIONS[0],
+        RouteKind::TlsRoute => gateway_api::TLS_ROUTE_VERSIONS[0],
         _ => "v1",
     }
 }

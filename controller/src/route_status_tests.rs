@@ -1,4 +1,4 @@
-//! The status each HTTPRoute (GRPCRoute, TCPRoute) gets: per parent Ambit judges,
+//! The status each HTTPRoute (GRPCRoute, TCPRoute, TLSRoute) gets: per parent Ambit judges,
 //! Accepted and ResolvedRefs with Istio's reasons; parents of other controllers get no
 //! entry.
 
@@ -201,7 +201,7 @@ spec:
     ));
     let http_only = Err((
         "NotAllowedByListeners",
-        "no listener of the Gateway takes a TCPRoute (HTTP and HTTPS take HTTPRoutes and GRPCRoutes, TCP takes TCPRoutes)".to_owned(),
+        "no listener of the Gateway takes a TCPRoute (HTTP and HTTPS take HTTPRoutes and GRPCRoutes, TLS takes TLSRoutes, TCP takes TCPRoutes)".to_owned(),
     ));
     assert_eq!(
         outcomes(&statuses[&key]),
@@ -216,4 +216,43 @@ spec:
     assert_eq!(document["kind"], "TCPRoute");
     let accepted = &document["status"]["parents"][0]["conditions"][0];
     assert_eq!(accepted["observedGeneration"], 2);
+}
+
+#[test]
+fn a_tls_route_gets_its_status_in_v1alpha2_and_only_a_tls_listener_takes_it() {
+    let statuses = statuses_of(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: TLSRoute
+metadata: {name: passed, namespace: shop}
+spec:
+  parentRefs: [{name: edge}, {name: secure}]
+  hostnames: [secure.example.com]
+  rules: [{backendRefs: [{name: reviews-v1, port: 9080}]}]
+",
+    );
+    let key = (
+        RouteKind::TlsRoute,
+        ("shop".to_owned(), "passed".to_owned()),
+    );
+    let http_only = Err((
+        "NotAllowedByListeners",
+        "no listener of the Gateway takes a TLSRoute (HTTP and HTTPS take HTTPRoutes and GRPCRoutes, TLS takes TLSRoutes, TCP takes TCPRoutes)".to_owned(),
+    ));
+    assert_eq!(
+        outcomes(&statuses[&key]),
+        [
+            ("edge".to_owned(), http_only, Ok(())),
+            ("secure".to_owned(), Ok(()), Ok(())),
+        ]
+    );
+    let document = document((RouteKind::TlsRoute, "shop", "passed"), &statuses[&key]);
+    assert_eq!(document["apiVersion"], "gateway.networking.k8s.io/v1alpha2");
+    assert_eq!(document["kind"], "TLSRoute");
 }

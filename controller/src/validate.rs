@@ -34,6 +34,7 @@ mod peer_authentication;
 mod references;
 mod tcp_route;
 mod telemetry;
+mod tls_route;
 mod virtual_service;
 
 use std::{
@@ -428,6 +429,8 @@ enum Kind {
     GrpcRoute,
     /// The Gateway API's, of its experimental channel (`v1alpha2`).
     TcpRoute,
+    /// The Gateway API's, of its experimental channel (`v1alpha2`, `v1alpha3`).
+    TlsRoute,
     /// The Gateway API's `Gateway` of class `istio`: an ingress gateway.
     KubernetesGateway,
     /// What routes attached to Gateways may refer to across namespaces.
@@ -451,6 +454,7 @@ fn kind_of(object: &Object) -> Option<Kind> {
         (gateway_api::GROUP, "HTTPRoute") => Some(Kind::HttpRoute),
         (gateway_api::GROUP, "GRPCRoute") => Some(Kind::GrpcRoute),
         (gateway_api::GROUP, "TCPRoute") => Some(Kind::TcpRoute),
+        (gateway_api::GROUP, "TLSRoute") => Some(Kind::TlsRoute),
         (gateway_api::GROUP, "ReferenceGrant") => Some(Kind::ReferenceGrant),
         // Waypoints (class `istio-waypoint`) are read as such, not checked here.
         (gateway_api::GROUP, "Gateway")
@@ -487,6 +491,7 @@ pub fn validate(manifests: &Manifests) -> Report {
     let mut http_routes = Vec::new();
     let mut grpc_routes = Vec::new();
     let mut tcp_routes = Vec::new();
+    let mut tls_routes = Vec::new();
     let mut reference_grants = Vec::new();
     let mut telemetries = Vec::new();
     let mut kubernetes_gateways = Vec::new();
@@ -522,6 +527,7 @@ pub fn validate(manifests: &Manifests) -> Report {
             Kind::HttpRoute => http_routes.push(Checked::decode(object, findings)),
             Kind::GrpcRoute => grpc_routes.push(Checked::decode(object, findings)),
             Kind::TcpRoute => tcp_routes.push(Checked::decode(object, findings)),
+            Kind::TlsRoute => tls_routes.push(Checked::decode(object, findings)),
             Kind::ReferenceGrant => reference_grants.push(Checked::decode(object, findings)),
             Kind::Telemetry => telemetries.push(Checked::decode(object, findings)),
             Kind::KubernetesGateway => {
@@ -625,6 +631,12 @@ pub fn validate(manifests: &Manifests) -> Report {
             tcp_route::check(spec, namespace, &context, &mut route.findings);
         }
     }
+    for route in &mut tls_routes {
+        if let Some(spec) = &route.spec {
+            let namespace = route.object.namespace();
+            tls_route::check(spec, namespace, &context, &mut route.findings);
+        }
+    }
     for grant in reference_grants {
         grant.conclude(&mut report.diagnostics);
     }
@@ -682,6 +694,11 @@ pub fn validate(manifests: &Manifests) -> Report {
             report.model.add_tcp_route(object, spec);
         }
     }
+    for route in tls_routes {
+        if let Some((object, spec)) = route.conclude(&mut report.diagnostics) {
+            report.model.add_tls_route(object, spec);
+        }
+    }
     for gateway in kubernetes_gateways {
         if let Some((object, spec)) = gateway.conclude(&mut report.diagnostics) {
             report.model.add_kubernetes_gateway(object, spec);
@@ -711,6 +728,7 @@ fn check_document(object: &Object, findings: &mut Findings) -> bool {
     let versions = match group {
         gateway_api::GROUP if object.kind == "GRPCRoute" => gateway_api::GRPC_ROUTE_VERSIONS,
         gateway_api::GROUP if object.kind == "TCPRoute" => gateway_api::TCP_ROUTE_VERSIONS,
+        gateway_api::GROUP if object.kind == "TLSRoute" => gateway_api::TLS_ROUTE_VERSIONS,
         gateway_api::GROUP if object.kind == "ReferenceGrant" => {
             gateway_api::REFERENCE_GRANT_VERSIONS
         }

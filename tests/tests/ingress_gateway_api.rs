@@ -8,14 +8,16 @@
 //! the same Gateway, granted the `app` Service by a ReferenceGrant, is still not
 //! admitted (`allowedRoutes` defaults to the Gateway's own namespace). A TCP listener
 //! on 9000 relays the connections of the TCPRoute attached to it to the `echo` Service
-//! (an echo server that speaks first, on the same pod).
+//! (an echo server that speaks first, on the same pod), and a TLS passthrough listener
+//! on 8443 those of the TLSRoute for `secure.example.com` to the `secure` Service, whose
+//! pod (`openssl s_server`) presents its own certificate.
 
 use std::{net::SocketAddr, time::Duration};
 
 use ambit_e2e::{
     ControlPlane, PodSpec, TestNet, app,
     gateway_client::{self, TestPki},
-    wait_for,
+    openssl, wait_for,
 };
 use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
@@ -23,6 +25,8 @@ use serde_json::json;
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const APP_PORT: u16 = 8080;
 const ECHO_PORT: u16 = 9000;
+const SECURE_PORT: u16 = 8443;
+const SECURE_HOST: &str = "secure.example.com";
 const GATEWAY: &str = "bookinfo-gateway";
 const HOST: &str = "bookinfo.example.com";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -62,6 +66,28 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     let app_pod = n2.add_pod(PodSpec::new("shop", "app-v1").label("app", "app"))?;
     let _server = app::http_serve(&app_pod, SocketAddr::from(([0; 4], APP_PORT)), "v1")?;
     let _echo = app::serve(&app_pod, SocketAddr::from(([0; 4], ECHO_PORT)))?;
+    let _secure = openssl::serve(&app_pod, SECURE_PORT, SECURE_HOST, net.dir())?;
+    net.write_manifest(
+        "secure.yaml",
+        &app_service(
+            "secure",
+            "198.19.210.12",
+            json!({ "name": "tls", "port": SECURE_PORT }),
+        ),
+    )?;
+    net.write_manifest(
+        "secure-route.yaml",
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "kind": "TLSRoute",
+            "metadata": { "name": "secure", "namespace": "shop" },
+            "spec": {
+                "parentRefs": [{ "name": GATEWAY, "sectionName": "tls" }],
+                "hostnames": [SECURE_HOST],
+                "rules": [{ "backendRefs": [{ "name": "secure", "port": SECURE_PORT }] }],
+            },
+        }),
+    )?;
     net.write_manifest(
         "echo.yaml",
         &app_service(
@@ -99,6 +125,8 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
                     { "name": "https", "port": 443, "protocol": "HTTPS", "hostname": HOST,
                       "tls": { "certificateRefs": [{ "name": "bookinfo-cert" }] } },
                     { "name": "echo", "port": ECHO_PORT, "protocol": "TCP" },
+                    { "name": "tls", "port": SECURE_PORT, "protocol": "TLS",
+                      "tls": { "mode": "Passthrough" } },
                 ],
             },
         }),
@@ -148,7 +176,8 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     let gateway_pod = n1.add_pod(PodSpec::waypoint("shop", GATEWAY))?;
     let client = n1.add_pod(PodSpec::new("outside", "curl"))?;
     let _processes = control.start(&net)?;
-    let _gateway = control.start_ingress(&gateway_pod, GATEWAY, &[80, 443, ECHO_PORT])?;
+    let _gateway =
+        control.start_ingress(&gateway_pod, GATEWAY, &[80, 443, ECHO_PORT, SECURE_PORT])?;
 
     let http = gateway_pod.addr_v4(80);
     let get = |path: &str| gateway_client::plain_get(&client, http, HOST, path);
@@ -189,6 +218,16 @@ fn a_gateway_api_gateway_serves_the_http_routes_attached_to_it() -> Result<()> {
     ensure!(
         relayed.ok && relayed.echo.as_deref() == Some("hello\n"),
         "the TCPRoute relays the TCP listener's connection to the echo server: {relayed:?}"
+    );
+    let presented = openssl::presented_to(
+        &client,
+        gateway_pod.addr_v4(SECURE_PORT),
+        SECURE_HOST,
+        READY_TIMEOUT,
+    )?;
+    ensure!(
+        presented.as_deref() == Some(SECURE_HOST),
+        "the TLSRoute passes TLS through to the pod's own certificate, got {presented:?}"
     );
     Ok(())
 }

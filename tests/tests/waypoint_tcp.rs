@@ -14,7 +14,8 @@
 //! (`openssl s_server`, each with its own certificate): the waypoint reads the server
 //! name of each client's ClientHello and routes it by the VirtualService's `tls:`
 //! routes (`sniHosts`), passing the handshake through untouched — the client
-//! (`openssl s_client`) sees the certificate of the pod its SNI was routed to.
+//! (`openssl s_client`) sees the certificate of the pod its SNI was routed to. The
+//! same by the Gateway API's TLSRoutes on the service.
 
 use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
 
@@ -371,29 +372,70 @@ fn presented_to(cluster: &Cluster, server_name: &str) -> Result<Option<String>> 
     openssl::presented_to(&cluster.client, vip, server_name, CONNECT_TIMEOUT * 2)
 }
 
+/// Starts `openssl s_server` on `app-v1` and `app-v2`, each presenting a certificate
+/// for its own name (`v1.example.com`, `v2.example.com`), and declares service `secure`
+/// over them on a port named `tls-secure`.
+fn secure_servers(cluster: &Cluster) -> Result<Vec<ambit_e2e::ChildGuard>> {
+    let servers = cluster.pods[..2]
+        .iter()
+        .zip(["v1.example.com", "v2.example.com"])
+        .map(|(pod, name)| openssl::serve(pod, SECURE_PORT, name, cluster.net.dir()))
+        .collect::<Result<Vec<_>>>()?;
+    secure_service(cluster, "secure", SECURE_VIP, json!({ "app": "app" }))?;
+    Ok(servers)
+}
+
+/// Service `name` at `vip` on the TLS port, over the pods `selector` selects.
+fn secure_service(cluster: &Cluster, name: &str, vip: &str, selector: Value) -> Result<()> {
+    cluster.net.write_manifest(
+        &format!("{name}.yaml"),
+        &json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": name, "namespace": "shop" },
+            "spec": {
+                "clusterIP": vip,
+                "selector": selector,
+                "ports": [{ "name": "tls-secure", "port": SECURE_PORT }],
+            },
+        }),
+    )?;
+    Ok(())
+}
+
+/// Waits until `v1.example.com` reaches v1, then checks each `(server name, the
+/// certificate expected)` three times.
+fn presented_by_sni(cluster: &Cluster, expected: &[(&str, &str)]) -> Result<()> {
+    wait_for(
+        "v1.example.com routed to v1 through the waypoint's tls route",
+        READY_TIMEOUT,
+        || -> Result<Option<()>> {
+            Ok(
+                (presented_to(cluster, "v1.example.com")?.as_deref() == Some("v1.example.com"))
+                    .then_some(()),
+            )
+        },
+    )
+    .with_context(|| cluster.logs())?;
+    for (server_name, expected) in expected {
+        for _ in 0..3 {
+            let presented = presented_to(cluster, server_name)?;
+            ensure!(
+                presented.as_deref() == Some(*expected),
+                "SNI {server_name}: expected the certificate of {expected}, got {presented:?}\n{}",
+                cluster.logs()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn tls_routes_pass_tls_through_by_sni() -> Result<()> {
     let Some(cluster) = Cluster::start()? else {
         return Ok(());
     };
-    let _servers = cluster.pods[..2]
-        .iter()
-        .zip(["v1.example.com", "v2.example.com"])
-        .map(|(pod, name)| openssl::serve(pod, SECURE_PORT, name, cluster.net.dir()))
-        .collect::<Result<Vec<_>>>()?;
-    cluster.net.write_manifest(
-        "secure.yaml",
-        &json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": { "name": "secure", "namespace": "shop" },
-            "spec": {
-                "clusterIP": SECURE_VIP,
-                "selector": { "app": "app" },
-                "ports": [{ "name": "tls-secure", "port": SECURE_PORT }],
-            },
-        }),
-    )?;
+    let _servers = secure_servers(&cluster)?;
     subsets_rule(&cluster, "secure", None)?;
     cluster.net.write_manifest(
         "secure-virtual-service.yaml",
@@ -417,31 +459,52 @@ fn tls_routes_pass_tls_through_by_sni() -> Result<()> {
             }),
         ),
     )?;
-    wait_for(
-        "v1.example.com routed to v1 through the waypoint's tls route",
-        READY_TIMEOUT,
-        || -> Result<Option<()>> {
-            Ok(
-                (presented_to(&cluster, "v1.example.com")?.as_deref() == Some("v1.example.com"))
-                    .then_some(()),
-            )
-        },
+    presented_by_sni(
+        &cluster,
+        &[
+            ("v2.example.com", "v2.example.com"),
+            ("login.example.com", "v1.example.com"),
+            ("V1.Example.COM", "v1.example.com"),
+            ("other.test", "v2.example.com"),
+        ],
     )
-    .with_context(|| cluster.logs())?;
-    for (server_name, expected) in [
-        ("v2.example.com", "v2.example.com"),
-        ("login.example.com", "v1.example.com"),
-        ("V1.Example.COM", "v1.example.com"),
-        ("other.test", "v2.example.com"),
-    ] {
-        for _ in 0..3 {
-            let presented = presented_to(&cluster, server_name)?;
-            ensure!(
-                presented.as_deref() == Some(expected),
-                "SNI {server_name}: expected the certificate of {expected}, got {presented:?}\n{}",
-                cluster.logs()
-            );
-        }
+}
+
+/// The same with the Gateway API: TLSRoutes on service `secure`, by server name, to
+/// services `secure-v1` and `secure-v2`; the exact name's route comes first by name.
+#[test]
+fn tls_routes_of_the_gateway_api_pass_tls_through_by_sni() -> Result<()> {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    let _servers = secure_servers(&cluster)?;
+    for (version, vip) in [("v1", "198.19.200.26"), ("v2", "198.19.200.27")] {
+        let selector = json!({ "app": "app", "version": version });
+        secure_service(&cluster, &format!("secure-{version}"), vip, selector)?;
     }
-    Ok(())
+    for (name, hostname, backend) in [
+        ("secure-exact", "v2.example.com", "secure-v2"),
+        ("secure-wildcard", "*.example.com", "secure-v1"),
+    ] {
+        cluster.net.write_manifest(
+            &format!("{name}.yaml"),
+            &json!({
+                "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+                "kind": "TLSRoute",
+                "metadata": { "name": name, "namespace": "shop" },
+                "spec": {
+                    "parentRefs": [{ "group": "", "kind": "Service", "name": "secure", "port": SECURE_PORT }],
+                    "hostnames": [hostname],
+                    "rules": [{ "backendRefs": [{ "name": backend, "port": SECURE_PORT }] }],
+                },
+            }),
+        )?;
+    }
+    presented_by_sni(
+        &cluster,
+        &[
+            ("v2.example.com", "v2.example.com"),
+            ("login.example.com", "v1.example.com"),
+        ],
+    )
 }

@@ -10,12 +10,14 @@ use ambit_api::{
     manifests::Manifests,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, core::object::HasSpec};
 
 use super::{
     L7Enforcers, Mesh, Policy, PolicyKind, Route, RouteKind, keep, kubernetes_gateways, policy,
 };
 use crate::{
     hosts,
+    model::Accepted,
     validate::{self, Diagnostic},
 };
 
@@ -66,16 +68,6 @@ pub(super) fn resolve(
         let route = route(RouteKind::Gateway, namespace, name, hosts, spec);
         insert_route(mesh, route, accepted.source.file.clone());
     }
-    for accepted in &report.model.http_routes {
-        let http = &accepted.object;
-        let route = gateway_api_route(
-            RouteKind::HttpRoute,
-            &http.metadata,
-            &http.spec.parent_refs,
-            &http.spec,
-        );
-        insert_route(mesh, route, accepted.source.file.clone());
-    }
     for accepted in &report.model.telemetries {
         let telemetry = &accepted.object;
         let namespace = telemetry.metadata.namespace.clone().unwrap_or_default();
@@ -84,26 +76,19 @@ pub(super) fn resolve(
         let route = route(RouteKind::Telemetry, namespace, name, Vec::new(), spec);
         insert_route(mesh, route, accepted.source.file.clone());
     }
-    for accepted in &report.model.grpc_routes {
-        let grpc = &accepted.object;
-        let route = gateway_api_route(
-            RouteKind::GrpcRoute,
-            &grpc.metadata,
-            &grpc.spec.parent_refs,
-            &grpc.spec,
-        );
-        insert_route(mesh, route, accepted.source.file.clone());
-    }
-    for accepted in &report.model.tcp_routes {
-        let tcp = &accepted.object;
-        let route = gateway_api_route(
-            RouteKind::TcpRoute,
-            &tcp.metadata,
-            &tcp.spec.parent_refs,
-            &tcp.spec,
-        );
-        insert_route(mesh, route, accepted.source.file.clone());
-    }
+    let model = &report.model;
+    insert_gateway_api_routes(mesh, RouteKind::HttpRoute, &model.http_routes, |s| {
+        &s.parent_refs
+    });
+    insert_gateway_api_routes(mesh, RouteKind::GrpcRoute, &model.grpc_routes, |s| {
+        &s.parent_refs
+    });
+    insert_gateway_api_routes(mesh, RouteKind::TcpRoute, &model.tcp_routes, |s| {
+        &s.parent_refs
+    });
+    insert_gateway_api_routes(mesh, RouteKind::TlsRoute, &model.tls_routes, |s| {
+        &s.parent_refs
+    });
     for accepted in &report.model.kubernetes_gateways {
         let gateway = &accepted.object;
         let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
@@ -238,6 +223,24 @@ fn gateway_api_route(
     Route {
         generation: metadata.generation,
         ..route(kind, namespace, name, hosts, spec)
+    }
+}
+
+/// Inserts each of the `accepted` Gateway API routes of `kind`; `parents` reads the
+/// parentRefs of one's spec.
+fn insert_gateway_api_routes<R>(
+    mesh: &mut Mesh,
+    kind: RouteKind,
+    accepted: &[Accepted<R>],
+    parents: fn(&R::Spec) -> &[ParentReference],
+) where
+    R: Resource + HasSpec,
+    R::Spec: serde::Serialize,
+{
+    for accepted in accepted {
+        let spec = accepted.object.spec();
+        let route = gateway_api_route(kind, accepted.object.meta(), parents(spec), spec);
+        insert_route(mesh, route, accepted.source.file.clone());
     }
 }
 

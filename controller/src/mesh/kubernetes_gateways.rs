@@ -1,11 +1,12 @@
 //! A Gateway API `Gateway` of class `istio` as the Istio Gateway Istio makes of it: one
 //! server per listener (its port, protocol and name; its hostname, `*` when none, open
 //! to the routes of the Gateway's namespace or of all, as `allowedRoutes` says; an HTTPS
-//! listener's Secret as `credentialName`), selecting the gateway's pods by
-//! `gateway.networking.k8s.io/gateway-name`, as Istio labels the pods it deploys.
+//! listener's Secret as `credentialName`, a TLS listener as a `PASSTHROUGH` server),
+//! selecting the gateway's pods by `gateway.networking.k8s.io/gateway-name`, as Istio
+//! labels the pods it deploys.
 
 use ambit_api::{
-    gateway_api::gateway::{FromNamespaces, GatewaySpec, Listener},
+    gateway_api::gateway::{FromNamespaces, GatewaySpec, Listener, TlsMode},
     istio::gateway::{
         GatewaySpec as IstioGatewaySpec, Server, ServerPort, ServerTls, ServerTlsMode,
     },
@@ -32,15 +33,25 @@ fn server(listener: &Listener) -> Server {
         _ => ".",
     };
     let host = listener.hostname.as_deref().unwrap_or("*");
-    let tls = listener.tls.as_ref().map(|tls| ServerTls {
-        mode: Some(ServerTlsMode::Simple),
-        credential_name: tls
-            .certificate_refs
-            .first()
-            .map(|secret| secret.name.clone())
-            .unwrap_or_default(),
-        ..ServerTls::default()
-    });
+    let tls = listener
+        .tls
+        .as_ref()
+        .map(|tls| match tls.mode.unwrap_or_default() {
+            // The ClientHello's server name picks the TLSRoute; no certificate is used.
+            TlsMode::Passthrough => ServerTls {
+                mode: Some(ServerTlsMode::Passthrough),
+                ..ServerTls::default()
+            },
+            TlsMode::Terminate => ServerTls {
+                mode: Some(ServerTlsMode::Simple),
+                credential_name: tls
+                    .certificate_refs
+                    .first()
+                    .map(|secret| secret.name.clone())
+                    .unwrap_or_default(),
+                ..ServerTls::default()
+            },
+        });
     Server {
         port: ServerPort {
             number: listener.port,
@@ -72,28 +83,47 @@ listeners:
   protocol: HTTPS
   tls: {certificateRefs: [{name: shop-cert}]}
   allowedRoutes: {namespaces: {from: All}}
+- {name: tls, hostname: db.example.com, port: 5433, protocol: TLS, tls: {mode: Passthrough}}
 ",
         )
         .expect("test Gateway is YAML");
         let istio = istio_gateway("edge", &spec);
         assert_eq!(istio.selector[GATEWAY_NAME_LABEL], "edge");
-        let summary: Vec<(u32, &str, &str, Option<&str>)> = istio
+        type Tls<'a> = Option<(Option<ServerTlsMode>, &'a str)>;
+        let summary: Vec<(u32, &str, &str, &str, Tls<'_>)> = istio
             .servers
             .iter()
             .map(|server| {
                 (
                     server.port.number,
                     server.port.name.as_str(),
+                    server.port.protocol.as_str(),
                     server.hosts[0].as_str(),
-                    server.tls.as_ref().map(|tls| tls.credential_name.as_str()),
+                    server
+                        .tls
+                        .as_ref()
+                        .map(|tls| (tls.mode, tls.credential_name.as_str())),
                 )
             })
             .collect();
         assert_eq!(
             summary,
             [
-                (80, "http", "./*", None),
-                (443, "https", "*/shop.example.com", Some("shop-cert")),
+                (80, "http", "HTTP", "./*", None),
+                (
+                    443,
+                    "https",
+                    "HTTPS",
+                    "*/shop.example.com",
+                    Some((Some(ServerTlsMode::Simple), "shop-cert"))
+                ),
+                (
+                    5433,
+                    "tls",
+                    "TLS",
+                    "./db.example.com",
+                    Some((Some(ServerTlsMode::Passthrough), ""))
+                ),
             ]
         );
     }

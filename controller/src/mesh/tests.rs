@@ -179,9 +179,29 @@ fn the_bookinfo_ingress_gateway_and_its_bound_routes_are_modelled() {
     );
 }
 
+/// The route `shop/name` of `kind` built from a folder of [`FIXTURE`] and `routes`
+/// (without a diagnostic), once it is seen pushed as a route of that kind for its hosts.
+fn pushed_route(routes: &str, kind: RouteKind, name: &str) -> Arc<Route> {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(folder.path().join("all.yaml"), FIXTURE).expect("written");
+    std::fs::write(folder.path().join("routes.yaml"), routes).expect("written");
+    let manifests = Manifests::load_dir(folder.path()).expect("the folder");
+    let built = build(&manifests, "cluster.local", &Mesh::default());
+    assert!(built.diagnostics.is_empty(), "{:?}", built.diagnostics);
+    let route = Arc::clone(&built.mesh.routes[&(kind, key("shop", name))]);
+    let pushed = crate::push::convert::route(&route);
+    let kind = kind.as_str();
+    assert_eq!(pushed.key, format!("{}/shop/{name}", kind.to_lowercase()));
+    let Some(ambit_api::config::resource::Kind::Route(pushed)) = pushed.kind else {
+        panic!("a {kind} is pushed as a route: {pushed:?}");
+    };
+    assert_eq!(pushed.kind, kind);
+    assert_eq!(pushed.hosts, route.hosts);
+    route
+}
+
 #[test]
 fn a_tcp_route_in_a_folder_is_pushed_for_its_parent_service() {
-    let folder = tempfile::tempdir().expect("a temporary folder");
     let database = "apiVersion: v1
 kind: Service
 metadata: {name: db, namespace: shop}
@@ -194,22 +214,32 @@ spec:
   parentRefs: [{group: '', kind: Service, name: db}]
   rules: [{backendRefs: [{name: db, port: 5432}]}]
 ";
-    std::fs::write(folder.path().join("all.yaml"), FIXTURE).expect("written");
-    std::fs::write(folder.path().join("db.yaml"), database).expect("written");
-    let manifests = Manifests::load_dir(folder.path()).expect("the folder");
-    let built = build(&manifests, "cluster.local", &Mesh::default());
-    assert!(built.diagnostics.is_empty(), "{:?}", built.diagnostics);
-    let tcp = &built.mesh.routes[&(RouteKind::TcpRoute, key("shop", "db"))];
+    let tcp = pushed_route(database, RouteKind::TcpRoute, "db");
     assert_eq!(tcp.hosts, ["db.shop.svc.cluster.local"]);
     assert_eq!(tcp.generation, Some(4));
     assert_eq!(tcp.spec["rules"][0]["backendRefs"][0]["port"], 5432);
-    let pushed = crate::push::convert::route(tcp);
-    assert_eq!(pushed.key, "tcproute/shop/db");
-    let Some(ambit_api::config::resource::Kind::Route(pushed)) = pushed.kind else {
-        panic!("a TCPRoute is pushed as a route: {pushed:?}");
-    };
-    assert_eq!(pushed.kind, "TCPRoute");
-    assert_eq!(pushed.hosts, ["db.shop.svc.cluster.local"]);
+}
+
+#[test]
+fn a_tls_route_in_a_folder_is_pushed_for_its_parent_service() {
+    let secure = "apiVersion: v1
+kind: Service
+metadata: {name: secure, namespace: shop}
+spec: {clusterIP: 10.96.0.30, selector: {app: secure}, ports: [{name: tls, port: 443}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: TLSRoute
+metadata: {name: secure, namespace: shop, generation: 2}
+spec:
+  parentRefs: [{group: '', kind: Service, name: secure}]
+  hostnames: [secure.example.com]
+  rules: [{backendRefs: [{name: secure, port: 443}]}]
+";
+    let tls = pushed_route(secure, RouteKind::TlsRoute, "secure");
+    assert_eq!(tls.hosts, ["secure.shop.svc.cluster.local"]);
+    assert_eq!(tls.generation, Some(2));
+    assert_eq!(tls.spec["hostnames"][0], "secure.example.com");
+    assert_eq!(tls.spec["rules"][0]["backendRefs"][0]["port"], 443);
 }
 
 const VS_V1: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: shop}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}\n";

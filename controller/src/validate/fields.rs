@@ -1,7 +1,8 @@
 //! Rules for values that appear in many places: ports, percentages, regexes, string
-//! matches, route weights. Each takes the field path it reports at.
+//! matches, route weights, Gateway API host names. Each takes the field path it reports
+//! at.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use ambit_api::istio::{Percent, StringMatch};
 
@@ -50,6 +51,30 @@ pub(super) fn non_negative(findings: &mut Findings, path: &str, value: Option<i3
         && value < 0
     {
         findings.add(path, Reason::Negative(value.into()));
+    }
+}
+
+/// A Gateway API host name (a listener's `hostname`, a route's `hostnames`) is what the
+/// CRDs' pattern allows — a DNS name of lowercase labels, `*.` first for any one label —
+/// and not an IP address, which the Gateway API forbids there (TLS and HTTP clients
+/// send no IP address as a server name). A port has no place in it either.
+pub(super) fn hostname(findings: &mut Findings, path: &str, hostname: &str) {
+    let name = hostname.strip_prefix("*.").unwrap_or(hostname);
+    let label = |label: &str| {
+        !label.is_empty()
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if !name.split('.').all(label) || name.parse::<IpAddr>().is_ok() {
+        findings.add(
+            path,
+            Reason::Conflict(format!(
+                "`{hostname}` is not a host name: write `example.com` or `*.example.com`, in lowercase, without a port; an IP address is not one"
+            )),
+        );
     }
 }
 
@@ -221,6 +246,32 @@ pub(super) mod tests {
                 pair("low", "-1 is not a percentage: use a value from 0 to 100"),
                 pair("n", "-3 is negative: it must be 0 or more"),
             ]
+        );
+    }
+
+    #[test]
+    fn host_names_are_dns_names_or_wildcards_without_ports_or_ip_addresses() {
+        let mut findings = Findings::default();
+        for good in ["example.com", "*.example.com", "a-1.b", "localhost"] {
+            hostname(&mut findings, good, good);
+        }
+        let bad = [
+            "",
+            "*",
+            "a.*.com",
+            "a.com:443",
+            "10.0.0.1",
+            "::1",
+            "Shop.com",
+            "-a.b",
+        ];
+        for bad in bad {
+            hostname(&mut findings, bad, bad);
+        }
+        let reported: Vec<String> = found(findings).into_iter().map(|(path, _)| path).collect();
+        assert_eq!(
+            reported, bad,
+            "the good ones pass, each bad one is reported"
         );
     }
 

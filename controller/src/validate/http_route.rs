@@ -4,7 +4,8 @@
 //! rules and Istio check them, and — for a route attached to a Gateway — a
 //! ReferenceGrant for each Service of another namespace it sends to, as the Gateway API
 //! requires (a mesh route needs none: GAMMA). The parent, backend and ReferenceGrant
-//! checks are shared with the other route kinds ([`super::tcp_route`]).
+//! checks are shared with the other route kinds ([`super::tcp_route`],
+//! [`super::tls_route`]).
 
 use std::collections::BTreeMap;
 

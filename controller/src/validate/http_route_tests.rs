@@ -1,4 +1,4 @@
-//! HTTPRoutes (and GRPCRoutes, TCPRoutes): Istio's ambient traffic-shifting route is
+//! HTTPRoutes (and GRPCRoutes, TCPRoutes, TLSRoutes): Istio's ambient traffic-shifting route is
 //! valid; parents Ambit does not serve are warned about; what the Gateway API forbids,
 //! and filters the waypoint does not serve, reject the route by field path while its
 //! valid siblings are kept.
@@ -331,4 +331,50 @@ spec:
         report.model.tcp_routes.is_empty(),
         "a Gateway parent still needs its grants"
     );
+}
+
+#[test]
+fn a_tls_route_needs_host_names_and_backend_ports_and_its_siblings_stay() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: TLSRoute
+metadata: {name: secure, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: secure, port: 443}]
+  hostnames: [secure.example.com, '*.example.com']
+  rules:
+  - backendRefs:
+    - {name: secure-v1, port: 443, weight: 90}
+    - {name: secure-v2, port: 443, weight: 10}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: secure}]
+  hostnames: [10.0.0.1, 'secure.example.com:443', '']
+  rules: [{backendRefs: [{name: secure-v2}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: late, namespace: shop}
+spec:
+  parentRefs: [{group: '', kind: Service, name: secure}]
+  rules:
+  - backendRefs: [{name: secure-v1, port: 443}]
+  - backendRefs: [{name: secure-v2, port: 443}]
+",
+    );
+    let broken = "error: shop/broken (TLSRoute) in routes.yaml document 2";
+    let expected = [
+        format!("{broken}: spec.hostnames[0]: `10.0.0.1` is not a host name"),
+        format!("{broken}: spec.hostnames[1]: `secure.example.com:443` is not a host name"),
+        format!("{broken}: spec.hostnames[2]: `` is not a host name"),
+        format!(
+            "{broken}: spec.rules[0].backendRefs[0].port: required: a Service backend needs the Service port"
+        ),
+        "warning: shop/late (TLSRoute) in routes.yaml document 3: spec.rules[1]: a TLSRoute's rules have no matches".to_owned(),
+    ];
+    assert_lines(&lines, &expected);
+    assert_eq!(names(&report.model.tls_routes), ["secure", "late"]);
 }

@@ -1,8 +1,8 @@
 //! Pass 3 for a Gateway API `Gateway` of class `istio` (an ingress gateway): its
 //! listeners as the Gateway API's CRD rules say, and what Ambit's gateway serves of them
-//! (HTTP, HTTPS terminated with a Secret of the Gateway's namespace, and TCP; routes
-//! from the same namespace or all: HTTPRoutes and GRPCRoutes on HTTP and HTTPS,
-//! TCPRoutes on TCP).
+//! (HTTP, HTTPS terminated with a Secret of the Gateway's namespace, TLS passed through
+//! by server name, and TCP; routes from the same namespace or all: HTTPRoutes and
+//! GRPCRoutes on HTTP and HTTPS, TLSRoutes on TLS, TCPRoutes on TCP).
 
 use std::collections::BTreeMap;
 
@@ -77,28 +77,17 @@ fn check_listener(listener: &Listener, namespace: &str, path: &str, findings: &m
         "HTTPS" => check_tls(listener, namespace, path, findings),
         "TCP" if listener.tls.is_some() => findings.add(
             format!("{path}.tls"),
-            Reason::Conflict(
-                "a TCP listener relays bytes and has no TLS: remove `tls`".to_owned(),
-            ),
+            Reason::Conflict("a TCP listener relays bytes and has no TLS: remove `tls`".to_owned()),
         ),
         "TCP" => {}
+        "TLS" => check_passthrough(listener, path, findings),
         _ => findings.add(
             format!("{path}.protocol"),
-            Reason::Unsupported(
-                "not served by Ambit's gateway yet: use HTTP, HTTPS or TCP (TLS listeners need TLSRoutes; use an Istio Gateway with a `PASSTHROUGH` server for those)",
-            ),
+            Reason::Unsupported("not served by Ambit's gateway yet: use HTTP, HTTPS, TLS or TCP"),
         ),
     }
     if let Some(hostname) = &listener.hostname {
-        let plain = hostname.strip_prefix("*.").unwrap_or(hostname);
-        if plain.is_empty() || plain.contains('*') || hostname.contains(':') {
-            findings.add(
-                format!("{path}.hostname"),
-                Reason::Conflict(format!(
-                    "`{hostname}` is not a host name: write `example.com` or `*.example.com`, without a port"
-                )),
-            );
-        }
+        fields::hostname(findings, &format!("{path}.hostname"), hostname);
     }
     let from = listener
         .allowed_routes
@@ -147,7 +136,7 @@ fn check_tls(listener: &Listener, namespace: &str, path: &str, findings: &mut Fi
         findings.add(
             format!("{path}.tls.mode"),
             Reason::Unsupported(
-                "Passthrough needs TLSRoutes, not served yet: use Terminate, or an Istio Gateway with `tls.mode: PASSTHROUGH`",
+                "an HTTPS listener terminates TLS to route requests: use Terminate, or a TLS listener to pass TLS through (with TLSRoutes)",
             ),
         );
     }
@@ -181,5 +170,33 @@ fn check_tls(listener: &Listener, namespace: &str, path: &str, findings: &mut Fi
             format!("{path}.tls.certificateRefs"),
             Reason::Unsupported("one certificate per listener in Ambit's gateway: keep one"),
         ),
+    }
+}
+
+/// A TLS listener passes TLS through to the backend its TLSRoutes choose by server name:
+/// Ambit's gateway does not terminate TLS for TLSRoutes (an HTTPS listener terminates it
+/// for HTTPRoutes), so the mode must be Passthrough, and certificates go unused.
+fn check_passthrough(listener: &Listener, path: &str, findings: &mut Findings) {
+    let Some(tls) = &listener.tls else {
+        findings.add(
+            format!("{path}.tls"),
+            Reason::Required("a TLS listener needs `tls: {mode: Passthrough}`"),
+        );
+        return;
+    };
+    if tls.mode.unwrap_or_default() == TlsMode::Terminate {
+        findings.add(
+            format!("{path}.tls.mode"),
+            Reason::Unsupported(
+                "Ambit's gateway passes TLS through only (Terminate is the default): set `mode: Passthrough`, or use an HTTPS listener to terminate TLS",
+            ),
+        );
+    } else if !tls.certificate_refs.is_empty() {
+        findings.add(
+            format!("{path}.tls.certificateRefs"),
+            Reason::NotServed(
+                "ignored: a Passthrough listener does not terminate TLS, so it presents no certificate — remove `certificateRefs`".to_owned(),
+            ),
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Gateway API Gateways of class `istio`: Istio's Bookinfo gateway is valid; listeners
-//! Ambit's gateway cannot serve are rejected by field path; a waypoint's Gateway (class
-//! `istio-waypoint`) is not checked here.
+//! Ambit's gateway cannot serve are rejected by field path (a TLS listener passes TLS
+//! through, it does not terminate it); a waypoint's Gateway (class `istio-waypoint`) is
+//! not checked here.
 
 use super::*;
 
@@ -45,7 +46,7 @@ metadata: {name: edge, namespace: shop}
 spec:
   gatewayClassName: istio
   listeners:
-  - {name: tls, port: 9000, protocol: TLS}
+  - {name: udp, port: 9000, protocol: UDP}
   - {name: https, port: 443, protocol: HTTPS}
   - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: c, namespace: other}]}}
   - {name: http, port: 443, protocol: HTTP, hostname: 'a.*.com'}
@@ -87,4 +88,56 @@ spec:
         report.model.kubernetes_gateways.is_empty(),
         "the TLS conflict is an error"
     );
+}
+
+#[test]
+fn a_tls_listener_passes_tls_through_to_tls_routes() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: tls
+    hostname: '*.example.com'
+    port: 443
+    protocol: TLS
+    tls: {mode: Passthrough, certificateRefs: [{name: unused}]}
+    allowedRoutes: {kinds: [{kind: TLSRoute}, {kind: HTTPRoute}]}
+",
+    );
+    let expected = [
+        "warning: shop/secure (Gateway) in gw.yaml document 1: spec.listeners[0].tls.certificateRefs: ignored: a Passthrough listener does not terminate TLS",
+        "warning: shop/secure (Gateway) in gw.yaml document 1: spec.listeners[0].allowedRoutes.kinds[1]: ignored: a TLS listener of Ambit's gateway takes TLSRoute, not HTTPRoute",
+    ];
+    assert_lines(&lines, &expected);
+    assert_eq!(
+        report.model.kubernetes_gateways.len(),
+        1,
+        "warnings keep it"
+    );
+}
+
+#[test]
+fn a_tls_listener_that_would_terminate_tls_is_refused_by_field() {
+    let (lines, report) = diagnostics(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: terminate, port: 443, protocol: TLS, tls: {mode: Terminate, certificateRefs: [{name: c}]}}
+  - {name: default, port: 8443, protocol: TLS, tls: {certificateRefs: [{name: c}]}}
+  - {name: bare, port: 9443, protocol: TLS}
+",
+    );
+    let expected = [
+        "spec.listeners[0].tls.mode: Ambit's gateway passes TLS through only (Terminate is the default): set `mode: Passthrough`, or use an HTTPS listener to terminate TLS",
+        "spec.listeners[1].tls.mode: Ambit's gateway passes TLS through only",
+        "spec.listeners[2].tls: required: a TLS listener needs `tls: {mode: Passthrough}`",
+    ];
+    assert_errors_of(&lines, "shop/secure (Gateway)", &expected);
+    assert!(report.model.kubernetes_gateways.is_empty());
 }

@@ -1,9 +1,13 @@
 //! Pass 3 for the Gateway API's TCPRoute: its parents, backends and ReferenceGrants as
 //! an HTTPRoute's ([`super::http_route`]), and what is TCPRoute's own — a rule has no
 //! matches, so the first rule takes every connection: it needs backends (without, every
-//! connection is refused), and the rules after it take nothing.
+//! connection is refused), and the rules after it take nothing. A TLSRoute's rules are
+//! the same, and checked here too ([`check_rules`]).
 
-use ambit_api::gateway_api::tcp_route::TcpRouteSpec;
+use ambit_api::gateway_api::{
+    http_route::ParentReference,
+    tcp_route::{TcpRouteRule, TcpRouteSpec},
+};
 
 use super::{Findings, Reason, http_route};
 
@@ -17,8 +21,27 @@ pub(super) fn check(
     context: &http_route::Context<'_>,
     findings: &mut Findings,
 ) {
-    http_route::check_parents(&spec.parent_refs, namespace, context, findings);
-    if spec.rules.is_empty() {
+    check_rules(
+        (KIND, namespace),
+        &spec.parent_refs,
+        &spec.rules,
+        context,
+        findings,
+    );
+}
+
+/// Checks the parents and rules of a route of `kind` in `namespace` whose rules are a
+/// TCPRoute's (a TCPRoute, a TLSRoute): weighted Service backends and no matches, so
+/// only the first rule ever takes a connection.
+pub(super) fn check_rules(
+    (kind, namespace): (&str, &str),
+    parents: &[ParentReference],
+    rules: &[TcpRouteRule],
+    context: &http_route::Context<'_>,
+    findings: &mut Findings,
+) {
+    http_route::check_parents(parents, namespace, context, findings);
+    if rules.is_empty() {
         findings.add(
             "spec.rules",
             Reason::Required(
@@ -26,14 +49,14 @@ pub(super) fn check(
             ),
         );
     }
-    for (i, rule) in spec.rules.iter().enumerate() {
+    for (i, rule) in rules.iter().enumerate() {
         let path = format!("spec.rules[{i}]");
         if i > 0 {
             findings.add(
                 path.clone(),
-                Reason::NotServed(
-                    "a TCPRoute's rules have no matches, so spec.rules[0] takes every connection and this rule none: move its backendRefs into the first rule, or into a route of their own".to_owned(),
-                ),
+                Reason::NotServed(format!(
+                    "a {kind}'s rules have no matches, so spec.rules[0] takes every connection and this rule none: move its backendRefs into the first rule, or into a route of their own"
+                )),
             );
         }
         if rule.backend_refs.is_empty() {
@@ -49,7 +72,7 @@ pub(super) fn check(
             http_route::check_weighted_backend(&backend.backend, backend.weight, &path, findings);
         }
     }
-    let backends = spec.rules.iter().enumerate().flat_map(|(i, rule)| {
+    let backends = rules.iter().enumerate().flat_map(|(i, rule)| {
         rule.backend_refs
             .iter()
             .enumerate()
@@ -61,9 +84,9 @@ pub(super) fn check(
             })
     });
     http_route::check_references(
-        &spec.parent_refs,
+        parents,
         backends,
-        (KIND, namespace),
+        (kind, namespace),
         &context.grants,
         findings,
     );

@@ -33,7 +33,7 @@ pub struct Kind {
 }
 
 /// Every kind the model reads: what the folder source would find in a folder.
-pub const KINDS: [Kind; 18] = [
+pub const KINDS: [Kind; 19] = [
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
@@ -75,6 +75,12 @@ pub const KINDS: [Kind; 18] = [
         gateway_api::TCP_ROUTE_VERSIONS,
         "TCPRoute",
         "tcproutes",
+    ),
+    custom(
+        gateway_api::GROUP,
+        gateway_api::TLS_ROUTE_VERSIONS,
+        "TLSRoute",
+        "tlsroutes",
     ),
     custom(
         gateway_api::GROUP,
@@ -169,12 +175,12 @@ impl Kind {
         }
     }
 
-    /// How to install its CRD when the cluster does not serve it (TCPRoute is in the
-    /// Gateway API's experimental channel only).
+    /// How to install its CRD when the cluster does not serve it (TCPRoute and TLSRoute
+    /// are in the Gateway API's experimental channel only).
     #[must_use]
     pub fn install_hint(&self) -> &'static str {
         match (self.group, self.kind) {
-            (gateway_api::GROUP, "TCPRoute") => {
+            (gateway_api::GROUP, "TCPRoute" | "TLSRoute") => {
                 "install the Gateway API's experimental-channel CRDs (https://gateway-api.sigs.k8s.io/guides/#install-experimental-channel)"
             }
             (gateway_api::GROUP, _) => {
