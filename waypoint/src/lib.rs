@@ -53,7 +53,8 @@
 //!   endpoint's ztunnel);
 //! - [`gateway`]: the ingress gateway — Istio `Gateway` servers (HTTP, HTTPS), bound
 //!   VirtualServices;
-//! - [`cli`], [`admin`]: `ambit-waypoint`'s flags, and its metrics endpoint.
+//! - [`cli`], [`admin`]: `ambit-waypoint`'s flags, its metrics endpoint and its admin
+//!   endpoint (Envoy's `/clusters`).
 //!
 //! # What this slice does not do yet
 //! - On a plain listener ([`run`]) the [`Peer`] has the TCP peer's address and no
