@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     config::{CLUSTER_DOMAIN, Config, Named},
-    gateway::servers::{Binding, Servers},
+    gateway::servers::{Binding, PortProtocol, Servers},
     host::HostPattern,
 };
 
@@ -101,14 +101,13 @@ pub(super) fn service_attachments(namespace: &str, parents: &[ParentReference]) 
 /// At an ingress gateway serving `gateways` on `servers`, each of the `hostnames` (`*`
 /// when none) of a route in `namespace` with `parents`, on the ports of the listeners
 /// it attaches to: of the Gateways it names that are served here, those whose hostname
-/// and `allowedRoutes` admit it, narrowed to the parentRef's `sectionName` (a
-/// listener's name) or `port`.
+/// and `allowedRoutes` admit it and whose protocol `takes` the route's kind, narrowed
+/// to the parentRef's `sectionName` (a listener's name) or `port`.
 pub(super) fn gateway_attachments(
-    namespace: &str,
-    parents: &[ParentReference],
-    hostnames: &[String],
+    (namespace, parents, hostnames): (&str, &[ParentReference], &[String]),
     gateways: &[Named<GatewaySpec>],
     servers: &Servers,
+    takes: impl Fn(PortProtocol) -> bool,
 ) -> Vec<Attachment> {
     let hostnames: Vec<&str> = match hostnames {
         [] => vec!["*"],
@@ -142,7 +141,8 @@ pub(super) fn gateway_attachments(
             servers
                 .ports_routing(&binding)
                 .into_iter()
-                .filter(|port| listener_ports.contains(port)),
+                .filter(|port| listener_ports.contains(port))
+                .filter(|port| servers.on_port(*port).is_some_and(|s| takes(s.protocol))),
         );
     }
     ports.sort_unstable();

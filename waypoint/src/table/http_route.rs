@@ -35,6 +35,7 @@ use super::{
 };
 use crate::{
     config::{Config, Named, Role},
+    gateway::servers::PortProtocol,
     matcher::Semantics,
 };
 
@@ -81,11 +82,14 @@ impl RouteTable {
         for http in in_order {
             let attachments = match (&config.role, &self.ingress) {
                 (Role::Ingress(gateways), Some(servers)) => gateway_attachments(
-                    &http.namespace,
-                    &http.spec.parent_refs,
-                    &http.spec.hostnames,
+                    (
+                        &http.namespace,
+                        &http.spec.parent_refs,
+                        &http.spec.hostnames,
+                    ),
                     gateways,
                     servers,
+                    |protocol| matches!(protocol, PortProtocol::Http | PortProtocol::Https),
                 ),
                 _ => service_attachments(&http.namespace, &http.spec.parent_refs),
             };

@@ -159,27 +159,15 @@ impl RouteTable {
         in_order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for route in in_order {
             let (spec, namespace) = (&route.spec, route.namespace.as_str());
-            let mut attachments = match (&config.role, &self.ingress) {
-                (Role::Ingress(gateways), Some(servers)) => {
-                    let mut attachments = gateway_attachments(
-                        namespace,
-                        spec.parents(),
-                        spec.hostnames(),
-                        gateways,
-                        servers,
-                    );
-                    for ports in attachments.iter_mut().filter_map(|a| a.ports.as_mut()) {
-                        ports.retain(|port| {
-                            servers
-                                .on_port(*port)
-                                .is_some_and(|server| server.protocol == R::SERVED_ON)
-                        });
-                    }
-                    attachments
-                }
+            let attachments = match (&config.role, &self.ingress) {
+                (Role::Ingress(gateways), Some(servers)) => gateway_attachments(
+                    (namespace, spec.parents(), spec.hostnames()),
+                    gateways,
+                    servers,
+                    |protocol| protocol == R::SERVED_ON,
+                ),
                 _ => service_attachments(namespace, spec.parents()),
             };
-            attachments.retain(|a| a.ports.as_ref().is_none_or(|ports| !ports.is_empty()));
             let object = route.key();
             let mut problems = Vec::new();
             if spec.rules().is_empty() {

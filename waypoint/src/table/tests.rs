@@ -830,6 +830,10 @@ fn an_ingress_tcp_listener_takes_the_tcp_routes_attached_to_its_gateway() {
         "echo-tcp",
         "{parentRefs: [{name: public}], rules: [{backendRefs: [{name: echo, port: 9000}]}]}",
     ));
+    config.http_routes.push(named(
+        "echo-http",
+        "{parentRefs: [{name: public}], rules: [{backendRefs: [{name: echo, port: 9080}]}]}",
+    ));
     let table = RouteTable::compile(&config).expect("compiles");
     let route_on = |port| {
         table
@@ -838,6 +842,13 @@ fn an_ingress_tcp_listener_takes_the_tcp_routes_attached_to_its_gateway() {
     };
     assert_eq!(route_on(31400).as_deref(), Some("shop/echo-tcp#tcp.0"));
     assert_eq!(route_on(80), None, "a TCPRoute does not attach to HTTP");
+    assert!(first_route(&table, "anything.example.com", 80).is_some());
+    assert!(
+        table
+            .routes("anything.example.com", 31400)
+            .is_none_or(<[_]>::is_empty),
+        "an HTTPRoute does not attach to TCP"
+    );
 }
 
 /// The route `table` picks for a connection to `host` on `port` with server name `sni`.
