@@ -256,13 +256,27 @@ fn backends_exist(mesh: &Mesh, namespace: &str, backends: &[BackendRef]) -> Outc
     Ok(())
 }
 
-/// Applies `status` to the route `key`.
-async fn write(
+/// Applies `status` to the route `key`, in the first of its kind's versions the cluster
+/// serves: the experimental channel's TCPRoute and TLSRoute versions come and go
+/// (`v1alpha2`, `v1alpha3`), and the model does not keep the one a route was read in.
+async fn write(client: &Client, key: &RouteKey, status: &RouteStatus) -> kube::Result<()> {
+    let mut written = Ok(());
+    for version in versions(key.0) {
+        written = write_in(client, version, key, status).await;
+        match &written {
+            Err(kube::Error::Api(error)) if error.is_not_found() => {}
+            _ => break,
+        }
+    }
+    written
+}
+
+async fn write_in(
     client: &Client,
+    version: &str,
     (kind, (namespace, name)): &RouteKey,
     status: &RouteStatus,
 ) -> kube::Result<()> {
-    let version = version(*kind);
     let routes = ApiResource {
         group: gateway_api::GROUP.to_owned(),
         version: version.to_owned(),
@@ -271,26 +285,28 @@ async fn write(
         plural: format!("{}s", kind.as_str().to_lowercase()),
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let document = document((*kind, namespace, name), status);
+    let document = document((*kind, version, namespace, name), status);
     Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &routes)
         .patch_status(name, &params, &Patch::Apply(document))
         .await
         .map(drop)
 }
 
-/// The version a route of `kind` is written in: its kind's stable one (TCPRoute and
-/// TLSRoute have none: the experimental channel's `v1alpha2`, as the model does not
-/// keep the version a route was read in).
-fn version(kind: RouteKind) -> &'static str {
+/// The versions a route of `kind` may be written in, preferred first: its kind's
+/// stable one, or the experimental channel's.
+fn versions(kind: RouteKind) -> &'static [&'static str] {
     match kind {
-        RouteKind::TcpRoute => gateway_api::TCP_ROUTE_VERSIONS[0],
-        RouteKind::TlsRoute => gateway_api::TLS_ROUTE_VERSIONS[0],
-        _ => "v1",
+        RouteKind::TcpRoute => gateway_api::TCP_ROUTE_VERSIONS,
+        RouteKind::TlsRoute => gateway_api::TLS_ROUTE_VERSIONS,
+        _ => &["v1"],
     }
 }
 
-/// The status document of the route `namespace/name` of `kind`.
-fn document((kind, namespace, name): (RouteKind, &str, &str), status: &RouteStatus) -> Value {
+/// The status document of the route `namespace/name` of `kind`, in `version`.
+fn document(
+    (kind, version, namespace, name): (RouteKind, &str, &str, &str),
+    status: &RouteStatus,
+) -> Value {
     let now = Time(Timestamp::now());
     let condition = |kind: &str, outcome: &Outcome, ok: &str| {
         let (state, reason, message) = match outcome {
@@ -324,7 +340,7 @@ fn document((kind, namespace, name): (RouteKind, &str, &str), status: &RouteStat
         })
         .collect();
     json!({
-        "apiVersion": format!("{}/{}", gateway_api::GROUP, version(kind)),
+        "apiVersion": format!("{}/{version}", gateway_api::GROUP),
         "kind": kind.as_str(),
         "metadata": {"name": name, "namespace": namespace},
         "status": {"parents": parents},

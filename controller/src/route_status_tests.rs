@@ -94,7 +94,7 @@ spec:
         ],
         "a Gateway not in the model is another controller's: no entry"
     );
-    let document = document((RouteKind::HttpRoute, "shop", "reviews"), status);
+    let document = document((RouteKind::HttpRoute, "v1", "shop", "reviews"), status);
     let first = &document["status"]["parents"][0];
     assert_eq!(first["controllerName"], CONTROLLER_NAME);
     assert_eq!(first["parentRef"]["name"], "reviews");
@@ -166,7 +166,10 @@ spec:
         outcomes(&statuses[&key]),
         [("reviews".to_owned(), Ok(()), Ok(()))]
     );
-    let document = document((RouteKind::GrpcRoute, "shop", "calls"), &statuses[&key]);
+    let document = document(
+        (RouteKind::GrpcRoute, "v1", "shop", "calls"),
+        &statuses[&key],
+    );
     assert_eq!(document["kind"], "GRPCRoute");
 }
 
@@ -211,7 +214,10 @@ spec:
             ("streams".to_owned(), Ok(()), missing),
         ]
     );
-    let document = document((RouteKind::TcpRoute, "shop", "stream"), &statuses[&key]);
+    let document = document(
+        (RouteKind::TcpRoute, "v1alpha2", "shop", "stream"),
+        &statuses[&key],
+    );
     assert_eq!(document["apiVersion"], "gateway.networking.k8s.io/v1alpha2");
     assert_eq!(document["kind"], "TCPRoute");
     let accepted = &document["status"]["parents"][0]["conditions"][0];
@@ -252,7 +258,10 @@ spec:
             ("secure".to_owned(), Ok(()), Ok(())),
         ]
     );
-    let document = document((RouteKind::TlsRoute, "shop", "passed"), &statuses[&key]);
+    let document = document(
+        (RouteKind::TlsRoute, "v1alpha2", "shop", "passed"),
+        &statuses[&key],
+    );
     assert_eq!(document["apiVersion"], "gateway.networking.k8s.io/v1alpha2");
     assert_eq!(document["kind"], "TLSRoute");
 }
