@@ -743,6 +743,49 @@ async fn an_http_route_gets_its_parents_status_as_the_model_changes() {
     assert_eq!(condition(&second, 1).2, json!("BackendNotFound"));
 }
 
+/// A cluster whose Gateway API serves TLSRoute as `v1alpha3` only: the status patch in
+/// `v1alpha2` is not found, and the same status goes out in `v1alpha3`.
+#[tokio::test]
+async fn a_tls_route_status_is_written_in_the_version_the_cluster_serves() {
+    const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1alpha2/tlsroutes";
+    let status = |version: &str| {
+        format!("/apis/gateway.networking.k8s.io/{version}/namespaces/shop/tlsroutes/secure/status")
+    };
+    let api = FakeApi::start(every_kind_but(None)).await;
+    api.answer_patches(&status("v1alpha2"), |_| {
+        (StatusCode::NOT_FOUND, recorded("not-found.json"))
+    });
+    api.put_quietly(
+        ROUTES,
+        json!({
+            "kind": "TLSRoute",
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "metadata": {"name": "secure", "namespace": "shop", "generation": 1},
+            "spec": {
+                "parentRefs": [{"group": "", "kind": "Service", "name": "cart"}],
+                "hostnames": ["secure.example.com"],
+                "rules": [{"backendRefs": [{"name": "cart", "port": 443}]}],
+            },
+        }),
+    );
+    let source = KubeSource::start(api.client(), TRUST_DOMAIN).await;
+    let mut model = source.subscribe();
+    converges(&mut model, &api, "a cluster with a TLSRoute").await;
+    tokio::spawn(route_status::run(api.client(), source.subscribe()));
+
+    let applied = api.patches(2).await;
+    let paths: Vec<&str> = applied.iter().map(|write| write.path.as_str()).collect();
+    assert_eq!(
+        paths[..2],
+        [status("v1alpha2"), status("v1alpha3")],
+        "{applied:#?}"
+    );
+    assert_eq!(
+        applied[1].body["apiVersion"],
+        "gateway.networking.k8s.io/v1alpha3"
+    );
+}
+
 #[tokio::test]
 async fn a_resync_applies_the_objects_again_but_not_the_status() {
     let api = FakeApi::start(every_kind_but(None)).await;
