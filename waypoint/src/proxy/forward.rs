@@ -450,7 +450,7 @@ impl Forwarding<'_> {
             };
             let mut request = prepared.request(reply::full(body.clone()));
             *request.uri_mut() = uri;
-            *request.version_mut() = protocol_version(cluster.http2);
+            *request.version_mut() = protocol_version(cluster.speaks_http2());
             let shadow = Shadow {
                 cluster: Arc::clone(cluster),
                 request,

@@ -60,7 +60,11 @@ pub fn send(upstreams: &Arc<Upstreams>, shadow: Shadow) {
         let _in_flight = endpoint.start_request();
         let exchange = async {
             let response = upstreams
-                .send(endpoint.address, cluster.pooling(cluster.http2), request)
+                .send(
+                    endpoint.address,
+                    cluster.pooling(cluster.speaks_http2()),
+                    request,
+                )
                 .await?;
             let status = response.status();
             // Read to the end so the connection goes back to the pool.

@@ -283,8 +283,6 @@ pub struct ClusterSettings {
 pub struct Cluster {
     /// Envoy's name, `outbound|<port>|<subset>|<host>`, for logs and telemetry.
     pub name: String,
-    /// Whether endpoints speak HTTP/2 (prior knowledge) rather than HTTP/1.1.
-    pub http2: bool,
     settings: ClusterSettings,
     endpoints: Vec<Arc<UpstreamEndpoint>>,
     policy: ClusterPolicy,
@@ -321,7 +319,6 @@ impl Cluster {
         };
         Self {
             name,
-            http2: settings.http2,
             settings,
             endpoints,
             policy,
@@ -364,6 +361,12 @@ impl Cluster {
             next.store(before.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         self
+    }
+
+    /// Whether its endpoints speak HTTP/2 (prior knowledge) rather than HTTP/1.1.
+    #[must_use]
+    pub fn speaks_http2(&self) -> bool {
+        self.settings.http2
     }
 
     /// Its endpoints, in the order they were given.
@@ -417,7 +420,8 @@ impl Cluster {
     /// endpoints speak it, or it follows the client's protocol (`useClientProtocol`).
     #[must_use]
     pub fn http2_for(&self, client: http::Version) -> bool {
-        self.http2 || (self.policy.tcp.use_client_protocol && client == http::Version::HTTP_2)
+        self.speaks_http2()
+            || (self.policy.tcp.use_client_protocol && client == http::Version::HTTP_2)
     }
 
     /// How its pooled HTTP connections are opened and kept, for requests sent in

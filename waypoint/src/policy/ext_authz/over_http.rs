@@ -72,7 +72,7 @@ impl HttpCheck {
     ) -> Result<Decision, String> {
         let request = self.request(parts, authority, body)?;
         let (answer, _) = provider
-            .send(request, provider.cluster.http2, upstreams)
+            .send(request, provider.cluster.speaks_http2(), upstreams)
             .await?;
         if answer.status.is_server_error() {
             return Err(format!("it answered {}", answer.status));
