@@ -32,18 +32,8 @@ pub struct HttpRouteSpec {
     pub rules: Vec<HttpRouteRule>,
 }
 
-impl HttpRouteSpec {
-    /// The parents of a route in `namespace` that are Services in that namespace: a
-    /// producer route's, which the Services' waypoints apply for every caller.
-    pub fn producer_parents<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'a ParentReference> + 'a {
-        producer_parents(&self.parent_refs, namespace)
-    }
-}
-
-/// Those of `parents` (of a route in `namespace`) that are Services in that namespace.
+/// Those of `parents` (of a route in `namespace`) that are Services in that namespace: a
+/// producer route's, which the Services' waypoints apply for every caller.
 pub fn producer_parents<'a>(
     parents: &'a [ParentReference],
     namespace: &'a str,

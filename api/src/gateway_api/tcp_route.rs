@@ -6,7 +6,7 @@
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
-use super::http_route::{BackendRef, ParentReference, producer_parents};
+use super::http_route::{BackendRef, ParentReference};
 
 /// The spec of a `TCPRoute`.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,20 +43,10 @@ pub struct WeightedBackendRef {
     pub weight: Option<u32>,
 }
 
-impl TcpRouteSpec {
-    /// The parents of a route in `namespace` that are Services in that namespace: a
-    /// producer route's, which the Services' waypoints apply for every caller.
-    pub fn producer_parents<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'a ParentReference> + 'a {
-        producer_parents(&self.parent_refs, namespace)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway_api::http_route::producer_parents;
 
     #[test]
     fn a_tcp_route_reads_as_users_write_it() {
@@ -76,6 +66,6 @@ rules:
         assert_eq!(backends[0].weight, Some(90));
         assert_eq!(backends[1].weight, None);
         assert!(backends[1].backend.is_service());
-        assert_eq!(route.producer_parents("shop").count(), 1);
+        assert_eq!(producer_parents(&route.parent_refs, "shop").count(), 1);
     }
 }

@@ -6,10 +6,7 @@
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    http_route::{ParentReference, producer_parents},
-    tcp_route::TcpRouteRule,
-};
+use super::{http_route::ParentReference, tcp_route::TcpRouteRule};
 
 /// The spec of a `TLSRoute`.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -30,20 +27,10 @@ pub struct TlsRouteSpec {
     pub rules: Vec<TcpRouteRule>,
 }
 
-impl TlsRouteSpec {
-    /// The parents of a route in `namespace` that are Services in that namespace: a
-    /// producer route's, which the Services' waypoints apply for every caller.
-    pub fn producer_parents<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'a ParentReference> + 'a {
-        producer_parents(&self.parent_refs, namespace)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway_api::http_route::producer_parents;
 
     #[test]
     fn a_tls_route_reads_as_users_write_it() {
@@ -58,7 +45,7 @@ rules: [{backendRefs: [{name: secure, port: 443}]}]
         assert_eq!(route.hostnames, ["secure.example.com"]);
         assert_eq!(route.rules[0].backend_refs[0].backend.port, Some(443));
         assert_eq!(
-            route.producer_parents("shop").count(),
+            producer_parents(&route.parent_refs, "shop").count(),
             0,
             "a Gateway parent"
         );
