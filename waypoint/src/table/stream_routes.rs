@@ -21,6 +21,7 @@ use ambit_api::{
 use super::{
     ClusterIndex, ConfigError, Problem, RouteTable, TcpRoute,
     gateway_api::{AttachedRoutes, ByHost, destination, gateway_attachments, service_attachments},
+    tcp::StreamRouteSpec,
 };
 use crate::{
     config::{Config, Named, Role},
@@ -33,27 +34,36 @@ trait StreamRoute {
     const KIND: &'static str;
     /// The ingress servers it attaches to.
     const SERVED_ON: PortProtocol;
+    /// The VirtualService route a rule becomes.
+    type Rule: StreamRouteSpec;
     fn parents(&self) -> &[ParentReference];
     /// The server names it takes (none for a TCPRoute: all).
     fn hostnames(&self) -> &[String];
     fn rules(&self) -> &[TcpRouteRule];
-    /// Compiles rule `index`, taking the connections to `port` (a parentRef's) or all,
-    /// of route `object` in `namespace`.
+    /// A rule sending to `route`, taking the connections to `port` (a parentRef's) or
+    /// all, as the VirtualService route Istio makes of it.
+    fn as_virtual_service(&self, route: Vec<RouteDestination>, port: Option<u32>) -> Self::Rule;
+    /// Where a compiled rule goes among a host's routes.
+    fn routes_of(attached: &mut AttachedRoutes) -> &mut Vec<TcpRoute>;
+
+    /// Compiles rule `index` of route `object` in `namespace` for a parent's `port`.
     fn compile_rule(
         &self,
-        at: (&str, &str),
-        rule: (usize, &TcpRouteRule),
+        (object, namespace): (&str, &str),
+        (index, rule): (usize, &TcpRouteRule),
         port: Option<u32>,
         clusters: &ClusterIndex,
         problems: &mut Vec<Problem>,
-    ) -> Option<TcpRoute>;
-    /// Where a compiled rule goes among a host's routes.
-    fn routes_of(attached: &mut AttachedRoutes) -> &mut Vec<TcpRoute>;
+    ) -> Option<TcpRoute> {
+        let spec = self.as_virtual_service(destinations(rule, namespace), port);
+        TcpRoute::compile(object, namespace, index, &spec, clusters, problems)
+    }
 }
 
 impl StreamRoute for TcpRouteSpec {
     const KIND: &'static str = "TCPRoute";
     const SERVED_ON: PortProtocol = PortProtocol::Tcp;
+    type Rule = VsTcpRoute;
 
     fn parents(&self) -> &[ParentReference] {
         &self.parent_refs
@@ -67,15 +77,8 @@ impl StreamRoute for TcpRouteSpec {
         &self.rules
     }
 
-    fn compile_rule(
-        &self,
-        (object, namespace): (&str, &str),
-        (index, rule): (usize, &TcpRouteRule),
-        port: Option<u32>,
-        clusters: &ClusterIndex,
-        problems: &mut Vec<Problem>,
-    ) -> Option<TcpRoute> {
-        let spec = VsTcpRoute {
+    fn as_virtual_service(&self, route: Vec<RouteDestination>, port: Option<u32>) -> VsTcpRoute {
+        VsTcpRoute {
             matches: port
                 .map(|port| L4MatchAttributes {
                     port: Some(port),
@@ -83,9 +86,8 @@ impl StreamRoute for TcpRouteSpec {
                 })
                 .into_iter()
                 .collect(),
-            route: destinations(rule, namespace),
-        };
-        TcpRoute::compile(object, namespace, index, &spec, clusters, problems)
+            route,
+        }
     }
 
     fn routes_of(attached: &mut AttachedRoutes) -> &mut Vec<TcpRoute> {
@@ -96,6 +98,7 @@ impl StreamRoute for TcpRouteSpec {
 impl StreamRoute for TlsRouteSpec {
     const KIND: &'static str = "TLSRoute";
     const SERVED_ON: PortProtocol = PortProtocol::Passthrough;
+    type Rule = VsTlsRoute;
 
     fn parents(&self) -> &[ParentReference] {
         &self.parent_refs
@@ -109,23 +112,15 @@ impl StreamRoute for TlsRouteSpec {
         &self.rules
     }
 
-    fn compile_rule(
-        &self,
-        (object, namespace): (&str, &str),
-        (index, rule): (usize, &TcpRouteRule),
-        port: Option<u32>,
-        clusters: &ClusterIndex,
-        problems: &mut Vec<Problem>,
-    ) -> Option<TcpRoute> {
-        let spec = VsTlsRoute {
+    fn as_virtual_service(&self, route: Vec<RouteDestination>, port: Option<u32>) -> VsTlsRoute {
+        VsTlsRoute {
             matches: vec![TlsMatchAttributes {
                 sni_hosts: self.hostnames.clone(),
                 port,
                 ..TlsMatchAttributes::default()
             }],
-            route: destinations(rule, namespace),
-        };
-        TcpRoute::compile(object, namespace, index, &spec, clusters, problems)
+            route,
+        }
     }
 
     fn routes_of(attached: &mut AttachedRoutes) -> &mut Vec<TcpRoute> {
