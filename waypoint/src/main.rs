@@ -136,7 +136,11 @@ async fn main() -> anyhow::Result<()> {
             let mut summary = format!(
                 "{} services, {} routes, {} policies, {} Telemetry objects",
                 config.services.len(),
-                config.virtual_services.len() + config.destination_rules.len(),
+                config.virtual_services.len()
+                    + config.destination_rules.len()
+                    + config.http_routes.len()
+                    + config.tcp_routes.len()
+                    + config.tls_routes.len(),
                 config.authorization_policies.len() + config.request_authentications.len(),
                 config.telemetries.len()
             );
